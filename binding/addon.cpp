@@ -1,0 +1,109 @@
+// Module entry: backend facts, device memory and transfers. Ops live in their own files.
+#include "common.h"
+#include "sppnet/cpu_info.h"
+#include "sppnet/device.h"
+
+namespace sppnet {
+namespace binding {
+
+void init_spp(Napi::Env env, Napi::Object exports);
+
+namespace {
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const cuda::DeviceInfo d = cuda::query();
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("built", d.built);
+  c.Set("deviceCount", d.device_count);
+  c.Set("runtimeVersion", d.runtime_version);
+  c.Set("driverVersion", d.driver_version);
+  c.Set("error", d.error);
+  c.Set("name", d.name);
+  c.Set("computeCapability", std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor));
+  c.Set("multiprocessors", d.sm_count);
+  c.Set("totalMemory", static_cast<double>(d.total_memory));
+  c.Set("archs", d.archs);
+  Napi::Object h = Napi::Object::New(env);
+  h.Set("isa", cpu::isa());
+  h.Set("threads", cpu::threads());
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("cuda", c);
+  o.Set("cpu", h);
+  return o;
+}
+
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("deviceBuffers", static_cast<double>(data->counters->device_buffers.load()));
+  o.Set("deviceBytes", static_cast<double>(data->counters->device_bytes.load()));
+  size_t free_b = 0, total_b = 0;
+  if (data->counters->device_buffers.load() > 0 && cuda::memory_info(&free_b, &total_b).ok()) {
+    o.Set("deviceFree", static_cast<double>(free_b));
+    o.Set("deviceTotal", static_cast<double>(total_b));
+  }
+  return o;
+}
+
+// cudaUpload(buffer, offset, Float32Array): synchronous host -> device copy.
+Napi::Value CudaUpload(const Napi::CallbackInfo& info) {
+  Napi::Object a = Napi::Object::New(info.Env());
+  a.Set("dst", info[0]);
+  a.Set("dstOffset", info[1]);
+  a.Set("src", info[2]);
+  const auto src = info[2].As<Napi::Float32Array>();
+  FloatArg d = float_arg(a, "dst", static_cast<int64_t>(src.ElementLength()));
+  throw_if(info.Env(), cuda::copy_h2d(d.ptr, src.Data(), src.ElementLength() * sizeof(float)));
+  return info.Env().Undefined();
+}
+
+// cudaDownload(buffer, offset, Float32Array) -> Promise: device -> host copy off the main thread.
+Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
+  Napi::Object a = Napi::Object::New(info.Env());
+  a.Set("src", info[0]);
+  a.Set("srcOffset", info[1]);
+  a.Set("dst", info[2]);
+  const auto dst = info[2].As<Napi::Float32Array>();
+  const int64_t n = static_cast<int64_t>(dst.ElementLength());
+  FloatArg s = float_arg(a, "src", n);
+  FloatArg d = float_arg(a, "dst", n);
+  auto task = [s, d, n]() { return cuda::copy_d2h(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)); };
+  return queue(info.Env(), task, {info[0], info[2]});
+}
+
+// cudaCopy(dst, dstOffset, src, srcOffset, n): synchronous device -> device copy.
+Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
+  Napi::Object a = Napi::Object::New(info.Env());
+  a.Set("dst", info[0]);
+  a.Set("dstOffset", info[1]);
+  a.Set("src", info[2]);
+  a.Set("srcOffset", info[3]);
+  const int64_t n = info[4].As<Napi::Number>().Int64Value();
+  FloatArg d = float_arg(a, "dst", n), s = float_arg(a, "src", n);
+  throw_if(info.Env(), cuda::copy_d2d(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)));
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function ctor = DeviceBuffer::Define(env);
+  data->device_buffer = Napi::Persistent(ctor);
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("DeviceBuffer", ctor);
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
+  exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
+  exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));
+  init_spp(env, exports);
+  return exports;
+}
+
+}  // namespace
+}  // namespace binding
+}  // namespace sppnet
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return sppnet::binding::Init(env, exports); }
+NODE_API_MODULE(sppnet, InitAddon)

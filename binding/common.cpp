@@ -1,0 +1,156 @@
+#include "common.h"
+
+#include "sppnet/device.h"
+
+namespace sppnet {
+namespace binding {
+
+DeviceMem::~DeviceMem() {
+  cuda::free_device(ptr);
+  if (counters) {
+    counters->device_buffers -= 1;
+    counters->device_bytes -= static_cast<int64_t>(bytes);
+  }
+}
+
+const char* code_name(Code c) {
+  switch (c) {
+    case Code::kInvalidArgument: return "SPPNET_INVALID_ARGUMENT";
+    case Code::kOutOfMemory: return "SPPNET_OUT_OF_MEMORY";
+    case Code::kCudaError: return "SPPNET_CUDA_ERROR";
+    case Code::kUnavailable: return "SPPNET_UNAVAILABLE";
+    default: return "SPPNET_INTERNAL";
+  }
+}
+
+void throw_if(Napi::Env env, const Status& s) {
+  if (s.ok()) return;
+  Napi::Error e = Napi::Error::New(env, s.message);
+  e.Set("code", Napi::String::New(env, code_name(s.code)));
+  throw e;
+}
+
+// ---- DeviceBuffer: new DeviceBuffer(lengthInFloats) ----
+
+Napi::Function DeviceBuffer::Define(Napi::Env env) {
+  return DefineClass(env, "DeviceBuffer",
+                     {InstanceMethod("free", &DeviceBuffer::Free), InstanceAccessor("length", &DeviceBuffer::Length, nullptr),
+                      InstanceAccessor("freed", &DeviceBuffer::Freed, nullptr)});
+}
+
+DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "DeviceBuffer(length): length must be a number");
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0) || n > 9.0e15) throw Napi::RangeError::New(env, "DeviceBuffer(length): bad length");
+  length_ = static_cast<size_t>(n);
+  auto mem = std::make_shared<DeviceMem>();
+  mem->bytes = length_ * sizeof(float);
+  throw_if(env, cuda::malloc_device(mem->bytes, &mem->ptr));
+  mem->counters = env.GetInstanceData<AddonData>()->counters;
+  mem->counters->device_buffers += 1;
+  mem->counters->device_bytes += static_cast<int64_t>(mem->bytes);
+  mem_ = std::move(mem);
+}
+
+Napi::Value DeviceBuffer::Free(const Napi::CallbackInfo& info) {
+  mem_.reset();
+  return info.Env().Undefined();
+}
+Napi::Value DeviceBuffer::Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(length_)); }
+Napi::Value DeviceBuffer::Freed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mem_); }
+
+// ---- argument unpacking ----
+
+int32_t int_field(const Napi::Object& obj, const char* name) {
+  Napi::Value v = obj.Get(name);
+  if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a number");
+  return v.As<Napi::Number>().Int32Value();
+}
+
+Napi::Int32Array int32_array(const Napi::Object& obj, const char* name) {
+  Napi::Value v = obj.Get(name);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be an Int32Array");
+  return v.As<Napi::TypedArrayOf<int32_t>>();
+}
+Napi::Float64Array float64_array(const Napi::Object& obj, const char* name) {
+  Napi::Value v = obj.Get(name);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a Float64Array");
+  return v.As<Napi::TypedArrayOf<double>>();
+}
+
+FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed) {
+  Napi::Env env = obj.Env();
+  FloatArg a;
+  a.value = obj.Get(name);
+  const std::string off_name = std::string(name) + "Offset";
+  const Napi::Value offv = obj.Get(off_name);
+  const int64_t off = offv.IsNumber() ? offv.As<Napi::Number>().Int64Value() : 0;
+  int64_t length = 0;
+  if (a.value.IsTypedArray() && a.value.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    auto arr = a.value.As<Napi::Float32Array>();
+    a.ptr = arr.Data();
+    length = static_cast<int64_t>(arr.ElementLength());
+  } else if (a.value.IsObject() && a.value.As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->device_buffer.Value())) {
+    DeviceBuffer* b = DeviceBuffer::Unwrap(a.value.As<Napi::Object>());
+    a.hold = b->mem();
+    if (!a.hold) throw Napi::Error::New(env, std::string("the storage of '") + name + "' was disposed");
+    a.ptr = static_cast<float*>(a.hold->ptr);
+    a.device = true;
+    length = static_cast<int64_t>(b->length());
+  } else {
+    throw Napi::TypeError::New(env, std::string("internal: '") + name + "' must be a Float32Array or a DeviceBuffer");
+  }
+  if (off < 0 || needed < 0 || off + needed > length)
+    throw Napi::RangeError::New(env, std::string("internal: '") + name + "' holds " + std::to_string(length) + " floats, " +
+                                         std::to_string(off + needed) + " needed");
+  a.ptr += off;
+  return a;
+}
+
+// ---- promise worker ----
+
+TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep)
+    : Napi::AsyncWorker(env, "sppnet"), task_(std::move(task)), deferred_(Napi::Promise::Deferred::New(env)) {
+  for (const auto& v : keep)
+    if (v.IsObject()) keep_.push_back(Napi::Persistent(v));
+}
+
+void TaskWorker::Execute() {
+  Status s;
+  try {
+    s = task_();
+  } catch (const std::bad_alloc&) {
+    s = Status::Error(Code::kOutOfMemory, "out of host memory");
+  } catch (const std::exception& e) {
+    s = Status::Error(Code::kInternal, e.what());
+  }
+  if (!s.ok()) {
+    code_ = s.code;
+    SetError(s.message);
+  }
+}
+
+void TaskWorker::OnOK() {
+  task_ = nullptr;  // drop held device memory before settling
+  deferred_.Resolve(Env().Undefined());
+}
+
+void TaskWorker::OnError(const Napi::Error& e) {
+  task_ = nullptr;
+  Napi::Error err = e;
+  err.Set("code", Napi::String::New(Env(), code_name(code_)));
+  deferred_.Reject(err.Value());
+}
+
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep) {
+  auto* w = new TaskWorker(env, std::move(task), keep);
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+}  // namespace binding
+}  // namespace sppnet

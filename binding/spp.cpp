@@ -1,0 +1,103 @@
+// spp entry points: unpack the arguments lib/ prepared and checked, pick the backend, queue.
+#include <algorithm>
+
+#include "common.h"
+#include "sppnet/spp.h"
+
+namespace sppnet {
+namespace binding {
+namespace {
+
+struct SppJob {
+  SppProblem p;
+  std::vector<int64_t> offset;
+  std::vector<int32_t> height, width;
+  std::vector<Region> regions;
+  FloatArg input, output, grad_output;
+  bool device = false;
+};
+
+// { input, inputOffset, offsets: Float64Array, heights, widths: Int32Array, channels, total,
+//   regions: Int32Array [R*5], levels: Int32Array, rule, pool, output, outputOffset,
+//   gradOutput?, gradOutputOffset? }  ->  a job whose pointers stay valid while it runs.
+std::shared_ptr<SppJob> unpack(const Napi::Object& a, bool backward) {
+  Napi::Env env = a.Env();
+  auto j = std::make_shared<SppJob>();
+  const Napi::Float64Array off = float64_array(a, "offsets");
+  const Napi::Int32Array hs = int32_array(a, "heights"), ws = int32_array(a, "widths");
+  const Napi::Int32Array reg = int32_array(a, "regions"), lv = int32_array(a, "levels");
+  const size_t N = off.ElementLength();
+  if (hs.ElementLength() != N || ws.ElementLength() != N || reg.ElementLength() % 5 != 0 ||
+      lv.ElementLength() < 1 || lv.ElementLength() > static_cast<size_t>(kMaxLevels))
+    throw Napi::RangeError::New(env, "internal: inconsistent SPP tables");
+  j->offset.assign(off.Data(), off.Data() + N);
+  j->height.assign(hs.Data(), hs.Data() + N);
+  j->width.assign(ws.Data(), ws.Data() + N);
+  j->regions.resize(reg.ElementLength() / 5);
+  std::copy(reg.Data(), reg.Data() + reg.ElementLength(), reinterpret_cast<int32_t*>(j->regions.data()));
+  SppProblem& p = j->p;
+  p.input = RaggedView{static_cast<int32_t>(N), int_field(a, "channels"), j->offset.data(), j->height.data(), j->width.data(),
+                       static_cast<int64_t>(a.Get("total").As<Napi::Number>().Int64Value())};
+  p.num_regions = static_cast<int32_t>(j->regions.size());
+  p.regions = j->regions.data();
+  p.num_levels = static_cast<int32_t>(lv.ElementLength());
+  std::copy(lv.Data(), lv.Data() + p.num_levels, p.levels);
+  p.rule = int_field(a, "rule");
+  p.pool = int_field(a, "pool");
+  // Defensive bounds (lib/ has already given the user-facing errors): nothing may read or write
+  // outside the buffers, whoever calls the binding.
+  for (size_t i = 0; i < N; ++i)
+    if (j->offset[i] < 0 || j->offset[i] + int64_t{p.input.channels} * j->height[i] * j->width[i] > p.input.total)
+      throw Napi::RangeError::New(env, "internal: map outside its buffer");
+  for (const Region& r : j->regions)
+    if (r.map < 0 || r.map >= static_cast<int32_t>(N) || r.y0 < 0 || r.x0 < 0 || r.h < 1 || r.w < 1 ||
+        r.y0 + r.h > j->height[r.map] || r.x0 + r.w > j->width[r.map])
+      throw Napi::RangeError::New(env, "internal: region outside its map");
+  for (int l = 0; l < p.num_levels; ++l)
+    if (p.levels[l] < 1) throw Napi::RangeError::New(env, "internal: level < 1");
+  j->input = float_arg(a, "input", p.input.total);
+  if (backward) {
+    j->grad_output = float_arg(a, "gradOutput", p.output_elements());
+    j->output = float_arg(a, "output", p.input.total);
+  } else {
+    j->output = float_arg(a, "output", p.output_elements());
+  }
+  j->device = j->input.device;
+  if (j->output.device != j->device || (backward && j->grad_output.device != j->device))
+    throw Napi::TypeError::New(env, "internal: SPP buffers on different devices");
+  return j;
+}
+
+Napi::Value SppForward(const Napi::CallbackInfo& info) {
+  auto j = unpack(info[0].As<Napi::Object>(), false);
+  auto task = [j]() {
+    return j->device ? cuda::spp_forward(j->p, j->input.ptr, j->output.ptr) : cpu::spp_forward(j->p, j->input.ptr, j->output.ptr);
+  };
+  return queue(info.Env(), task, {j->input.value, j->output.value});
+}
+
+Napi::Value SppBackward(const Napi::CallbackInfo& info) {
+  auto j = unpack(info[0].As<Napi::Object>(), true);
+  auto task = [j]() {
+    return j->device ? cuda::spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr)
+                     : cpu::spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr);
+  };
+  return queue(info.Env(), task, {j->input.value, j->output.value, j->grad_output.value});
+}
+
+Napi::Value BinCheck(const Napi::CallbackInfo& info) {
+  const int32_t rule = info[0].As<Napi::Number>().Int32Value(), n = info[1].As<Napi::Number>().Int32Value(),
+                a = info[2].As<Napi::Number>().Int32Value();
+  return Napi::Number::New(info.Env(), bin_check(rule, n, a));
+}
+
+}  // namespace
+
+void init_spp(Napi::Env env, Napi::Object exports) {
+  exports.Set("sppForward", Napi::Function::New(env, SppForward));
+  exports.Set("sppBackward", Napi::Function::New(env, SppBackward));
+  exports.Set("binCheck", Napi::Function::New(env, BinCheck));
+}
+
+}  // namespace binding
+}  // namespace sppnet

@@ -1,0 +1,322 @@
+// SPP on CUDA: the whole ragged batch, every level and every window in one launch.
+//
+// One block per (region, group of G channels). A region is a whole map or a detection window.
+// The block reads its G planes from global memory once (16-byte loads when the planes are
+// contiguous) into shared memory, then pools every bin of every level from there: small bins
+// one thread each, large bins one warp each. Planes too large for shared memory are pooled
+// straight from global memory (L1/L2 absorb the re-reads of overlapping levels).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+#include <vector>
+
+#include "check.h"
+#include "sppnet/spp.h"
+
+namespace sppnet {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kSmemFloats = 12288;   // 48 KiB: the default dynamic shared-memory limit
+constexpr int kTargetFloats = 4096;  // channels are grouped until a block has about this much input
+constexpr int kThreadBinMax = 48;    // bins of at most this many elements: one thread each
+
+struct Params {
+  const float* __restrict__ in;
+  float* out;                       // forward: [R, F]; backward: grad_in, same layout as in
+  const float* __restrict__ gout;   // backward: [R, F]
+  const int64_t* __restrict__ map_off;
+  const int32_t* __restrict__ map_h;
+  const int32_t* __restrict__ map_w;
+  const Region* __restrict__ regions;
+  int64_t F;  // features per region: C * sum(n*n)
+  int32_t C, G, groups, L, rule, smem_floats;
+  int32_t levels[kMaxLevels];
+  int32_t level_base[kMaxLevels];  // sum of n*n over the levels before l
+};
+
+__device__ __forceinline__ float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
+
+// (v, i) beats (bv, bi): NaN first, then larger, ties to the smaller row-major index.
+__device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
+  const bool vn = v != v, bn = bv != bv;
+  if (vn || bn) return vn && (!bn || i < bi);
+  return v > bv || (v == bv && i < bi);
+}
+
+// Copies the G planes (channels c0..c0+G-1) of region g into sm, packed [G][h][w].
+__device__ void load_planes(const Region& g, int H, int W, const float* __restrict__ base, int G, float* sm) {
+  const int area = g.h * g.w;
+  const int total = G * area;
+  const int nt = blockDim.x;
+  if (g.x0 == 0 && g.y0 == 0 && g.w == W && g.h == H) {
+    // G whole planes are one contiguous run: a scalar head to 16-byte alignment, float4 body.
+    const int head = min(total, static_cast<int>((4 - ((reinterpret_cast<uintptr_t>(base) >> 2) & 3)) & 3));
+    for (int i = threadIdx.x; i < head; i += nt) sm[i] = __ldg(base + i);
+    const int n4 = (total - head) >> 2;
+    const float4* b4 = reinterpret_cast<const float4*>(base + head);
+    float* s = sm + head;
+    int j = threadIdx.x;
+    for (; j + 3 * nt < n4; j += 4 * nt) {  // four 16-byte loads in flight per thread
+      const float4 v0 = __ldg(b4 + j), v1 = __ldg(b4 + j + nt), v2 = __ldg(b4 + j + 2 * nt), v3 = __ldg(b4 + j + 3 * nt);
+      const float4 v[4] = {v0, v1, v2, v3};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        float* d = s + 4 * (j + k * nt);
+        d[0] = v[k].x; d[1] = v[k].y; d[2] = v[k].z; d[3] = v[k].w;
+      }
+    }
+    for (; j < n4; j += nt) {
+      const float4 v = __ldg(b4 + j);
+      float* d = s + 4 * j;
+      d[0] = v.x; d[1] = v.y; d[2] = v.z; d[3] = v.w;
+    }
+    for (int i = head + 4 * n4 + threadIdx.x; i < total; i += nt) sm[i] = __ldg(base + i);
+  } else {
+    const int64_t HW = static_cast<int64_t>(H) * W;
+    for (int idx = threadIdx.x; idx < total; idx += nt) {
+      const int gi = idx / area, rem = idx - gi * area, y = rem / g.w, x = rem - y * g.w;
+      sm[idx] = __ldg(base + gi * HW + static_cast<int64_t>(g.y0 + y) * W + g.x0 + x);
+    }
+  }
+  __syncthreads();
+}
+
+// Lanes of a warp cover a bin as rows_per_pass rows of lanes_per_row columns.
+struct WarpTiling {
+  int ly, lx, lanes_per_row, rows_per_pass;
+  __device__ WarpTiling(int lane, int width) {
+    lanes_per_row = 32;
+    while (lanes_per_row > 1 && (lanes_per_row >> 1) >= width) lanes_per_row >>= 1;
+    rows_per_pass = 32 / lanes_per_row;
+    ly = lane / lanes_per_row;
+    lx = lane % lanes_per_row;
+  }
+};
+
+struct Block {
+  Region g;
+  int G, c0, H, W;
+  int64_t HW;
+  const float* src;  // element (gi, y, x) of the region at src[gi * cs + y * rs + x]
+  int64_t cs;
+  int rs;
+};
+
+__device__ Block setup(const Params& p, float* sm, bool need_input) {
+  Block b;
+  const int r = blockIdx.x / p.groups;
+  b.c0 = (blockIdx.x - r * p.groups) * p.G;
+  b.G = min(p.G, p.C - b.c0);
+  b.g = p.regions[r];
+  b.H = p.map_h[b.g.map];
+  b.W = p.map_w[b.g.map];
+  b.HW = static_cast<int64_t>(b.H) * b.W;
+  const float* base = p.in + p.map_off[b.g.map] + b.c0 * b.HW;
+  if (need_input && b.G * b.g.h * b.g.w <= p.smem_floats) {
+    load_planes(b.g, b.H, b.W, base, b.G, sm);
+    b.src = sm;
+    b.cs = b.g.h * b.g.w;
+    b.rs = b.g.w;
+  } else {
+    b.src = base + static_cast<int64_t>(b.g.y0) * b.W + b.g.x0;
+    b.cs = b.HW;
+    b.rs = b.W;
+  }
+  return b;
+}
+
+template <int POOL>
+__global__ void __launch_bounds__(kThreads) spp_forward_kernel(Params p) {
+  extern __shared__ float sm[];
+  const Block b = setup(p, sm, true);
+  const int r = blockIdx.x / p.groups;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  for (int l = 0; l < p.L; ++l) {
+    const int n = p.levels[l], nn = n * n, items = b.G * nn;
+    float* o = p.out + r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
+    const bool per_thread = (b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
+    const int step = per_thread ? blockDim.x : nwarps;
+    for (int it = per_thread ? threadIdx.x : warp; it < items; it += step) {
+      const int gi = it / nn, k = it - gi * nn, i = k / n, j = k - i * n;
+      const BinRange ry = bin_range(p.rule, i, n, b.g.h), rx = bin_range(p.rule, j, n, b.g.w);
+      const float* s = b.src + gi * b.cs;
+      float v = POOL == kPoolMax ? -INFINITY : 0.f;
+      if (per_thread) {
+        for (int y = ry.start; y < ry.end; ++y)
+          for (int x = rx.start; x < rx.end; ++x) v = POOL == kPoolMax ? nan_max(v, s[y * b.rs + x]) : v + s[y * b.rs + x];
+      } else {
+        const WarpTiling t(lane, rx.end - rx.start);
+        for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
+          for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row)
+            v = POOL == kPoolMax ? nan_max(v, s[y * b.rs + x]) : v + s[y * b.rs + x];
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+          const float w = __shfl_xor_sync(0xffffffffu, v, off);
+          v = POOL == kPoolMax ? nan_max(v, w) : v + w;
+        }
+        if (lane != 0) continue;
+      }
+      if (POOL == kPoolAvg) v /= static_cast<float>((ry.end - ry.start) * (rx.end - rx.start));
+      o[it] = v;
+    }
+  }
+}
+
+template <int POOL>
+__global__ void __launch_bounds__(kThreads) spp_backward_kernel(Params p) {
+  extern __shared__ float sm[];
+  const Block b = setup(p, sm, POOL == kPoolMax);
+  const int r = blockIdx.x / p.groups;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+  float* gin = p.out + p.map_off[b.g.map] + b.c0 * b.HW + static_cast<int64_t>(b.g.y0) * b.W + b.g.x0;
+  for (int l = 0; l < p.L; ++l) {
+    const int n = p.levels[l], nn = n * n, items = b.G * nn;
+    const float* go = p.gout + r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
+    const bool per_thread = (b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
+    const int step = per_thread ? blockDim.x : nwarps;
+    for (int it = per_thread ? threadIdx.x : warp; it < items; it += step) {
+      const int gi = it / nn, k = it - gi * nn, i = k / n, j = k - i * n;
+      const BinRange ry = bin_range(p.rule, i, n, b.g.h), rx = bin_range(p.rule, j, n, b.g.w);
+      const float gv = go[it];
+      float* d = gin + gi * b.HW;
+      if (POOL == kPoolAvg) {
+        const float share = gv / static_cast<float>((ry.end - ry.start) * (rx.end - rx.start));
+        if (per_thread) {
+          for (int y = ry.start; y < ry.end; ++y)
+            for (int x = rx.start; x < rx.end; ++x) atomicAdd(d + static_cast<int64_t>(y) * b.W + x, share);
+        } else {
+          const WarpTiling t(lane, rx.end - rx.start);
+          for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
+            for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row)
+              atomicAdd(d + static_cast<int64_t>(y) * b.W + x, share);
+        }
+        continue;
+      }
+      const float* s = b.src + gi * b.cs;
+      float bv = -INFINITY;
+      int bi = INT_MAX;  // row-major index y * w + x within the region
+      if (per_thread) {
+        for (int y = ry.start; y < ry.end; ++y)
+          for (int x = rx.start; x < rx.end; ++x) {
+            const float v = s[y * b.rs + x];
+            const int idx = y * b.g.w + x;
+            if (better(v, idx, bv, bi)) { bv = v; bi = idx; }
+          }
+      } else {
+        const WarpTiling t(lane, rx.end - rx.start);
+        for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
+          for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row) {
+            const float v = s[y * b.rs + x];
+            const int idx = y * b.g.w + x;
+            if (better(v, idx, bv, bi)) { bv = v; bi = idx; }
+          }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) {
+          const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+          const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+          if (better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
+        }
+        if (lane != 0) continue;
+      }
+      const int y = bi / b.g.w, x = bi - y * b.g.w;
+      atomicAdd(d + static_cast<int64_t>(y) * b.W + x, gv);
+    }
+  }
+}
+
+// Uploads the per-map and per-region tables, fills Params, picks the channel grouping.
+class Launch {
+ public:
+  Status prepare(const SppProblem& sp) {
+    const int N = sp.input.count, R = sp.num_regions;
+    const size_t off_bytes = sizeof(int64_t) * N, hw_bytes = sizeof(int32_t) * N, reg_bytes = sizeof(Region) * R;
+    const size_t bytes = off_bytes + 2 * hw_bytes + reg_bytes;
+    std::vector<char> host(bytes);
+    std::memcpy(host.data(), sp.input.offset, off_bytes);
+    std::memcpy(host.data() + off_bytes, sp.input.height, hw_bytes);
+    std::memcpy(host.data() + off_bytes + hw_bytes, sp.input.width, hw_bytes);
+    std::memcpy(host.data() + off_bytes + 2 * hw_bytes, sp.regions, reg_bytes);
+    SPP_CUDA_TRY(cudaMallocAsync(&meta_, bytes, cudaStreamPerThread), "allocating SPP tables");
+    SPP_CUDA_TRY(cudaMemcpyAsync(meta_, host.data(), bytes, cudaMemcpyHostToDevice, cudaStreamPerThread),
+                 "uploading SPP tables");
+    // The copy reads pageable host memory that dies with this function: wait for it.
+    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading SPP tables");
+    char* m = static_cast<char*>(meta_);
+    p.map_off = reinterpret_cast<const int64_t*>(m);
+    p.map_h = reinterpret_cast<const int32_t*>(m + off_bytes);
+    p.map_w = reinterpret_cast<const int32_t*>(m + off_bytes + hw_bytes);
+    p.regions = reinterpret_cast<const Region*>(m + off_bytes + 2 * hw_bytes);
+    p.F = sp.features();
+    p.C = sp.input.channels;
+    p.L = sp.num_levels;
+    p.rule = sp.rule;
+    int base = 0;
+    for (int l = 0; l < sp.num_levels; ++l) {
+      p.levels[l] = sp.levels[l];
+      p.level_base[l] = base;
+      base += sp.levels[l] * sp.levels[l];
+    }
+    int64_t max_area = 1;
+    for (int r = 0; r < R; ++r) max_area = std::max<int64_t>(max_area, int64_t{sp.regions[r].h} * sp.regions[r].w);
+    p.G = static_cast<int32_t>(std::min<int64_t>(p.C, std::max<int64_t>(1, kTargetFloats / max_area)));
+    p.groups = (p.C + p.G - 1) / p.G;
+    p.smem_floats = static_cast<int32_t>(std::min<int64_t>(kSmemFloats, p.G * max_area));
+    const int64_t grid = static_cast<int64_t>(R) * p.groups;
+    if (grid > INT_MAX)
+      return Status::Error(Code::kInvalidArgument, "SPP launch needs " + std::to_string(grid) + " blocks, more than 2^31-1");
+    grid_ = static_cast<int>(grid);
+    return Status::Ok();
+  }
+  ~Launch() {
+    if (meta_) cudaFreeAsync(meta_, cudaStreamPerThread);
+  }
+  template <typename K>
+  Status run(K kernel, bool smem) {
+    const size_t sbytes = smem ? sizeof(float) * p.smem_floats : 0;
+    if (!smem) p.smem_floats = 0;
+    kernel<<<grid_, kThreads, sbytes, cudaStreamPerThread>>>(p);
+    SPP_CUDA_TRY(cudaGetLastError(), "launching the SPP kernel");
+    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "running the SPP kernel");
+    return Status::Ok();
+  }
+  Params p{};
+
+ private:
+  void* meta_ = nullptr;
+  int grid_ = 0;
+};
+
+}  // namespace
+
+Status spp_forward(const SppProblem& sp, const float* input, float* output) {
+  if (sp.output_elements() == 0) return Status::Ok();
+  Launch L;
+  Status s = L.prepare(sp);
+  if (!s.ok()) return s;
+  L.p.in = input;
+  L.p.out = output;
+  return sp.pool == kPoolMax ? L.run(spp_forward_kernel<kPoolMax>, true) : L.run(spp_forward_kernel<kPoolAvg>, true);
+}
+
+Status spp_backward(const SppProblem& sp, const float* input, const float* grad_out, float* grad_in) {
+  if (sp.input.total > 0)
+    SPP_CUDA_TRY(cudaMemsetAsync(grad_in, 0, sizeof(float) * sp.input.total, cudaStreamPerThread), "zeroing the gradient");
+  if (sp.output_elements() == 0) {
+    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "zeroing the gradient");
+    return Status::Ok();
+  }
+  Launch L;
+  Status s = L.prepare(sp);
+  if (!s.ok()) return s;
+  L.p.in = input;
+  L.p.out = grad_in;
+  L.p.gout = grad_out;
+  return sp.pool == kPoolMax ? L.run(spp_backward_kernel<kPoolMax>, true) : L.run(spp_backward_kernel<kPoolAvg>, false);
+}
+
+}  // namespace cuda
+}  // namespace sppnet

@@ -1,0 +1,50 @@
+// Spatial pyramid pooling over a ragged batch: the signature both backends implement.
+#pragma once
+#include <cstdint>
+
+#include "bins.h"
+#include "status.h"
+#include "tensor.h"
+
+namespace sppnet {
+
+constexpr int kMaxLevels = 16;
+
+enum PoolKind : int32_t { kPoolMax = 0, kPoolAvg = 1 };
+
+// Output row r (one per region) holds C * sum(n*n) values: level by level in the given order,
+// within a level channel-major, bins row-major, as PyTorch's
+// torch.cat([adaptive_max_pool2d(x, n).flatten(1) for n in levels], 1).
+struct SppProblem {
+  RaggedView input;
+  int32_t num_regions = 0;
+  const Region* regions = nullptr;  // host memory
+  int32_t num_levels = 0;
+  int32_t levels[kMaxLevels] = {};
+  int32_t rule = kBinsAdaptive;
+  int32_t pool = kPoolMax;
+
+  int32_t bins_per_channel() const {
+    int32_t f = 0;
+    for (int32_t l = 0; l < num_levels; ++l) f += levels[l] * levels[l];
+    return f;
+  }
+  int64_t features() const { return static_cast<int64_t>(input.channels) * bins_per_channel(); }
+  int64_t output_elements() const { return features() * num_regions; }
+};
+
+namespace cpu {
+// output: [num_regions, features()] (every element written).
+Status spp_forward(const SppProblem& p, const float* input, float* output);
+// grad_in: input.total elements, overwritten: zero where no bin draws from, else the sum of
+// the gradients routed there (max: to the first maximum in row-major order; avg: spread evenly).
+Status spp_backward(const SppProblem& p, const float* input, const float* grad_out, float* grad_in);
+}  // namespace cpu
+
+namespace cuda {
+// Same contract as cpu::, with input/output/grad pointers in device memory.
+Status spp_forward(const SppProblem& p, const float* input, float* output);
+Status spp_backward(const SppProblem& p, const float* input, const float* grad_out, float* grad_in);
+}  // namespace cuda
+
+}  // namespace sppnet

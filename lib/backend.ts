@@ -1,0 +1,101 @@
+// Which device runs: SPPNET_DEVICE=auto|cpu|cuda (default auto). 'cuda' asked for but not
+// available is an error saying why; 'auto' falls back to the CPU and says why.
+import { SppnetError, fail } from './errors';
+import { native, NativeInfo } from './native';
+
+export type Device = 'cpu' | 'cuda';
+export type DevicePolicy = 'auto' | Device;
+
+export interface BackendInfo {
+  /** The device new tensors go to by default and that `auto` picked. */
+  device: Device;
+  /** Why this device: the GPU found, or why CUDA is not used. */
+  reason: string;
+  /** The SPPNET_DEVICE policy in force. */
+  policy: DevicePolicy;
+  cuda: {
+    built: boolean;
+    available: boolean;
+    deviceCount: number;
+    name?: string;
+    computeCapability?: string;
+    multiprocessors?: number;
+    totalMemory?: number;
+    driverVersion: string | null;
+    runtimeVersion: string | null;
+    archs?: string;
+    error?: string;
+  };
+  cpu: { isa: string; threads: number };
+}
+
+let cachedInfo: NativeInfo | undefined;
+function nativeInfo(): NativeInfo {
+  if (!cachedInfo) cachedInfo = native.info();
+  return cachedInfo;
+}
+
+const version = (v: number) => (v > 0 ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : null);
+
+function policy(): DevicePolicy {
+  const raw = (process.env.SPPNET_DEVICE ?? 'auto').trim().toLowerCase();
+  if (raw === '' || raw === 'auto') return 'auto';
+  if (raw === 'cpu' || raw === 'cuda') return raw;
+  return fail(`SPPNET_DEVICE must be 'auto', 'cpu' or 'cuda', got ${JSON.stringify(process.env.SPPNET_DEVICE)}`);
+}
+
+/** Why CUDA cannot be used, or null when it can. */
+export function cudaUnavailableReason(): string | null {
+  const c = nativeInfo().cuda;
+  if (!c.built) return c.error || 'sppnet was built without CUDA';
+  if (c.deviceCount < 1) return `sppnet is built with CUDA, but no device answers: ${c.error || 'no CUDA device found'}`;
+  return null;
+}
+
+export function backend(): BackendInfo {
+  const info = nativeInfo();
+  const c = info.cuda;
+  const pol = policy();
+  const why = cudaUnavailableReason();
+  const cuda: BackendInfo['cuda'] = {
+    built: c.built,
+    available: why === null,
+    deviceCount: c.deviceCount,
+    driverVersion: version(c.driverVersion),
+    runtimeVersion: version(c.runtimeVersion),
+  };
+  if (c.built) cuda.archs = c.archs;
+  if (why === null) {
+    Object.assign(cuda, { name: c.name, computeCapability: c.computeCapability, multiprocessors: c.multiprocessors, totalMemory: c.totalMemory });
+  } else {
+    cuda.error = why;
+  }
+  let device: Device;
+  let reason: string;
+  if (pol === 'cpu') {
+    device = 'cpu';
+    reason = 'SPPNET_DEVICE=cpu';
+  } else if (why === null) {
+    device = 'cuda';
+    reason = `${pol === 'cuda' ? 'SPPNET_DEVICE=cuda' : 'auto'}: CUDA device 0 is ${c.name} (compute capability ${c.computeCapability})`;
+  } else if (pol === 'cuda') {
+    throw new SppnetError(`SPPNET_DEVICE=cuda, but CUDA is unavailable: ${why}`, 'SPPNET_UNAVAILABLE');
+  } else {
+    device = 'cpu';
+    reason = `auto: using the CPU because ${why}`;
+  }
+  return { device, reason, policy: pol, cuda, cpu: { ...info.cpu } };
+}
+
+/** Throws unless `device` can run here. */
+export function requireDevice(device: Device, fn: string): void {
+  if (device === 'cuda') {
+    const why = cudaUnavailableReason();
+    if (why !== null) throw new SppnetError(`${fn}: device 'cuda' requested, but CUDA is unavailable: ${why}`, 'SPPNET_UNAVAILABLE');
+  }
+}
+
+/** Live device allocations made by sppnet (for leak checks). */
+export function memory(): { deviceBuffers: number; deviceBytes: number; deviceFree?: number; deviceTotal?: number } {
+  return native.memoryStats();
+}

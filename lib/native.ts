@@ -1,0 +1,63 @@
+// The compiled addon, typed. Only lib/ talks to it; users never see these shapes.
+/* eslint-disable @typescript-eslint/no-var-requires */
+
+export interface NativeDeviceBuffer {
+  readonly length: number;
+  readonly freed: boolean;
+  free(): void;
+}
+
+export interface NativeCudaInfo {
+  built: boolean;
+  deviceCount: number;
+  runtimeVersion: number;
+  driverVersion: number;
+  error: string;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  archs: string;
+}
+
+export interface NativeInfo {
+  cuda: NativeCudaInfo;
+  cpu: { isa: string; threads: number };
+}
+
+export type NativeFloats = Float32Array | NativeDeviceBuffer;
+
+export interface NativeSppArgs {
+  input: NativeFloats;
+  inputOffset: number;
+  offsets: Float64Array;
+  heights: Int32Array;
+  widths: Int32Array;
+  channels: number;
+  total: number;
+  regions: Int32Array;
+  levels: Int32Array;
+  rule: number;
+  pool: number;
+  output: NativeFloats;
+  outputOffset: number;
+  gradOutput?: NativeFloats;
+  gradOutputOffset?: number;
+}
+
+export interface Native {
+  DeviceBuffer: new (length: number) => NativeDeviceBuffer;
+  info(): NativeInfo;
+  memoryStats(): { deviceBuffers: number; deviceBytes: number; deviceFree?: number; deviceTotal?: number };
+  cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
+  cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
+  cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
+  binCheck(rule: number, n: number, a: number): number;
+  sppForward(args: NativeSppArgs): Promise<void>;
+  sppBackward(args: NativeSppArgs): Promise<void>;
+}
+
+const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
+const path = require('path') as typeof import('path');
+
+export const native = bindings({ bindings: 'sppnet', module_root: path.resolve(__dirname, '..') }) as Native;

@@ -1,0 +1,119 @@
+// Ragged batches: N maps [C, Hi, Wi] with one C, packed back to back in one allocation.
+import { Device } from './backend';
+import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
+import { native } from './native';
+import { allocate, Storage, Tensor } from './tensor';
+
+export class RaggedBatch {
+  /** Number of maps. */
+  readonly count: number;
+  /** Channels, shared by every map. */
+  readonly channels: number;
+  /** [H, W] of each map. */
+  readonly sizes: ReadonlyArray<readonly [number, number]>;
+  /** Element offset of each map in the packed storage. */
+  readonly offsets: readonly number[];
+  /** Elements in all maps together. */
+  readonly total: number;
+  readonly device: Device;
+  readonly dtype = 'float32' as const;
+  private packed: Tensor;
+
+  /** @internal Use sp.ragged(), or an op's result. */
+  constructor(packed: Tensor, channels: number, sizes: ReadonlyArray<readonly [number, number]>) {
+    this.packed = packed;
+    this.channels = channels;
+    this.sizes = Object.freeze(sizes.map((s) => Object.freeze([s[0], s[1]] as const)));
+    this.count = sizes.length;
+    const offsets: number[] = [];
+    let off = 0;
+    for (const [h, w] of sizes) {
+      offsets.push(off);
+      off += channels * h * w;
+    }
+    this.offsets = Object.freeze(offsets);
+    this.total = off;
+    this.device = packed.device;
+  }
+
+  /** Shape [C, H, W] of map i. */
+  shape(i: number): [number, number, number] {
+    if (!Number.isInteger(i) || i < 0 || i >= this.count) fail(`RaggedBatch.shape: index must be an integer in [0, ${this.count}), got ${describe(i)}`);
+    return [this.channels, this.sizes[i][0], this.sizes[i][1]];
+  }
+
+  get disposed(): boolean {
+    return this.packed.disposed;
+  }
+
+  /** @internal */
+  storage(fn: string, what: string): Storage {
+    if (this.packed.disposed) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
+    return this.packed.storage(fn, what);
+  }
+
+  /** The packed elements of every map, map after map (each [C, H, W], row-major). */
+  data(): Promise<Float32Array> {
+    if (this.packed.disposed) return Promise.reject(new SppnetError('RaggedBatch.data: the batch was disposed', 'SPPNET_DISPOSED'));
+    return this.packed.data();
+  }
+
+  /** Each map's elements as its own array. */
+  async arrays(): Promise<Float32Array[]> {
+    const all = await this.data();
+    return this.offsets.map((o, i) => all.slice(o, o + this.channels * this.sizes[i][0] * this.sizes[i][1]));
+  }
+
+  dispose(): void {
+    this.packed.dispose();
+  }
+
+  toString(): string {
+    return `RaggedBatch(float32, ${this.count} maps x ${this.channels} channels, ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}
+
+/**
+ * Packs maps [C, Hi, Wi] (same C, same device) into one allocation. The maps are copied, so they
+ * may be disposed afterwards.
+ */
+export function ragged(maps: Tensor[]): RaggedBatch {
+  const fn = 'sp.ragged';
+  if (!Array.isArray(maps)) fail(`${fn}: maps must be an array of tensors [C, H, W], got ${describe(maps)}`);
+  if (maps.length === 0) fail(`${fn}: maps must hold at least one tensor`);
+  maps.forEach((m, i) => {
+    if (!(m instanceof Tensor)) fail(`${fn}: maps[${i}] must be a Tensor, got ${describe(m)}`);
+  });
+  const first = maps[0];
+  const stores = maps.map((m, i) => m.storage(fn, `maps[${i}]`));
+  maps.forEach((m, i) => {
+    if (m.rank !== 3) fail(`${fn}: maps[${i}] must have rank 3 [C, H, W], got shape [${m.shape.join(', ')}]`);
+    if (m.shape[0] !== first.shape[0])
+      fail(`${fn}: every map must have the same channels (axis 0): maps[0] has ${first.shape[0]}, maps[${i}] has ${m.shape[0]}`);
+    if (m.shape[1] < 1 || m.shape[2] < 1 || m.shape[0] < 1)
+      fail(`${fn}: maps[${i}] has an empty axis: shape [${m.shape.join(', ')}]`);
+    if (m.device !== first.device)
+      throw new SppnetError(`${fn}: every map must be on one device: maps[0] is on ${first.device}, maps[${i}] on ${m.device}`, 'SPPNET_DEVICE_MISMATCH');
+  });
+  const total = maps.reduce((a, m) => a + m.size, 0);
+  if (total > MAX_ELEMENTS) fail(`${fn}: the maps hold ${total} elements together, more than the 2^31-1 a tensor may hold`);
+  const packed = allocate([total], first.device, fn);
+  const dst = packed.storage(fn, 'the packed batch');
+  let off = 0;
+  try {
+    stores.forEach((s, i) => {
+      if (dst.device === 'cpu' && s.device === 'cpu') dst.array.set(s.array, off);
+      else if (dst.device === 'cuda' && s.device === 'cuda') native.cudaCopy(dst.buffer, off, s.buffer, s.offset, maps[i].size);
+      off += maps[i].size;
+    });
+  } catch (e) {
+    packed.dispose();
+    throw new CallSite().wrap(e, fn);
+  }
+  return new RaggedBatch(packed, first.shape[0], maps.map((m) => [m.shape[1], m.shape[2]] as const));
+}
+
+/** @internal A batch with the same layout as `like`, on its device, contents unset. */
+export function raggedLike(like: RaggedBatch, fn: string): RaggedBatch {
+  return new RaggedBatch(allocate([like.total], like.device, fn), like.channels, like.sizes);
+}

@@ -1,0 +1,268 @@
+// Spatial pyramid pooling over ragged batches, dense batches and detection windows.
+import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
+import { native } from './native';
+import { RaggedBatch, raggedLike } from './ragged';
+import { allocate, nativeRef, Storage, Tensor } from './tensor';
+
+export type BinRule = 'adaptive' | 'paper' | 'caffe';
+export type PoolKind = 'max' | 'avg';
+
+export interface SppOptions {
+  /** Pyramid levels: level n pools each map into n x n bins. Default [6, 3, 2, 1]. */
+  levels?: number[];
+  /** Default 'max'. */
+  pool?: PoolKind;
+  /** How bins are laid out over a map; see the README. Default 'adaptive' (PyTorch's rule). */
+  bins?: BinRule;
+  /**
+   * Detection windows [K, 5]: (map index, x0, y0, x1, y1) in map coordinates, inclusive
+   * integers. Each window is pooled into the pyramid; the output has one row per window.
+   */
+  windows?: Tensor | ArrayLike<ArrayLike<number>>;
+  /** Write the result here instead of a new tensor: [rows, features], on the input's device. */
+  out?: Tensor;
+}
+
+export interface SppBackwardOptions extends Omit<SppOptions, 'out'> {
+  /** Write d(input) here: a tensor of the input's shape, or a batch of the input's layout. */
+  out?: Tensor | RaggedBatch;
+}
+
+export const DEFAULT_LEVELS: readonly number[] = Object.freeze([6, 3, 2, 1]);
+export const MAX_LEVELS = 16;
+const RULES: Record<BinRule, number> = { adaptive: 0, paper: 1, caffe: 2 };
+const POOLS: Record<PoolKind, number> = { max: 0, avg: 1 };
+
+/** Output features per map or window: channels * sum(n * n). */
+export function sppFeatures(channels: number, levels: readonly number[] = DEFAULT_LEVELS): number {
+  return channels * levels.reduce((a, n) => a + n * n, 0);
+}
+
+interface Plan {
+  store: Storage;
+  channels: number;
+  sizes: Array<readonly [number, number]>;
+  offsets: number[];
+  total: number;
+  regions: Int32Array;
+  rows: number;
+  levels: number[];
+  rule: number;
+  pool: number;
+  features: number;
+}
+
+function checkLevels(fn: string, levels: unknown): number[] {
+  if (levels === undefined) return [...DEFAULT_LEVELS];
+  if (!Array.isArray(levels)) fail(`${fn}: options.levels must be an array of positive integers, got ${describe(levels)}`);
+  if (levels.length === 0) fail(`${fn}: options.levels must name at least one level`);
+  if (levels.length > MAX_LEVELS) fail(`${fn}: options.levels may name at most ${MAX_LEVELS} levels, got ${levels.length}`);
+  levels.forEach((n, i) => {
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1)
+      fail(`${fn}: options.levels[${i}] must be a positive integer, got ${describe(n)}`);
+    if (n > 46340) fail(`${fn}: options.levels[${i}] = ${n} gives more than 2^31-1 bins per channel`);
+  });
+  return [...levels];
+}
+
+function checkEnum<T extends string>(fn: string, name: string, v: unknown, allowed: Record<T, number>, dflt: T): number {
+  if (v === undefined) return allowed[dflt];
+  if (typeof v !== 'string' || !(v in allowed))
+    fail(`${fn}: options.${name} must be ${Object.keys(allowed).map((k) => `'${k}'`).join(', ')}, got ${describe(v)}`);
+  return allowed[v as T];
+}
+
+/** The input's maps as a ragged description (a dense tensor is N maps at a fixed stride). */
+function describeInput(fn: string, input: unknown) {
+  if (input instanceof RaggedBatch) {
+    const store = input.storage(fn, 'input');
+    return { store, channels: input.channels, sizes: [...input.sizes], offsets: [...input.offsets], total: input.total };
+  }
+  if (!(input instanceof Tensor)) fail(`${fn}: input must be a RaggedBatch or a Tensor [N, C, H, W] or [C, H, W], got ${describe(input)}`);
+  const store = input.storage(fn, 'input');
+  if (input.rank !== 3 && input.rank !== 4)
+    fail(`${fn}: input must have rank 4 [N, C, H, W] or 3 [C, H, W], got rank ${input.rank} with shape [${input.shape.join(', ')}]`);
+  const [N, C, H, W] = input.rank === 4 ? input.shape : [1, ...input.shape];
+  const axes = input.rank === 4 ? ['N', 'C', 'H', 'W'] : ['C', 'H', 'W'];
+  const dims = input.rank === 4 ? [N, C, H, W] : [C, H, W];
+  dims.forEach((d, i) => {
+    if (d < 1 && axes[i] !== 'N') fail(`${fn}: input axis ${axes[i]} is empty in shape [${input.shape.join(', ')}]`);
+  });
+  const sizes = Array.from({ length: N }, () => [H, W] as const);
+  const offsets = Array.from({ length: N }, (_, i) => i * C * H * W);
+  return { store, channels: C, sizes, offsets, total: input.size };
+}
+
+async function windowRows(fn: string, windows: SppOptions['windows']): Promise<ArrayLike<number>[]> {
+  if (windows instanceof Tensor) {
+    if (windows.rank !== 2 || windows.shape[1] !== 5)
+      fail(`${fn}: options.windows must have shape [K, 5] (map, x0, y0, x1, y1), got [${windows.shape.join(', ')}]`);
+    windows.storage(fn, 'options.windows');
+    const d = await windows.data();
+    return Array.from({ length: windows.shape[0] }, (_, k) => d.subarray(5 * k, 5 * k + 5));
+  }
+  if (!Array.isArray(windows) && !ArrayBuffer.isView(windows))
+    fail(`${fn}: options.windows must be a Tensor [K, 5] or an array of [map, x0, y0, x1, y1], got ${describe(windows)}`);
+  return Array.from(windows as ArrayLike<ArrayLike<number>>, (row, k) => {
+    if (row == null || typeof row !== 'object' || (row as ArrayLike<number>).length !== 5)
+      fail(`${fn}: options.windows[${k}] must be [map, x0, y0, x1, y1], got ${describe(row)}`);
+    return row;
+  });
+}
+
+const axisName = (a: number) => (a === 0 ? 'H' : 'W');
+
+function checkBins(fn: string, rule: number, ruleName: string, levels: number[], h: number, w: number, what: string) {
+  for (const n of levels) {
+    for (const [axis, a] of [[0, h], [1, w]] as const) {
+      const code = native.binCheck(rule, n, a);
+      if (code === 0) continue;
+      const size = `${h}x${w} (HxW)`;
+      if (code === 2)
+        fail(`${fn}: bins 'paper' need ${what} to be at least n along each axis for each level n: ${what} is ${size}, ` +
+            `smaller than level ${n} along ${axisName(axis)} (stride floor(${a}/${n}) = 0). Use bins 'adaptive', or drop the level.`);
+      if (code === 3)
+        fail(`${fn}: bins 'caffe' leave a bin of level ${n} empty on ${what} of size ${size} along ${axisName(axis)} ` +
+            `(kernel ceil(${a}/${n}) = ${Math.ceil(a / n)}, padding ${Math.floor((Math.ceil(a / n) * n - a + 1) / 2)}; Caffe's layer outputs -FLT_MAX there). Use bins 'adaptive' or 'paper'.`);
+      if (code === 4)
+        fail(`${fn}: bins 'caffe' cannot pool ${what} of size ${size} into level ${n} along ${axisName(axis)}: ` +
+            `Caffe's pooling would not produce ${n} bins for length ${a} (its SPP layer fails there). Use bins 'adaptive' or 'paper'.`);
+      fail(`${fn}: cannot pool ${what} of size ${size} into level ${n}`);
+    }
+  }
+}
+
+async function plan(fn: string, input: unknown, opts: SppOptions | SppBackwardOptions | undefined): Promise<Plan> {
+  if (opts !== undefined && (typeof opts !== 'object' || opts === null)) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const o = opts ?? {};
+  const src = describeInput(fn, input);
+  const levels = checkLevels(fn, o.levels);
+  const rule = checkEnum<BinRule>(fn, 'bins', o.bins, RULES, 'adaptive');
+  const pool = checkEnum<PoolKind>(fn, 'pool', o.pool, POOLS, 'max');
+  const ruleName = o.bins ?? 'adaptive';
+  let regions: Int32Array;
+  if (o.windows === undefined) {
+    regions = new Int32Array(5 * src.sizes.length);
+    src.sizes.forEach(([h, w], i) => {
+      regions.set([i, 0, 0, h, w], 5 * i);
+      checkBins(fn, rule, ruleName, levels, h, w, `map ${i}`);
+    });
+  } else {
+    const rows = await windowRows(fn, o.windows);
+    regions = new Int32Array(5 * rows.length);
+    rows.forEach((r, k) => {
+      const v = Array.from(r);
+      const names = ['map', 'x0', 'y0', 'x1', 'y1'];
+      v.forEach((x, j) => {
+        if (typeof x !== 'number' || !Number.isInteger(x))
+          fail(`${fn}: options.windows[${k}].${names[j]} must be an integer, got ${describe(x)}`);
+      });
+      const [m, x0, y0, x1, y1] = v;
+      if (m < 0 || m >= src.sizes.length)
+        fail(`${fn}: options.windows[${k}] names map ${m}, but the input has ${src.sizes.length} map(s)`);
+      const [H, W] = src.sizes[m];
+      const where = `options.windows[${k}] = (map ${m}, x0 ${x0}, y0 ${y0}, x1 ${x1}, y1 ${y1})`;
+      if (x1 < x0 || y1 < y0) fail(`${fn}: ${where} is empty: need x0 <= x1 and y0 <= y1`);
+      if (x0 < 0 || y0 < 0 || x1 >= W || y1 >= H)
+        fail(`${fn}: ${where} lies outside map ${m} of size ${H}x${W} (HxW): need 0 <= x0 <= x1 < ${W} and 0 <= y0 <= y1 < ${H}`);
+      regions.set([m, y0, x0, y1 - y0 + 1, x1 - x0 + 1], 5 * k);
+      checkBins(fn, rule, ruleName, levels, y1 - y0 + 1, x1 - x0 + 1, `window ${k}`);
+    });
+  }
+  const rows = regions.length / 5;
+  const features = sppFeatures(src.channels, levels);
+  if (features > MAX_ELEMENTS || rows * features > MAX_ELEMENTS)
+    fail(`${fn}: the output would be [${rows}, ${features}] = ${rows * features} elements, more than the 2^31-1 a tensor may hold`);
+  return { ...src, regions, rows, levels, rule, pool, features };
+}
+
+function nativeArgs(p: Plan) {
+  const inp = nativeRef(p.store);
+  return {
+    input: inp.buf,
+    inputOffset: inp.offset,
+    offsets: Float64Array.from(p.offsets),
+    heights: Int32Array.from(p.sizes, (s) => s[0]),
+    widths: Int32Array.from(p.sizes, (s) => s[1]),
+    channels: p.channels,
+    total: p.total,
+    regions: p.regions,
+    levels: Int32Array.from(p.levels),
+    rule: p.rule,
+    pool: p.pool,
+  };
+}
+
+/**
+ * Spatial pyramid pooling. Returns [N, C * sum(n*n)] for N maps (or [K, ...] for K windows),
+ * level by level, channel-major within a level, bins row-major: the layout of
+ * torch.cat([F.adaptive_max_pool2d(x, n).flatten(1) for n in levels], 1).
+ */
+export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promise<Tensor> {
+  const fn = 'sp.spp';
+  const site = new CallSite();
+  const p = await plan(fn, input, opts);
+  let out: Tensor;
+  if (opts?.out !== undefined) {
+    out = opts.out;
+    if (!(out instanceof Tensor)) fail(`${fn}: options.out must be a Tensor, got ${describe(out)}`);
+    out.storage(fn, 'options.out');
+    if (out.rank !== 2 || out.shape[0] !== p.rows || out.shape[1] !== p.features)
+      fail(`${fn}: options.out must have shape [${p.rows}, ${p.features}], got [${out.shape.join(', ')}]`);
+    if (out.device !== p.store.device)
+      throw new SppnetError(`${fn}: options.out is on ${out.device}, the input on ${p.store.device}`, 'SPPNET_DEVICE_MISMATCH');
+  } else {
+    out = allocate([p.rows, p.features], p.store.device, fn);
+  }
+  const o = nativeRef(out.storage(fn, 'options.out'));
+  try {
+    await site.run(fn, () => native.sppForward({ ...nativeArgs(p), output: o.buf, outputOffset: o.offset }));
+  } catch (e) {
+    if (opts?.out === undefined) out.dispose();
+    throw e;
+  }
+  return out;
+}
+
+/**
+ * Gradient of spp with respect to its input: d(input) from d(output) [rows, features].
+ * Max pooling routes each bin's gradient to its first maximum in row-major order (a NaN counts as
+ * the maximum); avg spreads it evenly over the bin. Overlapping bins and windows add up.
+ * Returns a tensor of the input's shape, or a batch of the input's layout.
+ */
+export async function sppBackward<T extends RaggedBatch | Tensor>(input: T, gradOutput: Tensor, opts?: SppBackwardOptions): Promise<T> {
+  const fn = 'sp.sppBackward';
+  const site = new CallSite();
+  const p = await plan(fn, input, opts);
+  if (!(gradOutput instanceof Tensor)) fail(`${fn}: gradOutput must be a Tensor [${p.rows}, ${p.features}], got ${describe(gradOutput)}`);
+  const g = gradOutput.storage(fn, 'gradOutput');
+  if (gradOutput.rank !== 2 || gradOutput.shape[0] !== p.rows || gradOutput.shape[1] !== p.features)
+    fail(`${fn}: gradOutput must have shape [${p.rows}, ${p.features}] (rows, C * sum(n*n)), got [${gradOutput.shape.join(', ')}]`);
+  if (g.device !== p.store.device)
+    throw new SppnetError(`${fn}: gradOutput is on ${g.device}, the input on ${p.store.device}`, 'SPPNET_DEVICE_MISMATCH');
+  let result: T;
+  const given = opts?.out;
+  if (given !== undefined) {
+    const same =
+      input instanceof RaggedBatch
+        ? given instanceof RaggedBatch && given.channels === input.channels && given.sizes.every((s, i) => s[0] === input.sizes[i][0] && s[1] === input.sizes[i][1]) && given.count === input.count
+        : given instanceof Tensor && given.shape.length === input.shape.length && given.shape.every((d, i) => d === (input as Tensor).shape[i]);
+    if (!same) fail(`${fn}: options.out must have the input's shape or layout`);
+    if (given.device !== p.store.device)
+      throw new SppnetError(`${fn}: options.out is on ${given.device}, the input on ${p.store.device}`, 'SPPNET_DEVICE_MISMATCH');
+    result = given as T;
+  } else {
+    result = (input instanceof RaggedBatch ? raggedLike(input, fn) : allocate((input as Tensor).shape, p.store.device, fn)) as T;
+  }
+  const o = nativeRef(result.storage(fn, 'options.out'));
+  const gr = nativeRef(g);
+  try {
+    await site.run(fn, () =>
+      native.sppBackward({ ...nativeArgs(p), output: o.buf, outputOffset: o.offset, gradOutput: gr.buf, gradOutputOffset: gr.offset }),
+    );
+  } catch (e) {
+    if (given === undefined) result.dispose();
+    throw e;
+  }
+  return result;
+}

@@ -1,0 +1,166 @@
+// Typed tensors: float32 data with a shape and a device. CPU tensors made from a Float32Array
+// share its memory (zero-copy); CUDA tensors own device memory until dispose().
+import { backend, Device, requireDevice } from './backend';
+import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
+import { native, NativeDeviceBuffer, NativeFloats } from './native';
+
+export type DType = 'float32';
+
+/** Where a tensor's elements live: a host array, or a device buffer at an element offset. */
+export type Storage =
+  | { device: 'cpu'; array: Float32Array }
+  | { device: 'cuda'; buffer: NativeDeviceBuffer; offset: number };
+
+export function checkShape(fn: string, arg: string, shape: unknown): number[] {
+  if (!Array.isArray(shape)) fail(`${fn}: ${arg} must be an array of non-negative integers, got ${describe(shape)}`);
+  shape.forEach((d, i) => {
+    if (typeof d !== 'number' || !Number.isInteger(d) || d < 0)
+      fail(`${fn}: ${arg}[${i}] must be a non-negative integer, got ${describe(d)}`);
+  });
+  const n = shape.reduce((a: number, b: number) => a * b, 1);
+  if (n > MAX_ELEMENTS)
+    fail(`${fn}: ${arg} [${shape.join(', ')}] has ${n} elements, more than the 2^31-1 a tensor may hold`);
+  return [...shape] as number[];
+}
+
+const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+export class Tensor {
+  readonly dtype: DType = 'float32';
+  readonly shape: readonly number[];
+  readonly device: Device;
+  readonly size: number;
+  private store: Storage | null;
+
+  /** @internal Use sp.tensor(), sp.zeros() or an op's result. */
+  constructor(storage: Storage, shape: readonly number[]) {
+    this.store = storage;
+    this.shape = Object.freeze([...shape]);
+    this.size = numel(shape);
+    this.device = storage.device;
+  }
+
+  get rank(): number {
+    return this.shape.length;
+  }
+
+  get disposed(): boolean {
+    return this.store === null;
+  }
+
+  /** @internal The storage, or an error naming `what` when disposed. */
+  storage(fn: string, what: string): Storage {
+    if (this.store === null) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
+    if (this.store.device === 'cuda' && this.store.buffer.freed)
+      throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
+    return this.store;
+  }
+
+  /** A copy of the elements, row-major. */
+  async data(): Promise<Float32Array> {
+    const site = new CallSite();
+    const s = this.storage('Tensor.data', 'the tensor');
+    if (s.device === 'cpu') return s.array.slice();
+    const out = new Float32Array(this.size);
+    await site.run('Tensor.data', () => native.cudaDownload(s.buffer, s.offset, out));
+    return out;
+  }
+
+  /** A copy on `device` (the same tensor when it is already there). */
+  async to(device: Device): Promise<Tensor> {
+    const s = this.storage('Tensor.to', 'the tensor');
+    if (device !== 'cpu' && device !== 'cuda') fail(`Tensor.to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
+    if (s.device === device) return this;
+    return tensor(await this.data(), this.shape as number[], { device });
+  }
+
+  /** Frees the memory now (device memory) or drops the reference (host). Using it afterwards throws. */
+  dispose(): void {
+    if (this.store?.device === 'cuda' && this.store.offset === 0 && this.store.buffer.length === this.size) this.store.buffer.free();
+    this.store = null;
+  }
+
+  toString(): string {
+    return `Tensor(float32, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}
+
+/** @internal Allocates an uninitialised tensor on a device. */
+export function allocate(shape: readonly number[], device: Device, fn: string): Tensor {
+  const n = numel(shape);
+  if (device === 'cpu') return new Tensor({ device: 'cpu', array: new Float32Array(n) }, shape);
+  requireDevice('cuda', fn);
+  let buffer: NativeDeviceBuffer;
+  try {
+    buffer = new native.DeviceBuffer(n);
+  } catch (e) {
+    throw new CallSite().wrap(e, fn);
+  }
+  return new Tensor({ device: 'cuda', buffer, offset: 0 }, shape);
+}
+
+/** @internal The native view of a storage: (buffer, element offset). */
+export function nativeRef(s: Storage): { buf: NativeFloats; offset: number } {
+  return s.device === 'cpu' ? { buf: s.array, offset: 0 } : { buf: s.buffer, offset: s.offset };
+}
+
+export interface TensorOptions {
+  device?: Device;
+}
+
+function resolveDevice(fn: string, opts: TensorOptions | undefined): Device {
+  if (opts !== undefined && (typeof opts !== 'object' || opts === null)) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const d = opts?.device ?? backend().device;
+  if (d !== 'cpu' && d !== 'cuda') fail(`${fn}: options.device must be 'cpu' or 'cuda', got ${describe(d)}`);
+  requireDevice(d, fn);
+  return d;
+}
+
+/**
+ * A float32 tensor. On the CPU a Float32Array is used as it is (zero-copy: later writes to the
+ * array show in the tensor); other arrays are copied. On CUDA the data is uploaded.
+ */
+export function tensor(data: Float32Array | ArrayLike<number>, shape: number[], opts?: TensorOptions): Tensor {
+  const fn = 'sp.tensor';
+  const dims = checkShape(fn, 'shape', shape);
+  if (!(data instanceof Float32Array) && !Array.isArray(data) && !ArrayBuffer.isView(data))
+    fail(`${fn}: data must be a Float32Array or an array of numbers, got ${describe(data)}`);
+  const n = numel(dims);
+  if ((data as ArrayLike<number>).length !== n)
+    fail(`${fn}: shape [${dims.join(', ')}] has ${n} elements, but data has ${(data as ArrayLike<number>).length}`);
+  const device = resolveDevice(fn, opts);
+  let arr: Float32Array;
+  if (data instanceof Float32Array) arr = data;
+  else {
+    if (Array.isArray(data))
+      data.forEach((v, i) => {
+        if (typeof v !== 'number') fail(`${fn}: data[${i}] must be a number, got ${describe(v)}`);
+      });
+    arr = Float32Array.from(data as ArrayLike<number>);
+  }
+  if (device === 'cpu') return new Tensor({ device: 'cpu', array: arr }, dims);
+  const t = allocate(dims, 'cuda', fn);
+  const s = t.storage(fn, 'the new tensor') as Extract<Storage, { device: 'cuda' }>;
+  try {
+    native.cudaUpload(s.buffer, 0, arr);
+  } catch (e) {
+    t.dispose();
+    throw new CallSite().wrap(e, fn);
+  }
+  return t;
+}
+
+/** A tensor of zeros. */
+export function zeros(shape: number[], opts?: TensorOptions): Tensor {
+  const dims = checkShape('sp.zeros', 'shape', shape);
+  const device = resolveDevice('sp.zeros', opts);
+  if (device === 'cpu') return allocate(dims, 'cpu', 'sp.zeros');
+  return tensor(new Float32Array(numel(dims)), dims, { device });
+}
+
+/** A tensor filled with `value`. */
+export function full(shape: number[], value: number, opts?: TensorOptions): Tensor {
+  const dims = checkShape('sp.full', 'shape', shape);
+  if (typeof value !== 'number') fail(`sp.full: value must be a number, got ${describe(value)}`);
+  return tensor(new Float32Array(numel(dims)).fill(value), dims, opts);
+}
