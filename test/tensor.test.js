@@ -1,0 +1,80 @@
+'use strict';
+const { expect } = require('chai');
+const { sp, expectReject } = require('./support/helpers');
+
+describe('tensors', function () {
+  it('carry dtype, shape and device, and share a Float32Array zero-copy on the CPU', async function () {
+    const a = Float32Array.from([1, 2, 3, 4, 5, 6]);
+    const t = sp.tensor(a, [2, 3], { device: 'cpu' });
+    expect(t.dtype).to.equal('float32');
+    expect(t.shape).to.deep.equal([2, 3]);
+    expect(t.device).to.equal('cpu');
+    expect(t.size).to.equal(6);
+    a[4] = 50; // zero-copy: the tensor sees it
+    const d = await t.data();
+    expect(Array.from(d)).to.deep.equal([1, 2, 3, 4, 50, 6]);
+    d[0] = -1; // data() is a copy
+    expect((await t.data())[0]).to.equal(1);
+  });
+
+  it('accept number[] and other typed arrays by copying', async function () {
+    const t = sp.tensor([1.5, 2.5], [2]);
+    expect(Array.from(await t.data())).to.deep.equal([1.5, 2.5]);
+    const u = sp.tensor(Float64Array.from([1, 2, 3]), [3, 1]);
+    expect(Array.from(await u.data())).to.deep.equal([1, 2, 3]);
+  });
+
+  it('zeros and full', async function () {
+    expect(Array.from(await sp.zeros([2, 2]).data())).to.deep.equal([0, 0, 0, 0]);
+    expect(Array.from(await sp.full([3], 2.5).data())).to.deep.equal([2.5, 2.5, 2.5]);
+  });
+
+  it('throw on use after dispose, and dispose is idempotent', async function () {
+    const t = sp.tensor([1, 2], [2]);
+    t.dispose();
+    t.dispose();
+    expect(t.disposed).to.equal(true);
+    await expectReject(t.data(), /Tensor.data: the tensor was disposed/, 'SPPNET_DISPOSED');
+    await expectReject(sp.spp(t), /sp.spp: input was disposed/, 'SPPNET_DISPOSED');
+    expect(() => sp.ragged([t])).to.throw(/sp.ragged: maps\[0\] was disposed/);
+  });
+
+  it('reject bad shapes and data with messages naming the argument', function () {
+    expect(() => sp.tensor([1, 2, 3], [2, 2])).to.throw(/sp.tensor: shape \[2, 2\] has 4 elements, but data has 3/);
+    expect(() => sp.tensor([1, 2], [2, -1])).to.throw(/sp.tensor: shape\[1\] must be a non-negative integer, got number -1/);
+    expect(() => sp.tensor([1, 2], [2.5])).to.throw(/shape\[0\] must be a non-negative integer/);
+    expect(() => sp.tensor('abc', [3])).to.throw(/data must be a Float32Array or an array of numbers/);
+    expect(() => sp.tensor([1, 'x'], [2])).to.throw(/data\[1\] must be a number/);
+    expect(() => sp.tensor([1], [1], { device: 'tpu' })).to.throw(/options.device must be 'cpu' or 'cuda'/);
+    expect(() => sp.zeros([65536, 65536])).to.throw(/has 4294967296 elements, more than the 2\^31-1 a tensor may hold/);
+  });
+});
+
+describe('ragged batches', function () {
+  it('pack maps of different sizes in one allocation with offsets', async function () {
+    const a = sp.tensor(Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i), [2, 3, 4]);
+    const b = sp.tensor(Float32Array.from({ length: 2 * 1 * 5 }, (_, i) => 100 + i), [2, 1, 5]);
+    const rb = sp.ragged([a, b]);
+    expect(rb.count).to.equal(2);
+    expect(rb.channels).to.equal(2);
+    expect(rb.sizes).to.deep.equal([[3, 4], [1, 5]]);
+    expect(rb.offsets).to.deep.equal([0, 24]);
+    expect(rb.total).to.equal(34);
+    expect(rb.shape(1)).to.deep.equal([2, 1, 5]);
+    a.dispose(); // the batch holds its own copy
+    const [x, y] = await rb.arrays();
+    expect(x[23]).to.equal(23);
+    expect(Array.from(y)).to.deep.equal([100, 101, 102, 103, 104, 105, 106, 107, 108, 109]);
+    rb.dispose();
+    await expectReject(rb.data(), /disposed/);
+  });
+
+  it('reject channel mismatches, wrong ranks and empty lists, naming the map', function () {
+    const a = sp.zeros([3, 4, 4]), b = sp.zeros([2, 4, 4]), c = sp.zeros([1, 3, 4, 4]);
+    expect(() => sp.ragged([a, b])).to.throw(/every map must have the same channels \(axis 0\): maps\[0\] has 3, maps\[1\] has 2/);
+    expect(() => sp.ragged([a, c])).to.throw(/maps\[1\] must have rank 3 \[C, H, W\], got shape \[1, 3, 4, 4\]/);
+    expect(() => sp.ragged([])).to.throw(/at least one tensor/);
+    expect(() => sp.ragged([a, 'x'])).to.throw(/maps\[1\] must be a Tensor/);
+    expect(() => sp.ragged([sp.zeros([3, 0, 4])])).to.throw(/maps\[0\] has an empty axis/);
+  });
+});
