@@ -1,18 +1,12 @@
 #include "sppnet/cpu_info.h"
 
+#include "isa.h"
 #include "parallel.h"
 
 namespace sppnet {
 namespace cpu {
 
-std::string isa() {
-#if defined(__GNUC__) && defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return "avx512f";
-  if (__builtin_cpu_supports("avx2")) return "avx2";
-#endif
-  return "baseline";
-}
+std::string isa() { return isa_name(detect_isa()); }
 
 int threads() { return num_threads(); }
 

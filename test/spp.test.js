@@ -204,3 +204,37 @@ for (const device of devices) {
     });
   });
 }
+
+describe('spp on every CPU instruction set', function () {
+  // The small-region kernel has AVX-512, AVX2 and portable versions; SPPNET_CPU_ISA picks a
+  // narrower one than the CPU has, so each is checked against the reference on this machine.
+  const { spawnSync } = require('child_process');
+  const path = require('path');
+  for (const isa of ['avx2', 'portable']) {
+    it(`${isa}: max and avg on small maps and windows match the reference`, function () {
+      const seed = freshSeed();
+      const code = `
+        const sp = require('./dist');
+        const { refSpp, rng, randomMap } = require('./test/support/reference');
+        (async () => {
+          const r = rng(${seed});
+          const maps = Array.from({ length: 12 }, () => randomMap(r, 19, r.int(1, 39), r.int(1, 45)));
+          maps[0].data[3] = NaN;
+          const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device: 'cpu' })));
+          const windows = [[1, 0, 0, maps[1].W - 1, maps[1].H - 1], [2, 0, 0, 0, 0]];
+          let bad = 0;
+          for (const pool of ['max', 'avg'])
+            for (const w of [undefined, windows]) {
+              const got = await (await sp.spp(rb, { pool, windows: w })).data();
+              const regions = w && w.map(([m, x0, y0, x1, y1]) => [m, y0, x0, y1 - y0 + 1, x1 - x0 + 1]);
+              const ref = refSpp(maps, { pool, regions });
+              ref.forEach((e, i) => { const a = got[i]; if (!(Number.isNaN(e) ? Number.isNaN(a) : Math.abs(a - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
+            }
+          console.log(sp.backend().cpu.isa + ' ' + bad);
+        })();`;
+      const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa }, encoding: 'utf8' });
+      expect(res.stderr).to.equal('');
+      expect(res.stdout.trim(), `seed ${seed}`).to.equal(`${isa} 0`);
+    });
+  }
+});

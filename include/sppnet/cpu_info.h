@@ -3,7 +3,7 @@
 
 namespace sppnet {
 namespace cpu {
-// The widest vector ISA the CPU kernels dispatch to on this machine ("avx512f", "avx2" or "baseline").
+// The vector ISA the CPU kernels dispatch to ("avx512", "avx2" or "portable"); see cpu/isa.h.
 std::string isa();
 // Threads a CPU op uses (SPPNET_NUM_THREADS, else all hardware threads).
 int threads();
