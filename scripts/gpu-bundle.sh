@@ -30,7 +30,7 @@ cmake --build "$tmp/tools" -j2 --target spp_check >/dev/null
 cp "$tmp/tools/spp_check" "$out/"
 
 # 4. node_modules that tests and benchmarks load (production deps, mocha, chai), nothing else.
-mods=$(npm ls --all --parseable --omit=optional bindings mocha chai 2>/dev/null | grep node_modules | sed "s|^$PWD/||" | sort -u)
+mods=$(node scripts/dep-closure.js bindings mocha chai)
 for m in $mods; do
   mkdir -p "$out/$(dirname "$m")"
   cp -r "$m" "$out/$m"
