@@ -1,0 +1,192 @@
+'use strict';
+// sppnet's side of the GPU SPP comparison: workloads W1-W4 on CUDA, on the map sizes and
+// windows of bench/workloads.json (the same ones bench/torch_spp.py runs PyTorch on).
+//
+//   node bench/gpu_spp.js [TORCH_JSON] [--quick] [--only W1,W2,...] [--no-flush] [--device cpu]
+//
+// TORCH_JSON: torch_spp.json from bench/torch_spp.py, run on the same machine: adds PyTorch's
+// time, the ratio PyTorch / sppnet and the bandwidth floor (from PyTorch's 1 GiB copy, read +
+// write counted) to each row. Writes gpu_spp.json (and gpu_spp.md) to $OUT, or bench/out.
+// --device cpu runs the same script on sppnet's CPU path: a smoke test, not a benchmark.
+//
+// Method. Inputs go to the device once, outside the timed region: a ragged batch is packed with
+// sp.ragged() beforehand, as PyTorch's list of maps is built before its timed closure. Each
+// timed call is `await sp.spp(input, { levels, bins: 'adaptive', windows? })` bracketed by
+// process.hrtime: host planning and validation, the hop to the worker thread, the kernel and a
+// stream synchronisation, so wall-clock end to end. PyTorch's figure (triton do_bench) is CUDA-
+// event time on the GPU alone, so the comparison is, if anything, unfavourable to sppnet. As
+// do_bench flushes the L2 cache before each call, so does this script (unless --no-flush): it
+// pools a 256 MiB scratch tensor, untimed, between calls. bins 'adaptive' is PyTorch's rule
+// (adaptive_max_pool2d, and roi_pool's up to float rounding). Each workload's CUDA output is
+// checked against sppnet's CPU output on the same data.
+const fs = require('fs');
+const path = require('path');
+const sp = require('../dist');
+const { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable } = require('./common');
+
+function parseArgs(argv) {
+  const o = { torch: null, quick: false, only: null, flush: true, device: 'cuda' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const eq = a.indexOf('=');
+      if (eq >= 0) return a.slice(eq + 1);
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--quick') o.quick = true;
+    else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
+    else if (a === '--no-flush') o.flush = false;
+    else if (a.startsWith('--device')) o.device = val();
+    else if (a === '-h' || a === '--help') {
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    } else if (!a.startsWith('-') && o.torch === null) o.torch = a;
+    else throw new Error(`unknown argument ${a} (try --help)`);
+  }
+  if (o.device !== 'cuda' && o.device !== 'cpu') throw new Error(`--device must be cuda or cpu, got ${o.device}`);
+  for (const w of o.only || []) if (!['W1', 'W2', 'W3', 'W4'].includes(w)) throw new Error(`--only: unknown workload ${w}`);
+  return o;
+}
+
+// Timed calls after warm-up calls, per workload.
+const REPS = { full: { warmup: 20, reps: 200 }, quick: { warmup: 5, reps: 30 } };
+
+/** The workload's host data (NCHW), and how sppnet is called on it. */
+function buildHost(name, spec, seed) {
+  const next = rng(seed);
+  const C = spec.channels;
+  if (name === 'W1' || name === 'W3') {
+    const maps = spec.sizes.map(([H, W]) => randomArray(C * H * W, next));
+    const bytes = maps.reduce((s, a) => s + a.byteLength, 0);
+    return { kind: 'ragged', maps, shapes: spec.sizes.map(([H, W]) => [C, H, W]), inputBytes: bytes, readBytes: bytes };
+  }
+  const shape = name === 'W2' ? [spec.batch, C, ...spec.size] : [1, C, ...spec.size];
+  const data = randomArray(shape.reduce((a, b) => a * b, 1), next);
+  const w = { kind: name === 'W2' ? 'dense' : 'windows', data, shape, inputBytes: data.byteLength, readBytes: data.byteLength };
+  if (name === 'W4') {
+    w.windows = spec.windows;
+    w.readBytes = windowBytes(spec.windows, C); // each window's area once; the map is L2-sized
+  }
+  return w;
+}
+
+/** Uploads the host data to `device`; a ragged batch is packed there and the loose maps freed. */
+function upload(h, device) {
+  if (h.kind !== 'ragged') return sp.tensor(h.data, h.shape, { device });
+  const maps = h.maps.map((a, i) => sp.tensor(a, h.shapes[i], { device }));
+  const rb = sp.ragged(maps);
+  maps.forEach((m) => m.dispose());
+  return rb;
+}
+
+async function maxAbsDiff(a, b) {
+  const [x, y] = [await a.data(), await b.data()];
+  if (x.length !== y.length) return NaN;
+  let d = 0;
+  for (let i = 0; i < x.length; i++) d = Math.max(d, Math.abs(x[i] - y[i]));
+  return d;
+}
+
+const fmtUs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
+
+async function main() {
+  const opt = parseArgs(process.argv.slice(2));
+  const be = sp.backend();
+  if (opt.device === 'cuda' && !be.cuda.available) {
+    console.error(`gpu_spp.js: CUDA is unavailable: ${be.cuda.error || be.reason}`);
+    console.error('(run it on the GPU machine, or with --device cpu for a smoke test)');
+    process.exit(2);
+  }
+  const torch = opt.torch ? JSON.parse(fs.readFileSync(opt.torch, 'utf8')) : null;
+  const spec = loadWorkloads();
+  const names = opt.only || ['W1', 'W2', 'W3', 'W4'];
+  const { warmup, reps } = opt.quick ? REPS.quick : REPS.full;
+  const device = opt.device;
+  const bw = torch ? torch.bw_TBps * 1e12 : null; // bytes/s, read + write
+
+  const where = device === 'cuda' ? `${be.cuda.name} (cc ${be.cuda.computeCapability}, CUDA ${be.cuda.runtimeVersion})` : `CPU ${be.cpu.isa} x${be.cpu.threads} (smoke test)`;
+  console.log(`sppnet SPP on ${where}, ${new Date().toISOString()}`);
+  if (torch) console.log(`PyTorch ${torch.torch} on ${torch.device}; copy bandwidth ${torch.bw_TBps.toFixed(2)} TB/s (read+write)`);
+  if (torch && device === 'cuda' && torch.device !== be.cuda.name) console.log(`warning: PyTorch ran on ${torch.device}, sppnet on ${be.cuda.name}`);
+
+  // The L2 flush: pooling a 256 MiB tensor reads all of it (levels [1]: one max per channel).
+  const scratch = opt.flush && device === 'cuda' ? sp.tensor(new Float32Array(2 ** 26), [1024, 256, 256], { device }) : null;
+  const flush = async () => {
+    if (scratch) (await sp.spp(scratch, { levels: [1] })).dispose();
+  };
+
+  const results = [];
+  for (const name of names) {
+    const h = buildHost(name, spec[name], 2000 + Number(name.slice(1)));
+    const input = upload(h, device);
+    const opts = { levels: spec.levels, bins: 'adaptive' };
+    if (h.windows) opts.windows = h.windows; // a plain array, validated by sp.spp on every call
+
+    for (let r = 0; r < warmup; r++) (await sp.spp(input, opts)).dispose();
+    const samples = [];
+    for (let r = 0; r < reps; r++) {
+      await flush();
+      const t0 = nowMs();
+      const out = await sp.spp(input, opts);
+      samples.push(nowMs() - t0);
+      out.dispose();
+    }
+    const st = stats(samples);
+
+    // Check: the same call on sppnet's CPU path, on the same data.
+    let check = null;
+    if (device === 'cuda') {
+      const cpuIn = upload(h, 'cpu');
+      const [a, b] = [await sp.spp(input, opts), await sp.spp(cpuIn, opts)];
+      check = await maxAbsDiff(a, b);
+      [a, b, cpuIn].forEach((t) => t.dispose());
+    }
+    input.dispose();
+
+    const t = torch && torch.workloads[name];
+    const floorUs = bw ? (h.readBytes / bw) * 1e6 : null;
+    const r = {
+      name,
+      desc: spec[name].desc,
+      inputMB: h.inputBytes / 1e6,
+      readMB: h.readBytes / 1e6,
+      sppnet: { ...st, medianUs: st.medianMs * 1e3, minUs: st.minMs * 1e3 },
+      torchUs: t ? t.us : null,
+      ratioTorchOverOurs: t ? t.us / (st.medianMs * 1e3) : null,
+      floorUs,
+      checkMaxAbsDiffVsCpu: check,
+    };
+    results.push(r);
+    console.log(`${name}: sppnet median ${fmtUs(r.sppnet.medianUs)} us${t ? `, PyTorch ${fmtUs(t.us)} us` : ''}${check !== null ? `, max |CUDA - CPU| = ${check}` : ''}`);
+  }
+  if (scratch) scratch.dispose();
+
+  const head = ['work', 'workload', 'sppnet median us', 'min us', 'PyTorch us', 'PyTorch/sppnet', 'floor us', 'floor/sppnet'];
+  const rows = results.map((r) => [
+    r.name,
+    r.desc,
+    fmtUs(r.sppnet.medianUs),
+    fmtUs(r.sppnet.minUs),
+    fmtUs(r.torchUs),
+    r.ratioTorchOverOurs != null ? `${r.ratioTorchOverOurs.toFixed(2)}x` : '-',
+    fmtUs(r.floorUs),
+    r.floorUs != null ? `${((100 * r.floorUs) / r.sppnet.medianUs).toFixed(0)}%` : '-',
+  ]);
+  console.log('\n' + textTable(head, rows));
+  console.log(`\n${reps} timed calls after ${warmup} warm-up calls${scratch ? ', L2 flushed before each' : ''}; sppnet: wall-clock per await sp.spp() (bins 'adaptive'); PyTorch: do_bench CUDA-event median.`);
+  if (bw) console.log(`floor: bytes read (W1-W3: input; W4: every window's area once) / ${(bw / 1e12).toFixed(2)} TB/s, PyTorch's copy bandwidth on its machine.`);
+
+  const outDir = process.env.OUT || path.join(__dirname, 'out');
+  fs.mkdirSync(outDir, { recursive: true });
+  const meta = { date: new Date().toISOString(), device: where, backend: be, warmup, reps, flushL2: !!scratch, torchJson: opt.torch, torch: torch ? { device: torch.device, version: torch.torch, bw_TBps: torch.bw_TBps } : null };
+  fs.writeFileSync(path.join(outDir, 'gpu_spp.json'), JSON.stringify({ ...meta, results }, null, 1));
+  fs.writeFileSync(path.join(outDir, 'gpu_spp.md'), `# sppnet SPP on ${where}\n\n${meta.date}\n\n${mdTable(head, rows)}\n`);
+  console.log(`wrote ${path.join(outDir, 'gpu_spp.json')} and gpu_spp.md`);
+}
+
+main().catch((e) => {
+  // Bad arguments: the message alone; anything else: the whole error.
+  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
+  process.exit(1);
+});

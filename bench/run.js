@@ -1,0 +1,442 @@
+'use strict';
+// SPP on the CPU: sppnet against TensorFlow.js ('wasm' and 'cpu' backends) on the SPP-net
+// workloads W1-W4 of /work/shared/anchors/torch_anchor.py, with this machine's memory-bandwidth
+// floor measured in the same run.
+//
+//   node bench/run.js [--quick] [--only W1,W2,...] [--wasm-threads N] [--no-tfjs-cpu]
+//                     [--peer-windows K] [--cpu-windows K] [--out DIR]
+//
+// Prints one table; writes DIR/spp-cpu.md and DIR/spp-cpu.json (DIR defaults to bench/out).
+//
+// How the peer is built: TensorFlow.js has no adaptive pooling, so SPP is written as its users
+// write it (see /work/shared/anchors/tfjs_anchor.js): per level n, tf.maxPool with the SPP-net
+// paper's windows (window ceil(a/n), stride floor(a/n), 'valid') on NHWC data, reshape, concat;
+// one such call per map for a ragged batch. sppnet runs with bins: 'paper', which computes the
+// same bins, so both sides do the same work and the outputs can be compared element by element
+// (see checkAgainst()). sppnet with its default bins: 'adaptive' is reported as well.
+//
+// What is timed: from the call to the result tensor existing. sppnet's promise resolves when
+// the kernel is done; tfjs's cpu and wasm backends run kernels synchronously. Neither side
+// downloads its result. Inputs (sp.ragged packing, tf tensors) are built outside the timed region.
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const sp = require('../dist');
+const tf = require('@tensorflow/tfjs');
+const { initWasm } = require('./tfjs_wasm');
+const { copyBandwidth } = require('./membw');
+const { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable } = require('./common');
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+function parseArgs(argv) {
+  const o = { quick: false, only: null, wasmThreads: null, peerWindows: 200, cpuWindows: 50, tfjsCpu: true, out: path.join(__dirname, 'out') };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const eq = a.indexOf('=');
+      if (eq >= 0) return a.slice(eq + 1);
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--quick') o.quick = true;
+    else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
+    else if (a.startsWith('--wasm-threads')) o.wasmThreads = parseInt(val(), 10);
+    else if (a.startsWith('--peer-windows')) o.peerWindows = parseInt(val(), 10);
+    else if (a.startsWith('--cpu-windows')) o.cpuWindows = parseInt(val(), 10);
+    else if (a === '--no-tfjs-cpu') o.tfjsCpu = false;
+    else if (a.startsWith('--out')) o.out = path.resolve(val());
+    else if (a === '-h' || a === '--help') {
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 9).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (try --help)`);
+  }
+  const known = ['W1', 'W2', 'W3', 'W4'];
+  if (o.only) for (const w of o.only) if (!known.includes(w)) throw new Error(`--only: unknown workload ${w}; known: ${known.join(',')}`);
+  if (o.wasmThreads !== null && !(o.wasmThreads >= 1)) throw new Error('--wasm-threads must be a positive integer');
+  if (!(o.peerWindows >= 1) || !(o.cpuWindows >= 1)) throw new Error('--peer-windows and --cpu-windows must be positive integers');
+  return o;
+}
+
+// Repetitions after one warm-up run. W3 (346 MB) gets fewer; tfjs-cpu on W3 stops after its
+// warm-up if that took longer than PEER_SLOW_S.
+const REPS = {
+  full: { ours: 21, oursW3: 11, wasm: 11, cpu: 5, cpuW3: 3 },
+  quick: { ours: 7, oursW3: 5, wasm: 5, cpu: 3, cpuW3: 3 },
+};
+const PEER_SLOW_S = 20;
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+// [C, H, W] -> [H, W, C] (tfjs's layout), `count` maps back to back.
+function toNHWC(src, count, C, H, W) {
+  const dst = new Float32Array(src.length);
+  const plane = H * W, map = C * plane;
+  for (let m = 0; m < count; m++) {
+    const o = m * map;
+    for (let c = 0; c < C; c++) {
+      const s = o + c * plane;
+      for (let p = 0; p < plane; p++) dst[o + p * C + c] = src[s + p];
+    }
+  }
+  return dst;
+}
+
+/** One workload: its maps in NCHW (for sppnet) and NHWC (for tfjs), and what it reads. */
+function buildWorkload(name, spec, levels, seed) {
+  const next = rng(seed);
+  const C = spec.channels;
+  const w = { name, desc: spec.desc, levels, channels: C };
+  if (name === 'W1' || name === 'W3') {
+    w.kind = 'ragged';
+    w.sizes = spec.sizes;
+    w.nchw = spec.sizes.map(([H, W]) => randomArray(C * H * W, next));
+    w.nhwc = w.nchw.map((a, i) => toNHWC(a, 1, C, spec.sizes[i][0], spec.sizes[i][1]));
+    w.inputBytes = w.nchw.reduce((s, a) => s + a.byteLength, 0);
+    w.readBytes = w.inputBytes;
+  } else if (name === 'W2') {
+    w.kind = 'dense';
+    const [H, W] = spec.size;
+    w.shape = [spec.batch, C, H, W];
+    w.nchw = randomArray(spec.batch * C * H * W, next);
+    w.nhwc = toNHWC(w.nchw, spec.batch, C, H, W);
+    w.inputBytes = w.readBytes = w.nchw.byteLength;
+  } else {
+    w.kind = 'windows';
+    const [H, W] = spec.size;
+    w.shape = [1, C, H, W];
+    w.windows = spec.windows;
+    w.nchw = randomArray(C * H * W, next);
+    w.nhwc = toNHWC(w.nchw, 1, C, H, W);
+    w.inputBytes = w.nchw.byteLength;
+    // Each window has to be read at least once; the 4.9 MB map itself stays in cache.
+    w.readBytes = windowBytes(spec.windows, C);
+  }
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------------
+// sppnet side
+
+function oursInput(w) {
+  if (w.kind === 'ragged') return sp.ragged(w.nchw.map((a, i) => sp.tensor(a, [w.channels, ...w.sizes[i]], { device: 'cpu' })));
+  return sp.tensor(w.nchw, w.shape, { device: 'cpu' }); // zero-copy view of the array
+}
+
+function oursOptions(w, bins) {
+  const o = { levels: w.levels, bins };
+  if (w.kind === 'windows') o.windows = w.windows;
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// tfjs side
+
+// SPP level n of x [B, H, W, C] with the paper's windows, as [B, n*n*C]. For n < a < 2n the
+// 'valid' pooling yields more than n windows along that axis (a = 11, n = 6 gives 10); the
+// paper's n bins are the first n of them, so keep those (sppnet's bins: 'paper' computes exactly
+// these). Without the slice a ragged batch would not even concatenate.
+function tfLevel(x, n) {
+  const [B, H, W] = x.shape;
+  let p = tf.maxPool(x, [Math.ceil(H / n), Math.ceil(W / n)], [Math.floor(H / n), Math.floor(W / n)], 'valid');
+  if (p.shape[1] !== n || p.shape[2] !== n) p = tf.slice(p, [0, 0, 0, 0], [-1, n, n, -1]);
+  return tf.reshape(p, [B, -1]);
+}
+
+const tfSpp = (x, levels) => tf.concat(levels.map((n) => tfLevel(x, n)), 1);
+
+// Windows on one map [1, H, W, C]: slice each window, pool it per level, concat. Where a window
+// is smaller than n along an axis the paper's stride floor(a/n) is 0 and tf.maxPool cannot make n
+// bins, so the crop is first upsampled (nearest neighbour) to n along that axis. Those bins
+// differ slightly from adaptive ones; this path is for timing (the check uses windows >= 6).
+function tfSppWindows(fm, windows, levels) {
+  const rows = windows.map(([, x0, y0, x1, y1]) => {
+    const h = y1 - y0 + 1, wd = x1 - x0 + 1;
+    const crop = tf.slice(fm, [0, y0, x0, 0], [1, h, wd, -1]);
+    return tf.concat(levels.map((n) => tfLevel(h >= n && wd >= n ? crop : tf.image.resizeNearestNeighbor(crop, [Math.max(h, n), Math.max(wd, n)]), n)), 1);
+  });
+  return tf.concat(rows, 0);
+}
+
+/** Peer inputs on the active tfjs backend, and the function that pools them. */
+function peerSetup(w, peerWindows) {
+  if (w.kind === 'ragged') {
+    const xs = w.nhwc.map((a, i) => tf.tensor4d(a, [1, w.sizes[i][0], w.sizes[i][1], w.channels]));
+    return { fn: () => tf.tidy(() => tf.concat(xs.map((x) => tfSpp(x, w.levels)), 0)), dispose: () => xs.forEach((x) => x.dispose()), scale: 1, rows: w.sizes.length };
+  }
+  if (w.kind === 'dense') {
+    const [N, C, H, W] = w.shape;
+    const x = tf.tensor4d(w.nhwc, [N, H, W, C]);
+    return { fn: () => tf.tidy(() => tfSpp(x, w.levels)), dispose: () => x.dispose(), scale: 1, rows: N };
+  }
+  const [, C, H, W] = w.shape;
+  const fm = tf.tensor4d(w.nhwc, [1, H, W, C]);
+  const subset = w.windows.slice(0, Math.min(peerWindows, w.windows.length));
+  return {
+    fn: () => tf.tidy(() => tfSppWindows(fm, subset, w.levels)),
+    dispose: () => fm.dispose(),
+    // Timed on the first `subset.length` windows and scaled linearly to all of them.
+    scale: w.windows.length / subset.length,
+    subset,
+    rows: subset.length,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing and statistics
+
+/**
+ * Runs `fn` (which returns a result to dispose, or a promise of one) once untimed, then `reps`
+ * timed times. Returns the timed samples in ms and the warm-up's time. If the warm-up alone took
+ * longer than `giveUpS` seconds, returns no samples.
+ */
+async function timeIt(fn, reps, giveUpS = Infinity) {
+  let t0 = nowMs();
+  (await fn()).dispose();
+  const warmupMs = nowMs() - t0;
+  const samples = [];
+  if (warmupMs > giveUpS * 1e3) return { samples, warmupMs };
+  for (let r = 0; r < reps; r++) {
+    t0 = nowMs();
+    const out = await fn();
+    samples.push(nowMs() - t0);
+    out.dispose();
+  }
+  return { samples, warmupMs };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sanity check: sppnet (bins 'paper') against a tfjs backend, element by element.
+
+// tfjs rows are NHWC-flattened per level: feature (i*n + j)*C + c. sppnet's are channel-major
+// within a level: c*n*n + i*n + j. Reorders tfjs rows into sppnet's layout.
+function tfRowsToSppnet(data, rows, C, levels) {
+  const F = C * levels.reduce((s, n) => s + n * n, 0);
+  const out = new Float32Array(rows * F);
+  for (let r = 0; r < rows; r++) {
+    let base = r * F;
+    for (const n of levels) {
+      const nn = n * n;
+      for (let b = 0; b < nn; b++) for (let c = 0; c < C; c++) out[base + c * nn + b] = data[base + b * C + c];
+      base += C * nn;
+    }
+  }
+  return out;
+}
+
+async function checkAgainst(w, oursIn, peer) {
+  const maxLevel = Math.max(...w.levels);
+  let ours, keep;
+  if (w.kind === 'windows') {
+    // Only windows of at least maxLevel on both axes pool without tfjs's upsampling detour.
+    keep = peer.subset.map((r, k) => (r[3] - r[1] + 1 >= maxLevel && r[4] - r[2] + 1 >= maxLevel ? k : -1)).filter((k) => k >= 0);
+    ours = await sp.spp(oursIn, { levels: w.levels, bins: 'paper', windows: keep.map((k) => peer.subset[k]) });
+  } else {
+    ours = await sp.spp(oursIn, { levels: w.levels, bins: 'paper' });
+  }
+  const a = await ours.data();
+  ours.dispose();
+  const t = peer.fn();
+  const raw = await t.data();
+  t.dispose();
+  const F = w.channels * w.levels.reduce((s, n) => s + n * n, 0);
+  let b = tfRowsToSppnet(raw, peer.rows, w.channels, w.levels);
+  if (keep) {
+    const sel = new Float32Array(keep.length * F);
+    keep.forEach((k, i) => sel.set(b.subarray(k * F, (k + 1) * F), i * F));
+    b = sel;
+  }
+  if (a.length !== b.length) return { rows: a.length / F, maxAbsDiff: NaN, note: `length mismatch ${a.length} vs ${b.length}` };
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
+  return { rows: a.length / F, maxAbsDiff: d };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
+
+const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'vs ours', 'floor ms', 'floor/ours'];
+
+function tableRows(results) {
+  const rows = [];
+  for (const r of results) {
+    const floor = r.floorMs;
+    for (const impl of r.impls) {
+      const s = impl.stats;
+      rows.push([
+        r.name,
+        impl.label,
+        s ? String(s.reps) : '-',
+        s ? fmtMs(s.medianMs) : impl.note || 'skipped',
+        s ? fmtMs(s.minMs) : '-',
+        impl.ratio != null ? fmtX(impl.ratio) : impl.ours ? '1.0x' : '-',
+        impl.ours ? fmtMs(floor) : '',
+        impl.ours && s ? `${((100 * floor) / s.medianMs).toFixed(0)}%` : '',
+      ]);
+    }
+  }
+  return rows;
+}
+
+/** Which sppnet build ran: the addon's mtime and the checkout's commit. */
+function buildInfo() {
+  const info = { addonMtime: null, commit: null, dirty: null };
+  try {
+    info.addonMtime = fs.statSync(path.join(__dirname, '..', 'build', 'Release', 'sppnet.node')).mtime.toISOString();
+  } catch {}
+  try {
+    const git = (args) => require('child_process').execFileSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    info.commit = git(['rev-parse', '--short', 'HEAD']);
+    info.dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'lib', 'cpu', 'cuda', 'include', 'binding']) !== '';
+  } catch {}
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const opt = parseArgs(process.argv.slice(2));
+  const reps = opt.quick ? REPS.quick : REPS.full;
+  const spec = loadWorkloads();
+  const names = opt.only || ['W1', 'W2', 'W3', 'W4'];
+  const be = sp.backend();
+  const oursThreads = be.cpu.threads;
+  const wasmThreads = opt.wasmThreads ?? oursThreads;
+
+  tf.enableProdMode(); // what a deployment would use; also silences the "install tfjs-node" banner
+  const wasmInfo = await initWasm(tf, wasmThreads);
+  await tf.setBackend('cpu');
+
+  const machine = {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0].model.trim(),
+    cores: os.cpus().length,
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads, cudaNote: be.device === 'cpu' ? be.reason : undefined },
+    tfjs: { version: tf.version.tfjs, wasm: wasmInfo, cpuBackend: 'tfjs-backend-cpu (plain JS, 1 thread)' },
+    mode: opt.quick ? 'quick' : 'full',
+    build: buildInfo(),
+    loadavgStart: os.loadavg(),
+  };
+  console.log(`sppnet SPP CPU bench, ${machine.date}`);
+  console.log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
+  console.log(`sppnet: cpu, ${be.cpu.isa}, ${oursThreads} threads (${be.reason})`);
+  console.log(`sppnet build: ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
+  console.log(`tfjs ${machine.tfjs.version}: wasm ${wasmInfo.build}, ${wasmInfo.threads} thread(s); cpu backend plain JS, 1 thread; prod mode`);
+
+  // Bandwidth: a plain copy, read + write bytes counted, 1 thread and all cores. The floor uses
+  // the faster of the two: no SPP can stream its input faster than the machine copies memory.
+  process.stdout.write('measuring copy bandwidth (256 MiB Float32Array.set) ... ');
+  const bw1 = await copyBandwidth({ threads: 1 });
+  const bwN = await copyBandwidth({ threads: machine.cores });
+  const bw = Math.max(bw1.bestBytesPerS, bwN.bestBytesPerS);
+  console.log(`1 thread ${(bw1.bestBytesPerS / 1e9).toFixed(1)} GB/s, ${machine.cores} threads ${(bwN.bestBytesPerS / 1e9).toFixed(1)} GB/s (best of ${bwN.reps}; read+write)`);
+  console.log(`floor = bytes the workload must read / ${(bw / 1e9).toFixed(1)} GB/s`);
+  // On a shared 2-core machine anything else running skews both sides (tfjs-wasm's spinning
+  // pthreads most): say so rather than print figures that look clean.
+  if (machine.loadavgStart[0] > 0.7) console.log(`warning: 1-minute load average ${machine.loadavgStart[0].toFixed(2)} before the run: other processes are busy; figures will be noisy`);
+  console.log('');
+
+  const results = [];
+  const checks = [];
+  const notes = [];
+  for (const name of names) {
+    process.stdout.write(`${name}: building inputs ... `);
+    const w = buildWorkload(name, spec[name], spec.levels, 1000 + Number(name.slice(1)));
+    const oursIn = oursInput(w);
+    const floorMs = (w.readBytes / bw) * 1e3;
+    const r = { name, desc: w.desc, inputMB: w.inputBytes / 1e6, readMB: w.readBytes / 1e6, floorMs, impls: [] };
+    const oursReps = name === 'W3' ? reps.oursW3 : reps.ours;
+
+    // sppnet: 'paper' bins where every map / window allows them, and the default 'adaptive'.
+    const paperOk = w.kind !== 'windows' || w.windows.every(([, x0, y0, x1, y1]) => Math.min(x1 - x0, y1 - y0) + 1 >= Math.max(...w.levels));
+    let base = null;
+    for (const bins of paperOk ? ['paper', 'adaptive'] : ['adaptive']) {
+      process.stdout.write(`ours ${bins} ... `);
+      const t = await timeIt(() => sp.spp(oursIn, oursOptions(w, bins)), oursReps);
+      const impl = { label: `sppnet ${bins}`, ours: true, bins, stats: stats(t.samples) };
+      if (!base) base = impl;
+      else impl.ratio = impl.stats.medianMs / base.stats.medianMs;
+      r.impls.push(impl);
+    }
+    if (!paperOk) notes.push(`${name}: some windows are smaller than ${Math.max(...w.levels)} px, where bins 'paper' has stride 0; sppnet runs 'adaptive' (torchvision roi_pool's rule) and the peers' ratios are against it.`);
+
+    // tfjs peers, on the same inputs; inputs uploaded to the backend outside the timed region.
+    const peers = [['wasm', reps.wasm]];
+    if (opt.tfjsCpu) peers.push(['cpu', name === 'W3' ? reps.cpuW3 : reps.cpu]);
+    for (const [backendName, n] of peers) {
+      process.stdout.write(`tfjs-${backendName} ... `);
+      await tf.setBackend(backendName);
+      // W4 peers run per window, so they are timed on the first K windows: tfjs-cpu, at
+      // ~45 ms a window here, on fewer.
+      const peer = peerSetup(w, backendName === 'cpu' ? opt.cpuWindows : opt.peerWindows);
+      const t = await timeIt(peer.fn, n, PEER_SLOW_S);
+      const label = `tfjs-${backendName}${backendName === 'wasm' ? ` ${wasmInfo.threads}T` : ''}${peer.scale !== 1 ? ` (${peer.rows} win x${peer.scale})` : ''}`;
+      const impl = { label, ours: false, backend: backendName, stats: stats(t.samples, peer.scale), warmupMs: t.warmupMs * peer.scale };
+      if (impl.stats) impl.ratio = impl.stats.medianMs / base.stats.medianMs;
+      else {
+        impl.note = `skipped: 1 run ${(t.warmupMs / 1e3).toFixed(0)} s`;
+        notes.push(`${name}: tfjs-${backendName} took ${(t.warmupMs / 1e3).toFixed(1)} s for its warm-up run (> ${PEER_SLOW_S} s), so no timed runs.`);
+      }
+      if (peer.scale !== 1) notes.push(`${name}: tfjs-${backendName} timed on the first ${peer.rows} of ${w.windows.length} windows, scaled x${peer.scale}.`);
+      // The sanity check: one per backend on the first workload, and on W4's exact windows.
+      if (results.length === 0 || w.kind === 'windows') {
+        const c = await checkAgainst(w, oursIn, peer);
+        checks.push({ workload: name, against: `tfjs-${backendName}`, ...c });
+      }
+      peer.dispose();
+      r.impls.push(impl);
+    }
+    await tf.setBackend('cpu');
+    oursIn.dispose();
+    results.push(r);
+    console.log('done');
+  }
+
+  machine.loadavgEnd = os.loadavg();
+  const rows = tableRows(results);
+  console.log('\n' + textTable(HEAD, rows));
+  console.log('\nvs ours: median / sppnet\'s first row for the workload (bins \'paper\', or \'adaptive\' for W4), same run.');
+  console.log(`floor: the bytes the workload must read (W1-W3: its input; W4: every window's area once) / ${(bw / 1e9).toFixed(1)} GB/s copy bandwidth; floor/ours = share of that speed sppnet reaches.`);
+  for (const n of notes) console.log(`note: ${n}`);
+  console.log(`load average (1, 5, 15 min): ${machine.loadavgStart.map((v) => v.toFixed(2)).join(' ')} before, ${machine.loadavgEnd.map((v) => v.toFixed(2)).join(' ')} after`);
+  console.log('\nsanity check, sppnet bins \'paper\' vs tfjs, same inputs (max |diff| over all outputs):');
+  for (const c of checks)
+    console.log(`  ${c.workload} vs ${c.against}: ${c.rows} rows, max |diff| = ${c.maxAbsDiff}${c.maxAbsDiff === 0 ? ' (identical)' : ''}${c.note ? ` ${c.note}` : ''}`);
+
+  fs.mkdirSync(opt.out, { recursive: true });
+  const md = [
+    `# SPP on the CPU: sppnet vs TensorFlow.js`,
+    '',
+    `${machine.date} — ${machine.cpu}, ${machine.cores} cores, node ${machine.node}; mode ${machine.mode}.`,
+    `sppnet: ${be.cpu.isa}, ${oursThreads} threads. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
+    `sppnet build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}; load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
+    `Copy bandwidth (read+write): 1 thread ${(bw1.bestBytesPerS / 1e9).toFixed(1)} GB/s, ${machine.cores} threads ${(bwN.bestBytesPerS / 1e9).toFixed(1)} GB/s; floor uses ${(bw / 1e9).toFixed(1)} GB/s.`,
+    '',
+    mdTable(HEAD, rows),
+    '',
+    ...results.map((r) => `- ${r.name}: ${r.desc}; input ${r.inputMB.toFixed(1)} MB${r.readMB !== r.inputMB ? `, windows' area ${r.readMB.toFixed(0)} MB` : ''}`),
+    ...notes.map((n) => `- ${n}`),
+    ...checks.map((c) => `- check ${c.workload} vs ${c.against}: ${c.rows} rows, max |diff| ${c.maxAbsDiff}`),
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(opt.out, 'spp-cpu.md'), md);
+  const json = { machine, bandwidth: { oneThread: bw1, allThreads: bwN, usedBytesPerS: bw }, results, checks, notes };
+  fs.writeFileSync(path.join(opt.out, 'spp-cpu.json'), JSON.stringify(json, null, 1));
+  const shown = path.relative(process.cwd(), opt.out);
+  console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'spp-cpu.md')} and spp-cpu.json`);
+  // tfjs's wasm pthread workers keep the event loop alive.
+  process.exit(0);
+}
+
+main().catch((e) => {
+  // Bad arguments: the message alone; anything else: the whole error.
+  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
+  process.exit(1);
+});
