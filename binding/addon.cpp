@@ -7,6 +7,7 @@ namespace sppnet {
 namespace binding {
 
 void init_spp(Napi::Env env, Napi::Object exports);
+void init_layers(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -98,6 +99,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
   exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));
   init_spp(env, exports);
+  init_layers(env, exports);
   return exports;
 }
 

@@ -1,13 +1,14 @@
 // Built instead of the CUDA sources when nvcc was not found: every CUDA entry point reports
 // why, so the library can say which path runs and why.
 #include "sppnet/device.h"
+#include "sppnet/layers.h"
 #include "sppnet/spp.h"
 
 namespace sppnet {
 namespace cuda {
 namespace {
-const char* kWhy = "sppnet was built without CUDA (nvcc was not found when the addon was compiled)";
-Status unavailable() { return Status::Error(Code::kUnavailable, kWhy); }
+const char* const kWhy = "sppnet was built without CUDA (nvcc was not found when the addon was compiled)";
+Status unavailable() { return unavailable(); }
 }  // namespace
 
 DeviceInfo query() {
@@ -27,5 +28,22 @@ Status memory_info(size_t*, size_t*) { return unavailable(); }
 Status spp_forward(const SppProblem&, const float*, float*) { return unavailable(); }
 Status spp_backward(const SppProblem&, const float*, const float*, float*) { return unavailable(); }
 
+}  // namespace cuda
+}  // namespace sppnet
+
+namespace sppnet {
+namespace cuda {
+Status conv2d_forward(const RaggedView&, const float*, const Conv2dParams&, const float*, const float*, const RaggedView&, float*) {
+  return unavailable();
+}
+Status max_pool2d_forward(const RaggedView&, const float*, const Pool2dParams&, const RaggedView&, float*) {
+  return unavailable();
+}
+Status lrn_forward(const RaggedView&, const float*, const LrnParams&, float*) { return unavailable(); }
+Status linear_forward(int64_t, int32_t, int32_t, const float*, const float*, const float*, bool, float*) {
+  return unavailable();
+}
+Status relu_forward(int64_t, const float*, float*) { return unavailable(); }
+Status softmax_forward(int64_t, int32_t, const float*, float*) { return unavailable(); }
 }  // namespace cuda
 }  // namespace sppnet

@@ -8,3 +8,5 @@ export type { DType, TensorOptions } from './tensor';
 export { RaggedBatch, ragged } from './ragged';
 export { spp, sppBackward, sppFeatures, DEFAULT_LEVELS, MAX_LEVELS } from './spp';
 export type { SppOptions, SppBackwardOptions, BinRule, PoolKind } from './spp';
+export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } from './layers';
+export type { Conv2dOptions, MaxPool2dOptions, LrnOptions } from './layers';

@@ -54,6 +54,11 @@ export interface Native {
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
   binCheck(rule: number, n: number, a: number): number;
   sppForward(args: NativeSppArgs): Promise<void>;
+  conv2d(args: Record<string, unknown>): Promise<void>;
+  maxPool2d(args: Record<string, unknown>): Promise<void>;
+  lrn(args: Record<string, unknown>): Promise<void>;
+  linear(args: Record<string, unknown>): Promise<void>;
+  elementwise(args: Record<string, unknown>): Promise<void>;
   sppBackward(args: NativeSppArgs): Promise<void>;
 }
 

@@ -2,6 +2,7 @@
 import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
 import { native } from './native';
 import { RaggedBatch, raggedLike } from './ragged';
+import { spatialLayout } from './spatial';
 import { allocate, nativeRef, Storage, Tensor } from './tensor';
 
 export type BinRule = 'adaptive' | 'paper' | 'caffe';
@@ -72,27 +73,6 @@ function checkEnum<T extends string>(fn: string, name: string, v: unknown, allow
   return allowed[v as T];
 }
 
-/** The input's maps as a ragged description (a dense tensor is N maps at a fixed stride). */
-function describeInput(fn: string, input: unknown) {
-  if (input instanceof RaggedBatch) {
-    const store = input.storage(fn, 'input');
-    return { store, channels: input.channels, sizes: [...input.sizes], offsets: [...input.offsets], total: input.total };
-  }
-  if (!(input instanceof Tensor)) fail(`${fn}: input must be a RaggedBatch or a Tensor [N, C, H, W] or [C, H, W], got ${describe(input)}`);
-  const store = input.storage(fn, 'input');
-  if (input.rank !== 3 && input.rank !== 4)
-    fail(`${fn}: input must have rank 4 [N, C, H, W] or 3 [C, H, W], got rank ${input.rank} with shape [${input.shape.join(', ')}]`);
-  const [N, C, H, W] = input.rank === 4 ? input.shape : [1, ...input.shape];
-  const axes = input.rank === 4 ? ['N', 'C', 'H', 'W'] : ['C', 'H', 'W'];
-  const dims = input.rank === 4 ? [N, C, H, W] : [C, H, W];
-  dims.forEach((d, i) => {
-    if (d < 1 && axes[i] !== 'N') fail(`${fn}: input axis ${axes[i]} is empty in shape [${input.shape.join(', ')}]`);
-  });
-  const sizes = Array.from({ length: N }, () => [H, W] as const);
-  const offsets = Array.from({ length: N }, (_, i) => i * C * H * W);
-  return { store, channels: C, sizes, offsets, total: input.size };
-}
-
 async function windowRows(fn: string, windows: SppOptions['windows']): Promise<ArrayLike<number>[]> {
   if (windows instanceof Tensor) {
     if (windows.rank !== 2 || windows.shape[1] !== 5)
@@ -135,7 +115,7 @@ function checkBins(fn: string, rule: number, ruleName: string, levels: number[],
 async function plan(fn: string, input: unknown, opts: SppOptions | SppBackwardOptions | undefined): Promise<Plan> {
   if (opts !== undefined && (typeof opts !== 'object' || opts === null)) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   const o = opts ?? {};
-  const src = describeInput(fn, input);
+  const src = spatialLayout(fn, input);
   const levels = checkLevels(fn, o.levels);
   const rule = checkEnum<BinRule>(fn, 'bins', o.bins, RULES, 'adaptive');
   const pool = checkEnum<PoolKind>(fn, 'pool', o.pool, POOLS, 'max');

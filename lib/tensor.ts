@@ -31,10 +31,12 @@ export class Tensor {
   readonly device: Device;
   readonly size: number;
   private store: Storage | null;
+  private readonly owns: boolean;
 
-  /** @internal Use sp.tensor(), sp.zeros() or an op's result. */
-  constructor(storage: Storage, shape: readonly number[]) {
+  /** @internal Use sp.tensor(), sp.zeros() or an op's result. `owns`: false for views. */
+  constructor(storage: Storage, shape: readonly number[], owns = true) {
     this.store = storage;
+    this.owns = owns;
     this.shape = Object.freeze([...shape]);
     this.size = numel(shape);
     this.device = storage.device;
@@ -74,9 +76,21 @@ export class Tensor {
     return tensor(await this.data(), this.shape as number[], { device });
   }
 
+  /**
+   * A view with another shape of the same number of elements, sharing this tensor's memory
+   * (disposing the view leaves this tensor alone; disposing this tensor invalidates the view).
+   */
+  reshape(shape: number[]): Tensor {
+    const s = this.storage('Tensor.reshape', 'the tensor');
+    const dims = checkShape('Tensor.reshape', 'shape', shape);
+    if (numel(dims) !== this.size)
+      fail(`Tensor.reshape: shape [${dims.join(', ')}] has ${numel(dims)} elements, the tensor [${this.shape.join(', ')}] has ${this.size}`);
+    return new Tensor(s, dims, false);
+  }
+
   /** Frees the memory now (device memory) or drops the reference (host). Using it afterwards throws. */
   dispose(): void {
-    if (this.store?.device === 'cuda' && this.store.offset === 0 && this.store.buffer.length === this.size) this.store.buffer.free();
+    if (this.owns && this.store?.device === 'cuda') this.store.buffer.free();
     this.store = null;
   }
 

@@ -1,0 +1,170 @@
+// Layer entry points: unpack what lib/ prepared and checked, pick the backend, queue.
+#include <algorithm>
+
+#include "common.h"
+#include "sppnet/layers.h"
+
+namespace sppnet {
+namespace binding {
+namespace {
+
+// A ragged layout from obj[prefix + "Offsets" | "Heights" | "Widths"] and obj[prefix + "Channels"].
+struct Layout {
+  std::vector<int64_t> off;
+  std::vector<int32_t> h, w;
+  RaggedView view;
+  int64_t end = 0;  // one past the last element any map uses
+};
+
+Layout layout(const Napi::Object& a, const std::string& prefix) {
+  Layout l;
+  const Napi::Float64Array off = float64_array(a, (prefix + "Offsets").c_str());
+  const Napi::Int32Array hs = int32_array(a, (prefix + "Heights").c_str()), ws = int32_array(a, (prefix + "Widths").c_str());
+  const size_t N = off.ElementLength();
+  if (hs.ElementLength() != N || ws.ElementLength() != N) throw Napi::RangeError::New(a.Env(), "internal: inconsistent layout");
+  l.off.assign(off.Data(), off.Data() + N);
+  l.h.assign(hs.Data(), hs.Data() + N);
+  l.w.assign(ws.Data(), ws.Data() + N);
+  const int32_t C = int_field(a, (prefix + "Channels").c_str());
+  for (size_t i = 0; i < N; ++i) {
+    if (l.off[i] < 0 || l.h[i] < 1 || l.w[i] < 1 || C < 1) throw Napi::RangeError::New(a.Env(), "internal: bad layout");
+    l.end = std::max(l.end, l.off[i] + int64_t{C} * l.h[i] * l.w[i]);
+  }
+  l.view = RaggedView{static_cast<int32_t>(N), C, l.off.data(), l.h.data(), l.w.data(), l.end};
+  return l;
+}
+
+struct Job {
+  Layout in, out;
+  FloatArg x, y, w, b;
+  bool device = false;
+  bool has_bias = false;
+};
+
+void same_device(const Napi::Env& env, std::initializer_list<const FloatArg*> args) {
+  const bool d = (*args.begin())->device;
+  for (const FloatArg* a : args)
+    if (a->device != d) throw Napi::TypeError::New(env, "internal: layer buffers on different devices");
+}
+
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  j->in = layout(a, "in");
+  j->out = layout(a, "out");
+  const Napi::Int32Array pr = int32_array(a, "params");
+  if (pr.ElementLength() != 11) throw Napi::RangeError::New(info.Env(), "internal: conv params");
+  Conv2dParams p;
+  int32_t* f[11] = {&p.in_channels, &p.out_channels, &p.kernel_h, &p.kernel_w, &p.stride_h, &p.stride_w,
+                    &p.pad_h,       &p.pad_w,        &p.dilation_h, &p.dilation_w, &p.groups};
+  for (int k = 0; k < 11; ++k) *f[k] = pr[k];
+  p.relu = a.Get("relu").ToBoolean();
+  if (p.groups < 1 || p.in_channels % p.groups || p.out_channels % p.groups || p.in_channels != j->in.view.channels ||
+      p.out_channels != j->out.view.channels || j->in.view.count != j->out.view.count)
+    throw Napi::RangeError::New(info.Env(), "internal: conv shapes");
+  j->x = float_arg(a, "input", j->in.end);
+  j->y = float_arg(a, "output", j->out.end);
+  j->w = float_arg(a, "weight", int64_t{p.out_channels} * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w);
+  j->has_bias = !a.Get("bias").IsUndefined();
+  if (j->has_bias) j->b = float_arg(a, "bias", p.out_channels);
+  same_device(info.Env(), {&j->x, &j->y, &j->w});
+  if (j->has_bias) same_device(info.Env(), {&j->x, &j->b});
+  auto task = [j, p]() {
+    const float* b = j->has_bias ? j->b.ptr : nullptr;
+    return j->x.device ? cuda::conv2d_forward(j->in.view, j->x.ptr, p, j->w.ptr, b, j->out.view, j->y.ptr)
+                       : cpu::conv2d_forward(j->in.view, j->x.ptr, p, j->w.ptr, b, j->out.view, j->y.ptr);
+  };
+  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()});
+}
+
+Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  j->in = layout(a, "in");
+  j->out = layout(a, "out");
+  const Napi::Int32Array pr = int32_array(a, "params");
+  if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
+    throw Napi::RangeError::New(info.Env(), "internal: pool params");
+  Pool2dParams p;
+  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  j->x = float_arg(a, "input", j->in.end);
+  j->y = float_arg(a, "output", j->out.end);
+  same_device(info.Env(), {&j->x, &j->y});
+  auto task = [j, p]() {
+    return j->x.device ? cuda::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr)
+                       : cpu::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
+  };
+  return queue(info.Env(), task, {j->x.value, j->y.value});
+}
+
+Napi::Value Lrn(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  j->in = layout(a, "in");
+  LrnParams p;
+  p.size = int_field(a, "size");
+  p.alpha = a.Get("alpha").As<Napi::Number>().FloatValue();
+  p.beta = a.Get("beta").As<Napi::Number>().FloatValue();
+  p.k = a.Get("k").As<Napi::Number>().FloatValue();
+  j->x = float_arg(a, "input", j->in.end);
+  j->y = float_arg(a, "output", j->in.end);
+  same_device(info.Env(), {&j->x, &j->y});
+  auto task = [j, p]() {
+    return j->x.device ? cuda::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr) : cpu::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr);
+  };
+  return queue(info.Env(), task, {j->x.value, j->y.value});
+}
+
+Napi::Value Linear(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  const int64_t rows = a.Get("rows").As<Napi::Number>().Int64Value();
+  const int32_t in_f = int_field(a, "inFeatures"), out_f = int_field(a, "outFeatures");
+  const bool relu = a.Get("relu").ToBoolean();
+  j->x = float_arg(a, "input", rows * in_f);
+  j->y = float_arg(a, "output", rows * out_f);
+  j->w = float_arg(a, "weight", int64_t{in_f} * out_f);
+  j->has_bias = !a.Get("bias").IsUndefined();
+  if (j->has_bias) j->b = float_arg(a, "bias", out_f);
+  same_device(info.Env(), {&j->x, &j->y, &j->w});
+  if (j->has_bias) same_device(info.Env(), {&j->x, &j->b});
+  auto task = [j, rows, in_f, out_f, relu]() {
+    const float* b = j->has_bias ? j->b.ptr : nullptr;
+    return j->x.device ? cuda::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, j->y.ptr)
+                       : cpu::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, j->y.ptr);
+  };
+  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()});
+}
+
+// elementwise({ op: 'relu' | 'softmax', rows, cols, input, output })
+Napi::Value Elementwise(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  const std::string op = a.Get("op").As<Napi::String>().Utf8Value();
+  const int64_t rows = a.Get("rows").As<Napi::Number>().Int64Value();
+  const int32_t cols = int_field(a, "cols");
+  j->x = float_arg(a, "input", rows * cols);
+  j->y = float_arg(a, "output", rows * cols);
+  same_device(info.Env(), {&j->x, &j->y});
+  const bool softmax = op == "softmax";
+  if (!softmax && op != "relu") throw Napi::TypeError::New(info.Env(), "internal: unknown elementwise op");
+  auto task = [j, rows, cols, softmax]() {
+    if (softmax)
+      return j->x.device ? cuda::softmax_forward(rows, cols, j->x.ptr, j->y.ptr) : cpu::softmax_forward(rows, cols, j->x.ptr, j->y.ptr);
+    return j->x.device ? cuda::relu_forward(rows * cols, j->x.ptr, j->y.ptr) : cpu::relu_forward(rows * cols, j->x.ptr, j->y.ptr);
+  };
+  return queue(info.Env(), task, {j->x.value, j->y.value});
+}
+
+}  // namespace
+
+void init_layers(Napi::Env env, Napi::Object exports) {
+  exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
+  exports.Set("lrn", Napi::Function::New(env, Lrn));
+  exports.Set("linear", Napi::Function::New(env, Linear));
+  exports.Set("elementwise", Napi::Function::New(env, Elementwise));
+}
+
+}  // namespace binding
+}  // namespace sppnet

@@ -1,0 +1,268 @@
+// CUDA network layers over ragged batches: straightforward, correct kernels (one thread per output
+// element, the map found by binary search over the output offsets). The fast tensor-core
+// convolution is separate work; these define the results it must reproduce.
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <vector>
+
+#include "check.h"
+#include "sppnet/layers.h"
+
+namespace sppnet {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Per-map tables on the device: in/out offsets and sizes.
+struct Maps {
+  const int64_t* in_off;
+  const int64_t* out_off;  // count + 1 entries: the last is the total
+  const int32_t* in_h;
+  const int32_t* in_w;
+  const int32_t* out_h;
+  const int32_t* out_w;
+  int32_t count;
+};
+
+class Tables {
+ public:
+  // out_elems_per_map[i] = elements of map i's output (for the offsets' last entry).
+  Status upload(const RaggedView& in, const RaggedView& out, int64_t out_total) {
+    const int N = in.count;
+    std::vector<char> h(sizeof(int64_t) * (2 * N + 1) + sizeof(int32_t) * 4 * N);
+    char* p = h.data();
+    std::memcpy(p, in.offset, sizeof(int64_t) * N);
+    std::memcpy(p + sizeof(int64_t) * N, out.offset, sizeof(int64_t) * N);
+    std::memcpy(p + sizeof(int64_t) * 2 * N, &out_total, sizeof(int64_t));
+    int32_t* q = reinterpret_cast<int32_t*>(p + sizeof(int64_t) * (2 * N + 1));
+    std::memcpy(q, in.height, sizeof(int32_t) * N);
+    std::memcpy(q + N, in.width, sizeof(int32_t) * N);
+    std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
+    std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
+    SPP_CUDA_TRY(cudaMallocAsync(&d_, h.size(), cudaStreamPerThread), "allocating layer tables");
+    SPP_CUDA_TRY(cudaMemcpyAsync(d_, h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
+    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
+    char* d = static_cast<char*>(d_);
+    m.in_off = reinterpret_cast<const int64_t*>(d);
+    m.out_off = reinterpret_cast<const int64_t*>(d + sizeof(int64_t) * N);
+    const int32_t* dq = reinterpret_cast<const int32_t*>(d + sizeof(int64_t) * (2 * N + 1));
+    m.in_h = dq;
+    m.in_w = dq + N;
+    m.out_h = dq + 2 * N;
+    m.out_w = dq + 3 * N;
+    m.count = N;
+    return Status::Ok();
+  }
+  ~Tables() {
+    if (d_) cudaFreeAsync(d_, cudaStreamPerThread);
+  }
+  Maps m{};
+
+ private:
+  void* d_ = nullptr;
+};
+
+__device__ __forceinline__ int find_map(const Maps& m, int64_t idx) {
+  int lo = 0, hi = m.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (m.out_off[mid] <= idx) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
+
+__global__ void conv2d_kernel(Maps m, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
+                              Conv2dParams p, float* __restrict__ y, int64_t total) {
+  const int cin_g = p.in_channels / p.groups, cout_g = p.out_channels / p.groups;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int i = find_map(m, idx);
+    const int Ho = m.out_h[i], Wo = m.out_w[i], H = m.in_h[i], W = m.in_w[i];
+    const int64_t rem = idx - m.out_off[i];
+    const int co = static_cast<int>(rem / (int64_t{Ho} * Wo));
+    const int pix = static_cast<int>(rem - int64_t{co} * Ho * Wo), oy = pix / Wo, ox = pix - oy * Wo;
+    const int g = co / cout_g;
+    const float* xi = x + m.in_off[i] + int64_t{g} * cin_g * H * W;
+    const float* wo = w + int64_t{co} * cin_g * p.kernel_h * p.kernel_w;
+    float acc = b ? b[co] : 0.f;
+    for (int ci = 0; ci < cin_g; ++ci)
+      for (int ky = 0; ky < p.kernel_h; ++ky) {
+        const int yy = oy * p.stride_h - p.pad_h + ky * p.dilation_h;
+        if (yy < 0 || yy >= H) continue;
+        for (int kx = 0; kx < p.kernel_w; ++kx) {
+          const int xx = ox * p.stride_w - p.pad_w + kx * p.dilation_w;
+          if (xx < 0 || xx >= W) continue;
+          acc += xi[(int64_t{ci} * H + yy) * W + xx] * wo[(ci * p.kernel_h + ky) * p.kernel_w + kx];
+        }
+      }
+    y[idx] = p.relu ? relu1(acc) : acc;
+  }
+}
+
+__global__ void max_pool2d_kernel(Maps m, const float* __restrict__ x, Pool2dParams p, int C, float* __restrict__ y, int64_t total) {
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int i = find_map(m, idx);
+    const int Ho = m.out_h[i], Wo = m.out_w[i], H = m.in_h[i], W = m.in_w[i];
+    const int64_t rem = idx - m.out_off[i];
+    const int c = static_cast<int>(rem / (int64_t{Ho} * Wo));
+    const int pix = static_cast<int>(rem - int64_t{c} * Ho * Wo), oy = pix / Wo, ox = pix - oy * Wo;
+    const float* xc = x + m.in_off[i] + int64_t{c} * H * W;
+    const int ys = max(0, oy * p.stride_h - p.pad_h), ye = min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    const int xs = max(0, ox * p.stride_w - p.pad_w), xe = min(W, ox * p.stride_w - p.pad_w + p.kernel_w);
+    float v = -INFINITY;
+    for (int yy = ys; yy < ye; ++yy)
+      for (int xx = xs; xx < xe; ++xx) {
+        const float e = xc[int64_t{yy} * W + xx];
+        v = ((e > v || e != e) && v == v) ? e : v;
+      }
+    y[idx] = v;
+    (void)C;
+  }
+}
+
+__global__ void lrn_kernel(Maps m, const float* __restrict__ x, LrnParams p, int C, float* __restrict__ y, int64_t total) {
+  const float scale = p.alpha / static_cast<float>(p.size);
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int i = find_map(m, idx);
+    const int64_t HW = int64_t{m.in_h[i]} * m.in_w[i];
+    const int64_t rem = idx - m.out_off[i];
+    const int c = static_cast<int>(rem / HW);
+    const int64_t pix = rem - c * HW;
+    const float* xb = x + m.in_off[i] + pix;
+    float s = 0.f;
+    for (int cc = max(0, c - p.size / 2); cc <= min(C - 1, c + (p.size - 1) / 2); ++cc) s += xb[cc * HW] * xb[cc * HW];
+    y[idx] = xb[c * HW] / powf(p.k + scale * s, p.beta);
+  }
+}
+
+// One warp per output element: lanes stride the dot product, then a shuffle reduction.
+__global__ void linear_kernel(int64_t rows, int in_f, int out_f, const float* __restrict__ x, const float* __restrict__ w,
+                              const float* __restrict__ b, bool relu, float* __restrict__ y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t{gridDim.x} * (blockDim.x >> 5);
+  for (int64_t e = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) >> 5; e < rows * out_f; e += warps) {
+    const int64_t r = e / out_f;
+    const int o = static_cast<int>(e - r * out_f);
+    const float* xr = x + r * in_f;
+    const float* wo = w + int64_t{o} * in_f;
+    float s = 0.f;
+    for (int k = lane; k < in_f; k += 32) s += xr[k] * wo[k];
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) {
+      if (b) s += b[o];
+      y[e] = relu ? relu1(s) : s;
+    }
+  }
+}
+
+__global__ void relu_kernel(int64_t n, const float* __restrict__ x, float* __restrict__ y) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) y[i] = relu1(x[i]);
+}
+
+// One block per row: max, then sum of exponentials, through shared memory.
+__global__ void softmax_kernel(int cols, const float* __restrict__ x, float* __restrict__ y) {
+  __shared__ float red[kThreads];
+  const float* xr = x + int64_t{blockIdx.x} * cols;
+  float* yr = y + int64_t{blockIdx.x} * cols;
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j < cols; j += blockDim.x) m = ((xr[j] > m || xr[j] != xr[j]) && m == m) ? xr[j] : m;
+  red[threadIdx.x] = m;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const float o = red[threadIdx.x + s], v = red[threadIdx.x];
+      red[threadIdx.x] = ((o > v || o != o) && v == v) ? o : v;
+    }
+    __syncthreads();
+  }
+  m = red[0];
+  __syncthreads();
+  float sum = 0.f;
+  for (int j = threadIdx.x; j < cols; j += blockDim.x) sum += (yr[j] = expf(xr[j] - m));
+  red[threadIdx.x] = sum;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) red[threadIdx.x] += red[threadIdx.x + s];
+    __syncthreads();
+  }
+  const float inv = 1.f / red[0];
+  for (int j = threadIdx.x; j < cols; j += blockDim.x) yr[j] *= inv;
+}
+
+int grid_for(int64_t n, int per_thread_items = 1) {
+  const int64_t blocks = (n + int64_t{kThreads} * per_thread_items - 1) / (int64_t{kThreads} * per_thread_items);
+  return static_cast<int>(blocks < 1 ? 1 : (blocks > 65535 * 16 ? 65535 * 16 : blocks));
+}
+
+Status finish(const char* what) {
+  SPP_CUDA_TRY(cudaGetLastError(), what);
+  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), what);
+  return Status::Ok();
+}
+
+int64_t out_total(const RaggedView& out) {
+  if (out.count == 0) return 0;
+  const int i = out.count - 1;
+  return out.offset[i] + int64_t{out.channels} * out.height[i] * out.width[i];
+}
+
+}  // namespace
+
+Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
+                      const RaggedView& out, float* y) {
+  const int64_t total = out_total(out);
+  if (total == 0) return Status::Ok();
+  Tables t;
+  Status s = t.upload(in, out, total);
+  if (!s.ok()) return s;
+  conv2d_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, weight, bias, p, y, total);
+  return finish("conv2d kernel");
+}
+
+Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y) {
+  const int64_t total = out_total(out);
+  if (total == 0) return Status::Ok();
+  Tables t;
+  Status s = t.upload(in, out, total);
+  if (!s.ok()) return s;
+  max_pool2d_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, p, in.channels, y, total);
+  return finish("max_pool2d kernel");
+}
+
+Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
+  const int64_t total = out_total(in);
+  if (total == 0) return Status::Ok();
+  Tables t;
+  Status s = t.upload(in, in, total);
+  if (!s.ok()) return s;
+  lrn_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, p, in.channels, y, total);
+  return finish("local_response_norm kernel");
+}
+
+Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
+                      bool relu, float* y) {
+  const int64_t total = rows * out_features;
+  if (total == 0) return Status::Ok();
+  linear_kernel<<<grid_for(total * 32), kThreads, 0, cudaStreamPerThread>>>(rows, in_features, out_features, x, w, b, relu, y);
+  return finish("linear kernel");
+}
+
+Status relu_forward(int64_t n, const float* x, float* y) {
+  if (n == 0) return Status::Ok();
+  relu_kernel<<<grid_for(n, 4), kThreads, 0, cudaStreamPerThread>>>(n, x, y);
+  return finish("relu kernel");
+}
+
+Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y) {
+  if (rows == 0) return Status::Ok();
+  if (rows > 2147483647) return Status::Error(Code::kInvalidArgument, "softmax: too many rows");
+  softmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, cudaStreamPerThread>>>(cols, x, y);
+  return finish("softmax kernel");
+}
+
+}  // namespace cuda
+}  // namespace sppnet

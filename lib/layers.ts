@@ -1,0 +1,254 @@
+// Network layers on ragged batches and dense tensors. Each spatial op keeps every map's own size:
+// output sizes follow PyTorch's formulas per map, and one native call covers the whole batch.
+import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from './errors';
+import { native } from './native';
+import { RaggedBatch } from './ragged';
+import { allocateLike, nativeLayout, Spatial, spatialLayout, SpatialLayout } from './spatial';
+import { allocate, nativeRef, Storage, Tensor } from './tensor';
+
+type Pair = number | [number, number];
+
+function pair(fn: string, name: string, v: unknown, dflt: [number, number], min: number): [number, number] {
+  if (v === undefined) return dflt;
+  const p = typeof v === 'number' ? [v, v] : v;
+  if (!Array.isArray(p) || p.length !== 2 || !p.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min))
+    fail(`${fn}: options.${name} must be an integer >= ${min} or a pair [h, w] of them, got ${describe(v)}`);
+  return [p[0], p[1]];
+}
+
+function checkOpts(fn: string, opts: unknown): Record<string, unknown> {
+  if (opts === undefined) return {};
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  return opts as Record<string, unknown>;
+}
+
+function sameDevice(fn: string, layout: SpatialLayout | { device: string }, t: Tensor, name: string) {
+  if (t.device !== layout.device)
+    throw new SppnetError(`${fn}: ${name} is on ${t.device}, the input on ${layout.device}`, 'SPPNET_DEVICE_MISMATCH');
+}
+
+function checkOutputSizes(fn: string, sizes: Array<readonly [number, number]>, channels: number, what: (i: number) => string) {
+  let total = 0;
+  sizes.forEach(([h, w], i) => {
+    if (h < 1 || w < 1) fail(`${fn}: ${what(i)}`);
+    total += channels * h * w;
+  });
+  if (total > MAX_ELEMENTS) fail(`${fn}: the output would hold ${total} elements, more than the 2^31-1 a tensor may hold`);
+}
+
+async function run(site: CallSite, fn: string, out: Spatial | Tensor, call: () => Promise<void>) {
+  try {
+    await site.run(fn, call);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+}
+
+const outRef = (o: Spatial) => nativeRef(o.storage('sppnet', 'the output'));
+
+export interface Conv2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  dilation?: Pair;
+  groups?: number;
+  /** Apply ReLU to the output (fused). */
+  relu?: boolean;
+}
+
+/**
+ * 2-D convolution, PyTorch's conv2d: weight [out, in/groups, kh, kw], bias [out] or null.
+ * Returns the input's kind: a RaggedBatch (each map its own output size), [N, out, Ho, Wo] or [out, Ho, Wo].
+ */
+export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?: Tensor | null, opts?: Conv2dOptions): Promise<T> {
+  const fn = 'sp.conv2d';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  if (!(weight instanceof Tensor)) fail(`${fn}: weight must be a Tensor [out, in/groups, kh, kw], got ${describe(weight)}`);
+  const ws = weight.storage(fn, 'weight');
+  if (weight.rank !== 4) fail(`${fn}: weight must have rank 4 [out, in/groups, kh, kw], got shape [${weight.shape.join(', ')}]`);
+  const groups = o.groups === undefined ? 1 : o.groups;
+  if (!isPositiveInt(groups)) fail(`${fn}: options.groups must be a positive integer, got ${describe(o.groups)}`);
+  const [cout, cinG, kh, kw] = weight.shape;
+  if (cout < 1 || kh < 1 || kw < 1) fail(`${fn}: weight has an empty axis: shape [${weight.shape.join(', ')}]`);
+  if (L.channels % groups !== 0) fail(`${fn}: input channels ${L.channels} are not divisible by groups ${groups}`);
+  if (cout % groups !== 0) fail(`${fn}: weight axis 0 (out channels) ${cout} is not divisible by groups ${groups}`);
+  if (cinG * groups !== L.channels)
+    fail(`${fn}: weight axis 1 (in channels / groups) is ${cinG}, but the input has ${L.channels} channels and groups = ${groups}, so ${L.channels / groups} is expected`);
+  sameDevice(fn, L, weight, 'weight');
+  let bs: Storage | undefined;
+  if (bias !== undefined && bias !== null) {
+    if (!(bias instanceof Tensor)) fail(`${fn}: bias must be a Tensor [${cout}] or null, got ${describe(bias)}`);
+    bs = bias.storage(fn, 'bias');
+    if (bias.rank !== 1 || bias.shape[0] !== cout) fail(`${fn}: bias must have shape [${cout}], got [${bias.shape.join(', ')}]`);
+    sameDevice(fn, L, bias, 'bias');
+  }
+  const [sh, sw] = pair(fn, 'stride', o.stride, [1, 1], 1);
+  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
+  const [dh, dw] = pair(fn, 'dilation', o.dilation, [1, 1], 1);
+  const outSizes = L.sizes.map(([h, w]) => [Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1, Math.floor((w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1] as const);
+  checkOutputSizes(fn, outSizes, cout, (i) =>
+    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  const out = allocateLike(L.kind, L.device, cout, outSizes, fn);
+  const x = nativeRef(L.store), y = outRef(out), w = nativeRef(ws);
+  const b = bs && nativeRef(bs);
+  await run(site, fn, out, () =>
+    native.conv2d({
+      input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
+      ...(b ? { bias: b.buf, biasOffset: b.offset } : {}),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', cout, outSizes),
+      params: Int32Array.from([L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups]), relu: o.relu === true,
+    }),
+  );
+  return out as T;
+}
+
+export interface MaxPool2dOptions {
+  kernel: Pair;
+  /** Default: the kernel size. */
+  stride?: Pair;
+  padding?: Pair;
+  ceilMode?: boolean;
+}
+
+/** PyTorch's max_pool2d per map (padding never wins; NaN propagates; ceil mode as PyTorch). */
+export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOptions): Promise<T> {
+  const fn = 'sp.maxPool2d';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  if (o.kernel === undefined) fail(`${fn}: options.kernel is required`);
+  const [kh, kw] = pair(fn, 'kernel', o.kernel, [1, 1], 1);
+  const [sh, sw] = pair(fn, 'stride', o.stride, [kh, kw], 1);
+  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
+  if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: options.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
+  const ceil = o.ceilMode === true;
+  const size = (a: number, k: number, s: number, p: number) => {
+    const span = a + 2 * p - k;
+    let n = (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
+    if (ceil && (n - 1) * s >= a + p) n -= 1; // the last window must start inside the map or its left padding
+    return n;
+  };
+  const outSizes = L.sizes.map(([h, w]) => [size(h, kh, sh, ph), size(w, kw, sw, pw)] as const);
+  checkOutputSizes(fn, outSizes, L.channels, (i) =>
+    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  const out = allocateLike(L.kind, L.device, L.channels, outSizes, fn);
+  const x = nativeRef(L.store), y = outRef(out);
+  await run(site, fn, out, () =>
+    native.maxPool2d({
+      input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
+      params: Int32Array.from([kh, kw, sh, sw, ph, pw]),
+    }),
+  );
+  return out as T;
+}
+
+export interface LrnOptions {
+  size: number;
+  alpha?: number;
+  beta?: number;
+  k?: number;
+}
+
+/** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta. */
+export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOptions): Promise<T> {
+  const fn = 'sp.localResponseNorm';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  if (!isPositiveInt(o.size)) fail(`${fn}: options.size must be a positive integer, got ${describe(o.size)}`);
+  const num = (name: string, d: number) => {
+    const v = o[name] === undefined ? d : o[name];
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: options.${name} must be a finite number, got ${describe(v)}`);
+    return v;
+  };
+  const out = allocateLike(L.kind, L.device, L.channels, L.sizes, fn);
+  const x = nativeRef(L.store), y = outRef(out);
+  await run(site, fn, out, () =>
+    native.lrn({
+      input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets),
+      size: o.size as number, alpha: num('alpha', 1e-4), beta: num('beta', 0.75), k: num('k', 1),
+    }),
+  );
+  return out as T;
+}
+
+function matrix(fn: string, x: unknown, name: string): { t: Tensor; s: Storage } {
+  if (!(x instanceof Tensor)) fail(`${fn}: ${name} must be a Tensor, got ${describe(x)}`);
+  const s = x.storage(fn, name);
+  if (x.rank !== 2) fail(`${fn}: ${name} must have rank 2, got shape [${x.shape.join(', ')}]`);
+  return { t: x, s };
+}
+
+/** y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout), bias [out]. */
+export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: { relu?: boolean }): Promise<Tensor> {
+  const fn = 'sp.linear';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const X = matrix(fn, x, 'x'), Wt = matrix(fn, weight, 'weight');
+  const [rows, inF] = X.t.shape, [outF, inW] = Wt.t.shape;
+  if (inW !== inF) fail(`${fn}: weight axis 1 (in features) is ${inW}, x axis 1 is ${inF}`);
+  if (Wt.s.device !== X.s.device) throw new SppnetError(`${fn}: weight is on ${Wt.s.device}, x on ${X.s.device}`, 'SPPNET_DEVICE_MISMATCH');
+  let bs: Storage | undefined;
+  if (bias !== undefined && bias !== null) {
+    if (!(bias instanceof Tensor)) fail(`${fn}: bias must be a Tensor [${outF}] or null, got ${describe(bias)}`);
+    bs = bias.storage(fn, 'bias');
+    if (bias.rank !== 1 || bias.shape[0] !== outF) fail(`${fn}: bias must have shape [${outF}], got [${bias.shape.join(', ')}]`);
+    if (bs.device !== X.s.device) throw new SppnetError(`${fn}: bias is on ${bs.device}, x on ${X.s.device}`, 'SPPNET_DEVICE_MISMATCH');
+  }
+  if (rows * outF > MAX_ELEMENTS) fail(`${fn}: the output [${rows}, ${outF}] would exceed 2^31-1 elements`);
+  const out = allocate([rows, outF], X.s.device, fn);
+  const xi = nativeRef(X.s), w = nativeRef(Wt.s), y = nativeRef(out.storage(fn, 'the output'));
+  const b = bs && nativeRef(bs);
+  await run(site, fn, out, () =>
+    native.linear({
+      input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
+      ...(b ? { bias: b.buf, biasOffset: b.offset } : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true,
+    }),
+  );
+  return out;
+}
+
+/** max(x, 0) elementwise (NaN stays NaN); the input's kind and shape. */
+export async function relu<T extends Tensor | RaggedBatch>(x: T): Promise<T> {
+  const fn = 'sp.relu';
+  const site = new CallSite();
+  let out: Tensor | RaggedBatch;
+  let n: number;
+  if (x instanceof RaggedBatch) {
+    x.storage(fn, 'x');
+    out = allocateLike('ragged', x.device, x.channels, [...x.sizes], fn);
+    n = x.total;
+  } else if (x instanceof Tensor) {
+    x.storage(fn, 'x');
+    out = allocate(x.shape, x.device, fn);
+    n = x.size;
+  } else return fail(`${fn}: x must be a Tensor or a RaggedBatch, got ${describe(x)}`);
+  const xi = nativeRef(x.storage(fn, 'x')), y = outRef(out);
+  await run(site, fn, out, () => native.elementwise({ op: 'relu', rows: 1, cols: n, input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset }));
+  return out as T;
+}
+
+/** Softmax over axis 1 of x [N, K] (numerically stable; NaN propagates). */
+export async function softmax(x: Tensor): Promise<Tensor> {
+  const fn = 'sp.softmax';
+  const site = new CallSite();
+  const X = matrix(fn, x, 'x');
+  const [rows, cols] = X.t.shape;
+  const out = allocate([rows, cols], X.s.device, fn);
+  if (cols === 0) return out;
+  const xi = nativeRef(X.s), y = outRef(out);
+  await run(site, fn, out, () => native.elementwise({ op: 'softmax', rows, cols, input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset }));
+  return out;
+}
+
+/** [N, ...] -> [N, rest] as a view sharing memory. */
+export function flatten(x: Tensor): Tensor {
+  if (!(x instanceof Tensor)) fail(`sp.flatten: x must be a Tensor, got ${describe(x)}`);
+  x.storage('sp.flatten', 'x');
+  if (x.rank < 1) fail('sp.flatten: x must have rank >= 1');
+  return x.reshape([x.shape[0], x.shape.slice(1).reduce((a, b) => a * b, 1)]);
+}

@@ -1,0 +1,66 @@
+// Spatial inputs of the ops: a RaggedBatch, a dense [N, C, H, W] tensor or one map [C, H, W], all
+// described as N maps with offsets; and outputs of the same kind.
+import { Device } from './backend';
+import { describe, fail } from './errors';
+import { RaggedBatch } from './ragged';
+import { allocate, Storage, Tensor } from './tensor';
+
+export type Spatial = RaggedBatch | Tensor;
+
+export interface SpatialLayout {
+  kind: 'ragged' | 'dense' | 'single';
+  store: Storage;
+  device: Device;
+  channels: number;
+  sizes: Array<readonly [number, number]>;
+  offsets: number[];
+  total: number;
+}
+
+export function spatialLayout(fn: string, input: unknown, name = 'input'): SpatialLayout {
+  if (input instanceof RaggedBatch) {
+    const store = input.storage(fn, name);
+    return { kind: 'ragged', store, device: store.device, channels: input.channels, sizes: [...input.sizes], offsets: [...input.offsets], total: input.total };
+  }
+  if (!(input instanceof Tensor)) fail(`${fn}: ${name} must be a RaggedBatch or a Tensor [N, C, H, W] or [C, H, W], got ${describe(input)}`);
+  const store = input.storage(fn, name);
+  if (input.rank !== 3 && input.rank !== 4)
+    fail(`${fn}: ${name} must have rank 4 [N, C, H, W] or 3 [C, H, W], got rank ${input.rank} with shape [${input.shape.join(', ')}]`);
+  const [N, C, H, W] = input.rank === 4 ? input.shape : [1, ...input.shape];
+  const axes = input.rank === 4 ? ['N', 'C', 'H', 'W'] : ['C', 'H', 'W'];
+  const dims = input.rank === 4 ? [N, C, H, W] : [C, H, W];
+  dims.forEach((d, i) => {
+    if (d < 1 && axes[i] !== 'N') fail(`${fn}: ${name} axis ${axes[i]} is empty in shape [${input.shape.join(', ')}]`);
+  });
+  return {
+    kind: input.rank === 4 ? 'dense' : 'single',
+    store,
+    device: store.device,
+    channels: C,
+    sizes: Array.from({ length: N }, () => [H, W] as const),
+    offsets: Array.from({ length: N }, (_, i) => i * C * H * W),
+    total: input.size,
+  };
+}
+
+/** A new output of the input's kind: channels and per-map sizes given. */
+export function allocateLike(kind: SpatialLayout['kind'], device: Device, channels: number, sizes: Array<readonly [number, number]>, fn: string): Spatial {
+  if (kind === 'ragged') {
+    const total = sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
+    return new RaggedBatch(allocate([total], device, fn), channels, sizes);
+  }
+  const [h, w] = sizes[0] ?? [0, 0];
+  return allocate(kind === 'dense' ? [sizes.length, channels, h, w] : [channels, h, w], device, fn);
+}
+
+/** The native description of a layout under a prefix ('in' / 'out'). */
+export function nativeLayout(prefix: string, channels: number, sizes: Array<readonly [number, number]>, offsets?: number[]) {
+  let off = 0;
+  const offs = offsets ?? sizes.map(([h, w]) => ((off += channels * h * w), off - channels * h * w));
+  return {
+    [`${prefix}Offsets`]: Float64Array.from(offs),
+    [`${prefix}Heights`]: Int32Array.from(sizes, (s) => s[0]),
+    [`${prefix}Widths`]: Int32Array.from(sizes, (s) => s[1]),
+    [`${prefix}Channels`]: channels,
+  };
+}

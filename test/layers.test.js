@@ -1,0 +1,112 @@
+'use strict';
+// Layers against the plain references, on random ragged batches with fresh seeds, on every
+// device present; poisoned outputs are covered by comparing every element of fresh outputs
+// whose storage starts uninitialised on the device (and by the native check tool).
+const { expect } = require('chai');
+const { sp, cudaStatus, expectClose, expectReject } = require('./support/helpers');
+const { rng, freshSeed, randomMap } = require('./support/reference');
+const { refConv2d, refMaxPool2d, refLrn, refLinear, refSoftmax } = require('./support/layers-reference');
+
+const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
+const rand = (r, n, scale = 1) => Float32Array.from({ length: n }, () => r.normal() * scale);
+
+for (const device of devices) {
+  describe(`layers on ${device}`, function () {
+    const batchOf = (maps) => sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device })));
+
+    it('conv2d: ragged maps of odd sizes, strides, padding, dilation, groups, bias and fused ReLU', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const cases = [
+        { cin: 3, cout: 8, kh: 7, kw: 7, stride: [2, 2], padding: [1, 1] },
+        { cin: 6, cout: 9, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], dilation: [2, 1], groups: 3, relu: true },
+        { cin: 4, cout: 5, kh: 1, kw: 1 },
+        { cin: 5, cout: 7, kh: 3, kw: 3, padding: [1, 1], relu: true },
+      ];
+      for (const c of cases) {
+        const maps = Array.from({ length: 4 }, () => randomMap(r, c.cin, r.int(c.kh + 3, 23), r.int(c.kw + 3, 29)));
+        maps.push(randomMap(r, c.cin, c.kh, c.kw)); // output 1x1 where unpadded and undilated
+        const w = rand(r, c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw, 0.3);
+        const b = rand(r, c.cout);
+        const out = await sp.conv2d(batchOf(maps), sp.tensor(w, [c.cout, c.cin / (c.groups || 1), c.kh, c.kw], { device }), sp.tensor(b, [c.cout], { device }), c);
+        const got = await out.arrays();
+        maps.forEach((m, i) => {
+          const ref = refConv2d(m, w, b, { ...c, stride: c.stride, padding: c.padding, dilation: c.dilation });
+          expect(out.sizes[i]).to.deep.equal([ref.H, ref.W]);
+          expectClose(got[i], ref.data, { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} case ${JSON.stringify(c)} map ${i}` });
+        });
+      }
+    });
+
+    it('conv2d on a dense batch returns [N, out, Ho, Wo]; no bias', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const x = rand(r, 2 * 3 * 11 * 9);
+      const w = rand(r, 4 * 3 * 3 * 3);
+      const y = await sp.conv2d(sp.tensor(x, [2, 3, 11, 9], { device }), sp.tensor(w, [4, 3, 3, 3], { device }), null, { stride: 2 });
+      expect(y.shape).to.deep.equal([2, 4, 5, 4]);
+      const d = await y.data();
+      for (let n = 0; n < 2; n++) {
+        const ref = refConv2d({ data: x.subarray(n * 297, n * 297 + 297), C: 3, H: 11, W: 9 }, w, null, { cout: 4, kh: 3, kw: 3, stride: [2, 2] });
+        expectClose(d.subarray(n * 80, n * 80 + 80), ref.data, { rtol: 1e-4, atol: 1e-5, label: `seed ${seed}` });
+      }
+    });
+
+    it('maxPool2d: kernel, stride, padding and ceil mode per map, NaN propagates', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      for (const o of [{ kernel: [3, 3], stride: [2, 2] }, { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }, { kernel: [2, 3], stride: [2, 1], ceilMode: true }, { kernel: [3, 3], stride: [3, 3], padding: [1, 1], ceilMode: true }]) {
+        const maps = Array.from({ length: 5 }, () => randomMap(r, 3, r.int(3, 30), r.int(3, 30)));
+        maps[0].data[5] = NaN;
+        const out = await sp.maxPool2d(batchOf(maps), o);
+        const got = await out.arrays();
+        maps.forEach((m, i) => {
+          const ref = refMaxPool2d(m, o);
+          expect(out.sizes[i], `seed ${seed} ${JSON.stringify(o)}`).to.deep.equal([ref.H, ref.W]);
+          expectClose(got[i], ref.data, { label: `seed ${seed} ${JSON.stringify(o)} map ${i}` });
+        });
+      }
+    });
+
+    it('localResponseNorm: PyTorch semantics, even and odd sizes', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      for (const o of [{ size: 5, alpha: 1e-4, beta: 0.75, k: 1 }, { size: 4, alpha: 0.5, beta: 0.6, k: 2 }, { size: 1 }]) {
+        const maps = Array.from({ length: 3 }, () => randomMap(r, 7, r.int(1, 12), r.int(1, 12)));
+        maps.forEach((m) => m.data.forEach((v, i) => (m.data[i] = v * 3)));
+        const out = await sp.localResponseNorm(batchOf(maps), o);
+        const got = await out.arrays();
+        maps.forEach((m, i) => expectClose(got[i], refLrn(m, o).data, { rtol: 1e-5, atol: 1e-6, label: `seed ${seed} ${JSON.stringify(o)} map ${i}` }));
+      }
+    });
+
+    it('linear, relu, softmax and flatten', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const [rows, inF, outF] = [5, 77, 13];
+      const x = rand(r, rows * inF), w = rand(r, outF * inF, 0.2), b = rand(r, outF);
+      const X = sp.tensor(x, [rows, inF], { device });
+      const y = await sp.linear(X, sp.tensor(w, [outF, inF], { device }), sp.tensor(b, [outF], { device }));
+      expectClose(await y.data(), refLinear(x, rows, inF, w, outF, b), { rtol: 1e-4, atol: 1e-5, label: `seed ${seed}` });
+      const yr = await sp.linear(X, sp.tensor(w, [outF, inF], { device }), null, { relu: true });
+      expectClose(await yr.data(), refLinear(x, rows, inF, w, outF, null, true), { rtol: 1e-4, atol: 1e-5, label: `seed ${seed}` });
+      const rl = await sp.relu(y);
+      expectClose(await rl.data(), (await y.data()).map((v) => Math.max(v, 0)), { label: `seed ${seed}` });
+      const sm = await sp.softmax(y);
+      expectClose(await sm.data(), refSoftmax(await y.data(), rows, outF), { rtol: 1e-5, atol: 1e-7, label: `seed ${seed}` });
+      const f = sp.flatten(sp.tensor(rand(r, 2 * 3 * 4), [2, 3, 4], { device }));
+      expect(f.shape).to.deep.equal([2, 12]);
+    });
+
+    it('reject bad shapes with messages naming the axis', async function () {
+      const x = sp.zeros([2, 3, 8, 8], { device });
+      await expectReject(sp.conv2d(x, sp.zeros([4, 2, 3, 3], { device })), /weight axis 1 \(in channels \/ groups\) is 2, but the input has 3 channels/);
+      await expectReject(sp.conv2d(x, sp.zeros([4, 3, 9, 9], { device })), /map 0 of size 8x8 \(HxW\) is too small for kernel 9x9/);
+      await expectReject(sp.conv2d(x, sp.zeros([4, 3, 3, 3], { device }), sp.zeros([5], { device })), /bias must have shape \[4\], got \[5\]/);
+      await expectReject(sp.conv2d(x, sp.zeros([4, 3, 3, 3], { device }), null, { stride: 0 }), /options.stride must be an integer >= 1/);
+      await expectReject(sp.maxPool2d(x, { kernel: 3, padding: 2 }), /padding 2x2 must be at most half the kernel 3x3/);
+      await expectReject(sp.linear(sp.zeros([2, 5], { device }), sp.zeros([3, 4], { device })), /weight axis 1 \(in features\) is 4, x axis 1 is 5/);
+      await expectReject(sp.localResponseNorm(x, { size: 0 }), /options.size must be a positive integer/);
+    });
+  });
+}
