@@ -10,3 +10,5 @@ export { spp, sppBackward, sppFeatures, DEFAULT_LEVELS, MAX_LEVELS } from './spp
 export type { SppOptions, SppBackwardOptions, BinRule, PoolKind } from './spp';
 export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } from './layers';
 export type { Conv2dOptions, MaxPool2dOptions, LrnOptions } from './layers';
+export { Model, buildModel, archSpec, checkSpec, minimumSize } from './model';
+export type { ModelSpec, LayerSpec, LoadModelOptions, Prediction, ParamInfo } from './model';

@@ -1,0 +1,386 @@
+// SPP-net models: a network is a plain spec (a list of layers), the paper's networks are such
+// specs, and one runner serves them all: conv layers on a ragged batch (every image keeps its
+// size), SPP to a fixed length, then fully connected layers.
+import { backend, Device } from './backend';
+import { describe, fail, isPositiveInt, SppnetError } from './errors';
+import { conv2d, linear, localResponseNorm, maxPool2d, relu, softmax } from './layers';
+import { RaggedBatch, ragged } from './ragged';
+import { spatialLayout } from './spatial';
+import { BinRule, PoolKind, spp, sppFeatures } from './spp';
+import { Tensor, tensor } from './tensor';
+
+type Pair = number | [number, number];
+
+export type LayerSpec =
+  | { type: 'conv'; name: string; out: number; kernel: Pair; stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number; relu?: boolean }
+  | { type: 'lrn'; size: number; alpha?: number; beta?: number; k?: number }
+  | { type: 'maxpool'; kernel: Pair; stride?: Pair; padding?: Pair; ceilMode?: boolean }
+  | { type: 'relu' }
+  | { type: 'spp'; levels?: number[]; pool?: PoolKind; bins?: BinRule }
+  | { type: 'fc'; name: string; out: number; relu?: boolean }
+  | { type: 'dropout'; p: number };
+
+export interface ModelSpec {
+  name: string;
+  /** Image channels (3 for RGB). */
+  inChannels: number;
+  /** conv / lrn / maxpool / relu layers, one 'spp', then fc / dropout / relu layers. */
+  layers: LayerSpec[];
+}
+
+const P = (n: number): [number, number] => [n, n];
+
+/** The SPP-net paper's networks (Table 1 of He et al. 2014), with the paddings the README lists. */
+export function archSpec(arch: string, classes: number, levels: number[] = [6, 3, 2, 1]): ModelSpec {
+  const conv = (name: string, out: number, kernel: number, stride = 1, padding = 0): LayerSpec => ({ type: 'conv', name, out, kernel, stride, padding, relu: true });
+  const lrn: LayerSpec = { type: 'lrn', size: 5, alpha: 1e-4, beta: 0.75, k: 2 };
+  const pool = (kernel: number, stride: number, padding = 0): LayerSpec => ({ type: 'maxpool', kernel, stride, padding });
+  const head: LayerSpec[] = [
+    { type: 'spp', levels, pool: 'max' },
+    { type: 'fc', name: 'fc6', out: 4096, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'fc7', out: 4096, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'fc8', out: classes, relu: false },
+  ];
+  switch (arch) {
+    case 'zf5':
+      return { name: 'zf5', inChannels: 3, layers: [
+        conv('conv1', 96, 7, 2, 1), lrn, pool(3, 2, 1),     // 224 -> 110 -> 55
+        conv('conv2', 256, 5, 2, 1), lrn, pool(3, 2, 0),    // 55 -> 27 -> 13
+        conv('conv3', 384, 3, 1, 1), conv('conv4', 384, 3, 1, 1), conv('conv5', 256, 3, 1, 1), ...head] };
+    case 'convnet5':
+      return { name: 'convnet5', inChannels: 3, layers: [
+        conv('conv1', 96, 11, 4, 2), lrn,                   // 224 -> 55
+        conv('conv2', 256, 5, 1, 2), lrn, pool(3, 2, 0),    // 55 -> 27
+        conv('conv3', 384, 3, 1, 1), pool(3, 2, 0),         // 27 -> 13
+        conv('conv4', 384, 3, 1, 1), conv('conv5', 256, 3, 1, 1), ...head] };
+    case 'overfeat5':
+    case 'overfeat7': {
+      const deep = arch === 'overfeat7' ? [conv('conv6', 512, 3, 1, 1), conv('conv7', 512, 3, 1, 1)] : [];
+      return { name: arch, inChannels: 3, layers: [
+        conv('conv1', 96, 7, 2, 0), lrn, pool(3, 3, 0),     // 224 -> 109 -> 36
+        conv('conv2', 256, 5, 1, 2), lrn, pool(2, 2, 0),    // 36 -> 18
+        conv('conv3', 512, 3, 1, 1), conv('conv4', 512, 3, 1, 1), conv('conv5', 512, 3, 1, 1), ...deep, ...head] };
+    }
+    default:
+      return fail(`sp.models: unknown arch ${JSON.stringify(arch)}; known: zf5, convnet5, overfeat5, overfeat7`);
+  }
+}
+
+const pairOf = (v: Pair | undefined, d: number): [number, number] => (v === undefined ? P(d) : typeof v === 'number' ? P(v) : v);
+
+/** One parameter: its PyTorch state_dict name and shape. */
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  fanIn: number;
+}
+
+interface Checked {
+  spec: ModelSpec;
+  params: ParamInfo[];
+  features: number;   // width after SPP
+  classes: number;    // width of the last fc
+  sppIndex: number;
+}
+
+/** Validates a spec and derives its parameters (names as PyTorch's state_dict: NAME.weight, NAME.bias). */
+export function checkSpec(spec: ModelSpec, fn = 'sp.loadModel'): Checked {
+  if (typeof spec !== 'object' || spec === null) fail(`${fn}: spec must be an object, got ${describe(spec)}`);
+  if (!isPositiveInt(spec.inChannels)) fail(`${fn}: spec.inChannels must be a positive integer, got ${describe(spec.inChannels)}`);
+  if (!Array.isArray(spec.layers) || spec.layers.length === 0) fail(`${fn}: spec.layers must be a non-empty array`);
+  const params: ParamInfo[] = [];
+  const names = new Set<string>();
+  let channels = spec.inChannels;
+  let features = 0;
+  let sppIndex = -1;
+  spec.layers.forEach((l, i) => {
+    const where = `spec.layers[${i}]`;
+    if (typeof l !== 'object' || l === null) fail(`${fn}: ${where} must be an object, got ${describe(l)}`);
+    const afterSpp = sppIndex >= 0;
+    const named = (name: unknown) => {
+      if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: ${where}.name must be an identifier, got ${describe(name)}`);
+      if (names.has(name)) fail(`${fn}: ${where}.name ${JSON.stringify(name)} is used twice`);
+      names.add(name);
+      return name;
+    };
+    switch (l.type) {
+      case 'conv': {
+        if (afterSpp) fail(`${fn}: ${where} is a conv layer after the spp layer`);
+        const name = named(l.name);
+        if (!isPositiveInt(l.out)) fail(`${fn}: ${where}.out must be a positive integer, got ${describe(l.out)}`);
+        const [kh, kw] = pairOf(l.kernel, 0);
+        const g = l.groups ?? 1;
+        if (!isPositiveInt(kh) || !isPositiveInt(kw)) fail(`${fn}: ${where}.kernel must be a positive integer or pair, got ${describe(l.kernel)}`);
+        if (!isPositiveInt(g) || channels % g || l.out % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${channels} in and ${l.out} out channels`);
+        params.push({ name: `${name}.weight`, shape: [l.out, channels / g, kh, kw], fanIn: (channels / g) * kh * kw }, { name: `${name}.bias`, shape: [l.out], fanIn: (channels / g) * kh * kw });
+        channels = l.out;
+        break;
+      }
+      case 'lrn':
+      case 'maxpool':
+        if (afterSpp) fail(`${fn}: ${where} is a ${l.type} layer after the spp layer`);
+        break;
+      case 'relu':
+      case 'dropout':
+        break;
+      case 'spp':
+        if (afterSpp) fail(`${fn}: ${where} is a second spp layer`);
+        sppIndex = i;
+        features = sppFeatures(channels, l.levels ?? [6, 3, 2, 1]);
+        break;
+      case 'fc': {
+        if (!afterSpp) fail(`${fn}: ${where} is an fc layer before the spp layer`);
+        const name = named(l.name);
+        if (!isPositiveInt(l.out)) fail(`${fn}: ${where}.out must be a positive integer, got ${describe(l.out)}`);
+        params.push({ name: `${name}.weight`, shape: [l.out, features], fanIn: features }, { name: `${name}.bias`, shape: [l.out], fanIn: features });
+        features = l.out;
+        break;
+      }
+      default:
+        fail(`${fn}: ${where}.type must be conv, lrn, maxpool, relu, spp, fc or dropout, got ${describe((l as { type?: unknown }).type)}`);
+    }
+  });
+  if (sppIndex < 0) fail(`${fn}: spec.layers has no spp layer`);
+  return { spec, params, features: sppFeatures(channels, (spec.layers[sppIndex] as { levels?: number[] }).levels ?? [6, 3, 2, 1]), classes: features, sppIndex };
+}
+
+/** Output size of the conv part for an input side a (one axis), or 0 when some layer would be empty. */
+function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): number {
+  for (const l of spec.layers) {
+    if (l.type === 'spp') break;
+    if (l.type === 'conv') {
+      const k = pairOf(l.kernel, 1)[axis], s = pairOf(l.stride, 1)[axis], p = pairOf(l.padding, 0)[axis], d = pairOf(l.dilation, 1)[axis];
+      a = Math.floor((a + 2 * p - d * (k - 1) - 1) / s) + 1;
+    } else if (l.type === 'maxpool') {
+      const k = pairOf(l.kernel, 1)[axis], s = pairOf(l.stride ?? l.kernel, 1)[axis], p = pairOf(l.padding, 0)[axis];
+      let n = (l.ceilMode ? Math.ceil((a + 2 * p - k) / s) : Math.floor((a + 2 * p - k) / s)) + 1;
+      if (l.ceilMode && (n - 1) * s >= a + p) n -= 1;
+      a = n;
+    }
+    if (a < 1) return 0;
+  }
+  return a;
+}
+
+/** The smallest image side every layer accepts (along H and along W). */
+export function minimumSize(spec: ModelSpec): [number, number] {
+  const find = (axis: 0 | 1) => {
+    for (let a = 1; a <= 65536; a++) if (sideAfter(spec, a, axis) >= 1) return a;
+    return fail(`sp.loadModel: no image size up to 65536 fits ${spec.name}`);
+  };
+  return [find(0), find(1)];
+}
+
+/** A small seeded PRNG (mulberry32) with a normal sampler, for reproducible initialisation. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
+}
+
+export interface Prediction {
+  index: number;
+  label?: string;
+  score: number;
+}
+
+export class Model {
+  readonly spec: ModelSpec;
+  readonly device: Device;
+  readonly params: ReadonlyArray<ParamInfo>;
+  readonly classes: number;
+  /** Smallest image [H, W] the network accepts. */
+  readonly minSize: readonly [number, number];
+  private weights: Map<string, Tensor>;
+  private disposed = false;
+
+  /** @internal Use sp.loadModel(). */
+  constructor(checked: Checked, weights: Map<string, Tensor>, device: Device) {
+    this.spec = checked.spec;
+    this.params = checked.params;
+    this.classes = checked.classes;
+    this.device = device;
+    this.weights = weights;
+    this.minSize = Object.freeze(minimumSize(checked.spec));
+  }
+
+  /** The parameters as host arrays keyed by state_dict name (a copy). */
+  async stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
+    this.alive('Model.stateDict');
+    const out = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
+    return out;
+  }
+
+  private alive(fn: string) {
+    if (this.disposed) throw new SppnetError(`${fn}: the model was disposed`, 'SPPNET_DISPOSED');
+  }
+
+  private w(name: string): Tensor {
+    return this.weights.get(name)!;
+  }
+
+  /**
+   * Logits [N, classes] for N images of any sizes >= minSize: a RaggedBatch of [C, H, W] maps, an
+   * array of [C, H, W] tensors, or a dense [N, C, H, W] tensor. Inference mode (dropout off).
+   */
+  async run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    const fn = 'Model.run';
+    this.alive(fn);
+    let owned: RaggedBatch | undefined;
+    let x: RaggedBatch | Tensor;
+    if (Array.isArray(images)) {
+      images.forEach((t, i) => {
+        if (!(t instanceof Tensor)) fail(`${fn}: images[${i}] must be a Tensor [C, H, W], got ${describe(t)}`);
+        if (t.rank !== 3) fail(`${fn}: images[${i}] must have rank 3 [C, H, W], got shape [${t.shape.join(', ')}]`);
+        if (t.shape[0] !== this.spec.inChannels) fail(`${fn}: images[${i}] has ${t.shape[0]} channels (axis 0), ${this.spec.name} takes ${this.spec.inChannels}`);
+      });
+      if (images.length === 0) fail(`${fn}: images is empty`);
+      const moved = await Promise.all(images.map((t) => t.to(this.device)));
+      owned = ragged(moved);
+      moved.forEach((m, i) => m !== images[i] && m.dispose());
+      x = owned;
+    } else {
+      x = images;
+    }
+    const L = spatialLayout(fn, x, 'images');
+    if (L.channels !== this.spec.inChannels) fail(`${fn}: images have ${L.channels} channels, ${this.spec.name} takes ${this.spec.inChannels}`);
+    if (L.device !== this.device)
+      throw new SppnetError(`${fn}: images are on ${L.device}, the model on ${this.device} (use await t.to('${this.device}'))`, 'SPPNET_DEVICE_MISMATCH');
+    L.sizes.forEach(([h, w], i) => {
+      if (h < this.minSize[0] || w < this.minSize[1])
+        fail(`${fn}: image ${i} is ${h}x${w} (HxW), smaller than ${this.spec.name}'s minimum ${this.minSize[0]}x${this.minSize[1]}`);
+    });
+    let cur: RaggedBatch | Tensor = x;
+    const step = async (next: Promise<RaggedBatch | Tensor>) => {
+      const n = await next;
+      if (cur !== x) cur.dispose();
+      cur = n;
+    };
+    try {
+      for (const l of this.spec.layers) {
+        switch (l.type) {
+          case 'conv':
+            await step(conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false }));
+            break;
+          case 'lrn':
+            await step(localResponseNorm(cur, { size: l.size, alpha: l.alpha, beta: l.beta, k: l.k }));
+            break;
+          case 'maxpool':
+            await step(maxPool2d(cur, { kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode }));
+            break;
+          case 'relu':
+            await step(relu(cur));
+            break;
+          case 'spp':
+            await step(spp(cur, { levels: l.levels, pool: l.pool, bins: l.bins }));
+            break;
+          case 'fc':
+            await step(linear(cur as Tensor, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { relu: l.relu === true }));
+            break;
+          case 'dropout':
+            break; // identity at inference
+        }
+      }
+    } catch (e) {
+      if (cur !== x) cur.dispose();
+      throw e;
+    } finally {
+      owned?.dispose();
+    }
+    return cur as Tensor;
+  }
+
+  /** Top-k classes per image, with scores (softmax) and labels when given. */
+  async predict(images: RaggedBatch | Tensor | Tensor[], opts: { topk?: number; labels?: string[] } = {}): Promise<Prediction[][]> {
+    const k = opts.topk ?? 5;
+    if (!isPositiveInt(k)) fail(`Model.predict: options.topk must be a positive integer, got ${describe(opts.topk)}`);
+    if (opts.labels !== undefined && (!Array.isArray(opts.labels) || opts.labels.length !== this.classes))
+      fail(`Model.predict: options.labels must list ${this.classes} labels, got ${Array.isArray(opts.labels) ? opts.labels.length : describe(opts.labels)}`);
+    const logits = await this.run(images);
+    const probs = await softmax(logits);
+    logits.dispose();
+    const p = await probs.data();
+    probs.dispose();
+    const n = p.length / this.classes;
+    return Array.from({ length: n }, (_, i) => {
+      const row = Array.from(p.subarray(i * this.classes, (i + 1) * this.classes), (score, index) => ({ index, score }));
+      row.sort((a, b) => b.score - a.score || a.index - b.index);
+      return row.slice(0, Math.min(k, this.classes)).map((r) => (opts.labels ? { ...r, label: opts.labels[r.index] } : r));
+    });
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    for (const t of this.weights.values()) t.dispose();
+    this.weights.clear();
+    this.disposed = true;
+  }
+}
+
+export interface LoadModelOptions {
+  /** A built-in network: 'zf5', 'convnet5', 'overfeat5', 'overfeat7'. */
+  arch?: string;
+  /** Or a network of your own. */
+  spec?: ModelSpec;
+  /** Classes of the last layer of a built-in network (default 1000). */
+  classes?: number;
+  /** SPP levels of a built-in network (default [6, 3, 2, 1]). */
+  levels?: number[];
+  /** Weights keyed by state_dict name (e.g. from readSafetensors); He (Kaiming) initialisation when absent. */
+  weights?: Map<string, { shape: number[]; data: Float32Array }>;
+  /** Seed of the random initialisation (default 0). */
+  seed?: number;
+  device?: Device;
+}
+
+/** Builds a model (weights given or He-initialised) on a device. */
+export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): Promise<Model> {
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  if ((opts.arch === undefined) === (opts.spec === undefined)) fail(`${fn}: give exactly one of options.arch and options.spec`);
+  const classes = opts.classes ?? 1000;
+  if (!isPositiveInt(classes)) fail(`${fn}: options.classes must be a positive integer, got ${describe(opts.classes)}`);
+  const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels);
+  const checked = checkSpec(spec, fn);
+  const device = opts.device ?? backend().device;
+  const seed = opts.seed ?? 0;
+  const weights = new Map<string, Tensor>();
+  try {
+    if (opts.weights) {
+      const problems: string[] = [];
+      const expected = new Set(checked.params.map((p) => p.name));
+      for (const p of checked.params) {
+        const w = opts.weights.get(p.name);
+        if (!w) problems.push(`missing ${p.name} [${p.shape.join(', ')}]`);
+        else if (w.shape.length !== p.shape.length || w.shape.some((d, i) => d !== p.shape[i]))
+          problems.push(`${p.name} has shape [${w.shape.join(', ')}], expected [${p.shape.join(', ')}]`);
+      }
+      for (const name of opts.weights.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
+      if (problems.length) fail(`${fn}: the weights do not fit ${spec.name}:\n  ${problems.join('\n  ')}`);
+      for (const p of checked.params) weights.set(p.name, tensor(opts.weights.get(p.name)!.data, p.shape, { device }));
+    } else {
+      const normal = prng(seed);
+      for (const p of checked.params) {
+        const n = p.shape.reduce((a, b) => a * b, 1);
+        const data = new Float32Array(n);
+        if (p.name.endsWith('.weight')) {
+          const std = Math.sqrt(2 / p.fanIn); // He et al. 2015, fan-in, for ReLU
+          for (let i = 0; i < n; i++) data[i] = normal() * std;
+        }
+        weights.set(p.name, tensor(data, p.shape, { device }));
+      }
+    }
+  } catch (e) {
+    for (const t of weights.values()) t.dispose();
+    throw e;
+  }
+  return new Model(checked, weights, device);
+}

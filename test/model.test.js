@@ -1,0 +1,113 @@
+'use strict';
+// The model runner: the paper's networks, user specs, weights, ragged batches, predictions.
+const { expect } = require('chai');
+const { sp, expectClose, expectReject } = require('./support/helpers');
+const { rng, freshSeed } = require('./support/reference');
+const { refConv2d, refMaxPool2d, refLrn, refLinear } = require('./support/layers-reference');
+const { refSpp } = require('./support/reference');
+
+/** Map sizes through the conv part of a spec at an input side, from the layer formulas. */
+function sizesAt(spec, side) {
+  const out = [];
+  let a = side;
+  for (const l of spec.layers) {
+    if (l.type === 'spp') break;
+    const k = l.kernel, s = l.stride ?? (l.type === 'maxpool' ? l.kernel : 1), p = l.padding ?? 0;
+    if (l.type === 'conv') a = Math.floor((a + 2 * p - k) / s) + 1;
+    if (l.type === 'maxpool') a = Math.floor((a + 2 * p - k) / s) + 1;
+    if (l.type !== 'lrn') out.push(`${l.name || l.type}:${a}`);
+  }
+  return out;
+}
+
+const tiny = (classes = 4) => ({
+  name: 'tiny',
+  inChannels: 3,
+  layers: [
+    { type: 'conv', name: 'conv1', out: 6, kernel: 3, stride: 1, padding: 1, relu: true },
+    { type: 'lrn', size: 3, alpha: 0.01, beta: 0.75, k: 1 },
+    { type: 'maxpool', kernel: 2, stride: 2 },
+    { type: 'conv', name: 'conv2', out: 8, kernel: 3, padding: 1, relu: true },
+    { type: 'spp', levels: [3, 1] },
+    { type: 'fc', name: 'fc1', out: 16, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'fc2', out: classes },
+  ],
+});
+
+describe('models', function () {
+  it("the paper's networks have the paper's map sizes at 224x224", function () {
+    expect(sizesAt(sp.archSpec('zf5', 10), 224)).to.deep.equal(['conv1:110', 'maxpool:55', 'conv2:27', 'maxpool:13', 'conv3:13', 'conv4:13', 'conv5:13']);
+    expect(sizesAt(sp.archSpec('convnet5', 10), 224)).to.deep.equal(['conv1:55', 'conv2:55', 'maxpool:27', 'conv3:27', 'maxpool:13', 'conv4:13', 'conv5:13']);
+    expect(sizesAt(sp.archSpec('overfeat5', 10), 224)).to.deep.equal(['conv1:109', 'maxpool:36', 'conv2:36', 'maxpool:18', 'conv3:18', 'conv4:18', 'conv5:18']);
+    expect(sizesAt(sp.archSpec('overfeat7', 10), 224).slice(-2)).to.deep.equal(['conv6:18', 'conv7:18']);
+  });
+
+  it('names parameters as the equivalent PyTorch state_dict, with PyTorch layouts', async function () {
+    const m = await sp.buildModel({ arch: 'zf5', classes: 7, device: 'cpu' });
+    const shapes = Object.fromEntries(m.params.map((p) => [p.name, p.shape]));
+    expect(shapes['conv1.weight']).to.deep.equal([96, 3, 7, 7]);
+    expect(shapes['conv5.bias']).to.deep.equal([256]);
+    expect(shapes['fc6.weight']).to.deep.equal([4096, 256 * 50]);
+    expect(shapes['fc8.weight']).to.deep.equal([7, 4096]);
+    expect(m.params).to.have.length(16);
+    m.dispose();
+  });
+
+  it('a ragged batch gives the same logits as each image alone, and matches the plain reference', async function () {
+    const seed = freshSeed();
+    const r = rng(seed);
+    const m = await sp.buildModel({ spec: tiny(), seed: seed % 1000, device: 'cpu' });
+    const sizes = [[9, 13], [16, 11], [6, 6], [21, 30]];
+    const imgs = sizes.map(([h, w]) => ({ data: Float32Array.from({ length: 3 * h * w }, () => r.normal()), C: 3, H: h, W: w }));
+    const batch = await m.run(imgs.map((i) => sp.tensor(i.data, [3, i.H, i.W])));
+    expect(batch.shape).to.deep.equal([4, 4]);
+    const all = await batch.data();
+    const sd = await m.stateDict();
+    const W = (n) => sd.get(n).data;
+    for (let i = 0; i < imgs.length; i++) {
+      const alone = await (await m.run([sp.tensor(imgs[i].data, [3, imgs[i].H, imgs[i].W])])).data();
+      expectClose(alone, all.subarray(i * 4, i * 4 + 4), { rtol: 1e-5, atol: 1e-6, label: `seed ${seed} image ${i} alone` });
+      // The reference path: float64 layer references, no shared code with the kernels.
+      let x = refConv2d(imgs[i], W('conv1.weight'), W('conv1.bias'), { cout: 6, kh: 3, kw: 3, padding: [1, 1], relu: true });
+      x = refLrn(x, { size: 3, alpha: 0.01, beta: 0.75, k: 1 });
+      x = refMaxPool2d(x, { kernel: [2, 2], stride: [2, 2] });
+      x = refConv2d(x, W('conv2.weight'), W('conv2.bias'), { cout: 8, kh: 3, kw: 3, padding: [1, 1], relu: true });
+      const f = refSpp([x], { levels: [3, 1] });
+      const h = refLinear(f, 1, f.length, W('fc1.weight'), 16, W('fc1.bias'), true);
+      const logits = refLinear(h, 1, 16, W('fc2.weight'), 4, W('fc2.bias'));
+      expectClose(all.subarray(i * 4, i * 4 + 4), logits, { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} image ${i} reference` });
+    }
+    m.dispose();
+  });
+
+  it('predict gives the top-k with labels, sorted by score', async function () {
+    const m = await sp.buildModel({ spec: tiny(5), seed: 3, device: 'cpu' });
+    const img = sp.tensor(Float32Array.from({ length: 3 * 12 * 12 }, (_, i) => Math.sin(i)), [3, 12, 12]);
+    const [top] = await m.predict([img], { topk: 3, labels: ['a', 'b', 'c', 'd', 'e'] });
+    expect(top).to.have.length(3);
+    expect(top[0].score).to.be.at.least(top[1].score);
+    expect(top[1].score).to.be.at.least(top[2].score);
+    expect(top.every((t) => ['a', 'b', 'c', 'd', 'e'][t.index] === t.label)).to.equal(true);
+    m.dispose();
+  });
+
+  it('bad inputs: wrong channels, images below the minimum, weights that do not fit, a disposed model', async function () {
+    const m = await sp.buildModel({ arch: 'zf5', classes: 3, device: 'cpu' });
+    expect(m.minSize).to.deep.equal([29, 29]);
+    await expectReject(m.run([sp.zeros([1, 64, 64])]), /images\[0\] has 1 channels \(axis 0\), zf5 takes 3/);
+    await expectReject(m.run([sp.zeros([3, 64, 64]), sp.zeros([3, 20, 64])]), /image 1 is 20x64 \(HxW\), smaller than zf5's minimum 29x29/);
+    const sd = await m.stateDict();
+    sd.delete('conv2.bias');
+    sd.set('conv1.weight', { shape: [96, 3, 5, 5], data: new Float32Array(96 * 75) });
+    sd.set('extra.weight', { shape: [1], data: new Float32Array(1) });
+    const err = await expectReject(sp.buildModel({ arch: 'zf5', classes: 3, weights: sd }), /the weights do not fit zf5/);
+    expect(err.message).to.include('missing conv2.bias [256]');
+    expect(err.message).to.include('conv1.weight has shape [96, 3, 5, 5], expected [96, 3, 7, 7]');
+    expect(err.message).to.include('unexpected extra.weight');
+    m.dispose();
+    await expectReject(m.run([sp.zeros([3, 64, 64])]), /the model was disposed/);
+    expect(() => sp.archSpec('vgg16', 10)).to.throw(/unknown arch "vgg16"; known: zf5, convnet5, overfeat5, overfeat7/);
+    await expectReject(sp.buildModel({ spec: { ...tiny(), layers: tiny().layers.filter((l) => l.type !== 'spp') } }), /fc layer before the spp layer/);
+  });
+});
