@@ -12,3 +12,5 @@ export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } 
 export type { Conv2dOptions, MaxPool2dOptions, LrnOptions } from './layers';
 export { Model, buildModel, archSpec, checkSpec, minimumSize } from './model';
 export type { ModelSpec, LayerSpec, LoadModelOptions, Prediction, ParamInfo } from './model';
+export { readImage, readImages, IMAGENET_MEAN, IMAGENET_STD } from './images';
+export type { ImageOptions } from './images';
