@@ -10,7 +10,18 @@ export { spp, sppBackward, sppFeatures, DEFAULT_LEVELS, MAX_LEVELS } from './spp
 export type { SppOptions, SppBackwardOptions, BinRule, PoolKind } from './spp';
 export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } from './layers';
 export type { Conv2dOptions, MaxPool2dOptions, LrnOptions } from './layers';
-export { Model, buildModel, archSpec, checkSpec, minimumSize } from './model';
-export type { ModelSpec, LayerSpec, LoadModelOptions, Prediction, ParamInfo } from './model';
+import { loadModel } from './model';
+export { Model, buildModel, loadModel, archSpec, checkSpec, minimumSize } from './model';
+export type { ModelSpec, LayerSpec, LoadModelOptions, LoadModelFileOptions, Prediction, ParamInfo } from './model';
+export { readSafetensors, parseSafetensors, encodeSafetensors, writeSafetensors, checkStateDict } from './safetensors';
+export type { HostTensor, SafetensorsFile } from './safetensors';
 export { readImage, readImages, IMAGENET_MEAN, IMAGENET_STD } from './images';
 export type { ImageOptions } from './images';
+export { classify } from './classify';
+export type { ClassifyOptions, Classification } from './classify';
+export const models = {
+  zf5: (opts: Omit<import('./model').LoadModelFileOptions, 'arch' | 'spec'> = {}) => loadModel({ ...opts, arch: 'zf5' }),
+  convnet5: (opts: Omit<import('./model').LoadModelFileOptions, 'arch' | 'spec'> = {}) => loadModel({ ...opts, arch: 'convnet5' }),
+  overfeat5: (opts: Omit<import('./model').LoadModelFileOptions, 'arch' | 'spec'> = {}) => loadModel({ ...opts, arch: 'overfeat5' }),
+  overfeat7: (opts: Omit<import('./model').LoadModelFileOptions, 'arch' | 'spec'> = {}) => loadModel({ ...opts, arch: 'overfeat7' }),
+};

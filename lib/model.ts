@@ -7,6 +7,7 @@ import { conv2d, linear, localResponseNorm, maxPool2d, relu, softmax } from './l
 import { RaggedBatch, ragged } from './ragged';
 import { spatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
+import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
 import { Tensor, tensor } from './tensor';
 
 type Pair = number | [number, number];
@@ -318,6 +319,12 @@ export class Model {
     });
   }
 
+  /** Writes the weights as safetensors (PyTorch state_dict names; atomic: temp file, then rename). */
+  async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    const sd = await this.stateDict();
+    await writeSafetensors(path, sd, { arch: this.spec.name, classes: String(this.classes), spec: JSON.stringify(this.spec), ...metadata });
+  }
+
   dispose(): void {
     if (this.disposed) return;
     for (const t of this.weights.values()) t.dispose();
@@ -337,6 +344,8 @@ export interface LoadModelOptions {
   levels?: number[];
   /** Weights keyed by state_dict name (e.g. from readSafetensors); He (Kaiming) initialisation when absent. */
   weights?: Map<string, { shape: number[]; data: Float32Array }>;
+  /** @internal Where the weights came from, for messages. */
+  weightsName?: string;
   /** Seed of the random initialisation (default 0). */
   seed?: number;
   device?: Device;
@@ -355,16 +364,10 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
   const weights = new Map<string, Tensor>();
   try {
     if (opts.weights) {
-      const problems: string[] = [];
-      const expected = new Set(checked.params.map((p) => p.name));
-      for (const p of checked.params) {
-        const w = opts.weights.get(p.name);
-        if (!w) problems.push(`missing ${p.name} [${p.shape.join(', ')}]`);
-        else if (w.shape.length !== p.shape.length || w.shape.some((d, i) => d !== p.shape[i]))
-          problems.push(`${p.name} has shape [${w.shape.join(', ')}], expected [${p.shape.join(', ')}]`);
-      }
-      for (const name of opts.weights.keys()) if (!expected.has(name)) problems.push(`unexpected ${name}`);
-      if (problems.length) fail(`${fn}: the weights do not fit ${spec.name}:\n  ${problems.join('\n  ')}`);
+      const given = opts.weights instanceof Map ? opts.weights : undefined;
+      if (!given) fail(`${fn}: options.weights must be a Map of state_dict tensors, got ${describe(opts.weights)}`);
+      const host = new Map(Array.from(given, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+      checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
       for (const p of checked.params) weights.set(p.name, tensor(opts.weights.get(p.name)!.data, p.shape, { device }));
     } else {
       const normal = prng(seed);
@@ -383,4 +386,34 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
     throw e;
   }
   return new Model(checked, weights, device);
+}
+
+export interface LoadModelFileOptions extends Omit<LoadModelOptions, 'weights'> {
+  /** A safetensors file (path or bytes), or weights already in memory. */
+  weights?: string | Uint8Array | LoadModelOptions['weights'];
+}
+
+/**
+ * Builds a model from a built-in arch or a spec, with weights from a safetensors file (names and
+ * layouts of the PyTorch state_dict) or He-initialised. A file saved by Model.save() carries its
+ * spec, so { weights } alone is enough to load it.
+ */
+export async function loadModel(opts: LoadModelFileOptions): Promise<Model> {
+  const fn = 'sp.loadModel';
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const w = opts.weights;
+  if (typeof w === 'string' || w instanceof Uint8Array) {
+    const file = await readSafetensors(w);
+    let spec = opts.spec;
+    if (!spec && opts.arch === undefined && file.metadata.spec) {
+      try {
+        spec = JSON.parse(file.metadata.spec) as ModelSpec;
+      } catch {
+        fail(`${fn}: the spec stored in ${typeof w === 'string' ? w : 'the weights'} is not valid JSON`);
+      }
+    }
+    const classes = opts.classes ?? (file.metadata.classes ? Number(file.metadata.classes) : undefined);
+    return buildModel({ ...opts, spec, classes, weights: file.tensors, weightsName: typeof w === 'string' ? w : undefined }, fn);
+  }
+  return buildModel(opts as LoadModelOptions, fn);
 }

@@ -81,6 +81,26 @@ describe('models', function () {
     m.dispose();
   });
 
+  it('saves and loads safetensors: same logits; the file carries its spec; a file of another network is refused', async function () {
+    const fs = require('fs'), os = require('os'), path = require('path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-'));
+    const file = path.join(dir, 'tiny.safetensors');
+    const m = await sp.buildModel({ spec: tiny(), seed: 11, device: 'cpu' });
+    await m.save(file);
+    const img = sp.tensor(Float32Array.from({ length: 3 * 10 * 14 }, (_, i) => Math.cos(i)), [3, 10, 14]);
+    const a = await (await m.run([img])).data();
+    const m2 = await sp.loadModel({ weights: file, device: 'cpu' });
+    expect(m2.spec.name).to.equal('tiny');
+    expect(Array.from(await (await m2.run([img])).data())).to.deep.equal(Array.from(a));
+    const err = await expectReject(sp.loadModel({ arch: 'zf5', classes: 4, weights: file }), /the weights in .*tiny.safetensors do not fit zf5/);
+    expect(err.message).to.include('missing tensor "conv3.weight"');
+    const bytes = fs.readFileSync(file);
+    fs.writeFileSync(path.join(dir, 'cut.safetensors'), bytes.subarray(0, bytes.length - 100));
+    await expectReject(sp.loadModel({ weights: path.join(dir, 'cut.safetensors') }), /truncated/);
+    [m, m2].forEach((x) => x.dispose());
+    fs.rmSync(dir, { recursive: true });
+  });
+
   it('predict gives the top-k with labels, sorted by score', async function () {
     const m = await sp.buildModel({ spec: tiny(5), seed: 3, device: 'cpu' });
     const img = sp.tensor(Float32Array.from({ length: 3 * 12 * 12 }, (_, i) => Math.sin(i)), [3, 12, 12]);
@@ -102,9 +122,9 @@ describe('models', function () {
     sd.set('conv1.weight', { shape: [96, 3, 5, 5], data: new Float32Array(96 * 75) });
     sd.set('extra.weight', { shape: [1], data: new Float32Array(1) });
     const err = await expectReject(sp.buildModel({ arch: 'zf5', classes: 3, weights: sd }), /the weights do not fit zf5/);
-    expect(err.message).to.include('missing conv2.bias [256]');
-    expect(err.message).to.include('conv1.weight has shape [96, 3, 5, 5], expected [96, 3, 7, 7]');
-    expect(err.message).to.include('unexpected extra.weight');
+    expect(err.message).to.include('missing tensor "conv2.bias" (expected shape [256])');
+    expect(err.message).to.include('tensor "conv1.weight" has shape [96, 3, 5, 5], expected [96, 3, 7, 7]');
+    expect(err.message).to.include('unexpected tensor "extra.weight"');
     m.dispose();
     await expectReject(m.run([sp.zeros([3, 64, 64])]), /the model was disposed/);
     expect(() => sp.archSpec('vgg16', 10)).to.throw(/unknown arch "vgg16"; known: zf5, convnet5, overfeat5, overfeat7/);
