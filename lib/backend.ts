@@ -95,7 +95,25 @@ export function requireDevice(device: Device, fn: string): void {
   }
 }
 
-/** Live device allocations made by sppnet (for leak checks). */
-export function memory(): { deviceBuffers: number; deviceBytes: number; deviceFree?: number; deviceTotal?: number } {
-  return native.memoryStats();
+export interface MemoryInfo {
+  /** Tensors (and ragged batches) created and not yet disposed, and their bytes, per device. */
+  tensors: { cpu: number; cuda: number };
+  bytes: { cpu: number; cuda: number };
+  /** Device allocations alive in the addon (freed at dispose, or when an op using them ends). */
+  deviceBuffers: number;
+  deviceBytes: number;
+  /** The GPU's free and total memory, when a device is in use. */
+  deviceFree?: number;
+  deviceTotal?: number;
+}
+
+/** Live tensors and device allocations (for leak checks). */
+export function memory(): MemoryInfo {
+  // Required lazily: tensor.ts imports this module.
+  const { live } = require('./tensor') as typeof import('./tensor');
+  return {
+    tensors: { cpu: live.cpu.tensors, cuda: live.cuda.tensors },
+    bytes: { cpu: live.cpu.bytes, cuda: live.cuda.bytes },
+    ...native.memoryStats(),
+  };
 }

@@ -25,6 +25,9 @@ export function checkShape(fn: string, arg: string, shape: unknown): number[] {
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
+/** Live (created and not yet disposed) tensors and their bytes, per device: for leak checks. */
+export const live = { cpu: { tensors: 0, bytes: 0 }, cuda: { tensors: 0, bytes: 0 } };
+
 export class Tensor {
   readonly dtype: DType = 'float32';
   readonly shape: readonly number[];
@@ -40,6 +43,10 @@ export class Tensor {
     this.shape = Object.freeze([...shape]);
     this.size = numel(shape);
     this.device = storage.device;
+    if (owns) {
+      live[this.device].tensors += 1;
+      live[this.device].bytes += 4 * this.size;
+    }
   }
 
   get rank(): number {
@@ -90,7 +97,12 @@ export class Tensor {
 
   /** Frees the memory now (device memory) or drops the reference (host). Using it afterwards throws. */
   dispose(): void {
-    if (this.owns && this.store?.device === 'cuda') this.store.buffer.free();
+    if (this.store === null) return;
+    if (this.owns) {
+      if (this.store.device === 'cuda') this.store.buffer.free();
+      live[this.device].tensors -= 1;
+      live[this.device].bytes -= 4 * this.size;
+    }
     this.store = null;
   }
 

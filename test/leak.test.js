@@ -1,0 +1,41 @@
+'use strict';
+// 1,000 runs of a model leave the live tensor and byte counters where they were.
+const { expect } = require('chai');
+const path = require('path');
+const { sp, cudaStatus } = require('./support/helpers');
+
+for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
+  describe(`no leaks on ${device}`, function () {
+    it('1,000 model runs, predictions and SPP calls leave the counters flat', async function () {
+      this.timeout(300000);
+      const model = await sp.loadModel({ weights: path.join(__dirname, 'fixtures', 'tiny-spp.safetensors'), device });
+      const imgs = [[9, 9], [14, 11], [6, 20]].map(([h, w]) => sp.tensor(new Float32Array(3 * h * w).fill(0.5), [3, h, w], { device }));
+      const batch = sp.ragged(imgs);
+      const warm = await model.run(batch);
+      warm.dispose();
+      const before = sp.memory();
+      for (let i = 0; i < 1000; i++) {
+        const y = await model.run(i % 2 ? batch : imgs);
+        y.dispose();
+        if (i % 100 === 0) {
+          const p = await model.predict(batch, { topk: 2 });
+          expect(p).to.have.length(3);
+          const f = await sp.spp(batch, { windows: [[0, 0, 0, 4, 4]] });
+          f.dispose();
+        }
+      }
+      const after = sp.memory();
+      expect(after.tensors).to.deep.equal(before.tensors);
+      expect(after.bytes).to.deep.equal(before.bytes);
+      expect(after.deviceBuffers).to.equal(before.deviceBuffers);
+      expect(after.deviceBytes).to.equal(before.deviceBytes);
+      const live = sp.memory();
+      model.dispose();
+      batch.dispose();
+      imgs.forEach((t) => t.dispose());
+      const end = sp.memory();
+      expect(end.tensors[device]).to.equal(live.tensors[device] - 2 * 4 - 1 - 3); // 8 weights, the batch, 3 images
+      console.log(`      live before ${JSON.stringify(before.tensors)}, after 1,000 runs ${JSON.stringify(after.tensors)}`);
+    });
+  });
+}
