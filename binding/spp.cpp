@@ -1,5 +1,6 @@
 // spp entry points: unpack the arguments lib/ prepared and checked, pick the backend, queue.
 #include <algorithm>
+#include <set>
 
 #include "common.h"
 #include "sppnet/spp.h"
@@ -55,6 +56,15 @@ std::shared_ptr<SppJob> unpack(const Napi::Object& a, bool backward) {
       throw Napi::RangeError::New(env, "internal: region outside its map");
   for (int l = 0; l < p.num_levels; ++l)
     if (p.levels[l] < 1) throw Napi::RangeError::New(env, "internal: level < 1");
+  if (p.rule < kBinsAdaptive || p.rule > kBinsCaffe || (p.pool != kPoolMax && p.pool != kPoolAvg))
+    throw Napi::RangeError::New(env, "internal: unknown bin rule or pool kind");
+  // Every bin non-empty for every region side and level (an empty bin would index out of bounds).
+  std::set<std::pair<int32_t, int32_t>> checked;
+  for (const Region& r : j->regions)
+    for (int l = 0; l < p.num_levels; ++l)
+      for (const int32_t a : {r.h, r.w})
+        if (checked.insert({a, p.levels[l]}).second && bin_check(p.rule, p.levels[l], a) != kBinsOk)
+          throw Napi::RangeError::New(env, "internal: bin rule undefined for a region size and level");
   j->input = float_arg(a, "input", p.input.total);
   if (backward) {
     j->grad_output = float_arg(a, "gradOutput", p.output_elements());

@@ -11,6 +11,7 @@ namespace cuda {
 
 inline Status from_cuda(cudaError_t e, const char* what) {
   if (e == cudaSuccess) return Status::Ok();
+  (void)cudaGetLastError();  // clear it (non-sticky errors), so the next call on this thread starts clean
   const Code code = (e == cudaErrorMemoryAllocation) ? Code::kOutOfMemory : Code::kCudaError;
   return Status::Error(code, std::string(what) + ": " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
 }

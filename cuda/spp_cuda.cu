@@ -20,7 +20,7 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kSmemFloats = 12288;   // 48 KiB: the default dynamic shared-memory limit
+constexpr int kSmemFloats = 12284;   // 48 KiB (the default dynamic limit) less the 3-float alignment pad
 constexpr int kTargetFloats = 4096;  // channels are grouped until a block has about this much input
 constexpr int kThreadBinMax = 48;    // bins of at most this many elements: one thread each
 
@@ -36,6 +36,7 @@ struct Params {
   int32_t C, G, groups, L, rule, smem_floats;
   int32_t levels[kMaxLevels];
   int32_t level_base[kMaxLevels];  // sum of n*n over the levels before l
+  int32_t order[kMaxLevels];       // levels by increasing n: the largest bins are dealt out first
 };
 
 __device__ __forceinline__ float nan_max(float m, float v) { return (v > m || v != v) ? v : m; }
@@ -47,42 +48,45 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 
-// Copies the G planes (channels c0..c0+G-1) of region g into sm, packed [G][h][w].
-__device__ void load_planes(const Region& g, int H, int W, const float* __restrict__ base, int G, float* sm) {
+// Copies the G planes (channels c0..c0+G-1) of region g into shared memory, packed [G][h][w],
+// and returns where element 0 landed: sm + off, with off in [0, 3] chosen so that 16-byte aligned
+// global addresses meet 16-byte aligned shared addresses (float4 stores, no bank conflicts).
+__device__ int load_planes(const Region& g, int H, int W, const float* __restrict__ base, int G, float* sm) {
   const int area = g.h * g.w;
   const int total = G * area;
   const int nt = blockDim.x;
+  int off = 0;
   if (g.x0 == 0 && g.y0 == 0 && g.w == W && g.h == H) {
     // G whole planes are one contiguous run: a scalar head to 16-byte alignment, float4 body.
     const int head = min(total, static_cast<int>((4 - ((reinterpret_cast<uintptr_t>(base) >> 2) & 3)) & 3));
-    for (int i = threadIdx.x; i < head; i += nt) sm[i] = __ldg(base + i);
+    off = (4 - head) & 3;
+    float* s = sm + off;
+    for (int i = threadIdx.x; i < head; i += nt) s[i] = __ldg(base + i);
     const int n4 = (total - head) >> 2;
     const float4* b4 = reinterpret_cast<const float4*>(base + head);
-    float* s = sm + head;
+    float4* s4 = reinterpret_cast<float4*>(s + head);  // 16-byte aligned: off + head is 0 mod 4
     int j = threadIdx.x;
     for (; j + 3 * nt < n4; j += 4 * nt) {  // four 16-byte loads in flight per thread
       const float4 v0 = __ldg(b4 + j), v1 = __ldg(b4 + j + nt), v2 = __ldg(b4 + j + 2 * nt), v3 = __ldg(b4 + j + 3 * nt);
-      const float4 v[4] = {v0, v1, v2, v3};
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        float* d = s + 4 * (j + k * nt);
-        d[0] = v[k].x; d[1] = v[k].y; d[2] = v[k].z; d[3] = v[k].w;
-      }
+      s4[j] = v0;
+      s4[j + nt] = v1;
+      s4[j + 2 * nt] = v2;
+      s4[j + 3 * nt] = v3;
     }
-    for (; j < n4; j += nt) {
-      const float4 v = __ldg(b4 + j);
-      float* d = s + 4 * j;
-      d[0] = v.x; d[1] = v.y; d[2] = v.z; d[3] = v.w;
-    }
-    for (int i = head + 4 * n4 + threadIdx.x; i < total; i += nt) sm[i] = __ldg(base + i);
+    for (; j < n4; j += nt) s4[j] = __ldg(b4 + j);
+    for (int i = head + 4 * n4 + threadIdx.x; i < total; i += nt) s[i] = __ldg(base + i);
   } else {
+    // A window: one row per warp pass, lanes along the row.
     const int64_t HW = static_cast<int64_t>(H) * W;
-    for (int idx = threadIdx.x; idx < total; idx += nt) {
-      const int gi = idx / area, rem = idx - gi * area, y = rem / g.w, x = rem - y * g.w;
-      sm[idx] = __ldg(base + gi * HW + static_cast<int64_t>(g.y0 + y) * W + g.x0 + x);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = nt >> 5;
+    for (int row = warp; row < G * g.h; row += nwarps) {
+      const int gi = row / g.h, y = row - gi * g.h;
+      const float* src = base + gi * HW + static_cast<int64_t>(g.y0 + y) * W + g.x0;
+      for (int x = lane; x < g.w; x += 32) sm[row * g.w + x] = __ldg(src + x);
     }
   }
   __syncthreads();
+  return off;
 }
 
 // Lanes of a warp cover a bin as rows_per_pass rows of lanes_per_row columns.
@@ -101,6 +105,8 @@ struct Block {
   Region g;
   int G, c0, H, W;
   int64_t HW;
+  bool shared;       // the planes are in shared memory at sm + off
+  int off;
   const float* src;  // element (gi, y, x) of the region at src[gi * cs + y * rs + x]
   int64_t cs;
   int rs;
@@ -116,9 +122,11 @@ __device__ Block setup(const Params& p, float* sm, bool need_input) {
   b.W = p.map_w[b.g.map];
   b.HW = static_cast<int64_t>(b.H) * b.W;
   const float* base = p.in + p.map_off[b.g.map] + b.c0 * b.HW;
-  if (need_input && b.G * b.g.h * b.g.w <= p.smem_floats) {
-    load_planes(b.g, b.H, b.W, base, b.G, sm);
-    b.src = sm;
+  b.shared = need_input && b.G * b.g.h * b.g.w <= p.smem_floats;
+  b.off = 0;
+  if (b.shared) {
+    b.off = load_planes(b.g, b.H, b.W, base, b.G, sm);
+    b.src = sm + b.off;
     b.cs = b.g.h * b.g.w;
     b.rs = b.g.w;
   } else {
@@ -129,30 +137,45 @@ __device__ Block setup(const Params& p, float* sm, bool need_input) {
   return b;
 }
 
+// Pools every bin of every level of the block's planes at src. Levels go largest bins first, and
+// the items continue the rotation over warps (threads) from one level to the next, so that no warp
+// gets the big bins of every level. Instantiated with src in shared memory (ld.shared) and global.
 template <int POOL>
-__global__ void __launch_bounds__(kThreads) spp_forward_kernel(Params p) {
-  extern __shared__ float sm[];
-  const Block b = setup(p, sm, true);
-  const int r = blockIdx.x / p.groups;
+__device__ __forceinline__ void pool_levels(const Params& p, const Block& b, const float* src, int r) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  for (int l = 0; l < p.L; ++l) {
+  int dealt = 0;  // items handed out so far, over all levels
+  for (int li = 0; li < p.L; ++li) {
+    const int l = p.order[li];
     const int n = p.levels[l], nn = n * n, items = b.G * nn;
     float* o = p.out + r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
-    const bool per_thread = (b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
+    const bool per_thread = static_cast<int64_t>(b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
     const int step = per_thread ? blockDim.x : nwarps;
-    for (int it = per_thread ? threadIdx.x : warp; it < items; it += step) {
+    const int me = per_thread ? threadIdx.x : warp;
+    const int first = (me - dealt % step + step) % step;
+    dealt += items;
+    for (int it = first; it < items; it += step) {
       const int gi = it / nn, k = it - gi * nn, i = k / n, j = k - i * n;
       const BinRange ry = bin_range(p.rule, i, n, b.g.h), rx = bin_range(p.rule, j, n, b.g.w);
-      const float* s = b.src + gi * b.cs;
+      const float* s = src + gi * b.cs;
       float v = POOL == kPoolMax ? -INFINITY : 0.f;
       if (per_thread) {
         for (int y = ry.start; y < ry.end; ++y)
           for (int x = rx.start; x < rx.end; ++x) v = POOL == kPoolMax ? nan_max(v, s[y * b.rs + x]) : v + s[y * b.rs + x];
       } else {
+        // Two accumulators over alternate row passes: two loads in flight per lane.
         const WarpTiling t(lane, rx.end - rx.start);
-        for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
-          for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row)
-            v = POOL == kPoolMax ? nan_max(v, s[y * b.rs + x]) : v + s[y * b.rs + x];
+        float v1 = v;
+        const int rpp = t.rows_per_pass;
+        for (int y = ry.start + t.ly; y < ry.end; y += 2 * rpp) {
+          const float* row0 = s + y * b.rs;
+          const bool two = y + rpp < ry.end;
+          const float* row1 = row0 + rpp * b.rs;
+          for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row) {
+            v = POOL == kPoolMax ? nan_max(v, row0[x]) : v + row0[x];
+            if (two) v1 = POOL == kPoolMax ? nan_max(v1, row1[x]) : v1 + row1[x];
+          }
+        }
+        v = POOL == kPoolMax ? nan_max(v, v1) : v + v1;
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {
           const float w = __shfl_xor_sync(0xffffffffu, v, off);
@@ -167,6 +190,17 @@ __global__ void __launch_bounds__(kThreads) spp_forward_kernel(Params p) {
 }
 
 template <int POOL>
+__global__ void __launch_bounds__(kThreads) spp_forward_kernel(Params p) {
+  extern __shared__ float sm[];
+  const Block b = setup(p, sm, true);
+  const int r = blockIdx.x / p.groups;
+  if (b.shared)
+    pool_levels<POOL>(p, b, sm + b.off, r);  // the compiler sees shared memory: ld.shared
+  else
+    pool_levels<POOL>(p, b, b.src, r);
+}
+
+template <int POOL>
 __global__ void __launch_bounds__(kThreads) spp_backward_kernel(Params p) {
   extern __shared__ float sm[];
   const Block b = setup(p, sm, POOL == kPoolMax);
@@ -176,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) spp_backward_kernel(Params p) {
   for (int l = 0; l < p.L; ++l) {
     const int n = p.levels[l], nn = n * n, items = b.G * nn;
     const float* go = p.gout + r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
-    const bool per_thread = (b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
+    const bool per_thread = static_cast<int64_t>(b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
     const int step = per_thread ? blockDim.x : nwarps;
     for (int it = per_thread ? threadIdx.x : warp; it < items; it += step) {
       const int gi = it / nn, k = it - gi * nn, i = k / n, j = k - i * n;
@@ -222,6 +256,7 @@ __global__ void __launch_bounds__(kThreads) spp_backward_kernel(Params p) {
         }
         if (lane != 0) continue;
       }
+      if (bi == INT_MAX) continue;  // an empty bin (ruled out by the callers' checks)
       const int y = bi / b.g.w, x = bi - y * b.g.w;
       atomicAdd(d + static_cast<int64_t>(y) * b.W + x, gv);
     }
@@ -241,10 +276,9 @@ class Launch {
     std::memcpy(host.data() + off_bytes + hw_bytes, sp.input.width, hw_bytes);
     std::memcpy(host.data() + off_bytes + 2 * hw_bytes, sp.regions, reg_bytes);
     SPP_CUDA_TRY(cudaMallocAsync(&meta_, bytes, cudaStreamPerThread), "allocating SPP tables");
+    // From pageable memory the call returns once the bytes are staged, so `host` may then die.
     SPP_CUDA_TRY(cudaMemcpyAsync(meta_, host.data(), bytes, cudaMemcpyHostToDevice, cudaStreamPerThread),
                  "uploading SPP tables");
-    // The copy reads pageable host memory that dies with this function: wait for it.
-    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading SPP tables");
     char* m = static_cast<char*>(meta_);
     p.map_off = reinterpret_cast<const int64_t*>(m);
     p.map_h = reinterpret_cast<const int32_t*>(m + off_bytes);
@@ -259,7 +293,9 @@ class Launch {
       p.levels[l] = sp.levels[l];
       p.level_base[l] = base;
       base += sp.levels[l] * sp.levels[l];
+      p.order[l] = l;
     }
+    std::stable_sort(p.order, p.order + sp.num_levels, [&](int a, int b) { return sp.levels[a] < sp.levels[b]; });
     int64_t max_area = 1;
     for (int r = 0; r < R; ++r) max_area = std::max<int64_t>(max_area, int64_t{sp.regions[r].h} * sp.regions[r].w);
     p.G = static_cast<int32_t>(std::min<int64_t>(p.C, std::max<int64_t>(1, kTargetFloats / max_area)));
@@ -276,8 +312,9 @@ class Launch {
   }
   template <typename K>
   Status run(K kernel, bool smem) {
-    const size_t sbytes = smem ? sizeof(float) * p.smem_floats : 0;
+    const size_t sbytes = smem ? sizeof(float) * (p.smem_floats + 3) : 0;  // + 3: the alignment offset
     if (!smem) p.smem_floats = 0;
+    (void)cudaGetLastError();  // a stale error of an earlier call must not be reported as ours
     kernel<<<grid_, kThreads, sbytes, cudaStreamPerThread>>>(p);
     SPP_CUDA_TRY(cudaGetLastError(), "launching the SPP kernel");
     SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "running the SPP kernel");
