@@ -3,14 +3,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "isa.h"
 #include "parallel.h"
 #include "vec.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SPP_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SPP_ISA_CLONES
-#endif
 
 namespace sppnet {
 namespace cpu {

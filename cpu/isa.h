@@ -4,6 +4,13 @@
 #include <cstdlib>
 #include <cstring>
 
+// Function multiversioning for loops the compiler vectorises: one clone per ISA, picked at load time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SPP_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SPP_ISA_CLONES
+#endif
+
 namespace sppnet {
 namespace cpu {
 

@@ -14,11 +14,6 @@
 #include "parallel.h"
 #include "sppnet/spp.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define SPP_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SPP_ISA_CLONES
-#endif
 
 namespace sppnet {
 namespace cpu {
