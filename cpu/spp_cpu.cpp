@@ -26,6 +26,27 @@ inline float nan_max(float m, float v) {
   return (m != m) ? m : r;          // m when m is NaN
 }
 
+// Max pooling of a plane known to hold no NaN: a plain max (one vector instruction, vmaxps)
+// instead of the NaN-propagating pair of selects. Internal to this file.
+constexpr int kPoolMaxNoNan = 2;
+
+template <int POOL>
+inline float reduce_op(float m, float v) {
+  if (POOL == kPoolMax) return nan_max(m, v);
+  if (POOL == kPoolMaxNoNan) return m > v ? m : v;
+  return m + v;
+}
+
+// Whether rows [0, h) x columns [0, w) of a plane hold a NaN.
+SPP_ISA_CLONES bool has_nan(const float* __restrict plane, int64_t stride, int h, int w) {
+  int bad = 0;
+  for (int y = 0; y < h; ++y) {
+    const float* row = plane + y * stride;
+    for (int x = 0; x < w; ++x) bad |= row[x] != row[x];
+  }
+  return bad != 0;
+}
+
 // acc[x] = max / sum over rows [y0, y1) of plane[y * stride + x], for x in [0, w).
 template <int POOL>
 SPP_ISA_CLONES void column_reduce(const float* __restrict plane, int64_t stride, int y0, int y1, int w,
@@ -34,10 +55,7 @@ SPP_ISA_CLONES void column_reduce(const float* __restrict plane, int64_t stride,
   for (int x = 0; x < w; ++x) acc[x] = row[x];
   for (int y = y0 + 1; y < y1; ++y) {
     row = plane + y * stride;
-    if (POOL == kPoolMax)
-      for (int x = 0; x < w; ++x) acc[x] = nan_max(acc[x], row[x]);
-    else
-      for (int x = 0; x < w; ++x) acc[x] += row[x];
+    for (int x = 0; x < w; ++x) acc[x] = reduce_op<POOL>(acc[x], row[x]);
   }
 }
 
@@ -45,7 +63,7 @@ SPP_ISA_CLONES void column_reduce(const float* __restrict plane, int64_t stride,
 // throughput rather than by the latency of one long dependency chain.
 template <int POOL>
 inline float row_reduce(const float* __restrict a, int s, int e) {
-  auto op = [](float m, float v) { return POOL == kPoolMax ? nan_max(m, v) : m + v; };
+  auto op = [](float m, float v) { return reduce_op<POOL>(m, v); };
   if (e - s < 8) {
     float v = a[s];
     for (int x = s + 1; x < e; ++x) v = op(v, a[x]);
@@ -234,8 +252,11 @@ Status spp_forward(const SppProblem& p, const float* input, float* output) {
           pool_channel_block<kPoolAvg>(isa, p, bt, origin + c0 * H * W, H * W, W, cb, c0, output + r * F, buf.data());
       } else {
         const int c = static_cast<int>(k);
-        if (p.pool == kPoolMax)
-          pool_plane<kPoolMax>(p, bt, origin + c * H * W, W, c, output + r * F, acc.data());
+        const float* plane = origin + c * H * W;
+        if (p.pool == kPoolMax && has_nan(plane, W, g.h, g.w))
+          pool_plane<kPoolMax>(p, bt, plane, W, c, output + r * F, acc.data());
+        else if (p.pool == kPoolMax)
+          pool_plane<kPoolMaxNoNan>(p, bt, plane, W, c, output + r * F, acc.data());
         else
           pool_plane<kPoolAvg>(p, bt, origin + c * H * W, W, c, output + r * F, acc.data());
       }
