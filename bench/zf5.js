@@ -1,0 +1,572 @@
+'use strict';
+// ZF-5 forward on the CPU: sppnet against onnxruntime-node and TensorFlow.js ('wasm', 'cpu'),
+// images/s on the network of /work/shared/anchors (ZF-5 conv1-5 + SPP{6,3,2,1}, paper windows),
+// with the conv FLOPs of each workload set against this CPU's peak FP32 rate.
+//
+//   node bench/zf5.js [--quick] [--no-tfjs-cpu] [--no-ort] [--wasm-threads N] [--ort-threads N]
+//                     [--flop-per-cycle F] [--ghz G] [--seed S] [--onnx FILE] [--out DIR]
+//
+// Prints one table; writes DIR/zf5-cpu.md and DIR/zf5-cpu.json (DIR defaults to bench/out).
+//
+// The network (the anchors' ZF-5, /work/shared/anchors/{tfjs_anchor.js,export_onnx.py}):
+// conv1 96x7x7 s2 p1, ReLU, LRN 5, maxpool 3 s2 p1; conv2 256x5x5 s2 p1, ReLU, LRN 5, maxpool
+// 3 s2 p1; conv3 384, conv4 384, conv5 256 (3x3 p1, ReLU); SPP {6,3,2,1} with the paper's
+// windows (ceil(a/n) window, floor(a/n) stride): a 14x14 conv5 map and 12,800 features at 224.
+// sppnet runs it as a spec ending with the spp layer (bins 'paper'); ORT runs the exported ONNX
+// file (fixed 224x224 input, dynamic batch); tfjs runs the anchor's own code (tf.pad + 'valid'
+// convs, 'same' pools, tf.localResponseNormalization(t, 2, 1, 1e-4, 0.75)). Same layer shapes,
+// so the same conv FLOPs everywhere. (tf's 'same' pool puts its one padding row at the bottom,
+// PyTorch's p1 one on each side: same output sizes and work, windows shifted by one pixel.)
+//
+// Workloads: 1 and 4 images at 224x224 (a dense [N,3,224,224] tensor), and a ragged batch of 8
+// images with sides drawn from 180..480 (seeded): sppnet in one model.run call on a RaggedBatch,
+// tfjs one call per image (inside one timed region). ORT's graph is fixed at 224x224 (its input
+// shape and its SPP pooling windows are baked in), so it runs only the 224 workloads. tfjs-cpu
+// (plain JS, ~2.5 s an image) runs batch 1 only. For the record, sppnet's built-in
+// archSpec('zf5', 1000) (paper paddings: 13x13 conv5 map, then fc6-fc8) on 4x224 and the ragged
+// batch.
+//
+// What is timed: from the call until the result exists (sppnet's promise resolves when the last
+// kernel is done; tfjs's cpu and wasm kernels run synchronously; ORT's run resolves with its
+// output). Inputs are built and uploaded before. One warm-up call, then >= 5 (ours) / >= 3 (peers)
+// timed calls; medians.
+//
+// Peak: 32 FP32 FLOP per cycle per core by default (2 FMA pipes x 8 lanes x 2: Zen 4 runs
+// AVX-512 as two 256-bit halves; a core with two 512-bit FMA units would do 64: --flop-per-cycle)
+// times the clock, measured here as a chain of dependent 1-cycle integer ops in JS (--ghz to
+// override), times the cores. floor = conv FLOPs / peak; "% peak" = floor / median.
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { Worker } = require('worker_threads');
+const sp = require('../dist');
+const tf = require('@tensorflow/tfjs');
+const { initWasm } = require('./tfjs_wasm');
+const { rng, randomArray, stats, nowMs, textTable, mdTable } = require('./common');
+
+const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
+const LEVELS = [6, 3, 2, 1];
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+function parseArgs(argv) {
+  const o = { quick: false, tfjsCpu: true, ort: true, wasmThreads: null, ortThreads: 2, flopPerCycle: 32, ghz: null, seed: 5, onnx: ONNX_MODEL, out: path.join(__dirname, 'out') };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const eq = a.indexOf('=');
+      if (eq >= 0) return a.slice(eq + 1);
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    const num = (v, name, int) => {
+      const n = Number(v);
+      if (!(n > 0) || (int && !Number.isInteger(n))) throw new Error(`${name} must be a positive ${int ? 'integer' : 'number'}, got ${v}`);
+      return n;
+    };
+    if (a === '--quick') o.quick = true;
+    else if (a === '--no-tfjs-cpu') o.tfjsCpu = false;
+    else if (a === '--no-ort') o.ort = false;
+    else if (a.startsWith('--wasm-threads')) o.wasmThreads = num(val(), '--wasm-threads', true);
+    else if (a.startsWith('--ort-threads')) o.ortThreads = num(val(), '--ort-threads', true);
+    else if (a.startsWith('--flop-per-cycle')) o.flopPerCycle = num(val(), '--flop-per-cycle', false);
+    else if (a.startsWith('--ghz')) o.ghz = num(val(), '--ghz', false);
+    else if (a.startsWith('--seed')) o.seed = num(val(), '--seed', true);
+    else if (a.startsWith('--onnx')) o.onnx = path.resolve(val());
+    else if (a.startsWith('--out')) o.out = path.resolve(val());
+    else if (a === '-h' || a === '--help') {
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (try --help)`);
+  }
+  return o;
+}
+
+// Timed repetitions after one warm-up call. A peer whose warm-up takes longer than PEER_SLOW_S
+// gets no timed runs.
+const REPS = {
+  full: { ours: 11, oursFull: 7, ort: 11, wasm: 5, cpu: 3 },
+  quick: { ours: 5, oursFull: 5, ort: 5, wasm: 3, cpu: 3 },
+};
+const PEER_SLOW_S = 20;
+
+// ---------------------------------------------------------------------------------------------
+// The network
+
+const conv = (name, out, kernel, stride, padding) => ({ type: 'conv', name, out, kernel, stride, padding, relu: true });
+// tf.localResponseNormalization(t, depthRadius 2, bias 1, alpha 1e-4, beta 0.75) is a window of 5
+// channels; sppnet's (PyTorch's) alpha is divided by the size, tf's is not, so equal numerics
+// need alpha 5e-4 here. The timed spec uses 1e-4 as asked (same work); the check spec 5e-4.
+function anchorSpec(lrnAlpha = 1e-4) {
+  const lrn = { type: 'lrn', size: 5, alpha: lrnAlpha, beta: 0.75, k: 1 };
+  const pool = { type: 'maxpool', kernel: 3, stride: 2, padding: 1 };
+  return {
+    name: 'zf5-anchor',
+    inChannels: 3,
+    layers: [
+      conv('conv1', 96, 7, 2, 1), lrn, pool,   // 224 -> 110 -> 55
+      conv('conv2', 256, 5, 2, 1), lrn, pool,  // 55 -> 27 -> 14
+      conv('conv3', 384, 3, 1, 1), conv('conv4', 384, 3, 1, 1), conv('conv5', 256, 3, 1, 1),
+      { type: 'spp', levels: LEVELS, bins: 'paper' },
+    ],
+  };
+}
+
+const pair = (v, d) => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
+
+/** Conv and fc FLOPs (2 per multiply-add) of one H x W image through `spec`, and the conv5 map size. */
+function specFlops(spec, H, W) {
+  let c = spec.inChannels, h = H, w = W, convF = 0, fcF = 0, feat = 0;
+  for (const l of spec.layers) {
+    if (l.type === 'conv') {
+      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride, 1), [ph, pw] = pair(l.padding, 0);
+      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
+      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
+      convF += 2 * l.out * c * kh * kw * h * w;
+      c = l.out;
+    } else if (l.type === 'maxpool') {
+      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride ?? l.kernel, 1), [ph, pw] = pair(l.padding, 0);
+      if (l.ceilMode) throw new Error('specFlops: ceilMode not handled');
+      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
+      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
+    } else if (l.type === 'spp') {
+      feat = c * (l.levels ?? LEVELS).reduce((s, n) => s + n * n, 0);
+    } else if (l.type === 'fc') {
+      fcF += 2 * feat * l.out;
+      feat = l.out;
+    }
+  }
+  return { convF, fcF, map: [h, w], channels: c };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clock and peak
+
+// A chain of dependent integer adds and xors: 1 cycle each on x86-64 (V8 emits one add / xor per
+// operation; checked against a C loop of `add` on this machine). k comes in as an argument so
+// that nothing folds.
+const CHAIN_SRC = `function chain(n, k) {
+  let x = 0;
+  for (let i = 0; i < n; i += 16) {
+    x = (x + k) | 0; x ^= k; x = (x + k) | 0; x ^= k; x = (x + k) | 0; x ^= k; x = (x + k) | 0; x ^= k;
+    x = (x + k) | 0; x ^= k; x = (x + k) | 0; x ^= k; x = (x + k) | 0; x ^= k; x = (x + k) | 0; x ^= k;
+  }
+  return x;
+}
+function ghz(n, k) { const t0 = process.hrtime.bigint(); const x = chain(n, k); const t = Number(process.hrtime.bigint() - t0); return { ghz: n / t, x }; }`;
+// eslint-disable-next-line no-new-func
+const { ghz: chainGhz } = new Function(`${CHAIN_SRC}; return { ghz };`)();
+
+const CHAIN_WORKER = `${CHAIN_SRC}
+const { parentPort } = require('worker_threads');
+parentPort.on('message', (m) => { if (m.n) parentPort.postMessage(ghz(m.n, m.k).ghz); else parentPort.close(); });
+parentPort.postMessage('ready');`;
+
+/** Clock (GHz) of one busy thread, best of `reps`; and of each of `threads` threads busy at once. */
+async function measureClock(threads, reps = 5, n = 4e8) {
+  let one = 0;
+  chainGhz(n / 8, 3); // optimise
+  for (let r = 0; r < reps; r++) one = Math.max(one, chainGhz(n, 3).ghz);
+  const workers = Array.from({ length: threads }, () => new Worker(CHAIN_WORKER, { eval: true }));
+  await Promise.all(workers.map((w) => new Promise((res) => w.once('message', res))));
+  const best = new Array(threads).fill(0);
+  for (let r = 0; r < reps; r++) {
+    const got = await Promise.all(workers.map((w, i) => new Promise((res) => { w.once('message', res); w.postMessage({ n, k: 3 + i }); })));
+    got.forEach((g, i) => (best[i] = Math.max(best[i], g)));
+  }
+  await Promise.all(workers.map((w) => w.terminate()));
+  return { oneThreadGHz: one, allThreadsGHz: best };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+function toNHWC(src, count, C, H, W) {
+  const dst = new Float32Array(src.length);
+  const plane = H * W, map = C * plane;
+  for (let m = 0; m < count; m++) {
+    const o = m * map;
+    for (let c = 0; c < C; c++) {
+      const s = o + c * plane;
+      for (let p = 0; p < plane; p++) dst[o + p * C + c] = src[s + p];
+    }
+  }
+  return dst;
+}
+
+function buildWorkloads(seed) {
+  const next = rng(seed);
+  const dense = (N) => {
+    const nchw = randomArray(N * 3 * 224 * 224, next);
+    return { name: `${N}x224`, kind: 'dense', images: N, sizes: Array.from({ length: N }, () => [224, 224]), shape: [N, 3, 224, 224], nchw, nhwc: toNHWC(nchw, N, 3, 224, 224) };
+  };
+  const sizes = Array.from({ length: 8 }, () => [180 + Math.floor(301 * next()), 180 + Math.floor(301 * next())]);
+  const nchw = sizes.map(([H, W]) => randomArray(3 * H * W, next));
+  return [
+    dense(1),
+    dense(4),
+    { name: 'ragged8', kind: 'ragged', images: 8, sizes, nchw, nhwc: nchw.map((a, i) => toNHWC(a, 1, 3, ...sizes[i])) },
+  ];
+}
+
+function oursInput(w) {
+  if (w.kind === 'ragged') return sp.ragged(w.nchw.map((a, i) => sp.tensor(a, [3, ...w.sizes[i]], { device: 'cpu' })));
+  return sp.tensor(w.nchw, w.shape, { device: 'cpu' });
+}
+
+// ---------------------------------------------------------------------------------------------
+// tfjs peer: the anchor's code (/work/shared/anchors/tfjs_anchor.js), weights from our model
+
+/** Our model's conv weights as tfjs HWIO tensors on the active backend. */
+function tfWeights(sd) {
+  const w = {};
+  for (const name of ['conv1', 'conv2', 'conv3', 'conv4', 'conv5']) {
+    const { shape: [O, I, KH, KW], data } = sd.get(`${name}.weight`);
+    const hwio = new Float32Array(data.length);
+    for (let o = 0; o < O; o++) for (let i = 0; i < I; i++) for (let y = 0; y < KH; y++) for (let x = 0; x < KW; x++) hwio[((y * KW + x) * I + i) * O + o] = data[((o * I + i) * KH + y) * KW + x];
+    w[name] = tf.tensor4d(hwio, [KH, KW, I, O]);
+  }
+  return w;
+}
+
+// pools 'same' (the anchor) or 1 (PyTorch's padding 1 on each side: the check against sppnet)
+function tfFeatures(w, x, poolPad = 'same') {
+  const lrn = (t) => tf.localResponseNormalization(t, 2, 1, 1e-4, 0.75);
+  const pad1 = (t) => tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]]);
+  let h = tf.maxPool(lrn(tf.relu(tf.conv2d(pad1(x), w.conv1, 2, 'valid'))), 3, 2, poolPad);
+  h = tf.maxPool(lrn(tf.relu(tf.conv2d(pad1(h), w.conv2, 2, 'valid'))), 3, 2, poolPad);
+  h = tf.relu(tf.conv2d(h, w.conv3, 1, 'same'));
+  h = tf.relu(tf.conv2d(h, w.conv4, 1, 'same'));
+  return tf.relu(tf.conv2d(h, w.conv5, 1, 'same'));
+}
+
+// SPP level n with the paper's windows (as bench/run.js): for n < a < 2n 'valid' pooling yields
+// more than n windows; the paper's n bins are the first n.
+function tfLevel(x, n) {
+  const [B, H, W] = x.shape;
+  let p = tf.maxPool(x, [Math.ceil(H / n), Math.ceil(W / n)], [Math.floor(H / n), Math.floor(W / n)], 'valid');
+  if (p.shape[1] !== n || p.shape[2] !== n) p = tf.slice(p, [0, 0, 0, 0], [-1, n, n, -1]);
+  return tf.reshape(p, [B, -1]);
+}
+const tfSpp = (x) => tf.concat(LEVELS.map((n) => tfLevel(x, n)), 1);
+
+/** tfjs inputs for workload w on the active backend, and the timed function. */
+function tfPeer(w, weights, poolPad = 'same', only = null) {
+  const idx = only ?? w.sizes.map((_, i) => i);
+  if (w.kind === 'dense') {
+    const x = tf.tensor4d(w.nhwc, [w.images, 224, 224, 3]);
+    return { fn: () => tf.tidy(() => tfSpp(tfFeatures(weights, x, poolPad))), dispose: () => x.dispose() };
+  }
+  const xs = idx.map((i) => tf.tensor4d(w.nhwc[i], [1, ...w.sizes[i], 3]));
+  return { fn: () => tf.tidy(() => tf.concat(xs.map((x) => tfSpp(tfFeatures(weights, x, poolPad))), 0)), dispose: () => xs.forEach((x) => x.dispose()) };
+}
+
+// tfjs rows are NHWC-flattened per level ((i*n + j)*C + c); sppnet's channel-major (c*n*n + i*n + j).
+function tfRowsToSppnet(data, rows, C) {
+  const F = C * LEVELS.reduce((s, n) => s + n * n, 0);
+  const out = new Float32Array(rows * F);
+  for (let r = 0; r < rows; r++) {
+    let base = r * F;
+    for (const n of LEVELS) {
+      const nn = n * n;
+      for (let b = 0; b < nn; b++) for (let c = 0; c < C; c++) out[base + c * nn + b] = data[base + b * C + c];
+      base += C * nn;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing
+
+async function timeIt(fn, reps, giveUpS = Infinity) {
+  let t0 = nowMs();
+  (await fn()).dispose();
+  const warmupMs = nowMs() - t0;
+  const samples = [];
+  if (warmupMs > giveUpS * 1e3) return { samples, warmupMs };
+  for (let r = 0; r < reps; r++) {
+    t0 = nowMs();
+    const out = await fn();
+    samples.push(nowMs() - t0);
+    out.dispose();
+  }
+  return { samples, warmupMs };
+}
+
+function buildInfo() {
+  const info = { addonMtime: null, commit: null, dirty: null };
+  try {
+    info.addonMtime = fs.statSync(path.join(__dirname, '..', 'build', 'Release', 'sppnet.node')).mtime.toISOString();
+  } catch {}
+  try {
+    const git = (args) => require('child_process').execFileSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    info.commit = git(['rev-parse', '--short', 'HEAD']);
+    info.dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'lib', 'cpu', 'cuda', 'include', 'binding']) !== '';
+  } catch {}
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const fmtRate = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
+
+const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'img/s', 'ours/peer', 'GFLOP/s', 'floor ms', '% peak'];
+
+function tableRows(results) {
+  const rows = [];
+  for (const r of results) {
+    for (const impl of r.impls) {
+      const s = impl.stats;
+      rows.push([
+        r.name,
+        impl.label,
+        s ? String(s.reps) : '-',
+        s ? fmtMs(s.medianMs) : impl.note,
+        s ? fmtMs(s.minMs) : '-',
+        s ? fmtRate(impl.imgPerS) : '-',
+        impl.ratio != null ? fmtX(impl.ratio) : impl.base ? '1.0x' : '-',
+        s ? fmtRate(impl.gflops) : '-',
+        impl.base || impl.ownFlops ? fmtMs(impl.floorMs) : '',
+        s ? `${impl.pctPeak.toFixed(0)}%` : '-',
+      ]);
+    }
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const opt = parseArgs(process.argv.slice(2));
+  const reps = opt.quick ? REPS.quick : REPS.full;
+  const be = sp.backend();
+  const cores = os.cpus().length;
+  const oursThreads = be.cpu.threads;
+  const wasmThreads = opt.wasmThreads ?? oursThreads;
+  const tStart = nowMs();
+
+  tf.enableProdMode();
+  const wasmInfo = await initWasm(tf, wasmThreads);
+  await tf.setBackend('cpu');
+  // onnxruntime-node is a devDependency (installed with --ignore-scripts, see the project's .npmrc);
+  // without it, or without the model file, the ORT rows say why they are missing.
+  let ort = null, ortVersion = null, ortMissing = opt.ort ? null : 'off (--no-ort)';
+  if (opt.ort) {
+    try {
+      ort = require('onnxruntime-node');
+      ortVersion = ort.env.versions?.node ?? require('onnxruntime-node/package.json').version;
+      if (!fs.existsSync(opt.onnx)) throw new Error(`no ONNX model at ${opt.onnx} (--onnx FILE)`);
+    } catch (e) {
+      ort = null;
+      ortMissing = `off: ${e.code === 'MODULE_NOT_FOUND' ? 'onnxruntime-node is not installed' : e.message}`;
+    }
+  }
+
+  const machine = {
+    date: new Date().toISOString(),
+    cpu: os.cpus()[0].model.trim(),
+    cores,
+    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
+    ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, model: opt.onnx } : { off: ortMissing },
+    tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
+    mode: opt.quick ? 'quick' : 'full',
+    build: buildInfo(),
+    loadavgStart: os.loadavg(),
+  };
+  console.log(`sppnet ZF-5 forward CPU bench, ${machine.date}`);
+  console.log(`machine: ${machine.cpu}, ${cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
+  console.log(`sppnet: cpu, ${be.cpu.isa}, ${oursThreads} threads; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
+  console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, ${opt.onnx}` : ortMissing}`);
+  console.log(`tfjs ${machine.tfjs.version}: wasm ${wasmInfo.build}, ${wasmInfo.threads} thread(s); cpu backend plain JS, 1 thread; prod mode`);
+
+  // Peak FP32 rate.
+  process.stdout.write('measuring the clock (dependent integer-op chain, 1 thread, then all threads at once) ... ');
+  const clock = await measureClock(cores);
+  const ghz = opt.ghz ?? clock.oneThreadGHz;
+  const peakGflops = cores * ghz * opt.flopPerCycle;
+  console.log(`1 thread ${clock.oneThreadGHz.toFixed(2)} GHz; ${cores} at once ${clock.allThreadsGHz.map((g) => g.toFixed(2)).join(' + ')} GHz`);
+  console.log(`peak = ${cores} cores x ${ghz.toFixed(2)} GHz${opt.ghz ? ' (--ghz)' : ''} x ${opt.flopPerCycle} FP32 FLOP/cycle${opt.flopPerCycle === 32 ? ' (2 FMA pipes x 8 lanes x 2; Zen 4 runs AVX-512 on 256-bit halves)' : ' (--flop-per-cycle)'} = ${peakGflops.toFixed(0)} GFLOP/s`);
+  const contended = clock.allThreadsGHz.some((g) => g < 0.9 * clock.oneThreadGHz);
+  if (contended) console.log(`warning: with ${cores} threads busy a thread ran at ${Math.min(...clock.allThreadsGHz).toFixed(2)} GHz, under 90% of one alone: another process holds a core; figures will be noisy`);
+  if (machine.loadavgStart[0] > 0.7) console.log(`warning: 1-minute load average ${machine.loadavgStart[0].toFixed(2)} before the run: other processes are busy; figures will be noisy`);
+
+  const spec = anchorSpec();
+  const fullSpec = sp.archSpec('zf5', 1000);
+  const f224 = specFlops(spec, 224, 224);
+  const full224 = specFlops(fullSpec, 224, 224);
+  console.log(`conv FLOPs per 224x224 image: ${(f224.convF / 1e9).toFixed(3)} GFLOP (anchor network, conv5 map ${f224.map.join('x')}); ` +
+    `archSpec('zf5'): ${(full224.convF / 1e9).toFixed(3)} conv + ${(full224.fcF / 1e9).toFixed(3)} fc GFLOP (conv5 map ${full224.map.join('x')})`);
+
+  const model = await sp.buildModel({ spec, seed: 1, device: 'cpu' });
+  const fullModel = await sp.buildModel({ spec: fullSpec, seed: 1, device: 'cpu' });
+  const sd = await model.stateDict();
+  const workloads = buildWorkloads(opt.seed);
+  const rag = workloads[2];
+  console.log(`ragged batch (seed ${opt.seed}), HxW: ${rag.sizes.map(([h, w]) => `${h}x${w}`).join(', ')}`);
+  console.log('');
+
+  const results = [];
+  const notes = [];
+  const derive = (impl, images, flops) => {
+    if (!impl.stats) return impl;
+    impl.imgPerS = (images / impl.stats.medianMs) * 1e3;
+    impl.gflops = flops / impl.stats.medianMs / 1e6;
+    impl.floorMs = (flops / (peakGflops * 1e9)) * 1e3;
+    impl.pctPeak = (100 * impl.floorMs) / impl.stats.medianMs;
+    return impl;
+  };
+
+  for (const w of workloads) {
+    process.stdout.write(`${w.name}: `);
+    const flops = w.sizes.reduce((s, [h, wd]) => s + specFlops(spec, h, wd).convF, 0);
+    const r = { name: w.name, images: w.images, sizes: w.sizes, convGflop: flops / 1e9, impls: [] };
+    const x = oursInput(w);
+
+    process.stdout.write('ours ... ');
+    let t = await timeIt(() => model.run(x), reps.ours);
+    const base = derive({ label: 'sppnet (anchor net, paper bins)', base: true, stats: stats(t.samples) }, w.images, flops);
+    r.impls.push(base);
+    const peer = (impl) => {
+      derive(impl, w.images, flops);
+      if (impl.stats) impl.ratio = impl.stats.medianMs / base.stats.medianMs; // = ours img/s / peer img/s
+      r.impls.push(impl);
+    };
+
+    if (w.name !== '1x224') {
+      process.stdout.write('ours zf5+fc ... ');
+      const ff = w.sizes.reduce((s, [h, wd]) => { const f = specFlops(fullSpec, h, wd); return s + f.convF + f.fcF; }, 0);
+      t = await timeIt(() => fullModel.run(x), reps.oursFull);
+      const impl = derive({ label: "sppnet archSpec('zf5', 1000) (+fc6-8)", ownFlops: true, stats: stats(t.samples) }, w.images, ff);
+      impl.gflopPerRun = ff / 1e9;
+      r.impls.push(impl);
+    }
+    x.dispose();
+
+    if (ort) {
+      const label = `onnxruntime-node ${opt.ortThreads}T`;
+      if (w.kind === 'dense') {
+        process.stdout.write('ort ... ');
+        const session = await ort.InferenceSession.create(opt.onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'] });
+        const xin = new ort.Tensor('float32', w.nchw, w.shape);
+        const out = (await session.run({ image: xin }))[session.outputNames[0]];
+        if (out.dims.join() !== `${w.images},12800`) throw new Error(`ORT output shape [${out.dims}], expected [${w.images}, 12800]`);
+        t = await timeIt(async () => { await session.run({ image: xin }); return { dispose() {} }; }, reps.ort);
+        await session.release();
+        peer({ label, backend: 'ort', stats: stats(t.samples) });
+      } else {
+        peer({ label, backend: 'ort', note: 'n/a: graph fixed at 224x224' });
+      }
+    } else if (opt.ort) {
+      peer({ label: 'onnxruntime-node', backend: 'ort', note: ortMissing });
+    }
+
+    for (const backendName of ['wasm', 'cpu']) {
+      const label = backendName === 'wasm' ? `tfjs-wasm ${wasmInfo.threads}T` : 'tfjs-cpu';
+      if (backendName === 'cpu' && (!opt.tfjsCpu || w.name !== '1x224')) {
+        peer({ label, backend: 'cpu', note: opt.tfjsCpu ? 'skipped: ~2.5 s an image' : 'off (--no-tfjs-cpu)' });
+        continue;
+      }
+      process.stdout.write(`tfjs-${backendName} ... `);
+      await tf.setBackend(backendName);
+      const weights = tfWeights(sd);
+      const p = tfPeer(w, weights);
+      t = await timeIt(p.fn, backendName === 'wasm' ? reps.wasm : reps.cpu, PEER_SLOW_S);
+      p.dispose();
+      Object.values(weights).forEach((v) => v.dispose());
+      const impl = { label, backend: backendName, stats: stats(t.samples), warmupMs: t.warmupMs };
+      if (!impl.stats) {
+        impl.note = `skipped: 1 run ${(t.warmupMs / 1e3).toFixed(0)} s`;
+        notes.push(`${w.name}: ${label} took ${(t.warmupMs / 1e3).toFixed(1)} s for its warm-up run (> ${PEER_SLOW_S} s), so no timed runs.`);
+      }
+      peer(impl);
+      await tf.setBackend('cpu');
+    }
+    results.push(r);
+    console.log('done');
+  }
+
+  // Same network? sppnet with LRN alpha 5e-4 (= tf's 1e-4, see anchorSpec) and the same weights
+  // against tfjs-wasm with PyTorch's pool padding, on the 1x224 image and two ragged images.
+  process.stdout.write('check against tfjs-wasm ... ');
+  const checks = [];
+  {
+    const checkModel = await sp.buildModel({ spec: anchorSpec(5e-4), seed: 1, device: 'cpu' });
+    await tf.setBackend('wasm');
+    const weights = tfWeights(sd);
+    for (const [w, only] of [[workloads[0], null], [rag, [0, 1]]]) {
+      const ws = only ? { ...w, kind: 'ragged', images: only.length, sizes: only.map((i) => w.sizes[i]), nchw: only.map((i) => w.nchw[i]), nhwc: only.map((i) => w.nhwc[i]) } : w;
+      const x = oursInput(ws);
+      const o = await checkModel.run(x);
+      const a = await o.data();
+      o.dispose();
+      x.dispose();
+      const p = tfPeer(ws, weights, 1);
+      const tt = p.fn();
+      const b = tfRowsToSppnet(await tt.data(), ws.images, 256);
+      tt.dispose();
+      p.dispose();
+      let d = 0, m = 0;
+      for (let i = 0; i < a.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])); }
+      checks.push({ work: only ? `ragged8 images ${only.join(',')} (${ws.sizes.map((s) => s.join('x')).join(', ')})` : w.name, rows: ws.images, features: a.length / ws.images, lengthsMatch: a.length === b.length, maxAbsDiff: d, maxAbs: m, relDiff: d / m });
+    }
+    Object.values(weights).forEach((v) => v.dispose());
+    await tf.setBackend('cpu');
+    checkModel.dispose();
+  }
+  console.log('done');
+  model.dispose();
+  fullModel.dispose();
+
+  machine.loadavgEnd = os.loadavg();
+  machine.seconds = (nowMs() - tStart) / 1e3;
+  const rows = tableRows(results);
+  const legend = [
+    `ours/peer: sppnet's images/s over the peer's (= peer median / ours), same run; > 1 means sppnet is faster.`,
+    `GFLOP/s and % peak count the network's conv FLOPs (2 per multiply-add; ${(f224.convF / 1e9).toFixed(2)} GFLOP per 224x224 image, ragged8 ${results[2].convGflop.toFixed(2)} GFLOP in all); the archSpec('zf5') rows count their own (13x13 conv5 map, plus fc6-8: ${((full224.convF + full224.fcF) / 1e9).toFixed(2)} GFLOP at 224).`,
+    `floor = those FLOPs / peak ${peakGflops.toFixed(0)} GFLOP/s (${cores} cores x ${ghz.toFixed(2)} GHz x ${opt.flopPerCycle} FLOP/cycle); % peak = floor / median.`,
+  ];
+  console.log('\n' + textTable(HEAD, rows));
+  console.log('');
+  for (const l of legend) console.log(l);
+  console.log(`ORT runs only the 224 workloads: the exported graph's input is fixed at 224x224 (and its SPP windows are constants for a 14x14 conv5 map). tfjs runs the ragged batch one image per call.`);
+  for (const n of notes) console.log(`note: ${n}`);
+  console.log(`load average (1, 5, 15 min): ${machine.loadavgStart.map((v) => v.toFixed(2)).join(' ')} before, ${machine.loadavgEnd.map((v) => v.toFixed(2)).join(' ')} after; ${machine.seconds.toFixed(0)} s in all`);
+  console.log('\nsame network? sppnet (LRN alpha 5e-4 = tf\'s 1e-4) vs tfjs-wasm (pools padded 1 each side, as PyTorch), same weights and images:');
+  for (const c of checks) console.log(`  ${c.work}: ${c.rows} x ${c.features} features, max |diff| ${c.maxAbsDiff.toExponential(2)} (max |value| ${c.maxAbs.toExponential(2)}, relative ${c.relDiff.toExponential(2)})${c.lengthsMatch ? '' : ' LENGTH MISMATCH'}`);
+
+  fs.mkdirSync(opt.out, { recursive: true });
+  const md = [
+    '# ZF-5 forward on the CPU: sppnet vs onnxruntime-node and TensorFlow.js',
+    '',
+    `${machine.date} — ${machine.cpu}, ${cores} cores, node ${machine.node}; mode ${machine.mode}; ${machine.seconds.toFixed(0)} s.`,
+    `sppnet: ${be.cpu.isa}, ${oursThreads} threads, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
+      `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads)` : ortMissing}. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
+    `Clock: 1 thread ${clock.oneThreadGHz.toFixed(2)} GHz, ${cores} at once ${clock.allThreadsGHz.map((g) => g.toFixed(2)).join(' + ')} GHz; peak ${peakGflops.toFixed(0)} GFLOP/s. Load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
+    `Ragged batch: ${rag.sizes.map(([h, w]) => `${h}x${w}`).join(', ')}.`,
+    '',
+    mdTable(HEAD, rows),
+    '',
+    ...legend.map((l) => `- ${l}`),
+    ...notes.map((n) => `- ${n}`),
+    ...checks.map((c) => `- check ${c.work} vs tfjs-wasm: max |diff| ${c.maxAbsDiff.toExponential(2)} (relative ${c.relDiff.toExponential(2)})`),
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(opt.out, 'zf5-cpu.md'), md);
+  const json = { machine, clock: { ...clock, usedGHz: ghz, flopPerCycle: opt.flopPerCycle, peakGflops }, flops: { anchor224: f224, archZf5_224: full224 }, results, checks, notes };
+  fs.writeFileSync(path.join(opt.out, 'zf5-cpu.json'), JSON.stringify(json, null, 1));
+  const shown = path.relative(process.cwd(), opt.out);
+  console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'zf5-cpu.md')} and zf5-cpu.json`);
+  process.exit(0); // tfjs-wasm's pthread workers keep the event loop alive
+}
+
+main().catch((e) => {
+  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
+  process.exit(1);
+});
