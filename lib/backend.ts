@@ -99,6 +99,8 @@ export interface MemoryInfo {
   /** Tensors (and ragged batches) created and not yet disposed, and their bytes, per device. */
   tensors: { cpu: number; cuda: number };
   bytes: { cpu: number; cuda: number };
+  /** Tensors created so far (a steady state allocates nothing new but its results). */
+  allocations: { cpu: number; cuda: number };
   /** Device allocations alive in the addon (freed at dispose, or when an op using them ends). */
   deviceBuffers: number;
   deviceBytes: number;
@@ -114,6 +116,7 @@ export function memory(): MemoryInfo {
   return {
     tensors: { cpu: live.cpu.tensors, cuda: live.cuda.tensors },
     bytes: { cpu: live.cpu.bytes, cuda: live.cuda.bytes },
+    allocations: { cpu: live.cpu.allocations, cuda: live.cuda.allocations },
     ...native.memoryStats(),
   };
 }

@@ -3,7 +3,7 @@
 import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from './errors';
 import { native } from './native';
 import { RaggedBatch } from './ragged';
-import { allocateLike, nativeLayout, Spatial, spatialLayout, SpatialLayout } from './spatial';
+import { nativeLayout, outputFor, Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { allocate, nativeRef, Storage, Tensor } from './tensor';
 
 type Pair = number | [number, number];
@@ -36,13 +36,26 @@ function checkOutputSizes(fn: string, sizes: Array<readonly [number, number]>, c
   if (total > MAX_ELEMENTS) fail(`${fn}: the output would hold ${total} elements, more than the 2^31-1 a tensor may hold`);
 }
 
-async function run(site: CallSite, fn: string, out: Spatial | Tensor, call: () => Promise<void>) {
+async function run(site: CallSite, fn: string, o: { out: Spatial | Tensor; owned: boolean }, call: () => Promise<void>) {
   try {
     await site.run(fn, call);
   } catch (e) {
-    out.dispose();
+    if (o.owned) o.out.dispose();
     throw e;
   }
+}
+
+/** Output side of a convolution along one axis (PyTorch's formula). */
+export function convOutSide(a: number, k: number, s: number, p: number, d: number): number {
+  return Math.floor((a + 2 * p - d * (k - 1) - 1) / s) + 1;
+}
+
+/** Output side of max pooling along one axis (PyTorch's formula, ceil mode included). */
+export function poolOutSide(a: number, k: number, s: number, p: number, ceil: boolean): number {
+  const span = a + 2 * p - k;
+  let n = (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
+  if (ceil && (n - 1) * s >= a + p) n -= 1; // the last window must start inside the map or its left padding
+  return n;
 }
 
 const outRef = (o: Spatial) => nativeRef(o.storage('sppnet', 'the output'));
@@ -54,6 +67,8 @@ export interface Conv2dOptions {
   groups?: number;
   /** Apply ReLU to the output (fused). */
   relu?: boolean;
+  /** Write here: the input's kind with the output's layout, on its device. */
+  out?: Spatial;
 }
 
 /**
@@ -87,13 +102,14 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
   const [sh, sw] = pair(fn, 'stride', o.stride, [1, 1], 1);
   const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
   const [dh, dw] = pair(fn, 'dilation', o.dilation, [1, 1], 1);
-  const outSizes = L.sizes.map(([h, w]) => [Math.floor((h + 2 * ph - dh * (kh - 1) - 1) / sh) + 1, Math.floor((w + 2 * pw - dw * (kw - 1) - 1) / sw) + 1] as const);
+  const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
   checkOutputSizes(fn, outSizes, cout, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
-  const out = allocateLike(L.kind, L.device, cout, outSizes, fn);
+  const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
+  const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out), w = nativeRef(ws);
   const b = bs && nativeRef(bs);
-  await run(site, fn, out, () =>
+  await run(site, fn, o2, () =>
     native.conv2d({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
       ...(b ? { bias: b.buf, biasOffset: b.offset } : {}),
@@ -110,6 +126,7 @@ export interface MaxPool2dOptions {
   stride?: Pair;
   padding?: Pair;
   ceilMode?: boolean;
+  out?: Spatial;
 }
 
 /** PyTorch's max_pool2d per map (padding never wins; NaN propagates; ceil mode as PyTorch). */
@@ -124,18 +141,13 @@ export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOpti
   const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
   if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: options.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
   const ceil = o.ceilMode === true;
-  const size = (a: number, k: number, s: number, p: number) => {
-    const span = a + 2 * p - k;
-    let n = (ceil ? Math.ceil(span / s) : Math.floor(span / s)) + 1;
-    if (ceil && (n - 1) * s >= a + p) n -= 1; // the last window must start inside the map or its left padding
-    return n;
-  };
-  const outSizes = L.sizes.map(([h, w]) => [size(h, kh, sh, ph), size(w, kw, sw, pw)] as const);
+  const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
   checkOutputSizes(fn, outSizes, L.channels, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
-  const out = allocateLike(L.kind, L.device, L.channels, outSizes, fn);
+  const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, outSizes);
+  const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out);
-  await run(site, fn, out, () =>
+  await run(site, fn, o2, () =>
     native.maxPool2d({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
@@ -150,6 +162,7 @@ export interface LrnOptions {
   alpha?: number;
   beta?: number;
   k?: number;
+  out?: Spatial;
 }
 
 /** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta. */
@@ -164,9 +177,10 @@ export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOp
     if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: options.${name} must be a finite number, got ${describe(v)}`);
     return v;
   };
-  const out = allocateLike(L.kind, L.device, L.channels, L.sizes, fn);
+  const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, L.sizes);
+  const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out);
-  await run(site, fn, out, () =>
+  await run(site, fn, o2, () =>
     native.lrn({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
       ...nativeLayout('in', L.channels, L.sizes, L.offsets),
@@ -174,6 +188,15 @@ export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOp
     }),
   );
   return out as T;
+}
+
+function matrixOut(fn: string, given: unknown, rows: number, cols: number, device: Storage['device']): { out: Tensor; owned: boolean } {
+  if (given === undefined) return { out: allocate([rows, cols], device, fn), owned: true };
+  if (!(given instanceof Tensor) || given.rank !== 2 || given.shape[0] !== rows || given.shape[1] !== cols)
+    fail(`${fn}: options.out must be a Tensor [${rows}, ${cols}], got ${given instanceof Tensor ? String(given) : describe(given)}`);
+  given.storage(fn, 'options.out');
+  if (given.device !== device) fail(`${fn}: options.out is on ${given.device}, the input on ${device}`);
+  return { out: given, owned: false };
 }
 
 function matrix(fn: string, x: unknown, name: string): { t: Tensor; s: Storage } {
@@ -184,7 +207,7 @@ function matrix(fn: string, x: unknown, name: string): { t: Tensor; s: Storage }
 }
 
 /** y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout), bias [out]. */
-export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: { relu?: boolean }): Promise<Tensor> {
+export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: { relu?: boolean; out?: Tensor }): Promise<Tensor> {
   const fn = 'sp.linear';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
@@ -200,10 +223,11 @@ export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, op
     if (bs.device !== X.s.device) throw new SppnetError(`${fn}: bias is on ${bs.device}, x on ${X.s.device}`, 'SPPNET_DEVICE_MISMATCH');
   }
   if (rows * outF > MAX_ELEMENTS) fail(`${fn}: the output [${rows}, ${outF}] would exceed 2^31-1 elements`);
-  const out = allocate([rows, outF], X.s.device, fn);
+  const o2 = matrixOut(fn, o.out, rows, outF, X.s.device);
+  const out = o2.out as Tensor;
   const xi = nativeRef(X.s), w = nativeRef(Wt.s), y = nativeRef(out.storage(fn, 'the output'));
   const b = bs && nativeRef(bs);
-  await run(site, fn, out, () =>
+  await run(site, fn, o2, () =>
     native.linear({
       input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
       ...(b ? { bias: b.buf, biasOffset: b.offset } : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true,
@@ -213,22 +237,31 @@ export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, op
 }
 
 /** max(x, 0) elementwise (NaN stays NaN); the input's kind and shape. */
-export async function relu<T extends Tensor | RaggedBatch>(x: T): Promise<T> {
+export async function relu<T extends Tensor | RaggedBatch>(x: T, opts?: { out?: T }): Promise<T> {
   const fn = 'sp.relu';
   const site = new CallSite();
-  let out: Tensor | RaggedBatch;
+  const given = checkOpts(fn, opts).out;
+  let o2: { out: Spatial; owned: boolean };
   let n: number;
   if (x instanceof RaggedBatch) {
     x.storage(fn, 'x');
-    out = allocateLike('ragged', x.device, x.channels, [...x.sizes], fn);
+    o2 = outputFor(fn, given, 'ragged', x.device, x.channels, [...x.sizes]);
     n = x.total;
   } else if (x instanceof Tensor) {
     x.storage(fn, 'x');
-    out = allocate(x.shape, x.device, fn);
+    if (given === undefined) o2 = { out: allocate(x.shape, x.device, fn), owned: true };
+    else {
+      if (!(given instanceof Tensor) || given.shape.length !== x.shape.length || given.shape.some((d, i) => d !== x.shape[i]))
+        fail(`${fn}: options.out must be a Tensor [${x.shape.join(', ')}]`);
+      given.storage(fn, 'options.out');
+      if (given.device !== x.device) fail(`${fn}: options.out is on ${given.device}, x on ${x.device}`);
+      o2 = { out: given, owned: false };
+    }
     n = x.size;
   } else return fail(`${fn}: x must be a Tensor or a RaggedBatch, got ${describe(x)}`);
+  const out = o2.out;
   const xi = nativeRef(x.storage(fn, 'x')), y = outRef(out);
-  await run(site, fn, out, () => native.elementwise({ op: 'relu', rows: 1, cols: n, input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset }));
+  await run(site, fn, o2, () => native.elementwise({ op: 'relu', rows: 1, cols: n, input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset }));
   return out as T;
 }
 
@@ -241,7 +274,7 @@ export async function softmax(x: Tensor): Promise<Tensor> {
   const out = allocate([rows, cols], X.s.device, fn);
   if (cols === 0) return out;
   const xi = nativeRef(X.s), y = outRef(out);
-  await run(site, fn, out, () => native.elementwise({ op: 'softmax', rows, cols, input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset }));
+  await run(site, fn, { out, owned: true }, () => native.elementwise({ op: 'softmax', rows, cols, input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset }));
   return out;
 }
 

@@ -3,12 +3,12 @@
 // size), SPP to a fixed length, then fully connected layers.
 import { backend, Device } from './backend';
 import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { conv2d, linear, localResponseNorm, maxPool2d, relu, softmax } from './layers';
+import { conv2d, convOutSide, linear, localResponseNorm, maxPool2d, poolOutSide, relu, softmax } from './layers';
 import { RaggedBatch, ragged } from './ragged';
-import { spatialLayout } from './spatial';
+import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
-import { Tensor, tensor } from './tensor';
+import { allocate, Storage, Tensor, tensor } from './tensor';
 
 type Pair = number | [number, number];
 
@@ -152,13 +152,9 @@ function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): number {
   for (const l of spec.layers) {
     if (l.type === 'spp') break;
     if (l.type === 'conv') {
-      const k = pairOf(l.kernel, 1)[axis], s = pairOf(l.stride, 1)[axis], p = pairOf(l.padding, 0)[axis], d = pairOf(l.dilation, 1)[axis];
-      a = Math.floor((a + 2 * p - d * (k - 1) - 1) / s) + 1;
+      a = convOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride, 1)[axis], pairOf(l.padding, 0)[axis], pairOf(l.dilation, 1)[axis]);
     } else if (l.type === 'maxpool') {
-      const k = pairOf(l.kernel, 1)[axis], s = pairOf(l.stride ?? l.kernel, 1)[axis], p = pairOf(l.padding, 0)[axis];
-      let n = (l.ceilMode ? Math.ceil((a + 2 * p - k) / s) : Math.floor((a + 2 * p - k) / s)) + 1;
-      if (l.ceilMode && (n - 1) * s >= a + p) n -= 1;
-      a = n;
+      a = poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true);
     }
     if (a < 1) return 0;
   }
@@ -187,6 +183,53 @@ function prng(seed: number) {
   return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
 }
 
+/**
+ * Activation buffers kept between runs, so that steady-state inference allocates nothing but its
+ * result. Buffers are bucketed by size (rounded up to 1/8 of a power of two, at most 12.5% slack)
+ * and a layer's output is a view of the first elements of one.
+ */
+class ActivationPool {
+  private free = new Map<number, Tensor[]>();
+  private all = new Set<Tensor>();
+  constructor(private readonly device: Device) {}
+
+  private static bucket(n: number): number {
+    if (n <= 1024) return 1024;
+    const step = 2 ** (Math.floor(Math.log2(n)) - 3);
+    return Math.ceil(n / step) * step;
+  }
+
+  take(n: number): Tensor {
+    const b = ActivationPool.bucket(n);
+    const t = this.free.get(b)?.pop() ?? allocate([b], this.device, 'Model.run');
+    this.all.add(t);
+    return t;
+  }
+
+  give(t: Tensor): void {
+    const b = t.size;
+    const list = this.free.get(b) ?? [];
+    list.push(t);
+    this.free.set(b, list);
+  }
+
+  /** A view of the first elements of `buf` as the output of a layer. */
+  static view(buf: Tensor, kind: SpatialLayout['kind'] | 'matrix', channels: number, sizes: Array<readonly [number, number]>, rows = 0): Spatial {
+    const s = buf.storage('Model.run', 'an activation buffer');
+    const n = kind === 'matrix' ? rows * channels : sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
+    const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(0, n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset };
+    if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false), channels, sizes);
+    const shape = kind === 'matrix' ? [rows, channels] : kind === 'dense' ? [sizes.length, channels, ...sizes[0]] : [channels, ...sizes[0]];
+    return new Tensor(store, shape, false);
+  }
+
+  dispose(): void {
+    for (const t of this.all) t.dispose();
+    this.all.clear();
+    this.free.clear();
+  }
+}
+
 export interface Prediction {
   index: number;
   label?: string;
@@ -201,6 +244,7 @@ export class Model {
   /** Smallest image [H, W] the network accepts. */
   readonly minSize: readonly [number, number];
   private weights: Map<string, Tensor>;
+  private pool: ActivationPool;
   private disposed = false;
 
   /** @internal Use sp.loadModel(). */
@@ -210,6 +254,7 @@ export class Model {
     this.classes = checked.classes;
     this.device = device;
     this.weights = weights;
+    this.pool = new ActivationPool(device);
     this.minSize = Object.freeze(minimumSize(checked.spec));
   }
 
@@ -260,43 +305,77 @@ export class Model {
       if (h < this.minSize[0] || w < this.minSize[1])
         fail(`${fn}: image ${i} is ${h}x${w} (HxW), smaller than ${this.spec.name}'s minimum ${this.minSize[0]}x${this.minSize[1]}`);
     });
-    let cur: RaggedBatch | Tensor = x;
-    const step = async (next: Promise<RaggedBatch | Tensor>) => {
-      const n = await next;
-      if (cur !== x) cur.dispose();
-      cur = n;
-    };
+    // Each layer writes into a pooled buffer (a view of it), except the last, whose output is the
+    // caller's; the previous layer's buffer goes back to the pool once the next layer has run.
+    const layers = this.spec.layers.filter((l) => l.type !== 'dropout'); // dropout: identity at inference
+    let cur: Spatial = x;
+    let held: Tensor | undefined;
+    let kind: SpatialLayout['kind'] = L.kind;
+    let channels = L.channels;
+    let sizes = L.sizes;
+    const rows = L.sizes.length;
     try {
-      for (const l of this.spec.layers) {
+      for (let li = 0; li < layers.length; ++li) {
+        const l = layers[li];
+        const last = li === layers.length - 1;
+        // The output's layout, to take a buffer for it.
+        let outKind: SpatialLayout['kind'] | 'matrix' = kind;
+        let outC = channels;
+        let outSizes = sizes;
+        if (l.type === 'conv') {
+          const [kh, kw] = pairOf(l.kernel, 1), [sh, sw] = pairOf(l.stride, 1), [ph, pw] = pairOf(l.padding, 0), [dh, dw] = pairOf(l.dilation, 1);
+          outC = l.out;
+          outSizes = sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
+        } else if (l.type === 'maxpool') {
+          const [kh, kw] = pairOf(l.kernel, 1), [sh, sw] = pairOf(l.stride ?? l.kernel, 1), [ph, pw] = pairOf(l.padding, 0);
+          outSizes = sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, l.ceilMode === true), poolOutSide(w, kw, sw, pw, l.ceilMode === true)] as const);
+        } else if (l.type === 'spp') {
+          outKind = 'matrix';
+          outC = sppFeatures(channels, l.levels ?? [6, 3, 2, 1]);
+        } else if (l.type === 'fc') {
+          outKind = 'matrix';
+          outC = l.out;
+        }
+        const n = outKind === 'matrix' ? rows * outC : outSizes.reduce((a, [h, w]) => a + outC * h * w, 0);
+        const buf = last ? undefined : this.pool.take(n);
+        const out = buf ? ActivationPool.view(buf, outKind, outC, outSizes, rows) : undefined;
+        let next: Spatial;
         switch (l.type) {
           case 'conv':
-            await step(conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false }));
+            next = await conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out });
             break;
           case 'lrn':
-            await step(localResponseNorm(cur, { size: l.size, alpha: l.alpha, beta: l.beta, k: l.k }));
+            next = await localResponseNorm(cur, { size: l.size, alpha: l.alpha, beta: l.beta, k: l.k, out });
             break;
           case 'maxpool':
-            await step(maxPool2d(cur, { kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode }));
+            next = await maxPool2d(cur, { kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode, out });
             break;
           case 'relu':
-            await step(relu(cur));
+            next = await relu(cur, { out });
             break;
           case 'spp':
-            await step(spp(cur, { levels: l.levels, pool: l.pool, bins: l.bins }));
+            next = await spp(cur, { levels: l.levels, pool: l.pool, bins: l.bins, out: out as Tensor | undefined });
             break;
           case 'fc':
-            await step(linear(cur as Tensor, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { relu: l.relu === true }));
+            next = await linear(cur as Tensor, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { relu: l.relu === true, out: out as Tensor | undefined });
             break;
-          case 'dropout':
-            break; // identity at inference
+          default:
+            throw new SppnetError(`${fn}: unexpected layer type`, 'SPPNET_INTERNAL');
         }
+        if (held) this.pool.give(held);
+        held = buf;
+        cur = next;
+        if (outKind !== 'matrix') kind = outKind;
+        channels = outC;
+        sizes = outSizes;
       }
     } catch (e) {
-      if (cur !== x) cur.dispose();
+      if (held) this.pool.give(held);
       throw e;
     } finally {
       owned?.dispose();
     }
+    if (held) this.pool.give(held); // only when the last layer wrote into a pooled buffer (never)
     return cur as Tensor;
   }
 
@@ -329,6 +408,7 @@ export class Model {
     if (this.disposed) return;
     for (const t of this.weights.values()) t.dispose();
     this.weights.clear();
+    this.pool.dispose();
     this.disposed = true;
   }
 }

@@ -26,7 +26,7 @@ export function checkShape(fn: string, arg: string, shape: unknown): number[] {
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** Live (created and not yet disposed) tensors and their bytes, per device: for leak checks. */
-export const live = { cpu: { tensors: 0, bytes: 0 }, cuda: { tensors: 0, bytes: 0 } };
+export const live = { cpu: { tensors: 0, bytes: 0, allocations: 0 }, cuda: { tensors: 0, bytes: 0, allocations: 0 } };
 
 export class Tensor {
   readonly dtype: DType = 'float32';
@@ -44,6 +44,7 @@ export class Tensor {
     this.size = numel(shape);
     this.device = storage.device;
     if (owns) {
+      live[this.device].allocations += 1;
       live[this.device].tensors += 1;
       live[this.device].bytes += 4 * this.size;
     }

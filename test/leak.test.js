@@ -8,6 +8,7 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
   describe(`no leaks on ${device}`, function () {
     it('1,000 model runs, predictions and SPP calls leave the counters flat', async function () {
       this.timeout(300000);
+      const start = sp.memory();
       const model = await sp.loadModel({ weights: path.join(__dirname, 'fixtures', 'tiny-spp.safetensors'), device });
       const imgs = [[9, 9], [14, 11], [6, 20]].map(([h, w]) => sp.tensor(new Float32Array(3 * h * w).fill(0.5), [3, h, w], { device }));
       const batch = sp.ragged(imgs);
@@ -29,12 +30,17 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
       expect(after.bytes).to.deep.equal(before.bytes);
       expect(after.deviceBuffers).to.equal(before.deviceBuffers);
       expect(after.deviceBytes).to.equal(before.deviceBytes);
-      const live = sp.memory();
-      model.dispose();
+      // Steady state: activation buffers are reused, so each run allocates only its result.
+      const a0 = sp.memory().allocations[device];
+      for (let i = 0; i < 20; i++) (await model.run(batch)).dispose();
+      expect(sp.memory().allocations[device] - a0).to.equal(20);
+      model.dispose(); // weights and pooled activation buffers
       batch.dispose();
       imgs.forEach((t) => t.dispose());
       const end = sp.memory();
-      expect(end.tensors[device]).to.equal(live.tensors[device] - 2 * 4 - 1 - 3); // 8 weights, the batch, 3 images
+      expect(end.tensors).to.deep.equal(start.tensors);
+      expect(end.bytes).to.deep.equal(start.bytes);
+      expect(end.deviceBuffers).to.equal(start.deviceBuffers);
       console.log(`      live before ${JSON.stringify(before.tensors)}, after 1,000 runs ${JSON.stringify(after.tensors)}`);
     });
   });
