@@ -25,8 +25,9 @@ describe('async behaviour', function () {
     const during = ticks.filter((t) => t > t0 && t < t1).length;
     const ms = Number(t1 - t0) / 1e6;
     console.log(`      spp took ${ms.toFixed(1)} ms; the event loop ran ${during} timer ticks meanwhile`);
-    // A 1 ms interval fires about every few ms even on a busy 2-core machine; a blocked loop fires none.
-    expect(during).to.be.at.least(Math.min(3, Math.floor(ms / 10)));
+    // A blocked loop fires no timer at all while the op runs. The op's threads use every core, so
+    // the main thread may get little time on a 2-core machine: one tick proves it was not blocked.
+    if (ms > 10) expect(during).to.be.at.least(1);
   });
 
   it('concurrent calls settle independently and correctly', async function () {
