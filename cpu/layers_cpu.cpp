@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "gemm_cpu.h"
+#include "isa.h"
 #include "parallel.h"
 #include "sppnet/layers.h"
 #include "vec.h"
@@ -69,9 +70,27 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
   return Status::Ok();
 }
 
+// Max pooling per (map, channel) plane: for each output row, a vectorised NaN-propagating max over
+// the window's rows, then the max over each window's columns of that row.
+SPP_ISA_CLONES
+void pool_rows(const float* __restrict xc, int W, int ys, int ye, float* __restrict acc) {
+  for (int x = 0; x < W; ++x) acc[x] = -INFINITY;
+  for (int y = ys; y < ye; ++y) {
+    const float* row = xc + int64_t{y} * W;
+    for (int x = 0; x < W; ++x) {
+      const float v = row[x], m = acc[x];
+      const float r = m > v ? m : v;
+      acc[x] = m != m ? m : r;
+    }
+  }
+}
+
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y) {
   const int64_t C = in.channels;
+  int maxw = 1;
+  for (int i = 0; i < in.count; ++i) maxw = std::max(maxw, in.width[i]);
   parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
+    std::vector<float> acc(static_cast<size_t>(maxw));
     for (int64_t t = t0; t < t1; ++t) {
       const int i = static_cast<int>(t / C), c = static_cast<int>(t % C);
       const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
@@ -79,20 +98,34 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
       float* yc = y + out.offset[i] + c * Ho * Wo;
       for (int oy = 0; oy < Ho; ++oy) {
         const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+        pool_rows(xc, W, ys, ye, acc.data());
         for (int ox = 0; ox < Wo; ++ox) {
           const int xs = std::max(0, ox * p.stride_w - p.pad_w), xe = std::min(W, ox * p.stride_w - p.pad_w + p.kernel_w);
           float m = -INFINITY;
-          for (int yy = ys; yy < ye; ++yy)
-            for (int xx = xs; xx < xe; ++xx) {
-              const float v = xc[int64_t{yy} * W + xx];
-              m = (v > m || v != v) && m == m ? v : m;
-            }
+          for (int xx = xs; xx < xe; ++xx) {
+            const float v = acc[xx];
+            m = (v > m || v != v) && m == m ? v : m;
+          }
           yc[int64_t{oy} * Wo + ox] = m;
         }
       }
     }
   });
   return Status::Ok();
+}
+
+// x * (k + alpha/size * s)^-beta over a row, vectorised; beta = 0.75 (AlexNet, ZF) without pow.
+SPP_ISA_CLONES
+void lrn_row(const float* __restrict xc, const float* __restrict sum, int W, float k, float scale, float beta, float* __restrict yc) {
+  if (beta == 0.75f) {
+    for (int w = 0; w < W; ++w) {
+      const float b = k + scale * sum[w];
+      const float r = std::sqrt(b);
+      yc[w] = xc[w] / (r * std::sqrt(r));
+    }
+  } else {
+    for (int w = 0; w < W; ++w) yc[w] = xc[w] * std::pow(k + scale * sum[w], -beta);
+  }
 }
 
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
@@ -102,7 +135,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
   std::vector<int64_t> first(static_cast<size_t>(in.count) + 1, 0);
   for (int i = 0; i < in.count; ++i) first[i + 1] = first[i] + in.height[i];
   parallel_for(first.back(), 4, [&](int64_t t0, int64_t t1) {
-    std::vector<double> sum;
+    std::vector<float> sum;
     int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), t0) - first.begin()) - 1;
     for (int64_t t = t0; t < t1; ++t) {
       while (t >= first[i + 1]) ++i;
@@ -110,20 +143,15 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
       const int64_t HW = int64_t{in.height[i]} * W;
       const float* xb = x + in.offset[i] + int64_t{row} * W;
       float* yb = y + in.offset[i] + int64_t{row} * W;
-      sum.assign(static_cast<size_t>(W), 0.0);
-      // Sliding window over channels: sum holds sum of squares over [c - before, c + after].
-      for (int c = 0; c < std::min(after, C); ++c)
-        for (int w = 0; w < W; ++w) sum[w] += double(xb[c * HW + w]) * xb[c * HW + w];
+      sum.resize(static_cast<size_t>(W));
       for (int c = 0; c < C; ++c) {
-        const int add = c + after, drop = c - before - 1;
-        if (add < C)
-          for (int w = 0; w < W; ++w) sum[w] += double(xb[add * HW + w]) * xb[add * HW + w];
-        if (drop >= 0)
-          for (int w = 0; w < W; ++w) sum[w] -= double(xb[drop * HW + w]) * xb[drop * HW + w];
-        for (int w = 0; w < W; ++w) {
-          const float s = static_cast<float>(sum[w] < 0 ? 0.0 : sum[w]);
-          yb[c * HW + w] = xb[c * HW + w] / std::pow(p.k + scale * s, p.beta);
+        // The window's sum of squares, recomputed per channel (no running sum to drift).
+        std::fill(sum.begin(), sum.end(), 0.f);
+        for (int cc = std::max(0, c - before); cc <= std::min(C - 1, c + after); ++cc) {
+          const float* xr = xb + cc * HW;
+          for (int w = 0; w < W; ++w) sum[w] += xr[w] * xr[w];
         }
+        lrn_row(xb + c * HW, sum.data(), W, p.k, scale, p.beta, yb + c * HW);
       }
     }
   });

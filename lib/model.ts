@@ -170,17 +170,16 @@ export function minimumSize(spec: ModelSpec): [number, number] {
   return [find(0), find(1)];
 }
 
-/** A small seeded PRNG (mulberry32) with a normal sampler, for reproducible initialisation. */
-function prng(seed: number) {
+/** A small seeded PRNG (mulberry32): uniform in [0, 1), for reproducible initialisation. */
+function prng(seed: number): () => number {
   let a = seed >>> 0;
-  const next = () => {
+  return () => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-  return () => Math.sqrt(-2 * Math.log(1 - next())) * Math.cos(2 * Math.PI * next());
 }
 
 /**
@@ -450,13 +449,14 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
       checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
       for (const p of checked.params) weights.set(p.name, tensor(opts.weights.get(p.name)!.data, p.shape, { device }));
     } else {
-      const normal = prng(seed);
+      const uniform = prng(seed);
       for (const p of checked.params) {
         const n = p.shape.reduce((a, b) => a * b, 1);
         const data = new Float32Array(n);
         if (p.name.endsWith('.weight')) {
-          const std = Math.sqrt(2 / p.fanIn); // He et al. 2015, fan-in, for ReLU
-          for (let i = 0; i < n; i++) data[i] = normal() * std;
+          // He et al. 2015 (fan-in, for ReLU), uniform form: variance 2 / fan_in.
+          const bound = Math.sqrt(6 / p.fanIn);
+          for (let i = 0; i < n; i++) data[i] = (2 * uniform() - 1) * bound;
         }
         weights.set(p.name, tensor(data, p.shape, { device }));
       }
