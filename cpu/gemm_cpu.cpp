@@ -21,17 +21,24 @@ void strip(int64_t M, int64_t K, const float* A, int64_t lda, const float* Bp, f
            const float* bias, bool relu) {
   int64_t m = 0;
   for (; m + kMR <= M; m += kMR) {
-    v16 acc[kMR][2] = {};
+    // Eight named accumulators: a local array would live on the stack (zeroed by rep stos).
+    v16 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
     const float* a0 = A + m * lda;
+    const float* a1 = a0 + lda;
+    const float* a2 = a1 + lda;
+    const float* a3 = a2 + lda;
     for (int64_t k = 0; k < K; ++k) {
       const v16 b0 = v16_load(Bp + k * kNR), b1 = v16_load(Bp + k * kNR + 16);
-#pragma GCC unroll 4
-      for (int r = 0; r < kMR; ++r) {
-        const float a = a0[r * lda + k];
-        acc[r][0] += a * b0;
-        acc[r][1] += a * b1;
-      }
+      c00 += a0[k] * b0;
+      c01 += a0[k] * b1;
+      c10 += a1[k] * b0;
+      c11 += a1[k] * b1;
+      c20 += a2[k] * b0;
+      c21 += a2[k] * b1;
+      c30 += a3[k] * b0;
+      c31 += a3[k] * b1;
     }
+    const v16 acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
     for (int r = 0; r < kMR; ++r) {
       alignas(64) float row[kNR];
       v16_store(row, acc[r][0]);

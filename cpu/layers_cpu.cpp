@@ -16,16 +16,17 @@ namespace {
 
 inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
 
-// col[(c * kh + i) * kw + j][oy * Wo + ox] = x[c][oy*sh - ph + i*dh][ox*sw - pw + j*dw] (0 outside).
-void im2col(const float* x, int C, int H, int W, const Conv2dParams& p, int Ho, int Wo, float* col) {
-  const int64_t K = int64_t{C} * p.kernel_h * p.kernel_w, P = int64_t{Ho} * Wo;
+// col[(c * kh + i) * kw + j][oy * Wo + ox] = x[c][oy*sh - ph + i*dh][ox*sw - pw + j*dw] (0 outside),
+// with rows ld floats apart.
+void im2col(const float* x, int C, int H, int W, const Conv2dParams& p, int Ho, int Wo, float* col, int64_t ld) {
+  const int64_t K = int64_t{C} * p.kernel_h * p.kernel_w;
   parallel_for(K, 8, [&](int64_t k0, int64_t k1) {
     for (int64_t k = k0; k < k1; ++k) {
       const int c = static_cast<int>(k / (p.kernel_h * p.kernel_w));
       const int rem = static_cast<int>(k % (p.kernel_h * p.kernel_w));
       const int i = rem / p.kernel_w, j = rem % p.kernel_w;
       const float* xc = x + int64_t{c} * H * W;
-      float* d = col + k * P;
+      float* d = col + k * ld;
       for (int oy = 0; oy < Ho; ++oy) {
         const int y = oy * p.stride_h - p.pad_h + i * p.dilation_h;
         float* drow = d + int64_t{oy} * Wo;
@@ -34,10 +35,18 @@ void im2col(const float* x, int C, int H, int W, const Conv2dParams& p, int Ho, 
           continue;
         }
         const float* xrow = xc + int64_t{y} * W;
-        for (int ox = 0; ox < Wo; ++ox) {
-          const int xx = ox * p.stride_w - p.pad_w + j * p.dilation_w;
-          drow[ox] = (xx >= 0 && xx < W) ? xrow[xx] : 0.f;
-        }
+        // Columns ox whose source x = ox*sw - pw + j*dw lies in [0, W): [lo, hi); zeros around.
+        const int shift = j * p.dilation_w - p.pad_w;
+        int lo = shift >= 0 ? 0 : (-shift + p.stride_w - 1) / p.stride_w;
+        int hi = (W - 1 - shift) < 0 ? 0 : (W - 1 - shift) / p.stride_w + 1;
+        lo = std::min(lo, Wo);
+        hi = std::max(lo, std::min(hi, Wo));
+        std::fill(drow, drow + lo, 0.f);
+        if (p.stride_w == 1)
+          std::copy(xrow + lo + shift, xrow + hi + shift, drow + lo);
+        else
+          for (int ox = lo; ox < hi; ++ox) drow[ox] = xrow[ox * p.stride_w + shift];
+        std::fill(drow + hi, drow + Wo, 0.f);
       }
     }
   });
@@ -49,23 +58,43 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
                       const RaggedView& out, float* y) {
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
-  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
-                         p.pad_w == 0;
-  std::vector<float> col;
-  for (int i = 0; i < in.count; ++i) {
-    const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
-    const int64_t P = int64_t{Ho} * Wo;
+  // Small maps are taken in runs whose im2col columns sit side by side in one matrix [K][sum of P],
+  // so that one GEMM covers the run (enough columns to share among cores, one thread start); a run
+  // ends once it has kRunColumns columns or would pass kColFloats, and its result is scattered to
+  // each map's [cout, Ho, Wo]. A large map is a run of its own, written in place.
+  constexpr int64_t kColFloats = int64_t{1} << 24;  // 64 MiB
+  constexpr int64_t kRunColumns = 1024;
+  std::vector<float> col, res;  // (zero-filled on growth only)
+  for (int i0 = 0; i0 < in.count;) {
+    int64_t cols = int64_t{out.height[i0]} * out.width[i0];
+    int i1 = i0 + 1;
+    while (i1 < in.count && cols < kRunColumns && (cols + int64_t{out.height[i1]} * out.width[i1]) * K <= kColFloats)
+      cols += int64_t{out.height[i1]} * out.width[i1], ++i1;
+    col.resize(static_cast<size_t>(K * cols));
+    res.resize(static_cast<size_t>(int64_t{cout_g} * cols));
     for (int g = 0; g < G; ++g) {
-      const float* xg = x + in.offset[i] + int64_t{g} * cin_g * H * W;
-      const float* B = xg;
-      if (!pointwise) {
-        col.resize(static_cast<size_t>(K * P));
-        im2col(xg, cin_g, H, W, p, Ho, Wo, col.data());
-        B = col.data();
+      int64_t n0 = 0;
+      for (int i = i0; i < i1; ++i) {
+        const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+        im2col(x + in.offset[i] + int64_t{g} * cin_g * H * W, cin_g, H, W, p, Ho, Wo, col.data() + n0, cols);
+        n0 += int64_t{Ho} * Wo;
       }
-      gemm_nn(cout_g, P, K, weight + int64_t{g} * cout_g * K, K, B, P, y + out.offset[i] + int64_t{g} * cout_g * P, P,
+      const bool single = i1 == i0 + 1;
+      const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
+      // One map: write straight into its output; several: into res, then scatter.
+      float* C = single ? y + out.offset[i0] + int64_t{g} * cout_g * P0 : res.data();
+      gemm_nn(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, col.data(), cols, C, cols,
               bias ? bias + int64_t{g} * cout_g : nullptr, p.relu, true);
+      if (single) continue;
+      n0 = 0;
+      for (int i = i0; i < i1; ++i) {
+        const int64_t P = int64_t{out.height[i]} * out.width[i];
+        float* yi = y + out.offset[i] + int64_t{g} * cout_g * P;
+        for (int m = 0; m < cout_g; ++m) std::copy(res.data() + m * cols + n0, res.data() + m * cols + n0 + P, yi + m * P);
+        n0 += P;
+      }
     }
+    i0 = i1;
   }
   return Status::Ok();
 }
