@@ -8,6 +8,9 @@ export type ErrorCode =
   | 'SPPNET_UNAVAILABLE'
   | 'SPPNET_OUT_OF_MEMORY'
   | 'SPPNET_CUDA_ERROR'
+  | 'SPPNET_QUEUE_FULL'
+  | 'SPPNET_TIMEOUT'
+  | 'SPPNET_ABORTED'
   | 'SPPNET_INTERNAL';
 
 export class SppnetError extends Error {

@@ -25,3 +25,5 @@ export const models = {
   overfeat5: (opts: Omit<import('./model').LoadModelFileOptions, 'arch' | 'spec'> = {}) => loadModel({ ...opts, arch: 'overfeat5' }),
   overfeat7: (opts: Omit<import('./model').LoadModelFileOptions, 'arch' | 'spec'> = {}) => loadModel({ ...opts, arch: 'overfeat7' }),
 };
+export { BatchingRunner, batching } from './batching';
+export type { BatchingOptions, RequestOptions, BatchingStats } from './batching';

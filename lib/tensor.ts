@@ -191,3 +191,14 @@ export function full(shape: number[], value: number, opts?: TensorOptions): Tens
   if (typeof value !== 'number') fail(`sp.full: value must be a number, got ${describe(value)}`);
   return tensor(new Float32Array(numel(dims)).fill(value), dims, opts);
 }
+
+/** @internal A copy of rows [start, start + count) of a 2-D tensor, on its device. */
+export function copyRows(t: Tensor, start: number, count: number, fn: string): Tensor {
+  const s = t.storage(fn, 'the tensor');
+  const cols = t.shape[1];
+  const out = allocate([count, cols], t.device, fn);
+  const o = out.storage(fn, 'the copy');
+  if (s.device === 'cpu' && o.device === 'cpu') o.array.set(s.array.subarray(start * cols, (start + count) * cols));
+  else if (s.device === 'cuda' && o.device === 'cuda') native.cudaCopy(o.buffer, o.offset, s.buffer, s.offset + start * cols, count * cols);
+  return out;
+}
