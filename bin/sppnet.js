@@ -9,6 +9,9 @@ const USAGE = `usage:
   sppnet classify --arch zf5|convnet5|overfeat5|overfeat7 [--weights w.safetensors] [--labels labels.txt]
                   [--classes N] [--scales 224,256] [--topk 5] [--device cpu|cuda] IMAGE...
   sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network)
+  sppnet serve (--arch A [--classes N] | --weights w.safetensors) [--labels labels.txt] [--port 8080]
+               [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 1024] [--timeout MS]
+               [--shorter-side S] [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
   sppnet demo [--device cpu|cuda]                        (synthetic images, nothing downloaded)
   sppnet info                                            (which backend runs, and why)`;
 
@@ -101,6 +104,38 @@ async function demoCmd(sp, o) {
   }
 }
 
+async function serveCmd(sp, o) {
+  const labels = o.labels ? fs.readFileSync(o.labels, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter(Boolean) : undefined;
+  const classes = o.classes ? ints(o.classes, 'classes')[0] : labels ? labels.length : undefined;
+  if (!o.arch && !o.weights) throw new Error('serve: give --arch, or --weights of a file saved by sppnet');
+  const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
+  const num = (name) => (o[name] === undefined ? undefined : ints(o[name], name)[0]);
+  const { app, close } = await sp.createServer({
+    model, labels, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),
+    maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: num('shorter-side'),
+  });
+  const port = o.port === undefined ? 8080 : Number(o.port);
+  const address = await app.listen({ port, host: o.host || '127.0.0.1' });
+  const b = sp.backend();
+  console.log(`sppnet serving ${model.spec.name} (${model.classes} classes) on ${address} [${b.device}: ${b.reason}]`);
+  let stopping = false;
+  const stop = (sig) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`${sig}: finishing requests in flight, then exiting`);
+    close().then(() => {
+      model.dispose();
+      console.log('stopped');
+      process.exit(0);
+    }, (e) => {
+      console.error(`sppnet: ${e.message}`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
 async function main() {
   const o = parse(process.argv.slice(2));
   const cmd = o._[0];
@@ -109,6 +144,7 @@ async function main() {
   if (cmd === 'info') return console.log(JSON.stringify(sp.backend(), null, 2));
   if (cmd === 'classify') return classifyCmd(sp, o);
   if (cmd === 'demo') return demoCmd(sp, o);
+  if (cmd === 'serve') return serveCmd(sp, o);
   throw new Error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
 }
 

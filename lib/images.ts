@@ -13,6 +13,8 @@ export interface ImageOptions {
   /** Per-channel standard deviation divided by; default ImageNet's [0.229, 0.224, 0.225]. */
   std?: number[];
   device?: Device;
+  /** Refuse images with more pixels than this (default 100 megapixels), before decoding them. */
+  maxPixels?: number;
 }
 
 export const IMAGENET_MEAN = Object.freeze([0.485, 0.456, 0.406]);
@@ -53,15 +55,17 @@ export async function readImage(source: string | Uint8Array, opts: ImageOptions 
   const what = typeof source === 'string' ? source : `a ${source?.constructor?.name ?? typeof source} of ${(source as Uint8Array)?.length} bytes`;
   if (typeof source !== 'string' && !(source instanceof Uint8Array)) fail(`${fn}: source must be a file path or the image's bytes, got ${describe(source)}`);
   if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  if (opts.maxPixels !== undefined && !isPositiveInt(opts.maxPixels)) fail(`${fn}: options.maxPixels must be a positive integer, got ${describe(opts.maxPixels)}`);
   if (opts.shorterSide !== undefined && !isPositiveInt(opts.shorterSide)) fail(`${fn}: options.shorterSide must be a positive integer, got ${describe(opts.shorterSide)}`);
   const mean = checkTriple(fn, 'mean', opts.mean, IMAGENET_MEAN, false);
   const std = checkTriple(fn, 'std', opts.std, IMAGENET_STD, true);
   const input = typeof source === 'string' ? source : Buffer.from(source.buffer, source.byteOffset, source.byteLength);
   let decoded: { data: Buffer; info: { width: number; height: number; channels: number } };
   try {
-    let img = sharp()(input, { failOn: 'error' }).rotate(); // honour EXIF orientation
+    const limit = opts.maxPixels ?? 100_000_000;
+    let img = sharp()(input, { failOn: 'error', limitInputPixels: limit }).rotate(); // honour EXIF orientation
     if (opts.shorterSide !== undefined) {
-      const meta = await sharp()(input).metadata();
+      const meta = await sharp()(input, { limitInputPixels: limit }).metadata();
       let w = meta.width ?? 0, h = meta.height ?? 0;
       if ((meta.orientation ?? 1) >= 5) [w, h] = [h, w];
       if (!(w > 0 && h > 0)) throw new Error('the image has no size');
@@ -71,7 +75,10 @@ export async function readImage(source: string | Uint8Array, opts: ImageOptions 
     }
     decoded = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
   } catch (e) {
-    throw new SppnetError(`${fn}: cannot decode ${what}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
+    const msg = (e as Error).message;
+    const err = new SppnetError(`${fn}: cannot decode ${what}: ${msg}`, 'SPPNET_INVALID_ARGUMENT');
+    if (/pixel limit/i.test(msg)) (err as SppnetError & { tooLarge?: boolean }).tooLarge = true;
+    throw err;
   }
   const { width: W, height: H, channels } = decoded.info;
   if (channels !== 3) throw new SppnetError(`${fn}: ${what} decoded to ${channels} channels, expected RGB`, 'SPPNET_INTERNAL');

@@ -27,3 +27,5 @@ export const models = {
 };
 export { BatchingRunner, batching } from './batching';
 export type { BatchingOptions, RequestOptions, BatchingStats } from './batching';
+export { createServer } from './server';
+export type { ServerOptions } from './server';

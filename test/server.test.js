@@ -1,0 +1,134 @@
+'use strict';
+// The HTTP service: classify raw and multipart images, JSON tensors, health, metrics, limits and
+// errors; a real server on loopback shut down by SIGTERM while a request is in flight.
+const { expect } = require('chai');
+const { spawn } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const sharp = require('sharp');
+const { sp } = require('./support/helpers');
+
+const fixture = path.join(__dirname, 'fixtures', 'tiny-spp.safetensors');
+const png = (w, h, r = 200) => sharp({ create: { width: w, height: h, channels: 3, background: { r, g: 40, b: 90 } } }).png().toBuffer();
+
+function multipart(files) {
+  const boundary = '----sppnet' + Math.random().toString(16).slice(2);
+  const parts = files.map((buf, i) => Buffer.concat([
+    Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="${i}.png"\r\nContent-Type: image/png\r\n\r\n`),
+    buf, Buffer.from('\r\n'),
+  ]));
+  return { body: Buffer.concat([...parts, Buffer.from(`--${boundary}--\r\n`)]), type: `multipart/form-data; boundary=${boundary}` };
+}
+
+describe('HTTP service', function () {
+  let model, srv;
+  before(async () => {
+    model = await sp.loadModel({ weights: fixture, device: 'cpu' });
+    srv = await sp.createServer({ model, labels: ['a', 'b', 'c', 'd'], maxBatchSize: 8, maxQueueDelayMs: 5, maxPixels: 1_000_000 });
+  });
+  after(async () => {
+    await srv.close();
+    model.dispose();
+  });
+
+  it('classifies a raw image body: top-k with labels, size and timing', async function () {
+    const r = await srv.app.inject({ method: 'POST', url: '/v1/classify?topk=2', headers: { 'content-type': 'image/png' }, payload: await png(40, 30) });
+    expect(r.statusCode, r.body).to.equal(200);
+    const j = r.json();
+    expect(j.results).to.have.length(1);
+    expect(j.results[0].size).to.deep.equal([30, 40]);
+    expect(j.results[0].top).to.have.length(2);
+    expect(['a', 'b', 'c', 'd']).to.include(j.results[0].top[0].label);
+    expect(j.timing.totalMs).to.be.a('number');
+  });
+
+  it('classifies several multipart images of different sizes in one request, and concurrent requests share batches', async function () {
+    const m = multipart([await png(40, 30), await png(17, 60, 10), await png(25, 25, 90)]);
+    const r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': m.type }, payload: m.body });
+    expect(r.statusCode, r.body).to.equal(200);
+    expect(r.json().results.map((x) => x.size)).to.deep.equal([[30, 40], [60, 17], [25, 25]]);
+    const before = srv.runner.stats().batches;
+    const rs = await Promise.all(Array.from({ length: 6 }, async (_, i) => srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: await png(20 + i, 30, 20 * i) })));
+    rs.forEach((x) => expect(x.statusCode).to.equal(200));
+    expect(srv.runner.stats().batches - before).to.be.below(6);
+  });
+
+  it('takes JSON tensors on /v1/logits', async function () {
+    const data = Array.from({ length: 3 * 9 * 9 }, (_, i) => Math.sin(0.11 * i));
+    const r = await srv.app.inject({ method: 'POST', url: '/v1/logits', payload: { data, shape: [3, 9, 9] } });
+    expect(r.statusCode, r.body).to.equal(200);
+    const expected = require('./fixtures/tiny-spp.expected.json').logits[0];
+    r.json().logits.forEach((v, i) => expect(v).to.be.closeTo(expected[i], 1e-4));
+    const bad = await srv.app.inject({ method: 'POST', url: '/v1/logits', payload: { data: [1, 2], shape: [3, 9] } });
+    expect(bad.statusCode).to.equal(400);
+    expect(bad.json().error).to.match(/shape must be \[C, H, W\]/);
+  });
+
+  it('answers 400 for a corrupt or missing image, 413 for one too large, and stays up', async function () {
+    let r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/jpeg' }, payload: Buffer.from('not a jpeg at all') });
+    expect(r.statusCode).to.equal(400);
+    expect(r.json().error).to.match(/image 0: cannot decode .*unsupported image format/);
+    r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: await png(1200, 1000) });
+    expect(r.statusCode).to.equal(413);
+    expect(r.json().error).to.match(/pixel limit/);
+    r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: await png(3, 3) });
+    expect(r.statusCode).to.equal(400);
+    expect(r.json().error).to.match(/smaller than tiny-spp's minimum/);
+    r = await srv.app.inject({ method: 'POST', url: '/v1/classify?topk=0', headers: { 'content-type': 'image/png' }, payload: await png(30, 30) });
+    expect(r.statusCode).to.equal(400);
+    r = await srv.app.inject({ method: 'GET', url: '/healthz' });
+    expect(r.json()).to.deep.equal({ status: 'ok' });
+  });
+
+  it('serves readiness and Prometheus metrics', async function () {
+    expect((await srv.app.inject({ method: 'GET', url: '/readyz' })).json().status).to.equal('ready');
+    const m = (await srv.app.inject({ method: 'GET', url: '/metrics' })).body;
+    expect(m).to.match(/^sppnet_requests_total\{route="classify",code="200"\} \d+$/m);
+    expect(m).to.match(/^sppnet_requests_total\{route="classify",code="400"\} \d+$/m);
+    expect(m).to.match(/^sppnet_request_duration_seconds_bucket\{le="\+Inf"\} \d+$/m);
+    expect(m).to.match(/^sppnet_queue_depth 0$/m);
+    expect(m).to.match(/^sppnet_batch_size_count \d+$/m);
+    expect(m).to.match(/^sppnet_device_memory_bytes \d+$/m);
+  });
+
+  it('overload gets 503 with retry-after', async function () {
+    const small = await sp.createServer({ model, maxBatchSize: 1, maxQueueDelayMs: 200, maxQueueLength: 1 });
+    const img = await png(30, 30);
+    const rs = await Promise.all(Array.from({ length: 5 }, () => small.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: img })));
+    const codes = rs.map((r) => r.statusCode).sort();
+    expect(codes).to.include(200);
+    expect(codes).to.include(503);
+    const over = rs.find((r) => r.statusCode === 503);
+    expect(over.headers['retry-after']).to.equal('1');
+    expect(over.json().code).to.equal('SPPNET_QUEUE_FULL');
+    await small.close();
+  });
+
+  it('npx sppnet serve: a real server on loopback finishes the request in flight on SIGTERM', async function () {
+    this.timeout(60000);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-serve-'));
+    const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'sppnet.js'), 'serve', '--weights', fixture, '--port', '0', '--max-delay', '300'], { env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const url = await new Promise((resolve, reject) => {
+      const t = setInterval(() => {
+        const m = out.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
+        if (m) { clearInterval(t); resolve(m[1]); }
+      }, 20);
+      child.once('exit', () => { clearInterval(t); reject(new Error(`server exited: ${out}`)); });
+    });
+    // The request waits ~300 ms in the batching queue; SIGTERM arrives meanwhile.
+    const pending = fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: await png(30, 30) });
+    await new Promise((r) => setTimeout(r, 100));
+    child.kill('SIGTERM');
+    const res = await pending;
+    expect(res.status).to.equal(200);
+    expect((await res.json()).results).to.have.length(1);
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).to.equal(0);
+    expect(out).to.match(/SIGTERM: finishing requests in flight/);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
