@@ -73,6 +73,22 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !ArrayBuffer.isView(v);
 }
 
+/** Adds a problem per bad entry of `shape` (named `t`); whether it is a valid shape. */
+function checkShapeInto(t: string, shape: unknown, problems: string[]): boolean {
+  if (!Array.isArray(shape)) {
+    problems.push(`${t}: shape must be an array of non-negative integers, got ${describe(shape)}`);
+    return false;
+  }
+  let ok = true;
+  shape.forEach((d, i) => {
+    if (!isNonNegInt(d)) {
+      problems.push(`${t}: shape[${i}] must be a non-negative integer, got ${describe(d)}`);
+      ok = false;
+    }
+  });
+  return ok;
+}
+
 function problemsError(summary: string, problems: string[]): SppnetError {
   const listed = problems.slice(0, MAX_LISTED_PROBLEMS).map((p) => `  - ${p}`);
   if (problems.length > MAX_LISTED_PROBLEMS) listed.push(`  ... and ${problems.length - MAX_LISTED_PROBLEMS} more problem(s)`);
@@ -243,17 +259,7 @@ function parseImpl(bytes: Uint8Array, sourceName: string | undefined, fn: string
       }
     }
     if (hasOwn(raw, 'shape')) {
-      if (!Array.isArray(shape)) {
-        problems.push(`${t}: shape must be an array of non-negative integers, got ${describe(shape)}`);
-        ok = false;
-      } else {
-        shape.forEach((d, i) => {
-          if (!isNonNegInt(d)) {
-            problems.push(`${t}: shape[${i}] must be a non-negative integer, got ${describe(d)}`);
-            ok = false;
-          }
-        });
-      }
+      if (!checkShapeInto(t, shape, problems)) ok = false;
     }
     let begin = 0, end = 0;
     if (hasOwn(raw, 'data_offsets')) {
@@ -382,17 +388,7 @@ function encodeImpl(tensors: TensorsToWrite, metadata: Record<string, string> | 
     }
     const { shape, data } = value as { shape?: unknown; data?: unknown };
     let ok = true;
-    if (!Array.isArray(shape)) {
-      problems.push(`${t}: shape must be an array of non-negative integers, got ${describe(shape)}`);
-      ok = false;
-    } else {
-      shape.forEach((d, i) => {
-        if (!isNonNegInt(d)) {
-          problems.push(`${t}: shape[${i}] must be a non-negative integer, got ${describe(d)}`);
-          ok = false;
-        }
-      });
-    }
+    if (!checkShapeInto(t, shape, problems)) ok = false;
     if (!(data instanceof Float32Array)) {
       problems.push(`${t}: data must be a Float32Array, got ${describe(data)}`);
       ok = false;

@@ -103,7 +103,7 @@ function checkBins(fn: string, rule: number, ruleName: string, levels: number[],
             `smaller than level ${n} along ${axisName(axis)} (stride floor(${a}/${n}) = 0). Use bins 'adaptive', or drop the level.`);
       if (code === 3)
         fail(`${fn}: bins 'caffe' leave a bin of level ${n} empty on ${what} of size ${size} along ${axisName(axis)} ` +
-            `(kernel ceil(${a}/${n}) = ${Math.ceil(a / n)}, padding ${Math.floor((Math.ceil(a / n) * n - a + 1) / 2)}; Caffe's layer outputs -FLT_MAX there). Use bins 'adaptive' or 'paper'.`);
+            `(the bin lies wholly in Caffe's padding; its layer outputs -FLT_MAX there). Use bins 'adaptive' or 'paper'.`);
       if (code === 4)
         fail(`${fn}: bins 'caffe' cannot pool ${what} of size ${size} into level ${n} along ${axisName(axis)}: ` +
             `Caffe's pooling would not produce ${n} bins for length ${a} (its SPP layer fails there). Use bins 'adaptive' or 'paper'.`);
