@@ -7,7 +7,10 @@
 namespace sppnet {
 namespace cuda {
 namespace {
-const char* const kWhy = "sppnet was built without CUDA (nvcc was not found when the addon was compiled)";
+#ifndef SPPNET_NO_CUDA
+#define SPPNET_NO_CUDA "nvcc was not found when the addon was compiled"
+#endif
+const char* const kWhy = "sppnet was built without CUDA (" SPPNET_NO_CUDA ")";
 Status unavailable() { return unavailable(); }
 }  // namespace
 

@@ -27,13 +27,16 @@ function buildNative() {
   if (!cxx)
     die('no C++ compiler was found. Install one with C++17 support (Debian/Ubuntu: apt-get install g++; macOS: xcode-select --install) and run npm install again.');
   log(`${cmake}; C++: ${cxx}`);
-  const nvcc = process.env.SPPNET_WITH_CUDA === '0' ? null : has('nvcc') || has('/usr/local/cuda/bin/nvcc');
-  log(nvcc ? `nvcc found (${nvcc.trim()}): building the CUDA backend too` : 'nvcc not found: building the CPU backend only (install the CUDA toolkit for the GPU path)');
+  const disabled = process.env.SPPNET_WITH_CUDA === '0';
+  const nvcc = disabled ? null : has('nvcc') || has('/usr/local/cuda/bin/nvcc');
+  log(nvcc ? `nvcc found (${nvcc.trim()}): building the CUDA backend too`
+    : disabled ? 'SPPNET_WITH_CUDA=0: building the CPU backend only'
+    : 'nvcc not found: building the CPU backend only (install the CUDA toolkit for the GPU path)');
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
   const args = [cmakeJs, 'compile', '--out', 'build'];
   if (process.env.SPPNET_DEBUG === '1') args.push('--debug');
   if (process.env.SPPNET_CUDA_ARCHS) args.push(`--CDSPPNET_CUDA_ARCHS=${process.env.SPPNET_CUDA_ARCHS}`);
-  if (!nvcc) args.push('--CDSPPNET_WITH_CUDA=OFF');
+  if (disabled) args.push('--CDSPPNET_WITH_CUDA=OFF');
   else if (!has('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) args.push('--CDCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc');
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL || '2' } });
   if (r.status !== 0) die('the native build failed (see the compiler output above).');
