@@ -37,7 +37,7 @@ function buildNative() {
   if (process.env.SPPNET_DEBUG === '1') args.push('--debug');
   if (process.env.SPPNET_CUDA_ARCHS) args.push(`--CDSPPNET_CUDA_ARCHS=${process.env.SPPNET_CUDA_ARCHS}`);
   args.push(`--CDSPPNET_WITH_CUDA=${disabled ? 'OFF' : 'ON'}`); // explicit: the CMake cache remembers options
-  else if (!has('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) args.push('--CDCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc');
+  if (!disabled && !has('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) args.push('--CDCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc');
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL || '2' } });
   if (r.status !== 0) die('the native build failed (see the compiler output above).');
   log(`addon built: ${path.join('build', 'Release', 'sppnet.node')} (${nvcc ? 'CPU + CUDA' : 'CPU only'})`);
