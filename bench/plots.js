@@ -1,0 +1,144 @@
+#!/usr/bin/env node
+// Draws the CPU benchmark results as SVG (bench/svg.js, no plotting dependency):
+//   bench/out/spp-cpu.json  -> bench/out/spp-cpu.svg  (median ms per workload, sppnet vs tfjs; log y)
+//   bench/out/zf5-cpu.json  -> bench/out/zf5-cpu.svg  (img/s per implementation per workload; log y)
+//   bench/out/load-cpu.json -> bench/out/load-cpu.svg (throughput and p99 vs concurrency)
+// Missing JSON files are skipped. Options: --dir DIR (default bench/out), --png (also write a
+// PNG preview next to each SVG, through sharp), --help.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const svg = require('./svg');
+
+function sppChart(d) {
+  // Series: sppnet with each bin rule, and each tfjs backend; a workload without one reads n/a.
+  const seriesOf = (impl) => (impl.ours ? `sppnet ${impl.bins ?? ''}`.trim() : impl.backend === 'wasm' ? 'tfjs-wasm' : impl.backend === 'cpu' ? 'tfjs-cpu' : impl.label);
+  const names = [];
+  for (const w of d.results) for (const i of w.impls) if (!names.includes(seriesOf(i))) names.push(seriesOf(i));
+  const wasmLabel = d.results.flatMap((w) => w.impls).find((i) => i.backend === 'wasm')?.label ?? '';
+  const series = names.map((n) => ({
+    name: n === 'tfjs-wasm' && /\b\d+T\b/.test(wasmLabel) ? `tfjs-wasm (${/\b(\d+)T\b/.exec(wasmLabel)[1]} threads)` : n,
+    values: d.results.map((w) => w.impls.find((i) => seriesOf(i) === n)?.stats?.medianMs ?? null),
+  }));
+  const m = d.machine ?? {};
+  const scaled = d.results.flatMap((w) => w.impls.filter((i) => /\bx\d+\)/.test(i.label)).map((i) => `${w.name} ${i.label}`));
+  return svg.barChart({
+    title: 'SPP layer on the CPU: median time per call',
+    subtitle: `${m.cpu ?? ''} ${m.cores ?? ''} cores, ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; lower is better`,
+    yTitle: 'median ms per call',
+    logY: true,
+    width: 760,
+    height: 430,
+    categories: d.results.map((w) => w.name),
+    categoryNotes: d.results.map((w) => w.desc.replace(/^ragged /, '').replace(/ maps /, ' x ').slice(0, 30)),
+    series,
+    notes: [
+      'sppnet paper = the tfjs peers\' bins (same output); W4 has windows under 6 px, where only the adaptive rule is defined.',
+      ...(scaled.length ? [`Scaled from a subset of windows: ${scaled.join('; ')}.`] : []),
+      'From bench/out/spp-cpu.json (npm run bench:spp).',
+    ],
+  });
+}
+
+function zf5Chart(d) {
+  const short = (label) =>
+    label
+      .replace(/^sppnet \(anchor net, paper bins\)$/, 'sppnet (anchor net)')
+      .replace(/^sppnet archSpec\('zf5', (\d+)\) \(\+fc6-8\)$/, 'sppnet ZF-5 +fc6-8')
+      .replace(/^onnxruntime-node (\d+)T$/, 'onnxruntime-node ($1 thr)')
+      .replace(/^tfjs-wasm (\d+)T$/, 'tfjs-wasm ($1 thr)');
+  // Series in the order of the workload that has the most implementations.
+  const names = [];
+  const order = [...d.results].sort((a, b) => b.impls.length - a.impls.length);
+  for (const w of order) for (const i of w.impls) if (!names.includes(short(i.label))) names.push(short(i.label));
+  const series = names.map((n) => ({ name: n, values: d.results.map((w) => w.impls.find((i) => short(i.label) === n)?.imgPerS ?? null) }));
+  const m = d.machine ?? {};
+  const notes = [];
+  for (const w of d.results) for (const i of w.impls) if (i.imgPerS == null && i.note) notes.push(`${w.name} ${short(i.label)}: ${i.note.replace(/^n\/a: /, '')}`);
+  return svg.barChart({
+    title: 'ZF-5 forward on the CPU: images per second',
+    subtitle: `${m.cpu ?? ''} ${m.cores ?? ''} cores, ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; higher is better`,
+    yTitle: 'images / s',
+    logY: true,
+    width: 760,
+    height: 440,
+    categories: d.results.map((w) => w.name),
+    categoryNotes: d.results.map((w) => (w.sizes && w.sizes.length > 1 && new Set(w.sizes.map(String)).size > 1 ? `${w.images} images, mixed sizes` : `${w.images} x ${w.sizes?.[0]?.join('x') ?? ''}`)),
+    series,
+    notes: [...notes.map((n) => `n/a: ${n}`), 'From bench/out/zf5-cpu.json (npm run bench:zf5).'],
+  });
+}
+
+/** The load test: throughput and p99 latency vs concurrency, batching on vs off. */
+function loadChart(d) {
+  const modes = [...new Set(d.runs.map((r) => r.mode))];
+  const label = (mode) => d.runs.find((r) => r.mode === mode)?.modeLabel ?? mode;
+  const pts = (mode, f) => d.runs.filter((r) => r.mode === mode && f(r) != null).map((r) => [r.connections, f(r)]);
+  const xTicks = [...new Set(d.runs.map((r) => r.connections))].sort((a, b) => a - b);
+  const common = { logX: true, xTicks, xTitle: 'concurrent connections', width: 560, height: 380 };
+  const thr = svg.lineChart({
+    ...common,
+    title: 'Throughput',
+    yTitle: 'requests (images) / s',
+    showValues: true,
+    series: modes.map((m) => ({ name: label(m), points: pts(m, (r) => r.reqPerS) })),
+  });
+  const p99 = svg.lineChart({
+    ...common,
+    title: 'Latency p99 (p50 dotted)',
+    yTitle: 'ms',
+    logY: true,
+    showValues: true,
+    series: [
+      ...modes.map((m) => ({ name: `${label(m)} p99`, points: pts(m, (r) => r.latencyMs.p99) })),
+      ...modes.map((m, i) => ({ name: `${label(m)} p50`, points: pts(m, (r) => r.latencyMs.p50), color: svg.PALETTE[i], dash: '2 3' })),
+    ],
+  });
+  const m = d.model;
+  return svg.combine([thr, p99], {
+    title: `sppnet HTTP service under load (CPU): ${m.name}, mixed-size images`,
+    notes: [
+      `Model: ${m.description}. Images: ${d.images.description}.`,
+      `${d.machine.cpu}, ${d.machine.cores} cores, ${d.machine.date.slice(0, 16).replace('T', ' ')} UTC, ${d.settings.durationS} s per point (${d.settings.quick ? 'quick' : 'full'} run); autocannon on loopback in a worker thread of the same process.`,
+    ],
+  });
+}
+
+async function main() {
+  const argv = process.argv.slice(2);
+  let dir = path.join(__dirname, 'out');
+  let png = false;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--dir') dir = path.resolve(argv[++i]);
+    else if (argv[i].startsWith('--dir=')) dir = path.resolve(argv[i].slice(6));
+    else if (argv[i] === '--png') png = true;
+    else if (argv[i] === '-h' || argv[i] === '--help') {
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 7).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      return;
+    } else throw new Error(`unknown argument ${argv[i]} (try --help)`);
+  }
+  const jobs = [
+    ['spp-cpu', sppChart],
+    ['zf5-cpu', zf5Chart],
+    ['load-cpu', loadChart],
+  ];
+  for (const [name, draw] of jobs) {
+    const src = path.join(dir, `${name}.json`);
+    if (!fs.existsSync(src)) {
+      console.log(`skip ${name}: no ${path.relative(process.cwd(), src)}`);
+      continue;
+    }
+    const out = svg.write(path.join(dir, `${name}.svg`), draw(JSON.parse(fs.readFileSync(src, 'utf8'))));
+    console.log(`wrote ${path.relative(process.cwd(), out)}`);
+    if (png) console.log(`wrote ${path.relative(process.cwd(), await svg.toPng(out))}`);
+  }
+}
+
+if (require.main === module) {
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
+
+module.exports = { sppChart, zf5Chart, loadChart };
