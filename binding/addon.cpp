@@ -8,6 +8,7 @@ namespace binding {
 
 void init_spp(Napi::Env env, Napi::Object exports);
 void init_layers(Napi::Env env, Napi::Object exports);
+void init_grad(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -100,6 +101,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));
   init_spp(env, exports);
   init_layers(env, exports);
+  init_grad(env, exports);
   return exports;
 }
 

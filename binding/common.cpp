@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include <algorithm>
+
 #include "sppnet/device.h"
 
 namespace sppnet {
@@ -108,6 +110,24 @@ FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed) {
                                          std::to_string(off + needed) + " needed");
   a.ptr += off;
   return a;
+}
+
+RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix) {
+  RaggedLayout l;
+  const Napi::Float64Array off = float64_array(a, (prefix + "Offsets").c_str());
+  const Napi::Int32Array hs = int32_array(a, (prefix + "Heights").c_str()), ws = int32_array(a, (prefix + "Widths").c_str());
+  const size_t N = off.ElementLength();
+  if (hs.ElementLength() != N || ws.ElementLength() != N) throw Napi::RangeError::New(a.Env(), "internal: inconsistent layout");
+  l.off.assign(off.Data(), off.Data() + N);
+  l.h.assign(hs.Data(), hs.Data() + N);
+  l.w.assign(ws.Data(), ws.Data() + N);
+  const int32_t C = int_field(a, (prefix + "Channels").c_str());
+  for (size_t i = 0; i < N; ++i) {
+    if (l.off[i] < 0 || l.h[i] < 1 || l.w[i] < 1 || C < 1) throw Napi::RangeError::New(a.Env(), "internal: bad layout");
+    l.end = std::max(l.end, l.off[i] + int64_t{C} * l.h[i] * l.w[i]);
+  }
+  l.view = RaggedView{static_cast<int32_t>(N), C, l.off.data(), l.h.data(), l.w.data(), l.end};
+  return l;
 }
 
 // ---- promise worker ----

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "sppnet/status.h"
+#include "sppnet/tensor.h"
 
 namespace sppnet {
 namespace binding {
@@ -63,6 +64,16 @@ FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed);
 Napi::Int32Array int32_array(const Napi::Object& obj, const char* name);
 Napi::Float64Array float64_array(const Napi::Object& obj, const char* name);
 int32_t int_field(const Napi::Object& obj, const char* name);
+
+// A ragged layout from obj[prefix + "Offsets" | "Heights" | "Widths"] and obj[prefix + "Channels"].
+// `view` points into the vectors: move a RaggedLayout, never copy it.
+struct RaggedLayout {
+  std::vector<int64_t> off;
+  std::vector<int32_t> h, w;
+  RaggedView view;
+  int64_t end = 0;  // one past the last element any map uses
+};
+RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix);
 
 // Runs `task` on the libuv pool and settles a promise with its Status. Holds `keep` (JS values
 // whose memory the task uses) until it settles.

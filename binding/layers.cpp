@@ -8,31 +8,7 @@ namespace sppnet {
 namespace binding {
 namespace {
 
-// A ragged layout from obj[prefix + "Offsets" | "Heights" | "Widths"] and obj[prefix + "Channels"].
-struct Layout {
-  std::vector<int64_t> off;
-  std::vector<int32_t> h, w;
-  RaggedView view;
-  int64_t end = 0;  // one past the last element any map uses
-};
-
-Layout layout(const Napi::Object& a, const std::string& prefix) {
-  Layout l;
-  const Napi::Float64Array off = float64_array(a, (prefix + "Offsets").c_str());
-  const Napi::Int32Array hs = int32_array(a, (prefix + "Heights").c_str()), ws = int32_array(a, (prefix + "Widths").c_str());
-  const size_t N = off.ElementLength();
-  if (hs.ElementLength() != N || ws.ElementLength() != N) throw Napi::RangeError::New(a.Env(), "internal: inconsistent layout");
-  l.off.assign(off.Data(), off.Data() + N);
-  l.h.assign(hs.Data(), hs.Data() + N);
-  l.w.assign(ws.Data(), ws.Data() + N);
-  const int32_t C = int_field(a, (prefix + "Channels").c_str());
-  for (size_t i = 0; i < N; ++i) {
-    if (l.off[i] < 0 || l.h[i] < 1 || l.w[i] < 1 || C < 1) throw Napi::RangeError::New(a.Env(), "internal: bad layout");
-    l.end = std::max(l.end, l.off[i] + int64_t{C} * l.h[i] * l.w[i]);
-  }
-  l.view = RaggedView{static_cast<int32_t>(N), C, l.off.data(), l.h.data(), l.w.data(), l.end};
-  return l;
-}
+using Layout = RaggedLayout;
 
 struct Job {
   Layout in, out;
@@ -50,8 +26,8 @@ void same_device(const Napi::Env& env, std::initializer_list<const FloatArg*> ar
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   auto j = std::make_shared<Job>();
-  j->in = layout(a, "in");
-  j->out = layout(a, "out");
+  j->in = ragged_layout(a, "in");
+  j->out = ragged_layout(a, "out");
   const Napi::Int32Array pr = int32_array(a, "params");
   if (pr.ElementLength() != 11) throw Napi::RangeError::New(info.Env(), "internal: conv params");
   Conv2dParams p;
@@ -80,8 +56,8 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   auto j = std::make_shared<Job>();
-  j->in = layout(a, "in");
-  j->out = layout(a, "out");
+  j->in = ragged_layout(a, "in");
+  j->out = ragged_layout(a, "out");
   const Napi::Int32Array pr = int32_array(a, "params");
   if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
     throw Napi::RangeError::New(info.Env(), "internal: pool params");
@@ -100,7 +76,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
 Napi::Value Lrn(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   auto j = std::make_shared<Job>();
-  j->in = layout(a, "in");
+  j->in = ragged_layout(a, "in");
   LrnParams p;
   p.size = int_field(a, "size");
   p.alpha = a.Get("alpha").As<Napi::Number>().FloatValue();

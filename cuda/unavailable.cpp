@@ -11,7 +11,7 @@ namespace {
 #define SPPNET_NO_CUDA "nvcc was not found when the addon was compiled"
 #endif
 const char* const kWhy = "sppnet was built without CUDA (" SPPNET_NO_CUDA ")";
-Status unavailable() { return unavailable(); }
+Status unavailable() { return Status::Error(Code::kUnavailable, kWhy); }
 }  // namespace
 
 DeviceInfo query() {
@@ -48,5 +48,22 @@ Status linear_forward(int64_t, int32_t, int32_t, const float*, const float*, con
 }
 Status relu_forward(int64_t, const float*, float*) { return unavailable(); }
 Status softmax_forward(int64_t, int32_t, const float*, float*) { return unavailable(); }
+Status conv2d_backward(const RaggedView&, const float*, const Conv2dParams&, const float*, const RaggedView&, const float*, float*,
+                       float*, float*) {
+  return unavailable();
+}
+Status max_pool2d_backward(const RaggedView&, const float*, const Pool2dParams&, const RaggedView&, const float*, float*) {
+  return unavailable();
+}
+Status lrn_backward(const RaggedView&, const float*, const LrnParams&, const float*, float*) { return unavailable(); }
+Status linear_backward(int64_t, int32_t, int32_t, const float*, const float*, const float*, float*, float*, float*) {
+  return unavailable();
+}
+Status relu_backward(int64_t, const float*, const float*, float*) { return unavailable(); }
+Status dropout_forward(int64_t, const float*, const DropoutParams&, float*, float*) { return unavailable(); }
+Status multiply(int64_t, const float*, const float*, float*) { return unavailable(); }
+Status softmax_cross_entropy(int64_t, int32_t, const float*, const int32_t*, float*, double*, int32_t*) { return unavailable(); }
+Status sgd_step(int64_t, float*, const float*, float*, const SgdParams&) { return unavailable(); }
+Status adam_step(int64_t, float*, const float*, float*, float*, const AdamParams&) { return unavailable(); }
 }  // namespace cuda
 }  // namespace sppnet

@@ -10,6 +10,11 @@ export { spp, sppBackward, sppFeatures, DEFAULT_LEVELS, MAX_LEVELS } from './spp
 export type { SppOptions, SppBackwardOptions, BinRule, PoolKind } from './spp';
 export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } from './layers';
 export type { Conv2dOptions, MaxPool2dOptions, LrnOptions } from './layers';
+export {
+  conv2dBackward, maxPool2dBackward, localResponseNormBackward, linearBackward, reluBackward, dropout, dropoutBackward,
+  softmaxCrossEntropy, sgdStep, adamStep,
+} from './grad';
+export type { Conv2dBackwardOptions, ParamGrads, DropoutOptions, SgdOptions, AdamOptions } from './grad';
 import { loadModel } from './model';
 export { Model, buildModel, loadModel, archSpec, checkSpec, minimumSize } from './model';
 export type { ModelSpec, LayerSpec, LoadModelOptions, LoadModelFileOptions, Prediction, ParamInfo } from './model';

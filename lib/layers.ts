@@ -8,7 +8,8 @@ import { allocate, nativeRef, Storage, Tensor } from './tensor';
 
 type Pair = number | [number, number];
 
-function pair(fn: string, name: string, v: unknown, dflt: [number, number], min: number): [number, number] {
+/** @internal */
+export function pair(fn: string, name: string, v: unknown, dflt: [number, number], min: number): [number, number] {
   if (v === undefined) return dflt;
   const p = typeof v === 'number' ? [v, v] : v;
   if (!Array.isArray(p) || p.length !== 2 || !p.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min))
@@ -16,7 +17,8 @@ function pair(fn: string, name: string, v: unknown, dflt: [number, number], min:
   return [p[0], p[1]];
 }
 
-function checkOpts(fn: string, opts: unknown): Record<string, unknown> {
+/** @internal */
+export function checkOpts(fn: string, opts: unknown): Record<string, unknown> {
   if (opts === undefined) return {};
   if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   return opts as Record<string, unknown>;
@@ -27,7 +29,8 @@ function sameDevice(fn: string, layout: SpatialLayout | { device: string }, t: T
     throw new SppnetError(`${fn}: ${name} is on ${t.device}, the input on ${layout.device}`, 'SPPNET_DEVICE_MISMATCH');
 }
 
-function checkOutputSizes(fn: string, sizes: Array<readonly [number, number]>, channels: number, what: (i: number) => string) {
+/** @internal */
+export function checkOutputSizes(fn: string, sizes: Array<readonly [number, number]>, channels: number, what: (i: number) => string) {
   let total = 0;
   sizes.forEach(([h, w], i) => {
     if (h < 1 || w < 1) fail(`${fn}: ${what(i)}`);
@@ -199,7 +202,8 @@ function matrixOut(fn: string, given: unknown, rows: number, cols: number, devic
   return { out: given, owned: false };
 }
 
-function matrix(fn: string, x: unknown, name: string): { t: Tensor; s: Storage } {
+/** @internal */
+export function matrix(fn: string, x: unknown, name: string): { t: Tensor; s: Storage } {
   if (!(x instanceof Tensor)) fail(`${fn}: ${name} must be a Tensor, got ${describe(x)}`);
   const s = x.storage(fn, name);
   if (x.rank !== 2) fail(`${fn}: ${name} must have rank 2, got shape [${x.shape.join(', ')}]`);

@@ -60,6 +60,15 @@ export interface Native {
   linear(args: Record<string, unknown>): Promise<void>;
   elementwise(args: Record<string, unknown>): Promise<void>;
   sppBackward(args: NativeSppArgs): Promise<void>;
+  conv2dBackward(args: Record<string, unknown>): Promise<void>;
+  maxPool2dBackward(args: Record<string, unknown>): Promise<void>;
+  lrnBackward(args: Record<string, unknown>): Promise<void>;
+  linearBackward(args: Record<string, unknown>): Promise<void>;
+  pointwise(args: Record<string, unknown>): Promise<void>;
+  dropout(args: Record<string, unknown>): Promise<void>;
+  softmaxCrossEntropy(args: Record<string, unknown>): Promise<void>;
+  sgdStep(args: Record<string, unknown>): Promise<void>;
+  adamStep(args: Record<string, unknown>): Promise<void>;
 }
 
 const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;

@@ -32,6 +32,30 @@ struct LrnParams {
   float alpha = 1e-4f, beta = 0.75f, k = 1.0f;
 };
 
+
+// Optimizer steps (PyTorch's torch.optim formulas, in place over n floats). lib/ computes the
+// per-step scalars in float64, as PyTorch does in Python.
+struct SgdParams {
+  float lr = 0.f, momentum = 0.f, dampening = 0.f, weight_decay = 0.f;
+  bool nesterov = false;
+  bool first_step = false;  // buf = d at the first step (PyTorch's momentum_buffer is None then)
+};
+
+struct AdamParams {
+  float lr = 0.f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+  bool decoupled = false;           // AdamW: p *= 1 - lr * weight_decay before the update
+  float step_size = 0.f;            // lr / (1 - beta1^step)
+  float bias_correction2_sqrt = 1;  // sqrt(1 - beta2^step)
+};
+
+// Dropout: element i is kept when the top 24 bits of hash(seed, i) are >= threshold (a 24-bit
+// fraction of p), the same integer arithmetic on every backend; kept elements are scaled by `scale`.
+struct DropoutParams {
+  uint64_t seed = 0;
+  uint32_t threshold = 0;
+  float scale = 1.f;
+};
+
 namespace cpu {
 // weight [out, in/groups, kh, kw]; bias [out] or null. out: maps [out, Ho_i, Wo_i].
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
@@ -44,6 +68,34 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
                       bool relu, float* y);
 Status relu_forward(int64_t n, const float* x, float* y);
 Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y);
+
+// ---- backward passes and optimizer steps (cpu/layers_backward_cpu.cpp, cuda/layers_backward_cuda.cu) ----
+// Every result buffer is overwritten (never accumulated into); weight gradients are summed over
+// the whole batch. `in`/`out` are the forward's layouts; dx has the layout of x.
+// dx and db may be null (not wanted). dy has the layout `out`.
+Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const RaggedView& out,
+                       const float* dy, float* dx, float* dw, float* db);
+// Routes each output's gradient to its window's argmax as PyTorch: the first maximum in row-major
+// window order, a NaN wins (the last NaN, as PyTorch's `val > max || isnan(val)`).
+Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, const float* dy,
+                           float* dx);
+Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx);
+// x [rows, in], w [out, in], dy [rows, out]; dx [rows, in] and db [out] may be null; dw [out, in].
+Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy,
+                       float* dx, float* dw, float* db);
+// dx = y <= 0 ? 0 : dy (PyTorch's threshold_backward on the forward output y).
+Status relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+// mask = kept ? scale : 0; y = x * mask.
+Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float* y, float* mask);
+// y = a * b elementwise (dropout backward: dy * mask).
+Status multiply(int64_t n, const float* a, const float* b, float* y);
+// logits [rows, cols] (backend memory); labels: host memory, rows values in [0, cols).
+// grad = (softmax - onehot) / rows (backend memory); row_loss (host, float64) = logsumexp - logit[label];
+// row_correct (host) = 1 when the row's argmax (first maximum, a NaN counts as the maximum) is the label.
+Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss,
+                             int32_t* row_correct);
+Status sgd_step(int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p);
+Status adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p);
 }  // namespace cpu
 
 namespace cuda {
@@ -55,6 +107,34 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
                       bool relu, float* y);
 Status relu_forward(int64_t n, const float* x, float* y);
 Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y);
+
+// ---- backward passes and optimizer steps (same contracts as cpu::) ----
+// Every result buffer is overwritten (never accumulated into); weight gradients are summed over
+// the whole batch. `in`/`out` are the forward's layouts; dx has the layout of x.
+// dx and db may be null (not wanted). dy has the layout `out`.
+Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const RaggedView& out,
+                       const float* dy, float* dx, float* dw, float* db);
+// Routes each output's gradient to its window's argmax as PyTorch: the first maximum in row-major
+// window order, a NaN wins (the last NaN, as PyTorch's `val > max || isnan(val)`).
+Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, const float* dy,
+                           float* dx);
+Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx);
+// x [rows, in], w [out, in], dy [rows, out]; dx [rows, in] and db [out] may be null; dw [out, in].
+Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy,
+                       float* dx, float* dw, float* db);
+// dx = y <= 0 ? 0 : dy (PyTorch's threshold_backward on the forward output y).
+Status relu_backward(int64_t n, const float* y, const float* dy, float* dx);
+// mask = kept ? scale : 0; y = x * mask.
+Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float* y, float* mask);
+// y = a * b elementwise (dropout backward: dy * mask).
+Status multiply(int64_t n, const float* a, const float* b, float* y);
+// logits [rows, cols] (backend memory); labels: host memory, rows values in [0, cols).
+// grad = (softmax - onehot) / rows (backend memory); row_loss (host, float64) = logsumexp - logit[label];
+// row_correct (host) = 1 when the row's argmax (first maximum, a NaN counts as the maximum) is the label.
+Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss,
+                             int32_t* row_correct);
+Status sgd_step(int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p);
+Status adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p);
 }  // namespace cuda
 
 }  // namespace sppnet

@@ -1,0 +1,299 @@
+// Training entry points (backward passes, loss, optimizer steps): unpack what lib/grad.ts prepared
+// and checked, pick the backend by the device of the buffers, queue.
+#include <array>
+#include <memory>
+#include <string>
+
+#include "common.h"
+#include "sppnet/layers.h"
+
+namespace sppnet {
+namespace binding {
+namespace {
+
+double number(const Napi::Object& a, const char* name) {
+  const Napi::Value v = a.Get(name);
+  if (!v.IsNumber()) throw Napi::TypeError::New(a.Env(), std::string("internal: field '") + name + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int64_t count(const Napi::Object& a, const char* name) {
+  const double v = number(a, name);
+  if (!(v >= 0) || v > 9.0e15) throw Napi::RangeError::New(a.Env(), std::string("internal: bad count '") + name + "'");
+  return static_cast<int64_t>(v);
+}
+
+bool has(const Napi::Object& a, const char* name) { return !a.Get(name).IsUndefined() && !a.Get(name).IsNull(); }
+
+// All buffers of one call on one device; returns it.
+bool one_device(const Napi::Env& env, std::initializer_list<const FloatArg*> args) {
+  const bool d = (*args.begin())->device;
+  for (const FloatArg* a : args)
+    if (a->ptr && a->device != d) throw Napi::TypeError::New(env, "internal: buffers on different devices");
+  return d;
+}
+
+struct Held {
+  std::vector<Napi::Value> keep;
+  FloatArg arg(const Napi::Object& a, const char* name, int64_t needed) {
+    FloatArg f = float_arg(a, name, needed);
+    keep.push_back(f.value);
+    return f;
+  }
+  FloatArg optional(const Napi::Object& a, const char* name, int64_t needed) { return has(a, name) ? arg(a, name, needed) : FloatArg{}; }
+};
+
+struct LayerJob {
+  RaggedLayout in, out;
+  FloatArg x, w, dy, dx, dw, db;
+};
+
+Conv2dParams conv_params(const Napi::Object& a) {
+  const Napi::Int32Array pr = int32_array(a, "params");
+  if (pr.ElementLength() != 11) throw Napi::RangeError::New(a.Env(), "internal: conv params");
+  Conv2dParams p;
+  int32_t* f[11] = {&p.in_channels, &p.out_channels, &p.kernel_h, &p.kernel_w, &p.stride_h, &p.stride_w,
+                    &p.pad_h,       &p.pad_w,        &p.dilation_h, &p.dilation_w, &p.groups};
+  for (int k = 0; k < 11; ++k) *f[k] = pr[k];
+  for (int k = 2; k < 11; ++k)
+    if (*f[k] < (k == 6 || k == 7 ? 0 : 1)) throw Napi::RangeError::New(a.Env(), "internal: conv params");
+  return p;
+}
+
+Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<LayerJob>();
+  j->in = ragged_layout(a, "in");
+  j->out = ragged_layout(a, "out");
+  const Conv2dParams p = conv_params(a);
+  if (p.in_channels % p.groups || p.out_channels % p.groups || p.in_channels != j->in.view.channels ||
+      p.out_channels != j->out.view.channels || j->in.view.count != j->out.view.count)
+    throw Napi::RangeError::New(info.Env(), "internal: conv shapes");
+  const int64_t weights = int64_t{p.out_channels} * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w;
+  Held h;
+  j->x = h.arg(a, "input", j->in.end);
+  j->w = h.arg(a, "weight", weights);
+  j->dy = h.arg(a, "gradOutput", j->out.end);
+  j->dx = h.optional(a, "gradInput", j->in.end);
+  j->dw = h.arg(a, "gradWeight", weights);
+  j->db = h.optional(a, "gradBias", p.out_channels);
+  const bool dev = one_device(info.Env(), {&j->x, &j->w, &j->dy, &j->dx, &j->dw, &j->db});
+  auto task = [j, p, dev]() {
+    return dev ? cuda::conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr)
+               : cpu::conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<LayerJob>();
+  j->in = ragged_layout(a, "in");
+  j->out = ragged_layout(a, "out");
+  const Napi::Int32Array pr = int32_array(a, "params");
+  if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
+    throw Napi::RangeError::New(info.Env(), "internal: pool params");
+  Pool2dParams p;
+  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  if (p.kernel_h < 1 || p.kernel_w < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0)
+    throw Napi::RangeError::New(info.Env(), "internal: pool params");
+  Held h;
+  j->x = h.arg(a, "input", j->in.end);
+  j->dy = h.arg(a, "gradOutput", j->out.end);
+  j->dx = h.arg(a, "gradInput", j->in.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->dx});
+  auto task = [j, p, dev]() {
+    return dev ? cuda::max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr)
+               : cpu::max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<LayerJob>();
+  j->in = ragged_layout(a, "in");
+  LrnParams p;
+  p.size = int_field(a, "size");
+  p.alpha = static_cast<float>(number(a, "alpha"));
+  p.beta = static_cast<float>(number(a, "beta"));
+  p.k = static_cast<float>(number(a, "k"));
+  if (p.size < 1) throw Napi::RangeError::New(info.Env(), "internal: lrn size");
+  Held h;
+  j->x = h.arg(a, "input", j->in.end);
+  j->dy = h.arg(a, "gradOutput", j->in.end);
+  j->dx = h.arg(a, "gradInput", j->in.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->dx});
+  auto task = [j, p, dev]() {
+    return dev ? cuda::lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr)
+               : cpu::lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<LayerJob>();
+  const int64_t rows = count(a, "rows");
+  const int32_t in_f = int_field(a, "inFeatures"), out_f = int_field(a, "outFeatures");
+  if (in_f < 0 || out_f < 0) throw Napi::RangeError::New(info.Env(), "internal: linear features");
+  Held h;
+  j->x = h.arg(a, "input", rows * in_f);
+  j->w = h.arg(a, "weight", int64_t{out_f} * in_f);
+  j->dy = h.arg(a, "gradOutput", rows * out_f);
+  j->dx = h.optional(a, "gradInput", rows * in_f);
+  j->dw = h.arg(a, "gradWeight", int64_t{out_f} * in_f);
+  j->db = h.optional(a, "gradBias", out_f);
+  const bool dev = one_device(info.Env(), {&j->x, &j->w, &j->dy, &j->dx, &j->dw, &j->db});
+  auto task = [j, rows, in_f, out_f, dev]() {
+    return dev ? cuda::linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr)
+               : cpu::linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+// pointwise({ op: 'reluBackward' | 'multiply', n, a, b, output }): reluBackward reads a = the
+// forward output, b = its gradient.
+Napi::Value Pointwise(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const std::string op = a.Get("op").As<Napi::String>().Utf8Value();
+  const bool relu = op == "reluBackward";
+  if (!relu && op != "multiply") throw Napi::TypeError::New(info.Env(), "internal: unknown pointwise op");
+  const int64_t n = count(a, "n");
+  Held h;
+  auto x = std::make_shared<std::array<FloatArg, 3>>();
+  (*x)[0] = h.arg(a, "a", n);
+  (*x)[1] = h.arg(a, "b", n);
+  (*x)[2] = h.arg(a, "output", n);
+  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
+  auto task = [x, n, relu, dev]() {
+    const float *p = (*x)[0].ptr, *q = (*x)[1].ptr;
+    float* y = (*x)[2].ptr;
+    if (relu) return dev ? cuda::relu_backward(n, p, q, y) : cpu::relu_backward(n, p, q, y);
+    return dev ? cuda::multiply(n, p, q, y) : cpu::multiply(n, p, q, y);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+// dropout({ n, input, output, mask, seed, threshold, scale })
+Napi::Value Dropout(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t n = count(a, "n");
+  DropoutParams p;
+  p.seed = static_cast<uint64_t>(count(a, "seed"));
+  const double thr = number(a, "threshold");
+  if (!(thr >= 0) || thr > 16777216.0) throw Napi::RangeError::New(info.Env(), "internal: dropout threshold");
+  p.threshold = static_cast<uint32_t>(thr);
+  p.scale = static_cast<float>(number(a, "scale"));
+  Held h;
+  auto x = std::make_shared<std::array<FloatArg, 3>>();
+  (*x)[0] = h.arg(a, "input", n);
+  (*x)[1] = h.arg(a, "output", n);
+  (*x)[2] = h.arg(a, "mask", n);
+  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
+  auto task = [x, n, p, dev]() {
+    return dev ? cuda::dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr)
+               : cpu::dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+// softmaxCrossEntropy({ rows, cols, logits, grad, labels: Int32Array, rowLoss: Float64Array,
+// rowCorrect: Int32Array }): per-row results land in the host arrays; lib/ sums them.
+Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t rows = count(a, "rows");
+  const int32_t cols = int_field(a, "cols");
+  if (cols < 1) throw Napi::RangeError::New(info.Env(), "internal: softmax cross-entropy cols");
+  Napi::Int32Array labels = int32_array(a, "labels"), correct = int32_array(a, "rowCorrect");
+  Napi::Float64Array loss = float64_array(a, "rowLoss");
+  if (static_cast<int64_t>(labels.ElementLength()) != rows || static_cast<int64_t>(correct.ElementLength()) != rows ||
+      static_cast<int64_t>(loss.ElementLength()) != rows)
+    throw Napi::RangeError::New(info.Env(), "internal: softmax cross-entropy row arrays");
+  const int32_t* lp = labels.Data();
+  for (int64_t r = 0; r < rows; ++r)
+    if (lp[r] < 0 || lp[r] >= cols) throw Napi::RangeError::New(info.Env(), "internal: label out of range");
+  Held h;
+  auto x = std::make_shared<std::array<FloatArg, 2>>();
+  (*x)[0] = h.arg(a, "logits", rows * cols);
+  (*x)[1] = h.arg(a, "grad", rows * cols);
+  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1]});
+  h.keep.push_back(labels);
+  h.keep.push_back(correct);
+  h.keep.push_back(loss);
+  int32_t* cp = correct.Data();
+  double* dp = loss.Data();
+  auto task = [x, rows, cols, lp, cp, dp, dev]() {
+    return dev ? cuda::softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp)
+               : cpu::softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+// sgdStep({ n, param, grad, buf?, lr, momentum, dampening, weightDecay, nesterov, firstStep })
+Napi::Value SgdStep(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t n = count(a, "n");
+  SgdParams p;
+  p.lr = static_cast<float>(number(a, "lr"));
+  p.momentum = static_cast<float>(number(a, "momentum"));
+  p.dampening = static_cast<float>(number(a, "dampening"));
+  p.weight_decay = static_cast<float>(number(a, "weightDecay"));
+  p.nesterov = a.Get("nesterov").ToBoolean();
+  p.first_step = a.Get("firstStep").ToBoolean();
+  Held h;
+  auto x = std::make_shared<std::array<FloatArg, 3>>();
+  (*x)[0] = h.arg(a, "param", n);
+  (*x)[1] = h.arg(a, "grad", n);
+  (*x)[2] = h.optional(a, "buf", n);
+  if (p.momentum != 0.f && !(*x)[2].ptr) throw Napi::TypeError::New(info.Env(), "internal: momentum without a buffer");
+  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
+  auto task = [x, n, p, dev]() {
+    return dev ? cuda::sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p) : cpu::sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+// adamStep({ n, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, decoupled, stepSize, biasCorrection2Sqrt })
+Napi::Value AdamStep(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t n = count(a, "n");
+  AdamParams p;
+  p.lr = static_cast<float>(number(a, "lr"));
+  p.beta1 = static_cast<float>(number(a, "beta1"));
+  p.beta2 = static_cast<float>(number(a, "beta2"));
+  p.eps = static_cast<float>(number(a, "eps"));
+  p.weight_decay = static_cast<float>(number(a, "weightDecay"));
+  p.decoupled = a.Get("decoupled").ToBoolean();
+  p.step_size = static_cast<float>(number(a, "stepSize"));
+  p.bias_correction2_sqrt = static_cast<float>(number(a, "biasCorrection2Sqrt"));
+  Held h;
+  auto x = std::make_shared<std::array<FloatArg, 4>>();
+  (*x)[0] = h.arg(a, "param", n);
+  (*x)[1] = h.arg(a, "grad", n);
+  (*x)[2] = h.arg(a, "m", n);
+  (*x)[3] = h.arg(a, "v", n);
+  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2], &(*x)[3]});
+  auto task = [x, n, p, dev]() {
+    return dev ? cuda::adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p)
+               : cpu::adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p);
+  };
+  return queue(info.Env(), task, h.keep);
+}
+
+}  // namespace
+
+void init_grad(Napi::Env env, Napi::Object exports) {
+  exports.Set("conv2dBackward", Napi::Function::New(env, Conv2dBackward));
+  exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
+  exports.Set("lrnBackward", Napi::Function::New(env, LrnBackward));
+  exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));
+  exports.Set("pointwise", Napi::Function::New(env, Pointwise));
+  exports.Set("dropout", Napi::Function::New(env, Dropout));
+  exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));
+  exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
+  exports.Set("adamStep", Napi::Function::New(env, AdamStep));
+}
+
+}  // namespace binding
+}  // namespace sppnet
