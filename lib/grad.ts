@@ -73,7 +73,9 @@ function checkSpatialLike(fn: string, name: string, L: SpatialLayout, g: unknown
   const s = g.storage(fn, name);
   if (g.rank !== shape.length) fail(`${fn}: ${name} must have rank ${shape.length} [${shape.join(', ')}] (${what}), got shape [${g.shape.join(', ')}]`);
   g.shape.forEach((d, i) => {
-    if (d !== shape[i]) fail(`${fn}: ${name} axis ${i} (${axes[i]}) is ${d}, expected ${shape[i]}: ${what} has shape [${shape.join(', ')}]`);
+    // An empty dense batch has no map sizes to hold to: any H and W (the forward makes them 0).
+    if (d !== shape[i] && !(sizes.length === 0 && i >= 2))
+      fail(`${fn}: ${name} axis ${i} (${axes[i]}) is ${d}, expected ${shape[i]}: ${what} has shape [${shape.join(', ')}]`);
   });
   if (s.device !== L.device) mismatch(fn, name, s.device, 'the input', L.device);
   return s;
@@ -106,6 +108,11 @@ function elementwiseInput(fn: string, name: string, x: unknown): { store: Storag
 function allocateAs<T extends Tensor | RaggedBatch>(x: T, fn: string): T {
   if (x instanceof RaggedBatch) return allocateLike('ragged', x.device, x.channels, [...x.sizes], fn) as T;
   return allocate((x as Tensor).shape, x.device, fn) as T;
+}
+
+/** A new tensor or batch shaped like the spatial input (dense inputs keep their shape, N = 0 included). */
+function gradInputFor<T extends Spatial>(L: SpatialLayout, input: T, fn: string): T {
+  return (input instanceof Tensor ? allocate(input.shape, L.device, fn) : allocateLike('ragged', L.device, L.channels, L.sizes, fn)) as T;
 }
 
 function flag(fn: string, o: Record<string, unknown>, name: string, dflt: boolean): boolean {
@@ -167,7 +174,7 @@ export async function conv2dBackward<T extends Spatial>(input: T, weight: Tensor
   checkOutputSizes(fn, outSizes, cout, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, cout, outSizes, 'the forward output');
-  const gradInput = needInput ? (allocateLike(L.kind, L.device, L.channels, L.sizes, fn) as T) : undefined;
+  const gradInput = needInput ? (gradInputFor(L, input, fn)) : undefined;
   const gradWeight = allocate(weight.shape, L.device, fn);
   const gradBias = hasBias ? allocate([cout], L.device, fn) : undefined;
   const x = nativeRef(L.store), w = nativeRef(ws), g = nativeRef(gs), gw = nativeRef(gradWeight.storage(fn, 'gradWeight'));
@@ -212,7 +219,7 @@ export async function maxPool2dBackward<T extends Spatial>(input: T, gradOutput:
   checkOutputSizes(fn, outSizes, L.channels, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, L.channels, outSizes, 'the forward output');
-  const out = allocateLike(L.kind, L.device, L.channels, L.sizes, fn) as T;
+  const out = gradInputFor(L, input, fn);
   const x = nativeRef(L.store), g = nativeRef(gs), y = nativeRef(out.storage(fn, 'gradInput'));
   await settle(site, fn, [out], () =>
     native.maxPool2dBackward({
@@ -236,7 +243,7 @@ export async function localResponseNormBackward<T extends Spatial>(input: T, gra
   const beta = num(fn, o, 'beta', 0.75, finite, 'a finite number');
   const k = num(fn, o, 'k', 1, finite, 'a finite number');
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, L.channels, L.sizes, 'the forward output');
-  const out = allocateLike(L.kind, L.device, L.channels, L.sizes, fn) as T;
+  const out = gradInputFor(L, input, fn);
   const x = nativeRef(L.store), g = nativeRef(gs), y = nativeRef(out.storage(fn, 'gradInput'));
   await settle(site, fn, [out], () =>
     native.lrnBackward({

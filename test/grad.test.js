@@ -95,6 +95,18 @@ for (const device of ['cpu', 'cuda']) {
         expectClose(await one.gradInput.data(), dx.subarray(0, C * H * W), { label: `seed ${seed} single` });
       });
 
+      it('an empty dense batch [0, C, H, W] gives zero weight and bias gradients and an empty gradInput of its shape', async function () {
+        const x = sp.zeros([0, 3, 5, 5], { device }), w = sp.full([4, 3, 3, 3], 1, { device });
+        const y = await sp.conv2d(x, w, null);
+        const g = await sp.conv2dBackward(x, w, y);
+        expect(g.gradInput.shape).to.deep.equal([0, 3, 5, 5]);
+        expect(Array.from(await g.gradWeight.data()).every((v) => v === 0)).to.equal(true);
+        expect(Array.from(await g.gradBias.data())).to.deep.equal([0, 0, 0, 0]);
+        const lb = await sp.linearBackward(sp.zeros([0, 4], { device }), w.reshape([27, 4]), sp.zeros([0, 27], { device }));
+        expect(lb.gradInput.shape).to.deep.equal([0, 4]);
+        expect(Array.from(await lb.gradWeight.data()).every((v) => v === 0)).to.equal(true);
+      });
+
       it('weight gradients are deterministic (the same bits on every run)', async function () {
         const seed = freshSeed();
         const r = rng(seed);
