@@ -180,7 +180,9 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   DropoutParams p;
-  p.seed = static_cast<uint64_t>(count(a, "seed"));
+  const double seed = number(a, "seed");
+  if (!(seed >= 0) || seed > 9007199254740991.0) throw Napi::RangeError::New(info.Env(), "internal: dropout seed");
+  p.seed = static_cast<uint64_t>(seed);
   const double thr = number(a, "threshold");
   if (!(thr >= 0) || thr > 16777216.0) throw Napi::RangeError::New(info.Env(), "internal: dropout threshold");
   p.threshold = static_cast<uint32_t>(thr);
