@@ -330,7 +330,7 @@ async function loadTest(opt, device, images, client, log) {
   return { runs, memory, tensors: { start: tensorsStart, end: tensorsEnd }, model: modelInfo };
 }
 
-const HEAD = ['mode', 'conns', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'non-2xx', 'errors', 'mean batch', 'loop p99 ms', 'RSS MB after (peak)', 'heap MB after'];
+const HEAD = ['mode', 'conns', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'non-2xx', 'errors', 'mean batch', 'loop p99 ms', 'RSS MiB after (peak)', 'heap MiB after'];
 const f3 = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 function rowsOf(runs) {
   return runs.map((r) => [
@@ -343,11 +343,11 @@ function rowsOf(runs) {
 
 function summaryLines(d) {
   const m = d.memory;
-  const mem = (x) => `RSS ${MB(x.rss).toFixed(0)} MB, heap ${MB(x.heapUsed).toFixed(0)} MB, external ${MB(x.external).toFixed(0)} MB`;
+  const mem = (x) => `RSS ${MB(x.rss).toFixed(0)} MiB, heap ${MB(x.heapUsed).toFixed(0)} MiB, external ${MB(x.external).toFixed(0)} MiB`;
   const t = d.tensors;
   return [
-    `Memory (server process): at start ${mem(m.start)}; after warm-up ${mem(m.afterWarmup)}; at the end ${mem(m.end)}, after a forced GC ${mem(m.endAfterGc)}; peak RSS ${MB(m.peak.rss).toFixed(0)} MB, peak heap ${MB(m.peak.heapUsed).toFixed(0)} MB.`,
-    `Live sppnet tensors: ${t.start.tensors[d.device]} (${MB(t.start.bytes[d.device]).toFixed(1)} MB) with the model loaded, ${t.end.tensors[d.device]} (${MB(t.end.bytes[d.device]).toFixed(1)} MB) after the last point, before model.dispose().`,
+    `Memory (server process): at start ${mem(m.start)}; after warm-up ${mem(m.afterWarmup)}; at the end ${mem(m.end)}, after a forced GC ${mem(m.endAfterGc)}; peak RSS ${MB(m.peak.rss).toFixed(0)} MiB, peak heap ${MB(m.peak.heapUsed).toFixed(0)} MiB.`,
+    `Live sppnet tensors: ${t.start.tensors[d.device]} (${MB(t.start.bytes[d.device]).toFixed(1)} MiB) with the model loaded, ${t.end.tensors[d.device]} (${MB(t.end.bytes[d.device]).toFixed(1)} MiB) after the last point, before model.dispose().`,
     `Event-loop delay: beyond the ${EL_RESOLUTION_MS} ms timer of perf_hooks.monitorEventLoopDelay, over each point; worst p99 ${Math.max(...d.runs.map((r) => r.eventLoopDelayMs.p99)).toFixed(1)} ms, worst max ${Math.max(...d.runs.map((r) => r.eventLoopDelayMs.max)).toFixed(1)} ms.`,
   ];
 }
@@ -419,7 +419,7 @@ async function main() {
   for (const device of devices) {
     console.log(`\n[${device}]`);
     const res = await loadTest(opt, device, images, client, (r) =>
-      console.log(`  ${r.modeLabel.padEnd(27)} c=${String(r.connections).padStart(3)}: ${f3(r.reqPerS).padStart(6)} req/s, p50 ${f3(r.latencyMs.p50)} ms, p99 ${f3(r.latencyMs.p99)} ms, non-2xx ${r.non2xx}, errors ${r.errors + r.timeouts}, mean batch ${r.meanBatchSize == null ? '-' : r.meanBatchSize.toFixed(1)}, loop p99 ${f3(r.eventLoopDelayMs.p99)} ms, RSS ${MB(r.memory.after.rss).toFixed(0)} MB (peak ${MB(r.memory.peak.rss).toFixed(0)})`),
+      console.log(`  ${r.modeLabel.padEnd(27)} c=${String(r.connections).padStart(3)}: ${f3(r.reqPerS).padStart(6)} req/s, p50 ${f3(r.latencyMs.p50)} ms, p99 ${f3(r.latencyMs.p99)} ms, non-2xx ${r.non2xx}, errors ${r.errors + r.timeouts}, mean batch ${r.meanBatchSize == null ? '-' : r.meanBatchSize.toFixed(1)}, loop p99 ${f3(r.eventLoopDelayMs.p99)} ms, RSS ${MB(r.memory.after.rss).toFixed(0)} MiB (peak ${MB(r.memory.peak.rss).toFixed(0)})`),
     );
     const d = {
       device, command, npmScript: process.env.npm_lifecycle_event ?? null,
