@@ -10,7 +10,7 @@
 //   load  node bench/load.js [--quick]   the HTTP service under load            -> bench/out/load-*.*
 // then node bench/plots.js (bench/out/*.svg) and node bench/report.js (copies the SVGs to
 // bench/plots/ and splices each table into bench/RESULTS.md). A part that fails is reported and the
-// rest still run; the exit status is 1 if any failed. About 5 minutes in all (--quick: about 2).
+// rest still run; the exit status is 1 if any failed. About 4 minutes in all (--quick: about 2).
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
