@@ -9,7 +9,7 @@
 //
 // Writes DIR/load-cpu.json and DIR/load-cpu.md (DIR defaults to bench/out), and, where sppnet runs
 // on CUDA (sp.backend().device === 'cuda'), the same again on the GPU: load-gpu.{json,md}.
-// --quick: 3 s a point (about 40 s in all); the default: 15 s a point (about 2.5 min); --smoke:
+// --quick: 3 s a point (about 40 s in all); the default: 15 s a point (about 2 min); --smoke:
 // the tiny test network, 2 connections, 0.5 s a point (a few seconds; for the test suite).
 //
 // The server runs in this process, listening on 127.0.0.1 port 0. The load comes from autocannon
@@ -66,7 +66,7 @@ function parseArgs(argv) {
     } else if (a === '--no-gpu') o.gpu = false;
     else if (a.startsWith('--out')) o.out = path.resolve(val());
     else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 21).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 20).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       process.exit(0);
     } else throw new Error(`unknown argument ${a} (try --help)`);
   }
