@@ -55,4 +55,18 @@ function mdTable(head, rows, left = 2) {
   return [`| ${head.join(' | ')} |`, `|${head.map((_, j) => (j < left ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
 
-module.exports = { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable };
+/** The addon's build time and the git commit (and whether lib/ or the kernels have local changes). */
+function buildInfo() {
+  const info = { addonMtime: null, commit: null, dirty: null };
+  try {
+    info.addonMtime = fs.statSync(path.join(__dirname, '..', 'build', 'Release', 'sppnet.node')).mtime.toISOString();
+  } catch {}
+  try {
+    const git = (args) => require('child_process').execFileSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    info.commit = git(['rev-parse', '--short', 'HEAD']);
+    info.dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'lib', 'cpu', 'cuda', 'include', 'binding']) !== '';
+  } catch {}
+  return info;
+}
+
+module.exports = { buildInfo, loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable };

@@ -2,7 +2,8 @@
 // Draws the CPU benchmark results as SVG (bench/svg.js, no plotting dependency):
 //   bench/out/spp-cpu.json  -> bench/out/spp-cpu.svg  (median ms per workload, sppnet vs tfjs; log y)
 //   bench/out/zf5-cpu.json  -> bench/out/zf5-cpu.svg  (img/s per implementation per workload; log y)
-//   bench/out/load-cpu.json -> bench/out/load-cpu.svg (throughput and p99 vs concurrency)
+//   bench/out/load-cpu.json -> bench/out/load-cpu.svg (throughput, p99/p50 and RSS vs concurrency;
+//   load-gpu.json likewise where the load test ran on a GPU)
 // Missing JSON files are skipped. Options: --dir DIR (default bench/out), --png (also write a
 // PNG preview next to each SVG, through sharp), --help.
 'use strict';
@@ -69,17 +70,18 @@ function zf5Chart(d) {
   });
 }
 
-/** The load test: throughput and p99 latency vs concurrency, batching on vs off. */
+/** The load test: throughput, p99 / p50 latency and server RSS vs concurrency, batching on vs off. */
 function loadChart(d) {
   const modes = [...new Set(d.runs.map((r) => r.mode))];
-  const label = (mode) => d.runs.find((r) => r.mode === mode)?.modeLabel ?? mode;
+  const label = (mode) => (mode === 'on' || mode === 'off' ? `batching ${mode}` : d.runs.find((r) => r.mode === mode)?.modeLabel ?? mode);
   const pts = (mode, f) => d.runs.filter((r) => r.mode === mode && f(r) != null).map((r) => [r.connections, f(r)]);
   const xTicks = [...new Set(d.runs.map((r) => r.connections))].sort((a, b) => a - b);
-  const common = { logX: true, xTicks, xTitle: 'concurrent connections', width: 560, height: 380 };
+  const common = { logX: xTicks.length > 1, xTicks, xTitle: 'concurrent connections', width: 480, height: 380 };
   const thr = svg.lineChart({
     ...common,
     title: 'Throughput',
     yTitle: 'requests (images) / s',
+    yMin: 0,
     showValues: true,
     series: modes.map((m) => ({ name: label(m), points: pts(m, (r) => r.reqPerS) })),
   });
@@ -91,15 +93,40 @@ function loadChart(d) {
     showValues: true,
     series: [
       ...modes.map((m) => ({ name: `${label(m)} p99`, points: pts(m, (r) => r.latencyMs.p99) })),
-      ...modes.map((m, i) => ({ name: `${label(m)} p50`, points: pts(m, (r) => r.latencyMs.p50), color: svg.PALETTE[i], dash: '2 3' })),
+      ...modes.map((m, i) => ({ name: `${label(m)} p50`, points: pts(m, (r) => r.latencyMs.p50), color: svg.PALETTE[i], dash: '2 3', showValues: false })),
     ],
   });
+  const charts = [thr, p99];
+  // Server memory over the whole run (sampled by bench/load.js), when recorded.
+  const tl = d.memory?.timeline;
+  if (tl && tl.length > 1) {
+    const firstOff = d.runs.find((r) => r.mode !== d.runs[0].mode);
+    const at = (r) => (r.startS != null ? `${r.startS.toFixed(0)} s` : '');
+    charts.push(svg.lineChart({
+      width: 480,
+      height: 380,
+      title: 'Server memory over the run',
+      subtitle: firstOff?.startS != null ? `${label(d.runs[0].mode)} until ${at(firstOff)}, then ${label(firstOff.mode)}` : undefined,
+      xTitle: 'seconds since the model was loaded',
+      yTitle: 'MiB',
+      yMin: 0,
+      series: [
+        { name: 'RSS', points: tl.map((p) => [p.t, p.rss / 2 ** 20]), markers: false },
+        { name: 'external (tensors)', points: tl.map((p) => [p.t, p.external / 2 ** 20]), markers: false },
+        { name: 'JS heap', points: tl.map((p) => [p.t, p.heapUsed / 2 ** 20]), markers: false },
+      ],
+    }));
+  }
   const m = d.model;
-  return svg.combine([thr, p99], {
-    title: `sppnet HTTP service under load (CPU): ${m.name}, mixed-size images`,
+  const order = modes.map(label).join(', then ');
+  const knobs = (d.settings.modes ?? []).map((x) => `${label(x.mode)}: max batch ${x.maxBatchSize}, max delay ${x.maxQueueDelayMs} ms`).join('; ');
+  return svg.combine(charts, {
+    title: `sppnet HTTP service under load (${(d.device ?? 'cpu').toUpperCase()}): ${m.name}, mixed-size images`,
     notes: [
-      `Model: ${m.description}. Images: ${d.images.description}.`,
-      `${d.machine.cpu}, ${d.machine.cores} cores, ${d.machine.date.slice(0, 16).replace('T', ' ')} UTC, ${d.settings.durationS} s per point (${d.settings.quick ? 'quick' : 'full'} run); autocannon on loopback in a worker thread of the same process.`,
+      `Model: ${m.description}.${knobs ? ` ${knobs}.` : ''}`,
+      `Images: ${d.images.description}.`,
+      `${d.machine.cpu}, ${d.machine.cores} cores, ${d.machine.date.slice(0, 16).replace('T', ' ')} UTC; ${d.settings.durationS} s per point (${d.settings.quick ? 'quick' : 'full'} run), ${order}, lowest concurrency first. Shared machine: noisy.`,
+      `Load: ${d.settings.client ?? 'autocannon on loopback'}. From bench/out/${d.device === 'cuda' ? 'load-gpu' : 'load-cpu'}.json (${d.command ?? 'npm run bench:load'}).`,
     ],
   });
 }
@@ -113,7 +140,7 @@ async function main() {
     else if (argv[i].startsWith('--dir=')) dir = path.resolve(argv[i].slice(6));
     else if (argv[i] === '--png') png = true;
     else if (argv[i] === '-h' || argv[i] === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 7).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 8).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       return;
     } else throw new Error(`unknown argument ${argv[i]} (try --help)`);
   }
@@ -121,6 +148,7 @@ async function main() {
     ['spp-cpu', sppChart],
     ['zf5-cpu', zf5Chart],
     ['load-cpu', loadChart],
+    ['load-gpu', loadChart],
   ];
   for (const [name, draw] of jobs) {
     const src = path.join(dir, `${name}.json`);

@@ -427,7 +427,8 @@ async function main() {
     '',
   ].join('\n');
   fs.writeFileSync(path.join(opt.out, 'spp-cpu.md'), md);
-  const json = { machine, bandwidth: { oneThread: bw1, allThreads: bwN, usedBytesPerS: bw }, results, checks, notes };
+  const command = `node bench/run.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const json = { command, machine, bandwidth: { oneThread: bw1, allThreads: bwN, usedBytesPerS: bw }, results, checks, notes };
   fs.writeFileSync(path.join(opt.out, 'spp-cpu.json'), JSON.stringify(json, null, 1));
   const shown = path.relative(process.cwd(), opt.out);
   console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'spp-cpu.md')} and spp-cpu.json`);

@@ -11,7 +11,8 @@
 // width, height (px; default 600 x 380), title, subtitle, notes (lines under the plot),
 // yMin / yMax (else from the data), yFormat (tick label function), colors.
 // Line charts: xTicks (explicit tick positions; default: the data's x values on a log axis with
-// few distinct values, else "nice" ticks), xMin / xMax, showValues (label each point).
+// few distinct values, else "nice" ticks), xMin / xMax, showValues (label each point; a series'
+// own showValues overrides it), a series' markers: false (no dots: dense lines).
 // Bar charts: showValues (default true: each bar's value above it; null values read "n/a").
 
 const fs = require('fs');
@@ -44,7 +45,11 @@ function niceTicks(lo, hi, count = 6) {
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
   const ticks = [];
-  for (let t = Math.floor(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toPrecision(12));
+  // From the last tick at or below lo to the first at or above hi, so the data fit inside.
+  for (let t = Math.floor(lo / step) * step; ; t += step) {
+    ticks.push(+t.toPrecision(12));
+    if (t >= hi - step * 1e-9 || ticks.length > 100) break;
+  }
   return { ticks, lo: ticks[0], hi: ticks[ticks.length - 1] };
 }
 
@@ -207,8 +212,8 @@ function lineChart(o) {
     if (!p.length) continue;
     body.push(`<polyline points="${p.map(([x, y]) => `${r2(xmap(x))},${r2(ymap(y))}`).join(' ')}" fill="none" stroke="${s.color}" stroke-width="2.5"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''} stroke-linejoin="round"/>`);
     for (const [x, y] of p) {
-      body.push(`<circle cx="${r2(xmap(x))}" cy="${r2(ymap(y))}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}: ${fmt(x)}, ${fmt(y)}`)}</title></circle>`);
-      if (o.showValues) body.push(text(xmap(x) + 5, ymap(y) - 7, (o.valueFormat ?? fmt)(y), { size: 10, fill: s.color }));
+      if (s.markers !== false) body.push(`<circle cx="${r2(xmap(x))}" cy="${r2(ymap(y))}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}: ${fmt(x)}, ${fmt(y)}`)}</title></circle>`);
+      if (s.showValues ?? o.showValues) body.push(text(xmap(x) + 5, ymap(y) - 7, (o.valueFormat ?? fmt)(y), { size: 10, fill: s.color }));
     }
   }
   return doc(width, height, body);

@@ -559,7 +559,8 @@ async function main() {
     '',
   ].join('\n');
   fs.writeFileSync(path.join(opt.out, 'zf5-cpu.md'), md);
-  const json = { machine, clock: { ...clock, usedGHz: ghz, flopPerCycle: opt.flopPerCycle, peakGflops }, flops: { anchor224: f224, archZf5_224: full224 }, results, checks, notes };
+  const command = `node bench/zf5.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const json = { command, machine, clock: { ...clock, usedGHz: ghz, flopPerCycle: opt.flopPerCycle, peakGflops }, flops: { anchor224: f224, archZf5_224: full224 }, results, checks, notes };
   fs.writeFileSync(path.join(opt.out, 'zf5-cpu.json'), JSON.stringify(json, null, 1));
   const shown = path.relative(process.cwd(), opt.out);
   console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'zf5-cpu.md')} and zf5-cpu.json`);
