@@ -75,13 +75,17 @@ void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx2,fma")
-// Panels [q0, q1), rows [k0, k1): masked 16-lane gathers, the lane offsets stepped per row.
+#pragma GCC target("avx512f,avx2,fma,bmi2")
+// Panels [q0, q1), rows [k0, k1), 16 lanes at a time. Where the lanes' windows start at
+// consecutive (stride 1) or every other (stride 2) element of one map, in at most three runs, a
+// row of B is one or two masked loads per run (plus a permute for stride 2); otherwise a masked
+// gather. Masks: the window's row and column inside the map (padding reads as 0).
 void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
                           int64_t k1, float* Bp) {
   const int khw = p.kernel_h * p.kernel_w;
   const float* xb = x + t.base;
   const __m512 zero = _mm512_setzero_ps();
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   for (int64_t q = q0; q < q1; ++q)
     for (int h = 0; h < 2; ++h) {
       const size_t n = static_cast<size_t>(q * NR + 16 * h);
@@ -91,6 +95,65 @@ void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& 
       const __m512i dW = _mm512_mullo_epi32(W, _mm512_set1_epi32(p.dilation_h));
       float* d = Bp + q * K * NR + 16 * h;
       int c = static_cast<int>(k0 / khw), i = static_cast<int>(k0 % khw) / p.kernel_w, j = static_cast<int>(k0 % khw) % p.kernel_w;
+      // Runs of lanes whose window starts are consecutive elements of one map (stride 1): each
+      // row of B is then one masked load per run, not a gather.
+      int nseg = 0, segL[3] = {0, 0, 0};
+      __mmask16 segm[3] = {0, 0, 0};
+      int64_t segp[3] = {0, 0, 0}, segHW[3] = {0, 0, 0}, segW[3] = {0, 0, 0};
+      const int sw = p.stride_w;
+      if (sw == 1 || sw == 2) {
+        for (int l = 0; l < 16 && nseg <= 3; ++l) {
+          const size_t nl = n + l;
+          if (t.H[nl] == 0) break;  // past N: masked anyway
+          if (l == 0 || t.start[nl] != t.start[nl - 1] + sw || t.HW[nl] != t.HW[nl - 1] || t.W[nl] != t.W[nl - 1]) {
+            if (nseg == 3) {
+              nseg = 4;
+              break;
+            }
+            segL[nseg] = l, segp[nseg] = int64_t{t.start[nl]} - int64_t{sw} * l, segHW[nseg] = t.HW[nl], segW[nseg] = int64_t{t.W[nl]} * p.dilation_h;
+            ++nseg;
+          }
+          segm[nseg - 1] |= __mmask16(1u << l);
+        }
+      }
+      if (nseg >= 1 && nseg <= 3) {
+        __m512i iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i * p.dilation_h));
+        __mmask16 row_in = _mm512_cmplt_epu32_mask(iy, H);
+        int64_t off = int64_t{c}, ioff = i;  // channel and kernel row of the current k
+        for (int64_t k = k0; k < k1; ++k) {
+          const __m512i ix = _mm512_add_epi32(ix0, _mm512_set1_epi32(j * p.dilation_w));
+          const __mmask16 m = row_in & _mm512_cmplt_epu32_mask(ix, W);
+          __m512 v = zero;
+          if (sw == 1) {
+            for (int sgi = 0; sgi < nseg; ++sgi)
+              v = _mm512_mask_loadu_ps(v, m & segm[sgi], xb + segp[sgi] + off * segHW[sgi] + ioff * segW[sgi] + j * p.dilation_w);
+          } else {
+            // Lane l wants P[2l]: two loads of 16 under the lane mask spread to even positions,
+            // then the even elements of the pair.
+            __m512 v1 = zero;
+            for (int sgi = 0; sgi < nseg; ++sgi) {
+              const float* P = xb + segp[sgi] + off * segHW[sgi] + ioff * segW[sgi] + j * p.dilation_w;
+              const uint32_t wide = _pdep_u32(m & segm[sgi], 0x55555555u);
+              v = _mm512_mask_loadu_ps(v, __mmask16(wide), P);
+              v1 = _mm512_mask_loadu_ps(v1, __mmask16(wide >> 16), P + 16);
+            }
+            v = _mm512_permutex2var_ps(v, evens, v1);
+          }
+          _mm512_store_ps(d + k * NR, v);
+          if (++j == p.kernel_w) {
+            j = 0;
+            if (++i == p.kernel_h) {
+              i = 0, ++off;
+              iy = iy0;
+            } else {
+              iy = _mm512_add_epi32(iy, _mm512_set1_epi32(p.dilation_h));
+            }
+            ioff = i;
+            row_in = _mm512_cmplt_epu32_mask(iy, H);
+          }
+        }
+        continue;
+      }
       __m512i cbase = _mm512_add_epi32(start, _mm512_mullo_epi32(HW, _mm512_set1_epi32(c)));
       __m512i rbase = _mm512_add_epi32(cbase, _mm512_mullo_epi32(dW, _mm512_set1_epi32(i)));
       __m512i iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i * p.dilation_h));
@@ -119,18 +182,21 @@ void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& 
 #pragma GCC pop_options
 #endif
 
-// Fills the packed B of one run (group g) on all threads: tasks of (panel, block of rows).
+// Fills the packed B of one run (group g) on all threads. Tasks of (block of rows, panel), the
+// panels inner: a block's rows read a few input channels (kernel_h x kernel_w rows each), which
+// stay in L1/L2 while every panel takes its columns from them.
 void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t panels, float* Bp) {
-  const int64_t kb = std::min<int64_t>(K, 256), kblocks = (K + kb - 1) / kb;
+  const int64_t khw = int64_t{p.kernel_h} * p.kernel_w;
+  const int64_t kb = std::min<int64_t>(K, khw * std::max<int64_t>(1, 64 / khw)), kblocks = (K + kb - 1) / kb;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx512 = detect_isa() == Isa::kAvx512;
   const bool fast = avx512 && t.fits32;
 #else
   const bool fast = false;
 #endif
-  parallel_for(panels * kblocks, 4, [&](int64_t a, int64_t e) {
+  parallel_for(panels * kblocks, 16, [&](int64_t a, int64_t e) {
     for (int64_t task = a; task < e; ++task) {
-      const int64_t q = task / kblocks, k0 = task % kblocks * kb, k1 = std::min(K, k0 + kb);
+      const int64_t q = task % panels, k0 = task / panels * kb, k1 = std::min(K, k0 + kb);
 #if defined(__x86_64__) && defined(__GNUC__)
       if (fast) {
         im2col_panels_avx512(x, t, p, K, q, q + 1, k0, k1, Bp);

@@ -178,10 +178,11 @@ int check_all() {
 
 double now_ms() { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-void time_all(int reps, int batch) {
+void time_all(int reps, int batch, bool m1 = false) {
   std::printf("isa %s, %d threads, batch %d, %d reps (median ms)\n", cpu::isa().c_str(), cpu::threads(), batch, reps);
   double total = 0, flops = 0;
-  for (const Layer& l : kZf5) {
+  for (Layer l : kZf5) {
+    if (m1) l.cout = 1;  // im2col (and one pass over it) alone
     Run r = make(l, std::vector<std::pair<int, int>>(batch, {l.H, l.W}));
     run(l, r);
     std::vector<double> t;
@@ -230,6 +231,7 @@ int main(int argc, char** argv) {
   const int batch = argc > 3 ? std::atoi(argv[3]) : 0;
   int bad = 0;
   if (what == "check" || what == "all") bad = check_all();
+  if (what == "im2col") time_all(reps, batch > 0 ? batch : 1, true);
   if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1);
   if (what == "time" || what == "all") {
     if (batch > 0)
