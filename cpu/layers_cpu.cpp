@@ -311,6 +311,16 @@ void lrn_row(const float* __restrict xc, const float* __restrict sum, int W, flo
   }
 }
 
+// sum[w] = sum over channels c0..c1 of x[c][w]^2 (rows HW apart), in channel order.
+SPP_ISA_CLONES
+void lrn_window_sum(const float* __restrict xb, int64_t HW, int c0, int c1, int W, float* __restrict sum) {
+  for (int w = 0; w < W; ++w) sum[w] = 0.f;
+  for (int cc = c0; cc <= c1; ++cc) {
+    const float* xr = xb + cc * HW;
+    for (int w = 0; w < W; ++w) sum[w] += xr[w] * xr[w];
+  }
+}
+
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
   const int C = in.channels, before = p.size / 2, after = (p.size - 1) / 2;
   const float scale = p.alpha / static_cast<float>(p.size);
@@ -329,11 +339,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
       sum.resize(static_cast<size_t>(W));
       for (int c = 0; c < C; ++c) {
         // The window's sum of squares, recomputed per channel (no running sum to drift).
-        std::fill(sum.begin(), sum.end(), 0.f);
-        for (int cc = std::max(0, c - before); cc <= std::min(C - 1, c + after); ++cc) {
-          const float* xr = xb + cc * HW;
-          for (int w = 0; w < W; ++w) sum[w] += xr[w] * xr[w];
-        }
+        lrn_window_sum(xb, HW, std::max(0, c - before), std::min(C - 1, c + after), W, sum.data());
         lrn_row(xb + c * HW, sum.data(), W, p.k, scale, p.beta, yb + c * HW);
       }
     }
