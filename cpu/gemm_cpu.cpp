@@ -1,99 +1,384 @@
 #include "gemm_cpu.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SPP_X86 1
+#endif
 
 #include "isa.h"
 #include "parallel.h"
 #include "vec.h"
 
-
 namespace sppnet {
 namespace cpu {
 namespace {
 
-constexpr int kNR = 32;  // columns per strip: two 16-float vectors
-constexpr int kMR = 4;   // rows per micro-tile
+constexpr int NR = kGemmNR;
 
-// One 32-column strip: Bp is the packed strip [K][32] (zero beyond nvalid).
-SPP_ISA_CLONES
-void strip(int64_t M, int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, int nvalid,
-           const float* bias, bool relu) {
-  int64_t m = 0;
-  for (; m + kMR <= M; m += kMR) {
-    // Eight named accumulators: a local array would live on the stack (zeroed by rep stos).
-    v16 c00 = {}, c01 = {}, c10 = {}, c11 = {}, c20 = {}, c21 = {}, c30 = {}, c31 = {};
-    const float* a0 = A + m * lda;
-    const float* a1 = a0 + lda;
-    const float* a2 = a1 + lda;
-    const float* a3 = a2 + lda;
-    for (int64_t k = 0; k < K; ++k) {
-      const v16 b0 = v16_load(Bp + k * kNR), b1 = v16_load(Bp + k * kNR + 16);
-      c00 += a0[k] * b0;
-      c01 += a0[k] * b1;
-      c10 += a1[k] * b0;
-      c11 += a1[k] * b1;
-      c20 += a2[k] * b0;
-      c21 += a2[k] * b1;
-      c30 += a3[k] * b0;
-      c31 += a3[k] * b1;
+inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
+
+// What a tile call does besides C (+)= A . B: first = overwrite C (else add to it) and add the
+// bias; last = apply ReLU.
+struct Epi {
+  const float* bias;  // at this tile's first row, or null
+  bool first, relu;
+};
+
+// ---------------------------------------------------------------- portable: 4 x 32, vector extension
+namespace portable {
+constexpr int MR = 4;
+
+template <int R>
+void tile(int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc, int nvalid, Epi e) {
+  v16 c[R][2];
+  for (int r = 0; r < R; ++r) c[r][0] = c[r][1] = v16{};
+  for (int64_t k = 0; k < K; ++k) {
+    const v16 b0 = v16_load(Bp + k * NR), b1 = v16_load(Bp + k * NR + 16);
+    for (int r = 0; r < R; ++r) {
+      const float a = A[r * lda + k];
+      c[r][0] += a * b0;
+      c[r][1] += a * b1;
     }
-    const v16 acc[kMR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}};
-    for (int r = 0; r < kMR; ++r) {
-      alignas(64) float row[kNR];
-      v16_store(row, acc[r][0]);
-      v16_store(row + 16, acc[r][1]);
-      const float bv = bias ? bias[m + r] : 0.f;
-      float* c = C + (m + r) * ldc;
-      for (int j = 0; j < nvalid; ++j) {
-        const float v = row[j] + bv;
-        c[j] = relu ? (v > 0.f ? v : (v != v ? v : 0.f)) : v;
+  }
+  for (int r = 0; r < R; ++r) {
+    alignas(64) float row[NR];
+    v16_store(row, c[r][0]);
+    v16_store(row + 16, c[r][1]);
+    float* cr = C + r * ldc;
+    const float bv = e.first && e.bias ? e.bias[r] : 0.f;
+    for (int j = 0; j < nvalid; ++j) {
+      const float v = row[j] + bv + (e.first ? 0.f : cr[j]);
+      cr[j] = e.relu ? relu1(v) : v;
+    }
+  }
+}
+
+void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp, int64_t Kfull, int64_t panels, int64_t ncols,
+           float* C, int64_t ldc, Epi e) {
+  for (int64_t m = 0; m < rows; m += MR) {
+    const int R = static_cast<int>(std::min<int64_t>(MR, rows - m));
+    Epi em = e;
+    if (em.bias) em.bias += m;
+    for (int64_t p = 0; p < panels; ++p) {
+      const int nv = static_cast<int>(std::min<int64_t>(NR, ncols - p * NR));
+      const float* a = A + m * lda;
+      const float* b = Bp + p * Kfull * NR;
+      float* c = C + m * ldc + p * NR;
+      switch (R) {
+        case 4: tile<4>(K, a, lda, b, c, ldc, nv, em); break;
+        case 3: tile<3>(K, a, lda, b, c, ldc, nv, em); break;
+        case 2: tile<2>(K, a, lda, b, c, ldc, nv, em); break;
+        default: tile<1>(K, a, lda, b, c, ldc, nv, em); break;
       }
     }
   }
-  for (; m < M; ++m) {
-    v16 acc0 = {}, acc1 = {};
-    const float* a0 = A + m * lda;
-    for (int64_t k = 0; k < K; ++k) {
-      acc0 += a0[k] * v16_load(Bp + k * kNR);
-      acc1 += a0[k] * v16_load(Bp + k * kNR + 16);
+}
+}  // namespace portable
+
+#ifdef SPP_X86
+// ---------------------------------------------------------------- AVX-512: 12 x 32
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+namespace avx512 {
+constexpr int MR = 12;
+
+// R rows (<= 12) x NV zmm (1 or 2) of C. A rows lda apart; Bp rows NR apart.
+template <int R, int NV>
+__attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64_t lda, const float* Bp, float* C,
+                                                int64_t ldc, int nvalid, Epi e) {
+  __m512 c[R][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
+  const float* a0 = A;
+  const float* a4 = A + 4 * lda;
+  const float* a8 = A + 8 * lda;
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(Bp + k * NR + 16 * v);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const float* ar = r < 4 ? a0 + r * lda : r < 8 ? a4 + (r - 4) * lda : a8 + (r - 8) * lda;
+      const __m512 av = _mm512_set1_ps(ar[k]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(av, b[v], c[r][v]);
     }
-    alignas(64) float row[kNR];
-    v16_store(row, acc0);
-    v16_store(row + 16, acc1);
-    const float bv = bias ? bias[m] : 0.f;
+  }
+  const __mmask16 m0 = nvalid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nvalid) - 1);
+  const __mmask16 m1 = nvalid >= 32 ? __mmask16(0xFFFF) : nvalid <= 16 ? __mmask16(0) : __mmask16((1u << (nvalid - 16)) - 1);
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r) {
+    float* cr = C + r * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mk = v == 0 ? m0 : m1;
+      __m512 x = c[r][v];
+      if (e.first) {
+        if (e.bias) x = _mm512_add_ps(x, _mm512_set1_ps(e.bias[r]));
+      } else {
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, cr + 16 * v));
+      }
+      if (e.relu) x = _mm512_max_ps(zero, x);  // max(0, NaN) = NaN: the second operand wins
+      _mm512_mask_storeu_ps(cr + 16 * v, mk, x);
+    }
+  }
+}
+
+template <int R>
+void tile_row(int64_t K, const float* A, int64_t lda, const float* Bp, int64_t Kfull, int64_t panels, int64_t ncols, float* C,
+              int64_t ldc, Epi e) {
+  for (int64_t p = 0; p < panels; ++p) {
+    const int nv = static_cast<int>(std::min<int64_t>(NR, ncols - p * NR));
+    const float* b = Bp + p * Kfull * NR;
+    if (nv > 16)
+      tile<R, 2>(K, A, lda, b, C + p * NR, ldc, nv, e);
+    else
+      tile<R, 1>(K, A, lda, b, C + p * NR, ldc, nv, e);
+  }
+}
+
+// rows x (panels x NR, ncols valid) of C from K rows of packed B (panel stride Kfull * NR).
+void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp, int64_t Kfull, int64_t panels, int64_t ncols,
+           float* C, int64_t ldc, Epi e) {
+  for (int64_t m = 0; m < rows; m += MR) {
+    const int R = static_cast<int>(std::min<int64_t>(MR, rows - m));
+    Epi em = e;
+    if (em.bias) em.bias += m;
+    const float* a = A + m * lda;
     float* c = C + m * ldc;
-    for (int j = 0; j < nvalid; ++j) {
-      const float v = row[j] + bv;
-      c[j] = relu ? (v > 0.f ? v : (v != v ? v : 0.f)) : v;
+    switch (R) {
+      case 12: tile_row<12>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 11: tile_row<11>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 10: tile_row<10>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 9: tile_row<9>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 8: tile_row<8>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 7: tile_row<7>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 6: tile_row<6>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 5: tile_row<5>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 4: tile_row<4>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 3: tile_row<3>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 2: tile_row<2>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      default: tile_row<1>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+    }
+  }
+}
+}  // namespace avx512
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------- AVX2 + FMA: 6 x 16
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+constexpr int MR = 6;
+
+// R rows (<= 6) x 16 columns (two ymm) of C; Bp rows NR apart.
+template <int R>
+__attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64_t lda, const float* Bp, float* C,
+                                                int64_t ldc, int nvalid, Epi e) {
+  __m256 c[R][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
+  const float* a3 = A + 3 * lda;
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(Bp + k * NR), b1 = _mm256_loadu_ps(Bp + k * NR + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const float* ar = r < 3 ? A + r * lda : a3 + (r - 3) * lda;
+      const __m256 av = _mm256_broadcast_ss(ar + k);
+      c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
+      c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
+    }
+  }
+  const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    float* cr = C + r * ldc;
+    __m256 x0 = c[r][0], x1 = c[r][1];
+    if (e.first && e.bias) {
+      const __m256 bv = _mm256_set1_ps(e.bias[r]);
+      x0 = _mm256_add_ps(x0, bv);
+      x1 = _mm256_add_ps(x1, bv);
+    }
+    if (nvalid >= 16) {
+      if (!e.first) {
+        x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cr));
+        x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cr + 8));
+      }
+      if (e.relu) {
+        x0 = _mm256_max_ps(zero, x0);  // max(0, NaN) = NaN: the second operand wins
+        x1 = _mm256_max_ps(zero, x1);
+      }
+      _mm256_storeu_ps(cr, x0);
+      _mm256_storeu_ps(cr + 8, x1);
+    } else {
+      alignas(32) float row[16];
+      _mm256_store_ps(row, x0);
+      _mm256_store_ps(row + 8, x1);
+      for (int j = 0; j < nvalid; ++j) {
+        const float v = row[j] + (e.first ? 0.f : cr[j]);
+        cr[j] = e.relu ? relu1(v) : v;
+      }
+    }
+  }
+}
+
+template <int R>
+void tile_row(int64_t K, const float* A, int64_t lda, const float* Bp, int64_t Kfull, int64_t panels, int64_t ncols, float* C,
+              int64_t ldc, Epi e) {
+  for (int64_t p = 0; p < panels; ++p)
+    for (int h = 0; h < 2; ++h) {
+      const int64_t j0 = p * NR + 16 * h;
+      if (j0 >= ncols) break;
+      const int nv = static_cast<int>(std::min<int64_t>(16, ncols - j0));
+      tile<R>(K, A, lda, Bp + p * Kfull * NR + 16 * h, C + j0, ldc, nv, e);
+    }
+}
+
+void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp, int64_t Kfull, int64_t panels, int64_t ncols,
+           float* C, int64_t ldc, Epi e) {
+  for (int64_t m = 0; m < rows; m += MR) {
+    const int R = static_cast<int>(std::min<int64_t>(MR, rows - m));
+    Epi em = e;
+    if (em.bias) em.bias += m;
+    const float* a = A + m * lda;
+    float* c = C + m * ldc;
+    switch (R) {
+      case 6: tile_row<6>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 5: tile_row<5>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 4: tile_row<4>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 3: tile_row<3>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      case 2: tile_row<2>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+      default: tile_row<1>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+    }
+  }
+}
+}  // namespace avx2
+#pragma GCC pop_options
+#endif  // SPP_X86
+
+using BlockFn = void (*)(int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, Epi);
+
+struct Kernel {
+  BlockFn block;
+  int mr;
+};
+
+Kernel kernel() {
+#ifdef SPP_X86
+  static const Isa isa = detect_isa();
+  if (isa == Isa::kAvx512) return {avx512::block, avx512::MR};
+  if (isa == Isa::kAvx2) return {avx2::block, avx2::MR};
+#endif
+  return {portable::block, portable::MR};
+}
+
+int64_t env_or(const char* name, int64_t dflt) {
+  const char* s = std::getenv(name);
+  const long long v = s ? std::atoll(s) : 0;
+  return v > 0 ? v : dflt;
+}
+
+// One thread's block of C: rows [m0, m1), panels [p0, p1). K in blocks of kc; panels in groups
+// whose kc x group slice of B is about L2-sized, each group swept by every row block.
+void compute(const Kernel& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, const float* A, int64_t lda,
+             const float* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
+  static const int64_t kKc = env_or("SPPNET_GEMM_KC", 512);
+  static const int64_t kL2 = env_or("SPPNET_GEMM_L2", 512 * 1024);
+  const int64_t kc = K <= kKc * 5 / 4 ? K : kKc;  // a short last block is not worth a pass over C
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kb = std::min(kc, K - k0);
+    const int64_t group = std::max<int64_t>(1, kL2 / (kb * NR * 4));
+    for (int64_t g0 = p0; g0 < p1; g0 += group) {
+      const int64_t g1 = std::min(p1, g0 + group);
+      Epi e{bias ? bias + m0 : nullptr, k0 == 0, relu && k0 + kb == K};
+      kr.block(m1 - m0, kb, A + m0 * lda + k0, lda, Bp + g0 * K * NR + k0 * NR, K, g1 - g0, std::min(N, g1 * NR) - g0 * NR,
+               C + m0 * ldc + g0 * NR, ldc, e);
     }
   }
 }
 
 }  // namespace
 
-void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-             const float* bias, bool relu, bool parallel) {
-  const int64_t strips = (N + kNR - 1) / kNR;
-  auto run = [&](int64_t s0, int64_t s1) {
-    std::vector<float> Bp(static_cast<size_t>(K * kNR));
-    for (int64_t s = s0; s < s1; ++s) {
-      const int64_t n0 = s * kNR;
-      const int nvalid = static_cast<int>(std::min<int64_t>(kNR, N - n0));
-      for (int64_t k = 0; k < K; ++k) {
+void gemm_pack_b(int64_t N, int64_t K, const float* B, int64_t ldb, float* Bp, bool parallel) {
+  const int64_t panels = gemm_panels(N);
+  auto run = [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n0 = q * NR;
+      const int nv = static_cast<int>(std::min<int64_t>(NR, N - n0));
+      float* d = Bp + q * K * NR;
+      for (int64_t k = 0; k < K; ++k, d += NR) {
         const float* b = B + k * ldb + n0;
-        float* d = Bp.data() + k * kNR;
-        int j = 0;
-        for (; j < nvalid; ++j) d[j] = b[j];
-        for (; j < kNR; ++j) d[j] = 0.f;
+        if (nv == NR) {
+          std::memcpy(d, b, sizeof(float) * NR);
+        } else {
+          std::memcpy(d, b, sizeof(float) * nv);
+          std::memset(d + nv, 0, sizeof(float) * (NR - nv));
+        }
       }
-      strip(M, K, A, lda, Bp.data(), C + n0, ldc, nvalid, bias, relu);
     }
   };
-  if (parallel)
-    parallel_for(strips, 1, run);
+  if (parallel && panels * K >= 4096)
+    parallel_for(panels, 1, run);
   else
-    run(0, strips);
+    run(0, panels);
+}
+
+void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                 const float* bias, bool relu, bool parallel) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // C = bias (then ReLU)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        const float v = bias ? bias[m] : 0.f;
+        C[m * ldc + n] = relu ? relu1(v) : v;
+      }
+    return;
+  }
+  const Kernel kr = kernel();
+  const int64_t panels = gemm_panels(N);
+  const int64_t rblocks = (M + kr.mr - 1) / kr.mr;
+  // Threads: too little work for a second thread below ~1 MFLOP.
+  int64_t T = parallel ? num_threads() : 1;
+  if (2 * M * N * K < (int64_t{1} << 20)) T = 1;
+  if (T <= 1) {
+    compute(kr, 0, M, 0, panels, N, K, A, lda, Bp, C, ldc, bias, relu);
+    return;
+  }
+  // A grid of tm x tn thread blocks (tm * tn = T), the one with the least work on its busiest
+  // thread (in micro-tiles; rows split at micro-tile multiples, columns at panels).
+  int64_t best_tm = 1, best_cost = INT64_MAX;
+  for (int64_t tm = 1; tm <= T; ++tm) {
+    if (T % tm) continue;
+    const int64_t tn = T / tm;
+    const int64_t cost = ((rblocks + tm - 1) / tm) * ((panels + tn - 1) / tn);
+    if (cost < best_cost) best_cost = cost, best_tm = tm;
+  }
+  const int64_t tm = best_tm, tn = T / tm;
+  parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i = t / tn, j = t % tn;
+      const int64_t m0 = std::min(M, (rblocks * i / tm) * kr.mr), m1 = std::min(M, (rblocks * (i + 1) / tm) * kr.mr);
+      const int64_t p0 = panels * j / tn, p1 = panels * (j + 1) / tn;
+      if (m0 < m1 && p0 < p1) compute(kr, m0, m1, p0, p1, N, K, A, lda, Bp, C, ldc, bias, relu);
+    }
+  });
+}
+
+void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+             const float* bias, bool relu, bool parallel) {
+  if (M <= 0 || N <= 0) return;
+  FloatBuffer buf;
+  float* Bp = buf.get(static_cast<size_t>(gemm_packed_size(N, K)));
+  gemm_pack_b(N, K, B, ldb, Bp, parallel);
+  gemm_packed(M, N, K, A, lda, Bp, C, ldc, bias, relu, parallel);
 }
 
 }  // namespace cpu

@@ -1,6 +1,14 @@
-// A small dense GEMM for the CPU layers: C[M, N] = A[M, K] . B[K, N] (+ bias[m]) (then ReLU),
-// row-major with leading dimensions. Packs 32-column strips of B and runs a 4 x 32 register-blocked
-// micro-kernel, multithreaded over strips. Straightforward by design; the fast GEMM is its own work.
+// Dense GEMM for the CPU layers: C[M, N] = A[M, K] . B[K, N] (+ bias[m]) (then ReLU), row-major
+// with leading dimensions.
+//
+// B is packed into panels of kGemmNR columns ([K][kGemmNR] each, panel j at Bp + j * K * kGemmNR,
+// columns past N zero); A is read in place, a row block at a time. The micro-kernels are 12 x 32
+// (AVX-512: 24 zmm accumulators, each B row two zmm loads, each A element an embedded broadcast),
+// 6 x 16 (AVX2 + FMA: 12 ymm) and 4 x 32 (portable vector extension), picked at run time by
+// detect_isa() (SPPNET_CPU_ISA can narrow it). K is cut into blocks of kc rows and the panels into
+// groups whose kc x group block stays in L2; the threads take disjoint blocks of C (rows when the
+// columns are few, columns otherwise) and share the packed B. Tuning knobs, read once:
+// SPPNET_GEMM_KC (K block, default 512), SPPNET_GEMM_L2 (bytes of B per panel group, 512 KiB).
 #pragma once
 #include <cstdint>
 
@@ -9,6 +17,17 @@ namespace cpu {
 
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
              const float* bias, bool relu, bool parallel);
+
+// ---- the packed-B interface (im2col writes the panels directly) ----
+constexpr int kGemmNR = 32;
+inline int64_t gemm_panels(int64_t N) { return (N + kGemmNR - 1) / kGemmNR; }
+// Floats a packed B of N columns and K rows takes.
+inline int64_t gemm_packed_size(int64_t N, int64_t K) { return gemm_panels(N) * K * kGemmNR; }
+// Packs B[K][N] (row stride ldb) into Bp, zeroing the last panel's columns past N.
+void gemm_pack_b(int64_t N, int64_t K, const float* B, int64_t ldb, float* Bp, bool parallel);
+// C = A . B with B packed by gemm_pack_b (or written in that layout).
+void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
+                 const float* bias, bool relu, bool parallel);
 
 }  // namespace cpu
 }  // namespace sppnet

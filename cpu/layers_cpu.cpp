@@ -4,6 +4,10 @@
 #include <cmath>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -16,38 +20,190 @@ namespace {
 
 inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
 
-// col[(c * kh + i) * kw + j][oy * Wo + ox] = x[c][oy*sh - ph + i*dh][ox*sw - pw + j*dw] (0 outside),
-// with rows ld floats apart.
-void im2col(const float* x, int C, int H, int W, const Conv2dParams& p, int Ho, int Wo, float* col, int64_t ld) {
-  const int64_t K = int64_t{C} * p.kernel_h * p.kernel_w;
-  parallel_for(K, 8, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) {
-      const int c = static_cast<int>(k / (p.kernel_h * p.kernel_w));
-      const int rem = static_cast<int>(k % (p.kernel_h * p.kernel_w));
-      const int i = rem / p.kernel_w, j = rem % p.kernel_w;
-      const float* xc = x + int64_t{c} * H * W;
-      float* d = col + k * ld;
-      for (int oy = 0; oy < Ho; ++oy) {
-        const int y = oy * p.stride_h - p.pad_h + i * p.dilation_h;
-        float* drow = d + int64_t{oy} * Wo;
-        if (y < 0 || y >= H) {
-          std::fill(drow, drow + Wo, 0.f);
-          continue;
-        }
-        const float* xrow = xc + int64_t{y} * W;
-        // Columns ox whose source x = ox*sw - pw + j*dw lies in [0, W): [lo, hi); zeros around.
-        const int shift = j * p.dilation_w - p.pad_w;
-        int lo = shift >= 0 ? 0 : (-shift + p.stride_w - 1) / p.stride_w;
-        int hi = (W - 1 - shift) < 0 ? 0 : (W - 1 - shift) / p.stride_w + 1;
-        lo = std::min(lo, Wo);
-        hi = std::max(lo, std::min(hi, Wo));
-        std::fill(drow, drow + lo, 0.f);
-        if (p.stride_w == 1)
-          std::copy(xrow + lo + shift, xrow + hi + shift, drow + lo);
-        else
-          for (int ox = lo; ox < hi; ++ox) drow[ox] = xrow[ox * p.stride_w + shift];
-        std::fill(drow + hi, drow + Wo, 0.f);
+// ---- im2col straight into the GEMM's packed-B layout ----
+//
+// B[k][n], k = (c * kh + i) * kw + j over one group's input channels, n = the output pixels of a
+// run of maps side by side, = x_map[c][oy*sh - ph + i*dh][ox*sw - pw + j*dw] (0 outside), stored
+// as panels of kGemmNR columns: B[k][n] at Bp[(n / NR) * K * NR + k * NR + n % NR].
+constexpr int NR = kGemmNR;
+
+// The run of maps [i0, i1) (one group g of cin_g channels each): per column, where its window starts.
+struct RunCols {
+  int64_t base = 0;             // element offset in x that the 32-bit starts count from
+  std::vector<int32_t> start;   // base + start = the window's top-left element (may lie outside)
+  std::vector<int32_t> iy0, ix0, H, W, HW;  // window top-left, map size; H = 0 beyond N (all masked)
+  bool fits32 = true;           // every element a run touches is within 2^31 of base
+};
+
+RunCols run_cols(const RaggedView& in, const RaggedView& out, int i0, int i1, int g, int cin_g, const Conv2dParams& p,
+                 int64_t padded) {
+  RunCols t;
+  t.base = in.offset[i0];
+  for (int i = i0; i < i1; ++i) t.base = std::min(t.base, in.offset[i]);
+  for (auto* v : {&t.start, &t.iy0, &t.ix0, &t.H, &t.W, &t.HW}) v->assign(static_cast<size_t>(padded), 0);
+  int64_t n = 0;
+  for (int i = i0; i < i1; ++i) {
+    const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+    const int64_t map0 = in.offset[i] + int64_t{g} * cin_g * H * W - t.base;
+    if (map0 + int64_t{cin_g} * H * W + 2 * int64_t{W} + 2 >= (int64_t{1} << 31) || int64_t{H} * W >= (int64_t{1} << 31)) t.fits32 = false;
+    for (int oy = 0; oy < Ho; ++oy)
+      for (int ox = 0; ox < Wo; ++ox, ++n) {
+        const int y = oy * p.stride_h - p.pad_h, x = ox * p.stride_w - p.pad_w;
+        t.start[n] = static_cast<int32_t>(map0 + int64_t{y} * W + x);
+        t.iy0[n] = y, t.ix0[n] = x, t.H[n] = H, t.W[n] = W, t.HW[n] = H * W;
       }
+  }
+  return t;
+}
+
+// Panels [q0, q1), rows [k0, k1): portable, one element at a time from the column table.
+void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1,
+                            int64_t k0, int64_t k1, float* Bp) {
+  const int khw = p.kernel_h * p.kernel_w;
+  for (int64_t q = q0; q < q1; ++q)
+    for (int64_t k = k0; k < k1; ++k) {
+      const int c = static_cast<int>(k / khw), i = static_cast<int>(k % khw) / p.kernel_w, j = static_cast<int>(k % khw) % p.kernel_w;
+      float* d = Bp + q * K * NR + k * NR;
+      for (int l = 0; l < NR; ++l) {
+        const size_t n = static_cast<size_t>(q * NR + l);
+        const int y = t.iy0[n] + i * p.dilation_h, xx = t.ix0[n] + j * p.dilation_w;
+        const bool in = y >= 0 && y < t.H[n] && xx >= 0 && xx < t.W[n];
+        d[l] = in ? x[t.base + int64_t{t.start[n]} + int64_t{c} * t.HW[n] + int64_t{i} * p.dilation_h * t.W[n] + j * p.dilation_w] : 0.f;
+      }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma,bmi2")
+// Panels [q0, q1), rows [k0, k1), 16 lanes at a time. Where the lanes' windows start at
+// consecutive (stride 1) or every other (stride 2) element of one map, in at most three runs, a
+// row of B is one or two masked loads per run (plus a permute for stride 2); otherwise a masked
+// gather. Masks: the window's row and column inside the map (padding reads as 0).
+void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
+                          int64_t k1, float* Bp) {
+  const int khw = p.kernel_h * p.kernel_w;
+  const float* xb = x + t.base;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t q = q0; q < q1; ++q)
+    for (int h = 0; h < 2; ++h) {
+      const size_t n = static_cast<size_t>(q * NR + 16 * h);
+      const __m512i start = _mm512_loadu_si512(t.start.data() + n), iy0 = _mm512_loadu_si512(t.iy0.data() + n);
+      const __m512i ix0 = _mm512_loadu_si512(t.ix0.data() + n), H = _mm512_loadu_si512(t.H.data() + n);
+      const __m512i W = _mm512_loadu_si512(t.W.data() + n), HW = _mm512_loadu_si512(t.HW.data() + n);
+      const __m512i dW = _mm512_mullo_epi32(W, _mm512_set1_epi32(p.dilation_h));
+      float* d = Bp + q * K * NR + 16 * h;
+      int c = static_cast<int>(k0 / khw), i = static_cast<int>(k0 % khw) / p.kernel_w, j = static_cast<int>(k0 % khw) % p.kernel_w;
+      // Runs of lanes whose window starts are consecutive elements of one map (stride 1): each
+      // row of B is then one masked load per run, not a gather.
+      int nseg = 0, segL[3] = {0, 0, 0};
+      __mmask16 segm[3] = {0, 0, 0};
+      int64_t segp[3] = {0, 0, 0}, segHW[3] = {0, 0, 0}, segW[3] = {0, 0, 0};
+      const int sw = p.stride_w;
+      if (sw == 1 || sw == 2) {
+        for (int l = 0; l < 16 && nseg <= 3; ++l) {
+          const size_t nl = n + l;
+          if (t.H[nl] == 0) break;  // past N: masked anyway
+          if (l == 0 || t.start[nl] != t.start[nl - 1] + sw || t.HW[nl] != t.HW[nl - 1] || t.W[nl] != t.W[nl - 1]) {
+            if (nseg == 3) {
+              nseg = 4;
+              break;
+            }
+            segL[nseg] = l, segp[nseg] = int64_t{t.start[nl]} - int64_t{sw} * l, segHW[nseg] = t.HW[nl], segW[nseg] = int64_t{t.W[nl]} * p.dilation_h;
+            ++nseg;
+          }
+          segm[nseg - 1] |= __mmask16(1u << l);
+        }
+      }
+      if (nseg >= 1 && nseg <= 3) {
+        __m512i iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i * p.dilation_h));
+        __mmask16 row_in = _mm512_cmplt_epu32_mask(iy, H);
+        int64_t off = int64_t{c}, ioff = i;  // channel and kernel row of the current k
+        for (int64_t k = k0; k < k1; ++k) {
+          const __m512i ix = _mm512_add_epi32(ix0, _mm512_set1_epi32(j * p.dilation_w));
+          const __mmask16 m = row_in & _mm512_cmplt_epu32_mask(ix, W);
+          __m512 v = zero;
+          if (sw == 1) {
+            for (int sgi = 0; sgi < nseg; ++sgi)
+              v = _mm512_mask_loadu_ps(v, m & segm[sgi], xb + segp[sgi] + off * segHW[sgi] + ioff * segW[sgi] + j * p.dilation_w);
+          } else {
+            // Lane l wants P[2l]: two loads of 16 under the lane mask spread to even positions,
+            // then the even elements of the pair.
+            __m512 v1 = zero;
+            for (int sgi = 0; sgi < nseg; ++sgi) {
+              const float* P = xb + segp[sgi] + off * segHW[sgi] + ioff * segW[sgi] + j * p.dilation_w;
+              const uint32_t wide = _pdep_u32(m & segm[sgi], 0x55555555u);
+              v = _mm512_mask_loadu_ps(v, __mmask16(wide), P);
+              v1 = _mm512_mask_loadu_ps(v1, __mmask16(wide >> 16), P + 16);
+            }
+            v = _mm512_permutex2var_ps(v, evens, v1);
+          }
+          _mm512_store_ps(d + k * NR, v);
+          if (++j == p.kernel_w) {
+            j = 0;
+            if (++i == p.kernel_h) {
+              i = 0, ++off;
+              iy = iy0;
+            } else {
+              iy = _mm512_add_epi32(iy, _mm512_set1_epi32(p.dilation_h));
+            }
+            ioff = i;
+            row_in = _mm512_cmplt_epu32_mask(iy, H);
+          }
+        }
+        continue;
+      }
+      __m512i cbase = _mm512_add_epi32(start, _mm512_mullo_epi32(HW, _mm512_set1_epi32(c)));
+      __m512i rbase = _mm512_add_epi32(cbase, _mm512_mullo_epi32(dW, _mm512_set1_epi32(i)));
+      __m512i iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i * p.dilation_h));
+      __mmask16 row_in = _mm512_cmplt_epu32_mask(iy, H);  // unsigned: negative rows are out too
+      for (int64_t k = k0; k < k1; ++k) {
+        const __m512i ix = _mm512_add_epi32(ix0, _mm512_set1_epi32(j * p.dilation_w));
+        const __mmask16 m = row_in & _mm512_cmplt_epu32_mask(ix, W);
+        const __m512i idx = _mm512_add_epi32(rbase, _mm512_set1_epi32(j * p.dilation_w));
+        _mm512_store_ps(d + k * NR, _mm512_mask_i32gather_ps(zero, m, idx, xb, 4));
+        if (++j == p.kernel_w) {
+          j = 0;
+          if (++i == p.kernel_h) {
+            i = 0, ++c;
+            cbase = _mm512_add_epi32(cbase, HW);
+            rbase = cbase;
+            iy = iy0;
+          } else {
+            rbase = _mm512_add_epi32(rbase, dW);
+            iy = _mm512_add_epi32(iy, _mm512_set1_epi32(p.dilation_h));
+          }
+          row_in = _mm512_cmplt_epu32_mask(iy, H);
+        }
+      }
+    }
+}
+#pragma GCC pop_options
+#endif
+
+// Fills the packed B of one run (group g) on all threads. Tasks of (block of rows, panel), the
+// panels inner: a block's rows read a few input channels (kernel_h x kernel_w rows each), which
+// stay in L1/L2 while every panel takes its columns from them.
+void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t panels, float* Bp) {
+  const int64_t khw = int64_t{p.kernel_h} * p.kernel_w;
+  const int64_t kb = std::min<int64_t>(K, khw * std::max<int64_t>(1, 64 / khw)), kblocks = (K + kb - 1) / kb;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && t.fits32;
+#else
+  const bool fast = false;
+#endif
+  parallel_for(panels * kblocks, 16, [&](int64_t a, int64_t e) {
+    for (int64_t task = a; task < e; ++task) {
+      const int64_t q = task % panels, k0 = task / panels * kb, k1 = std::min(K, k0 + kb);
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast) {
+        im2col_panels_avx512(x, t, p, K, q, q + 1, k0, k1, Bp);
+        continue;
+      }
+#endif
+      im2col_panels_portable(x, t, p, K, q, q + 1, k0, k1, Bp);
     }
   });
 }
@@ -58,39 +214,37 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
                       const RaggedView& out, float* y) {
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
-  // Small maps are taken in runs whose im2col columns sit side by side in one matrix [K][sum of P],
-  // so that one GEMM covers the run (enough columns to share among cores, one thread start); a run
-  // ends once it has kRunColumns columns or would pass kColFloats, and its result is scattered to
-  // each map's [cout, Ho, Wo]. A large map is a run of its own, written in place.
+  // Small maps are taken in runs whose columns sit side by side in one packed B (enough columns
+  // to share among cores, one thread start); a run ends once it has kRunColumns columns or would
+  // pass kColFloats, and its result is scattered to each map's [cout, Ho, Wo]. A large map is a
+  // run of its own, written in place.
   constexpr int64_t kColFloats = int64_t{1} << 24;  // 64 MiB
   constexpr int64_t kRunColumns = 1024;
-  std::vector<float> col, res;  // (zero-filled on growth only)
+  // Kept per thread between calls: a fresh multi-megabyte buffer costs its page faults each time.
+  static thread_local FloatBuffer col, res;
   for (int i0 = 0; i0 < in.count;) {
     int64_t cols = int64_t{out.height[i0]} * out.width[i0];
     int i1 = i0 + 1;
     while (i1 < in.count && cols < kRunColumns && (cols + int64_t{out.height[i1]} * out.width[i1]) * K <= kColFloats)
       cols += int64_t{out.height[i1]} * out.width[i1], ++i1;
-    col.resize(static_cast<size_t>(K * cols));
-    res.resize(static_cast<size_t>(int64_t{cout_g} * cols));
+    const int64_t panels = gemm_panels(cols);
+    float* Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
+    const bool single = i1 == i0 + 1;
+    float* R = single ? nullptr : res.get(static_cast<size_t>(int64_t{cout_g} * cols));
     for (int g = 0; g < G; ++g) {
-      int64_t n0 = 0;
-      for (int i = i0; i < i1; ++i) {
-        const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
-        im2col(x + in.offset[i] + int64_t{g} * cin_g * H * W, cin_g, H, W, p, Ho, Wo, col.data() + n0, cols);
-        n0 += int64_t{Ho} * Wo;
-      }
-      const bool single = i1 == i0 + 1;
+      const RunCols t = run_cols(in, out, i0, i1, g, cin_g, p, panels * NR);
+      im2col_packed(x, t, p, K, panels, Bp);
       const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
-      // One map: write straight into its output; several: into res, then scatter.
-      float* C = single ? y + out.offset[i0] + int64_t{g} * cout_g * P0 : res.data();
-      gemm_nn(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, col.data(), cols, C, cols,
-              bias ? bias + int64_t{g} * cout_g : nullptr, p.relu, true);
+      // One map: write straight into its output; several: into R, then scatter.
+      float* C = single ? y + out.offset[i0] + int64_t{g} * cout_g * P0 : R;
+      gemm_packed(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, Bp, C, cols, bias ? bias + int64_t{g} * cout_g : nullptr,
+                  p.relu, true);
       if (single) continue;
-      n0 = 0;
+      int64_t n0 = 0;
       for (int i = i0; i < i1; ++i) {
         const int64_t P = int64_t{out.height[i]} * out.width[i];
         float* yi = y + out.offset[i] + int64_t{g} * cout_g * P;
-        for (int m = 0; m < cout_g; ++m) std::copy(res.data() + m * cols + n0, res.data() + m * cols + n0 + P, yi + m * P);
+        for (int m = 0; m < cout_g; ++m) std::copy(R + m * cols + n0, R + m * cols + n0 + P, yi + m * P);
         n0 += P;
       }
     }
@@ -157,6 +311,16 @@ void lrn_row(const float* __restrict xc, const float* __restrict sum, int W, flo
   }
 }
 
+// sum[w] = sum over channels c0..c1 of x[c][w]^2 (rows HW apart), in channel order.
+SPP_ISA_CLONES
+void lrn_window_sum(const float* __restrict xb, int64_t HW, int c0, int c1, int W, float* __restrict sum) {
+  for (int w = 0; w < W; ++w) sum[w] = 0.f;
+  for (int cc = c0; cc <= c1; ++cc) {
+    const float* xr = xb + cc * HW;
+    for (int w = 0; w < W; ++w) sum[w] += xr[w] * xr[w];
+  }
+}
+
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
   const int C = in.channels, before = p.size / 2, after = (p.size - 1) / 2;
   const float scale = p.alpha / static_cast<float>(p.size);
@@ -175,11 +339,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
       sum.resize(static_cast<size_t>(W));
       for (int c = 0; c < C; ++c) {
         // The window's sum of squares, recomputed per channel (no running sum to drift).
-        std::fill(sum.begin(), sum.end(), 0.f);
-        for (int cc = std::max(0, c - before); cc <= std::min(C - 1, c + after); ++cc) {
-          const float* xr = xb + cc * HW;
-          for (int w = 0; w < W; ++w) sum[w] += xr[w] * xr[w];
-        }
+        lrn_window_sum(xb, HW, std::max(0, c - before), std::min(C - 1, c + after), W, sum.data());
         lrn_row(xb + c * HW, sum.data(), W, p.k, scale, p.beta, yb + c * HW);
       }
     }

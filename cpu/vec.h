@@ -1,7 +1,9 @@
 // 16-float vectors through the GCC/Clang vector extension: one zmm with AVX-512, two ymm with
 // AVX2, four xmm otherwise. Arithmetic only (+, -, *, /); comparisons go through intrinsics.
 #pragma once
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace sppnet {
 namespace cpu {
@@ -20,6 +22,32 @@ static inline float v16_sum(v16 v) {
   for (int i = 0; i < 16; ++i) s += v[i];
   return s;
 }
+
+// Uninitialised 64-byte aligned floats that grow on demand (packed GEMM panels, im2col).
+class FloatBuffer {
+ public:
+  FloatBuffer() = default;
+  FloatBuffer(const FloatBuffer&) = delete;
+  FloatBuffer& operator=(const FloatBuffer&) = delete;
+  ~FloatBuffer() { std::free(p_); }
+  // At least n floats; the contents are undefined after growth.
+  float* get(size_t n) {
+    if (n > cap_) {
+      std::free(p_);
+      p_ = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
+      if (!p_) {
+        cap_ = 0;
+        throw std::bad_alloc();
+      }
+      cap_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  size_t cap_ = 0;
+};
 
 }  // namespace cpu
 }  // namespace sppnet

@@ -38,6 +38,33 @@ for (const device of devices) {
       }
     });
 
+    it('conv2d: GEMM tile and block edges (M, N, K off the tile sizes, K in two blocks, K = 1, 1x1 maps, long runs)', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      // Micro-tiles are 12 (AVX-512) / 6 (AVX2) / 4 rows by 32 / 16 columns; K blocks of 512 rows
+      // once K > 640. Maps: one column, a panel and one, a full run of small maps, a large one.
+      const cases = [
+        { cin: 80, cout: 13, kh: 3, kw: 3, padding: [1, 1], relu: true }, // K = 720: two K blocks, 12 + 1 rows
+        { cin: 1, cout: 25, kh: 1, kw: 1 }, // K = 1
+        { cin: 64, cout: 38, kh: 5, kw: 5, stride: [2, 2], padding: [2, 2], groups: 2, relu: true }, // K = 800 per group, 19 rows
+        { cin: 3, cout: 96, kh: 7, kw: 7, stride: [2, 2], padding: [1, 1], relu: true }, // conv1's shape, 8 full row tiles
+      ];
+      for (const c of cases) {
+        const sizes = [[c.kh, c.kw], [c.kh + 5, c.kw + 8], [40, 45], [1 + c.kh, 32 + c.kw], ...Array.from({ length: 5 }, () => [r.int(c.kh, 12), r.int(c.kw, 12)])];
+        if (c.cin <= 3) sizes.push([121, 97]);
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        const w = rand(r, c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw, 0.3);
+        const b = rand(r, c.cout);
+        const out = await sp.conv2d(batchOf(maps), sp.tensor(w, [c.cout, c.cin / (c.groups || 1), c.kh, c.kw], { device }), sp.tensor(b, [c.cout], { device }), c);
+        const got = await out.arrays();
+        maps.forEach((m, i) => {
+          const ref = refConv2d(m, w, b, c);
+          expect(out.sizes[i]).to.deep.equal([ref.H, ref.W]);
+          expectClose(got[i], ref.data, { rtol: 1e-4, atol: 2e-4, label: `seed ${seed} case ${JSON.stringify(c)} map ${i}` });
+        });
+      }
+    });
+
     it('conv2d on a dense batch returns [N, out, Ho, Wo]; no bias', async function () {
       const seed = freshSeed();
       const r = rng(seed);
@@ -110,3 +137,35 @@ for (const device of devices) {
     });
   });
 }
+
+describe('conv2d on every CPU instruction set', function () {
+  // The GEMM has AVX-512, AVX2 and portable micro-kernels and im2col an AVX-512 and a portable
+  // path; SPPNET_CPU_ISA picks a narrower one than the CPU has, so each is checked here.
+  const { spawnSync } = require('child_process');
+  const path = require('path');
+  for (const isa of ['avx2', 'portable']) {
+    it(`${isa}: ragged maps, groups, strides, K in two blocks, against the reference`, function () {
+      const seed = freshSeed();
+      const code = `
+        const sp = require('./dist');
+        const { rng, randomMap } = require('./test/support/reference');
+        const { refConv2d } = require('./test/support/layers-reference');
+        (async () => {
+          const r = rng(${seed});
+          let bad = 0;
+          for (const c of [{ cin: 80, cout: 13, kh: 3, kw: 3, padding: [1, 1], relu: true }, { cin: 6, cout: 38, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], groups: 2 }]) {
+            const maps = [[3, 5], [7, 40], [20, 19], [33, 9]].map(([H, W]) => randomMap(r, c.cin, H, W));
+            const w = Float32Array.from({ length: c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw }, () => r.normal() * 0.3);
+            const b = Float32Array.from({ length: c.cout }, () => r.normal());
+            const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device: 'cpu' })));
+            const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin / (c.groups || 1), c.kh, c.kw]), sp.tensor(b, [c.cout]), c)).arrays();
+            maps.forEach((m, i) => refConv2d(m, w, b, c).data.forEach((e, j) => { if (!(Math.abs(got[i][j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; }));
+          }
+          console.log(sp.backend().cpu.isa + ' ' + bad);
+        })();`;
+      const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa }, encoding: 'utf8' });
+      expect(res.stderr).to.equal('');
+      expect(res.stdout.trim(), `seed ${seed}`).to.equal(`${isa} 0`);
+    });
+  }
+});

@@ -1,0 +1,243 @@
+// Standalone check and timing harness for the CPU GEMM and convolution (no Node).
+//
+//   cmake -S . -B build-tools -DSPPNET_TOOLS=ON -DSPPNET_WITH_CUDA=OFF && cmake --build build-tools -j2
+//   ./build-tools/conv_check [check|time|all] [reps] [batch]
+//
+// check: gemm_nn on ragged shapes (M, N, K off the tile sizes, K = 1, leading dimensions wider
+//        than the matrix, bias, ReLU, NaN) against a float64 reference, and conv2d_forward on
+//        ZF-5-like layers and odd ones (groups, dilation, 1x1 maps) on sampled outputs.
+// time:  conv2d_forward on the ZF-5 conv1-5 shapes at 224x224 (batch 1 and 4 by default):
+//        median ms and GFLOP/s per layer. SPPNET_CPU_ISA and SPPNET_NUM_THREADS apply.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../cpu/gemm_cpu.h"
+#include "sppnet/cpu_info.h"
+#include "sppnet/layers.h"
+
+using namespace sppnet;
+
+namespace {
+
+std::mt19937 rng(12345);
+float unif() { return std::uniform_real_distribution<float>(-1.f, 1.f)(rng); }
+
+int check_gemm() {
+  struct S { int64_t M, N, K; };
+  const S shapes[] = {{1, 1, 1},   {12, 32, 1},    {13, 33, 7},   {11, 17, 300}, {25, 31, 2},  {96, 12100 / 10, 147},
+                      {256, 729, 2400 / 8}, {384, 196, 2304}, {7, 100, 1200}, {24, 64, 513}, {5, 3, 1100}, {37, 50, 640},
+                      {4, 16, 16}, {6, 48, 9}, {100, 1, 33}};
+  int bad = 0;
+  for (const S& s : shapes)
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool relu = variant & 1, bias = variant & 2;
+      const int64_t lda = s.K + (variant == 3 ? 5 : 0), ldb = s.N + (variant >= 2 ? 3 : 0), ldc = s.N + (variant == 1 ? 7 : 0);
+      std::vector<float> A(s.M * lda), B(s.K * ldb), bv(s.M), C(s.M * ldc, 777.f);
+      for (auto& v : A) v = unif();
+      for (auto& v : B) v = unif();
+      for (auto& v : bv) v = unif();
+      if (variant == 3 && s.K > 2) A[1] = NAN;  // row 0 all NaN
+      cpu::gemm_nn(s.M, s.N, s.K, A.data(), lda, B.data(), ldb, C.data(), ldc, bias ? bv.data() : nullptr, relu, true);
+      int64_t wrong = 0;
+      for (int64_t m = 0; m < s.M; ++m) {
+        for (int64_t n = 0; n < s.N; ++n) {
+          double r = bias ? bv[m] : 0.0, mag = std::fabs(r);
+          for (int64_t k = 0; k < s.K; ++k) r += double(A[m * lda + k]) * B[k * ldb + n], mag += std::fabs(double(A[m * lda + k]) * B[k * ldb + n]);
+          if (relu && r < 0) r = 0;
+          const float g = C[m * ldc + n];
+          const bool ok = std::isnan(r) ? std::isnan(g) : std::fabs(g - r) <= 1e-5 * (mag + 1);
+          if (!ok && wrong++ < 3)
+            std::printf("  gemm %ldx%ldx%ld v%d: C[%ld][%ld] = %g, want %g\n", long(s.M), long(s.N), long(s.K), variant, long(m), long(n), g, r);
+        }
+        for (int64_t n = s.N; n < ldc; ++n)
+          if (C[m * ldc + n] != 777.f && wrong++ < 3) std::printf("  gemm %ldx%ldx%ld v%d: wrote past N\n", long(s.M), long(s.N), long(s.K), variant);
+      }
+      bad += wrong != 0;
+    }
+  std::printf("gemm_nn: %d of %d shape/variant cases wrong (isa %s)\n", bad, int(sizeof shapes / sizeof shapes[0]) * 4, cpu::isa().c_str());
+  return bad;
+}
+
+struct Layer {
+  const char* name;
+  int cin, cout, k, stride, pad, H, W, groups, dil;
+  bool relu;
+};
+
+struct Maps {
+  std::vector<int64_t> off;
+  std::vector<int32_t> h, w;
+  RaggedView view(int C) const {
+    RaggedView v;
+    v.count = static_cast<int32_t>(h.size());
+    v.channels = C;
+    v.offset = off.data();
+    v.height = h.data();
+    v.width = w.data();
+    v.total = 0;
+    for (size_t i = 0; i < h.size(); ++i) v.total = std::max<int64_t>(v.total, off[i] + int64_t{C} * h[i] * w[i]);
+    return v;
+  }
+};
+
+Conv2dParams params(const Layer& l) {
+  Conv2dParams p;
+  p.in_channels = l.cin, p.out_channels = l.cout, p.kernel_h = p.kernel_w = l.k, p.stride_h = p.stride_w = l.stride;
+  p.pad_h = p.pad_w = l.pad, p.dilation_h = p.dilation_w = l.dil, p.groups = l.groups, p.relu = l.relu;
+  return p;
+}
+
+int out_size(int n, const Layer& l) { return (n + 2 * l.pad - l.dil * (l.k - 1) - 1) / l.stride + 1; }
+
+struct Run {
+  Maps in, out;
+  std::vector<float> x, w, b, y;
+  double flop = 0;
+};
+
+Run make(const Layer& l, const std::vector<std::pair<int, int>>& sizes) {
+  Run r;
+  int64_t ti = 0, to = 0;
+  for (auto [h, w] : sizes) {
+    const int ho = out_size(h, l), wo = out_size(w, l);
+    r.in.off.push_back(ti), r.in.h.push_back(h), r.in.w.push_back(w), ti += int64_t{l.cin} * h * w;
+    r.out.off.push_back(to), r.out.h.push_back(ho), r.out.w.push_back(wo), to += int64_t{l.cout} * ho * wo;
+    r.flop += 2.0 * l.cout * (l.cin / l.groups) * l.k * l.k * ho * wo;
+  }
+  r.x.resize(ti), r.w.resize(int64_t{l.cout} * (l.cin / l.groups) * l.k * l.k), r.b.resize(l.cout), r.y.assign(to, 0.f);
+  for (auto& v : r.x) v = unif();
+  for (auto& v : r.w) v = unif() * 0.1f;
+  for (auto& v : r.b) v = unif();
+  return r;
+}
+
+Status run(const Layer& l, Run& r) {
+  const Conv2dParams p = params(l);
+  return cpu::conv2d_forward(r.in.view(l.cin), r.x.data(), p, r.w.data(), r.b.data(), r.out.view(l.cout), r.y.data());
+}
+
+// Sampled outputs (all of them for small layers) against a float64 reference.
+int check_conv(const Layer& l, const std::vector<std::pair<int, int>>& sizes) {
+  Run r = make(l, sizes);
+  std::fill(r.y.begin(), r.y.end(), NAN);
+  if (!run(l, r).ok()) return std::printf("  %s: error\n", l.name), 1;
+  const int cg = l.cin / l.groups, og = l.cout / l.groups;
+  int64_t wrong = 0, tried = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int H = r.in.h[i], W = r.in.w[i], Ho = r.out.h[i], Wo = r.out.w[i];
+    const int64_t n = int64_t{l.cout} * Ho * Wo;
+    const int64_t step = std::max<int64_t>(1, n / 3000);
+    for (int64_t e = 0; e < n; e += step + (step > 1 ? e % 7 : 0)) {
+      const int o = static_cast<int>(e / (int64_t{Ho} * Wo)), oy = static_cast<int>(e / Wo % Ho), ox = static_cast<int>(e % Wo);
+      const int g = o / og;
+      double s = r.b[o], mag = std::fabs(s);
+      for (int c = 0; c < cg; ++c)
+        for (int ki = 0; ki < l.k; ++ki)
+          for (int kj = 0; kj < l.k; ++kj) {
+            const int y = oy * l.stride - l.pad + ki * l.dil, x = ox * l.stride - l.pad + kj * l.dil;
+            if (y < 0 || y >= H || x < 0 || x >= W) continue;
+            const double t = double(r.w[((int64_t{o} * cg + c) * l.k + ki) * l.k + kj]) * r.x[r.in.off[i] + (int64_t{g * cg + c} * H + y) * W + x];
+            s += t, mag += std::fabs(t);
+          }
+      if (l.relu && s < 0) s = 0;
+      const float got = r.y[r.out.off[i] + e];
+      ++tried;
+      if (!(std::fabs(got - s) <= 1e-5 * (mag + 1)) && wrong++ < 3)
+        std::printf("  %s map %zu out[%d][%d][%d] = %g, want %g\n", l.name, i, o, oy, ox, got, s);
+    }
+  }
+  std::printf("conv %-8s %3zu maps: %ld of %ld sampled outputs wrong\n", l.name, sizes.size(), long(wrong), long(tried));
+  return wrong != 0;
+}
+
+// ZF-5 of the anchor net (bench/zf5.js) at 224x224: input sizes of each conv layer.
+const Layer kZf5[] = {
+    {"conv1", 3, 96, 7, 2, 1, 224, 224, 1, 1, true},  {"conv2", 96, 256, 5, 2, 1, 55, 55, 1, 1, true},
+    {"conv3", 256, 384, 3, 1, 1, 14, 14, 1, 1, true}, {"conv4", 384, 384, 3, 1, 1, 14, 14, 1, 1, true},
+    {"conv5", 384, 256, 3, 1, 1, 14, 14, 1, 1, true},
+};
+
+int check_all() {
+  int bad = check_gemm();
+  for (const Layer& l : kZf5) bad += check_conv(l, {{l.H, l.W}});
+  bad += check_conv(kZf5[2], {{14, 14}, {9, 17}, {3, 3}, {1, 1}, {20, 11}});
+  const Layer odd[] = {
+      {"g3dil", 6, 9, 3, 1, 1, 0, 0, 3, 2, true}, {"1x1", 40, 13, 1, 1, 0, 0, 0, 1, 1, false},
+      {"k5s3", 7, 29, 5, 3, 2, 0, 0, 1, 1, true}, {"g2", 64, 64, 3, 2, 1, 0, 0, 2, 1, false},
+  };
+  for (const Layer& l : odd) bad += check_conv(l, {{23, 29}, {l.k + 3, l.k + 4}, {8, 40}, {31, 6}});
+  return bad;
+}
+
+double now_ms() { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+void time_all(int reps, int batch, bool m1 = false) {
+  std::printf("isa %s, %d threads, batch %d, %d reps (median ms)\n", cpu::isa().c_str(), cpu::threads(), batch, reps);
+  double total = 0, flops = 0;
+  for (Layer l : kZf5) {
+    if (m1) l.cout = 1;  // im2col (and one pass over it) alone
+    Run r = make(l, std::vector<std::pair<int, int>>(batch, {l.H, l.W}));
+    run(l, r);
+    std::vector<double> t;
+    for (int i = 0; i < reps; ++i) {
+      const double t0 = now_ms();
+      run(l, r);
+      t.push_back(now_ms() - t0);
+    }
+    std::sort(t.begin(), t.end());
+    const double med = t[t.size() / 2];
+    total += med, flops += r.flop;
+    std::printf("  %-6s M=%3d N=%6d K=%5d  %7.3f ms (min %7.3f)  %6.1f GFLOP/s\n", l.name, l.cout,
+                batch * out_size(l.H, l) * out_size(l.W, l), l.cin * l.k * l.k, med, t[0], r.flop / med * 1e-6);
+  }
+  std::printf("  total  %7.3f ms  %6.1f GFLOP/s  (%.1f img/s conv only)\n", total, flops / total * 1e-6, batch * 1000.0 / total);
+}
+
+// gemm_packed alone on the ZF-5 GEMM shapes (B packed once, outside the timing).
+void time_gemm(int reps, int batch) {
+  std::printf("gemm_packed only: isa %s, %d threads, batch %d, %d reps\n", cpu::isa().c_str(), cpu::threads(), batch, reps);
+  for (const Layer& l : kZf5) {
+    const int64_t M = l.cout, N = int64_t{batch} * out_size(l.H, l) * out_size(l.W, l), K = int64_t{l.cin} * l.k * l.k;
+    std::vector<float> A(M * K), B(K * N), C(M * N), bias(M), Bp(cpu::gemm_packed_size(N, K) + 16);
+    for (auto& v : A) v = unif();
+    for (auto& v : B) v = unif();
+    float* bp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(Bp.data()) + 63) & ~uintptr_t{63});
+    cpu::gemm_pack_b(N, K, B.data(), N, bp, true);
+    std::vector<double> t;
+    for (int i = 0; i <= reps; ++i) {
+      const double t0 = now_ms();
+      cpu::gemm_packed(M, N, K, A.data(), K, bp, C.data(), N, bias.data(), true, true);
+      if (i) t.push_back(now_ms() - t0);
+    }
+    std::sort(t.begin(), t.end());
+    const double flop = 2.0 * M * N * K;
+    std::printf("  %-6s M=%3ld N=%6ld K=%5ld  %7.3f ms (min %7.3f)  %6.1f GFLOP/s (best %6.1f)\n", l.name, long(M), long(N), long(K),
+                t[t.size() / 2], t[0], flop / t[t.size() / 2] * 1e-6, flop / t[0] * 1e-6);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string what = argc > 1 ? argv[1] : "all";
+  const int reps = argc > 2 ? std::atoi(argv[2]) : 15;
+  const int batch = argc > 3 ? std::atoi(argv[3]) : 0;
+  int bad = 0;
+  if (what == "check" || what == "all") bad = check_all();
+  if (what == "im2col") time_all(reps, batch > 0 ? batch : 1, true);
+  if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1);
+  if (what == "time" || what == "all") {
+    if (batch > 0)
+      time_all(reps, batch);
+    else
+      time_all(reps, 1), time_all(reps, 4);
+  }
+  return bad ? 1 : 0;
+}
