@@ -33,12 +33,19 @@ function buildNative() {
     : disabled ? 'SPPNET_WITH_CUDA=0: building the CPU backend only'
     : 'nvcc not found: building the CPU backend only (install the CUDA toolkit for the GPU path)');
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-  const args = [cmakeJs, 'compile', '--out', 'build'];
+  // configure, then build: `cmake-js compile` skips configuring when build/ exists, so a changed
+  // option (CUDA on/off, architectures) would not reach a cached build.
+  const args = [cmakeJs, 'configure', '--out', 'build'];
   if (process.env.SPPNET_DEBUG === '1') args.push('--debug');
   if (process.env.SPPNET_CUDA_ARCHS) args.push(`--CDSPPNET_CUDA_ARCHS=${process.env.SPPNET_CUDA_ARCHS}`);
   args.push(`--CDSPPNET_WITH_CUDA=${disabled ? 'OFF' : 'ON'}`); // explicit: the CMake cache remembers options
   if (!disabled && !has('nvcc') && fs.existsSync('/usr/local/cuda/bin/nvcc')) args.push('--CDCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc');
-  const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env: { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL || '2' } });
+  const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: process.env.CMAKE_BUILD_PARALLEL_LEVEL || '2' };
+  let r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit', env });
+  if (r.status !== 0) die('configuring the native build failed (see the CMake output above).');
+  const buildArgs = [cmakeJs, 'build', '--out', 'build'];
+  if (process.env.SPPNET_DEBUG === '1') buildArgs.push('--debug');
+  r = spawnSync(process.execPath, buildArgs, { cwd: root, stdio: 'inherit', env });
   if (r.status !== 0) die('the native build failed (see the compiler output above).');
   log(`addon built: ${path.join('build', 'Release', 'sppnet.node')} (${nvcc ? 'CPU + CUDA' : 'CPU only'})`);
 }
