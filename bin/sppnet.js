@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// sppnet's command line: classify images, run the demo, show the backend.
+// sppnet's command line: classify images, serve, train, the ablation, the demo, the backend.
 'use strict';
 const fs = require('fs');
 const os = require('os');
@@ -12,7 +12,16 @@ const USAGE = `usage:
   sppnet serve (--arch A [--classes N] | --weights w.safetensors) [--labels labels.txt] [--port 8080]
                [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 1024] [--timeout MS]
                [--shorter-side S] [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
-  sppnet demo [--device cpu|cuda]                        (synthetic images, nothing downloaded)
+  sppnet train (--arch A | --spec net.json) --data synthetic|FOLDER [--val synthetic|FOLDER] [--classes N]
+               [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96] [--input crop|warp] [--no-flip]
+               [--optimizer sgd|adam|adamw] [--lr 0.01] [--momentum 0.9] [--weight-decay 5e-4]
+               [--schedule constant|step|cosine] [--seed 0] [--out model.safetensors]
+               [--checkpoint ck.safetensors] [--resume ck.safetensors] [--device cpu|cuda]
+               (FOLDER: one sub-folder of images per class; synthetic: shapes of --classes kinds, sides 48..128)
+  sppnet ablation [--epochs 6] [--train 1600] [--test 400] [--classes 4] [--size 64] [--seed 1]
+                  [--out DIR] [--device cpu|cuda]   (no SPP vs SPP single-size vs SPP multi-size; table + SVG)
+  sppnet demo [--device cpu|cuda]                        (trains a small SPP-net on synthetic images, then classifies
+                                                          variable-size image files with it; nothing downloaded)
   sppnet info                                            (which backend runs, and why)`;
 
 function parse(argv) {
@@ -60,26 +69,21 @@ async function classifyCmd(sp, o) {
   model.dispose();
 }
 
-// Synthetic images of several sizes and formats: shapes on noise, drawn with SVG through sharp.
-async function makeDemoImages(dir) {
+// Writes samples of a synthetic dataset as image files (values in about [-1, 1] -> 0..255), in
+// several formats; read back with mean = std = 0.5 they give the same floats (to 8 bits).
+async function writeSamples(sp, ds, indices, dir) {
   const sharp = require('sharp');
-  const kinds = ['circle', 'square', 'triangle', 'stripes'];
-  const specs = [[224, 224, 'png'], [320, 180, 'jpeg'], [200, 300, 'webp'], [480, 360, 'png'], [256, 256, 'jpeg'], [180, 420, 'webp']];
+  const fmts = ['png', 'jpeg', 'webp'];
   const files = [];
-  for (let i = 0; i < specs.length; i++) {
-    const [w, h, fmt] = specs[i];
-    const kind = kinds[i % kinds.length];
-    const s = Math.min(w, h) * 0.6, cx = w / 2, cy = h / 2;
-    const shape = {
-      circle: `<circle cx="${cx}" cy="${cy}" r="${s / 2}" fill="#e33"/>`,
-      square: `<rect x="${cx - s / 2}" y="${cy - s / 2}" width="${s}" height="${s}" fill="#3a3"/>`,
-      triangle: `<polygon points="${cx},${cy - s / 2} ${cx - s / 2},${cy + s / 2} ${cx + s / 2},${cy + s / 2}" fill="#33e"/>`,
-      stripes: Array.from({ length: 8 }, (_, k) => `<rect x="${(k * w) / 8}" y="0" width="${w / 16}" height="${h}" fill="#ec3"/>`).join(''),
-    }[kind];
-    const svg = Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}"><rect width="100%" height="100%" fill="#777"/>${shape}</svg>`);
-    const file = path.join(dir, `${kind}-${w}x${h}.${fmt === 'jpeg' ? 'jpg' : fmt}`);
-    await sharp(svg)[fmt]().toFile(file);
-    files.push(file);
+  for (let k = 0; k < indices.length; k++) {
+    const s = await ds.get(indices[k]);
+    const [C, H, W] = s.shape;
+    const px = Buffer.alloc(C * H * W);
+    for (let c = 0; c < C; c++) for (let i = 0; i < H * W; i++) px[i * C + c] = Math.max(0, Math.min(255, Math.round(((s.data[c * H * W + i] + 1) / 2) * 255)));
+    const fmt = fmts[k % fmts.length];
+    const file = path.join(dir, `${String(k).padStart(2, '0')}-${ds.classes[s.label]}-${W}x${H}.${fmt === 'jpeg' ? 'jpg' : fmt}`);
+    await sharp(px, { raw: { width: W, height: H, channels: C } })[fmt](fmt === 'png' ? {} : { quality: 95 }).toFile(file);
+    files.push({ file, label: ds.classes[s.label] });
   }
   return files;
 }
@@ -89,19 +93,113 @@ async function demoCmd(sp, o) {
   console.log(`sppnet ${require('../package.json').version}: ${b.device} (${b.reason})`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-demo-'));
   try {
-    const files = await makeDemoImages(dir);
-    console.log(`\nMade ${files.length} synthetic images of different sizes and formats in ${dir}.`);
-    console.log('ZF-5 SPP-net (random weights until the training work lands): every image at its own size, no crop or warp,');
-    console.log('one ragged batch per scale, scores averaged over the scales {180, 224} (the paper\'s multi-scale testing).');
-    const labels = ['circle', 'square', 'triangle', 'stripes'];
-    const model = await sp.loadModel({ arch: 'zf5', classes: labels.length, seed: 1, device: o.device });
-    const t0 = performance.now();
-    const res = await sp.classify(model, files, { scales: [180, 224], topk: 2, labels });
-    printResults(res.map((r) => ({ ...r, source: path.basename(r.source) })), performance.now() - t0);
+    const classes = 4;
+    const train = sp.data.synthetic({ classes, count: 1600, minSize: 40, maxSize: 112, seed: 11 });
+    const test = sp.data.synthetic({ classes, count: 200, minSize: 40, maxSize: 112, seed: 12 });
+    console.log(`\n1. Train a small SPP-net (3 conv layers, SPP {4, 2, 1}, 2 fc) on ${train.description},`);
+    console.log('   with multi-size training (each image warped to 48 or 64 px, switching every epoch, as the paper does).');
+    const spec = sp.ablationSpec('spp', classes, [4, 2, 1], 8);
+    spec.name = 'demo-spp';
+    const model = await sp.buildModel({ spec, seed: 1, device: o.device });
+    await sp.fit(model, train, { epochs: 6, batchSize: 32, sizes: [48, 64], input: 'warp', optimizer: { type: 'adam', lr: 0.002 }, schedule: { type: 'cosine' }, seed: 1, progress: true });
+    const ev = await sp.evaluate(model, test, { input: 'natural' });
+    console.log(`   held-out images at their natural sizes (40..112 px, never cropped or warped): ${(100 * ev.accuracy).toFixed(1)}% correct of ${ev.count}`);
+    const weights = path.join(dir, 'demo-spp.safetensors');
+    await model.save(weights, { labels: JSON.stringify(train.classes) });
     model.dispose();
+
+    const files = await writeSamples(sp, test, [0, 1, 2, 3, 4, 5, 6, 7], dir);
+    console.log(`\n2. Load the saved weights and classify ${files.length} image files (PNG, JPEG, WebP) of different sizes,`);
+    console.log('   each as it is: one ragged batch, no crop or warp.');
+    const loaded = await sp.loadModel({ weights, device: o.device });
+    const t0 = performance.now();
+    const res = await sp.classify(loaded, files.map((f) => f.file), { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], scales: ['natural'], topk: 2, labels: [...train.classes] });
+    printResults(res.map((r) => ({ ...r, source: path.basename(r.source) })), performance.now() - t0);
+    const right = res.filter((r, i) => r.top[0].label === files[i].label).length;
+    console.log(`${right} of ${files.length} files classified as the shape they show.`);
+    loaded.dispose();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function parseSizes(v) {
+  if (v === undefined || v === 'natural') return 'natural';
+  const m = /^(\d+)-(\d+)$/.exec(String(v));
+  if (m) return { min: Number(m[1]), max: Number(m[2]) };
+  return ints(v, 'sizes');
+}
+
+async function datasetOf(sp, what, o, seed) {
+  if (what === 'synthetic') return sp.data.synthetic({ classes: o.classes ? ints(o.classes, 'classes')[0] : 4, count: o.count ? ints(o.count, 'count')[0] : 1000, seed });
+  return sp.data.imageFolder(what, { shorterSide: o['shorter-side'] ? ints(o['shorter-side'], 'shorter-side')[0] : undefined });
+}
+
+async function trainCmd(sp, o) {
+  if (!o.data) throw new Error('train: give --data synthetic or --data FOLDER (one sub-folder of images per class)');
+  const seed = o.seed ? Number(o.seed) : 0;
+  const data = await datasetOf(sp, o.data, o, seed * 2 + 1);
+  const val = o.val ? await datasetOf(sp, o.val, { ...o, count: o['val-count'] ?? 300 }, seed * 2 + 2) : undefined;
+  const classes = data.classes.length;
+  let spec;
+  if (o.spec) spec = JSON.parse(fs.readFileSync(o.spec, 'utf8'));
+  else if (!o.arch) throw new Error('train: give --arch zf5|convnet5|overfeat5|overfeat7 or --spec net.json');
+  const model = await sp.buildModel({ arch: spec ? undefined : o.arch, spec, classes, seed, device: o.device });
+  console.log(`training ${model.spec.name} (${classes} classes) on ${data.description}, ${sp.backend().device}`);
+  const optimizer = { type: o.optimizer ?? 'sgd' };
+  if (o.lr) optimizer.lr = Number(o.lr);
+  if (o.momentum) optimizer.momentum = Number(o.momentum);
+  if (o['weight-decay']) optimizer.weightDecay = Number(o['weight-decay']);
+  const res = await sp.fit(model, data, {
+    epochs: o.epochs ? ints(o.epochs, 'epochs')[0] : 10,
+    batchSize: o.batch ? ints(o.batch, 'batch')[0] : 32,
+    sizes: parseSizes(o.sizes),
+    input: o.input ?? 'crop',
+    flip: !o['no-flip'],
+    optimizer,
+    schedule: { type: o.schedule ?? 'constant' },
+    validation: val,
+    seed,
+    checkpoint: o.checkpoint,
+    resume: o.resume,
+    progress: true,
+  });
+  if (data.skipped && data.skipped.length) console.log(`${data.skipped.length} file(s) could not be decoded and were skipped`);
+  if (o.out) {
+    await model.save(o.out, { labels: JSON.stringify(data.classes) });
+    console.log(`saved ${o.out}`);
+  }
+  const last = res.history[res.history.length - 1];
+  console.log(`done: ${res.history.length} epochs, last loss ${last.loss.toFixed(4)}, accuracy ${(100 * last.accuracy).toFixed(1)}%${last.validation ? `, validation ${(100 * last.validation.accuracy).toFixed(1)}%` : ''}`);
+  model.dispose();
+}
+
+async function ablationCmd(sp, o) {
+  const n = (k, d) => (o[k] ? ints(o[k], k)[0] : d);
+  const opts = { epochs: n('epochs', 6), trainImages: n('train', 1600), testImages: n('test', 400), classes: n('classes', 4), size: n('size', 64), seed: n('seed', 1), batchSize: n('batch', 32), device: o.device, progress: true };
+  console.log(`SPP-net ablation on synthetic shapes: ${opts.classes} classes, ${opts.trainImages} training / ${opts.testImages} test images, ${opts.epochs} epochs each, ${sp.backend().device}`);
+  const r = await sp.ablation({ ...opts, onRow: (row) => console.log(`  ${row.name}, tested on ${row.test}: top-1 error ${(100 * row.error).toFixed(2)}%`) });
+  const table = sp.ablationTable(r);
+  console.log(`\n${table}\n`);
+  const dir = o.out ?? '.';
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'ablation.md'), `# SPP-net ablation (synthetic data)\n\nCommand: \`sppnet ${process.argv.slice(2).join(' ')}\`\n\n${r.settings.data}\n\n${table}\n`);
+  fs.writeFileSync(path.join(dir, 'ablation.json'), JSON.stringify(r, null, 1));
+  const svg = require('../bench/svg');
+  const chart = svg.barChart({
+    title: 'SPP-net ablation on synthetic shapes: top-1 error (lower is better)',
+    subtitle: `${r.settings.classes} classes, ${r.settings.trainImages} train / ${r.settings.testImages} test images, ${r.settings.epochs} epochs, seed ${r.settings.seed}, ${r.settings.device}`,
+    yTitle: 'top-1 error, %',
+    yMin: 0,
+    width: 760,
+    height: 420,
+    categories: r.rows.map((x) => x.name),
+    categoryNotes: r.rows.map((x) => x.test.replace(/ \(.*\)$/, '').slice(0, 34)),
+    series: [{ name: 'top-1 error %', values: r.rows.map((x) => 100 * x.error) }],
+    notes: r.rows.map((x) => `${x.name}: trained ${x.training}; tested on ${x.test}`),
+  });
+  svg.write(path.join(dir, 'ablation.svg'), chart);
+  console.log(`wrote ${path.join(dir, 'ablation.md')}, ablation.json and ablation.svg`);
 }
 
 async function serveCmd(sp, o) {
@@ -145,6 +243,8 @@ async function main() {
   if (cmd === 'classify') return classifyCmd(sp, o);
   if (cmd === 'demo') return demoCmd(sp, o);
   if (cmd === 'serve') return serveCmd(sp, o);
+  if (cmd === 'train') return trainCmd(sp, o);
+  if (cmd === 'ablation') return ablationCmd(sp, o);
   throw new Error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
 }
 

@@ -7,8 +7,8 @@ import { Model, Prediction } from './model';
 import { ragged } from './ragged';
 
 export interface ClassifyOptions extends Omit<ImageOptions, 'shorterSide' | 'device'> {
-  /** Shorter-side scales; scores are averaged over them (the paper's multi-scale testing). Default [224]. */
-  scales?: number[];
+  /** Shorter-side scales, or 'natural' for the image as it is; scores are averaged over them (the paper's multi-scale testing). Default [224]. */
+  scales?: Array<number | 'natural'>;
   topk?: number;
   labels?: string[];
   /** Images per ragged batch (bounds memory). Default 16. */
@@ -28,7 +28,8 @@ export async function classify(model: Model, sources: Array<string | Uint8Array>
   if (!(model instanceof Model)) fail(`${fn}: model must be a Model, got ${describe(model)}`);
   if (!Array.isArray(sources) || sources.length === 0) fail(`${fn}: sources must be a non-empty array of paths or byte arrays`);
   const scales = opts.scales ?? [224];
-  if (!Array.isArray(scales) || scales.length === 0 || !scales.every(isPositiveInt)) fail(`${fn}: options.scales must be positive integers, got ${describe(opts.scales)}`);
+  if (!Array.isArray(scales) || scales.length === 0 || !scales.every((s) => s === 'natural' || isPositiveInt(s)))
+    fail(`${fn}: options.scales must be positive integers or 'natural', got ${describe(opts.scales)}`);
   const topk = opts.topk ?? 5;
   if (!isPositiveInt(topk)) fail(`${fn}: options.topk must be a positive integer, got ${describe(opts.topk)}`);
   if (opts.labels !== undefined && (!Array.isArray(opts.labels) || opts.labels.length !== model.classes))
@@ -41,7 +42,7 @@ export async function classify(model: Model, sources: Array<string | Uint8Array>
   for (let b0 = 0; b0 < sources.length; b0 += bs) {
     const chunk = sources.slice(b0, b0 + bs);
     for (const s of scales) {
-      const imgs = await readImages(chunk, { mean: opts.mean, std: opts.std, shorterSide: s, device: model.device });
+      const imgs = await readImages(chunk, { mean: opts.mean, std: opts.std, shorterSide: s === 'natural' ? undefined : s, device: model.device });
       imgs.forEach((t, i) => sizes[b0 + i].push([t.shape[1], t.shape[2]]));
       const batch = ragged(imgs);
       imgs.forEach((t) => t.dispose());

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'SPPNET_QUEUE_FULL'
   | 'SPPNET_TIMEOUT'
   | 'SPPNET_ABORTED'
+  | 'SPPNET_NONFINITE'
   | 'SPPNET_INTERNAL';
 
 export class SppnetError extends Error {

@@ -9,6 +9,7 @@ import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
 import { allocate, Storage, Tensor, tensor } from './tensor';
+import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';
 
 type Pair = number | [number, number];
 
@@ -244,6 +245,7 @@ export class Model {
   readonly minSize: readonly [number, number];
   private weights: Map<string, Tensor>;
   private pool: ActivationPool;
+  private opt: Optimizer | undefined;
   private disposed = false;
 
   /** @internal Use sp.loadModel(). */
@@ -280,6 +282,16 @@ export class Model {
   async run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
     const fn = 'Model.run';
     this.alive(fn);
+    const { x, owned, L } = await this.input(fn, images);
+    try {
+      return await this.forward(fn, x, L);
+    } finally {
+      owned?.dispose();
+    }
+  }
+
+  /** Checks the images and packs an array of maps into a batch on the model's device. */
+  private async input(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<{ x: RaggedBatch | Tensor; owned?: RaggedBatch; L: SpatialLayout }> {
     let owned: RaggedBatch | undefined;
     let x: RaggedBatch | Tensor;
     if (Array.isArray(images)) {
@@ -296,14 +308,23 @@ export class Model {
     } else {
       x = images;
     }
-    const L = spatialLayout(fn, x, 'images');
-    if (L.channels !== this.spec.inChannels) fail(`${fn}: images have ${L.channels} channels, ${this.spec.name} takes ${this.spec.inChannels}`);
-    if (L.device !== this.device)
-      throw new SppnetError(`${fn}: images are on ${L.device}, the model on ${this.device} (use await t.to('${this.device}'))`, 'SPPNET_DEVICE_MISMATCH');
-    L.sizes.forEach(([h, w], i) => {
-      if (h < this.minSize[0] || w < this.minSize[1])
-        fail(`${fn}: image ${i} is ${h}x${w} (HxW), smaller than ${this.spec.name}'s minimum ${this.minSize[0]}x${this.minSize[1]}`);
-    });
+    try {
+      const L = spatialLayout(fn, x, 'images');
+      if (L.channels !== this.spec.inChannels) fail(`${fn}: images have ${L.channels} channels, ${this.spec.name} takes ${this.spec.inChannels}`);
+      if (L.device !== this.device)
+        throw new SppnetError(`${fn}: images are on ${L.device}, the model on ${this.device} (use await t.to('${this.device}'))`, 'SPPNET_DEVICE_MISMATCH');
+      L.sizes.forEach(([h, w], i) => {
+        if (h < this.minSize[0] || w < this.minSize[1])
+          fail(`${fn}: image ${i} is ${h}x${w} (HxW), smaller than ${this.spec.name}'s minimum ${this.minSize[0]}x${this.minSize[1]}`);
+      });
+      return { x, owned, L };
+    } catch (e) {
+      owned?.dispose();
+      throw e;
+    }
+  }
+
+  private async forward(fn: string, x: RaggedBatch | Tensor, L: SpatialLayout): Promise<Tensor> {
     // Each layer writes into a pooled buffer (a view of it), except the last, whose output is the
     // caller's; the previous layer's buffer goes back to the pool once the next layer has run.
     const layers = this.spec.layers.filter((l) => l.type !== 'dropout'); // dropout: identity at inference
@@ -371,11 +392,80 @@ export class Model {
     } catch (e) {
       if (held) this.pool.give(held);
       throw e;
-    } finally {
-      owned?.dispose();
     }
     if (held) this.pool.give(held); // only when the last layer wrote into a pooled buffer (never)
     return cur as Tensor;
+  }
+
+  /** @internal The weight tensors by state_dict name (the model's own: do not dispose). */
+  parameters(): ReadonlyMap<string, Tensor> {
+    this.alive('Model.parameters');
+    return this.weights;
+  }
+
+  /** Replaces the weights with a state_dict (every tensor named and shaped as the model's; one error lists every problem). */
+  async loadStateDict(weights: Map<string, { shape: number[]; data: Float32Array }>, sourceName?: string): Promise<void> {
+    const fn = 'Model.loadStateDict';
+    this.alive(fn);
+    if (!(weights instanceof Map)) fail(`${fn}: weights must be a Map of state_dict tensors, got ${describe(weights)}`);
+    const host = new Map(Array.from(weights, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+    checkStateDict(new Map(this.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${sourceName ? ` in ${sourceName}` : ''} do not fit ${this.spec.name}`);
+    const fresh = new Map<string, Tensor>();
+    try {
+      for (const p of this.params) fresh.set(p.name, tensor(Float32Array.from(weights.get(p.name)!.data), p.shape, { device: this.device }));
+    } catch (e) {
+      for (const t of fresh.values()) t.dispose();
+      throw e;
+    }
+    for (const t of this.weights.values()) t.dispose();
+    this.weights = fresh;
+  }
+
+  /** The optimizer trainStep() uses (SGD, momentum 0.9, weight decay 5e-4, lr 0.01 until set). */
+  get optimizer(): Optimizer {
+    this.alive('Model.optimizer');
+    if (!this.opt) this.opt = new Optimizer(undefined);
+    return this.opt;
+  }
+
+  /** Replaces the optimizer (its state starts afresh). */
+  setOptimizer(options: OptimizerOptions = {}): Optimizer {
+    this.alive('Model.setOptimizer');
+    const o = new Optimizer(options, 'Model.setOptimizer');
+    this.opt?.dispose();
+    this.opt = o;
+    return o;
+  }
+
+  /**
+   * One training step on a batch (any sizes >= minSize, as run() takes): forward in training mode
+   * (dropout on), softmax cross-entropy against `labels`, backward, and an optimizer update of
+   * every weight. A loss that is NaN or Inf throws before the weights change.
+   */
+  async trainStep(images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
+    const fn = 'Model.trainStep';
+    this.alive(fn);
+    if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+    const opt = this.optimizer;
+    const lr = opts.lr ?? opt.options.lr;
+    if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) fail(`${fn}: options.lr must be a positive number, got ${describe(opts.lr)}`);
+    const seed = opts.seed ?? opt.steps;
+    if (!Number.isInteger(seed)) fail(`${fn}: options.seed must be an integer, got ${describe(opts.seed)}`);
+    const { x, owned, L } = await this.input(fn, images);
+    try {
+      const y = checkLabels(fn, labels, L.sizes.length, this.classes);
+      const r = await lossAndGradients(this, (n) => this.w(n), x, y, seed >>> 0);
+      try {
+        if (!Number.isFinite(r.loss))
+          throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
+        await opt.apply(this.weights, r.grads, lr);
+      } finally {
+        for (const g of r.grads.values()) g.dispose();
+      }
+      return { loss: r.loss, correct: r.correct, count: L.sizes.length };
+    } finally {
+      owned?.dispose();
+    }
   }
 
   /** Top-k classes per image, with scores (softmax) and labels when given. */
@@ -408,6 +498,8 @@ export class Model {
     for (const t of this.weights.values()) t.dispose();
     this.weights.clear();
     this.pool.dispose();
+    this.opt?.dispose();
+    this.opt = undefined;
     this.disposed = true;
   }
 }

@@ -53,11 +53,13 @@ describe('command line', function () {
     expect(r.stderr).to.match(/unknown command "frobnicate"/);
   });
 
-  it('the demo runs with nothing downloaded', function () {
+  it('the demo trains and classifies with nothing downloaded', function () {
     this.timeout(300000);
     const r = run(['demo']);
     expect(r.status, r.stderr).to.equal(0);
-    expect(r.stdout).to.match(/6 image\(s\) in \d+ ms/);
-    expect(r.stdout).to.match(/circle-224x224\.png/);
+    expect(r.stderr).to.match(/epoch 6\/6 loss \d+\.\d+ acc \d+\.\d%/);
+    expect(r.stdout).to.match(/held-out images at their natural sizes .*: \d+\.\d% correct of 200/);
+    expect(r.stdout).to.match(/8 image\(s\) in \d+ ms/);
+    expect(r.stdout).to.match(/\d of 8 files classified as the shape they show/);
   });
 });
