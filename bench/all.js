@@ -2,20 +2,21 @@
 'use strict';
 // `npm run bench`: every benchmark, then the report.
 //
-//   node bench/all.js [--quick] [--only spp,zf5,load]
+//   node bench/all.js [--quick] [--only spp,zf5,load,train]
 //
 // Runs, one after the other (each a child process, output as it comes):
 //   spp   node bench/run.js [--quick]    SPP layer, sppnet vs TensorFlow.js      -> bench/out/spp-cpu.*
 //   zf5   node bench/zf5.js [--quick]    ZF-5 forward, vs onnxruntime-node, tfjs -> bench/out/zf5-cpu.*
 //   load  node bench/load.js [--quick]   the HTTP service under load            -> bench/out/load-*.*
+//   train node bench/train.js [--quick]  one training step, vs tfjs-wasm         -> bench/out/train-cpu.*
 // then node bench/plots.js (bench/out/*.svg) and node bench/report.js (copies the SVGs to
 // bench/plots/ and splices each table into bench/RESULTS.md). A part that fails is reported and the
-// rest still run; the exit status is 1 if any failed. About 4 minutes in all (--quick: about 2).
+// rest still run; the exit status is 1 if any failed. About 5 minutes in all (--quick: about 3).
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
-const PARTS = { spp: 'run.js', zf5: 'zf5.js', load: 'load.js' };
+const PARTS = { spp: 'run.js', zf5: 'zf5.js', load: 'load.js', train: 'train.js' };
 
 function main() {
   const argv = process.argv.slice(2);
@@ -29,7 +30,7 @@ function main() {
       const bad = only.filter((p) => !PARTS[p]);
       if (!only.length || bad.length) throw new Error(`--only: choose from ${Object.keys(PARTS).join(',')}`);
     } else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 13).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       return 0;
     } else throw new Error(`unknown argument ${a} (try --help)`);
   }

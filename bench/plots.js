@@ -4,6 +4,7 @@
 //   bench/out/zf5-cpu.json  -> bench/out/zf5-cpu.svg  (img/s per implementation per workload; log y)
 //   bench/out/load-cpu.json -> bench/out/load-cpu.svg (throughput, p99/p50 and RSS vs concurrency;
 //   load-gpu.json likewise where the load test ran on a GPU)
+//   bench/out/train-cpu.json -> bench/out/train-cpu.svg (images/s per training step per workload; log y)
 // Missing JSON files are skipped. Options: --dir DIR (default bench/out), --png (also write a
 // PNG preview next to each SVG, through sharp), --help.
 'use strict';
@@ -67,6 +68,28 @@ function zf5Chart(d) {
     categoryNotes: d.results.map((w) => (w.sizes && w.sizes.length > 1 && new Set(w.sizes.map(String)).size > 1 ? `${w.images} images, mixed sizes` : `${w.images} x ${w.sizes?.[0]?.join('x') ?? ''}`)),
     series,
     notes: [...notes.map((n) => `n/a: ${n}`), 'From bench/out/zf5-cpu.json (npm run bench:zf5).'],
+  });
+}
+
+function trainChart(d) {
+  const short = (label) => label.replace(/^sppnet cpu (\d+)T$/, 'sppnet ($1 thr)').replace(/^tfjs-wasm (\d+)T$/, 'tfjs-wasm ($1 thr)');
+  const names = [];
+  for (const w of d.results) for (const i of w.impls) if (!names.includes(short(i.label))) names.push(short(i.label));
+  const series = names.map((n) => ({ name: n, values: d.results.map((w) => w.impls.find((i) => short(i.label) === n)?.imgPerS ?? null) }));
+  const m = d.machine ?? {};
+  const notes = [];
+  for (const w of d.results) for (const i of w.impls) if (i.imgPerS == null && i.note) notes.push(`${w.name} ${short(i.label)}: ${i.note.replace(/^n\/a: /, '')}`);
+  return svg.barChart({
+    title: 'One training step on the CPU: images per second',
+    subtitle: `${m.cpu ?? ''} ${m.cores ?? ''} cores (shared), ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; higher is better`,
+    yTitle: 'images / s (forward + backward + SGD)',
+    logY: true,
+    width: 760,
+    height: 440,
+    categories: d.results.map((w) => w.name),
+    categoryNotes: d.results.map((w) => (new Set(w.sizes.map(String)).size > 1 ? `${w.images} images, mixed sizes` : `${w.images} x ${w.sizes[0].join('x')}`)),
+    series,
+    notes: [...notes.map((n) => `n/a: ${n}`), 'From bench/out/train-cpu.json (npm run bench:train).'],
   });
 }
 
@@ -149,6 +172,7 @@ async function main() {
     ['zf5-cpu', zf5Chart],
     ['load-cpu', loadChart],
     ['load-gpu', loadChart],
+    ['train-cpu', trainChart],
   ];
   for (const [name, draw] of jobs) {
     const src = path.join(dir, `${name}.json`);
@@ -169,4 +193,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { sppChart, zf5Chart, loadChart };
+module.exports = { sppChart, zf5Chart, loadChart, trainChart };

@@ -5,10 +5,10 @@
 //   - replaces what lies between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in bench/RESULTS.md
 //     with the command and machine of that run, a link to the plot and bench/out/NAME.md's table
 //     and notes. The hand-written text around the markers is kept.
-// NAME: spp-cpu, zf5-cpu, load-cpu, load-gpu. A NAME without bench/out/NAME.json is left as it is
+// NAME: spp-cpu, zf5-cpu, load-cpu, load-gpu, train-cpu. A NAME without bench/out/NAME.json is left as it is
 // (load-gpu then says why it was skipped, when load-cpu.json gives the reason).
 //
-//   node bench/report.js [--dir bench/out] [--results bench/RESULTS.md] [--plots bench/plots]
+//   node bench/report.js [--dir bench/out] [--results bench/RESULTS.md] [--plots bench/plots] [--only NAME,...]
 const fs = require('fs');
 const path = require('path');
 
@@ -16,6 +16,7 @@ const PARTS = [
   { name: 'spp-cpu', what: 'SPP layer on the CPU', script: 'bench:spp' },
   { name: 'zf5-cpu', what: 'ZF-5 forward on the CPU', script: 'bench:zf5' },
   { name: 'load-cpu', what: 'HTTP service under load, CPU', script: 'bench:load' },
+  { name: 'train-cpu', what: 'One training step on the CPU', script: 'bench:train' },
   { name: 'load-gpu', what: 'HTTP service under load, GPU', script: 'bench:load' },
 ];
 
@@ -62,19 +63,24 @@ function gpuSkipped(dir) {
 
 function main() {
   const argv = process.argv.slice(2);
-  const o = { dir: path.join(__dirname, 'out'), results: path.join(__dirname, 'RESULTS.md'), plots: path.join(__dirname, 'plots') };
+  const o = { dir: path.join(__dirname, 'out'), results: path.join(__dirname, 'RESULTS.md'), plots: path.join(__dirname, 'plots'), only: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const key = { '--dir': 'dir', '--results': 'results', '--plots': 'plots' }[a.split('=')[0]];
     if (key) o[key] = path.resolve(a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i]);
+    else if (a.split('=')[0] === '--only') {
+      o.only = (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+      const bad = o.only.filter((n) => !PARTS.some((p) => p.name === n));
+      if (!o.only.length || bad.length) throw new Error(`--only: choose from ${PARTS.map((p) => p.name).join(',')}`);
+    }
     else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       return;
     } else throw new Error(`unknown argument ${a} (try --help)`);
   }
   let text = fs.readFileSync(o.results, 'utf8');
   const shown = (f) => path.relative(process.cwd(), f);
-  for (const part of PARTS) {
+  for (const part of PARTS.filter((p) => !o.only || o.only.includes(p.name))) {
     const re = new RegExp(`(<!-- bench:${part.name} -->)[\\s\\S]*?(<!-- /bench:${part.name} -->)`);
     if (!re.test(text)) {
       console.log(`${part.name}: no <!-- bench:${part.name} --> ... <!-- /bench:${part.name} --> markers in ${shown(o.results)}; not placed`);
