@@ -69,4 +69,74 @@ function buildInfo() {
   return info;
 }
 
-module.exports = { buildInfo, loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable };
+/** [N, C, H, W] (row-major) to [N, H, W, C], tfjs's layout. */
+function toNHWC(src, count, C, H, W) {
+  const dst = new Float32Array(src.length);
+  const plane = H * W, map = C * plane;
+  for (let m = 0; m < count; m++) {
+    const o = m * map;
+    for (let c = 0; c < C; c++) {
+      const s = o + c * plane;
+      for (let p = 0; p < plane; p++) dst[o + p * C + c] = src[s + p];
+    }
+  }
+  return dst;
+}
+
+/** One pyramid level in tfjs as its users build it: maxPool with the paper's window ceil(a/n) and stride floor(a/n). */
+function tfLevel(tf, x, n) {
+  const [B, H, W] = x.shape;
+  let p = tf.maxPool(x, [Math.ceil(H / n), Math.ceil(W / n)], [Math.floor(H / n), Math.floor(W / n)], 'valid');
+  if (p.shape[1] !== n || p.shape[2] !== n) p = tf.slice(p, [0, 0, 0, 0], [-1, n, n, -1]);
+  return tf.reshape(p, [B, -1]);
+}
+
+/** tfjs's pyramid rows (per level: bins x channels) in sppnet's layout (per level: channels x bins). */
+function tfRowsToSppnet(data, rows, C, levels) {
+  const F = C * levels.reduce((s, n) => s + n * n, 0);
+  const out = new Float32Array(rows * F);
+  for (let r = 0; r < rows; r++) {
+    let base = r * F;
+    for (const n of levels) {
+      const nn = n * n;
+      for (let b = 0; b < nn; b++) for (let c = 0; c < C; c++) out[base + c * nn + b] = data[base + b * C + c];
+      base += C * nn;
+    }
+  }
+  return out;
+}
+
+const pair = (v, d) => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
+
+/**
+ * Conv and fc FLOPs (2 per multiply-add) of one H x W image through a model spec, the last map's
+ * size and channels. `defaultLevels` stands for an spp layer without levels.
+ */
+function specFlops(spec, H, W, defaultLevels = [6, 3, 2, 1]) {
+  let c = spec.inChannels, h = H, w = W, convF = 0, fcF = 0, feat = 0;
+  for (const l of spec.layers) {
+    if (l.type === 'conv') {
+      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride, 1), [ph, pw] = pair(l.padding, 0);
+      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
+      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
+      convF += 2 * l.out * c * kh * kw * h * w;
+      c = l.out;
+    } else if (l.type === 'maxpool') {
+      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride ?? l.kernel, 1), [ph, pw] = pair(l.padding, 0);
+      if (l.ceilMode) throw new Error('specFlops: ceilMode not handled');
+      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
+      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
+    } else if (l.type === 'spp') {
+      feat = c * (l.levels ?? defaultLevels).reduce((s, n) => s + n * n, 0);
+    } else if (l.type === 'fc') {
+      fcF += 2 * feat * l.out;
+      feat = l.out;
+    }
+  }
+  return { convF, fcF, total: convF + fcF, map: [h, w], channels: c };
+}
+
+const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
+
+module.exports = { buildInfo, loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair, fmtMs, fmtX };

@@ -25,7 +25,8 @@ const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { initWasm } = require('./tfjs_wasm');
 const { copyBandwidth } = require('./membw');
-const { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable } = require('./common');
+const { buildInfo, loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
+const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -71,19 +72,6 @@ const PEER_SLOW_S = 20;
 // Inputs
 
 // [C, H, W] -> [H, W, C] (tfjs's layout), `count` maps back to back.
-function toNHWC(src, count, C, H, W) {
-  const dst = new Float32Array(src.length);
-  const plane = H * W, map = C * plane;
-  for (let m = 0; m < count; m++) {
-    const o = m * map;
-    for (let c = 0; c < C; c++) {
-      const s = o + c * plane;
-      for (let p = 0; p < plane; p++) dst[o + p * C + c] = src[s + p];
-    }
-  }
-  return dst;
-}
-
 /** One workload: its maps in NCHW (for sppnet) and NHWC (for tfjs), and what it reads. */
 function buildWorkload(name, spec, levels, seed) {
   const next = rng(seed);
@@ -138,13 +126,6 @@ function oursOptions(w, bins) {
 // 'valid' pooling yields more than n windows along that axis (a = 11, n = 6 gives 10); the
 // paper's n bins are the first n of them, so keep those (sppnet's bins: 'paper' computes exactly
 // these). Without the slice a ragged batch would not even concatenate.
-function tfLevel(x, n) {
-  const [B, H, W] = x.shape;
-  let p = tf.maxPool(x, [Math.ceil(H / n), Math.ceil(W / n)], [Math.floor(H / n), Math.floor(W / n)], 'valid');
-  if (p.shape[1] !== n || p.shape[2] !== n) p = tf.slice(p, [0, 0, 0, 0], [-1, n, n, -1]);
-  return tf.reshape(p, [B, -1]);
-}
-
 const tfSpp = (x, levels) => tf.concat(levels.map((n) => tfLevel(x, n)), 1);
 
 // Windows on one map [1, H, W, C]: slice each window, pool it per level, concat. Where a window
@@ -212,20 +193,6 @@ async function timeIt(fn, reps, giveUpS = Infinity) {
 
 // tfjs rows are NHWC-flattened per level: feature (i*n + j)*C + c. sppnet's are channel-major
 // within a level: c*n*n + i*n + j. Reorders tfjs rows into sppnet's layout.
-function tfRowsToSppnet(data, rows, C, levels) {
-  const F = C * levels.reduce((s, n) => s + n * n, 0);
-  const out = new Float32Array(rows * F);
-  for (let r = 0; r < rows; r++) {
-    let base = r * F;
-    for (const n of levels) {
-      const nn = n * n;
-      for (let b = 0; b < nn; b++) for (let c = 0; c < C; c++) out[base + c * nn + b] = data[base + b * C + c];
-      base += C * nn;
-    }
-  }
-  return out;
-}
-
 async function checkAgainst(w, oursIn, peer) {
   const maxLevel = Math.max(...w.levels);
   let ours, keep;
@@ -257,8 +224,6 @@ async function checkAgainst(w, oursIn, peer) {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
 const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'vs ours', 'floor ms', 'floor/ours'];
 
@@ -284,19 +249,6 @@ function tableRows(results) {
 }
 
 /** Which sppnet build ran: the addon's mtime and the checkout's commit. */
-function buildInfo() {
-  const info = { addonMtime: null, commit: null, dirty: null };
-  try {
-    info.addonMtime = fs.statSync(path.join(__dirname, '..', 'build', 'Release', 'sppnet.node')).mtime.toISOString();
-  } catch {}
-  try {
-    const git = (args) => require('child_process').execFileSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    info.commit = git(['rev-parse', '--short', 'HEAD']);
-    info.dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'lib', 'cpu', 'cuda', 'include', 'binding']) !== '';
-  } catch {}
-  return info;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 async function main() {

@@ -44,7 +44,7 @@ const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { initWasm } = require('./tfjs_wasm');
-const { buildInfo, rng, randomArray, stats, nowMs, textTable, mdTable } = require('./common');
+const { buildInfo, rng, randomArray, stats, nowMs, textTable, mdTable, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
 
 const OPT = { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 };
 // ZF-5 on a fixed random batch diverges at lr 0.01 (loss ~1e5 by step 6, NaN by step 9: sppnet's
@@ -91,41 +91,9 @@ function parseArgs(argv) {
 // ---------------------------------------------------------------------------------------------
 // FLOPs
 
-const pair = (v, d) => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
-
 /** Forward FLOPs (2 per multiply-add, conv + fc) of one H x W image through `spec`, and the last map size. */
-function forwardFlops(spec, H, W) {
-  let c = spec.inChannels, h = H, w = W, conv = 0, fc = 0, feat = 0;
-  for (const l of spec.layers) {
-    if (l.type === 'conv') {
-      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride, 1), [ph, pw] = pair(l.padding, 0);
-      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
-      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
-      conv += 2 * l.out * c * kh * kw * h * w;
-      c = l.out;
-    } else if (l.type === 'maxpool') {
-      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride ?? l.kernel, 1), [ph, pw] = pair(l.padding, 0);
-      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
-      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
-    } else if (l.type === 'spp') {
-      feat = c * l.levels.reduce((s, n) => s + n * n, 0);
-    } else if (l.type === 'fc') {
-      fc += 2 * feat * l.out;
-      feat = l.out;
-    }
-  }
-  return { conv, fc, total: conv + fc, map: [h, w] };
-}
-
 // ---------------------------------------------------------------------------------------------
 // The tfjs peer
-
-function toNHWC(src, N, C, H, W) {
-  const dst = new Float32Array(src.length);
-  const plane = H * W, map = C * plane;
-  for (let m = 0; m < N; m++) for (let c = 0; c < C; c++) for (let p = 0; p < plane; p++) dst[m * map + p * C + c] = src[m * map + c * plane + p];
-  return dst;
-}
 
 /** tf.conv2d with PyTorch's symmetric padding and a gradient that tfjs-wasm can run (see the header). */
 function makeConv(stride, padding, needDx) {
@@ -271,9 +239,6 @@ async function checkConvGrad() {
 
 // ---------------------------------------------------------------------------------------------
 
-const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const fmtRate = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
 const fmtLoss = (v) => (v == null ? '-' : Math.abs(v) >= 1e4 ? v.toExponential(1) : v.toFixed(3));
 
@@ -290,10 +255,10 @@ function tableRows(results) {
         s ? String(s.reps) : '-',
         s ? fmtMs(s.medianMs) : impl.note,
         s ? fmtMs(s.minMs) : '-',
-        s ? fmtRate(impl.imgPerS) : '-',
+        s ? fmtMs(impl.imgPerS) : '-',
         impl.ratio != null ? fmtX(impl.ratio) : impl.base && s ? '1.0x' : '-',
         (r.trainGflop).toFixed(r.trainGflop >= 10 ? 1 : 2),
-        s ? fmtRate(impl.gflops) : '-',
+        s ? fmtMs(impl.gflops) : '-',
       ]);
     }
   }
@@ -368,7 +333,7 @@ async function main() {
   for (const key of opt.only) {
     const w = all[key];
     const r = reps[key];
-    const fwd = w.sizes.reduce((s, [h, wd]) => s + forwardFlops(w.spec, h, wd).total, 0);
+    const fwd = w.sizes.reduce((s, [h, wd]) => s + specFlops(w.spec, h, wd).total, 0);
     const res = { key, name: w.name, desc: w.desc, images: w.N, sizes: w.sizes, forwardGflop: fwd / 1e9, trainGflop: (3 * fwd) / 1e9, impls: [] };
     const labels = Int32Array.from({ length: w.N }, (_, i) => i % w.classes);
     const data = w.sizes.map(([h, wd]) => randomArray(3 * h * wd, next));

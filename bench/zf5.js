@@ -42,7 +42,8 @@ const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { initWasm } = require('./tfjs_wasm');
-const { rng, randomArray, stats, nowMs, textTable, mdTable } = require('./common');
+const { buildInfo, rng, randomArray, stats, nowMs, textTable, mdTable, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
 const LEVELS = [6, 3, 2, 1];
@@ -113,33 +114,7 @@ function anchorSpec(lrnAlpha = 1e-4) {
   };
 }
 
-const pair = (v, d) => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
-
 /** Conv and fc FLOPs (2 per multiply-add) of one H x W image through `spec`, and the conv5 map size. */
-function specFlops(spec, H, W) {
-  let c = spec.inChannels, h = H, w = W, convF = 0, fcF = 0, feat = 0;
-  for (const l of spec.layers) {
-    if (l.type === 'conv') {
-      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride, 1), [ph, pw] = pair(l.padding, 0);
-      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
-      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
-      convF += 2 * l.out * c * kh * kw * h * w;
-      c = l.out;
-    } else if (l.type === 'maxpool') {
-      const [kh, kw] = pair(l.kernel, 1), [sh, sw] = pair(l.stride ?? l.kernel, 1), [ph, pw] = pair(l.padding, 0);
-      if (l.ceilMode) throw new Error('specFlops: ceilMode not handled');
-      h = Math.floor((h + 2 * ph - kh) / sh) + 1;
-      w = Math.floor((w + 2 * pw - kw) / sw) + 1;
-    } else if (l.type === 'spp') {
-      feat = c * (l.levels ?? LEVELS).reduce((s, n) => s + n * n, 0);
-    } else if (l.type === 'fc') {
-      fcF += 2 * feat * l.out;
-      feat = l.out;
-    }
-  }
-  return { convF, fcF, map: [h, w], channels: c };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Clock and peak
 
@@ -181,19 +156,6 @@ async function measureClock(threads, reps = 5, n = 4e8) {
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
-
-function toNHWC(src, count, C, H, W) {
-  const dst = new Float32Array(src.length);
-  const plane = H * W, map = C * plane;
-  for (let m = 0; m < count; m++) {
-    const o = m * map;
-    for (let c = 0; c < C; c++) {
-      const s = o + c * plane;
-      for (let p = 0; p < plane; p++) dst[o + p * C + c] = src[s + p];
-    }
-  }
-  return dst;
-}
 
 function buildWorkloads(seed) {
   const next = rng(seed);
@@ -243,12 +205,6 @@ function tfFeatures(w, x, poolPad = 'same') {
 
 // SPP level n with the paper's windows (as bench/run.js): for n < a < 2n 'valid' pooling yields
 // more than n windows; the paper's n bins are the first n.
-function tfLevel(x, n) {
-  const [B, H, W] = x.shape;
-  let p = tf.maxPool(x, [Math.ceil(H / n), Math.ceil(W / n)], [Math.floor(H / n), Math.floor(W / n)], 'valid');
-  if (p.shape[1] !== n || p.shape[2] !== n) p = tf.slice(p, [0, 0, 0, 0], [-1, n, n, -1]);
-  return tf.reshape(p, [B, -1]);
-}
 const tfSpp = (x) => tf.concat(LEVELS.map((n) => tfLevel(x, n)), 1);
 
 /** tfjs inputs for workload w on the active backend, and the timed function. */
@@ -263,20 +219,6 @@ function tfPeer(w, weights, poolPad = 'same', only = null) {
 }
 
 // tfjs rows are NHWC-flattened per level ((i*n + j)*C + c); sppnet's channel-major (c*n*n + i*n + j).
-function tfRowsToSppnet(data, rows, C) {
-  const F = C * LEVELS.reduce((s, n) => s + n * n, 0);
-  const out = new Float32Array(rows * F);
-  for (let r = 0; r < rows; r++) {
-    let base = r * F;
-    for (const n of LEVELS) {
-      const nn = n * n;
-      for (let b = 0; b < nn; b++) for (let c = 0; c < C; c++) out[base + c * nn + b] = data[base + b * C + c];
-      base += C * nn;
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Timing
 
@@ -295,25 +237,9 @@ async function timeIt(fn, reps, giveUpS = Infinity) {
   return { samples, warmupMs };
 }
 
-function buildInfo() {
-  const info = { addonMtime: null, commit: null, dirty: null };
-  try {
-    info.addonMtime = fs.statSync(path.join(__dirname, '..', 'build', 'Release', 'sppnet.node')).mtime.toISOString();
-  } catch {}
-  try {
-    const git = (args) => require('child_process').execFileSync('git', args, { cwd: path.join(__dirname, '..'), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    info.commit = git(['rev-parse', '--short', 'HEAD']);
-    info.dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'lib', 'cpu', 'cuda', 'include', 'binding']) !== '';
-  } catch {}
-  return info;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
 
-const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const fmtRate = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
 const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'img/s', 'ours/peer', 'GFLOP/s', 'floor ms', '% peak'];
 
@@ -328,9 +254,9 @@ function tableRows(results) {
         s ? String(s.reps) : '-',
         s ? fmtMs(s.medianMs) : impl.note,
         s ? fmtMs(s.minMs) : '-',
-        s ? fmtRate(impl.imgPerS) : '-',
+        s ? fmtMs(impl.imgPerS) : '-',
         impl.ratio != null ? fmtX(impl.ratio) : impl.base ? '1.0x' : '-',
-        s ? fmtRate(impl.gflops) : '-',
+        s ? fmtMs(impl.gflops) : '-',
         impl.base || impl.ownFlops ? fmtMs(impl.floorMs) : '',
         s ? `${impl.pctPeak.toFixed(0)}%` : '-',
       ]);
@@ -399,8 +325,8 @@ async function main() {
 
   const spec = anchorSpec();
   const fullSpec = sp.archSpec('zf5', 1000);
-  const f224 = specFlops(spec, 224, 224);
-  const full224 = specFlops(fullSpec, 224, 224);
+  const f224 = specFlops(spec, 224, 224, LEVELS);
+  const full224 = specFlops(fullSpec, 224, 224, LEVELS);
   console.log(`conv FLOPs per 224x224 image: ${(f224.convF / 1e9).toFixed(3)} GFLOP (anchor network, conv5 map ${f224.map.join('x')}); ` +
     `archSpec('zf5'): ${(full224.convF / 1e9).toFixed(3)} conv + ${(full224.fcF / 1e9).toFixed(3)} fc GFLOP (conv5 map ${full224.map.join('x')})`);
 
@@ -425,7 +351,7 @@ async function main() {
 
   for (const w of workloads) {
     process.stdout.write(`${w.name}: `);
-    const flops = w.sizes.reduce((s, [h, wd]) => s + specFlops(spec, h, wd).convF, 0);
+    const flops = w.sizes.reduce((s, [h, wd]) => s + specFlops(spec, h, wd, LEVELS).convF, 0);
     const r = { name: w.name, images: w.images, sizes: w.sizes, convGflop: flops / 1e9, impls: [] };
     const x = oursInput(w);
 
@@ -441,7 +367,7 @@ async function main() {
 
     if (w.name !== '1x224') {
       process.stdout.write('ours zf5+fc ... ');
-      const ff = w.sizes.reduce((s, [h, wd]) => { const f = specFlops(fullSpec, h, wd); return s + f.convF + f.fcF; }, 0);
+      const ff = w.sizes.reduce((s, [h, wd]) => { const f = specFlops(fullSpec, h, wd, LEVELS); return s + f.convF + f.fcF; }, 0);
       t = await timeIt(() => fullModel.run(x), reps.oursFull);
       const impl = derive({ label: "sppnet archSpec('zf5', 1000) (+fc6-8)", ownFlops: true, stats: stats(t.samples) }, w.images, ff);
       impl.gflopPerRun = ff / 1e9;
@@ -509,7 +435,7 @@ async function main() {
       x.dispose();
       const p = tfPeer(ws, weights, 1);
       const tt = p.fn();
-      const b = tfRowsToSppnet(await tt.data(), ws.images, 256);
+      const b = tfRowsToSppnet(await tt.data(), ws.images, 256, LEVELS);
       tt.dispose();
       p.dispose();
       let d = 0, m = 0;
