@@ -22,7 +22,7 @@
 //            decoupled = false, step }) -> Promise<void>       (step: 1-based, required)
 // Every result is a new tensor on the input's device; the optimizer steps update in place.
 import { CallSite, describe, fail, isPositiveInt, SppnetError } from './errors';
-import { checkOpts, convOutSide, MaxPool2dOptions, pair, poolOutSide, Conv2dOptions, LrnOptions, matrix, checkOutputSizes } from './layers';
+import { checkOpts, convGeometry, MaxPool2dOptions, pair, poolOutSide, Conv2dOptions, LrnOptions, matrix, checkOutputSizes } from './layers';
 import { native } from './native';
 import { RaggedBatch } from './ragged';
 import { allocateLike, nativeLayout, Spatial, spatialLayout, SpatialLayout } from './spatial';
@@ -153,26 +153,9 @@ export async function conv2dBackward<T extends Spatial>(input: T, weight: Tensor
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  if (!(weight instanceof Tensor)) fail(`${fn}: weight must be a Tensor [out, in/groups, kh, kw], got ${describe(weight)}`);
-  const ws = weight.storage(fn, 'weight');
-  if (weight.rank !== 4) fail(`${fn}: weight must have rank 4 [out, in/groups, kh, kw], got shape [${weight.shape.join(', ')}]`);
-  const groups = o.groups === undefined ? 1 : o.groups;
-  if (!isPositiveInt(groups)) fail(`${fn}: options.groups must be a positive integer, got ${describe(o.groups)}`);
-  const [cout, cinG, kh, kw] = weight.shape;
-  if (cout < 1 || kh < 1 || kw < 1) fail(`${fn}: weight has an empty axis: shape [${weight.shape.join(', ')}]`);
-  if (L.channels % groups !== 0) fail(`${fn}: input channels ${L.channels} are not divisible by groups ${groups}`);
-  if (cout % groups !== 0) fail(`${fn}: weight axis 0 (out channels) ${cout} is not divisible by groups ${groups}`);
-  if (cinG * groups !== L.channels)
-    fail(`${fn}: weight axis 1 (in channels / groups) is ${cinG}, but the input has ${L.channels} channels and groups = ${groups}, so ${L.channels / groups} is expected`);
-  if (ws.device !== L.device) mismatch(fn, 'weight', ws.device, 'the input', L.device);
-  const [sh, sw] = pair(fn, 'stride', o.stride, [1, 1], 1);
-  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
-  const [dh, dw] = pair(fn, 'dilation', o.dilation, [1, 1], 1);
+  const { ws, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, outSizes } = convGeometry(fn, L, weight, o);
   const needInput = flag(fn, o, 'needInputGrad', true);
   const hasBias = flag(fn, o, 'bias', true);
-  const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
-  checkOutputSizes(fn, outSizes, cout, (i) =>
-    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, cout, outSizes, 'the forward output');
   const gradInput = needInput ? (gradInputFor(L, input, fn)) : undefined;
   const gradWeight = allocate(weight.shape, L.device, fn);

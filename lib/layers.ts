@@ -63,6 +63,32 @@ export function poolOutSide(a: number, k: number, s: number, p: number, ceil: bo
 
 const outRef = (o: Spatial) => nativeRef(o.storage('sppnet', 'the output'));
 
+/**
+ * @internal Checks a conv weight against the input and the stride/padding/dilation/groups
+ * options, and gives the geometry and every map's output size (shared by conv2d and its backward).
+ */
+export function convGeometry(fn: string, L: SpatialLayout, weight: Tensor, o: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number }) {
+  if (!(weight instanceof Tensor)) fail(`${fn}: weight must be a Tensor [out, in/groups, kh, kw], got ${describe(weight)}`);
+  const ws = weight.storage(fn, 'weight');
+  if (weight.rank !== 4) fail(`${fn}: weight must have rank 4 [out, in/groups, kh, kw], got shape [${weight.shape.join(', ')}]`);
+  const groups = o.groups === undefined ? 1 : o.groups;
+  if (!isPositiveInt(groups)) fail(`${fn}: options.groups must be a positive integer, got ${describe(o.groups)}`);
+  const [cout, cinG, kh, kw] = weight.shape;
+  if (cout < 1 || kh < 1 || kw < 1) fail(`${fn}: weight has an empty axis: shape [${weight.shape.join(', ')}]`);
+  if (L.channels % groups !== 0) fail(`${fn}: input channels ${L.channels} are not divisible by groups ${groups}`);
+  if (cout % groups !== 0) fail(`${fn}: weight axis 0 (out channels) ${cout} is not divisible by groups ${groups}`);
+  if (cinG * groups !== L.channels)
+    fail(`${fn}: weight axis 1 (in channels / groups) is ${cinG}, but the input has ${L.channels} channels and groups = ${groups}, so ${L.channels / groups} is expected`);
+  sameDevice(fn, L, weight, 'weight');
+  const [sh, sw] = pair(fn, 'stride', o.stride, [1, 1], 1);
+  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
+  const [dh, dw] = pair(fn, 'dilation', o.dilation, [1, 1], 1);
+  const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
+  checkOutputSizes(fn, outSizes, cout, (i) =>
+    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  return { ws, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, outSizes };
+}
+
 export interface Conv2dOptions {
   stride?: Pair;
   padding?: Pair;
@@ -83,18 +109,7 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  if (!(weight instanceof Tensor)) fail(`${fn}: weight must be a Tensor [out, in/groups, kh, kw], got ${describe(weight)}`);
-  const ws = weight.storage(fn, 'weight');
-  if (weight.rank !== 4) fail(`${fn}: weight must have rank 4 [out, in/groups, kh, kw], got shape [${weight.shape.join(', ')}]`);
-  const groups = o.groups === undefined ? 1 : o.groups;
-  if (!isPositiveInt(groups)) fail(`${fn}: options.groups must be a positive integer, got ${describe(o.groups)}`);
-  const [cout, cinG, kh, kw] = weight.shape;
-  if (cout < 1 || kh < 1 || kw < 1) fail(`${fn}: weight has an empty axis: shape [${weight.shape.join(', ')}]`);
-  if (L.channels % groups !== 0) fail(`${fn}: input channels ${L.channels} are not divisible by groups ${groups}`);
-  if (cout % groups !== 0) fail(`${fn}: weight axis 0 (out channels) ${cout} is not divisible by groups ${groups}`);
-  if (cinG * groups !== L.channels)
-    fail(`${fn}: weight axis 1 (in channels / groups) is ${cinG}, but the input has ${L.channels} channels and groups = ${groups}, so ${L.channels / groups} is expected`);
-  sameDevice(fn, L, weight, 'weight');
+  const { ws, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, outSizes } = convGeometry(fn, L, weight, o);
   let bs: Storage | undefined;
   if (bias !== undefined && bias !== null) {
     if (!(bias instanceof Tensor)) fail(`${fn}: bias must be a Tensor [${cout}] or null, got ${describe(bias)}`);
@@ -102,12 +117,6 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
     if (bias.rank !== 1 || bias.shape[0] !== cout) fail(`${fn}: bias must have shape [${cout}], got [${bias.shape.join(', ')}]`);
     sameDevice(fn, L, bias, 'bias');
   }
-  const [sh, sw] = pair(fn, 'stride', o.stride, [1, 1], 1);
-  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
-  const [dh, dw] = pair(fn, 'dilation', o.dilation, [1, 1], 1);
-  const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
-  checkOutputSizes(fn, outSizes, cout, (i) =>
-    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
   const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
   const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out), w = nativeRef(ws);
