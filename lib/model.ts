@@ -9,6 +9,7 @@ import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
 import { allocate, Storage, Tensor, tensor } from './tensor';
+import { prng } from './data';
 import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';
 
 type Pair = number | [number, number];
@@ -169,18 +170,6 @@ export function minimumSize(spec: ModelSpec): [number, number] {
     return fail(`sp.loadModel: no image size up to 65536 fits ${spec.name}`);
   };
   return [find(0), find(1)];
-}
-
-/** A small seeded PRNG (mulberry32): uniform in [0, 1), for reproducible initialisation. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

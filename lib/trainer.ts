@@ -262,7 +262,7 @@ export async function fit(model: Model, dataset: Dataset, opts: FitOptions): Pro
     };
     const fetch = (b: number) => loadBatch(ds, order.slice(b * bs, (b + 1) * bs), prepFor(b));
     let lossSum = 0, correct = 0, seen = 0, skipped = 0;
-    let lr = opts.optimizer?.lr ?? optimizer.options.lr;
+    let lr = optimizer.options.lr;
     const sizesSeen = new Set<string>();
     // The next batch is read and prepared while this one trains (decoding runs on the libuv pool).
     let next: Promise<Batch> = fetch(0);
