@@ -29,11 +29,12 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   j->in = ragged_layout(a, "in");
   j->out = ragged_layout(a, "out");
   const Napi::Int32Array pr = int32_array(a, "params");
-  if (pr.ElementLength() != 11) throw Napi::RangeError::New(info.Env(), "internal: conv params");
+  if (pr.ElementLength() != 12) throw Napi::RangeError::New(info.Env(), "internal: conv params");
   Conv2dParams p;
   int32_t* f[11] = {&p.in_channels, &p.out_channels, &p.kernel_h, &p.kernel_w, &p.stride_h, &p.stride_w,
                     &p.pad_h,       &p.pad_w,        &p.dilation_h, &p.dilation_w, &p.groups};
   for (int k = 0; k < 11; ++k) *f[k] = pr[k];
+  p.math = pr[11];
   p.relu = a.Get("relu").ToBoolean();
   if (p.groups < 1 || p.in_channels % p.groups || p.out_channels % p.groups || p.in_channels != j->in.view.channels ||
       p.out_channels != j->out.view.channels || j->in.view.count != j->out.view.count)
@@ -97,6 +98,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const int64_t rows = a.Get("rows").As<Napi::Number>().Int64Value();
   const int32_t in_f = int_field(a, "inFeatures"), out_f = int_field(a, "outFeatures");
   const bool relu = a.Get("relu").ToBoolean();
+  const int32_t math = int_field(a, "math");
   j->x = float_arg(a, "input", rows * in_f);
   j->y = float_arg(a, "output", rows * out_f);
   j->w = float_arg(a, "weight", int64_t{in_f} * out_f);
@@ -104,10 +106,10 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   if (j->has_bias) j->b = float_arg(a, "bias", out_f);
   same_device(info.Env(), {&j->x, &j->y, &j->w});
   if (j->has_bias) same_device(info.Env(), {&j->x, &j->b});
-  auto task = [j, rows, in_f, out_f, relu]() {
+  auto task = [j, rows, in_f, out_f, relu, math]() {
     const float* b = j->has_bias ? j->b.ptr : nullptr;
-    return j->x.device ? cuda::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, j->y.ptr)
-                       : cpu::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, j->y.ptr);
+    return j->x.device ? cuda::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, math, j->y.ptr)
+                       : cpu::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, math, j->y.ptr);
   };
   return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()});
 }

@@ -348,7 +348,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
 }
 
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, float* y) {
+                      bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
   // Each weight row is read once per call and reused for every input row: memory-bound on the
   // weights for the small batches this layer sees.
   parallel_for(out_features, 16, [&](int64_t o0, int64_t o1) {

@@ -1,12 +1,14 @@
 // CUDA network layers over ragged batches: straightforward, correct kernels (one thread per output
-// element, the map found by binary search over the output offsets). The fast tensor-core
-// convolution is separate work; these define the results it must reproduce.
+// element, the map found by binary search over the output offsets). conv2d and linear run on the
+// tensor cores (gemm_tc.cu) unless math is kMathDirect or the GPU predates compute capability
+// 8.0; the direct kernels here are their FP32 reference.
 #include <cuda_runtime.h>
 
 #include <cstring>
 #include <vector>
 
 #include "check.h"
+#include "gemm_tc.h"
 #include "sppnet/layers.h"
 
 namespace sppnet {
@@ -216,6 +218,7 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
                       const RaggedView& out, float* y) {
   const int64_t total = out_total(out);
   if (total == 0) return Status::Ok();
+  if (p.math != kMathDirect && tc::supported()) return tc::conv2d(in, x, p, weight, bias, out, y);
   Tables t;
   Status s = t.upload(in, out, total);
   if (!s.ok()) return s;
@@ -244,9 +247,10 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
 }
 
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, float* y) {
+                      bool relu, int32_t math, float* y) {
   const int64_t total = rows * out_features;
   if (total == 0) return Status::Ok();
+  if (math != kMathDirect && tc::supported()) return tc::gemm_tn(rows, out_features, in_features, x, w, b, relu, math, y);
   linear_kernel<<<grid_for(total * 32), kThreads, 0, cudaStreamPerThread>>>(rows, in_features, out_features, x, w, b, relu, y);
   return finish("linear kernel");
 }

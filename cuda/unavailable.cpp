@@ -43,7 +43,7 @@ Status max_pool2d_forward(const RaggedView&, const float*, const Pool2dParams&, 
   return unavailable();
 }
 Status lrn_forward(const RaggedView&, const float*, const LrnParams&, float*) { return unavailable(); }
-Status linear_forward(int64_t, int32_t, int32_t, const float*, const float*, const float*, bool, float*) {
+Status linear_forward(int64_t, int32_t, int32_t, const float*, const float*, const float*, bool, int32_t, float*) {
   return unavailable();
 }
 Status relu_forward(int64_t, const float*, float*) { return unavailable(); }

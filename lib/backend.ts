@@ -2,6 +2,7 @@
 // available is an error saying why; 'auto' falls back to the CPU and says why.
 import { SppnetError, fail } from './errors';
 import { native, NativeInfo } from './native';
+import { getMath, MathDefaults, tensorCoreResult, TensorCoreCheck } from './math';
 
 export type Device = 'cpu' | 'cuda';
 export type DevicePolicy = 'auto' | Device;
@@ -25,6 +26,12 @@ export interface BackendInfo {
     runtimeVersion: string | null;
     archs?: string;
     error?: string;
+    /**
+     * How conv2d and linear multiply on this GPU: the default modes (sp.setMath, SPPNET_MATH),
+     * which kernels run and why, and the tensor-core check's result once it has run
+     * (sp.tensorCoreCheck(); conv2d and linear run it before their first tensor-core call).
+     */
+    math?: { defaults: MathDefaults; kernels: string; check?: TensorCoreCheck };
   };
   cpu: { isa: string; threads: number };
 }
@@ -52,6 +59,13 @@ export function cudaUnavailableReason(): string | null {
   return null;
 }
 
+/** @internal The CUDA device runs the tensor-core kernels (compute capability 8.0 or newer). */
+export function tensorCoresPresent(): boolean {
+  if (cudaUnavailableReason() !== null) return false;
+  const major = Number(String(nativeInfo().cuda.computeCapability ?? '0').split('.')[0]);
+  return major >= 8;
+}
+
 export function backend(): BackendInfo {
   const info = nativeInfo();
   const c = info.cuda;
@@ -67,6 +81,15 @@ export function backend(): BackendInfo {
   if (c.built) cuda.archs = c.archs;
   if (why === null) {
     Object.assign(cuda, { name: c.name, computeCapability: c.computeCapability, multiprocessors: c.multiprocessors, totalMemory: c.totalMemory });
+    const check = tensorCoreResult();
+    const kernels = !tensorCoresPresent()
+      ? `direct FP32 kernels: compute capability ${c.computeCapability} has no TF32/BF16 tensor cores (8.0 or newer is needed)`
+      : !check
+        ? 'tensor cores (mma.sync implicit GEMM); their check against the FP32 kernels runs before the first call'
+        : check.ok
+          ? 'tensor cores (mma.sync implicit GEMM), checked against the FP32 kernels'
+          : `direct FP32 kernels for the modes that failed the tensor-core check (${check.detail})`;
+    cuda.math = { defaults: getMath(), kernels, ...(check ? { check } : {}) };
   } else {
     cuda.error = why;
   }

@@ -9,7 +9,9 @@ export { RaggedBatch, ragged } from './ragged';
 export { spp, sppBackward, sppFeatures, DEFAULT_LEVELS, MAX_LEVELS } from './spp';
 export type { SppOptions, SppBackwardOptions, BinRule, PoolKind } from './spp';
 export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } from './layers';
-export type { Conv2dOptions, MaxPool2dOptions, LrnOptions } from './layers';
+export type { Conv2dOptions, MaxPool2dOptions, LrnOptions, LinearOptions } from './layers';
+export { getMath, setMath, tensorCoreCheck, MATH_MODES, MATH_TOLERANCE } from './math';
+export type { MathMode, MathDefaults, TensorCoreCheck, TensorCoreModeCheck } from './math';
 export {
   conv2dBackward, maxPool2dBackward, localResponseNormBackward, linearBackward, reluBackward, dropout, dropoutBackward,
   softmaxCrossEntropy, sgdStep, adamStep,

@@ -4,7 +4,10 @@ import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } fr
 import { native } from './native';
 import { RaggedBatch } from './ragged';
 import { nativeLayout, outputFor, Spatial, spatialLayout, SpatialLayout } from './spatial';
-import { allocate, nativeRef, Storage, Tensor } from './tensor';
+import { allocate, nativeRef, Storage, Tensor, tensor } from './tensor';
+import { callMath, MATH_CODE, MATH_TOLERANCE, MathMode, registerTensorCoreProbe, tensorCoreCheck, TensorCoreCheck, worstError } from './math';
+import { cudaUnavailableReason, tensorCoresPresent } from './backend';
+import { ragged } from './ragged';
 
 type Pair = number | [number, number];
 
@@ -98,6 +101,19 @@ export interface Conv2dOptions {
   relu?: boolean;
   /** Write here: the input's kind with the output's layout, on its device. */
   out?: Spatial;
+  /** CUDA only: how to multiply (default sp.getMath().conv, 'tf32'); the CPU computes in FP32. */
+  math?: MathMode;
+}
+
+/**
+ * The ConvMath code a CUDA call runs with: the mode asked for, or 'direct' when the GPU has no
+ * TF32/BF16 tensor cores or the tensor-core check found this mode wrong on it.
+ */
+async function mathCode(device: Storage['device'], mode: MathMode): Promise<number> {
+  if (device !== 'cuda' || mode === 'direct') return MATH_CODE[mode];
+  if (!tensorCoresPresent()) return MATH_CODE.direct;
+  const r = await tensorCoreCheck();
+  return r.modes[mode as 'tf32' | 'bf16' | 'fp32'].ok ? MATH_CODE[mode] : MATH_CODE.direct;
 }
 
 /**
@@ -105,9 +121,14 @@ export interface Conv2dOptions {
  * Returns the input's kind: a RaggedBatch (each map its own output size), [N, out, Ho, Wo] or [out, Ho, Wo].
  */
 export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?: Tensor | null, opts?: Conv2dOptions): Promise<T> {
+  return conv2dAs(input, weight, bias, opts, null);
+}
+
+async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null): Promise<T> {
   const fn = 'sp.conv2d';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
+  const mode = callMath(fn, o.math, 'conv');
   const L = spatialLayout(fn, input);
   const { ws, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, outSizes } = convGeometry(fn, L, weight, o);
   let bs: Storage | undefined;
@@ -121,12 +142,13 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
   const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out), w = nativeRef(ws);
   const b = bs && nativeRef(bs);
+  const code = forced ?? (await mathCode(L.device, mode));
   await run(site, fn, o2, () =>
     native.conv2d({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
       ...(b ? { bias: b.buf, biasOffset: b.offset } : {}),
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', cout, outSizes),
-      params: Int32Array.from([L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups]), relu: o.relu === true,
+      params: Int32Array.from([L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, code]), relu: o.relu === true,
     }),
   );
   return out as T;
@@ -219,11 +241,23 @@ export function matrix(fn: string, x: unknown, name: string): { t: Tensor; s: St
   return { t: x, s };
 }
 
-/** y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout), bias [out]. */
-export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: { relu?: boolean; out?: Tensor }): Promise<Tensor> {
+export interface LinearOptions {
+  relu?: boolean;
+  out?: Tensor;
+  /** CUDA only: how to multiply (default sp.getMath().linear, 'fp32'); the CPU computes in FP32. */
+  math?: MathMode;
+}
+
+/** y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout), bias [out] or null. */
+export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: LinearOptions): Promise<Tensor> {
+  return linearAs(x, weight, bias, opts, null);
+}
+
+async function linearAs(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null): Promise<Tensor> {
   const fn = 'sp.linear';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
+  const mode = callMath(fn, o.math, 'linear');
   const X = matrix(fn, x, 'x'), Wt = matrix(fn, weight, 'weight');
   const [rows, inF] = X.t.shape, [outF, inW] = Wt.t.shape;
   if (inW !== inF) fail(`${fn}: weight axis 1 (in features) is ${inW}, x axis 1 is ${inF}`);
@@ -240,10 +274,11 @@ export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, op
   const out = o2.out as Tensor;
   const xi = nativeRef(X.s), w = nativeRef(Wt.s), y = nativeRef(out.storage(fn, 'the output'));
   const b = bs && nativeRef(bs);
+  const code = forced ?? (await mathCode(X.s.device, mode));
   await run(site, fn, o2, () =>
     native.linear({
       input: xi.buf, inputOffset: xi.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
-      ...(b ? { bias: b.buf, biasOffset: b.offset } : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true,
+      ...(b ? { bias: b.buf, biasOffset: b.offset } : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code,
     }),
   );
   return out;
@@ -298,3 +333,63 @@ export function flatten(x: Tensor): Tensor {
   if (x.rank < 1) fail('sp.flatten: x must have rank >= 1');
   return x.reshape([x.shape[0], x.shape.slice(1).reduce((a, b) => a * b, 1)]);
 }
+
+// ---- the tensor-core check (lib/math.ts runs it once per thread before the first tensor-core call) ----
+
+function lcg(seed: number) {
+  let t = seed >>> 0;
+  return () => {
+    t = (Math.imul(t, 1664525) + 1013904223) >>> 0;
+    return t / 2147483648 - 1; // [-1, 1)
+  };
+}
+
+async function probeTensorCores(): Promise<TensorCoreCheck> {
+  const r = lcg(0x5eed5);
+  const rand = (n: number) => Float32Array.from({ length: n }, () => r());
+  const abs = (a: Float32Array) => a.map(Math.abs);
+  const owned: Array<{ dispose(): void }> = [];
+  const keep = <T extends { dispose(): void }>(t: T) => (owned.push(t), t);
+  const cuda = (a: Float32Array, shape: number[]) => keep(tensor(a, shape, { device: 'cuda' }));
+  const modes = ['tf32', 'bf16', 'fp32'] as const;
+  if (!tensorCoresPresent()) {
+    const none = { ok: false, worst: NaN };
+    return {
+      ok: false, ran: false,
+      modes: { tf32: { ...none, tolerance: MATH_TOLERANCE.tf32 }, bf16: { ...none, tolerance: MATH_TOLERANCE.bf16 }, fp32: { ...none, tolerance: MATH_TOLERANCE.fp32 } },
+      detail: `not run: ${cudaUnavailableReason() ?? 'the CUDA device predates compute capability 8.0 (no TF32/BF16 tensor cores)'}`,
+    };
+  }
+  const worst = { tf32: 0, bf16: 0, fp32: 0 };
+  try {
+    // conv: a ragged batch whose tiles span maps (1x1 included), groups 2, 20 out channels.
+    const sizes: Array<[number, number]> = [[11, 13], [1, 1], [6, 4], [17, 9]];
+    const C = 6, O = 20, opts: Conv2dOptions = { padding: 1, groups: 2 };
+    const xs = sizes.map(([h, w]) => rand(C * h * w));
+    const wv = rand(O * 3 * 3 * 3), bv = rand(O);
+    const batch = (arrs: Float32Array[]) => keep(ragged(arrs.map((a, i) => cuda(a, [C, sizes[i][0], sizes[i][1]]))));
+    const x = batch(xs), xa = batch(xs.map(abs));
+    const w = cuda(wv, [O, 3, 3, 3]), wa = cuda(abs(wv), [O, 3, 3, 3]);
+    const b = cuda(bv, [O]), ba = cuda(abs(bv), [O]);
+    const want = await keep(await conv2dAs(x, w, b, opts, MATH_CODE.direct)).data();
+    const mag = await keep(await conv2dAs(xa, wa, ba, opts, MATH_CODE.direct)).data();
+    for (const m of modes) worst[m] = worstError(await keep(await conv2dAs(x, w, b, opts, MATH_CODE[m])).data(), want, mag);
+    // linear: rows and features off the tile sizes.
+    const lx = rand(37 * 70), lw = rand(33 * 70), lb = rand(33);
+    const X = cuda(lx, [37, 70]), W = cuda(lw, [33, 70]), B = cuda(lb, [33]);
+    const lwant = await keep(await linearAs(X, W, B, {}, MATH_CODE.direct)).data();
+    const lmag = await keep(await linearAs(cuda(abs(lx), [37, 70]), cuda(abs(lw), [33, 70]), cuda(abs(lb), [33]), {}, MATH_CODE.direct)).data();
+    for (const m of modes) worst[m] = Math.max(worst[m], worstError(await keep(await linearAs(X, W, B, {}, MATH_CODE[m])).data(), lwant, lmag));
+  } finally {
+    for (const t of owned.reverse()) t.dispose();
+  }
+  const res = {} as TensorCoreCheck['modes'];
+  // The direct kernels are FP32 themselves: allow their error on top of each mode's.
+  for (const m of modes) res[m] = { ok: worst[m] <= MATH_TOLERANCE[m] + MATH_TOLERANCE.direct, worst: worst[m], tolerance: MATH_TOLERANCE[m] };
+  const ok = modes.every((m) => res[m].ok);
+  const detail = `conv2d on 4 ragged maps (1x1 to 17x9, 6 -> 20 channels, 3x3, groups 2) and linear 37x70 -> 33 against the direct FP32 kernels; ` +
+    modes.map((m) => `${m} worst ${res[m].worst.toExponential(2)} (tolerance ${res[m].tolerance})`).join(', ');
+  return { ok, ran: true, modes: res, detail };
+}
+
+registerTensorCoreProbe(probeTensorCores);

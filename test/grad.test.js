@@ -21,6 +21,12 @@ for (const device of ['cpu', 'cuda']) {
         console.log(`      CUDA training tests skipped: ${sp.backend().reason}`);
         this.skip();
       }
+      // The references are FP32-tight: the forward passes here run in the FP32 mode (test/math.test.js covers TF32/BF16).
+      this.savedMath = sp.getMath();
+      sp.setMath({ conv: 'fp32', linear: 'fp32' });
+    });
+    after(function () {
+      if (this.savedMath) sp.setMath(this.savedMath);
     });
 
     const T = (data, shape) => sp.tensor(data, shape, { device });

@@ -12,6 +12,13 @@ const rand = (r, n, scale = 1) => Float32Array.from({ length: n }, () => r.norma
 
 for (const device of devices) {
   describe(`layers on ${device}`, function () {
+    // FP32-tight references: CUDA runs its FP32 mode here; test/math.test.js holds TF32 and BF16 to theirs.
+    let saved;
+    before(() => {
+      saved = sp.getMath();
+      sp.setMath({ conv: 'fp32', linear: 'fp32' });
+    });
+    after(() => sp.setMath(saved));
     const batchOf = (maps) => sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device })));
 
     it('conv2d: ragged maps of odd sizes, strides, padding, dilation, groups, bias and fused ReLU', async function () {

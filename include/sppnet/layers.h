@@ -9,6 +9,14 @@
 
 namespace sppnet {
 
+// How the CUDA backend multiplies in conv2d and linear (the CPU always computes in FP32 and
+// ignores it). kTf32 / kBf16: inputs rounded to TF32 (10-bit mantissa) or BF16 (7-bit) for the
+// tensor cores, FP32 accumulation; kFp32: three TF32 products per term (each input split into a
+// TF32 value and a TF32 remainder, the remainder x remainder term dropped), about FP32 accuracy
+// on the tensor cores; kDirect: the plain FP32 kernels (one thread per output; no tensor cores),
+// also what runs on a GPU older than compute capability 8.0.
+enum ConvMath : int32_t { kMathTf32 = 0, kMathBf16 = 1, kMathFp32 = 2, kMathDirect = 3 };
+
 struct Conv2dParams {
   int32_t in_channels = 0, out_channels = 0;
   int32_t kernel_h = 1, kernel_w = 1;
@@ -17,6 +25,7 @@ struct Conv2dParams {
   int32_t dilation_h = 1, dilation_w = 1;
   int32_t groups = 1;
   bool relu = false;  // fused ReLU after the bias
+  int32_t math = kMathTf32;  // ConvMath (CUDA only)
 };
 
 struct Pool2dParams {
@@ -63,9 +72,9 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
 // Padded positions never win (PyTorch's -inf padding); NaN propagates.
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y);
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y);
-// y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU.
+// y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA only).
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, float* y);
+                      bool relu, int32_t math, float* y);
 Status relu_forward(int64_t n, const float* x, float* y);
 Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y);
 
@@ -104,7 +113,7 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y);
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y);
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, float* y);
+                      bool relu, int32_t math, float* y);
 Status relu_forward(int64_t n, const float* x, float* y);
 Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y);
 
