@@ -29,6 +29,9 @@ cmake -S . -B "$tmp/tools" -DSPPNET_TOOLS=ON -DCMAKE_CUDA_ARCHITECTURES="$archs"
 cmake --build "$tmp/tools" -j2 --target spp_check >/dev/null
 cp "$tmp/tools/spp_check" "$out/"
 
+# 3b. The PyTorch anchor script (the device machine's copy of the tree may not hold ../shared).
+[ -f /work/shared/anchors/torch_anchor.py ] && cp /work/shared/anchors/torch_anchor.py "$out/"
+
 # 4. node_modules that tests and benchmarks load (production deps, mocha, chai), nothing else.
 mods=$(node scripts/dep-closure.js bindings mocha chai)
 for m in $mods; do

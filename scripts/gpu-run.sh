@@ -14,4 +14,13 @@ node node_modules/mocha/bin/mocha.js --reporter ./test/support/reporter.js --tim
 if [ "${SPPNET_GPU_BENCH:-1}" = 1 ]; then
   [ -f bench/torch_spp.py ] && PYTHONUNBUFFERED=1 python3 bench/torch_spp.py 2>&1 | tee "$OUT/torch_spp.log"
   [ -f bench/gpu_spp.js ] && node bench/gpu_spp.js "$OUT/torch_spp.json" 2>&1 | tee "$OUT/gpu_spp.log"
+  # issue 4: ZF-5 and the GEMM against PyTorch/cuDNN/cuBLAS, same machine, same call
+  [ -f .gpu/torch_anchor.py ] && PYTHONUNBUFFERED=1 python3 .gpu/torch_anchor.py 2>&1 | tee "$OUT/torch_anchor.log"
+  PYTHONUNBUFFERED=1 python3 bench/torch_gemm.py 2>&1 | tee "$OUT/torch_gemm.log"
+  node bench/gpu_zf5.js --torch "$OUT/torch_anchor.json" --cublas "$OUT/torch_gemm.json" 2>&1 | tee "$OUT/gpu_zf5.log"
+fi
+# the SASS holds tensor-core instructions (HMMA) and no local-memory spills (cuobjdump is on the GPU host's toolkit)
+if command -v cuobjdump >/dev/null; then
+  cuobjdump -sass build/Release/sppnet.node > "$OUT/sass.txt" 2>&1
+  echo "HMMA instructions in the addon's SASS: $(grep -c HMMA "$OUT/sass.txt"); local loads/stores (LDL/STL): $(grep -cE '\b(LDL|STL)\b' "$OUT/sass.txt")" | tee "$OUT/sass-summary.txt"
 fi
