@@ -1,26 +1,6 @@
-// Tensor-core GEMMs with mma.sync (sm_80+): the implicit-GEMM convolution over ragged batches
-// and the dense C = A . B^T of linear layers. See gemm_tc.h.
-//
-// One kernel shape for both: a block of 256 threads (8 warps as 2 along M x 4 along N) computes
-// a BM x 128 tile of C (BM = 128 or 64) in steps of BK = 16 along K. Each step's A and B tiles
-// are loaded from global memory into registers while the tensor cores work on the previous
-// step's tiles in shared memory (two shared buffers, one barrier per step). Shared layouts:
-//   As[k][m] (row stride BM + 8) and Bs[n][k] (row stride BK + 4),
-// chosen so that every fragment read of a warp hits 32 different banks (TF32; BF16 has 2-way
-// conflicts on A). Values stay FP32 in shared memory; each mode converts at fragment load:
-//   TF32: cvt.rna.tf32.f32, one m16n8k8 per 8 k;
-//   BF16: pairs packed with cvt.rn.bf16x2.f32, one m16n8k16 per 16 k;
-//   FP32: v = big + small (both TF32), three m16n8k8 (small.big, big.small, big.big).
-// Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k8 / m16n8k16"), with lane =
-// 4 * g + t: A (16 x k, row-major): TF32 reg r holds A[g + 8 (r & 1)][t + 4 (r >> 1)];
-// BF16 reg r holds A[g + 8 (r & 1)][2t + 8 (r >> 1) + {0, 1}] (low half first).
-// B (k x 8, "col"): TF32 reg r holds B[t + 4r][g]; BF16 reg r holds B[2t + 8r + {0, 1}][g].
-// C (16 x 8): reg r holds C[g + 8 (r >> 1)][2t + (r & 1)].
-//
-// Convolution: C[pixel][out channel], pixels numbered across all maps (a tile may hold the end
-// of one map and the start of the next), A[pixel][k] gathered from the map at load time (k =
-// (ci, ky, kx) through a per-layer table), zero outside the map; B = the weights [out][k] as
-// stored; the epilogue adds the bias, applies ReLU and scatters into each map's [C, Ho, Wo].
+// Tensor-core GEMMs with mma.sync (sm_80+): host side. The kernels and their design notes are in
+// gemm_tc_kernels.cuh; this file builds the per-layer tables, picks tile sizes and split-K, and
+// launches. See gemm_tc.h.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -30,416 +10,14 @@
 
 #include "check.h"
 #include "gemm_tc.h"
+#include "gemm_tc_kernels.cuh"
 
 namespace sppnet {
 namespace cuda {
 namespace tc {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int BN = 128, BK = 16;
-[[maybe_unused]] constexpr int kBStride = BK + 4;
-
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define SPPNET_TC_DEVICE 1
-#endif
-
-__device__ __forceinline__ float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
-
-#ifdef SPPNET_TC_DEVICE
-__device__ __forceinline__ uint32_t to_tf32(float v) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
-  return r;
-}
-
-// lo goes to the low half (the lower k index), as the fragments want.
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  uint32_t r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-
-__device__ __forceinline__ void mma_tf32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// v = big + small, both TF32, and big_m: big where it is finite, else 0. The correction terms
-// use small and big_m only, so they are finite whatever the inputs: an infinite input reaches the
-// result through big . big alone, as in FP32 (Inf stays Inf, Inf . 0 = NaN), instead of meeting
-// a zero remainder (Inf . 0 = NaN where FP32 gives Inf).
-__device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& small, uint32_t& big_m) {
-  big = to_tf32(v);
-  const float b = __uint_as_float(big), d = v - b;
-  const bool finite = fabsf(b) <= 3.402823466e38f;
-  small = finite && fabsf(d) <= 3.402823466e38f ? to_tf32(d) : 0u;
-  big_m = finite ? big : 0u;
-}
-#endif
-
-// ---- operand loaders: global -> registers (load) -> shared (store) ----
-
-struct ConvArgs {
-  const float* x;
-  const float* w;
-  const float* bias;
-  float* y;
-  const int4* ktab;       // per k: {ci, ky * dilation_h, kx * dilation_w, 0}
-  const int64_t* in_off;  // per map
-  const int64_t* out_off;
-  const int64_t* pix_off;  // count + 1: output pixels before map i; the last is M
-  const int32_t* in_h;
-  const int32_t* in_w;
-  const int32_t* out_w;
-  int64_t M;
-  int32_t count, cin_g, cout_g, K, stride_h, stride_w, pad_h, pad_w;
-  bool relu;
-};
-
-// A[pixel][k] of the convolution: this thread's pixel is fixed (row ml of the tile); it loads
-// k rows kr, kr + kStep, ... of each BK step.
-template <int BM>
-struct ConvA {
-  static constexpr int kStep = kThreads / BM;
-  static constexpr int kPer = BK / kStep;
-  const float* xb;
-  const int4* ktab;
-  int64_t hw;
-  int iy0, ix0, h, w, K, ml, kr;
-  bool valid;
-  int64_t out_base;  // y offset of (this pixel, the group's first channel); -1 past M
-  int howo;
-
-  __device__ void init(const ConvArgs& a, int64_t m0, int tid, int group) {
-    ml = tid % BM;
-    kr = tid / BM;
-    ktab = a.ktab;
-    K = a.K;
-    const int64_t gm = m0 + ml;
-    valid = gm < a.M;
-    xb = a.x;
-    hw = 0, iy0 = ix0 = h = w = howo = 0;
-    out_base = -1;
-    if (!valid) return;
-    int lo = 0, hi = a.count - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (a.pix_off[mid] <= gm) lo = mid; else hi = mid - 1;
-    }
-    const int p = static_cast<int>(gm - a.pix_off[lo]);
-    howo = static_cast<int>(a.pix_off[lo + 1] - a.pix_off[lo]);
-    const int wo = a.out_w[lo], oy = p / wo, ox = p - oy * wo;
-    h = a.in_h[lo];
-    w = a.in_w[lo];
-    hw = int64_t{h} * w;
-    iy0 = oy * a.stride_h - a.pad_h;
-    ix0 = ox * a.stride_w - a.pad_w;
-    xb = a.x + a.in_off[lo] + int64_t{group} * a.cin_g * hw;
-    out_base = a.out_off[lo] + int64_t{group} * a.cout_g * howo + p;
-  }
-  __device__ __forceinline__ void load(int k0, int k_end, float (&r)[kPer]) const {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int k = k0 + kr + j * kStep;
-      float v = 0.f;
-      if (valid && k < k_end) {
-        const int4 t = __ldg(ktab + k);
-        const int iy = iy0 + t.y, ix = ix0 + t.z;
-        if (static_cast<unsigned>(iy) < static_cast<unsigned>(h) && static_cast<unsigned>(ix) < static_cast<unsigned>(w))
-          v = __ldg(xb + t.x * hw + iy * w + ix);
-      }
-      r[j] = v;
-    }
-  }
-  __device__ __forceinline__ void store(float* As, const float (&r)[kPer]) const {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) As[(kr + j * kStep) * (BM + 8) + ml] = r[j];
-  }
-};
-
-// A row-major [rows][ld] matrix read as k-contiguous tiles (dense A, and every B): this thread
-// loads column k0 + kl of rows rl, rl + 16, ...
-template <int ROWS>
-struct RowsK {
-  static constexpr int kPer = ROWS / 16;
-  const float* base;  // row 0 of the tile
-  int64_t ld;
-  int rows_left;      // rows of the tile that exist
-  int kl, rl;
-  __device__ void init(const float* m, int64_t ld_, int64_t row0, int64_t rows, int tid) {
-    kl = tid & 15;
-    rl = tid >> 4;
-    ld = ld_;
-    base = m + row0 * ld_;
-    const int64_t left = rows - row0;
-    rows_left = left > ROWS ? ROWS : static_cast<int>(left);
-  }
-  __device__ __forceinline__ void load(int k0, int k_end, float (&r)[kPer]) const {
-    const int k = k0 + kl;
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int row = rl + 16 * j;
-      r[j] = (row < rows_left && k < k_end) ? __ldg(base + row * ld + k) : 0.f;
-    }
-  }
-  // As[k][m] (stride BM + 8): the dense A operand.
-  __device__ __forceinline__ void store_km(float* As, const float (&r)[kPer]) const {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) As[kl * (ROWS + 8) + rl + 16 * j] = r[j];
-  }
-  // Bs[n][k] (stride BK + 4): the B operand.
-  __device__ __forceinline__ void store_nk(float* Bs, const float (&r)[kPer]) const {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) Bs[(rl + 16 * j) * kBStride + kl] = r[j];
-  }
-};
-
-// ---- the tensor-core part of one BK step: acc += As . Bs for this warp's (BM/2) x 32 ----
-
-template <int BM, int MODE>
-__device__ __forceinline__ void mma_step(const float* As, const float* Bs, float (&acc)[BM / 32][4][4], int wm, int wn, int g,
-                                         int t) {
-#ifdef SPPNET_TC_DEVICE
-  constexpr int AS = BM + 8, MI = BM / 32;
-  const float* Aw = As + wm * (BM / 2) + g;
-  const float* Bw = Bs + (wn * 32 + g) * kBStride;
-  if constexpr (MODE == kMathBf16) {
-    uint32_t a[MI][4], b[4][2];
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi) {
-      const float* p = Aw + mi * 16;
-      a[mi][0] = pack_bf16(p[(2 * t) * AS], p[(2 * t + 1) * AS]);
-      a[mi][1] = pack_bf16(p[(2 * t) * AS + 8], p[(2 * t + 1) * AS + 8]);
-      a[mi][2] = pack_bf16(p[(2 * t + 8) * AS], p[(2 * t + 9) * AS]);
-      a[mi][3] = pack_bf16(p[(2 * t + 8) * AS + 8], p[(2 * t + 9) * AS + 8]);
-    }
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni) {
-      const float* p = Bw + ni * 8 * kBStride;
-      b[ni][0] = pack_bf16(p[2 * t], p[2 * t + 1]);
-      b[ni][1] = pack_bf16(p[2 * t + 8], p[2 * t + 9]);
-    }
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni) mma_bf16(acc[mi][ni], a[mi][0], a[mi][1], a[mi][2], a[mi][3], b[ni][0], b[ni][1]);
-  } else {
-#pragma unroll
-    for (int ks = 0; ks < BK; ks += 8) {
-      float af[MI][4], bf[4][2];
-#pragma unroll
-      for (int mi = 0; mi < MI; ++mi) {
-        const float* p = Aw + mi * 16 + (ks + t) * AS;
-        af[mi][0] = p[0];
-        af[mi][1] = p[8];
-        af[mi][2] = p[4 * AS];
-        af[mi][3] = p[4 * AS + 8];
-      }
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni) {
-        const float* p = Bw + ni * 8 * kBStride + ks + t;
-        bf[ni][0] = p[0];
-        bf[ni][1] = p[4];
-      }
-      if constexpr (MODE == kMathTf32) {
-        uint32_t a[MI][4], b[4][2];
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) a[mi][r] = to_tf32(af[mi][r]);
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) b[ni][0] = to_tf32(bf[ni][0]), b[ni][1] = to_tf32(bf[ni][1]);
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], a[mi][0], a[mi][1], a[mi][2], a[mi][3], b[ni][0], b[ni][1]);
-      } else {  // kMathFp32: 3xTF32, one A fragment at a time (register pressure)
-        uint32_t bb[4][2], bs[4][2], bm[4][2];
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-          for (int r = 0; r < 2; ++r) split_tf32(bf[ni][r], bb[ni][r], bs[ni][r], bm[ni][r]);
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi) {
-          uint32_t ab[4], as[4], am[4];
-#pragma unroll
-          for (int r = 0; r < 4; ++r) split_tf32(af[mi][r], ab[r], as[r], am[r]);
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) {
-            mma_tf32(acc[mi][ni], as[0], as[1], as[2], as[3], bm[ni][0], bm[ni][1]);
-            mma_tf32(acc[mi][ni], am[0], am[1], am[2], am[3], bs[ni][0], bs[ni][1]);
-            mma_tf32(acc[mi][ni], ab[0], ab[1], ab[2], ab[3], bb[ni][0], bb[ni][1]);
-          }
-        }
-      }
-    }
-  }
-#endif
-}
-
-// The K loop: registers prefetch step kt + 1 while the tensor cores run step kt.
-// LA: the A loader (load, and store into As[k][m]); LB: RowsK<BN> for B.
-template <int BM, int MODE, class LA, class StoreA>
-__device__ __forceinline__ void main_loop(const LA& la, StoreA store_a, const RowsK<BN>& lb, int k_begin, int k_end, float* As,
-                                          float* Bs, float (&acc)[BM / 32][4][4]) {
-  constexpr int ASZ = BK * (BM + 8), BSZ = BN * kBStride;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
-  const int nk = (k_end - k_begin + BK - 1) / BK;
-  if (nk <= 0) return;
-  float ra[LA::kPer], rb[RowsK<BN>::kPer];
-  la.load(k_begin, k_end, ra);
-  lb.load(k_begin, k_end, rb);
-  store_a(As, ra);
-  lb.store_nk(Bs, rb);
-  __syncthreads();
-  for (int kt = 0; kt < nk; ++kt) {
-    const int cur = kt & 1;
-    const bool more = kt + 1 < nk;
-    if (more) {
-      la.load(k_begin + (kt + 1) * BK, k_end, ra);
-      lb.load(k_begin + (kt + 1) * BK, k_end, rb);
-    }
-    mma_step<BM, MODE>(As + cur * ASZ, Bs + cur * BSZ, acc, wm, wn, g, t);
-    if (more) {
-      store_a(As + (cur ^ 1) * ASZ, ra);
-      lb.store_nk(Bs + (cur ^ 1) * BSZ, rb);
-    }
-    __syncthreads();
-  }
-}
-
-template <int BM, int MODE>
-__global__ void __launch_bounds__(kThreads, 1) conv_tc_kernel(ConvArgs a) {
-#ifdef SPPNET_TC_DEVICE
-  __shared__ __align__(16) float As[2 * BK * (BM + 8)];
-  __shared__ __align__(16) float Bs[2 * BN * kBStride];
-  __shared__ int64_t s_out[BM];
-  __shared__ int32_t s_howo[BM];
-  const int tid = threadIdx.x, group = blockIdx.z;
-  const int64_t m0 = int64_t{blockIdx.x} * BM;
-  const int n0 = blockIdx.y * BN;
-  ConvA<BM> la;
-  la.init(a, m0, tid, group);
-  if (tid < BM) {  // ml == tid: the epilogue's table of where each pixel goes
-    s_out[tid] = la.out_base;
-    s_howo[tid] = la.howo;
-  }
-  RowsK<BN> lb;
-  lb.init(a.w + int64_t{group} * a.cout_g * a.K, a.K, n0, a.cout_g, tid);
-  float acc[BM / 32][4][4];
-#pragma unroll
-  for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.f;
-  main_loop<BM, MODE>(la, [&la](float* s, const float (&r)[ConvA<BM>::kPer]) { la.store(s, r); }, lb, 0, a.K, As, Bs, acc);
-  __syncthreads();  // s_out / s_howo visible even when the loop ran no step
-
-  const int lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
-  const float* bias = a.bias ? a.bias + int64_t{group} * a.cout_g : nullptr;
-#pragma unroll
-  for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int ml = wm * (BM / 2) + mi * 16 + g + 8 * hh;
-      const int64_t base = s_out[ml];
-      if (base < 0) continue;
-      const int64_t howo = s_howo[ml];
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int n = n0 + wn * 32 + ni * 8 + 2 * t + c;
-          if (n >= a.cout_g) continue;
-          float v = acc[mi][ni][2 * hh + c];
-          if (bias) v += __ldg(bias + n);
-          a.y[base + n * howo] = a.relu ? relu1(v) : v;
-        }
-    }
-#endif
-}
-
-struct GemmArgs {
-  const float* A;
-  const float* B;
-  const float* bias;
-  float* C;
-  float* partial;  // [splits][M][N] when split-K, else null
-  int64_t M;
-  int32_t N, K, kchunk;
-  bool relu;
-};
-
-template <int BM, int MODE>
-__global__ void __launch_bounds__(kThreads, 1) gemm_tc_kernel(GemmArgs a) {
-#ifdef SPPNET_TC_DEVICE
-  __shared__ __align__(16) float As[2 * BK * (BM + 8)];
-  __shared__ __align__(16) float Bs[2 * BN * kBStride];
-  const int tid = threadIdx.x, split = blockIdx.z;
-  const int64_t m0 = int64_t{blockIdx.x} * BM;
-  const int n0 = blockIdx.y * BN;
-  const int k_begin = split * a.kchunk, k_end = min(a.K, k_begin + a.kchunk);
-  RowsK<BM> la;
-  la.init(a.A, a.K, m0, a.M, tid);
-  RowsK<BN> lb;
-  lb.init(a.B, a.K, n0, a.N, tid);
-  float acc[BM / 32][4][4];
-#pragma unroll
-  for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.f;
-  main_loop<BM, MODE>(la, [&la](float* s, const float (&r)[RowsK<BM>::kPer]) { la.store_km(s, r); }, lb, k_begin, k_end, As, Bs,
-                      acc);
-
-  const int lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
-  float* dst = a.partial ? a.partial + int64_t{split} * a.M * a.N : a.C;
-#pragma unroll
-  for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int64_t m = m0 + wm * (BM / 2) + mi * 16 + g + 8 * hh;
-      if (m >= a.M) continue;
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int n = n0 + wn * 32 + ni * 8 + 2 * t + c;
-          if (n >= a.N) continue;
-          float v = acc[mi][ni][2 * hh + c];
-          if (!a.partial) {
-            if (a.bias) v += __ldg(a.bias + n);
-            if (a.relu) v = relu1(v);
-          }
-          dst[m * a.N + n] = v;
-        }
-    }
-#endif
-}
-
-// C = sum over splits in split order (deterministic), + bias, ReLU.
-__global__ void splitk_reduce_kernel(int64_t MN, int32_t N, int32_t splits, const float* __restrict__ partial,
-                                     const float* __restrict__ bias, bool relu, float* __restrict__ C) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < MN; i += int64_t{gridDim.x} * blockDim.x) {
-    float v = partial[i];
-    for (int s = 1; s < splits; ++s) v += partial[s * MN + i];
-    if (bias) v += bias[i % N];
-    C[i] = relu ? relu1(v) : v;
-  }
-}
+using namespace kern;
 
 Status device_sms(int* sms) {
   int dev = 0;
@@ -497,59 +75,25 @@ bool supported() {
 
 Status conv2d(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
               const RaggedView& out, float* y) {
-  const int N = in.count;
-  if (N == 0) return Status::Ok();
-  const int cin_g = p.in_channels / p.groups, cout_g = p.out_channels / p.groups;
-  const int64_t K64 = int64_t{cin_g} * p.kernel_h * p.kernel_w;
+  if (in.count == 0) return Status::Ok();
+  const int64_t K64 = int64_t{p.in_channels / p.groups} * p.kernel_h * p.kernel_w;
   if (K64 > (int64_t{1} << 30)) return Status::Error(Code::kInvalidArgument, "conv2d: in channels x kernel area exceeds 2^30");
-  const int K = static_cast<int>(K64);
-  // Host tables, one upload: ktab (16-byte entries first), then offsets, then sizes.
-  std::vector<int64_t> pix(N + 1, 0);
-  for (int i = 0; i < N; ++i) pix[i + 1] = pix[i] + int64_t{out.height[i]} * out.width[i];
-  const int64_t M = pix[N];
-  if (M == 0) return Status::Ok();
-  const size_t ktab_bytes = sizeof(int4) * K, off_bytes = sizeof(int64_t) * (3 * N + 1), size_bytes = sizeof(int32_t) * 3 * N;
-  std::vector<char> h(ktab_bytes + off_bytes + size_bytes);
-  int4* kt = reinterpret_cast<int4*>(h.data());
-  for (int k = 0; k < K; ++k) {
-    const int area = p.kernel_h * p.kernel_w, ci = k / area, r = k - ci * area, ky = r / p.kernel_w, kx = r - ky * p.kernel_w;
-    kt[k] = make_int4(ci, ky * p.dilation_h, kx * p.dilation_w, 0);
-  }
-  int64_t* offs = reinterpret_cast<int64_t*>(h.data() + ktab_bytes);
-  std::memcpy(offs, in.offset, sizeof(int64_t) * N);
-  std::memcpy(offs + N, out.offset, sizeof(int64_t) * N);
-  std::memcpy(offs + 2 * N, pix.data(), sizeof(int64_t) * (N + 1));
-  int32_t* sizes = reinterpret_cast<int32_t*>(h.data() + ktab_bytes + off_bytes);
-  std::memcpy(sizes, in.height, sizeof(int32_t) * N);
-  std::memcpy(sizes + N, in.width, sizeof(int32_t) * N);
-  std::memcpy(sizes + 2 * N, out.width, sizeof(int32_t) * N);
-  Scratch d;
-  Status s = d.alloc(h.size(), "allocating conv2d tables");
-  if (!s.ok()) return s;
-  SPP_CUDA_TRY(cudaMemcpyAsync(d.get(), h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading conv2d tables");
-
-  ConvArgs a;
-  a.x = x, a.w = weight, a.bias = bias, a.y = y;
-  a.ktab = reinterpret_cast<const int4*>(d.get());
-  const int64_t* doff = reinterpret_cast<const int64_t*>(d.get() + ktab_bytes);
-  a.in_off = doff, a.out_off = doff + N, a.pix_off = doff + 2 * N;
-  const int32_t* dsz = reinterpret_cast<const int32_t*>(d.get() + ktab_bytes + off_bytes);
-  a.in_h = dsz, a.in_w = dsz + N, a.out_w = dsz + 2 * N;
-  a.M = M, a.count = N, a.cin_g = cin_g, a.cout_g = cout_g, a.K = K;
-  a.stride_h = p.stride_h, a.stride_w = p.stride_w, a.pad_h = p.pad_h, a.pad_w = p.pad_w;
-  a.relu = p.relu;
-
+  const ConvTables t = conv_tables(in, out, p);
+  if (t.M == 0) return Status::Ok();
   int sms = 0;
-  s = device_sms(&sms);
+  Status s = device_sms(&sms);
   if (!s.ok()) return s;
-  const int64_t ntiles = (cout_g + BN - 1) / BN;
-  if (ntiles > 65535 || p.groups > 65535) return Status::Error(Code::kInvalidArgument, "conv2d: too many out channels or groups for one launch");
-  // 128-pixel tiles unless they leave the device less than two waves of blocks.
-  const bool small = ((M + 127) / 128) * ntiles * p.groups < 2 * int64_t{sms};
-  const int64_t mtiles = small ? (M + 63) / 64 : (M + 127) / 128;
-  if (mtiles > 2147483647) return Status::Error(Code::kInvalidArgument, "conv2d: too many output pixels for one launch");
-  const dim3 grid(static_cast<unsigned>(mtiles), static_cast<unsigned>(ntiles), static_cast<unsigned>(p.groups));
-  if (small) launch_conv<64>(p.math, grid, a);
+  const Plan pl = conv_plan(t.M, p.out_channels / p.groups, p.groups, sms);
+  if (pl.ntiles > 65535 || p.groups > 65535) return Status::Error(Code::kInvalidArgument, "conv2d: too many out channels or groups for one launch");
+  if (pl.mtiles > 2147483647) return Status::Error(Code::kInvalidArgument, "conv2d: too many output pixels for one launch");
+  Scratch d;
+  s = d.alloc(t.bytes.size(), "allocating conv2d tables");
+  if (!s.ok()) return s;
+  SPP_CUDA_TRY(cudaMemcpyAsync(d.get(), t.bytes.data(), t.bytes.size(), cudaMemcpyHostToDevice, cudaStreamPerThread),
+               "uploading conv2d tables");
+  const ConvArgs a = conv_args(t, d.get(), in, p, x, weight, bias, y);
+  const dim3 grid(static_cast<unsigned>(pl.mtiles), static_cast<unsigned>(pl.ntiles), static_cast<unsigned>(p.groups));
+  if (pl.bm == 64) launch_conv<64>(p.math, grid, a);
   else launch_conv<128>(p.math, grid, a);
   return finish("conv2d tensor-core kernel");
 }
@@ -560,35 +104,24 @@ Status gemm_tn(int64_t M, int32_t N, int32_t K, const float* A, const float* B, 
   int sms = 0;
   Status s = device_sms(&sms);
   if (!s.ok()) return s;
-  const bool small = ((M + 127) / 128) * ((N + BN - 1) / BN) < 2 * int64_t{sms};
-  const int bm = small ? 64 : 128;
-  const int64_t mtiles = (M + bm - 1) / bm, ntiles = (N + BN - 1) / BN;
-  if (mtiles > 2147483647 || ntiles > 65535) return Status::Error(Code::kInvalidArgument, "linear: matrix too large for one launch");
-  // Split K while the tiles fill less than two waves, keeping >= 8 steps of BK per split.
-  const int64_t ksteps = (int64_t{K} + BK - 1) / BK;
-  int64_t splits = 1;
-  const int64_t blocks = mtiles * ntiles;
-  if (blocks < 2 * sms && ksteps >= 16) splits = std::min<int64_t>((2 * sms + blocks - 1) / blocks, std::min<int64_t>(ksteps / 8, 64));
-  const int64_t chunk_steps = std::max<int64_t>(1, (ksteps + splits - 1) / splits);
-  splits = std::max<int64_t>(1, (ksteps + chunk_steps - 1) / chunk_steps);  // no empty split
+  const Plan pl = gemm_plan(M, N, K, sms);
+  if (pl.mtiles > 2147483647 || pl.ntiles > 65535) return Status::Error(Code::kInvalidArgument, "linear: matrix too large for one launch");
   GemmArgs a;
-  a.A = A, a.B = B, a.bias = bias, a.C = C, a.partial = nullptr, a.M = M, a.N = N, a.K = K;
-  a.kchunk = static_cast<int32_t>(chunk_steps * BK);
-  a.relu = relu;
+  a.A = A, a.B = B, a.bias = bias, a.C = C, a.partial = nullptr, a.M = M, a.N = N, a.K = K, a.kchunk = pl.kchunk, a.relu = relu;
   Scratch part;
-  if (splits > 1) {
-    s = part.alloc(sizeof(float) * size_t(splits) * size_t(M) * size_t(N), "allocating split-K partial sums");
+  if (pl.splits > 1) {
+    s = part.alloc(sizeof(float) * size_t(pl.splits) * size_t(M) * size_t(N), "allocating split-K partial sums");
     if (!s.ok()) return s;
     a.partial = reinterpret_cast<float*>(part.get());
   }
-  const dim3 grid(static_cast<unsigned>(mtiles), static_cast<unsigned>(ntiles), static_cast<unsigned>(splits));
-  if (small) launch_gemm<64>(math, grid, a);
+  const dim3 grid(static_cast<unsigned>(pl.mtiles), static_cast<unsigned>(pl.ntiles), static_cast<unsigned>(pl.splits));
+  if (pl.bm == 64) launch_gemm<64>(math, grid, a);
   else launch_gemm<128>(math, grid, a);
-  if (splits > 1) {
+  if (pl.splits > 1) {
     const int64_t MN = M * N;
     const int64_t nb = std::min<int64_t>((MN + 255) / 256, 65535 * 16);
     splitk_reduce_kernel<<<static_cast<unsigned>(std::max<int64_t>(nb, 1)), 256, 0, cudaStreamPerThread>>>(
-        MN, N, static_cast<int32_t>(splits), a.partial, bias, relu, C);
+        MN, N, static_cast<int32_t>(pl.splits), a.partial, bias, relu, C);
   }
   return finish("linear tensor-core kernel");
 }
