@@ -57,13 +57,14 @@ RunCols run_cols(const RaggedView& in, const RaggedView& out, int i0, int i1, in
 }
 
 // Panels [q0, q1), rows [k0, k1): portable, one element at a time from the column table.
+// Panel q lands at Bp + (q - qbase) * K * NR (qbase: the first panel of a buffer that holds a few).
 void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1,
-                            int64_t k0, int64_t k1, float* Bp) {
+                            int64_t k0, int64_t k1, float* Bp, int64_t qbase = 0) {
   const int khw = p.kernel_h * p.kernel_w;
   for (int64_t q = q0; q < q1; ++q)
     for (int64_t k = k0; k < k1; ++k) {
       const int c = static_cast<int>(k / khw), i = static_cast<int>(k % khw) / p.kernel_w, j = static_cast<int>(k % khw) % p.kernel_w;
-      float* d = Bp + q * K * NR + k * NR;
+      float* d = Bp + (q - qbase) * K * NR + k * NR;
       for (int l = 0; l < NR; ++l) {
         const size_t n = static_cast<size_t>(q * NR + l);
         const int y = t.iy0[n] + i * p.dilation_h, xx = t.ix0[n] + j * p.dilation_w;
@@ -81,7 +82,7 @@ void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams
 // row of B is one or two masked loads per run (plus a permute for stride 2); otherwise a masked
 // gather. Masks: the window's row and column inside the map (padding reads as 0).
 void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
-                          int64_t k1, float* Bp) {
+                          int64_t k1, float* Bp, int64_t qbase = 0) {
   const int khw = p.kernel_h * p.kernel_w;
   const float* xb = x + t.base;
   const __m512 zero = _mm512_setzero_ps();
@@ -93,7 +94,7 @@ void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& 
       const __m512i ix0 = _mm512_loadu_si512(t.ix0.data() + n), H = _mm512_loadu_si512(t.H.data() + n);
       const __m512i W = _mm512_loadu_si512(t.W.data() + n), HW = _mm512_loadu_si512(t.HW.data() + n);
       const __m512i dW = _mm512_mullo_epi32(W, _mm512_set1_epi32(p.dilation_h));
-      float* d = Bp + q * K * NR + 16 * h;
+      float* d = Bp + (q - qbase) * K * NR + 16 * h;
       int c = static_cast<int>(k0 / khw), i = static_cast<int>(k0 % khw) / p.kernel_w, j = static_cast<int>(k0 % khw) % p.kernel_w;
       // Runs of lanes whose window starts are consecutive elements of one map (stride 1): each
       // row of B is then one masked load per run, not a gather.
@@ -208,6 +209,42 @@ void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int6
   });
 }
 
+// One large map, small K (conv1: K = 147, 12,100 columns): instead of writing every panel (7 MB)
+// and reading it back from L3, each thread packs a few panels at a time into its own buffer
+// (L2-sized) and multiplies them at once. Only where the weights (M x K) are small enough to stay
+// in L2 too, as every group reads all of them.
+bool fused_fits(int64_t M, int64_t K, int64_t panels) {
+  return K <= 640 && M * K * 4 <= (256 << 10) && panels >= 16;
+}
+
+void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t M, int64_t K, int64_t cols, int64_t panels,
+                const float* w, const float* bias, float* C) {
+  // Panels per group: ~160 KiB of packed B.
+  const int64_t gp = std::max<int64_t>(1, std::min<int64_t>(8, (160 << 10) / (K * NR * 4)));
+  const int64_t groups = (panels + gp - 1) / gp;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && t.fits32;
+#else
+  const bool fast = false;
+#endif
+  parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    static thread_local FloatBuffer local;
+    float* Bp = local.get(static_cast<size_t>(gp * K * NR));
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t q0 = g * gp, q1 = std::min(panels, q0 + gp);
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast)
+        im2col_panels_avx512(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      else
+#endif
+        im2col_panels_portable(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      const int64_t n0 = q0 * NR, n1 = std::min(cols, q1 * NR);
+      gemm_packed(M, n1 - n0, K, w, K, Bp, C + n0, cols, bias, p.relu, false);
+    }
+  });
+}
+
 }  // namespace
 
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
@@ -228,13 +265,19 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
     while (i1 < in.count && cols < kRunColumns && (cols + int64_t{out.height[i1]} * out.width[i1]) * K <= kColFloats)
       cols += int64_t{out.height[i1]} * out.width[i1], ++i1;
     const int64_t panels = gemm_panels(cols);
-    float* Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
+    float* Bp = nullptr;  // the whole run's packed B, unless every group takes the fused path
     const bool single = i1 == i0 + 1;
     float* R = single ? nullptr : res.get(static_cast<size_t>(int64_t{cout_g} * cols));
     for (int g = 0; g < G; ++g) {
       const RunCols t = run_cols(in, out, i0, i1, g, cin_g, p, panels * NR);
-      im2col_packed(x, t, p, K, panels, Bp);
       const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
+      if (single && fused_fits(cout_g, K, panels)) {
+        conv_fused(x, t, p, cout_g, K, cols, panels, weight + int64_t{g} * cout_g * K, bias ? bias + int64_t{g} * cout_g : nullptr,
+                   y + out.offset[i0] + int64_t{g} * cout_g * P0);
+        continue;
+      }
+      if (!Bp) Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
+      im2col_packed(x, t, p, K, panels, Bp);
       // One map: write straight into its output; several: into R, then scatter.
       float* C = single ? y + out.offset[i0] + int64_t{g} * cout_g * P0 : R;
       gemm_packed(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, Bp, C, cols, bias ? bias + int64_t{g} * cout_g : nullptr,

@@ -178,6 +178,14 @@ int check_all() {
       {"k5s3", 7, 29, 5, 3, 2, 0, 0, 1, 1, true}, {"g2", 64, 64, 3, 2, 1, 0, 0, 2, 1, false},
   };
   for (const Layer& l : odd) bad += check_conv(l, {{23, 29}, {l.k + 3, l.k + 4}, {8, 40}, {31, 6}});
+  // One large map with a small K: packed and multiplied a few panels at a time (the fused path),
+  // column counts off the panel and group sizes.
+  const Layer big[] = {
+      {"f7s2", 3, 20, 7, 2, 1, 0, 0, 1, 1, true}, {"f3g2d2", 8, 14, 3, 1, 2, 0, 0, 2, 2, false},
+      {"f5s3", 5, 13, 5, 3, 2, 0, 0, 1, 1, true}, {"f1", 30, 7, 1, 1, 0, 0, 0, 1, 1, false},
+  };
+  for (const Layer& l : big) bad += check_conv(l, {{97, 101}});
+  for (const Layer& l : big) bad += check_conv(l, {{211, 37}});
   return bad;
 }
 
