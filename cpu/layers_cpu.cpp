@@ -57,13 +57,14 @@ RunCols run_cols(const RaggedView& in, const RaggedView& out, int i0, int i1, in
 }
 
 // Panels [q0, q1), rows [k0, k1): portable, one element at a time from the column table.
+// Panel q lands at Bp + (q - qbase) * K * NR (qbase: the first panel of a buffer that holds a few).
 void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1,
-                            int64_t k0, int64_t k1, float* Bp) {
+                            int64_t k0, int64_t k1, float* Bp, int64_t qbase = 0) {
   const int khw = p.kernel_h * p.kernel_w;
   for (int64_t q = q0; q < q1; ++q)
     for (int64_t k = k0; k < k1; ++k) {
       const int c = static_cast<int>(k / khw), i = static_cast<int>(k % khw) / p.kernel_w, j = static_cast<int>(k % khw) % p.kernel_w;
-      float* d = Bp + q * K * NR + k * NR;
+      float* d = Bp + (q - qbase) * K * NR + k * NR;
       for (int l = 0; l < NR; ++l) {
         const size_t n = static_cast<size_t>(q * NR + l);
         const int y = t.iy0[n] + i * p.dilation_h, xx = t.ix0[n] + j * p.dilation_w;
@@ -81,7 +82,7 @@ void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams
 // row of B is one or two masked loads per run (plus a permute for stride 2); otherwise a masked
 // gather. Masks: the window's row and column inside the map (padding reads as 0).
 void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
-                          int64_t k1, float* Bp) {
+                          int64_t k1, float* Bp, int64_t qbase = 0) {
   const int khw = p.kernel_h * p.kernel_w;
   const float* xb = x + t.base;
   const __m512 zero = _mm512_setzero_ps();
@@ -93,7 +94,7 @@ void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& 
       const __m512i ix0 = _mm512_loadu_si512(t.ix0.data() + n), H = _mm512_loadu_si512(t.H.data() + n);
       const __m512i W = _mm512_loadu_si512(t.W.data() + n), HW = _mm512_loadu_si512(t.HW.data() + n);
       const __m512i dW = _mm512_mullo_epi32(W, _mm512_set1_epi32(p.dilation_h));
-      float* d = Bp + q * K * NR + 16 * h;
+      float* d = Bp + (q - qbase) * K * NR + 16 * h;
       int c = static_cast<int>(k0 / khw), i = static_cast<int>(k0 % khw) / p.kernel_w, j = static_cast<int>(k0 % khw) % p.kernel_w;
       // Runs of lanes whose window starts are consecutive elements of one map (stride 1): each
       // row of B is then one masked load per run, not a gather.
@@ -208,6 +209,42 @@ void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int6
   });
 }
 
+// One large map, small K (conv1: K = 147, 12,100 columns): instead of writing every panel (7 MB)
+// and reading it back from L3, each thread packs a few panels at a time into its own buffer
+// (L2-sized) and multiplies them at once. Only where the weights (M x K) are small enough to stay
+// in L2 too, as every group reads all of them.
+bool fused_fits(int64_t M, int64_t K, int64_t panels) {
+  return K <= 640 && M * K * 4 <= (256 << 10) && panels >= 16;
+}
+
+void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t M, int64_t K, int64_t cols, int64_t panels,
+                const float* w, const float* bias, float* C) {
+  // Panels per group: ~160 KiB of packed B.
+  const int64_t gp = std::max<int64_t>(1, std::min<int64_t>(8, (160 << 10) / (K * NR * 4)));
+  const int64_t groups = (panels + gp - 1) / gp;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && t.fits32;
+#else
+  const bool fast = false;
+#endif
+  parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    static thread_local FloatBuffer local;
+    float* Bp = local.get(static_cast<size_t>(gp * K * NR));
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t q0 = g * gp, q1 = std::min(panels, q0 + gp);
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast)
+        im2col_panels_avx512(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      else
+#endif
+        im2col_panels_portable(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      const int64_t n0 = q0 * NR, n1 = std::min(cols, q1 * NR);
+      gemm_packed(M, n1 - n0, K, w, K, Bp, C + n0, cols, bias, p.relu, false);
+    }
+  });
+}
+
 }  // namespace
 
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
@@ -228,13 +265,19 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
     while (i1 < in.count && cols < kRunColumns && (cols + int64_t{out.height[i1]} * out.width[i1]) * K <= kColFloats)
       cols += int64_t{out.height[i1]} * out.width[i1], ++i1;
     const int64_t panels = gemm_panels(cols);
-    float* Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
+    float* Bp = nullptr;  // the whole run's packed B, unless every group takes the fused path
     const bool single = i1 == i0 + 1;
     float* R = single ? nullptr : res.get(static_cast<size_t>(int64_t{cout_g} * cols));
     for (int g = 0; g < G; ++g) {
       const RunCols t = run_cols(in, out, i0, i1, g, cin_g, p, panels * NR);
-      im2col_packed(x, t, p, K, panels, Bp);
       const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
+      if (single && fused_fits(cout_g, K, panels)) {
+        conv_fused(x, t, p, cout_g, K, cols, panels, weight + int64_t{g} * cout_g * K, bias ? bias + int64_t{g} * cout_g : nullptr,
+                   y + out.offset[i0] + int64_t{g} * cout_g * P0);
+        continue;
+      }
+      if (!Bp) Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
+      im2col_packed(x, t, p, K, panels, Bp);
       // One map: write straight into its output; several: into R, then scatter.
       float* C = single ? y + out.offset[i0] + int64_t{g} * cout_g * P0 : R;
       gemm_packed(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, Bp, C, cols, bias ? bias + int64_t{g} * cout_g : nullptr,
@@ -268,30 +311,91 @@ void pool_rows(const float* __restrict xc, int W, int ys, int ye, float* __restr
   }
 }
 
+void pool_plane_portable(const float* xc, int H, int W, int Ho, int Wo, const Pool2dParams& p, float* acc, float* yc) {
+  for (int oy = 0; oy < Ho; ++oy) {
+    const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    pool_rows(xc, W, ys, ye, acc);
+    for (int ox = 0; ox < Wo; ++ox) {
+      const int xs = std::max(0, ox * p.stride_w - p.pad_w), xe = std::min(W, ox * p.stride_w - p.pad_w + p.kernel_w);
+      float m = -INFINITY;
+      for (int xx = xs; xx < xe; ++xx) {
+        const float v = acc[xx];
+        m = (v > m || v != v) && m == m ? v : m;
+      }
+      yc[int64_t{oy} * Wo + ox] = m;
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+// max(a, b), NaN if either is (vmaxps alone returns its second operand when either is NaN).
+inline __m512 nanmax16(__m512 a, __m512 b) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_max_ps(a, b), a);
+}
+
+// One plane, stride_w 1 or 2, 16 output columns at a time. Per output row: the max over the
+// window's rows into acc (acc[pad_w + x] = column x, -inf on both sides, where the padding and
+// any window overhang read), then per output column the max over kernel_w entries of acc:
+// consecutive entries (stride 1) or every other one, as the even lanes of two loads (stride 2).
+void pool_plane_avx512(const float* xc, int H, int W, int Ho, int Wo, const Pool2dParams& p, float* acc, float* yc) {
+  const int sw = p.stride_w, kw = p.kernel_w;
+  const int64_t span = int64_t{(Wo + 15) / 16 * 16} * sw + kw + 32;  // entries the last block may read
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t e = 0; e < span; e += 16) _mm512_storeu_ps(acc + e, ninf);
+  for (int oy = 0; oy < Ho; ++oy) {
+    const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    float* a = acc + p.pad_w;
+    for (int x = 0; x < W; x += 16) {
+      const __mmask16 m = W - x >= 16 ? __mmask16(0xffff) : __mmask16((1u << (W - x)) - 1);
+      __m512 v = ninf;
+      for (int y = ys; y < ye; ++y) v = nanmax16(_mm512_mask_loadu_ps(ninf, m, xc + int64_t{y} * W + x), v);
+      _mm512_mask_storeu_ps(a + x, m, v);
+    }
+    float* yr = yc + int64_t{oy} * Wo;
+    for (int ox = 0; ox < Wo; ox += 16) {
+      const __mmask16 m = Wo - ox >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wo - ox)) - 1);
+      const float* b = acc + int64_t{ox} * sw;
+      __m512 v = ninf;
+      if (sw == 1) {
+        for (int j = 0; j < kw; ++j) v = nanmax16(_mm512_loadu_ps(b + j), v);
+      } else {
+        for (int j = 0; j < kw; ++j) v = nanmax16(_mm512_permutex2var_ps(_mm512_loadu_ps(b + j), evens, _mm512_loadu_ps(b + j + 16)), v);
+      }
+      _mm512_mask_storeu_ps(yr + ox, m, v);
+    }
+  }
+}
+#pragma GCC pop_options
+#endif
+
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y) {
   const int64_t C = in.channels;
-  int maxw = 1;
-  for (int i = 0; i < in.count; ++i) maxw = std::max(maxw, in.width[i]);
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && (p.stride_w == 1 || p.stride_w == 2);
+#else
+  const bool fast = false;
+#endif
+  int64_t acc_len = 1;
+  for (int i = 0; i < in.count; ++i)
+    acc_len = std::max<int64_t>({acc_len, in.width[i], int64_t{(out.width[i] + 15) / 16 * 16} * p.stride_w + p.kernel_w + 32 + p.pad_w});
   parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
-    std::vector<float> acc(static_cast<size_t>(maxw));
+    std::vector<float> acc(static_cast<size_t>(acc_len + 16));
     for (int64_t t = t0; t < t1; ++t) {
       const int i = static_cast<int>(t / C), c = static_cast<int>(t % C);
       const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
       const float* xc = x + in.offset[i] + c * H * W;
       float* yc = y + out.offset[i] + c * Ho * Wo;
-      for (int oy = 0; oy < Ho; ++oy) {
-        const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
-        pool_rows(xc, W, ys, ye, acc.data());
-        for (int ox = 0; ox < Wo; ++ox) {
-          const int xs = std::max(0, ox * p.stride_w - p.pad_w), xe = std::min(W, ox * p.stride_w - p.pad_w + p.kernel_w);
-          float m = -INFINITY;
-          for (int xx = xs; xx < xe; ++xx) {
-            const float v = acc[xx];
-            m = (v > m || v != v) && m == m ? v : m;
-          }
-          yc[int64_t{oy} * Wo + ox] = m;
-        }
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast) {
+        pool_plane_avx512(xc, H, W, Ho, Wo, p, acc.data(), yc);
+        continue;
       }
+#endif
+      pool_plane_portable(xc, H, W, Ho, Wo, p, acc.data(), yc);
     }
   });
   return Status::Ok();
@@ -321,9 +425,43 @@ void lrn_window_sum(const float* __restrict xb, int64_t HW, int c0, int c1, int 
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+// One row of one map, every channel, beta = 0.75: per 16 columns, the window's sum of squares
+// (recomputed: a running sum would drift, and a NaN or inf that left the window would stay in
+// it), then x / (b^(1/2) * b^(1/4)) with b = k + scale * sum.
+void lrn_rows_avx512(const float* xb, float* yb, int64_t HW, int C, int W, int before, int after, float k, float scale) {
+  const __m512 vk = _mm512_set1_ps(k), vs = _mm512_set1_ps(scale);
+  for (int c = 0; c < C; ++c) {
+    const int c0 = std::max(0, c - before), c1 = std::min(C - 1, c + after);
+    const float* xc = xb + c * HW;
+    float* yc = yb + c * HW;
+    for (int w = 0; w < W; w += 16) {
+      const __mmask16 m = W - w >= 16 ? __mmask16(0xffff) : __mmask16((1u << (W - w)) - 1);
+      __m512 s = _mm512_setzero_ps();
+      for (int cc = c0; cc <= c1; ++cc) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, xb + cc * HW + w);
+        s = _mm512_fmadd_ps(v, v, s);
+      }
+      const __m512 b = _mm512_fmadd_ps(vs, s, vk);
+      const __m512 r = _mm512_sqrt_ps(b);
+      _mm512_mask_storeu_ps(yc + w, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, xc + w), _mm512_mul_ps(r, _mm512_sqrt_ps(r))));
+    }
+  }
+}
+#pragma GCC pop_options
+#endif
+
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
   const int C = in.channels, before = p.size / 2, after = (p.size - 1) / 2;
   const float scale = p.alpha / static_cast<float>(p.size);
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && p.beta == 0.75f;
+#else
+  const bool fast = false;
+#endif
   // Tasks: (map, row) so that small batches of large maps still spread over the cores.
   std::vector<int64_t> first(static_cast<size_t>(in.count) + 1, 0);
   for (int i = 0; i < in.count; ++i) first[i + 1] = first[i] + in.height[i];
@@ -336,6 +474,12 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
       const int64_t HW = int64_t{in.height[i]} * W;
       const float* xb = x + in.offset[i] + int64_t{row} * W;
       float* yb = y + in.offset[i] + int64_t{row} * W;
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast) {
+        lrn_rows_avx512(xb, yb, HW, C, W, before, after, p.k, scale);
+        continue;
+      }
+#endif
       sum.resize(static_cast<size_t>(W));
       for (int c = 0; c < C; ++c) {
         // The window's sum of squares, recomputed per channel (no running sum to drift).

@@ -1,10 +1,13 @@
 // A small fork-join helper for the CPU kernels: splits [0, n) into contiguous chunks, one per
-// thread, the calling thread taking the first. The helper threads belong to the calling thread
-// (a thread_local pool, started on its first parallel call and joined when it exits), so every
-// worker_thread of Node (and every libuv thread) gets its own and nothing is shared between
-// them. Between calls the helpers spin briefly (a network's layers follow each other within
-// microseconds) and then sleep; starting a thread per call cost tens of microseconds, and far
-// more when the machine is busy and the new thread waits for a time slice.
+// thread. The helper threads belong to the calling thread (a thread_local pool, started on its
+// first parallel call and joined when it exits), so every worker_thread of Node (and every libuv
+// thread) gets its own and nothing is shared between them. The chunks are claimed, not assigned:
+// the caller and whichever helpers are awake take the next unclaimed chunk until none is left,
+// so a helper that is asleep or descheduled never holds a call up (the caller does its chunk
+// too). Between calls the helpers spin ~50 us (the parallel steps of one layer follow each other
+// within microseconds) and then sleep: Node runs each layer on one of several libuv threads,
+// each with its own pool, and a helper still spinning from the last layer would take a core
+// from the next layer's pool (a 0.5 ms spin cost ~1.5 ms per ZF-5 image on 2 cores).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -46,77 +49,98 @@ inline thread_local bool in_parallel = false;
 class Pool {
  public:
   explicit Pool(int helpers) {
-    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, i] { loop(i + 1); });
+    if (const char* e = std::getenv("SPPNET_POOL_SPIN")) spin_ = std::max(0, std::atoi(e));
+    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { loop(); });
   }
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
-      gen_.fetch_add(1, std::memory_order_release);
+      stop_.store(true, std::memory_order_seq_cst);
+      // A new generation with no parts: wakes the helpers, gives them nothing.
+      claim_.store((((claim_.load(std::memory_order_relaxed) >> 32) + 1) << 32), std::memory_order_seq_cst);
     }
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
   int helpers() const { return static_cast<int>(threads_.size()); }
 
-  // Runs job(part) for part in [0, parts) (parts <= helpers + 1), part 0 on the caller. Every
-  // helper acknowledges every call (those without a part at once), so none lags a call behind.
+  // Runs job(part) once for each part in [0, parts) (parts < 2^15) on the caller and the
+  // helpers. Parts are claimed, not assigned: whoever is free takes the next one, so a helper
+  // that is asleep, descheduled or slow to wake never holds the call up; the caller works until
+  // no part is left, then waits for the parts others took.
   void run(int parts, const std::function<void(int)>& job) {
     job_ = &job;
-    parts_ = parts;
-    pending_.store(helpers(), std::memory_order_relaxed);
-    {
-      std::lock_guard<std::mutex> lk(m_);
-      gen_.fetch_add(1, std::memory_order_release);
+    err_ = nullptr;
+    done_.store(0, std::memory_order_relaxed);
+    const uint64_t gen = (claim_.load(std::memory_order_relaxed) >> 32) + 1;
+    // The claim word: generation (32 bits) | parts (16) | next part (16).
+    claim_.store((gen << 32) | (uint64_t(parts) << 16), std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      { std::lock_guard<std::mutex> lk(m_); }
+      cv_.notify_all();
     }
-    cv_.notify_all();
     in_parallel = true;
-    std::exception_ptr err;
-    try {
-      job(0);
-    } catch (...) {
-      err = std::current_exception();
-    }
+    work();
     in_parallel = false;
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins)
+    for (int spins = 0; done_.load(std::memory_order_acquire) != parts; ++spins)
       if (spins < 4096)
         SPP_PAUSE();
       else
         std::this_thread::yield();
-    if (err) std::rethrow_exception(err);
+    if (err_) std::rethrow_exception(err_);
   }
 
  private:
-  void loop(int part) {
-    in_parallel = true;
-    uint64_t seen = 0;
+  // Claims and runs parts of the current call until none is left.
+  void work() {
     for (;;) {
-      // Spin about 0.1-0.2 ms for the next call, then sleep.
-      uint64_t g = gen_.load(std::memory_order_acquire);
-      for (int spins = 0; g == seen && spins < 20000; ++spins) {
+      const uint64_t w = claim_.fetch_add(1, std::memory_order_acq_rel);
+      const int parts = static_cast<int>((w >> 16) & 0xffff), part = static_cast<int>(w & 0xffff);
+      if (part >= parts) return;
+      try {
+        (*job_)(part);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (!err_) err_ = std::current_exception();
+      }
+      done_.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void loop() {
+    in_parallel = true;
+    uint64_t seen = claim_.load(std::memory_order_acquire) >> 32;
+    for (;;) {
+      // Spin a little for the next call (the next parallel step of the same layer comes within
+      // microseconds), then sleep: a helper spinning between layers only takes a core from the
+      // next layer's threads, which on a busy or 2-core machine are often another pool's.
+      uint64_t g = claim_.load(std::memory_order_acquire) >> 32;
+      for (int spins = 0; g == seen && spins < spin_; ++spins) {
         SPP_PAUSE();
-        g = gen_.load(std::memory_order_acquire);
+        g = claim_.load(std::memory_order_acquire) >> 32;
       }
       if (g == seen) {
         std::unique_lock<std::mutex> lk(m_);
-        cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
-        g = gen_.load(std::memory_order_acquire);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        cv_.wait(lk, [&] { return (claim_.load(std::memory_order_seq_cst) >> 32) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_relaxed);
+        g = claim_.load(std::memory_order_acquire) >> 32;
       }
       seen = g;
-      if (stop_) return;
-      if (part < parts_) (*job_)(part);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      if (stop_.load(std::memory_order_acquire)) return;
+      work();
     }
   }
 
   std::vector<std::thread> threads_;
   std::mutex m_;
   std::condition_variable cv_;
-  std::atomic<uint64_t> gen_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> done_{0}, sleepers_{0};
+  std::atomic<bool> stop_{false};
   const std::function<void(int)>* job_ = nullptr;
-  int parts_ = 0;
-  bool stop_ = false;
+  std::exception_ptr err_;
+  int spin_ = 2000;  // ~50 us of PAUSE on Zen 4 (25 ns each); SPPNET_POOL_SPIN overrides
 };
 
 // The calling thread's pool with at least `helpers` helper threads (grown on demand).

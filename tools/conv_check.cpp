@@ -8,6 +8,10 @@
 //        ZF-5-like layers and odd ones (groups, dilation, 1x1 maps) on sampled outputs.
 // time:  conv2d_forward on the ZF-5 conv1-5 shapes at 224x224 (batch 1 and 4 by default):
 //        median ms and GFLOP/s per layer. SPPNET_CPU_ISA and SPPNET_NUM_THREADS apply.
+// net:   the anchor ZF-5 of bench/zf5.js layer by layer (conv1, LRN, max pool 3/2/1, conv2, LRN,
+//        pool, conv3-5, SPP {6,3,2,1} paper bins), kernels only (no Node): median ms per layer,
+//        the im2col share of each conv (the same conv with one output channel), and the LRN and
+//        pool outputs checked against float64 references (NaN inputs included).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,6 +25,7 @@
 #include "../cpu/gemm_cpu.h"
 #include "sppnet/cpu_info.h"
 #include "sppnet/layers.h"
+#include "sppnet/spp.h"
 
 using namespace sppnet;
 
@@ -173,6 +178,14 @@ int check_all() {
       {"k5s3", 7, 29, 5, 3, 2, 0, 0, 1, 1, true}, {"g2", 64, 64, 3, 2, 1, 0, 0, 2, 1, false},
   };
   for (const Layer& l : odd) bad += check_conv(l, {{23, 29}, {l.k + 3, l.k + 4}, {8, 40}, {31, 6}});
+  // One large map with a small K: packed and multiplied a few panels at a time (the fused path),
+  // column counts off the panel and group sizes.
+  const Layer big[] = {
+      {"f7s2", 3, 20, 7, 2, 1, 0, 0, 1, 1, true}, {"f3g2d2", 8, 14, 3, 1, 2, 0, 0, 2, 2, false},
+      {"f5s3", 5, 13, 5, 3, 2, 0, 0, 1, 1, true}, {"f1", 30, 7, 1, 1, 0, 0, 0, 1, 1, false},
+  };
+  for (const Layer& l : big) bad += check_conv(l, {{97, 101}});
+  for (const Layer& l : big) bad += check_conv(l, {{211, 37}});
   return bad;
 }
 
@@ -223,6 +236,178 @@ void time_gemm(int reps, int batch) {
   }
 }
 
+
+// ---- the whole anchor ZF-5, layer by layer ----
+
+template <typename F>
+double median_ms(int reps, F&& f) {
+  f();
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const double t0 = now_ms();
+    f();
+    t.push_back(now_ms() - t0);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+struct Dense {
+  int N, C, H, W;
+  std::vector<int64_t> off;
+  std::vector<int32_t> h, w;
+  std::vector<float> v;
+  Dense(int N_, int C_, int H_, int W_) : N(N_), C(C_), H(H_), W(W_), off(N_), h(N_, H_), w(N_, W_), v(size_t(N_) * C_ * H_ * W_) {
+    for (int i = 0; i < N; ++i) off[i] = int64_t{i} * C * H * W;
+  }
+  RaggedView view() const {
+    RaggedView r;
+    r.count = N, r.channels = C, r.offset = off.data(), r.height = h.data(), r.width = w.data(), r.total = int64_t(v.size());
+    return r;
+  }
+};
+
+// LRN against float64 (PyTorch's formula); returns the number of wrong outputs.
+int64_t check_lrn(const Dense& x, const Dense& y, const LrnParams& p) {
+  int64_t wrong = 0;
+  const int HW = x.H * x.W;
+  for (int n = 0; n < x.N; ++n)
+    for (int c = 0; c < x.C; ++c)
+      for (int e = 0; e < HW; ++e) {
+        double s = 0;
+        for (int cc = std::max(0, c - p.size / 2); cc <= std::min(x.C - 1, c + (p.size - 1) / 2); ++cc) {
+          const double v = x.v[x.off[n] + int64_t{cc} * HW + e];
+          s += v * v;
+        }
+        const double xv = x.v[x.off[n] + int64_t{c} * HW + e];
+        const double r = xv / std::pow(p.k + p.alpha / p.size * s, p.beta);
+        const float g = y.v[y.off[n] + int64_t{c} * HW + e];
+        const bool ok = std::isnan(r) ? std::isnan(g) : std::fabs(g - r) <= 1e-6 * std::fabs(r) + 1e-30;
+        if (!ok && wrong++ < 3) std::printf("  lrn [%d][%d][%d] = %.9g, want %.9g\n", n, c, e, g, r);
+      }
+  return wrong;
+}
+
+int64_t check_pool(const Dense& x, const Dense& y, const Pool2dParams& p) {
+  int64_t wrong = 0;
+  for (int n = 0; n < x.N; ++n)
+    for (int c = 0; c < x.C; ++c)
+      for (int oy = 0; oy < y.H; ++oy)
+        for (int ox = 0; ox < y.W; ++ox) {
+          float m = -INFINITY;
+          bool nan = false;
+          for (int i = 0; i < p.kernel_h; ++i)
+            for (int j = 0; j < p.kernel_w; ++j) {
+              const int yy = oy * p.stride_h - p.pad_h + i, xx = ox * p.stride_w - p.pad_w + j;
+              if (yy < 0 || yy >= x.H || xx < 0 || xx >= x.W) continue;
+              const float v = x.v[x.off[n] + (int64_t{c} * x.H + yy) * x.W + xx];
+              nan |= v != v, m = std::max(m, v);
+            }
+          const float g = y.v[y.off[n] + (int64_t{c} * y.H + oy) * y.W + ox];
+          const bool ok = nan ? g != g : g == m;
+          if (!ok && wrong++ < 3) std::printf("  pool [%d][%d][%d][%d] = %g, want %g\n", n, c, oy, ox, g, nan ? NAN : m);
+        }
+  return wrong;
+}
+
+int time_net(int reps, int batch) {
+  std::printf("anchor ZF-5 per layer: isa %s, %d threads, batch %d, %d reps (median ms)\n", cpu::isa().c_str(), cpu::threads(), batch, reps);
+  const int N = batch;
+  LrnParams lp;
+  lp.size = 5, lp.alpha = 1e-4f, lp.beta = 0.75f, lp.k = 1.f;
+  Pool2dParams pp;
+  pp.kernel_h = pp.kernel_w = 3, pp.stride_h = pp.stride_w = 2, pp.pad_h = pp.pad_w = 1;
+  Dense x(N, 3, 224, 224), c1(N, 96, 110, 110), l1(N, 96, 110, 110), p1(N, 96, 55, 55), c2(N, 256, 27, 27), l2(N, 256, 27, 27),
+      p2(N, 256, 14, 14), c3(N, 384, 14, 14), c4(N, 384, 14, 14), c5(N, 256, 14, 14);
+  for (auto& v : x.v) v = unif();
+  const Layer L[] = {{"conv1", 3, 96, 7, 2, 1, 224, 224, 1, 1, true}, {"conv2", 96, 256, 5, 2, 1, 55, 55, 1, 1, true},
+                     {"conv3", 256, 384, 3, 1, 1, 14, 14, 1, 1, true}, {"conv4", 384, 384, 3, 1, 1, 14, 14, 1, 1, true},
+                     {"conv5", 384, 256, 3, 1, 1, 14, 14, 1, 1, true}};
+  std::vector<float> w[5], b[5], w1[5];
+  for (int i = 0; i < 5; ++i) {
+    const int K = L[i].cin * L[i].k * L[i].k;
+    w[i].resize(size_t(L[i].cout) * K), b[i].resize(L[i].cout), w1[i].resize(K);
+    for (auto& v : w[i]) v = unif() * std::sqrt(3.f / K);
+    for (auto& v : b[i]) v = unif() * 0.1f;
+    for (auto& v : w1[i]) v = unif();
+  }
+  std::vector<float> one(size_t(N) * 110 * 110);  // the cout = 1 output
+  const Dense* in[5] = {&x, &p1, &p2, &c3, &c4};
+  Dense* out[5] = {&c1, &c2, &c3, &c4, &c5};
+  auto conv = [&](int i) {
+    return cpu::conv2d_forward(in[i]->view(), in[i]->v.data(), params(L[i]), w[i].data(), b[i].data(), out[i]->view(), out[i]->v.data());
+  };
+  auto conv_m1 = [&](int i) {
+    Layer l = L[i];
+    l.cout = 1;
+    Dense o(N, 1, out[i]->H, out[i]->W);
+    RaggedView ov = o.view();
+    return cpu::conv2d_forward(in[i]->view(), in[i]->v.data(), params(l), w1[i].data(), b[i].data(), ov, one.data());
+  };
+  std::vector<int32_t> levels = {6, 3, 2, 1};
+  std::vector<Region> regions(N);
+  for (int i = 0; i < N; ++i) regions[i] = Region{i, 0, 0, 14, 14};
+  SppProblem sp;
+  sp.input = c5.view(), sp.num_regions = N, sp.regions = regions.data(), sp.num_levels = 4, sp.rule = kBinsPaper, sp.pool = kPoolMax;
+  for (int l = 0; l < 4; ++l) sp.levels[l] = levels[l];
+  std::vector<float> feat(size_t(sp.output_elements()));
+  struct Row { const char* name; double ms, floor_ms; };
+  std::vector<Row> rows;
+  // What each non-conv layer must move at least (its input read once, its output written once),
+  // in MB: printed with the rate achieved (their arithmetic is far below the cores' peak: LRN
+  // ~12 flops an element with two square roots and a division, pooling 8 comparisons an output).
+  auto floor_ms = [](double bytes, double) { return bytes / 1e6; };
+  const double e1 = double(N) * 96 * 110 * 110, e2 = double(N) * 256 * 27 * 27;
+  double conv_total = 0, other_total = 0;
+  for (int i = 0; i < 5; ++i) {
+    const double t = median_ms(reps, [&] { conv(i); });
+    const double t1 = median_ms(reps, [&] { conv_m1(i); });
+    rows.push_back({L[i].name, t, 0});
+    char* nm = new char[32];
+    std::snprintf(nm, 32, "  (%s im2col)", L[i].name);
+    rows.push_back({nm, t1, -1});
+    conv_total += t;
+    if (i == 0) {
+      const double tl = median_ms(reps, [&] { cpu::lrn_forward(c1.view(), c1.v.data(), lp, l1.v.data()); });
+      const double tp = median_ms(reps, [&] { cpu::max_pool2d_forward(l1.view(), l1.v.data(), pp, p1.view(), p1.v.data()); });
+      rows.push_back({"lrn1", tl, floor_ms(8 * e1, 12 * e1)}), rows.push_back({"pool1", tp, floor_ms(4 * e1 * 1.25, 0)});
+      other_total += tl + tp;
+    }
+    if (i == 1) {
+      const double tl = median_ms(reps, [&] { cpu::lrn_forward(c2.view(), c2.v.data(), lp, l2.v.data()); });
+      const double tp = median_ms(reps, [&] { cpu::max_pool2d_forward(l2.view(), l2.v.data(), pp, p2.view(), p2.v.data()); });
+      rows.push_back({"lrn2", tl, floor_ms(8 * e2, 12 * e2)}), rows.push_back({"pool2", tp, floor_ms(4 * e2 * (1 + 196.0 / 729), 0)});
+      other_total += tl + tp;
+    }
+  }
+  const double ts = median_ms(reps, [&] { cpu::spp_forward(sp, c5.v.data(), feat.data()); });
+  rows.push_back({"spp", ts, floor_ms(4.0 * N * (256 * 196 + 12800), 0)});
+  other_total += ts;
+  for (const Row& r : rows) {
+    if (r.floor_ms > 0)
+      std::printf("  %-16s %7.3f ms   moves %6.2f MB: %5.1f GB/s\n", r.name, r.ms, r.floor_ms, r.floor_ms / r.ms);
+    else
+      std::printf("  %-16s %7.3f ms\n", r.name, r.ms);
+  }
+  std::printf("  conv1-5 %.3f ms + LRN/pool/SPP %.3f ms = %.3f ms (%.1f img/s)\n", conv_total, other_total, conv_total + other_total,
+              N * 1000.0 / (conv_total + other_total));
+  // Correctness of LRN and pool on these maps, then with NaNs and infinities sprinkled in.
+  int64_t bad = check_lrn(c1, l1, lp) + check_pool(l1, p1, pp) + check_lrn(c2, l2, lp) + check_pool(l2, p2, pp);
+  for (size_t i = 0; i < c1.v.size(); i += 7919) c1.v[i] = (i / 7919) % 3 == 0 ? NAN : (i / 7919) % 3 == 1 ? INFINITY : -INFINITY;
+  for (size_t i = 0; i < c2.v.size(); i += 911) c2.v[i] = (i / 911) % 2 ? NAN : -INFINITY;
+  std::fill(l1.v.begin(), l1.v.end(), 12345.f), std::fill(p1.v.begin(), p1.v.end(), 12345.f);
+  std::fill(l2.v.begin(), l2.v.end(), 12345.f), std::fill(p2.v.begin(), p2.v.end(), 12345.f);
+  cpu::lrn_forward(c1.view(), c1.v.data(), lp, l1.v.data());
+  cpu::lrn_forward(c2.view(), c2.v.data(), lp, l2.v.data());
+  bad += check_lrn(c1, l1, lp) + check_lrn(c2, l2, lp);
+  for (size_t i = 0; i < l1.v.size(); i += 4099) l1.v[i] = (i / 4099) % 2 ? NAN : -INFINITY;
+  cpu::max_pool2d_forward(l1.view(), l1.v.data(), pp, p1.view(), p1.v.data());
+  cpu::max_pool2d_forward(c2.view(), c2.v.data(), pp, p2.view(), p2.v.data());
+  bad += check_pool(l1, p1, pp) + check_pool(c2, p2, pp);
+  std::printf("  LRN and max pool against float64 (with NaN/inf inputs too): %ld wrong\n", long(bad));
+  return bad != 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -232,6 +417,12 @@ int main(int argc, char** argv) {
   int bad = 0;
   if (what == "check" || what == "all") bad = check_all();
   if (what == "im2col") time_all(reps, batch > 0 ? batch : 1, true);
+  if (what == "net") {
+    if (batch > 0)
+      bad += time_net(reps, batch);
+    else
+      bad += time_net(reps, 1) + time_net(reps, 4);
+  }
   if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1);
   if (what == "time" || what == "all") {
     if (batch > 0)
