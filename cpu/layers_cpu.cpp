@@ -491,27 +491,90 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
   return Status::Ok();
 }
 
+namespace {
+
+// Up to kLinRows input rows against OB weight rows at a time: the weight rows stream from memory
+// once, and each 16-float chunk of x serves OB outputs (OB x NR accumulators, 8 loads per 16 FMAs
+// at 4 x 4). For the few rows a fully connected layer sees at inference, where the weights'
+// bandwidth is the floor.
+template <int OB, int NR>
+SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b,
+                                      bool relu, float* y) {
+  v16 a[OB][NR];
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) a[i][r] = v16{};
+  int64_t k = 0;
+  for (; k + 16 <= in; k += 16) {
+    v16 xv[NR];
+    for (int r = 0; r < NR; ++r) xv[r] = v16_load(x + r * in + k);
+    for (int i = 0; i < OB; ++i) {
+      const v16 wv = v16_load(w + (o + i) * in + k);
+      for (int r = 0; r < NR; ++r) a[i][r] += wv * xv[r];
+    }
+  }
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const float* wo = w + (o + i) * in;
+      float s = v16_sum(a[i][r]);
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
+      if (b) s += b[o + i];
+      y[r * out + o + i] = relu ? relu1(s) : s;
+    }
+}
+template <int NR>
+void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
+                       bool relu, float* y) {
+  int64_t o = o0;
+  for (; o + 4 <= o1; o += 4) linear_tile_small<4, NR>(o, x, in, out, w, b, relu, y);
+  for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);
+}
+constexpr int64_t kLinRows = 4;        // rows per pass of the small-batch kernel
+constexpr int64_t kLinGemmRows = 8;    // from this many rows on, the packed GEMM
+
+}  // namespace
+
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
                       bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
-  // Each weight row is read once per call and reused for every input row: memory-bound on the
-  // weights for the small batches this layer sees.
-  parallel_for(out_features, 16, [&](int64_t o0, int64_t o1) {
-    for (int64_t o = o0; o < o1; ++o) {
-      const float* wo = w + o * in_features;
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* xr = x + r * in_features;
-        v16 acc0 = {}, acc1 = {};
-        int k = 0;
-        for (; k + 32 <= in_features; k += 32) {
-          acc0 += v16_load(xr + k) * v16_load(wo + k);
-          acc1 += v16_load(xr + k + 16) * v16_load(wo + k + 16);
+  const int64_t in = in_features, out = out_features;
+  if (rows <= 0 || out <= 0) return Status::Ok();
+  if (rows < kLinGemmRows) {
+    parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
+      for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
+        const float* xr = x + r0 * in;
+        float* yr = y + r0 * out;
+        switch (std::min(kLinRows, rows - r0)) {
+          case 1: linear_rows_small<1>(o0, o1, xr, in, out, w, b, relu, yr); break;
+          case 2: linear_rows_small<2>(o0, o1, xr, in, out, w, b, relu, yr); break;
+          case 3: linear_rows_small<3>(o0, o1, xr, in, out, w, b, relu, yr); break;
+          default: linear_rows_small<4>(o0, o1, xr, in, out, w, b, relu, yr); break;
         }
-        float s = v16_sum(acc0 + acc1);
-        for (; k < in_features; ++k) s += xr[k] * wo[k];
-        if (b) s += b[o];
-        y[r * out_features + o] = relu ? relu1(s) : s;
+      }
+    });
+    return Status::Ok();
+  }
+  // C[out][rows] = W[out][in] . x^T[in][rows] through the packed GEMM (bias per row of C, i.e. per
+  // output feature), then transposed into y[rows][out]. x^T is packed straight from x.
+  static thread_local FloatBuffer packed, tmp;
+  float* Bp = packed.get(static_cast<size_t>(gemm_packed_size(rows, in)));
+  float* C = tmp.get(static_cast<size_t>(out * rows));
+  const int64_t panels = gemm_panels(rows);
+  parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t pj = p0; pj < p1; ++pj) {
+      float* dst = Bp + pj * in * NR;
+      const int64_t n0 = pj * NR, nn = std::min<int64_t>(NR, rows - n0);
+      if (nn < NR)
+        for (int64_t k = 0; k < in; ++k)
+          for (int64_t j = nn; j < NR; ++j) dst[k * NR + j] = 0.f;
+      for (int64_t j = 0; j < nn; ++j) {
+        const float* src = x + (n0 + j) * in;
+        for (int64_t k = 0; k < in; ++k) dst[k * NR + j] = src[k];
       }
     }
+  });
+  gemm_packed(out, rows, in, w, in, Bp, C, rows, b, relu, true);
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
   });
   return Status::Ok();
 }

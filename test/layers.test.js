@@ -132,6 +132,31 @@ for (const device of devices) {
       expect(f.shape).to.deep.equal([2, 12]);
     });
 
+    it('linear: few rows (weight streaming) and many (packed GEMM), odd and K-blocked widths, NaN/Inf, poisoned out', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      // rows 1-7 take the CPU's small-batch kernel, 8 and up its GEMM (several 32-column panels,
+      // a partial last one); in_features past 512 cut K into blocks; none a multiple of 32.
+      const shapes = [[1, 37, 5], [3, 129, 40], [7, 600, 17], [8, 45, 70], [33, 1100, 29], [70, 61, 130]];
+      for (const [rows, inF, outF] of shapes) {
+        const x = rand(r, rows * inF), w = rand(r, outF * inF, 0.2), b = rand(r, outF);
+        x[r.int(0, rows * inF - 1)] = NaN;
+        x[r.int(0, rows * inF - 1)] = Infinity;
+        const out = sp.tensor(new Float32Array(rows * outF).fill(-7.5e30), [rows, outF], { device });
+        for (const relu of [false, true]) {
+          const y = await sp.linear(sp.tensor(x, [rows, inF], { device }), sp.tensor(w, [outF, inF], { device }), sp.tensor(b, [outF], { device }), { relu, out });
+          expect(y).to.equal(out);
+          const got = await y.data(), want = refLinear(x, rows, inF, w, outF, b, relu);
+          for (let i = 0; i < want.length; i++) {
+            const label = `seed ${seed} ${rows}x${inF}->${outF} relu ${relu} element ${i}`;
+            if (Number.isNaN(want[i])) expect(Number.isNaN(got[i]), label).to.equal(true);
+            else if (!Number.isFinite(want[i])) expect(got[i], label).to.equal(want[i]);
+            else expect(Math.abs(got[i] - want[i]), `${label}: got ${got[i]}, want ${want[i]}`).to.be.at.most(1e-4 + 1e-4 * Math.abs(want[i]));
+          }
+        }
+      }
+    });
+
     it('reject bad shapes with messages naming the axis', async function () {
       const x = sp.zeros([2, 3, 8, 8], { device });
       await expectReject(sp.conv2d(x, sp.zeros([4, 2, 3, 3], { device })), /weight axis 1 \(in channels \/ groups\) is 2, but the input has 3 channels/);
@@ -151,12 +176,12 @@ describe('conv2d on every CPU instruction set', function () {
   const { spawnSync } = require('child_process');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, K in two blocks, against the reference`, function () {
+    it(`${isa}: ragged maps, groups, strides, K in two blocks, and a many-row linear, against the reference`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
         const { rng, randomMap } = require('./test/support/reference');
-        const { refConv2d } = require('./test/support/layers-reference');
+        const { refConv2d, refLinear } = require('./test/support/layers-reference');
         (async () => {
           const r = rng(${seed});
           let bad = 0;
@@ -168,6 +193,13 @@ describe('conv2d on every CPU instruction set', function () {
             const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin / (c.groups || 1), c.kh, c.kw]), sp.tensor(b, [c.cout]), c)).arrays();
             maps.forEach((m, i) => refConv2d(m, w, b, c).data.forEach((e, j) => { if (!(Math.abs(got[i][j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; }));
           }
+          // linear with many rows runs on the same GEMM (x^T packed as its B)
+          const [rows, inF, outF] = [40, 700, 50];
+          const x = Float32Array.from({ length: rows * inF }, () => r.normal());
+          const lw = Float32Array.from({ length: outF * inF }, () => r.normal() * 0.2);
+          const lb = Float32Array.from({ length: outF }, () => r.normal());
+          const ly = await (await sp.linear(sp.tensor(x, [rows, inF]), sp.tensor(lw, [outF, inF]), sp.tensor(lb, [outF]), { relu: true })).data();
+          refLinear(x, rows, inF, lw, outF, lb, true).forEach((e, j) => { if (!(Math.abs(ly[j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; });
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
       const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa }, encoding: 'utf8' });
