@@ -35,6 +35,24 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cpuPeak(threads, seconds, out: Float64Array(threads + 1)) -> Promise: the FMA throughput probe
+// (cpu::fma_peak) on the libuv pool; out = [total GFLOP/s, each thread's]. For benchmarks.
+Napi::Value CpuPeak(const Napi::CallbackInfo& info) {
+  const int threads = info[0].As<Napi::Number>().Int32Value();
+  const double seconds = info[1].As<Napi::Number>().DoubleValue();
+  Napi::Float64Array out = info[2].As<Napi::Float64Array>();
+  if (threads < 1 || out.ElementLength() != static_cast<size_t>(threads) + 1)
+    throw Napi::RangeError::New(info.Env(), "internal: cpuPeak arguments");
+  double* o = out.Data();
+  auto task = [threads, seconds, o]() -> Status {
+    const cpu::PeakProbe p = cpu::fma_peak(threads, seconds);
+    o[0] = p.total_gflops;
+    for (int i = 0; i < threads; ++i) o[i + 1] = p.per_thread[static_cast<size_t>(i)];
+    return Status::Ok();
+  };
+  return queue(info.Env(), task, {out});
+}
+
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
@@ -95,6 +113,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);
   exports.Set("DeviceBuffer", ctor);
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("cpuPeak", Napi::Function::New(env, CpuPeak));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));

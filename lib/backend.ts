@@ -1,6 +1,6 @@
 // Which device runs: SPPNET_DEVICE=auto|cpu|cuda (default auto). 'cuda' asked for but not
 // available is an error saying why; 'auto' falls back to the CPU and says why.
-import { SppnetError, fail } from './errors';
+import { CallSite, SppnetError, fail } from './errors';
 import { native, NativeInfo } from './native';
 import { getMath, MathDefaults, tensorCoreResult, TensorCoreCheck } from './math';
 
@@ -142,4 +142,33 @@ export function memory(): MemoryInfo {
     allocations: { cpu: live.cpu.allocations, cuda: live.cuda.allocations },
     ...native.memoryStats(),
   };
+}
+
+export interface CpuPeak {
+  /** The vector ISA the CPU kernels use, whose FMAs were timed. */
+  isa: string;
+  /** Threads run at once. */
+  threads: number;
+  /** Their FP32 throughput together, and each thread's, in GFLOP/s (an FMA counts 2). */
+  gflops: number;
+  perThread: number[];
+}
+
+/**
+ * Measures this machine's FP32 peak as the CPU kernels can reach it: `threads` threads (default:
+ * the kernels' thread count) started together, each running independent FMA chains of the ISA in
+ * use for about `seconds` (default 0.2). Off the event loop. For benchmarks: divide FLOPs by it
+ * for "% of peak" instead of assuming a clock and FMA width.
+ */
+export async function measureCpuPeak(opts: { threads?: number; seconds?: number } = {}): Promise<CpuPeak> {
+  const fn = 'sp.measureCpuPeak';
+  const site = new CallSite();
+  const info = native.info();
+  const threads = opts.threads ?? info.cpu.threads;
+  const seconds = opts.seconds ?? 0.2;
+  if (!Number.isInteger(threads) || threads < 1 || threads > 1024) fail(`${fn}: opts.threads must be an integer in [1, 1024], got ${String(threads)}`);
+  if (typeof seconds !== 'number' || !(seconds > 0 && seconds <= 10)) fail(`${fn}: opts.seconds must be a number in (0, 10], got ${String(seconds)}`);
+  const out = new Float64Array(threads + 1);
+  await site.run(fn, () => native.cpuPeak(threads, seconds, out));
+  return { isa: info.cpu.isa, threads, gflops: out[0], perThread: Array.from(out.subarray(1)) };
 }

@@ -1,6 +1,6 @@
 // sppnet: Spatial Pyramid Pooling networks for Node.js.
-export { backend, memory } from './backend';
-export type { BackendInfo, Device, DevicePolicy, MemoryInfo } from './backend';
+export { backend, measureCpuPeak, memory } from './backend';
+export type { BackendInfo, CpuPeak, Device, DevicePolicy, MemoryInfo } from './backend';
 export { SppnetError } from './errors';
 export type { ErrorCode } from './errors';
 export { Tensor, tensor, zeros, full } from './tensor';

@@ -3,7 +3,7 @@
 const { expect } = require('chai');
 const { spawnSync } = require('child_process');
 const path = require('path');
-const { sp } = require('./support/helpers');
+const { sp, expectReject } = require('./support/helpers');
 
 const root = path.resolve(__dirname, '..');
 function inChild(env, code) {
@@ -50,5 +50,19 @@ describe('backend()', function () {
     const m = sp.memory();
     expect(m.deviceBuffers).to.be.a('number');
     expect(m.deviceBytes).to.be.a('number');
+  });
+
+  it('measureCpuPeak times FMA chains on the kernels\' ISA, one figure per thread, and rejects bad options', async function () {
+    const isa = sp.backend().cpu.isa;
+    const one = await sp.measureCpuPeak({ threads: 1, seconds: 0.05 });
+    expect(one.isa).to.equal(isa);
+    expect(one.perThread).to.have.length(1);
+    // Any core does at least a few FP32 FLOP per ns; none does 1000 (a broken loop or timer would).
+    expect(one.gflops).to.be.within(1, 1000);
+    const two = await sp.measureCpuPeak({ threads: 2, seconds: 0.05 });
+    expect(two.perThread).to.have.length(2);
+    expect(two.gflops).to.be.closeTo(two.perThread[0] + two.perThread[1], 1e-9);
+    await expectReject(sp.measureCpuPeak({ threads: 0 }), /opts.threads must be an integer in \[1, 1024\], got 0/);
+    await expectReject(sp.measureCpuPeak({ seconds: -1 }), /opts.seconds must be a number in \(0, 10\], got -1/);
   });
 });

@@ -1,5 +1,6 @@
 #pragma once
 #include <string>
+#include <vector>
 
 namespace sppnet {
 namespace cpu {
@@ -7,5 +8,15 @@ namespace cpu {
 std::string isa();
 // Threads a CPU op uses (SPPNET_NUM_THREADS, else all hardware threads).
 int threads();
+
+// Measured FP32 peak: `threads` threads (started together) each run independent FMA chains of the
+// ISA the kernels use (zmm / ymm FMAs; the portable build's 16-lane multiply + add) for about
+// `seconds`. A reading, not a model of the core: it is what benchmarks divide by for "% peak".
+struct PeakProbe {
+  std::string isa;
+  std::vector<double> per_thread;  // GFLOP/s of each thread, run at the same time
+  double total_gflops = 0;         // their sum
+};
+PeakProbe fma_peak(int threads, double seconds);
 }  // namespace cpu
 }  // namespace sppnet
