@@ -74,20 +74,46 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   return queue(info.Env(), task, {j->x.value, j->y.value});
 }
 
-Napi::Value Lrn(const Napi::CallbackInfo& info) {
-  const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<Job>();
-  j->in = ragged_layout(a, "in");
+LrnParams lrn_params(const Napi::Object& a) {
   LrnParams p;
   p.size = int_field(a, "size");
   p.alpha = a.Get("alpha").As<Napi::Number>().FloatValue();
   p.beta = a.Get("beta").As<Napi::Number>().FloatValue();
   p.k = a.Get("k").As<Napi::Number>().FloatValue();
+  return p;
+}
+
+Napi::Value Lrn(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  j->in = ragged_layout(a, "in");
+  const LrnParams p = lrn_params(a);
   j->x = float_arg(a, "input", j->in.end);
   j->y = float_arg(a, "output", j->in.end);
   same_device(info.Env(), {&j->x, &j->y});
   auto task = [j, p]() {
     return j->x.device ? cuda::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr) : cpu::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr);
+  };
+  return queue(info.Env(), task, {j->x.value, j->y.value});
+}
+
+Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  j->in = ragged_layout(a, "in");
+  j->out = ragged_layout(a, "out");
+  const Napi::Int32Array pr = int32_array(a, "params");
+  if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
+    throw Napi::RangeError::New(info.Env(), "internal: pool params");
+  Pool2dParams p;
+  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  const LrnParams lp = lrn_params(a);
+  j->x = float_arg(a, "input", j->in.end);
+  j->y = float_arg(a, "output", j->out.end);
+  same_device(info.Env(), {&j->x, &j->y});
+  auto task = [j, p, lp]() {
+    return j->x.device ? cuda::lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr)
+                       : cpu::lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr);
   };
   return queue(info.Env(), task, {j->x.value, j->y.value});
 }
@@ -140,6 +166,7 @@ void init_layers(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
   exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
   exports.Set("lrn", Napi::Function::New(env, Lrn));
+  exports.Set("lrnMaxPool2d", Napi::Function::New(env, LrnMaxPool2d));
   exports.Set("linear", Napi::Function::New(env, Linear));
   exports.Set("elementwise", Napi::Function::New(env, Elementwise));
 }

@@ -43,6 +43,9 @@ Status max_pool2d_forward(const RaggedView&, const float*, const Pool2dParams&, 
   return unavailable();
 }
 Status lrn_forward(const RaggedView&, const float*, const LrnParams&, float*) { return unavailable(); }
+Status lrn_max_pool2d_forward(const RaggedView&, const float*, const LrnParams&, const Pool2dParams&, const RaggedView&, float*) {
+  return unavailable();
+}
 Status linear_forward(int64_t, int32_t, int32_t, const float*, const float*, const float*, bool, int32_t, float*) {
   return unavailable();
 }

@@ -8,8 +8,8 @@ export type { DType, TensorOptions } from './tensor';
 export { RaggedBatch, ragged } from './ragged';
 export { spp, sppBackward, sppFeatures, DEFAULT_LEVELS, MAX_LEVELS } from './spp';
 export type { SppOptions, SppBackwardOptions, BinRule, PoolKind } from './spp';
-export { conv2d, maxPool2d, localResponseNorm, linear, relu, softmax, flatten } from './layers';
-export type { Conv2dOptions, MaxPool2dOptions, LrnOptions, LinearOptions } from './layers';
+export { conv2d, maxPool2d, localResponseNorm, lrnMaxPool2d, linear, relu, softmax, flatten } from './layers';
+export type { Conv2dOptions, MaxPool2dOptions, LrnOptions, LrnMaxPool2dOptions, LinearOptions } from './layers';
 export { getMath, setMath, tensorCoreCheck, MATH_MODES, MATH_TOLERANCE } from './math';
 export type { MathMode, MathDefaults, TensorCoreCheck, TensorCoreModeCheck } from './math';
 export {

@@ -163,21 +163,28 @@ export interface MaxPool2dOptions {
   out?: Spatial;
 }
 
+/** Checked pooling geometry: kernel, stride, padding and each map's output size. */
+function poolGeometry(fn: string, L: ReturnType<typeof spatialLayout>, o: Record<string, unknown>, prefix = 'options') {
+  if (o.kernel === undefined) fail(`${fn}: ${prefix}.kernel is required`);
+  const name = (k: string) => (prefix === 'options' ? k : `${prefix}.${k}`);
+  const [kh, kw] = pair(fn, name('kernel'), o.kernel as Pair, [1, 1], 1);
+  const [sh, sw] = pair(fn, name('stride'), o.stride as Pair | undefined, [kh, kw], 1);
+  const [ph, pw] = pair(fn, name('padding'), o.padding as Pair | undefined, [0, 0], 0);
+  if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: ${prefix}.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
+  const ceil = o.ceilMode === true;
+  const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
+  checkOutputSizes(fn, outSizes, L.channels, (i) =>
+    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  return { outSizes, params: Int32Array.from([kh, kw, sh, sw, ph, pw]) };
+}
+
 /** PyTorch's max_pool2d per map (padding never wins; NaN propagates; ceil mode as PyTorch). */
 export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOptions): Promise<T> {
   const fn = 'sp.maxPool2d';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  if (o.kernel === undefined) fail(`${fn}: options.kernel is required`);
-  const [kh, kw] = pair(fn, 'kernel', o.kernel, [1, 1], 1);
-  const [sh, sw] = pair(fn, 'stride', o.stride, [kh, kw], 1);
-  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
-  if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: options.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
-  const ceil = o.ceilMode === true;
-  const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
-  checkOutputSizes(fn, outSizes, L.channels, (i) =>
-    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  const { outSizes, params } = poolGeometry(fn, L, o);
   const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, outSizes);
   const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out);
@@ -185,7 +192,7 @@ export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOpti
     native.maxPool2d({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
-      params: Int32Array.from([kh, kw, sh, sw, ph, pw]),
+      params,
     }),
   );
   return out as T;
@@ -199,18 +206,24 @@ export interface LrnOptions {
   out?: Spatial;
 }
 
+/** Checked LRN parameters (PyTorch's defaults). */
+function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'options') {
+  if (!isPositiveInt(o.size)) fail(`${fn}: ${prefix}.size must be a positive integer, got ${describe(o.size)}`);
+  const num = (name: string, d: number) => {
+    const v = o[name] === undefined ? d : o[name];
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: ${prefix}.${name} must be a finite number, got ${describe(v)}`);
+    return v;
+  };
+  return { size: o.size as number, alpha: num('alpha', 1e-4), beta: num('beta', 0.75), k: num('k', 1) };
+}
+
 /** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta. */
 export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOptions): Promise<T> {
   const fn = 'sp.localResponseNorm';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  if (!isPositiveInt(o.size)) fail(`${fn}: options.size must be a positive integer, got ${describe(o.size)}`);
-  const num = (name: string, d: number) => {
-    const v = o[name] === undefined ? d : o[name];
-    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: options.${name} must be a finite number, got ${describe(v)}`);
-    return v;
-  };
+  const lp = lrnParams(fn, o);
   const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, L.sizes);
   const out = o2.out;
   const x = nativeRef(L.store), y = outRef(out);
@@ -218,7 +231,45 @@ export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOp
     native.lrn({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
       ...nativeLayout('in', L.channels, L.sizes, L.offsets),
-      size: o.size as number, alpha: num('alpha', 1e-4), beta: num('beta', 0.75), k: num('k', 1),
+      ...lp,
+    }),
+  );
+  return out as T;
+}
+
+export interface LrnMaxPool2dOptions {
+  /** The localResponseNorm options (no `out`: the LRN map is never materialised). */
+  lrn: Omit<LrnOptions, 'out'>;
+  /** The maxPool2d options (no `out`: pass it here, at the top level). */
+  pool: Omit<MaxPool2dOptions, 'out'>;
+  out?: Spatial;
+}
+
+/**
+ * maxPool2d(localResponseNorm(input, lrn), pool) in one pass that never writes the LRN map: the
+ * same values, bit for bit, as the two calls (AlexNet / ZF-5's norm-then-pool; Model.run uses it
+ * for every LRN layer followed by a max pool). Inference only: training needs the LRN map.
+ */
+export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool2dOptions): Promise<T> {
+  const fn = 'sp.lrnMaxPool2d';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  for (const part of ['lrn', 'pool'] as const) {
+    const v = o[part];
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) fail(`${fn}: options.${part} must be an object of ${part === 'lrn' ? 'localResponseNorm' : 'maxPool2d'} options, got ${describe(v)}`);
+    if ((v as Record<string, unknown>).out !== undefined) fail(`${fn}: options.${part}.out is not used: pass options.out`);
+  }
+  const lp = lrnParams(fn, o.lrn as Record<string, unknown>, 'options.lrn');
+  const { outSizes, params } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
+  const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, outSizes);
+  const out = o2.out;
+  const x = nativeRef(L.store), y = outRef(out);
+  await run(site, fn, o2, () =>
+    native.lrnMaxPool2d({
+      input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
+      params, ...lp,
     }),
   );
   return out as T;

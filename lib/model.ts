@@ -3,7 +3,7 @@
 // size), SPP to a fixed length, then fully connected layers.
 import { backend, Device } from './backend';
 import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { conv2d, convOutSide, linear, localResponseNorm, maxPool2d, poolOutSide, relu, softmax } from './layers';
+import { conv2d, convOutSide, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
 import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
@@ -325,7 +325,11 @@ export class Model {
     const rows = L.sizes.length;
     try {
       for (let li = 0; li < layers.length; ++li) {
-        const l = layers[li];
+        let l = layers[li];
+        // LRN then max pool: one pass that never writes the LRN map (sp.lrnMaxPool2d; the same
+        // values). SPPNET_FUSE=0 runs them as two layers, for comparisons.
+        const lrnFirst = l.type === 'lrn' && layers[li + 1]?.type === 'maxpool' && process.env.SPPNET_FUSE !== '0' ? l : null;
+        if (lrnFirst) l = layers[++li];
         const last = li === layers.length - 1;
         // The output's layout, to take a buffer for it.
         let outKind: SpatialLayout['kind'] | 'matrix' = kind;
@@ -357,7 +361,13 @@ export class Model {
             next = await localResponseNorm(cur, { size: l.size, alpha: l.alpha, beta: l.beta, k: l.k, out });
             break;
           case 'maxpool':
-            next = await maxPool2d(cur, { kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode, out });
+            next = lrnFirst && lrnFirst.type === 'lrn'
+              ? await lrnMaxPool2d(cur, {
+                lrn: { size: lrnFirst.size, alpha: lrnFirst.alpha, beta: lrnFirst.beta, k: lrnFirst.k },
+                pool: { kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode },
+                out,
+              })
+              : await maxPool2d(cur, { kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode, out });
             break;
           case 'relu':
             next = await relu(cur, { out });

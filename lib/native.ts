@@ -58,6 +58,7 @@ export interface Native {
   conv2d(args: Record<string, unknown>): Promise<void>;
   maxPool2d(args: Record<string, unknown>): Promise<void>;
   lrn(args: Record<string, unknown>): Promise<void>;
+  lrnMaxPool2d(args: Record<string, unknown>): Promise<void>;
   linear(args: Record<string, unknown>): Promise<void>;
   elementwise(args: Record<string, unknown>): Promise<void>;
   sppBackward(args: NativeSppArgs): Promise<void>;

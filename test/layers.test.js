@@ -114,6 +114,61 @@ for (const device of devices) {
       }
     });
 
+    it('lrnMaxPool2d: the same values as localResponseNorm then maxPool2d, and as the references (ragged, NaN/Inf, ceil mode, poisoned out)', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const cases = [
+        { lrn: { size: 5, alpha: 5e-4, beta: 0.75, k: 2 }, pool: { kernel: 3, stride: 2, padding: 1 }, C: 9 },
+        { lrn: { size: 5, alpha: 1, beta: 0.75, k: 0.5 }, pool: { kernel: [3, 2], stride: [1, 2] }, C: 20 },
+        { lrn: { size: 4, alpha: 0.5, beta: 0.6, k: 2 }, pool: { kernel: 3, stride: 3, padding: 1, ceilMode: true }, C: 3 },
+        { lrn: { size: 3 }, pool: { kernel: [2, 3], stride: [2, 1], ceilMode: true }, C: 6 },
+      ];
+      for (const c of cases) {
+        // odd sizes from the smallest the pool takes up to a map whose rows span several tasks
+        const maps = [[3, 3], [1 + 2 * r.int(1, 4), r.int(3, 9)], [r.int(3, 30), r.int(3, 40)], [r.int(20, 45), r.int(15, 37)], [4, 3]].map(([H, W]) => randomMap(r, c.C, H, W));
+        maps.forEach((m) => m.data.forEach((v, i) => (m.data[i] = v * 3)));
+        maps[2].data[r.int(0, maps[2].data.length - 1)] = NaN;
+        maps[3].data[r.int(0, maps[3].data.length - 1)] = Infinity;
+        maps[3].data[r.int(0, maps[3].data.length - 1)] = -Infinity;
+        const x = batchOf(maps);
+        const two = await sp.maxPool2d(await sp.localResponseNorm(x, c.lrn), c.pool);
+        const outSize = two.sizes.reduce((a, [h, w]) => a + c.C * h * w, 0);
+        const out = sp.ragged(two.sizes.map(([h, w]) => sp.tensor(new Float32Array(c.C * h * w).fill(-3.25e33), [c.C, h, w], { device })));
+        const one = await sp.lrnMaxPool2d(x, { ...c, out });
+        expect(one).to.equal(out);
+        const label = `seed ${seed} ${JSON.stringify(c)}`;
+        expect(one.sizes, label).to.deep.equal(two.sizes);
+        const a = await one.arrays(), b = await two.arrays();
+        expect(a.reduce((n, m) => n + m.length, 0)).to.equal(outSize);
+        // Same LRN code and the same max: identical on the CPU; CUDA recomputes LRN per window in
+        // the same expression as its LRN kernel.
+        a.forEach((m, i) => expectClose(m, b[i], device === 'cpu' ? { label: `${label} map ${i}` } : { rtol: 1e-6, atol: 1e-7, label: `${label} map ${i}` }));
+        const pairOf = (v) => (v === undefined ? undefined : typeof v === 'number' ? [v, v] : v);
+        const refPool = { kernel: pairOf(c.pool.kernel), stride: pairOf(c.pool.stride), padding: pairOf(c.pool.padding), ceilMode: c.pool.ceilMode };
+        Object.keys(refPool).forEach((k) => refPool[k] === undefined && delete refPool[k]);
+        maps.forEach((m, i) => {
+          const ref = refMaxPool2d(refLrn(m, c.lrn), refPool);
+          expect(one.sizes[i], label).to.deep.equal([ref.H, ref.W]);
+          expectClose(a[i], ref.data, { rtol: 1e-5, atol: 1e-6, label: `${label} map ${i} vs reference` });
+        });
+      }
+      // a dense batch stays dense
+      const d = await sp.lrnMaxPool2d(sp.tensor(rand(r, 2 * 4 * 9 * 7), [2, 4, 9, 7], { device }), { lrn: { size: 3 }, pool: { kernel: 3, stride: 2 } });
+      expect(d.shape).to.deep.equal([2, 4, 4, 3]);
+    });
+
+    it('lrnMaxPool2d rejects bad options, naming them', async function () {
+      const x = sp.zeros([1, 3, 8, 8], { device });
+      await expectReject(sp.lrnMaxPool2d(x, { pool: { kernel: 3 } }), /sp.lrnMaxPool2d: options.lrn must be an object of localResponseNorm options, got undefined/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 5 }, pool: 3 }), /options.pool must be an object of maxPool2d options, got number 3/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 0 }, pool: { kernel: 3 } }), /options.lrn.size must be a positive integer, got number 0/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 5, beta: NaN }, pool: { kernel: 3 } }), /options.lrn.beta must be a finite number, got number NaN/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 5 }, pool: {} }), /options.pool.kernel is required/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 5 }, pool: { kernel: 3, padding: 2 } }), /options.pool.padding 2x2 must be at most half the kernel 3x3/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 5 }, pool: { kernel: 9 } }), /map 0 of size 8x8 \(HxW\) is too small for kernel 9x9/);
+      await expectReject(sp.lrnMaxPool2d(x, { lrn: { size: 5, out: x }, pool: { kernel: 3 } }), /options.lrn.out is not used: pass options.out/);
+    });
+
     it('linear, relu, softmax and flatten', async function () {
       const seed = freshSeed();
       const r = rng(seed);
@@ -176,12 +231,12 @@ describe('conv2d on every CPU instruction set', function () {
   const { spawnSync } = require('child_process');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, K in two blocks, and a many-row linear, against the reference`, function () {
+    it(`${isa}: ragged maps, groups, strides, K in two blocks, a many-row linear, LRN and LRN + max pool, against the references`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
         const { rng, randomMap } = require('./test/support/reference');
-        const { refConv2d, refLinear } = require('./test/support/layers-reference');
+        const { refConv2d, refLinear, refLrn, refMaxPool2d } = require('./test/support/layers-reference');
         (async () => {
           const r = rng(${seed});
           let bad = 0;
@@ -200,6 +255,17 @@ describe('conv2d on every CPU instruction set', function () {
           const lb = Float32Array.from({ length: outF }, () => r.normal());
           const ly = await (await sp.linear(sp.tensor(x, [rows, inF]), sp.tensor(lw, [outF, inF]), sp.tensor(lb, [outF]), { relu: true })).data();
           refLinear(x, rows, inF, lw, outF, lb, true).forEach((e, j) => { if (!(Math.abs(ly[j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; });
+          // LRN (+ max pool, fused): the AVX-512 rows and the portable loops
+          const lrn = { size: 5, alpha: 0.5, beta: 0.75, k: 1 }, pool = { kernel: [3, 3], stride: [2, 2], padding: [1, 1] };
+          const lm = [[9, 11], [4, 3], [23, 37]].map(([H, W]) => randomMap(r, 7, H, W));
+          const lrb = sp.ragged(lm.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+          const lo = await (await sp.lrnMaxPool2d(lrb, { lrn, pool })).arrays();
+          const ln = await (await sp.localResponseNorm(lrb, lrn)).arrays();
+          lm.forEach((m, i) => {
+            const rl = refLrn(m, lrn);
+            rl.data.forEach((e, j) => { if (!(Math.abs(ln[i][j] - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
+            refMaxPool2d(rl, pool).data.forEach((e, j) => { if (!(Math.abs(lo[i][j] - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
+          });
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
       const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa }, encoding: 'utf8' });

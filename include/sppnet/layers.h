@@ -72,6 +72,10 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
 // Padded positions never win (PyTorch's -inf padding); NaN propagates.
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y);
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y);
+// localResponseNorm then max_pool2d in one pass, without writing the LRN map (inference); the same
+// values as the two calls. in/out: the pool's layouts (LRN keeps the input's).
+Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
+                              float* y);
 // y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA only).
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
                       bool relu, int32_t math, float* y);
@@ -112,6 +116,8 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
                       const RaggedView& out, float* y);
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y);
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y);
+Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
+                              float* y);
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
                       bool relu, int32_t math, float* y);
 Status relu_forward(int64_t n, const float* x, float* y);
