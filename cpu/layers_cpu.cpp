@@ -13,6 +13,7 @@
 #include "parallel.h"
 #include "sppnet/layers.h"
 #include "vec.h"
+#include "winograd_cpu.h"
 
 namespace sppnet {
 namespace cpu {
@@ -249,6 +250,7 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
 
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                       const RaggedView& out, float* y) {
+  if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
   // Small maps are taken in runs whose columns sit side by side in one packed B (enough columns

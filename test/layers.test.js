@@ -45,6 +45,34 @@ for (const device of devices) {
       }
     });
 
+    it('conv2d 3x3 stride 1 with >= 32 channels (the CPU\'s Winograd path): ragged odd sizes, 1x1 maps, paddings 0-2, NaN/Inf, poisoned out', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      for (const c of [
+        { cin: 40, cout: 36, kh: 3, kw: 3, padding: [1, 1], relu: true },
+        { cin: 33, cout: 45, kh: 3, kw: 3, padding: [0, 2] },
+        { cin: 64, cout: 32, kh: 3, kw: 3, padding: [2, 0], relu: true },
+      ]) {
+        const [ph, pw] = c.padding;
+        // smallest maps with a 1x1 output, odd and even sides, one large enough for >= 48 tiles
+        const sizes = [[3 - 2 * ph > 0 ? 3 - 2 * ph : 1, 3 - 2 * pw > 0 ? 3 - 2 * pw : 1], [r.int(3, 6), r.int(3, 7)], [r.int(8, 15), r.int(9, 16)], [30, 31], [r.int(3, 20), 3]];
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[2].data[r.int(0, maps[2].data.length - 1)] = NaN;
+        maps[3].data[r.int(0, maps[3].data.length - 1)] = Infinity;
+        const w = rand(r, c.cout * c.cin * 9, 0.2), b = rand(r, c.cout);
+        const outSizes = sizes.map(([H, W]) => [H + 2 * ph - 2, W + 2 * pw - 2]);
+        const out = sp.ragged(outSizes.map(([h, ww]) => sp.tensor(new Float32Array(c.cout * h * ww).fill(-6.5e31), [c.cout, h, ww], { device })));
+        const y = await sp.conv2d(batchOf(maps), sp.tensor(w, [c.cout, c.cin, 3, 3], { device }), sp.tensor(b, [c.cout], { device }), { ...c, out });
+        expect(y).to.equal(out);
+        const got = await y.arrays();
+        maps.forEach((m, i) => {
+          const ref = refConv2d(m, w, b, c);
+          expect(y.sizes[i]).to.deep.equal([ref.H, ref.W]);
+          expectClose(got[i], ref.data, { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} case ${JSON.stringify(c)} map ${i} (${m.H}x${m.W})` });
+        });
+      }
+    });
+
     it('conv2d: GEMM tile and block edges (M, N, K off the tile sizes, K in two blocks, K = 1, 1x1 maps, long runs)', async function () {
       const seed = freshSeed();
       const r = rng(seed);
@@ -231,7 +259,7 @@ describe('conv2d on every CPU instruction set', function () {
   const { spawnSync } = require('child_process');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, K in two blocks, a many-row linear, LRN and LRN + max pool, against the references`, function () {
+    it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, a many-row linear, LRN and LRN + max pool, against the references`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
@@ -240,7 +268,7 @@ describe('conv2d on every CPU instruction set', function () {
         (async () => {
           const r = rng(${seed});
           let bad = 0;
-          for (const c of [{ cin: 80, cout: 13, kh: 3, kw: 3, padding: [1, 1], relu: true }, { cin: 6, cout: 38, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], groups: 2 }]) {
+          for (const c of [{ cin: 80, cout: 13, kh: 3, kw: 3, padding: [1, 1], relu: true }, { cin: 6, cout: 38, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], groups: 2 }, { cin: 40, cout: 36, kh: 3, kw: 3, padding: [1, 1], relu: true }]) {
             const maps = [[3, 5], [7, 40], [20, 19], [33, 9]].map(([H, W]) => randomMap(r, c.cin, H, W));
             const w = Float32Array.from({ length: c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw }, () => r.normal() * 0.3);
             const b = Float32Array.from({ length: c.cout }, () => r.normal());
