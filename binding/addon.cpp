@@ -1,4 +1,6 @@
 // Module entry: backend facts, device memory and transfers. Ops live in their own files.
+#include <cstdlib>
+
 #include "common.h"
 #include "sppnet/cpu_info.h"
 #include "sppnet/device.h"
@@ -108,6 +110,7 @@ Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
+  if (const char* e = std::getenv("SPPNET_CPU_EXECUTOR")) data->use_executor = std::string(e) != "0";
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);

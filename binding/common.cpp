@@ -130,10 +130,53 @@ RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix) {
   return l;
 }
 
+// ---- the CPU executor ----
+
+CpuExecutor::~CpuExecutor() {
+  {
+    std::lock_guard<std::mutex> lk(m_);
+    stop_ = true;
+  }
+  work_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Status CpuExecutor::run(const std::function<Status()>& f) {
+  Item item;
+  item.f = &f;
+  std::unique_lock<std::mutex> lk(m_);
+  if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+  queue_.push_back(&item);
+  work_.notify_one();
+  done_.wait(lk, [&] { return item.done; });
+  if (item.error) std::rethrow_exception(item.error);
+  return item.status;
+}
+
+void CpuExecutor::loop() {
+  std::unique_lock<std::mutex> lk(m_);
+  for (;;) {
+    work_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and nothing left (a waiting caller holds the executor alive)
+    Item* it = queue_.front();
+    queue_.pop_front();
+    lk.unlock();
+    try {
+      it->status = (*it->f)();
+    } catch (...) {
+      it->error = std::current_exception();
+    }
+    lk.lock();
+    it->done = true;
+    done_.notify_all();
+  }
+}
+
 // ---- promise worker ----
 
-TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep)
-    : Napi::AsyncWorker(env, "sppnet"), task_(std::move(task)), deferred_(Napi::Promise::Deferred::New(env)) {
+TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep,
+                       std::shared_ptr<CpuExecutor> executor)
+    : Napi::AsyncWorker(env, "sppnet"), task_(std::move(task)), deferred_(Napi::Promise::Deferred::New(env)), executor_(std::move(executor)) {
   for (const auto& v : keep)
     if (v.IsObject()) keep_.push_back(Napi::Persistent(v));
 }
@@ -141,7 +184,7 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
 void TaskWorker::Execute() {
   Status s;
   try {
-    s = task_();
+    s = executor_ ? executor_->run(task_) : task_();
   } catch (const std::bad_alloc&) {
     s = Status::Error(Code::kOutOfMemory, "out of host memory");
   } catch (const std::exception& e) {
@@ -165,8 +208,9 @@ void TaskWorker::OnError(const Napi::Error& e) {
   deferred_.Reject(err.Value());
 }
 
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep) {
-  auto* w = new TaskWorker(env, std::move(task), keep);
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, bool cpu) {
+  AddonData* d = env.GetInstanceData<AddonData>();
+  auto* w = new TaskWorker(env, std::move(task), keep, cpu && d->use_executor ? d->cpu : nullptr);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

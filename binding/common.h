@@ -4,9 +4,14 @@
 #include <napi.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "sppnet/status.h"
@@ -31,9 +36,42 @@ struct DeviceMem {
   ~DeviceMem();
 };
 
+// Runs the CPU tasks of one addon instance (the main thread's, or a worker_thread's: nothing
+// process-wide) one at a time on a thread of its own, started on first use; the libuv thread
+// that took a task waits for it. Why: the CPU kernels' helper threads and scratch buffers belong
+// to the thread that calls them (cpu/parallel.h, the thread_local buffers of cpu/*.cpp). Spread
+// over libuv's four threads, consecutive layers of a network found helpers asleep and buffers
+// cold. Each op already uses every core, so running them one at a time costs nothing but the
+// hand-over (~25 us an op). CUDA tasks stay on libuv's threads.
+class CpuExecutor {
+ public:
+  CpuExecutor() = default;
+  CpuExecutor(const CpuExecutor&) = delete;
+  CpuExecutor& operator=(const CpuExecutor&) = delete;
+  ~CpuExecutor();
+  // Runs f on the executor's thread; returns its status or rethrows its exception.
+  Status run(const std::function<Status()>& f);
+
+ private:
+  struct Item {
+    const std::function<Status()>* f = nullptr;
+    Status status;
+    std::exception_ptr error;
+    bool done = false;
+  };
+  void loop();
+  std::mutex m_;
+  std::condition_variable work_, done_;
+  std::deque<Item*> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 struct AddonData {
   Napi::FunctionReference device_buffer;
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
+  std::shared_ptr<CpuExecutor> cpu = std::make_shared<CpuExecutor>();
+  bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
 };
 
 class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
@@ -79,7 +117,8 @@ RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix);
 // whose memory the task uses) until it settles.
 class TaskWorker : public Napi::AsyncWorker {
  public:
-  TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep);
+  TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep,
+             std::shared_ptr<CpuExecutor> executor = nullptr);
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override;
   void OnOK() override;
@@ -89,11 +128,12 @@ class TaskWorker : public Napi::AsyncWorker {
   std::function<Status()> task_;
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
+  std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
   Code code_ = Code::kOk;
 };
 
-// Queues a task and returns its promise.
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep);
+// Queues a task and returns its promise; cpu: run it on the instance's CpuExecutor.
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, bool cpu = false);
 // Throws a JS Error for a non-OK status (synchronous entry points).
 void throw_if(Napi::Env env, const Status& s);
 const char* code_name(Code c);

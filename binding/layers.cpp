@@ -15,6 +15,7 @@ struct Job {
   FloatArg x, y, w, b;
   bool device = false;
   bool has_bias = false;
+  Napi::Value cache;  // conv2d's filter cache (a Float32Array), when given
 };
 
 void same_device(const Napi::Env& env, std::initializer_list<const FloatArg*> args) {
@@ -44,6 +45,14 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   j->w = float_arg(a, "weight", int64_t{p.out_channels} * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w);
   j->has_bias = !a.Get("bias").IsUndefined();
   if (j->has_bias) j->b = float_arg(a, "bias", p.out_channels);
+  // Optional: the caller's buffer for the CPU Winograd path's transformed filters.
+  const Napi::Value fc = a.Get("filterCache");
+  if (fc.IsTypedArray() && fc.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    Napi::Float32Array f = fc.As<Napi::Float32Array>();
+    p.filter_cache = f.Data();
+    p.filter_cache_len = static_cast<int64_t>(f.ElementLength());
+    j->cache = fc;
+  }
   same_device(info.Env(), {&j->x, &j->y, &j->w});
   if (j->has_bias) same_device(info.Env(), {&j->x, &j->b});
   auto task = [j, p]() {
@@ -51,7 +60,14 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::conv2d_forward(j->in.view, j->x.ptr, p, j->w.ptr, b, j->out.view, j->y.ptr)
                        : cpu::conv2d_forward(j->in.view, j->x.ptr, p, j->w.ptr, b, j->out.view, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()});
+  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined(),
+                                  j->cache.IsEmpty() ? info.Env().Undefined() : j->cache},
+               !j->x.device);
+}
+
+Napi::Value WinogradCacheFloats(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(cpu::winograd_cache_floats(info[0].As<Napi::Number>().Int32Value(),
+                                                                                      info[1].As<Napi::Number>().Int32Value())));
 }
 
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
@@ -71,7 +87,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr)
                        : cpu::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value});
+  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
 }
 
 LrnParams lrn_params(const Napi::Object& a) {
@@ -94,7 +110,7 @@ Napi::Value Lrn(const Napi::CallbackInfo& info) {
   auto task = [j, p]() {
     return j->x.device ? cuda::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr) : cpu::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value});
+  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
 }
 
 Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
@@ -115,7 +131,7 @@ Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr)
                        : cpu::lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value});
+  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
 }
 
 Napi::Value Linear(const Napi::CallbackInfo& info) {
@@ -137,7 +153,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, math, j->y.ptr)
                        : cpu::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, math, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()});
+  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()}, !j->x.device);
 }
 
 // elementwise({ op: 'relu' | 'softmax', rows, cols, input, output })
@@ -157,13 +173,14 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
       return j->x.device ? cuda::softmax_forward(rows, cols, j->x.ptr, j->y.ptr) : cpu::softmax_forward(rows, cols, j->x.ptr, j->y.ptr);
     return j->x.device ? cuda::relu_forward(rows * cols, j->x.ptr, j->y.ptr) : cpu::relu_forward(rows * cols, j->x.ptr, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value});
+  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
 }
 
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("winogradCacheFloats", Napi::Function::New(env, WinogradCacheFloats));
   exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
   exports.Set("lrn", Napi::Function::New(env, Lrn));
   exports.Set("lrnMaxPool2d", Napi::Function::New(env, LrnMaxPool2d));

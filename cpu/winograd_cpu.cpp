@@ -212,7 +212,13 @@ void output_transform(const RaggedView& in, const float* x, const float* w, cons
   }
 }
 
+constexpr int32_t kCacheValid = 0x4F4E4957;  // "WINO"
+constexpr int64_t kCacheHeader = 16;           // floats: [valid, cin, cout, unused...], keeps U 64-byte aligned
+int64_t stagger(int64_t n) { return ((n + 15) / 16 | 1) * 16; }
+
 }  // namespace
+
+int64_t winograd_cache_floats(int cin, int cout) { return kCacheHeader + 16 * stagger(int64_t{cout} * cin); }
 
 bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
   if (const char* e = std::getenv("SPPNET_WINOGRAD"))
@@ -249,10 +255,14 @@ Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams&
   // The 16 planes of U, V and M are written (and read) 16 at a time, one element in each: a plane
   // stride that is a multiple of 4 KiB would put all 16 streams in one L1 set (ZF-5's conv4 U
   // took 4x its time that way), so each is padded to an odd number of 64-byte lines.
-  auto stagger = [](int64_t n) { return ((n + 15) / 16 | 1) * 16; };
   const int64_t uplane = stagger(int64_t{cout} * cin), vsize = stagger(gemm_packed_size(T, cin)), mplane = stagger(int64_t{cout} * T);
   static thread_local FloatBuffer ubuf, vbuf, mbuf;
-  float* U = ubuf.get(static_cast<size_t>(16 * uplane));
+  // The transformed filters: from the caller's cache when it holds them, else computed (into the
+  // cache when there is one, marking it valid after).
+  const bool cached = p.filter_cache && p.filter_cache_len == winograd_cache_floats(cin, cout);
+  int32_t* header = cached ? reinterpret_cast<int32_t*>(p.filter_cache) : nullptr;
+  const bool hit = cached && __atomic_load_n(header, __ATOMIC_ACQUIRE) == kCacheValid && header[1] == cin && header[2] == cout;
+  float* U = cached ? p.filter_cache + kCacheHeader : ubuf.get(static_cast<size_t>(16 * uplane));
   float* V = vbuf.get(static_cast<size_t>(16 * vsize));
   float* Mx = mbuf.get(static_cast<size_t>(16 * mplane));
   const int64_t panels = gemm_panels(T);
@@ -265,7 +275,13 @@ Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams&
           for (int64_t j = T % NR; j < NR; ++j) last[c * NR + j] = 0.f;
       }
     });
-  parallel_for(cout, 8, [&](int64_t a, int64_t b) { filter_transform(weight, cin, static_cast<int>(a), static_cast<int>(b), uplane, U); });
+  if (!hit) {
+    parallel_for(cout, 8, [&](int64_t a, int64_t b) { filter_transform(weight, cin, static_cast<int>(a), static_cast<int>(b), uplane, U); });
+    if (cached) {
+      header[1] = cin, header[2] = cout;
+      __atomic_store_n(header, kCacheValid, __ATOMIC_RELEASE);
+    }
+  }
   parallel_for(cin, 4, [&](int64_t a, int64_t b) { input_transform(in, x, tl, static_cast<int>(a), static_cast<int>(b), vsize, V); });
   // 16 independent GEMMs, each on one thread.
   parallel_for(16, 1, [&](int64_t a, int64_t b) {

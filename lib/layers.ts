@@ -124,7 +124,21 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
   return conv2dAs(input, weight, bias, opts, null);
 }
 
-async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null): Promise<T> {
+/**
+ * @internal conv2d with a buffer (from filterCacheFloats) where the CPU's Winograd path keeps the
+ * layer's transformed filters between calls. Only for weights that nothing changes without
+ * clearing the buffer (a Model's: it drops its caches when its weights change).
+ */
+export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions, cache: Float32Array): Promise<T> {
+  return conv2dAs(input, weight, bias, opts, null, cache);
+}
+
+/** @internal Floats conv2dCached's buffer takes for a cin -> cout layer. */
+export function filterCacheFloats(cin: number, cout: number): number {
+  return native.winogradCacheFloats(cin, cout);
+}
+
+async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null, cache?: Float32Array): Promise<T> {
   const fn = 'sp.conv2d';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
@@ -149,6 +163,7 @@ async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tenso
       ...(b ? { bias: b.buf, biasOffset: b.offset } : {}),
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', cout, outSizes),
       params: Int32Array.from([L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, code]), relu: o.relu === true,
+      ...(cache && L.device === 'cpu' ? { filterCache: cache } : {}),
     }),
   );
   return out as T;

@@ -3,7 +3,7 @@
 // size), SPP to a fixed length, then fully connected layers.
 import { backend, Device } from './backend';
 import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { conv2d, convOutSide, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
+import { conv2d, conv2dCached, convOutSide, filterCacheFloats, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
 import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
@@ -236,6 +236,11 @@ export class Model {
   private pool: ActivationPool;
   private opt: Optimizer | undefined;
   private disposed = false;
+  /**
+   * Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs:
+   * the weights only change through trainStep and loadStateDict, which drop these.
+   */
+  private filterCaches = new Map<string, Float32Array>();
 
   /** @internal Use sp.loadModel(). */
   constructor(checked: Checked, weights: Map<string, Tensor>, device: Device) {
@@ -262,6 +267,12 @@ export class Model {
 
   private w(name: string): Tensor {
     return this.weights.get(name)!;
+  }
+
+  private filterCache(layer: string, cin: number, cout: number): Float32Array {
+    let c = this.filterCaches.get(layer);
+    if (!c) this.filterCaches.set(layer, (c = new Float32Array(filterCacheFloats(cin, cout))));
+    return c;
   }
 
   /**
@@ -354,9 +365,15 @@ export class Model {
         const out = buf ? ActivationPool.view(buf, outKind, outC, outSizes, rows) : undefined;
         let next: Spatial;
         switch (l.type) {
-          case 'conv':
-            next = await conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out });
+          case 'conv': {
+            const co = { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out };
+            // (the layers the CPU's Winograd path may take: 3x3, stride 1, >= 32 channels in and out)
+            next = this.device === 'cpu' && pairOf(l.kernel, 1).every((k) => k === 3) && pairOf(l.stride, 1).every((v) => v === 1) &&
+              pairOf(l.dilation, 1).every((v) => v === 1) && (l.groups ?? 1) === 1 && channels >= 32 && l.out >= 32
+              ? await conv2dCached(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co, this.filterCache(l.name, channels, l.out))
+              : await conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co);
             break;
+          }
           case 'lrn':
             next = await localResponseNorm(cur, { size: l.size, alpha: l.alpha, beta: l.beta, k: l.k, out });
             break;
@@ -418,6 +435,7 @@ export class Model {
     }
     for (const t of this.weights.values()) t.dispose();
     this.weights = fresh;
+    this.filterCaches.clear();
   }
 
   /** The optimizer trainStep() uses (SGD, momentum 0.9, weight decay 5e-4, lr 0.01 until set). */
@@ -457,6 +475,7 @@ export class Model {
       try {
         if (!Number.isFinite(r.loss))
           throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
+        this.filterCaches.clear(); // before the weights change: a run that overlaps takes fresh ones
         await opt.apply(this.weights, r.grads, lr);
       } finally {
         for (const g of r.grads.values()) g.dispose();
@@ -496,6 +515,7 @@ export class Model {
     if (this.disposed) return;
     for (const t of this.weights.values()) t.dispose();
     this.weights.clear();
+    this.filterCaches.clear();
     this.pool.dispose();
     this.opt?.dispose();
     this.opt = undefined;
@@ -538,7 +558,8 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
       if (!given) fail(`${fn}: options.weights must be a Map of state_dict tensors, got ${describe(opts.weights)}`);
       const host = new Map(Array.from(given, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
       checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
-      for (const p of checked.params) weights.set(p.name, tensor(opts.weights.get(p.name)!.data, p.shape, { device }));
+      // Copied: the model owns its weights (its caches assume nothing else writes them).
+      for (const p of checked.params) weights.set(p.name, tensor(Float32Array.from(opts.weights.get(p.name)!.data), p.shape, { device }));
     } else {
       const uniform = prng(seed);
       for (const p of checked.params) {

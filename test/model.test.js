@@ -81,6 +81,58 @@ describe('models', function () {
     m.dispose();
   });
 
+  it('keeps Winograd filter transforms between runs, and drops them when trainStep or loadStateDict change the weights', async function () {
+    // 3x3 stride-1 convs with >= 32 channels and a map of >= 48 2x2 tiles take the CPU's Winograd
+    // path, whose transformed filters a Model keeps per layer (the weights only change through
+    // trainStep and loadStateDict).
+    const seed = freshSeed();
+    const r = rng(seed);
+    const spec = {
+      name: 'wino', inChannels: 3,
+      layers: [
+        { type: 'conv', name: 'conv1', out: 32, kernel: 3, padding: 1, relu: true },
+        { type: 'conv', name: 'conv2', out: 40, kernel: 3, padding: 1, relu: true },
+        { type: 'spp', levels: [2, 1] },
+        { type: 'fc', name: 'fc', out: 3 },
+      ],
+    };
+    const m = await sp.buildModel({ spec, seed: seed % 1000, device: 'cpu' });
+    const img = { data: Float32Array.from({ length: 3 * 19 * 21 }, () => r.normal()), C: 3, H: 19, W: 21 };
+    const reference = async () => {
+      const sd = await m.stateDict();
+      const W = (n) => sd.get(n).data;
+      let x = refConv2d(img, W('conv1.weight'), W('conv1.bias'), { cout: 32, kh: 3, kw: 3, padding: [1, 1], relu: true });
+      x = refConv2d(x, W('conv2.weight'), W('conv2.bias'), { cout: 40, kh: 3, kw: 3, padding: [1, 1], relu: true });
+      const f = refSpp([x], { levels: [2, 1] });
+      return refLinear(f, 1, f.length, W('fc.weight'), 3, W('fc.bias'));
+    };
+    const run = async () => (await m.run([sp.tensor(img.data, [3, 19, 21])])).data();
+    const check = async (label) => expectClose(await run(), await reference(), { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} ${label}` });
+    await check('first run');
+    await check('second run (cached transforms)');
+    // The cache is used: spoiling it (header kept valid) changes the logits ...
+    const caches = m.filterCaches;
+    expect(Array.from(caches.keys())).to.deep.equal(['conv2']); // conv1 has 3 input channels: no Winograd
+    const c2 = caches.get('conv2');
+    const good = Float32Array.from(c2);
+    const before = await run();
+    c2.fill(0, 16);
+    const spoiled = await run();
+    expect(Array.from(spoiled).some((v, i) => Math.abs(v - before[i]) > 1e-3), 'spoiling the cache changed nothing').to.equal(true);
+    c2.set(good);
+    await check('cache restored');
+    // ... and a trainStep (new weights) drops it: the run matches the reference with the new weights.
+    await m.trainStep([sp.tensor(img.data, [3, 19, 21])], [1], { lr: 0.5 });
+    expect(m.filterCaches.size).to.equal(0);
+    await check('after trainStep');
+    const sd = await m.stateDict();
+    for (const v of sd.values()) v.data.forEach((e, i) => (v.data[i] = e * -0.5));
+    await m.loadStateDict(sd);
+    expect(m.filterCaches.size).to.equal(0);
+    await check('after loadStateDict');
+    m.dispose();
+  });
+
   it('saves and loads safetensors: same logits; the file carries its spec; a file of another network is refused', async function () {
     const fs = require('fs'), os = require('os'), path = require('path');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-'));

@@ -26,6 +26,13 @@ struct Conv2dParams {
   int32_t groups = 1;
   bool relu = false;  // fused ReLU after the bias
   int32_t math = kMathTf32;  // ConvMath (CUDA only)
+  // CPU only, optional: where the Winograd path keeps its transformed filters between calls (the
+  // caller's memory, e.g. a Model's, whose weights do not change between its runs): a header the
+  // kernel marks valid once the transform is written, then the transform. The caller clears the
+  // header (or drops the buffer) whenever the weights change. Ignored where Winograd does not run
+  // or when filter_cache_len is not cpu::winograd_cache_floats(in, out).
+  float* filter_cache = nullptr;
+  int64_t filter_cache_len = 0;
 };
 
 struct Pool2dParams {
@@ -66,6 +73,8 @@ struct DropoutParams {
 };
 
 namespace cpu {
+// Floats a Conv2dParams::filter_cache takes for a layer of `cin` -> `cout` channels (cpu/winograd_cpu.cpp).
+int64_t winograd_cache_floats(int cin, int cout);
 // weight [out, in/groups, kh, kw]; bias [out] or null. out: maps [out, Ho_i, Wo_i].
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                       const RaggedView& out, float* y);
