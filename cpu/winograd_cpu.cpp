@@ -29,6 +29,9 @@ namespace {
 
 constexpr int NR = kGemmNR;
 constexpr int64_t kWinogradMinTiles = 48;  // ZF-5 conv3-5 at 224: 49 tiles an image
+// Above this many (cin, cout) pairs the transformed filters (16 floats each, 256 MiB here) are
+// not worth their memory.
+constexpr int64_t kWinogradMaxFilters = int64_t{1} << 22;
 
 inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
 
@@ -226,7 +229,7 @@ bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
   // Few channels: the transforms cost more than the GEMM saves. Few tiles: the filter transform
   // (16 x cout x cin floats written per call) outweighs the saving.
   if (!(p.groups == 1 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
-        p.in_channels >= 32 && p.out_channels >= 32))
+        p.in_channels >= 32 && p.out_channels >= 32 && int64_t{p.in_channels} * p.out_channels <= kWinogradMaxFilters))
     return false;
   int64_t tiles = 0;
   for (int i = 0; i < out.count; ++i) tiles += int64_t{(out.height[i] + 1) / 2} * ((out.width[i] + 1) / 2);

@@ -6,7 +6,8 @@ namespace sppnet {
 namespace cpu {
 
 // True for the layers it serves: 3x3, stride 1, no dilation, one group, >= 32 channels in and out,
-// >= 48 2x2 output tiles in the batch (and SPPNET_WINOGRAD is not "0").
+// at most 2^22 (in, out) channel pairs, >= 48 2x2 output tiles in the batch (and SPPNET_WINOGRAD
+// is not "0").
 bool winograd_applies(const Conv2dParams& p, const RaggedView& out);
 // Same contract as conv2d_forward.
 Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,

@@ -367,9 +367,10 @@ export class Model {
         switch (l.type) {
           case 'conv': {
             const co = { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out };
-            // (the layers the CPU's Winograd path may take: 3x3, stride 1, >= 32 channels in and out)
+            // (the layers the CPU's Winograd path may take: 3x3, stride 1, >= 32 channels in and
+            // out, at most 2^22 channel pairs: cpu/winograd_cpu.h)
             next = this.device === 'cpu' && pairOf(l.kernel, 1).every((k) => k === 3) && pairOf(l.stride, 1).every((v) => v === 1) &&
-              pairOf(l.dilation, 1).every((v) => v === 1) && (l.groups ?? 1) === 1 && channels >= 32 && l.out >= 32
+              pairOf(l.dilation, 1).every((v) => v === 1) && (l.groups ?? 1) === 1 && channels >= 32 && l.out >= 32 && channels * l.out <= 1 << 22
               ? await conv2dCached(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co, this.filterCache(l.name, channels, l.out))
               : await conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co);
             break;
