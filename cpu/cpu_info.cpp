@@ -107,16 +107,29 @@ PeakProbe fma_peak(int nthreads, double seconds) {
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   std::vector<std::thread> ts;
-  for (int k = 0; k < nthreads; ++k)
-    ts.emplace_back([&, k] {
-      ready.fetch_add(1);
-      while (!go.load()) std::this_thread::yield();
-      const auto t0 = clk::now();
-      volatile float sink = run_rounds(i, n, 0.9999999f);
-      (void)sink;
-      const double s = std::chrono::duration<double>(clk::now() - t0).count();
-      r.per_thread[static_cast<size_t>(k)] = static_cast<double>(n) * round_flops(i) / s / 1e9;
-    });
+  // A thread that fails to start: release and join those started, then report it (an exception,
+  // not std::terminate from a vector of joinable threads).
+  auto unwind = [&] {
+    go.store(true);
+    for (auto& th : ts) th.join();
+  };
+  auto body = [&](int k) {
+    ready.fetch_add(1);
+    while (!go.load()) std::this_thread::yield();
+    const auto t0 = clk::now();
+    volatile float sink = run_rounds(i, n, 0.9999999f);
+    (void)sink;
+    const double s = std::chrono::duration<double>(clk::now() - t0).count();
+    r.per_thread[static_cast<size_t>(k)] = static_cast<double>(n) * round_flops(i) / s / 1e9;
+  };
+  for (int k = 0; k < nthreads; ++k) {
+    try {
+      ts.emplace_back(body, k);
+    } catch (...) {
+      unwind();
+      throw;
+    }
+  }
   while (ready.load() < nthreads) std::this_thread::yield();
   go.store(true);
   for (auto& th : ts) th.join();

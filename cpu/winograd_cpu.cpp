@@ -32,6 +32,7 @@ constexpr int64_t kWinogradMinTiles = 48;  // ZF-5 conv3-5 at 224: 49 tiles an i
 // Above this many (cin, cout) pairs the transformed filters (16 floats each, 256 MiB here) are
 // not worth their memory.
 constexpr int64_t kWinogradMaxFilters = int64_t{1} << 22;
+constexpr int64_t kChunkFloats = int64_t{1} << 24;  // V + M of one chunk of tiles: 64 MiB
 
 inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
 
@@ -85,7 +86,7 @@ void filter_transform(const float* w, int cin, int c0, int c1, int64_t plane, fl
 struct Tiles {
   int64_t count = 0;
   int pad_h = 0, pad_w = 0;
-  std::vector<int32_t> map, iy, ix;
+  const int32_t *map = nullptr, *iy = nullptr, *ix = nullptr;  // count entries each
 };
 
 // V_xi packed as the GEMM's B ([cin][tiles] in panels of NR columns), channels [c0, c1): 16 tiles
@@ -104,7 +105,7 @@ void input_transform(const RaggedView& in, const float* x, const Tiles& tl, int 
             for (int q = 0; q < 4; ++q) d[r][q][l] = 0.f;
           continue;
         }
-        const int i = tl.map[static_cast<size_t>(t0 + l)], y0 = tl.iy[static_cast<size_t>(t0 + l)], x0 = tl.ix[static_cast<size_t>(t0 + l)];
+        const int i = tl.map[t0 + l], y0 = tl.iy[t0 + l], x0 = tl.ix[t0 + l];
         const int H = in.height[i], W = in.width[i];
         const float* xc = x + in.offset[i] + int64_t{c} * H * W;
         if (y0 >= 0 && y0 + 4 <= H && x0 >= 0 && x0 + 4 <= W) {
@@ -194,10 +195,10 @@ void output_transform(const RaggedView& in, const float* x, const float* w, cons
         o[r][1] = a[r][1] - a[r][2] - a[r][3] + b;
       }
       for (int l = 0; l < n; ++l) {
-        const int i = tl.map[static_cast<size_t>(t0 + l)];
+        const int i = tl.map[t0 + l];
         const int Ho = out.height[i], Wo = out.width[i];
         // The tile's outputs start where its window does, shifted by the padding.
-        const int oy = tl.iy[static_cast<size_t>(t0 + l)] + tl.pad_h, ox = tl.ix[static_cast<size_t>(t0 + l)] + tl.pad_w;
+        const int oy = tl.iy[t0 + l] + tl.pad_h, ox = tl.ix[t0 + l] + tl.pad_w;
         float* yc = y + out.offset[i] + int64_t{co} * Ho * Wo + int64_t{oy} * Wo + ox;
         float v[2][2] = {{o[0][0][l], o[0][1][l]}, {o[1][0][l], o[1][1][l]}};
         // A NaN or inf in a tile's 4x4 window reaches all four of its outputs through the
@@ -239,26 +240,29 @@ bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
 Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                        const RaggedView& out, float* y) {
   const int cin = p.in_channels, cout = p.out_channels;
-  Tiles tl;
-  tl.pad_h = p.pad_h, tl.pad_w = p.pad_w;
-  for (int i = 0; i < in.count; ++i) tl.count += int64_t{(out.height[i] + 1) / 2} * ((out.width[i] + 1) / 2);
-  tl.map.resize(static_cast<size_t>(tl.count));
-  tl.iy.resize(static_cast<size_t>(tl.count));
-  tl.ix.resize(static_cast<size_t>(tl.count));
+  int64_t T = 0;
+  for (int i = 0; i < in.count; ++i) T += int64_t{(out.height[i] + 1) / 2} * ((out.width[i] + 1) / 2);
+  if (T == 0) return Status::Ok();
+  std::vector<int32_t> tmap(static_cast<size_t>(T)), tiy(static_cast<size_t>(T)), tix(static_cast<size_t>(T));
   int64_t t = 0;
   for (int i = 0; i < in.count; ++i)
     for (int ty = 0; ty < (out.height[i] + 1) / 2; ++ty)
       for (int tx = 0; tx < (out.width[i] + 1) / 2; ++tx, ++t) {
-        tl.map[static_cast<size_t>(t)] = i;
-        tl.iy[static_cast<size_t>(t)] = 2 * ty - p.pad_h;
-        tl.ix[static_cast<size_t>(t)] = 2 * tx - p.pad_w;
+        tmap[static_cast<size_t>(t)] = i;
+        tiy[static_cast<size_t>(t)] = 2 * ty - p.pad_h;
+        tix[static_cast<size_t>(t)] = 2 * tx - p.pad_w;
       }
-  const int64_t T = tl.count;
-  if (T == 0) return Status::Ok();
+  // Tiles in chunks whose V and M (16 x (cin + cout) floats a tile) stay within kChunkFloats, so
+  // a large batch does not hold gigabytes of scratch (kept per thread between calls).
+  // (SPPNET_WINOGRAD_CHUNK=N: N tiles, rounded up to whole panels; for tests.)
+  int64_t chunk = std::max<int64_t>(NR, kChunkFloats / (16 * (int64_t{cin} + cout)) / NR * NR);
+  if (const char* e = std::getenv("SPPNET_WINOGRAD_CHUNK"))
+    if (std::atoll(e) > 0) chunk = (std::atoll(e) + NR - 1) / NR * NR;
+  const int64_t TC = std::min(T, chunk);
   // The 16 planes of U, V and M are written (and read) 16 at a time, one element in each: a plane
   // stride that is a multiple of 4 KiB would put all 16 streams in one L1 set (ZF-5's conv4 U
   // took 4x its time that way), so each is padded to an odd number of 64-byte lines.
-  const int64_t uplane = stagger(int64_t{cout} * cin), vsize = stagger(gemm_packed_size(T, cin)), mplane = stagger(int64_t{cout} * T);
+  const int64_t uplane = stagger(int64_t{cout} * cin), vsize = stagger(gemm_packed_size(TC, cin)), mplane = stagger(int64_t{cout} * TC);
   static thread_local FloatBuffer ubuf, vbuf, mbuf;
   // The transformed filters: from the caller's cache when it holds them, else computed (into the
   // cache when there is one, marking it valid after).
@@ -268,16 +272,6 @@ Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams&
   float* U = cached ? p.filter_cache + kCacheHeader : ubuf.get(static_cast<size_t>(16 * uplane));
   float* V = vbuf.get(static_cast<size_t>(16 * vsize));
   float* Mx = mbuf.get(static_cast<size_t>(16 * mplane));
-  const int64_t panels = gemm_panels(T);
-  // The last panel's columns past T stay zero (the GEMM reads them).
-  if (T % NR)
-    parallel_for(16, 1, [&](int64_t a, int64_t b) {
-      for (int64_t xi = a; xi < b; ++xi) {
-        float* last = V + xi * vsize + (panels - 1) * cin * NR;
-        for (int64_t c = 0; c < cin; ++c)
-          for (int64_t j = T % NR; j < NR; ++j) last[c * NR + j] = 0.f;
-      }
-    });
   if (!hit) {
     parallel_for(cout, 8, [&](int64_t a, int64_t b) { filter_transform(weight, cin, static_cast<int>(a), static_cast<int>(b), uplane, U); });
     if (cached) {
@@ -285,12 +279,30 @@ Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams&
       __atomic_store_n(header, kCacheValid, __ATOMIC_RELEASE);
     }
   }
-  parallel_for(cin, 4, [&](int64_t a, int64_t b) { input_transform(in, x, tl, static_cast<int>(a), static_cast<int>(b), vsize, V); });
-  // 16 independent GEMMs, each on one thread.
-  parallel_for(16, 1, [&](int64_t a, int64_t b) {
-    for (int64_t xi = a; xi < b; ++xi) gemm_packed(cout, T, cin, U + xi * uplane, cin, V + xi * vsize, Mx + xi * mplane, T, nullptr, false, false);
-  });
-  parallel_for(cout, 8, [&](int64_t a, int64_t b) { output_transform(in, x, weight, out, p.relu, tl, Mx, T, mplane, bias, static_cast<int>(a), static_cast<int>(b), y); });
+  for (int64_t c0 = 0; c0 < T; c0 += chunk) {
+    Tiles tl;
+    tl.count = std::min(chunk, T - c0);
+    tl.pad_h = p.pad_h, tl.pad_w = p.pad_w;
+    tl.map = tmap.data() + c0, tl.iy = tiy.data() + c0, tl.ix = tix.data() + c0;
+    const int64_t n = tl.count, panels = gemm_panels(n);
+    // The last panel's columns past n stay zero (the GEMM reads them).
+    if (n % NR)
+      parallel_for(16, 1, [&](int64_t a, int64_t b) {
+        for (int64_t xi = a; xi < b; ++xi) {
+          float* last = V + xi * vsize + (panels - 1) * cin * NR;
+          for (int64_t c = 0; c < cin; ++c)
+            for (int64_t j = n % NR; j < NR; ++j) last[c * NR + j] = 0.f;
+        }
+      });
+    parallel_for(cin, 4, [&](int64_t a, int64_t b) { input_transform(in, x, tl, static_cast<int>(a), static_cast<int>(b), vsize, V); });
+    // 16 independent GEMMs, each on one thread.
+    parallel_for(16, 1, [&](int64_t a, int64_t b) {
+      for (int64_t xi = a; xi < b; ++xi) gemm_packed(cout, n, cin, U + xi * uplane, cin, V + xi * vsize, Mx + xi * mplane, n, nullptr, false, false);
+    });
+    parallel_for(cout, 8, [&](int64_t a, int64_t b) {
+      output_transform(in, x, weight, out, p.relu, tl, Mx, n, mplane, bias, static_cast<int>(a), static_cast<int>(b), y);
+    });
+  }
   return Status::Ok();
 }
 

@@ -367,10 +367,11 @@ export class Model {
         switch (l.type) {
           case 'conv': {
             const co = { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out };
-            // (the layers the CPU's Winograd path may take: 3x3, stride 1, >= 32 channels in and
-            // out, at most 2^22 channel pairs: cpu/winograd_cpu.h)
+            // (the layers the CPU's Winograd path takes: 3x3, stride 1, >= 32 channels in and out,
+            // at most 2^22 channel pairs, >= 48 2x2 output tiles: cpu/winograd_cpu.h)
             next = this.device === 'cpu' && pairOf(l.kernel, 1).every((k) => k === 3) && pairOf(l.stride, 1).every((v) => v === 1) &&
-              pairOf(l.dilation, 1).every((v) => v === 1) && (l.groups ?? 1) === 1 && channels >= 32 && l.out >= 32 && channels * l.out <= 1 << 22
+              pairOf(l.dilation, 1).every((v) => v === 1) && (l.groups ?? 1) === 1 && channels >= 32 && l.out >= 32 && channels * l.out <= 1 << 22 &&
+              outSizes.reduce((a, [h, w]) => a + Math.ceil(h / 2) * Math.ceil(w / 2), 0) >= 48
               ? await conv2dCached(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co, this.filterCache(l.name, channels, l.out))
               : await conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co);
             break;
@@ -414,9 +415,10 @@ export class Model {
     return cur as Tensor;
   }
 
-  /** @internal The weight tensors by state_dict name (the model's own: do not dispose). */
+  /** @internal The weight tensors by state_dict name (the model's own: do not dispose). The caller may write them: the cached filter transforms are dropped. */
   parameters(): ReadonlyMap<string, Tensor> {
     this.alive('Model.parameters');
+    this.filterCaches.clear();
     return this.weights;
   }
 
@@ -476,8 +478,14 @@ export class Model {
       try {
         if (!Number.isFinite(r.loss))
           throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
-        this.filterCaches.clear(); // before the weights change: a run that overlaps takes fresh ones
-        await opt.apply(this.weights, r.grads, lr);
+        // Dropped before the update and again after it: a run that overlaps the update may have
+        // filled a fresh cache from weights half way through it.
+        this.filterCaches.clear();
+        try {
+          await opt.apply(this.weights, r.grads, lr);
+        } finally {
+          this.filterCaches.clear();
+        }
       } finally {
         for (const g of r.grads.values()) g.dispose();
       }

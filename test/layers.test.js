@@ -253,6 +253,39 @@ for (const device of devices) {
   });
 }
 
+describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
+  // Large batches run the tiles in chunks (64 MiB of scratch); SPPNET_WINOGRAD_CHUNK=32 makes
+  // chunks of one panel, so chunk edges fall inside maps and between them here.
+  const { spawnSync } = require('child_process');
+  const path = require('path');
+  it('chunks of 32 tiles give the reference on a ragged batch', function () {
+    const seed = freshSeed();
+    const code = `
+      const sp = require('./dist');
+      const { rng, randomMap } = require('./test/support/reference');
+      const { refConv2d } = require('./test/support/layers-reference');
+      (async () => {
+        const r = rng(${seed});
+        let bad = 0;
+        const c = { cin: 32, cout: 33, kh: 3, kw: 3, padding: [1, 1], relu: true };
+        const maps = [[13, 9], [3, 3], [17, 22], [1, 1], [9, 30]].map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[2].data[7] = NaN;
+        const w = Float32Array.from({ length: c.cout * c.cin * 9 }, () => r.normal() * 0.2);
+        const b = Float32Array.from({ length: c.cout }, () => r.normal());
+        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, 3, 3]), sp.tensor(b, [c.cout]), c)).arrays();
+        maps.forEach((m, i) => refConv2d(m, w, b, c).data.forEach((e, j) => {
+          const g = got[i][j];
+          if (Number.isNaN(e) ? !Number.isNaN(g) : !(Math.abs(g - e) <= 1e-4 * (1 + Math.abs(e)))) bad++;
+        }));
+        console.log('bad ' + bad);
+      })();`;
+    const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_WINOGRAD_CHUNK: '32' }, encoding: 'utf8' });
+    expect(res.stderr).to.equal('');
+    expect(res.stdout.trim(), `seed ${seed}`).to.equal('bad 0');
+  });
+});
+
 describe('conv2d on every CPU instruction set', function () {
   // The GEMM has AVX-512, AVX2 and portable micro-kernels and im2col an AVX-512 and a portable
   // path; SPPNET_CPU_ISA picks a narrower one than the CPU has, so each is checked here.

@@ -121,6 +121,10 @@ describe('models', function () {
     expect(Array.from(spoiled).some((v, i) => Math.abs(v - before[i]) > 1e-3), 'spoiling the cache changed nothing').to.equal(true);
     c2.set(good);
     await check('cache restored');
+    // ... handing out the live weights drops it (the caller may write them) ...
+    m.parameters();
+    expect(m.filterCaches.size).to.equal(0);
+    await check('after parameters()');
     // ... and a trainStep (new weights) drops it: the run matches the reference with the new weights.
     await m.trainStep([sp.tensor(img.data, [3, 19, 21])], [1], { lr: 0.5 });
     expect(m.filterCaches.size).to.equal(0);

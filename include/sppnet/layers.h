@@ -28,9 +28,10 @@ struct Conv2dParams {
   int32_t math = kMathTf32;  // ConvMath (CUDA only)
   // CPU only, optional: where the Winograd path keeps its transformed filters between calls (the
   // caller's memory, e.g. a Model's, whose weights do not change between its runs): a header the
-  // kernel marks valid once the transform is written, then the transform. The caller clears the
-  // header (or drops the buffer) whenever the weights change. Ignored where Winograd does not run
-  // or when filter_cache_len is not cpu::winograd_cache_floats(in, out).
+  // kernel marks valid once the transform is written, then the transform. Whenever the weights
+  // change the caller must stop passing the buffer (take a fresh, zeroed one): clearing the header
+  // is not enough, as a call in flight that missed may still write it and mark it valid. Ignored
+  // where Winograd does not run or when filter_cache_len is not cpu::winograd_cache_floats(in, out).
   float* filter_cache = nullptr;
   int64_t filter_cache_len = 0;
 };
