@@ -7,9 +7,11 @@
 #include <vector>
 
 #include "gemm_cpu.h"
+#include "isa.h"
 #include "parallel.h"
 #include "sppnet/dropout.h"
 #include "sppnet/layers.h"
+#include "vec.h"
 
 namespace sppnet {
 namespace cpu {
@@ -201,10 +203,75 @@ Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, co
   return Status::Ok();
 }
 
+namespace {
+
+// dx[r][i0 .. i0 + 16 CW) = sum over o of dy[r][o] w[o][i0 ..] for NR rows: CW x NR accumulators
+// over a 16 CW-column stripe of w, read row by row (each weight read once, from memory).
+template <int NR, int CW>
+SPP_ISA_CLONES void linear_dx_stripe(int64_t i0, int64_t in, int64_t out, const float* dy, const float* w, float* dx) {
+  v16 a[NR][CW];
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < CW; ++c) a[r][c] = v16{};
+  for (int64_t o = 0; o < out; ++o) {
+    const float* wo = w + o * in + i0;
+    // The stripe's rows are `in` floats apart: fetch a few rows ahead.
+    if (o + 8 < out)
+      for (int c = 0; c < CW; ++c) __builtin_prefetch(wo + 8 * in + 16 * c);
+    v16 wv[CW];
+    for (int c = 0; c < CW; ++c) wv[c] = v16_load(wo + 16 * c);
+    for (int r = 0; r < NR; ++r) {
+      const v16 d = v16_splat(dy[r * out + o]);
+      for (int c = 0; c < CW; ++c) a[r][c] += d * wv[c];
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < CW; ++c) v16_store(dx + r * in + i0 + 16 * c, a[r][c]);
+}
+
+// The same for the last columns (fewer than 16 CW), element by element.
+void linear_dx_tail(int64_t i0, int64_t i1, int64_t rows, int64_t in, int64_t out, const float* dy, const float* w, float* dx) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = i0; i < i1; ++i) {
+      float s = 0.f;
+      for (int64_t o = 0; o < out; ++o) s += dy[r * out + o] * w[o * in + i];
+      dx[r * in + i] = s;
+    }
+}
+
+constexpr int64_t kDxRows = 4;       // rows per pass of the streaming dx kernel
+constexpr int64_t kDxGemmRows = 8;   // from this many rows on, the packed GEMM (w packed once)
+
+}  // namespace
+
 Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy,
                        float* dx, float* dw, float* db) {
-  // dx [rows, in] = dy [rows, out] . w [out, in]
-  if (dx) gemm_nn(rows, in_features, out_features, dy, out_features, w, in_features, dx, in_features, nullptr, false, true);
+  // dx [rows, in] = dy [rows, out] . w [out, in]. Few rows: stream w once in column stripes (the
+  // GEMM would first pack all of w: fc6's 210 MB, for 4 rows); more: the packed GEMM.
+  if (dx && rows > 0 && rows < kDxGemmRows) {
+    const int64_t in = in_features, out = out_features;
+    constexpr int CW = 4;  // 64 columns a stripe
+    const int64_t stripes = in / (16 * CW);
+    parallel_for(stripes + 1, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t st = s0; st < s1; ++st) {
+        if (st == stripes) {
+          linear_dx_tail(stripes * 16 * CW, in, rows, in, out, dy, w, dx);
+          continue;
+        }
+        for (int64_t r0 = 0; r0 < rows; r0 += kDxRows) {
+          const float* d = dy + r0 * out;
+          float* o = dx + r0 * in;
+          switch (std::min(kDxRows, rows - r0)) {
+            case 1: linear_dx_stripe<1, CW>(st * 16 * CW, in, out, d, w, o); break;
+            case 2: linear_dx_stripe<2, CW>(st * 16 * CW, in, out, d, w, o); break;
+            case 3: linear_dx_stripe<3, CW>(st * 16 * CW, in, out, d, w, o); break;
+            default: linear_dx_stripe<4, CW>(st * 16 * CW, in, out, d, w, o); break;
+          }
+        }
+      }
+    });
+  } else if (dx) {
+    gemm_nn(rows, in_features, out_features, dy, out_features, w, in_features, dx, in_features, nullptr, false, true);
+  }
   // dw [out, in] = dy^T [out, rows] . x [rows, in]
   std::vector<float> dyT(static_cast<size_t>(rows * out_features));
   for (int64_t r = 0; r < rows; ++r)

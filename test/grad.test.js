@@ -260,9 +260,19 @@ for (const device of ['cpu', 'cuda']) {
     });
 
     describe('linearBackward', function () {
-      it('matches the reference; needInputGrad and bias false leave those out', async function () {
+      it('matches the reference (few and many rows, stripes and tails); needInputGrad and bias false leave those out', async function () {
         const seed = freshSeed();
         const r = rng(seed);
+        // rows 1-7 take the CPU's streaming dx kernel (64-column stripes, then a tail), 8 and up the GEMM
+        for (const [rows2, inF2, outF2] of [[3, 200, 50], [1, 130, 7], [5, 64, 9], [4, 7, 3], [9, 150, 20], [33, 70, 40]]) {
+          const x2 = rand(r, rows2 * inF2), w2 = rand(r, outF2 * inF2, 0.3), gy2 = rand(r, rows2 * outF2);
+          const res2 = await sp.linearBackward(T(x2, [rows2, inF2]), T(w2, [outF2, inF2]), T(gy2, [rows2, outF2]));
+          const ref2 = refLinearBackward(x2, rows2, inF2, w2, outF2, gy2);
+          const l = `seed ${seed} ${rows2}x${inF2}->${outF2}`;
+          expectClose(await res2.gradInput.data(), ref2.dx, { rtol: 1e-4, atol: 1e-5, label: `${l} dx` });
+          expectClose(await res2.gradWeight.data(), ref2.dw, { rtol: 1e-4, atol: 1e-5, label: `${l} dw` });
+          expectClose(await res2.gradBias.data(), ref2.db, { rtol: 1e-4, atol: 1e-5, label: `${l} db` });
+        }
         const [rows, inF, outF] = [7, 45, 13];
         const x = rand(r, rows * inF), w = rand(r, outF * inF, 0.3), gy = rand(r, rows * outF);
         const res = await sp.linearBackward(T(x, [rows, inF]), T(w, [outF, inF]), T(gy, [rows, outF]));
