@@ -70,6 +70,30 @@ int32_t int_field(const Napi::Object& obj, const char* name) {
   return v.As<Napi::Number>().Int32Value();
 }
 
+Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out) {
+  const Napi::Int32Array pr = int32_array(obj, "params");
+  if (pr.ElementLength() != 6 || in.view.channels != out.view.channels || in.view.count != out.view.count)
+    throw Napi::RangeError::New(obj.Env(), "internal: pool params");
+  Pool2dParams p;
+  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  if (p.kernel_h < 1 || p.kernel_w < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0)
+    throw Napi::RangeError::New(obj.Env(), "internal: pool params");
+  return p;
+}
+
+LrnParams lrn_params(const Napi::Object& obj) {
+  auto number = [&](const char* name) {
+    const Napi::Value v = obj.Get(name);
+    if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a number");
+    return v.As<Napi::Number>().FloatValue();
+  };
+  LrnParams p;
+  p.size = int_field(obj, "size");
+  p.alpha = number("alpha"), p.beta = number("beta"), p.k = number("k");
+  if (p.size < 1) throw Napi::RangeError::New(obj.Env(), "internal: lrn size");
+  return p;
+}
+
 Napi::Int32Array int32_array(const Napi::Object& obj, const char* name) {
   Napi::Value v = obj.Get(name);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "sppnet/layers.h"
 #include "sppnet/status.h"
 #include "sppnet/tensor.h"
 
@@ -112,6 +113,11 @@ struct RaggedLayout {
   int64_t end = 0;  // one past the last element any map uses
 };
 RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix);
+// obj.params ([kh, kw, sh, sw, ph, pw]) of a pooling layer from `in` to `out` (same channels and
+// map count, kernel and stride >= 1, padding >= 0). Throws a JS error.
+Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out);
+// obj.size (>= 1), obj.alpha, obj.beta, obj.k. Throws a JS error.
+LrnParams lrn_params(const Napi::Object& obj);
 
 // Runs `task` on the libuv pool and settles a promise with its Status. Holds `keep` (JS values
 // whose memory the task uses) until it settles.

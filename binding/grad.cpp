@@ -90,13 +90,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   auto j = std::make_shared<LayerJob>();
   j->in = ragged_layout(a, "in");
   j->out = ragged_layout(a, "out");
-  const Napi::Int32Array pr = int32_array(a, "params");
-  if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
-    throw Napi::RangeError::New(info.Env(), "internal: pool params");
-  Pool2dParams p;
-  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
-  if (p.kernel_h < 1 || p.kernel_w < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0)
-    throw Napi::RangeError::New(info.Env(), "internal: pool params");
+  const Pool2dParams p = pool_params(a, j->in, j->out);
   Held h;
   j->x = h.arg(a, "input", j->in.end);
   j->dy = h.arg(a, "gradOutput", j->out.end);
@@ -113,12 +107,7 @@ Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   auto j = std::make_shared<LayerJob>();
   j->in = ragged_layout(a, "in");
-  LrnParams p;
-  p.size = int_field(a, "size");
-  p.alpha = static_cast<float>(number(a, "alpha"));
-  p.beta = static_cast<float>(number(a, "beta"));
-  p.k = static_cast<float>(number(a, "k"));
-  if (p.size < 1) throw Napi::RangeError::New(info.Env(), "internal: lrn size");
+  const LrnParams p = lrn_params(a);
   Held h;
   j->x = h.arg(a, "input", j->in.end);
   j->dy = h.arg(a, "gradOutput", j->in.end);

@@ -24,22 +24,29 @@ void same_device(const Napi::Env& env, std::initializer_list<const FloatArg*> ar
     if (a->device != d) throw Napi::TypeError::New(env, "internal: layer buffers on different devices");
 }
 
-Napi::Value Conv2d(const Napi::CallbackInfo& info) {
-  const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<Job>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
+// a.params ([cin, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, math]) and a.relu, checked
+// against the output layout (and the input's, when given).
+Conv2dParams forward_conv_params(const Napi::Object& a, const RaggedLayout* in, const RaggedLayout& out) {
   const Napi::Int32Array pr = int32_array(a, "params");
-  if (pr.ElementLength() != 12) throw Napi::RangeError::New(info.Env(), "internal: conv params");
+  if (pr.ElementLength() != 12) throw Napi::RangeError::New(a.Env(), "internal: conv params");
   Conv2dParams p;
   int32_t* f[11] = {&p.in_channels, &p.out_channels, &p.kernel_h, &p.kernel_w, &p.stride_h, &p.stride_w,
                     &p.pad_h,       &p.pad_w,        &p.dilation_h, &p.dilation_w, &p.groups};
   for (int k = 0; k < 11; ++k) *f[k] = pr[k];
   p.math = pr[11];
   p.relu = a.Get("relu").ToBoolean();
-  if (p.groups < 1 || p.in_channels % p.groups || p.out_channels % p.groups || p.in_channels != j->in.view.channels ||
-      p.out_channels != j->out.view.channels || j->in.view.count != j->out.view.count)
-    throw Napi::RangeError::New(info.Env(), "internal: conv shapes");
+  if (p.groups < 1 || p.in_channels % p.groups || p.out_channels % p.groups || p.out_channels != out.view.channels ||
+      (in && (p.in_channels != in->view.channels || in->view.count != out.view.count)))
+    throw Napi::RangeError::New(a.Env(), "internal: conv shapes");
+  return p;
+}
+
+Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = std::make_shared<Job>();
+  j->in = ragged_layout(a, "in");
+  j->out = ragged_layout(a, "out");
+  Conv2dParams p = forward_conv_params(a, &j->in, j->out);
   j->x = float_arg(a, "input", j->in.end);
   j->y = float_arg(a, "output", j->out.end);
   j->w = float_arg(a, "weight", int64_t{p.out_channels} * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w);
@@ -65,9 +72,12 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
                !j->x.device);
 }
 
+// winogradCacheFloats({ params, relu, out layout }): the filter cache a CPU conv2d of this shape
+// takes, or 0 (no Winograd for it).
 Napi::Value WinogradCacheFloats(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(cpu::winograd_cache_floats(info[0].As<Napi::Number>().Int32Value(),
-                                                                                      info[1].As<Napi::Number>().Int32Value())));
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const RaggedLayout out = ragged_layout(a, "out");
+  return Napi::Number::New(info.Env(), static_cast<double>(cpu::winograd_cache_floats(forward_conv_params(a, nullptr, out), out.view)));
 }
 
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
@@ -75,11 +85,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
   auto j = std::make_shared<Job>();
   j->in = ragged_layout(a, "in");
   j->out = ragged_layout(a, "out");
-  const Napi::Int32Array pr = int32_array(a, "params");
-  if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
-    throw Napi::RangeError::New(info.Env(), "internal: pool params");
-  Pool2dParams p;
-  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  const Pool2dParams p = pool_params(a, j->in, j->out);
   j->x = float_arg(a, "input", j->in.end);
   j->y = float_arg(a, "output", j->out.end);
   same_device(info.Env(), {&j->x, &j->y});
@@ -88,15 +94,6 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
                        : cpu::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
   };
   return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
-}
-
-LrnParams lrn_params(const Napi::Object& a) {
-  LrnParams p;
-  p.size = int_field(a, "size");
-  p.alpha = a.Get("alpha").As<Napi::Number>().FloatValue();
-  p.beta = a.Get("beta").As<Napi::Number>().FloatValue();
-  p.k = a.Get("k").As<Napi::Number>().FloatValue();
-  return p;
 }
 
 Napi::Value Lrn(const Napi::CallbackInfo& info) {
@@ -118,11 +115,7 @@ Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
   auto j = std::make_shared<Job>();
   j->in = ragged_layout(a, "in");
   j->out = ragged_layout(a, "out");
-  const Napi::Int32Array pr = int32_array(a, "params");
-  if (pr.ElementLength() != 6 || j->in.view.channels != j->out.view.channels || j->in.view.count != j->out.view.count)
-    throw Napi::RangeError::New(info.Env(), "internal: pool params");
-  Pool2dParams p;
-  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  const Pool2dParams p = pool_params(a, j->in, j->out);
   const LrnParams lp = lrn_params(a);
   j->x = float_arg(a, "input", j->in.end);
   j->y = float_arg(a, "output", j->out.end);

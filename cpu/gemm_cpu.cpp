@@ -20,8 +20,6 @@ namespace {
 
 constexpr int NR = kGemmNR;
 
-inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
-
 // What a tile call does besides C (+)= A . B: first = overwrite C (else add to it) and add the
 // bias; last = apply ReLU.
 struct Epi {

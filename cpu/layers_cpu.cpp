@@ -19,8 +19,6 @@ namespace sppnet {
 namespace cpu {
 namespace {
 
-inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
-
 // ---- im2col straight into the GEMM's packed-B layout ----
 //
 // B[k][n], k = (c * kh + i) * kw + j over one group's input channels, n = the output pixels of a

@@ -17,6 +17,9 @@ static inline v16 v16_load(const float* p) {
 }
 static inline void v16_store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 static inline v16 v16_splat(float a) { return v16{} + a; }
+// ReLU that keeps NaN (PyTorch's relu propagates it; a plain max would not).
+static inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
+
 static inline float v16_sum(v16 v) {
   float s = 0.f;
   for (int i = 0; i < 16; ++i) s += v[i];

@@ -34,8 +34,6 @@ constexpr int64_t kWinogradMinTiles = 48;  // ZF-5 conv3-5 at 224: 49 tiles an i
 constexpr int64_t kWinogradMaxFilters = int64_t{1} << 22;
 constexpr int64_t kChunkFloats = int64_t{1} << 24;  // V + M of one chunk of tiles: 64 MiB
 
-inline float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
-
 // U[xi][co][ci] for co in [c0, c1): 16 input channels at a time as 16-lane vectors (the block's
 // 16 x 9 weights are contiguous), so each of the 16 planes gets whole 64-byte stores.
 template <int L>
@@ -220,9 +218,14 @@ constexpr int32_t kCacheValid = 0x4F4E4957;  // "WINO"
 constexpr int64_t kCacheHeader = 16;           // floats: [valid, cin, cout, unused...], keeps U 64-byte aligned
 int64_t stagger(int64_t n) { return ((n + 15) / 16 | 1) * 16; }
 
+// The cache's size for cin -> cout: the header, then 16 staggered planes.
+int64_t cache_floats(int cin, int cout) { return kCacheHeader + 16 * stagger(int64_t{cout} * cin); }
+
 }  // namespace
 
-int64_t winograd_cache_floats(int cin, int cout) { return kCacheHeader + 16 * stagger(int64_t{cout} * cin); }
+int64_t winograd_cache_floats(const Conv2dParams& p, const RaggedView& out) {
+  return winograd_applies(p, out) ? cache_floats(p.in_channels, p.out_channels) : 0;
+}
 
 bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
   if (const char* e = std::getenv("SPPNET_WINOGRAD"))
@@ -266,7 +269,7 @@ Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams&
   static thread_local FloatBuffer ubuf, vbuf, mbuf;
   // The transformed filters: from the caller's cache when it holds them, else computed (into the
   // cache when there is one, marking it valid after).
-  const bool cached = p.filter_cache && p.filter_cache_len == winograd_cache_floats(cin, cout);
+  const bool cached = p.filter_cache && p.filter_cache_len == cache_floats(cin, cout);
   int32_t* header = cached ? reinterpret_cast<int32_t*>(p.filter_cache) : nullptr;
   const bool hit = cached && __atomic_load_n(header, __ATOMIC_ACQUIRE) == kCacheValid && header[1] == cin && header[2] == cout;
   float* U = cached ? p.filter_cache + kCacheHeader : ubuf.get(static_cast<size_t>(16 * uplane));

@@ -22,7 +22,7 @@
 //            decoupled = false, step }) -> Promise<void>       (step: 1-based, required)
 // Every result is a new tensor on the input's device; the optimizer steps update in place.
 import { CallSite, describe, fail, isPositiveInt, SppnetError } from './errors';
-import { checkOpts, convGeometry, MaxPool2dOptions, pair, poolOutSide, Conv2dOptions, LrnOptions, matrix, checkOutputSizes } from './layers';
+import { checkOpts, convGeometry, MaxPool2dOptions, Conv2dOptions, LrnOptions, lrnParams, matrix, poolGeometry } from './layers';
 import { native } from './native';
 import { RaggedBatch } from './ragged';
 import { allocateLike, nativeLayout, Spatial, spatialLayout, SpatialLayout } from './spatial';
@@ -192,15 +192,7 @@ export async function maxPool2dBackward<T extends Spatial>(input: T, gradOutput:
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  if (o.kernel === undefined) fail(`${fn}: options.kernel is required`);
-  const [kh, kw] = pair(fn, 'kernel', o.kernel, [1, 1], 1);
-  const [sh, sw] = pair(fn, 'stride', o.stride, [kh, kw], 1);
-  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
-  if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: options.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
-  const ceil = o.ceilMode === true;
-  const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
-  checkOutputSizes(fn, outSizes, L.channels, (i) =>
-    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  const { outSizes, params } = poolGeometry(fn, L, o);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, L.channels, outSizes, 'the forward output');
   const out = gradInputFor(L, input, fn);
   const x = nativeRef(L.store), g = nativeRef(gs), y = nativeRef(out.storage(fn, 'gradInput'));
@@ -208,7 +200,7 @@ export async function maxPool2dBackward<T extends Spatial>(input: T, gradOutput:
     native.maxPool2dBackward({
       input: x.buf, inputOffset: x.offset, gradOutput: g.buf, gradOutputOffset: g.offset, gradInput: y.buf, gradInputOffset: y.offset,
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
-      params: Int32Array.from([kh, kw, sh, sw, ph, pw]),
+      params,
     }),
   );
   return out;
@@ -220,18 +212,14 @@ export async function localResponseNormBackward<T extends Spatial>(input: T, gra
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  if (!isPositiveInt(o.size)) fail(`${fn}: options.size must be a positive integer, got ${describe(o.size)}`);
-  const finite = (v: number) => Number.isFinite(v);
-  const alpha = num(fn, o, 'alpha', 1e-4, finite, 'a finite number');
-  const beta = num(fn, o, 'beta', 0.75, finite, 'a finite number');
-  const k = num(fn, o, 'k', 1, finite, 'a finite number');
+  const lp = lrnParams(fn, o);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, L.channels, L.sizes, 'the forward output');
   const out = gradInputFor(L, input, fn);
   const x = nativeRef(L.store), g = nativeRef(gs), y = nativeRef(out.storage(fn, 'gradInput'));
   await settle(site, fn, [out], () =>
     native.lrnBackward({
       input: x.buf, inputOffset: x.offset, gradOutput: g.buf, gradOutputOffset: g.offset, gradInput: y.buf, gradInputOffset: y.offset,
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), size: o.size as number, alpha, beta, k,
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...lp,
     }),
   );
   return out;

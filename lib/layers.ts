@@ -125,20 +125,18 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
 }
 
 /**
- * @internal conv2d with a buffer (from filterCacheFloats) where the CPU's Winograd path keeps the
- * layer's transformed filters between calls. Only for weights that nothing changes without
- * clearing the buffer (a Model's: it drops its caches when its weights change).
+ * @internal conv2d where the CPU's Winograd path, when it takes the call, keeps the layer's
+ * transformed filters between calls in a buffer of `floats` floats that `cache(floats)` returns
+ * (the same one for the same size; a zeroed new one whenever the weights may have changed). Only
+ * for weights that nothing changes behind the caller's back (a Model's).
  */
-export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions, cache: Float32Array): Promise<T> {
+export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions,
+  cache: (floats: number) => Float32Array): Promise<T> {
   return conv2dAs(input, weight, bias, opts, null, cache);
 }
 
-/** @internal Floats conv2dCached's buffer takes for a cin -> cout layer. */
-export function filterCacheFloats(cin: number, cout: number): number {
-  return native.winogradCacheFloats(cin, cout);
-}
-
-async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null, cache?: Float32Array): Promise<T> {
+async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null,
+  cache?: (floats: number) => Float32Array): Promise<T> {
   const fn = 'sp.conv2d';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
@@ -157,13 +155,15 @@ async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tenso
   const x = nativeRef(L.store), y = outRef(out), w = nativeRef(ws);
   const b = bs && nativeRef(bs);
   const code = forced ?? (await mathCode(L.device, mode));
+  const shape = { ...nativeLayout('out', cout, outSizes), params: Int32Array.from([L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, code]), relu: o.relu === true };
+  // The native side says whether its Winograd path takes this call (and the cache's size).
+  const floats = cache && L.device === 'cpu' ? native.winogradCacheFloats(shape) : 0;
   await run(site, fn, o2, () =>
     native.conv2d({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset, weight: w.buf, weightOffset: w.offset,
       ...(b ? { bias: b.buf, biasOffset: b.offset } : {}),
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', cout, outSizes),
-      params: Int32Array.from([L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups, code]), relu: o.relu === true,
-      ...(cache && L.device === 'cpu' ? { filterCache: cache } : {}),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...shape,
+      ...(floats > 0 ? { filterCache: cache!(floats) } : {}),
     }),
   );
   return out as T;
@@ -178,8 +178,8 @@ export interface MaxPool2dOptions {
   out?: Spatial;
 }
 
-/** Checked pooling geometry: kernel, stride, padding and each map's output size. */
-function poolGeometry(fn: string, L: ReturnType<typeof spatialLayout>, o: Record<string, unknown>, prefix = 'options') {
+/** @internal Checked pooling geometry: kernel, stride, padding and each map's output size. */
+export function poolGeometry(fn: string, L: ReturnType<typeof spatialLayout>, o: Record<string, unknown>, prefix = 'options') {
   if (o.kernel === undefined) fail(`${fn}: ${prefix}.kernel is required`);
   const name = (k: string) => (prefix === 'options' ? k : `${prefix}.${k}`);
   const [kh, kw] = pair(fn, name('kernel'), o.kernel as Pair, [1, 1], 1);
@@ -200,17 +200,21 @@ export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOpti
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
   const { outSizes, params } = poolGeometry(fn, L, o);
-  const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, outSizes);
-  const out = o2.out;
-  const x = nativeRef(L.store), y = outRef(out);
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.maxPool2d({ ...args, params }))) as T;
+}
+
+/** Runs a pooling-shaped native call (the input's channels, each map to outSizes) into `given` or a new output. */
+async function pooled(site: CallSite, fn: string, L: ReturnType<typeof spatialLayout>, given: unknown, outSizes: Array<readonly [number, number]>,
+  call: (args: Record<string, unknown>) => Promise<void>): Promise<Spatial> {
+  const o2 = outputFor(fn, given, L.kind, L.device, L.channels, outSizes);
+  const x = nativeRef(L.store), y = outRef(o2.out);
   await run(site, fn, o2, () =>
-    native.maxPool2d({
+    call({
       input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
-      params,
     }),
   );
-  return out as T;
+  return o2.out;
 }
 
 export interface LrnOptions {
@@ -221,8 +225,8 @@ export interface LrnOptions {
   out?: Spatial;
 }
 
-/** Checked LRN parameters (PyTorch's defaults). */
-function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'options') {
+/** @internal Checked LRN parameters (PyTorch's defaults). */
+export function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'options') {
   if (!isPositiveInt(o.size)) fail(`${fn}: ${prefix}.size must be a positive integer, got ${describe(o.size)}`);
   const num = (name: string, d: number) => {
     const v = o[name] === undefined ? d : o[name];
@@ -277,17 +281,7 @@ export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool
   }
   const lp = lrnParams(fn, o.lrn as Record<string, unknown>, 'options.lrn');
   const { outSizes, params } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
-  const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, outSizes);
-  const out = o2.out;
-  const x = nativeRef(L.store), y = outRef(out);
-  await run(site, fn, o2, () =>
-    native.lrnMaxPool2d({
-      input: x.buf, inputOffset: x.offset, output: y.buf, outputOffset: y.offset,
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
-      params, ...lp,
-    }),
-  );
-  return out as T;
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.lrnMaxPool2d({ ...args, params, ...lp }))) as T;
 }
 
 function matrixOut(fn: string, given: unknown, rows: number, cols: number, device: Storage['device']): { out: Tensor; owned: boolean } {

@@ -3,7 +3,7 @@
 // size), SPP to a fixed length, then fully connected layers.
 import { backend, Device } from './backend';
 import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { conv2d, conv2dCached, convOutSide, filterCacheFloats, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
+import { conv2dCached, convOutSide, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
 import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
@@ -269,9 +269,9 @@ export class Model {
     return this.weights.get(name)!;
   }
 
-  private filterCache(layer: string, cin: number, cout: number): Float32Array {
+  private filterCache(layer: string, floats: number): Float32Array {
     let c = this.filterCaches.get(layer);
-    if (!c) this.filterCaches.set(layer, (c = new Float32Array(filterCacheFloats(cin, cout))));
+    if (!c || c.length !== floats) this.filterCaches.set(layer, (c = new Float32Array(floats)));
     return c;
   }
 
@@ -366,14 +366,9 @@ export class Model {
         let next: Spatial;
         switch (l.type) {
           case 'conv': {
-            const co = { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out };
-            // (the layers the CPU's Winograd path takes: 3x3, stride 1, >= 32 channels in and out,
-            // at most 2^22 channel pairs, >= 48 2x2 output tiles: cpu/winograd_cpu.h)
-            next = this.device === 'cpu' && pairOf(l.kernel, 1).every((k) => k === 3) && pairOf(l.stride, 1).every((v) => v === 1) &&
-              pairOf(l.dilation, 1).every((v) => v === 1) && (l.groups ?? 1) === 1 && channels >= 32 && l.out >= 32 && channels * l.out <= 1 << 22 &&
-              outSizes.reduce((a, [h, w]) => a + Math.ceil(h / 2) * Math.ceil(w / 2), 0) >= 48
-              ? await conv2dCached(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co, this.filterCache(l.name, channels, l.out))
-              : await conv2d(cur, this.w(`${l.name}.weight`), this.w(`${l.name}.bias`), co);
+            const name = l.name;
+            next = await conv2dCached(cur, this.w(`${name}.weight`), this.w(`${name}.bias`),
+              { stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups, relu: l.relu !== false, out }, (n) => this.filterCache(name, n));
             break;
           }
           case 'lrn':

@@ -56,7 +56,7 @@ export interface Native {
   binCheck(rule: number, n: number, a: number): number;
   sppForward(args: NativeSppArgs): Promise<void>;
   conv2d(args: Record<string, unknown>): Promise<void>;
-  winogradCacheFloats(cin: number, cout: number): number;
+  winogradCacheFloats(args: Record<string, unknown>): number;
   maxPool2d(args: Record<string, unknown>): Promise<void>;
   lrn(args: Record<string, unknown>): Promise<void>;
   lrnMaxPool2d(args: Record<string, unknown>): Promise<void>;

@@ -31,7 +31,7 @@ struct Conv2dParams {
   // kernel marks valid once the transform is written, then the transform. Whenever the weights
   // change the caller must stop passing the buffer (take a fresh, zeroed one): clearing the header
   // is not enough, as a call in flight that missed may still write it and mark it valid. Ignored
-  // where Winograd does not run or when filter_cache_len is not cpu::winograd_cache_floats(in, out).
+  // where Winograd does not run or when filter_cache_len is not cpu::winograd_cache_floats(p, out).
   float* filter_cache = nullptr;
   int64_t filter_cache_len = 0;
 };
@@ -74,8 +74,9 @@ struct DropoutParams {
 };
 
 namespace cpu {
-// Floats a Conv2dParams::filter_cache takes for a layer of `cin` -> `cout` channels (cpu/winograd_cpu.cpp).
-int64_t winograd_cache_floats(int cin, int cout);
+// Floats a Conv2dParams::filter_cache takes for this layer and output layout: 0 where the
+// Winograd path does not run (cpu/winograd_cpu.cpp), so no cache is worth keeping.
+int64_t winograd_cache_floats(const Conv2dParams& p, const RaggedView& out);
 // weight [out, in/groups, kh, kw]; bias [out] or null. out: maps [out, Ho_i, Wo_i].
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                       const RaggedView& out, float* y);
