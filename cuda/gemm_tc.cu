@@ -1,16 +1,14 @@
 // Tensor-core GEMMs with mma.sync (sm_80+): host side. The kernels and their design notes are in
 // gemm_tc_kernels.cuh; this file builds the per-layer tables, picks tile sizes and split-K, and
 // launches. See gemm_tc.h.
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
-#include "check.h"
 #include "gemm_tc.h"
 #include "gemm_tc_kernels.cuh"
+#include "kernel.h"
 
 namespace sppnet {
 namespace cuda {
@@ -26,40 +24,19 @@ Status device_sms(int* sms) {
   return Status::Ok();
 }
 
+// FP32 (3xTF32) runs with 64-row tiles only (see tile_rows).
 template <int BM>
 void launch_conv(int32_t math, dim3 grid, const ConvArgs& a) {
-  if (math == kMathBf16) conv_tc_kernel<BM, kMathBf16><<<grid, kThreads, 0, cudaStreamPerThread>>>(a);
-  else if (math == kMathFp32) conv_tc_kernel<BM, kMathFp32><<<grid, kThreads, 0, cudaStreamPerThread>>>(a);
-  else conv_tc_kernel<BM, kMathTf32><<<grid, kThreads, 0, cudaStreamPerThread>>>(a);
+  if (math == kMathBf16) SPP_LAUNCH(grid, kThreads, 0, conv_tc_kernel<BM, kMathBf16>)(a);
+  else if (math == kMathTf32) SPP_LAUNCH(grid, kThreads, 0, conv_tc_kernel<BM, kMathTf32>)(a);
+  else if constexpr (BM == 64) SPP_LAUNCH(grid, kThreads, 0, conv_tc_kernel<BM, kMathFp32>)(a);
 }
 
 template <int BM>
 void launch_gemm(int32_t math, dim3 grid, const GemmArgs& a) {
-  if (math == kMathBf16) gemm_tc_kernel<BM, kMathBf16><<<grid, kThreads, 0, cudaStreamPerThread>>>(a);
-  else if (math == kMathFp32) gemm_tc_kernel<BM, kMathFp32><<<grid, kThreads, 0, cudaStreamPerThread>>>(a);
-  else gemm_tc_kernel<BM, kMathTf32><<<grid, kThreads, 0, cudaStreamPerThread>>>(a);
-}
-
-// Stream-ordered scratch, freed after the work queued so far.
-class Scratch {
- public:
-  Status alloc(size_t bytes, const char* what) {
-    SPP_CUDA_TRY(cudaMallocAsync(&p_, bytes, cudaStreamPerThread), what);
-    return Status::Ok();
-  }
-  ~Scratch() {
-    if (p_) cudaFreeAsync(p_, cudaStreamPerThread);
-  }
-  char* get() const { return static_cast<char*>(p_); }
-
- private:
-  void* p_ = nullptr;
-};
-
-Status finish(const char* what) {
-  SPP_CUDA_TRY(cudaGetLastError(), what);
-  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), what);
-  return Status::Ok();
+  if (math == kMathBf16) SPP_LAUNCH(grid, kThreads, 0, gemm_tc_kernel<BM, kMathBf16>)(a);
+  else if (math == kMathTf32) SPP_LAUNCH(grid, kThreads, 0, gemm_tc_kernel<BM, kMathTf32>)(a);
+  else if constexpr (BM == 64) SPP_LAUNCH(grid, kThreads, 0, gemm_tc_kernel<BM, kMathFp32>)(a);
 }
 
 }  // namespace
@@ -83,7 +60,7 @@ Status conv2d(const RaggedView& in, const float* x, const Conv2dParams& p, const
   int sms = 0;
   Status s = device_sms(&sms);
   if (!s.ok()) return s;
-  const Plan pl = conv_plan(t.M, p.out_channels / p.groups, p.groups, sms);
+  const Plan pl = conv_plan(t.M, p.out_channels / p.groups, p.groups, p.math, sms);
   if (pl.ntiles > 65535 || p.groups > 65535) return Status::Error(Code::kInvalidArgument, "conv2d: too many out channels or groups for one launch");
   if (pl.mtiles > 2147483647) return Status::Error(Code::kInvalidArgument, "conv2d: too many output pixels for one launch");
   Scratch d;
@@ -104,7 +81,7 @@ Status gemm_tn(int64_t M, int32_t N, int32_t K, const float* A, const float* B, 
   int sms = 0;
   Status s = device_sms(&sms);
   if (!s.ok()) return s;
-  const Plan pl = gemm_plan(M, N, K, sms);
+  const Plan pl = gemm_plan(M, N, K, math, sms);
   if (pl.mtiles > 2147483647 || pl.ntiles > 65535) return Status::Error(Code::kInvalidArgument, "linear: matrix too large for one launch");
   GemmArgs a;
   a.A = A, a.B = B, a.bias = bias, a.C = C, a.partial = nullptr, a.M = M, a.N = N, a.K = K, a.kchunk = pl.kchunk, a.relu = relu;
@@ -120,7 +97,7 @@ Status gemm_tn(int64_t M, int32_t N, int32_t K, const float* A, const float* B, 
   if (pl.splits > 1) {
     const int64_t MN = M * N;
     const int64_t nb = std::min<int64_t>((MN + 255) / 256, 65535 * 16);
-    splitk_reduce_kernel<<<static_cast<unsigned>(std::max<int64_t>(nb, 1)), 256, 0, cudaStreamPerThread>>>(
+    SPP_LAUNCH(static_cast<unsigned>(std::max<int64_t>(nb, 1)), 256, 0, splitk_reduce_kernel)(
         MN, N, static_cast<int32_t>(pl.splits), a.partial, bias, relu, C);
   }
   return finish("linear tensor-core kernel");

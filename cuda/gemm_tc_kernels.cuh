@@ -1,7 +1,7 @@
 // The tensor-core kernels (mma.sync, sm_80+) of gemm_tc.cu: the implicit-GEMM convolution over
-// ragged batches and the dense C = A . B^T of linear layers. Plain C++ apart from the CUDA
-// keywords, so tools/tc_emulate.cpp compiles this same file for the CPU, with a fiber per thread
-// and mma.sync emulated from the PTX fragment layouts, and checks it there (no GPU needed).
+// ragged batches and the dense C = A . B^T of linear layers. tools/cuda_emulate compiles this
+// same file for the CPU (see kernel.h), with a fiber per thread and mma.sync emulated from the PTX
+// fragment layouts and the tensor cores' truncating accumulation, and checks it there (no GPU).
 //
 // One kernel shape for both: a block of 256 threads (8 warps as 2 along M x 4 along N) computes
 // a BM x 128 tile of C (BM = 128 or 64) in steps of BK = 16 along K. Each step's A and B tiles
@@ -12,7 +12,8 @@
 // conflicts on A). Values stay FP32 in shared memory; each mode converts at fragment load:
 //   TF32: cvt.rna.tf32.f32, one m16n8k8 per 8 k;
 //   BF16: pairs packed with cvt.rn.bf16x2.f32, one m16n8k16 per 16 k;
-//   FP32: v = big + small (both TF32), three m16n8k8 (small.big, big.small, big.big).
+//   FP32: v = big + small (both TF32), three m16n8k8 (small.big, big.small, big.big) into a
+//         fresh accumulator per 8 k, added to the running sum in FP32 (see mma_step).
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k8 / m16n8k16"), with lane =
 // 4 * g + t: A (16 x k, row-major): TF32 reg r holds A[g + 8 (r & 1)][t + 4 (r >> 1)];
 // BF16 reg r holds A[g + 8 (r & 1)][2t + 8 (r >> 1) + {0, 1}] (low half first).
@@ -29,6 +30,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernel.h"
 #include "sppnet/layers.h"
 
 namespace sppnet {
@@ -40,14 +42,14 @@ constexpr int kThreads = 256;
 constexpr int BN = 128, BK = 16;
 [[maybe_unused]] constexpr int kBStride = BK + 4;
 
-#if defined(SPPNET_TC_EMULATE) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#if defined(SPPNET_CUDA_EMULATE) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define SPPNET_TC_DEVICE 1
 #endif
 
 __device__ __forceinline__ float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
 
-#if defined(SPPNET_TC_EMULATE)
-// tools/tc_emulate.cpp defines to_tf32, pack_bf16, mma_tf32 and mma_bf16 before including this.
+#if defined(SPPNET_CUDA_EMULATE)
+// tools/emu/cuda_runtime.h defines to_tf32, pack_bf16, mma_tf32 and mma_bf16 on the CPU.
 using emu::mma_bf16;
 using emu::mma_tf32;
 using emu::pack_bf16;
@@ -83,17 +85,17 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 #endif
 
 #ifdef SPPNET_TC_DEVICE
-// v = big + small, both TF32, and big_m: big where it is finite, else 0. The correction terms
-// use small and big_m only, so they are finite whatever the inputs: an infinite input reaches the
-// result through big . big alone, as in FP32 (Inf stays Inf, Inf . 0 = NaN), instead of meeting
-// a zero remainder (Inf . 0 = NaN where FP32 gives Inf).
-__device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& small, uint32_t& big_m) {
+// v = big + small, both TF32. The correction terms use small and finite_or_0(big) only, so they
+// are finite whatever the inputs: an infinite input reaches the result through big . big alone,
+// as in FP32 (Inf stays Inf, Inf . 0 = NaN), instead of meeting a zero remainder (Inf . 0 = NaN
+// where FP32 gives Inf).
+__device__ __forceinline__ void split_tf32(float v, uint32_t& big, uint32_t& small) {
   big = to_tf32(v);
   const float b = __uint_as_float(big), d = v - b;
-  const bool finite = fabsf(b) <= 3.402823466e38f;
-  small = finite && fabsf(d) <= 3.402823466e38f ? to_tf32(d) : 0u;
-  big_m = finite ? big : 0u;
+  small = fabsf(b) <= 3.402823466e38f && fabsf(d) <= 3.402823466e38f ? to_tf32(d) : 0u;
 }
+// big where it is finite, else 0.
+__device__ __forceinline__ uint32_t finite_or_0(uint32_t big) { return (big & 0x7f800000u) == 0x7f800000u ? 0u : big; }
 #endif
 
 // ---- operand loaders: global -> registers (load) -> shared (store) ----
@@ -273,21 +275,29 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, float
 #pragma unroll
           for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi][ni], a[mi][0], a[mi][1], a[mi][2], a[mi][3], b[ni][0], b[ni][1]);
       } else {  // kMathFp32: 3xTF32, one A fragment at a time (register pressure)
-        uint32_t bb[4][2], bs[4][2], bm[4][2];
+        uint32_t bb[4][2], bs[4][2];
 #pragma unroll
         for (int ni = 0; ni < 4; ++ni)
 #pragma unroll
-          for (int r = 0; r < 2; ++r) split_tf32(bf[ni][r], bb[ni][r], bs[ni][r], bm[ni][r]);
+          for (int r = 0; r < 2; ++r) split_tf32(bf[ni][r], bb[ni][r], bs[ni][r]);
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi) {
-          uint32_t ab[4], as[4], am[4];
+          uint32_t ab[4], as[4];
 #pragma unroll
-          for (int r = 0; r < 4; ++r) split_tf32(af[mi][r], ab[r], as[r], am[r]);
+          for (int r = 0; r < 4; ++r) split_tf32(af[mi][r], ab[r], as[r]);
+          // The three MMAs of these 8 k go into a fresh accumulator, which an FP32 add (round to
+          // nearest) then moves into acc. The tensor cores truncate their FP32 sum toward zero, so
+          // an accumulator that ran over all of K would lose up to an ulp of the whole sum per
+          // MMA, all in one direction (1e-4 of sum |w x| at K = 12800 with same-sign data); here
+          // each truncation is an ulp of an 8-term partial sum, and acc is an ordinary FP32 sum.
 #pragma unroll
           for (int ni = 0; ni < 4; ++ni) {
-            mma_tf32(acc[mi][ni], as[0], as[1], as[2], as[3], bm[ni][0], bm[ni][1]);
-            mma_tf32(acc[mi][ni], am[0], am[1], am[2], am[3], bs[ni][0], bs[ni][1]);
-            mma_tf32(acc[mi][ni], ab[0], ab[1], ab[2], ab[3], bb[ni][0], bb[ni][1]);
+            float part[4] = {0.f, 0.f, 0.f, 0.f};
+            mma_tf32(part, as[0], as[1], as[2], as[3], finite_or_0(bb[ni][0]), finite_or_0(bb[ni][1]));
+            mma_tf32(part, finite_or_0(ab[0]), finite_or_0(ab[1]), finite_or_0(ab[2]), finite_or_0(ab[3]), bs[ni][0], bs[ni][1]);
+            mma_tf32(part, ab[0], ab[1], ab[2], ab[3], bb[ni][0], bb[ni][1]);
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] += part[r];
           }
         }
       }
@@ -331,10 +341,10 @@ __device__ __forceinline__ void main_loop(const LA& la, StoreA store_a, const Ro
 template <int BM, int MODE>
 __global__ void __launch_bounds__(kThreads, 1) conv_tc_kernel(ConvArgs a) {
 #ifdef SPPNET_TC_DEVICE
-  __shared__ __align__(16) float As[2 * BK * (BM + 8)];
-  __shared__ __align__(16) float Bs[2 * BN * kBStride];
-  __shared__ int64_t s_out[BM];
-  __shared__ int32_t s_howo[BM];
+  SPP_SHARED(float, As, 2 * BK * (BM + 8));
+  SPP_SHARED(float, Bs, 2 * BN * kBStride);
+  SPP_SHARED(int64_t, s_out, BM);
+  SPP_SHARED(int32_t, s_howo, BM);
   const int tid = threadIdx.x, group = blockIdx.z;
   const int64_t m0 = int64_t{blockIdx.x} * BM;
   const int n0 = blockIdx.y * BN;
@@ -394,8 +404,8 @@ struct GemmArgs {
 template <int BM, int MODE>
 __global__ void __launch_bounds__(kThreads, 1) gemm_tc_kernel(GemmArgs a) {
 #ifdef SPPNET_TC_DEVICE
-  __shared__ __align__(16) float As[2 * BK * (BM + 8)];
-  __shared__ __align__(16) float Bs[2 * BN * kBStride];
+  SPP_SHARED(float, As, 2 * BK * (BM + 8));
+  SPP_SHARED(float, Bs, 2 * BN * kBStride);
   const int tid = threadIdx.x, split = blockIdx.z;
   const int64_t m0 = int64_t{blockIdx.x} * BM;
   const int n0 = blockIdx.y * BN;
@@ -506,17 +516,23 @@ inline ConvArgs conv_args(const ConvTables& t, const char* tables, const RaggedV
   return a;
 }
 
-// Tiles: BM = 128 pixels unless that leaves the device less than two waves of blocks.
+// Tiles: BM = 128 pixels unless that leaves the device less than two waves of blocks, or the
+// mode is FP32 (3xTF32 needs more registers than 128-row tiles leave: ptxas spills there on
+// sm_80-89; its three MMAs per term keep the tensor cores busy with 64-row tiles too).
 struct Plan {
   int bm = 128;
   int64_t mtiles = 0, ntiles = 0, splits = 1;
   int32_t kchunk = 0;
 };
 
-inline Plan conv_plan(int64_t M, int cout_g, int groups, int sms) {
+inline int tile_rows(int64_t M, int64_t other_tiles, int32_t math, int sms) {
+  return math == kMathFp32 || ((M + 127) / 128) * other_tiles < 2 * int64_t{sms} ? 64 : 128;
+}
+
+inline Plan conv_plan(int64_t M, int cout_g, int groups, int32_t math, int sms) {
   Plan pl;
   pl.ntiles = (cout_g + BN - 1) / BN;
-  pl.bm = ((M + 127) / 128) * pl.ntiles * groups < 2 * int64_t{sms} ? 64 : 128;
+  pl.bm = tile_rows(M, pl.ntiles * groups, math, sms);
   pl.mtiles = (M + pl.bm - 1) / pl.bm;
   pl.splits = groups;
   return pl;
@@ -524,11 +540,11 @@ inline Plan conv_plan(int64_t M, int cout_g, int groups, int sms) {
 
 // Dense: the same tile rule, then split K while the tiles fill less than two waves, keeping >= 8
 // steps of BK per split and no empty split.
-inline Plan gemm_plan(int64_t M, int32_t N, int32_t K, int sms) {
+inline Plan gemm_plan(int64_t M, int32_t N, int32_t K, int32_t math, int sms) {
   Plan pl;
-  pl.bm = ((M + 127) / 128) * ((N + BN - 1) / BN) < 2 * int64_t{sms} ? 64 : 128;
-  pl.mtiles = (M + pl.bm - 1) / pl.bm;
   pl.ntiles = (N + BN - 1) / BN;
+  pl.bm = tile_rows(M, pl.ntiles, math, sms);
+  pl.mtiles = (M + pl.bm - 1) / pl.bm;
   const int64_t ksteps = (int64_t{K} + BK - 1) / BK, blocks = pl.mtiles * pl.ntiles;
   int64_t splits = 1;
   if (blocks < 2 * sms && ksteps >= 16) splits = std::min<int64_t>((2 * sms + blocks - 1) / blocks, std::min<int64_t>(ksteps / 8, 64));

@@ -2,12 +2,10 @@
 // kernels (no atomics). Input gradients are gathered, one thread per input element; weight and
 // bias gradients take one block per weight element with a fixed-order block reduction. One launch
 // per layer covers the whole ragged batch (maps found by binary search over prefix sums).
-#include <cuda_runtime.h>
-
 #include <cstring>
 #include <vector>
 
-#include "check.h"
+#include "kernel.h"
 #include "sppnet/dropout.h"
 #include "sppnet/layers.h"
 
@@ -57,10 +55,11 @@ class Tables {
     std::memcpy(q + N, in.width, sizeof(int32_t) * N);
     std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
     std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
-    SPP_CUDA_TRY(cudaMallocAsync(&d_, h.size(), cudaStreamPerThread), "allocating layer tables");
-    SPP_CUDA_TRY(cudaMemcpyAsync(d_, h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
+    Status s = d_.alloc(h.size(), "allocating layer tables");
+    if (!s.ok()) return s;
+    SPP_CUDA_TRY(cudaMemcpyAsync(d_.get(), h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
     SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
-    const int64_t* d = static_cast<const int64_t*>(d_);
+    const int64_t* d = reinterpret_cast<const int64_t*>(d_.get());
     m.in_off = d;
     m.out_off = d + N;
     m.in_start = d + 2 * N;
@@ -73,30 +72,11 @@ class Tables {
     m.count = N;
     return Status::Ok();
   }
-  ~Tables() {
-    if (d_) cudaFreeAsync(d_, cudaStreamPerThread);
-  }
   Maps m{};
   int64_t in_total = 0, out_total = 0;
 
  private:
-  void* d_ = nullptr;
-};
-
-// A device scratch block, freed on scope exit.
-class Scratch {
- public:
-  Status alloc(size_t bytes) {
-    SPP_CUDA_TRY(cudaMallocAsync(&p_, bytes, cudaStreamPerThread), "allocating scratch memory");
-    return Status::Ok();
-  }
-  ~Scratch() {
-    if (p_) cudaFreeAsync(p_, cudaStreamPerThread);
-  }
-  void* get() const { return p_; }
-
- private:
-  void* p_ = nullptr;
+  Scratch d_;
 };
 
 // The map whose [start[i], start[i+1]) holds idx.
@@ -161,7 +141,7 @@ __global__ void conv2d_dx_kernel(Maps m, const float* __restrict__ w, const floa
 // every map, then a block reduction.
 __global__ void conv2d_dw_kernel(Maps m, const float* __restrict__ x, const float* __restrict__ dy, Conv2dParams p,
                                  float* __restrict__ dw, int64_t weights) {
-  __shared__ float red[kThreads];
+  SPP_SHARED(float, red, kThreads);
   const int cin_g = p.in_channels / p.groups, cout_g = p.out_channels / p.groups;
   for (int64_t e = blockIdx.x; e < weights; e += gridDim.x) {
     const int kx = static_cast<int>(e % p.kernel_w);
@@ -188,7 +168,7 @@ __global__ void conv2d_dw_kernel(Maps m, const float* __restrict__ x, const floa
 
 // One block per output channel: the sum of its gradient over every pixel of every map.
 __global__ void conv2d_db_kernel(Maps m, const float* __restrict__ dy, int channels, float* __restrict__ db) {
-  __shared__ float red[kThreads];
+  SPP_SHARED(float, red, kThreads);
   for (int co = blockIdx.x; co < channels; co += gridDim.x) {
     float acc = 0.f;
     for (int i = 0; i < m.count; ++i) {
@@ -321,9 +301,9 @@ __global__ void multiply_kernel(int64_t n, const float* __restrict__ a, const fl
 // sum of exponentials, the row's loss and the gradient.
 __global__ void softmax_xent_kernel(int cols, const float* __restrict__ x, const int32_t* __restrict__ labels, double inv_rows,
                                     float* __restrict__ grad, double* __restrict__ loss, int32_t* __restrict__ correct) {
-  __shared__ float mv[kThreads];
-  __shared__ int mi[kThreads];
-  __shared__ double red[kThreads];
+  SPP_SHARED(float, mv, kThreads);
+  SPP_SHARED(int, mi, kThreads);
+  SPP_SHARED(double, red, kThreads);
   const int64_t r = blockIdx.x;
   const float* xr = x + r * cols;
   float* gr = grad + r * cols;
@@ -398,18 +378,7 @@ __global__ void adam_kernel(int64_t n, float* __restrict__ param, const float* _
   }
 }
 
-int grid_for(int64_t n) {
-  const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < 1 ? 1 : (blocks > 65535 * 16 ? 65535 * 16 : blocks));
-}
-
 int blocks_for(int64_t n) { return static_cast<int>(n < 1 ? 1 : (n > (int64_t{1} << 30) ? (int64_t{1} << 30) : n)); }
-
-Status finish(const char* what) {
-  SPP_CUDA_TRY(cudaGetLastError(), what);
-  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), what);
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -425,9 +394,9 @@ Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams&
   Tables t;
   Status s = t.upload(in, out);
   if (!s.ok()) return s;
-  if (dx && t.in_total > 0) conv2d_dx_kernel<<<grid_for(t.in_total), kThreads, 0, cudaStreamPerThread>>>(t.m, weight, dy, p, dx, t.in_total);
-  conv2d_dw_kernel<<<blocks_for(weights), kThreads, 0, cudaStreamPerThread>>>(t.m, x, dy, p, dw, weights);
-  if (db) conv2d_db_kernel<<<blocks_for(p.out_channels), kThreads, 0, cudaStreamPerThread>>>(t.m, dy, p.out_channels, db);
+  if (dx && t.in_total > 0) SPP_LAUNCH(grid_for(t.in_total, kThreads), kThreads, 0, conv2d_dx_kernel)(t.m, weight, dy, p, dx, t.in_total);
+  SPP_LAUNCH(blocks_for(weights), kThreads, 0, conv2d_dw_kernel)(t.m, x, dy, p, dw, weights);
+  if (db) SPP_LAUNCH(blocks_for(p.out_channels), kThreads, 0, conv2d_db_kernel)(t.m, dy, p.out_channels, db);
   return finish("conv2d backward kernels");
 }
 
@@ -439,7 +408,7 @@ Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dPar
   Status s = t.upload(in, out);
   if (!s.ok()) return s;
   if (t.in_total == 0) return Status::Ok();
-  max_pool2d_backward_kernel<<<grid_for(t.in_total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, dy, p, dx, t.in_total);
+  SPP_LAUNCH(grid_for(t.in_total, kThreads), kThreads, 0, max_pool2d_backward_kernel)(t.m, x, dy, p, dx, t.in_total);
   return finish("max_pool2d backward kernel");
 }
 
@@ -450,7 +419,7 @@ Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, co
   Status s = t.upload(in, in);
   if (!s.ok()) return s;
   if (t.in_total == 0) return Status::Ok();
-  lrn_backward_kernel<<<grid_for(t.in_total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, dy, p, in.channels, dx, t.in_total);
+  SPP_LAUNCH(grid_for(t.in_total, kThreads), kThreads, 0, lrn_backward_kernel)(t.m, x, dy, p, in.channels, dx, t.in_total);
   return finish("local_response_norm backward kernel");
 }
 
@@ -458,32 +427,32 @@ Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, 
                        float* dx, float* dw, float* db) {
   (void)cudaGetLastError();
   if (dx && rows * in_features > 0)
-    linear_dx_kernel<<<grid_for(rows * in_features), kThreads, 0, cudaStreamPerThread>>>(rows, in_features, out_features, w, dy, dx);
+    SPP_LAUNCH(grid_for(rows * in_features, kThreads), kThreads, 0, linear_dx_kernel)(rows, in_features, out_features, w, dy, dx);
   if (int64_t{in_features} * out_features > 0)
-    linear_dw_kernel<<<grid_for(int64_t{in_features} * out_features), kThreads, 0, cudaStreamPerThread>>>(rows, in_features, out_features,
+    SPP_LAUNCH(grid_for(int64_t{in_features} * out_features, kThreads), kThreads, 0, linear_dw_kernel)(rows, in_features, out_features,
                                                                                                           x, dy, dw);
-  if (db && out_features > 0) linear_db_kernel<<<grid_for(out_features), kThreads, 0, cudaStreamPerThread>>>(rows, out_features, dy, db);
+  if (db && out_features > 0) SPP_LAUNCH(grid_for(out_features, kThreads), kThreads, 0, linear_db_kernel)(rows, out_features, dy, db);
   return finish("linear backward kernels");
 }
 
 Status relu_backward(int64_t n, const float* y, const float* dy, float* dx) {
   (void)cudaGetLastError();
   if (n == 0) return Status::Ok();
-  relu_backward_kernel<<<grid_for(n), kThreads, 0, cudaStreamPerThread>>>(n, y, dy, dx);
+  SPP_LAUNCH(grid_for(n, kThreads), kThreads, 0, relu_backward_kernel)(n, y, dy, dx);
   return finish("relu backward kernel");
 }
 
 Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float* y, float* mask) {
   (void)cudaGetLastError();
   if (n == 0) return Status::Ok();
-  dropout_kernel<<<grid_for(n), kThreads, 0, cudaStreamPerThread>>>(n, x, p, y, mask);
+  SPP_LAUNCH(grid_for(n, kThreads), kThreads, 0, dropout_kernel)(n, x, p, y, mask);
   return finish("dropout kernel");
 }
 
 Status multiply(int64_t n, const float* a, const float* b, float* y) {
   (void)cudaGetLastError();
   if (n == 0) return Status::Ok();
-  multiply_kernel<<<grid_for(n), kThreads, 0, cudaStreamPerThread>>>(n, a, b, y);
+  SPP_LAUNCH(grid_for(n, kThreads), kThreads, 0, multiply_kernel)(n, a, b, y);
   return finish("multiply kernel");
 }
 
@@ -494,14 +463,14 @@ Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, co
   if (rows > 2147483647) return Status::Error(Code::kInvalidArgument, "softmax_cross_entropy: too many rows");
   const size_t lb = sizeof(int32_t) * rows, db = sizeof(double) * rows, cb = sizeof(int32_t) * rows;
   Scratch sc;
-  Status s = sc.alloc(db + lb + cb);
+  Status s = sc.alloc(db + lb + cb, "allocating the loss buffers");
   if (!s.ok()) return s;
-  double* d_loss = static_cast<double*>(sc.get());
-  int32_t* d_labels = reinterpret_cast<int32_t*>(static_cast<char*>(sc.get()) + db);
-  int32_t* d_correct = reinterpret_cast<int32_t*>(static_cast<char*>(sc.get()) + db + lb);
+  double* d_loss = reinterpret_cast<double*>(sc.get());
+  int32_t* d_labels = reinterpret_cast<int32_t*>(sc.get() + db);
+  int32_t* d_correct = reinterpret_cast<int32_t*>(sc.get() + db + lb);
   SPP_CUDA_TRY(cudaMemcpyAsync(d_labels, labels, lb, cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading labels");
-  softmax_xent_kernel<<<static_cast<unsigned>(rows), kThreads, 0, cudaStreamPerThread>>>(cols, logits, d_labels, 1.0 / static_cast<double>(rows),
-                                                                                        grad, d_loss, d_correct);
+  SPP_LAUNCH(static_cast<unsigned>(rows), kThreads, 0, softmax_xent_kernel)(cols, logits, d_labels, 1.0 / static_cast<double>(rows), grad,
+                                                                         d_loss, d_correct);
   SPP_CUDA_TRY(cudaGetLastError(), "softmax cross-entropy kernel");
   SPP_CUDA_TRY(cudaMemcpyAsync(row_loss, d_loss, db, cudaMemcpyDeviceToHost, cudaStreamPerThread), "downloading the loss");
   SPP_CUDA_TRY(cudaMemcpyAsync(row_correct, d_correct, cb, cudaMemcpyDeviceToHost, cudaStreamPerThread), "downloading the loss");
@@ -511,14 +480,14 @@ Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, co
 Status sgd_step(int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p) {
   (void)cudaGetLastError();
   if (n == 0) return Status::Ok();
-  sgd_kernel<<<grid_for(n), kThreads, 0, cudaStreamPerThread>>>(n, param, grad, momentum_buf, p);
+  SPP_LAUNCH(grid_for(n, kThreads), kThreads, 0, sgd_kernel)(n, param, grad, momentum_buf, p);
   return finish("sgd kernel");
 }
 
 Status adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p) {
   (void)cudaGetLastError();
   if (n == 0) return Status::Ok();
-  adam_kernel<<<grid_for(n), kThreads, 0, cudaStreamPerThread>>>(n, param, grad, m, v, p);
+  SPP_LAUNCH(grid_for(n, kThreads), kThreads, 0, adam_kernel)(n, param, grad, m, v, p);
   return finish("adam kernel");
 }
 

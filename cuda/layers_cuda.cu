@@ -2,13 +2,11 @@
 // element, the map found by binary search over the output offsets). conv2d and linear run on the
 // tensor cores (gemm_tc.cu) unless math is kMathDirect or the GPU predates compute capability
 // 8.0; the direct kernels here are their FP32 reference.
-#include <cuda_runtime.h>
-
 #include <cstring>
 #include <vector>
 
-#include "check.h"
 #include "gemm_tc.h"
+#include "kernel.h"
 #include "sppnet/layers.h"
 
 namespace sppnet {
@@ -43,10 +41,11 @@ class Tables {
     std::memcpy(q + N, in.width, sizeof(int32_t) * N);
     std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
     std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
-    SPP_CUDA_TRY(cudaMallocAsync(&d_, h.size(), cudaStreamPerThread), "allocating layer tables");
-    SPP_CUDA_TRY(cudaMemcpyAsync(d_, h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
+    Status s = d_.alloc(h.size(), "allocating layer tables");
+    if (!s.ok()) return s;
+    SPP_CUDA_TRY(cudaMemcpyAsync(d_.get(), h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
     SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
-    char* d = static_cast<char*>(d_);
+    char* d = d_.get();
     m.in_off = reinterpret_cast<const int64_t*>(d);
     m.out_off = reinterpret_cast<const int64_t*>(d + sizeof(int64_t) * N);
     const int32_t* dq = reinterpret_cast<const int32_t*>(d + sizeof(int64_t) * (2 * N + 1));
@@ -57,13 +56,10 @@ class Tables {
     m.count = N;
     return Status::Ok();
   }
-  ~Tables() {
-    if (d_) cudaFreeAsync(d_, cudaStreamPerThread);
-  }
   Maps m{};
 
  private:
-  void* d_ = nullptr;
+  Scratch d_;
 };
 
 __device__ __forceinline__ int find_map(const Maps& m, int64_t idx) {
@@ -197,7 +193,7 @@ __global__ void relu_kernel(int64_t n, const float* __restrict__ x, float* __res
 
 // One block per row: max, then sum of exponentials, through shared memory.
 __global__ void softmax_kernel(int cols, const float* __restrict__ x, float* __restrict__ y) {
-  __shared__ float red[kThreads];
+  SPP_SHARED(float, red, kThreads);
   const float* xr = x + int64_t{blockIdx.x} * cols;
   float* yr = y + int64_t{blockIdx.x} * cols;
   float m = -INFINITY;
@@ -225,17 +221,6 @@ __global__ void softmax_kernel(int cols, const float* __restrict__ x, float* __r
   for (int j = threadIdx.x; j < cols; j += blockDim.x) yr[j] *= inv;
 }
 
-int grid_for(int64_t n, int per_thread_items = 1) {
-  const int64_t blocks = (n + int64_t{kThreads} * per_thread_items - 1) / (int64_t{kThreads} * per_thread_items);
-  return static_cast<int>(blocks < 1 ? 1 : (blocks > 65535 * 16 ? 65535 * 16 : blocks));
-}
-
-Status finish(const char* what) {
-  SPP_CUDA_TRY(cudaGetLastError(), what);
-  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), what);
-  return Status::Ok();
-}
-
 int64_t out_total(const RaggedView& out) {
   if (out.count == 0) return 0;
   const int i = out.count - 1;
@@ -252,7 +237,7 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
   Tables t;
   Status s = t.upload(in, out, total);
   if (!s.ok()) return s;
-  conv2d_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, weight, bias, p, y, total);
+  SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, conv2d_kernel)(t.m, x, weight, bias, p, y, total);
   return finish("conv2d kernel");
 }
 
@@ -262,7 +247,7 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
   Tables t;
   Status s = t.upload(in, out, total);
   if (!s.ok()) return s;
-  max_pool2d_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, p, in.channels, y, total);
+  SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, max_pool2d_kernel)(t.m, x, p, in.channels, y, total);
   return finish("max_pool2d kernel");
 }
 
@@ -272,7 +257,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
   Tables t;
   Status s = t.upload(in, in, total);
   if (!s.ok()) return s;
-  lrn_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, p, in.channels, y, total);
+  SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, lrn_kernel)(t.m, x, p, in.channels, y, total);
   return finish("local_response_norm kernel");
 }
 
@@ -283,7 +268,7 @@ Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnPar
   Tables t;
   Status s = t.upload(in, out, total);
   if (!s.ok()) return s;
-  lrn_max_pool2d_kernel<<<grid_for(total), kThreads, 0, cudaStreamPerThread>>>(t.m, x, lp, pp, in.channels, y, total);
+  SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, lrn_max_pool2d_kernel)(t.m, x, lp, pp, in.channels, y, total);
   return finish("local_response_norm + max_pool2d kernel");
 }
 
@@ -292,20 +277,20 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
   const int64_t total = rows * out_features;
   if (total == 0) return Status::Ok();
   if (math != kMathDirect && tc::supported()) return tc::gemm_tn(rows, out_features, in_features, x, w, b, relu, math, y);
-  linear_kernel<<<grid_for(total * 32), kThreads, 0, cudaStreamPerThread>>>(rows, in_features, out_features, x, w, b, relu, y);
+  SPP_LAUNCH(grid_for(total * 32, kThreads), kThreads, 0, linear_kernel)(rows, in_features, out_features, x, w, b, relu, y);
   return finish("linear kernel");
 }
 
 Status relu_forward(int64_t n, const float* x, float* y) {
   if (n == 0) return Status::Ok();
-  relu_kernel<<<grid_for(n, 4), kThreads, 0, cudaStreamPerThread>>>(n, x, y);
+  SPP_LAUNCH(grid_for(n, kThreads, 4), kThreads, 0, relu_kernel)(n, x, y);
   return finish("relu kernel");
 }
 
 Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y) {
   if (rows == 0) return Status::Ok();
   if (rows > 2147483647) return Status::Error(Code::kInvalidArgument, "softmax: too many rows");
-  softmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, cudaStreamPerThread>>>(cols, x, y);
+  SPP_LAUNCH(static_cast<unsigned>(rows), kThreads, 0, softmax_kernel)(cols, x, y);
   return finish("softmax kernel");
 }
 

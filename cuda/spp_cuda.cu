@@ -1,18 +1,21 @@
 // SPP on CUDA: the whole ragged batch, every level and every window in one launch.
 //
-// One block per (region, group of G channels). A region is a whole map or a detection window.
-// The block reads its G planes from global memory once (16-byte loads when the planes are
+// Forward: one block per (region, group of G channels). A region is a whole map or a detection
+// window. The block reads its G planes from global memory once (16-byte loads when the planes are
 // contiguous) into shared memory, then pools every bin of every level from there: small bins
 // one thread each, large bins one warp each. Planes too large for shared memory are pooled
 // straight from global memory (L1/L2 absorb the re-reads of overlapping levels).
-#include <cuda_runtime.h>
-
+//
+// Backward, without atomics (the same bits on every run): for max pooling the forward's blocks
+// first write each bin's argmax; then one thread per input element gathers the gradients of the
+// bins that draw from it, in the CPU backend's order (region, level, bin row, bin column), so
+// the CPU and CUDA gradients are the same floats summed in the same order.
 #include <algorithm>
 #include <climits>
 #include <cstring>
 #include <vector>
 
-#include "check.h"
+#include "kernel.h"
 #include "sppnet/spp.h"
 
 namespace sppnet {
@@ -24,15 +27,26 @@ constexpr int kSmemFloats = 12284;   // 48 KiB (the default dynamic limit) less 
 constexpr int kTargetFloats = 4096;  // channels are grouped until a block has about this much input
 constexpr int kThreadBinMax = 48;    // bins of at most this many elements: one thread each
 
+// The pooling a kernel does: the forward's max or average, or (backward of max) each bin's argmax.
+enum Mode : int32_t { kMax = kPoolMax, kAvg = kPoolAvg, kArgmax = 2 };
+
 struct Params {
   const float* __restrict__ in;
   float* out;                       // forward: [R, F]; backward: grad_in, same layout as in
   const float* __restrict__ gout;   // backward: [R, F]
+  int32_t* arg;                     // backward of max: [R, F], each bin's argmax (row-major within its region)
   const int64_t* __restrict__ map_off;
   const int32_t* __restrict__ map_h;
   const int32_t* __restrict__ map_w;
   const Region* __restrict__ regions;
-  int64_t F;  // features per region: C * sum(n*n)
+  // backward: the maps' elements numbered densely (map i's are [elem_start[i], elem_start[i + 1])),
+  // and each map's regions in order (map_regions[map_region_start[i] .. map_region_start[i + 1]]).
+  const int64_t* __restrict__ elem_start;
+  const int32_t* __restrict__ map_region_start;
+  const int32_t* __restrict__ map_regions;
+  int64_t F;      // features per region: C * sum(n*n)
+  int64_t elems;  // elements of all maps
+  int32_t count;  // maps
   int32_t C, G, groups, L, rule, smem_floats;
   int32_t levels[kMaxLevels];
   int32_t level_base[kMaxLevels];  // sum of n*n over the levels before l
@@ -140,14 +154,16 @@ __device__ Block setup(const Params& p, float* sm, bool need_input) {
 // Pools every bin of every level of the block's planes at src. Levels go largest bins first, and
 // the items continue the rotation over warps (threads) from one level to the next, so that no warp
 // gets the big bins of every level. Instantiated with src in shared memory (ld.shared) and global.
-template <int POOL>
+// MODE kArgmax writes each bin's argmax to p.arg: the first NaN, else the first maximum, in
+// row-major order within the region (the CPU backward's choice).
+template <int MODE>
 __device__ __forceinline__ void pool_levels(const Params& p, const Block& b, const float* src, int r) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   int dealt = 0;  // items handed out so far, over all levels
   for (int li = 0; li < p.L; ++li) {
     const int l = p.order[li];
     const int n = p.levels[l], nn = n * n, items = b.G * nn;
-    float* o = p.out + r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
+    const int64_t o = r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
     const bool per_thread = static_cast<int64_t>(b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
     const int step = per_thread ? blockDim.x : nwarps;
     const int me = per_thread ? threadIdx.x : warp;
@@ -157,10 +173,39 @@ __device__ __forceinline__ void pool_levels(const Params& p, const Block& b, con
       const int gi = it / nn, k = it - gi * nn, i = k / n, j = k - i * n;
       const BinRange ry = bin_range(p.rule, i, n, b.g.h), rx = bin_range(p.rule, j, n, b.g.w);
       const float* s = src + gi * b.cs;
-      float v = POOL == kPoolMax ? -INFINITY : 0.f;
+      if (MODE == kArgmax) {
+        float bv = -INFINITY;
+        int bi = INT_MAX;  // row-major index y * w + x within the region
+        if (per_thread) {
+          for (int y = ry.start; y < ry.end; ++y)
+            for (int x = rx.start; x < rx.end; ++x) {
+              const float v = s[y * b.rs + x];
+              const int idx = y * b.g.w + x;
+              if (better(v, idx, bv, bi)) bv = v, bi = idx;
+            }
+        } else {
+          const WarpTiling t(lane, rx.end - rx.start);
+          for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
+            for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row) {
+              const float v = s[y * b.rs + x];
+              const int idx = y * b.g.w + x;
+              if (better(v, idx, bv, bi)) bv = v, bi = idx;
+            }
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
+            if (better(ov, oi, bv, bi)) bv = ov, bi = oi;
+          }
+          if (lane != 0) continue;
+        }
+        p.arg[o + it] = bi;
+        continue;
+      }
+      float v = MODE == kMax ? -INFINITY : 0.f;
       if (per_thread) {
         for (int y = ry.start; y < ry.end; ++y)
-          for (int x = rx.start; x < rx.end; ++x) v = POOL == kPoolMax ? nan_max(v, s[y * b.rs + x]) : v + s[y * b.rs + x];
+          for (int x = rx.start; x < rx.end; ++x) v = MODE == kMax ? nan_max(v, s[y * b.rs + x]) : v + s[y * b.rs + x];
       } else {
         // Two accumulators over alternate row passes: two loads in flight per lane.
         const WarpTiling t(lane, rx.end - rx.start);
@@ -171,20 +216,20 @@ __device__ __forceinline__ void pool_levels(const Params& p, const Block& b, con
           const bool two = y + rpp < ry.end;
           const float* row1 = row0 + rpp * b.rs;
           for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row) {
-            v = POOL == kPoolMax ? nan_max(v, row0[x]) : v + row0[x];
-            if (two) v1 = POOL == kPoolMax ? nan_max(v1, row1[x]) : v1 + row1[x];
+            v = MODE == kMax ? nan_max(v, row0[x]) : v + row0[x];
+            if (two) v1 = MODE == kMax ? nan_max(v1, row1[x]) : v1 + row1[x];
           }
         }
-        v = POOL == kPoolMax ? nan_max(v, v1) : v + v1;
+        v = MODE == kMax ? nan_max(v, v1) : v + v1;
 #pragma unroll
         for (int off = 16; off > 0; off >>= 1) {
           const float w = __shfl_xor_sync(0xffffffffu, v, off);
-          v = POOL == kPoolMax ? nan_max(v, w) : v + w;
+          v = MODE == kMax ? nan_max(v, w) : v + w;
         }
         if (lane != 0) continue;
       }
-      if (POOL == kPoolAvg) v /= static_cast<float>((ry.end - ry.start) * (rx.end - rx.start));
-      o[it] = v;
+      if (MODE == kAvg) v /= static_cast<float>((ry.end - ry.start) * (rx.end - rx.start));
+      p.out[o + it] = v;
     }
   }
 }
@@ -197,101 +242,116 @@ __device__ __forceinline__ void pool_levels(const Params& p, const Block& b, con
 #define SPP_FORWARD_MIN_BLOCKS 3
 #endif
 
-template <int POOL>
+// The forward (MODE kMax, kAvg), and the argmax pass of the max backward (kArgmax).
+template <int MODE>
 __global__ void __launch_bounds__(kThreads, SPP_FORWARD_MIN_BLOCKS) spp_forward_kernel(Params p) {
-  extern __shared__ float sm[];
+  SPP_DYNAMIC_SHARED(float, sm);
   const Block b = setup(p, sm, true);
   const int r = blockIdx.x / p.groups;
   if (b.shared)
-    pool_levels<POOL>(p, b, sm + b.off, r);  // the compiler sees shared memory: ld.shared
+    pool_levels<MODE>(p, b, sm + b.off, r);  // the compiler sees shared memory: ld.shared
   else
-    pool_levels<POOL>(p, b, b.src, r);
+    pool_levels<MODE>(p, b, b.src, r);
 }
 
+// grad_in, one thread per element of the maps: the sum of the gradients of the bins that draw
+// from it (max: the bins whose argmax it is; avg: every bin holding it, its share), in the order
+// region, level, bin row, bin column, as the CPU backend adds them. Bin starts never decrease, so
+// each level's scan stops at the first bin that starts past the element.
 template <int POOL>
 __global__ void __launch_bounds__(kThreads) spp_backward_kernel(Params p) {
-  extern __shared__ float sm[];
-  const Block b = setup(p, sm, POOL == kPoolMax);
-  const int r = blockIdx.x / p.groups;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  float* gin = p.out + p.map_off[b.g.map] + b.c0 * b.HW + static_cast<int64_t>(b.g.y0) * b.W + b.g.x0;
-  for (int l = 0; l < p.L; ++l) {
-    const int n = p.levels[l], nn = n * n, items = b.G * nn;
-    const float* go = p.gout + r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
-    const bool per_thread = static_cast<int64_t>(b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
-    const int step = per_thread ? blockDim.x : nwarps;
-    for (int it = per_thread ? threadIdx.x : warp; it < items; it += step) {
-      const int gi = it / nn, k = it - gi * nn, i = k / n, j = k - i * n;
-      const BinRange ry = bin_range(p.rule, i, n, b.g.h), rx = bin_range(p.rule, j, n, b.g.w);
-      const float gv = go[it];
-      float* d = gin + gi * b.HW;
-      if (POOL == kPoolAvg) {
-        const float share = gv / static_cast<float>((ry.end - ry.start) * (rx.end - rx.start));
-        if (per_thread) {
-          for (int y = ry.start; y < ry.end; ++y)
-            for (int x = rx.start; x < rx.end; ++x) atomicAdd(d + static_cast<int64_t>(y) * b.W + x, share);
-        } else {
-          const WarpTiling t(lane, rx.end - rx.start);
-          for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
-            for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row)
-              atomicAdd(d + static_cast<int64_t>(y) * b.W + x, share);
-        }
-        continue;
-      }
-      const float* s = b.src + gi * b.cs;
-      float bv = -INFINITY;
-      int bi = INT_MAX;  // row-major index y * w + x within the region
-      if (per_thread) {
-        for (int y = ry.start; y < ry.end; ++y)
-          for (int x = rx.start; x < rx.end; ++x) {
-            const float v = s[y * b.rs + x];
-            const int idx = y * b.g.w + x;
-            if (better(v, idx, bv, bi)) { bv = v; bi = idx; }
-          }
-      } else {
-        const WarpTiling t(lane, rx.end - rx.start);
-        for (int y = ry.start + t.ly; y < ry.end; y += t.rows_per_pass)
-          for (int x = rx.start + t.lx; x < rx.end; x += t.lanes_per_row) {
-            const float v = s[y * b.rs + x];
-            const int idx = y * b.g.w + x;
-            if (better(v, idx, bv, bi)) { bv = v; bi = idx; }
-          }
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) {
-          const float ov = __shfl_xor_sync(0xffffffffu, bv, off);
-          const int oi = __shfl_xor_sync(0xffffffffu, bi, off);
-          if (better(ov, oi, bv, bi)) { bv = ov; bi = oi; }
-        }
-        if (lane != 0) continue;
-      }
-      if (bi == INT_MAX) continue;  // an empty bin (ruled out by the callers' checks)
-      const int y = bi / b.g.w, x = bi - y * b.g.w;
-      atomicAdd(d + static_cast<int64_t>(y) * b.W + x, gv);
+  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < p.elems; e += int64_t{gridDim.x} * blockDim.x) {
+    int m = 0, hi = p.count - 1;
+    while (m < hi) {
+      const int mid = (m + hi + 1) >> 1;
+      if (p.elem_start[mid] <= e) m = mid; else hi = mid - 1;
     }
+    const int W = p.map_w[m];
+    const int64_t rem = e - p.elem_start[m], HW = static_cast<int64_t>(p.map_h[m]) * W;
+    const int c = static_cast<int>(rem / HW);
+    const int pix = static_cast<int>(rem - c * HW), y = pix / W, x = pix - y * W;
+    float acc = 0.f;
+    for (int k = p.map_region_start[m]; k < p.map_region_start[m + 1]; ++k) {
+      const int r = p.map_regions[k];
+      const Region g = p.regions[r];
+      const int ly = y - g.y0, lx = x - g.x0;
+      if (ly < 0 || ly >= g.h || lx < 0 || lx >= g.w) continue;
+      const int64_t row = r * p.F;
+      for (int l = 0; l < p.L; ++l) {
+        const int n = p.levels[l];
+        const int64_t base = row + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(c) * n * n;
+        for (int i = 0; i < n; ++i) {
+          const BinRange ry = bin_range(p.rule, i, n, g.h);
+          if (ry.start > ly) break;
+          if (ly >= ry.end) continue;
+          for (int j = 0; j < n; ++j) {
+            const BinRange rx = bin_range(p.rule, j, n, g.w);
+            if (rx.start > lx) break;
+            if (lx >= rx.end) continue;
+            const int64_t f = base + i * n + j;
+            if (POOL == kPoolMax) {
+              if (p.arg[f] == ly * g.w + lx) acc += p.gout[f];
+            } else {
+              acc += p.gout[f] / static_cast<float>((ry.end - ry.start) * (rx.end - rx.start));
+            }
+          }
+        }
+      }
+    }
+    p.out[p.map_off[m] + rem] = acc;
   }
 }
 
-// Uploads the per-map and per-region tables, fills Params, picks the channel grouping.
+// Uploads the per-map and per-region tables (and for the backward, each map's regions and the
+// dense element numbering), fills Params, picks the channel grouping.
 class Launch {
  public:
-  Status prepare(const SppProblem& sp) {
+  Status prepare(const SppProblem& sp, bool backward) {
     const int N = sp.input.count, R = sp.num_regions;
-    const size_t off_bytes = sizeof(int64_t) * N, hw_bytes = sizeof(int32_t) * N, reg_bytes = sizeof(Region) * R;
-    const size_t bytes = off_bytes + 2 * hw_bytes + reg_bytes;
-    std::vector<char> host(bytes);
-    std::memcpy(host.data(), sp.input.offset, off_bytes);
-    std::memcpy(host.data() + off_bytes, sp.input.height, hw_bytes);
-    std::memcpy(host.data() + off_bytes + hw_bytes, sp.input.width, hw_bytes);
-    std::memcpy(host.data() + off_bytes + 2 * hw_bytes, sp.regions, reg_bytes);
-    SPP_CUDA_TRY(cudaMallocAsync(&meta_, bytes, cudaStreamPerThread), "allocating SPP tables");
+    std::vector<int64_t> elem_start;
+    std::vector<int32_t> region_start, regions_by_map;
+    if (backward) {
+      elem_start.assign(static_cast<size_t>(N) + 1, 0);
+      region_start.assign(static_cast<size_t>(N) + 1, 0);
+      for (int i = 0; i < N; ++i)
+        elem_start[i + 1] = elem_start[i] + static_cast<int64_t>(sp.input.channels) * sp.input.height[i] * sp.input.width[i];
+      for (int r = 0; r < R; ++r) ++region_start[sp.regions[r].map + 1];
+      for (int i = 0; i < N; ++i) region_start[i + 1] += region_start[i];
+      regions_by_map.resize(static_cast<size_t>(R));
+      std::vector<int32_t> fill(region_start.begin(), region_start.end() - 1);
+      for (int r = 0; r < R; ++r) regions_by_map[fill[sp.regions[r].map]++] = r;  // in region order within a map
+    }
+    // One block: int64 parts first (8-byte aligned), then the Regions and int32 parts.
+    const size_t off_b = sizeof(int64_t) * N, es_b = sizeof(int64_t) * elem_start.size(), hw_b = sizeof(int32_t) * N,
+                 reg_b = sizeof(Region) * R, rs_b = sizeof(int32_t) * region_start.size(), rm_b = sizeof(int32_t) * regions_by_map.size();
+    std::vector<char> host(off_b + es_b + 2 * hw_b + reg_b + rs_b + rm_b);
+    char* h = host.data();
+    const auto put = [&h](const void* src, size_t bytes) {
+      if (bytes) std::memcpy(h, src, bytes);
+      h += bytes;
+    };
+    put(sp.input.offset, off_b);
+    put(elem_start.data(), es_b);
+    put(sp.input.height, hw_b);
+    put(sp.input.width, hw_b);
+    put(sp.regions, reg_b);
+    put(region_start.data(), rs_b);
+    put(regions_by_map.data(), rm_b);
+    Status s = meta_.alloc(host.size(), "allocating SPP tables");
+    if (!s.ok()) return s;
     // From pageable memory the call returns once the bytes are staged, so `host` may then die.
-    SPP_CUDA_TRY(cudaMemcpyAsync(meta_, host.data(), bytes, cudaMemcpyHostToDevice, cudaStreamPerThread),
+    SPP_CUDA_TRY(cudaMemcpyAsync(meta_.get(), host.data(), host.size(), cudaMemcpyHostToDevice, cudaStreamPerThread),
                  "uploading SPP tables");
-    char* m = static_cast<char*>(meta_);
-    p.map_off = reinterpret_cast<const int64_t*>(m);
-    p.map_h = reinterpret_cast<const int32_t*>(m + off_bytes);
-    p.map_w = reinterpret_cast<const int32_t*>(m + off_bytes + hw_bytes);
-    p.regions = reinterpret_cast<const Region*>(m + off_bytes + 2 * hw_bytes);
+    const char* d = meta_.get();
+    p.map_off = reinterpret_cast<const int64_t*>(d);
+    p.elem_start = reinterpret_cast<const int64_t*>(d + off_b);
+    p.map_h = reinterpret_cast<const int32_t*>(d + off_b + es_b);
+    p.map_w = reinterpret_cast<const int32_t*>(d + off_b + es_b + hw_b);
+    p.regions = reinterpret_cast<const Region*>(d + off_b + es_b + 2 * hw_b);
+    p.map_region_start = reinterpret_cast<const int32_t*>(d + off_b + es_b + 2 * hw_b + reg_b);
+    p.map_regions = reinterpret_cast<const int32_t*>(d + off_b + es_b + 2 * hw_b + reg_b + rs_b);
+    p.elems = backward ? elem_start[N] : 0;
+    p.count = N;
     p.F = sp.features();
     p.C = sp.input.channels;
     p.L = sp.num_levels;
@@ -315,52 +375,86 @@ class Launch {
     grid_ = static_cast<int>(grid);
     return Status::Ok();
   }
-  ~Launch() {
-    if (meta_) cudaFreeAsync(meta_, cudaStreamPerThread);
+
+  // The per-(region, channel group) pass: the forward, or the argmax of the max backward.
+  template <int MODE>
+  void pool() {
+    const size_t sbytes = sizeof(float) * (p.smem_floats + 3);  // + 3: the alignment offset
+    SPP_LAUNCH(grid_, kThreads, sbytes, spp_forward_kernel<MODE>)(p);
   }
-  template <typename K>
-  Status run(K kernel, bool smem) {
-    const size_t sbytes = smem ? sizeof(float) * (p.smem_floats + 3) : 0;  // + 3: the alignment offset
-    if (!smem) p.smem_floats = 0;
-    (void)cudaGetLastError();  // a stale error of an earlier call must not be reported as ours
-    kernel<<<grid_, kThreads, sbytes, cudaStreamPerThread>>>(p);
-    SPP_CUDA_TRY(cudaGetLastError(), "launching the SPP kernel");
-    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "running the SPP kernel");
-    return Status::Ok();
+
+  template <int POOL>
+  void gather() {
+    SPP_LAUNCH(grid_for(p.elems, kThreads), kThreads, 0, spp_backward_kernel<POOL>)(p);
   }
+
   Params p{};
 
  private:
-  void* meta_ = nullptr;
+  Scratch meta_;
   int grid_ = 0;
 };
+
+// Whether the maps, sorted by offset, cover [0, total) without gaps (ragged batches and 4-D
+// tensors do): then the backward's gather writes every element of grad_in and no memset is needed.
+// Overlapping maps are an error (two threads would write one element).
+Status covers(const RaggedView& in, bool* dense) {
+  std::vector<std::pair<int64_t, int64_t>> spans(static_cast<size_t>(in.count));
+  for (int i = 0; i < in.count; ++i)
+    spans[i] = {in.offset[i], in.offset[i] + static_cast<int64_t>(in.channels) * in.height[i] * in.width[i]};
+  std::sort(spans.begin(), spans.end());
+  int64_t at = 0;
+  *dense = true;
+  for (const auto& sp : spans) {
+    if (sp.first < at) return Status::Error(Code::kInvalidArgument, "spp backward: maps overlap in the input's storage");
+    if (sp.first > at) *dense = false;
+    at = sp.second;
+  }
+  if (at != in.total) *dense = false;
+  return Status::Ok();
+}
 
 }  // namespace
 
 Status spp_forward(const SppProblem& sp, const float* input, float* output) {
   if (sp.output_elements() == 0) return Status::Ok();
+  (void)cudaGetLastError();  // a stale error of an earlier call must not be reported as ours
   Launch L;
-  Status s = L.prepare(sp);
+  Status s = L.prepare(sp, false);
   if (!s.ok()) return s;
   L.p.in = input;
   L.p.out = output;
-  return sp.pool == kPoolMax ? L.run(spp_forward_kernel<kPoolMax>, true) : L.run(spp_forward_kernel<kPoolAvg>, true);
+  if (sp.pool == kPoolMax) L.pool<kMax>();
+  else L.pool<kAvg>();
+  return finish("running the SPP kernel");
 }
 
 Status spp_backward(const SppProblem& sp, const float* input, const float* grad_out, float* grad_in) {
-  if (sp.input.total > 0)
+  (void)cudaGetLastError();
+  bool dense = false;
+  Status s = covers(sp.input, &dense);
+  if (!s.ok()) return s;
+  if (!dense && sp.input.total > 0)
     SPP_CUDA_TRY(cudaMemsetAsync(grad_in, 0, sizeof(float) * sp.input.total, cudaStreamPerThread), "zeroing the gradient");
-  if (sp.output_elements() == 0) {
-    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "zeroing the gradient");
-    return Status::Ok();
-  }
+  if (sp.input.count == 0) return finish("zeroing the gradient");
   Launch L;
-  Status s = L.prepare(sp);
+  s = L.prepare(sp, true);
   if (!s.ok()) return s;
   L.p.in = input;
   L.p.out = grad_in;
   L.p.gout = grad_out;
-  return sp.pool == kPoolMax ? L.run(spp_backward_kernel<kPoolMax>, true) : L.run(spp_backward_kernel<kPoolAvg>, false);
+  Scratch arg;
+  if (sp.pool == kPoolMax && sp.output_elements() > 0) {
+    s = arg.alloc(sizeof(int32_t) * static_cast<size_t>(sp.output_elements()), "allocating the SPP argmax");
+    if (!s.ok()) return s;
+    L.p.arg = reinterpret_cast<int32_t*>(arg.get());
+    L.pool<kArgmax>();
+  }
+  if (L.p.elems > 0) {
+    if (sp.pool == kPoolMax) L.gather<kPoolMax>();
+    else L.gather<kPoolAvg>();
+  }
+  return finish("running the SPP backward kernels");
 }
 
 }  // namespace cuda
