@@ -1,0 +1,2 @@
+// cuda/gemm_tc.cu compiled for the CPU against the emulated runtime (see cuda_runtime.h here).
+#include "../../cuda/gemm_tc.cu"

@@ -1,0 +1,2 @@
+// cuda/layers_cuda.cu compiled for the CPU against the emulated runtime (see cuda_runtime.h here).
+#include "../../cuda/layers_cuda.cu"
