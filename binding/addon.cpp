@@ -52,7 +52,7 @@ Napi::Value CpuPeak(const Napi::CallbackInfo& info) {
     for (int i = 0; i < threads; ++i) o[i + 1] = p.per_thread[static_cast<size_t>(i)];
     return Status::Ok();
   };
-  return queue(info.Env(), task, {out});
+  return queue(info.Env(), task, {out}, Runs::kHost);
 }
 
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
@@ -92,7 +92,7 @@ Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
   FloatArg s = float_arg(a, "src", n);
   FloatArg d = float_arg(a, "dst", n);
   auto task = [s, d, n]() { return cuda::copy_d2h(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)); };
-  return queue(info.Env(), task, {info[0], info[2]});
+  return queue(info.Env(), task, {info[0], info[2]}, Runs::kCuda);
 }
 
 // cudaCopy(dst, dstOffset, src, srcOffset, n): synchronous device -> device copy.

@@ -198,9 +198,13 @@ void CpuExecutor::loop() {
 
 // ---- promise worker ----
 
-TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep,
+TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
                        std::shared_ptr<CpuExecutor> executor)
-    : Napi::AsyncWorker(env, "sppnet"), task_(std::move(task)), deferred_(Napi::Promise::Deferred::New(env)), executor_(std::move(executor)) {
+    : Napi::AsyncWorker(env, "sppnet"),
+      task_(std::move(task)),
+      deferred_(Napi::Promise::Deferred::New(env)),
+      executor_(std::move(executor)),
+      runs_(runs) {
   for (const auto& v : keep)
     if (v.IsObject()) keep_.push_back(Napi::Persistent(v));
 }
@@ -213,6 +217,13 @@ void TaskWorker::Execute() {
     s = Status::Error(Code::kOutOfMemory, "out of host memory");
   } catch (const std::exception& e) {
     s = Status::Error(Code::kInternal, e.what());
+  }
+  // A CUDA task may have returned (an error, an exception) with work still queued on this
+  // thread's stream. Nothing may settle, and no buffer it uses may be freed or reused (OnOK and
+  // OnError drop the task's holds), before that work is done: the one place that guarantees it.
+  if (runs_ == Runs::kCuda) {
+    const Status sync = cuda::synchronize();
+    if (s.ok()) s = sync;
   }
   if (!s.ok()) {
     code_ = s.code;
@@ -232,9 +243,9 @@ void TaskWorker::OnError(const Napi::Error& e) {
   deferred_.Reject(err.Value());
 }
 
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, bool cpu) {
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs) {
   AddonData* d = env.GetInstanceData<AddonData>();
-  auto* w = new TaskWorker(env, std::move(task), keep, cpu && d->use_executor ? d->cpu : nullptr);
+  auto* w = new TaskWorker(env, std::move(task), keep, runs, runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -119,12 +119,17 @@ Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const 
 // obj.size (>= 1), obj.alpha, obj.beta, obj.k. Throws a JS error.
 LrnParams lrn_params(const Napi::Object& obj);
 
+// Where a task runs: on the instance's CpuExecutor, on a libuv thread as a CUDA task (its
+// stream is synchronised before the promise settles, whatever the task returned), or on a libuv
+// thread and nothing more (host work that must not touch CUDA, e.g. the CPU peak probe).
+enum class Runs { kCpu, kCuda, kHost };
+
 // Runs `task` on the libuv pool and settles a promise with its Status. Holds `keep` (JS values
 // whose memory the task uses) until it settles.
 class TaskWorker : public Napi::AsyncWorker {
  public:
-  TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep,
-             std::shared_ptr<CpuExecutor> executor = nullptr);
+  TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
+             std::shared_ptr<CpuExecutor> executor);
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override;
   void OnOK() override;
@@ -135,11 +140,14 @@ class TaskWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
+  Runs runs_;
   Code code_ = Code::kOk;
 };
 
-// Queues a task and returns its promise; cpu: run it on the instance's CpuExecutor.
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, bool cpu = false);
+// Queues a task and returns its promise.
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs);
+// How an op whose buffers are all on one device runs: kCuda when they are device memory, else kCpu.
+inline Runs runs_on(bool device) { return device ? Runs::kCuda : Runs::kCpu; }
 // Throws a JS Error for a non-OK status (synchronous entry points).
 void throw_if(Napi::Env env, const Status& s);
 const char* code_name(Code c);

@@ -81,6 +81,11 @@ Status copy_d2d(void* dst, const void* src, size_t bytes) {
   return Status::Ok();
 }
 
+Status synchronize() {
+  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "synchronising the stream");
+  return Status::Ok();
+}
+
 Status memory_info(size_t* free_bytes, size_t* total_bytes) {
   SPP_CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
   return Status::Ok();

@@ -24,6 +24,7 @@ Status malloc_device(size_t, void** ptr) {
   return unavailable();
 }
 void free_device(void*) {}
+Status synchronize() { return unavailable(); }
 Status copy_h2d(void*, const void*, size_t) { return unavailable(); }
 Status copy_d2h(void*, const void*, size_t) { return unavailable(); }
 Status copy_d2d(void*, const void*, size_t) { return unavailable(); }

@@ -29,6 +29,8 @@ Status copy_h2d(void* dst, const void* src, size_t bytes);
 Status copy_d2h(void* dst, const void* src, size_t bytes);
 Status copy_d2d(void* dst, const void* src, size_t bytes);
 Status memory_info(size_t* free_bytes, size_t* total_bytes);
+// Waits for the work the calling thread queued on its stream (cudaStreamPerThread).
+Status synchronize();
 
 }  // namespace cuda
 }  // namespace sppnet
