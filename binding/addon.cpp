@@ -61,10 +61,15 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("deviceBuffers", static_cast<double>(data->counters->device_buffers.load()));
   o.Set("deviceBytes", static_cast<double>(data->counters->device_bytes.load()));
-  size_t free_b = 0, total_b = 0;
-  if (data->counters->device_buffers.load() > 0 && cuda::memory_info(&free_b, &total_b).ok()) {
+  // Only once this instance has used the device: the queries would create a CUDA context.
+  size_t free_b = 0, total_b = 0, reserved = 0, used = 0;
+  if (data->pool_ready && cuda::memory_info(&free_b, &total_b).ok()) {
     o.Set("deviceFree", static_cast<double>(free_b));
     o.Set("deviceTotal", static_cast<double>(total_b));
+  }
+  if (data->pool_ready && cuda::pool_info(&reserved, &used).ok()) {
+    o.Set("devicePoolReserved", static_cast<double>(reserved));
+    o.Set("devicePoolUsed", static_cast<double>(used));
   }
   return o;
 }

@@ -46,10 +46,15 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   const double n = info[0].As<Napi::Number>().DoubleValue();
   if (!(n >= 0) || n > 9.0e15) throw Napi::RangeError::New(env, "DeviceBuffer(length): bad length");
   length_ = static_cast<size_t>(n);
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (!data->pool_ready) {
+    throw_if(env, cuda::keep_pool_memory());
+    data->pool_ready = true;
+  }
   auto mem = std::make_shared<DeviceMem>();
   mem->bytes = length_ * sizeof(float);
   throw_if(env, cuda::malloc_device(mem->bytes, &mem->ptr));
-  mem->counters = env.GetInstanceData<AddonData>()->counters;
+  mem->counters = data->counters;
   mem->counters->device_buffers += 1;
   mem->counters->device_bytes += static_cast<int64_t>(mem->bytes);
   mem_ = std::move(mem);

@@ -21,15 +21,16 @@
 namespace sppnet {
 namespace binding {
 
-// Live device allocations, for leak tests. Shared with every DeviceMem, which may die on a
-// worker thread after the JS object that made it.
+// Live device allocations, for leak tests. Shared with every DeviceMem, which may die after the
+// JS object that made it (when an in-flight op lets go of it).
 struct Counters {
   std::atomic<int64_t> device_buffers{0};
   std::atomic<int64_t> device_bytes{0};
 };
 
-// One cudaMalloc'd block. Freed when the last holder (a JS DeviceBuffer or an in-flight
-// operation) lets go, so dispose() during an operation is safe.
+// One block of device memory (cuda::malloc_device). Freed, stream-ordered and without waiting,
+// when the last holder (a JS DeviceBuffer or an in-flight operation, which lets go once its
+// stream is synchronised) lets go, so dispose() during an operation is safe.
 struct DeviceMem {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -73,6 +74,7 @@ struct AddonData {
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
   std::shared_ptr<CpuExecutor> cpu = std::make_shared<CpuExecutor>();
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
+  bool pool_ready = false;   // cuda::keep_pool_memory() done (JS thread only, before the first DeviceBuffer)
 };
 
 class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {

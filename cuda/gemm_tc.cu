@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "check.h"
+#include "pool.h"
 #include "gemm_tc.h"
 #include "gemm_tc_kernels.cuh"
 
@@ -44,12 +45,9 @@ void launch_gemm(int32_t math, dim3 grid, const GemmArgs& a) {
 class Scratch {
  public:
   Status alloc(size_t bytes, const char* what) {
-    SPP_CUDA_TRY(cudaMallocAsync(&p_, bytes, cudaStreamPerThread), what);
-    return Status::Ok();
+    return pool_alloc(&p_, bytes, what);
   }
-  ~Scratch() {
-    if (p_) cudaFreeAsync(p_, cudaStreamPerThread);
-  }
+  ~Scratch() { pool_free(p_); }
   char* get() const { return static_cast<char*>(p_); }
 
  private:

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "check.h"
+#include "pool.h"
 #include "sppnet/dropout.h"
 #include "sppnet/layers.h"
 
@@ -57,7 +58,8 @@ class Tables {
     std::memcpy(q + N, in.width, sizeof(int32_t) * N);
     std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
     std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
-    SPP_CUDA_TRY(cudaMallocAsync(&d_, h.size(), cudaStreamPerThread), "allocating layer tables");
+    Status s = pool_alloc(&d_, h.size(), "allocating layer tables");
+    if (!s.ok()) return s;
     SPP_CUDA_TRY(cudaMemcpyAsync(d_, h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
     SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
     const int64_t* d = static_cast<const int64_t*>(d_);
@@ -73,9 +75,7 @@ class Tables {
     m.count = N;
     return Status::Ok();
   }
-  ~Tables() {
-    if (d_) cudaFreeAsync(d_, cudaStreamPerThread);
-  }
+  ~Tables() { pool_free(d_); }
   Maps m{};
   int64_t in_total = 0, out_total = 0;
 
@@ -87,12 +87,9 @@ class Tables {
 class Scratch {
  public:
   Status alloc(size_t bytes) {
-    SPP_CUDA_TRY(cudaMallocAsync(&p_, bytes, cudaStreamPerThread), "allocating scratch memory");
-    return Status::Ok();
+    return pool_alloc(&p_, bytes, "allocating scratch memory");
   }
-  ~Scratch() {
-    if (p_) cudaFreeAsync(p_, cudaStreamPerThread);
-  }
+  ~Scratch() { pool_free(p_); }
   void* get() const { return p_; }
 
  private:

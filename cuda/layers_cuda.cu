@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "check.h"
+#include "pool.h"
 #include "gemm_tc.h"
 #include "sppnet/layers.h"
 
@@ -43,7 +44,8 @@ class Tables {
     std::memcpy(q + N, in.width, sizeof(int32_t) * N);
     std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
     std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
-    SPP_CUDA_TRY(cudaMallocAsync(&d_, h.size(), cudaStreamPerThread), "allocating layer tables");
+    Status s = pool_alloc(&d_, h.size(), "allocating layer tables");
+    if (!s.ok()) return s;
     SPP_CUDA_TRY(cudaMemcpyAsync(d_, h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
     SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
     char* d = static_cast<char*>(d_);
@@ -57,9 +59,7 @@ class Tables {
     m.count = N;
     return Status::Ok();
   }
-  ~Tables() {
-    if (d_) cudaFreeAsync(d_, cudaStreamPerThread);
-  }
+  ~Tables() { pool_free(d_); }
   Maps m{};
 
  private:

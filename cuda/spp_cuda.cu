@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "check.h"
+#include "pool.h"
 #include "sppnet/spp.h"
 
 namespace sppnet {
@@ -283,7 +284,8 @@ class Launch {
     std::memcpy(host.data() + off_bytes, sp.input.height, hw_bytes);
     std::memcpy(host.data() + off_bytes + hw_bytes, sp.input.width, hw_bytes);
     std::memcpy(host.data() + off_bytes + 2 * hw_bytes, sp.regions, reg_bytes);
-    SPP_CUDA_TRY(cudaMallocAsync(&meta_, bytes, cudaStreamPerThread), "allocating SPP tables");
+    Status s = pool_alloc(&meta_, bytes, "allocating SPP tables");
+    if (!s.ok()) return s;
     // From pageable memory the call returns once the bytes are staged, so `host` may then die.
     SPP_CUDA_TRY(cudaMemcpyAsync(meta_, host.data(), bytes, cudaMemcpyHostToDevice, cudaStreamPerThread),
                  "uploading SPP tables");
@@ -315,9 +317,7 @@ class Launch {
     grid_ = static_cast<int>(grid);
     return Status::Ok();
   }
-  ~Launch() {
-    if (meta_) cudaFreeAsync(meta_, cudaStreamPerThread);
-  }
+  ~Launch() { pool_free(meta_); }
   template <typename K>
   Status run(K kernel, bool smem) {
     const size_t sbytes = smem ? sizeof(float) * (p.smem_floats + 3) : 0;  // + 3: the alignment offset
