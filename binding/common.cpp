@@ -58,12 +58,25 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   mem->counters->device_buffers += 1;
   mem->counters->device_bytes += static_cast<int64_t>(mem->bytes);
   mem_ = std::move(mem);
+  report(env, static_cast<int64_t>(mem_->bytes));
+}
+
+// napi_adjust_external_memory directly: Napi::MemoryManagement aborts the process if it fails.
+// A failed report is only a missed hint to the GC, so its status is ignored.
+void DeviceBuffer::report(Napi::BasicEnv env, int64_t bytes) {
+  int64_t total = 0;
+  if (bytes != 0 && napi_adjust_external_memory(env, bytes, &total) == napi_ok) reported_ += bytes;
 }
 
 Napi::Value DeviceBuffer::Free(const Napi::CallbackInfo& info) {
+  report(info.Env(), -reported_);
   mem_.reset();
   return info.Env().Undefined();
 }
+
+// At GC or at the instance's teardown (a worker's terminate() included), on its JS thread.
+void DeviceBuffer::Finalize(Napi::BasicEnv env) { report(env, -reported_); }
+
 Napi::Value DeviceBuffer::Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(length_)); }
 Napi::Value DeviceBuffer::Freed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mem_); }
 

@@ -77,10 +77,16 @@ struct AddonData {
   bool pool_ready = false;   // cuda::keep_pool_memory() done (JS thread only, before the first DeviceBuffer)
 };
 
+// The JS handle of a DeviceMem. Its bytes are reported to V8 as external memory while the handle
+// holds them (+ at construction, - at free() or finalisation, on the JS thread), so device
+// pressure makes the GC collect dropped tensors; an in-flight op may keep the block a little longer.
 class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
  public:
   static Napi::Function Define(Napi::Env env);
   explicit DeviceBuffer(const Napi::CallbackInfo& info);
+  // The basic finalizer only (it hides the Napi::Env one on purpose: node-addon-api calls what a
+  // class declares): all it does is take the bytes back from V8's count, which a basic env allows.
+  void Finalize(Napi::BasicEnv env) override;
   std::shared_ptr<DeviceMem> mem() const { return mem_; }
   size_t length() const { return length_; }
 
@@ -88,8 +94,10 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Freed(const Napi::CallbackInfo& info);
+  void report(Napi::BasicEnv env, int64_t bytes);
   std::shared_ptr<DeviceMem> mem_;
-  size_t length_ = 0;  // floats
+  size_t length_ = 0;     // floats
+  int64_t reported_ = 0;  // bytes reported to V8 and not yet taken back
 };
 
 // A float buffer argument: a Float32Array (host) or a DeviceBuffer (device), plus an element offset.
