@@ -187,6 +187,53 @@ describe('CUDA path', function () {
     expect(sp.memory().deviceBytes).to.equal(before.deviceBytes);
   });
 
+  it('works in worker_threads (each its own pool setting and V8 accounting), and terminating one mid-op leaves the rest working', async function () {
+    const { Worker } = require('worker_threads');
+    const path = require('path');
+    const code = `
+      const { parentPort, workerData } = require('worker_threads');
+      const sp = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist'))});
+      (async () => {
+        if (workerData.busy) {
+          const big = sp.full([16, 256, 120, 120], 1, { device: 'cuda' });
+          parentPort.postMessage('busy');
+          for (;;) (await sp.spp(big, { levels: [6, 3, 2, 1] })).dispose(); // until terminated
+        }
+        const x = sp.tensor(Float32Array.from({ length: 2 * 3 * 9 * 7 }, (_, i) => Math.sin(i + workerData.k)), [2, 3, 9, 7], { device: 'cuda' });
+        const y = await sp.spp(x, { levels: [3, 1] });
+        const out = Array.from(await y.data());
+        [x, y].forEach((t) => t.dispose());
+        parentPort.postMessage({ out, memory: sp.memory() });
+      })().catch((e) => parentPort.postMessage({ error: e.message }));`;
+    const start = (data) => {
+      const w = new Worker(code, { eval: true, workerData: data });
+      const first = new Promise((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      return { w, first };
+    };
+    const busy = start({ busy: true });
+    expect(await busy.first).to.equal('busy');
+    const runs = [0, 1, 2].map((k) => start({ k }));
+    await new Promise((res) => setTimeout(res, 20));
+    await busy.w.terminate(); // while its spp calls run
+    for (const [k, r] of runs.entries()) {
+      const res = await r.first;
+      expect(res.error).to.equal(undefined);
+      const data = Float32Array.from({ length: 2 * 3 * 9 * 7 }, (_, i) => Math.sin(i + k));
+      const want = await (await sp.spp(sp.tensor(data, [2, 3, 9, 7], { device: 'cpu' }), { levels: [3, 1] })).data();
+      expectClose(Float32Array.from(res.out), want, { label: `worker ${k}` });
+      expect(res.memory.deviceBuffers).to.equal(0);
+      expect(res.memory.devicePoolReserved).to.be.a('number');
+      await r.w.terminate();
+    }
+    const x = sp.full([1, 2, 3, 3], 1, { device: 'cuda' });
+    const y = await sp.spp(x, { levels: [1] });
+    expect(Array.from(await y.data())).to.deep.equal([1, 1]);
+    [x, y].forEach((t) => t.dispose());
+  });
+
   it('mixing devices is an error', async function () {
     const x = sp.zeros([1, 2, 3, 3], { device: 'cuda' });
     await expectReject(sp.spp(x, { out: sp.zeros([1, 100], { device: 'cpu' }) }), /options.out is on cpu, the input on cuda/);
