@@ -52,7 +52,7 @@ Napi::Value CpuPeak(const Napi::CallbackInfo& info) {
     for (int i = 0; i < threads; ++i) o[i + 1] = p.per_thread[static_cast<size_t>(i)];
     return Status::Ok();
   };
-  return queue(info.Env(), task, {out});
+  return queue(info.Env(), task, {out}, Runs::kHost);
 }
 
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
@@ -61,10 +61,15 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("deviceBuffers", static_cast<double>(data->counters->device_buffers.load()));
   o.Set("deviceBytes", static_cast<double>(data->counters->device_bytes.load()));
-  size_t free_b = 0, total_b = 0;
-  if (data->counters->device_buffers.load() > 0 && cuda::memory_info(&free_b, &total_b).ok()) {
+  // Only once this instance has used the device: the queries would create a CUDA context.
+  size_t free_b = 0, total_b = 0, reserved = 0, used = 0;
+  if (data->pool_ready && cuda::memory_info(&free_b, &total_b).ok()) {
     o.Set("deviceFree", static_cast<double>(free_b));
     o.Set("deviceTotal", static_cast<double>(total_b));
+  }
+  if (data->pool_ready && cuda::pool_info(&reserved, &used).ok()) {
+    o.Set("devicePoolReserved", static_cast<double>(reserved));
+    o.Set("devicePoolUsed", static_cast<double>(used));
   }
   return o;
 }
@@ -92,7 +97,7 @@ Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
   FloatArg s = float_arg(a, "src", n);
   FloatArg d = float_arg(a, "dst", n);
   auto task = [s, d, n]() { return cuda::copy_d2h(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)); };
-  return queue(info.Env(), task, {info[0], info[2]});
+  return queue(info.Env(), task, {info[0], info[2]}, Runs::kCuda);
 }
 
 // cudaCopy(dst, dstOffset, src, srcOffset, n): synchronous device -> device copy.

@@ -46,19 +46,37 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   const double n = info[0].As<Napi::Number>().DoubleValue();
   if (!(n >= 0) || n > 9.0e15) throw Napi::RangeError::New(env, "DeviceBuffer(length): bad length");
   length_ = static_cast<size_t>(n);
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (!data->pool_ready) {
+    throw_if(env, cuda::keep_pool_memory());
+    data->pool_ready = true;
+  }
   auto mem = std::make_shared<DeviceMem>();
   mem->bytes = length_ * sizeof(float);
   throw_if(env, cuda::malloc_device(mem->bytes, &mem->ptr));
-  mem->counters = env.GetInstanceData<AddonData>()->counters;
+  mem->counters = data->counters;
   mem->counters->device_buffers += 1;
   mem->counters->device_bytes += static_cast<int64_t>(mem->bytes);
   mem_ = std::move(mem);
+  report(env, static_cast<int64_t>(mem_->bytes));
+}
+
+// napi_adjust_external_memory directly: Napi::MemoryManagement aborts the process if it fails.
+// A failed report is only a missed hint to the GC, so its status is ignored.
+void DeviceBuffer::report(Napi::BasicEnv env, int64_t bytes) {
+  int64_t total = 0;
+  if (bytes != 0 && napi_adjust_external_memory(env, bytes, &total) == napi_ok) reported_ += bytes;
 }
 
 Napi::Value DeviceBuffer::Free(const Napi::CallbackInfo& info) {
+  report(info.Env(), -reported_);
   mem_.reset();
   return info.Env().Undefined();
 }
+
+// At GC or at the instance's teardown (a worker's terminate() included), on its JS thread.
+void DeviceBuffer::Finalize(Napi::BasicEnv env) { report(env, -reported_); }
+
 Napi::Value DeviceBuffer::Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(length_)); }
 Napi::Value DeviceBuffer::Freed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mem_); }
 
@@ -198,9 +216,13 @@ void CpuExecutor::loop() {
 
 // ---- promise worker ----
 
-TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep,
+TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
                        std::shared_ptr<CpuExecutor> executor)
-    : Napi::AsyncWorker(env, "sppnet"), task_(std::move(task)), deferred_(Napi::Promise::Deferred::New(env)), executor_(std::move(executor)) {
+    : Napi::AsyncWorker(env, "sppnet"),
+      task_(std::move(task)),
+      deferred_(Napi::Promise::Deferred::New(env)),
+      executor_(std::move(executor)),
+      runs_(runs) {
   for (const auto& v : keep)
     if (v.IsObject()) keep_.push_back(Napi::Persistent(v));
 }
@@ -213,6 +235,13 @@ void TaskWorker::Execute() {
     s = Status::Error(Code::kOutOfMemory, "out of host memory");
   } catch (const std::exception& e) {
     s = Status::Error(Code::kInternal, e.what());
+  }
+  // A CUDA task may have returned (an error, an exception) with work still queued on this
+  // thread's stream. Nothing may settle, and no buffer it uses may be freed or reused (OnOK and
+  // OnError drop the task's holds), before that work is done: the one place that guarantees it.
+  if (runs_ == Runs::kCuda) {
+    const Status sync = cuda::synchronize();
+    if (s.ok()) s = sync;
   }
   if (!s.ok()) {
     code_ = s.code;
@@ -232,9 +261,9 @@ void TaskWorker::OnError(const Napi::Error& e) {
   deferred_.Reject(err.Value());
 }
 
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, bool cpu) {
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs) {
   AddonData* d = env.GetInstanceData<AddonData>();
-  auto* w = new TaskWorker(env, std::move(task), keep, cpu && d->use_executor ? d->cpu : nullptr);
+  auto* w = new TaskWorker(env, std::move(task), keep, runs, runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -21,15 +21,16 @@
 namespace sppnet {
 namespace binding {
 
-// Live device allocations, for leak tests. Shared with every DeviceMem, which may die on a
-// worker thread after the JS object that made it.
+// Live device allocations, for leak tests. Shared with every DeviceMem, which may die after the
+// JS object that made it (when an in-flight op lets go of it).
 struct Counters {
   std::atomic<int64_t> device_buffers{0};
   std::atomic<int64_t> device_bytes{0};
 };
 
-// One cudaMalloc'd block. Freed when the last holder (a JS DeviceBuffer or an in-flight
-// operation) lets go, so dispose() during an operation is safe.
+// One block of device memory (cuda::malloc_device). Freed, stream-ordered and without waiting,
+// when the last holder (a JS DeviceBuffer or an in-flight operation, which lets go once its
+// stream is synchronised) lets go, so dispose() during an operation is safe.
 struct DeviceMem {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -73,12 +74,19 @@ struct AddonData {
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
   std::shared_ptr<CpuExecutor> cpu = std::make_shared<CpuExecutor>();
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
+  bool pool_ready = false;   // cuda::keep_pool_memory() done (JS thread only, before the first DeviceBuffer)
 };
 
+// The JS handle of a DeviceMem. Its bytes are reported to V8 as external memory while the handle
+// holds them (+ at construction, - at free() or finalisation, on the JS thread), so device
+// pressure makes the GC collect dropped tensors; an in-flight op may keep the block a little longer.
 class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
  public:
   static Napi::Function Define(Napi::Env env);
   explicit DeviceBuffer(const Napi::CallbackInfo& info);
+  // The basic finalizer only (it hides the Napi::Env one on purpose: node-addon-api calls what a
+  // class declares): all it does is take the bytes back from V8's count, which a basic env allows.
+  void Finalize(Napi::BasicEnv env) override;
   std::shared_ptr<DeviceMem> mem() const { return mem_; }
   size_t length() const { return length_; }
 
@@ -86,8 +94,10 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Freed(const Napi::CallbackInfo& info);
+  void report(Napi::BasicEnv env, int64_t bytes);
   std::shared_ptr<DeviceMem> mem_;
-  size_t length_ = 0;  // floats
+  size_t length_ = 0;     // floats
+  int64_t reported_ = 0;  // bytes reported to V8 and not yet taken back
 };
 
 // A float buffer argument: a Float32Array (host) or a DeviceBuffer (device), plus an element offset.
@@ -119,12 +129,17 @@ Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const 
 // obj.size (>= 1), obj.alpha, obj.beta, obj.k. Throws a JS error.
 LrnParams lrn_params(const Napi::Object& obj);
 
+// Where a task runs: on the instance's CpuExecutor, on a libuv thread as a CUDA task (its
+// stream is synchronised before the promise settles, whatever the task returned), or on a libuv
+// thread and nothing more (host work that must not touch CUDA, e.g. the CPU peak probe).
+enum class Runs { kCpu, kCuda, kHost };
+
 // Runs `task` on the libuv pool and settles a promise with its Status. Holds `keep` (JS values
 // whose memory the task uses) until it settles.
 class TaskWorker : public Napi::AsyncWorker {
  public:
-  TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep,
-             std::shared_ptr<CpuExecutor> executor = nullptr);
+  TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
+             std::shared_ptr<CpuExecutor> executor);
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override;
   void OnOK() override;
@@ -135,11 +150,14 @@ class TaskWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
+  Runs runs_;
   Code code_ = Code::kOk;
 };
 
-// Queues a task and returns its promise; cpu: run it on the instance's CpuExecutor.
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, bool cpu = false);
+// Queues a task and returns its promise.
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs);
+// How an op whose buffers are all on one device runs: kCuda when they are device memory, else kCpu.
+inline Runs runs_on(bool device) { return device ? Runs::kCuda : Runs::kCpu; }
 // Throws a JS Error for a non-OK status (synchronous entry points).
 void throw_if(Napi::Env env, const Status& s);
 const char* code_name(Code c);

@@ -82,7 +82,7 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
     return dev ? cuda::conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr)
                : cpu::conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
@@ -100,7 +100,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
     return dev ? cuda::max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr)
                : cpu::max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
@@ -117,7 +117,7 @@ Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
     return dev ? cuda::lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr)
                : cpu::lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
@@ -138,7 +138,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
     return dev ? cuda::linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr)
                : cpu::linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 // pointwise({ op: 'reluBackward' | 'multiply', n, a, b, output }): reluBackward reads a = the
@@ -161,7 +161,7 @@ Napi::Value Pointwise(const Napi::CallbackInfo& info) {
     if (relu) return dev ? cuda::relu_backward(n, p, q, y) : cpu::relu_backward(n, p, q, y);
     return dev ? cuda::multiply(n, p, q, y) : cpu::multiply(n, p, q, y);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 // dropout({ n, input, output, mask, seed, threshold, scale })
@@ -186,7 +186,7 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
     return dev ? cuda::dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr)
                : cpu::dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 // softmaxCrossEntropy({ rows, cols, logits, grad, labels: Int32Array, rowLoss: Float64Array,
@@ -218,7 +218,7 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
     return dev ? cuda::softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp)
                : cpu::softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 // sgdStep({ n, param, grad, buf?, lr, momentum, dampening, weightDecay, nesterov, firstStep })
@@ -242,7 +242,7 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   auto task = [x, n, p, dev]() {
     return dev ? cuda::sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p) : cpu::sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 // adamStep({ n, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, decoupled, stepSize, biasCorrection2Sqrt })
@@ -269,7 +269,7 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
     return dev ? cuda::adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p)
                : cpu::adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p);
   };
-  return queue(info.Env(), task, h.keep, !dev);
+  return queue(info.Env(), task, h.keep, runs_on(dev));
 }
 
 }  // namespace

@@ -69,7 +69,7 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   };
   return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined(),
                                   j->cache.IsEmpty() ? info.Env().Undefined() : j->cache},
-               !j->x.device);
+               runs_on(j->x.device));
 }
 
 // winogradCacheFloats({ params, relu, out layout }): the filter cache a CPU conv2d of this shape
@@ -93,7 +93,7 @@ Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr)
                        : cpu::max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
+  return queue(info.Env(), task, {j->x.value, j->y.value}, runs_on(j->x.device));
 }
 
 Napi::Value Lrn(const Napi::CallbackInfo& info) {
@@ -107,7 +107,7 @@ Napi::Value Lrn(const Napi::CallbackInfo& info) {
   auto task = [j, p]() {
     return j->x.device ? cuda::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr) : cpu::lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
+  return queue(info.Env(), task, {j->x.value, j->y.value}, runs_on(j->x.device));
 }
 
 Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
@@ -124,7 +124,7 @@ Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr)
                        : cpu::lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
+  return queue(info.Env(), task, {j->x.value, j->y.value}, runs_on(j->x.device));
 }
 
 Napi::Value Linear(const Napi::CallbackInfo& info) {
@@ -146,7 +146,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     return j->x.device ? cuda::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, math, j->y.ptr)
                        : cpu::linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, b, relu, math, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()}, !j->x.device);
+  return queue(info.Env(), task, {j->x.value, j->y.value, j->w.value, j->has_bias ? j->b.value : info.Env().Undefined()}, runs_on(j->x.device));
 }
 
 // elementwise({ op: 'relu' | 'softmax', rows, cols, input, output })
@@ -166,7 +166,7 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
       return j->x.device ? cuda::softmax_forward(rows, cols, j->x.ptr, j->y.ptr) : cpu::softmax_forward(rows, cols, j->x.ptr, j->y.ptr);
     return j->x.device ? cuda::relu_forward(rows * cols, j->x.ptr, j->y.ptr) : cpu::relu_forward(rows * cols, j->x.ptr, j->y.ptr);
   };
-  return queue(info.Env(), task, {j->x.value, j->y.value}, !j->x.device);
+  return queue(info.Env(), task, {j->x.value, j->y.value}, runs_on(j->x.device));
 }
 
 }  // namespace

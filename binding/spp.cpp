@@ -83,7 +83,7 @@ Napi::Value SppForward(const Napi::CallbackInfo& info) {
   auto task = [j]() {
     return j->device ? cuda::spp_forward(j->p, j->input.ptr, j->output.ptr) : cpu::spp_forward(j->p, j->input.ptr, j->output.ptr);
   };
-  return queue(info.Env(), task, {j->input.value, j->output.value}, !j->device);
+  return queue(info.Env(), task, {j->input.value, j->output.value}, runs_on(j->device));
 }
 
 Napi::Value SppBackward(const Napi::CallbackInfo& info) {
@@ -92,7 +92,7 @@ Napi::Value SppBackward(const Napi::CallbackInfo& info) {
     return j->device ? cuda::spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr)
                      : cpu::spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr);
   };
-  return queue(info.Env(), task, {j->input.value, j->output.value, j->grad_output.value}, !j->device);
+  return queue(info.Env(), task, {j->input.value, j->output.value, j->grad_output.value}, runs_on(j->device));
 }
 
 Napi::Value BinCheck(const Napi::CallbackInfo& info) {

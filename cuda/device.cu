@@ -1,7 +1,11 @@
 // Device queries and memory management for the binding.
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <string>
+
 #include "check.h"
+#include "pool.h"
 #include "sppnet/device.h"
 
 #ifndef SPPNET_CUDA_ARCHS
@@ -44,20 +48,109 @@ DeviceInfo query() {
   return d;
 }
 
-Status malloc_device(size_t bytes, void** ptr) {
+// ---- memory ----
+//
+// Every device allocation (tensors and the kernels' scratch) is stream-ordered, from the device's
+// default memory pool, on the calling thread's cudaStreamPerThread. Why this is correct:
+//
+// - Tensors are allocated on the JS thread (malloc_device, stream A) and then used by kernels
+//   that libuv threads queue on their own streams (B). A stream-ordered allocation is usable by
+//   another stream only once the allocating stream has reached it, so malloc_device
+//   synchronises A before returning. That is cheap: the JS thread queues nothing on A but pool
+//   allocations, pool frees and copies it synchronises at once (copy_h2d, copy_d2d), so A never
+//   holds kernels; at most it waits for an event the pool inserted so as to reuse a block that
+//   another stream freed, i.e. for the end of the work that stream had queued before that free.
+// - A block is freed (free_device, cudaFreeAsync) when its last holder lets go: the JS object at
+//   dispose()/finalisation, or an in-flight op when its promise settles. Every op that touched
+//   it ran on a stream the binding synchronised before settling (binding/common.cpp,
+//   TaskWorker::Execute calls synchronize() on every path, errors included), and the JS thread's
+//   own copies are synchronous, so every access has finished on the host's clock before the free
+//   is queued, on whatever thread's stream it is queued. Scratch is freed on the stream that used
+//   it, after that work (pool_free), which stream order alone makes safe.
+// - The pool hands a freed block to another stream only after the free has completed or behind
+//   an event on it (its default reuse policies), so reuse needs nothing from us.
+//
+// So no free ever waits (cudaFree would wait for the whole device, on the JS thread), and the
+// only waits are the stream synchronisations each op does anyway.
+//
+// The pool keeps what is freed (keep_pool_memory: release threshold = everything) instead of
+// giving it back to the driver at every synchronisation (the default threshold, 0); an
+// allocation that fails trims the pool and retries once.
+
+namespace {
+
+cudaError_t default_pool(cudaMemPool_t* pool) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetDefaultMemPool(pool, dev);
+  return e;
+}
+
+}  // namespace
+
+Status keep_pool_memory() {
+  cudaMemPool_t pool;
+  SPP_CUDA_TRY(default_pool(&pool), "getting the device's default memory pool");
+  uint64_t all = ~uint64_t{0};  // the attribute is a cuuint64_t
+  SPP_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &all), "setting the memory pool's release threshold");
+  return Status::Ok();
+}
+
+Status pool_alloc(void** ptr, size_t bytes, const char* what) {
   *ptr = nullptr;
-  if (bytes == 0) bytes = 4;  // a valid, distinct pointer for empty tensors
-  cudaError_t e = cudaMalloc(ptr, bytes);
-  if (e != cudaSuccess) {
-    cudaGetLastError();
+  cudaError_t e = cudaMallocAsync(ptr, bytes, cudaStreamPerThread);
+  if (e == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    // Free blocks the pool keeps may be enough, or too fragmented: give back what nothing uses
+    // (frees queued on this stream count once it reaches them) and ask once more.
+    cudaMemPool_t pool;
+    if (cudaStreamSynchronize(cudaStreamPerThread) == cudaSuccess && default_pool(&pool) == cudaSuccess)
+      (void)cudaMemPoolTrimTo(pool, 0);
+    (void)cudaGetLastError();
     *ptr = nullptr;
-    return from_cuda(e, ("cudaMalloc of " + std::to_string(bytes) + " bytes").c_str());
+    e = cudaMallocAsync(ptr, bytes, cudaStreamPerThread);
+  }
+  if (e != cudaSuccess) {
+    *ptr = nullptr;
+    return from_cuda(e, (std::string(what) + ": cudaMallocAsync of " + std::to_string(bytes) + " bytes").c_str());
   }
   return Status::Ok();
 }
 
-void free_device(void* ptr) {
-  if (ptr) cudaFree(ptr);
+void pool_free(void* ptr) {
+  if (ptr && cudaFreeAsync(ptr, cudaStreamPerThread) != cudaSuccess) (void)cudaGetLastError();
+}
+
+Status malloc_device(size_t bytes, void** ptr) {
+  if (bytes == 0) bytes = 4;  // a valid, distinct pointer for empty tensors
+  Status s = pool_alloc(ptr, bytes, "allocating a device tensor");
+  if (!s.ok()) return s;
+  // Usable by the other threads' streams from here on (see above).
+  const cudaError_t e = cudaStreamSynchronize(cudaStreamPerThread);
+  if (e != cudaSuccess) {
+    pool_free(*ptr);
+    *ptr = nullptr;
+    return from_cuda(e, "allocating a device tensor");
+  }
+  return Status::Ok();
+}
+
+void free_device(void* ptr) { pool_free(ptr); }
+
+Status synchronize() {
+  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "synchronising the stream");
+  return Status::Ok();
+}
+
+Status pool_info(size_t* reserved, size_t* used) {
+  cudaMemPool_t pool;
+  SPP_CUDA_TRY(default_pool(&pool), "getting the device's default memory pool");
+  uint64_t r = 0, u = 0;
+  SPP_CUDA_TRY(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &r), "reading the memory pool");
+  SPP_CUDA_TRY(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &u), "reading the memory pool");
+  *reserved = static_cast<size_t>(r);
+  *used = static_cast<size_t>(u);
+  return Status::Ok();
 }
 
 Status copy_h2d(void* dst, const void* src, size_t bytes) {

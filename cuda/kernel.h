@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "check.h"
+#include "pool.h"
 
 #ifdef SPPNET_CUDA_EMULATE
 #define SPP_LAUNCH(grid, block, smem, ...) ::emu::launch<__VA_ARGS__>((grid), (block), (smem))
@@ -39,19 +40,15 @@ inline int grid_for(int64_t n, int threads, int per_thread = 1) {
   return static_cast<int>(blocks < 1 ? 1 : (blocks > 65535 * 16 ? 65535 * 16 : blocks));
 }
 
-// Device scratch memory, stream-ordered on this thread's stream, freed after the work queued so far.
+// Device scratch memory from the pool, stream-ordered on this thread's stream, freed after the
+// work queued so far (cuda/pool.h).
 class Scratch {
  public:
   Scratch() = default;
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  Status alloc(size_t bytes, const char* what) {
-    SPP_CUDA_TRY(cudaMallocAsync(&p_, bytes, cudaStreamPerThread), what);
-    return Status::Ok();
-  }
-  ~Scratch() {
-    if (p_) cudaFreeAsync(p_, cudaStreamPerThread);
-  }
+  Status alloc(size_t bytes, const char* what) { return pool_alloc(&p_, bytes, what); }
+  ~Scratch() { pool_free(p_); }
   char* get() const { return static_cast<char*>(p_); }
 
  private:

@@ -19,11 +19,14 @@ DeviceInfo query() {
   d.error = kWhy;
   return d;
 }
+Status keep_pool_memory() { return unavailable(); }
 Status malloc_device(size_t, void** ptr) {
   *ptr = nullptr;
   return unavailable();
 }
 void free_device(void*) {}
+Status synchronize() { return unavailable(); }
+Status pool_info(size_t*, size_t*) { return unavailable(); }
 Status copy_h2d(void*, const void*, size_t) { return unavailable(); }
 Status copy_d2h(void*, const void*, size_t) { return unavailable(); }
 Status copy_d2d(void*, const void*, size_t) { return unavailable(); }

@@ -127,9 +127,20 @@ export interface MemoryInfo {
   /** Device allocations alive in the addon (freed at dispose, or when an op using them ends). */
   deviceBuffers: number;
   deviceBytes: number;
-  /** The GPU's free and total memory, when a device is in use. */
+  /**
+   * The GPU's free and total memory, once this thread has allocated on the device. Memory freed
+   * by dispose() goes back to the CUDA memory pool, which keeps it for reuse, so deviceFree does
+   * not rise after a dispose (see devicePoolReserved).
+   */
   deviceFree?: number;
   deviceTotal?: number;
+  /**
+   * The device's CUDA memory pool (shared by the process, once this thread has allocated on the
+   * device): bytes it holds from the driver, and bytes of those handed out. Reserved minus used is
+   * freed memory the pool keeps for reuse; it is given back when an allocation would fail.
+   */
+  devicePoolReserved?: number;
+  devicePoolUsed?: number;
 }
 
 /** Live tensors and device allocations (for leak checks). */

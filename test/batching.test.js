@@ -64,7 +64,7 @@ describe('dynamic ragged batching', function () {
   it('a bad image fails only its own request', async function () {
     const runner = sp.batching(model, { maxBatchSize: 8, maxQueueDelayMs: 20 });
     const good = runner.run(image(12, 12));
-    const bad = runner.run(sp.zeros([1, 12, 12])); // one channel: the model takes 3
+    const bad = runner.run(sp.zeros([1, 12, 12], { device: 'cpu' })); // one channel: the model takes 3
     const tiny = runner.run(image(2, 2)); // smaller than the model's minimum
     expect((await good).shape).to.deep.equal([1, 4]);
     await expectReject(bad, /has 1 channels \(axis 0\), tiny-spp takes 3/);

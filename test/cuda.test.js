@@ -1,9 +1,31 @@
 'use strict';
-// CUDA against the CPU on the same random inputs, device errors, memory accounting.
-// Skipped, with the reason printed, when no CUDA device answers.
+// CUDA against the CPU on the same random inputs, device errors, memory: accounting, the pool,
+// what V8 is told. Skipped, with the reason printed, when no CUDA device answers. Every tensor
+// names its device: the default device is CUDA here, so a CPU tensor must say so.
 const { expect } = require('chai');
 const { sp, cudaStatus, expectClose, expectReject } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
+// Internals, to allocate device memory without a host array to upload (sp.zeros makes one).
+const { allocate } = require('../dist/tensor');
+const { native } = require('../dist/native');
+
+const MiB = 1 << 20;
+const ticks = async (n) => {
+  for (let i = 0; i < n; i++) await new Promise((res) => setImmediate(res));
+};
+// V8's count of memory held outside its heap (device bytes included). Reading it precisely needs
+// no garbage about to be collected: tests that read it collect first, so they need global.gc
+// (node --expose-gc; npm test passes it) and skip, saying so, without it.
+const external = () => process.memoryUsage().external;
+function haveGc() {
+  if (typeof global.gc === 'function') return true;
+  console.log('      (skipped: needs global.gc: run node with --expose-gc, as npm test does)');
+  return false;
+}
+async function collect() {
+  global.gc();
+  await ticks(2);
+}
 
 describe('CUDA path', function () {
   before(function () {
@@ -12,6 +34,12 @@ describe('CUDA path', function () {
       console.log(`      CUDA tests skipped: ${s.why}`);
       this.skip();
     }
+  });
+  // Device tensors other tests dropped without dispose() are freed whenever the GC finalises
+  // them, which moves the counters these tests compare: collect them first (with --expose-gc;
+  // without it those comparisons may see another test's garbage go).
+  beforeEach(async function () {
+    if (typeof global.gc === 'function') await collect();
   });
 
   async function both(maps, opts, backward) {
@@ -68,38 +96,149 @@ describe('CUDA path', function () {
     await sp.spp(x, { out });
     const ref = await (await sp.spp(await x.to('cpu'))).data();
     expectClose(await out.data(), ref, { label: 'poisoned' });
+    x.dispose();
+    out.dispose();
   });
 
-  it('out of device memory is a JS error with the CUDA message, and the process goes on', async function () {
-    const before = sp.memory().deviceBytes;
-    const err = (() => {
-      try {
-        sp.zeros([2 ** 31 - 1], { device: 'cuda' }); // 8 GiB: fits some cards; then ask for far more
-        for (let i = 0; i < 64; i++) sp.zeros([2 ** 31 - 1], { device: 'cuda' });
-      } catch (e) {
-        return e;
+  it('out of device memory is a JS error with the CUDA message; the memory comes back; a larger block fits after', async function () {
+    this.timeout(300000);
+    const gc = typeof global.gc === 'function';
+    const before = sp.memory(), ext = external();
+    const held = [];
+    let err;
+    try {
+      // 1 GiB blocks, uninitialised (no host copy), until the GPU is full; each one kept and disposed below.
+      for (let i = 0; i < 4096 && !err; i++) {
+        try {
+          held.push(allocate([2 ** 28], 'cuda', 'the OOM test'));
+        } catch (e) {
+          err = e;
+        }
       }
-    })();
-    global.gc && global.gc();
-    expect(err, 'expected cudaMalloc to fail').to.be.instanceOf(Error);
-    expect(err.code).to.equal('SPPNET_OUT_OF_MEMORY');
-    expect(err.message).to.match(/cudaMalloc of \d+ bytes: cudaErrorMemoryAllocation/);
-    const y = await sp.spp(sp.full([1, 2, 3, 3], 1, { device: 'cuda' }), { levels: [1] });
+      expect(err, `expected an allocation to fail after ${held.length} GiB`).to.be.instanceOf(Error);
+      expect(err.code).to.equal('SPPNET_OUT_OF_MEMORY');
+      expect(err.message).to.match(/cudaMallocAsync of 1073741824 bytes: cudaErrorMemoryAllocation/);
+      expect(sp.memory().deviceBytes - before.deviceBytes).to.equal(held.length * 2 ** 30);
+      if (gc) expect(external() - ext, 'the device bytes are reported to V8').to.be.at.least(held.length * 2 ** 30);
+    } finally {
+      held.forEach((t) => t.dispose());
+    }
+    const after = sp.memory();
+    expect(after.deviceBuffers).to.equal(before.deviceBuffers);
+    expect(after.deviceBytes).to.equal(before.deviceBytes);
+    expect(after.tensors.cuda).to.equal(before.tensors.cuda);
+    expect(after.bytes.cuda).to.equal(before.bytes.cuda);
+    if (gc) expect(Math.abs(external() - ext), 'V8 is told they are gone').to.be.below(64 * MiB);
+    // The pool kept those blocks; a block larger than each needs them given back (trim, retry).
+    const big = allocate([2 ** 30], 'cuda', 'the OOM test'); // 4 GiB
+    big.dispose();
+    // The process goes on.
+    const x = sp.full([1, 2, 3, 3], 1, { device: 'cuda' });
+    const y = await sp.spp(x, { levels: [1] });
     expect(Array.from(await y.data())).to.deep.equal([1, 1]);
-    expect(before).to.be.a('number');
+    [x, y].forEach((t) => t.dispose());
   });
 
-  it('dispose frees device memory at once', function () {
+  it('dispose frees device memory at once, into the pool, which keeps it', async function () {
     const before = sp.memory();
     const t = sp.zeros([1 << 20], { device: 'cuda' });
     expect(sp.memory().deviceBytes - before.deviceBytes).to.equal(4 << 20);
     t.dispose();
     expect(sp.memory().deviceBytes).to.equal(before.deviceBytes);
+    // 256 MiB freed, then a synchronisation (the next allocation waits for its stream): with the
+    // default release threshold (0) the pool would give the block back to the driver there.
+    const big = allocate([64 * MiB], 'cuda', 'the pool test');
+    const during = sp.memory();
+    expect(during.devicePoolUsed).to.be.at.least(during.deviceBytes);
+    expect(during.devicePoolReserved).to.be.at.least(during.devicePoolUsed);
+    big.dispose();
+    sp.zeros([1], { device: 'cuda' }).dispose();
+    await ticks(2);
+    const m = sp.memory();
+    expect(m.devicePoolReserved - m.devicePoolUsed, 'freed bytes the pool holds').to.be.at.least(256 * MiB);
+  });
+
+  it('device bytes are reported to V8, taken back at dispose or when the GC finalises a dropped buffer', async function () {
+    if (!haveGc()) this.skip();
+    const before = sp.memory(), ext = external();
+    const t = allocate([64 * MiB], 'cuda', 'the V8 test'); // 256 MiB
+    expect(external() - ext).to.be.at.least(256 * MiB);
+    t.dispose();
+    expect(Math.abs(external() - ext)).to.be.below(16 * MiB);
+    (() => new native.DeviceBuffer(64 * MiB))(); // dropped at once, never freed by hand
+    expect(external() - ext).to.be.at.least(256 * MiB);
+    expect(sp.memory().deviceBuffers).to.equal(before.deviceBuffers + 1);
+    for (let i = 0; i < 20 && sp.memory().deviceBuffers > before.deviceBuffers; i++) await collect();
+    expect(sp.memory().deviceBuffers, 'the GC freed the dropped buffer').to.equal(before.deviceBuffers);
+    expect(sp.memory().deviceBytes).to.equal(before.deviceBytes);
+    expect(Math.abs(external() - ext)).to.be.below(16 * MiB);
+  });
+
+  it('disposing a tensor an op is using is safe: the op finishes, then the memory is freed', async function () {
+    const before = sp.memory();
+    const x = sp.full([8, 64, 96, 96], 2, { device: 'cuda' });
+    const p = sp.spp(x, { levels: [4, 2, 1] });
+    await ticks(1); // the op is queued (or done): its checks and the native call ran in microtasks
+    x.dispose(); // an op in flight still holds the memory
+    const y = await p;
+    expect(Array.from((await y.data()).subarray(0, 3))).to.deep.equal([2, 2, 2]);
+    y.dispose();
+    expect(sp.memory().deviceBuffers).to.equal(before.deviceBuffers);
+    expect(sp.memory().deviceBytes).to.equal(before.deviceBytes);
+  });
+
+  it('works in worker_threads (each its own pool setting and V8 accounting), and terminating one mid-op leaves the rest working', async function () {
+    const { Worker } = require('worker_threads');
+    const path = require('path');
+    const code = `
+      const { parentPort, workerData } = require('worker_threads');
+      const sp = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist'))});
+      (async () => {
+        if (workerData.busy) {
+          const big = sp.full([16, 256, 120, 120], 1, { device: 'cuda' });
+          parentPort.postMessage('busy');
+          for (;;) (await sp.spp(big, { levels: [6, 3, 2, 1] })).dispose(); // until terminated
+        }
+        const x = sp.tensor(Float32Array.from({ length: 2 * 3 * 9 * 7 }, (_, i) => Math.sin(i + workerData.k)), [2, 3, 9, 7], { device: 'cuda' });
+        const y = await sp.spp(x, { levels: [3, 1] });
+        const out = Array.from(await y.data());
+        [x, y].forEach((t) => t.dispose());
+        parentPort.postMessage({ out, memory: sp.memory() });
+      })().catch((e) => parentPort.postMessage({ error: e.message }));`;
+    const start = (data) => {
+      const w = new Worker(code, { eval: true, workerData: data });
+      const first = new Promise((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      return { w, first };
+    };
+    const busy = start({ busy: true });
+    expect(await busy.first).to.equal('busy');
+    const runs = [0, 1, 2].map((k) => start({ k }));
+    await new Promise((res) => setTimeout(res, 20));
+    await busy.w.terminate(); // while its spp calls run
+    for (const [k, r] of runs.entries()) {
+      const res = await r.first;
+      expect(res.error).to.equal(undefined);
+      const data = Float32Array.from({ length: 2 * 3 * 9 * 7 }, (_, i) => Math.sin(i + k));
+      const want = await (await sp.spp(sp.tensor(data, [2, 3, 9, 7], { device: 'cpu' }), { levels: [3, 1] })).data();
+      expectClose(Float32Array.from(res.out), want, { label: `worker ${k}` });
+      expect(res.memory.deviceBuffers).to.equal(0);
+      expect(res.memory.devicePoolReserved).to.be.a('number');
+      await r.w.terminate();
+    }
+    const x = sp.full([1, 2, 3, 3], 1, { device: 'cuda' });
+    const y = await sp.spp(x, { levels: [1] });
+    expect(Array.from(await y.data())).to.deep.equal([1, 1]);
+    [x, y].forEach((t) => t.dispose());
   });
 
   it('mixing devices is an error', async function () {
     const x = sp.zeros([1, 2, 3, 3], { device: 'cuda' });
-    await expectReject(sp.spp(x, { out: sp.zeros([1, 100]) }), /options.out is on cpu, the input on cuda/);
-    expect(() => sp.ragged([sp.zeros([2, 3, 3]), sp.zeros([2, 3, 3], { device: 'cuda' })])).to.throw(/every map must be on one device/);
+    await expectReject(sp.spp(x, { out: sp.zeros([1, 100], { device: 'cpu' }) }), /options.out is on cpu, the input on cuda/);
+    const g = sp.zeros([2, 3, 3], { device: 'cuda' });
+    expect(() => sp.ragged([sp.zeros([2, 3, 3], { device: 'cpu' }), g])).to.throw(/every map must be on one device/);
+    [x, g].forEach((t) => t.dispose());
   });
 });

@@ -522,12 +522,14 @@ for (const device of ['cpu', 'cuda']) {
 
     if (device === 'cuda') {
       it('agrees with the CPU: device mismatch is an error; dropout masks are identical', async function () {
-        const xc = sp.zeros([1, 2, 5, 5]), wg = sp.zeros([3, 2, 3, 3], { device: 'cuda' });
-        await expectReject(sp.conv2dBackward(xc, wg, sp.zeros([1, 3, 3, 3])), /weight is on cuda, the input on cpu/, 'SPPNET_DEVICE_MISMATCH');
-        await expectReject(sp.conv2dBackward(xc, sp.zeros([3, 2, 3, 3]), sp.zeros([1, 3, 3, 3], { device: 'cuda' })), /gradOutput is on cuda, the input on cpu/, 'SPPNET_DEVICE_MISMATCH');
-        await expectReject(sp.sgdStep(sp.zeros([4]), sp.zeros([4], { device: 'cuda' }), null, { lr: 1 }), /grad is on cuda, param on cpu/, 'SPPNET_DEVICE_MISMATCH');
+        // Both devices named: the default device is CUDA here.
+        const cpu = (shape) => sp.zeros(shape, { device: 'cpu' });
+        const xc = cpu([1, 2, 5, 5]), wg = sp.zeros([3, 2, 3, 3], { device: 'cuda' });
+        await expectReject(sp.conv2dBackward(xc, wg, cpu([1, 3, 3, 3])), /weight is on cuda, the input on cpu/, 'SPPNET_DEVICE_MISMATCH');
+        await expectReject(sp.conv2dBackward(xc, cpu([3, 2, 3, 3]), sp.zeros([1, 3, 3, 3], { device: 'cuda' })), /gradOutput is on cuda, the input on cpu/, 'SPPNET_DEVICE_MISMATCH');
+        await expectReject(sp.sgdStep(cpu([4]), sp.zeros([4], { device: 'cuda' }), null, { lr: 1 }), /grad is on cuda, param on cpu/, 'SPPNET_DEVICE_MISMATCH');
         const x = new Float32Array(10007).fill(1);
-        const a = await sp.dropout(sp.tensor(x, [10007]), { p: 0.37, seed: 123456789 });
+        const a = await sp.dropout(sp.tensor(x, [10007], { device: 'cpu' }), { p: 0.37, seed: 123456789 });
         const b = await sp.dropout(sp.tensor(x, [10007], { device: 'cuda' }), { p: 0.37, seed: 123456789 });
         expect(Buffer.from((await b.mask.data()).buffer).equals(Buffer.from((await a.mask.data()).buffer))).to.equal(true);
       });

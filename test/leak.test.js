@@ -4,17 +4,29 @@ const { expect } = require('chai');
 const path = require('path');
 const { sp, cudaStatus } = require('./support/helpers');
 
+// Device buffers other tests dropped without dispose() are freed whenever the GC finalises them,
+// which moves the device counters compared here: collect them before each reading when the GC is
+// exposed (node --expose-gc, as npm test runs); without it a reading may only have gone down.
+async function settled() {
+  if (typeof global.gc === 'function') {
+    global.gc();
+    for (let i = 0; i < 2; i++) await new Promise((res) => setImmediate(res));
+  }
+  return sp.memory();
+}
+const exact = typeof global.gc === 'function';
+
 for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
   describe(`no leaks on ${device}`, function () {
     it('1,000 model runs, predictions and SPP calls leave the counters flat', async function () {
       this.timeout(300000);
-      const start = sp.memory();
+      const start = await settled();
       const model = await sp.loadModel({ weights: path.join(__dirname, 'fixtures', 'tiny-spp.safetensors'), device });
       const imgs = [[9, 9], [14, 11], [6, 20]].map(([h, w]) => sp.tensor(new Float32Array(3 * h * w).fill(0.5), [3, h, w], { device }));
       const batch = sp.ragged(imgs);
       const warm = await model.run(batch);
       warm.dispose();
-      const before = sp.memory();
+      const before = await settled();
       for (let i = 0; i < 1000; i++) {
         const y = await model.run(i % 2 ? batch : imgs);
         y.dispose();
@@ -25,11 +37,16 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
           f.dispose();
         }
       }
-      const after = sp.memory();
+      const after = await settled();
       expect(after.tensors).to.deep.equal(before.tensors);
       expect(after.bytes).to.deep.equal(before.bytes);
-      expect(after.deviceBuffers).to.equal(before.deviceBuffers);
-      expect(after.deviceBytes).to.equal(before.deviceBytes);
+      if (exact) {
+        expect(after.deviceBuffers).to.equal(before.deviceBuffers);
+        expect(after.deviceBytes).to.equal(before.deviceBytes);
+      } else {
+        expect(after.deviceBuffers).to.be.at.most(before.deviceBuffers);
+        expect(after.deviceBytes).to.be.at.most(before.deviceBytes);
+      }
       // Steady state: activation buffers are reused, so each run allocates only its result.
       const a0 = sp.memory().allocations[device];
       for (let i = 0; i < 20; i++) (await model.run(batch)).dispose();
@@ -37,10 +54,11 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
       model.dispose(); // weights and pooled activation buffers
       batch.dispose();
       imgs.forEach((t) => t.dispose());
-      const end = sp.memory();
+      const end = await settled();
       expect(end.tensors).to.deep.equal(start.tensors);
       expect(end.bytes).to.deep.equal(start.bytes);
-      expect(end.deviceBuffers).to.equal(start.deviceBuffers);
+      if (exact) expect(end.deviceBuffers).to.equal(start.deviceBuffers);
+      else expect(end.deviceBuffers).to.be.at.most(start.deviceBuffers);
       console.log(`      live before ${JSON.stringify(before.tensors)}, after 1,000 runs ${JSON.stringify(after.tensors)}`);
     });
   });

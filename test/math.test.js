@@ -46,9 +46,10 @@ describe('math modes: defaults, options, SPPNET_MATH (every machine)', function 
   });
 
   it('conv2d and linear check options.math, naming the allowed modes', async function () {
-    const x = sp.zeros([1, 2, 5, 5]);
-    await expectReject(sp.conv2d(x, sp.zeros([3, 2, 3, 3]), null, { math: 'half' }), /sp\.conv2d: options\.math must be one of 'tf32', 'bf16', 'fp32', 'direct', got "half"/);
-    await expectReject(sp.linear(sp.zeros([2, 4]), sp.zeros([3, 4]), null, { math: 3 }), /sp\.linear: options\.math must be one of .* got 3/);
+    const Z = (shape) => sp.zeros(shape, { device: 'cpu' }); // options are checked the same on every device
+    const x = Z([1, 2, 5, 5]);
+    await expectReject(sp.conv2d(x, Z([3, 2, 3, 3]), null, { math: 'half' }), /sp\.conv2d: options\.math must be one of 'tf32', 'bf16', 'fp32', 'direct', got "half"/);
+    await expectReject(sp.linear(Z([2, 4]), Z([3, 4]), null, { math: 3 }), /sp\.linear: options\.math must be one of .* got 3/);
   });
 
   it('SPPNET_MATH sets the starting defaults; a bad value is an error naming it', function () {
@@ -63,9 +64,11 @@ describe('math modes: defaults, options, SPPNET_MATH (every machine)', function 
     const seed = freshSeed();
     const r = rng(seed);
     const maps = [randomMap(r, 4, 9, 7), randomMap(r, 4, 3, 3)];
-    const x = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
-    const w = sp.tensor(rand(r, 6 * 4 * 9), [6, 4, 3, 3]);
-    const lx = sp.tensor(rand(r, 5 * 30), [5, 30]), lw = sp.tensor(rand(r, 7 * 30), [7, 30]);
+    // On the CPU explicitly: on the default device (CUDA when a GPU answers) the modes differ.
+    const T = (data, shape) => sp.tensor(data, shape, { device: 'cpu' });
+    const x = sp.ragged(maps.map((m) => T(m.data, [m.C, m.H, m.W])));
+    const w = T(rand(r, 6 * 4 * 9), [6, 4, 3, 3]);
+    const lx = T(rand(r, 5 * 30), [5, 30]), lw = T(rand(r, 7 * 30), [7, 30]);
     const ref = await (await sp.conv2d(x, w, null, { padding: 1, math: 'direct' })).data();
     const lref = await (await sp.linear(lx, lw, null, { math: 'direct' })).data();
     for (const math of ['tf32', 'bf16', 'fp32']) {

@@ -60,13 +60,13 @@ describe('models', function () {
     const m = await sp.buildModel({ spec: tiny(), seed: seed % 1000, device: 'cpu' });
     const sizes = [[9, 13], [16, 11], [6, 6], [21, 30]];
     const imgs = sizes.map(([h, w]) => ({ data: Float32Array.from({ length: 3 * h * w }, () => r.normal()), C: 3, H: h, W: w }));
-    const batch = await m.run(imgs.map((i) => sp.tensor(i.data, [3, i.H, i.W])));
+    const batch = await m.run(imgs.map((i) => sp.tensor(i.data, [3, i.H, i.W], { device: 'cpu' })));
     expect(batch.shape).to.deep.equal([4, 4]);
     const all = await batch.data();
     const sd = await m.stateDict();
     const W = (n) => sd.get(n).data;
     for (let i = 0; i < imgs.length; i++) {
-      const alone = await (await m.run([sp.tensor(imgs[i].data, [3, imgs[i].H, imgs[i].W])])).data();
+      const alone = await (await m.run([sp.tensor(imgs[i].data, [3, imgs[i].H, imgs[i].W], { device: 'cpu' })])).data();
       expectClose(alone, all.subarray(i * 4, i * 4 + 4), { rtol: 1e-5, atol: 1e-6, label: `seed ${seed} image ${i} alone` });
       // The reference path: float64 layer references, no shared code with the kernels.
       let x = refConv2d(imgs[i], W('conv1.weight'), W('conv1.bias'), { cout: 6, kh: 3, kw: 3, padding: [1, 1], relu: true });
@@ -106,7 +106,7 @@ describe('models', function () {
       const f = refSpp([x], { levels: [2, 1] });
       return refLinear(f, 1, f.length, W('fc.weight'), 3, W('fc.bias'));
     };
-    const run = async () => (await m.run([sp.tensor(img.data, [3, 19, 21])])).data();
+    const run = async () => (await m.run([sp.tensor(img.data, [3, 19, 21], { device: 'cpu' })])).data();
     const check = async (label) => expectClose(await run(), await reference(), { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} ${label}` });
     await check('first run');
     await check('second run (cached transforms)');
@@ -126,7 +126,7 @@ describe('models', function () {
     expect(m.filterCaches.size).to.equal(0);
     await check('after parameters()');
     // ... and a trainStep (new weights) drops it: the run matches the reference with the new weights.
-    await m.trainStep([sp.tensor(img.data, [3, 19, 21])], [1], { lr: 0.5 });
+    await m.trainStep([sp.tensor(img.data, [3, 19, 21], { device: 'cpu' })], [1], { lr: 0.5 });
     expect(m.filterCaches.size).to.equal(0);
     await check('after trainStep');
     const sd = await m.stateDict();
@@ -143,23 +143,23 @@ describe('models', function () {
     const file = path.join(dir, 'tiny.safetensors');
     const m = await sp.buildModel({ spec: tiny(), seed: 11, device: 'cpu' });
     await m.save(file);
-    const img = sp.tensor(Float32Array.from({ length: 3 * 10 * 14 }, (_, i) => Math.cos(i)), [3, 10, 14]);
+    const img = sp.tensor(Float32Array.from({ length: 3 * 10 * 14 }, (_, i) => Math.cos(i)), [3, 10, 14], { device: 'cpu' });
     const a = await (await m.run([img])).data();
     const m2 = await sp.loadModel({ weights: file, device: 'cpu' });
     expect(m2.spec.name).to.equal('tiny');
     expect(Array.from(await (await m2.run([img])).data())).to.deep.equal(Array.from(a));
-    const err = await expectReject(sp.loadModel({ arch: 'zf5', classes: 4, weights: file }), /the weights in .*tiny.safetensors do not fit zf5/);
+    const err = await expectReject(sp.loadModel({ arch: 'zf5', classes: 4, weights: file, device: 'cpu' }), /the weights in .*tiny.safetensors do not fit zf5/);
     expect(err.message).to.include('missing tensor "conv3.weight"');
     const bytes = fs.readFileSync(file);
     fs.writeFileSync(path.join(dir, 'cut.safetensors'), bytes.subarray(0, bytes.length - 100));
-    await expectReject(sp.loadModel({ weights: path.join(dir, 'cut.safetensors') }), /truncated/);
+    await expectReject(sp.loadModel({ weights: path.join(dir, 'cut.safetensors'), device: 'cpu' }), /truncated/);
     [m, m2].forEach((x) => x.dispose());
     fs.rmSync(dir, { recursive: true });
   });
 
   it('predict gives the top-k with labels, sorted by score', async function () {
     const m = await sp.buildModel({ spec: tiny(5), seed: 3, device: 'cpu' });
-    const img = sp.tensor(Float32Array.from({ length: 3 * 12 * 12 }, (_, i) => Math.sin(i)), [3, 12, 12]);
+    const img = sp.tensor(Float32Array.from({ length: 3 * 12 * 12 }, (_, i) => Math.sin(i)), [3, 12, 12], { device: 'cpu' });
     const [top] = await m.predict([img], { topk: 3, labels: ['a', 'b', 'c', 'd', 'e'] });
     expect(top).to.have.length(3);
     expect(top[0].score).to.be.at.least(top[1].score);
@@ -171,18 +171,18 @@ describe('models', function () {
   it('bad inputs: wrong channels, images below the minimum, weights that do not fit, a disposed model', async function () {
     const m = await sp.buildModel({ arch: 'zf5', classes: 3, device: 'cpu' });
     expect(m.minSize).to.deep.equal([29, 29]);
-    await expectReject(m.run([sp.zeros([1, 64, 64])]), /images\[0\] has 1 channels \(axis 0\), zf5 takes 3/);
-    await expectReject(m.run([sp.zeros([3, 64, 64]), sp.zeros([3, 20, 64])]), /image 1 is 20x64 \(HxW\), smaller than zf5's minimum 29x29/);
+    await expectReject(m.run([sp.zeros([1, 64, 64], { device: 'cpu' })]), /images\[0\] has 1 channels \(axis 0\), zf5 takes 3/);
+    await expectReject(m.run([sp.zeros([3, 64, 64], { device: 'cpu' }), sp.zeros([3, 20, 64], { device: 'cpu' })]), /image 1 is 20x64 \(HxW\), smaller than zf5's minimum 29x29/);
     const sd = await m.stateDict();
     sd.delete('conv2.bias');
     sd.set('conv1.weight', { shape: [96, 3, 5, 5], data: new Float32Array(96 * 75) });
     sd.set('extra.weight', { shape: [1], data: new Float32Array(1) });
-    const err = await expectReject(sp.buildModel({ arch: 'zf5', classes: 3, weights: sd }), /the weights do not fit zf5/);
+    const err = await expectReject(sp.buildModel({ arch: 'zf5', classes: 3, weights: sd, device: 'cpu' }), /the weights do not fit zf5/);
     expect(err.message).to.include('missing tensor "conv2.bias" (expected shape [256])');
     expect(err.message).to.include('tensor "conv1.weight" has shape [96, 3, 5, 5], expected [96, 3, 7, 7]');
     expect(err.message).to.include('unexpected tensor "extra.weight"');
     m.dispose();
-    await expectReject(m.run([sp.zeros([3, 64, 64])]), /the model was disposed/);
+    await expectReject(m.run([sp.zeros([3, 64, 64], { device: 'cpu' })]), /the model was disposed/);
     expect(() => sp.archSpec('vgg16', 10)).to.throw(/unknown arch "vgg16"; known: zf5, convnet5, overfeat5, overfeat7/);
     await expectReject(sp.buildModel({ spec: { ...tiny(), layers: tiny().layers.filter((l) => l.type !== 'spp') } }), /fc layer before the spp layer/);
   });

@@ -23,8 +23,21 @@ struct DeviceInfo {
 };
 
 DeviceInfo query();
+// Tensor memory: stream-ordered blocks of the device's default memory pool (cuda/device.cu says
+// why that is safe across the threads that use them).
+// Makes the pool keep freed memory instead of returning it at every synchronisation. Idempotent;
+// the binding calls it once per addon instance, before its first device allocation.
+Status keep_pool_memory();
+// On the JS thread. Out of memory: trims the pool and retries once. On return the block is
+// usable by any thread's stream.
 Status malloc_device(size_t bytes, void** ptr);
-void free_device(void* ptr);  // never fails loudly: called from destructors
+// Queues the free on the calling thread's stream and returns at once. Every use of the block must
+// have finished (its op's stream synchronised). Never fails loudly: called from destructors.
+void free_device(void* ptr);
+// Waits for the work the calling thread queued on its stream (cudaStreamPerThread).
+Status synchronize();
+// The default pool's reserved (held from the driver) and used (handed out) bytes.
+Status pool_info(size_t* reserved_bytes, size_t* used_bytes);
 Status copy_h2d(void* dst, const void* src, size_t bytes);
 Status copy_d2h(void* dst, const void* src, size_t bytes);
 Status copy_d2d(void* dst, const void* src, size_t bytes);
