@@ -249,16 +249,25 @@ void TaskWorker::Execute() {
   }
 }
 
+// Settling throws when the instance's environment is being torn down (a worker's terminate()
+// while the task ran): then no one can see the promise, and the error must not escape into
+// libuv's completion callback, where it would abort the whole process. So it is dropped.
 void TaskWorker::OnOK() {
   task_ = nullptr;  // drop held device memory before settling
-  deferred_.Resolve(Env().Undefined());
+  try {
+    deferred_.Resolve(Env().Undefined());
+  } catch (const Napi::Error&) {
+  }
 }
 
 void TaskWorker::OnError(const Napi::Error& e) {
   task_ = nullptr;
-  Napi::Error err = e;
-  err.Set("code", Napi::String::New(Env(), code_name(code_)));
-  deferred_.Reject(err.Value());
+  try {
+    Napi::Error err = e;
+    err.Set("code", Napi::String::New(Env(), code_name(code_)));
+    deferred_.Reject(err.Value());
+  } catch (const Napi::Error&) {
+  }
 }
 
 Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs) {

@@ -61,4 +61,36 @@ describe('async behaviour', function () {
       expectClose(Float32Array.from(res), refSpp(maps, { levels: [3, 1] }), { label: `worker ${k}` });
     });
   });
+
+  // A task that finishes while its worker is being torn down used to settle its promise into a dead
+  // environment, and the C++ exception that raised aborted the whole process. In a child process,
+  // since that failure kills the process.
+  for (const executor of ['1', '0'])
+    it(`terminating a worker while its ops run leaves the process running (SPPNET_CPU_EXECUTOR=${executor})`, function () {
+      this.timeout(120000);
+      const { spawnSync } = require('child_process');
+      const script = `
+        const { Worker } = require('worker_threads');
+        const code = \`
+          const { parentPort } = require('worker_threads');
+          const sp = require(\${JSON.stringify(${JSON.stringify(path.resolve(__dirname, '..', 'dist'))})});
+          (async () => {
+            const big = sp.full([16, 64, 60, 60], 1, { device: 'cpu' });
+            parentPort.postMessage('busy');
+            for (;;) (await sp.spp(big, { levels: [6, 3, 2, 1] })).dispose();
+          })();\`;
+        (async () => {
+          for (let i = 0; i < 6; i++) {
+            const w = new Worker(code, { eval: true });
+            await new Promise((r) => w.once('message', r));
+            await new Promise((r) => setTimeout(r, 5 + 7 * i));
+            await w.terminate();
+          }
+          console.log('alive after 6 terminations');
+        })();`;
+      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, SPPNET_DEVICE: 'cpu', SPPNET_CPU_EXECUTOR: executor } });
+      expect(r.stderr).to.not.match(/terminate called|Aborted/);
+      expect(r.status, r.stderr).to.equal(0);
+      expect(r.stdout).to.include('alive after 6 terminations');
+    });
 });
