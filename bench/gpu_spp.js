@@ -2,12 +2,15 @@
 // sppnet's side of the GPU SPP comparison: workloads W1-W4 on CUDA, on the map sizes and
 // windows of bench/workloads.json (the same ones bench/torch_spp.py runs PyTorch on).
 //
-//   node bench/gpu_spp.js [TORCH_JSON] [--quick] [--only W1,W2,...] [--no-flush] [--device cpu]
+//   node bench/gpu_spp.js [TORCH_JSON] [--anchor ANCHOR_JSON] [--quick] [--only W1,W2,...] [--no-flush] [--device cpu]
 //
 // TORCH_JSON: torch_spp.json from bench/torch_spp.py, run on the same machine: adds PyTorch's
 // time, the ratio PyTorch / sppnet and the bandwidth floor (from PyTorch's 1 GiB copy, read +
-// write counted) to each row. Writes gpu_spp.json (and gpu_spp.md) to $OUT, or bench/out.
-// --device cpu runs the same script on sppnet's CPU path: a smoke test, not a benchmark.
+// write counted) to each row. ANCHOR_JSON: a stored torch_anchor.py result (its W1-W4 keys, e.g.
+// torch_anchor_h100_2026-11-24.json), used when TORCH_JSON is not given or missing. Writes
+// gpu_spp.json (and gpu_spp.md) to $OUT, or bench/out. Exits 1 when a workload's CUDA output
+// differs from the CPU's (max pooling is exact). --device cpu runs the same script on sppnet's
+// CPU path: a smoke test, not a benchmark.
 //
 // Method. Inputs go to the device once, outside the timed region: a ragged batch is packed with
 // sp.ragged() beforehand, as PyTorch's list of maps is built before its timed closure. Each
@@ -25,7 +28,7 @@ const sp = require('../dist');
 const { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable } = require('./common');
 
 function parseArgs(argv) {
-  const o = { torch: null, quick: false, only: null, flush: true, device: 'cuda' };
+  const o = { torch: null, anchor: null, quick: false, only: null, flush: true, device: 'cuda' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -38,8 +41,9 @@ function parseArgs(argv) {
     else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
     else if (a === '--no-flush') o.flush = false;
     else if (a.startsWith('--device')) o.device = val();
+    else if (a.startsWith('--anchor')) o.anchor = val();
     else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
       process.exit(0);
     } else if (!a.startsWith('-') && o.torch === null) o.torch = a;
     else throw new Error(`unknown argument ${a} (try --help)`);
@@ -88,6 +92,21 @@ async function maxAbsDiff(a, b) {
   return d;
 }
 
+/**
+ * A stored torch_anchor.py result (keys "W1 SPP ragged ...": { ms }, bw_TBps) in torch_spp.json's
+ * shape. The anchor's W1-W4 are the workloads of bench/workloads.json (its own draws).
+ */
+function fromAnchor(file) {
+  const a = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const workloads = {};
+  for (const [k, v] of Object.entries(a)) {
+    const m = /^(W[1-4]) /.exec(k);
+    if (m && v && typeof v.ms === 'number') workloads[m[1]] = { us: v.ms * 1e3, desc: k };
+  }
+  if (!Object.keys(workloads).length || typeof a.bw_TBps !== 'number') throw new Error(`--anchor ${file}: no W1-W4 timings or bw_TBps in it`);
+  return { device: `stored anchor ${path.basename(file)}`, torch: null, stored: true, bw_TBps: a.bw_TBps, workloads };
+}
+
 const fmtUs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
 
 async function main() {
@@ -98,7 +117,12 @@ async function main() {
     console.error('(run it on the GPU machine, or with --device cpu for a smoke test)');
     process.exit(2);
   }
-  const torch = opt.torch ? JSON.parse(fs.readFileSync(opt.torch, 'utf8')) : null;
+  let torch = null;
+  if (opt.torch && fs.existsSync(opt.torch)) torch = JSON.parse(fs.readFileSync(opt.torch, 'utf8'));
+  else if (opt.anchor) {
+    if (opt.torch) console.log(`${opt.torch} not found: using the stored anchor ${opt.anchor}`);
+    torch = fromAnchor(opt.anchor);
+  } else if (opt.torch) throw new Error(`${opt.torch} not found`);
   const spec = loadWorkloads();
   const names = opt.only || ['W1', 'W2', 'W3', 'W4'];
   const { warmup, reps } = opt.quick ? REPS.quick : REPS.full;
@@ -107,8 +131,8 @@ async function main() {
 
   const where = device === 'cuda' ? `${be.cuda.name} (cc ${be.cuda.computeCapability}, CUDA ${be.cuda.runtimeVersion})` : `CPU ${be.cpu.isa} x${be.cpu.threads} (smoke test)`;
   console.log(`sppnet SPP on ${where}, ${new Date().toISOString()}`);
-  if (torch) console.log(`PyTorch ${torch.torch} on ${torch.device}; copy bandwidth ${torch.bw_TBps.toFixed(2)} TB/s (read+write)`);
-  if (torch && device === 'cuda' && torch.device !== be.cuda.name) console.log(`warning: PyTorch ran on ${torch.device}, sppnet on ${be.cuda.name}`);
+  if (torch) console.log(`PyTorch ${torch.stored ? `from the ${torch.device}` : `${torch.torch} on ${torch.device}`}; copy bandwidth ${torch.bw_TBps.toFixed(2)} TB/s (read+write)`);
+  if (torch && device === 'cuda' && torch.device !== be.cuda.name && !torch.stored) console.log(`warning: PyTorch ran on ${torch.device}, sppnet on ${be.cuda.name}`);
 
   // The L2 flush: pooling a 256 MiB tensor reads all of it (levels [1]: one max per channel).
   const scratch = opt.flush && device === 'cuda' ? sp.tensor(new Float32Array(2 ** 26), [1024, 256, 256], { device }) : null;
@@ -179,10 +203,15 @@ async function main() {
 
   const outDir = process.env.OUT || path.join(__dirname, 'out');
   fs.mkdirSync(outDir, { recursive: true });
-  const meta = { date: new Date().toISOString(), device: where, backend: be, warmup, reps, flushL2: !!scratch, torchJson: opt.torch, torch: torch ? { device: torch.device, version: torch.torch, bw_TBps: torch.bw_TBps } : null };
+  const meta = { date: new Date().toISOString(), device: where, backend: be, warmup, reps, flushL2: !!scratch, torchJson: torch && torch.stored ? opt.anchor : opt.torch, torch: torch ? { device: torch.device, version: torch.torch, bw_TBps: torch.bw_TBps } : null };
   fs.writeFileSync(path.join(outDir, 'gpu_spp.json'), JSON.stringify({ ...meta, results }, null, 1));
   fs.writeFileSync(path.join(outDir, 'gpu_spp.md'), `# sppnet SPP on ${where}\n\n${meta.date}\n\n${mdTable(head, rows)}\n`);
   console.log(`wrote ${path.join(outDir, 'gpu_spp.json')} and gpu_spp.md`);
+  const off = results.filter((r) => r.checkMaxAbsDiffVsCpu !== null && r.checkMaxAbsDiffVsCpu !== 0);
+  if (off.length) {
+    console.error(`CUDA and CPU outputs differ: ${off.map((r) => `${r.name} max |diff| ${r.checkMaxAbsDiffVsCpu}`).join(', ')}`);
+    process.exitCode = 1;
+  }
 }
 
 main().catch((e) => {

@@ -8,12 +8,16 @@
 //       (PyTorch: a per-image loop, one call per image)
 //   G   our GEMM (sp.linear, no bias) on 4096x4096x4096 (PyTorch: torch.matmul, cuBLAS)
 //
-//   node bench/gpu_zf5.js [--torch TORCH_ANCHOR_JSON] [--cublas TORCH_GEMM_JSON] [--quick] [--modes tf32,fp32,bf16]
+//   node bench/gpu_zf5.js [--torch TORCH_ANCHOR_JSON] [--anchor STORED_JSON] [--cublas TORCH_GEMM_JSON] [--quick] [--modes tf32,fp32,bf16]
 //
 // TORCH_ANCHOR_JSON is what torch_anchor.py wrote on the same machine in the same session
 // (W5/W5c/W6 keys, fp32 and tf32), TORCH_GEMM_JSON what bench/torch_gemm.py wrote; with them each
-// row gets PyTorch's time and the ratio PyTorch / sppnet (> 1: sppnet faster). Writes
-// gpu_zf5.json and gpu_zf5.md to $OUT (or bench/out).
+// row gets PyTorch's time and the ratio PyTorch / sppnet (> 1: sppnet faster). STORED_JSON is an
+// earlier torch_anchor.py result (e.g. torch_anchor_h100_2026-11-24.json), used when
+// TORCH_ANCHOR_JSON is not given or missing; its rows say so. --quick: 5 timed calls instead of 20.
+// --smoke: the same code on the CPU with 2 images and a 256^3 GEMM, 1 timed call: a test of this
+// script (CI runs it), not a benchmark.
+// Writes gpu_zf5.json and gpu_zf5.md to $OUT (or bench/out).
 //
 // Method. Weights and inputs are on the device before timing. Each timed call is
 // `await model.run(x)` (or sp.linear) bracketed by process.hrtime: validation, the hop to the
@@ -31,13 +35,15 @@ const LEVELS = [6, 3, 2, 1];
 const PEAK_TFLOPS = { tf32: 495, bf16: 990, fp32: 165, direct: 67 };
 
 function parseArgs(argv) {
-  const o = { torch: null, cublas: null, quick: false, modes: ['tf32', 'fp32', 'bf16'] };
+  const o = { torch: null, anchor: null, cublas: null, quick: false, smoke: false, modes: ['tf32', 'fp32', 'bf16'] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i]);
     if (a === '--quick') o.quick = true;
+    else if (a === '--smoke') o.smoke = true;
     else if (a.startsWith('--torch')) o.torch = val();
     else if (a.startsWith('--cublas')) o.cublas = val();
+    else if (a.startsWith('--anchor')) o.anchor = val();
     else if (a.startsWith('--modes')) o.modes = val().split(',').map((s) => s.trim());
     else throw new Error(`unknown argument ${a}`);
   }
@@ -73,20 +79,28 @@ async function timeIt(fn, reps) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const b = sp.backend();
-  if (b.device !== 'cuda') throw new Error(`no CUDA device: ${b.reason}`);
-  const torch = o.torch && fs.existsSync(o.torch) ? JSON.parse(fs.readFileSync(o.torch, 'utf8')) : null;
+  const device = o.smoke ? 'cpu' : 'cuda';
+  if (b.device !== device && !o.smoke) throw new Error(`no CUDA device: ${b.reason}`);
+  const n = o.smoke ? 2 : 32; // images per batch
+  const sameRun = o.torch && fs.existsSync(o.torch);
+  const peerFile = sameRun ? o.torch : o.anchor;
+  if (!sameRun && o.anchor && !fs.existsSync(o.anchor)) throw new Error(`--anchor ${o.anchor} not found`);
+  const torch = peerFile ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : null;
+  const peer = torch ? (sameRun ? `PyTorch on this machine (${o.torch})` : `the stored PyTorch anchor ${path.basename(o.anchor)}`) : null;
+  if (peer) console.log(`peer: ${peer}`);
+  const tag = sameRun ? '' : ' (stored)';
   const cublas = o.cublas && fs.existsSync(o.cublas) ? JSON.parse(fs.readFileSync(o.cublas, 'utf8')) : null;
-  const reps = o.quick ? 5 : 20;
+  const reps = o.smoke ? 1 : o.quick ? 5 : 20;
   const r = rng(7);
-  const full = await sp.buildModel({ spec: anchorSpec(true), classes: 1000, seed: 1, device: 'cuda' });
-  const convOnly = await sp.buildModel({ spec: anchorSpec(false), seed: 1, device: 'cuda' });
-  const xb = sp.tensor(randomArray(32 * 3 * 224 * 224, r), [32, 3, 224, 224], { device: 'cuda' });
-  const sizes = Array.from({ length: 32 }, () => [180 + Math.floor(r() * 301), 180 + Math.floor(r() * 301)]);
-  const rb = sp.ragged(sizes.map(([h, w]) => sp.tensor(randomArray(3 * h * w, r), [3, h, w], { device: 'cuda' })));
+  const full = await sp.buildModel({ spec: anchorSpec(true), classes: 1000, seed: 1, device });
+  const convOnly = await sp.buildModel({ spec: anchorSpec(false), seed: 1, device });
+  const xb = sp.tensor(randomArray(n * 3 * 224 * 224, r), [n, 3, 224, 224], { device });
+  const sizes = Array.from({ length: n }, () => [180 + Math.floor(r() * 301), 180 + Math.floor(r() * 301)]);
+  const rb = sp.ragged(sizes.map(([h, w]) => sp.tensor(randomArray(3 * h * w, r), [3, h, w], { device })));
   const f224 = specFlops(anchorSpec(true), 224, 224, LEVELS);
   const fRagged = sizes.reduce((s, [h, w]) => { const f = specFlops(anchorSpec(true), h, w, LEVELS); return s + f.convF + f.fcF; }, 0);
-  const N = 4096;
-  const A = sp.tensor(randomArray(N * N, r), [N, N], { device: 'cuda' }), B = sp.tensor(randomArray(N * N, r), [N, N], { device: 'cuda' });
+  const N = o.smoke ? 256 : 4096;
+  const A = sp.tensor(randomArray(N * N, r), [N, N], { device }), B = sp.tensor(randomArray(N * N, r), [N, N], { device });
   const rows = [];
   const torchMs = (key) => (torch && torch[key] ? torch[key].ms : null);
   for (const math of o.modes) {
@@ -96,20 +110,21 @@ async function main() {
       const floorMs = flops / (PEAK_TFLOPS[math] * 1e12) * 1e3;
       rows.push({ work, math, reps: s.reps, median: s.medianMs, min: s.minMs, flops, tflops: flops / (s.medianMs * 1e-3) / 1e12, floorMs, peerMs, peerName, ratio: peerMs ? peerMs / s.medianMs : null });
     };
-    add('W5 ZF-5 uniform 32x224', await timeIt(() => full.run(xb), reps), 32 * (f224.convF + f224.fcF), tTag && torchMs(`W5 ZF-5 SPP-net fwd uniform 32x3x224x224 ${tTag}`), 'PyTorch one call');
-    add('W5c ZF-5 conv1-5 32x224', await timeIt(() => convOnly.run(xb), reps), 32 * f224.convF, tTag && torchMs(`W5c ZF-5 conv1-5 only uniform 32x224 ${tTag}`), 'PyTorch one call');
-    add('W6 ZF-5 ragged 32 [180..480]', await timeIt(() => full.run(rb), reps), fRagged, tTag && torchMs(`W6 ZF-5 SPP-net fwd ragged 32 imgs [180..480]^2 loop ${tTag}`), 'PyTorch per-image loop');
+    add(`W5 ZF-5 uniform ${n}x224`, await timeIt(() => full.run(xb), reps), n * (f224.convF + f224.fcF), tTag && torchMs(`W5 ZF-5 SPP-net fwd uniform 32x3x224x224 ${tTag}`), `PyTorch one call${tag}`);
+    add(`W5c ZF-5 conv1-5 ${n}x224`, await timeIt(() => convOnly.run(xb), reps), n * f224.convF, tTag && torchMs(`W5c ZF-5 conv1-5 only uniform 32x224 ${tTag}`), `PyTorch one call${tag}`);
+    add(`W6 ZF-5 ragged ${n} [180..480]`, await timeIt(() => full.run(rb), reps), fRagged, tTag && torchMs(`W6 ZF-5 SPP-net fwd ragged 32 imgs [180..480]^2 loop ${tTag}`), `PyTorch per-image loop${tag}`);
     const g = cublas && cublas[`gemm4096_${math}`];
-    add('G GEMM 4096^3', await timeIt(() => sp.linear(A, B, null, { math }), reps), 2 * N * N * N, g ? g.ms : null, 'cuBLAS (torch.matmul)');
+    add(`G GEMM ${N}^3`, await timeIt(() => sp.linear(A, B, null, { math }), reps), 2 * N * N * N, g ? g.ms : null, 'cuBLAS (torch.matmul)');
   }
   const check = await sp.tensorCoreCheck();
   const head = ['work', 'math', 'reps', 'median ms', 'min ms', 'TFLOP/s', 'floor ms', 'peer', 'peer ms', 'peer/ours'];
   const table = rows.map((x) => [x.work, x.math, x.reps, fmtMs(x.median), fmtMs(x.min), x.tflops.toFixed(1), fmtMs(x.floorMs), x.peerName, x.peerMs ? fmtMs(x.peerMs) : 'n/a', x.ratio ? fmtX(x.ratio) : 'n/a']);
-  console.log(`${b.cuda.name} (cc ${b.cuda.computeCapability}); tensor-core check: ${check.ok ? 'passed' : 'FAILED'} (${check.detail})`);
+  const where = o.smoke ? `CPU ${b.cpu.isa} x${b.cpu.threads} (--smoke: a test of this script, not a benchmark)` : `${b.cuda.name} (cc ${b.cuda.computeCapability})`;
+  console.log(`${where}; tensor-core check: ${check.ok ? 'passed' : check.ran ? 'FAILED' : 'not run'} (${check.detail})`);
   console.log(textTable(head, table));
   const out = process.env.OUT || path.join(__dirname, 'out');
   fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, 'gpu_zf5.json'), JSON.stringify({ device: b.cuda, check, rows, sizes }, null, 1));
+  fs.writeFileSync(path.join(out, 'gpu_zf5.json'), JSON.stringify({ device: b.cuda, check, peer, reps, rows, sizes }, null, 1));
   fs.writeFileSync(path.join(out, 'gpu_zf5.md'), mdTable(head, table) + '\n');
   [full, convOnly].forEach((m) => m.dispose());
   [xb, rb, A, B].forEach((t) => t.dispose());
