@@ -84,6 +84,7 @@ Status gemm_tn(int64_t M, int32_t N, int32_t K, const float* A, const float* B, 
   const Plan pl = gemm_plan(M, N, K, math, sms);
   if (pl.mtiles > 2147483647 || pl.ntiles > 65535) return Status::Error(Code::kInvalidArgument, "linear: matrix too large for one launch");
   GemmArgs a;
+  std::memset(&a, 0, sizeof a);  // padding too: the kernel's parameter bytes are then all defined
   a.A = A, a.B = B, a.bias = bias, a.C = C, a.partial = nullptr, a.M = M, a.N = N, a.K = K, a.kchunk = pl.kchunk, a.relu = relu;
   Scratch part;
   if (pl.splits > 1) {

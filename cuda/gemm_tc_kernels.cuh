@@ -504,6 +504,7 @@ inline ConvArgs conv_args(const ConvTables& t, const char* tables, const RaggedV
                           const float* w, const float* bias, float* y) {
   const int N = in.count;
   ConvArgs a;
+  std::memset(&a, 0, sizeof a);  // padding too: the kernel's parameter bytes are then all defined
   a.x = x, a.w = w, a.bias = bias, a.y = y;
   a.ktab = reinterpret_cast<const int4*>(tables);
   const int64_t* off = reinterpret_cast<const int64_t*>(tables + t.ktab_bytes);
