@@ -77,4 +77,8 @@ export interface Native {
 const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
 const path = require('path') as typeof import('path');
 
-export const native = bindings({ bindings: 'sppnet', module_root: path.resolve(__dirname, '..') }) as Native;
+// SPPNET_CUDA_EMULATOR=1 loads sppnet_emu.node instead: the same binding with cuda/*.cu compiled
+// for the CPU against tools/emu's model of the CUDA runtime, whose one "device" runs every CUDA
+// kernel on the CPU (slowly, one fiber per CUDA thread). For tests of the CUDA path without a GPU.
+const addon = process.env.SPPNET_CUDA_EMULATOR === '1' ? 'sppnet_emu' : 'sppnet';
+export const native = bindings({ bindings: addon, module_root: path.resolve(__dirname, '..') }) as Native;

@@ -575,9 +575,10 @@ void run_optimizers(int64_t n) {
     Dev<float> dw(w2, "adam param"), dg(g, "adam grad"), dm(m2, "adam m"), dv(v2, "adam v");
     expect_ok(cuda::adam_step(n, dw.p, dg.p, dm.p, dv.p, p), name);
     std::string a, b, c;
+    // m and v may be small differences of O(1) terms (g - m): absolute tolerances on that scale.
     bool ok = close(dw.host(), w, 1e-6, 1e-7, &a);
-    ok = close(dm.host(), m, 1e-6, 1e-8, &b) && ok;
-    ok = close(dv.host(), v, 1e-6, 1e-9, &c) && ok;
+    ok = close(dm.host(), m, 1e-6, 1e-7, &b) && ok;
+    ok = close(dv.host(), v, 1e-6, 1e-7, &c) && ok;
     report(name, ok, "param " + a + "; m " + b + "; v " + c);
   }
 }
@@ -662,6 +663,7 @@ int main(int argc, char** argv) {
   }
   g_seed = seed;
   rng.seed(seed);
+  emu::report_faults();
   const emu::MmaModel& mm = emu::mma_model();
   std::printf("cuda_emulate: cuda/*.cu on the CPU (fibers in a random order between barriers, poisoned shared memory, guard pages), seed %llu\n",
               static_cast<unsigned long long>(seed));

@@ -138,7 +138,10 @@ namespace emu {
 // Device memory: poisoned, between guard pages; `align` is the start's alignment. Which end meets
 // its guard page is drawn per allocation (seeded), so over runs an access just before the start
 // and one just past the end both fault. Thread-safe.
-void* device_alloc(size_t bytes, size_t align, const char* label);
+// pool: a cudaMallocAsync block (its free returns the bytes to the default pool's count).
+void* device_alloc(size_t bytes, size_t align, const char* label, bool pool = false);
+void pool_release_to_threshold();
+void pool_trim(size_t keep);
 void device_free(void* p);
 // The allocation holding [p, p + bytes), or false.
 bool is_device(const void* p, size_t bytes = 1);
@@ -226,6 +229,9 @@ MmaModel& mma_model();
 void for_each_launched(const std::function<void(const std::string&, long)>& f);
 // Seeds the schedule and placement generator (and the poison byte choice); printed by the tools.
 void seed(uint64_t s);
+// From now on an invalid access in a kernel is reported (kernel, block, thread, allocation) and
+// ends the process; for the tools. Without it (the emulated addon) the process just faults.
+void report_faults();
 
 template <class T>
 T shfl_xor(T v, int lane_mask) {

@@ -65,10 +65,15 @@ struct Alloc {
   char* data = nullptr;
   size_t bytes = 0;
   std::string label;
+  bool pool = false;  // from cudaMallocAsync: its free goes back to the pool
 };
 std::mutex g_alloc_mutex;
 std::map<uintptr_t, Alloc> g_allocs;  // by data start
-size_t g_allocated = 0;
+size_t g_allocated = 0;  // live allocations, pool or not
+// The default memory pool, by its byte counts: what its live blocks use, what it keeps after
+// frees (given back at a synchronisation down to the release threshold, or by a trim).
+size_t g_pool_used = 0, g_pool_kept = 0;
+uint64_t g_release_threshold = 0;
 
 size_t device_capacity() {
   static const size_t cap = [] {
@@ -213,9 +218,11 @@ void on_fault(int sig, siginfo_t* info, void*) {
   _exit(3);
 }
 
+std::atomic<bool> g_report_faults{false};
+
 void ensure_fault_handler() {
   Sched& s = S;
-  if (s.altstack_set) return;
+  if (s.altstack_set || !g_report_faults.load()) return;
   stack_t ss{};
   ss.ss_sp = s.altstack;
   ss.ss_size = sizeof s.altstack;
@@ -255,18 +262,34 @@ char* map_guarded(size_t bytes, size_t align, bool at_end, char** map_out, size_
 }  // namespace
 
 void seed(uint64_t s) { g_seed.store(s); }
+void report_faults() { g_report_faults.store(true); }
 
-void* device_alloc(size_t bytes, size_t align, const char* label) {
+void* device_alloc(size_t bytes, size_t align, const char* label, bool pool) {
   std::lock_guard<std::mutex> lk(g_alloc_mutex);
-  if (g_allocated + bytes > device_capacity()) return nullptr;
+  if (pool && g_pool_kept >= bytes) {
+    g_pool_kept -= bytes;  // a kept block is reused
+  } else if (g_allocated + g_pool_kept + bytes > device_capacity()) {
+    return nullptr;
+  }
   Alloc al;
   const bool at_end = (rng()() & 1) != 0;
   al.data = map_guarded(bytes, align, at_end, &al.map, &al.map_len);
   if (!al.data) return nullptr;
   al.bytes = bytes;
   al.label = label;
-  std::memset(al.data, (rng()() & 1) ? 0xff : 0x7f, bytes);  // NaN or 3.4e38 as floats, -1 or 2^31-ish as ints
+  al.pool = pool;
+  // Poison: NaN or 3.4e38 as floats, -1 or about 2^31 as ints. Beyond 256 MiB only the first and
+  // last 16 MiB (the rest reads as zeros), so that huge test allocations do not fill host memory.
+  const int poison = (rng()() & 1) ? 0xff : 0x7f;
+  const size_t edge = size_t{16} << 20;
+  if (bytes <= (size_t{256} << 20)) {
+    std::memset(al.data, poison, bytes);
+  } else {
+    std::memset(al.data, poison, edge);
+    std::memset(al.data + bytes - edge, poison, edge);
+  }
   g_allocated += bytes;
+  if (pool) g_pool_used += bytes;
   void* p = al.data;
   g_allocs.emplace(reinterpret_cast<uintptr_t>(p), std::move(al));
   return p;
@@ -276,9 +299,23 @@ void device_free(void* p) {
   std::lock_guard<std::mutex> lk(g_alloc_mutex);
   auto it = g_allocs.find(reinterpret_cast<uintptr_t>(p));
   if (it == g_allocs.end()) fail("cudaFree of a pointer that is not a live device allocation");
-  g_allocated -= it->second.bytes;
-  munmap(it->second.map, it->second.map_len);
+  const Alloc& al = it->second;
+  g_allocated -= al.bytes;
+  if (al.pool) g_pool_used -= al.bytes, g_pool_kept += al.bytes;
+  munmap(al.map, al.map_len);
   g_allocs.erase(it);
+}
+
+// At a synchronisation the pool gives back what it keeps beyond its release threshold.
+void pool_release_to_threshold() {
+  std::lock_guard<std::mutex> lk(g_alloc_mutex);
+  if (g_pool_used + g_pool_kept > g_release_threshold)
+    g_pool_kept = g_release_threshold > g_pool_used ? std::min<uint64_t>(g_pool_kept, g_release_threshold - g_pool_used) : 0;
+}
+
+void pool_trim(size_t keep) {
+  std::lock_guard<std::mutex> lk(g_alloc_mutex);
+  g_pool_kept = std::min(g_pool_kept, keep > g_pool_used ? keep - g_pool_used : 0);
 }
 
 bool is_device(const void* p, size_t bytes) {
@@ -314,7 +351,9 @@ void check_argument_words(const char* kernel, const void* arg, size_t bytes) {
   for (size_t off = 0; off + 8 <= bytes; off += 8) {
     uintptr_t w;
     std::memcpy(&w, b + off, 8);
-    if (w < 0x10000 || w >= (uintptr_t{1} << 47) || is_device(reinterpret_cast<void*>(w), 0)) continue;
+    // Pointers the kernels take are at least 4-byte aligned; a misaligned word is data (e.g. a
+    // bool beside padding).
+    if (w < 0x10000 || w >= (uintptr_t{1} << 47) || (w & 3) != 0 || is_device(reinterpret_cast<void*>(w), 0)) continue;
     std::string what;
     if (mapped(w, &what)) {
       std::ostringstream m;
@@ -754,7 +793,7 @@ cudaError_t cudaDriverGetVersion(int* v) {
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = emu::device_alloc(bytes ? bytes : 1, 16, "cudaMalloc");
+  *p = emu::device_alloc(bytes ? bytes : 1, 16, "cudaMalloc", false);
   return *p ? cudaSuccess : (emu::t_last_error = cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFree(void* p) {
@@ -762,7 +801,7 @@ cudaError_t cudaFree(void* p) {
   return cudaSuccess;
 }
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
-  *p = emu::device_alloc(bytes ? bytes : 1, 16, "cudaMallocAsync");
+  *p = emu::device_alloc(bytes ? bytes : 1, 16, "cudaMallocAsync", true);
   return *p ? cudaSuccess : (emu::t_last_error = cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
@@ -776,21 +815,38 @@ cudaError_t cudaMemset(void* p, int v, size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t bytes, cudaStream_t) { return cudaMemset(p, v, bytes); }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  emu::pool_release_to_threshold();
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaStreamSynchronize(nullptr); }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   std::lock_guard<std::mutex> lk(emu::g_alloc_mutex);
   *total_bytes = emu::device_capacity();
-  *free_bytes = *total_bytes - emu::g_allocated;
+  *free_bytes = *total_bytes - emu::g_allocated - emu::g_pool_kept;
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int d) {
   *pool = reinterpret_cast<cudaMemPool_t>(0x10);
   return d == 0 ? cudaSuccess : cudaErrorInvalidDevice;
 }
-cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
-cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr, void* v) {
-  *static_cast<uint64_t*>(v) = 0;
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr a, void* v) {
+  if (a != cudaMemPoolAttrReleaseThreshold) return cudaErrorInvalidValue;
+  std::lock_guard<std::mutex> lk(emu::g_alloc_mutex);
+  emu::g_release_threshold = *static_cast<uint64_t*>(v);
   return cudaSuccess;
 }
-cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr a, void* v) {
+  std::lock_guard<std::mutex> lk(emu::g_alloc_mutex);
+  uint64_t& out = *static_cast<uint64_t*>(v);
+  switch (a) {
+    case cudaMemPoolAttrReleaseThreshold: out = emu::g_release_threshold; return cudaSuccess;
+    case cudaMemPoolAttrReservedMemCurrent: out = emu::g_pool_used + emu::g_pool_kept; return cudaSuccess;
+    case cudaMemPoolAttrUsedMemCurrent: out = emu::g_pool_used; return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
+}
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t keep) {
+  emu::pool_trim(keep);
+  return cudaSuccess;
+}
