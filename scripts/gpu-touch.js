@@ -12,14 +12,15 @@
 // Kernels (cuda/*.cu) and the ops below that launch them:
 //   spp_forward_kernel / spp_backward_kernel <max, avg>: spp, sppBackward (shared-memory and
 //     global paths, per-thread and per-warp bins, every bin rule, windows)
-//   conv_tc_kernel <64|128, tf32|bf16|fp32>, conv2d_kernel (direct): conv2d
-//   gemm_tc_kernel <64|128, tf32|bf16|fp32>, splitk_reduce_kernel, linear_kernel (direct): linear
+//   conv_tc_kernel <64|128, tf32|bf16>, <64, fp32>, conv2d_kernel (direct): conv2d
+//   gemm_tc_kernel <64|128, tf32|bf16>, <64, fp32>, splitk_reduce_kernel, linear_kernel (direct): linear
 //   max_pool2d_kernel, lrn_kernel, lrn_max_pool2d_kernel, relu_kernel, softmax_kernel
 //   conv2d_dx/dw/db, max_pool2d_backward, lrn_backward, linear_dx/dw/db, relu_backward,
 //   dropout_kernel, multiply_kernel (dropoutBackward), softmax_xent_kernel, sgd_kernel, adam_kernel
 // The 128-row tiles and split-K are picked by conv_plan / gemm_plan (cuda/gemm_tc_kernels.cuh):
-// 128 rows once the 128-row tiles reach two waves (2 x the SM count), split-K below that with
-// >= 16 steps of K (BK = 16). The sizes below are chosen from the device's SM count to hit both.
+// 128 rows once the 128-row tiles reach two waves (2 x the SM count), except in fp32 (always 64),
+// split-K below that with >= 16 steps of K (BK = 16). The sizes below are chosen from the device's
+// SM count to hit both.
 'use strict';
 const sp = require('../dist');
 
@@ -133,7 +134,7 @@ async function main() {
       return [y];
     });
     if (math === 'direct') continue;
-    await op(`conv2d ${math} ragged ${big.length} maps, ${pixels}+ pixels, groups ${groups} (128-row tiles)`, TOL[math], async (d) => {
+    await op(`conv2d ${math} ragged ${big.length} maps, ${pixels}+ pixels, groups ${groups} (${math === 'fp32' ? '64' : '128'}-row tiles)`, TOL[math], async (d) => {
       const x = batchOn(big, d), w = T(wBig, [8, 2, 3, 3], d), b = T(bBig, [8], d);
       const y = await sp.conv2d(x, w, b, { groups, padding: 1, math });
       dispose([x, w, b]);
@@ -155,7 +156,8 @@ async function main() {
   for (const math of ['tf32', 'bf16', 'fp32', 'direct'])
     for (const s of shapes) {
       if (math === 'direct' && s.what !== 'split-K') continue; // one direct call: a single kernel
-      await op(`linear ${math} ${s.rows}x${s.inF} -> ${s.outF}, bias, relu (${s.what})`, TOL[math], async (d) => {
+      const what = math === 'fp32' && s.what === '128-row tiles' ? 'fp32: 64-row tiles' : s.what;
+      await op(`linear ${math} ${s.rows}x${s.inF} -> ${s.outF}, bias, relu (${what})`, TOL[math], async (d) => {
         const x = T(s.x, [s.rows, s.inF], d), w = T(s.w, [s.outF, s.inF], d), b = T(s.b, [s.outF], d);
         const y = await sp.linear(x, w, b, { relu: true, math });
         dispose([x, w, b]);
