@@ -36,7 +36,12 @@ const normal = (n, scale = 1) => Float32Array.from({ length: n }, () => (rnd() +
 
 // Host maps [C, H, W], and a batch of them on a device (a copy: CPU tensors share their array).
 const maps = (C, sizes) => sizes.map(([h, w]) => ({ C, h, w, data: normal(C * h * w) }));
-const batchOn = (ms, d) => sp.ragged(ms.map((m) => sp.tensor(m.data.slice(), [m.C, m.h, m.w], { device: d })));
+const batchOn = (ms, d) => {
+  const parts = ms.map((m) => sp.tensor(m.data.slice(), [m.C, m.h, m.w], { device: d }));
+  const b = sp.ragged(parts); // a copy: the parts are freed here, not left to the GC
+  parts.forEach((t) => t.dispose());
+  return b;
+};
 const T = (data, shape, d) => sp.tensor(data.slice(), shape, { device: d });
 const arrays = async (xs) => Promise.all(xs.map(async (x) => (typeof x === 'number' ? Float32Array.of(x) : x.data())));
 const dispose = (xs) => xs.forEach((x) => x && typeof x.dispose === 'function' && x.dispose());
@@ -172,7 +177,7 @@ async function main() {
   await op('maxPool2d + maxPool2dBackward ragged, 3x3/2, padding 1, ceil mode', 1e-5, async (d) => {
     const x = batchOn(pm, d);
     const y = await sp.maxPool2d(x, pool);
-    const g = sp.ragged(y.sizes.map(([h, w]) => T(normal(6 * h * w), [6, h, w], d)));
+    const g = batchOn(y.sizes.map(([h, w]) => ({ C: 6, h, w, data: normal(6 * h * w) })), d);
     const dx = await sp.maxPool2dBackward(x, g, pool);
     dispose([x, g]);
     return [y, dx];
@@ -210,7 +215,7 @@ async function main() {
   await op('conv2dBackward ragged, groups 2, dilation 2x1, stride 1x2 (dx, dw, db)', 1e-4, async (d) => {
     const x = batchOn(small, d), w = T(wSmall, [6, 2, 3, 3], d);
     const y = await sp.conv2d(x, w, null, { ...smallOpts, relu: false, math: 'direct' });
-    const g = sp.ragged(y.sizes.map(([h, ww]) => T(normal(6 * h * ww), [6, h, ww], d)));
+    const g = batchOn(y.sizes.map(([h, ww]) => ({ C: 6, h, w: ww, data: normal(6 * h * ww) })), d);
     const r = await sp.conv2dBackward(x, w, g, { ...smallOpts, relu: false });
     dispose([x, w, y, g]);
     return [r.gradInput, r.gradWeight, r.gradBias];

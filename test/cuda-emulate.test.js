@@ -10,40 +10,10 @@ const { execFileSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const { freshSeed } = require('./support/reference');
+const { globalsInSource, kernelsInCudaLibrary, launchedKernels } = require('./support/cuda-kernels');
 
 const root = path.join(__dirname, '..');
 const bin = path.join(root, 'build', 'tools', 'cuda_emulate');
-
-// The __global__ functions declared in cuda/ (base names).
-function globalsInSource() {
-  const names = new Set();
-  for (const f of fs.readdirSync(path.join(root, 'cuda'))) {
-    if (!/\.(cu|cuh)$/.test(f)) continue;
-    const src = fs.readFileSync(path.join(root, 'cuda', f), 'utf8');
-    for (const m of src.matchAll(/__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(/g)) names.add(m[1]);
-  }
-  return names;
-}
-
-// The kernel instantiations nvcc compiled into the CUDA backend (their host stubs), as
-// "ns::name<args>", or null when this build has no CUDA backend (no nvcc) or no nm.
-function kernelsInCudaLibrary(globals) {
-  const lib = path.join(root, 'build', 'libsppnet_cuda.a');
-  let out;
-  try {
-    out = execFileSync('nm', ['-C', lib], { encoding: 'utf8', maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] });
-  } catch {
-    return null;
-  }
-  const found = new Set();
-  for (const raw of out.split('\n')) {
-    const line = raw.replace(/\(anonymous namespace\)/g, '{anonymous}');
-    const m = line.match(/^[0-9a-f]+ [Tt] (?:void )?(sppnet::[^(]*?(\w+)(<[^()]*>)?)\(/);
-    if (!m || line.includes('[clone') || !globals.has(m[2])) continue;
-    found.add(m[1]);
-  }
-  return found.size ? found : null;
-}
 
 describe('CUDA kernels under CPU emulation', function () {
   this.timeout(600000);
@@ -68,7 +38,7 @@ describe('CUDA kernels under CPU emulation', function () {
   });
 
   it('ran every __global__ kernel in cuda/, and every instantiation nvcc compiled', function () {
-    const launched = [...out.matchAll(/^kernel (.+): (\d+) launches$/gm)].map((m) => m[1]);
+    const launched = launchedKernels(out);
     const globals = globalsInSource();
     expect(globals.size, 'kernels found in cuda/').to.be.at.least(20);
     const base = new Set(launched.map((k) => k.replace(/<.*$/, '').replace(/^.*::/, '')));

@@ -382,6 +382,18 @@ namespace {
 std::mutex g_launch_mutex;
 std::map<std::string, long> g_launched;
 
+// SPPNET_EMU_LAUNCHES=FILE: at exit, every kernel launched in this process and how often, one
+// "name: count" per line (how a test learns what a script touched through the emulated addon).
+void write_launches() {
+  const char* path = std::getenv("SPPNET_EMU_LAUNCHES");
+  if (!path) return;
+  if (FILE* f = std::fopen(path, "w")) {
+    std::lock_guard<std::mutex> lk(g_launch_mutex);
+    for (const auto& kv : g_launched) std::fprintf(f, "%s: %ld\n", kv.first.c_str(), kv.second);
+    std::fclose(f);
+  }
+}
+
 [[noreturn]] void fiber_entry() {
   Sched& s = S;
   (*s.body)();
@@ -522,6 +534,7 @@ cudaError_t run_grid(const char* kernel, dim3 grid, dim3 block, size_t dynamic_s
     return cudaErrorInvalidConfiguration;
   {
     std::lock_guard<std::mutex> lk(g_launch_mutex);
+    if (g_launched.empty()) std::atexit(write_launches);
     ++g_launched[kernel];
   }
   ensure_fault_handler();
