@@ -150,9 +150,6 @@ bool is_device(const void* p, size_t bytes = 1);
 void check_argument_words(const char* kernel, const void* arg, size_t bytes);
 
 // ---- the scheduler ----
-struct KernelInfo {
-  const char* name;  // as the compiler spells the kernel, template arguments included
-};
 // Runs body once per thread of every block of the grid (see the top of this file). Returns
 // cudaErrorInvalidConfiguration, without running anything, where CUDA would refuse the launch.
 cudaError_t run_grid(const char* kernel, dim3 grid, dim3 block, size_t dynamic_smem, const std::function<void()>& body);
