@@ -555,9 +555,11 @@ void run_optimizers(int64_t n) {
     expect_ok(cpu::sgd_step(n, w.data(), g.data(), buf.data(), p), name);
     Dev<float> dw(w2, "sgd param"), dg(g, "sgd grad"), dbuf(buf2, "sgd momentum");
     expect_ok(cuda::sgd_step(n, dw.p, dg.p, dbuf.p, p), name);
+    // Terms of O(1) (N(0,1) data, up to ~5): the two compilers' FMA contractions differ by an ulp
+    // of them, which is absolute, not relative to a result that may be a small difference.
     std::string why, why2;
-    bool ok = close(dw.host(), w, 2e-7, 1e-7, &why);
-    ok = close(dbuf.host(), buf, 2e-7, 1e-7, &why2) && ok;
+    bool ok = close(dw.host(), w, 2e-7, 1e-6, &why);
+    ok = close(dbuf.host(), buf, 2e-7, 1e-6, &why2) && ok;
     report(name, ok, "param " + why + "; momentum " + why2);
   }
   for (int variant = 0; variant < 2; ++variant) {
@@ -576,9 +578,9 @@ void run_optimizers(int64_t n) {
     expect_ok(cuda::adam_step(n, dw.p, dg.p, dm.p, dv.p, p), name);
     std::string a, b, c;
     // m and v may be small differences of O(1) terms (g - m): absolute tolerances on that scale.
-    bool ok = close(dw.host(), w, 1e-6, 1e-7, &a);
-    ok = close(dm.host(), m, 1e-6, 1e-7, &b) && ok;
-    ok = close(dv.host(), v, 1e-6, 1e-7, &c) && ok;
+    bool ok = close(dw.host(), w, 1e-6, 1e-6, &a);
+    ok = close(dm.host(), m, 1e-6, 1e-6, &b) && ok;
+    ok = close(dv.host(), v, 1e-6, 1e-6, &c) && ok;
     report(name, ok, "param " + a + "; m " + b + "; v " + c);
   }
 }
