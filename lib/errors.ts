@@ -61,10 +61,10 @@ export function describe(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
-/** Bytes or pixels as a person reads them: 16 MiB, 34.8 MP. */
+/** Bytes or pixels as a person reads them (16 MiB, 34.8 MP); small amounts as they are (300 pixels). */
 export function formatAmount(n: number, unit: 'bytes' | 'pixels'): string {
   if (unit === 'bytes') return n >= 2 ** 20 ? `${+(n / 2 ** 20).toFixed(1)} MiB` : n >= 1024 ? `${+(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
-  return `${+(n / 1e6).toFixed(n < 1e6 ? 3 : 1)} MP`;
+  return n >= 1e4 ? `${+(n / 1e6).toFixed(n < 1e6 ? 3 : 1)} MP` : `${n} pixels`;
 }
 
 /**
@@ -73,7 +73,8 @@ export function formatAmount(n: number, unit: 'bytes' | 'pixels'): string {
  * its verb: 'the body has'), how large, and the limit by its option's name.
  */
 export function overLimit(fn: string, what: string, amount: number, unit: 'bytes' | 'pixels', limitName: string, limit: number): SppnetError {
-  return new SppnetError(`${fn}: ${what} ${amount} ${unit} (${formatAmount(amount, unit)}), more than ${limitName} ${limit} (${formatAmount(limit, unit)})`, 'SPPNET_TOO_LARGE');
+  const amounts = (n: number) => (formatAmount(n, unit) === `${n} ${unit}` ? `${n} ${unit}` : `${n} ${unit} (${formatAmount(n, unit)})`);
+  return new SppnetError(`${fn}: ${what} ${amounts(amount)}, more than ${limitName} ${amounts(limit).replace(` ${unit}`, '')}`, 'SPPNET_TOO_LARGE');
 }
 
 export function isPositiveInt(v: unknown): v is number {
