@@ -5,11 +5,11 @@
 // included), images (maxFiles), pixels as the headers state them (maxPixels, before any decoding),
 // pixels as the model sees them (resized to shorterSide; the runner's maxBatchPixels), pixels held
 // by the service (maxQueuedPixels), requests in flight (maxQueueLength), time (timeoutMs: fastify's
-// handlerTimeout, and the runner's timeout, which cancels queued work, as a client that goes away does) and memory (maxRssBytes, through
-// @fastify/under-pressure). Over a per-request limit: 413 naming the limit; over a service-wide one:
-// 503 with Retry-After, at once. /metrics is prom-client's text format from a registry of this
-// server's own, counting every response in an onResponse hook (fastify's own 404, 413, 415 and 400
-// answers included).
+// handlerTimeout, and the runner's timeout, which cancels queued work as a client that goes away
+// does) and memory (maxRssBytes, through @fastify/under-pressure). Over a per-request limit: 413
+// naming the limit; over a service-wide one: 503 with Retry-After, at once. /metrics is
+// prom-client's text format from a registry of this server's own, counting every response in an
+// onResponse hook (fastify's own 404, 413, 415 and 400 answers included).
 import multipart from '@fastify/multipart';
 import underPressure from '@fastify/under-pressure';
 import Fastify, { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -250,14 +250,20 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     if (declared > bodyLimit) throw tooLarge(declared);
     const blobs: Buffer[] = [];
     let total = 0;
-    for await (const part of req.files()) {
-      const chunks: Buffer[] = [];
-      for await (const chunk of part.file as AsyncIterable<Buffer>) {
-        total += chunk.length;
-        if (total > bodyLimit) throw tooLarge(total);
-        chunks.push(chunk);
+    try {
+      for await (const part of req.files()) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of part.file as AsyncIterable<Buffer>) {
+          total += chunk.length;
+          if (total > bodyLimit) throw tooLarge(total);
+          chunks.push(chunk);
+        }
+        blobs.push(Buffer.concat(chunks));
       }
-      blobs.push(Buffer.concat(chunks));
+    } catch (e) {
+      // @fastify/multipart's limits carry their status; what busboy throws is a malformed body.
+      if (e instanceof SppnetError || typeof (e as FastifyError).statusCode === 'number') throw e;
+      throw new SppnetError(`${call}: the multipart body is malformed: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
     }
     return blobs;
   };
