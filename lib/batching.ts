@@ -98,6 +98,8 @@ export class BatchingRunner extends EventEmitter {
   private readonly releaseAfter: number;
   private releaseTimer: NodeJS.Timeout | undefined;
   private runningPixels = 0;
+  /** The host buffer batches are packed into, reused from one batch to the next (one runs at a time). */
+  private readonly scratch: { array?: Float32Array } = {};
   private msPerPixel: number | null = null;
   private readonly counters = { requests: 0, batches: 0, rejected: { queueFull: 0, timeout: 0, aborted: 0 }, batchSizes: {} as Record<number, number> };
 
@@ -251,7 +253,7 @@ export class BatchingRunner extends EventEmitter {
       const moved = await Promise.all(batch.flatMap((p) => p.images.map((t) => t.to(this.model.device))));
       const all = batch.flatMap((p) => p.images);
       // Packed on a libuv thread: tens of MB copied on the event loop would stall every request.
-      const rb = await packRagged(moved, 'BatchingRunner.run');
+      const rb = await packRagged(moved, 'BatchingRunner.run', this.scratch);
       moved.forEach((t, i) => t !== all[i] && t.dispose());
       let logits: Tensor;
       try {
@@ -295,14 +297,17 @@ export class BatchingRunner extends EventEmitter {
     }
   }
 
-  /** After releaseBuffersAfterMs without work, the model's activation buffers go back (where the model can). */
+  /** After releaseBuffersAfterMs without work, the packing buffer and the model's activation buffers (where the model can) go back. */
   private scheduleRelease() {
-    const release = (this.model as { releaseBuffers?: () => void }).releaseBuffers;
-    if (this.releaseAfter === 0 || typeof release !== 'function' || this.closed) return;
+    const release = (this.model as { releaseBuffers?: () => void }).releaseBuffers ?? (() => {});
+    if (this.releaseAfter === 0 || this.closed) return;
     if (this.releaseTimer) clearTimeout(this.releaseTimer);
     this.releaseTimer = setTimeout(() => {
       this.releaseTimer = undefined;
-      if (this.queue.length === 0 && this.running === 0) release.call(this.model);
+      if (this.queue.length === 0 && this.running === 0) {
+        this.scratch.array = undefined;
+        release.call(this.model);
+      }
     }, this.releaseAfter);
     this.releaseTimer.unref();
   }
@@ -325,6 +330,7 @@ export class BatchingRunner extends EventEmitter {
     this.closed = true;
     if (this.releaseTimer) clearTimeout(this.releaseTimer);
     this.releaseTimer = undefined;
+    this.scratch.array = undefined;
     if (this.queue.length === 0 && this.running === 0) return;
     await new Promise<void>((r) => {
       this.idle.push(r);

@@ -124,13 +124,20 @@ export function ragged(maps: Tensor[]): RaggedBatch {
 /**
  * @internal ragged() whose host copy runs on a libuv thread instead of the event loop (a batch of
  * 32 images of 256x341 is 33 MB); on CUDA the same device-to-device copies as ragged(). The maps
- * must stay undisposed until it resolves.
+ * must stay undisposed until it resolves. With `scratch`, a host batch is packed into
+ * scratch.array (grown when too small) instead of a fresh allocation, so that a runner packing one
+ * batch after another does not allocate tens of MB each time (and trigger full GCs for them): the
+ * batch is then a view, valid until the scratch is used again.
  */
-export async function packRagged(maps: Tensor[], fn: string): Promise<RaggedBatch> {
+export async function packRagged(maps: Tensor[], fn: string, scratch?: { array?: Float32Array }): Promise<RaggedBatch> {
   const site = new CallSite();
   const { stores, total } = checkMaps(fn, maps);
   if (maps[0].device !== 'cpu') return ragged(maps);
-  const packed = allocate([total], 'cpu', fn);
+  let packed: Tensor;
+  if (scratch) {
+    if (!scratch.array || scratch.array.length < total) scratch.array = new Float32Array(total);
+    packed = new Tensor({ device: 'cpu', array: scratch.array.subarray(0, total) }, [total], false);
+  } else packed = allocate([total], 'cpu', fn);
   const dst = packed.storage(fn, 'the packed batch') as Extract<Storage, { device: 'cpu' }>;
   const offsets = new Float64Array(maps.length);
   for (let i = 1; i < maps.length; i++) offsets[i] = offsets[i - 1] + maps[i - 1].size;
