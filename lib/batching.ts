@@ -52,7 +52,10 @@ export interface BatchingStats {
   rejected: { queueFull: number; timeout: number; aborted: number };
   /** Images per model call: count of calls by batch size. */
   batchSizes: Record<number, number>;
-  /** The mean time a model call took per pixel, lately (ms; an exponential average), or null before the first call. */
+  /**
+   * The fastest a recent model call (of the last 8) ran, in ms per pixel, or null before the third:
+   * what the runner's wait estimates use (small calls, with their fixed costs, are slower per pixel).
+   */
   msPerPixel: number | null;
 }
 
@@ -100,7 +103,8 @@ export class BatchingRunner extends EventEmitter {
   private runningPixels = 0;
   /** The host buffer batches are packed into, reused from one batch to the next (one runs at a time). */
   private readonly scratch: { array?: Float32Array } = {};
-  private msPerPixel: number | null = null;
+  /** ms per pixel of the last model calls (at most 8), newest last. */
+  private recent: number[] = [];
   private readonly counters = { requests: 0, batches: 0, rejected: { queueFull: 0, timeout: 0, aborted: 0 }, batchSizes: {} as Record<number, number> };
 
   constructor(model: Model, opts: BatchingOptions = {}) {
@@ -151,7 +155,7 @@ export class BatchingRunner extends EventEmitter {
       const wait = this.estimatedWaitMs(pixels);
       if (timeout !== undefined && wait !== null && wait > timeout) {
         this.counters.rejected.queueFull++;
-        return reject(new SppnetError(`${fn}: the queue holds about ${Math.round(wait)} ms of work, more than this request's timeout of ${timeout} ms`, 'SPPNET_QUEUE_FULL'));
+        return reject(new SppnetError(`${fn}: the queue holds about ${Math.round(wait)} ms of work, more than this request's timeout of ${Math.round(timeout)} ms`, 'SPPNET_QUEUE_FULL'));
       }
       const p: Pending = { images: list, pixels, priority: opts.priority ?? 0, seq: this.seq++, resolve, reject, done: false, signal: opts.signal };
       if (timeout !== undefined) {
@@ -187,11 +191,17 @@ export class BatchingRunner extends EventEmitter {
 
   /**
    * How long a request of `pixels` would take to be answered if it came now (ms): the pixels queued
-   * and running, and its own, at the recent speed; null before the first model call.
+   * and running, and its own, at the best recent speed (so that a refusal is never a guess on the
+   * pessimistic side); null before the third model call.
    */
   estimatedWaitMs(pixels = 0): number | null {
-    if (this.msPerPixel === null) return null;
-    return this.msPerPixel * (this.queuedPixels() + this.runningPixels + pixels);
+    const rate = this.bestMsPerPixel();
+    return rate === null ? null : rate * (this.queuedPixels() + this.runningPixels + pixels);
+  }
+
+  /** Null until 3 calls have run: the first ones (a warm-up, often one image) say little. */
+  private bestMsPerPixel(): number | null {
+    return this.recent.length >= 3 ? Math.min(...this.recent) : null;
   }
 
   /** Settles a request once; drops it from the queue. */
@@ -283,8 +293,8 @@ export class BatchingRunner extends EventEmitter {
     } finally {
       const seconds = (performance.now() - t0) / 1e3;
       if (ok && px > 0) {
-        const m = (seconds * 1e3) / px;
-        this.msPerPixel = this.msPerPixel === null ? m : 0.7 * this.msPerPixel + 0.3 * m;
+        this.recent.push((seconds * 1e3) / px);
+        if (this.recent.length > 8) this.recent.shift();
       }
       this.running--;
       this.runningPixels = 0;
@@ -321,7 +331,7 @@ export class BatchingRunner extends EventEmitter {
       running: this.running,
       rejected: { ...this.counters.rejected },
       batchSizes: { ...this.counters.batchSizes },
-      msPerPixel: this.msPerPixel,
+      msPerPixel: this.bestMsPerPixel(),
     };
   }
 

@@ -55,8 +55,14 @@ export interface ServerOptions extends BatchingOptions {
   timeoutMs?: number;
   /** Resident memory (bytes) above which new requests get 503 (default 75% of the memory this process may use). */
   maxRssBytes?: number;
-  /** Mean event-loop delay (ms, over 250 ms samples) above which new requests get 503 (default 1000; 0: never). */
+  /** Mean event-loop delay (ms, over 250 ms samples) above which new requests get 503 (default 0: never, as @fastify/under-pressure's). */
   maxEventLoopDelayMs?: number;
+  /**
+   * Images decoded at once, all requests together (default: the cores, at most the libuv pool's
+   * threads less 2). Decoding runs on libuv's pool, which also packs batches and hands layers to
+   * the CPU executor: unbounded, a burst of decodes would queue ahead of the next batch.
+   */
+  maxConcurrentDecodes?: number;
   /** Seconds a 503 tells the client to wait (Retry-After; default 1). */
   retryAfterS?: number;
   logger?: boolean;
@@ -92,8 +98,10 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   const maxInFlight = positiveIntOption(fn, opts, 'maxQueueLength', 256);
   const timeoutMs = positiveIntOption(fn, opts, 'timeoutMs', 30_000);
   const maxRssBytes = positiveIntOption(fn, opts, 'maxRssBytes', Math.floor(0.75 * memoryLimit()));
-  const maxEventLoopDelayMs = nonNegativeOption(fn, opts, 'maxEventLoopDelayMs', 1000);
+  const maxEventLoopDelayMs = nonNegativeOption(fn, opts, 'maxEventLoopDelayMs', 0);
   const retryAfterS = positiveIntOption(fn, opts, 'retryAfterS', 1);
+  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  const maxDecodes = positiveIntOption(fn, opts, 'maxConcurrentDecodes', Math.max(1, Math.min(os.availableParallelism(), uvThreads - 2)));
   const defaultTopk = positiveIntOption(fn, opts, 'topk', 5);
   const runner = new BatchingRunner(model, { ...opts, maxQueueLength: maxInFlight });
   const maxQueuedPixels = positiveIntOption(fn, opts, 'maxQueuedPixels', 4 * runner.maxBatchPixels);
@@ -194,7 +202,8 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
       refused.memory++;
       if (type === 'rssBytes')
         throw new SppnetError(`${callOf(req)}: the service holds ${value} bytes of memory (${formatAmount(value ?? 0, 'bytes')}), more than maxRssBytes ${maxRssBytes} (${formatAmount(maxRssBytes, 'bytes')}); retry later`, 'SPPNET_OUT_OF_MEMORY');
-      throw new SppnetError(`${callOf(req)}: the event loop is ${Math.round(value ?? 0)} ms late, more than maxEventLoopDelayMs ${maxEventLoopDelayMs}; retry later`, 'SPPNET_QUEUE_FULL');
+      const late = Number.isFinite(value) ? `${Math.round(value ?? 0)} ms late` : 'blocked for a whole 250 ms sample';
+      throw new SppnetError(`${callOf(req)}: the event loop is ${late}, more than maxEventLoopDelayMs ${maxEventLoopDelayMs}; retry later`, 'SPPNET_QUEUE_FULL');
     },
   });
   // Cancels a request's queued work when its client goes away. (Not fastify's request.signal: on
@@ -227,9 +236,27 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     reply.raw.once('close', () => (queuedPixels -= pixels));
   };
 
-  /** Runs images through the batching runner within what is left of the request's time. */
+  /** At most maxDecodes images are probed or decoded at once; the others wait their turn here. */
+  let decoding = 0;
+  const waiting: Array<() => void> = [];
+  const decodeSlot = async <T>(work: () => Promise<T>): Promise<T> => {
+    if (decoding >= maxDecodes) await new Promise<void>((r) => waiting.push(r));
+    else decoding++;
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else decoding--;
+    }
+  };
+
+  /** Runs images through the batching runner within what is left of the request's time; its refusals name the route. */
   const infer = (req: FastifyRequest, reply: FastifyReply, images: Tensor[]) =>
-    runner.run(images, { signal: gone.get(req), timeoutMs: Math.max(1, timeoutMs - reply.elapsedTime) });
+    runner.run(images, { signal: gone.get(req), timeoutMs: Math.max(1, timeoutMs - reply.elapsedTime) }).catch((e: unknown) => {
+      if (e instanceof SppnetError) throw new SppnetError(`${callOf(req)}: ${e.message.replace(/^BatchingRunner\.run: /, '')}`, e.code);
+      throw e;
+    });
 
   // While shutting down, answers close their connection, so that keep-alive clients let go and
   // close() can finish once the requests in flight are answered.
@@ -293,7 +320,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const blobs = await readBodies(req);
     if (blobs.length === 0) fail(`${call}: send an image as the body (Content-Type image/* or application/octet-stream) or as multipart files`);
     // Headers first: the pixel budgets are checked before a single pixel is decoded.
-    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => probeImage(`${call}: image ${i}`, b)));
+    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => decodeSlot(() => probeImage(`${call}: image ${i}`, b))));
     const sizes = headers.map((h) => `${h.width}x${h.height}`).join(' + ');
     const source = headers.reduce((a, h) => a + h.width * h.height, 0);
     if (source > maxPixels) throw overLimit(call, `the images (${sizes}) hold`, source, 'pixels', 'maxPixels', maxPixels);
@@ -301,7 +328,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const over = runner.checkPixels(call, input);
     if (over) throw over;
     reservePixels(req, reply, input);
-    const settled = await Promise.allSettled(blobs.map((b, i) => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean: IMAGENET_MEAN, std: IMAGENET_STD, device: model.device })));
+    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean: IMAGENET_MEAN, std: IMAGENET_STD, device: model.device }))));
     const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
       const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
