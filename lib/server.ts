@@ -117,9 +117,9 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   const registers = [registry];
   const requests = new Counter({ name: 'sppnet_requests_total', help: 'Responses sent, by route pattern and status code (fastify\'s own errors included).', labelNames: ['route', 'code'], registers });
   const durations = new Histogram({ name: 'sppnet_request_duration_seconds', help: 'Time from arrival to the response sent, by route pattern.', labelNames: ['route'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
-  const refused = { queue_full: 0, queued_pixels: 0, memory: 0, too_large: 0 };
+  const refused = { queue_full: 0, queued_pixels: 0, memory: 0, event_loop: 0, too_large: 0 };
   new Counter({
-    name: 'sppnet_rejected_total', help: 'Requests refused: queue_full, queued_pixels and memory by the service (503), too_large (413), timeout and aborted by the batching runner.', labelNames: ['reason'], registers,
+    name: 'sppnet_rejected_total', help: 'Requests refused: queue_full, queued_pixels, memory and event_loop by the service (503), too_large (413), timeout and aborted by the batching runner.', labelNames: ['reason'], registers,
     collect() {
       const r = runner.stats().rejected;
       this.reset();
@@ -199,7 +199,8 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     // Only the inference routes are shed; health, readiness and metrics answer under pressure.
     pressureHandler: async (req: FastifyRequest, _reply: FastifyReply, type: string, value: number | undefined) => {
       if (!(req.routeOptions.config as { admit?: boolean }).admit) return;
-      refused.memory++;
+      if (type === 'eventLoopDelay') refused.event_loop++;
+      else refused.memory++;
       if (type === 'rssBytes')
         throw new SppnetError(`${callOf(req)}: the service holds ${value} bytes of memory (${formatAmount(value ?? 0, 'bytes')}), more than maxRssBytes ${maxRssBytes} (${formatAmount(maxRssBytes, 'bytes')}); retry later`, 'SPPNET_OUT_OF_MEMORY');
       const late = Number.isFinite(value) ? `${Math.round(value ?? 0)} ms late` : 'blocked for a whole 250 ms sample';
