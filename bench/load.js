@@ -5,12 +5,20 @@
 // batching on (the server's defaults) and off (max batch size 1).
 //
 //   node bench/load.js [--quick | --smoke] [--arch small|zf5|tiny] [--connections 1,4,16,64]
-//                      [--duration S] [--max-requests N] [--modes on,off] [--no-gpu] [--out DIR]
+//                      [--duration S] [--max-requests N] [--modes on,off] [--pool medium|mixed]
+//                      [--no-gpu] [--out DIR]
+//   node bench/load.js --bomb [--arch zf5] [--out DIR]
 //
 // Writes DIR/load-cpu.json and DIR/load-cpu.md (DIR defaults to bench/out), and, where sppnet runs
 // on CUDA (sp.backend().device === 'cuda'), the same again on the GPU: load-gpu.{json,md}.
 // --quick: 3 s a point (about 40 s in all); the default: 15 s a point (about 2 min); --smoke:
 // the tiny test network, 2 connections, 0.5 s a point (a few seconds; for the test suite).
+// --pool mixed: the medium pool plus large photos (up to 4000x3000), which the server resizes to
+// its shorter side (256) before the model; the default pool is 160..330 px a side.
+// --bomb: the decompression bombs of issue 12 instead (a flat 5900x5900 PNG of ~110 KB and a flat
+// 4000x3000 JPEG of ~70 KB) sent to a server with its defaults while 4 connections keep sending
+// pool images: the bomb's time, the server's RSS peak (VmHWM) and after, and the other requests'
+// latencies and errors beside a baseline without the bomb -> DIR/bomb-cpu.{json,md}.
 //
 // The server runs in this process, listening on 127.0.0.1 port 0. The load comes from autocannon
 // in a child process (bench/load_client.js), so its CPU time is not on the server's event loop
@@ -38,7 +46,7 @@ const PRESETS = {
 };
 
 function parseArgs(argv) {
-  const o = { preset: 'full', arch: null, connections: null, durationS: null, maxRequests: null, modes: ['on', 'off'], gpu: true, out: path.join(__dirname, 'out') };
+  const o = { preset: 'full', arch: null, connections: null, durationS: null, maxRequests: null, modes: ['on', 'off'], pool: 'medium', bomb: false, gpu: true, out: path.join(__dirname, 'out') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -63,7 +71,11 @@ function parseArgs(argv) {
     else if (a.startsWith('--modes')) {
       o.modes = val().split(',').map((s) => s.trim());
       if (!o.modes.length || o.modes.some((m) => !MODES[m])) throw new Error(`--modes: choose from ${Object.keys(MODES).join(',')}`);
-    } else if (a === '--no-gpu') o.gpu = false;
+    } else if (a.startsWith('--pool')) {
+      o.pool = val();
+      if (!['medium', 'mixed'].includes(o.pool)) throw new Error('--pool: choose medium or mixed');
+    } else if (a === '--bomb') o.bomb = true;
+    else if (a === '--no-gpu') o.gpu = false;
     else if (a.startsWith('--out')) o.out = path.resolve(val());
     else if (a === '-h' || a === '--help') {
       console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 20).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
@@ -71,7 +83,7 @@ function parseArgs(argv) {
     } else throw new Error(`unknown argument ${a} (try --help)`);
   }
   const p = PRESETS[o.preset];
-  o.arch = o.arch ?? (o.preset === 'smoke' ? 'tiny' : 'small');
+  o.arch = o.arch ?? (o.preset === 'smoke' ? 'tiny' : o.bomb ? 'zf5' : 'small');
   if (!ARCHS[o.arch]) throw new Error(`--arch: choose from ${Object.keys(ARCHS).join(', ')}`);
   o.connections = o.connections ?? p.connections;
   o.durationS = o.durationS ?? p.durationS;
@@ -115,6 +127,8 @@ function smallSpec(classes) {
 const POOL_MEDIUM = [[224, 224], [180, 320], [320, 240], [256, 256], [160, 200], [288, 192], [200, 300], [240, 180],
   [224, 280], [300, 300], [192, 256], [176, 176], [256, 200], [210, 330], [320, 320], [168, 224]];
 const POOL_TINY = [[24, 32], [40, 28], [32, 32], [48, 36], [20, 44], [36, 48], [30, 30], [44, 24]];
+// --pool mixed: the medium pool with a quarter of large photos (PNG and JPEG alternating as above).
+const POOL_MIXED = [...POOL_MEDIUM.slice(0, 12), [1080, 1920], [3000, 4000], [1200, 1600], [768, 1024]];
 
 const ARCHS = {
   small: {
@@ -294,7 +308,7 @@ async function loadTest(opt, device, images, client, log) {
       await sleep(200);
       const s0 = srv.runner.stats();
       const before = memNow();
-      const watch = memWatch(100);
+      const watch = memWatch(100, 1000);
       const stopLoop = loopDelay();
       const startS = sinceStart();
       const r = await client.run({ url, connections: c, durationS: opt.durationS, maxRequests: opt.maxRequests, timeoutS });
@@ -310,7 +324,7 @@ async function loadTest(opt, device, images, client, log) {
         completed: r.completed, ok: r.ok, non2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts, statusCodes: r.statusCodes,
         startS, elapsedS: r.elapsedS, stoppedBy: r.stoppedBy,
         modelCalls: b.batches, images: b.images, meanBatchSize: b.meanBatchSize, rejected: b.rejected,
-        eventLoopDelayMs, memory: { before, after, peak },
+        eventLoopDelayMs, memory: { before, after, peak, timeline: watch.series },
         tensors: { count: sp.memory().tensors[device], bytes: sp.memory().bytes[device] },
       };
       runs.push(run);
@@ -341,6 +355,18 @@ function rowsOf(runs) {
   ]);
 }
 
+/** RSS over a point, every 10 s (MiB), for the points of 20 s or more: flat after the warm-up? */
+function rssOverTime(r) {
+  const tl = r.memory.timeline ?? [];
+  if (!tl.length || tl[tl.length - 1].t < 20) return null;
+  const at = [];
+  for (let t = 0; t <= tl[tl.length - 1].t + 0.5; t += 10) {
+    const x = tl.reduce((best, p) => (Math.abs(p.t - t) < Math.abs(best.t - t) ? p : best));
+    at.push(`${t} s ${MB(x.rss).toFixed(0)}`);
+  }
+  return `${r.modeLabel}, ${r.connections} connections: RSS MiB ${at.join(', ')}`;
+}
+
 function summaryLines(d) {
   const m = d.memory;
   const mem = (x) => `RSS ${MB(x.rss).toFixed(0)} MiB, heap ${MB(x.heapUsed).toFixed(0)} MiB, external ${MB(x.external).toFixed(0)} MiB`;
@@ -348,6 +374,7 @@ function summaryLines(d) {
   return [
     `Memory (server process): at start ${mem(m.start)}; after warm-up ${mem(m.afterWarmup)}; at the end ${mem(m.end)}, after a forced GC ${mem(m.endAfterGc)}; peak RSS ${MB(m.peak.rss).toFixed(0)} MiB, peak heap ${MB(m.peak.heapUsed).toFixed(0)} MiB.`,
     `Live sppnet tensors: ${t.start.tensors[d.device]} (${MB(t.start.bytes[d.device]).toFixed(1)} MiB) with the model loaded, ${t.end.tensors[d.device]} (${MB(t.end.bytes[d.device]).toFixed(1)} MiB) after the last point, before model.dispose().`,
+    ...d.runs.map(rssOverTime).filter(Boolean),
     `Event-loop delay: beyond the ${EL_RESOLUTION_MS} ms timer of perf_hooks.monitorEventLoopDelay, over each point; worst p99 ${Math.max(...d.runs.map((r) => r.eventLoopDelayMs.p99)).toFixed(1)} ms, worst max ${Math.max(...d.runs.map((r) => r.eventLoopDelayMs.max)).toFixed(1)} ms.`,
   ];
 }
@@ -370,13 +397,125 @@ function markdown(d) {
   ].join('\n');
 }
 
+// ---------------------------------------------------------------------------------------------
+// --bomb: the decompression bombs of issue 12
+
+/** The process's peak resident set since the last reset (VmHWM), or null where /proc has none. */
+function peakRss() {
+  try {
+    const m = fs.readFileSync('/proc/self/status', 'utf8').match(/^VmHWM:\s+(\d+) kB/m);
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+function resetPeakRss() {
+  try {
+    fs.writeFileSync('/proc/self/clear_refs', '5');
+  } catch {}
+}
+
+async function post(url, body, contentType) {
+  const t0 = performance.now();
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {}
+  return { status: res.status, ms: +(performance.now() - t0).toFixed(1), json };
+}
+
+async function bombTest(opt, client) {
+  const arch = ARCHS[opt.arch];
+  const model = await arch.load('cpu');
+  const srv = await sp.createServer({ model });
+  const address = await srv.app.listen({ port: 0, host: '127.0.0.1' });
+  const url = `${address}/v1/classify?topk=1`;
+  const flat = (w, h) => sharp({ create: { width: w, height: h, channels: 3, background: { r: 120, g: 30, b: 200 } } });
+  const bombs = [
+    { name: '5900x5900 PNG', body: await flat(5900, 5900).png({ compressionLevel: 9 }).toBuffer(), type: 'image/png' },
+    { name: '4000x3000 JPEG', body: await flat(4000, 3000).jpeg().toBuffer(), type: 'image/jpeg' },
+  ];
+  const bgConnections = 4, bgS = 8;
+  const background = () => client.run({ url, connections: bgConnections, durationS: bgS, maxRequests: 100000, timeoutS: 30 });
+  // Warm-up, then the background alone: the baseline its latencies are compared with.
+  await client.run({ url, connections: 4, durationS: 2, maxRequests: 100000, timeoutS: 30 });
+  const memStart = memNow();
+  const stopBase = loopDelay();
+  const baseline = await background();
+  const baselineLoop = stopBase();
+  const rows = [];
+  for (const b of bombs) {
+    await sleep(500);
+    const before = memNow();
+    resetPeakRss();
+    const watch = memWatch(20);
+    const stopLoop = loopDelay();
+    const bg = background();
+    await sleep(1500);
+    const r = await post(url, b.body, b.type);
+    const bgRes = await bg;
+    const loop = stopLoop();
+    const sampled = watch.stop();
+    const after = memNow();
+    rows.push({
+      bomb: b.name, bytes: b.body.length, status: r.status, ms: r.ms, size: r.json?.results?.[0]?.size ?? null, code: r.json?.code ?? null,
+      rss: { before: before.rss, peak: peakRss() ?? sampled.rss, peakSource: peakRss() === null ? 'sampled every 20 ms' : 'VmHWM', after: after.rss },
+      background: { ok: bgRes.ok, non2xx: bgRes.non2xx, errors: bgRes.errors + bgRes.timeouts, reqPerS: bgRes.reqPerS, latencyMs: bgRes.latencyMs },
+      eventLoopDelayMs: loop,
+    });
+  }
+  // Refused from the headers: two PNG bombs in one request, and one with resizing turned off.
+  const boundary = '----sppnetbench';
+  const two = Buffer.concat([0, 1].flatMap((i) => [Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="${i}.png"\r\nContent-Type: image/png\r\n\r\n`), bombs[0].body, Buffer.from('\r\n')]).concat([Buffer.from(`--${boundary}--\r\n`)]));
+  const refusedTwo = await post(url, two, `multipart/form-data; boundary=${boundary}`);
+  await srv.close();
+  const kept = await sp.createServer({ model, shorterSide: null });
+  const keptUrl = `${await kept.app.listen({ port: 0, host: '127.0.0.1' })}/v1/classify`;
+  const refusedKept = await post(keptUrl, bombs[0].body, 'image/png');
+  await kept.close();
+  const memEnd = memNow();
+  model.dispose();
+  return {
+    model: { name: model.spec.name, arch: opt.arch, description: arch.describe(model) },
+    background: { connections: bgConnections, durationS: bgS, baseline: { ok: baseline.ok, non2xx: baseline.non2xx, errors: baseline.errors + baseline.timeouts, reqPerS: baseline.reqPerS, latencyMs: baseline.latencyMs }, baselineLoop },
+    rows,
+    refused: [
+      { what: 'two 5900x5900 PNGs in one multipart request', status: refusedTwo.status, ms: refusedTwo.ms, error: refusedTwo.json?.error },
+      { what: 'one 5900x5900 PNG, server with shorterSide: null', status: refusedKept.status, ms: refusedKept.ms, error: refusedKept.json?.error },
+    ],
+    memory: { start: memStart, end: memEnd },
+  };
+}
+
+function bombMarkdown(d) {
+  const m = d.machine;
+  const lat = (l) => `p50 ${f3(l.p50)} / p99 ${f3(l.p99)} / max ${f3(l.max)}`;
+  return [
+    '# Decompression bombs against the HTTP service (CPU)',
+    '',
+    `\`${d.command}\` — ${m.date.slice(0, 16).replace('T', ' ')} UTC, ${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB, node ${m.node}; commit ${m.build.commit ?? '?'}${m.build.dirty ? ' + local changes' : ''}; load average ${m.loadavgStart[0].toFixed(2)} before, ${m.loadavgEnd[0].toFixed(2)} after.`,
+    `Model: ${d.model.description}. Server: createServer defaults (shorter side 256, maxPixels 36 MP, maxBatchPixels 4 MP). Background: ${d.background.connections} connections of pool images for ${d.background.durationS} s, the bomb sent 1.5 s in.`,
+    '',
+    mdTable(['bomb', 'bytes', 'status', 'answered in ms', 'size seen by the model', 'RSS MiB before', 'peak', 'after', 'others: ok', 'non-2xx', 'errors', 'others: latency ms', 'loop p99 ms'], [
+      ['(none: baseline)', '-', '-', '-', '-', '-', '-', '-', d.background.baseline.ok, d.background.baseline.non2xx, d.background.baseline.errors, lat(d.background.baseline.latencyMs), f3(d.background.baselineLoop.p99)],
+      ...d.rows.map((r) => [r.bomb, r.bytes, r.status, f3(r.ms), r.size ? r.size.join('x') : r.code, MB(r.rss.before).toFixed(0), MB(r.rss.peak).toFixed(0), MB(r.rss.after).toFixed(0), r.background.ok, r.background.non2xx, r.background.errors, lat(r.background.latencyMs), f3(r.eventLoopDelayMs.p99)]),
+    ]),
+    '',
+    ...d.refused.map((r) => `- ${r.what}: ${r.status} in ${r.ms} ms — ${r.error}`),
+    `- RSS peak: ${d.rows[0]?.rss.peakSource ?? '?'} of the server process (reset before each bomb). Latencies are client side (autocannon / fetch on loopback).`,
+    '',
+  ].join('\n');
+}
+
 async function main() {
   const tStart = performance.now();
   const opt = parseArgs(process.argv.slice(2));
   const be = sp.backend();
   const arch = ARCHS[opt.arch];
   const client = startClient(); // starts while the images are made
-  const images = await makeImages(arch.pool);
+  const images = await makeImages(opt.pool === 'mixed' ? POOL_MIXED : arch.pool);
   const hello = await client.load(images);
   const machine = {
     date: new Date().toISOString(),
@@ -401,7 +540,7 @@ async function main() {
     count: images.length,
     sizes: images.map((i) => [i.height, i.width]),
     bytes: images.reduce((a, i) => a + i.body.length, 0),
-    description: `${images.length} ${fmts} images of mixed sizes (${Math.min(...images.map((i) => Math.min(i.height, i.width)))} to ${Math.max(...images.map((i) => Math.max(i.height, i.width)))} px a side, ${(images.reduce((a, i) => a + i.body.length, 0) / images.length / 1024).toFixed(0)} KiB on average), generated with sharp from seeded pixels, sent as they are (no resizing)`,
+    description: `${images.length} ${fmts} images of mixed sizes (${Math.min(...images.map((i) => Math.min(i.height, i.width)))} to ${Math.max(...images.map((i) => Math.max(i.height, i.width)))} px a side, ${(images.reduce((a, i) => a + i.body.length, 0) / images.length / 1024).toFixed(0)} KiB on average), generated with sharp from seeded pixels; the server resizes each to a shorter side of 256 (its default) before the model`,
   };
   console.log(`sppnet load test, ${machine.date}: ${command}`);
   console.log(`machine: ${machine.cpu}, ${machine.cores} cores; node ${machine.node}; sppnet ${be.device} (${be.reason})`);
@@ -409,6 +548,18 @@ async function main() {
   console.log(`${settings.client}; connections ${opt.connections.join(', ')}; ${opt.durationS} s or ${opt.maxRequests} responses a point; modes ${opt.modes.join(', ')}`);
   console.log(`note: ${settings.note}`);
   if (machine.loadavgStart[0] > 0.7) console.log(`warning: 1-minute load average ${machine.loadavgStart[0].toFixed(2)} before the run: other processes are busy`);
+
+  if (opt.bomb) {
+    const res = await bombTest(opt, client);
+    await client.close();
+    const d = { command, machine: { ...machine, loadavgEnd: os.loadavg() }, ...res };
+    fs.mkdirSync(opt.out, { recursive: true });
+    fs.writeFileSync(path.join(opt.out, 'bomb-cpu.json'), JSON.stringify(d, null, 1));
+    const md = bombMarkdown(d);
+    fs.writeFileSync(path.join(opt.out, 'bomb-cpu.md'), md);
+    console.log(`\n${md}`);
+    return;
+  }
 
   const devices = ['cpu'];
   let gpu;

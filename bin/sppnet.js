@@ -10,8 +10,10 @@ const USAGE = `usage:
                   [--classes N] [--scales 224,256] [--topk 5] [--device cpu|cuda] IMAGE...
   sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network)
   sppnet serve (--arch A [--classes N] | --weights w.safetensors) [--labels labels.txt] [--port 8080]
-               [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 1024] [--timeout MS]
-               [--shorter-side S] [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
+               [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 256] [--timeout 30000]
+               [--shorter-side 256|none] [--max-pixels 36000000] [--max-batch-pixels 4000000]
+               [--max-queued-pixels N] [--body-limit 16777216] [--max-files 16] [--max-rss BYTES]
+               [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
   sppnet train (--arch A | --spec net.json) --data synthetic|FOLDER [--val synthetic|FOLDER] [--classes N]
                [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96] [--input crop|warp] [--no-flip]
                [--optimizer sgd|adam|adamw] [--lr 0.01] [--momentum 0.9] [--weight-decay 5e-4]
@@ -210,7 +212,9 @@ async function serveCmd(sp, o) {
   const num = (name) => (o[name] === undefined ? undefined : ints(o[name], name)[0]);
   const { app, close } = await sp.createServer({
     model, labels, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),
-    maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: num('shorter-side'),
+    maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: o['shorter-side'] === 'none' ? null : num('shorter-side'),
+    maxPixels: num('max-pixels'), maxBatchPixels: num('max-batch-pixels'), maxQueuedPixels: num('max-queued-pixels'),
+    bodyLimit: num('body-limit'), maxFiles: num('max-files'), maxRssBytes: num('max-rss'),
   });
   const port = o.port === undefined ? 8080 : Number(o.port);
   const address = await app.listen({ port, host: o.host || '127.0.0.1' });

@@ -11,6 +11,7 @@ namespace binding {
 void init_spp(Napi::Env env, Napi::Object exports);
 void init_layers(Napi::Env env, Napi::Object exports);
 void init_grad(Napi::Env env, Napi::Object exports);
+void init_host(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -129,6 +130,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_spp(env, exports);
   init_layers(env, exports);
   init_grad(env, exports);
+  init_host(env, exports);
   return exports;
 }
 

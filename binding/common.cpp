@@ -1,6 +1,12 @@
 #include "common.h"
 
 #include <algorithm>
+#include <cstdlib>
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "sppnet/device.h"
 
@@ -196,6 +202,17 @@ Status CpuExecutor::run(const std::function<Status()>& f) {
 }
 
 void CpuExecutor::loop() {
+#ifdef __linux__
+  // The layers run below the priority of the JS thread (nice SPPNET_CPU_NICE, default 10; the
+  // pool's helper threads, started from this thread, inherit it): with every core busy computing,
+  // the event loop, decoding and GC still get a core at once, so a server stays responsive while
+  // a batch runs. Only the share under contention changes; an idle machine runs them as fast.
+  {
+    const char* e = std::getenv("SPPNET_CPU_NICE");
+    const int nice = e ? std::atoi(e) : 10;
+    if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
+  }
+#endif
   std::unique_lock<std::mutex> lk(m_);
   for (;;) {
     work_.wait(lk, [this] { return stop_ || !queue_.empty(); });

@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'SPPNET_OUT_OF_MEMORY'
   | 'SPPNET_CUDA_ERROR'
   | 'SPPNET_QUEUE_FULL'
+  | 'SPPNET_TOO_LARGE'
   | 'SPPNET_TIMEOUT'
   | 'SPPNET_ABORTED'
   | 'SPPNET_NONFINITE'
@@ -60,6 +61,36 @@ export function describe(v: unknown): string {
   return `${typeof v} ${String(v)}`;
 }
 
+/** Bytes or pixels as a person reads them (16 MiB, 34.8 MP); small amounts as they are (300 pixels). */
+export function formatAmount(n: number, unit: 'bytes' | 'pixels'): string {
+  if (unit === 'bytes') return n >= 2 ** 20 ? `${+(n / 2 ** 20).toFixed(1)} MiB` : n >= 1024 ? `${+(n / 1024).toFixed(1)} KiB` : `${n} bytes`;
+  return n >= 1e4 ? `${+(n / 1e6).toFixed(n < 1e6 ? 3 : 1)} MP` : `${n} pixels`;
+}
+
+/**
+ * The refusal of something over a limit (a request's bytes, an image's or a batch's pixels):
+ * SPPNET_TOO_LARGE (HTTP 413), the message naming the call, what is too large (`what` ends with
+ * its verb: 'the body has'), how large, and the limit by its option's name.
+ */
+export function overLimit(fn: string, what: string, amount: number, unit: 'bytes' | 'pixels', limitName: string, limit: number): SppnetError {
+  const amounts = (n: number) => (formatAmount(n, unit) === `${n} ${unit}` ? `${n} ${unit}` : `${n} ${unit} (${formatAmount(n, unit)})`);
+  return new SppnetError(`${fn}: ${what} ${amounts(amount)}, more than ${limitName} ${amounts(limit).replace(` ${unit}`, '')}`, 'SPPNET_TOO_LARGE');
+}
+
 export function isPositiveInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v > 0;
+}
+
+/** opts[name] checked as a positive integer (`dflt` when undefined); the error names fn and the option. */
+export function positiveIntOption<T extends object>(fn: string, opts: T, name: keyof T & string, dflt: number): number {
+  const v = (opts as Record<string, unknown>)[name] ?? dflt;
+  if (!isPositiveInt(v)) fail(`${fn}: options.${name} must be a positive integer, got ${describe((opts as Record<string, unknown>)[name])}`);
+  return v;
+}
+
+/** opts[name] checked as a finite number >= 0 (`dflt` when undefined); the error names fn and the option. */
+export function nonNegativeOption<T extends object>(fn: string, opts: T, name: keyof T & string, dflt: number): number {
+  const v = (opts as Record<string, unknown>)[name] ?? dflt;
+  if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) fail(`${fn}: options.${name} must be a finite number >= 0, got ${describe(v)}`);
+  return v;
 }

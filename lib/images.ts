@@ -2,7 +2,8 @@
 // tensors: RGB, scaled to [0, 1], normalised with mean/std, optionally resized as the SPP-net paper
 // does (shorter side to s, aspect ratio kept).
 import { Device } from './backend';
-import { describe, fail, isPositiveInt, SppnetError } from './errors';
+import { CallSite, describe, fail, isPositiveInt, overLimit, SppnetError } from './errors';
+import { native } from './native';
 import { Tensor, tensor } from './tensor';
 
 export interface ImageOptions {
@@ -13,7 +14,7 @@ export interface ImageOptions {
   /** Per-channel standard deviation divided by; default ImageNet's [0.229, 0.224, 0.225]. */
   std?: number[];
   device?: Device;
-  /** Refuse images with more pixels than this (default 100 megapixels), before decoding them. */
+  /** Refuse images with more pixels than this (default 100 megapixels), from the header, before decoding them (SPPNET_TOO_LARGE). */
   maxPixels?: number;
 }
 
@@ -49,48 +50,96 @@ function checkTriple(fn: string, name: string, v: unknown, dflt: readonly number
   return v as number[];
 }
 
+/** @internal An image's size as its header states it, EXIF orientation applied; read without decoding. */
+export interface ImageHeader {
+  width: number;
+  height: number;
+  format: string;
+}
+
+/** @internal How `what` is named in messages: its path, or its type and byte length. */
+export function describeSource(source: string | Uint8Array): string {
+  return typeof source === 'string' ? source : `a ${source?.constructor?.name ?? typeof source} of ${(source as Uint8Array)?.length} bytes`;
+}
+
+const sharpInput = (source: string | Uint8Array) => (typeof source === 'string' ? source : Buffer.from(source.buffer, source.byteOffset, source.byteLength));
+
+/**
+ * @internal Reads only the header (sharp's metadata(): no pixel is decoded, so a decompression bomb
+ * costs its header's bytes): the size to check against pixel budgets before any decoding.
+ */
+export async function probeImage(fn: string, source: string | Uint8Array): Promise<ImageHeader> {
+  let meta: { width?: number; height?: number; orientation?: number; format?: string };
+  try {
+    meta = await sharp()(sharpInput(source), { limitInputPixels: false }).metadata();
+  } catch (e) {
+    throw new SppnetError(`${fn}: cannot decode ${describeSource(source)}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
+  }
+  let w = meta.width ?? 0, h = meta.height ?? 0;
+  if ((meta.orientation ?? 1) >= 5) [w, h] = [h, w];
+  if (!(w > 0 && h > 0)) throw new SppnetError(`${fn}: cannot decode ${describeSource(source)}: the image has no size`, 'SPPNET_INVALID_ARGUMENT');
+  return { width: w, height: h, format: meta.format ?? 'unknown' };
+}
+
+/** @internal [H, W] after the paper's resize (shorter side to s, aspect ratio kept), or as it is. */
+export function targetSize(header: ImageHeader, shorterSide: number | undefined): [number, number] {
+  const { width: w, height: h } = header;
+  if (shorterSide === undefined) return [h, w];
+  const s = shorterSide;
+  return w <= h ? [Math.max(1, Math.round((h * s) / w)), s] : [s, Math.max(1, Math.round((w * s) / h))];
+}
+
+interface DecodeOptions {
+  shorterSide?: number;
+  mean: readonly number[];
+  std: readonly number[];
+  device?: Device;
+}
+
+/**
+ * @internal Decodes an image whose header was read (and checked) into a [3, H, W] tensor: sharp
+ * decodes and resizes (shrink-on-load where the format allows, so a large JPEG is never decoded
+ * at full size; other formats are streamed through the resize), then the 8-bit pixels become
+ * normalised planar floats on a libuv thread, off the event loop.
+ */
+export async function decodeImage(fn: string, source: string | Uint8Array, header: ImageHeader, opts: DecodeOptions): Promise<Tensor> {
+  const what = describeSource(source);
+  const site = new CallSite();
+  let decoded: { data: Buffer; info: { width: number; height: number; channels: number } };
+  try {
+    // The header was checked: the limit only guards against a header that lies.
+    let img = sharp()(sharpInput(source), { failOn: 'error', limitInputPixels: Math.max(1, header.width * header.height) }).rotate(); // honour EXIF orientation
+    if (opts.shorterSide !== undefined) {
+      const [H, W] = targetSize(header, opts.shorterSide);
+      img = img.resize({ width: W, height: H, fit: 'fill', kernel: 'cubic' });
+    }
+    decoded = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  } catch (e) {
+    throw new SppnetError(`${fn}: cannot decode ${what}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
+  }
+  const { width: W, height: H, channels } = decoded.info;
+  if (channels !== 3) throw new SppnetError(`${fn}: ${what} decoded to ${channels} channels, expected RGB`, 'SPPNET_INTERNAL');
+  const out = new Float32Array(3 * H * W);
+  const scale = Float32Array.from(opts.std, (s) => 1 / (255 * s));
+  const bias = Float32Array.from(opts.mean, (m, c) => -m / opts.std[c]);
+  await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output: out }));
+  return tensor(out, [3, H, W], { device: opts.device });
+}
+
 /** Decodes one image to a [3, H, W] float32 tensor. */
 export async function readImage(source: string | Uint8Array, opts: ImageOptions = {}): Promise<Tensor> {
   const fn = 'sp.readImage';
-  const what = typeof source === 'string' ? source : `a ${source?.constructor?.name ?? typeof source} of ${(source as Uint8Array)?.length} bytes`;
   if (typeof source !== 'string' && !(source instanceof Uint8Array)) fail(`${fn}: source must be a file path or the image's bytes, got ${describe(source)}`);
   if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   if (opts.maxPixels !== undefined && !isPositiveInt(opts.maxPixels)) fail(`${fn}: options.maxPixels must be a positive integer, got ${describe(opts.maxPixels)}`);
   if (opts.shorterSide !== undefined && !isPositiveInt(opts.shorterSide)) fail(`${fn}: options.shorterSide must be a positive integer, got ${describe(opts.shorterSide)}`);
   const mean = checkTriple(fn, 'mean', opts.mean, IMAGENET_MEAN, false);
   const std = checkTriple(fn, 'std', opts.std, IMAGENET_STD, true);
-  const input = typeof source === 'string' ? source : Buffer.from(source.buffer, source.byteOffset, source.byteLength);
-  let decoded: { data: Buffer; info: { width: number; height: number; channels: number } };
-  try {
-    const limit = opts.maxPixels ?? 100_000_000;
-    let img = sharp()(input, { failOn: 'error', limitInputPixels: limit }).rotate(); // honour EXIF orientation
-    if (opts.shorterSide !== undefined) {
-      const meta = await sharp()(input, { limitInputPixels: limit }).metadata();
-      let w = meta.width ?? 0, h = meta.height ?? 0;
-      if ((meta.orientation ?? 1) >= 5) [w, h] = [h, w];
-      if (!(w > 0 && h > 0)) throw new Error('the image has no size');
-      const s = opts.shorterSide;
-      const [W, H] = w <= h ? [s, Math.max(1, Math.round((h * s) / w))] : [Math.max(1, Math.round((w * s) / h)), s];
-      img = img.resize({ width: W, height: H, fit: 'fill', kernel: 'cubic' });
-    }
-    decoded = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-  } catch (e) {
-    const msg = (e as Error).message;
-    const err = new SppnetError(`${fn}: cannot decode ${what}: ${msg}`, 'SPPNET_INVALID_ARGUMENT');
-    if (/pixel limit/i.test(msg)) (err as SppnetError & { tooLarge?: boolean }).tooLarge = true;
-    throw err;
-  }
-  const { width: W, height: H, channels } = decoded.info;
-  if (channels !== 3) throw new SppnetError(`${fn}: ${what} decoded to ${channels} channels, expected RGB`, 'SPPNET_INTERNAL');
-  const px = decoded.data;
-  const out = new Float32Array(3 * H * W);
-  const plane = H * W;
-  for (let c = 0; c < 3; c++) {
-    const m = mean[c], inv = 1 / (255 * std[c]), off = m / std[c];
-    const o = out.subarray(c * plane, (c + 1) * plane);
-    for (let i = 0, j = c; i < plane; i++, j += 3) o[i] = px[j] * inv - off;
-  }
-  return tensor(out, [3, H, W], { device: opts.device });
+  const header = await probeImage(fn, source);
+  const limit = opts.maxPixels ?? 100_000_000;
+  const pixels = header.width * header.height;
+  if (pixels > limit) throw overLimit(fn, `${describeSource(source)} (${header.width}x${header.height}) has`, pixels, 'pixels', 'options.maxPixels', limit);
+  return decodeImage(fn, source, header, { shorterSide: opts.shorterSide, mean, std, device: opts.device });
 }
 
 /** Decodes several images (in parallel on the libuv pool). */

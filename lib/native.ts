@@ -53,6 +53,10 @@ export interface Native {
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
+  /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
+  gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
+  /** output[c][y][x] = input[y][x][c] * scale[c] + bias[c], on a libuv thread. */
+  pixelsToPlanar(args: { input: Uint8Array; height: number; width: number; channels: number; scale: Float32Array; bias: Float32Array; output: Float32Array }): Promise<void>;
   binCheck(rule: number, n: number, a: number): number;
   sppForward(args: NativeSppArgs): Promise<void>;
   conv2d(args: Record<string, unknown>): Promise<void>;

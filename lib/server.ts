@@ -1,86 +1,263 @@
 // The HTTP service: POST an image, get the top classes. Requests go through the dynamic ragged
 // batching runner, so concurrent images of any sizes share model calls.
+//
+// Every resource a request can take is bounded, and refused early: bytes (bodyLimit, multipart
+// included), images (maxFiles), pixels as the headers state them (maxPixels, before any decoding),
+// pixels as the model sees them (resized to shorterSide; the runner's maxBatchPixels), pixels held
+// by the service (maxQueuedPixels), requests in flight (maxQueueLength), time (timeoutMs: fastify's
+// handlerTimeout, and the runner's timeout, which cancels queued work as a client that goes away
+// does) and memory (maxRssBytes, through @fastify/under-pressure). Over a per-request limit: 413
+// naming the limit; over a service-wide one: 503 with Retry-After, at once. /metrics is
+// prom-client's text format from a registry of this server's own, counting every response in an
+// onResponse hook (fastify's own 404, 413, 415 and 400 answers included).
 import multipart from '@fastify/multipart';
-import Fastify, { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import underPressure from '@fastify/under-pressure';
+import Fastify, { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import os from 'os';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { backend, memory } from './backend';
-import { BatchingOptions, BatchingRunner } from './batching';
-import { SppnetError } from './errors';
-import { readImage } from './images';
+import { BatchEvent, BatchingOptions, BatchingRunner } from './batching';
+import { describe, fail, formatAmount, isPositiveInt, nonNegativeOption, overLimit, positiveIntOption, SppnetError } from './errors';
+import { decodeImage, IMAGENET_MEAN, IMAGENET_STD, ImageHeader, probeImage, targetSize } from './images';
 import { softmax } from './layers';
 import { Model } from './model';
-import { tensor } from './tensor';
+import { Tensor, tensor } from './tensor';
 
 export interface ServerOptions extends BatchingOptions {
   model: Model;
   labels?: string[];
   /** Default top-k (a request may ask ?topk=N). */
   topk?: number;
-  /** Shorter side images are resized to (the paper's scale s); default: kept as sent. */
-  shorterSide?: number;
-  /** Largest request body in bytes (default 16 MiB). */
+  /**
+   * Shorter side every image is resized to, aspect ratio kept (the paper's scale s; default 256,
+   * its full-image view). null: keep images as sent (they then meet the runner's maxBatchPixels
+   * as they are).
+   */
+  shorterSide?: number | null;
+  /** Bytes of one request body, all multipart parts together (default 16 MiB). */
   bodyLimit?: number;
-  /** Largest image in pixels (default 36 megapixels). */
+  /** Images in one multipart request (default 16). */
+  maxFiles?: number;
+  /** Pixels of all the images of one request together, as their headers state them, checked before decoding (default 36,000,000). */
   maxPixels?: number;
+  /** Pixels (as the model sees them) of the requests admitted and not yet answered, all together (default 4 x maxBatchPixels). */
+  maxQueuedPixels?: number;
+  /** Bytes of a JSON body on /v1/logits (parsed on the event loop; default 4 MiB). */
+  maxJsonBytes?: number;
   /** Largest tensor side for /v1/logits (default 4096). */
   maxSide?: number;
+  /**
+   * Requests admitted and not yet answered (reading, decoding, queued or running); more get 503 at
+   * once, before their bodies are read (default 256).
+   */
+  maxQueueLength?: number;
+  /** Time a request may take from arrival to answer, in ms (default 30,000); then 503, and its queued work is cancelled. */
+  timeoutMs?: number;
+  /** Resident memory (bytes) above which new requests get 503 (default 75% of the memory this process may use). */
+  maxRssBytes?: number;
+  /** Mean event-loop delay (ms, over 250 ms samples) above which new requests get 503 (default 0: never, as @fastify/under-pressure's). */
+  maxEventLoopDelayMs?: number;
+  /**
+   * Images decoded at once, all requests together (default: the cores, at most the libuv pool's
+   * threads less 2). Decoding runs on libuv's pool, which also packs batches and hands layers to
+   * the CPU executor: unbounded, a burst of decodes would queue ahead of the next batch.
+   */
+  maxConcurrentDecodes?: number;
+  /** Seconds a 503 tells the client to wait (Retry-After; default 1). */
+  retryAfterS?: number;
   logger?: boolean;
 }
 
-const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Route labels of the metrics: the route's pattern, or 'unmatched' (never the raw URL). */
+const routeOf = (req: FastifyRequest) => req.routeOptions?.url ?? 'unmatched';
+const callOf = (req: FastifyRequest) => `${req.method} ${req.routeOptions?.url ?? req.url}`;
 
-class Histogram {
-  counts: number[];
-  sum = 0;
-  n = 0;
-  constructor(readonly buckets: number[]) {
-    this.counts = buckets.map(() => 0);
-  }
-  observe(v: number) {
-    this.sum += v;
-    this.n += 1;
-    this.buckets.forEach((b, i) => v <= b && this.counts[i]++);
-  }
-  render(name: string, labels = ''): string {
-    const lb = (extra: string) => `{${[labels, extra].filter(Boolean).join(',')}}`;
-    return [
-      ...this.buckets.map((b, i) => `${name}_bucket${lb(`le="${b}"`)} ${this.counts[i]}`),
-      `${name}_bucket${lb('le="+Inf"')} ${this.n}`,
-      `${name}_sum${labels ? `{${labels}}` : ''} ${this.sum}`,
-      `${name}_count${labels ? `{${labels}}` : ''} ${this.n}`,
-    ].join('\n');
-  }
-}
+const RETRY_CODES = new Set(['SPPNET_QUEUE_FULL', 'SPPNET_TIMEOUT', 'SPPNET_ABORTED', 'SPPNET_OUT_OF_MEMORY', 'SPPNET_UNAVAILABLE', 'FST_ERR_HANDLER_TIMEOUT', 'FST_UNDER_PRESSURE']);
 
-function httpError(e: unknown): { status: number; body: { error: string; code: string } } {
-  const err = e as SppnetError & { tooLarge?: boolean; statusCode?: number; code?: string };
-  const code = err?.code ?? 'SPPNET_INTERNAL';
-  const status =
-    err.tooLarge ? 413
-    : code === 'SPPNET_QUEUE_FULL' ? 503
-    : code === 'SPPNET_TIMEOUT' ? 503
-    : code === 'SPPNET_INVALID_ARGUMENT' ? 400
-    : typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode
-    : 500;
-  return { status, body: { error: err?.message ?? String(e), code } };
+/** The memory this process may use: the cgroup's limit where one is set, else the machine's. */
+function memoryLimit(): number {
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.() ?? 0;
+  return constrained > 0 && constrained < os.totalmem() ? constrained : os.totalmem();
 }
 
 /** Builds the service (not yet listening): `await app.listen({ port })`, `await close()`. */
-export async function createServer(opts: ServerOptions): Promise<{ app: FastifyInstance; runner: BatchingRunner; close: () => Promise<void> }> {
+export async function createServer(opts: ServerOptions): Promise<{ app: FastifyInstance; runner: BatchingRunner; registry: Registry; close: () => Promise<void> }> {
+  const fn = 'createServer';
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   const { model } = opts;
-  if (!(model instanceof Model)) throw new SppnetError('createServer: options.model must be a Model', 'SPPNET_INVALID_ARGUMENT');
-  if (opts.labels && opts.labels.length !== model.classes)
-    throw new SppnetError(`createServer: options.labels must list ${model.classes} labels, got ${opts.labels.length}`, 'SPPNET_INVALID_ARGUMENT');
-  const runner = new BatchingRunner(model, opts);
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit: opts.bodyLimit ?? 16 * 1024 * 1024, forceCloseConnections: 'idle' });
-  const maxSide = opts.maxSide ?? 4096;
-  const defaultTopk = opts.topk ?? 5;
+  if (!(model instanceof Model)) fail(`${fn}: options.model must be a Model, got ${describe(model)}`);
+  if (opts.labels && opts.labels.length !== model.classes) fail(`${fn}: options.labels must list ${model.classes} labels, got ${opts.labels.length}`);
+  if (opts.shorterSide !== undefined && opts.shorterSide !== null && !isPositiveInt(opts.shorterSide))
+    fail(`${fn}: options.shorterSide must be a positive integer or null (keep images as sent), got ${describe(opts.shorterSide)}`);
+  const shorterSide = opts.shorterSide === null ? undefined : opts.shorterSide ?? 256;
+  const bodyLimit = positiveIntOption(fn, opts, 'bodyLimit', 16 * 2 ** 20);
+  const maxFiles = positiveIntOption(fn, opts, 'maxFiles', 16);
+  const maxPixels = positiveIntOption(fn, opts, 'maxPixels', 36_000_000);
+  const maxJsonBytes = positiveIntOption(fn, opts, 'maxJsonBytes', 4 * 2 ** 20);
+  const maxSide = positiveIntOption(fn, opts, 'maxSide', 4096);
+  const maxInFlight = positiveIntOption(fn, opts, 'maxQueueLength', 256);
+  const timeoutMs = positiveIntOption(fn, opts, 'timeoutMs', 30_000);
+  const maxRssBytes = positiveIntOption(fn, opts, 'maxRssBytes', Math.floor(0.75 * memoryLimit()));
+  const maxEventLoopDelayMs = nonNegativeOption(fn, opts, 'maxEventLoopDelayMs', 0);
+  const retryAfterS = positiveIntOption(fn, opts, 'retryAfterS', 1);
+  const uvThreads = Number(process.env.UV_THREADPOOL_SIZE) || 4;
+  const maxDecodes = positiveIntOption(fn, opts, 'maxConcurrentDecodes', Math.max(1, Math.min(os.availableParallelism(), uvThreads - 2)));
+  const defaultTopk = positiveIntOption(fn, opts, 'topk', 5);
+  const runner = new BatchingRunner(model, { ...opts, maxQueueLength: maxInFlight });
+  const maxQueuedPixels = positiveIntOption(fn, opts, 'maxQueuedPixels', 4 * runner.maxBatchPixels);
+
+  const app = Fastify({ logger: opts.logger ?? false, bodyLimit, forceCloseConnections: 'idle', requestTimeout: timeoutMs });
   let shuttingDown = false;
-  const requests = new Map<string, number>();
-  const durations = new Histogram(DURATION_BUCKETS);
-  const count = (route: string, status: number) => {
-    const k = `route="${route}",code="${status}"`;
-    requests.set(k, (requests.get(k) ?? 0) + 1);
+  let inFlight = 0;
+  let queuedPixels = 0;
+
+  // ---- metrics: one registry per server (several servers may share a process or a thread)
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  const requests = new Counter({ name: 'sppnet_requests_total', help: 'Responses sent, by route pattern and status code (fastify\'s own errors included).', labelNames: ['route', 'code'], registers });
+  const durations = new Histogram({ name: 'sppnet_request_duration_seconds', help: 'Time from arrival to the response sent, by route pattern.', labelNames: ['route'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
+  const refused = { queue_full: 0, queued_pixels: 0, memory: 0, event_loop: 0, too_large: 0 };
+  new Counter({
+    name: 'sppnet_rejected_total', help: 'Requests refused: queue_full, queued_pixels, memory and event_loop by the service (503), too_large (413), timeout and aborted by the batching runner.', labelNames: ['reason'], registers,
+    collect() {
+      const r = runner.stats().rejected;
+      this.reset();
+      // The runner's own queue_full (a request that cannot finish in time) adds to the service's.
+      for (const [reason, v] of Object.entries({ ...refused, queue_full: refused.queue_full + r.queueFull, timeout: r.timeout, aborted: r.aborted })) this.inc({ reason }, v);
+    },
+  });
+  new Gauge({ name: 'sppnet_queue_depth', help: 'Requests waiting for a batch.', registers, collect() { this.set(runner.stats().queued); } });
+  new Gauge({ name: 'sppnet_in_flight_requests', help: `Requests admitted and not yet answered (limit maxQueueLength ${maxInFlight}).`, registers, collect() { this.set(inFlight); } });
+  new Gauge({ name: 'sppnet_queued_pixels', help: `Pixels of the admitted images, as the model sees them (limit maxQueuedPixels ${maxQueuedPixels}).`, registers, collect() { this.set(queuedPixels); } });
+  const batches = new Counter({ name: 'sppnet_batches_total', help: 'Model calls.', registers });
+  const batchSize = new Histogram({ name: 'sppnet_batch_size', help: 'Images per model call.', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers });
+  const batchPixels = new Histogram({ name: 'sppnet_batch_pixels', help: `Pixels per model call (limit maxBatchPixels ${runner.maxBatchPixels}).`, buckets: [1e4, 1e5, 2.5e5, 5e5, 1e6, 2e6, 4e6, 8e6, 16e6], registers });
+  const batchSeconds = new Histogram({ name: 'sppnet_batch_duration_seconds', help: 'Time of one model call, packing included.', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
+  const onBatch = (e: BatchEvent) => {
+    batches.inc();
+    batchSize.observe(e.images);
+    batchPixels.observe(e.pixels);
+    batchSeconds.observe(e.seconds);
   };
+  runner.on('batch', onBatch);
+  new Gauge({ name: 'sppnet_device_memory_bytes', help: 'Device memory held by sppnet.', registers, collect() { this.set(memory().deviceBytes); } });
+  new Gauge({
+    name: 'sppnet_live_tensor_bytes', help: 'Bytes of live tensors by device.', labelNames: ['device'], registers,
+    collect() {
+      const m = memory();
+      this.set({ device: 'cpu' }, m.bytes.cpu);
+      this.set({ device: 'cuda' }, m.bytes.cuda);
+    },
+  });
+  // The model's activation buffers, where this build of sppnet reports them (sp.memory().activationBytes).
+  if (typeof (memory() as { activationBytes?: unknown }).activationBytes === 'number') {
+    new Gauge({ name: 'sppnet_activation_bytes', help: 'Bytes of activation buffers the models keep between runs.', registers, collect() { this.set((memory() as unknown as { activationBytes: number }).activationBytes); } });
+  }
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = routeOf(req);
+    requests.inc({ route, code: String(reply.statusCode) });
+    durations.observe({ route }, reply.elapsedTime / 1e3);
+  });
+
+  // ---- errors: one shape ({ error, code }), one mapping to status codes
+  const statusOf = (code: string, statusCode: unknown): number =>
+    code === 'SPPNET_INVALID_ARGUMENT' ? 400
+    : code === 'SPPNET_TOO_LARGE' ? 413
+    : RETRY_CODES.has(code) ? 503
+    : typeof statusCode === 'number' && statusCode >= 400 && statusCode < 600 ? statusCode
+    : 500;
+  app.setErrorHandler((e: FastifyError | SppnetError, req, reply) => {
+    const code = e.code ?? 'SPPNET_INTERNAL';
+    const status = statusOf(code, (e as FastifyError).statusCode);
+    let message = e.message;
+    // fastify's and @fastify/multipart's own refusals, restated with the limit they enforce.
+    if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      const limit = req.routeOptions?.bodyLimit ?? bodyLimit;
+      message = `the body is larger than ${req.routeOptions?.url === '/v1/logits' ? 'maxJsonBytes' : 'bodyLimit'} ${limit} bytes (${formatAmount(limit, 'bytes')})`;
+    } else if (code === 'FST_REQ_FILE_TOO_LARGE') message = `a file is larger than bodyLimit ${bodyLimit} bytes (${formatAmount(bodyLimit, 'bytes')})`;
+    else if (code === 'FST_FILES_LIMIT' || code === 'FST_PARTS_LIMIT') message = `more than maxFiles ${maxFiles} files`;
+    else if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') message = `Content-Type ${JSON.stringify(req.headers['content-type'] ?? '')} is not accepted: send an image (image/* or application/octet-stream), multipart/form-data, or JSON on /v1/logits`;
+    if (!(e instanceof SppnetError)) message = `${callOf(req)}: ${message}`;
+    if (status === 413) {
+      refused.too_large++;
+      reply.header('connection', 'close'); // the rest of the body is not read
+    }
+    if (status === 503) reply.header('retry-after', String(retryAfterS));
+    if (status >= 500 && status !== 503) req.log.error(e);
+    return reply.code(status).send({ error: message, code });
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `${req.method} ${req.url}: no such route (POST /v1/classify, POST /v1/logits, GET /healthz, /readyz, /metrics)`, code: 'FST_ERR_NOT_FOUND' }));
+
+  // ---- admission: service-wide limits answer 503 at once, before a body is read
+  await app.register(underPressure, {
+    maxRssBytes,
+    maxEventLoopDelay: maxEventLoopDelayMs,
+    sampleInterval: 250,
+    retryAfter: retryAfterS,
+    // Only the inference routes are shed; health, readiness and metrics answer under pressure.
+    pressureHandler: async (req: FastifyRequest, _reply: FastifyReply, type: string, value: number | undefined) => {
+      if (!(req.routeOptions.config as { admit?: boolean }).admit) return;
+      if (type === 'eventLoopDelay') refused.event_loop++;
+      else refused.memory++;
+      if (type === 'rssBytes')
+        throw new SppnetError(`${callOf(req)}: the service holds ${value} bytes of memory (${formatAmount(value ?? 0, 'bytes')}), more than maxRssBytes ${maxRssBytes} (${formatAmount(maxRssBytes, 'bytes')}); retry later`, 'SPPNET_OUT_OF_MEMORY');
+      const late = Number.isFinite(value) ? `${Math.round(value ?? 0)} ms late` : 'blocked for a whole 250 ms sample';
+      throw new SppnetError(`${callOf(req)}: the event loop is ${late}, more than maxEventLoopDelayMs ${maxEventLoopDelayMs}; retry later`, 'SPPNET_QUEUE_FULL');
+    },
+  });
+  // Cancels a request's queued work when its client goes away. (Not fastify's request.signal: on
+  // Node 20 it aborts as soon as the body has been read, when IncomingMessage emits 'close'.)
+  const gone = new WeakMap<FastifyRequest, AbortSignal>();
+  app.addHook('onRequest', async (req, reply) => {
+    if (!(req.routeOptions.config as { admit?: boolean }).admit) return;
+    if (shuttingDown) throw new SppnetError(`${callOf(req)}: the server is shutting down`, 'SPPNET_UNAVAILABLE');
+    if (inFlight >= maxInFlight) {
+      refused.queue_full++;
+      throw new SppnetError(`${callOf(req)}: ${inFlight} requests are in flight, maxQueueLength ${maxInFlight}; retry later`, 'SPPNET_QUEUE_FULL');
+    }
+    inFlight++;
+    const ac = new AbortController();
+    gone.set(req, ac.signal);
+    // 'close' comes once, whether the response was sent or the client went away.
+    reply.raw.once('close', () => {
+      inFlight--;
+      if (!reply.raw.writableFinished) ac.abort();
+    });
+  });
+
+  /** Holds `pixels` of the service-wide budget until the response is done; 503 when it is spent. */
+  const reservePixels = (req: FastifyRequest, reply: FastifyReply, pixels: number) => {
+    if (queuedPixels + pixels > maxQueuedPixels) {
+      refused.queued_pixels++;
+      throw new SppnetError(`${callOf(req)}: the service holds ${queuedPixels} pixels of admitted images; ${pixels} more would pass maxQueuedPixels ${maxQueuedPixels} (${formatAmount(maxQueuedPixels, 'pixels')}); retry later`, 'SPPNET_QUEUE_FULL');
+    }
+    queuedPixels += pixels;
+    reply.raw.once('close', () => (queuedPixels -= pixels));
+  };
+
+  /** At most maxDecodes images are probed or decoded at once; the others wait their turn here. */
+  let decoding = 0;
+  const waiting: Array<() => void> = [];
+  const decodeSlot = async <T>(work: () => Promise<T>): Promise<T> => {
+    if (decoding >= maxDecodes) await new Promise<void>((r) => waiting.push(r));
+    else decoding++;
+    try {
+      return await work();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else decoding--;
+    }
+  };
+
+  /** Runs images through the batching runner within what is left of the request's time; its refusals name the route. */
+  const infer = (req: FastifyRequest, reply: FastifyReply, images: Tensor[]) =>
+    runner.run(images, { signal: gone.get(req), timeoutMs: Math.max(1, timeoutMs - reply.elapsedTime) }).catch((e: unknown) => {
+      if (e instanceof SppnetError) throw new SppnetError(`${callOf(req)}: ${e.message.replace(/^BatchingRunner\.run: /, '')}`, e.code);
+      throw e;
+    });
 
   // While shutting down, answers close their connection, so that keep-alive clients let go and
   // close() can finish once the requests in flight are answered.
@@ -90,9 +267,36 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
 
   // Images come as raw bytes (any image/* or application/octet-stream body) or multipart.
   app.addContentTypeParser(['application/octet-stream', 'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif'], { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
-  await app.register(multipart, { limits: { fileSize: opts.bodyLimit ?? 16 * 1024 * 1024, files: 16 } });
+  await app.register(multipart, { limits: { fileSize: bodyLimit, files: maxFiles, parts: maxFiles + 16, fields: 16, fieldSize: 64 * 1024, headerPairs: 200 } });
 
-  const topOf = async (logits: import('./tensor').Tensor, k: number) => {
+  /** The request's image bodies: the raw body, or every multipart file, all bytes counted against bodyLimit. */
+  const readBodies = async (req: FastifyRequest): Promise<Buffer[]> => {
+    const call = callOf(req);
+    const tooLarge = (bytes: number) => overLimit(call, 'the body has', bytes, 'bytes', 'bodyLimit', bodyLimit);
+    if (!req.isMultipart()) return Buffer.isBuffer(req.body) ? [req.body] : [];
+    const declared = Number(req.headers['content-length']);
+    if (declared > bodyLimit) throw tooLarge(declared);
+    const blobs: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const part of req.files()) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of part.file as AsyncIterable<Buffer>) {
+          total += chunk.length;
+          if (total > bodyLimit) throw tooLarge(total);
+          chunks.push(chunk);
+        }
+        blobs.push(Buffer.concat(chunks));
+      }
+    } catch (e) {
+      // @fastify/multipart's limits carry their status; what busboy throws is a malformed body.
+      if (e instanceof SppnetError || typeof (e as FastifyError).statusCode === 'number') throw e;
+      throw new SppnetError(`${call}: the multipart body is malformed: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
+    }
+    return blobs;
+  };
+
+  const topOf = async (logits: Tensor, k: number) => {
     const p = await softmax(logits);
     logits.dispose();
     const d = await p.data();
@@ -106,41 +310,32 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     return rows;
   };
 
-  const guard = (route: string, handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => async (req: FastifyRequest, reply: FastifyReply) => {
-    const t0 = process.hrtime.bigint();
-    try {
-      if (shuttingDown) throw Object.assign(new SppnetError('the server is shutting down', 'SPPNET_UNAVAILABLE'), { statusCode: 503 });
-      const body = await handler(req, reply);
-      count(route, 200);
-      return body;
-    } catch (e) {
-      const { status, body } = httpError(e);
-      const st = (e as { code?: string }).code === 'SPPNET_UNAVAILABLE' ? 503 : status;
-      count(route, st);
-      if (st === 503) reply.header('retry-after', '1');
-      return reply.code(st).send(body);
-    } finally {
-      durations.observe(Number(process.hrtime.bigint() - t0) / 1e9);
-    }
-  };
+  const admit = { config: { admit: true }, handlerTimeout: timeoutMs };
 
-  app.post('/v1/classify', guard('classify', async (req) => {
+  app.post('/v1/classify', admit, async (req, reply) => {
+    const call = callOf(req);
     const q = req.query as { topk?: string };
     const k = q.topk === undefined ? defaultTopk : Number(q.topk);
-    if (!Number.isInteger(k) || k < 1) throw new SppnetError(`topk must be a positive integer, got ${JSON.stringify(q.topk)}`, 'SPPNET_INVALID_ARGUMENT');
+    if (!isPositiveInt(k)) fail(`${call}: topk must be a positive integer, got ${JSON.stringify(q.topk)}`);
     const t0 = performance.now();
-    const blobs: Buffer[] = [];
-    if (req.isMultipart()) {
-      for await (const part of req.files()) blobs.push(await part.toBuffer());
-    } else if (Buffer.isBuffer(req.body)) blobs.push(req.body);
-    if (blobs.length === 0)
-      throw new SppnetError('send an image as the body (Content-Type image/* or application/octet-stream) or as multipart files', 'SPPNET_INVALID_ARGUMENT');
-    const imgs = await Promise.all(blobs.map((b, i) => readImage(b, { shorterSide: opts.shorterSide, maxPixels: opts.maxPixels ?? 36_000_000, device: model.device }).catch((e: SppnetError) => {
-      throw Object.assign(new SppnetError(`image ${i}: ${e.message.replace(/^sp\.readImage: /, '')}`, e.code), { tooLarge: (e as { tooLarge?: boolean }).tooLarge });
-    })));
-    const t1 = performance.now();
+    const blobs = await readBodies(req);
+    if (blobs.length === 0) fail(`${call}: send an image as the body (Content-Type image/* or application/octet-stream) or as multipart files`);
+    // Headers first: the pixel budgets are checked before a single pixel is decoded.
+    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => decodeSlot(() => probeImage(`${call}: image ${i}`, b))));
+    const sizes = headers.map((h) => `${h.width}x${h.height}`).join(' + ');
+    const source = headers.reduce((a, h) => a + h.width * h.height, 0);
+    if (source > maxPixels) throw overLimit(call, `the images (${sizes}) hold`, source, 'pixels', 'maxPixels', maxPixels);
+    const input = headers.reduce((a, h) => { const [H, W] = targetSize(h, shorterSide); return a + H * W; }, 0);
+    const over = runner.checkPixels(call, input);
+    if (over) throw over;
+    reservePixels(req, reply, input);
+    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean: IMAGENET_MEAN, std: IMAGENET_STD, device: model.device }))));
+    const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
-      const logits = await runner.run(imgs);
+      const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (bad) throw bad.reason;
+      const t1 = performance.now();
+      const logits = await infer(req, reply, imgs);
       const t2 = performance.now();
       const top = await topOf(logits, k);
       return {
@@ -150,74 +345,44 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     } finally {
       imgs.forEach((t) => t.dispose());
     }
-  }));
+  });
 
   // JSON tensors: { "data": [...], "shape": [3, H, W] } -> logits.
-  app.post('/v1/logits', guard('logits', async (req) => {
+  app.post('/v1/logits', { ...admit, bodyLimit: Math.min(bodyLimit, maxJsonBytes) }, async (req, reply) => {
+    const call = callOf(req);
     const b = req.body as { data?: unknown; shape?: unknown };
     if (!b || typeof b !== 'object' || !Array.isArray(b.data) || !Array.isArray(b.shape))
-      throw new SppnetError('the body must be JSON {"data": [numbers], "shape": [C, H, W]}', 'SPPNET_INVALID_ARGUMENT');
+      fail(`${call}: the body must be JSON {"data": [numbers], "shape": [C, H, W]}`);
     const shape = b.shape as number[];
     if (shape.length !== 3 || shape.some((d) => !Number.isInteger(d) || d < 1 || d > maxSide))
-      throw new SppnetError(`shape must be [C, H, W] with sides 1..${maxSide}, got ${JSON.stringify(b.shape)}`, 'SPPNET_INVALID_ARGUMENT');
+      fail(`${call}: shape must be [C, H, W] with sides 1..${maxSide} (maxSide), got ${JSON.stringify(b.shape)}`);
+    const over = runner.checkPixels(call, shape[1] * shape[2]);
+    if (over) throw over;
+    reservePixels(req, reply, shape[1] * shape[2]);
     const t = tensor(b.data as number[], shape, { device: model.device });
     try {
-      const logits = await runner.run(t);
+      const logits = await infer(req, reply, [t]);
       const d = await logits.data();
       logits.dispose();
       return { logits: Array.from(d) };
     } finally {
       t.dispose();
     }
-  }));
+  });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => (shuttingDown ? reply.code(503).send({ status: 'shutting down' }) : { status: 'ready', device: backend().device }));
-  app.get('/metrics', async (_req, reply) => {
-    const st = runner.stats();
-    const mem = memory();
-    const lines = [
-      '# HELP sppnet_requests_total Requests by route and status code.',
-      '# TYPE sppnet_requests_total counter',
-      ...[...requests].map(([k, v]) => `sppnet_requests_total{${k}} ${v}`),
-      '# HELP sppnet_request_duration_seconds Request latency.',
-      '# TYPE sppnet_request_duration_seconds histogram',
-      durations.render('sppnet_request_duration_seconds'),
-      '# HELP sppnet_queue_depth Requests waiting for a batch.',
-      '# TYPE sppnet_queue_depth gauge',
-      `sppnet_queue_depth ${st.queued}`,
-      '# HELP sppnet_batches_total Model calls.',
-      '# TYPE sppnet_batches_total counter',
-      `sppnet_batches_total ${st.batches}`,
-      '# HELP sppnet_batch_size Images per model call.',
-      '# TYPE sppnet_batch_size histogram',
-      (() => {
-        const sizes = Object.entries(st.batchSizes).map(([s, c]) => [Number(s), c] as const);
-        const buckets = [1, 2, 4, 8, 16, 32, 64, 128];
-        const le = buckets.map((b) => `sppnet_batch_size_bucket{le="${b}"} ${sizes.filter(([s]) => s <= b).reduce((a, [, c]) => a + c, 0)}`);
-        const n = sizes.reduce((a, [, c]) => a + c, 0), sum = sizes.reduce((a, [s, c]) => a + s * c, 0);
-        return [...le, `sppnet_batch_size_bucket{le="+Inf"} ${n}`, `sppnet_batch_size_sum ${sum}`, `sppnet_batch_size_count ${n}`].join('\n');
-      })(),
-      '# HELP sppnet_rejected_total Requests refused by the batching queue.',
-      '# TYPE sppnet_rejected_total counter',
-      `sppnet_rejected_total{reason="queue_full"} ${st.rejected.queueFull}`,
-      `sppnet_rejected_total{reason="timeout"} ${st.rejected.timeout}`,
-      `sppnet_rejected_total{reason="aborted"} ${st.rejected.aborted}`,
-      '# HELP sppnet_device_memory_bytes Device memory held by sppnet.',
-      '# TYPE sppnet_device_memory_bytes gauge',
-      `sppnet_device_memory_bytes ${mem.deviceBytes}`,
-      '# HELP sppnet_live_tensor_bytes Bytes of live tensors by device.',
-      '# TYPE sppnet_live_tensor_bytes gauge',
-      `sppnet_live_tensor_bytes{device="cpu"} ${mem.bytes.cpu}`,
-      `sppnet_live_tensor_bytes{device="cuda"} ${mem.bytes.cuda}`,
-    ];
-    return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
+  app.get('/readyz', async (_req, reply) => {
+    if (shuttingDown) return reply.code(503).send({ status: 'shutting down' });
+    if (app.isUnderPressure()) return reply.code(503).header('retry-after', String(retryAfterS)).send({ status: 'under pressure', ...app.memoryUsage() });
+    return { status: 'ready', device: backend().device };
   });
+  app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()));
 
   const close = async () => {
     shuttingDown = true;
     await app.close(); // stops accepting; waits for requests in flight
     await runner.close();
+    runner.off('batch', onBatch);
   };
-  return { app, runner, close };
+  return { app, runner, registry, close };
 }

@@ -61,6 +61,49 @@ describe('dynamic ragged batching', function () {
     await runner.close();
   });
 
+  it('closes a batch at maxBatchPixels, refuses a request that can never fit, and emits each batch', async function () {
+    const runner = sp.batching(model, { maxBatchSize: 8, maxQueueDelayMs: 20, maxBatchPixels: 300 });
+    const events = [];
+    runner.on('batch', (e) => events.push(e));
+    // 10x10 = 100 pixels each: three fit in a batch of 300, the fourth starts the next.
+    const r = await Promise.all([0, 1, 2, 3].map((k) => runner.run(image(10, 10, k))));
+    r.forEach((t) => t.dispose());
+    expect(events.map((e) => [e.images, e.pixels, e.ok])).to.deep.equal([[3, 300, true], [1, 100, true]]);
+    expect(events[0].seconds).to.be.a('number');
+    const err = await expectReject(runner.run([image(10, 20), image(10, 11)]), /^BatchingRunner\.run: the request's images have 310 pixels, more than maxBatchPixels 300$/, 'SPPNET_TOO_LARGE');
+    expect(err).to.be.instanceOf(sp.SppnetError);
+    expect(runner.stats().msPerPixel).to.equal(null); // two calls: too few to estimate waits from
+    await runner.close();
+  });
+
+  it('refuses at once a request whose timeout is shorter than the work queued ahead of it', async function () {
+    const runner = sp.batching(model, { maxBatchSize: 1, maxQueueDelayMs: 0 });
+    for (let i = 0; i < 3; i++) (await runner.run(image(20, 20))).dispose(); // three calls, so that the runner knows its speed
+    const ahead = Array.from({ length: 4 }, () => runner.run(image(20, 20)));
+    const wait = runner.estimatedWaitMs(400);
+    expect(wait).to.be.above(0);
+    await expectReject(runner.run(image(20, 20), { timeoutMs: wait / 100 }), /the queue holds about \d+ ms of work, more than this request's timeout/, 'SPPNET_QUEUE_FULL');
+    (await Promise.all(ahead)).forEach((t) => t.dispose());
+    await runner.close();
+  });
+
+  it('asks the model to give back its activation buffers once idle (where the model can)', async function () {
+    let released = 0;
+    const m = await sp.loadModel({ weights: fixture, device: 'cpu' });
+    const had = m.releaseBuffers;
+    m.releaseBuffers = function () {
+      released++;
+      return had?.call(this);
+    };
+    const runner = sp.batching(m, { maxQueueDelayMs: 0, releaseBuffersAfterMs: 30 });
+    (await runner.run(image(9, 9))).dispose();
+    expect(released).to.equal(0);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(released).to.equal(1);
+    await runner.close();
+    m.dispose();
+  });
+
   it('a bad image fails only its own request', async function () {
     const runner = sp.batching(model, { maxBatchSize: 8, maxQueueDelayMs: 20 });
     const good = runner.run(image(12, 12));

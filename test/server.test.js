@@ -1,6 +1,8 @@
 'use strict';
 // The HTTP service: classify raw and multipart images, JSON tensors, health, metrics, limits and
-// errors; a real server on loopback shut down by SIGTERM while a request is in flight.
+// errors; a real server on loopback shut down by SIGTERM while a request is in flight. The hostile
+// clients of issue 12 (decompression bombs, oversized multipart, traffic that /metrics missed,
+// overload) are in test/server-hostile.test.js.
 const { expect } = require('chai');
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -25,7 +27,7 @@ describe('HTTP service', function () {
   let model, srv;
   before(async () => {
     model = await sp.loadModel({ weights: fixture, device: 'cpu' });
-    srv = await sp.createServer({ model, labels: ['a', 'b', 'c', 'd'], maxBatchSize: 8, maxQueueDelayMs: 5, maxPixels: 1_000_000 });
+    srv = await sp.createServer({ model, labels: ['a', 'b', 'c', 'd'], maxBatchSize: 8, maxQueueDelayMs: 5, maxPixels: 1_000_000, shorterSide: null });
   });
   after(async () => {
     await srv.close();
@@ -41,6 +43,21 @@ describe('HTTP service', function () {
     expect(j.results[0].top).to.have.length(2);
     expect(['a', 'b', 'c', 'd']).to.include(j.results[0].top[0].label);
     expect(j.timing.totalMs).to.be.a('number');
+  });
+
+  it('resizes to a shorter side of 256 by default (the paper\'s full-image view), aspect ratio kept', async function () {
+    const s = await sp.createServer({ model });
+    try {
+      const r = await s.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: await png(40, 30) });
+      expect(r.statusCode, r.body).to.equal(200);
+      expect(r.json().results[0].size).to.deep.equal([256, 341]);
+    } finally {
+      await s.close();
+    }
+    let err;
+    await sp.createServer({ model, shorterSide: 0 }).catch((e) => (err = e));
+    expect(err.message).to.match(/createServer: options.shorterSide must be a positive integer or null/);
+    expect(err.code).to.equal('SPPNET_INVALID_ARGUMENT');
   });
 
   it('classifies several multipart images of different sizes in one request, and concurrent requests share batches', async function () {
@@ -62,7 +79,7 @@ describe('HTTP service', function () {
     r.json().logits.forEach((v, i) => expect(v).to.be.closeTo(expected[i], 1e-4));
     const bad = await srv.app.inject({ method: 'POST', url: '/v1/logits', payload: { data: [1, 2], shape: [3, 9] } });
     expect(bad.statusCode).to.equal(400);
-    expect(bad.json().error).to.match(/shape must be \[C, H, W\]/);
+    expect(bad.json().error).to.match(/^POST \/v1\/logits: shape must be \[C, H, W\]/);
   });
 
   it('answers 400 for a corrupt or missing image, 413 for one too large, and stays up', async function () {
@@ -71,7 +88,8 @@ describe('HTTP service', function () {
     expect(r.json().error).to.match(/image 0: cannot decode .*unsupported image format/);
     r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: await png(1200, 1000) });
     expect(r.statusCode).to.equal(413);
-    expect(r.json().error).to.match(/pixel limit/);
+    expect(r.json().code).to.equal('SPPNET_TOO_LARGE');
+    expect(r.json().error).to.match(/^POST \/v1\/classify: the images \(1200x1000\) hold 1200000 pixels \(1\.2 MP\), more than maxPixels 1000000 \(1 MP\)$/);
     r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: await png(3, 3) });
     expect(r.statusCode).to.equal(400);
     expect(r.json().error).to.match(/smaller than tiny-spp's minimum/);
@@ -84,16 +102,25 @@ describe('HTTP service', function () {
   it('serves readiness and Prometheus metrics', async function () {
     expect((await srv.app.inject({ method: 'GET', url: '/readyz' })).json().status).to.equal('ready');
     const m = (await srv.app.inject({ method: 'GET', url: '/metrics' })).body;
-    expect(m).to.match(/^sppnet_requests_total\{route="classify",code="200"\} \d+$/m);
-    expect(m).to.match(/^sppnet_requests_total\{route="classify",code="400"\} \d+$/m);
-    expect(m).to.match(/^sppnet_request_duration_seconds_bucket\{le="\+Inf"\} \d+$/m);
+    expect(m).to.match(/^sppnet_requests_total\{route="\/v1\/classify",code="200"\} \d+$/m);
+    expect(m).to.match(/^sppnet_requests_total\{route="\/v1\/classify",code="400"\} \d+$/m);
+    expect(m).to.match(/^sppnet_request_duration_seconds_bucket\{le="\+Inf",route="\/v1\/classify"\} \d+$/m);
     expect(m).to.match(/^sppnet_queue_depth 0$/m);
-    expect(m).to.match(/^sppnet_batch_size_count \d+$/m);
+    expect(m).to.match(/^sppnet_in_flight_requests 0$/m); // /metrics itself is not admission-controlled
+    expect(m).to.match(/^sppnet_batch_size_count [1-9]\d*$/m);
+    expect(m).to.match(/^sppnet_batch_pixels_count [1-9]\d*$/m);
+    expect(m).to.match(/^sppnet_batches_total [1-9]\d*$/m);
     expect(m).to.match(/^sppnet_device_memory_bytes \d+$/m);
+    expect(m).to.match(/^sppnet_rejected_total\{reason="too_large"\} [1-9]\d*$/m);
+    // prom-client's default process metrics, event-loop delay among them.
+    expect(m).to.match(/^process_resident_memory_bytes \d+$/m);
+    expect(m).to.match(/^nodejs_eventloop_lag_p99_seconds [\d.e-]+$/m);
+    // The activation buffers, where sp.memory() reports them.
+    if (typeof sp.memory().activationBytes === 'number') expect(m).to.match(/^sppnet_activation_bytes \d+$/m);
   });
 
   it('overload gets 503 with retry-after', async function () {
-    const small = await sp.createServer({ model, maxBatchSize: 1, maxQueueDelayMs: 200, maxQueueLength: 1 });
+    const small = await sp.createServer({ model, maxBatchSize: 1, maxQueueDelayMs: 200, maxQueueLength: 1, shorterSide: null });
     const img = await png(30, 30);
     const rs = await Promise.all(Array.from({ length: 5 }, () => small.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: img })));
     const codes = rs.map((r) => r.statusCode).sort();
@@ -102,6 +129,7 @@ describe('HTTP service', function () {
     const over = rs.find((r) => r.statusCode === 503);
     expect(over.headers['retry-after']).to.equal('1');
     expect(over.json().code).to.equal('SPPNET_QUEUE_FULL');
+    expect(over.json().error).to.match(/^POST \/v1\/classify: 1 requests are in flight, maxQueueLength 1; retry later$/);
     await small.close();
   });
 

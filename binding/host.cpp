@@ -1,0 +1,94 @@
+// Host memory work that must not stall the event loop: packing maps into a ragged batch, and
+// turning decoded 8-bit pixels into normalised planar floats. Both run on a libuv thread
+// (Runs::kHost), not on the CPU executor, so they never wait behind a layer that is running.
+#include <cstring>
+
+#include "common.h"
+
+namespace sppnet {
+namespace binding {
+
+namespace {
+
+// gatherFloats({ output: Float32Array, inputs: Float32Array[], offsets: Float64Array }) -> Promise:
+// copies inputs[i] whole to output at element offsets[i].
+Napi::Value GatherFloats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const Napi::Value outv = a.Get("output");
+  if (!outv.IsTypedArray() || outv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "internal: gatherFloats: output must be a Float32Array");
+  Napi::Float32Array out = outv.As<Napi::Float32Array>();
+  const Napi::Array inputs = a.Get("inputs").As<Napi::Array>();
+  const Napi::Float64Array offsets = float64_array(a, "offsets");
+  const uint32_t n = inputs.Length();
+  if (offsets.ElementLength() != n) throw Napi::RangeError::New(env, "internal: gatherFloats: one offset per input");
+  struct Piece {
+    const float* src;
+    size_t count;
+    size_t at;
+  };
+  auto pieces = std::make_shared<std::vector<Piece>>();
+  std::vector<Napi::Value> keep{out};
+  const size_t total = out.ElementLength();
+  for (uint32_t i = 0; i < n; ++i) {
+    const Napi::Value v = inputs.Get(i);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(env, "internal: gatherFloats: inputs must be Float32Arrays");
+    const Napi::Float32Array in = v.As<Napi::Float32Array>();
+    const double at = offsets[i];
+    if (!(at >= 0) || at + static_cast<double>(in.ElementLength()) > static_cast<double>(total))
+      throw Napi::RangeError::New(env, "internal: gatherFloats: input " + std::to_string(i) + " does not fit the output");
+    pieces->push_back({in.Data(), in.ElementLength(), static_cast<size_t>(at)});
+    keep.push_back(v);
+  }
+  float* dst = out.Data();
+  auto task = [pieces, dst]() -> Status {
+    for (const Piece& p : *pieces) std::memcpy(dst + p.at, p.src, p.count * sizeof(float));
+    return Status::Ok();
+  };
+  return queue(env, task, keep, Runs::kHost);
+}
+
+// pixelsToPlanar({ input: Uint8Array (H x W x C, interleaved), height, width, channels,
+//                  scale: Float32Array(C), bias: Float32Array(C), output: Float32Array }) -> Promise:
+// output[c][y][x] = input[y][x][c] * scale[c] + bias[c].
+Napi::Value PixelsToPlanar(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const Napi::Value inv = a.Get("input");
+  if (!inv.IsTypedArray() || inv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw Napi::TypeError::New(env, "internal: pixelsToPlanar: input must be a Uint8Array");
+  const Napi::Uint8Array in = inv.As<Napi::Uint8Array>();
+  const int64_t h = int_field(a, "height"), w = int_field(a, "width"), c = int_field(a, "channels");
+  if (h < 1 || w < 1 || c < 1 || c > 4) throw Napi::RangeError::New(env, "internal: pixelsToPlanar: bad size");
+  const int64_t plane = h * w;
+  if (static_cast<int64_t>(in.ElementLength()) < plane * c) throw Napi::RangeError::New(env, "internal: pixelsToPlanar: input too short");
+  FloatArg out = float_arg(a, "output", plane * c);
+  FloatArg scale = float_arg(a, "scale", c), bias = float_arg(a, "bias", c);
+  if (out.device || scale.device || bias.device) throw Napi::TypeError::New(env, "internal: pixelsToPlanar: host arrays only");
+  auto sb = std::make_shared<std::vector<float>>(scale.ptr, scale.ptr + c);
+  sb->insert(sb->end(), bias.ptr, bias.ptr + c);
+  const uint8_t* src = in.Data();
+  float* dst = out.ptr;
+  auto task = [src, dst, plane, c, sb]() -> Status {
+    for (int64_t k = 0; k < c; ++k) {
+      const float s = (*sb)[k], b = (*sb)[c + k];
+      float* o = dst + k * plane;
+      const uint8_t* p = src + k;
+      for (int64_t i = 0; i < plane; ++i) o[i] = static_cast<float>(p[i * c]) * s + b;
+    }
+    return Status::Ok();
+  };
+  return queue(env, task, {inv, out.value}, Runs::kHost);
+}
+
+}  // namespace
+
+void init_host(Napi::Env env, Napi::Object exports) {
+  exports.Set("gatherFloats", Napi::Function::New(env, GatherFloats));
+  exports.Set("pixelsToPlanar", Napi::Function::New(env, PixelsToPlanar));
+}
+
+}  // namespace binding
+}  // namespace sppnet
