@@ -19,7 +19,7 @@ set -uo pipefail # not -e: every step runs and reports, and the exit status sums
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sppnet-out}
 BUDGET=${SPPNET_GPU_RUN_BUDGET:-450}
-ANCHOR=.gpu/anchors/torch_anchor_h100_2026-11-24.json
+ANCHOR=${SPPNET_GPU_ANCHOR:-.gpu/anchors/torch_anchor_h100_2026-11-24.json}
 T0=$(date +%s)
 mkdir -p "$OUT"
 LOG=$OUT/run.log
@@ -27,8 +27,9 @@ LOG=$OUT/run.log
 WORK=$(mktemp -d)
 STEPS=()
 FAILED=()
-# Steps after the preflight and their caps (s), in order. A step gets its cap, less what the
-# steps after it are owed, within BUDGET from the start.
+# Steps after the preflight and their caps (s), in order. A step gets its cap, or less where the
+# steps after it would otherwise get under RESERVE s each within BUDGET from the start.
+RESERVE=15
 CAPS=(spp_check:60 memcheck:60 racecheck:90 synccheck:60 mocha:240 gpu_spp:45 gpu_zf5:75 sass:30)
 
 json_str() {
@@ -140,9 +141,11 @@ echo "gpu-run: preflight passed: $GPU_LINE; $(node -p "JSON.parse(process.argv[1
 step() {
   local name=$1 file=$2 outjson=$3
   shift 4
+  # Each later step is owed RESERVE s (not its whole cap: the caps add up to more than BUDGET, and
+  # owing them all left the first step no time at all).
   local cap=0 later=0 seen="" c
   for c in "${CAPS[@]}"; do
-    [ -n "$seen" ] && later=$((later + ${c#*:}))
+    [ -n "$seen" ] && later=$((later + RESERVE))
     [ "${c%%:*}" = "$name" ] && seen=1 && cap=${c#*:}
   done
   local left=$((T0 + BUDGET - $(date +%s) - later)) limit
