@@ -30,7 +30,7 @@ FAILED=()
 # Steps after the preflight and their caps (s), in order. A step gets its cap, or less where the
 # steps after it would otherwise get under RESERVE s each within BUDGET from the start.
 RESERVE=15
-CAPS=(spp_check:60 memcheck:60 racecheck:90 synccheck:60 mocha:240 gpu_spp:45 gpu_zf5:75 sass:30)
+CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 gpu_spp:45 gpu_zf5:60 sass:30)
 
 json_str() {
   local s=${1//\\/\\\\}

@@ -68,7 +68,7 @@ describe('async behaviour', function () {
   for (const executor of ['1', '0'])
     it(`terminating a worker while its ops run leaves the process running (SPPNET_CPU_EXECUTOR=${executor})`, function () {
       this.timeout(120000);
-      const { spawnSync } = require('child_process');
+      const { runNode } = require('./support/child');
       const script = `
         const { Worker } = require('worker_threads');
         const code = \`
@@ -88,7 +88,7 @@ describe('async behaviour', function () {
           }
           console.log('alive after 6 terminations');
         })();`;
-      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, SPPNET_DEVICE: 'cpu', SPPNET_CPU_EXECUTOR: executor } });
+      const r = runNode(['-e', script], { timeout: 60000, env: { ...process.env, SPPNET_DEVICE: 'cpu', SPPNET_CPU_EXECUTOR: executor } });
       expect(r.stderr).to.not.match(/terminate called|Aborted/);
       expect(r.status, r.stderr).to.equal(0);
       expect(r.stdout).to.include('alive after 6 terminations');

@@ -1,13 +1,13 @@
 'use strict';
 // Device policy: SPPNET_DEVICE=auto|cpu|cuda, and backend() saying which path runs and why.
 const { expect } = require('chai');
-const { spawnSync } = require('child_process');
+const { runNode } = require('./support/child');
 const path = require('path');
 const { sp, expectReject } = require('./support/helpers');
 
 const root = path.resolve(__dirname, '..');
 function inChild(env, code) {
-  const r = spawnSync(process.execPath, ['-e', code], { cwd: root, env: { ...process.env, ...env }, encoding: 'utf8' });
+  const r = runNode(['-e', code], { cwd: root, env: { ...process.env, ...env }, timeout: 60000 });
   return { status: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
 }
 

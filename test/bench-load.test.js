@@ -3,7 +3,7 @@
 // second per point, batching on and off): it runs, writes valid JSON and markdown, and its chart
 // draws. Timings are not checked here; speed lives in the benchmarks (npm run bench:load).
 const { expect } = require('chai');
-const { spawnSync } = require('child_process');
+const { runNode } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -17,7 +17,7 @@ describe('bench/load.js --smoke', function () {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it('load-tests the HTTP service with batching on and off and writes load-cpu.json, .md and a chart', function () {
-    const r = spawnSync(process.execPath, [path.join(root, 'bench', 'load.js'), '--smoke', '--no-gpu', '--out', dir], { encoding: 'utf8', env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 25000 });
+    const r = runNode([path.join(root, 'bench', 'load.js'), '--smoke', '--no-gpu', '--out', dir], { env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 25000 });
     expect(r.status, r.stderr + r.stdout).to.equal(0);
     const d = JSON.parse(fs.readFileSync(path.join(dir, 'load-cpu.json'), 'utf8'));
     expect(d.device).to.equal('cpu');

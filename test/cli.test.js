@@ -1,7 +1,7 @@
 'use strict';
 // The command line: classify with saved weights and labels, the demo, and errors that exit 1.
 const { expect } = require('chai');
-const { spawnSync } = require('child_process');
+const { runNode } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -9,7 +9,7 @@ const sharp = require('sharp');
 const { sp } = require('./support/helpers');
 
 const cli = path.resolve(__dirname, '..', 'bin', 'sppnet.js');
-const run = (args) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
+const run = (args, timeout = 60000) => runNode([cli, ...args], { timeout, env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
 
 describe('command line', function () {
   let dir;
@@ -55,7 +55,7 @@ describe('command line', function () {
 
   it('the demo trains and classifies with nothing downloaded', function () {
     this.timeout(300000);
-    const r = run(['demo']);
+    const r = run(['demo'], 280000);
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stderr).to.match(/epoch 6\/6 loss \d+\.\d+ acc \d+\.\d%/);
     expect(r.stdout).to.match(/held-out images at their natural sizes .*: \d+\.\d% correct of 200/);

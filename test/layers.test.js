@@ -257,7 +257,7 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
   // Large batches run the tiles in chunks (64 MiB of scratch); SPPNET_WINOGRAD_CHUNK=32 makes
   // chunks of one panel, so chunk edges fall inside maps and between them here.
   // SPPNET_DEVICE=cpu: the child's tensors must be on the CPU, also where a GPU is the default.
-  const { spawnSync } = require('child_process');
+  const { runNode } = require('./support/child');
   const path = require('path');
   it('chunks of 32 tiles give the reference on a ragged batch', function () {
     const seed = freshSeed();
@@ -281,7 +281,7 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
         }));
         console.log('bad ' + bad);
       })();`;
-    const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_WINOGRAD_CHUNK: '32', SPPNET_DEVICE: 'cpu' }, encoding: 'utf8' });
+    const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_WINOGRAD_CHUNK: '32', SPPNET_DEVICE: 'cpu' } });
     expect(res.stderr).to.equal('');
     expect(res.stdout.trim(), `seed ${seed}`).to.equal('bad 0');
   });
@@ -291,7 +291,7 @@ describe('conv2d on every CPU instruction set', function () {
   // The GEMM has AVX-512, AVX2 and portable micro-kernels and im2col an AVX-512 and a portable
   // path; SPPNET_CPU_ISA picks a narrower one than the CPU has, so each is checked here.
   // SPPNET_DEVICE=cpu: the child's tensors must be on the CPU, also where a GPU is the default.
-  const { spawnSync } = require('child_process');
+  const { runNode } = require('./support/child');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
     it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, a many-row linear, LRN and LRN + max pool, against the references`, function () {
@@ -331,7 +331,7 @@ describe('conv2d on every CPU instruction set', function () {
           });
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
-      const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa, SPPNET_DEVICE: 'cpu' }, encoding: 'utf8' });
+      const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa, SPPNET_DEVICE: 'cpu' } });
       expect(res.stderr).to.equal('');
       expect(res.stdout.trim(), `seed ${seed}`).to.equal(`${isa} 0`);
     });

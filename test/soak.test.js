@@ -4,7 +4,7 @@
 // The script's own verdict must be ok: the server alive and healthy, no 5xx but 503, valid
 // requests answered, no memory growth. Longer runs: node bench/soak.js --minutes N.
 const { expect } = require('chai');
-const { spawnSync } = require('child_process');
+const { runNode } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -13,8 +13,8 @@ describe('bench/soak.js (a 6 s soak)', function () {
   it('keeps the service alive, healthy and bounded under mixed valid and hostile traffic', function () {
     this.timeout(240000);
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-soak-'));
-    const r = spawnSync(process.execPath, [path.join(__dirname, '..', 'bench', 'soak.js'), '--seconds', '6', '--arch', 'tiny', '--clients', '3', '--out', out], {
-      encoding: 'utf8', timeout: 230000, env: { ...process.env, SPPNET_DEVICE: 'cpu' },
+    const r = runNode([path.join(__dirname, '..', 'bench', 'soak.js'), '--seconds', '6', '--arch', 'tiny', '--clients', '3', '--out', out], {
+      timeout: 200000, env: { ...process.env, SPPNET_DEVICE: 'cpu' },
     });
     const text = `${r.stdout}${r.stderr}`;
     console.log(text.split('\n').filter((l) => /^(valid|server RSS|soak: (ok|FAIL))/.test(l)).map((l) => `      ${l}`).join('\n'));

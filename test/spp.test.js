@@ -215,7 +215,7 @@ for (const device of devices) {
 describe('spp on every CPU instruction set', function () {
   // The small-region kernel has AVX-512, AVX2 and portable versions; SPPNET_CPU_ISA picks a
   // narrower one than the CPU has, so each is checked against the reference on this machine.
-  const { spawnSync } = require('child_process');
+  const { runNode } = require('./support/child');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
     it(`${isa}: max and avg on small maps and windows match the reference`, function () {
@@ -239,7 +239,7 @@ describe('spp on every CPU instruction set', function () {
             }
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
-      const res = spawnSync(process.execPath, ['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa }, encoding: 'utf8' });
+      const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa } });
       expect(res.stderr).to.equal('');
       expect(res.stdout.trim(), `seed ${seed}`).to.equal(`${isa} 0`);
     });
