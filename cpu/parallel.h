@@ -109,7 +109,11 @@ class Pool {
 
   void loop() {
     in_parallel = true;
-    uint64_t seen = claim_.load(std::memory_order_acquire) >> 32;
+    // Generation 0 is the pool's at construction. Not the generation current when this thread
+    // first runs: by then the pool may already have run calls and even been told to stop (a
+    // short-lived caller thread exiting), and a helper that took that stop generation as "seen"
+    // would sleep through it, leaving the exiting thread joining it forever (tools/pool_check).
+    uint64_t seen = 0;
     for (;;) {
       // Spin a little for the next call (the next parallel step of the same layer comes within
       // microseconds), then sleep: a helper spinning between layers only takes a core from the
@@ -122,7 +126,7 @@ class Pool {
       if (g == seen) {
         std::unique_lock<std::mutex> lk(m_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        cv_.wait(lk, [&] { return (claim_.load(std::memory_order_seq_cst) >> 32) != seen; });
+        cv_.wait(lk, [&] { return stop_.load(std::memory_order_seq_cst) || (claim_.load(std::memory_order_seq_cst) >> 32) != seen; });
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
         g = claim_.load(std::memory_order_acquire) >> 32;
       }

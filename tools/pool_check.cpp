@@ -1,0 +1,75 @@
+// The fork-join pool of cpu/parallel.h under the lifetimes Node gives it: a thread (a worker_thread,
+// the CPU executor) makes a few parallel calls and exits at once, so its thread_local pool is
+// destroyed while its helper threads may not have started running yet; and pools that grow
+// (a wider call replaces the pool). Each round runs on a fresh thread and must end within a time
+// limit; a helper that misses the pool's stop would leave the exiting thread joining it forever.
+//
+//   build/tools/pool_check [ROUNDS=2000] [THREADS=16]
+//
+// Prints "pool_check: ROUNDS rounds ok" and exits 0, or names the round that hung and exits 1.
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../cpu/parallel.h"
+
+using namespace sppnet::cpu;
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 2000;
+  const int threads = argc > 2 ? std::atoi(argv[2]) : 16;
+  setenv("SPPNET_NUM_THREADS", std::to_string(threads).c_str(), 1);  // whatever this machine has
+  std::vector<int> data(1 << 12);
+  for (int r = 0; r < rounds; ++r) {
+    std::promise<long> done;
+    auto fut = done.get_future();
+    // A detached thread: if it hangs in its exit (the pool's destructor), the check reports the
+    // round instead of hanging itself.
+    std::thread([&, r] {
+      // Fulfils the promise from its thread_local destructor, which runs after the pool's: it is
+      // constructed first, and thread_locals are destroyed in the reverse order.
+      struct Notify {
+        std::promise<long>* p;
+        long v = 0;
+        ~Notify() { p->set_value(v); }
+      };
+      thread_local Notify n{&done};
+      long sum = 0;
+      const int calls = r % 3;  // 0: a pool made and destroyed by one call; 1, 2: more calls
+      for (int c = 0; c <= calls; ++c) {
+        // Widths that grow within a round make the pool be replaced (pool_for grows it).
+        const int64_t width = std::min<int64_t>(threads, 2 + (c + r) % threads);
+        std::atomic<long> s{0};
+        parallel_for(width, 1, [&](int64_t b, int64_t e) {
+          long local = 0;
+          for (int64_t i = b; i < e; ++i) local += data[i] + i;
+          s += local;
+        });
+        sum += s.load();
+      }
+      n.v = sum;
+    }).detach();
+    if (fut.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+      std::printf("pool_check: round %d of %d hung: a thread's exit did not finish in 20 s (%d threads)\n", r, rounds, threads);
+      std::fflush(stdout);
+      std::_Exit(1);
+    }
+    const long got = fut.get();
+    long want = 0;
+    for (int c = 0; c <= r % 3; ++c) {
+      const int64_t width = std::min<int64_t>(threads, 2 + (c + r) % threads);
+      for (int64_t i = 0; i < width; ++i) want += data[i] + i;
+    }
+    if (got != want) {
+      std::printf("pool_check: round %d: sum %ld, expected %ld\n", r, got, want);
+      return 1;
+    }
+  }
+  std::printf("pool_check: %d rounds ok (%d threads)\n", rounds, threads);
+  return 0;
+}
