@@ -134,13 +134,22 @@ function summarise(lines, nvcc, ms, logFile) {
   }
 }
 
+// dist/ is compiled from lib/ with this package's own TypeScript (a devDependency: present in a
+// clone after npm install). An install from a tarball (npm pack) ships dist/ and has no
+// devDependencies: it uses the shipped dist/, even when the installing project has a TypeScript
+// of its own that would resolve from here.
 function buildTs() {
+  const shipped = fs.existsSync(path.join(root, 'dist', 'index.js'));
   let tsc;
   try {
-    tsc = require.resolve('typescript/bin/tsc');
+    tsc = require.resolve('typescript/bin/tsc', { paths: [root] });
   } catch {
-    if (fs.existsSync(path.join(root, 'dist', 'index.js'))) return log('typescript not installed; using the shipped dist/');
-    die('typescript is not installed and dist/ is missing: run npm install in the package folder.');
+    tsc = null;
+  }
+  if (tsc && !tsc.startsWith(path.join(root, 'node_modules') + path.sep)) tsc = null;
+  if (!tsc || !fs.existsSync(path.join(root, 'tsconfig.json'))) {
+    if (shipped) return log('using the shipped dist/ (no TypeScript of this package\'s own to recompile it)');
+    die('dist/ is missing and this package has no TypeScript to build it: in a clone, run npm install in the package folder (it installs the devDependencies); a tarball made with npm pack ships dist/.');
   }
   const t0 = Date.now();
   const r = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
