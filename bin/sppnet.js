@@ -112,8 +112,9 @@ async function classifyCmd(sp, o) {
   try {
     if (!o.weights) console.warn(`note: no --weights given: ${o.arch} has random (He-initialised) weights, so its scores mean nothing`);
     const info = await weightsInfo(sp, o, model);
-    for (const n of info.notes) console.log(`note: ${n}`);
-    if (info.mean) console.log(`note: images normalised as the model was trained: mean ${info.mean.join(', ')}, std ${info.std.join(', ')}`);
+    // Notes go to stderr, so stdout holds the results only.
+    for (const n of info.notes) console.warn(`note: ${n}`);
+    if (info.mean) console.warn(`note: images normalised as the model was trained: mean ${info.mean.join(', ')}, std ${info.std.join(', ')}`);
     const t0 = performance.now();
     const res = await sp.classify(model, files, { scales, topk, labels: info.labels, mean: info.mean, std: info.std });
     printResults(res, performance.now() - t0);
@@ -290,7 +291,7 @@ async function serveCmd(sp, o) {
   if (!o.arch && !o.weights) throw new Error('serve: give --arch, or --weights of a file saved by sppnet');
   const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
   const { labels, mean, notes } = await weightsInfo(sp, o, model);
-  for (const n of notes) console.log(`note: ${n}`);
+  for (const n of notes) console.warn(`note: ${n}`);
   if (mean && mean.some((m, i) => m !== sp.IMAGENET_MEAN[i]))
     console.warn(`note: ${o.weights} was trained on images normalised with mean ${mean.join(', ')}; the HTTP service normalises with ImageNet's, so its scores may be off`);
   const num = (name) => (o[name] === undefined ? undefined : ints(o[name], name)[0]);

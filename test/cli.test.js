@@ -85,15 +85,15 @@ describe('command line', function () {
 
       const c = run(['classify', '--weights', weights, '--topk', '3', '--scales', 'natural', path.join(dir, 'a.png')]);
       expect(c.status, c.stderr).to.equal(0);
-      expect(c.stdout).to.include('class names from shapes.safetensors: disc, square, triangle');
-      expect(c.stdout).to.include('normalised as the model was trained: mean 0.5, 0.5, 0.5, std 0.5, 0.5, 0.5');
+      expect(c.stderr).to.include('class names from shapes.safetensors: disc, square, triangle');
+      expect(c.stderr).to.include('normalised as the model was trained: mean 0.5, 0.5, 0.5, std 0.5, 0.5, 0.5');
       expect(c.stdout).to.match(/\d%\s+(disc|square|triangle)\n.*\d%\s+(disc|square|triangle)\n.*\d%\s+(disc|square|triangle)\n/s);
       expect(c.stdout).to.not.match(/class \d/);
       // --labels still wins over the stored names.
       const l = run(['classify', '--weights', weights, '--labels', path.join(dir, 'labels.txt'), '--topk', '1', path.join(dir, 'a.png')]);
       expect(l.status, l.stderr).to.equal(0);
       expect(l.stdout).to.match(/\d%\s+(cat|dog|bird)\n/);
-      expect(l.stdout).to.not.include('class names from');
+      expect(l.stderr).to.not.include('class names from');
 
       const child = spawn(process.execPath, [cli, 'serve', '--weights', weights, '--port', '0'], { env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
       let out = '';
@@ -186,7 +186,7 @@ describe('command line', function () {
     const pngs = images.filter((f) => f.endsWith('.png')).map((f) => path.join(out, f));
     const c = run(['classify', '--weights', m[1], '--scales', 'natural', '--topk', '1', ...pngs]);
     expect(c.status, c.stderr).to.equal(0);
-    expect(c.stdout).to.include('class names from demo-spp.safetensors: disc, square, triangle, cross');
+    expect(c.stderr).to.include('class names from demo-spp.safetensors: disc, square, triangle, cross');
     // File names say H x W, as the output does.
     for (const p of pngs) {
       const [, h, w] = /-(\d+)x(\d+)\.png$/.exec(p);
