@@ -281,8 +281,9 @@ async function main() {
   tf.enableProdMode();
   const wasmInfo = await initWasm(tf, wasmThreads);
   await tf.setBackend('cpu');
-  // onnxruntime-node is a devDependency (installed with --ignore-scripts, see the project's .npmrc);
-  // without it, or without the model file, the ORT rows say why they are missing.
+  // onnxruntime-node is not a dependency (its postinstall fetches CUDA libraries unless told to skip,
+  // which a project cannot tell it without npm warnings): `npm run bench:ort` installs it. Without
+  // it, or without the model file, the ORT rows say why they are missing.
   let ort = null, ortVersion = null, ortMissing = opt.ort ? null : 'off (--no-ort)';
   if (opt.ort) {
     try {
@@ -291,7 +292,7 @@ async function main() {
       if (!fs.existsSync(opt.onnx)) throw new Error(`no ONNX model at ${opt.onnx} (--onnx FILE)`);
     } catch (e) {
       ort = null;
-      ortMissing = `off: ${e.code === 'MODULE_NOT_FOUND' ? 'onnxruntime-node is not installed' : e.message}`;
+      ortMissing = `off: ${e.code === 'MODULE_NOT_FOUND' ? 'onnxruntime-node is not installed (npm run bench:ort)' : e.message}`;
     }
   }
 

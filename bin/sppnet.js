@@ -2,29 +2,34 @@
 // sppnet's command line: classify images, serve, train, the ablation, the demo, the backend.
 'use strict';
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
 
 const USAGE = `usage:
   sppnet classify --arch zf5|convnet5|overfeat5|overfeat7 [--weights w.safetensors] [--labels labels.txt]
-                  [--classes N] [--scales 224,256] [--topk 5] [--device cpu|cuda] IMAGE...
-  sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network)
+                  [--classes N] [--scales 224,256|natural] [--topk 5] [--device cpu|cuda] IMAGE...
+  sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network, and
+                                                         the class names and input normalisation of train --out)
   sppnet serve (--arch A [--classes N] | --weights w.safetensors) [--labels labels.txt] [--port 8080]
                [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 256] [--timeout 30000]
                [--shorter-side 256|none] [--max-pixels 36000000] [--max-batch-pixels 4000000]
                [--max-queued-pixels N] [--body-limit 16777216] [--max-files 16] [--max-rss BYTES]
                [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
   sppnet train (--arch A | --spec net.json) --data synthetic|FOLDER [--val synthetic|FOLDER] [--classes N]
-               [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96] [--input crop|warp] [--no-flip]
-               [--optimizer sgd|adam|adamw] [--lr 0.01] [--momentum 0.9] [--weight-decay 5e-4]
-               [--schedule constant|step|cosine] [--seed 0] [--out model.safetensors]
-               [--checkpoint ck.safetensors] [--resume ck.safetensors] [--device cpu|cuda]
-               (FOLDER: one sub-folder of images per class; synthetic: shapes of --classes kinds, sides 48..128)
+               [--count 1000] [--val-count 300] [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96]
+               [--input crop|warp] [--no-flip] [--optimizer sgd|adam|adamw] [--lr 0.01] [--momentum 0.9]
+               [--weight-decay 5e-4] [--schedule constant|step|cosine] [--seed 0]
+               [--out model.safetensors | --no-out] [--checkpoint ck.safetensors] [--resume ck.safetensors]
+               [--device cpu|cuda]
+               (FOLDER: one sub-folder of images per class; synthetic: --count images of --classes shapes,
+               sides 48..128. The model is saved to --out, by default ./NAME.safetensors (NAME: the
+               network's), which must not exist yet; --no-out keeps nothing)
   sppnet ablation [--epochs 6] [--train 1600] [--test 400] [--classes 4] [--size 64] [--seed 1]
                   [--out DIR] [--device cpu|cuda]   (no SPP vs SPP single-size vs SPP multi-size; table + SVG)
-  sppnet demo [--device cpu|cuda]                        (trains a small SPP-net on synthetic images, then classifies
-                                                          variable-size image files with it; nothing downloaded)
-  sppnet info                                            (which backend runs, and why)`;
+  sppnet demo [--out DIR] [--device cpu|cuda]            (trains a small SPP-net on synthetic images, then classifies
+                                                          variable-size image files with it; nothing downloaded;
+                                                          keeps the weights and images in DIR, default ./sppnet-demo)
+  sppnet info                                            (which backend runs, and why)
+Image sizes are printed as H x W (height first), as the API's [H, W] and the HTTP service's "size".`;
 
 function parse(argv) {
   const o = { _: [] };
@@ -46,9 +51,52 @@ const ints = (s, name) => {
   return v;
 };
 
+// --scales: shorter-side sizes and/or 'natural' (each image as it is), as sp.classify takes them.
+function scalesOf(v) {
+  const parts = String(v).split(',').map((x) => x.trim());
+  const out = parts.map((x) => (x === 'natural' ? x : Number(x)));
+  if (!out.length || !out.every((x) => x === 'natural' || (Number.isInteger(x) && x > 0)))
+    throw new Error(`--scales must be positive integers and/or natural, separated by commas, got ${JSON.stringify(v)}`);
+  return out;
+}
+
+const readLabelsFile = (file) => fs.readFileSync(file, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+
+// What `train --out` and the demo store besides the weights: the class names ("labels", a JSON
+// array) and the normalisation the model was trained with ("mean", "std", JSON arrays).
+async function weightsInfo(sp, o, model) {
+  const info = { labels: undefined, mean: undefined, std: undefined, notes: [] };
+  if (o.labels) info.labels = readLabelsFile(o.labels);
+  if (!o.weights) return info;
+  const md = await sp.readSafetensorsMetadata(o.weights);
+  const json = (k) => {
+    if (md[k] === undefined) return undefined;
+    try {
+      return JSON.parse(md[k]);
+    } catch {
+      info.notes.push(`the "${k}" stored in ${o.weights} is not JSON: ignored`);
+      return undefined;
+    }
+  };
+  const labels = json('labels');
+  if (!o.labels && labels !== undefined) {
+    if (Array.isArray(labels) && labels.length === model.classes && labels.every((l) => typeof l === 'string')) {
+      info.labels = labels;
+      info.notes.push(`class names from ${path.basename(o.weights)}: ${labels.length <= 8 ? labels.join(', ') : `${labels.slice(0, 8).join(', ')}, ...`}`);
+    } else info.notes.push(`the labels stored in ${o.weights} are not ${model.classes} strings: ignored`);
+  }
+  const triple = (v) => Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x));
+  const mean = json('mean'), std = json('std');
+  if (mean !== undefined || std !== undefined) {
+    if (triple(mean) && triple(std) && std.every((x) => x > 0)) Object.assign(info, { mean, std });
+    else info.notes.push(`the mean/std stored in ${o.weights} are not 3 numbers each: ignored`);
+  }
+  return info;
+}
+
 function printResults(results, ms) {
   for (const r of results) {
-    console.log(`\n${r.source}  (${r.sizes.map(([h, w]) => `${w}x${h}`).join(', ')})`);
+    console.log(`\n${r.source}  (H x W: ${r.sizes.map(([h, w]) => `${h}x${w}`).join(', ')})`);
     for (const t of r.top) console.log(`  ${(t.score * 100).toFixed(2).padStart(6)}%  ${t.label ?? `class ${t.index}`}`);
   }
   console.log(`\n${results.length} image(s) in ${ms.toFixed(0)} ms`);
@@ -57,18 +105,24 @@ function printResults(results, ms) {
 async function classifyCmd(sp, o) {
   const files = o._.slice(1);
   if (!files.length) throw new Error('classify: name at least one image');
-  let labels;
-  if (o.labels) {
-    labels = fs.readFileSync(o.labels, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
-  }
-  const classes = o.classes ? ints(o.classes, 'classes')[0] : labels ? labels.length : undefined;
+  const fileLabels = o.labels ? readLabelsFile(o.labels) : undefined;
+  const classes = o.classes ? ints(o.classes, 'classes')[0] : fileLabels ? fileLabels.length : undefined;
   if (!o.arch && !o.weights) throw new Error('classify: give --arch, or --weights of a file saved by sppnet');
+  const scales = o.scales ? scalesOf(o.scales) : [224];
+  const topk = o.topk ? ints(o.topk, 'topk')[0] : 5;
   const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
-  if (!o.weights) console.warn(`note: no --weights given: ${o.arch} has random (He-initialised) weights, so its scores mean nothing`);
-  const t0 = performance.now();
-  const res = await sp.classify(model, files, { scales: o.scales ? ints(o.scales, 'scales') : [224], topk: o.topk ? ints(o.topk, 'topk')[0] : 5, labels });
-  printResults(res, performance.now() - t0);
-  model.dispose();
+  try {
+    if (!o.weights) console.warn(`note: no --weights given: ${o.arch} has random (He-initialised) weights, so its scores mean nothing`);
+    const info = await weightsInfo(sp, o, model);
+    // Notes go to stderr, so stdout holds the results only.
+    for (const n of info.notes) console.warn(`note: ${n}`);
+    if (info.mean) console.warn(`note: images normalised as the model was trained: mean ${info.mean.join(', ')}, std ${info.std.join(', ')}`);
+    const t0 = performance.now();
+    const res = await sp.classify(model, files, { scales, topk, labels: info.labels, mean: info.mean, std: info.std });
+    printResults(res, performance.now() - t0);
+  } finally {
+    model.dispose();
+  }
 }
 
 // Writes samples of a synthetic dataset as image files (values in about [-1, 1] -> 0..255), in
@@ -83,7 +137,7 @@ async function writeSamples(sp, ds, indices, dir) {
     const px = Buffer.alloc(C * H * W);
     for (let c = 0; c < C; c++) for (let i = 0; i < H * W; i++) px[i * C + c] = Math.max(0, Math.min(255, Math.round(((s.data[c * H * W + i] + 1) / 2) * 255)));
     const fmt = fmts[k % fmts.length];
-    const file = path.join(dir, `${String(k).padStart(2, '0')}-${ds.classes[s.label]}-${W}x${H}.${fmt === 'jpeg' ? 'jpg' : fmt}`);
+    const file = path.join(dir, `${String(k).padStart(2, '0')}-${ds.classes[s.label]}-${H}x${W}.${fmt === 'jpeg' ? 'jpg' : fmt}`);
     await sharp(px, { raw: { width: W, height: H, channels: C } })[fmt](fmt === 'png' ? {} : { quality: 95 }).toFile(file);
     files.push({ file, label: ds.classes[s.label] });
   }
@@ -93,36 +147,39 @@ async function writeSamples(sp, ds, indices, dir) {
 async function demoCmd(sp, o) {
   const b = sp.backend();
   console.log(`sppnet ${require('../package.json').version}: ${b.device} (${b.reason})`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-demo-'));
-  try {
-    const classes = 4;
-    const train = sp.data.synthetic({ classes, count: 1600, minSize: 40, maxSize: 112, seed: 11 });
-    const test = sp.data.synthetic({ classes, count: 200, minSize: 40, maxSize: 112, seed: 12 });
-    console.log(`\n1. Train a small SPP-net (3 conv layers, SPP {4, 2, 1}, 2 fc) on ${train.description},`);
-    console.log('   with multi-size training (each image warped to 48 or 64 px, switching every epoch, as the paper does).');
-    const spec = sp.ablationSpec('spp', classes, [4, 2, 1], 8);
-    spec.name = 'demo-spp';
-    const model = await sp.buildModel({ spec, seed: 1, device: o.device });
-    await sp.fit(model, train, { epochs: 6, batchSize: 32, sizes: [48, 64], input: 'warp', optimizer: { type: 'adam', lr: 0.002 }, schedule: { type: 'cosine' }, seed: 1, progress: true });
-    const ev = await sp.evaluate(model, test, { input: 'natural' });
-    console.log(`   held-out images at their natural sizes (40..112 px, never cropped or warped): ${(100 * ev.accuracy).toFixed(1)}% correct of ${ev.count}`);
-    const weights = path.join(dir, 'demo-spp.safetensors');
-    await model.save(weights, { labels: JSON.stringify(train.classes) });
-    model.dispose();
+  const dir = typeof o.out === 'string' ? o.out : 'sppnet-demo';
+  fs.mkdirSync(dir, { recursive: true });
+  const weights = path.join(dir, 'demo-spp.safetensors');
+  console.log(`The weights and images go to ${dir}${path.sep} (kept; delete the folder when done; --out DIR puts them elsewhere).`);
+  const classes = 4;
+  const train = sp.data.synthetic({ classes, count: 1600, minSize: 40, maxSize: 112, seed: 11 });
+  const test = sp.data.synthetic({ classes, count: 200, minSize: 40, maxSize: 112, seed: 12 });
+  console.log(`\n1. Train a small SPP-net (3 conv layers, SPP {4, 2, 1}, 2 fc) on ${train.description},`);
+  console.log('   with multi-size training (each image warped to 48 or 64 px, switching every epoch, as the paper does).');
+  const spec = sp.ablationSpec('spp', classes, [4, 2, 1], 8);
+  spec.name = 'demo-spp';
+  const model = await sp.buildModel({ spec, seed: 1, device: o.device });
+  await sp.fit(model, train, { epochs: 6, batchSize: 32, sizes: [48, 64], input: 'warp', optimizer: { type: 'adam', lr: 0.002 }, schedule: { type: 'cosine' }, seed: 1, progress: true });
+  const ev = await sp.evaluate(model, test, { input: 'natural' });
+  console.log(`   held-out images at their natural sizes (40..112 px, never cropped or warped): ${(100 * ev.accuracy).toFixed(1)}% correct of ${ev.count}`);
+  // The synthetic images are floats in about [-1, 1]: as files (0..255) they read back with mean = std = 0.5.
+  const norm = { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
+  await model.save(weights, { labels: JSON.stringify(train.classes), mean: JSON.stringify(norm.mean), std: JSON.stringify(norm.std) });
+  model.dispose();
+  console.log(`   saved ${weights} (with the class names and the input normalisation)`);
 
-    const files = await writeSamples(sp, test, [0, 1, 2, 3, 4, 5, 6, 7], dir);
-    console.log(`\n2. Load the saved weights and classify ${files.length} image files (PNG, JPEG, WebP) of different sizes,`);
-    console.log('   each as it is: one ragged batch, no crop or warp.');
-    const loaded = await sp.loadModel({ weights, device: o.device });
-    const t0 = performance.now();
-    const res = await sp.classify(loaded, files.map((f) => f.file), { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], scales: ['natural'], topk: 2, labels: [...train.classes] });
-    printResults(res.map((r) => ({ ...r, source: path.basename(r.source) })), performance.now() - t0);
-    const right = res.filter((r, i) => r.top[0].label === files[i].label).length;
-    console.log(`${right} of ${files.length} files classified as the shape they show.`);
-    loaded.dispose();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const files = await writeSamples(sp, test, [0, 1, 2, 3, 4, 5, 6, 7], dir);
+  console.log(`\n2. Load the saved weights and classify ${files.length} image files (PNG, JPEG, WebP) of different sizes,`);
+  console.log(`   written to ${dir}${path.sep}, each as it is: one ragged batch, no crop or warp.`);
+  const loaded = await sp.loadModel({ weights, device: o.device });
+  const t0 = performance.now();
+  const res = await sp.classify(loaded, files.map((f) => f.file), { ...norm, scales: ['natural'], topk: 2, labels: [...train.classes] });
+  printResults(res.map((r) => ({ ...r, source: path.basename(r.source) })), performance.now() - t0);
+  const right = res.filter((r, i) => r.top[0].label === files[i].label).length;
+  console.log(`${right} of ${files.length} files classified as the shape they show.`);
+  loaded.dispose();
+  console.log(`\nThe weights and the ${files.length} images are in ${dir}${path.sep}. Classify them (or your own drawings) again with:`);
+  console.log(`  npx sppnet classify --weights ${weights} --scales natural ${path.join(dir, '*.png')}`);
 }
 
 function parseSizes(v) {
@@ -137,6 +194,27 @@ async function datasetOf(sp, what, o, seed) {
   return sp.data.imageFolder(what, { shorterSide: o['shorter-side'] ? ints(o['shorter-side'], 'shorter-side')[0] : undefined });
 }
 
+// Where train saves the model: --out, or ./NAME.safetensors; decided (and checked) before training.
+function trainOut(o, name) {
+  if (o['no-out']) {
+    if (o.out !== undefined) throw new Error('train: give --out FILE or --no-out, not both');
+    console.warn('note: --no-out: the trained model will not be saved (--checkpoint keeps one per epoch)');
+    return null;
+  }
+  if (o.out === true) throw new Error('train: --out needs a file name');
+  const out = o.out ?? `${name}.safetensors`;
+  if (o.out === undefined && fs.existsSync(out))
+    throw new Error(`train: no --out given and ${out} exists: give --out FILE (an existing --out file is replaced), or --no-out`);
+  const dirOf = path.dirname(path.resolve(out));
+  if (!fs.existsSync(dirOf) || !fs.statSync(dirOf).isDirectory()) throw new Error(`train: the folder of --out ${out} does not exist`);
+  try {
+    fs.accessSync(dirOf, fs.constants.W_OK);
+  } catch {
+    throw new Error(`train: cannot write in ${dirOf} (the folder of --out ${out})`);
+  }
+  return out;
+}
+
 async function trainCmd(sp, o) {
   if (!o.data) throw new Error('train: give --data synthetic or --data FOLDER (one sub-folder of images per class)');
   const seed = o.seed ? Number(o.seed) : 0;
@@ -146,8 +224,10 @@ async function trainCmd(sp, o) {
   let spec;
   if (o.spec) spec = JSON.parse(fs.readFileSync(o.spec, 'utf8'));
   else if (!o.arch) throw new Error('train: give --arch zf5|convnet5|overfeat5|overfeat7 or --spec net.json');
+  const out = trainOut(o, spec ? spec.name : o.arch);
   const model = await sp.buildModel({ arch: spec ? undefined : o.arch, spec, classes, seed, device: o.device });
   console.log(`training ${model.spec.name} (${classes} classes) on ${data.description}, ${sp.backend().device}`);
+  if (out) console.log(`the model will be saved to ${out} at the end (--out)`);
   const optimizer = { type: o.optimizer ?? 'sgd' };
   if (o.lr) optimizer.lr = Number(o.lr);
   if (o.momentum) optimizer.momentum = Number(o.momentum);
@@ -167,9 +247,12 @@ async function trainCmd(sp, o) {
     progress: true,
   });
   if (data.skipped && data.skipped.length) console.log(`${data.skipped.length} file(s) could not be decoded and were skipped`);
-  if (o.out) {
-    await model.save(o.out, { labels: JSON.stringify(data.classes) });
-    console.log(`saved ${o.out}`);
+  if (out) {
+    // The class names and the normalisation that image files need to look like the training data:
+    // classify reads both back. Synthetic samples are floats in about [-1, 1] (files: mean = std = 0.5).
+    const norm = o.data === 'synthetic' ? { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] } : { mean: [...sp.IMAGENET_MEAN], std: [...sp.IMAGENET_STD] };
+    await model.save(out, { labels: JSON.stringify(data.classes), mean: JSON.stringify(norm.mean), std: JSON.stringify(norm.std) });
+    console.log(`saved ${out}`);
   }
   const last = res.history[res.history.length - 1];
   console.log(`done: ${res.history.length} epochs, last loss ${last.loss.toFixed(4)}, accuracy ${(100 * last.accuracy).toFixed(1)}%${last.validation ? `, validation ${(100 * last.validation.accuracy).toFixed(1)}%` : ''}`);
@@ -205,10 +288,14 @@ async function ablationCmd(sp, o) {
 }
 
 async function serveCmd(sp, o) {
-  const labels = o.labels ? fs.readFileSync(o.labels, 'utf8').split(/\r?\n/).map((l) => l.trim()).filter(Boolean) : undefined;
-  const classes = o.classes ? ints(o.classes, 'classes')[0] : labels ? labels.length : undefined;
+  const fileLabels = o.labels ? readLabelsFile(o.labels) : undefined;
+  const classes = o.classes ? ints(o.classes, 'classes')[0] : fileLabels ? fileLabels.length : undefined;
   if (!o.arch && !o.weights) throw new Error('serve: give --arch, or --weights of a file saved by sppnet');
   const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
+  const { labels, mean, notes } = await weightsInfo(sp, o, model);
+  for (const n of notes) console.warn(`note: ${n}`);
+  if (mean && mean.some((m, i) => m !== sp.IMAGENET_MEAN[i]))
+    console.warn(`note: ${o.weights} was trained on images normalised with mean ${mean.join(', ')}; the HTTP service normalises with ImageNet's, so its scores may be off`);
   const num = (name) => (o[name] === undefined ? undefined : ints(o[name], name)[0]);
   const { app, close } = await sp.createServer({
     model, labels, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),

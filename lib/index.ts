@@ -20,7 +20,7 @@ export type { Conv2dBackwardOptions, ParamGrads, DropoutOptions, SgdOptions, Ada
 import { loadModel } from './model';
 export { Model, buildModel, loadModel, archSpec, checkSpec, minimumSize } from './model';
 export type { ModelSpec, LayerSpec, LoadModelOptions, LoadModelFileOptions, Prediction, ParamInfo } from './model';
-export { readSafetensors, parseSafetensors, encodeSafetensors, writeSafetensors, checkStateDict } from './safetensors';
+export { readSafetensors, readSafetensorsMetadata, parseSafetensors, encodeSafetensors, writeSafetensors, checkStateDict } from './safetensors';
 export type { HostTensor, SafetensorsFile } from './safetensors';
 export { readImage, readImages, IMAGENET_MEAN, IMAGENET_STD } from './images';
 export type { ImageOptions } from './images';

@@ -161,6 +161,59 @@ export async function readSafetensors(source: string | Uint8Array): Promise<Safe
   fail(`${fn}: source must be a file path or a Uint8Array, got ${describe(source)}`);
 }
 
+/**
+ * The "__metadata__" of a safetensors file, reading only its header (not the tensors): what
+ * Model.save() stores there (arch, classes, spec) plus the caller's entries, e.g. the class names
+ * that `sppnet train --out` writes as `labels` (a JSON array).
+ */
+export async function readSafetensorsMetadata(file: string): Promise<Record<string, string>> {
+  const fn = 'readSafetensorsMetadata';
+  if (typeof file !== 'string' || file === '') fail(`${fn}: file must be a file path, got ${describe(file)}`);
+  let fh: fsp.FileHandle | undefined;
+  try {
+    fh = await fsp.open(file, 'r');
+    const size = (await fh.stat()).size;
+    const prefix = Buffer.alloc(8);
+    const { bytesRead } = await fh.read(prefix, 0, 8, 0);
+    const bad = (problem: string): never => {
+      throw problemsError(`${fn}: ${file} is not a valid safetensors file (1 problem(s)):`, [problem]);
+    };
+    if (bytesRead < 8) bad(`file is ${size} bytes, shorter than the 8-byte header length prefix`);
+    const len = prefix.readBigUInt64LE(0);
+    if (len > BigInt(MAX_HEADER_BYTES)) bad(`header length ${len} is absurd: more than the ${MAX_HEADER_BYTES} bytes a header may have`);
+    if (len > BigInt(size - 8)) bad(`header length ${len} is longer than the file: only ${size - 8} bytes follow the 8-byte length prefix`);
+    const header = Buffer.alloc(8 + Number(len));
+    prefix.copy(header);
+    await fh.read(header, 8, Number(len), 8);
+    // The tensors' offsets point past these bytes: check only the header's own structure.
+    return parseHeaderMetadata(header, file, fn);
+  } catch (e) {
+    if (e instanceof SppnetError) throw e;
+    const err = e as { code?: string; message?: string };
+    const why = err?.code === 'ENOENT' ? 'no such file' : err?.code === 'EISDIR' ? 'it is a directory' : err?.message ?? String(e);
+    throw new SppnetError(`${fn}: cannot read ${file}: ${why}`, 'SPPNET_INVALID_ARGUMENT');
+  } finally {
+    await fh?.close();
+  }
+}
+
+function parseHeaderMetadata(bytes: Buffer, file: string, fn: string): Record<string, string> {
+  const len = Number(bytes.readBigUInt64LE(0));
+  let head: unknown;
+  try {
+    head = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + len)));
+  } catch (e) {
+    throw problemsError(`${fn}: ${file} is not a valid safetensors file (1 problem(s)):`, [`header is not valid UTF-8 JSON: ${(e as Error).message}`]);
+  }
+  if (!isPlainObject(head)) throw problemsError(`${fn}: ${file} is not a valid safetensors file (1 problem(s)):`, [`header must be a JSON object, got ${describe(head)}`]);
+  const md = (head as Record<string, unknown>)[METADATA_KEY];
+  const out: Record<string, string> = {};
+  if (md === undefined || md === null) return out;
+  if (!isPlainObject(md)) throw problemsError(`${fn}: ${file} is not a valid safetensors file (1 problem(s)):`, [`${METADATA_KEY} must be an object mapping strings to strings, got ${describe(md)}`]);
+  for (const [k, v] of Object.entries(md)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
 function parseImpl(bytes: Uint8Array, sourceName: string | undefined, fn: string): SafetensorsFile {
   if (!(bytes instanceof Uint8Array)) fail(`${fn}: bytes must be a Uint8Array, got ${describe(bytes)}`);
   if (sourceName !== undefined && typeof sourceName !== 'string')

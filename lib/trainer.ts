@@ -36,8 +36,15 @@ export interface FitOptions {
   checkpoint?: string;
   /** A checkpoint to resume from: training continues after its last epoch with the same results as without the stop (same backend). */
   resume?: string;
-  /** Progress output: true (stderr), false, or a stream. Default: stderr when it is a terminal. */
+  /**
+   * Progress output: true (stderr), false, or a stream. Default: stderr when it is a terminal. On a
+   * terminal one line is rewritten in place; elsewhere (a pipe, a log file, a stream) a line is
+   * written at the first batch, then every `progressInterval` seconds, and at each epoch's end.
+   * Lines carry an ETA for the whole run.
+   */
   progress?: boolean | NodeJS.WritableStream;
+  /** Seconds between progress lines when the output is not a terminal (default 10; 0: every batch). */
+  progressInterval?: number;
   /** Called after every epoch. */
   onEpoch?: (e: EpochStats) => void | Promise<void>;
 }
@@ -174,20 +181,32 @@ export async function evaluate(model: Model, ds: Dataset, opts: { input?: EvalIn
 
 class Progress {
   private last = 0;
-  constructor(private readonly out: NodeJS.WritableStream | null, private readonly tty: boolean) {}
+  private printed = -Infinity;
+  constructor(private readonly out: NodeJS.WritableStream | null, private readonly tty: boolean, private readonly intervalMs: number) {}
   update(line: string, force = false) {
     if (!this.out) return;
     const now = Date.now();
     if (this.tty) {
       if (!force && now - this.last < 100) return;
       this.out.write(`\r${line.padEnd(100).slice(0, Math.max(100, line.length))}`);
-    } else if (force || now - this.last > 5000) this.out.write(`${line}\n`);
-    this.last = now;
+      this.last = now;
+    } else if (force || now - this.printed >= this.intervalMs) {
+      this.out.write(`${line}\n`);
+      this.printed = now;
+    }
   }
   done(line: string) {
     if (!this.out) return;
     this.out.write(this.tty ? `\r${line.padEnd(100)}\n` : `${line}\n`);
   }
+}
+
+/** 75 -> "1m15s", 4000 -> "1h06m". */
+function duration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 function bar(frac: number, width = 20): string {
@@ -221,7 +240,9 @@ export async function fit(model: Model, dataset: Dataset, opts: FitOptions): Pro
   }
   if (opts.validation !== undefined) checkDataset(fn, opts.validation, 'options.validation');
   const out = opts.progress === undefined ? (process.stderr.isTTY ? process.stderr : null) : opts.progress === true ? process.stderr : opts.progress === false ? null : opts.progress;
-  const progress = new Progress(out, out === process.stderr && process.stderr.isTTY === true);
+  const interval = opts.progressInterval ?? 10;
+  if (typeof interval !== 'number' || !(interval >= 0)) fail(`${fn}: options.progressInterval must be a number of seconds >= 0, got ${describe(opts.progressInterval)}`);
+  const progress = new Progress(out, out === process.stderr && process.stderr.isTTY === true, interval * 1000);
 
   const stepsPerEpoch = Math.ceil(ds.length / bs);
   const totalSteps = stepsPerEpoch * opts.epochs;
@@ -235,6 +256,11 @@ export async function fit(model: Model, dataset: Dataset, opts: FitOptions): Pro
   }
   let skippedTotal = history.reduce((a, h) => a + h.skipped, 0);
   const optimizer = model.optimizer;
+  // ETA: this run's seconds per training step times the steps left, plus the last validation's
+  // seconds for each epoch left.
+  const runStart = process.hrtime.bigint();
+  let stepsRun = 0, trainSeconds = 0, valSeconds = 0, valTotal = 0;
+  const eta = (stepsLeft: number, epochsLeft: number) => (stepsRun ? ` eta ${duration((trainSeconds / stepsRun) * stepsLeft + valSeconds * epochsLeft)}` : '');
 
   for (let epoch = startEpoch; epoch < opts.epochs; epoch++) {
     const t0 = process.hrtime.bigint();
@@ -295,8 +321,11 @@ export async function fit(model: Model, dataset: Dataset, opts: FitOptions): Pro
       correct += res.correct;
       seen += res.count;
       const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+      stepsRun++;
+      trainSeconds = Number(process.hrtime.bigint() - runStart) / 1e9 - valTotal;
       progress.update(
-        `epoch ${epoch + 1}/${opts.epochs} ${bar((b + 1) / stepsPerEpoch)} ${b + 1}/${stepsPerEpoch} loss ${(lossSum / seen).toFixed(4)} acc ${((100 * correct) / seen).toFixed(1)}% ${(seen / secs).toFixed(1)} img/s lr ${lr.toPrecision(3)} size ${batch.sizes}`,
+        `epoch ${epoch + 1}/${opts.epochs} ${bar((b + 1) / stepsPerEpoch)} ${b + 1}/${stepsPerEpoch} loss ${(lossSum / seen).toFixed(4)} acc ${((100 * correct) / seen).toFixed(1)}% ${(seen / secs).toFixed(1)} img/s lr ${lr.toPrecision(3)} size ${batch.sizes}` +
+          eta(totalSteps - (step + 1), opts.validation ? opts.epochs - epoch : 0),
         b + 1 === stepsPerEpoch,
       );
     }
@@ -314,12 +343,19 @@ export async function fit(model: Model, dataset: Dataset, opts: FitOptions): Pro
       sizes: sizes === 'natural' ? 'natural' : [...new Set([...sizesSeen].flatMap((s) => s.split(',')))].join(','),
       skipped,
     };
-    if (opts.validation) stats.validation = await evaluate(model, opts.validation, { input: opts.validationInput ?? 'natural', batchSize: bs });
+    if (opts.validation) {
+      const v0 = process.hrtime.bigint();
+      stats.validation = await evaluate(model, opts.validation, { input: opts.validationInput ?? 'natural', batchSize: bs });
+      valSeconds = Number(process.hrtime.bigint() - v0) / 1e9;
+      valTotal += valSeconds;
+    }
     history.push(stats);
+    const left = opts.epochs - (epoch + 1);
     progress.done(
       `epoch ${epoch + 1}/${opts.epochs} loss ${stats.loss.toFixed(4)} acc ${(100 * stats.accuracy).toFixed(1)}%` +
         (stats.validation ? ` | val loss ${stats.validation.loss.toFixed(4)} acc ${(100 * stats.validation.accuracy).toFixed(1)}%` : '') +
-        ` | ${stats.imagesPerSec.toFixed(1)} img/s, ${seconds.toFixed(1)} s${skipped ? `, ${skipped} skipped` : ''}`,
+        ` | ${stats.imagesPerSec.toFixed(1)} img/s, ${seconds.toFixed(1)} s${skipped ? `, ${skipped} skipped` : ''}` +
+        (left > 0 ? ` |${eta(left * stepsPerEpoch, opts.validation ? left : 0)}` : ''),
     );
     if (opts.checkpoint) await writeCheckpoint(opts.checkpoint, model, epoch + 1, history, seed);
     if (opts.onEpoch) await opts.onEpoch(stats);

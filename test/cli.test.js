@@ -1,6 +1,8 @@
 'use strict';
-// The command line: classify with saved weights and labels, the demo, and errors that exit 1.
+// The command line: classify with saved weights and labels, train -> classify / serve with the
+// class names stored in the weights, where train saves, the demo, and errors that exit 1.
 const { expect } = require('chai');
+const { spawn } = require('child_process');
 const { runNode } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
@@ -9,7 +11,9 @@ const sharp = require('sharp');
 const { sp } = require('./support/helpers');
 
 const cli = path.resolve(__dirname, '..', 'bin', 'sppnet.js');
-const run = (args, timeout = 60000) => runNode([cli, ...args], { timeout, env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
+const run = (args, { timeout = 60000, ...opts } = {}) => runNode([cli, ...args], { timeout, env: { ...process.env, SPPNET_DEVICE: 'cpu' }, ...opts });
+// A network small enough to train in a second on synthetic images cropped to 32 px.
+const TINY_NET = { name: 'tinynet', inChannels: 3, layers: [{ type: 'conv', name: 'c1', out: 4, kernel: 3, stride: 2, relu: true }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
 
 describe('command line', function () {
   let dir;
@@ -29,12 +33,120 @@ describe('command line', function () {
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('classify prints the top-k with labels for each image', function () {
+  it('classify prints the top-k with labels for each image, sizes as H x W', function () {
     const r = run(['classify', '--weights', path.join(dir, 'tiny.safetensors'), '--labels', path.join(dir, 'labels.txt'), '--topk', '2', '--scales', '32,48', path.join(dir, 'a.png'), path.join(dir, 'b.jpg')]);
     expect(r.status, r.stderr).to.equal(0);
-    expect(r.stdout).to.match(/a\.png\s+\(43x32, 64x48\)\n\s+\d+\.\d\d%\s+(cat|dog|bird)\n\s+\d+\.\d\d%\s+(cat|dog|bird)\n/);
-    expect(r.stdout).to.match(/b\.jpg\s+\(32x64, 48x96\)/);
+    // a.png is 40 wide, 30 high: shorter side 32 -> 32 x 43 (H x W), as HTTP's size: [H, W].
+    expect(r.stdout).to.match(/a\.png\s+\(H x W: 32x43, 48x64\)\n\s+\d+\.\d\d%\s+(cat|dog|bird)\n\s+\d+\.\d\d%\s+(cat|dog|bird)\n/);
+    expect(r.stdout).to.match(/b\.jpg\s+\(H x W: 64x32, 96x48\)/);
     expect(r.stdout).to.match(/2 image\(s\) in \d+ ms/);
+  });
+
+  it('classify --scales natural (or mixed with sizes) as the API takes them; bad scales exit 1', function () {
+    let r = run(['classify', '--weights', path.join(dir, 'tiny.safetensors'), '--scales', 'natural,48', path.join(dir, 'a.png')]);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/a\.png\s+\(H x W: 30x40, 48x64\)\n\s+\d+\.\d\d%\s+class \d/);
+    r = run(['classify', '--weights', path.join(dir, 'tiny.safetensors'), '--scales', 'natural,0', path.join(dir, 'a.png')]);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/--scales must be positive integers and\/or natural/);
+  });
+
+  it('the usage names every option the commands read', function () {
+    const r = run(['--help']);
+    expect(r.status).to.equal(0);
+    for (const opt of ['--count', '--val-count', '--scales 224,256|natural', '--no-out', 'sppnet demo [--out DIR]', 'H x W']) expect(r.stdout).to.include(opt);
+    // Every --option that bin/sppnet.js reads appears in the usage.
+    const src = fs.readFileSync(cli, 'utf8');
+    const read = new Set([...src.matchAll(/\bo\['([a-z-]+)'\]|\bo\.([a-z]+)\b/g)].map((m) => m[1] || m[2]).filter((k) => k !== '_' && k !== 'help'));
+    const mentioned = new Set([...r.stdout.matchAll(/--([a-z][a-z-]*)/g)].map((m) => m[1]));
+    expect([...read].filter((k) => !mentioned.has(k)), 'options read but not in the usage').to.deep.equal([]);
+  });
+
+  describe('train, then classify and serve with the class names it stored', function () {
+    let work, weights;
+    before(function () {
+      work = path.join(dir, 'train');
+      fs.mkdirSync(work);
+      fs.writeFileSync(path.join(work, 'net.json'), JSON.stringify(TINY_NET));
+    });
+    const train = (extra) => run(['train', '--spec', 'net.json', '--data', 'synthetic', '--classes', '3', '--count', '48', '--sizes', '32', '--epochs', '1', '--batch', '16', ...extra], { cwd: work });
+
+    it('train --out saves the class names; classify and serve print them, not class N', async function () {
+      this.timeout(60000);
+      weights = path.join(work, 'shapes.safetensors');
+      const t = train(['--out', weights]);
+      expect(t.status, t.stderr).to.equal(0);
+      expect(t.stdout).to.include(`the model will be saved to ${weights} at the end (--out)`);
+      expect(t.stdout).to.include(`saved ${weights}`);
+      // stderr is a pipe here: progress lines carry an ETA.
+      expect(t.stderr).to.match(/epoch 1\/1 \[=+\] 3\/3 loss .* eta \d+s/);
+      const md = await sp.readSafetensorsMetadata(weights);
+      expect(JSON.parse(md.labels)).to.deep.equal(['disc', 'square', 'triangle']);
+      expect(JSON.parse(md.mean)).to.deep.equal([0.5, 0.5, 0.5]);
+
+      const c = run(['classify', '--weights', weights, '--topk', '3', '--scales', 'natural', path.join(dir, 'a.png')]);
+      expect(c.status, c.stderr).to.equal(0);
+      expect(c.stderr).to.include('class names from shapes.safetensors: disc, square, triangle');
+      expect(c.stderr).to.include('normalised as the model was trained: mean 0.5, 0.5, 0.5, std 0.5, 0.5, 0.5');
+      expect(c.stdout).to.match(/\d%\s+(disc|square|triangle)\n.*\d%\s+(disc|square|triangle)\n.*\d%\s+(disc|square|triangle)\n/s);
+      expect(c.stdout).to.not.match(/class \d/);
+      // --labels still wins over the stored names.
+      const l = run(['classify', '--weights', weights, '--labels', path.join(dir, 'labels.txt'), '--topk', '1', path.join(dir, 'a.png')]);
+      expect(l.status, l.stderr).to.equal(0);
+      expect(l.stdout).to.match(/\d%\s+(cat|dog|bird)\n/);
+      expect(l.stderr).to.not.include('class names from');
+
+      const child = spawn(process.execPath, [cli, 'serve', '--weights', weights, '--port', '0'], { env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      try {
+        const url = await new Promise((resolve, reject) => {
+          const iv = setInterval(() => {
+            const m = out.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
+            if (m) { clearInterval(iv); resolve(m[1]); }
+          }, 20);
+          child.once('exit', () => { clearInterval(iv); reject(new Error(`server exited: ${out}`)); });
+        });
+        expect(out).to.include('class names from shapes.safetensors');
+        // Trained on synthetic images (mean = std = 0.5), served with ImageNet's: said at start.
+        expect(out).to.match(/trained on images normalised with mean 0\.5, 0\.5, 0\.5; the HTTP service normalises with ImageNet's/);
+        const res = await fetch(`${url}/v1/classify?topk=3`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: fs.readFileSync(path.join(dir, 'a.png')) });
+        expect(res.status).to.equal(200);
+        const body = await res.json();
+        expect(body.results[0].size).to.deep.equal([30, 40]);
+        expect(body.results[0].top.map((x) => x.label).sort()).to.deep.equal(['disc', 'square', 'triangle']);
+      } finally {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+    });
+
+    it('train without --out saves to ./NAME.safetensors, refuses up front to replace it, and --no-out keeps nothing', function () {
+      this.timeout(60000);
+      const dflt = path.join(work, 'tinynet.safetensors');
+      let t = train([]);
+      expect(t.status, t.stderr).to.equal(0);
+      expect(t.stdout).to.include('the model will be saved to tinynet.safetensors at the end (--out)');
+      expect(fs.existsSync(dflt)).to.equal(true);
+      const t0 = Date.now();
+      t = train([]);
+      expect(t.status).to.equal(1);
+      expect(t.stderr).to.include('train: no --out given and tinynet.safetensors exists: give --out FILE (an existing --out file is replaced), or --no-out');
+      expect(t.stderr).to.not.match(/epoch/); // refused before training
+      expect(Date.now() - t0).to.be.below(20000);
+      fs.rmSync(dflt);
+      t = train(['--no-out']);
+      expect(t.status, t.stderr).to.equal(0);
+      expect(t.stderr).to.include('note: --no-out: the trained model will not be saved');
+      expect(fs.existsSync(dflt)).to.equal(false);
+      t = train(['--out', path.join(work, 'no', 'such', 'dir', 'x.safetensors')]);
+      expect(t.status).to.equal(1);
+      expect(t.stderr).to.match(/the folder of --out .*x\.safetensors does not exist/);
+      t = train(['--out', 'x.safetensors', '--no-out']);
+      expect(t.status).to.equal(1);
+      expect(t.stderr).to.include('give --out FILE or --no-out, not both');
+    });
   });
 
   it('a corrupt image, a missing file or a label count mismatch exits 1 with the reason', function () {
@@ -53,13 +165,34 @@ describe('command line', function () {
     expect(r.stderr).to.match(/unknown command "frobnicate"/);
   });
 
-  it('the demo trains and classifies with nothing downloaded', function () {
+  it('the demo trains and classifies with nothing downloaded, and keeps its weights where it says', function () {
     this.timeout(300000);
-    const r = run(['demo'], 280000);
+    const out = path.join(dir, 'demo');
+    const r = run(['demo', '--out', out], { timeout: 280000 });
     expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.include(`The weights and images go to ${out}${path.sep} (kept`);
     expect(r.stderr).to.match(/epoch 6\/6 loss \d+\.\d+ acc \d+\.\d%/);
     expect(r.stdout).to.match(/held-out images at their natural sizes .*: \d+\.\d% correct of 200/);
     expect(r.stdout).to.match(/8 image\(s\) in \d+ ms/);
     expect(r.stdout).to.match(/\d of 8 files classified as the shape they show/);
+    const weights = path.join(out, 'demo-spp.safetensors');
+    expect(fs.existsSync(weights)).to.equal(true);
+    const images = fs.readdirSync(out).filter((f) => /\.(png|jpg|webp)$/.test(f));
+    expect(images).to.have.length(8);
+    for (const f of images) expect(f).to.match(/^\d\d-(disc|square|triangle|cross)-\d+x\d+\.(png|jpg|webp)$/);
+    // The command it suggests works as printed (the shell expands the glob; here, by hand).
+    const m = new RegExp(`npx sppnet classify --weights (\\S+) --scales natural (\\S+)\\*\\.png`).exec(r.stdout);
+    expect(m, r.stdout).to.not.equal(null);
+    expect(m[1]).to.equal(weights);
+    const pngs = images.filter((f) => f.endsWith('.png')).map((f) => path.join(out, f));
+    const c = run(['classify', '--weights', m[1], '--scales', 'natural', '--topk', '1', ...pngs]);
+    expect(c.status, c.stderr).to.equal(0);
+    expect(c.stderr).to.include('class names from demo-spp.safetensors: disc, square, triangle, cross');
+    // File names say H x W, as the output does.
+    for (const p of pngs) {
+      const [, h, w] = /-(\d+)x(\d+)\.png$/.exec(p);
+      expect(c.stdout).to.include(`${path.basename(p)}  (H x W: ${h}x${w})`);
+    }
+    expect(c.stdout).to.not.match(/class \d/);
   });
 });

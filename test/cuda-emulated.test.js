@@ -17,7 +17,7 @@ const { kernelsInCudaLibrary, launchedKernels } = require('./support/cuda-kernel
 const root = path.join(__dirname, '..');
 // Test files whose work does not depend on the device (tools, child processes on the CPU, the
 // bundle) stay out: they ran once already.
-const DEVICE_FREE = new Set(['bundle.test.js', 'cuda-emulate.test.js', 'cuda-emulated.test.js', 'cli.test.js', 'bench-load.test.js', 'gpu-scripts.test.js']);
+const DEVICE_FREE = new Set(['bundle.test.js', 'cuda-emulate.test.js', 'cuda-emulated.test.js', 'cli.test.js', 'bench-load.test.js', 'gpu-scripts.test.js', 'readme.test.js']);
 
 describe('the CUDA path on the emulated device', function () {
   this.timeout(30 * 60 * 1000);

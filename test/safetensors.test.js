@@ -7,6 +7,7 @@ const path = require('path');
 const { expect } = require('chai');
 const st = require('../dist/safetensors');
 const { SppnetError } = require('../dist/errors');
+const { expectReject } = require('./support/helpers');
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
@@ -126,6 +127,29 @@ describe('safetensors', function () {
       expect(back.tensors.get('num_batches_tracked').data.length).to.equal(1);
       expect(back.tensors.get('empty').data.length).to.equal(0);
       expect(back.metadata).to.deep.equal(metadata);
+    });
+
+    it('readSafetensorsMetadata reads the metadata from the header alone', async function () {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-st-md-'));
+      try {
+        const file = path.join(dir, 'w.safetensors');
+        await st.writeSafetensors(file, tensors, metadata);
+        expect(await st.readSafetensorsMetadata(file)).to.deep.equal(metadata);
+        // The tensors are not read: a file cut after its header still gives its metadata.
+        const bytes = fs.readFileSync(file);
+        fs.writeFileSync(file, bytes.subarray(0, 8 + Number(bytes.readBigUInt64LE(0))));
+        expect(await st.readSafetensorsMetadata(file)).to.deep.equal(metadata);
+        await st.writeSafetensors(file, tensors);
+        expect(await st.readSafetensorsMetadata(file)).to.deep.equal({});
+        fs.writeFileSync(file, bytes.subarray(0, 20));
+        await expectReject(st.readSafetensorsMetadata(file), /readSafetensorsMetadata: .*w\.safetensors is not a valid safetensors file .*header length \d+ is longer than the file: only 12 bytes follow/s);
+        fs.writeFileSync(file, bytes.subarray(0, 5));
+        await expectReject(st.readSafetensorsMetadata(file), /file is 5 bytes, shorter than the 8-byte header length prefix/);
+        await expectReject(st.readSafetensorsMetadata(path.join(dir, 'nope.safetensors')), /readSafetensorsMetadata: cannot read .*nope\.safetensors: no such file/);
+        await expectReject(st.readSafetensorsMetadata(dir), /cannot read .*: it is a directory/);
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('lays the file out as the reference implementation does', function () {

@@ -242,6 +242,42 @@ describe('training', function () {
       [a, c, other].forEach((m) => m.dispose());
     });
 
+    it('progress to a pipe or stream: a line at the first batch, then every progressInterval seconds, with an ETA', async function () {
+      const ds = sp.data.synthetic({ classes: 3, count: 40, minSize: 12, maxSize: 20, seed: SEED + 3 });
+      const m = await sp.buildModel({ spec: tinySpec(0), classes: 3, device: 'cpu' });
+      const capture = () => {
+        const lines = [];
+        let rest = '';
+        const stream = new (require('stream').Writable)({
+          write(chunk, enc, cb) {
+            const parts = (rest + chunk).split('\n');
+            rest = parts.pop();
+            lines.push(...parts);
+            cb();
+          },
+        });
+        return { stream, lines };
+      };
+      // Every batch (interval 0): 5 batches per epoch, each with an ETA; the epoch line too, but the last.
+      let c = capture();
+      await sp.fit(m, ds, { epochs: 2, batchSize: 8, sizes: [12], validation: ds, progress: c.stream, progressInterval: 0 });
+      const batchLines = c.lines.filter((l) => /^epoch \d\/2 \[/.test(l));
+      expect(batchLines, c.lines.join('\n')).to.have.length(10);
+      for (const l of batchLines) expect(l).to.match(/ eta \d+s$/);
+      expect(batchLines[9]).to.match(/\] 5\/5 /);
+      const epochLines = c.lines.filter((l) => /^epoch \d\/2 loss/.test(l));
+      expect(epochLines).to.have.length(2);
+      expect(epochLines[0]).to.match(/\| eta \d+s$/);
+      expect(epochLines[1]).to.not.match(/eta/);
+      expect(c.lines.some((l) => /\r/.test(l))).to.equal(false);
+      // A long interval: the first batch and each epoch's last only (no line rewritten in place).
+      c = capture();
+      await sp.fit(m, ds, { epochs: 2, batchSize: 8, sizes: [12], progress: c.stream, progressInterval: 3600 });
+      expect(c.lines.filter((l) => /^epoch \d\/2 \[/.test(l)).map((l) => /\] (\d\/5)/.exec(l)[1])).to.deep.equal(['1/5', '5/5', '5/5']);
+      await expectReject(sp.fit(m, ds, { epochs: 1, progress: false, progressInterval: -1 }), /options.progressInterval must be a number of seconds >= 0, got number -1/);
+      m.dispose();
+    });
+
     it('trains at natural sizes (ragged) and at random sizes per batch, and validates', async function () {
       const ds = sp.data.synthetic({ classes: 3, count: 24, minSize: 10, maxSize: 30, seed: SEED + 5 });
       const m = await sp.buildModel({ spec: tinySpec(0), classes: 3, device: 'cpu' });
