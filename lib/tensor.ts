@@ -25,8 +25,24 @@ export function checkShape(fn: string, arg: string, shape: unknown): number[] {
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** Live (created and not yet disposed) tensors and their bytes, per device: for leak checks. */
+/**
+ * Live tensors and their bytes, per device: created, and neither disposed nor collected by the GC
+ * (for leak checks). `allocations` counts every tensor created so far.
+ */
 export const live = { cpu: { tensors: 0, bytes: 0, allocations: 0 }, cuda: { tensors: 0, bytes: 0, allocations: 0 } };
+
+/** What a tensor added to `live`, taken back once: at dispose() or when the GC collects it. */
+interface Counted {
+  device: Device;
+  bytes: number;
+}
+const uncount = (c: Counted) => {
+  live[c.device].tensors -= 1;
+  live[c.device].bytes -= c.bytes;
+};
+// A tensor dropped without dispose() is collected with its storage (a host array; a DeviceBuffer,
+// whose finaliser frees the device memory); this takes it out of the counts then.
+const collected = new FinalizationRegistry<Counted>(uncount);
 
 export class Tensor {
   readonly dtype: DType = 'float32';
@@ -35,11 +51,17 @@ export class Tensor {
   readonly size: number;
   private store: Storage | null;
   private readonly owns: boolean;
+  /** A view's owner, kept alive (and counted) while the view lives. */
+  private readonly base: Tensor | undefined;
 
-  /** @internal Use sp.tensor(), sp.zeros() or an op's result. `owns`: false for views. */
-  constructor(storage: Storage, shape: readonly number[], owns = true) {
+  /**
+   * @internal Use sp.tensor(), sp.zeros() or an op's result. `owns`: false for views; `base`: the
+   * tensor a view shares its storage with, if any.
+   */
+  constructor(storage: Storage, shape: readonly number[], owns = true, base?: Tensor) {
     this.store = storage;
     this.owns = owns;
+    this.base = owns ? undefined : base;
     this.shape = Object.freeze([...shape]);
     this.size = numel(shape);
     this.device = storage.device;
@@ -47,6 +69,7 @@ export class Tensor {
       live[this.device].allocations += 1;
       live[this.device].tensors += 1;
       live[this.device].bytes += 4 * this.size;
+      collected.register(this, { device: this.device, bytes: 4 * this.size }, this);
     }
   }
 
@@ -93,7 +116,7 @@ export class Tensor {
     const dims = checkShape('Tensor.reshape', 'shape', shape);
     if (numel(dims) !== this.size)
       fail(`Tensor.reshape: shape [${dims.join(', ')}] has ${numel(dims)} elements, the tensor [${this.shape.join(', ')}] has ${this.size}`);
-    return new Tensor(s, dims, false);
+    return new Tensor(s, dims, false, this.base ?? this);
   }
 
   /** Frees the memory now (device memory) or drops the reference (host). Using it afterwards throws. */
@@ -101,8 +124,8 @@ export class Tensor {
     if (this.store === null) return;
     if (this.owns) {
       if (this.store.device === 'cuda') this.store.buffer.free();
-      live[this.device].tensors -= 1;
-      live[this.device].bytes -= 4 * this.size;
+      collected.unregister(this);
+      uncount({ device: this.device, bytes: 4 * this.size });
     }
     this.store = null;
   }

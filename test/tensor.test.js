@@ -50,6 +50,37 @@ describe('tensors', function () {
   });
 });
 
+describe('tensors and the GC', function () {
+  const dist = require('path').resolve(__dirname, '..', 'dist');
+
+  it('dropped without dispose(), leave the live counts once the GC collects them', async function () {
+    if (typeof global.gc !== 'function') return this.skip();
+    const settle = async () => {
+      global.gc();
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    };
+    await settle();
+    const before = sp.memory();
+    const drop = async () => {
+      for (let i = 0; i < 200; i++) await sp.spp(sp.zeros([4, 8, 8]), { levels: [2, 1] }); // input and result dropped, never disposed
+    };
+    await drop();
+    const view = sp.zeros([2, 3]).reshape([3, 2]); // a view keeps its owner counted
+    const grown = sp.memory();
+    const device = sp.backend().device;
+    expect(grown.tensors[device] - before.tensors[device]).to.equal(401);
+    expect(grown.allocations[device] - before.allocations[device]).to.equal(401);
+    await settle();
+    const after = sp.memory();
+    expect(after.tensors[device] - before.tensors[device]).to.equal(1);
+    expect(after.bytes[device] - before.bytes[device]).to.equal(24);
+    expect(after.allocations[device] - before.allocations[device]).to.equal(401); // a running total
+    expect(view.shape).to.deep.equal([3, 2]);
+    view.dispose();
+  });
+
+});
+
 describe('ragged batches', function () {
   it('pack maps of different sizes in one allocation with offsets', async function () {
     const a = sp.tensor(Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i), [2, 3, 4]);
