@@ -236,6 +236,8 @@ export class Model {
   private pool: ActivationPool;
   private opt: Optimizer | undefined;
   private disposed = false;
+  /** Calls in flight (run, predict, trainStep, stateDict): dispose() frees the memory after the last. */
+  private inflight = 0;
   /**
    * Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs:
    * the weights only change through trainStep and loadStateDict, which drop these.
@@ -254,15 +256,31 @@ export class Model {
   }
 
   /** The parameters as host arrays keyed by state_dict name (a copy). */
-  async stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
-    this.alive('Model.stateDict');
-    const out = new Map<string, { shape: number[]; data: Float32Array }>();
-    for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
-    return out;
+  stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
+    return this.call('Model.stateDict', async () => {
+      const out = new Map<string, { shape: number[]; data: Float32Array }>();
+      for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
+      return out;
+    });
   }
 
   private alive(fn: string) {
     if (this.disposed) throw new SppnetError(`${fn}: the model was disposed`, 'SPPNET_DISPOSED');
+  }
+
+  /**
+   * Runs `body` as a call in flight: refused once the model is disposed; a dispose() meanwhile
+   * lets it finish and frees the model's memory when the last call in flight ends.
+   */
+  private async call<T>(fn: string, body: () => Promise<T>): Promise<T> {
+    this.alive(fn);
+    this.inflight += 1;
+    try {
+      return await body();
+    } finally {
+      this.inflight -= 1;
+      if (this.inflight === 0 && this.disposed) this.free();
+    }
   }
 
   private w(name: string): Tensor {
@@ -279,15 +297,19 @@ export class Model {
    * Logits [N, classes] for N images of any sizes >= minSize: a RaggedBatch of [C, H, W] maps, an
    * array of [C, H, W] tensors, or a dense [N, C, H, W] tensor. Inference mode (dropout off).
    */
-  async run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
-    const fn = 'Model.run';
-    this.alive(fn);
-    const { x, owned, L } = await this.input(fn, images);
-    try {
-      return await this.forward(fn, x, L);
-    } finally {
-      owned?.dispose();
-    }
+  run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    return this.runAs('Model.run', images);
+  }
+
+  private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    return this.call(fn, async () => {
+      const { x, owned, L } = await this.input(fn, images);
+      try {
+        return await this.forward(fn, x, L);
+      } finally {
+        owned?.dispose();
+      }
+    });
   }
 
   /** Checks the images and packs an array of maps into a batch on the model's device. */
@@ -297,11 +319,12 @@ export class Model {
     if (Array.isArray(images)) {
       images.forEach((t, i) => {
         if (!(t instanceof Tensor)) fail(`${fn}: images[${i}] must be a Tensor [C, H, W], got ${describe(t)}`);
+        t.storage(fn, `images[${i}]`);
         if (t.rank !== 3) fail(`${fn}: images[${i}] must have rank 3 [C, H, W], got shape [${t.shape.join(', ')}]`);
         if (t.shape[0] !== this.spec.inChannels) fail(`${fn}: images[${i}] has ${t.shape[0]} channels (axis 0), ${this.spec.name} takes ${this.spec.inChannels}`);
       });
       if (images.length === 0) fail(`${fn}: images is empty`);
-      const moved = await Promise.all(images.map((t) => t.to(this.device)));
+      const moved = await Promise.all(images.map((t, i) => t.moveTo(this.device, fn, `images[${i}]`)));
       owned = ragged(moved);
       moved.forEach((m, i) => m !== images[i] && m.dispose());
       x = owned;
@@ -457,9 +480,11 @@ export class Model {
    * (dropout on), softmax cross-entropy against `labels`, backward, and an optimizer update of
    * every weight. A loss that is NaN or Inf throws before the weights change.
    */
-  async trainStep(images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
-    const fn = 'Model.trainStep';
-    this.alive(fn);
+  trainStep(images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
+    return this.call('Model.trainStep', () => this.step('Model.trainStep', images, labels, opts));
+  }
+
+  private async step(fn: string, images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number }): Promise<StepResult> {
     if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
     const opt = this.optimizer;
     const lr = opts.lr ?? opt.options.lr;
@@ -496,7 +521,7 @@ export class Model {
     if (!isPositiveInt(k)) fail(`Model.predict: options.topk must be a positive integer, got ${describe(opts.topk)}`);
     if (opts.labels !== undefined && (!Array.isArray(opts.labels) || opts.labels.length !== this.classes))
       fail(`Model.predict: options.labels must list ${this.classes} labels, got ${Array.isArray(opts.labels) ? opts.labels.length : describe(opts.labels)}`);
-    const logits = await this.run(images);
+    const logits = await this.runAs('Model.predict', images);
     const probs = await softmax(logits);
     logits.dispose();
     const p = await probs.data();
@@ -511,19 +536,29 @@ export class Model {
 
   /** Writes the weights as safetensors (PyTorch state_dict names; atomic: temp file, then rename). */
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    this.alive('Model.save');
     const sd = await this.stateDict();
     await writeSafetensors(path, sd, { arch: this.spec.name, classes: String(this.classes), spec: JSON.stringify(this.spec), ...metadata });
   }
 
+  /**
+   * Frees the weights, the activation buffers and the optimizer state. Calls made afterwards throw
+   * SPPNET_DISPOSED; calls already in flight finish (with valid results) and the memory is freed
+   * when the last of them ends.
+   */
   dispose(): void {
     if (this.disposed) return;
+    this.disposed = true;
+    if (this.inflight === 0) this.free();
+  }
+
+  private free(): void {
     for (const t of this.weights.values()) t.dispose();
     this.weights.clear();
     this.filterCaches.clear();
     this.pool.dispose();
     this.opt?.dispose();
     this.opt = undefined;
-    this.disposed = true;
   }
 }
 

@@ -186,4 +186,49 @@ describe('models', function () {
     expect(() => sp.archSpec('vgg16', 10)).to.throw(/unknown arch "vgg16"; known: zf5, convnet5, overfeat5, overfeat7/);
     await expectReject(sp.buildModel({ spec: { ...tiny(), layers: tiny().layers.filter((l) => l.type !== 'spp') } }), /fc layer before the spp layer/);
   });
+
+  it('dispose() during run: the run in flight finishes, later calls are SPPNET_DISPOSED, the memory is freed after', async function () {
+    const device = sp.backend().device;
+    const m = await sp.buildModel({ spec: tiny(), seed: 5, device });
+    const img = sp.tensor(Float32Array.from({ length: 3 * 24 * 20 }, (_, i) => Math.sin(i)), [3, 24, 20], { device });
+    const expected = await (await m.run([img])).data();
+    const base = sp.memory();
+    const inFlight = [m.run([img]), m.predict([img], { topk: 2 }), m.stateDict()];
+    m.dispose(); // the calls above are in flight: each started (synchronously) before this
+    await expectReject(m.run([img]), /^Model.run: the model was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.predict([img]), /^Model.predict: the model was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.trainStep([img], [0]), /^Model.trainStep: the model was disposed$/, 'SPPNET_DISPOSED');
+    const [logits, top, sd] = await Promise.all(inFlight);
+    expectClose(await logits.data(), expected, { rtol: 1e-6, atol: 1e-6, label: 'the run in flight' });
+    expect(top[0]).to.have.length(2);
+    expect(sd.size).to.equal(8);
+    logits.dispose();
+    // Weights (8), the activation buffers and the pool's bytes are gone now.
+    const after = sp.memory();
+    expect(base.tensors[device] - after.tensors[device]).to.be.at.least(8);
+    // A dispose with nothing in flight frees at once.
+    const m2 = await sp.buildModel({ spec: tiny(), seed: 5, device });
+    const t0 = sp.memory().tensors[device];
+    m2.dispose();
+    expect(t0 - sp.memory().tensors[device]).to.equal(8);
+    img.dispose();
+  });
+
+  it('a disposed image: SPPNET_DISPOSED naming the call and the image', async function () {
+    const device = sp.backend().device;
+    const m = await sp.buildModel({ spec: tiny(), seed: 5, device });
+    const good = sp.zeros([3, 12, 12], { device });
+    const gone = sp.zeros([3, 12, 12], { device });
+    gone.dispose();
+    await expectReject(m.run([good, gone]), /^Model.run: images\[1\] was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.predict([gone]), /^Model.predict: images\[0\] was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.trainStep([good, gone], [0, 1]), /^Model.trainStep: images\[1\] was disposed$/, 'SPPNET_DISPOSED');
+    const batch = sp.ragged([good]);
+    batch.dispose();
+    await expectReject(m.run(batch), /^Model.run: images was disposed$/, 'SPPNET_DISPOSED');
+    // An image on another device is moved; its error would name the call too.
+    expect(Array.from((await m.run([good])).shape)).to.deep.equal([1, 4]);
+    good.dispose();
+    m.dispose();
+  });
 });

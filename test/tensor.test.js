@@ -122,6 +122,9 @@ describe('tensors over memory the caller owns', function () {
     const out = sp.tensor(new Float32Array(mem.buffer, 8192, 2 * 50), [2, 50], { device: 'cpu' });
     mem.grow(1);
     await expectReject(sp.spp(sp.zeros([2, 2, 4, 4], { device: 'cpu' }), { out }), /^sp.spp: options.out was detached/, 'SPPNET_DISPOSED');
+    const model = await sp.buildModel({ spec: { name: 'one', inChannels: 3, layers: [{ type: 'spp', levels: [1] }, { type: 'fc', name: 'fc', out: 2 }] }, device: 'cpu' });
+    await expectReject(model.run([sp.zeros([3, 4, 4], { device: 'cpu' }), m]), /^Model.run: images\[1\] was detached/, 'SPPNET_DISPOSED');
+    model.dispose();
   });
 
   it('detached while an op reads it (a WebAssembly memory grown): SPPNET_DISPOSED, not what it read', async function () {
