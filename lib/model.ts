@@ -9,6 +9,7 @@ import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
 import { allocate, Storage, Tensor, tensor } from './tensor';
+import { native } from './native';
 import { prng } from './data';
 import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';
 
@@ -172,15 +173,90 @@ export function minimumSize(spec: ModelSpec): [number, number] {
   return [find(0), find(1)];
 }
 
+/** What a model's activation pool may keep (sp.loadModel / sp.buildModel options). */
+export interface ActivationOptions {
+  /**
+   * Bytes of activation buffers the model may hold (default SPPNET_ACTIVATION_BUDGET, else 1 GiB);
+   * Infinity for no limit, 0 to keep none between runs.
+   */
+  activationBudget?: number;
+  /**
+   * Milliseconds without a run after which the model frees the buffers it keeps (default
+   * SPPNET_ACTIVATION_IDLE_MS, else 10000); Infinity to keep them, 0 to free them after every run.
+   */
+  activationIdleMs?: number;
+}
+
+export const DEFAULT_ACTIVATION_BUDGET = 2 ** 30;
+export const DEFAULT_ACTIVATION_IDLE_MS = 10000;
+
+const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** Budget and idle time from the options, else the environment, else the defaults; checked. */
+function activationSettings(fn: string, o: ActivationOptions): { budget: number; idleMs: number } {
+  const setting = (name: keyof ActivationOptions, env: string, dflt: number, bytes: boolean): number => {
+    const v = o[name];
+    if (v !== undefined) {
+      if (typeof v !== 'number' || !(v >= 0) || (Number.isFinite(v) && !Number.isInteger(v)))
+        fail(`${fn}: options.${name} must be a non-negative integer or Infinity, got ${describe(v)}`);
+      return v;
+    }
+    const raw = process.env[env];
+    if (raw === undefined || raw.trim() === '') return dflt;
+    const m = /^\s*(\d+(?:\.\d+)?|infinity)\s*(?:([kmgt])i?b?|b)?\s*$/i.exec(raw);
+    const n = m ? (m[1].toLowerCase() === 'infinity' ? Infinity : Math.floor(Number(m[1]) * UNITS[(m[2] ?? '').toLowerCase()])) : NaN;
+    if (!(n >= 0) || (!bytes && m?.[2] !== undefined))
+      fail(`${fn}: ${env} must be ${bytes ? 'a byte count (e.g. 1073741824, 512M or 2G) or Infinity' : 'a number of milliseconds or Infinity'}, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  return {
+    budget: setting('activationBudget', 'SPPNET_ACTIVATION_BUDGET', DEFAULT_ACTIVATION_BUDGET, true),
+    idleMs: setting('activationIdleMs', 'SPPNET_ACTIVATION_IDLE_MS', DEFAULT_ACTIVATION_IDLE_MS, false),
+  };
+}
+
+/** Bytes held by the activation pools of this thread's live models (sp.memory().activationBytes). */
+const activations = { bytes: 0 };
+// A model dropped without dispose() takes its pool's bytes out of the total when collected.
+const poolCollected = new FinalizationRegistry<{ bytes: number }>((held) => {
+  activations.bytes -= held.bytes;
+});
+
+/** @internal */
+export function activationBytes(): number {
+  return activations.bytes;
+}
+
 /**
  * Activation buffers kept between runs, so that steady-state inference allocates nothing but its
  * result. Buffers are bucketed by size (rounded up to 1/8 of a power of two, at most 12.5% slack)
  * and a layer's output is a view of the first elements of one.
+ *
+ * The pool holds at most `budget` bytes (buffers in use and kept together) except while a run
+ * needs more at once: then it allocates what it needs, first freeing kept buffers it does not,
+ * and frees each buffer it is given back while it holds more than the budget. It frees what it
+ * keeps after `idleMs` without a run (an unref'd timer), and at release().
  */
 class ActivationPool {
-  private free = new Map<number, Tensor[]>();
-  private all = new Set<Tensor>();
-  constructor(private readonly device: Device) {}
+  private kept = new Map<number, Tensor[]>();
+  private keptBytes = 0;
+  private runs = 0;
+  /** Set by release() while runs are in flight: the buffers they give back are freed, until none is left. */
+  private draining = false;
+  /** Buffers were freed since the last release(): on CUDA the device's pool still holds their memory. */
+  private dropped = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
+  private readonly held = { bytes: 0 };
+
+  constructor(private readonly device: Device, readonly budget: number, readonly idleMs: number) {
+    poolCollected.register(this, this.held, this);
+  }
+
+  /** Bytes held: buffers in use and kept. */
+  get bytes(): number {
+    return this.held.bytes;
+  }
 
   private static bucket(n: number): number {
     if (n <= 1024) return 1024;
@@ -188,18 +264,86 @@ class ActivationPool {
     return Math.ceil(n / step) * step;
   }
 
-  take(n: number): Tensor {
+  private count(bytes: number): void {
+    this.held.bytes += bytes;
+    activations.bytes += bytes;
+  }
+
+  private drop(t: Tensor): void {
+    t.dispose();
+    this.count(-4 * t.size);
+    this.dropped = true;
+  }
+
+  /** A run starts: nothing is idle. */
+  begin(): void {
+    this.runs += 1;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** A run ended: once none is left, what the pool keeps is freed after idleMs. */
+  end(): void {
+    this.runs -= 1;
+    if (this.runs === 0) this.draining = false;
+    if (this.runs > 0 || this.closed || (this.keptBytes === 0 && !this.dropped) || this.idleMs === Infinity) return;
+    if (this.idleMs === 0) return this.release();
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.runs === 0) this.release();
+    }, this.idleMs);
+    this.timer.unref?.();
+  }
+
+  take(n: number, fn: string): Tensor {
     const b = ActivationPool.bucket(n);
-    const t = this.free.get(b)?.pop() ?? allocate([b], this.device, 'Model.run');
-    this.all.add(t);
+    let t = this.kept.get(b)?.pop();
+    if (t) {
+      this.keptBytes -= 4 * b;
+    } else {
+      this.evict(this.held.bytes + 4 * b - this.budget);
+      t = allocate([b], this.device, fn);
+      this.count(4 * b);
+    }
     return t;
   }
 
   give(t: Tensor): void {
-    const b = t.size;
-    const list = this.free.get(b) ?? [];
+    if (this.closed || this.draining || this.held.bytes > this.budget) return this.drop(t);
+    const list = this.kept.get(t.size) ?? [];
     list.push(t);
-    this.free.set(b, list);
+    this.kept.set(t.size, list);
+    this.keptBytes += 4 * t.size;
+  }
+
+  /** Frees kept buffers, largest first, until `bytes` are freed or none is left. */
+  private evict(bytes: number): void {
+    if (bytes <= 0 || this.keptBytes === 0) return;
+    for (const size of [...this.kept.keys()].sort((x, y) => y - x)) {
+      const list = this.kept.get(size)!;
+      while (list.length > 0 && bytes > 0) {
+        const t = list.pop()!;
+        this.keptBytes -= 4 * size;
+        bytes -= 4 * size;
+        this.drop(t);
+      }
+      if (list.length === 0) this.kept.delete(size);
+      if (bytes <= 0) break;
+    }
+  }
+
+  /**
+   * Frees every kept buffer now, and those the runs in flight use as they give them back. On
+   * CUDA the device's memory pool then gives what nothing uses back to the driver.
+   */
+  release(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.draining = this.runs > 0;
+    this.evict(Infinity);
+    this.kept.clear();
+    if (this.dropped && this.device === 'cuda') native.trimDeviceMemory();
+    this.dropped = false;
   }
 
   /** A view of the first elements of `buf` as the output of a layer. */
@@ -207,15 +351,16 @@ class ActivationPool {
     const s = buf.storage('Model.run', 'an activation buffer');
     const n = kind === 'matrix' ? rows * channels : sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
     const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(0, n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset };
-    if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false), channels, sizes);
+    if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false, buf), channels, sizes);
     const shape = kind === 'matrix' ? [rows, channels] : kind === 'dense' ? [sizes.length, channels, ...sizes[0]] : [channels, ...sizes[0]];
-    return new Tensor(store, shape, false);
+    return new Tensor(store, shape, false, buf);
   }
 
+  /** Frees everything now; buffers still in use are freed when given back. */
   dispose(): void {
-    for (const t of this.all) t.dispose();
-    this.all.clear();
-    this.free.clear();
+    this.release();
+    this.closed = true;
+    poolCollected.unregister(this);
   }
 }
 
@@ -245,13 +390,13 @@ export class Model {
   private filterCaches = new Map<string, Float32Array>();
 
   /** @internal Use sp.loadModel(). */
-  constructor(checked: Checked, weights: Map<string, Tensor>, device: Device) {
+  constructor(checked: Checked, weights: Map<string, Tensor>, device: Device, activation: { budget: number; idleMs: number }) {
     this.spec = checked.spec;
     this.params = checked.params;
     this.classes = checked.classes;
     this.device = device;
     this.weights = weights;
-    this.pool = new ActivationPool(device);
+    this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
     this.minSize = Object.freeze(minimumSize(checked.spec));
   }
 
@@ -262,6 +407,24 @@ export class Model {
       for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
       return out;
     });
+  }
+
+  /** Bytes of activation buffers the model holds now (in use by runs in flight, and kept for the next). */
+  get activationBytes(): number {
+    return this.pool.bytes;
+  }
+
+  /** The activation budget in bytes and the idle time in ms this model was built with. */
+  get activationBudget(): { bytes: number; idleMs: number } {
+    return { bytes: this.pool.budget, idleMs: this.pool.idleMs };
+  }
+
+  /**
+   * Frees the activation buffers the model keeps now (those a run in flight uses, when it ends);
+   * later runs allocate afresh. Nothing happens on a disposed model.
+   */
+  releaseBuffers(): void {
+    this.pool.release();
   }
 
   private alive(fn: string) {
@@ -303,11 +466,16 @@ export class Model {
 
   private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
     return this.call(fn, async () => {
-      const { x, owned, L } = await this.input(fn, images);
+      this.pool.begin(); // from the call on (synchronously): the pool is not idle
       try {
-        return await this.forward(fn, x, L);
+        const { x, owned, L } = await this.input(fn, images);
+        try {
+          return await this.forward(fn, x, L);
+        } finally {
+          owned?.dispose();
+        }
       } finally {
-        owned?.dispose();
+        this.pool.end();
       }
     });
   }
@@ -384,7 +552,7 @@ export class Model {
           outC = l.out;
         }
         const n = outKind === 'matrix' ? rows * outC : outSizes.reduce((a, [h, w]) => a + outC * h * w, 0);
-        const buf = last ? undefined : this.pool.take(n);
+        const buf = last ? undefined : this.pool.take(n, fn);
         const out = buf ? ActivationPool.view(buf, outKind, outC, outSizes, rows) : undefined;
         let next: Spatial;
         switch (l.type) {
@@ -562,7 +730,7 @@ export class Model {
   }
 }
 
-export interface LoadModelOptions {
+export interface LoadModelOptions extends ActivationOptions {
   /** A built-in network: 'zf5', 'convnet5', 'overfeat5', 'overfeat7'. */
   arch?: string;
   /** Or a network of your own. */
@@ -588,6 +756,7 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
   if (!isPositiveInt(classes)) fail(`${fn}: options.classes must be a positive integer, got ${describe(opts.classes)}`);
   const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels);
   const checked = checkSpec(spec, fn);
+  const activation = activationSettings(fn, opts);
   const device = opts.device ?? backend().device;
   const seed = opts.seed ?? 0;
   const weights = new Map<string, Tensor>();
@@ -616,7 +785,7 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
     for (const t of weights.values()) t.dispose();
     throw e;
   }
-  return new Model(checked, weights, device);
+  return new Model(checked, weights, device, activation);
 }
 
 export interface LoadModelFileOptions extends Omit<LoadModelOptions, 'weights'> {
