@@ -2,11 +2,12 @@
 // specs, and one runner serves them all: conv layers on a ragged batch (every image keeps its
 // size), SPP to a fixed length, then fully connected layers.
 import { backend, Device } from './backend';
-import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { conv2dCached, convOutSide, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
+import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from './errors';
+import { conv2dCached, convOutSide, linear, localResponseNorm, lrnMaxPool2d, lrnParams, maxPool2d, pair, poolOutSide, poolWindow, relu, softmax } from './layers';
+import { dropoutRate } from './grad';
 import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
-import { BinRule, PoolKind, spp, sppFeatures } from './spp';
+import { BinRule, PoolKind, spp, sppFeatures, sppPyramid } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
 import { allocate, Storage, Tensor, tensor } from './tensor';
 import { native } from './native';
@@ -87,90 +88,165 @@ interface Checked {
   features: number;   // width after SPP
   classes: number;    // width of the last fc
   sppIndex: number;
+  minSize: [number, number];
 }
 
-/** Validates a spec and derives its parameters (names as PyTorch's state_dict: NAME.weight, NAME.bias). */
+/** Largest kernel, stride, padding or dilation a spec may give (no image side above it is tried). */
+export const MAX_SPEC_SIDE = 65536;
+/** Most floats the weights of one model may hold together: 2^30, 4 GiB. */
+export const MAX_MODEL_FLOATS = 2 ** 30;
+
+/**
+ * Validates a spec and derives its parameters (names as PyTorch's state_dict: NAME.weight,
+ * NAME.bias), the width after SPP and the smallest image, before anything is allocated: every
+ * field of every layer is checked (integers where sizes are, within what the kernels take), and
+ * so are the sizes they multiply into (each weight within a tensor's 2^31-1 elements, all of them
+ * within MAX_MODEL_FLOATS). Errors name the layer and the field.
+ */
 export function checkSpec(spec: ModelSpec, fn = 'sp.loadModel'): Checked {
   if (typeof spec !== 'object' || spec === null) fail(`${fn}: spec must be an object, got ${describe(spec)}`);
-  if (!isPositiveInt(spec.inChannels)) fail(`${fn}: spec.inChannels must be a positive integer, got ${describe(spec.inChannels)}`);
+  if (typeof spec.name !== 'string' || spec.name === '') fail(`${fn}: spec.name must be a non-empty string, got ${describe(spec.name)}`);
+  if (!isPositiveInt(spec.inChannels) || spec.inChannels > MAX_ELEMENTS)
+    fail(`${fn}: spec.inChannels must be a positive integer (at most 2^31-1), got ${describe(spec.inChannels)}`);
   if (!Array.isArray(spec.layers) || spec.layers.length === 0) fail(`${fn}: spec.layers must be a non-empty array`);
   const params: ParamInfo[] = [];
+  const owners: string[] = []; // per param: its layer, for messages
   const names = new Set<string>();
   let channels = spec.inChannels;
   let features = 0;
   let sppIndex = -1;
+  let sppLevels: number[] = [];
   spec.layers.forEach((l, i) => {
-    const where = `spec.layers[${i}]`;
-    if (typeof l !== 'object' || l === null) fail(`${fn}: ${where} must be an object, got ${describe(l)}`);
+    if (typeof l !== 'object' || l === null) fail(`${fn}: spec.layers[${i}] must be an object, got ${describe(l)}`);
+    const label = typeof (l as { name?: unknown }).name === 'string' ? (l as { name: string }).name : String((l as { type?: unknown }).type);
+    const where = `spec.layers[${i}] (${label})`;
     const afterSpp = sppIndex >= 0;
+    const o = l as unknown as Record<string, unknown>;
     const named = (name: unknown) => {
-      if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: ${where}.name must be an identifier, got ${describe(name)}`);
+      if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: spec.layers[${i}].name must be an identifier, got ${describe(name)}`);
       if (names.has(name)) fail(`${fn}: ${where}.name ${JSON.stringify(name)} is used twice`);
       names.add(name);
       return name;
+    };
+    const out = () => {
+      if (!isPositiveInt(o.out) || o.out > MAX_ELEMENTS)
+        fail(`${fn}: ${where}.out must be a positive integer (at most 2^31-1), got ${describe(o.out)}`);
+      return o.out as number;
+    };
+    const flag = (field: string) => {
+      if (o[field] !== undefined && typeof o[field] !== 'boolean') fail(`${fn}: ${where}.${field} must be a boolean, got ${describe(o[field])}`);
+    };
+    const weight = (name: string, shape: number[], fanIn: number, axes: string) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (n > MAX_ELEMENTS)
+        fail(`${fn}: ${where}: its weight ${name}.weight [${shape.join(', ')}] (${axes}) would hold ${n} elements, more than the 2^31-1 a tensor may hold`);
+      params.push({ name: `${name}.weight`, shape, fanIn }, { name: `${name}.bias`, shape: [shape[0]], fanIn });
+      owners.push(where, where);
     };
     switch (l.type) {
       case 'conv': {
         if (afterSpp) fail(`${fn}: ${where} is a conv layer after the spp layer`);
         const name = named(l.name);
-        if (!isPositiveInt(l.out)) fail(`${fn}: ${where}.out must be a positive integer, got ${describe(l.out)}`);
-        const [kh, kw] = pairOf(l.kernel, 0);
+        const cout = out();
+        if (l.kernel === undefined) fail(`${fn}: ${where}.kernel is required`);
+        const [kh, kw] = pair(fn, `${where}.kernel`, l.kernel, [1, 1], 1, MAX_SPEC_SIDE);
+        pair(fn, `${where}.stride`, l.stride, [1, 1], 1, MAX_SPEC_SIDE);
+        pair(fn, `${where}.padding`, l.padding, [0, 0], 0, MAX_SPEC_SIDE);
+        pair(fn, `${where}.dilation`, l.dilation, [1, 1], 1, MAX_SPEC_SIDE);
         const g = l.groups ?? 1;
-        if (!isPositiveInt(kh) || !isPositiveInt(kw)) fail(`${fn}: ${where}.kernel must be a positive integer or pair, got ${describe(l.kernel)}`);
-        if (!isPositiveInt(g) || channels % g || l.out % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${channels} in and ${l.out} out channels`);
-        params.push({ name: `${name}.weight`, shape: [l.out, channels / g, kh, kw], fanIn: (channels / g) * kh * kw }, { name: `${name}.bias`, shape: [l.out], fanIn: (channels / g) * kh * kw });
-        channels = l.out;
+        if (!isPositiveInt(g) || channels % g || cout % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${channels} in and ${cout} out channels`);
+        flag('relu');
+        weight(name, [cout, channels / g, kh, kw], (channels / g) * kh * kw, 'out, input channels / groups, kernel');
+        channels = cout;
         break;
       }
       case 'lrn':
+        if (afterSpp) fail(`${fn}: ${where} is an lrn layer after the spp layer`);
+        lrnParams(fn, o, where);
+        break;
       case 'maxpool':
-        if (afterSpp) fail(`${fn}: ${where} is a ${l.type} layer after the spp layer`);
+        if (afterSpp) fail(`${fn}: ${where} is a maxpool layer after the spp layer`);
+        poolWindow(fn, o, where, MAX_SPEC_SIDE);
         break;
       case 'relu':
-      case 'dropout':
         break;
-      case 'spp':
+      case 'dropout':
+        dropoutRate(fn, o, where);
+        break;
+      case 'spp': {
         if (afterSpp) fail(`${fn}: ${where} is a second spp layer`);
         sppIndex = i;
-        features = sppFeatures(channels, l.levels ?? [6, 3, 2, 1]);
+        sppLevels = sppPyramid(fn, o, where).levels;
+        features = sppFeatures(channels, sppLevels);
+        if (features > MAX_ELEMENTS)
+          fail(`${fn}: ${where}.levels [${sppLevels.join(', ')}] on ${channels} channels give ${features} features per image, more than the 2^31-1 a row may hold`);
         break;
+      }
       case 'fc': {
         if (!afterSpp) fail(`${fn}: ${where} is an fc layer before the spp layer`);
         const name = named(l.name);
-        if (!isPositiveInt(l.out)) fail(`${fn}: ${where}.out must be a positive integer, got ${describe(l.out)}`);
-        params.push({ name: `${name}.weight`, shape: [l.out, features], fanIn: features }, { name: `${name}.bias`, shape: [l.out], fanIn: features });
-        features = l.out;
+        const width = out();
+        flag('relu');
+        weight(name, [width, features], features, `out, the ${features} features of the layers before`);
+        features = width;
         break;
       }
       default:
-        fail(`${fn}: ${where}.type must be conv, lrn, maxpool, relu, spp, fc or dropout, got ${describe((l as { type?: unknown }).type)}`);
+        fail(`${fn}: spec.layers[${i}].type must be conv, lrn, maxpool, relu, spp, fc or dropout, got ${describe((l as { type?: unknown }).type)}`);
     }
   });
   if (sppIndex < 0) fail(`${fn}: spec.layers has no spp layer`);
-  return { spec, params, features: sppFeatures(channels, (spec.layers[sppIndex] as { levels?: number[] }).levels ?? [6, 3, 2, 1]), classes: features, sppIndex };
+  const sizes = params.map((p) => p.shape.reduce((a, b) => a * b, 1));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total > MAX_MODEL_FLOATS) {
+    const k = sizes.indexOf(Math.max(...sizes));
+    fail(`${fn}: ${spec.name}'s weights would hold ${total} floats (${(total / 2 ** 28).toFixed(1)} GiB), more than the ${MAX_MODEL_FLOATS} (4 GiB) a model may hold; ` +
+      `the largest is ${params[k].name} [${params[k].shape.join(', ')}] of ${owners[k]}`);
+  }
+  return {
+    spec, params, features: sppFeatures(channels, sppLevels), classes: features, sppIndex,
+    minSize: [smallestSide(fn, spec, 0), smallestSide(fn, spec, 1)],
+  };
 }
 
-/** Output size of the conv part for an input side a (one axis), or 0 when some layer would be empty. */
-function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): number {
-  for (const l of spec.layers) {
+/**
+ * The output side of the conv part for an input side a along one axis, or the index of the first
+ * layer whose output would be empty. For a checked spec.
+ */
+function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): { side: number; empty?: number } {
+  for (let i = 0; i < spec.layers.length; i++) {
+    const l = spec.layers[i];
     if (l.type === 'spp') break;
     if (l.type === 'conv') {
       a = convOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride, 1)[axis], pairOf(l.padding, 0)[axis], pairOf(l.dilation, 1)[axis]);
     } else if (l.type === 'maxpool') {
       a = poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true);
     }
-    if (a < 1) return 0;
+    if (a < 1) return { side: 0, empty: i };
   }
-  return a;
+  return { side: a };
 }
 
-/** The smallest image side every layer accepts (along H and along W). */
+/** The smallest image side (along H or W) every layer of a checked spec accepts. */
+function smallestSide(fn: string, spec: ModelSpec, axis: 0 | 1): number {
+  const largest = sideAfter(spec, MAX_SPEC_SIDE, axis);
+  if (largest.empty !== undefined) {
+    const l = spec.layers[largest.empty] as { name?: string; type: string };
+    fail(`${fn}: spec.layers[${largest.empty}] (${l.name ?? l.type}) leaves nothing along ${axis === 0 ? 'H' : 'W'} of any image up to ${MAX_SPEC_SIDE} pixels: its kernel, stride and padding need more`);
+  }
+  // Output sides never shrink as the input grows: bisect.
+  let lo = 1, hi = MAX_SPEC_SIDE;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (sideAfter(spec, mid, axis).side >= 1) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/** The smallest image [H, W] a network accepts (its spec is checked). */
 export function minimumSize(spec: ModelSpec): [number, number] {
-  const find = (axis: 0 | 1) => {
-    for (let a = 1; a <= 65536; a++) if (sideAfter(spec, a, axis) >= 1) return a;
-    return fail(`sp.loadModel: no image size up to 65536 fits ${spec.name}`);
-  };
-  return [find(0), find(1)];
+  return checkSpec(spec, 'sp.minimumSize').minSize;
 }
 
 /** What a model's activation pool may keep (sp.loadModel / sp.buildModel options). */
@@ -397,7 +473,7 @@ export class Model {
     this.device = device;
     this.weights = weights;
     this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
-    this.minSize = Object.freeze(minimumSize(checked.spec));
+    this.minSize = Object.freeze(checked.minSize);
   }
 
   /** The parameters as host arrays keyed by state_dict name (a copy). */
@@ -552,6 +628,10 @@ export class Model {
           outC = l.out;
         }
         const n = outKind === 'matrix' ? rows * outC : outSizes.reduce((a, [h, w]) => a + outC * h * w, 0);
+        if (n > MAX_ELEMENTS) {
+          const i = this.spec.layers.indexOf(l);
+          fail(`${fn}: spec.layers[${i}] (${'name' in l ? l.name : l.type}) would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
+        }
         const buf = last ? undefined : this.pool.take(n, fn);
         const out = buf ? ActivationPool.view(buf, outKind, outC, outSizes, rows) : undefined;
         let next: Spatial;
@@ -803,6 +883,7 @@ export async function loadModel(opts: LoadModelFileOptions): Promise<Model> {
   if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   const w = opts.weights;
   if (typeof w === 'string' || w instanceof Uint8Array) {
+    if (opts.spec !== undefined) checkSpec(opts.spec, fn); // before reading the file
     const file = await readSafetensors(w);
     let spec = opts.spec;
     if (!spec && opts.arch === undefined && file.metadata.spec) {

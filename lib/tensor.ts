@@ -169,7 +169,15 @@ export class Tensor {
 /** @internal Allocates an uninitialised tensor on a device. */
 export function allocate(shape: readonly number[], device: Device, fn: string): Tensor {
   const n = numel(shape);
-  if (device === 'cpu') return new Tensor({ device: 'cpu', array: new Float32Array(n) }, shape);
+  if (device === 'cpu') {
+    let array: Float32Array;
+    try {
+      array = new Float32Array(n);
+    } catch (e) {
+      throw new SppnetError(`${fn}: cannot allocate ${4 * n} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
+    }
+    return new Tensor({ device: 'cpu', array }, shape);
+  }
   requireDevice('cuda', fn);
   let buffer: NativeDeviceBuffer;
   try {
