@@ -50,7 +50,12 @@ class Pool {
  public:
   explicit Pool(int helpers) {
     if (const char* e = std::getenv("SPPNET_POOL_SPIN")) spin_ = std::max(0, std::atoi(e));
-    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { loop(); });
+    // Each helper starts from the generation at construction, not from whatever it reads once it
+    // runs: a pool destroyed before a helper got scheduled (a thread that made one and exited at
+    // once, e.g. a worker_thread terminated) would otherwise leave that helper asleep on the
+    // destructor's generation, and the destructor joining it forever.
+    const uint64_t start = claim_.load(std::memory_order_relaxed) >> 32;
+    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this, start] { loop(start); });
   }
   ~Pool() {
     {
@@ -107,9 +112,8 @@ class Pool {
     }
   }
 
-  void loop() {
+  void loop(uint64_t seen) {
     in_parallel = true;
-    uint64_t seen = claim_.load(std::memory_order_acquire) >> 32;
     for (;;) {
       // Spin a little for the next call (the next parallel step of the same layer comes within
       // microseconds), then sleep: a helper spinning between layers only takes a core from the
