@@ -75,6 +75,14 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// trimDeviceMemory(): after a model freed its activation buffers, the device's memory pool gives
+// what nothing uses back to the driver. Only once this instance has used the device (else it
+// would create a CUDA context); a failure only leaves the memory in the pool, so it is ignored.
+Napi::Value TrimDeviceMemory(const Napi::CallbackInfo& info) {
+  if (info.Env().GetInstanceData<AddonData>()->pool_ready) (void)cuda::trim_pool();
+  return info.Env().Undefined();
+}
+
 // cudaUpload(buffer, offset, Float32Array): synchronous host -> device copy.
 Napi::Value CudaUpload(const Napi::CallbackInfo& info) {
   Napi::Object a = Napi::Object::New(info.Env());
@@ -124,6 +132,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("cpuPeak", Napi::Function::New(env, CpuPeak));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("trimDeviceMemory", Napi::Function::New(env, TrimDeviceMemory));
   exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
   exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));

@@ -143,6 +143,13 @@ FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed) {
     auto arr = a.value.As<Napi::Float32Array>();
     a.ptr = arr.Data();
     length = static_cast<int64_t>(arr.ElementLength());
+    // Detached since lib/ checked it (between its check and this call): not an internal error.
+    bool detached = false;
+    if (off + needed > length && napi_is_detached_arraybuffer(env, arr.ArrayBuffer(), &detached) == napi_ok && detached) {
+      Napi::Error e = Napi::Error::New(env, std::string("'") + name + "' lost its memory: its ArrayBuffer was detached");
+      e.Set("code", Napi::String::New(env, "SPPNET_DISPOSED"));
+      throw e;
+    }
   } else if (a.value.IsObject() && a.value.As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->device_buffer.Value())) {
     DeviceBuffer* b = DeviceBuffer::Unwrap(a.value.As<Napi::Object>());
     a.hold = b->mem();
@@ -240,8 +247,24 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
       deferred_(Napi::Promise::Deferred::New(env)),
       executor_(std::move(executor)),
       runs_(runs) {
-  for (const auto& v : keep)
-    if (v.IsObject()) keep_.push_back(Napi::Persistent(v));
+  for (const auto& v : keep) {
+    if (!v.IsObject()) continue;
+    keep_.push_back(Napi::Persistent(v));
+    host_bytes_.push_back(v.IsTypedArray() ? v.As<Napi::TypedArray>().ByteLength() : 0);
+  }
+}
+
+// A typed array over a detached ArrayBuffer reads as empty. lib/ keeps the arrays of tensors
+// made from a caller's Float32Array from being transferred (tensor.ts, adopt()), and checks
+// before each op; this catches the rest (a WebAssembly memory that grew, an addon that detached
+// a buffer) once the op is over, so that its result is an error instead of what it read.
+bool TaskWorker::host_array_detached() const {
+  for (size_t i = 0; i < keep_.size(); ++i) {
+    if (host_bytes_[i] == 0) continue;
+    const Napi::Value v = keep_[i].Value();
+    if (v.IsTypedArray() && v.As<Napi::TypedArray>().ByteLength() != host_bytes_[i]) return true;
+  }
+  return false;
 }
 
 void TaskWorker::Execute() {
@@ -272,6 +295,12 @@ void TaskWorker::Execute() {
 void TaskWorker::OnOK() {
   task_ = nullptr;  // drop held device memory before settling
   try {
+    if (host_array_detached()) {
+      Napi::Error err = Napi::Error::New(Env(), "a Float32Array it used lost its memory (its ArrayBuffer was detached) while it ran");
+      err.Set("code", Napi::String::New(Env(), "SPPNET_DISPOSED"));  // the binding's own; no backend reports it
+      deferred_.Reject(err.Value());
+      return;
+    }
     deferred_.Resolve(Env().Undefined());
   } catch (const Napi::Error&) {
   }

@@ -146,9 +146,11 @@ class TaskWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override;
 
  private:
+  bool host_array_detached() const;
   std::function<Status()> task_;
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
+  std::vector<size_t> host_bytes_;  // per keep_ entry: a typed array's byte length when queued, else 0
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
   Runs runs_;
   Code code_ = Code::kOk;

@@ -142,6 +142,14 @@ Status synchronize() {
   return Status::Ok();
 }
 
+Status trim_pool() {
+  cudaMemPool_t pool;
+  SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "waiting for this thread's frees");
+  SPP_CUDA_TRY(default_pool(&pool), "getting the device's default memory pool");
+  SPP_CUDA_TRY(cudaMemPoolTrimTo(pool, 0), "trimming the memory pool");
+  return Status::Ok();
+}
+
 Status pool_info(size_t* reserved, size_t* used) {
   cudaMemPool_t pool;
   SPP_CUDA_TRY(default_pool(&pool), "getting the device's default memory pool");

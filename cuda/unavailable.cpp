@@ -26,6 +26,7 @@ Status malloc_device(size_t, void** ptr) {
 }
 void free_device(void*) {}
 Status synchronize() { return unavailable(); }
+Status trim_pool() { return unavailable(); }
 Status pool_info(size_t*, size_t*) { return unavailable(); }
 Status copy_h2d(void*, const void*, size_t) { return unavailable(); }
 Status copy_d2h(void*, const void*, size_t) { return unavailable(); }

@@ -124,6 +124,12 @@ export interface MemoryInfo {
   bytes: { cpu: number; cuda: number };
   /** Tensors created so far (a steady state allocates nothing new but its results). */
   allocations: { cpu: number; cuda: number };
+  /**
+   * Bytes of activation buffers held by this thread's live models, on any device (part of
+   * `bytes`): what runs in flight use and what the models keep for their next runs, within each
+   * model's budget (model.activationBytes, model.releaseBuffers()).
+   */
+  activationBytes: number;
   /** Device allocations alive in the addon (freed at dispose, or when an op using them ends). */
   deviceBuffers: number;
   deviceBytes: number;
@@ -145,12 +151,14 @@ export interface MemoryInfo {
 
 /** Live tensors and device allocations (for leak checks). */
 export function memory(): MemoryInfo {
-  // Required lazily: tensor.ts imports this module.
+  // Required lazily: tensor.ts and model.ts import this module.
   const { live } = require('./tensor') as typeof import('./tensor');
+  const { activationBytes } = require('./model') as typeof import('./model');
   return {
     tensors: { cpu: live.cpu.tensors, cuda: live.cuda.tensors },
     bytes: { cpu: live.cpu.bytes, cuda: live.cuda.bytes },
     allocations: { cpu: live.cpu.allocations, cuda: live.cuda.allocations },
+    activationBytes: activationBytes(),
     ...native.memoryStats(),
   };
 }

@@ -54,6 +54,7 @@ export function fail(message: string, code: ErrorCode = 'SPPNET_INVALID_ARGUMENT
 
 export function describe(v: unknown): string {
   if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
   if (Array.isArray(v)) return `an array of length ${v.length}`;
   if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
   if (typeof v === 'object') return `an object (${(v as object).constructor?.name ?? 'Object'})`;

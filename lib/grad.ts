@@ -122,6 +122,14 @@ function flag(fn: string, o: Record<string, unknown>, name: string, dflt: boolea
   return v;
 }
 
+/** @internal The dropout probability o.p, a number in [0, 1); `prefix` names where o sits, for messages. */
+export function dropoutRate(fn: string, o: Record<string, unknown>, prefix = 'options'): number {
+  const v = o.p;
+  if (v === undefined) fail(`${fn}: ${prefix}.p is required (a number in [0, 1))`);
+  if (typeof v !== 'number' || !(v >= 0 && v < 1)) fail(`${fn}: ${prefix}.p must be a number in [0, 1), got ${describe(v)}`);
+  return v;
+}
+
 function num(fn: string, o: Record<string, unknown>, name: string, dflt: number | undefined, check: (v: number) => boolean, range: string): number {
   const v = o[name] === undefined ? dflt : o[name];
   if (v === undefined) fail(`${fn}: options.${name} is required (${range})`);
@@ -316,7 +324,7 @@ export async function dropout<T extends Tensor | RaggedBatch>(x: T, opts: Dropou
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const X = elementwiseInput(fn, 'x', x);
-  const p = num(fn, o, 'p', undefined, (v) => v >= 0 && v < 1, 'a number in [0, 1)');
+  const p = dropoutRate(fn, o);
   const training = flag(fn, o, 'training', true);
   if (!training || p === 0) {
     if (o.seed !== undefined && !(Number.isSafeInteger(o.seed) && (o.seed as number) >= 0))

@@ -19,7 +19,7 @@ export {
 export type { Conv2dBackwardOptions, ParamGrads, DropoutOptions, SgdOptions, AdamOptions } from './grad';
 import { loadModel } from './model';
 export { Model, buildModel, loadModel, archSpec, checkSpec, minimumSize } from './model';
-export type { ModelSpec, LayerSpec, LoadModelOptions, LoadModelFileOptions, Prediction, ParamInfo } from './model';
+export type { ModelSpec, LayerSpec, LoadModelOptions, LoadModelFileOptions, ActivationOptions, Prediction, ParamInfo } from './model';
 export { readSafetensors, readSafetensorsMetadata, parseSafetensors, encodeSafetensors, writeSafetensors, checkStateDict } from './safetensors';
 export type { HostTensor, SafetensorsFile } from './safetensors';
 export { readImage, readImages, IMAGENET_MEAN, IMAGENET_STD } from './images';

@@ -11,14 +11,19 @@ import { ragged } from './ragged';
 
 type Pair = number | [number, number];
 
-/** @internal */
-export function pair(fn: string, name: string, v: unknown, dflt: [number, number], min: number): [number, number] {
+/**
+ * @internal An integer in [min, max] or a pair [h, w] of them (the native side takes 32-bit
+ * integers), `dflt` when undefined; `path` names it for messages ('options.stride').
+ */
+export function pair(fn: string, path: string, v: unknown, dflt: [number, number], min: number, max = MAX_INT32): [number, number] {
   if (v === undefined) return dflt;
   const p = typeof v === 'number' ? [v, v] : v;
-  if (!Array.isArray(p) || p.length !== 2 || !p.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min))
-    fail(`${fn}: options.${name} must be an integer >= ${min} or a pair [h, w] of them, got ${describe(v)}`);
+  if (!Array.isArray(p) || p.length !== 2 || !p.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min && x <= max))
+    fail(`${fn}: ${path} must be an integer >= ${min} and <= ${max}, or a pair [h, w] of them, got ${describe(v)}`);
   return [p[0], p[1]];
 }
+
+const MAX_INT32 = 2 ** 31 - 1;
 
 /** @internal */
 export function checkOpts(fn: string, opts: unknown): Record<string, unknown> {
@@ -83,9 +88,9 @@ export function convGeometry(fn: string, L: SpatialLayout, weight: Tensor, o: { 
   if (cinG * groups !== L.channels)
     fail(`${fn}: weight axis 1 (in channels / groups) is ${cinG}, but the input has ${L.channels} channels and groups = ${groups}, so ${L.channels / groups} is expected`);
   sameDevice(fn, L, weight, 'weight');
-  const [sh, sw] = pair(fn, 'stride', o.stride, [1, 1], 1);
-  const [ph, pw] = pair(fn, 'padding', o.padding, [0, 0], 0);
-  const [dh, dw] = pair(fn, 'dilation', o.dilation, [1, 1], 1);
+  const [sh, sw] = pair(fn, 'options.stride', o.stride, [1, 1], 1);
+  const [ph, pw] = pair(fn, 'options.padding', o.padding, [0, 0], 0);
+  const [dh, dw] = pair(fn, 'options.dilation', o.dilation, [1, 1], 1);
   const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
   checkOutputSizes(fn, outSizes, cout, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
@@ -178,15 +183,24 @@ export interface MaxPool2dOptions {
   out?: Spatial;
 }
 
+/**
+ * @internal Checked max-pooling window: kernel (required), stride (default: the kernel), padding
+ * (at most half the kernel), ceilMode; `prefix` names where the options sit, for messages.
+ * `max` bounds kernel, stride and padding.
+ */
+export function poolWindow(fn: string, o: Record<string, unknown>, prefix = 'options', max = MAX_INT32) {
+  if (o.kernel === undefined) fail(`${fn}: ${prefix}.kernel is required`);
+  const [kh, kw] = pair(fn, `${prefix}.kernel`, o.kernel, [1, 1], 1, max);
+  const [sh, sw] = pair(fn, `${prefix}.stride`, o.stride, [kh, kw], 1, max);
+  const [ph, pw] = pair(fn, `${prefix}.padding`, o.padding, [0, 0], 0, max);
+  if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: ${prefix}.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
+  if (o.ceilMode !== undefined && typeof o.ceilMode !== 'boolean') fail(`${fn}: ${prefix}.ceilMode must be a boolean, got ${describe(o.ceilMode)}`);
+  return { kh, kw, sh, sw, ph, pw, ceil: o.ceilMode === true };
+}
+
 /** @internal Checked pooling geometry: kernel, stride, padding and each map's output size. */
 export function poolGeometry(fn: string, L: ReturnType<typeof spatialLayout>, o: Record<string, unknown>, prefix = 'options') {
-  if (o.kernel === undefined) fail(`${fn}: ${prefix}.kernel is required`);
-  const name = (k: string) => (prefix === 'options' ? k : `${prefix}.${k}`);
-  const [kh, kw] = pair(fn, name('kernel'), o.kernel as Pair, [1, 1], 1);
-  const [sh, sw] = pair(fn, name('stride'), o.stride as Pair | undefined, [kh, kw], 1);
-  const [ph, pw] = pair(fn, name('padding'), o.padding as Pair | undefined, [0, 0], 0);
-  if (ph * 2 > kh || pw * 2 > kw) fail(`${fn}: ${prefix}.padding ${ph}x${pw} must be at most half the kernel ${kh}x${kw}`);
-  const ceil = o.ceilMode === true;
+  const { kh, kw, sh, sw, ph, pw, ceil } = poolWindow(fn, o, prefix);
   const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
   checkOutputSizes(fn, outSizes, L.channels, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
@@ -228,6 +242,7 @@ export interface LrnOptions {
 /** @internal Checked LRN parameters (PyTorch's defaults). */
 export function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'options') {
   if (!isPositiveInt(o.size)) fail(`${fn}: ${prefix}.size must be a positive integer, got ${describe(o.size)}`);
+  if (o.size > MAX_INT32) fail(`${fn}: ${prefix}.size must be at most 2^31-1, got ${o.size}`);
   const num = (name: string, d: number) => {
     const v = o[name] === undefined ? d : o[name];
     if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: ${prefix}.${name} must be a finite number, got ${describe(v)}`);

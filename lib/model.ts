@@ -2,13 +2,15 @@
 // specs, and one runner serves them all: conv layers on a ragged batch (every image keeps its
 // size), SPP to a fixed length, then fully connected layers.
 import { backend, Device } from './backend';
-import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { conv2dCached, convOutSide, linear, localResponseNorm, lrnMaxPool2d, maxPool2d, poolOutSide, relu, softmax } from './layers';
+import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from './errors';
+import { conv2dCached, convOutSide, linear, localResponseNorm, lrnMaxPool2d, lrnParams, maxPool2d, pair, poolOutSide, poolWindow, relu, softmax } from './layers';
+import { dropoutRate } from './grad';
 import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
-import { BinRule, PoolKind, spp, sppFeatures } from './spp';
+import { BinRule, PoolKind, spp, sppFeatures, sppPyramid } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
 import { allocate, Storage, Tensor, tensor } from './tensor';
+import { native } from './native';
 import { prng } from './data';
 import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';
 
@@ -86,101 +88,251 @@ interface Checked {
   features: number;   // width after SPP
   classes: number;    // width of the last fc
   sppIndex: number;
+  minSize: [number, number];
 }
 
-/** Validates a spec and derives its parameters (names as PyTorch's state_dict: NAME.weight, NAME.bias). */
+/** Largest kernel, stride, padding or dilation a spec may give (no image side above it is tried). */
+export const MAX_SPEC_SIDE = 65536;
+/** Most floats the weights of one model may hold together: 2^30, 4 GiB. */
+export const MAX_MODEL_FLOATS = 2 ** 30;
+
+/**
+ * Validates a spec and derives its parameters (names as PyTorch's state_dict: NAME.weight,
+ * NAME.bias), the width after SPP and the smallest image, before anything is allocated: every
+ * field of every layer is checked (integers where sizes are, within what the kernels take), and
+ * so are the sizes they multiply into (each weight within a tensor's 2^31-1 elements, all of them
+ * within MAX_MODEL_FLOATS). Errors name the layer and the field.
+ */
 export function checkSpec(spec: ModelSpec, fn = 'sp.loadModel'): Checked {
   if (typeof spec !== 'object' || spec === null) fail(`${fn}: spec must be an object, got ${describe(spec)}`);
-  if (!isPositiveInt(spec.inChannels)) fail(`${fn}: spec.inChannels must be a positive integer, got ${describe(spec.inChannels)}`);
+  if (typeof spec.name !== 'string' || spec.name === '') fail(`${fn}: spec.name must be a non-empty string, got ${describe(spec.name)}`);
+  if (!isPositiveInt(spec.inChannels) || spec.inChannels > MAX_ELEMENTS)
+    fail(`${fn}: spec.inChannels must be a positive integer (at most 2^31-1), got ${describe(spec.inChannels)}`);
   if (!Array.isArray(spec.layers) || spec.layers.length === 0) fail(`${fn}: spec.layers must be a non-empty array`);
   const params: ParamInfo[] = [];
+  const owners: string[] = []; // per param: its layer, for messages
   const names = new Set<string>();
   let channels = spec.inChannels;
   let features = 0;
   let sppIndex = -1;
+  let sppLevels: number[] = [];
   spec.layers.forEach((l, i) => {
-    const where = `spec.layers[${i}]`;
-    if (typeof l !== 'object' || l === null) fail(`${fn}: ${where} must be an object, got ${describe(l)}`);
+    if (typeof l !== 'object' || l === null) fail(`${fn}: spec.layers[${i}] must be an object, got ${describe(l)}`);
+    const label = typeof (l as { name?: unknown }).name === 'string' ? (l as { name: string }).name : String((l as { type?: unknown }).type);
+    const where = `spec.layers[${i}] (${label})`;
     const afterSpp = sppIndex >= 0;
+    const o = l as unknown as Record<string, unknown>;
     const named = (name: unknown) => {
-      if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: ${where}.name must be an identifier, got ${describe(name)}`);
+      if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: spec.layers[${i}].name must be an identifier, got ${describe(name)}`);
       if (names.has(name)) fail(`${fn}: ${where}.name ${JSON.stringify(name)} is used twice`);
       names.add(name);
       return name;
+    };
+    const out = () => {
+      if (!isPositiveInt(o.out) || o.out > MAX_ELEMENTS)
+        fail(`${fn}: ${where}.out must be a positive integer (at most 2^31-1), got ${describe(o.out)}`);
+      return o.out as number;
+    };
+    const flag = (field: string) => {
+      if (o[field] !== undefined && typeof o[field] !== 'boolean') fail(`${fn}: ${where}.${field} must be a boolean, got ${describe(o[field])}`);
+    };
+    const weight = (name: string, shape: number[], fanIn: number, axes: string) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      if (n > MAX_ELEMENTS)
+        fail(`${fn}: ${where}: its weight ${name}.weight [${shape.join(', ')}] (${axes}) would hold ${n} elements, more than the 2^31-1 a tensor may hold`);
+      params.push({ name: `${name}.weight`, shape, fanIn }, { name: `${name}.bias`, shape: [shape[0]], fanIn });
+      owners.push(where, where);
     };
     switch (l.type) {
       case 'conv': {
         if (afterSpp) fail(`${fn}: ${where} is a conv layer after the spp layer`);
         const name = named(l.name);
-        if (!isPositiveInt(l.out)) fail(`${fn}: ${where}.out must be a positive integer, got ${describe(l.out)}`);
-        const [kh, kw] = pairOf(l.kernel, 0);
+        const cout = out();
+        if (l.kernel === undefined) fail(`${fn}: ${where}.kernel is required`);
+        const [kh, kw] = pair(fn, `${where}.kernel`, l.kernel, [1, 1], 1, MAX_SPEC_SIDE);
+        pair(fn, `${where}.stride`, l.stride, [1, 1], 1, MAX_SPEC_SIDE);
+        pair(fn, `${where}.padding`, l.padding, [0, 0], 0, MAX_SPEC_SIDE);
+        pair(fn, `${where}.dilation`, l.dilation, [1, 1], 1, MAX_SPEC_SIDE);
         const g = l.groups ?? 1;
-        if (!isPositiveInt(kh) || !isPositiveInt(kw)) fail(`${fn}: ${where}.kernel must be a positive integer or pair, got ${describe(l.kernel)}`);
-        if (!isPositiveInt(g) || channels % g || l.out % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${channels} in and ${l.out} out channels`);
-        params.push({ name: `${name}.weight`, shape: [l.out, channels / g, kh, kw], fanIn: (channels / g) * kh * kw }, { name: `${name}.bias`, shape: [l.out], fanIn: (channels / g) * kh * kw });
-        channels = l.out;
+        if (!isPositiveInt(g) || channels % g || cout % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${channels} in and ${cout} out channels`);
+        flag('relu');
+        weight(name, [cout, channels / g, kh, kw], (channels / g) * kh * kw, 'out, input channels / groups, kernel');
+        channels = cout;
         break;
       }
       case 'lrn':
+        if (afterSpp) fail(`${fn}: ${where} is an lrn layer after the spp layer`);
+        lrnParams(fn, o, where);
+        break;
       case 'maxpool':
-        if (afterSpp) fail(`${fn}: ${where} is a ${l.type} layer after the spp layer`);
+        if (afterSpp) fail(`${fn}: ${where} is a maxpool layer after the spp layer`);
+        poolWindow(fn, o, where, MAX_SPEC_SIDE);
         break;
       case 'relu':
-      case 'dropout':
         break;
-      case 'spp':
+      case 'dropout':
+        dropoutRate(fn, o, where);
+        break;
+      case 'spp': {
         if (afterSpp) fail(`${fn}: ${where} is a second spp layer`);
         sppIndex = i;
-        features = sppFeatures(channels, l.levels ?? [6, 3, 2, 1]);
+        sppLevels = sppPyramid(fn, o, where).levels;
+        features = sppFeatures(channels, sppLevels);
+        if (features > MAX_ELEMENTS)
+          fail(`${fn}: ${where}.levels [${sppLevels.join(', ')}] on ${channels} channels give ${features} features per image, more than the 2^31-1 a row may hold`);
         break;
+      }
       case 'fc': {
         if (!afterSpp) fail(`${fn}: ${where} is an fc layer before the spp layer`);
         const name = named(l.name);
-        if (!isPositiveInt(l.out)) fail(`${fn}: ${where}.out must be a positive integer, got ${describe(l.out)}`);
-        params.push({ name: `${name}.weight`, shape: [l.out, features], fanIn: features }, { name: `${name}.bias`, shape: [l.out], fanIn: features });
-        features = l.out;
+        const width = out();
+        flag('relu');
+        weight(name, [width, features], features, `out, the ${features} features of the layers before`);
+        features = width;
         break;
       }
       default:
-        fail(`${fn}: ${where}.type must be conv, lrn, maxpool, relu, spp, fc or dropout, got ${describe((l as { type?: unknown }).type)}`);
+        fail(`${fn}: spec.layers[${i}].type must be conv, lrn, maxpool, relu, spp, fc or dropout, got ${describe((l as { type?: unknown }).type)}`);
     }
   });
   if (sppIndex < 0) fail(`${fn}: spec.layers has no spp layer`);
-  return { spec, params, features: sppFeatures(channels, (spec.layers[sppIndex] as { levels?: number[] }).levels ?? [6, 3, 2, 1]), classes: features, sppIndex };
+  const sizes = params.map((p) => p.shape.reduce((a, b) => a * b, 1));
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total > MAX_MODEL_FLOATS) {
+    const k = sizes.indexOf(Math.max(...sizes));
+    fail(`${fn}: ${spec.name}'s weights would hold ${total} floats (${(total / 2 ** 28).toFixed(1)} GiB), more than the ${MAX_MODEL_FLOATS} (4 GiB) a model may hold; ` +
+      `the largest is ${params[k].name} [${params[k].shape.join(', ')}] of ${owners[k]}`);
+  }
+  return {
+    spec, params, features: sppFeatures(channels, sppLevels), classes: features, sppIndex,
+    minSize: [smallestSide(fn, spec, 0), smallestSide(fn, spec, 1)],
+  };
 }
 
-/** Output size of the conv part for an input side a (one axis), or 0 when some layer would be empty. */
-function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): number {
-  for (const l of spec.layers) {
+/**
+ * The output side of the conv part for an input side a along one axis, or the index of the first
+ * layer whose output would be empty. For a checked spec.
+ */
+function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): { side: number; empty?: number } {
+  for (let i = 0; i < spec.layers.length; i++) {
+    const l = spec.layers[i];
     if (l.type === 'spp') break;
     if (l.type === 'conv') {
       a = convOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride, 1)[axis], pairOf(l.padding, 0)[axis], pairOf(l.dilation, 1)[axis]);
     } else if (l.type === 'maxpool') {
       a = poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true);
     }
-    if (a < 1) return 0;
+    if (a < 1) return { side: 0, empty: i };
   }
-  return a;
+  return { side: a };
 }
 
-/** The smallest image side every layer accepts (along H and along W). */
+/** The smallest image side (along H or W) every layer of a checked spec accepts. */
+function smallestSide(fn: string, spec: ModelSpec, axis: 0 | 1): number {
+  const largest = sideAfter(spec, MAX_SPEC_SIDE, axis);
+  if (largest.empty !== undefined) {
+    const l = spec.layers[largest.empty] as { name?: string; type: string };
+    fail(`${fn}: spec.layers[${largest.empty}] (${l.name ?? l.type}) leaves nothing along ${axis === 0 ? 'H' : 'W'} of any image up to ${MAX_SPEC_SIDE} pixels: its kernel, stride and padding need more`);
+  }
+  // Output sides never shrink as the input grows: bisect.
+  let lo = 1, hi = MAX_SPEC_SIDE;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (sideAfter(spec, mid, axis).side >= 1) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+/** The smallest image [H, W] a network accepts (its spec is checked). */
 export function minimumSize(spec: ModelSpec): [number, number] {
-  const find = (axis: 0 | 1) => {
-    for (let a = 1; a <= 65536; a++) if (sideAfter(spec, a, axis) >= 1) return a;
-    return fail(`sp.loadModel: no image size up to 65536 fits ${spec.name}`);
+  return checkSpec(spec, 'sp.minimumSize').minSize;
+}
+
+/** What a model's activation pool may keep (sp.loadModel / sp.buildModel options). */
+export interface ActivationOptions {
+  /**
+   * Bytes of activation buffers the model may hold (default SPPNET_ACTIVATION_BUDGET, else 1 GiB);
+   * Infinity for no limit, 0 to keep none between runs.
+   */
+  activationBudget?: number;
+  /**
+   * Milliseconds without a run after which the model frees the buffers it keeps (default
+   * SPPNET_ACTIVATION_IDLE_MS, else 10000); Infinity to keep them, 0 to free them after every run.
+   */
+  activationIdleMs?: number;
+}
+
+export const DEFAULT_ACTIVATION_BUDGET = 2 ** 30;
+export const DEFAULT_ACTIVATION_IDLE_MS = 10000;
+
+const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** Budget and idle time from the options, else the environment, else the defaults; checked. */
+function activationSettings(fn: string, o: ActivationOptions): { budget: number; idleMs: number } {
+  const setting = (name: keyof ActivationOptions, env: string, dflt: number, bytes: boolean): number => {
+    const v = o[name];
+    if (v !== undefined) {
+      if (typeof v !== 'number' || !(v >= 0) || (Number.isFinite(v) && !Number.isInteger(v)))
+        fail(`${fn}: options.${name} must be a non-negative integer or Infinity, got ${describe(v)}`);
+      return v;
+    }
+    const raw = process.env[env];
+    if (raw === undefined || raw.trim() === '') return dflt;
+    const m = /^\s*(\d+(?:\.\d+)?|infinity)\s*(?:([kmgt])i?b?|b)?\s*$/i.exec(raw);
+    const n = m ? (m[1].toLowerCase() === 'infinity' ? Infinity : Math.floor(Number(m[1]) * UNITS[(m[2] ?? '').toLowerCase()])) : NaN;
+    if (!(n >= 0) || (!bytes && m?.[2] !== undefined))
+      fail(`${fn}: ${env} must be ${bytes ? 'a byte count (e.g. 1073741824, 512M or 2G) or Infinity' : 'a number of milliseconds or Infinity'}, got ${JSON.stringify(raw)}`);
+    return n;
   };
-  return [find(0), find(1)];
+  return {
+    budget: setting('activationBudget', 'SPPNET_ACTIVATION_BUDGET', DEFAULT_ACTIVATION_BUDGET, true),
+    idleMs: setting('activationIdleMs', 'SPPNET_ACTIVATION_IDLE_MS', DEFAULT_ACTIVATION_IDLE_MS, false),
+  };
+}
+
+/** Bytes held by the activation pools of this thread's live models (sp.memory().activationBytes). */
+const activations = { bytes: 0 };
+// A model dropped without dispose() takes its pool's bytes out of the total when collected.
+const poolCollected = new FinalizationRegistry<{ bytes: number }>((held) => {
+  activations.bytes -= held.bytes;
+});
+
+/** @internal */
+export function activationBytes(): number {
+  return activations.bytes;
 }
 
 /**
  * Activation buffers kept between runs, so that steady-state inference allocates nothing but its
  * result. Buffers are bucketed by size (rounded up to 1/8 of a power of two, at most 12.5% slack)
  * and a layer's output is a view of the first elements of one.
+ *
+ * The pool holds at most `budget` bytes (buffers in use and kept together) except while a run
+ * needs more at once: then it allocates what it needs, first freeing kept buffers it does not,
+ * and frees each buffer it is given back while it holds more than the budget. It frees what it
+ * keeps after `idleMs` without a run (an unref'd timer), and at release().
  */
 class ActivationPool {
-  private free = new Map<number, Tensor[]>();
-  private all = new Set<Tensor>();
-  constructor(private readonly device: Device) {}
+  private kept = new Map<number, Tensor[]>();
+  private keptBytes = 0;
+  private runs = 0;
+  /** Set by release() while runs are in flight: the buffers they give back are freed, until none is left. */
+  private draining = false;
+  /** Buffers were freed since the last release(): on CUDA the device's pool still holds their memory. */
+  private dropped = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
+  private readonly held = { bytes: 0 };
+
+  constructor(private readonly device: Device, readonly budget: number, readonly idleMs: number) {
+    poolCollected.register(this, this.held, this);
+  }
+
+  /** Bytes held: buffers in use and kept. */
+  get bytes(): number {
+    return this.held.bytes;
+  }
 
   private static bucket(n: number): number {
     if (n <= 1024) return 1024;
@@ -188,18 +340,86 @@ class ActivationPool {
     return Math.ceil(n / step) * step;
   }
 
-  take(n: number): Tensor {
+  private count(bytes: number): void {
+    this.held.bytes += bytes;
+    activations.bytes += bytes;
+  }
+
+  private drop(t: Tensor): void {
+    t.dispose();
+    this.count(-4 * t.size);
+    this.dropped = true;
+  }
+
+  /** A run starts: nothing is idle. */
+  begin(): void {
+    this.runs += 1;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** A run ended: once none is left, what the pool keeps is freed after idleMs. */
+  end(): void {
+    this.runs -= 1;
+    if (this.runs === 0) this.draining = false;
+    if (this.runs > 0 || this.closed || (this.keptBytes === 0 && !this.dropped) || this.idleMs === Infinity) return;
+    if (this.idleMs === 0) return this.release();
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.runs === 0) this.release();
+    }, this.idleMs);
+    this.timer.unref?.();
+  }
+
+  take(n: number, fn: string): Tensor {
     const b = ActivationPool.bucket(n);
-    const t = this.free.get(b)?.pop() ?? allocate([b], this.device, 'Model.run');
-    this.all.add(t);
+    let t = this.kept.get(b)?.pop();
+    if (t) {
+      this.keptBytes -= 4 * b;
+    } else {
+      this.evict(this.held.bytes + 4 * b - this.budget);
+      t = allocate([b], this.device, fn);
+      this.count(4 * b);
+    }
     return t;
   }
 
   give(t: Tensor): void {
-    const b = t.size;
-    const list = this.free.get(b) ?? [];
+    if (this.closed || this.draining || this.held.bytes > this.budget) return this.drop(t);
+    const list = this.kept.get(t.size) ?? [];
     list.push(t);
-    this.free.set(b, list);
+    this.kept.set(t.size, list);
+    this.keptBytes += 4 * t.size;
+  }
+
+  /** Frees kept buffers, largest first, until `bytes` are freed or none is left. */
+  private evict(bytes: number): void {
+    if (bytes <= 0 || this.keptBytes === 0) return;
+    for (const size of [...this.kept.keys()].sort((x, y) => y - x)) {
+      const list = this.kept.get(size)!;
+      while (list.length > 0 && bytes > 0) {
+        const t = list.pop()!;
+        this.keptBytes -= 4 * size;
+        bytes -= 4 * size;
+        this.drop(t);
+      }
+      if (list.length === 0) this.kept.delete(size);
+      if (bytes <= 0) break;
+    }
+  }
+
+  /**
+   * Frees every kept buffer now, and those the runs in flight use as they give them back. On
+   * CUDA the device's memory pool then gives what nothing uses back to the driver.
+   */
+  release(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.draining = this.runs > 0;
+    this.evict(Infinity);
+    this.kept.clear();
+    if (this.dropped && this.device === 'cuda') native.trimDeviceMemory();
+    this.dropped = false;
   }
 
   /** A view of the first elements of `buf` as the output of a layer. */
@@ -207,15 +427,16 @@ class ActivationPool {
     const s = buf.storage('Model.run', 'an activation buffer');
     const n = kind === 'matrix' ? rows * channels : sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
     const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(0, n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset };
-    if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false), channels, sizes);
+    if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false, buf), channels, sizes);
     const shape = kind === 'matrix' ? [rows, channels] : kind === 'dense' ? [sizes.length, channels, ...sizes[0]] : [channels, ...sizes[0]];
-    return new Tensor(store, shape, false);
+    return new Tensor(store, shape, false, buf);
   }
 
+  /** Frees everything now; buffers still in use are freed when given back. */
   dispose(): void {
-    for (const t of this.all) t.dispose();
-    this.all.clear();
-    this.free.clear();
+    this.release();
+    this.closed = true;
+    poolCollected.unregister(this);
   }
 }
 
@@ -236,6 +457,8 @@ export class Model {
   private pool: ActivationPool;
   private opt: Optimizer | undefined;
   private disposed = false;
+  /** Calls in flight (run, predict, trainStep, stateDict): dispose() frees the memory after the last. */
+  private inflight = 0;
   /**
    * Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs:
    * the weights only change through trainStep and loadStateDict, which drop these.
@@ -243,26 +466,60 @@ export class Model {
   private filterCaches = new Map<string, Float32Array>();
 
   /** @internal Use sp.loadModel(). */
-  constructor(checked: Checked, weights: Map<string, Tensor>, device: Device) {
+  constructor(checked: Checked, weights: Map<string, Tensor>, device: Device, activation: { budget: number; idleMs: number }) {
     this.spec = checked.spec;
     this.params = checked.params;
     this.classes = checked.classes;
     this.device = device;
     this.weights = weights;
-    this.pool = new ActivationPool(device);
-    this.minSize = Object.freeze(minimumSize(checked.spec));
+    this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
+    this.minSize = Object.freeze(checked.minSize);
   }
 
   /** The parameters as host arrays keyed by state_dict name (a copy). */
-  async stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
-    this.alive('Model.stateDict');
-    const out = new Map<string, { shape: number[]; data: Float32Array }>();
-    for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
-    return out;
+  stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
+    return this.call('Model.stateDict', async () => {
+      const out = new Map<string, { shape: number[]; data: Float32Array }>();
+      for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
+      return out;
+    });
+  }
+
+  /** Bytes of activation buffers the model holds now (in use by runs in flight, and kept for the next). */
+  get activationBytes(): number {
+    return this.pool.bytes;
+  }
+
+  /** The activation budget in bytes and the idle time in ms this model was built with. */
+  get activationBudget(): { bytes: number; idleMs: number } {
+    return { bytes: this.pool.budget, idleMs: this.pool.idleMs };
+  }
+
+  /**
+   * Frees the activation buffers the model keeps now (those a run in flight uses, when it ends);
+   * later runs allocate afresh. Nothing happens on a disposed model.
+   */
+  releaseBuffers(): void {
+    this.pool.release();
   }
 
   private alive(fn: string) {
     if (this.disposed) throw new SppnetError(`${fn}: the model was disposed`, 'SPPNET_DISPOSED');
+  }
+
+  /**
+   * Runs `body` as a call in flight: refused once the model is disposed; a dispose() meanwhile
+   * lets it finish and frees the model's memory when the last call in flight ends.
+   */
+  private async call<T>(fn: string, body: () => Promise<T>): Promise<T> {
+    this.alive(fn);
+    this.inflight += 1;
+    try {
+      return await body();
+    } finally {
+      this.inflight -= 1;
+      if (this.inflight === 0 && this.disposed) this.free();
+    }
   }
 
   private w(name: string): Tensor {
@@ -279,15 +536,24 @@ export class Model {
    * Logits [N, classes] for N images of any sizes >= minSize: a RaggedBatch of [C, H, W] maps, an
    * array of [C, H, W] tensors, or a dense [N, C, H, W] tensor. Inference mode (dropout off).
    */
-  async run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
-    const fn = 'Model.run';
-    this.alive(fn);
-    const { x, owned, L } = await this.input(fn, images);
-    try {
-      return await this.forward(fn, x, L);
-    } finally {
-      owned?.dispose();
-    }
+  run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    return this.runAs('Model.run', images);
+  }
+
+  private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    return this.call(fn, async () => {
+      this.pool.begin(); // from the call on (synchronously): the pool is not idle
+      try {
+        const { x, owned, L } = await this.input(fn, images);
+        try {
+          return await this.forward(fn, x, L);
+        } finally {
+          owned?.dispose();
+        }
+      } finally {
+        this.pool.end();
+      }
+    });
   }
 
   /** Checks the images and packs an array of maps into a batch on the model's device. */
@@ -297,11 +563,12 @@ export class Model {
     if (Array.isArray(images)) {
       images.forEach((t, i) => {
         if (!(t instanceof Tensor)) fail(`${fn}: images[${i}] must be a Tensor [C, H, W], got ${describe(t)}`);
+        t.storage(fn, `images[${i}]`);
         if (t.rank !== 3) fail(`${fn}: images[${i}] must have rank 3 [C, H, W], got shape [${t.shape.join(', ')}]`);
         if (t.shape[0] !== this.spec.inChannels) fail(`${fn}: images[${i}] has ${t.shape[0]} channels (axis 0), ${this.spec.name} takes ${this.spec.inChannels}`);
       });
       if (images.length === 0) fail(`${fn}: images is empty`);
-      const moved = await Promise.all(images.map((t) => t.to(this.device)));
+      const moved = await Promise.all(images.map((t, i) => t.moveTo(this.device, fn, `images[${i}]`)));
       owned = ragged(moved);
       moved.forEach((m, i) => m !== images[i] && m.dispose());
       x = owned;
@@ -361,7 +628,11 @@ export class Model {
           outC = l.out;
         }
         const n = outKind === 'matrix' ? rows * outC : outSizes.reduce((a, [h, w]) => a + outC * h * w, 0);
-        const buf = last ? undefined : this.pool.take(n);
+        if (n > MAX_ELEMENTS) {
+          const i = this.spec.layers.indexOf(l);
+          fail(`${fn}: spec.layers[${i}] (${'name' in l ? l.name : l.type}) would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
+        }
+        const buf = last ? undefined : this.pool.take(n, fn);
         const out = buf ? ActivationPool.view(buf, outKind, outC, outSizes, rows) : undefined;
         let next: Spatial;
         switch (l.type) {
@@ -457,9 +728,11 @@ export class Model {
    * (dropout on), softmax cross-entropy against `labels`, backward, and an optimizer update of
    * every weight. A loss that is NaN or Inf throws before the weights change.
    */
-  async trainStep(images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
-    const fn = 'Model.trainStep';
-    this.alive(fn);
+  trainStep(images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
+    return this.call('Model.trainStep', () => this.step('Model.trainStep', images, labels, opts));
+  }
+
+  private async step(fn: string, images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number }): Promise<StepResult> {
     if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
     const opt = this.optimizer;
     const lr = opts.lr ?? opt.options.lr;
@@ -496,7 +769,7 @@ export class Model {
     if (!isPositiveInt(k)) fail(`Model.predict: options.topk must be a positive integer, got ${describe(opts.topk)}`);
     if (opts.labels !== undefined && (!Array.isArray(opts.labels) || opts.labels.length !== this.classes))
       fail(`Model.predict: options.labels must list ${this.classes} labels, got ${Array.isArray(opts.labels) ? opts.labels.length : describe(opts.labels)}`);
-    const logits = await this.run(images);
+    const logits = await this.runAs('Model.predict', images);
     const probs = await softmax(logits);
     logits.dispose();
     const p = await probs.data();
@@ -511,23 +784,33 @@ export class Model {
 
   /** Writes the weights as safetensors (PyTorch state_dict names; atomic: temp file, then rename). */
   async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    this.alive('Model.save');
     const sd = await this.stateDict();
     await writeSafetensors(path, sd, { arch: this.spec.name, classes: String(this.classes), spec: JSON.stringify(this.spec), ...metadata });
   }
 
+  /**
+   * Frees the weights, the activation buffers and the optimizer state. Calls made afterwards throw
+   * SPPNET_DISPOSED; calls already in flight finish (with valid results) and the memory is freed
+   * when the last of them ends.
+   */
   dispose(): void {
     if (this.disposed) return;
+    this.disposed = true;
+    if (this.inflight === 0) this.free();
+  }
+
+  private free(): void {
     for (const t of this.weights.values()) t.dispose();
     this.weights.clear();
     this.filterCaches.clear();
     this.pool.dispose();
     this.opt?.dispose();
     this.opt = undefined;
-    this.disposed = true;
   }
 }
 
-export interface LoadModelOptions {
+export interface LoadModelOptions extends ActivationOptions {
   /** A built-in network: 'zf5', 'convnet5', 'overfeat5', 'overfeat7'. */
   arch?: string;
   /** Or a network of your own. */
@@ -553,6 +836,7 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
   if (!isPositiveInt(classes)) fail(`${fn}: options.classes must be a positive integer, got ${describe(opts.classes)}`);
   const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels);
   const checked = checkSpec(spec, fn);
+  const activation = activationSettings(fn, opts);
   const device = opts.device ?? backend().device;
   const seed = opts.seed ?? 0;
   const weights = new Map<string, Tensor>();
@@ -581,7 +865,7 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
     for (const t of weights.values()) t.dispose();
     throw e;
   }
-  return new Model(checked, weights, device);
+  return new Model(checked, weights, device, activation);
 }
 
 export interface LoadModelFileOptions extends Omit<LoadModelOptions, 'weights'> {
@@ -599,6 +883,7 @@ export async function loadModel(opts: LoadModelFileOptions): Promise<Model> {
   if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   const w = opts.weights;
   if (typeof w === 'string' || w instanceof Uint8Array) {
+    if (opts.spec !== undefined) checkSpec(opts.spec, fn); // before reading the file
     const file = await readSafetensors(w);
     let spec = opts.spec;
     if (!spec && opts.arch === undefined && file.metadata.spec) {

@@ -50,6 +50,7 @@ export interface Native {
   info(): NativeInfo;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
   memoryStats(): { deviceBuffers: number; deviceBytes: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
+  trimDeviceMemory(): void;
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;

@@ -54,8 +54,7 @@ export class RaggedBatch {
 
   /** The packed elements of every map, map after map (each [C, H, W], row-major). */
   data(): Promise<Float32Array> {
-    if (this.packed.disposed) return Promise.reject(new SppnetError('RaggedBatch.data: the batch was disposed', 'SPPNET_DISPOSED'));
-    return this.packed.data();
+    return this.packed.read('RaggedBatch.data', 'the batch');
   }
 
   /** Each map's elements as its own array. */

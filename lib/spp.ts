@@ -53,24 +53,36 @@ interface Plan {
   features: number;
 }
 
-function checkLevels(fn: string, levels: unknown): number[] {
+function checkLevels(fn: string, levels: unknown, path: string): number[] {
   if (levels === undefined) return [...DEFAULT_LEVELS];
-  if (!Array.isArray(levels)) fail(`${fn}: options.levels must be an array of positive integers, got ${describe(levels)}`);
-  if (levels.length === 0) fail(`${fn}: options.levels must name at least one level`);
-  if (levels.length > MAX_LEVELS) fail(`${fn}: options.levels may name at most ${MAX_LEVELS} levels, got ${levels.length}`);
+  if (!Array.isArray(levels)) fail(`${fn}: ${path} must be an array of positive integers, got ${describe(levels)}`);
+  if (levels.length === 0) fail(`${fn}: ${path} must name at least one level`);
+  if (levels.length > MAX_LEVELS) fail(`${fn}: ${path} may name at most ${MAX_LEVELS} levels, got ${levels.length}`);
   levels.forEach((n, i) => {
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 1)
-      fail(`${fn}: options.levels[${i}] must be a positive integer, got ${describe(n)}`);
-    if (n > 46340) fail(`${fn}: options.levels[${i}] = ${n} gives more than 2^31-1 bins per channel`);
+      fail(`${fn}: ${path}[${i}] must be a positive integer, got ${describe(n)}`);
+    if (n > 46340) fail(`${fn}: ${path}[${i}] = ${n} gives more than 2^31-1 bins per channel`);
   });
   return [...levels];
 }
 
-function checkEnum<T extends string>(fn: string, name: string, v: unknown, allowed: Record<T, number>, dflt: T): number {
+function checkEnum<T extends string>(fn: string, path: string, v: unknown, allowed: Record<T, number>, dflt: T): number {
   if (v === undefined) return allowed[dflt];
   if (typeof v !== 'string' || !(v in allowed))
-    fail(`${fn}: options.${name} must be ${Object.keys(allowed).map((k) => `'${k}'`).join(', ')}, got ${describe(v)}`);
+    fail(`${fn}: ${path} must be ${Object.keys(allowed).map((k) => `'${k}'`).join(', ')}, got ${describe(v)}`);
   return allowed[v as T];
+}
+
+/**
+ * @internal The checked pyramid of an spp call or a model's spp layer: levels, bin rule and pool
+ * kind (codes), from options under `prefix` (for messages).
+ */
+export function sppPyramid(fn: string, o: { levels?: unknown; bins?: unknown; pool?: unknown }, prefix = 'options') {
+  return {
+    levels: checkLevels(fn, o.levels, `${prefix}.levels`),
+    rule: checkEnum<BinRule>(fn, `${prefix}.bins`, o.bins, RULES, 'adaptive'),
+    pool: checkEnum<PoolKind>(fn, `${prefix}.pool`, o.pool, POOLS, 'max'),
+  };
 }
 
 async function windowRows(fn: string, windows: SppOptions['windows']): Promise<ArrayLike<number>[]> {
@@ -116,9 +128,7 @@ async function plan(fn: string, input: unknown, opts: SppOptions | SppBackwardOp
   if (opts !== undefined && (typeof opts !== 'object' || opts === null)) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   const o = opts ?? {};
   const src = spatialLayout(fn, input);
-  const levels = checkLevels(fn, o.levels);
-  const rule = checkEnum<BinRule>(fn, 'bins', o.bins, RULES, 'adaptive');
-  const pool = checkEnum<PoolKind>(fn, 'pool', o.pool, POOLS, 'max');
+  const { levels, rule, pool } = sppPyramid(fn, o);
   const ruleName = o.bins ?? 'adaptive';
   let regions: Int32Array;
   if (o.windows === undefined) {

@@ -1,5 +1,6 @@
 // Typed tensors: float32 data with a shape and a device. CPU tensors made from a Float32Array
 // share its memory (zero-copy); CUDA tensors own device memory until dispose().
+import { markAsUntransferable } from 'worker_threads';
 import { backend, Device, requireDevice } from './backend';
 import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
 import { native, NativeDeviceBuffer, NativeFloats } from './native';
@@ -25,8 +26,35 @@ export function checkShape(fn: string, arg: string, shape: unknown): number[] {
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** Live (created and not yet disposed) tensors and their bytes, per device: for leak checks. */
+/** Whether `b` is a detached ArrayBuffer (constructing a view over one throws). */
+function isDetached(b: ArrayBufferLike): boolean {
+  if (typeof SharedArrayBuffer !== 'undefined' && b instanceof SharedArrayBuffer) return false;
+  try {
+    new Uint8Array(b, 0, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Live tensors and their bytes, per device: created, and neither disposed nor collected by the GC
+ * (for leak checks). `allocations` counts every tensor created so far.
+ */
 export const live = { cpu: { tensors: 0, bytes: 0, allocations: 0 }, cuda: { tensors: 0, bytes: 0, allocations: 0 } };
+
+/** What a tensor added to `live`, taken back once: at dispose() or when the GC collects it. */
+interface Counted {
+  device: Device;
+  bytes: number;
+}
+const uncount = (c: Counted) => {
+  live[c.device].tensors -= 1;
+  live[c.device].bytes -= c.bytes;
+};
+// A tensor dropped without dispose() is collected with its storage (a host array; a DeviceBuffer,
+// whose finaliser frees the device memory); this takes it out of the counts then.
+const collected = new FinalizationRegistry<Counted>(uncount);
 
 export class Tensor {
   readonly dtype: DType = 'float32';
@@ -35,11 +63,17 @@ export class Tensor {
   readonly size: number;
   private store: Storage | null;
   private readonly owns: boolean;
+  /** A view's owner, kept alive (and counted) while the view lives. */
+  private readonly base: Tensor | undefined;
 
-  /** @internal Use sp.tensor(), sp.zeros() or an op's result. `owns`: false for views. */
-  constructor(storage: Storage, shape: readonly number[], owns = true) {
+  /**
+   * @internal Use sp.tensor(), sp.zeros() or an op's result. `owns`: false for views; `base`: the
+   * tensor a view shares its storage with, if any.
+   */
+  constructor(storage: Storage, shape: readonly number[], owns = true, base?: Tensor) {
     this.store = storage;
     this.owns = owns;
+    this.base = owns ? undefined : base;
     this.shape = Object.freeze([...shape]);
     this.size = numel(shape);
     this.device = storage.device;
@@ -47,6 +81,7 @@ export class Tensor {
       live[this.device].allocations += 1;
       live[this.device].tensors += 1;
       live[this.device].bytes += 4 * this.size;
+      collected.register(this, { device: this.device, bytes: 4 * this.size }, this);
     }
   }
 
@@ -58,30 +93,49 @@ export class Tensor {
     return this.store === null;
   }
 
-  /** @internal The storage, or an error naming `what` when disposed. */
+  /**
+   * @internal The storage, or an SPPNET_DISPOSED error naming the call `fn` and the argument
+   * `what` when it was disposed, or when its host array lost its memory (a detached ArrayBuffer:
+   * see adopt()). Every op takes its inputs' and outputs' storage through here.
+   */
   storage(fn: string, what: string): Storage {
-    if (this.store === null) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
-    if (this.store.device === 'cuda' && this.store.buffer.freed)
-      throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
-    return this.store;
+    const s = this.store;
+    if (s === null) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
+    if (s.device === 'cuda' && s.buffer.freed) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
+    // A typed array over a detached ArrayBuffer reads as empty.
+    if (s.device === 'cpu' && s.array.length !== this.size)
+      throw new SppnetError(`${fn}: ${what} was detached: the ArrayBuffer of the Float32Array it shares lost its memory (was detached) after sp.tensor()`, 'SPPNET_DISPOSED');
+    return s;
   }
 
   /** A copy of the elements, row-major. */
-  async data(): Promise<Float32Array> {
+  data(): Promise<Float32Array> {
+    return this.read('Tensor.data', 'the tensor');
+  }
+
+  /** @internal data() for a call `fn` whose argument `what` this tensor is. */
+  async read(fn: string, what: string): Promise<Float32Array> {
     const site = new CallSite();
-    const s = this.storage('Tensor.data', 'the tensor');
+    const s = this.storage(fn, what);
     if (s.device === 'cpu') return s.array.slice();
     const out = new Float32Array(this.size);
-    await site.run('Tensor.data', () => native.cudaDownload(s.buffer, s.offset, out));
+    await site.run(fn, () => native.cudaDownload(s.buffer, s.offset, out));
     return out;
   }
 
   /** A copy on `device` (the same tensor when it is already there). */
-  async to(device: Device): Promise<Tensor> {
-    const s = this.storage('Tensor.to', 'the tensor');
-    if (device !== 'cpu' && device !== 'cuda') fail(`Tensor.to: device must be 'cpu' or 'cuda', got ${describe(device)}`);
+  to(device: Device): Promise<Tensor> {
+    if (device !== 'cpu' && device !== 'cuda') return Promise.reject(new SppnetError(`Tensor.to: device must be 'cpu' or 'cuda', got ${describe(device)}`));
+    return this.moveTo(device, 'Tensor.to', 'the tensor');
+  }
+
+  /** @internal to() for a call `fn` whose argument `what` this tensor is. */
+  async moveTo(device: Device, fn: string, what: string): Promise<Tensor> {
+    const s = this.storage(fn, what);
     if (s.device === device) return this;
-    return tensor(await this.data(), this.shape as number[], { device });
+    const host = await this.read(fn, what);
+    requireDevice(device, fn);
+    return device === 'cpu' ? new Tensor({ device: 'cpu', array: host }, this.shape) : upload(fn, host, this.shape);
   }
 
   /**
@@ -93,7 +147,7 @@ export class Tensor {
     const dims = checkShape('Tensor.reshape', 'shape', shape);
     if (numel(dims) !== this.size)
       fail(`Tensor.reshape: shape [${dims.join(', ')}] has ${numel(dims)} elements, the tensor [${this.shape.join(', ')}] has ${this.size}`);
-    return new Tensor(s, dims, false);
+    return new Tensor(s, dims, false, this.base ?? this);
   }
 
   /** Frees the memory now (device memory) or drops the reference (host). Using it afterwards throws. */
@@ -101,8 +155,8 @@ export class Tensor {
     if (this.store === null) return;
     if (this.owns) {
       if (this.store.device === 'cuda') this.store.buffer.free();
-      live[this.device].tensors -= 1;
-      live[this.device].bytes -= 4 * this.size;
+      collected.unregister(this);
+      uncount({ device: this.device, bytes: 4 * this.size });
     }
     this.store = null;
   }
@@ -115,7 +169,15 @@ export class Tensor {
 /** @internal Allocates an uninitialised tensor on a device. */
 export function allocate(shape: readonly number[], device: Device, fn: string): Tensor {
   const n = numel(shape);
-  if (device === 'cpu') return new Tensor({ device: 'cpu', array: new Float32Array(n) }, shape);
+  if (device === 'cpu') {
+    let array: Float32Array;
+    try {
+      array = new Float32Array(n);
+    } catch (e) {
+      throw new SppnetError(`${fn}: cannot allocate ${4 * n} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
+    }
+    return new Tensor({ device: 'cpu', array }, shape);
+  }
   requireDevice('cuda', fn);
   let buffer: NativeDeviceBuffer;
   try {
@@ -153,28 +215,77 @@ export function tensor(data: Float32Array | ArrayLike<number>, shape: number[], 
   if (!(data instanceof Float32Array) && !Array.isArray(data) && !ArrayBuffer.isView(data))
     fail(`${fn}: data must be a Float32Array or an array of numbers, got ${describe(data)}`);
   const n = numel(dims);
+  if (data instanceof Float32Array && data.length !== n && isDetached(data.buffer))
+    throw new SppnetError(`${fn}: data's ArrayBuffer was detached (transferred), so it has no elements`, 'SPPNET_DISPOSED');
   if ((data as ArrayLike<number>).length !== n)
     fail(`${fn}: shape [${dims.join(', ')}] has ${n} elements, but data has ${(data as ArrayLike<number>).length}`);
   const device = resolveDevice(fn, opts);
-  let arr: Float32Array;
-  if (data instanceof Float32Array) arr = data;
-  else {
-    if (Array.isArray(data))
-      data.forEach((v, i) => {
-        if (typeof v !== 'number') fail(`${fn}: data[${i}] must be a number, got ${describe(v)}`);
-      });
-    arr = Float32Array.from(data as ArrayLike<number>);
-  }
-  if (device === 'cpu') return new Tensor({ device: 'cpu', array: arr }, dims);
-  const t = allocate(dims, 'cuda', fn);
+  if (data instanceof Float32Array) return device === 'cpu' ? new Tensor({ device: 'cpu', array: adopt(data) }, dims) : upload(fn, data, dims);
+  if (Array.isArray(data))
+    data.forEach((v, i) => {
+      if (typeof v !== 'number') fail(`${fn}: data[${i}] must be a number, got ${describe(v)}`);
+    });
+  const arr = Float32Array.from(data as ArrayLike<number>);
+  return device === 'cpu' ? new Tensor({ device: 'cpu', array: arr }, dims) : upload(fn, arr, dims);
+}
+
+/** A new CUDA tensor holding a copy of `host`. */
+function upload(fn: string, host: Float32Array, shape: readonly number[]): Tensor {
+  const t = allocate(shape, 'cuda', fn);
   const s = t.storage(fn, 'the new tensor') as Extract<Storage, { device: 'cuda' }>;
   try {
-    native.cudaUpload(s.buffer, 0, arr);
+    native.cudaUpload(s.buffer, 0, host);
   } catch (e) {
     t.dispose();
     throw new CallSite().wrap(e, fn);
   }
   return t;
+}
+
+/**
+ * Whether markAsUntransferable() keeps an ArrayBuffer attached against everything JavaScript can
+ * detach one with. The transfer lists of postMessage() and structuredClone() honour the mark in
+ * every Node version (a marked buffer is copied, or the call throws a DataCloneError);
+ * ArrayBuffer.prototype.transfer() (newer Node versions) honours it only where Node also sets
+ * V8's detach key, which this probes once.
+ */
+let markingPins: boolean | undefined;
+function markPins(): boolean {
+  if (markingPins === undefined) {
+    const transfer = (ArrayBuffer.prototype as unknown as { transfer?: unknown }).transfer;
+    if (typeof transfer !== 'function') markingPins = true;
+    else {
+      const probe = new ArrayBuffer(8);
+      markAsUntransferable(probe);
+      try {
+        (transfer as () => ArrayBuffer).call(probe);
+        markingPins = false;
+      } catch {
+        markingPins = true;
+      }
+    }
+  }
+  return markingPins;
+}
+
+/**
+ * The array a CPU tensor made from the caller's Float32Array keeps. Ops read (and, as `out`,
+ * write) it on other threads, so its memory must stay where it is until they finish: a buffer
+ * transferred to another thread meanwhile would be freed under them. So the array is used as it
+ * is (zero-copy) with its ArrayBuffer marked untransferable for good (worker_threads'
+ * markAsUntransferable: transferring it copies it, or throws, and it stays attached); a
+ * SharedArrayBuffer cannot be detached at all (a fixed-length view, since a growable one may
+ * grow); and where neither holds (a resizable ArrayBuffer, which may shrink under an op; a Node
+ * whose ArrayBuffer.prototype.transfer() ignores the mark) the data is copied instead.
+ * Tensor.storage() catches any other way a buffer loses its memory (a WebAssembly memory that
+ * grew, an addon that detached it) before an op, and the binding after one.
+ */
+function adopt(data: Float32Array): Float32Array {
+  const buf = data.buffer as ArrayBufferLike & { resizable?: boolean };
+  if (typeof SharedArrayBuffer !== 'undefined' && buf instanceof SharedArrayBuffer) return new Float32Array(buf, data.byteOffset, data.length);
+  if (buf.resizable === true || !markPins()) return data.slice();
+  markAsUntransferable(buf);
+  return data;
 }
 
 /** A tensor of zeros. */

@@ -5,7 +5,7 @@ const { Worker } = require('worker_threads');
 const path = require('path');
 const { sp, expectClose } = require('./support/helpers');
 const { refSpp, rng, freshSeed, randomMap } = require('./support/reference');
-const { runChild } = require('./support/child');
+const { runChild, runNode } = require('./support/child');
 
 describe('async behaviour', function () {
   it('spp on a large batch does not block the event loop', async function () {
@@ -64,36 +64,67 @@ describe('async behaviour', function () {
   });
 
   // A task that finishes while its worker is being torn down used to settle its promise into a dead
-  // environment, and the C++ exception that raised aborted the whole process. In a child process,
-  // since that failure kills the process.
-  for (const executor of ['1', '0'])
-    it(`terminating a worker while its ops run leaves the process running (SPPNET_CPU_EXECUTOR=${executor})`, function () {
-      this.timeout(120000);
-      const { runNode } = require('./support/child');
-      const script = `
-        const { Worker } = require('worker_threads');
-        const code = \`
-          const { parentPort } = require('worker_threads');
-          const sp = require(\${JSON.stringify(${JSON.stringify(path.resolve(__dirname, '..', 'dist'))})});
-          (async () => {
-            const big = sp.full([16, 64, 60, 60], 1, { device: 'cpu' });
-            parentPort.postMessage('busy');
-            for (;;) (await sp.spp(big, { levels: [6, 3, 2, 1] })).dispose();
-          })();\`;
+  // environment, and the C++ exception that raised aborted the whole process; a CPU pool made and
+  // destroyed before its helper thread ran left the worker's teardown waiting forever. 100
+  // workers, 4 at a time, each terminated while its ops run (every tenth during its start-up), in
+  // a child process, since both failures take the process down (the watchdog reports and kills a
+  // hang). The workers load only the modules they use: the whole package takes ~0.2 s to load.
+  const dist = path.resolve(__dirname, '..', 'dist');
+  const inEmulator = process.env.SPPNET_CUDA_EMULATOR === '1';
+  const terminations = (env, shapes) => {
+    const script = `
+      const { Worker } = require('worker_threads');
+      const code = \`
+        const { parentPort } = require('worker_threads');
+        const sp = { ...require(\${JSON.stringify(${JSON.stringify(dist + '/tensor')})}), ...require(\${JSON.stringify(${JSON.stringify(dist + '/spp')})}),
+                     ...require(\${JSON.stringify(${JSON.stringify(dist + '/layers')})}) };
         (async () => {
-          for (let i = 0; i < 6; i++) {
-            const w = new Worker(code, { eval: true });
-            await new Promise((r) => w.once('message', r));
-            await new Promise((r) => setTimeout(r, 5 + 7 * i));
-            await w.terminate();
+          const x = sp.full(${JSON.stringify(shapes.x)}, 1), w = sp.full(${JSON.stringify(shapes.w)}, 0.1);
+          parentPort.postMessage('busy');
+          for (;;) {
+            (await sp.spp(x, { levels: [6, 3, 2, 1] })).dispose();
+            (await sp.conv2d(x, w, null, { padding: 1 })).dispose();
           }
-          console.log('alive after 6 terminations');
-        })();`;
-      const r = runNode(['-e', script], { timeout: 60000, env: { ...process.env, SPPNET_DEVICE: 'cpu', SPPNET_CPU_EXECUTOR: executor } });
-      expect(r.stderr).to.not.match(/terminate called|Aborted/);
-      expect(r.status, r.stderr).to.equal(0);
-      expect(r.stdout).to.include('alive after 6 terminations');
+        })();\`;
+      const one = async (i) => {
+        const w = new Worker(code, { eval: true });
+        if (i % 10 === 9) await new Promise((r) => setTimeout(r, i % 20));
+        else {
+          await new Promise((r) => w.once('message', r));
+          await new Promise((r) => setTimeout(r, (i * 7) % 13));
+        }
+        await w.terminate();
+      };
+      (async () => {
+        for (let i = 0; i < 100; i += 4) await Promise.all([0, 1, 2, 3].map((k) => one(i + k)));
+        console.log('alive after 100 terminations');
+      })();`;
+    const t0 = Date.now();
+    const r = runNode(['-e', script], { timeout: 150000, env: { ...process.env, ...env } });
+    console.log(`      100 workers started and terminated in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    expect(r.stderr).to.not.match(/terminate called|Aborted/);
+    expect(r.signal, `the process hung or crashed: ${r.stderr}`).to.equal(null);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.include('alive after 100 terminations');
+  };
+  const cpuShapes = { x: [4, 32, 40, 40], w: [8, 32, 3, 3] };
+  for (const executor of ['1', '0'])
+    it(`terminating 100 workers while their ops run leaves the process running: CPU (SPPNET_CPU_EXECUTOR=${executor})`, function () {
+      // On the emulated device the suite runs these again with the same CPU code: once is enough.
+      if (inEmulator) return this.skip();
+      this.timeout(180000);
+      terminations({ SPPNET_DEVICE: 'cpu', SPPNET_CPU_EXECUTOR: executor }, cpuShapes);
     });
+  it('terminating 100 workers while their ops run leaves the process running: CUDA', function () {
+    // On a GPU, or on the emulated device (cuda-emulated.test.js runs this file there).
+    if (!sp.backend().cuda.available) {
+      console.log('      (skipped: no CUDA device here; npm test runs it on the emulated device)');
+      return this.skip();
+    }
+    this.timeout(180000);
+    // Small: the emulator runs each CUDA thread on a fiber, and a worker's teardown waits for its op.
+    terminations({ SPPNET_DEVICE: 'cuda' }, inEmulator ? { x: [2, 8, 24, 24], w: [4, 8, 3, 3] } : cpuShapes);
+  });
 
   // A thread that made a parallel call and exited at once (a worker_thread, the CPU executor of a
   // terminated worker) destroyed its pool before the pool's helper threads had started; a helper

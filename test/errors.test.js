@@ -99,6 +99,82 @@ for (const device of devices) {
   });
 }
 
+describe('bad model specs', function () {
+  const base = () => ({
+    name: 'x', inChannels: 3,
+    layers: [
+      { type: 'conv', name: 'c1', out: 8, kernel: 3 }, { type: 'lrn', size: 3 }, { type: 'maxpool', kernel: 2 },
+      { type: 'spp', levels: [2, 1] }, { type: 'dropout', p: 0.5 }, { type: 'fc', name: 'f', out: 2 },
+    ],
+  });
+  const L = (i, label) => `spec\\.layers\\[${i}\\] \\(${label}\\)`;
+  // Each: how the spec is spoiled, and the message (after "sp.loadModel: ").
+  const cases = [
+    ['a conv with out 1e9 (issue 12)', (s) => (s.layers[0].out = 1e9), `${L(0, 'c1')}: its weight c1.weight \\[1000000000, 3, 3, 3\\] \\(out, input channels / groups, kernel\\) would hold 27000000000 elements, more than the 2\\^31-1 a tensor may hold`],
+    ['a negative out', (s) => (s.layers[0].out = -3), `${L(0, 'c1')}.out must be a positive integer \\(at most 2\\^31-1\\), got number -3`],
+    ['a fractional out', (s) => (s.layers[5].out = 2.5), `${L(5, 'f')}.out must be a positive integer .*got number 2.5`],
+    ['an out past 32 bits', (s) => (s.layers[0].out = 2 ** 40), `${L(0, 'c1')}.out must be a positive integer \\(at most 2\\^31-1\\), got number 1099511627776`],
+    ['a huge kernel', (s) => (s.layers[0].kernel = 1e6), `${L(0, 'c1')}.kernel must be an integer >= 1 and <= 65536, or a pair \\[h, w\\] of them, got number 1000000`],
+    ['a kernel whose weight overflows', (s) => (s.layers[0].kernel = [60000, 60000]), `${L(0, 'c1')}: its weight c1.weight \\[8, 3, 60000, 60000\\]`],
+    ['a fractional kernel', (s) => (s.layers[0].kernel = [3, 1.5]), `${L(0, 'c1')}.kernel must be an integer`],
+    ['a missing kernel', (s) => delete s.layers[0].kernel, `${L(0, 'c1')}.kernel is required`],
+    ['stride 0', (s) => (s.layers[0].stride = 0), `${L(0, 'c1')}.stride must be an integer >= 1`],
+    ['a negative padding', (s) => (s.layers[0].padding = -1), `${L(0, 'c1')}.padding must be an integer >= 0`],
+    ['a dilation past 32 bits', (s) => (s.layers[0].dilation = 2 ** 32), `${L(0, 'c1')}.dilation must be an integer >= 1 and <= 65536`],
+    ['groups that do not divide', (s) => (s.layers[0].groups = 5), `${L(0, 'c1')}.groups number 5 must divide 3 in and 8 out channels`],
+    ['a relu that is not a boolean', (s) => (s.layers[5].relu = 'yes'), `${L(5, 'f')}.relu must be a boolean`],
+    ['inChannels 1e12', (s) => (s.inChannels = 1e12), 'spec.inChannels must be a positive integer \\(at most 2\\^31-1\\), got number 1000000000000'],
+    ['no name', (s) => delete s.name, 'spec.name must be a non-empty string, got undefined'],
+    ['an lrn size 0', (s) => (s.layers[1].size = 0), `${L(1, 'lrn')}.size must be a positive integer`],
+    ['an lrn size past 32 bits', (s) => (s.layers[1].size = 2 ** 33), `${L(1, 'lrn')}.size must be at most 2\\^31-1, got 8589934592`],
+    ['an lrn alpha NaN', (s) => (s.layers[1].alpha = NaN), `${L(1, 'lrn')}.alpha must be a finite number, got number NaN`],
+    ['a pool kernel 0', (s) => (s.layers[2].kernel = 0), `${L(2, 'maxpool')}.kernel must be an integer >= 1`],
+    ['a pool stride 1e9', (s) => (s.layers[2].stride = 1e9), `${L(2, 'maxpool')}.stride must be an integer >= 1 and <= 65536`],
+    ['a pool padding over half the kernel', (s) => (s.layers[2].padding = 5), `${L(2, 'maxpool')}.padding 5x5 must be at most half the kernel 2x2`],
+    ['a pool ceilMode that is not a boolean', (s) => (s.layers[2].ceilMode = 1), `${L(2, 'maxpool')}.ceilMode must be a boolean, got number 1`],
+    ['a level past 46340', (s) => (s.layers[3].levels = [1e5]), `${L(3, 'spp')}.levels\\[0\\] = 100000 gives more than 2\\^31-1 bins per channel`],
+    ['17 levels', (s) => (s.layers[3].levels = Array(17).fill(1)), `${L(3, 'spp')}.levels may name at most 16 levels, got 17`],
+    ['an unknown pool', (s) => (s.layers[3].pool = 'min'), `${L(3, 'spp')}.pool must be 'max', 'avg', got the string "min"`],
+    ['an unknown bin rule', (s) => (s.layers[3].bins = 'fancy'), `${L(3, 'spp')}.bins must be 'adaptive', 'paper', 'caffe'`],
+    ['features past 32 bits', (s) => Object.assign(s.layers[0], { out: 2 ** 20, kernel: 1 }) && (s.layers[3].levels = [46340]),
+      `${L(3, 'spp')}.levels \\[46340\\] on 1048576 channels give 2251707488665600 features per image, more than the 2\\^31-1 a row may hold`],
+    ['dropout p 1', (s) => (s.layers[4].p = 1), `${L(4, 'dropout')}.p must be a number in \\[0, 1\\), got number 1`],
+    ['an fc with out 1e9', (s) => (s.layers[5].out = 1e9), `${L(5, 'f')}: its weight f.weight \\[1000000000, 40\\] \\(out, the 40 features of the layers before\\) would hold 40000000000 elements`],
+    ['weights over 4 GiB together', (s) => Object.assign(s.layers[0], { out: 1024, kernel: 1 }) && (s.layers[3].levels = [6, 3, 2, 1]) && (s.layers[5].out = 30000),
+      "x's weights would hold 1536034096 floats \\(5.7 GiB\\), more than the 1073741824 \\(4 GiB\\) a model may hold; the largest is f.weight \\[30000, 51200\\] of spec.layers\\[5\\] \\(f\\)"],
+    ['a layer that leaves nothing of any image', (s) => Object.assign(s.layers[0], { stride: 65536 }),
+      `${L(2, 'maxpool')} leaves nothing along H of any image up to 65536 pixels`],
+  ];
+  for (const [what, spoil, message] of cases) {
+    it(`${what}: SPPNET_INVALID_ARGUMENT naming the layer and the field, before anything is allocated`, async function () {
+      const spec = base();
+      spoil(spec);
+      const before = sp.memory();
+      await expectReject(sp.loadModel({ spec, device: 'cpu' }), new RegExp(`^sp\\.loadModel: ${message}`), 'SPPNET_INVALID_ARGUMENT');
+      expect(sp.memory().allocations).to.deep.equal(before.allocations);
+      expect(() => sp.checkSpec(spec)).to.throw(sp.SppnetError);
+    });
+  }
+
+  it('the same checks for minimumSize and buildModel; the paper networks pass', async function () {
+    const spec = base();
+    spec.layers[0].out = 1e9;
+    expect(() => sp.minimumSize(spec)).to.throw(/^sp.minimumSize: spec.layers\[0\] \(c1\): its weight/);
+    await expectReject(sp.buildModel({ spec }), /^sp.loadModel: spec.layers\[0\] \(c1\): its weight/, 'SPPNET_INVALID_ARGUMENT');
+    expect(sp.minimumSize(sp.archSpec('zf5', 1000))).to.deep.equal([29, 29]);
+    for (const arch of ['convnet5', 'overfeat5', 'overfeat7']) expect(() => sp.checkSpec(sp.archSpec(arch, 1000))).to.not.throw();
+    await expectReject(sp.loadModel({ arch: 'zf5', classes: 1e9 }), /^sp.loadModel: spec.layers\[\d+\] \(fc8\): its weight fc8.weight \[1000000000, 4096\]/, 'SPPNET_INVALID_ARGUMENT');
+  });
+
+  it('images whose activations would overflow a tensor: SPPNET_INVALID_ARGUMENT naming the layer, not a RangeError', async function () {
+    const m = await sp.buildModel({ spec: { name: 'wide', inChannels: 1, layers: [{ type: 'conv', name: 'c', out: 64, kernel: 1 }, { type: 'spp', levels: [1] }, { type: 'fc', name: 'f', out: 2 }] }, device: 'cpu' });
+    const img = sp.zeros([1, 6000, 6000], { device: 'cpu' });
+    await expectReject(m.run([img]), /^Model.run: spec.layers\[0\] \(c\) would output 2304000000 elements for these images, more than the 2\^31-1 a tensor may hold/, 'SPPNET_INVALID_ARGUMENT');
+    img.dispose();
+    m.dispose();
+  });
+});
+
 describe('bad input on the CUDA device when there is none', function () {
   before(function () {
     if (sp.backend().cuda.available) {

@@ -61,5 +61,33 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
       else expect(end.deviceBuffers).to.be.at.most(start.deviceBuffers);
       console.log(`      live before ${JSON.stringify(before.tensors)}, after 1,000 runs ${JSON.stringify(after.tensors)}`);
     });
+
+    it('results dropped without dispose() leave the counts once the GC collects them', async function () {
+      // Issue 12: 2,000 runs without dispose() left 6,098 tensors counted live while RSS was flat.
+      if (!exact) return this.skip();
+      this.timeout(300000);
+      const runs = /emulator/.test(sp.backend().cuda.name || '') && device === 'cuda' ? 300 : 2000;
+      const model = await sp.loadModel({ weights: path.join(__dirname, 'fixtures', 'tiny-spp.safetensors'), device });
+      const imgs = [[9, 9], [14, 11]].map(([h, w]) => sp.tensor(new Float32Array(3 * h * w).fill(0.25), [3, h, w], { device }));
+      (await model.run(imgs)).dispose(); // warm: the pool's buffers exist from here on
+      const before = await settled();
+      const a0 = before.allocations[device];
+      const drop = async () => {
+        for (let i = 0; i < runs; i++) {
+          await model.run(imgs); // the packed batch is freed by run(); the result is dropped
+          if (i % 500 === 499) await settled(); // as the GC would, under way
+        }
+      };
+      await drop();
+      const after = await settled();
+      expect(after.allocations[device] - a0).to.equal(2 * runs); // packed batch + result per run
+      expect(after.tensors).to.deep.equal(before.tensors);
+      expect(after.bytes).to.deep.equal(before.bytes);
+      expect(after.activationBytes).to.equal(before.activationBytes);
+      expect(after.deviceBuffers).to.equal(before.deviceBuffers);
+      console.log(`      live after ${runs} runs with results never disposed: ${JSON.stringify(after.tensors)} (before: ${JSON.stringify(before.tensors)})`);
+      model.dispose();
+      imgs.forEach((t) => t.dispose());
+    });
   });
 }

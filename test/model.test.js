@@ -186,4 +186,207 @@ describe('models', function () {
     expect(() => sp.archSpec('vgg16', 10)).to.throw(/unknown arch "vgg16"; known: zf5, convnet5, overfeat5, overfeat7/);
     await expectReject(sp.buildModel({ spec: { ...tiny(), layers: tiny().layers.filter((l) => l.type !== 'spp') } }), /fc layer before the spp layer/);
   });
+
+  it('dispose() during run: the run in flight finishes, later calls are SPPNET_DISPOSED, the memory is freed after', async function () {
+    const device = sp.backend().device;
+    const m = await sp.buildModel({ spec: tiny(), seed: 5, device });
+    const img = sp.tensor(Float32Array.from({ length: 3 * 24 * 20 }, (_, i) => Math.sin(i)), [3, 24, 20], { device });
+    const expected = await (await m.run([img])).data();
+    const base = sp.memory();
+    const inFlight = [m.run([img]), m.predict([img], { topk: 2 }), m.stateDict()];
+    m.dispose(); // the calls above are in flight: each started (synchronously) before this
+    await expectReject(m.run([img]), /^Model.run: the model was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.predict([img]), /^Model.predict: the model was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.trainStep([img], [0]), /^Model.trainStep: the model was disposed$/, 'SPPNET_DISPOSED');
+    const [logits, top, sd] = await Promise.all(inFlight);
+    expectClose(await logits.data(), expected, { rtol: 1e-6, atol: 1e-6, label: 'the run in flight' });
+    expect(top[0]).to.have.length(2);
+    expect(sd.size).to.equal(8);
+    logits.dispose();
+    // Weights (8), the activation buffers and the pool's bytes are gone now.
+    const after = sp.memory();
+    expect(base.tensors[device] - after.tensors[device]).to.be.at.least(8);
+    expect(m.activationBytes).to.equal(0);
+    m.releaseBuffers(); // nothing to do, no error
+    // A dispose with nothing in flight frees at once.
+    const m2 = await sp.buildModel({ spec: tiny(), seed: 5, device });
+    const t0 = sp.memory().tensors[device];
+    m2.dispose();
+    expect(t0 - sp.memory().tensors[device]).to.equal(8);
+    img.dispose();
+  });
+
+  it('a disposed image: SPPNET_DISPOSED naming the call and the image', async function () {
+    const device = sp.backend().device;
+    const m = await sp.buildModel({ spec: tiny(), seed: 5, device });
+    const good = sp.zeros([3, 12, 12], { device });
+    const gone = sp.zeros([3, 12, 12], { device });
+    gone.dispose();
+    await expectReject(m.run([good, gone]), /^Model.run: images\[1\] was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.predict([gone]), /^Model.predict: images\[0\] was disposed$/, 'SPPNET_DISPOSED');
+    await expectReject(m.trainStep([good, gone], [0, 1]), /^Model.trainStep: images\[1\] was disposed$/, 'SPPNET_DISPOSED');
+    const batch = sp.ragged([good]);
+    batch.dispose();
+    await expectReject(m.run(batch), /^Model.run: images was disposed$/, 'SPPNET_DISPOSED');
+    // An image on another device is moved; its error would name the call too.
+    expect(Array.from((await m.run([good])).shape)).to.deep.equal([1, 4]);
+    good.dispose();
+    m.dispose();
+  });
+});
+
+describe('activation buffers', function () {
+  const device = sp.backend().device;
+  const img = (h, w, seed = 1) => sp.tensor(Float32Array.from({ length: 3 * h * w }, (_, i) => Math.sin(i * 0.37 + seed)), [3, h, w], { device });
+  // tiny()'s buffers for one HxW image: conv1 6HW, pool 6(H/2)(W/2), conv2 8(H/2)(W/2), spp 80, fc1 16 floats.
+  const gc = async () => {
+    if (typeof global.gc === 'function') global.gc();
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  it('are kept within the budget; a batch that needs more still runs, freeing as it goes', async function () {
+    const budget = 64 * 1024;
+    const m = await sp.buildModel({ spec: tiny(), seed: 9, device, activationBudget: budget, activationIdleMs: Infinity });
+    const ref = await sp.buildModel({ spec: tiny(), seed: 9, device, activationBudget: Infinity, activationIdleMs: Infinity });
+    expect(m.activationBudget).to.deep.equal({ bytes: budget, idleMs: Infinity });
+    const small = [img(12, 12)];
+    (await m.run(small)).dispose();
+    const kept = m.activationBytes;
+    expect(kept).to.be.above(0).and.at.most(budget);
+    // Steady state: the same batch again allocates only the packed batch and its result.
+    let a0 = sp.memory().allocations[device];
+    (await m.run(small)).dispose();
+    expect(sp.memory().allocations[device] - a0).to.equal(2);
+    expect(m.activationBytes).to.equal(kept);
+    // conv1 alone needs 6 * 96 * 80 * 4 = 184 KB, more than the budget: it runs, with the same
+    // logits as a model without a limit, and what is kept afterwards is within the budget.
+    const big = [img(96, 80, 2), img(40, 50, 3)];
+    const before = sp.memory();
+    const y = await m.run(big);
+    const want = await ref.run(big);
+    expectClose(await y.data(), await want.data(), { rtol: 1e-5, atol: 1e-6, label: 'over the budget' });
+    expect(m.activationBytes).to.be.at.most(budget);
+    expect(ref.activationBytes).to.be.above(budget);
+    const after = sp.memory();
+    expect(after.bytes[device] - before.bytes[device]).to.be.at.most(budget + 4 * (2 * 4 + 1024) + ref.activationBytes);
+    // Budget 0: nothing is kept between runs.
+    const none = await sp.buildModel({ spec: tiny(), seed: 9, device, activationBudget: 0 });
+    a0 = sp.memory().allocations[device];
+    const z = await none.run(small);
+    expect(sp.memory().allocations[device] - a0).to.be.above(2);
+    expect(none.activationBytes).to.equal(0);
+    expectClose(await z.data(), await (await ref.run(small)).data(), { rtol: 1e-6, atol: 1e-6, label: 'budget 0' });
+    [y, want, z].forEach((t) => t.dispose());
+    [m, ref, none].forEach((x) => x.dispose());
+  });
+
+  it('sp.memory().activationBytes adds up the live models; releaseBuffers() frees a model\'s now', async function () {
+    const base = sp.memory().activationBytes;
+    const a = await sp.buildModel({ spec: tiny(), seed: 1, device, activationIdleMs: Infinity });
+    const b = await sp.buildModel({ spec: tiny(), seed: 2, device, activationIdleMs: Infinity });
+    (await a.run([img(20, 20)])).dispose();
+    (await b.run([img(30, 26)])).dispose();
+    expect(a.activationBytes).to.be.above(0);
+    expect(sp.memory().activationBytes - base).to.equal(a.activationBytes + b.activationBytes);
+    const t0 = sp.memory().tensors[device];
+    a.releaseBuffers();
+    expect(a.activationBytes).to.equal(0);
+    expect(sp.memory().activationBytes - base).to.equal(b.activationBytes);
+    expect(sp.memory().tensors[device]).to.be.below(t0);
+    // Released while a run uses them: that run's buffers are freed when it ends.
+    const p = b.run([img(30, 26)]);
+    b.releaseBuffers();
+    (await p).dispose();
+    expect(b.activationBytes).to.equal(0);
+    (await b.run([img(30, 26)])).dispose(); // and later runs fill the pool again
+    expect(b.activationBytes).to.be.above(0);
+    b.dispose();
+    a.dispose();
+    expect(sp.memory().activationBytes).to.equal(base);
+  });
+
+  it('are freed after activationIdleMs without a run; memory after a burst returns to its level before', async function () {
+    await gc();
+    const before = sp.memory();
+    const host0 = process.memoryUsage().arrayBuffers;
+    const m = await sp.buildModel({ spec: tiny(), seed: 4, device, activationBudget: 256 * 1024, activationIdleMs: 40 });
+    const weights = sp.memory().bytes[device] - before.bytes[device];
+    // A burst: a few runs, one with a large image (its conv1 output is 6 * 200 * 180 * 4 = 864 KB).
+    for (const [h, w] of [[20, 20], [200, 180], [64, 48]]) {
+      const x = img(h, w);
+      (await m.run([x])).dispose();
+      x.dispose();
+    }
+    expect(m.activationBytes).to.be.at.most(256 * 1024);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(m.activationBytes).to.equal(0);
+    await gc();
+    const after = sp.memory();
+    expect(after.activationBytes).to.equal(before.activationBytes);
+    expect(after.bytes[device] - before.bytes[device]).to.equal(weights);
+    if (device === 'cpu' && typeof global.gc === 'function') {
+      // The host memory itself: the freed buffers went back when the GC collected them.
+      expect(process.memoryUsage().arrayBuffers - host0).to.be.below(weights + 1024 * 1024);
+    } else if (device === 'cuda') {
+      expect(after.deviceBytes - before.deviceBytes).to.equal(weights);
+      // And the device's memory pool gave what the burst left unused back to the driver (on a
+      // GPU, but for blocks of the pool's granularity the inputs still use).
+      const spare = (x) => (x.devicePoolReserved ?? 0) - (x.devicePoolUsed ?? 0);
+      const emulated = /emulator/.test(sp.backend().cuda.name || '');
+      expect(spare(after)).to.be.at.most(spare(before) + (emulated ? 0 : 2 * 2 ** 20));
+    }
+    // An idle timer never keeps the process alive (it is unref'd): a child exits at once.
+    const { spawnSync } = require('child_process');
+    const dist = require('path').resolve(__dirname, '..', 'dist');
+    const t0 = Date.now();
+    const r = spawnSync(process.execPath, ['-e', `
+      const sp = require(${JSON.stringify(dist)});
+      sp.buildModel({ spec: ${JSON.stringify(tiny())}, activationIdleMs: 600000 }).then(async (m) => {
+        await m.run([sp.zeros([3, 16, 16])]);
+        console.log('ran, kept', m.activationBytes > 0);
+      });`], { encoding: 'utf8', timeout: 60000 });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.include('ran, kept true');
+    expect(Date.now() - t0).to.be.below(30000);
+    m.dispose();
+  });
+
+  it('budget and idle time: options, then SPPNET_ACTIVATION_BUDGET / SPPNET_ACTIVATION_IDLE_MS, then 1 GiB and 10 s', async function () {
+    const saved = { b: process.env.SPPNET_ACTIVATION_BUDGET, i: process.env.SPPNET_ACTIVATION_IDLE_MS };
+    const restore = () => {
+      for (const [k, v] of [['SPPNET_ACTIVATION_BUDGET', saved.b], ['SPPNET_ACTIVATION_IDLE_MS', saved.i]]) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    };
+    try {
+      delete process.env.SPPNET_ACTIVATION_BUDGET;
+      delete process.env.SPPNET_ACTIVATION_IDLE_MS;
+      const build = async (opts = {}) => {
+        const m = await sp.buildModel({ spec: tiny(), device, ...opts });
+        const b = m.activationBudget;
+        m.dispose();
+        return b;
+      };
+      expect(await build()).to.deep.equal({ bytes: 2 ** 30, idleMs: 10000 });
+      process.env.SPPNET_ACTIVATION_BUDGET = '512M';
+      process.env.SPPNET_ACTIVATION_IDLE_MS = '2500';
+      expect(await build()).to.deep.equal({ bytes: 512 * 2 ** 20, idleMs: 2500 });
+      expect(await build({ activationBudget: 1000, activationIdleMs: 0 })).to.deep.equal({ bytes: 1000, idleMs: 0 });
+      process.env.SPPNET_ACTIVATION_BUDGET = '2GiB';
+      process.env.SPPNET_ACTIVATION_IDLE_MS = 'Infinity';
+      expect(await build()).to.deep.equal({ bytes: 2 * 2 ** 30, idleMs: Infinity });
+      process.env.SPPNET_ACTIVATION_BUDGET = 'lots';
+      await expectReject(build(), /^sp.loadModel: SPPNET_ACTIVATION_BUDGET must be a byte count \(e.g. 1073741824, 512M or 2G\) or Infinity, got "lots"$/, 'SPPNET_INVALID_ARGUMENT');
+      process.env.SPPNET_ACTIVATION_BUDGET = '1G';
+      process.env.SPPNET_ACTIVATION_IDLE_MS = '5s';
+      await expectReject(build(), /SPPNET_ACTIVATION_IDLE_MS must be a number of milliseconds or Infinity, got "5s"/, 'SPPNET_INVALID_ARGUMENT');
+      restore();
+      for (const bad of [-1, 1.5, NaN, '1G'])
+        await expectReject(sp.loadModel({ spec: tiny(), device, activationBudget: bad }), /^sp.loadModel: options.activationBudget must be a non-negative integer or Infinity, got /, 'SPPNET_INVALID_ARGUMENT');
+      await expectReject(sp.buildModel({ spec: tiny(), device, activationIdleMs: -5 }), /options.activationIdleMs must be a non-negative integer or Infinity, got number -5/);
+    } finally {
+      restore();
+    }
+  });
 });

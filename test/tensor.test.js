@@ -50,6 +50,148 @@ describe('tensors', function () {
   });
 });
 
+describe('tensors over memory the caller owns', function () {
+  const dist = require('path').resolve(__dirname, '..', 'dist');
+
+  it('dropped without dispose(), leave the live counts once the GC collects them', async function () {
+    if (typeof global.gc !== 'function') return this.skip();
+    const settle = async () => {
+      global.gc();
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    };
+    await settle();
+    const before = sp.memory();
+    const drop = async () => {
+      for (let i = 0; i < 200; i++) await sp.spp(sp.zeros([4, 8, 8]), { levels: [2, 1] }); // input and result dropped, never disposed
+    };
+    await drop();
+    const view = sp.zeros([2, 3]).reshape([3, 2]); // a view keeps its owner counted
+    const grown = sp.memory();
+    const device = sp.backend().device;
+    expect(grown.tensors[device] - before.tensors[device]).to.equal(401);
+    expect(grown.allocations[device] - before.allocations[device]).to.equal(401);
+    await settle();
+    const after = sp.memory();
+    expect(after.tensors[device] - before.tensors[device]).to.equal(1);
+    expect(after.bytes[device] - before.bytes[device]).to.equal(24);
+    expect(after.allocations[device] - before.allocations[device]).to.equal(401); // a running total
+    expect(view.shape).to.deep.equal([3, 2]);
+    view.dispose();
+  });
+
+  it("share the array's memory, and its ArrayBuffer can no longer be transferred away", async function () {
+    const a = Float32Array.from([1, 2, 3, 4]);
+    const t = sp.tensor(a, [4], { device: 'cpu' });
+    // Node 20 copies a buffer marked untransferable instead of transferring it; newer Node throws.
+    let copy;
+    try {
+      copy = structuredClone(a, { transfer: [a.buffer] });
+    } catch (e) {
+      expect(e.name).to.equal('DataCloneError');
+    }
+    if (copy) expect(Array.from(copy)).to.deep.equal([1, 2, 3, 4]);
+    expect(a.length).to.equal(4);
+    a[0] = 10;
+    expect(Array.from(await t.data())).to.deep.equal([10, 2, 3, 4]);
+    // A resizable ArrayBuffer may shrink under an op: its data is copied.
+    const r = new Float32Array(new ArrayBuffer(16, { maxByteLength: 64 })).fill(2);
+    const tr = sp.tensor(r, [4], { device: 'cpu' });
+    r.buffer.resize(0);
+    expect(Array.from(await tr.data())).to.deep.equal([2, 2, 2, 2]);
+    // So does a SharedArrayBuffer: nothing can detach it.
+    const s = new Float32Array(new SharedArrayBuffer(16));
+    const ts = sp.tensor(s, [4], { device: 'cpu' });
+    s[3] = 7;
+    expect((await ts.data())[3]).to.equal(7);
+  });
+
+  it('over a detached ArrayBuffer: SPPNET_DISPOSED naming the call and the argument', async function () {
+    const gone = new Float32Array(8);
+    structuredClone(gone, { transfer: [gone.buffer] });
+    expect(() => sp.tensor(gone, [2, 4], { device: 'cpu' })).to.throw(/sp.tensor: data's ArrayBuffer was detached/).with.property('code', 'SPPNET_DISPOSED');
+    // A WebAssembly memory that grows detaches its old ArrayBuffer, mark or not.
+    const mem = new WebAssembly.Memory({ initial: 1 });
+    const t = sp.tensor(new Float32Array(mem.buffer, 0, 2 * 3 * 4).fill(1), [2, 3, 4], { device: 'cpu' });
+    const m = sp.tensor(new Float32Array(mem.buffer, 4096, 3 * 4 * 4).fill(1), [3, 4, 4], { device: 'cpu' });
+    mem.grow(1);
+    await expectReject(t.data(), /^Tensor.data: the tensor was detached/, 'SPPNET_DISPOSED');
+    await expectReject(sp.spp(t), /^sp.spp: input was detached/, 'SPPNET_DISPOSED');
+    await expectReject(sp.relu(t), /^sp.relu: .* was detached/, 'SPPNET_DISPOSED');
+    await expectReject(t.to('cpu'), /^Tensor.to: the tensor was detached/, 'SPPNET_DISPOSED');
+    expect(() => sp.ragged([sp.zeros([3, 2, 2], { device: 'cpu' }), m])).to.throw(/^sp.ragged: maps\[1\] was detached/);
+    const out = sp.tensor(new Float32Array(mem.buffer, 8192, 2 * 50), [2, 50], { device: 'cpu' });
+    mem.grow(1);
+    await expectReject(sp.spp(sp.zeros([2, 2, 4, 4], { device: 'cpu' }), { out }), /^sp.spp: options.out was detached/, 'SPPNET_DISPOSED');
+    const model = await sp.buildModel({ spec: { name: 'one', inChannels: 3, layers: [{ type: 'spp', levels: [1] }, { type: 'fc', name: 'fc', out: 2 }] }, device: 'cpu' });
+    await expectReject(model.run([sp.zeros([3, 4, 4], { device: 'cpu' }), m]), /^Model.run: images\[1\] was detached/, 'SPPNET_DISPOSED');
+    model.dispose();
+  });
+
+  it('detached while an op reads it (a WebAssembly memory grown): SPPNET_DISPOSED, not what it read', async function () {
+    const n = 32 * 160 * 160;
+    const mem = new WebAssembly.Memory({ initial: Math.ceil((4 * n) / 65536) });
+    const x = sp.tensor(new Float32Array(mem.buffer, 0, n).fill(1), [32, 160, 160], { device: 'cpu' });
+    const w = sp.full([32, 32, 3, 3], 0.01, { device: 'cpu' });
+    const p = sp.conv2d(x, w, null, { padding: 1 });
+    await new Promise((r) => setImmediate(r)); // the op is queued (or done, on a fast machine)
+    mem.grow(1);
+    let err;
+    try {
+      (await p).dispose();
+    } catch (e) {
+      err = e;
+    }
+    // Detached before the op took the array, while it ran, or after it finished (then it resolved).
+    if (err) {
+      expect(err.code).to.equal('SPPNET_DISPOSED');
+      expect(err.message).to.match(/^sp.conv2d: /);
+    }
+    w.dispose();
+  });
+
+  // Transferring the ArrayBuffer of a zero-copy tensor while an op read it, then letting the GC
+  // free it, crashed the process (SIGSEGV: the op read freed memory): in a child process.
+  it('transferring its ArrayBuffer while an op reads it cannot free the memory under the op', function () {
+    this.timeout(120000);
+    const { spawnSync } = require('child_process');
+    const script = `
+      const sp = require(${JSON.stringify(dist)});
+      const { Worker } = require('worker_threads');
+      const sink = new Worker("require('worker_threads').parentPort.on('message', () => {})", { eval: true });
+      (async () => {
+        const w = sp.full([32, 32, 3, 3], 0.01, { device: 'cpu' });
+        for (let it = 0; it < 6; it++) {
+          const arr = new Float32Array(32 * 200 * 200).fill(1);
+          const x = sp.tensor(arr, [32, 200, 200], { device: 'cpu' });
+          const p = sp.conv2d(x, w, null, { padding: 1 });
+          await new Promise((r) => setImmediate(r));
+          try {
+            if (it % 2) sink.postMessage(arr, [arr.buffer]);
+            else structuredClone(arr, { transfer: [arr.buffer] });
+          } catch (e) {
+            if (e.name !== 'DataCloneError') throw e;
+          }
+          for (let k = 0; k < 4; k++) {
+            global.gc();
+            new Float32Array(arr.length).fill(-1); // reuse what was freed, if anything was
+            await new Promise((r) => setTimeout(r, 1));
+          }
+          const y = await (await p).data();
+          if (arr.length !== 32 * 200 * 200) throw new Error('the array was detached');
+          // Interior outputs sum 32 * 9 inputs of 1 times 0.01.
+          const v = y[16 * 200 * 200 + 100 * 200 + 100];
+          if (Math.abs(v - 2.88) > 1e-4) throw new Error('read ' + v + ', expected 2.88');
+        }
+        await sink.terminate();
+        console.log('6 transfers during ops: ok');
+      })().catch((e) => { console.error(e); process.exit(1); });`;
+    const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
+    expect(r.signal, r.stderr).to.equal(null);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.include('6 transfers during ops: ok');
+  });
+});
+
 describe('ragged batches', function () {
   it('pack maps of different sizes in one allocation with offsets', async function () {
     const a = sp.tensor(Float32Array.from({ length: 2 * 3 * 4 }, (_, i) => i), [2, 3, 4]);

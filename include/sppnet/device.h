@@ -36,6 +36,10 @@ Status malloc_device(size_t bytes, void** ptr);
 void free_device(void* ptr);
 // Waits for the work the calling thread queued on its stream (cudaStreamPerThread).
 Status synchronize();
+// Gives the memory the default pool keeps and nothing uses back to the driver, once the frees
+// this thread queued are done (it waits for them: on the JS thread, that is only frees). For
+// a model that frees its activation buffers; other threads' blocks in use are untouched.
+Status trim_pool();
 // The default pool's reserved (held from the driver) and used (handed out) bytes.
 Status pool_info(size_t* reserved_bytes, size_t* used_bytes);
 Status copy_h2d(void* dst, const void* src, size_t bytes);
