@@ -336,15 +336,15 @@ describe('activation buffers', function () {
       expect(spare(after)).to.be.at.most(spare(before) + (emulated ? 0 : 2 * 2 ** 20));
     }
     // An idle timer never keeps the process alive (it is unref'd): a child exits at once.
-    const { spawnSync } = require('child_process');
+    const { runNode } = require('./support/child');
     const dist = require('path').resolve(__dirname, '..', 'dist');
     const t0 = Date.now();
-    const r = spawnSync(process.execPath, ['-e', `
+    const r = runNode(['-e', `
       const sp = require(${JSON.stringify(dist)});
       sp.buildModel({ spec: ${JSON.stringify(tiny())}, activationIdleMs: 600000 }).then(async (m) => {
         await m.run([sp.zeros([3, 16, 16])]);
         console.log('ran, kept', m.activationBytes > 0);
-      });`], { encoding: 'utf8', timeout: 60000 });
+      });`], { timeout: 60000 });
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.include('ran, kept true');
     expect(Date.now() - t0).to.be.below(30000);

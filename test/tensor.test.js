@@ -153,7 +153,7 @@ describe('tensors over memory the caller owns', function () {
   // free it, crashed the process (SIGSEGV: the op read freed memory): in a child process.
   it('transferring its ArrayBuffer while an op reads it cannot free the memory under the op', function () {
     this.timeout(120000);
-    const { spawnSync } = require('child_process');
+    const { runNode } = require('./support/child');
     const script = `
       const sp = require(${JSON.stringify(dist)});
       const { Worker } = require('worker_threads');
@@ -185,7 +185,7 @@ describe('tensors over memory the caller owns', function () {
         await sink.terminate();
         console.log('6 transfers during ops: ok');
       })().catch((e) => { console.error(e); process.exit(1); });`;
-    const r = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
+    const r = runNode(['--expose-gc', '-e', script], { timeout: 90000, env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
     expect(r.signal, r.stderr).to.equal(null);
     expect(r.status, r.stderr).to.equal(0);
     expect(r.stdout).to.include('6 transfers during ops: ok');
