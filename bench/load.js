@@ -336,6 +336,16 @@ async function loadTest(opt, device, images, client, log) {
   memory.end = memNow();
   gc();
   memory.endAfterGc = memNow();
+  memory.activationBytesEnd = sp.memory().activationBytes;
+  // Idle: the model frees its activation buffers after activationIdleMs without a run.
+  const idleMs = model.activationBudget.idleMs;
+  if (Number.isFinite(idleMs) && opt.preset !== 'smoke') {
+    await sleep(idleMs + 1500);
+    gc();
+    memory.afterIdle = memNow();
+    memory.activationBytesAfterIdle = sp.memory().activationBytes;
+    memory.idleMs = idleMs;
+  }
   memory.peak = watchAll.peak;
   memory.timeline = watchAll.series;
   const tensorsEnd = sp.memory();
@@ -372,7 +382,7 @@ function summaryLines(d) {
   const mem = (x) => `RSS ${MB(x.rss).toFixed(0)} MiB, heap ${MB(x.heapUsed).toFixed(0)} MiB, external ${MB(x.external).toFixed(0)} MiB`;
   const t = d.tensors;
   return [
-    `Memory (server process): at start ${mem(m.start)}; after warm-up ${mem(m.afterWarmup)}; at the end ${mem(m.end)}, after a forced GC ${mem(m.endAfterGc)}; peak RSS ${MB(m.peak.rss).toFixed(0)} MiB, peak heap ${MB(m.peak.heapUsed).toFixed(0)} MiB.`,
+    `Memory (server process): at start ${mem(m.start)}; after warm-up ${mem(m.afterWarmup)}; at the end ${mem(m.end)}, after a forced GC ${mem(m.endAfterGc)} (activation buffers ${MB(m.activationBytesEnd ?? 0).toFixed(0)} MiB)${m.afterIdle ? `; after ${(m.idleMs / 1e3).toFixed(0)} s idle (+1.5 s) and a GC ${mem(m.afterIdle)} (activation buffers ${MB(m.activationBytesAfterIdle).toFixed(0)} MiB)` : ''}; peak RSS ${MB(m.peak.rss).toFixed(0)} MiB, peak heap ${MB(m.peak.heapUsed).toFixed(0)} MiB.`,
     `Live sppnet tensors: ${t.start.tensors[d.device]} (${MB(t.start.bytes[d.device]).toFixed(1)} MiB) with the model loaded, ${t.end.tensors[d.device]} (${MB(t.end.bytes[d.device]).toFixed(1)} MiB) after the last point, before model.dispose().`,
     ...d.runs.map(rssOverTime).filter(Boolean),
     `Event-loop delay: beyond the ${EL_RESOLUTION_MS} ms timer of perf_hooks.monitorEventLoopDelay, over each point; worst p99 ${Math.max(...d.runs.map((r) => r.eventLoopDelayMs.p99)).toFixed(1)} ms, worst max ${Math.max(...d.runs.map((r) => r.eventLoopDelayMs.max)).toFixed(1)} ms.`,

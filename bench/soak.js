@@ -12,7 +12,10 @@
 // Exits non-zero, saying why, on: the server dying or /healthz failing; any 5xx other than a 503;
 // more than 2% of valid requests not answered 200 (503s included: the load is meant to be
 // sustainable); or memory growth (the median RSS of the last fifth of the run more than 25% and
-// 200 MB above that of the second fifth). Writes DIR/soak.json (default bench/out): per-second
+// 200 MB above that of the second fifth); or /metrics disagreeing with the answers the clients
+// got (sppnet_requests_total by route and code, read after the run, against every answer
+// received, /healthz probes included; connections that ended without an answer make a bound, not
+// an equality). Writes DIR/soak.json (default bench/out): per-second
 // samples and the verdict. Defaults: 5 minutes, zf5 with random weights, 8 clients, 30% hostile.
 const fs = require('fs');
 const http = require('http');
@@ -159,7 +162,15 @@ async function main() {
   const samples = [];
   let window = { valid: [], validBad: 0, hostile: {}, fiveHundreds: 0 };
   const totals = { valid: 0, validBad: 0, hostile: {}, statuses: {}, fiveHundreds: [] };
-  const record = (kind, name, r) => {
+  // Answers received, by the route label /metrics uses (the route's pattern) and status.
+  const answered = {};
+  const answer = (url, status) => {
+    if (!status) return;
+    const key = `${url.split('?')[0]} ${status}`;
+    answered[key] = (answered[key] || 0) + 1;
+  };
+  const record = (kind, name, r, url) => {
+    answer(url, r.status);
     totals.statuses[r.status] = (totals.statuses[r.status] || 0) + 1;
     if (r.status >= 500 && r.status !== 503) {
       window.fiveHundreds++;
@@ -178,15 +189,16 @@ async function main() {
     while (Date.now() < end && !exited) {
       if (rnd() < o.hostile) {
         const h = inputs.hostile[int(0, inputs.hostile.length - 1)];
-        record('hostile', h.name, await post(port, h.url, h.body, h.type));
+        record('hostile', h.name, await post(port, h.url, h.body, h.type), h.url);
       } else {
         const v = inputs.valid[int(0, inputs.valid.length - 1)];
-        record('valid', 'valid', await post(port, '/v1/classify', v.body, v.type));
+        record('valid', 'valid', await post(port, '/v1/classify', v.body, v.type), '/v1/classify');
       }
     }
   };
   const sampler = setInterval(async () => {
     const health = await get(port, '/healthz');
+    answer('/healthz', health);
     samples.push({
       t: (Date.now() - t0) / 1000, rss: rssOf(server.pid), health, valid: window.valid.length, validBad: window.validBad,
       p50: median(window.valid), p99: pct(window.valid, 0.99), fiveHundreds: window.fiveHundreds,
@@ -195,6 +207,27 @@ async function main() {
   }, 1000);
   await Promise.all(Array.from({ length: o.clients }, client));
   clearInterval(sampler);
+  await new Promise((r) => setTimeout(r, 1200)); // a /healthz probe still on its way
+  // /metrics against the answers received: every response is counted once, hostile ones included.
+  let metrics = null;
+  if (!exited) {
+    const text = await new Promise((resolve) => {
+      http.get({ host: '127.0.0.1', port, path: '/metrics', timeout: 10000 }, (res) => {
+        let b = '';
+        res.on('data', (d) => (b += d));
+        res.on('end', () => resolve(b));
+      }).on('error', () => resolve(null));
+    });
+    if (text !== null) {
+      const counted = {};
+      for (const [, route, code, n] of text.matchAll(/^sppnet_requests_total\{route="([^"]*)",code="(\d+)"\} (\d+)$/gm))
+        if (route !== '/metrics') counted[`${route} ${code}`] = Number(n);
+      const keys = [...new Set([...Object.keys(counted), ...Object.keys(answered)])].sort();
+      const diff = keys.filter((k) => (counted[k] || 0) !== (answered[k] || 0)).map((k) => `${k}: ${counted[k] || 0} counted, ${answered[k] || 0} answered`);
+      const sum = (o2) => Object.values(o2).reduce((a, b) => a + b, 0);
+      metrics = { counted, answered, countedTotal: sum(counted), answeredTotal: sum(answered), unanswered: totals.statuses[0] || 0, diff };
+    }
+  }
   const died = exited;
   if (!died) server.kill('SIGTERM');
   await new Promise((r) => (exited ? r() : server.once('exit', r)));
@@ -214,16 +247,23 @@ async function main() {
     growth = { earlyMB: early / 2 ** 20, lateMB: late / 2 ** 20 };
     if (late > early * 1.25 && late - early > 200 * 2 ** 20) why.push(`memory grew: median RSS ${growth.earlyMB.toFixed(0)} MB in the second fifth, ${growth.lateMB.toFixed(0)} MB in the last`);
   }
+  if (!died) {
+    if (!metrics) why.push('/metrics could not be read after the run');
+    // Exact unless some connections ended without an answer (each may or may not have been counted).
+    else if (metrics.unanswered === 0 ? metrics.diff.length > 0 : metrics.countedTotal < metrics.answeredTotal || metrics.countedTotal > metrics.answeredTotal + metrics.unanswered)
+      why.push(`/metrics disagrees with the answers received: ${metrics.diff.slice(0, 4).join('; ')} (${metrics.unanswered} connections ended without an answer)`);
+  }
   const allValid = samples.flatMap((s) => (s.p99 === null ? [] : [s.p99]));
   const report = {
     options: o, seconds: (Date.now() - t0) / 1000, totals: { ...totals, fiveHundreds: totals.fiveHundreds.length },
-    rssMB: { max: Math.max(...rss) / 2 ** 20, ...growth }, p99PerSecondMs: { median: median(allValid), max: pct(allValid, 1) },
+    rssMB: { max: Math.max(...rss) / 2 ** 20, ...growth }, metrics, p99PerSecondMs: { median: median(allValid), max: pct(allValid, 1) },
     verdict: why.length ? 'FAIL' : 'ok', why, samples,
   };
   fs.mkdirSync(o.out, { recursive: true });
   fs.writeFileSync(path.join(o.out, 'soak.json'), JSON.stringify(report, null, 1));
   console.log(`valid: ${totals.valid} requests, ${totals.validBad} not 200; per-second p99 median ${report.p99PerSecondMs.median?.toFixed(0)} ms, max ${report.p99PerSecondMs.max?.toFixed(0)} ms`);
   console.log(`hostile: ${Object.entries(totals.hostile).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join('; ')}`);
+  if (metrics) console.log(`/metrics: ${metrics.countedTotal} responses counted, ${metrics.answeredTotal} answers received (${metrics.unanswered} connections without an answer)${metrics.diff.length ? `; differ: ${metrics.diff.slice(0, 4).join('; ')}` : '; equal by route and code'}`);
   console.log(`server RSS: max ${report.rssMB.max.toFixed(0)} MB${growth ? `, median ${growth.earlyMB.toFixed(0)} MB (2nd fifth) -> ${growth.lateMB.toFixed(0)} MB (last fifth)` : ''}`);
   console.log(`soak: ${report.verdict}${why.length ? `: ${why.join('; ')}` : ''} (wrote ${path.join(o.out, 'soak.json')})`);
   process.exitCode = why.length ? 1 : 0;

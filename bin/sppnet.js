@@ -292,13 +292,12 @@ async function serveCmd(sp, o) {
   const classes = o.classes ? ints(o.classes, 'classes')[0] : fileLabels ? fileLabels.length : undefined;
   if (!o.arch && !o.weights) throw new Error('serve: give --arch, or --weights of a file saved by sppnet');
   const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
-  const { labels, mean, notes } = await weightsInfo(sp, o, model);
+  const { labels, mean, std, notes } = await weightsInfo(sp, o, model);
   for (const n of notes) console.warn(`note: ${n}`);
-  if (mean && mean.some((m, i) => m !== sp.IMAGENET_MEAN[i]))
-    console.warn(`note: ${o.weights} was trained on images normalised with mean ${mean.join(', ')}; the HTTP service normalises with ImageNet's, so its scores may be off`);
+  if (mean) console.warn(`note: images normalised as the model was trained: mean ${mean.join(', ')}, std ${std.join(', ')}`);
   const num = (name) => (o[name] === undefined ? undefined : ints(o[name], name)[0]);
   const { app, close } = await sp.createServer({
-    model, labels, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),
+    model, labels, mean, std, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),
     maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: o['shorter-side'] === 'none' ? null : num('shorter-side'),
     maxPixels: num('max-pixels'), maxBatchPixels: num('max-batch-pixels'), maxQueuedPixels: num('max-queued-pixels'),
     bodyLimit: num('body-limit'), maxFiles: num('max-files'), maxRssBytes: num('max-rss'),

@@ -43,7 +43,8 @@ function sharp(): SharpFactory {
   return sharpModule;
 }
 
-function checkTriple(fn: string, name: string, v: unknown, dflt: readonly number[], positive: boolean): number[] {
+/** @internal A mean or std option: 3 finite numbers (std: > 0), or the default. */
+export function checkTriple(fn: string, name: string, v: unknown, dflt: readonly number[], positive: boolean): number[] {
   if (v === undefined) return [...dflt];
   if (!Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && (!positive || x > 0)))
     fail(`${fn}: options.${name} must be 3 finite numbers${positive ? ' > 0' : ''} (R, G, B), got ${describe(v)}`);

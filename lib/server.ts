@@ -18,7 +18,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { backend, memory } from './backend';
 import { BatchEvent, BatchingOptions, BatchingRunner } from './batching';
 import { describe, fail, formatAmount, isPositiveInt, nonNegativeOption, overLimit, positiveIntOption, SppnetError } from './errors';
-import { decodeImage, IMAGENET_MEAN, IMAGENET_STD, ImageHeader, probeImage, targetSize } from './images';
+import { checkTriple, decodeImage, IMAGENET_MEAN, IMAGENET_STD, ImageHeader, probeImage, targetSize } from './images';
 import { softmax } from './layers';
 import { Model } from './model';
 import { Tensor, tensor } from './tensor';
@@ -34,6 +34,12 @@ export interface ServerOptions extends BatchingOptions {
    * as they are).
    */
   shorterSide?: number | null;
+  /**
+   * Per-channel normalisation of the decoded images (after scaling to [0, 1]), as the model was
+   * trained: default ImageNet's. `sppnet serve` takes them from weights saved by `sppnet train`.
+   */
+  mean?: number[];
+  std?: number[];
   /** Bytes of one request body, all multipart parts together (default 16 MiB). */
   bodyLimit?: number;
   /** Images in one multipart request (default 16). */
@@ -90,6 +96,8 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   if (opts.shorterSide !== undefined && opts.shorterSide !== null && !isPositiveInt(opts.shorterSide))
     fail(`${fn}: options.shorterSide must be a positive integer or null (keep images as sent), got ${describe(opts.shorterSide)}`);
   const shorterSide = opts.shorterSide === null ? undefined : opts.shorterSide ?? 256;
+  const mean = checkTriple(fn, 'mean', opts.mean, IMAGENET_MEAN, false);
+  const std = checkTriple(fn, 'std', opts.std, IMAGENET_STD, true);
   const bodyLimit = positiveIntOption(fn, opts, 'bodyLimit', 16 * 2 ** 20);
   const maxFiles = positiveIntOption(fn, opts, 'maxFiles', 16);
   const maxPixels = positiveIntOption(fn, opts, 'maxPixels', 36_000_000);
@@ -150,10 +158,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
       this.set({ device: 'cuda' }, m.bytes.cuda);
     },
   });
-  // The model's activation buffers, where this build of sppnet reports them (sp.memory().activationBytes).
-  if (typeof (memory() as { activationBytes?: unknown }).activationBytes === 'number') {
-    new Gauge({ name: 'sppnet_activation_bytes', help: 'Bytes of activation buffers the models keep between runs.', registers, collect() { this.set((memory() as unknown as { activationBytes: number }).activationBytes); } });
-  }
+  new Gauge({ name: 'sppnet_activation_bytes', help: 'Bytes of activation buffers the models keep between runs.', registers, collect() { this.set(memory().activationBytes); } });
 
   app.addHook('onResponse', async (req, reply) => {
     const route = routeOf(req);
@@ -329,7 +334,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const over = runner.checkPixels(call, input);
     if (over) throw over;
     reservePixels(req, reply, input);
-    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean: IMAGENET_MEAN, std: IMAGENET_STD, device: model.device }))));
+    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device }))));
     const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
       const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');

@@ -2,18 +2,12 @@
 // 1,000 runs of a model leave the live tensor and byte counters where they were.
 const { expect } = require('chai');
 const path = require('path');
-const { sp, cudaStatus } = require('./support/helpers');
+const { sp, cudaStatus, settledMemory } = require('./support/helpers');
 
 // Device buffers other tests dropped without dispose() are freed whenever the GC finalises them,
 // which moves the device counters compared here: collect them before each reading when the GC is
 // exposed (node --expose-gc, as npm test runs); without it a reading may only have gone down.
-async function settled() {
-  if (typeof global.gc === 'function') {
-    global.gc();
-    for (let i = 0; i < 2; i++) await new Promise((res) => setImmediate(res));
-  }
-  return sp.memory();
-}
+const settled = settledMemory;
 const exact = typeof global.gc === 'function';
 
 for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {

@@ -60,6 +60,39 @@ describe('HTTP service', function () {
     expect(err.code).to.equal('SPPNET_INVALID_ARGUMENT');
   });
 
+  it('normalises images with the mean and std it is given (default ImageNet\'s), as sp.readImage does', async function () {
+    const img = await png(40, 30, 77);
+    const scores = async (norm) => {
+      const s = await sp.createServer({ model, labels: ['a', 'b', 'c', 'd'], shorterSide: null, topk: 4, ...norm });
+      try {
+        const r = await s.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': 'image/png' }, payload: img });
+        expect(r.statusCode, r.body).to.equal(200);
+        return Object.fromEntries(r.json().results[0].top.map((t) => [t.label, t.score]));
+      } finally {
+        await s.close();
+      }
+    };
+    const norm = { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] };
+    // The same image through sp.readImage with that normalisation, through the model directly.
+    const x = await sp.readImage(img, norm);
+    const logits = await model.run([x]);
+    const l = Array.from(await logits.data());
+    const mx = Math.max(...l);
+    const e = l.map((v) => Math.exp(v - mx));
+    const z = e.reduce((a, b) => a + b, 0);
+    const want = Object.fromEntries(['a', 'b', 'c', 'd'].map((k, i) => [k, e[i] / z]));
+    x.dispose();
+    logits.dispose();
+    const got = await scores(norm);
+    for (const k of Object.keys(want)) expect(got[k], k).to.be.closeTo(want[k], 1e-4);
+    const imagenet = await scores({});
+    expect(Object.keys(want).some((k) => Math.abs(imagenet[k] - want[k]) > 1e-4)).to.equal(true);
+    let err;
+    await sp.createServer({ model, std: [1, 0, 1] }).catch((e2) => (err = e2));
+    expect(err.message).to.match(/createServer: options.std must be 3 finite numbers > 0/);
+    expect(err.code).to.equal('SPPNET_INVALID_ARGUMENT');
+  });
+
   it('classifies several multipart images of different sizes in one request, and concurrent requests share batches', async function () {
     const m = multipart([await png(40, 30), await png(17, 60, 10), await png(25, 25, 90)]);
     const r = await srv.app.inject({ method: 'POST', url: '/v1/classify', headers: { 'content-type': m.type }, payload: m.body });

@@ -36,4 +36,18 @@ async function expectReject(promiseOrFn, pattern, code) {
   return err;
 }
 
-module.exports = { sp, cudaStatus, expectClose, expectReject };
+/**
+ * sp.memory() once the tensors other code dropped without dispose() are collected (a full GC,
+ * then the FinalizationRegistry callbacks): a count read after this moves only with what the test
+ * does, not with older garbage the GC happens to collect meanwhile. Without --expose-gc (npm test
+ * exposes it) it is sp.memory() as it stands.
+ */
+async function settledMemory() {
+  if (typeof global.gc === 'function') {
+    global.gc();
+    for (let i = 0; i < 2; i++) await new Promise((res) => setImmediate(res));
+  }
+  return sp.memory();
+}
+
+module.exports = { sp, cudaStatus, expectClose, expectReject, settledMemory };
