@@ -1,7 +1,13 @@
 // Host memory work that must not stall the event loop: packing maps into a ragged batch, and
 // turning decoded 8-bit pixels into normalised planar floats. Both run on a libuv thread
 // (Runs::kHost), not on the CPU executor, so they never wait behind a layer that is running.
+#include <sys/mman.h>
+
+#include <cstdlib>
 #include <cstring>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "common.h"
 
@@ -83,9 +89,79 @@ Napi::Value PixelsToPlanar(const Napi::CallbackInfo& info) {
   return queue(env, task, {inv, out.value}, Runs::kHost);
 }
 
+// Host buffers the caller frees when it chooses (a model's activation buffers), not when the GC
+// gets to them: a JS Float32Array's memory goes back only after a collection, and then often stays
+// in the C library's heap, so a server's memory stayed at its peak after a burst.
+//
+// hostAlloc(bytes) -> ArrayBuffer: zeroed memory from mmap (1 MiB and up: returned to the system
+// when freed) or calloc. hostFree(arrayBuffer): detaches it, which releases the memory at once
+// (the ArrayBuffer's finaliser frees it; one a program drops without hostFree is freed when it is
+// collected). A view of a detached buffer has length 0, and ops refuse it (SPPNET_DISPOSED).
+// trimHostMemory() -> Promise: hands the C library's free heap memory back to the system
+// (glibc's malloc_trim; nothing elsewhere), on a libuv thread.
+constexpr size_t kMapAtLeast = size_t{1} << 20;
+
+struct HostBlock {
+  void* data;
+  size_t bytes;
+  bool mapped;
+};
+
+void free_block(Napi::Env, void*, HostBlock* b) {
+  if (b->mapped)
+    munmap(b->data, b->bytes);
+  else
+    std::free(b->data);
+  delete b;
+}
+
+Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double want = info[0].As<Napi::Number>().DoubleValue();
+  if (!(want >= 1) || want > 1e15) throw Napi::RangeError::New(env, "internal: hostAlloc: bad size");
+  const size_t bytes = static_cast<size_t>(want);
+  void* data = nullptr;
+  bool mapped = false;
+  if (bytes >= kMapAtLeast) {
+    data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (data == MAP_FAILED) data = nullptr;
+    mapped = data != nullptr;
+  } else {
+    data = std::calloc(1, bytes);
+  }
+  if (data == nullptr) {
+    Napi::Error e = Napi::Error::New(env, "out of host memory: " + std::to_string(bytes) + " bytes");
+    e.Set("code", Napi::String::New(env, code_name(Code::kOutOfMemory)));
+    throw e;
+  }
+  auto* block = new HostBlock{data, bytes, mapped};
+  return Napi::ArrayBuffer::New(env, data, bytes, free_block, block);
+}
+
+Napi::Value HostFree(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "internal: hostFree: not an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  if (!ab.IsDetached()) ab.Detach();
+  return env.Undefined();
+}
+
+Napi::Value TrimHostMemory(const Napi::CallbackInfo& info) {
+  auto task = []() -> Status {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+    return Status::Ok();
+  };
+  return queue(info.Env(), task, {}, Runs::kHost);
+}
+
 }  // namespace
 
 void init_host(Napi::Env env, Napi::Object exports) {
+  exports.Set("hostAlloc", Napi::Function::New(env, HostAlloc));
+  exports.Set("hostFree", Napi::Function::New(env, HostFree));
+  exports.Set("trimHostMemory", Napi::Function::New(env, TrimHostMemory));
   exports.Set("gatherFloats", Napi::Function::New(env, GatherFloats));
   exports.Set("pixelsToPlanar", Napi::Function::New(env, PixelsToPlanar));
 }

@@ -9,7 +9,7 @@ import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures, sppPyramid } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
-import { allocate, Storage, Tensor, tensor } from './tensor';
+import { allocate, allocateReleasable, freeReleasable, Storage, Tensor, tensor } from './tensor';
 import { native } from './native';
 import { prng } from './data';
 import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';
@@ -346,7 +346,7 @@ class ActivationPool {
   }
 
   private drop(t: Tensor): void {
-    t.dispose();
+    freeReleasable(t); // its host memory goes back to the system now, not at the next GC
     this.count(-4 * t.size);
     this.dropped = true;
   }
@@ -378,7 +378,7 @@ class ActivationPool {
       this.keptBytes -= 4 * b;
     } else {
       this.evict(this.held.bytes + 4 * b - this.budget);
-      t = allocate([b], this.device, fn);
+      t = allocateReleasable([b], this.device, fn);
       this.count(4 * b);
     }
     return t;
@@ -419,6 +419,9 @@ class ActivationPool {
     this.evict(Infinity);
     this.kept.clear();
     if (this.dropped && this.device === 'cuda') native.trimDeviceMemory();
+    // On the CPU the buffers themselves are unmapped already; the C library's heap keeps what the
+    // runs' smaller allocations (and image decoding) left free: hand that back too, off the loop.
+    if (this.dropped && this.device === 'cpu') native.trimHostMemory().catch(() => {});
     this.dropped = false;
   }
 

@@ -57,6 +57,11 @@ export interface Native {
   /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
   gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
   /** output[c][y][x] = input[y][x][c] * scale[c] + bias[c], on a libuv thread. */
+  /** Zeroed host memory freed by hostFree (at once) or when the ArrayBuffer is collected. */
+  hostAlloc(bytes: number): ArrayBuffer;
+  hostFree(buffer: ArrayBuffer): void;
+  /** Gives the C library's free heap memory back to the system (glibc), off the event loop. */
+  trimHostMemory(): Promise<void>;
   pixelsToPlanar(args: { input: Uint8Array; height: number; width: number; channels: number; scale: Float32Array; bias: Float32Array; output: Float32Array }): Promise<void>;
   binCheck(rule: number, n: number, a: number): number;
   sppForward(args: NativeSppArgs): Promise<void>;

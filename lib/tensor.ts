@@ -188,6 +188,31 @@ export function allocate(shape: readonly number[], device: Device, fn: string): 
   return new Tensor({ device: 'cuda', buffer, offset: 0 }, shape);
 }
 
+/**
+ * @internal A buffer its owner frees at a moment of its choosing with freeReleasable() (a model's
+ * activation buffers): on the CPU its memory comes from the addon (mmap for 1 MiB and up) and goes
+ * back to the system at once, where a Float32Array's would wait for the GC and then often stay in
+ * the C library's heap. On CUDA, allocate()'s.
+ */
+export function allocateReleasable(shape: readonly number[], device: Device, fn: string): Tensor {
+  if (device !== 'cpu') return allocate(shape, device, fn);
+  const n = numel(shape);
+  let buffer: ArrayBuffer;
+  try {
+    buffer = native.hostAlloc(4 * Math.max(1, n));
+  } catch (e) {
+    throw new SppnetError(`${fn}: cannot allocate ${4 * n} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
+  }
+  return new Tensor({ device: 'cpu', array: new Float32Array(buffer, 0, n) }, shape);
+}
+
+/** @internal Disposes a tensor of allocateReleasable(), freeing its host memory now. */
+export function freeReleasable(t: Tensor): void {
+  const s = t.disposed ? null : t.storage('freeReleasable', 'the buffer');
+  t.dispose();
+  if (s && s.device === 'cpu') native.hostFree(s.array.buffer as ArrayBuffer);
+}
+
 /** @internal The native view of a storage: (buffer, element offset). */
 export function nativeRef(s: Storage): { buf: NativeFloats; offset: number } {
   return s.device === 'cpu' ? { buf: s.array, offset: 0 } : { buf: s.buffer, offset: s.offset };
