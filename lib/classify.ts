@@ -5,6 +5,7 @@ import { ImageOptions, readImages } from './images';
 import { softmax } from './layers';
 import { Model, Prediction } from './model';
 import { ragged } from './ragged';
+import { topK } from './topk';
 
 export interface ClassifyOptions extends Omit<ImageOptions, 'shorterSide' | 'device'> {
   /** Shorter-side scales, or 'natural' for the image as it is; scores are averaged over them (the paper's multi-scale testing). Default [224]. */
@@ -59,9 +60,7 @@ export async function classify(model: Model, sources: Array<string | Uint8Array>
     }
   }
   return sources.map((src, i) => {
-    const row = Array.from(scores.subarray(i * K, (i + 1) * K), (score, index) => ({ index, score }));
-    row.sort((a, b) => b.score - a.score || a.index - b.index);
-    const top = row.slice(0, Math.min(topk, K)).map((r) => (opts.labels ? { ...r, label: opts.labels[r.index] } : r));
+    const top = topK(scores, topk, opts.labels, i * K, K);
     return { source: typeof src === 'string' ? src : `<${src.length} bytes>`, sizes: sizes[i], top };
   });
 }

@@ -1,10 +1,10 @@
 // Images from files or bytes (JPEG, PNG, WebP, and whatever else sharp decodes) into CHW float
 // tensors: RGB, scaled to [0, 1], normalised with mean/std, optionally resized as the SPP-net paper
 // does (shorter side to s, aspect ratio kept).
-import { Device } from './backend';
+import { backend, Device } from './backend';
 import { CallSite, describe, fail, isPositiveInt, overLimit, SppnetError } from './errors';
 import { native } from './native';
-import { Tensor, tensor } from './tensor';
+import { allocateReleasable, freeReleasable, Tensor, tensor } from './tensor';
 
 export interface ImageOptions {
   /** Resize so that the shorter side is this many pixels (the paper's scale s); default: keep the size. */
@@ -95,6 +95,8 @@ interface DecodeOptions {
   mean: readonly number[];
   std: readonly number[];
   device?: Device;
+  /** On the CPU, a tensor whose memory freeReleasable() gives back at once (the HTTP service's). */
+  releasable?: boolean;
 }
 
 /**
@@ -120,9 +122,23 @@ export async function decodeImage(fn: string, source: string | Uint8Array, heade
   }
   const { width: W, height: H, channels } = decoded.info;
   if (channels !== 3) throw new SppnetError(`${fn}: ${what} decoded to ${channels} channels, expected RGB`, 'SPPNET_INTERNAL');
-  const out = new Float32Array(3 * H * W);
   const scale = Float32Array.from(opts.std, (s) => 1 / (255 * s));
   const bias = Float32Array.from(opts.mean, (m, c) => -m / opts.std[c]);
+  if (opts.releasable && (opts.device ?? backend().device) === 'cpu') {
+    // Fresh pages from the addon, zeroed by the kernel as the libuv thread writes them, and freed
+    // at once by freeReleasable(): neither the zero-fill nor the GC of a 1 MB array per image on
+    // the event loop.
+    const t = allocateReleasable([3, H, W], 'cpu', fn);
+    const output = (t.storage(fn, 'the image') as { array: Float32Array }).array;
+    try {
+      await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output }));
+    } catch (e) {
+      freeReleasable(t);
+      throw e;
+    }
+    return t;
+  }
+  const out = new Float32Array(3 * H * W);
   await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output: out }));
   return tensor(out, [3, H, W], { device: opts.device });
 }

@@ -13,6 +13,7 @@ import { allocate, allocateReleasable, freeReleasable, Storage, Tensor, tensor }
 import { native } from './native';
 import { prng } from './data';
 import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';
+import { topK } from './topk';
 
 type Pair = number | [number, number];
 
@@ -778,11 +779,7 @@ export class Model {
     const p = await probs.data();
     probs.dispose();
     const n = p.length / this.classes;
-    return Array.from({ length: n }, (_, i) => {
-      const row = Array.from(p.subarray(i * this.classes, (i + 1) * this.classes), (score, index) => ({ index, score }));
-      row.sort((a, b) => b.score - a.score || a.index - b.index);
-      return row.slice(0, Math.min(k, this.classes)).map((r) => (opts.labels ? { ...r, label: opts.labels[r.index] } : r));
-    });
+    return Array.from({ length: n }, (_, i) => topK(p, k, opts.labels, i * this.classes, this.classes));
   }
 
   /** Writes the weights as safetensors (PyTorch state_dict names; atomic: temp file, then rename). */

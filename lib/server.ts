@@ -21,7 +21,8 @@ import { describe, fail, formatAmount, isPositiveInt, nonNegativeOption, overLim
 import { checkTriple, decodeImage, IMAGENET_MEAN, IMAGENET_STD, ImageHeader, probeImage, targetSize } from './images';
 import { softmax } from './layers';
 import { Model } from './model';
-import { Tensor, tensor } from './tensor';
+import { freeReleasable, Tensor, tensor } from './tensor';
+import { topK } from './topk';
 
 export interface ServerOptions extends BatchingOptions {
   model: Model;
@@ -307,11 +308,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const d = await p.data();
     p.dispose();
     const rows = [];
-    for (let r = 0; r < d.length / model.classes; r++) {
-      const row = Array.from(d.subarray(r * model.classes, (r + 1) * model.classes), (score, index) => ({ index, score }));
-      row.sort((a, b) => b.score - a.score || a.index - b.index);
-      rows.push(row.slice(0, Math.min(k, model.classes)).map((x) => (opts.labels ? { ...x, label: opts.labels[x.index] } : x)));
-    }
+    for (let r = 0; r < d.length / model.classes; r++) rows.push(topK(d, k, opts.labels, r * model.classes, model.classes));
     return rows;
   };
 
@@ -334,13 +331,15 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const over = runner.checkPixels(call, input);
     if (over) throw over;
     reservePixels(req, reply, input);
-    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device }))));
+    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device, releasable: true }))));
     const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    let used = false; // the runner has answered, so no op of it reads the images any more
     try {
       const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (bad) throw bad.reason;
       const t1 = performance.now();
       const logits = await infer(req, reply, imgs);
+      used = true;
       const t2 = performance.now();
       const top = await topOf(logits, k);
       return {
@@ -348,7 +347,11 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
         timing: { decodeMs: +(t1 - t0).toFixed(2), inferenceMs: +(t2 - t1).toFixed(2), totalMs: +(performance.now() - t0).toFixed(2) },
       };
     } finally {
-      imgs.forEach((t) => t.dispose());
+      // Their memory goes back now where nothing can still read it (answered, or never queued);
+      // a request that timed out or went away may still be in a batch that is being packed: its
+      // images are only disposed, and the GC frees them once that op lets go of them.
+      const queued = !used && settled.every((r) => r.status === 'fulfilled');
+      imgs.forEach((t) => (queued ? t.dispose() : freeReleasable(t)));
     }
   });
 

@@ -203,14 +203,23 @@ export function allocateReleasable(shape: readonly number[], device: Device, fn:
   } catch (e) {
     throw new SppnetError(`${fn}: cannot allocate ${4 * n} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
   }
+  releasable.add(buffer);
   return new Tensor({ device: 'cpu', array: new Float32Array(buffer, 0, n) }, shape);
 }
+/** The host buffers allocateReleasable() made: freeReleasable() frees only those. */
+const releasable = new WeakSet<ArrayBuffer>();
 
-/** @internal Disposes a tensor of allocateReleasable(), freeing its host memory now. */
+/**
+ * @internal Disposes a tensor; one of allocateReleasable() (not a view) has its host memory freed
+ * now. Any other tensor is only disposed: a caller's own arrays are never touched.
+ */
 export function freeReleasable(t: Tensor): void {
   const s = t.disposed ? null : t.storage('freeReleasable', 'the buffer');
   t.dispose();
-  if (s && s.device === 'cpu') native.hostFree(s.array.buffer as ArrayBuffer);
+  if (s && s.device === 'cpu' && releasable.has(s.array.buffer as ArrayBuffer)) {
+    releasable.delete(s.array.buffer as ArrayBuffer);
+    native.hostFree(s.array.buffer as ArrayBuffer);
+  }
 }
 
 /** @internal The native view of a storage: (buffer, element offset). */
