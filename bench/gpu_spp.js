@@ -2,12 +2,13 @@
 // sppnet's side of the GPU SPP comparison: workloads W1-W4 on CUDA, on the map sizes and
 // windows of bench/workloads.json (the same ones bench/torch_spp.py runs PyTorch on).
 //
-//   node bench/gpu_spp.js [TORCH_JSON] [--anchor ANCHOR_JSON] [--quick] [--only W1,W2,...] [--no-flush] [--device cpu]
+//   node bench/gpu_spp.js [TORCH_JSON] [--anchor ANCHOR_JSON [--anchor-same-run]] [--quick] [--only W1,W2,...] [--no-flush] [--device cpu]
 //
 // TORCH_JSON: torch_spp.json from bench/torch_spp.py, run on the same machine: adds PyTorch's
 // time, the ratio PyTorch / sppnet and the bandwidth floor (from PyTorch's 1 GiB copy, read +
 // write counted) to each row. ANCHOR_JSON: a stored torch_anchor.py result (its W1-W4 keys, e.g.
-// torch_anchor_h100_2026-11-24.json), used when TORCH_JSON is not given or missing. Writes
+// torch_anchor_h100_2026-11-24.json), used when TORCH_JSON is not given or missing; with
+// --anchor-same-run it is labelled as PyTorch on this machine (torch_anchor.py just ran here). Writes
 // gpu_spp.json (and gpu_spp.md) to $OUT, or bench/out. Exits 1 when a workload's CUDA output
 // differs from the CPU's (max pooling is exact). --device cpu runs the same script on sppnet's
 // CPU path: a smoke test, not a benchmark.
@@ -28,7 +29,7 @@ const sp = require('../dist');
 const { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable } = require('./common');
 
 function parseArgs(argv) {
-  const o = { torch: null, anchor: null, quick: false, only: null, flush: true, device: 'cuda' };
+  const o = { torch: null, anchor: null, sameRun: false, quick: false, only: null, flush: true, device: 'cuda' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = () => {
@@ -41,6 +42,7 @@ function parseArgs(argv) {
     else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
     else if (a === '--no-flush') o.flush = false;
     else if (a.startsWith('--device')) o.device = val();
+    else if (a === '--anchor-same-run') o.sameRun = true;
     else if (a.startsWith('--anchor')) o.anchor = val();
     else if (a === '-h' || a === '--help') {
       console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
@@ -96,7 +98,7 @@ async function maxAbsDiff(a, b) {
  * A stored torch_anchor.py result (keys "W1 SPP ragged ...": { ms }, bw_TBps) in torch_spp.json's
  * shape. The anchor's W1-W4 are the workloads of bench/workloads.json (its own draws).
  */
-function fromAnchor(file) {
+function fromAnchor(file, sameRun) {
   const a = JSON.parse(fs.readFileSync(file, 'utf8'));
   const workloads = {};
   for (const [k, v] of Object.entries(a)) {
@@ -104,7 +106,8 @@ function fromAnchor(file) {
     if (m && v && typeof v.ms === 'number') workloads[m[1]] = { us: v.ms * 1e3, desc: k };
   }
   if (!Object.keys(workloads).length || typeof a.bw_TBps !== 'number') throw new Error(`--anchor ${file}: no W1-W4 timings or bw_TBps in it`);
-  return { device: `stored anchor ${path.basename(file)}`, torch: null, stored: true, bw_TBps: a.bw_TBps, workloads };
+  // --anchor-same-run: torch_anchor.py ran on this machine just before (scripts/gpu-run.sh's torch step).
+  return { device: sameRun ? `torch_anchor.py run on this machine just before (${path.basename(file)})` : `stored anchor ${path.basename(file)}`, torch: null, stored: true, bw_TBps: a.bw_TBps, workloads };
 }
 
 const fmtUs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
@@ -121,7 +124,7 @@ async function main() {
   if (opt.torch && fs.existsSync(opt.torch)) torch = JSON.parse(fs.readFileSync(opt.torch, 'utf8'));
   else if (opt.anchor) {
     if (opt.torch) console.log(`${opt.torch} not found: using the stored anchor ${opt.anchor}`);
-    torch = fromAnchor(opt.anchor);
+    torch = fromAnchor(opt.anchor, opt.sameRun);
   } else if (opt.torch) throw new Error(`${opt.torch} not found`);
   const spec = loadWorkloads();
   const names = opt.only || ['W1', 'W2', 'W3', 'W4'];

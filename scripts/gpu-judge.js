@@ -5,7 +5,7 @@
 //
 //   node scripts/gpu-judge.js STEP RC SECONDS LIMIT LOG [FILE [OUT_JSON]]
 //
-// STEP: spp_check | memcheck | racecheck | synccheck | mocha | gpu_spp | gpu_zf5 | sass.
+// STEP: spp_check | memcheck | racecheck | synccheck | mocha | torch | gpu_spp | gpu_zf5 | sass.
 // FILE: the JSON a benchmark wrote, or for sass the cuobjdump -sass text (OUT_JSON: where the
 // per-kernel counts go). SPPNET_GPU_NAME and SPPNET_GPU_CC (from the preflight) name the device.
 // A step passes only on positive evidence that CUDA ran (the device's name in spp_check's output,
@@ -100,6 +100,17 @@ function gpuSpp(log, file) {
   return { why, figures: { peer: d.torch ? `${d.torch.device} (${d.torchJson})` : null, rows } };
 }
 
+/** torch_anchor.py on the GPU host: the peer of gpu_spp and gpu_zf5 on the same machine. */
+function torchAnchor(log, file) {
+  const d = readJson(file);
+  if (!d) return { why: [`no ${path.basename(file || 'torch_anchor.json')} written`], figures: {} };
+  const ms = Object.fromEntries(Object.entries(d).filter(([, v]) => v && typeof v.ms === 'number').map(([k, v]) => [k, round(v.ms)]));
+  const why = [];
+  for (const w of ['W1', 'W2', 'W3', 'W4', 'W5']) if (!Object.keys(ms).some((k) => k.startsWith(`${w} `))) why.push(`no ${w} timing`);
+  if (typeof d.bw_TBps !== 'number') why.push('no copy bandwidth');
+  return { why, figures: { bw_TBps: round(d.bw_TBps), ms } };
+}
+
 function gpuZf5(log, file) {
   const d = readJson(file);
   if (!d) return { why: [`no ${path.basename(file || 'gpu_zf5.json')} written`], figures: {} };
@@ -179,7 +190,7 @@ function sass(log, file, outJson) {
   return { why, figures };
 }
 
-const JUDGES = { spp_check: sppCheck, memcheck: sanitizer('memcheck'), racecheck: sanitizer('racecheck'), synccheck: sanitizer('synccheck'), mocha, gpu_spp: gpuSpp, gpu_zf5: gpuZf5, sass };
+const JUDGES = { spp_check: sppCheck, memcheck: sanitizer('memcheck'), racecheck: sanitizer('racecheck'), synccheck: sanitizer('synccheck'), mocha, torch: torchAnchor, gpu_spp: gpuSpp, gpu_zf5: gpuZf5, sass };
 
 function main() {
   const [step, rc, seconds, limit, logFile, file, outJson] = process.argv.slice(2);

@@ -10,10 +10,12 @@
 # 2. then, in order, each under its own timeout and all within SPPNET_GPU_RUN_BUDGET (450) s from
 #    the start: .gpu/spp_check all 20; compute-sanitizer memcheck, racecheck and synccheck
 #    on scripts/gpu-touch.js (every kernel once); the test suite on CUDA (gpu-env.sh's
-#    sppnet_mocha); bench/gpu_spp.js --quick and bench/gpu_zf5.js --quick against the stored H100
+#    sppnet_mocha); PyTorch's anchor (torch_anchor.py) on the same GPU; bench/gpu_spp.js --quick
+#    and bench/gpu_zf5.js --quick against it (or, without PyTorch there, against the stored H100
 #    anchor; HMMA and LDL/STL per kernel in the addon's SASS (cuobjdump).
 # 3. $OUT/summary.json (per step: name, status, seconds, limit, figures, why it failed, log),
-#    $OUT/run.log (every step's output, in order), $OUT/gpu_spp.json, gpu_zf5.json, sass.json.
+#    $OUT/run.log (every step's output, in order), $OUT/gpu_spp.json, gpu_zf5.json, sass.json,
+#    torch_anchor.json.
 #    What passes is decided by scripts/gpu-judge.js. Exit status 0 only when every step passed.
 set -uo pipefail # not -e: every step runs and reports, and the exit status sums them up
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ FAILED=()
 # Steps after the preflight and their caps (s), in order. A step gets its cap, or less where the
 # steps after it would otherwise get under RESERVE s each within BUDGET from the start.
 RESERVE=15
-CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 gpu_spp:45 gpu_zf5:60 sass:30)
+CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 torch:120 gpu_spp:45 gpu_zf5:60 sass:30)
 
 json_str() {
   local s=${1//\\/\\\\}
@@ -185,8 +187,19 @@ for t in memcheck racecheck synccheck; do
   step "$t" "" "" -- "$SANITIZER" --tool "$t" --error-exitcode 99 --print-limit 20 node scripts/gpu-touch.js
 done
 step mocha "" "" -- bash -c 'source scripts/gpu-env.sh && sppnet_mocha'
-step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" node bench/gpu_spp.js --quick --anchor "$ANCHOR"
-step gpu_zf5 "$BENCH/gpu_zf5.json" "" -- env OUT="$BENCH" node bench/gpu_zf5.js --quick --anchor "$ANCHOR"
+# PyTorch on this machine, just before sppnet's benchmarks, so their ratios compare the same GPU
+# (SPPNET_GPU_TORCH=0 skips it; then, or when it fails, they use the stored anchor).
+if [ "${SPPNET_GPU_TORCH:-1}" != 0 ]; then
+  step torch "$BENCH/torch_anchor.json" "" -- env OUT="$BENCH" PYTHONUNBUFFERED=1 python3 .gpu/anchors/torch_anchor.py
+fi
+if [ -s "$BENCH/torch_anchor.json" ]; then
+  cp "$BENCH/torch_anchor.json" "$OUT/"
+  step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" node bench/gpu_spp.js --quick --anchor "$BENCH/torch_anchor.json" --anchor-same-run
+  step gpu_zf5 "$BENCH/gpu_zf5.json" "" -- env OUT="$BENCH" node bench/gpu_zf5.js --quick --torch "$BENCH/torch_anchor.json"
+else
+  step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" node bench/gpu_spp.js --quick --anchor "$ANCHOR"
+  step gpu_zf5 "$BENCH/gpu_zf5.json" "" -- env OUT="$BENCH" node bench/gpu_zf5.js --quick --anchor "$ANCHOR"
+fi
 step sass "$WORK/sass.txt" "$OUT/sass.json" -- bash -c "'$CUOBJDUMP' -sass build/Release/sppnet.node > '$WORK/sass.txt'"
 cp "$BENCH"/gpu_spp.json "$BENCH"/gpu_zf5.json "$OUT/" 2>/dev/null
 
