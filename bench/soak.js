@@ -102,14 +102,16 @@ function post(port, url, body, type) {
     req.end(body);
   });
 }
-function get(port, url) {
+/** GET url: { status (0: no answer), body }. */
+function get(port, url, timeout = 5000) {
   return new Promise((resolve) => {
-    http.get({ host: '127.0.0.1', port, path: url, timeout: 5000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode));
-    }).on('error', () => resolve(0)).on('timeout', function () {
+    http.get({ host: '127.0.0.1', port, path: url, timeout }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    }).on('error', () => resolve({ status: 0, body: '' })).on('timeout', function () {
       this.destroy();
-      resolve(0);
+      resolve({ status: 0, body: '' });
     });
   });
 }
@@ -197,7 +199,7 @@ async function main() {
     }
   };
   const sampler = setInterval(async () => {
-    const health = await get(port, '/healthz');
+    const health = (await get(port, '/healthz')).status;
     answer('/healthz', health);
     samples.push({
       t: (Date.now() - t0) / 1000, rss: rssOf(server.pid), health, valid: window.valid.length, validBad: window.validBad,
@@ -211,14 +213,8 @@ async function main() {
   // /metrics against the answers received: every response is counted once, hostile ones included.
   let metrics = null;
   if (!exited) {
-    const text = await new Promise((resolve) => {
-      http.get({ host: '127.0.0.1', port, path: '/metrics', timeout: 10000 }, (res) => {
-        let b = '';
-        res.on('data', (d) => (b += d));
-        res.on('end', () => resolve(b));
-      }).on('error', () => resolve(null));
-    });
-    if (text !== null) {
+    const { status, body: text } = await get(port, '/metrics', 10000);
+    if (status === 200) {
       const counted = {};
       for (const [, route, code, n] of text.matchAll(/^sppnet_requests_total\{route="([^"]*)",code="(\d+)"\} (\d+)$/gm))
         if (route !== '/metrics') counted[`${route} ${code}`] = Number(n);

@@ -119,16 +119,10 @@ LrnParams lrn_params(const Napi::Object& obj) {
 }
 
 Napi::Int32Array int32_array(const Napi::Object& obj, const char* name) {
-  Napi::Value v = obj.Get(name);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be an Int32Array");
-  return v.As<Napi::TypedArrayOf<int32_t>>();
+  return typed_array<int32_t>(obj.Env(), obj.Get(name), napi_int32_array, std::string("field '") + name + "'", "an Int32Array");
 }
 Napi::Float64Array float64_array(const Napi::Object& obj, const char* name) {
-  Napi::Value v = obj.Get(name);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
-    throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a Float64Array");
-  return v.As<Napi::TypedArrayOf<double>>();
+  return typed_array<double>(obj.Env(), obj.Get(name), napi_float64_array, std::string("field '") + name + "'", "a Float64Array");
 }
 
 FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed) {

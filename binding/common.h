@@ -110,6 +110,15 @@ struct FloatArg {
 // Unpacks obj[name] and obj[name + "Offset"], checking that `needed` floats fit. Throws a JS error.
 FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed);
 
+// v as a typed array of `type`; else a TypeError "internal: <what> must be <kind>" (lib/ passed
+// something it never passes).
+template <typename T>
+Napi::TypedArrayOf<T> typed_array(Napi::Env env, const Napi::Value& v, napi_typedarray_type type, const std::string& what,
+                                  const char* kind) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw Napi::TypeError::New(env, "internal: " + what + " must be " + kind);
+  return v.As<Napi::TypedArrayOf<T>>();
+}
 Napi::Int32Array int32_array(const Napi::Object& obj, const char* name);
 Napi::Float64Array float64_array(const Napi::Object& obj, const char* name);
 int32_t int_field(const Napi::Object& obj, const char* name);

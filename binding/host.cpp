@@ -1,6 +1,6 @@
-// Host memory work that must not stall the event loop: packing maps into a ragged batch, and
-// turning decoded 8-bit pixels into normalised planar floats. Both run on a libuv thread
-// (Runs::kHost), not on the CPU executor, so they never wait behind a layer that is running.
+// Host memory work: packing maps into a ragged batch and turning decoded 8-bit pixels into
+// normalised planar floats, both on a libuv thread (Runs::kHost), not on the CPU executor, so they
+// never wait behind a layer that is running; and host buffers freed when their owner says so.
 #include <sys/mman.h>
 
 #include <cstdlib>
@@ -21,10 +21,7 @@ namespace {
 Napi::Value GatherFloats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object a = info[0].As<Napi::Object>();
-  const Napi::Value outv = a.Get("output");
-  if (!outv.IsTypedArray() || outv.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-    throw Napi::TypeError::New(env, "internal: gatherFloats: output must be a Float32Array");
-  Napi::Float32Array out = outv.As<Napi::Float32Array>();
+  Napi::Float32Array out = typed_array<float>(env, a.Get("output"), napi_float32_array, "gatherFloats: output", "a Float32Array");
   const Napi::Array inputs = a.Get("inputs").As<Napi::Array>();
   const Napi::Float64Array offsets = float64_array(a, "offsets");
   const uint32_t n = inputs.Length();
@@ -38,15 +35,12 @@ Napi::Value GatherFloats(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep{out};
   const size_t total = out.ElementLength();
   for (uint32_t i = 0; i < n; ++i) {
-    const Napi::Value v = inputs.Get(i);
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
-      throw Napi::TypeError::New(env, "internal: gatherFloats: inputs must be Float32Arrays");
-    const Napi::Float32Array in = v.As<Napi::Float32Array>();
+    const Napi::Float32Array in = typed_array<float>(env, inputs.Get(i), napi_float32_array, "gatherFloats: inputs[i]", "a Float32Array");
     const double at = offsets[i];
     if (!(at >= 0) || at + static_cast<double>(in.ElementLength()) > static_cast<double>(total))
       throw Napi::RangeError::New(env, "internal: gatherFloats: input " + std::to_string(i) + " does not fit the output");
     pieces->push_back({in.Data(), in.ElementLength(), static_cast<size_t>(at)});
-    keep.push_back(v);
+    keep.push_back(in);
   }
   float* dst = out.Data();
   auto task = [pieces, dst]() -> Status {
@@ -62,10 +56,7 @@ Napi::Value GatherFloats(const Napi::CallbackInfo& info) {
 Napi::Value PixelsToPlanar(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const Napi::Object a = info[0].As<Napi::Object>();
-  const Napi::Value inv = a.Get("input");
-  if (!inv.IsTypedArray() || inv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    throw Napi::TypeError::New(env, "internal: pixelsToPlanar: input must be a Uint8Array");
-  const Napi::Uint8Array in = inv.As<Napi::Uint8Array>();
+  const Napi::Uint8Array in = typed_array<uint8_t>(env, a.Get("input"), napi_uint8_array, "pixelsToPlanar: input", "a Uint8Array");
   const int64_t h = int_field(a, "height"), w = int_field(a, "width"), c = int_field(a, "channels");
   if (h < 1 || w < 1 || c < 1 || c > 4) throw Napi::RangeError::New(env, "internal: pixelsToPlanar: bad size");
   const int64_t plane = h * w;
@@ -86,7 +77,7 @@ Napi::Value PixelsToPlanar(const Napi::CallbackInfo& info) {
     }
     return Status::Ok();
   };
-  return queue(env, task, {inv, out.value}, Runs::kHost);
+  return queue(env, task, {in, out.value}, Runs::kHost);
 }
 
 // Host buffers the caller frees when it chooses (a model's activation buffers), not when the GC

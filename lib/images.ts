@@ -124,23 +124,18 @@ export async function decodeImage(fn: string, source: string | Uint8Array, heade
   if (channels !== 3) throw new SppnetError(`${fn}: ${what} decoded to ${channels} channels, expected RGB`, 'SPPNET_INTERNAL');
   const scale = Float32Array.from(opts.std, (s) => 1 / (255 * s));
   const bias = Float32Array.from(opts.mean, (m, c) => -m / opts.std[c]);
-  if (opts.releasable && (opts.device ?? backend().device) === 'cpu') {
-    // Fresh pages from the addon, zeroed by the kernel as the libuv thread writes them, and freed
-    // at once by freeReleasable(): neither the zero-fill nor the GC of a 1 MB array per image on
-    // the event loop.
-    const t = allocateReleasable([3, H, W], 'cpu', fn);
-    const output = (t.storage(fn, 'the image') as { array: Float32Array }).array;
-    try {
-      await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output }));
-    } catch (e) {
-      freeReleasable(t);
-      throw e;
-    }
-    return t;
+  // The HTTP service's images on the CPU: fresh pages from the addon, zeroed by the kernel as the
+  // libuv thread writes them, and freed at once by freeReleasable(): neither the zero-fill nor the
+  // GC of a 1 MB array per image on the event loop.
+  const owned = opts.releasable && (opts.device ?? backend().device) === 'cpu' ? allocateReleasable([3, H, W], 'cpu', fn) : null;
+  const out = owned ? (owned.storage(fn, 'the image') as { array: Float32Array }).array : new Float32Array(3 * H * W);
+  try {
+    await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output: out }));
+  } catch (e) {
+    if (owned) freeReleasable(owned);
+    throw e;
   }
-  const out = new Float32Array(3 * H * W);
-  await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output: out }));
-  return tensor(out, [3, H, W], { device: opts.device });
+  return owned ?? tensor(out, [3, H, W], { device: opts.device });
 }
 
 /** Decodes one image to a [3, H, W] float32 tensor. */

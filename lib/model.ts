@@ -9,7 +9,7 @@ import { RaggedBatch, ragged } from './ragged';
 import { Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { BinRule, PoolKind, spp, sppFeatures, sppPyramid } from './spp';
 import { checkStateDict, readSafetensors, writeSafetensors } from './safetensors';
-import { allocate, allocateReleasable, freeReleasable, Storage, Tensor, tensor } from './tensor';
+import { allocateReleasable, freeReleasable, Storage, Tensor, tensor } from './tensor';
 import { native } from './native';
 import { prng } from './data';
 import { checkLabels, lossAndGradients, Optimizer, OptimizerOptions, StepResult } from './train';

@@ -333,13 +333,14 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     reservePixels(req, reply, input);
     const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device, releasable: true }))));
     const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-    let used = false; // the runner has answered, so no op of it reads the images any more
+    let inBatch = false; // handed to the runner and not answered: a packing op may still read them
     try {
       const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (bad) throw bad.reason;
       const t1 = performance.now();
+      inBatch = true;
       const logits = await infer(req, reply, imgs);
-      used = true;
+      inBatch = false;
       const t2 = performance.now();
       const top = await topOf(logits, k);
       return {
@@ -350,8 +351,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
       // Their memory goes back now where nothing can still read it (answered, or never queued);
       // a request that timed out or went away may still be in a batch that is being packed: its
       // images are only disposed, and the GC frees them once that op lets go of them.
-      const queued = !used && settled.every((r) => r.status === 'fulfilled');
-      imgs.forEach((t) => (queued ? t.dispose() : freeReleasable(t)));
+      imgs.forEach((t) => (inBatch ? t.dispose() : freeReleasable(t)));
     }
   });
 

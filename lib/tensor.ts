@@ -169,15 +169,7 @@ export class Tensor {
 /** @internal Allocates an uninitialised tensor on a device. */
 export function allocate(shape: readonly number[], device: Device, fn: string): Tensor {
   const n = numel(shape);
-  if (device === 'cpu') {
-    let array: Float32Array;
-    try {
-      array = new Float32Array(n);
-    } catch (e) {
-      throw new SppnetError(`${fn}: cannot allocate ${4 * n} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
-    }
-    return new Tensor({ device: 'cpu', array }, shape);
-  }
+  if (device === 'cpu') return new Tensor({ device: 'cpu', array: hostArray(fn, shape, () => new Float32Array(n)) }, shape);
   requireDevice('cuda', fn);
   let buffer: NativeDeviceBuffer;
   try {
@@ -197,14 +189,18 @@ export function allocate(shape: readonly number[], device: Device, fn: string): 
 export function allocateReleasable(shape: readonly number[], device: Device, fn: string): Tensor {
   if (device !== 'cpu') return allocate(shape, device, fn);
   const n = numel(shape);
-  let buffer: ArrayBuffer;
+  const array = hostArray(fn, shape, () => new Float32Array(native.hostAlloc(4 * Math.max(1, n)), 0, n));
+  releasable.add(array.buffer as ArrayBuffer);
+  return new Tensor({ device: 'cpu', array }, shape);
+}
+
+/** make(), or SPPNET_OUT_OF_MEMORY naming the call and the tensor when the host has no room. */
+function hostArray(fn: string, shape: readonly number[], make: () => Float32Array): Float32Array {
   try {
-    buffer = native.hostAlloc(4 * Math.max(1, n));
+    return make();
   } catch (e) {
-    throw new SppnetError(`${fn}: cannot allocate ${4 * n} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
+    throw new SppnetError(`${fn}: cannot allocate ${4 * numel(shape)} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
   }
-  releasable.add(buffer);
-  return new Tensor({ device: 'cpu', array: new Float32Array(buffer, 0, n) }, shape);
 }
 /** The host buffers allocateReleasable() made: freeReleasable() frees only those. */
 const releasable = new WeakSet<ArrayBuffer>();

@@ -2,8 +2,7 @@
 // The command line: classify with saved weights and labels, train -> classify / serve with the
 // class names stored in the weights, where train saves, the demo, and errors that exit 1.
 const { expect } = require('chai');
-const { spawn } = require('child_process');
-const { runNode } = require('./support/child');
+const { runNode, startServe } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -96,18 +95,9 @@ describe('command line', function () {
       expect(l.stdout).to.match(/\d%\s+(cat|dog|bird)\n/);
       expect(l.stderr).to.not.include('class names from');
 
-      const child = spawn(process.execPath, [cli, 'serve', '--weights', weights, '--port', '0'], { env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (out += d));
+      const { child, url, output } = await startServe(['--weights', weights, '--port', '0']);
       try {
-        const url = await new Promise((resolve, reject) => {
-          const iv = setInterval(() => {
-            const m = out.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
-            if (m) { clearInterval(iv); resolve(m[1]); }
-          }, 20);
-          child.once('exit', () => { clearInterval(iv); reject(new Error(`server exited: ${out}`)); });
-        });
+        const out = output();
         expect(out).to.include('class names from shapes.safetensors');
         // Trained on synthetic images (mean = std = 0.5): served with the same normalisation, said at start.
         expect(out).to.include('normalised as the model was trained: mean 0.5, 0.5, 0.5, std 0.5, 0.5, 0.5');

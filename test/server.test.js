@@ -4,7 +4,7 @@
 // clients of issue 12 (decompression bombs, oversized multipart, traffic that /metrics missed,
 // overload) are in test/server-hostile.test.js.
 const { expect } = require('chai');
-const { spawn } = require('child_process');
+const { startServe } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -169,17 +169,7 @@ describe('HTTP service', function () {
   it('npx sppnet serve: a real server on loopback finishes the request in flight on SIGTERM', async function () {
     this.timeout(60000);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-serve-'));
-    const child = spawn(process.execPath, [path.join(__dirname, '..', 'bin', 'sppnet.js'), 'serve', '--weights', fixture, '--port', '0', '--max-delay', '300'], { env: { ...process.env, SPPNET_DEVICE: 'cpu' } });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (out += d));
-    const url = await new Promise((resolve, reject) => {
-      const t = setInterval(() => {
-        const m = out.match(/on (http:\/\/127\.0\.0\.1:\d+)/);
-        if (m) { clearInterval(t); resolve(m[1]); }
-      }, 20);
-      child.once('exit', () => { clearInterval(t); reject(new Error(`server exited: ${out}`)); });
-    });
+    const { child, url, output } = await startServe(['--weights', fixture, '--port', '0', '--max-delay', '300']);
     // The request waits ~300 ms in the batching queue; SIGTERM arrives meanwhile.
     const pending = fetch(`${url}/v1/classify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: await png(30, 30) });
     await new Promise((r) => setTimeout(r, 100));
@@ -189,7 +179,7 @@ describe('HTTP service', function () {
     expect((await res.json()).results).to.have.length(1);
     const code = await new Promise((r) => child.once('exit', r));
     expect(code).to.equal(0);
-    expect(out).to.match(/SIGTERM: finishing requests in flight/);
+    expect(output()).to.match(/SIGTERM: finishing requests in flight/);
     fs.rmSync(dir, { recursive: true, force: true });
   });
 });
