@@ -20,7 +20,8 @@
 // pool images: the bomb's time, the server's RSS peak (VmHWM) and after, and the other requests'
 // latencies and errors beside a baseline without the bomb -> DIR/bomb-cpu.{json,md}.
 //
-// The server runs in this process, listening on 127.0.0.1 port 0. The load comes from autocannon
+// The server runs in this process, listening on 127.0.0.1 port 0, with what `sppnet serve` sets
+// beyond createServer's defaults (SERVE: V8's heap growing percent 300). The load comes from autocannon
 // in a child process (bench/load_client.js), so its CPU time is not on the server's event loop
 // and its memory is not in the server's RSS; on a 2-core machine both still share the cores.
 // Each request POSTs one pre-encoded PNG or JPEG of a pool of mixed sizes (made with sharp from
@@ -35,6 +36,9 @@ const { monitorEventLoopDelay } = require('perf_hooks');
 const sharp = require('sharp');
 const sp = require('../dist');
 const { rng, mdTable, textTable, buildInfo } = require('./common');
+
+/** What `sppnet serve` passes to createServer beyond its defaults (bin/sppnet.js, serveCmd). */
+const SERVE = { heapGrowingPercent: 300 };
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -297,7 +301,7 @@ async function loadTest(opt, device, images, client, log) {
   const runs = [];
   for (const modeName of opt.modes) {
     const mode = MODES[modeName];
-    const srv = await sp.createServer({ model, ...mode.server });
+    const srv = await sp.createServer({ model, ...SERVE, ...mode.server });
     const address = await srv.app.listen({ port: 0, host: '127.0.0.1' });
     const url = `${address}/v1/classify?topk=1`;
     const timeoutS = 30;
@@ -439,7 +443,7 @@ async function post(url, body, contentType) {
 async function bombTest(opt, client) {
   const arch = ARCHS[opt.arch];
   const model = await arch.load('cpu');
-  const srv = await sp.createServer({ model });
+  const srv = await sp.createServer({ model, ...SERVE });
   const address = await srv.app.listen({ port: 0, host: '127.0.0.1' });
   const url = `${address}/v1/classify?topk=1`;
   const flat = (w, h) => sharp({ create: { width: w, height: h, channels: 3, background: { r: 120, g: 30, b: 200 } } });
@@ -481,7 +485,7 @@ async function bombTest(opt, client) {
   const two = Buffer.concat([0, 1].flatMap((i) => [Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="${i}.png"\r\nContent-Type: image/png\r\n\r\n`), bombs[0].body, Buffer.from('\r\n')]).concat([Buffer.from(`--${boundary}--\r\n`)]));
   const refusedTwo = await post(url, two, `multipart/form-data; boundary=${boundary}`);
   await srv.close();
-  const kept = await sp.createServer({ model, shorterSide: null });
+  const kept = await sp.createServer({ model, ...SERVE, shorterSide: null });
   const keptUrl = `${await kept.app.listen({ port: 0, host: '127.0.0.1' })}/v1/classify`;
   const refusedKept = await post(keptUrl, bombs[0].body, 'image/png');
   await kept.close();

@@ -13,6 +13,7 @@ const USAGE = `usage:
                [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 256] [--timeout 30000]
                [--shorter-side 256|none] [--max-pixels 36000000] [--max-batch-pixels 4000000]
                [--max-queued-pixels N] [--body-limit 16777216] [--max-files 16] [--max-rss BYTES]
+               [--heap-growing-percent 300]
                [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
   sppnet train (--arch A | --spec net.json) --data synthetic|FOLDER [--val synthetic|FOLDER] [--classes N]
                [--count 1000] [--val-count 300] [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96]
@@ -301,6 +302,7 @@ async function serveCmd(sp, o) {
     maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: o['shorter-side'] === 'none' ? null : num('shorter-side'),
     maxPixels: num('max-pixels'), maxBatchPixels: num('max-batch-pixels'), maxQueuedPixels: num('max-queued-pixels'),
     bodyLimit: num('body-limit'), maxFiles: num('max-files'), maxRssBytes: num('max-rss'),
+    heapGrowingPercent: o['heap-growing-percent'] === undefined ? 300 : Number(o['heap-growing-percent']),
   });
   const port = o.port === undefined ? 8080 : Number(o.port);
   const address = await app.listen({ port, host: o.host || '127.0.0.1' });

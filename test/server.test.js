@@ -4,7 +4,7 @@
 // clients of issue 12 (decompression bombs, oversized multipart, traffic that /metrics missed,
 // overload) are in test/server-hostile.test.js.
 const { expect } = require('chai');
-const { startServe } = require('./support/child');
+const { runNode, startServe } = require('./support/child');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -58,6 +58,34 @@ describe('HTTP service', function () {
     await sp.createServer({ model, shorterSide: 0 }).catch((e) => (err = e));
     expect(err.message).to.match(/createServer: options.shorterSide must be a positive integer or null/);
     expect(err.code).to.equal('SPPNET_INVALID_ARGUMENT');
+  });
+
+  it('heapGrowingPercent sets V8\'s heap growing factor for the process (sppnet serve: 300), and is checked', async function () {
+    this.timeout(60000);
+    // In a child (the flag is process-wide), traced: V8 states the limit it sets at each full GC
+    // and the factor it used ("new limit: N KB (factor)").
+    // 50 (factor 1.5), which V8 does not choose itself here: allocating this fast it picks its
+    // largest, 4.
+    const dist = path.join(__dirname, '..', 'dist');
+    const script = `const sp = require(${JSON.stringify(dist)});
+      (async () => {
+        const model = await sp.loadModel({ weights: ${JSON.stringify(fixture)} });
+        const s = await sp.createServer({ model, heapGrowingPercent: 50 });
+        let keep = [];
+        for (let i = 0; i < 2e6; i++) { keep.push({ i }); if (keep.length > 3e5) keep = []; }
+        await s.close(); model.dispose(); console.log('done');
+      })();`;
+    const r = runNode(['--trace-gc-verbose', '-e', script], { env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 50000 });
+    expect(r.status, r.stderr).to.equal(0);
+    const factors = [...r.stdout.matchAll(/\[HeapController\] Limit: .* new limit: \d+ KB \(([\d.]+)\)/g)].map((m) => Number(m[1]));
+    expect(factors.length, 'no full GC traced').to.be.greaterThan(0);
+    expect(factors.at(-1)).to.equal(1.5);
+    for (const bad of [-1, 1.5, '300', 1001]) {
+      let err;
+      await sp.createServer({ model, heapGrowingPercent: bad }).catch((e) => (err = e));
+      expect(err && err.message, String(bad)).to.match(/createServer: options.heapGrowingPercent must be an integer from 0 to 1000, got/);
+      expect(err.code).to.equal('SPPNET_INVALID_ARGUMENT');
+    }
   });
 
   it('normalises images with the mean and std it is given (default ImageNet\'s), as sp.readImage does', async function () {
