@@ -41,7 +41,7 @@ if [ -z "$rebuild" ] && [ -n "${SPPNET_CUDA_ARCHS:-}" ] && [ "$(norm "$SPPNET_CU
 fi
 if [ -z "$rebuild" ]; then
   newer=$(find cpu cuda binding include CMakeLists.txt -type f -newer "$addon" | head -1)
-  [ -z "$newer" ] && newer=$(find lib tsconfig.json -type f -newer dist/index.js | head -1)
+  [ -z "$newer" ] && newer=$(find lib tsconfig.json -type f \( -name '*.ts' -o -name tsconfig.json \) -newer dist/index.js | head -1)
   [ -n "$newer" ] && rebuild="$newer is newer than the build"
 fi
 if [ -n "$rebuild" ]; then

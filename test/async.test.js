@@ -76,8 +76,9 @@ describe('async behaviour', function () {
       const { Worker } = require('worker_threads');
       const code = \`
         const { parentPort } = require('worker_threads');
-        const sp = { ...require(\${JSON.stringify(${JSON.stringify(dist + '/tensor')})}), ...require(\${JSON.stringify(${JSON.stringify(dist + '/spp')})}),
-                     ...require(\${JSON.stringify(${JSON.stringify(dist + '/layers')})}) };
+        const sp = { ...require(\${JSON.stringify(${JSON.stringify(dist + '/core/tensor')})}), ...require(\${JSON.stringify(${JSON.stringify(dist + '/ops/spp')})}),
+                     ...require(\${JSON.stringify(${JSON.stringify(dist + '/ops/conv2d')})}) };
+        require(\${JSON.stringify(${JSON.stringify(dist + '/ops/tensorcore')})}); // the tensor-core check, as the index loads it
         (async () => {
           const x = sp.full(${JSON.stringify(shapes.x)}, 1), w = sp.full(${JSON.stringify(shapes.w)}, 0.1);
           parentPort.postMessage('busy');

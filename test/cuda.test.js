@@ -6,8 +6,8 @@ const { expect } = require('chai');
 const { sp, cudaStatus, expectClose, expectReject } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
 // Internals, to allocate device memory without a host array to upload (sp.zeros makes one).
-const { allocate } = require('../dist/tensor');
-const { native } = require('../dist/native');
+const { allocate } = require('../dist/core/tensor');
+const { native } = require('../dist/core/native');
 
 const MiB = 1 << 20;
 const ticks = async (n) => {

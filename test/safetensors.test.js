@@ -5,24 +5,15 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const { expect } = require('chai');
-const st = require('../dist/safetensors');
-const { SppnetError } = require('../dist/errors');
+const st = require('../dist/io/safetensors');
+const { SppnetError } = require('../dist/core/errors');
 const { expectReject } = require('./support/helpers');
 
 // ------------------------------------------------------------------------------------------------
 // Helpers
 
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed with SEED=... */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (sppnet's own seeded PRNG), so a failing run can be replayed with SEED=... */
+const { prng: rng } = require('../dist/core/random');
 const SEED = process.env.SEED !== undefined ? Number(process.env.SEED) : (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
 
 /**

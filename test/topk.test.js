@@ -2,7 +2,7 @@
 // The k best classes (Model.predict, sp.classify, the HTTP service): against a full sort.
 const { expect } = require('chai');
 const path = require('path');
-const { topK } = require(path.join(__dirname, '..', 'dist', 'topk'));
+const { topK } = require(path.join(__dirname, '..', 'dist', 'core', 'topk'));
 const { rng, freshSeed } = require('./support/reference');
 
 const bySort = (row, k, labels) =>

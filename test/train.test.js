@@ -3,6 +3,7 @@
 // gradients against finite differences), fit() with multi-size training, checkpoints that resume
 // exactly, the NaN stop, image folders with bad files, and the ablation.
 const { expect } = require('chai');
+const { prng: mulberry } = require('../dist/core/random'); // mulberry32
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -378,14 +379,3 @@ describe('training', function () {
     });
   });
 });
-
-function mulberry(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -3,13 +3,14 @@
 // batches; background loading of the next batch; validation; checkpoints that resume exactly; a
 // progress line; and a clear stop at the first NaN or Inf loss.
 import * as fs from 'fs';
-import { Dataset, flip, InputMode, mixSeed, prng, resize, Sample, view } from './data';
-import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { Model } from './model';
-import { readSafetensors, writeSafetensors } from './safetensors';
-import { Tensor, tensor } from './tensor';
-import { checkSchedule, learningRate, OptimizerOptions, resolveOptimizer, ScheduleOptions } from './train';
-import { softmaxCrossEntropy } from './grad';
+import { Dataset, flip, InputMode, resize, Sample, view } from './data';
+import { mixSeed, prng } from '../core/random';
+import { describe, fail, isPositiveInt, SppnetError } from '../core/errors';
+import { Model } from '../nn/model';
+import { readSafetensors, writeSafetensors } from '../io/safetensors';
+import { Tensor, tensor } from '../core/tensor';
+import { checkSchedule, learningRate, OptimizerOptions, resolveOptimizer, ScheduleOptions } from '../nn/optim';
+import { softmaxCrossEntropy } from '../ops/loss';
 
 /** Training input sizes: 'natural' (each image as it is, ragged), a list (one per epoch, cycled: the paper's multi-size training), or a random size per batch. */
 export type SizePolicy = 'natural' | number[] | { min: number; max: number };

@@ -148,8 +148,3 @@ export async function packRagged(maps: Tensor[], fn: string, scratch?: { array?:
   }
   return new RaggedBatch(packed, maps[0].shape[0], layoutOf(maps));
 }
-
-/** @internal A batch with the same layout as `like`, on its device, contents unset. */
-export function raggedLike(like: RaggedBatch, fn: string): RaggedBatch {
-  return new RaggedBatch(allocate([like.total], like.device, fn), like.channels, like.sizes);
-}

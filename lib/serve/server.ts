@@ -15,15 +15,16 @@ import underPressure from '@fastify/under-pressure';
 import Fastify, { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import os from 'os';
 import v8 from 'v8';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { backend, memory } from './backend';
-import { BatchEvent, BatchingOptions, BatchingRunner } from './batching';
-import { describe, fail, formatAmount, isPositiveInt, nonNegativeOption, overLimit, positiveIntOption, SppnetError } from './errors';
-import { checkTriple, decodeImage, IMAGENET_MEAN, IMAGENET_STD, ImageHeader, probeImage, targetSize } from './images';
-import { softmax } from './layers';
-import { Model } from './model';
-import { freeReleasable, Tensor, tensor } from './tensor';
-import { topK } from './topk';
+import { Registry } from 'prom-client';
+import { backend } from '../core/backend';
+import { BatchingOptions, BatchingRunner } from './batching';
+import { serverMetrics } from './metrics';
+import { describe, fail, formatAmount, isPositiveInt, nonNegativeOption, overLimit, positiveIntOption, SppnetError } from '../core/errors';
+import { checkTriple, decodeImage, IMAGENET_MEAN, IMAGENET_STD, ImageHeader, probeImage, targetSize } from '../io/images';
+import { softmax } from '../ops/elementwise';
+import { Model } from '../nn/model';
+import { freeReleasable, Tensor, tensor } from '../core/tensor';
+import { topK } from '../core/topk';
 
 export interface ServerOptions extends BatchingOptions {
   model: Model;
@@ -135,45 +136,8 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   let queuedPixels = 0;
 
   // ---- metrics: one registry per server (several servers may share a process or a thread)
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  const registers = [registry];
-  const requests = new Counter({ name: 'sppnet_requests_total', help: 'Responses sent, by route pattern and status code (fastify\'s own errors included).', labelNames: ['route', 'code'], registers });
-  const durations = new Histogram({ name: 'sppnet_request_duration_seconds', help: 'Time from arrival to the response sent, by route pattern.', labelNames: ['route'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
   const refused = { queue_full: 0, queued_pixels: 0, memory: 0, event_loop: 0, too_large: 0 };
-  new Counter({
-    name: 'sppnet_rejected_total', help: 'Requests refused: queue_full, queued_pixels, memory and event_loop by the service (503), too_large (413), timeout and aborted by the batching runner.', labelNames: ['reason'], registers,
-    collect() {
-      const r = runner.stats().rejected;
-      this.reset();
-      // The runner's own queue_full (a request that cannot finish in time) adds to the service's.
-      for (const [reason, v] of Object.entries({ ...refused, queue_full: refused.queue_full + r.queueFull, timeout: r.timeout, aborted: r.aborted })) this.inc({ reason }, v);
-    },
-  });
-  new Gauge({ name: 'sppnet_queue_depth', help: 'Requests waiting for a batch.', registers, collect() { this.set(runner.stats().queued); } });
-  new Gauge({ name: 'sppnet_in_flight_requests', help: `Requests admitted and not yet answered (limit maxQueueLength ${maxInFlight}).`, registers, collect() { this.set(inFlight); } });
-  new Gauge({ name: 'sppnet_queued_pixels', help: `Pixels of the admitted images, as the model sees them (limit maxQueuedPixels ${maxQueuedPixels}).`, registers, collect() { this.set(queuedPixels); } });
-  const batches = new Counter({ name: 'sppnet_batches_total', help: 'Model calls.', registers });
-  const batchSize = new Histogram({ name: 'sppnet_batch_size', help: 'Images per model call.', buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers });
-  const batchPixels = new Histogram({ name: 'sppnet_batch_pixels', help: `Pixels per model call (limit maxBatchPixels ${runner.maxBatchPixels}).`, buckets: [1e4, 1e5, 2.5e5, 5e5, 1e6, 2e6, 4e6, 8e6, 16e6], registers });
-  const batchSeconds = new Histogram({ name: 'sppnet_batch_duration_seconds', help: 'Time of one model call, packing included.', buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
-  const onBatch = (e: BatchEvent) => {
-    batches.inc();
-    batchSize.observe(e.images);
-    batchPixels.observe(e.pixels);
-    batchSeconds.observe(e.seconds);
-  };
-  runner.on('batch', onBatch);
-  new Gauge({ name: 'sppnet_device_memory_bytes', help: 'Device memory held by sppnet.', registers, collect() { this.set(memory().deviceBytes); } });
-  new Gauge({
-    name: 'sppnet_live_tensor_bytes', help: 'Bytes of live tensors by device.', labelNames: ['device'], registers,
-    collect() {
-      const m = memory();
-      this.set({ device: 'cpu' }, m.bytes.cpu);
-      this.set({ device: 'cuda' }, m.bytes.cuda);
-    },
-  });
-  new Gauge({ name: 'sppnet_activation_bytes', help: 'Bytes of activation buffers the models keep between runs.', registers, collect() { this.set(memory().activationBytes); } });
+  const { registry, requests, durations, detach } = serverMetrics({ runner, refused, maxInFlight, maxQueuedPixels, inFlight: () => inFlight, queuedPixels: () => queuedPixels });
 
   app.addHook('onResponse', async (req, reply) => {
     const route = routeOf(req);
@@ -404,7 +368,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     shuttingDown = true;
     await app.close(); // stops accepting; waits for requests in flight
     await runner.close();
-    runner.off('batch', onBatch);
+    detach();
   };
   return { app, runner, registry, close };
 }

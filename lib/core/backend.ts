@@ -2,7 +2,7 @@
 // available is an error saying why; 'auto' falls back to the CPU and says why.
 import { CallSite, SppnetError, fail } from './errors';
 import { native, NativeInfo } from './native';
-import { getMath, MathDefaults, tensorCoreResult, TensorCoreCheck } from './math';
+import { getMath, MATH_CODE, MathDefaults, MathMode, tensorCoreCheck, tensorCoreResult, TensorCoreCheck } from './math';
 
 export type Device = 'cpu' | 'cuda';
 export type DevicePolicy = 'auto' | Device;
@@ -66,6 +66,17 @@ export function tensorCoresPresent(): boolean {
   return major >= 8;
 }
 
+/**
+ * @internal The ConvMath code a call on `device` runs with: the mode asked for, or 'direct' when
+ * the GPU has no TF32/BF16 tensor cores or the tensor-core check found this mode wrong on it.
+ */
+export async function kernelMath(device: Device, mode: MathMode): Promise<number> {
+  if (device !== 'cuda' || mode === 'direct') return MATH_CODE[mode];
+  if (!tensorCoresPresent()) return MATH_CODE.direct;
+  const r = await tensorCoreCheck();
+  return r.modes[mode as 'tf32' | 'bf16' | 'fp32'].ok ? MATH_CODE[mode] : MATH_CODE.direct;
+}
+
 export function backend(): BackendInfo {
   const info = nativeInfo();
   const c = info.cuda;
@@ -116,51 +127,6 @@ export function requireDevice(device: Device, fn: string): void {
     const why = cudaUnavailableReason();
     if (why !== null) throw new SppnetError(`${fn}: device 'cuda' requested, but CUDA is unavailable: ${why}`, 'SPPNET_UNAVAILABLE');
   }
-}
-
-export interface MemoryInfo {
-  /** Tensors (and ragged batches) created and not yet disposed, and their bytes, per device. */
-  tensors: { cpu: number; cuda: number };
-  bytes: { cpu: number; cuda: number };
-  /** Tensors created so far (a steady state allocates nothing new but its results). */
-  allocations: { cpu: number; cuda: number };
-  /**
-   * Bytes of activation buffers held by this thread's live models, on any device (part of
-   * `bytes`): what runs in flight use and what the models keep for their next runs, within each
-   * model's budget (model.activationBytes, model.releaseBuffers()).
-   */
-  activationBytes: number;
-  /** Device allocations alive in the addon (freed at dispose, or when an op using them ends). */
-  deviceBuffers: number;
-  deviceBytes: number;
-  /**
-   * The GPU's free and total memory, once this thread has allocated on the device. Memory freed
-   * by dispose() goes back to the CUDA memory pool, which keeps it for reuse, so deviceFree does
-   * not rise after a dispose (see devicePoolReserved).
-   */
-  deviceFree?: number;
-  deviceTotal?: number;
-  /**
-   * The device's CUDA memory pool (shared by the process, once this thread has allocated on the
-   * device): bytes it holds from the driver, and bytes of those handed out. Reserved minus used is
-   * freed memory the pool keeps for reuse; it is given back when an allocation would fail.
-   */
-  devicePoolReserved?: number;
-  devicePoolUsed?: number;
-}
-
-/** Live tensors and device allocations (for leak checks). */
-export function memory(): MemoryInfo {
-  // Required lazily: tensor.ts and model.ts import this module.
-  const { live } = require('./tensor') as typeof import('./tensor');
-  const { activationBytes } = require('./model') as typeof import('./model');
-  return {
-    tensors: { cpu: live.cpu.tensors, cuda: live.cuda.tensors },
-    bytes: { cpu: live.cpu.bytes, cuda: live.cuda.bytes },
-    allocations: { cpu: live.cpu.allocations, cuda: live.cuda.allocations },
-    activationBytes: activationBytes(),
-    ...native.memoryStats(),
-  };
 }
 
 export interface CpuPeak {

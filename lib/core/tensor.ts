@@ -3,7 +3,7 @@
 import { markAsUntransferable } from 'worker_threads';
 import { backend, Device, requireDevice } from './backend';
 import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
-import { native, NativeDeviceBuffer, NativeFloats } from './native';
+import { native, NativeBuf, NativeDeviceBuffer, NativeFloats } from './native';
 
 export type DType = 'float32';
 
@@ -221,6 +221,12 @@ export function freeReleasable(t: Tensor): void {
 /** @internal The native view of a storage: (buffer, element offset). */
 export function nativeRef(s: Storage): { buf: NativeFloats; offset: number } {
   return s.device === 'cpu' ? { buf: s.array, offset: 0 } : { buf: s.buffer, offset: s.offset };
+}
+
+/** @internal A storage as the native argument `name` and its offset `nameOffset`. */
+export function nativeBuf<N extends string>(name: N, s: Storage): NativeBuf<N> {
+  const r = nativeRef(s);
+  return { [name]: r.buf, [`${name}Offset`]: r.offset } as NativeBuf<N>;
 }
 
 export interface TensorOptions {

@@ -1,10 +1,10 @@
 // Images from files or bytes (JPEG, PNG, WebP, and whatever else sharp decodes) into CHW float
 // tensors: RGB, scaled to [0, 1], normalised with mean/std, optionally resized as the SPP-net paper
 // does (shorter side to s, aspect ratio kept).
-import { backend, Device } from './backend';
-import { CallSite, describe, fail, isPositiveInt, overLimit, SppnetError } from './errors';
-import { native } from './native';
-import { allocateReleasable, freeReleasable, Tensor, tensor } from './tensor';
+import { backend, Device } from '../core/backend';
+import { CallSite, describe, fail, isPositiveInt, overLimit, SppnetError } from '../core/errors';
+import { native } from '../core/native';
+import { allocateReleasable, freeReleasable, Tensor, tensor } from '../core/tensor';
 
 export interface ImageOptions {
   /** Resize so that the shorter side is this many pixels (the paper's scale s); default: keep the size. */

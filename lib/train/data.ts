@@ -5,8 +5,9 @@
 // random crop, warp (resize to a square), horizontal flip, bilinear resize.
 import * as fs from 'fs';
 import * as path from 'path';
-import { describe, fail, isPositiveInt, SppnetError } from './errors';
-import { IMAGENET_MEAN, IMAGENET_STD, readImage } from './images';
+import { describe, fail, isPositiveInt, SppnetError } from '../core/errors';
+import { IMAGENET_MEAN, IMAGENET_STD, readImage } from '../io/images';
+import { mixSeed, prng } from '../core/random';
 
 /** One image on the host: [C, H, W] floats, row-major, and its class. */
 export interface Sample {
@@ -23,30 +24,6 @@ export interface Dataset {
   get(i: number): Promise<Sample | null>;
   /** A short description for logs. */
   readonly description: string;
-}
-
-/** A small seeded PRNG (mulberry32): uniform in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Mixes integers into one 32-bit seed (for per-epoch, per-sample streams). */
-export function mixSeed(...parts: number[]): number {
-  let h = 0x9e3779b9;
-  for (const p of parts) {
-    h = Math.imul(h ^ (p >>> 0), 0x85ebca6b);
-    h ^= h >>> 13;
-    h = Math.imul(h, 0xc2b2ae35);
-    h ^= h >>> 16;
-  }
-  return h >>> 0;
 }
 
 export const SYNTHETIC_CLASSES = Object.freeze(['disc', 'square', 'triangle', 'cross', 'ring', 'stripes', 'diamond', 'checker']);

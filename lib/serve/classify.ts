@@ -1,11 +1,11 @@
 // Classifying image files with a model: decoding, the paper's multi-scale testing (every image at
 // several scales, softmax scores averaged), top-k with labels.
-import { describe, fail, isPositiveInt } from './errors';
-import { ImageOptions, readImages } from './images';
-import { softmax } from './layers';
-import { Model, Prediction } from './model';
-import { ragged } from './ragged';
-import { topK } from './topk';
+import { describe, fail, isPositiveInt } from '../core/errors';
+import { ImageOptions, readImages } from '../io/images';
+import { softmax } from '../ops/elementwise';
+import { Model, Prediction } from '../nn/model';
+import { ragged } from '../core/ragged';
+import { topK } from '../core/topk';
 
 export interface ClassifyOptions extends Omit<ImageOptions, 'shorterSide' | 'device'> {
   /** Shorter-side scales, or 'natural' for the image as it is; scores are averaged over them (the paper's multi-scale testing). Default [224]. */

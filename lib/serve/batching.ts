@@ -4,10 +4,10 @@
 // through AbortSignal, and priorities; and a pixel budget per model call, which bounds the
 // activation memory a batch takes.
 import { EventEmitter } from 'events';
-import { describe, fail, nonNegativeOption, overLimit, positiveIntOption, SppnetError } from './errors';
-import { Model } from './model';
-import { packRagged } from './ragged';
-import { copyRows, Tensor } from './tensor';
+import { describe, fail, nonNegativeOption, overLimit, positiveIntOption, SppnetError } from '../core/errors';
+import { Model } from '../nn/model';
+import { packRagged } from '../core/ragged';
+import { copyRows, Tensor } from '../core/tensor';
 
 export interface BatchingOptions {
   /** Images per model call (default 32). */

@@ -2,6 +2,7 @@
 // described as N maps with offsets; and outputs of the same kind.
 import { Device } from './backend';
 import { describe, fail } from './errors';
+import { NativeLayout } from './native';
 import { RaggedBatch } from './ragged';
 import { allocate, Storage, Tensor } from './tensor';
 
@@ -53,33 +54,8 @@ export function allocateLike(kind: SpatialLayout['kind'], device: Device, channe
   return allocate(kind === 'dense' ? [sizes.length, channels, h, w] : [channels, h, w], device, fn);
 }
 
-/**
- * The output of an op: `given` (an `out` option), checked to have exactly the layout the op will
- * write, or a new one.
- */
-export function outputFor(fn: string, given: unknown, kind: SpatialLayout['kind'], device: Device, channels: number,
-                          sizes: Array<readonly [number, number]>): { out: Spatial; owned: boolean } {
-  if (given === undefined) return { out: allocateLike(kind, device, channels, sizes, fn), owned: true };
-  const want = kind === 'ragged'
-    ? `a RaggedBatch of ${sizes.length} maps with ${channels} channels and sizes ${sizes.map(([h, w]) => `${h}x${w}`).join(', ')}`
-    : `a Tensor [${(kind === 'dense' ? [sizes.length, channels, ...(sizes[0] ?? [0, 0])] : [channels, ...sizes[0]]).join(', ')}]`;
-  let ok: boolean;
-  if (kind === 'ragged') {
-    ok = given instanceof RaggedBatch && given.channels === channels && given.count === sizes.length &&
-      given.sizes.every((s, i) => s[0] === sizes[i][0] && s[1] === sizes[i][1]);
-  } else {
-    const shape = kind === 'dense' ? [sizes.length, channels, ...(sizes[0] ?? [0, 0])] : [channels, ...sizes[0]];
-    ok = given instanceof Tensor && given.rank === shape.length && given.shape.every((d, i) => d === shape[i]);
-  }
-  if (!ok) fail(`${fn}: options.out must be ${want}, got ${given instanceof RaggedBatch || given instanceof Tensor ? String(given) : describe(given)}`);
-  const o = given as Spatial;
-  o.storage(fn, 'options.out');
-  if (o.device !== device) fail(`${fn}: options.out is on ${o.device}, the input on ${device}`);
-  return { out: o, owned: false };
-}
-
 /** The native description of a layout under a prefix ('in' / 'out'). */
-export function nativeLayout(prefix: string, channels: number, sizes: Array<readonly [number, number]>, offsets?: number[]) {
+export function nativeLayout<P extends string>(prefix: P, channels: number, sizes: Array<readonly [number, number]>, offsets?: number[]): NativeLayout<P> {
   let off = 0;
   const offs = offsets ?? sizes.map(([h, w]) => ((off += channels * h * w), off - channels * h * w));
   return {
@@ -87,5 +63,5 @@ export function nativeLayout(prefix: string, channels: number, sizes: Array<read
     [`${prefix}Heights`]: Int32Array.from(sizes, (s) => s[0]),
     [`${prefix}Widths`]: Int32Array.from(sizes, (s) => s[1]),
     [`${prefix}Channels`]: channels,
-  };
+  } as NativeLayout<P>;
 }

@@ -98,7 +98,7 @@ let probe: (() => Promise<TensorCoreCheck>) | undefined;
 let pending: Promise<TensorCoreCheck> | undefined;
 let result: TensorCoreCheck | undefined;
 
-/** @internal layers.ts registers the probe (it owns the kernels' calling conventions). */
+/** @internal lib/ops/tensorcore.ts registers the probe (it runs the kernels). */
 export function registerTensorCoreProbe(p: () => Promise<TensorCoreCheck>) {
   probe = p;
 }

@@ -1,9 +1,10 @@
 // Spatial pyramid pooling over ragged batches, dense batches and detection windows.
-import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
-import { native } from './native';
-import { RaggedBatch, raggedLike } from './ragged';
-import { spatialLayout } from './spatial';
-import { allocate, nativeRef, Storage, Tensor } from './tensor';
+import { allocateAs, Output, sameDevice, settle, tensorOut } from '../core/checks';
+import { CallSite, describe, fail, MAX_ELEMENTS } from '../core/errors';
+import { native } from '../core/native';
+import { RaggedBatch } from '../core/ragged';
+import { spatialLayout } from '../core/spatial';
+import { nativeBuf, Storage, Tensor } from '../core/tensor';
 
 export type BinRule = 'adaptive' | 'paper' | 'caffe';
 export type PoolKind = 'max' | 'avg';
@@ -167,10 +168,8 @@ async function plan(fn: string, input: unknown, opts: SppOptions | SppBackwardOp
 }
 
 function nativeArgs(p: Plan) {
-  const inp = nativeRef(p.store);
   return {
-    input: inp.buf,
-    inputOffset: inp.offset,
+    ...nativeBuf('input', p.store),
     offsets: Float64Array.from(p.offsets),
     heights: Int32Array.from(p.sizes, (s) => s[0]),
     widths: Int32Array.from(p.sizes, (s) => s[1]),
@@ -192,26 +191,9 @@ export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promi
   const fn = 'sp.spp';
   const site = new CallSite();
   const p = await plan(fn, input, opts);
-  let out: Tensor;
-  if (opts?.out !== undefined) {
-    out = opts.out;
-    if (!(out instanceof Tensor)) fail(`${fn}: options.out must be a Tensor, got ${describe(out)}`);
-    out.storage(fn, 'options.out');
-    if (out.rank !== 2 || out.shape[0] !== p.rows || out.shape[1] !== p.features)
-      fail(`${fn}: options.out must have shape [${p.rows}, ${p.features}], got [${out.shape.join(', ')}]`);
-    if (out.device !== p.store.device)
-      throw new SppnetError(`${fn}: options.out is on ${out.device}, the input on ${p.store.device}`, 'SPPNET_DEVICE_MISMATCH');
-  } else {
-    out = allocate([p.rows, p.features], p.store.device, fn);
-  }
-  const o = nativeRef(out.storage(fn, 'options.out'));
-  try {
-    await site.run(fn, () => native.sppForward({ ...nativeArgs(p), output: o.buf, outputOffset: o.offset }));
-  } catch (e) {
-    if (opts?.out === undefined) out.dispose();
-    throw e;
-  }
-  return out;
+  const o2 = tensorOut(fn, opts?.out, [p.rows, p.features], p.store.device);
+  await settle(site, fn, [o2], () => native.sppForward({ ...nativeArgs(p), ...nativeBuf('output', o2.out.storage(fn, 'options.out')) }));
+  return o2.out;
 }
 
 /**
@@ -228,9 +210,7 @@ export async function sppBackward<T extends RaggedBatch | Tensor>(input: T, grad
   const g = gradOutput.storage(fn, 'gradOutput');
   if (gradOutput.rank !== 2 || gradOutput.shape[0] !== p.rows || gradOutput.shape[1] !== p.features)
     fail(`${fn}: gradOutput must have shape [${p.rows}, ${p.features}] (rows, C * sum(n*n)), got [${gradOutput.shape.join(', ')}]`);
-  if (g.device !== p.store.device)
-    throw new SppnetError(`${fn}: gradOutput is on ${g.device}, the input on ${p.store.device}`, 'SPPNET_DEVICE_MISMATCH');
-  let result: T;
+  sameDevice(fn, 'gradOutput', g.device, 'the input', p.store.device);
   const given = opts?.out;
   if (given !== undefined) {
     const same =
@@ -238,21 +218,10 @@ export async function sppBackward<T extends RaggedBatch | Tensor>(input: T, grad
         ? given instanceof RaggedBatch && given.channels === input.channels && given.sizes.every((s, i) => s[0] === input.sizes[i][0] && s[1] === input.sizes[i][1]) && given.count === input.count
         : given instanceof Tensor && given.shape.length === input.shape.length && given.shape.every((d, i) => d === (input as Tensor).shape[i]);
     if (!same) fail(`${fn}: options.out must have the input's shape or layout`);
-    if (given.device !== p.store.device)
-      throw new SppnetError(`${fn}: options.out is on ${given.device}, the input on ${p.store.device}`, 'SPPNET_DEVICE_MISMATCH');
-    result = given as T;
-  } else {
-    result = (input instanceof RaggedBatch ? raggedLike(input, fn) : allocate((input as Tensor).shape, p.store.device, fn)) as T;
+    sameDevice(fn, 'options.out', given.device, 'the input', p.store.device);
   }
-  const o = nativeRef(result.storage(fn, 'options.out'));
-  const gr = nativeRef(g);
-  try {
-    await site.run(fn, () =>
-      native.sppBackward({ ...nativeArgs(p), output: o.buf, outputOffset: o.offset, gradOutput: gr.buf, gradOutputOffset: gr.offset }),
-    );
-  } catch (e) {
-    if (given === undefined) result.dispose();
-    throw e;
-  }
-  return result;
+  const o2: Output<T> = given !== undefined ? { out: given as T, owned: false } : { out: allocateAs(input, fn), owned: true };
+  await settle(site, fn, [o2], () =>
+    native.sppBackward({ ...nativeArgs(p), ...nativeBuf('output', o2.out.storage(fn, 'options.out')), ...nativeBuf('gradOutput', g) }));
+  return o2.out;
 }

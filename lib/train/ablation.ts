@@ -8,11 +8,13 @@
 // can only take its fixed size, so it is tested on centre crops resized to it (as a conventional
 // network is), and for reference also on whole images warped to it.
 import { synthetic, SyntheticOptions } from './data';
-import { describe, fail, isPositiveInt } from './errors';
-import { buildModel, LayerSpec, ModelSpec } from './model';
-import { evaluate, fit, SizePolicy } from './trainer';
-import { OptimizerOptions } from './train';
-import { backend, Device } from './backend';
+import { describe, fail, isPositiveInt } from '../core/errors';
+import { buildModel } from '../nn/load';
+import { LayerSpec } from '../nn/layers';
+import { ModelSpec } from '../nn/spec';
+import { evaluate, fit, SizePolicy } from './fit';
+import { OptimizerOptions } from '../nn/optim';
+import { backend, Device } from '../core/backend';
 
 export interface AblationOptions {
   classes?: number;

@@ -1,0 +1,129 @@
+// The compiled addon, typed. Only lib/ talks to it; users never see these shapes.
+/* eslint-disable @typescript-eslint/no-var-requires */
+
+export interface NativeDeviceBuffer {
+  readonly length: number;
+  readonly freed: boolean;
+  free(): void;
+}
+
+export interface NativeCudaInfo {
+  built: boolean;
+  deviceCount: number;
+  runtimeVersion: number;
+  driverVersion: number;
+  error: string;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemory: number;
+  archs: string;
+}
+
+export interface NativeInfo {
+  cuda: NativeCudaInfo;
+  cpu: { isa: string; threads: number };
+}
+
+export type NativeFloats = Float32Array | NativeDeviceBuffer;
+
+export interface NativeSppArgs {
+  input: NativeFloats;
+  inputOffset: number;
+  offsets: Float64Array;
+  heights: Int32Array;
+  widths: Int32Array;
+  channels: number;
+  total: number;
+  regions: Int32Array;
+  levels: Int32Array;
+  rule: number;
+  pool: number;
+  output: NativeFloats;
+  outputOffset: number;
+  gradOutput?: NativeFloats;
+  gradOutputOffset?: number;
+}
+
+/** A float buffer argument `N` and its element offset `NOffset`. */
+export type NativeBuf<N extends string> = { [K in N]: NativeFloats } & { [K in `${N}Offset`]: number };
+/** The maps of a spatial argument under a prefix: `PChannels`, and per map `POffsets`, `PHeights`, `PWidths`. */
+export type NativeLayout<P extends string> = { [K in `${P}Offsets`]: Float64Array } & { [K in `${P}Heights` | `${P}Widths`]: Int32Array } & { [K in `${P}Channels`]: number };
+type In<N extends string> = NativeLayout<N>;
+
+/** conv2d's geometry (binding/layers.cpp unpacks it): in and out channels, kernel, stride, padding, dilation, groups[, math]. */
+export type NativeConvParams = Int32Array;
+/** Max pooling's window: kernel h, w, stride h, w, padding h, w. */
+export type NativePoolParams = Int32Array;
+export interface NativeLrnParams { size: number; alpha: number; beta: number; k: number }
+
+export type NativeConvShape = NativeLayout<'out'> & { params: NativeConvParams; relu: boolean };
+export type NativeConvArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> & In<'in'> & NativeConvShape & { filterCache?: Float32Array };
+export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLayout<'out'> & { params: NativePoolParams };
+export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLrnParams;
+export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
+  { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number };
+export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
+type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
+export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
+  In<'in'> & NativeLayout<'out'> & { params: NativeConvParams };
+export type NativePoolBackwardArgs = NativeBuf<'input'> & NativeBuf<'gradOutput'> & NativeBuf<'gradInput'> & In<'in'> & NativeLayout<'out'> & { params: NativePoolParams };
+export type NativeLrnBackwardArgs = NativeBuf<'input'> & NativeBuf<'gradOutput'> & NativeBuf<'gradInput'> & In<'in'> & NativeLrnParams;
+export type NativeLinearBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
+  { rows: number; inFeatures: number; outFeatures: number };
+export type NativePointwiseArgs = NativeBuf<'a'> & NativeBuf<'b'> & NativeBuf<'output'> & { op: 'reluBackward' | 'multiply'; n: number };
+export type NativeDropoutArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'mask'> & { n: number; seed: number; threshold: number; scale: number };
+export type NativeCrossEntropyArgs = NativeBuf<'logits'> & NativeBuf<'grad'> & { rows: number; cols: number; labels: Int32Array; rowLoss: Float64Array; rowCorrect: Int32Array };
+export type NativeSgdArgs = NativeBuf<'param'> & NativeBuf<'grad'> & Partial<NativeBuf<'buf'>> &
+  { n: number; lr: number; momentum: number; dampening: number; weightDecay: number; nesterov: boolean; firstStep: boolean };
+export type NativeAdamArgs = NativeBuf<'param'> & NativeBuf<'grad'> & NativeBuf<'m'> & NativeBuf<'v'> &
+  { n: number; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; stepSize: number; biasCorrection2Sqrt: number };
+
+export interface Native {
+  DeviceBuffer: new (length: number) => NativeDeviceBuffer;
+  info(): NativeInfo;
+  cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
+  memoryStats(): { deviceBuffers: number; deviceBytes: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
+  trimDeviceMemory(): void;
+  cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
+  cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
+  cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
+  /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
+  gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
+  /** Zeroed host memory freed by hostFree (at once) or when the ArrayBuffer is collected. */
+  hostAlloc(bytes: number): ArrayBuffer;
+  hostFree(buffer: ArrayBuffer): void;
+  /** Gives the C library's free heap memory back to the system (glibc), off the event loop. */
+  trimHostMemory(): Promise<void>;
+  /** output[c][y][x] = input[y][x][c] * scale[c] + bias[c], on a libuv thread. */
+  pixelsToPlanar(args: { input: Uint8Array; height: number; width: number; channels: number; scale: Float32Array; bias: Float32Array; output: Float32Array }): Promise<void>;
+  binCheck(rule: number, n: number, a: number): number;
+  sppForward(args: NativeSppArgs): Promise<void>;
+  sppBackward(args: NativeSppArgs): Promise<void>;
+  conv2d(args: NativeConvArgs): Promise<void>;
+  /** Floats of the CPU Winograd path's filter cache for this conv, or 0 when that path does not take it. */
+  winogradCacheFloats(args: NativeConvShape): number;
+  maxPool2d(args: NativePoolArgs): Promise<void>;
+  lrn(args: NativeLrnArgs): Promise<void>;
+  lrnMaxPool2d(args: NativePoolArgs & NativeLrnParams): Promise<void>;
+  linear(args: NativeLinearArgs): Promise<void>;
+  elementwise(args: NativeElementwiseArgs): Promise<void>;
+  conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
+  maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
+  lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;
+  linearBackward(args: NativeLinearBackwardArgs): Promise<void>;
+  pointwise(args: NativePointwiseArgs): Promise<void>;
+  dropout(args: NativeDropoutArgs): Promise<void>;
+  softmaxCrossEntropy(args: NativeCrossEntropyArgs): Promise<void>;
+  sgdStep(args: NativeSgdArgs): Promise<void>;
+  adamStep(args: NativeAdamArgs): Promise<void>;
+}
+
+const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;
+const path = require('path') as typeof import('path');
+
+// SPPNET_CUDA_EMULATOR=1 loads sppnet_emu.node instead: the same binding with cuda/*.cu compiled
+// for the CPU against tools/emu's model of the CUDA runtime, whose one "device" runs every CUDA
+// kernel on the CPU (slowly, one fiber per CUDA thread). For tests of the CUDA path without a GPU.
+const addon = process.env.SPPNET_CUDA_EMULATOR === '1' ? 'sppnet_emu' : 'sppnet';
+export const native = bindings({ bindings: addon, module_root: path.resolve(__dirname, '..', '..') }) as Native;

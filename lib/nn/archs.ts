@@ -1,0 +1,43 @@
+// The SPP-net paper's networks as specs: ZF-5, Convnet*-5, Overfeat-5 and Overfeat-7.
+import { fail } from '../core/errors';
+import { DEFAULT_LEVELS } from '../ops/spp';
+import { LayerSpec } from './layers';
+import { ModelSpec } from './spec';
+
+/** The SPP-net paper's networks (Table 1 of He et al. 2014), with the paddings the README lists. */
+export function archSpec(arch: string, classes: number, levels: number[] = [...DEFAULT_LEVELS]): ModelSpec {
+  const conv = (name: string, out: number, kernel: number, stride = 1, padding = 0): LayerSpec => ({ type: 'conv', name, out, kernel, stride, padding, relu: true });
+  const lrn: LayerSpec = { type: 'lrn', size: 5, alpha: 1e-4, beta: 0.75, k: 2 };
+  const pool = (kernel: number, stride: number, padding = 0): LayerSpec => ({ type: 'maxpool', kernel, stride, padding });
+  const head: LayerSpec[] = [
+    { type: 'spp', levels, pool: 'max' },
+    { type: 'fc', name: 'fc6', out: 4096, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'fc7', out: 4096, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'fc8', out: classes, relu: false },
+  ];
+  switch (arch) {
+    case 'zf5':
+      return { name: 'zf5', inChannels: 3, layers: [
+        conv('conv1', 96, 7, 2, 1), lrn, pool(3, 2, 1),     // 224 -> 110 -> 55
+        conv('conv2', 256, 5, 2, 1), lrn, pool(3, 2, 0),    // 55 -> 27 -> 13
+        conv('conv3', 384, 3, 1, 1), conv('conv4', 384, 3, 1, 1), conv('conv5', 256, 3, 1, 1), ...head] };
+    case 'convnet5':
+      return { name: 'convnet5', inChannels: 3, layers: [
+        conv('conv1', 96, 11, 4, 2), lrn,                   // 224 -> 55
+        conv('conv2', 256, 5, 1, 2), lrn, pool(3, 2, 0),    // 55 -> 27
+        conv('conv3', 384, 3, 1, 1), pool(3, 2, 0),         // 27 -> 13
+        conv('conv4', 384, 3, 1, 1), conv('conv5', 256, 3, 1, 1), ...head] };
+    case 'overfeat5':
+    case 'overfeat7': {
+      const deep = arch === 'overfeat7' ? [conv('conv6', 512, 3, 1, 1), conv('conv7', 512, 3, 1, 1)] : [];
+      return { name: arch, inChannels: 3, layers: [
+        conv('conv1', 96, 7, 2, 0), lrn, pool(3, 3, 0),     // 224 -> 109 -> 36
+        conv('conv2', 256, 5, 1, 2), lrn, pool(2, 2, 0),    // 36 -> 18
+        conv('conv3', 512, 3, 1, 1), conv('conv4', 512, 3, 1, 1), conv('conv5', 512, 3, 1, 1), ...deep, ...head] };
+    }
+    default:
+      return fail(`sp.models: unknown arch ${JSON.stringify(arch)}; known: zf5, convnet5, overfeat5, overfeat7`);
+  }
+}

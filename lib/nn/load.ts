@@ -1,0 +1,100 @@
+// Building a model: a built-in arch or a spec, with weights from a state_dict, a safetensors file
+// (names and layouts of PyTorch's state_dict) or He's initialisation.
+import { backend, Device } from '../core/backend';
+import { describe, fail, isPositiveInt } from '../core/errors';
+import { prng } from '../core/random';
+import { tensor, Tensor } from '../core/tensor';
+import { checkStateDict, readSafetensors } from '../io/safetensors';
+import { archSpec } from './archs';
+import { ActivationOptions, activationSettings } from './memory';
+import { Model } from './model';
+import { checkSpec, ModelSpec } from './spec';
+
+export interface LoadModelOptions extends ActivationOptions {
+  /** A built-in network: 'zf5', 'convnet5', 'overfeat5', 'overfeat7'. */
+  arch?: string;
+  /** Or a network of your own. */
+  spec?: ModelSpec;
+  /** Classes of the last layer of a built-in network (default 1000). */
+  classes?: number;
+  /** SPP levels of a built-in network (default [6, 3, 2, 1]). */
+  levels?: number[];
+  /** Weights keyed by state_dict name (e.g. from readSafetensors); He (Kaiming) initialisation when absent. */
+  weights?: Map<string, { shape: number[]; data: Float32Array }>;
+  /** @internal Where the weights came from, for messages. */
+  weightsName?: string;
+  /** Seed of the random initialisation (default 0). */
+  seed?: number;
+  device?: Device;
+}
+
+/** Builds a model (weights given or He-initialised) on a device. */
+export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): Promise<Model> {
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  if ((opts.arch === undefined) === (opts.spec === undefined)) fail(`${fn}: give exactly one of options.arch and options.spec`);
+  const classes = opts.classes ?? 1000;
+  if (!isPositiveInt(classes)) fail(`${fn}: options.classes must be a positive integer, got ${describe(opts.classes)}`);
+  const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels);
+  const checked = checkSpec(spec, fn);
+  const activation = activationSettings(fn, opts);
+  const device = opts.device ?? backend().device;
+  const seed = opts.seed ?? 0;
+  const weights = new Map<string, Tensor>();
+  try {
+    if (opts.weights) {
+      const given = opts.weights instanceof Map ? opts.weights : undefined;
+      if (!given) fail(`${fn}: options.weights must be a Map of state_dict tensors, got ${describe(opts.weights)}`);
+      const host = new Map(Array.from(given, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+      checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
+      // Copied: the model owns its weights (its caches assume nothing else writes them).
+      for (const p of checked.params) weights.set(p.name, tensor(Float32Array.from(opts.weights.get(p.name)!.data), p.shape, { device }));
+    } else {
+      const uniform = prng(seed);
+      for (const p of checked.params) {
+        const n = p.shape.reduce((a, b) => a * b, 1);
+        const data = new Float32Array(n);
+        if (p.name.endsWith('.weight')) {
+          // He et al. 2015 (fan-in, for ReLU), uniform form: variance 2 / fan_in.
+          const bound = Math.sqrt(6 / p.fanIn);
+          for (let i = 0; i < n; i++) data[i] = (2 * uniform() - 1) * bound;
+        }
+        weights.set(p.name, tensor(data, p.shape, { device }));
+      }
+    }
+  } catch (e) {
+    for (const t of weights.values()) t.dispose();
+    throw e;
+  }
+  return new Model(checked, weights, device, activation);
+}
+
+export interface LoadModelFileOptions extends Omit<LoadModelOptions, 'weights'> {
+  /** A safetensors file (path or bytes), or weights already in memory. */
+  weights?: string | Uint8Array | LoadModelOptions['weights'];
+}
+
+/**
+ * Builds a model from a built-in arch or a spec, with weights from a safetensors file (names and
+ * layouts of the PyTorch state_dict) or He-initialised. A file saved by Model.save() carries its
+ * spec, so { weights } alone is enough to load it.
+ */
+export async function loadModel(opts: LoadModelFileOptions): Promise<Model> {
+  const fn = 'sp.loadModel';
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const w = opts.weights;
+  if (typeof w === 'string' || w instanceof Uint8Array) {
+    if (opts.spec !== undefined) checkSpec(opts.spec, fn); // before reading the file
+    const file = await readSafetensors(w);
+    let spec = opts.spec;
+    if (!spec && opts.arch === undefined && file.metadata.spec) {
+      try {
+        spec = JSON.parse(file.metadata.spec) as ModelSpec;
+      } catch {
+        fail(`${fn}: the spec stored in ${typeof w === 'string' ? w : 'the weights'} is not valid JSON`);
+      }
+    }
+    const classes = opts.classes ?? (file.metadata.classes ? Number(file.metadata.classes) : undefined);
+    return buildModel({ ...opts, spec, classes, weights: file.tensors, weightsName: typeof w === 'string' ? w : undefined }, fn);
+  }
+  return buildModel(opts as LoadModelOptions, fn);
+}

@@ -1,0 +1,197 @@
+// Activation memory of a model: the buffers its layers write, pooled between runs within a budget
+// and released when idle, and the views each layer's output takes of them.
+import { Device } from '../core/backend';
+import { describe, fail } from '../core/errors';
+import { activations } from '../core/memory';
+import { native } from '../core/native';
+import { RaggedBatch } from '../core/ragged';
+import { SpatialLayout, Spatial } from '../core/spatial';
+import { allocateReleasable, freeReleasable, Storage, Tensor } from '../core/tensor';
+
+/** What a model's activation pool may keep (sp.loadModel / sp.buildModel options). */
+export interface ActivationOptions {
+  /**
+   * Bytes of activation buffers the model may hold (default SPPNET_ACTIVATION_BUDGET, else 1 GiB);
+   * Infinity for no limit, 0 to keep none between runs.
+   */
+  activationBudget?: number;
+  /**
+   * Milliseconds without a run after which the model frees the buffers it keeps (default
+   * SPPNET_ACTIVATION_IDLE_MS, else 10000); Infinity to keep them, 0 to free them after every run.
+   */
+  activationIdleMs?: number;
+}
+
+export const DEFAULT_ACTIVATION_BUDGET = 2 ** 30;
+export const DEFAULT_ACTIVATION_IDLE_MS = 10000;
+
+const UNITS: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/** Budget and idle time from the options, else the environment, else the defaults; checked. */
+export function activationSettings(fn: string, o: ActivationOptions): { budget: number; idleMs: number } {
+  const setting = (name: keyof ActivationOptions, env: string, dflt: number, bytes: boolean): number => {
+    const v = o[name];
+    if (v !== undefined) {
+      if (typeof v !== 'number' || !(v >= 0) || (Number.isFinite(v) && !Number.isInteger(v)))
+        fail(`${fn}: options.${name} must be a non-negative integer or Infinity, got ${describe(v)}`);
+      return v;
+    }
+    const raw = process.env[env];
+    if (raw === undefined || raw.trim() === '') return dflt;
+    const m = /^\s*(\d+(?:\.\d+)?|infinity)\s*(?:([kmgt])i?b?|b)?\s*$/i.exec(raw);
+    const n = m ? (m[1].toLowerCase() === 'infinity' ? Infinity : Math.floor(Number(m[1]) * UNITS[(m[2] ?? '').toLowerCase()])) : NaN;
+    if (!(n >= 0) || (!bytes && m?.[2] !== undefined))
+      fail(`${fn}: ${env} must be ${bytes ? 'a byte count (e.g. 1073741824, 512M or 2G) or Infinity' : 'a number of milliseconds or Infinity'}, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  return {
+    budget: setting('activationBudget', 'SPPNET_ACTIVATION_BUDGET', DEFAULT_ACTIVATION_BUDGET, true),
+    idleMs: setting('activationIdleMs', 'SPPNET_ACTIVATION_IDLE_MS', DEFAULT_ACTIVATION_IDLE_MS, false),
+  };
+}
+
+// A model dropped without dispose() takes its pool's bytes out of the total when collected.
+const poolCollected = new FinalizationRegistry<{ bytes: number }>((held) => {
+  activations.bytes -= held.bytes;
+});
+
+/**
+ * Activation buffers kept between runs, so that steady-state inference allocates nothing but its
+ * result. Buffers are bucketed by size (rounded up to 1/8 of a power of two, at most 12.5% slack)
+ * and a layer's output is a view of the first elements of one.
+ *
+ * The pool holds at most `budget` bytes (buffers in use and kept together) except while a run
+ * needs more at once: then it allocates what it needs, first freeing kept buffers it does not,
+ * and frees each buffer it is given back while it holds more than the budget. It frees what it
+ * keeps after `idleMs` without a run (an unref'd timer), and at release().
+ */
+export class ActivationPool {
+  private kept = new Map<number, Tensor[]>();
+  private keptBytes = 0;
+  private runs = 0;
+  /** Set by release() while runs are in flight: the buffers they give back are freed, until none is left. */
+  private draining = false;
+  /** Buffers were freed since the last release(): on CUDA the device's pool still holds their memory. */
+  private dropped = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
+  private readonly held = { bytes: 0 };
+
+  constructor(private readonly device: Device, readonly budget: number, readonly idleMs: number) {
+    poolCollected.register(this, this.held, this);
+  }
+
+  /** Bytes held: buffers in use and kept. */
+  get bytes(): number {
+    return this.held.bytes;
+  }
+
+  private static bucket(n: number): number {
+    if (n <= 1024) return 1024;
+    const step = 2 ** (Math.floor(Math.log2(n)) - 3);
+    return Math.ceil(n / step) * step;
+  }
+
+  private count(bytes: number): void {
+    this.held.bytes += bytes;
+    activations.bytes += bytes;
+  }
+
+  private drop(t: Tensor): void {
+    freeReleasable(t); // its host memory goes back to the system now, not at the next GC
+    this.count(-4 * t.size);
+    this.dropped = true;
+  }
+
+  /** A run starts: nothing is idle. */
+  begin(): void {
+    this.runs += 1;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** A run ended: once none is left, what the pool keeps is freed after idleMs. */
+  end(): void {
+    this.runs -= 1;
+    if (this.runs === 0) this.draining = false;
+    if (this.runs > 0 || this.closed || (this.keptBytes === 0 && !this.dropped) || this.idleMs === Infinity) return;
+    if (this.idleMs === 0) return this.release();
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.runs === 0) this.release();
+    }, this.idleMs);
+    this.timer.unref?.();
+  }
+
+  take(n: number, fn: string): Tensor {
+    const b = ActivationPool.bucket(n);
+    let t = this.kept.get(b)?.pop();
+    if (t) {
+      this.keptBytes -= 4 * b;
+    } else {
+      this.evict(this.held.bytes + 4 * b - this.budget);
+      t = allocateReleasable([b], this.device, fn);
+      this.count(4 * b);
+    }
+    return t;
+  }
+
+  give(t: Tensor): void {
+    if (this.closed || this.draining || this.held.bytes > this.budget) return this.drop(t);
+    const list = this.kept.get(t.size) ?? [];
+    list.push(t);
+    this.kept.set(t.size, list);
+    this.keptBytes += 4 * t.size;
+  }
+
+  /** Frees kept buffers, largest first, until `bytes` are freed or none is left. */
+  private evict(bytes: number): void {
+    if (bytes <= 0 || this.keptBytes === 0) return;
+    for (const size of [...this.kept.keys()].sort((x, y) => y - x)) {
+      const list = this.kept.get(size)!;
+      while (list.length > 0 && bytes > 0) {
+        const t = list.pop()!;
+        this.keptBytes -= 4 * size;
+        bytes -= 4 * size;
+        this.drop(t);
+      }
+      if (list.length === 0) this.kept.delete(size);
+      if (bytes <= 0) break;
+    }
+  }
+
+  /**
+   * Frees every kept buffer now, and those the runs in flight use as they give them back. On
+   * CUDA the device's memory pool then gives what nothing uses back to the driver.
+   */
+  release(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.draining = this.runs > 0;
+    this.evict(Infinity);
+    this.kept.clear();
+    if (this.dropped && this.device === 'cuda') native.trimDeviceMemory();
+    // On the CPU the buffers themselves are unmapped already; the C library's heap keeps what the
+    // runs' smaller allocations (and image decoding) left free: hand that back too, off the loop.
+    if (this.dropped && this.device === 'cpu') native.trimHostMemory().catch(() => {});
+    this.dropped = false;
+  }
+
+  /** A view of the first elements of `buf` as the output of a layer. */
+  static view(buf: Tensor, kind: SpatialLayout['kind'] | 'matrix', channels: number, sizes: Array<readonly [number, number]>, rows = 0): Spatial {
+    const s = buf.storage('Model.run', 'an activation buffer');
+    const n = kind === 'matrix' ? rows * channels : sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
+    const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(0, n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset };
+    if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false, buf), channels, sizes);
+    const shape = kind === 'matrix' ? [rows, channels] : kind === 'dense' ? [sizes.length, channels, ...sizes[0]] : [channels, ...sizes[0]];
+    return new Tensor(store, shape, false, buf);
+  }
+
+  /** Frees everything now; buffers still in use are freed when given back. */
+  dispose(): void {
+    this.release();
+    this.closed = true;
+    poolCollected.unregister(this);
+  }
+}
+

@@ -1,0 +1,350 @@
+// The model runner: one network spec (lib/nn/spec.ts) with its weights on a device. run() and
+// predict() take ragged batches (every image keeps its size) through the layer table's inference
+// forwards, each layer writing into pooled activation memory; trainStep() runs the table's
+// training forwards and backwards and an optimizer update.
+import { Device } from '../core/backend';
+import { checkLabels } from '../core/checks';
+import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
+import { RaggedBatch, ragged } from '../core/ragged';
+import { Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
+import { Tensor, tensor } from '../core/tensor';
+import { topK } from '../core/topk';
+import { checkStateDict, writeSafetensors } from '../io/safetensors';
+import { softmax } from '../ops/elementwise';
+import { lossAndGradients } from './backprop';
+import { kindOf, LayerSpec } from './layers';
+import { ActivationPool } from './memory';
+import { Optimizer, OptimizerOptions, StepResult } from './optim';
+import { CheckedSpec, ModelSpec, ParamInfo } from './spec';
+
+/** The layout of a layer's output: maps of a kind, or rows of features (after the spp layer). */
+interface Layout {
+  kind: SpatialLayout['kind'] | 'matrix';
+  channels: number;
+  sizes: Array<readonly [number, number]>;
+}
+
+/** The output layout of layer l for input layout `x` (from the layer table). */
+function layoutAfter(l: LayerSpec, x: Layout): Layout {
+  const k = kindOf(l);
+  const channels = k.width ? k.width(l, x.channels) : x.channels;
+  if (x.kind === 'matrix' || k.stage === 'pyramid') return { kind: 'matrix', channels, sizes: x.sizes };
+  const side = k.side;
+  return { kind: x.kind, channels, sizes: side ? x.sizes.map(([h, w]) => [side(l, h, 0), side(l, w, 1)] as const) : x.sizes };
+}
+
+export interface Prediction {
+  index: number;
+  label?: string;
+  score: number;
+}
+
+export class Model {
+  readonly spec: ModelSpec;
+  readonly device: Device;
+  readonly params: ReadonlyArray<ParamInfo>;
+  readonly classes: number;
+  /** Smallest image [H, W] the network accepts. */
+  readonly minSize: readonly [number, number];
+  private weights: Map<string, Tensor>;
+  private pool: ActivationPool;
+  private opt: Optimizer | undefined;
+  private disposed = false;
+  /** Calls in flight (run, predict, trainStep, stateDict): dispose() frees the memory after the last. */
+  private inflight = 0;
+  /**
+   * Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs:
+   * the weights only change through trainStep and loadStateDict, which drop these.
+   */
+  private filterCaches = new Map<string, Float32Array>();
+
+  /** @internal Use sp.loadModel(). */
+  constructor(checked: CheckedSpec, weights: Map<string, Tensor>, device: Device, activation: { budget: number; idleMs: number }) {
+    this.spec = checked.spec;
+    this.params = checked.params;
+    this.classes = checked.classes;
+    this.device = device;
+    this.weights = weights;
+    this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
+    this.minSize = Object.freeze(checked.minSize);
+  }
+
+  /** The parameters as host arrays keyed by state_dict name (a copy). */
+  stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
+    return this.call('Model.stateDict', async () => {
+      const out = new Map<string, { shape: number[]; data: Float32Array }>();
+      for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
+      return out;
+    });
+  }
+
+  /** Bytes of activation buffers the model holds now (in use by runs in flight, and kept for the next). */
+  get activationBytes(): number {
+    return this.pool.bytes;
+  }
+
+  /** The activation budget in bytes and the idle time in ms this model was built with. */
+  get activationBudget(): { bytes: number; idleMs: number } {
+    return { bytes: this.pool.budget, idleMs: this.pool.idleMs };
+  }
+
+  /**
+   * Frees the activation buffers the model keeps now (those a run in flight uses, when it ends);
+   * later runs allocate afresh. Nothing happens on a disposed model.
+   */
+  releaseBuffers(): void {
+    this.pool.release();
+  }
+
+  private alive(fn: string) {
+    if (this.disposed) throw new SppnetError(`${fn}: the model was disposed`, 'SPPNET_DISPOSED');
+  }
+
+  /**
+   * Runs `body` as a call in flight: refused once the model is disposed; a dispose() meanwhile
+   * lets it finish and frees the model's memory when the last call in flight ends.
+   */
+  private async call<T>(fn: string, body: () => Promise<T>): Promise<T> {
+    this.alive(fn);
+    this.inflight += 1;
+    try {
+      return await body();
+    } finally {
+      this.inflight -= 1;
+      if (this.inflight === 0 && this.disposed) this.free();
+    }
+  }
+
+  private w(name: string): Tensor {
+    return this.weights.get(name)!;
+  }
+
+  private filterCache(layer: string, floats: number): Float32Array {
+    let c = this.filterCaches.get(layer);
+    if (!c || c.length !== floats) this.filterCaches.set(layer, (c = new Float32Array(floats)));
+    return c;
+  }
+
+  /**
+   * Logits [N, classes] for N images of any sizes >= minSize: a RaggedBatch of [C, H, W] maps, an
+   * array of [C, H, W] tensors, or a dense [N, C, H, W] tensor. Inference mode (dropout off).
+   */
+  run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    return this.runAs('Model.run', images);
+  }
+
+  private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+    return this.call(fn, async () => {
+      this.pool.begin(); // from the call on (synchronously): the pool is not idle
+      try {
+        const { x, owned, L } = await this.input(fn, images);
+        try {
+          return await this.forward(fn, x, L);
+        } finally {
+          owned?.dispose();
+        }
+      } finally {
+        this.pool.end();
+      }
+    });
+  }
+
+  /** Checks the images and packs an array of maps into a batch on the model's device. */
+  private async input(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<{ x: RaggedBatch | Tensor; owned?: RaggedBatch; L: SpatialLayout }> {
+    let owned: RaggedBatch | undefined;
+    let x: RaggedBatch | Tensor;
+    if (Array.isArray(images)) {
+      images.forEach((t, i) => {
+        if (!(t instanceof Tensor)) fail(`${fn}: images[${i}] must be a Tensor [C, H, W], got ${describe(t)}`);
+        t.storage(fn, `images[${i}]`);
+        if (t.rank !== 3) fail(`${fn}: images[${i}] must have rank 3 [C, H, W], got shape [${t.shape.join(', ')}]`);
+        if (t.shape[0] !== this.spec.inChannels) fail(`${fn}: images[${i}] has ${t.shape[0]} channels (axis 0), ${this.spec.name} takes ${this.spec.inChannels}`);
+      });
+      if (images.length === 0) fail(`${fn}: images is empty`);
+      const moved = await Promise.all(images.map((t, i) => t.moveTo(this.device, fn, `images[${i}]`)));
+      owned = ragged(moved);
+      moved.forEach((m, i) => m !== images[i] && m.dispose());
+      x = owned;
+    } else {
+      x = images;
+    }
+    try {
+      const L = spatialLayout(fn, x, 'images');
+      if (L.channels !== this.spec.inChannels) fail(`${fn}: images have ${L.channels} channels, ${this.spec.name} takes ${this.spec.inChannels}`);
+      if (L.device !== this.device)
+        throw new SppnetError(`${fn}: images are on ${L.device}, the model on ${this.device} (use await t.to('${this.device}'))`, 'SPPNET_DEVICE_MISMATCH');
+      L.sizes.forEach(([h, w], i) => {
+        if (h < this.minSize[0] || w < this.minSize[1])
+          fail(`${fn}: image ${i} is ${h}x${w} (HxW), smaller than ${this.spec.name}'s minimum ${this.minSize[0]}x${this.minSize[1]}`);
+      });
+      return { x, owned, L };
+    } catch (e) {
+      owned?.dispose();
+      throw e;
+    }
+  }
+
+  private async forward(fn: string, x: RaggedBatch | Tensor, L: SpatialLayout): Promise<Tensor> {
+    // Each layer writes into a pooled buffer (a view of it), except the last, whose output is the
+    // caller's; the previous layer's buffer goes back to the pool once the next layer has run.
+    // Layers with no inference (dropout) are the identity here.
+    const layers = this.spec.layers.filter((l) => kindOf(l).infer);
+    const fuse = process.env.SPPNET_FUSE !== '0'; // SPPNET_FUSE=0: fused pairs run as two layers, for comparisons
+    const ctx = { weight: (n: string) => this.w(n), cache: (layer: string, n: number) => this.filterCache(layer, n) };
+    let cur: Spatial = x;
+    let held: Tensor | undefined;
+    let layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
+    const rows = L.sizes.length;
+    try {
+      for (let li = 0; li < layers.length; ++li) {
+        const first = layers[li];
+        const f = kindOf(first).fuse;
+        // A pair the table runs as one op (LRN then max pool): one pass, the same values.
+        const pair = fuse && f && layers[li + 1]?.type === f.next ? first : null;
+        if (pair) layout = layoutAfter(first, layout);
+        const l = pair ? layers[++li] : first;
+        layout = layoutAfter(l, layout);
+        const n = layout.kind === 'matrix' ? rows * layout.channels : layout.sizes.reduce((a, [h, w]) => a + layout.channels * h * w, 0);
+        if (n > MAX_ELEMENTS) {
+          const i = this.spec.layers.indexOf(l);
+          fail(`${fn}: spec.layers[${i}] (${'name' in l ? l.name : l.type}) would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
+        }
+        const buf = li === layers.length - 1 ? undefined : this.pool.take(n, fn);
+        const out = buf ? ActivationPool.view(buf, layout.kind, layout.channels, layout.sizes, rows) : undefined;
+        const next: Spatial = pair ? await f!.infer(pair, l, cur, { ...ctx, out }) : await kindOf(l).infer!(l, cur, { ...ctx, out });
+        if (held) this.pool.give(held);
+        held = buf;
+        cur = next;
+      }
+    } catch (e) {
+      if (held) this.pool.give(held);
+      throw e;
+    }
+    if (held) this.pool.give(held); // only when the last layer wrote into a pooled buffer (never)
+    return cur as Tensor;
+  }
+
+  /** @internal The weight tensors by state_dict name (the model's own: do not dispose). The caller may write them: the cached filter transforms are dropped. */
+  parameters(): ReadonlyMap<string, Tensor> {
+    this.alive('Model.parameters');
+    this.filterCaches.clear();
+    return this.weights;
+  }
+
+  /** Replaces the weights with a state_dict (every tensor named and shaped as the model's; one error lists every problem). */
+  async loadStateDict(weights: Map<string, { shape: number[]; data: Float32Array }>, sourceName?: string): Promise<void> {
+    const fn = 'Model.loadStateDict';
+    this.alive(fn);
+    if (!(weights instanceof Map)) fail(`${fn}: weights must be a Map of state_dict tensors, got ${describe(weights)}`);
+    const host = new Map(Array.from(weights, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+    checkStateDict(new Map(this.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${sourceName ? ` in ${sourceName}` : ''} do not fit ${this.spec.name}`);
+    const fresh = new Map<string, Tensor>();
+    try {
+      for (const p of this.params) fresh.set(p.name, tensor(Float32Array.from(weights.get(p.name)!.data), p.shape, { device: this.device }));
+    } catch (e) {
+      for (const t of fresh.values()) t.dispose();
+      throw e;
+    }
+    for (const t of this.weights.values()) t.dispose();
+    this.weights = fresh;
+    this.filterCaches.clear();
+  }
+
+  /** The optimizer trainStep() uses (SGD, momentum 0.9, weight decay 5e-4, lr 0.01 until set). */
+  get optimizer(): Optimizer {
+    this.alive('Model.optimizer');
+    if (!this.opt) this.opt = new Optimizer(undefined);
+    return this.opt;
+  }
+
+  /** Replaces the optimizer (its state starts afresh). */
+  setOptimizer(options: OptimizerOptions = {}): Optimizer {
+    this.alive('Model.setOptimizer');
+    const o = new Optimizer(options, 'Model.setOptimizer');
+    this.opt?.dispose();
+    this.opt = o;
+    return o;
+  }
+
+  /**
+   * One training step on a batch (any sizes >= minSize, as run() takes): forward in training mode
+   * (dropout on), softmax cross-entropy against `labels`, backward, and an optimizer update of
+   * every weight. A loss that is NaN or Inf throws before the weights change.
+   */
+  trainStep(images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
+    return this.call('Model.trainStep', () => this.step('Model.trainStep', images, labels, opts));
+  }
+
+  private async step(fn: string, images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number }): Promise<StepResult> {
+    if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+    const opt = this.optimizer;
+    const lr = opts.lr ?? opt.options.lr;
+    if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) fail(`${fn}: options.lr must be a positive number, got ${describe(opts.lr)}`);
+    const seed = opts.seed ?? opt.steps;
+    if (!Number.isInteger(seed)) fail(`${fn}: options.seed must be an integer, got ${describe(opts.seed)}`);
+    const { x, owned, L } = await this.input(fn, images);
+    try {
+      const y = checkLabels(fn, labels, L.sizes.length, this.classes, 'images');
+      const r = await lossAndGradients(this.spec, (n) => this.w(n), x, y, seed >>> 0);
+      try {
+        if (!Number.isFinite(r.loss))
+          throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
+        // Dropped before the update and again after it: a run that overlaps the update may have
+        // filled a fresh cache from weights half way through it.
+        this.filterCaches.clear();
+        try {
+          await opt.apply(this.weights, r.grads, lr);
+        } finally {
+          this.filterCaches.clear();
+        }
+      } finally {
+        for (const g of r.grads.values()) g.dispose();
+      }
+      return { loss: r.loss, correct: r.correct, count: L.sizes.length };
+    } finally {
+      owned?.dispose();
+    }
+  }
+
+  /** Top-k classes per image, with scores (softmax) and labels when given. */
+  async predict(images: RaggedBatch | Tensor | Tensor[], opts: { topk?: number; labels?: string[] } = {}): Promise<Prediction[][]> {
+    const k = opts.topk ?? 5;
+    if (!isPositiveInt(k)) fail(`Model.predict: options.topk must be a positive integer, got ${describe(opts.topk)}`);
+    if (opts.labels !== undefined && (!Array.isArray(opts.labels) || opts.labels.length !== this.classes))
+      fail(`Model.predict: options.labels must list ${this.classes} labels, got ${Array.isArray(opts.labels) ? opts.labels.length : describe(opts.labels)}`);
+    const logits = await this.runAs('Model.predict', images);
+    const probs = await softmax(logits);
+    logits.dispose();
+    const p = await probs.data();
+    probs.dispose();
+    const n = p.length / this.classes;
+    return Array.from({ length: n }, (_, i) => topK(p, k, opts.labels, i * this.classes, this.classes));
+  }
+
+  /** Writes the weights as safetensors (PyTorch state_dict names; atomic: temp file, then rename). */
+  async save(path: string, metadata: Record<string, string> = {}): Promise<void> {
+    this.alive('Model.save');
+    const sd = await this.stateDict();
+    await writeSafetensors(path, sd, { arch: this.spec.name, classes: String(this.classes), spec: JSON.stringify(this.spec), ...metadata });
+  }
+
+  /**
+   * Frees the weights, the activation buffers and the optimizer state. Calls made afterwards throw
+   * SPPNET_DISPOSED; calls already in flight finish (with valid results) and the memory is freed
+   * when the last of them ends.
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.inflight === 0) this.free();
+  }
+
+  private free(): void {
+    for (const t of this.weights.values()) t.dispose();
+    this.weights.clear();
+    this.filterCaches.clear();
+    this.pool.dispose();
+    this.opt?.dispose();
+    this.opt = undefined;
+  }
+}

@@ -1,0 +1,149 @@
+// 2-D convolution on ragged batches and dense tensors, forward and backward: PyTorch's conv2d per
+// map (each map keeps its own output size), one native call for the whole batch.
+import { kernelMath } from '../core/backend';
+import { allocateAs, booleanOption, checkBias, checkOpts, checkOutputSizes, checkSpatialLike, outputFor, Pair, pair, sameDevice, settle } from '../core/checks';
+import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
+import { callMath, MathMode } from '../core/math';
+import { native, NativeConvShape } from '../core/native';
+import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
+import { allocate, nativeBuf, Tensor } from '../core/tensor';
+
+/** Output side of a convolution along one axis (PyTorch's formula). */
+export function convOutSide(a: number, k: number, s: number, p: number, d: number): number {
+  return Math.floor((a + 2 * p - d * (k - 1) - 1) / s) + 1;
+}
+
+export interface Conv2dOptions {
+  stride?: Pair;
+  padding?: Pair;
+  dilation?: Pair;
+  groups?: number;
+  /** Apply ReLU to the output (fused). */
+  relu?: boolean;
+  /** Write here: the input's kind with the output's layout, on its device. */
+  out?: Spatial;
+  /** CUDA only: how to multiply (default sp.getMath().conv, 'tf32'); the CPU computes in FP32. */
+  math?: MathMode;
+}
+
+/**
+ * @internal Checks a conv weight against the input and the stride/padding/dilation/groups
+ * options, and gives the geometry and every map's output size (conv2d and its backward).
+ */
+export function convGeometry(fn: string, L: SpatialLayout, weight: Tensor, o: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number }) {
+  if (!(weight instanceof Tensor)) fail(`${fn}: weight must be a Tensor [out, in/groups, kh, kw], got ${describe(weight)}`);
+  const ws = weight.storage(fn, 'weight');
+  if (weight.rank !== 4) fail(`${fn}: weight must have rank 4 [out, in/groups, kh, kw], got shape [${weight.shape.join(', ')}]`);
+  const groups = o.groups === undefined ? 1 : o.groups;
+  if (!isPositiveInt(groups)) fail(`${fn}: options.groups must be a positive integer, got ${describe(o.groups)}`);
+  const [cout, cinG, kh, kw] = weight.shape;
+  if (cout < 1 || kh < 1 || kw < 1) fail(`${fn}: weight has an empty axis: shape [${weight.shape.join(', ')}]`);
+  if (L.channels % groups !== 0) fail(`${fn}: input channels ${L.channels} are not divisible by groups ${groups}`);
+  if (cout % groups !== 0) fail(`${fn}: weight axis 0 (out channels) ${cout} is not divisible by groups ${groups}`);
+  if (cinG * groups !== L.channels)
+    fail(`${fn}: weight axis 1 (in channels / groups) is ${cinG}, but the input has ${L.channels} channels and groups = ${groups}, so ${L.channels / groups} is expected`);
+  sameDevice(fn, 'weight', weight.device, 'the input', L.device);
+  const [sh, sw] = pair(fn, 'options.stride', o.stride, [1, 1], 1);
+  const [ph, pw] = pair(fn, 'options.padding', o.padding, [0, 0], 0);
+  const [dh, dw] = pair(fn, 'options.dilation', o.dilation, [1, 1], 1);
+  const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
+  checkOutputSizes(fn, outSizes, cout, (i) =>
+    `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
+  return { ws, cout, outSizes, geometry: [L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups] };
+}
+
+/**
+ * 2-D convolution, PyTorch's conv2d: weight [out, in/groups, kh, kw], bias [out] or null.
+ * Returns the input's kind: a RaggedBatch (each map its own output size), [N, out, Ho, Wo] or [out, Ho, Wo].
+ */
+export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?: Tensor | null, opts?: Conv2dOptions): Promise<T> {
+  return conv2dAs(input, weight, bias, opts, null);
+}
+
+/**
+ * @internal conv2d where the CPU's Winograd path, when it takes the call, keeps the layer's
+ * transformed filters between calls in a buffer of `floats` floats that `cache(floats)` returns
+ * (the same one for the same size; a zeroed new one whenever the weights may have changed). Only
+ * for weights that nothing changes behind the caller's back (a Model's).
+ */
+export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions,
+  cache: (floats: number) => Float32Array): Promise<T> {
+  return conv2dAs(input, weight, bias, opts, null, cache);
+}
+
+/** @internal conv2d with the ConvMath code `forced` instead of the mode's (the tensor-core check). */
+export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null,
+  cache?: (floats: number) => Float32Array): Promise<T> {
+  const fn = 'sp.conv2d';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const mode = callMath(fn, o.math, 'conv');
+  const L = spatialLayout(fn, input);
+  const { ws, cout, outSizes, geometry } = convGeometry(fn, L, weight, o);
+  const bs = checkBias(fn, bias, cout, 'the input', L.device);
+  const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
+  const code = forced ?? (await kernelMath(L.device, mode));
+  const shape: NativeConvShape = { ...nativeLayout('out', cout, outSizes), params: Int32Array.from([...geometry, code]), relu: o.relu === true };
+  // The native side says whether its Winograd path takes this call (and the cache's size).
+  const floats = cache && L.device === 'cpu' ? native.winogradCacheFloats(shape) : 0;
+  await settle(site, fn, [o2], () =>
+    native.conv2d({
+      ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', ws),
+      ...(bs ? nativeBuf('bias', bs) : {}),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...shape,
+      ...(floats > 0 ? { filterCache: cache!(floats) } : {}),
+    }),
+  );
+  return o2.out as T;
+}
+
+export interface Conv2dBackwardOptions extends Omit<Conv2dOptions, 'out'> {
+  /** Compute gradInput (default true; the first layer skips it). */
+  needInputGrad?: boolean;
+  /** The layer has a bias: compute gradBias (default true). */
+  bias?: boolean;
+}
+
+export interface ParamGrads<T> {
+  gradInput?: T;
+  gradWeight: Tensor;
+  gradBias?: Tensor;
+}
+
+/** @internal The gradients an op with parameters computed, without the absent ones. */
+export function paramGrads<T>(gradWeight: Tensor, gradInput: T | undefined, gradBias: Tensor | undefined): ParamGrads<T> {
+  const res: ParamGrads<T> = { gradWeight };
+  if (gradInput) res.gradInput = gradInput;
+  if (gradBias) res.gradBias = gradBias;
+  return res;
+}
+
+/**
+ * Gradients of conv2d (no fused ReLU: apply reluBackward to gradOutput first). gradWeight
+ * [out, in/groups, kh, kw] and gradBias [out] are summed over every map of the batch.
+ */
+export async function conv2dBackward<T extends Spatial>(input: T, weight: Tensor, gradOutput: T, opts?: Conv2dBackwardOptions): Promise<ParamGrads<T>> {
+  const fn = 'sp.conv2dBackward';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  const { ws, cout, outSizes, geometry } = convGeometry(fn, L, weight, o);
+  const needInput = booleanOption(fn, o, 'needInputGrad', true);
+  const hasBias = booleanOption(fn, o, 'bias', true);
+  const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, cout, outSizes, 'the forward output');
+  const gradInput = needInput ? allocateAs(input, fn) : undefined;
+  const gradWeight = allocate(weight.shape, L.device, fn);
+  const gradBias = hasBias ? allocate([cout], L.device, fn) : undefined;
+  const owned = [gradInput, gradWeight, gradBias].filter((t): t is NonNullable<typeof t> => t !== undefined);
+  await settle(site, fn, owned, () =>
+    native.conv2dBackward({
+      ...nativeBuf('input', L.store), ...nativeBuf('weight', ws), ...nativeBuf('gradOutput', gs),
+      ...nativeBuf('gradWeight', gradWeight.storage(fn, 'gradWeight')),
+      ...(gradInput ? nativeBuf('gradInput', gradInput.storage(fn, 'gradInput')) : {}),
+      ...(gradBias ? nativeBuf('gradBias', gradBias.storage(fn, 'gradBias')) : {}),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', cout, outSizes),
+      params: Int32Array.from(geometry),
+    }),
+  );
+  return paramGrads(gradWeight, gradInput, gradBias);
+}

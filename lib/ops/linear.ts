@@ -1,0 +1,77 @@
+// Fully connected layers: y = x . weight^T + bias (PyTorch's nn.Linear layout), forward and backward.
+import { kernelMath } from '../core/backend';
+import { booleanOption, checkBias, checkOpts, matrix, sameDevice, settle, tensorOut } from '../core/checks';
+import { CallSite, fail, MAX_ELEMENTS } from '../core/errors';
+import { callMath, MathMode } from '../core/math';
+import { native } from '../core/native';
+import { allocate, nativeBuf, Tensor } from '../core/tensor';
+import { ParamGrads, paramGrads } from './conv2d';
+
+export interface LinearOptions {
+  relu?: boolean;
+  out?: Tensor;
+  /** CUDA only: how to multiply (default sp.getMath().linear, 'fp32'); the CPU computes in FP32. */
+  math?: MathMode;
+}
+
+/** x [N, in] and weight [out, in], checked together. */
+function operands(fn: string, x: unknown, weight: unknown) {
+  const X = matrix(fn, x, 'x'), Wt = matrix(fn, weight, 'weight');
+  const [rows, inF] = X.t.shape, [outF, inW] = Wt.t.shape;
+  if (inW !== inF) fail(`${fn}: weight axis 1 (in features) is ${inW}, x axis 1 is ${inF}`);
+  sameDevice(fn, 'weight', Wt.s.device, 'x', X.s.device);
+  return { X, Wt, rows, inF, outF, device: X.s.device };
+}
+
+/** y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout), bias [out] or null. */
+export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: LinearOptions): Promise<Tensor> {
+  return linearAs(x, weight, bias, opts, null);
+}
+
+/** @internal linear with the ConvMath code `forced` instead of the mode's (the tensor-core check). */
+export async function linearAs(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null): Promise<Tensor> {
+  const fn = 'sp.linear';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const mode = callMath(fn, o.math, 'linear');
+  const { X, Wt, rows, inF, outF, device } = operands(fn, x, weight);
+  const bs = checkBias(fn, bias, outF, 'x', device);
+  if (rows * outF > MAX_ELEMENTS) fail(`${fn}: the output [${rows}, ${outF}] would exceed 2^31-1 elements`);
+  const o2 = tensorOut(fn, o.out, [rows, outF], device);
+  const code = forced ?? (await kernelMath(device, mode));
+  await settle(site, fn, [o2], () =>
+    native.linear({
+      ...nativeBuf('input', X.s), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', Wt.s),
+      ...(bs ? nativeBuf('bias', bs) : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code,
+    }),
+  );
+  return o2.out;
+}
+
+/** Gradients of linear (no fused ReLU): x [N, in], weight [out, in], gradOutput [N, out]. */
+export async function linearBackward(x: Tensor, weight: Tensor, gradOutput: Tensor, opts?: { needInputGrad?: boolean; bias?: boolean }): Promise<ParamGrads<Tensor>> {
+  const fn = 'sp.linearBackward';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const { X, Wt, rows, inF, outF, device } = operands(fn, x, weight);
+  const G = matrix(fn, gradOutput, 'gradOutput');
+  if (G.t.shape[0] !== rows) fail(`${fn}: gradOutput axis 0 (rows) is ${G.t.shape[0]}, expected ${rows} (x axis 0)`);
+  if (G.t.shape[1] !== outF) fail(`${fn}: gradOutput axis 1 (out features) is ${G.t.shape[1]}, expected ${outF} (weight axis 0)`);
+  sameDevice(fn, 'gradOutput', G.s.device, 'x', device);
+  const needInput = booleanOption(fn, o, 'needInputGrad', true);
+  const hasBias = booleanOption(fn, o, 'bias', true);
+  const gradInput = needInput ? allocate([rows, inF], device, fn) : undefined;
+  const gradWeight = allocate([outF, inF], device, fn);
+  const gradBias = hasBias ? allocate([outF], device, fn) : undefined;
+  const owned = [gradInput, gradWeight, gradBias].filter((t): t is Tensor => t !== undefined);
+  await settle(site, fn, owned, () =>
+    native.linearBackward({
+      ...nativeBuf('input', X.s), ...nativeBuf('weight', Wt.s), ...nativeBuf('gradOutput', G.s),
+      ...nativeBuf('gradWeight', gradWeight.storage(fn, 'gradWeight')),
+      ...(gradInput ? nativeBuf('gradInput', gradInput.storage(fn, 'gradInput')) : {}),
+      ...(gradBias ? nativeBuf('gradBias', gradBias.storage(fn, 'gradBias')) : {}),
+      rows, inFeatures: inF, outFeatures: outF,
+    }),
+  );
+  return paramGrads(gradWeight, gradInput, gradBias);
+}

@@ -1,0 +1,60 @@
+// Local response normalisation across channels (PyTorch's local_response_norm), forward and backward.
+import { allocateAs, checkOpts, checkSpatialLike, outputFor, positiveInt32, settle } from '../core/checks';
+import { CallSite, describe, fail } from '../core/errors';
+import { native, NativeLrnParams } from '../core/native';
+import { nativeLayout, Spatial, spatialLayout } from '../core/spatial';
+import { nativeBuf } from '../core/tensor';
+
+export interface LrnOptions {
+  size: number;
+  alpha?: number;
+  beta?: number;
+  k?: number;
+  out?: Spatial;
+}
+
+/** @internal Checked LRN parameters (PyTorch's defaults); `prefix` names where o sits, for messages. */
+export function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'options'): NativeLrnParams {
+  const size = positiveInt32(fn, prefix, 'size', o.size);
+  const num = (name: string, d: number) => {
+    const v = o[name] === undefined ? d : o[name];
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: ${prefix}.${name} must be a finite number, got ${describe(v)}`);
+    return v;
+  };
+  return { size, alpha: num('alpha', 1e-4), beta: num('beta', 0.75), k: num('k', 1) };
+}
+
+/** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta. */
+export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOptions): Promise<T> {
+  const fn = 'sp.localResponseNorm';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  const lp = lrnParams(fn, o);
+  const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, L.sizes);
+  await settle(site, fn, [o2], () =>
+    native.lrn({
+      ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...lp,
+    }),
+  );
+  return o2.out as T;
+}
+
+/** Gradient of localResponseNorm (PyTorch's local_response_norm), from the forward input. */
+export async function localResponseNormBackward<T extends Spatial>(input: T, gradOutput: T, opts: LrnOptions): Promise<T> {
+  const fn = 'sp.localResponseNormBackward';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const L = spatialLayout(fn, input);
+  const lp = lrnParams(fn, o);
+  const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, L.channels, L.sizes, 'the forward output');
+  const out = allocateAs(input, fn);
+  await settle(site, fn, [out], () =>
+    native.lrnBackward({
+      ...nativeBuf('input', L.store), ...nativeBuf('gradOutput', gs), ...nativeBuf('gradInput', out.storage(fn, 'gradInput')),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...lp,
+    }),
+  );
+  return out;
+}
