@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Draws the CPU benchmark results as SVG (bench/svg.js, no plotting dependency):
+// Draws the CPU benchmark results as SVG (lib/io/svg.ts, compiled to dist/io/svg.js; no plotting dependency):
 //   bench/out/spp-cpu.json  -> bench/out/spp-cpu.svg  (median ms per workload, sppnet vs tfjs; log y)
 //   bench/out/zf5-cpu.json  -> bench/out/zf5-cpu.svg  (img/s per implementation per workload; log y)
 //   bench/out/load-cpu.json -> bench/out/load-cpu.svg (throughput, p99/p50 and RSS vs concurrency;
@@ -10,7 +10,7 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const svg = require('./svg');
+const svg = require('../dist/io/svg');
 
 function sppChart(d) {
   // Series: sppnet with each bin rule, and each tfjs backend; a workload without one reads n/a.
