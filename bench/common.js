@@ -105,11 +105,11 @@ function shownPath(p) {
 }
 
 /** The --help text of an option table: the usage lines, then one line per option. */
-function helpText(table, usage) {
-  const flag = (o) => `--${o.name}${o.type === 'flag' ? '' : ` ${o.arg ?? (o.type === 'path' ? 'PATH' : o.type === 'int' || o.type === 'number' ? 'N' : o.type === 'choice' ? o.choices.join('|') : 'VALUE')}`}`;
-  const w = Math.max(...table.map((o) => flag(o).length), '-h, --help'.length);
+function helpText(table, usage, positional) {
+  const flag = (o) => `--${o.name}${o.type === 'flag' ? '' : ` ${o.arg ?? (o.type === 'path' ? 'PATH' : o.type === 'int' || o.type === 'number' ? 'N' : o.type === 'choice' ? o.choices.join('|') : o.type === 'list' || o.type === 'ints' ? 'A,B,...' : 'VALUE')}`}`;
+  const w = Math.max(...table.map((o) => flag(o).length), '-h, --help'.length, positional ? positional.name.length : 0);
   const dflt = (o) => (o.type === 'flag' || o.default == null ? '' : ` (default: ${Array.isArray(o.default) ? o.default.join(',') : o.type === 'path' ? shownPath(o.default) : o.default})`);
-  return [...(usage ? [usage.replace(/\n+$/, ''), ''] : []), 'Options:', ...table.map((o) => `  ${flag(o).padEnd(w)}  ${o.help}${dflt(o)}`), `  ${'-h, --help'.padEnd(w)}  this text`, ''].join('\n');
+  return [...(usage ? [usage.replace(/\n+$/, ''), ''] : []), 'Options:', ...(positional ? [`  ${positional.name.padEnd(w)}  ${positional.help}`] : []), ...table.map((o) => `  ${flag(o).padEnd(w)}  ${o.help}${dflt(o)}`), `  ${'-h, --help'.padEnd(w)}  this text`, ''].join('\n');
 }
 
 /**
@@ -121,7 +121,7 @@ function helpText(table, usage) {
  * 'ints' (positive integers separated by commas), 'list' (comma-separated; `choices`, `upper`),
  * 'choice' (one of `choices`). A row's `map` turns the checked value into the stored one (e.g.
  * minutes to seconds). `--name value` and `--name=value` both work. `positional: { key }` takes
- * one bare argument. -h / --help prints `usage` and the options and exits 0. Errors are
+ * one bare argument (`name` and `help` for --help). -h / --help prints `usage` and the options and exits 0. Errors are
  * UsageErrors, the same words in every script: "unknown argument X (try --help)", "--name needs a
  * value", "--name must be <what>, got X".
  */
@@ -139,7 +139,7 @@ function parseArgs(argv, table, { usage = '', positional = null } = {}) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '-h' || a === '--help') {
-      console.log(helpText(rows, usage));
+      console.log(helpText(rows, usage, positional));
       process.exit(0);
     }
     const eq = a.indexOf('=');
