@@ -169,6 +169,11 @@ function parseArgs(argv, table, { usage = '', positional = null } = {}) {
   return out;
 }
 
+/** How the script was run, for its result files: `node bench/NAME.js ARGS`. */
+function commandLine(file) {
+  return `node bench/${path.basename(file)}${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+}
+
 /** For main().catch: a UsageError's message alone, anything else in full; exit status 1. */
 function failed(e) {
   console.error(e instanceof UsageError ? e.message : e);
@@ -324,7 +329,7 @@ const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.to
 const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
 module.exports = {
-  parseArgs, headerText, UsageError, failed,
+  parseArgs, headerText, UsageError, failed, commandLine,
   timeRuns, stats, percentile, nowMs,
   textTable, mdTable, implCells, writeResults, fmtMs, fmtX,
   buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,

@@ -11,6 +11,7 @@
 const fs = require('fs');
 const path = require('path');
 const svg = require('../dist/io/svg');
+const { parseArgs, headerText, failed } = require('./common');
 
 function sppChart(d) {
   // Series: sppnet with each bin rule, and each tfjs backend; a workload without one reads n/a.
@@ -155,18 +156,10 @@ function loadChart(d) {
 }
 
 async function main() {
-  const argv = process.argv.slice(2);
-  let dir = path.join(__dirname, 'out');
-  let png = false;
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--dir') dir = path.resolve(argv[++i]);
-    else if (argv[i].startsWith('--dir=')) dir = path.resolve(argv[i].slice(6));
-    else if (argv[i] === '--png') png = true;
-    else if (argv[i] === '-h' || argv[i] === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 8).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      return;
-    } else throw new Error(`unknown argument ${argv[i]} (try --help)`);
-  }
+  const { dir, png } = parseArgs(process.argv.slice(2), [
+    { name: 'dir', type: 'path', default: path.join(__dirname, 'out'), help: 'where the JSON files are read and the SVGs written' },
+    { name: 'png', type: 'flag', help: 'also a PNG preview next to each SVG (through sharp)' },
+  ], { usage: headerText(__filename, 1, 8) });
   const jobs = [
     ['spp-cpu', sppChart],
     ['zf5-cpu', zf5Chart],
@@ -187,10 +180,7 @@ async function main() {
 }
 
 if (require.main === module) {
-  main().catch((e) => {
-    console.error(e);
-    process.exit(1);
-  });
+  main().catch((e) => process.exit(failed(e)));
 }
 
 module.exports = { sppChart, zf5Chart, loadChart, trainChart };

@@ -24,7 +24,7 @@ const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { initWasm } = require('./tfjs_wasm');
 const { copyBandwidth } = require('./membw');
-const { parseArgs, headerText, failed, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implCells, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
+const { parseArgs, headerText, failed, commandLine, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implCells, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 // ---------------------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ async function main() {
     ...checks.map((c) => `- check ${c.workload} vs ${c.against}: ${c.rows} rows, max |diff| ${c.maxAbsDiff}`),
     '',
   ].join('\n');
-  const command = `node bench/run.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const json = { command, machine, bandwidth: { oneThread: bw1, allThreads: bwN, usedBytesPerS: bw }, results, checks, notes };
   console.log(`\n${writeResults(opt.out, 'spp-cpu', json, md)}`);
   // tfjs's wasm pthread workers keep the event loop alive.

@@ -43,7 +43,7 @@ const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { initWasm } = require('./tfjs_wasm');
-const { parseArgs, headerText, failed, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implCells, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
+const { parseArgs, headerText, failed, commandLine, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implCells, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
 
 const OPT = { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 };
 // ZF-5 on a fixed random batch diverges at lr 0.01 (loss ~1e5 by step 6, NaN by step 9: sppnet's
@@ -395,7 +395,7 @@ async function main() {
     ...notes.map((n) => `- ${n}`),
     '',
   ].join('\n');
-  const command = `node bench/train.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const json = { command, machine, optimizer: { ...OPT, lr: LR }, convGradCheckRelDiff: convGradRel, results, notes };
   console.log(`\n${writeResults(opt.out, 'train-cpu', json, md)}`);
   process.exit(0); // tfjs-wasm's pthread workers keep the event loop alive

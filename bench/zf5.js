@@ -44,7 +44,7 @@ const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { initWasm } = require('./tfjs_wasm');
-const { parseArgs, headerText, failed, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implCells, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { parseArgs, headerText, failed, commandLine, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implCells, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -457,7 +457,7 @@ async function main() {
     ...checks.map((c) => `- check ${c.work} vs tfjs-wasm: max |diff| ${c.maxAbsDiff.toExponential(2)} (relative ${c.relDiff.toExponential(2)})`),
     '',
   ].join('\n');
-  const command = `node bench/zf5.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const json = { command, machine, clock: { ...clock, usedGHz: ghz, flopPerCycle: opt.flopPerCycle, probe, peakGflops, peakHow }, flops: { anchor224: f224, archZf5_224: full224 }, results, checks, notes };
   console.log(`\n${writeResults(opt.out, 'zf5-cpu', json, md)}`);
   process.exit(0); // tfjs-wasm's pthread workers keep the event loop alive
