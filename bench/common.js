@@ -1,8 +1,9 @@
 'use strict';
 // Helpers shared by the bench/ scripts: command-line options (parseArgs), timing (timeRuns,
-// stats, percentile), tables and result files (textTable, mdTable, implCells, writeResults), the
+// stats, percentile), tables and result files (textTable, mdTable, implRows, writeResults), the
 // workloads and seeded random data, and the tfjs peers' layout conversions.
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 
 /** bench/workloads.json: the map sizes and windows of W1-W4 (see bench/make_workloads.py). */
@@ -227,10 +228,16 @@ function percentile(xs, p) {
 // ---------------------------------------------------------------------------------------------
 // Tables and result files
 
-/** A result row's first cells, as every CPU table starts: work, implementation, reps, median ms (or the note), min ms. */
-function implCells(r, impl, missing = impl.note) {
-  const s = impl.stats;
-  return [r.name, impl.label, s ? String(s.reps) : '-', s ? fmtMs(s.medianMs) : missing, s ? fmtMs(s.minMs) : '-'];
+/**
+ * The rows of a CPU benchmark's table: per workload r, per implementation impl, the cells every
+ * such table starts with (work, implementation, reps, median ms or `missing`, min ms), then
+ * rest(r, impl, impl.stats).
+ */
+function implRows(results, rest, missing = (impl) => impl.note) {
+  return results.flatMap((r) => r.impls.map((impl) => {
+    const s = impl.stats;
+    return [r.name, impl.label, s ? String(s.reps) : '-', s ? fmtMs(s.medianMs) : missing(impl), s ? fmtMs(s.minMs) : '-', ...rest(r, impl, s)];
+  }));
 }
 
 /**
@@ -242,6 +249,11 @@ function writeResults(dir, name, json, md) {
   if (md != null) fs.writeFileSync(path.join(dir, `${name}.md`), md);
   fs.writeFileSync(path.join(dir, `${name}.json`), JSON.stringify(json, null, 1));
   return `wrote ${path.join(shownPath(dir), `${name}.${md != null ? 'md' : 'json'}`)}${md != null ? ` and ${name}.json` : ''}`;
+}
+
+/** The machine fields every result file starts with: date, CPU model, cores, memory, node. */
+function machineInfo() {
+  return { date: new Date().toISOString(), cpu: os.cpus()[0].model.trim(), cores: os.cpus().length, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version };
 }
 
 /** The addon's build time and the git commit (and whether lib/ or the kernels have local changes). */
@@ -331,6 +343,6 @@ const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.to
 module.exports = {
   parseArgs, headerText, UsageError, failed, commandLine,
   timeRuns, stats, percentile, nowMs,
-  textTable, mdTable, implCells, writeResults, fmtMs, fmtX,
-  buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
+  textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
+  machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

@@ -35,7 +35,7 @@ const { fork } = require('child_process');
 const { monitorEventLoopDelay } = require('perf_hooks');
 const sharp = require('sharp');
 const sp = require('../dist');
-const { parseArgs, headerText, failed, commandLine, writeResults, rng, mdTable, textTable, buildInfo } = require('./common');
+const { parseArgs, headerText, failed, commandLine, machineInfo, writeResults, rng, mdTable, textTable, buildInfo } = require('./common');
 
 /** What `sppnet serve` passes to createServer beyond its defaults (bin/sppnet.js, serveCmd). */
 const SERVE = { heapGrowingPercent: 300 };
@@ -511,11 +511,7 @@ async function main() {
   const images = await makeImages(opt.pool === 'mixed' ? POOL_MIXED : arch.pool);
   const hello = await client.load(images);
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores: os.cpus().length,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: be.device, reason: be.reason, isa: be.cpu.isa, threads: be.cpu.threads },
     build: buildInfo(),
     loadavgStart: os.loadavg(),

@@ -22,9 +22,9 @@ const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
-const { initWasm } = require('./tfjs_wasm');
+const { startTfjs } = require('./tfjs_wasm');
 const { copyBandwidth } = require('./membw');
-const { parseArgs, headerText, failed, commandLine, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implCells, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
+const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 // ---------------------------------------------------------------------------------------------
@@ -185,23 +185,13 @@ async function checkAgainst(w, oursIn, peer) {
 const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'vs ours', 'floor ms', 'floor/ours'];
 
 function tableRows(results) {
-  const rows = [];
-  for (const r of results) {
-    const floor = r.floorMs;
-    for (const impl of r.impls) {
-      const s = impl.stats;
-      rows.push([
-        ...implCells(r, impl, impl.note || 'skipped'),
-        impl.ratio != null ? fmtX(impl.ratio) : impl.ours ? '1.0x' : '-',
-        impl.ours ? fmtMs(floor) : '',
-        impl.ours && s ? `${((100 * floor) / s.medianMs).toFixed(0)}%` : '',
-      ]);
-    }
-  }
-  return rows;
+  return implRows(results, (r, impl, s) => [
+    impl.ratio != null ? fmtX(impl.ratio) : impl.ours ? '1.0x' : '-',
+    impl.ours ? fmtMs(r.floorMs) : '',
+    impl.ours && s ? `${((100 * r.floorMs) / s.medianMs).toFixed(0)}%` : '',
+  ], (impl) => impl.note || 'skipped');
 }
 
-/** Which sppnet build ran: the addon's mtime and the checkout's commit. */
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
@@ -211,18 +201,12 @@ async function main() {
   const names = opt.only || ['W1', 'W2', 'W3', 'W4'];
   const be = sp.backend();
   const oursThreads = be.cpu.threads;
-  const wasmThreads = opt.wasmThreads ?? oursThreads;
 
-  tf.enableProdMode(); // what a deployment would use; also silences the "install tfjs-node" banner
-  const wasmInfo = await initWasm(tf, wasmThreads);
+  const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   await tf.setBackend('cpu');
 
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores: os.cpus().length,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads, cudaNote: be.device === 'cpu' ? be.reason : undefined },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo, cpuBackend: 'tfjs-backend-cpu (plain JS, 1 thread)' },
     mode: opt.quick ? 'quick' : 'full',

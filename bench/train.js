@@ -42,8 +42,8 @@ const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
-const { initWasm } = require('./tfjs_wasm');
-const { parseArgs, headerText, failed, commandLine, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implCells, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
+const { startTfjs } = require('./tfjs_wasm');
+const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
 
 const OPT = { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 };
 // ZF-5 on a fixed random batch diverges at lr 0.01 (loss ~1e5 by step 6, NaN by step 9: sppnet's
@@ -222,20 +222,12 @@ const fmtLoss = (v) => (v == null ? '-' : Math.abs(v) >= 1e4 ? v.toExponential(1
 const HEAD = ['workload', 'implementation', 'steps', 'median ms/step', 'min ms', 'images/s', 'peer / sppnet', 'GFLOP/step', 'GFLOP/s'];
 
 function tableRows(results) {
-  const rows = [];
-  for (const r of results) {
-    for (const impl of r.impls) {
-      const s = impl.stats;
-      rows.push([
-        ...implCells(r, impl),
-        s ? fmtMs(impl.imgPerS) : '-',
-        impl.ratio != null ? fmtX(impl.ratio) : impl.base && s ? '1.0x' : '-',
-        (r.trainGflop).toFixed(r.trainGflop >= 10 ? 1 : 2),
-        s ? fmtMs(impl.gflops) : '-',
-      ]);
-    }
-  }
-  return rows;
+  return implRows(results, (r, impl, s) => [
+    s ? fmtMs(impl.imgPerS) : '-',
+    impl.ratio != null ? fmtX(impl.ratio) : impl.base && s ? '1.0x' : '-',
+    (r.trainGflop).toFixed(r.trainGflop >= 10 ? 1 : 2),
+    s ? fmtMs(impl.gflops) : '-',
+  ]);
 }
 
 async function main() {
@@ -244,17 +236,10 @@ async function main() {
   const be = sp.backend();
   const cores = os.cpus().length;
   const oursThreads = be.cpu.threads;
-  const wasmThreads = opt.wasmThreads ?? oursThreads;
   const tStart = nowMs();
-
-  tf.enableProdMode();
-  const wasmInfo = await initWasm(tf, wasmThreads);
+  const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
     mode: opt.quick ? 'quick' : 'full',

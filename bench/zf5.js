@@ -43,8 +43,8 @@ const path = require('path');
 const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
-const { initWasm } = require('./tfjs_wasm');
-const { parseArgs, headerText, failed, commandLine, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implCells, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { startTfjs } = require('./tfjs_wasm');
+const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -208,21 +208,13 @@ function tfPeer(w, weights, poolPad = 'same', only = null) {
 const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'img/s', 'ours/peer', 'GFLOP/s', 'floor ms', '% peak'];
 
 function tableRows(results) {
-  const rows = [];
-  for (const r of results) {
-    for (const impl of r.impls) {
-      const s = impl.stats;
-      rows.push([
-        ...implCells(r, impl),
-        s ? fmtMs(impl.imgPerS) : '-',
-        impl.ratio != null ? fmtX(impl.ratio) : impl.base ? '1.0x' : '-',
-        s ? fmtMs(impl.gflops) : '-',
-        impl.base || impl.ownFlops ? fmtMs(impl.floorMs) : '',
-        s ? `${impl.pctPeak.toFixed(0)}%` : '-',
-      ]);
-    }
-  }
-  return rows;
+  return implRows(results, (r, impl, s) => [
+    s ? fmtMs(impl.imgPerS) : '-',
+    impl.ratio != null ? fmtX(impl.ratio) : impl.base ? '1.0x' : '-',
+    s ? fmtMs(impl.gflops) : '-',
+    impl.base || impl.ownFlops ? fmtMs(impl.floorMs) : '',
+    s ? `${impl.pctPeak.toFixed(0)}%` : '-',
+  ]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,11 +225,8 @@ async function main() {
   const be = sp.backend();
   const cores = os.cpus().length;
   const oursThreads = be.cpu.threads;
-  const wasmThreads = opt.wasmThreads ?? oursThreads;
   const tStart = nowMs();
-
-  tf.enableProdMode();
-  const wasmInfo = await initWasm(tf, wasmThreads);
+  const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   await tf.setBackend('cpu');
   // onnxruntime-node is not a dependency (its postinstall fetches CUDA libraries unless told to skip,
   // which a project cannot tell it without npm warnings): `npm run bench:ort` installs it. Without
@@ -255,11 +244,7 @@ async function main() {
   }
 
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
     ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, model: opt.onnx } : { off: ortMissing },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
