@@ -121,10 +121,10 @@ function helpText(table, usage, positional) {
  * true), 'string', 'path' (resolved), 'int' (>= min, default 1), 'number' (> 0, or >= min; <= max),
  * 'ints' (positive integers separated by commas), 'list' (comma-separated; `choices`, `upper`),
  * 'choice' (one of `choices`). A row's `map` turns the checked value into the stored one (e.g.
- * minutes to seconds). `--name value` and `--name=value` both work. `positional: { key }` takes
- * one bare argument (`name` and `help` for --help). -h / --help prints `usage` and the options and exits 0. Errors are
- * UsageErrors, the same words in every script: "unknown argument X (try --help)", "--name needs a
- * value", "--name must be <what>, got X".
+ * minutes to seconds). `--name value` and `--name=value` both work. `positional: { key, name,
+ * help }` takes one bare argument. -h / --help prints `usage` and the options and exits 0. Errors
+ * are UsageErrors, the same words in every script: "unknown argument X (try --help)", "--name
+ * needs a value", "--name must be <what>, got X".
  */
 function parseArgs(argv, table, { usage = '', positional = null } = {}) {
   const rows = table.map((o) => {
