@@ -13,27 +13,16 @@
 // bench/plots/ and splices each table into bench/RESULTS.md). A part that fails is reported and the
 // rest still run; the exit status is 1 if any failed. About 5 minutes in all (--quick: about 3).
 const { spawnSync } = require('child_process');
-const fs = require('fs');
 const path = require('path');
+const { parseArgs, headerText, failed } = require('./common');
 
 const PARTS = { spp: 'run.js', zf5: 'zf5.js', load: 'load.js', train: 'train.js' };
 
 function main() {
-  const argv = process.argv.slice(2);
-  let quick = false;
-  let only = Object.keys(PARTS);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--quick') quick = true;
-    else if (a === '--only' || a.startsWith('--only=')) {
-      only = (a.includes('=') ? a.slice(7) : argv[++i] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-      const bad = only.filter((p) => !PARTS[p]);
-      if (!only.length || bad.length) throw new Error(`--only: choose from ${Object.keys(PARTS).join(',')}`);
-    } else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      return 0;
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
+  const { quick, only } = parseArgs(process.argv.slice(2), [
+    { name: 'quick', type: 'flag', help: 'each benchmark in its --quick mode' },
+    { name: 'only', type: 'list', choices: Object.keys(PARTS), default: Object.keys(PARTS), arg: 'spp,zf5,...', help: 'these benchmarks only (plots and report run always)' },
+  ], { usage: headerText(__filename, 2, 14) });
   const steps = [
     ...only.map((p) => [p, PARTS[p], quick ? ['--quick'] : []]),
     ['plots', 'plots.js', []],
@@ -56,6 +45,5 @@ function main() {
 try {
   process.exitCode = main();
 } catch (e) {
-  console.error(e.message);
-  process.exitCode = 1;
+  process.exitCode = failed(e);
 }

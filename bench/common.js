@@ -1,6 +1,9 @@
 'use strict';
-// Helpers shared by bench/run.js (CPU) and bench/gpu_spp.js (CUDA).
+// Helpers shared by the bench/ scripts: command-line options (parseArgs), timing (timeRuns,
+// stats, percentile), tables and result files (textTable, mdTable, implRows, writeResults), the
+// workloads and seeded random data, and the tfjs peers' layout conversions.
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 
 /** bench/workloads.json: the map sizes and windows of W1-W4 (see bench/make_workloads.py). */
@@ -27,6 +30,8 @@ function randomArray(n, next) {
   return a;
 }
 
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+
 /** Median, min and max of timing samples (ms), each multiplied by `scale`. */
 function stats(samples, scale = 1) {
   if (samples.length === 0) return null;
@@ -36,7 +41,6 @@ function stats(samples, scale = 1) {
   return { reps: s.length, medianMs: median * scale, minMs: s[0] * scale, maxMs: s[s.length - 1] * scale, samplesMs: samples, scale };
 }
 
-const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 /** Bytes of every window's area, read once: W4's floor (the map itself is cache-sized). */
 function windowBytes(windows, channels) {
@@ -53,6 +57,203 @@ function textTable(head, rows, left = 2) {
 
 function mdTable(head, rows, left = 2) {
   return [`| ${head.join(' | ')} |`, `|${head.map((_, j) => (j < left ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command-line options
+
+const camel = (name) => name.replace(/-([a-z])/g, (_, c) => c.toUpperCase());
+
+/** An error in the command line: the scripts print its message alone (no stack) and exit 1. */
+class UsageError extends Error {}
+
+/** Lines `from` (inclusive) to `to` (exclusive) of a script's header comment: its --help text. */
+function headerText(file, from, to) {
+  return fs.readFileSync(file, 'utf8').split('\n').slice(from, to).map((l) => l.replace(/^\/\/ ?/, '')).join('\n');
+}
+
+// What each option type accepts: [check, what it must be]. `o` is the option's row.
+const TYPES = {
+  string: [() => true, () => 'a value'],
+  path: [() => true, () => 'a path'],
+  int: [(v, o) => Number.isInteger(v) && v >= (o.min ?? 1) && v <= (o.max ?? Infinity), (o) => ((o.min ?? 1) === 1 ? 'a positive integer' : `an integer >= ${o.min}`)],
+  number: [(v, o) => (o.min == null ? v > 0 : v >= o.min) && v <= (o.max ?? Infinity), (o) => (o.min == null ? 'a number > 0' : o.max != null ? `a number in [${o.min}, ${o.max}]` : `a number >= ${o.min}`)],
+  ints: [(v) => v.length > 0 && v.every((x) => Number.isInteger(x) && x > 0), () => 'positive integers separated by commas'],
+  list: [(v, o) => v.length > 0 && (!o.choices || v.every((x) => o.choices.includes(x))), (o) => (o.choices ? `a comma-separated list of ${o.choices.join(',')}` : 'a comma-separated list')],
+  choice: [(v, o) => o.choices.includes(v), (o) => `one of ${o.choices.join(', ')}`],
+};
+
+function convert(o, raw) {
+  switch (o.type) {
+    case 'path':
+      return path.resolve(raw);
+    case 'int':
+    case 'number':
+      return raw.trim() === '' ? NaN : Number(raw);
+    case 'ints':
+      return raw.split(',').map((x) => (x.trim() === '' ? NaN : Number(x)));
+    case 'list':
+      return raw.split(',').map((x) => (o.upper ? x.trim().toUpperCase() : x.trim())).filter(Boolean);
+    default:
+      return raw;
+  }
+}
+
+/** A path as the scripts print it: relative to the working directory when below it. */
+function shownPath(p) {
+  const rel = path.relative(process.cwd(), p);
+  return rel === '' ? '.' : rel.startsWith('..') ? p : rel;
+}
+
+/** The --help text of an option table: the usage lines, then one line per option. */
+function helpText(table, usage, positional) {
+  const flag = (o) => `--${o.name}${o.type === 'flag' ? '' : ` ${o.arg ?? (o.type === 'path' ? 'PATH' : o.type === 'int' || o.type === 'number' ? 'N' : o.type === 'choice' ? o.choices.join('|') : o.type === 'list' || o.type === 'ints' ? 'A,B,...' : 'VALUE')}`}`;
+  const w = Math.max(...table.map((o) => flag(o).length), '-h, --help'.length, positional ? positional.name.length : 0);
+  const dflt = (o) => (o.type === 'flag' || o.default == null ? '' : ` (default: ${Array.isArray(o.default) ? o.default.join(',') : o.type === 'path' ? shownPath(o.default) : o.default})`);
+  return [...(usage ? [usage.replace(/\n+$/, ''), ''] : []), 'Options:', ...(positional ? [`  ${positional.name.padEnd(w)}  ${positional.help}`] : []), ...table.map((o) => `  ${flag(o).padEnd(w)}  ${o.help}${dflt(o)}`), `  ${'-h, --help'.padEnd(w)}  this text`, ''].join('\n');
+}
+
+/**
+ * Parses `argv` against a table of options, one row each:
+ *   { name: 'only', type: 'list', default: null, help: 'these workloads only', arg: 'W1,W2,...' }
+ * and returns { [key]: value }; key is the name in camelCase unless the row gives `key`.
+ * Types: 'flag' (no value: sets `set`, default true; a name 'no-x' sets key x to false, default
+ * true), 'string', 'path' (resolved), 'int' (>= min, default 1), 'number' (> 0, or >= min; <= max),
+ * 'ints' (positive integers separated by commas), 'list' (comma-separated; `choices`, `upper`),
+ * 'choice' (one of `choices`). A row's `map` turns the checked value into the stored one (e.g.
+ * minutes to seconds). `--name value` and `--name=value` both work. `positional: { key, name,
+ * help }` takes one bare argument. -h / --help prints `usage` and the options and exits 0. Errors
+ * are UsageErrors, the same words in every script: "unknown argument X (try --help)", "--name
+ * needs a value", "--name must be <what>, got X".
+ */
+function parseArgs(argv, table, { usage = '', positional = null } = {}) {
+  const rows = table.map((o) => {
+    const r = { ...o };
+    if (r.type === 'flag' && r.name.startsWith('no-') && r.key === undefined) Object.assign(r, { key: camel(r.name.slice(3)), set: false, default: true });
+    r.key = r.key ?? camel(r.name);
+    if (r.type === 'flag' && r.set === undefined) r.set = true;
+    return r;
+  });
+  const out = {};
+  for (const r of rows) if (!(r.key in out) || r.default !== undefined) out[r.key] = r.default ?? (r.type === 'flag' ? false : null);
+  if (positional) out[positional.key] = out[positional.key] ?? null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-h' || a === '--help') {
+      console.log(helpText(rows, usage, positional));
+      process.exit(0);
+    }
+    const eq = a.indexOf('=');
+    const name = a.startsWith('--') ? a.slice(2, eq >= 0 ? eq : undefined) : null;
+    const r = name !== null && rows.find((x) => x.name === name);
+    if (!r) {
+      if (positional && !a.startsWith('-') && out[positional.key] === null) {
+        out[positional.key] = a;
+        continue;
+      }
+      throw new UsageError(`unknown argument ${a} (try --help)`);
+    }
+    if (r.type === 'flag') {
+      if (eq >= 0) throw new UsageError(`--${name} takes no value`);
+      out[r.key] = r.set;
+      continue;
+    }
+    let raw;
+    if (eq >= 0) raw = a.slice(eq + 1);
+    else if (i + 1 < argv.length) raw = argv[++i];
+    else throw new UsageError(`--${name} needs a value`);
+    const v = convert(r, raw);
+    const [ok, what] = TYPES[r.type];
+    if (!ok(v, r)) throw new UsageError(`--${name} must be ${what(r)}, got ${raw}`);
+    out[r.key] = r.map ? r.map(v) : v;
+  }
+  return out;
+}
+
+/** How the script was run, for its result files: `node bench/NAME.js ARGS`. */
+function commandLine(file) {
+  return `node bench/${path.basename(file)}${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+}
+
+/** For main().catch: a UsageError's message alone, anything else in full; exit status 1. */
+function failed(e) {
+  console.error(e instanceof UsageError ? e.message : e);
+  return 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing
+
+/**
+ * Times `fn` (returning a result, or a promise of one): `warmup` untimed calls, whose time is
+ * warmupMs, then `reps` timed calls, each after `before()` (untimed) where given. If the warm-up
+ * took longer than `giveUpS` seconds there are no timed calls. Each result with a dispose() is
+ * disposed (unless dispose: false); with keep: true none is, and the first (the warm-up's) and the
+ * last timed result come back as first and last. Returns { samples (ms), warmupMs, stats:
+ * stats(samples, scale), first?, last? }.
+ */
+async function timeRuns(fn, { reps, warmup = 1, giveUpS = Infinity, before = null, dispose = true, keep = false, scale = 1 }) {
+  const done = (x) => {
+    if (dispose && !keep && x && typeof x.dispose === 'function') x.dispose();
+  };
+  const res = { samples: [], warmupMs: 0 };
+  let t0 = nowMs();
+  for (let i = 0; i < warmup; i++) {
+    const x = await fn();
+    if (keep && i === 0) res.first = x;
+    done(x);
+  }
+  res.warmupMs = nowMs() - t0;
+  if (res.warmupMs <= giveUpS * 1e3) {
+    for (let r = 0; r < reps; r++) {
+      if (before) await before();
+      t0 = nowMs();
+      const x = await fn();
+      res.samples.push(nowMs() - t0);
+      if (keep) res.last = x;
+      done(x);
+    }
+  }
+  res.stats = stats(res.samples, scale);
+  return res;
+}
+
+/** The p-quantile (0..1) of `xs` by rank: the sorted value at floor(p * n) (the max for p = 1); null for none. */
+function percentile(xs, p) {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables and result files
+
+/**
+ * The rows of a CPU benchmark's table: per workload r, per implementation impl, the cells every
+ * such table starts with (work, implementation, reps, median ms or `missing`, min ms), then
+ * rest(r, impl, impl.stats).
+ */
+function implRows(results, rest, missing = (impl) => impl.note) {
+  return results.flatMap((r) => r.impls.map((impl) => {
+    const s = impl.stats;
+    return [r.name, impl.label, s ? String(s.reps) : '-', s ? fmtMs(s.medianMs) : missing(impl), s ? fmtMs(s.minMs) : '-', ...rest(r, impl, s)];
+  }));
+}
+
+/**
+ * Writes DIR/NAME.json (JSON indented by 1) and, where `md` is given, DIR/NAME.md, making DIR.
+ * Returns the "wrote ..." line the scripts print (DIR relative to the working directory when below it).
+ */
+function writeResults(dir, name, json, md) {
+  fs.mkdirSync(dir, { recursive: true });
+  if (md != null) fs.writeFileSync(path.join(dir, `${name}.md`), md);
+  fs.writeFileSync(path.join(dir, `${name}.json`), JSON.stringify(json, null, 1));
+  return `wrote ${path.join(shownPath(dir), `${name}.${md != null ? 'md' : 'json'}`)}${md != null ? ` and ${name}.json` : ''}`;
+}
+
+/** The machine fields every result file starts with: date, CPU model, cores, memory, node. */
+function machineInfo() {
+  return { date: new Date().toISOString(), cpu: os.cpus()[0].model.trim(), cores: os.cpus().length, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1), node: process.version };
 }
 
 /** The addon's build time and the git commit (and whether lib/ or the kernels have local changes). */
@@ -139,4 +340,9 @@ function specFlops(spec, H, W, defaultLevels = [6, 3, 2, 1]) {
 const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
-module.exports = { buildInfo, loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair, fmtMs, fmtX };
+module.exports = {
+  parseArgs, headerText, UsageError, failed, commandLine,
+  timeRuns, stats, percentile, nowMs,
+  textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
+  machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
+};

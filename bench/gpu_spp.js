@@ -26,34 +26,16 @@
 const fs = require('fs');
 const path = require('path');
 const sp = require('../dist');
-const { loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable } = require('./common');
+const { parseArgs, headerText, failed, timeRuns, writeResults, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable } = require('./common');
 
-function parseArgs(argv) {
-  const o = { torch: null, anchor: null, sameRun: false, quick: false, only: null, flush: true, device: 'cuda' };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const eq = a.indexOf('=');
-      if (eq >= 0) return a.slice(eq + 1);
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--quick') o.quick = true;
-    else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
-    else if (a === '--no-flush') o.flush = false;
-    else if (a.startsWith('--device')) o.device = val();
-    else if (a === '--anchor-same-run') o.sameRun = true;
-    else if (a.startsWith('--anchor')) o.anchor = val();
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 14).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    } else if (!a.startsWith('-') && o.torch === null) o.torch = a;
-    else throw new Error(`unknown argument ${a} (try --help)`);
-  }
-  if (o.device !== 'cuda' && o.device !== 'cpu') throw new Error(`--device must be cuda or cpu, got ${o.device}`);
-  for (const w of o.only || []) if (!['W1', 'W2', 'W3', 'W4'].includes(w)) throw new Error(`--only: unknown workload ${w}`);
-  return o;
-}
+const OPTIONS = [
+  { name: 'anchor', type: 'string', default: null, arg: 'ANCHOR_JSON', help: "a stored torch_anchor.py result: PyTorch's side where TORCH_JSON is not given or missing" },
+  { name: 'anchor-same-run', type: 'flag', key: 'sameRun', help: 'the anchor was measured on this machine just before (label it so)' },
+  { name: 'quick', type: 'flag', help: '30 timed calls after 5 warm-ups (default: 200 after 20)' },
+  { name: 'only', type: 'list', upper: true, choices: ['W1', 'W2', 'W3', 'W4'], default: null, arg: 'W1,W2,...', help: 'these workloads only' },
+  { name: 'no-flush', type: 'flag', help: 'do not flush the L2 cache before each timed call' },
+  { name: 'device', type: 'choice', choices: ['cuda', 'cpu'], default: 'cuda', help: "cpu: sppnet's CPU path, a smoke test of this script" },
+];
 
 // Timed calls after warm-up calls, per workload.
 const REPS = { full: { warmup: 20, reps: 200 }, quick: { warmup: 5, reps: 30 } };
@@ -113,7 +95,7 @@ function fromAnchor(file, sameRun) {
 const fmtUs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v.toFixed(1));
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2));
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 14), positional: { key: 'torch', name: 'TORCH_JSON', help: 'torch_spp.json from bench/torch_spp.py on this machine: PyTorch\'s side' } });
   const be = sp.backend();
   if (opt.device === 'cuda' && !be.cuda.available) {
     console.error(`gpu_spp.js: CUDA is unavailable: ${be.cuda.error || be.reason}`);
@@ -150,16 +132,7 @@ async function main() {
     const opts = { levels: spec.levels, bins: 'adaptive' };
     if (h.windows) opts.windows = h.windows; // a plain array, validated by sp.spp on every call
 
-    for (let r = 0; r < warmup; r++) (await sp.spp(input, opts)).dispose();
-    const samples = [];
-    for (let r = 0; r < reps; r++) {
-      await flush();
-      const t0 = nowMs();
-      const out = await sp.spp(input, opts);
-      samples.push(nowMs() - t0);
-      out.dispose();
-    }
-    const st = stats(samples);
+    const st = (await timeRuns(() => sp.spp(input, opts), { warmup, reps, before: flush })).stats;
 
     // Check: the same call on sppnet's CPU path, on the same data.
     let check = null;
@@ -205,11 +178,8 @@ async function main() {
   if (bw) console.log(`floor: bytes read (W1-W3: input; W4: every window's area once) / ${(bw / 1e12).toFixed(2)} TB/s, PyTorch's copy bandwidth on its machine.`);
 
   const outDir = process.env.OUT || path.join(__dirname, 'out');
-  fs.mkdirSync(outDir, { recursive: true });
   const meta = { date: new Date().toISOString(), device: where, backend: be, warmup, reps, flushL2: !!scratch, torchJson: torch && torch.stored ? opt.anchor : opt.torch, torch: torch ? { device: torch.device, version: torch.torch, bw_TBps: torch.bw_TBps } : null };
-  fs.writeFileSync(path.join(outDir, 'gpu_spp.json'), JSON.stringify({ ...meta, results }, null, 1));
-  fs.writeFileSync(path.join(outDir, 'gpu_spp.md'), `# sppnet SPP on ${where}\n\n${meta.date}\n\n${mdTable(head, rows)}\n`);
-  console.log(`wrote ${path.join(outDir, 'gpu_spp.json')} and gpu_spp.md`);
+  console.log(writeResults(outDir, 'gpu_spp', { ...meta, results }, `# sppnet SPP on ${where}\n\n${meta.date}\n\n${mdTable(head, rows)}\n`));
   const off = results.filter((r) => r.checkMaxAbsDiffVsCpu !== null && r.checkMaxAbsDiffVsCpu !== 0);
   if (off.length) {
     console.error(`CUDA and CPU outputs differ: ${off.map((r) => `${r.name} max |diff| ${r.checkMaxAbsDiffVsCpu}`).join(', ')}`);
@@ -217,8 +187,4 @@ async function main() {
   }
 }
 
-main().catch((e) => {
-  // Bad arguments: the message alone; anything else: the whole error.
-  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
-  process.exit(1);
-});
+main().catch((e) => process.exit(failed(e)));

@@ -29,26 +29,19 @@
 const fs = require('fs');
 const path = require('path');
 const sp = require('../dist');
-const { rng, randomArray, stats, nowMs, textTable, mdTable, specFlops, fmtMs, fmtX } = require('./common');
+const { parseArgs, headerText, failed, timeRuns, writeResults, rng, randomArray, textTable, mdTable, specFlops, fmtMs, fmtX } = require('./common');
 
 const LEVELS = [6, 3, 2, 1];
 const PEAK_TFLOPS = { tf32: 495, bf16: 990, fp32: 165, direct: 67 };
 
-function parseArgs(argv) {
-  const o = { torch: null, anchor: null, cublas: null, quick: false, smoke: false, modes: ['tf32', 'fp32', 'bf16'] };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i]);
-    if (a === '--quick') o.quick = true;
-    else if (a === '--smoke') o.smoke = true;
-    else if (a.startsWith('--torch')) o.torch = val();
-    else if (a.startsWith('--cublas')) o.cublas = val();
-    else if (a.startsWith('--anchor')) o.anchor = val();
-    else if (a.startsWith('--modes')) o.modes = val().split(',').map((s) => s.trim());
-    else throw new Error(`unknown argument ${a}`);
-  }
-  return o;
-}
+const OPTIONS = [
+  { name: 'torch', type: 'string', default: null, arg: 'TORCH_ANCHOR_JSON', help: 'what torch_anchor.py wrote on this machine in this session' },
+  { name: 'anchor', type: 'string', default: null, arg: 'STORED_JSON', help: 'a stored torch_anchor.py result, where --torch is not given or missing' },
+  { name: 'cublas', type: 'string', default: null, arg: 'TORCH_GEMM_JSON', help: "what bench/torch_gemm.py wrote: cuBLAS's GEMM times" },
+  { name: 'quick', type: 'flag', help: '5 timed calls instead of 20' },
+  { name: 'smoke', type: 'flag', help: 'on the CPU, 2 images, a 256^3 GEMM, 1 timed call: a test of this script' },
+  { name: 'modes', type: 'list', choices: Object.keys(PEAK_TFLOPS), default: ['tf32', 'fp32', 'bf16'], arg: 'tf32,fp32,...', help: 'the math modes to run' },
+];
 
 const conv = (name, out, kernel, stride, padding) => ({ type: 'conv', name, out, kernel, stride, padding, relu: true });
 function anchorSpec(withHead) {
@@ -64,20 +57,10 @@ function anchorSpec(withHead) {
   return { name: withHead ? 'zf5-anchor-full' : 'zf5-anchor-conv', inChannels: 3, layers };
 }
 
-async function timeIt(fn, reps) {
-  (await fn()).dispose();
-  const samples = [];
-  for (let r = 0; r < reps; r++) {
-    const t0 = nowMs();
-    const out = await fn();
-    samples.push(nowMs() - t0);
-    out.dispose();
-  }
-  return stats(samples);
-}
+const timeIt = async (fn, reps) => (await timeRuns(fn, { reps })).stats;
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 20) });
   const b = sp.backend();
   const device = o.smoke ? 'cpu' : 'cuda';
   if (b.device !== device && !o.smoke) throw new Error(`no CUDA device: ${b.reason}`);
@@ -123,14 +106,9 @@ async function main() {
   console.log(`${where}; tensor-core check: ${check.ok ? 'passed' : check.ran ? 'FAILED' : 'not run'} (${check.detail})`);
   console.log(textTable(head, table));
   const out = process.env.OUT || path.join(__dirname, 'out');
-  fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, 'gpu_zf5.json'), JSON.stringify({ device: b.cuda, check, peer, reps, rows, sizes }, null, 1));
-  fs.writeFileSync(path.join(out, 'gpu_zf5.md'), mdTable(head, table) + '\n');
+  writeResults(out, 'gpu_zf5', { device: b.cuda, check, peer, reps, rows, sizes }, mdTable(head, table) + '\n');
   [full, convOnly].forEach((m) => m.dispose());
   [xb, rb, A, B].forEach((t) => t.dispose());
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+main().catch((e) => process.exit(failed(e)));

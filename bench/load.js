@@ -35,7 +35,7 @@ const { fork } = require('child_process');
 const { monitorEventLoopDelay } = require('perf_hooks');
 const sharp = require('sharp');
 const sp = require('../dist');
-const { rng, mdTable, textTable, buildInfo } = require('./common');
+const { parseArgs, headerText, failed, commandLine, machineInfo, writeResults, rng, mdTable, textTable, buildInfo } = require('./common');
 
 /** What `sppnet serve` passes to createServer beyond its defaults (bin/sppnet.js, serveCmd). */
 const SERVE = { heapGrowingPercent: 300 };
@@ -49,46 +49,25 @@ const PRESETS = {
   smoke: { durationS: 0.5, maxRequests: 500, connections: [2], warmupS: 0.2 },
 };
 
-function parseArgs(argv) {
-  const o = { preset: 'full', arch: null, connections: null, durationS: null, maxRequests: null, modes: ['on', 'off'], pool: 'medium', bomb: false, gpu: true, out: path.join(__dirname, 'out') };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const eq = a.indexOf('=');
-      if (eq >= 0) return a.slice(eq + 1);
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    const ints = (name, s) => {
-      const v = String(s).split(',').map(Number);
-      if (!v.length || !v.every((x) => Number.isInteger(x) && x > 0)) throw new Error(`--${name} takes positive integers separated by commas, got ${s}`);
-      return v;
-    };
-    if (a === '--quick') o.preset = 'quick';
-    else if (a === '--smoke') o.preset = 'smoke';
-    else if (a.startsWith('--arch')) o.arch = val();
-    else if (a.startsWith('--connections')) o.connections = ints('connections', val());
-    else if (a.startsWith('--duration')) {
-      o.durationS = Number(val());
-      if (!(o.durationS > 0)) throw new Error('--duration must be a number of seconds > 0');
-    } else if (a.startsWith('--max-requests')) o.maxRequests = ints('max-requests', val())[0];
-    else if (a.startsWith('--modes')) {
-      o.modes = val().split(',').map((s) => s.trim());
-      if (!o.modes.length || o.modes.some((m) => !MODES[m])) throw new Error(`--modes: choose from ${Object.keys(MODES).join(',')}`);
-    } else if (a.startsWith('--pool')) {
-      o.pool = val();
-      if (!['medium', 'mixed'].includes(o.pool)) throw new Error('--pool: choose medium or mixed');
-    } else if (a === '--bomb') o.bomb = true;
-    else if (a === '--no-gpu') o.gpu = false;
-    else if (a.startsWith('--out')) o.out = path.resolve(val());
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 20).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
+// (A function: MODES and ARCHS come below.)
+const options = () => [
+  { name: 'quick', type: 'flag', key: 'preset', set: 'quick', default: 'full', help: '3 s a point (default: 15 s)' },
+  { name: 'smoke', type: 'flag', key: 'preset', set: 'smoke', help: 'the tiny network, 2 connections, 0.5 s a point: a test of this script' },
+  { name: 'arch', type: 'choice', choices: Object.keys(ARCHS), default: null, help: 'the served network (default: small; tiny with --smoke, zf5 with --bomb)' },
+  { name: 'connections', type: 'ints', default: null, arg: 'N,N,...', help: 'the concurrencies (default: 1,4,16,64; 2 with --smoke)' },
+  { name: 'duration', type: 'number', key: 'durationS', default: null, arg: 'S', help: 'seconds a point (default: by preset)' },
+  { name: 'max-requests', type: 'int', default: null, help: 'responses a point at most (default: by preset)' },
+  { name: 'modes', type: 'list', choices: Object.keys(MODES), default: ['on', 'off'], arg: 'on,off', help: 'batching on and/or off' },
+  { name: 'pool', type: 'choice', choices: ['medium', 'mixed'], default: 'medium', help: 'mixed: add large photos the server resizes' },
+  { name: 'bomb', type: 'flag', help: 'the decompression bombs of issue 12 instead -> bomb-cpu.{json,md}' },
+  { name: 'no-gpu', type: 'flag', help: 'skip the GPU run where sppnet has CUDA' },
+  { name: 'out', type: 'path', default: path.join(__dirname, 'out'), arg: 'DIR', help: 'where the results go' },
+];
+
+function parseOptions(argv) {
+  const o = parseArgs(argv, options(), { usage: headerText(__filename, 2, 20) });
   const p = PRESETS[o.preset];
   o.arch = o.arch ?? (o.preset === 'smoke' ? 'tiny' : o.bomb ? 'zf5' : 'small');
-  if (!ARCHS[o.arch]) throw new Error(`--arch: choose from ${Object.keys(ARCHS).join(', ')}`);
   o.connections = o.connections ?? p.connections;
   o.durationS = o.durationS ?? p.durationS;
   o.maxRequests = o.maxRequests ?? p.maxRequests;
@@ -525,23 +504,19 @@ function bombMarkdown(d) {
 
 async function main() {
   const tStart = performance.now();
-  const opt = parseArgs(process.argv.slice(2));
+  const opt = parseOptions(process.argv.slice(2));
   const be = sp.backend();
   const arch = ARCHS[opt.arch];
   const client = startClient(); // starts while the images are made
   const images = await makeImages(opt.pool === 'mixed' ? POOL_MIXED : arch.pool);
   const hello = await client.load(images);
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores: os.cpus().length,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: be.device, reason: be.reason, isa: be.cpu.isa, threads: be.cpu.threads },
     build: buildInfo(),
     loadavgStart: os.loadavg(),
   };
-  const command = `node bench/load.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const fmts = [...new Set(images.map((i) => i.contentType.slice(6).toUpperCase()))].join(' and ');
   const settings = {
     preset: opt.preset, quick: opt.preset !== 'full', durationS: opt.durationS, maxRequests: opt.maxRequests, warmupS: opt.warmupS, timeoutS: 30,
@@ -567,10 +542,8 @@ async function main() {
     const res = await bombTest(opt, client);
     await client.close();
     const d = { command, machine: { ...machine, loadavgEnd: os.loadavg() }, ...res };
-    fs.mkdirSync(opt.out, { recursive: true });
-    fs.writeFileSync(path.join(opt.out, 'bomb-cpu.json'), JSON.stringify(d, null, 1));
     const md = bombMarkdown(d);
-    fs.writeFileSync(path.join(opt.out, 'bomb-cpu.md'), md);
+    writeResults(opt.out, 'bomb-cpu', d, md);
     console.log(`\n${md}`);
     return;
   }
@@ -580,7 +553,6 @@ async function main() {
   if (be.device === 'cuda' && opt.gpu) devices.push('cuda');
   else gpu = { skipped: true, reason: !opt.gpu ? '--no-gpu' : `sppnet runs on the CPU here: ${be.reason}` };
   const outputs = [];
-  fs.mkdirSync(opt.out, { recursive: true });
   for (const device of devices) {
     console.log(`\n[${device}]`);
     const res = await loadTest(opt, device, images, client, (r) =>
@@ -602,22 +574,17 @@ async function main() {
       d.notes.push(gpu ? `GPU load test skipped: ${gpu.reason}.` : 'The GPU run is in load-gpu.md.');
     }
     const name = `load-${d.device === 'cuda' ? 'gpu' : 'cpu'}`;
-    fs.writeFileSync(path.join(opt.out, `${name}.json`), JSON.stringify(d, null, 1));
-    fs.writeFileSync(path.join(opt.out, `${name}.md`), markdown(d));
+    const wrote = writeResults(opt.out, name, d, markdown(d));
     console.log(`\n[${d.device}]\n${textTable(HEAD, rowsOf(d.runs))}`);
     for (const l of summaryLines(d)) console.log(l);
-    const shown = path.relative(process.cwd(), opt.out);
-    console.log(`wrote ${path.join(shown.startsWith('..') ? opt.out : shown, name)}.md and ${name}.json`);
+    console.log(wrote);
   }
   if (gpu) console.log(`GPU load test skipped: ${gpu.reason}`);
   console.log(`load average (1, 5, 15 min): ${machine.loadavgStart.map((v) => v.toFixed(2)).join(' ')} before, ${os.loadavg().map((v) => v.toFixed(2)).join(' ')} after; ${seconds.toFixed(0)} s in all`);
 }
 
 if (require.main === module) {
-  main().catch((e) => {
-    console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
-    process.exit(1);
-  });
+  main().catch((e) => process.exit(failed(e)));
 }
 
 module.exports = { smallSpec, makeImages, MODES, PRESETS };

@@ -6,6 +6,7 @@
 // With threads > 1 the copy is split into equal slices, one per worker_thread, over
 // SharedArrayBuffers; the time is from posting 'go' to the last worker's 'done'.
 const { Worker } = require('worker_threads');
+const { percentile } = require('./common');
 
 const WORKER_SRC = `
 const { parentPort, workerData } = require('worker_threads');
@@ -61,9 +62,8 @@ async function copyBandwidth({ mib = 256, threads = 1, reps = 7 } = {}) {
       await Promise.all(workers.map((w) => w.terminate()));
     }
   }
-  times.sort((a, b) => a - b);
   const bytes = 2 * n * 4;
-  return { mib, threads, reps, bestBytesPerS: bytes / times[0], medianBytesPerS: bytes / times[Math.floor(times.length / 2)] };
+  return { mib, threads, reps, bestBytesPerS: bytes / Math.min(...times), medianBytesPerS: bytes / percentile(times, 0.5) };
 }
 
 module.exports = { copyBandwidth };

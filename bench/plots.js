@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Draws the CPU benchmark results as SVG (bench/svg.js, no plotting dependency):
+// Draws the CPU benchmark results as SVG (lib/io/svg.ts, compiled to dist/io/svg.js; no plotting dependency):
 //   bench/out/spp-cpu.json  -> bench/out/spp-cpu.svg  (median ms per workload, sppnet vs tfjs; log y)
 //   bench/out/zf5-cpu.json  -> bench/out/zf5-cpu.svg  (img/s per implementation per workload; log y)
 //   bench/out/load-cpu.json -> bench/out/load-cpu.svg (throughput, p99/p50 and RSS vs concurrency;
@@ -10,7 +10,27 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const svg = require('./svg');
+const svg = require('../dist/io/svg');
+const { parseArgs, headerText, failed } = require('./common');
+
+/** A chart's subtitle: the run's machine, date and mode, and which way is better. */
+function runSubtitle(d, better, shared = '') {
+  const m = d.machine ?? {};
+  return `${m.cpu ?? ''} ${m.cores ?? ''} cores${shared}, ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; ${better} is better`;
+}
+
+/**
+ * Images/s per implementation (labels shortened by `short`), one series each in the order they
+ * first appear in `order`'s workloads, one value per workload; and a note per missing value.
+ */
+function imgPerSSeries(d, short, order = d.results) {
+  const names = [];
+  for (const w of order) for (const i of w.impls) if (!names.includes(short(i.label))) names.push(short(i.label));
+  const series = names.map((n) => ({ name: n, values: d.results.map((w) => w.impls.find((i) => short(i.label) === n)?.imgPerS ?? null) }));
+  const notes = [];
+  for (const w of d.results) for (const i of w.impls) if (i.imgPerS == null && i.note) notes.push(`${w.name} ${short(i.label)}: ${i.note.replace(/^n\/a: /, '')}`);
+  return { series, notes };
+}
 
 function sppChart(d) {
   // Series: sppnet with each bin rule, and each tfjs backend; a workload without one reads n/a.
@@ -22,11 +42,10 @@ function sppChart(d) {
     name: n === 'tfjs-wasm' && /\b\d+T\b/.test(wasmLabel) ? `tfjs-wasm (${/\b(\d+)T\b/.exec(wasmLabel)[1]} threads)` : n,
     values: d.results.map((w) => w.impls.find((i) => seriesOf(i) === n)?.stats?.medianMs ?? null),
   }));
-  const m = d.machine ?? {};
   const scaled = d.results.flatMap((w) => w.impls.filter((i) => /\bx\d+\)/.test(i.label)).map((i) => `${w.name} ${i.label}`));
   return svg.barChart({
     title: 'SPP layer on the CPU: median time per call',
-    subtitle: `${m.cpu ?? ''} ${m.cores ?? ''} cores, ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; lower is better`,
+    subtitle: runSubtitle(d, 'lower'),
     yTitle: 'median ms per call',
     logY: true,
     width: 760,
@@ -50,16 +69,10 @@ function zf5Chart(d) {
       .replace(/^onnxruntime-node (\d+)T$/, 'onnxruntime-node ($1 thr)')
       .replace(/^tfjs-wasm (\d+)T$/, 'tfjs-wasm ($1 thr)');
   // Series in the order of the workload that has the most implementations.
-  const names = [];
-  const order = [...d.results].sort((a, b) => b.impls.length - a.impls.length);
-  for (const w of order) for (const i of w.impls) if (!names.includes(short(i.label))) names.push(short(i.label));
-  const series = names.map((n) => ({ name: n, values: d.results.map((w) => w.impls.find((i) => short(i.label) === n)?.imgPerS ?? null) }));
-  const m = d.machine ?? {};
-  const notes = [];
-  for (const w of d.results) for (const i of w.impls) if (i.imgPerS == null && i.note) notes.push(`${w.name} ${short(i.label)}: ${i.note.replace(/^n\/a: /, '')}`);
+  const { series, notes } = imgPerSSeries(d, short, [...d.results].sort((a, b) => b.impls.length - a.impls.length));
   return svg.barChart({
     title: 'ZF-5 forward on the CPU: images per second',
-    subtitle: `${m.cpu ?? ''} ${m.cores ?? ''} cores, ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; higher is better`,
+    subtitle: runSubtitle(d, 'higher'),
     yTitle: 'images / s',
     logY: true,
     width: 760,
@@ -73,15 +86,10 @@ function zf5Chart(d) {
 
 function trainChart(d) {
   const short = (label) => label.replace(/^sppnet cpu (\d+)T$/, 'sppnet ($1 thr)').replace(/^tfjs-wasm (\d+)T$/, 'tfjs-wasm ($1 thr)');
-  const names = [];
-  for (const w of d.results) for (const i of w.impls) if (!names.includes(short(i.label))) names.push(short(i.label));
-  const series = names.map((n) => ({ name: n, values: d.results.map((w) => w.impls.find((i) => short(i.label) === n)?.imgPerS ?? null) }));
-  const m = d.machine ?? {};
-  const notes = [];
-  for (const w of d.results) for (const i of w.impls) if (i.imgPerS == null && i.note) notes.push(`${w.name} ${short(i.label)}: ${i.note.replace(/^n\/a: /, '')}`);
+  const { series, notes } = imgPerSSeries(d, short);
   return svg.barChart({
     title: 'One training step on the CPU: images per second',
-    subtitle: `${m.cpu ?? ''} ${m.cores ?? ''} cores (shared), ${m.date ? m.date.slice(0, 16).replace('T', ' ') + ' UTC' : ''}, ${m.mode ?? ''} run; higher is better`,
+    subtitle: runSubtitle(d, 'higher', ' (shared)'),
     yTitle: 'images / s (forward + backward + SGD)',
     logY: true,
     width: 760,
@@ -155,18 +163,10 @@ function loadChart(d) {
 }
 
 async function main() {
-  const argv = process.argv.slice(2);
-  let dir = path.join(__dirname, 'out');
-  let png = false;
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--dir') dir = path.resolve(argv[++i]);
-    else if (argv[i].startsWith('--dir=')) dir = path.resolve(argv[i].slice(6));
-    else if (argv[i] === '--png') png = true;
-    else if (argv[i] === '-h' || argv[i] === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 8).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      return;
-    } else throw new Error(`unknown argument ${argv[i]} (try --help)`);
-  }
+  const { dir, png } = parseArgs(process.argv.slice(2), [
+    { name: 'dir', type: 'path', default: path.join(__dirname, 'out'), help: 'where the JSON files are read and the SVGs written' },
+    { name: 'png', type: 'flag', help: 'also a PNG preview next to each SVG (through sharp)' },
+  ], { usage: headerText(__filename, 1, 8) });
   const jobs = [
     ['spp-cpu', sppChart],
     ['zf5-cpu', zf5Chart],
@@ -187,10 +187,7 @@ async function main() {
 }
 
 if (require.main === module) {
-  main().catch((e) => {
-    console.error(e);
-    process.exit(1);
-  });
+  main().catch((e) => process.exit(failed(e)));
 }
 
 module.exports = { sppChart, zf5Chart, loadChart, trainChart };

@@ -11,6 +11,7 @@
 //   node bench/report.js [--dir bench/out] [--results bench/RESULTS.md] [--plots bench/plots] [--only NAME,...]
 const fs = require('fs');
 const path = require('path');
+const { parseArgs, headerText, failed } = require('./common');
 
 const PARTS = [
   { name: 'spp-cpu', what: 'SPP layer on the CPU', script: 'bench:spp' },
@@ -62,22 +63,12 @@ function gpuSkipped(dir) {
 }
 
 function main() {
-  const argv = process.argv.slice(2);
-  const o = { dir: path.join(__dirname, 'out'), results: path.join(__dirname, 'RESULTS.md'), plots: path.join(__dirname, 'plots'), only: null };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const key = { '--dir': 'dir', '--results': 'results', '--plots': 'plots' }[a.split('=')[0]];
-    if (key) o[key] = path.resolve(a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i]);
-    else if (a.split('=')[0] === '--only') {
-      o.only = (a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
-      const bad = o.only.filter((n) => !PARTS.some((p) => p.name === n));
-      if (!o.only.length || bad.length) throw new Error(`--only: choose from ${PARTS.map((p) => p.name).join(',')}`);
-    }
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 11).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      return;
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
+  const o = parseArgs(process.argv.slice(2), [
+    { name: 'dir', type: 'path', default: path.join(__dirname, 'out'), help: "the benchmarks' JSON and SVG files" },
+    { name: 'results', type: 'path', default: path.join(__dirname, 'RESULTS.md'), help: 'the file whose <!-- bench:NAME --> blocks are replaced' },
+    { name: 'plots', type: 'path', default: path.join(__dirname, 'plots'), help: 'where the SVGs are copied' },
+    { name: 'only', type: 'list', choices: PARTS.map((p) => p.name), default: null, arg: 'NAME,...', help: 'these blocks only' },
+  ], { usage: headerText(__filename, 2, 11) });
   let text = fs.readFileSync(o.results, 'utf8');
   const shown = (f) => path.relative(process.cwd(), f);
   for (const part of PARTS.filter((p) => !o.only || o.only.includes(p.name))) {
@@ -100,6 +91,5 @@ function main() {
 try {
   main();
 } catch (e) {
-  console.error(e.message);
-  process.exitCode = 1;
+  process.exitCode = failed(e);
 }

@@ -18,47 +18,27 @@
 // What is timed: from the call to the result tensor existing. sppnet's promise resolves when
 // the kernel is done; tfjs's cpu and wasm backends run kernels synchronously. Neither side
 // downloads its result. Inputs (sp.ragged packing, tf tensors) are built outside the timed region.
-const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
-const { initWasm } = require('./tfjs_wasm');
+const { startTfjs } = require('./tfjs_wasm');
 const { copyBandwidth } = require('./membw');
-const { buildInfo, loadWorkloads, rng, randomArray, stats, nowMs, windowBytes, textTable, mdTable, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
+const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 // ---------------------------------------------------------------------------------------------
 // Options
 
-function parseArgs(argv) {
-  const o = { quick: false, only: null, wasmThreads: null, peerWindows: 200, cpuWindows: 50, tfjsCpu: true, out: path.join(__dirname, 'out') };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const eq = a.indexOf('=');
-      if (eq >= 0) return a.slice(eq + 1);
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--quick') o.quick = true;
-    else if (a.startsWith('--only')) o.only = val().split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
-    else if (a.startsWith('--wasm-threads')) o.wasmThreads = parseInt(val(), 10);
-    else if (a.startsWith('--peer-windows')) o.peerWindows = parseInt(val(), 10);
-    else if (a.startsWith('--cpu-windows')) o.cpuWindows = parseInt(val(), 10);
-    else if (a === '--no-tfjs-cpu') o.tfjsCpu = false;
-    else if (a.startsWith('--out')) o.out = path.resolve(val());
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 9).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
-  const known = ['W1', 'W2', 'W3', 'W4'];
-  if (o.only) for (const w of o.only) if (!known.includes(w)) throw new Error(`--only: unknown workload ${w}; known: ${known.join(',')}`);
-  if (o.wasmThreads !== null && !(o.wasmThreads >= 1)) throw new Error('--wasm-threads must be a positive integer');
-  if (!(o.peerWindows >= 1) || !(o.cpuWindows >= 1)) throw new Error('--peer-windows and --cpu-windows must be positive integers');
-  return o;
-}
+const OPTIONS = [
+  { name: 'quick', type: 'flag', help: 'fewer timed calls' },
+  { name: 'only', type: 'list', upper: true, choices: ['W1', 'W2', 'W3', 'W4'], default: null, arg: 'W1,W2,...', help: 'these workloads only' },
+  { name: 'wasm-threads', type: 'int', default: null, help: "tfjs-wasm's threads (default: as many as sppnet's)" },
+  { name: 'no-tfjs-cpu', type: 'flag', help: "skip tfjs's plain-JS 'cpu' backend" },
+  { name: 'peer-windows', type: 'int', default: 200, arg: 'K', help: "W4's windows timed on the tfjs peers (scaled to all)" },
+  { name: 'cpu-windows', type: 'int', default: 50, arg: 'K', help: "W4's windows timed on tfjs-cpu (scaled to all)" },
+  { name: 'out', type: 'path', default: path.join(__dirname, 'out'), arg: 'DIR', help: 'where spp-cpu.md and .json go' },
+];
 
 // Repetitions after one warm-up run. W3 (346 MB) gets fewer; tfjs-cpu on W3 stops after its
 // warm-up if that took longer than PEER_SLOW_S.
@@ -166,29 +146,6 @@ function peerSetup(w, peerWindows) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Timing and statistics
-
-/**
- * Runs `fn` (which returns a result to dispose, or a promise of one) once untimed, then `reps`
- * timed times. Returns the timed samples in ms and the warm-up's time. If the warm-up alone took
- * longer than `giveUpS` seconds, returns no samples.
- */
-async function timeIt(fn, reps, giveUpS = Infinity) {
-  let t0 = nowMs();
-  (await fn()).dispose();
-  const warmupMs = nowMs() - t0;
-  const samples = [];
-  if (warmupMs > giveUpS * 1e3) return { samples, warmupMs };
-  for (let r = 0; r < reps; r++) {
-    t0 = nowMs();
-    const out = await fn();
-    samples.push(nowMs() - t0);
-    out.dispose();
-  }
-  return { samples, warmupMs };
-}
-
-// ---------------------------------------------------------------------------------------------
 // Sanity check: sppnet (bins 'paper') against a tfjs backend, element by element.
 
 // tfjs rows are NHWC-flattened per level: feature (i*n + j)*C + c. sppnet's are channel-major
@@ -228,48 +185,28 @@ async function checkAgainst(w, oursIn, peer) {
 const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'vs ours', 'floor ms', 'floor/ours'];
 
 function tableRows(results) {
-  const rows = [];
-  for (const r of results) {
-    const floor = r.floorMs;
-    for (const impl of r.impls) {
-      const s = impl.stats;
-      rows.push([
-        r.name,
-        impl.label,
-        s ? String(s.reps) : '-',
-        s ? fmtMs(s.medianMs) : impl.note || 'skipped',
-        s ? fmtMs(s.minMs) : '-',
-        impl.ratio != null ? fmtX(impl.ratio) : impl.ours ? '1.0x' : '-',
-        impl.ours ? fmtMs(floor) : '',
-        impl.ours && s ? `${((100 * floor) / s.medianMs).toFixed(0)}%` : '',
-      ]);
-    }
-  }
-  return rows;
+  return implRows(results, (r, impl, s) => [
+    impl.ratio != null ? fmtX(impl.ratio) : impl.ours ? '1.0x' : '-',
+    impl.ours ? fmtMs(r.floorMs) : '',
+    impl.ours && s ? `${((100 * r.floorMs) / s.medianMs).toFixed(0)}%` : '',
+  ], (impl) => impl.note || 'skipped');
 }
 
-/** Which sppnet build ran: the addon's mtime and the checkout's commit. */
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2));
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 9) });
   const reps = opt.quick ? REPS.quick : REPS.full;
   const spec = loadWorkloads();
   const names = opt.only || ['W1', 'W2', 'W3', 'W4'];
   const be = sp.backend();
   const oursThreads = be.cpu.threads;
-  const wasmThreads = opt.wasmThreads ?? oursThreads;
 
-  tf.enableProdMode(); // what a deployment would use; also silences the "install tfjs-node" banner
-  const wasmInfo = await initWasm(tf, wasmThreads);
+  const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   await tf.setBackend('cpu');
 
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores: os.cpus().length,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads, cudaNote: be.device === 'cpu' ? be.reason : undefined },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo, cpuBackend: 'tfjs-backend-cpu (plain JS, 1 thread)' },
     mode: opt.quick ? 'quick' : 'full',
@@ -311,8 +248,8 @@ async function main() {
     let base = null;
     for (const bins of paperOk ? ['paper', 'adaptive'] : ['adaptive']) {
       process.stdout.write(`ours ${bins} ... `);
-      const t = await timeIt(() => sp.spp(oursIn, oursOptions(w, bins)), oursReps);
-      const impl = { label: `sppnet ${bins}`, ours: true, bins, stats: stats(t.samples) };
+      const t = await timeRuns(() => sp.spp(oursIn, oursOptions(w, bins)), { reps: oursReps });
+      const impl = { label: `sppnet ${bins}`, ours: true, bins, stats: t.stats };
       if (!base) base = impl;
       else impl.ratio = impl.stats.medianMs / base.stats.medianMs;
       r.impls.push(impl);
@@ -328,9 +265,9 @@ async function main() {
       // W4 peers run per window, so they are timed on the first K windows: tfjs-cpu, at
       // ~45 ms a window here, on fewer.
       const peer = peerSetup(w, backendName === 'cpu' ? opt.cpuWindows : opt.peerWindows);
-      const t = await timeIt(peer.fn, n, PEER_SLOW_S);
+      const t = await timeRuns(peer.fn, { reps: n, giveUpS: PEER_SLOW_S, scale: peer.scale });
       const label = `tfjs-${backendName}${backendName === 'wasm' ? ` ${wasmInfo.threads}T` : ''}${peer.scale !== 1 ? ` (${peer.rows} win x${peer.scale})` : ''}`;
-      const impl = { label, ours: false, backend: backendName, stats: stats(t.samples, peer.scale), warmupMs: t.warmupMs * peer.scale };
+      const impl = { label, ours: false, backend: backendName, stats: t.stats, warmupMs: t.warmupMs * peer.scale };
       if (impl.stats) impl.ratio = impl.stats.medianMs / base.stats.medianMs;
       else {
         impl.note = `skipped: 1 run ${(t.warmupMs / 1e3).toFixed(0)} s`;
@@ -362,7 +299,6 @@ async function main() {
   for (const c of checks)
     console.log(`  ${c.workload} vs ${c.against}: ${c.rows} rows, max |diff| = ${c.maxAbsDiff}${c.maxAbsDiff === 0 ? ' (identical)' : ''}${c.note ? ` ${c.note}` : ''}`);
 
-  fs.mkdirSync(opt.out, { recursive: true });
   const md = [
     `# SPP on the CPU: sppnet vs TensorFlow.js`,
     '',
@@ -378,18 +314,11 @@ async function main() {
     ...checks.map((c) => `- check ${c.workload} vs ${c.against}: ${c.rows} rows, max |diff| ${c.maxAbsDiff}`),
     '',
   ].join('\n');
-  fs.writeFileSync(path.join(opt.out, 'spp-cpu.md'), md);
-  const command = `node bench/run.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const json = { command, machine, bandwidth: { oneThread: bw1, allThreads: bwN, usedBytesPerS: bw }, results, checks, notes };
-  fs.writeFileSync(path.join(opt.out, 'spp-cpu.json'), JSON.stringify(json, null, 1));
-  const shown = path.relative(process.cwd(), opt.out);
-  console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'spp-cpu.md')} and spp-cpu.json`);
+  console.log(`\n${writeResults(opt.out, 'spp-cpu', json, md)}`);
   // tfjs's wasm pthread workers keep the event loop alive.
   process.exit(0);
 }
 
-main().catch((e) => {
-  // Bad arguments: the message alone; anything else: the whole error.
-  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
-  process.exit(1);
-});
+main().catch((e) => process.exit(failed(e)));

@@ -22,32 +22,17 @@ const http = require('http');
 const path = require('path');
 const { spawn } = require('child_process');
 const sharp = require('sharp');
+const { parseArgs, headerText, percentile, writeResults } = require('./common');
 
-function parseArgs(argv) {
-  const o = { seconds: 300, arch: 'zf5', clients: 8, hostile: 0.3, out: path.join(__dirname, 'out'), seed: 1 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--minutes') o.seconds = 60 * Number(v());
-    else if (a === '--seconds') o.seconds = Number(v());
-    else if (a === '--arch') o.arch = v();
-    else if (a === '--clients') o.clients = Number(v());
-    else if (a === '--hostile') o.hostile = Number(v());
-    else if (a === '--out') o.out = path.resolve(v());
-    else if (a === '--seed') o.seed = Number(v());
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(2, 18).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
-  if (!(o.seconds > 0)) throw new Error('--seconds/--minutes must be > 0');
-  if (!(Number.isInteger(o.clients) && o.clients > 0)) throw new Error('--clients must be a positive integer');
-  if (!(o.hostile >= 0 && o.hostile <= 1)) throw new Error('--hostile must be a fraction in [0, 1]');
-  return o;
-}
+const OPTIONS = [
+  { name: 'minutes', type: 'number', key: 'seconds', map: (m) => 60 * m, arg: 'M', help: 'how long to run, in minutes (default: 5)' },
+  { name: 'seconds', type: 'number', default: 300, arg: 'S', help: 'how long to run, in seconds' },
+  { name: 'arch', type: 'string', default: 'zf5', arg: 'NAME', help: 'the served network, random weights (tiny: the test fixture)' },
+  { name: 'clients', type: 'int', default: 8, help: 'concurrent clients' },
+  { name: 'hostile', type: 'number', min: 0, max: 1, default: 0.3, arg: 'F', help: 'the share of hostile requests' },
+  { name: 'out', type: 'path', default: path.join(__dirname, 'out'), arg: 'DIR', help: 'where soak.json goes' },
+  { name: 'seed', type: 'int', min: 0, default: 1, help: 'seed of the request mix' },
+];
 
 let seed = 1;
 const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
@@ -124,15 +109,11 @@ const rssOf = (pid) => {
     return null;
   }
 };
-const pct = (xs, p) => {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
-};
-const median = (xs) => pct(xs, 0.5);
+const pct = percentile;
+const median = (xs) => percentile(xs, 0.5);
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 2, 18) });
   seed = o.seed >>> 0 || 1;
   const inputs = await makeInputs();
   // 'tiny': the test fixture's network (a few kFLOP an image), for a smoke run.
@@ -255,8 +236,7 @@ async function main() {
     rssMB: { max: Math.max(...rss) / 2 ** 20, ...growth }, metrics, p99PerSecondMs: { median: median(allValid), max: pct(allValid, 1) },
     verdict: why.length ? 'FAIL' : 'ok', why, samples,
   };
-  fs.mkdirSync(o.out, { recursive: true });
-  fs.writeFileSync(path.join(o.out, 'soak.json'), JSON.stringify(report, null, 1));
+  writeResults(o.out, 'soak', report);
   console.log(`valid: ${totals.valid} requests, ${totals.validBad} not 200; per-second p99 median ${report.p99PerSecondMs.median?.toFixed(0)} ms, max ${report.p99PerSecondMs.max?.toFixed(0)} ms`);
   console.log(`hostile: ${Object.entries(totals.hostile).map(([k, v]) => `${k} ${JSON.stringify(v)}`).join('; ')}`);
   if (metrics) console.log(`/metrics: ${metrics.countedTotal} responses counted, ${metrics.answeredTotal} answers received (${metrics.unanswered} connections without an answer)${metrics.diff.length ? `; differ: ${metrics.diff.slice(0, 4).join('; ')}` : '; equal by route and code'}`);

@@ -79,4 +79,13 @@ async function initWasm(tf, threads) {
   return info;
 }
 
-module.exports = { initWasm };
+/**
+ * tfjs as the benchmarks' peers run it: production mode (what a deployment would use; it also
+ * silences the "install tfjs-node" banner), then the wasm backend with `threads` (initWasm).
+ */
+async function startTfjs(tf, threads) {
+  tf.enableProdMode();
+  return initWasm(tf, threads);
+}
+
+module.exports = { initWasm, startTfjs };

@@ -38,13 +38,12 @@
 // dataSync). One warm-up step, then several timed steps; medians. FLOPs: forward = 2 x the conv
 // and fc multiply-adds; a training step counted as 3 x forward (forward, input gradient, weight
 // gradient); GFLOP/s = that / median.
-const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
-const { initWasm } = require('./tfjs_wasm');
-const { buildInfo, rng, randomArray, stats, nowMs, textTable, mdTable, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
+const { startTfjs } = require('./tfjs_wasm');
+const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
 
 const OPT = { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 };
 // ZF-5 on a fixed random batch diverges at lr 0.01 (loss ~1e5 by step 6, NaN by step 9: sppnet's
@@ -58,35 +57,13 @@ const REPS = {
   quick: { zf5: { ours: 3, tfjs: 2 }, small: { ours: 5, tfjs: 3 }, ragged: { ours: 5 } },
 };
 
-function parseArgs(argv) {
-  const o = { quick: false, only: ['zf5', 'small', 'ragged'], wasmThreads: null, seed: 7, out: path.join(__dirname, 'out') };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const eq = a.indexOf('=');
-      if (eq >= 0) return a.slice(eq + 1);
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    const int = (v, name) => {
-      const n = Number(v);
-      if (!(Number.isInteger(n) && n > 0)) throw new Error(`${name} must be a positive integer, got ${v}`);
-      return n;
-    };
-    if (a === '--quick') o.quick = true;
-    else if (a.startsWith('--only')) {
-      o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
-      if (!o.only.length || o.only.some((w) => !['zf5', 'small', 'ragged'].includes(w))) throw new Error('--only: choose from zf5,small,ragged');
-    } else if (a.startsWith('--wasm-threads')) o.wasmThreads = int(val(), '--wasm-threads');
-    else if (a.startsWith('--seed')) o.seed = int(val(), '--seed');
-    else if (a.startsWith('--out')) o.out = path.resolve(val());
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 8).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
-  return o;
-}
+const OPTIONS = [
+  { name: 'quick', type: 'flag', help: 'fewer timed steps' },
+  { name: 'only', type: 'list', choices: ['zf5', 'small', 'ragged'], default: ['zf5', 'small', 'ragged'], arg: 'zf5,small,ragged', help: 'these workloads only' },
+  { name: 'wasm-threads', type: 'int', default: null, help: "tfjs-wasm's threads (default: as many as sppnet's)" },
+  { name: 'seed', type: 'int', default: 7, arg: 'S', help: 'seed of the weights, images and labels' },
+  { name: 'out', type: 'path', default: path.join(__dirname, 'out'), arg: 'DIR', help: 'where train-cpu.md and .json go' },
+];
 
 // ---------------------------------------------------------------------------------------------
 // FLOPs
@@ -245,58 +222,24 @@ const fmtLoss = (v) => (v == null ? '-' : Math.abs(v) >= 1e4 ? v.toExponential(1
 const HEAD = ['workload', 'implementation', 'steps', 'median ms/step', 'min ms', 'images/s', 'peer / sppnet', 'GFLOP/step', 'GFLOP/s'];
 
 function tableRows(results) {
-  const rows = [];
-  for (const r of results) {
-    for (const impl of r.impls) {
-      const s = impl.stats;
-      rows.push([
-        r.name,
-        impl.label,
-        s ? String(s.reps) : '-',
-        s ? fmtMs(s.medianMs) : impl.note,
-        s ? fmtMs(s.minMs) : '-',
-        s ? fmtMs(impl.imgPerS) : '-',
-        impl.ratio != null ? fmtX(impl.ratio) : impl.base && s ? '1.0x' : '-',
-        (r.trainGflop).toFixed(r.trainGflop >= 10 ? 1 : 2),
-        s ? fmtMs(impl.gflops) : '-',
-      ]);
-    }
-  }
-  return rows;
-}
-
-async function timeSteps(fn, reps, slowS = Infinity) {
-  let t0 = nowMs();
-  const first = await fn();
-  const warmupMs = nowMs() - t0;
-  const samples = [];
-  if (warmupMs > slowS * 1e3) return { samples, warmupMs, first };
-  let last = first;
-  for (let i = 0; i < reps; i++) {
-    t0 = nowMs();
-    last = await fn();
-    samples.push(nowMs() - t0);
-  }
-  return { samples, warmupMs, first, last };
+  return implRows(results, (r, impl, s) => [
+    s ? fmtMs(impl.imgPerS) : '-',
+    impl.ratio != null ? fmtX(impl.ratio) : impl.base && s ? '1.0x' : '-',
+    (r.trainGflop).toFixed(r.trainGflop >= 10 ? 1 : 2),
+    s ? fmtMs(impl.gflops) : '-',
+  ]);
 }
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2));
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 8) });
   const reps = opt.quick ? REPS.quick : REPS.full;
   const be = sp.backend();
   const cores = os.cpus().length;
   const oursThreads = be.cpu.threads;
-  const wasmThreads = opt.wasmThreads ?? oursThreads;
   const tStart = nowMs();
-
-  tf.enableProdMode();
-  const wasmInfo = await initWasm(tf, wasmThreads);
+  const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
     mode: opt.quick ? 'quick' : 'full',
@@ -356,8 +299,8 @@ async function main() {
       data.forEach((a, i) => dense.set(a, i * a.length));
       x = sp.tensor(dense, [w.N, 3, H, W], { device: 'cpu' });
     }
-    let t = await timeSteps(() => model.trainStep(x, labels), r.ours);
-    const base = derive({ label: `sppnet cpu ${oursThreads}T`, base: true, stats: stats(t.samples), warmupMs: t.warmupMs, lossFirst: t.first.loss, lossLast: t.last.loss });
+    let t = await timeRuns(() => model.trainStep(x, labels), { reps: r.ours, keep: true });
+    const base = derive({ label: `sppnet cpu ${oursThreads}T`, base: true, stats: t.stats, warmupMs: t.warmupMs, lossFirst: t.first.loss, lossLast: t.last.loss });
     res.impls.push(base);
     x.dispose();
     model.dispose();
@@ -389,8 +332,8 @@ async function main() {
       }
       res.check = { sppnetLoss0: sppLoss0, tfjsLoss0: tfLoss0, relDiff: Math.abs(sppLoss0 - tfLoss0) / Math.abs(sppLoss0) };
       const st = tfStepper(net, tx, ty, LR[key]);
-      t = await timeSteps(st.step, r.tfjs, PEER_SLOW_S);
-      const impl = { label, backend: 'wasm', stats: stats(t.samples), warmupMs: t.warmupMs, lossFirst: t.first, lossLast: t.last };
+      t = await timeRuns(st.step, { reps: r.tfjs, giveUpS: PEER_SLOW_S, keep: true });
+      const impl = { label, backend: 'wasm', stats: t.stats, warmupMs: t.warmupMs, lossFirst: t.first, lossLast: t.last };
       if (!impl.stats) {
         impl.note = `skipped: warm-up step ${(t.warmupMs / 1e3).toFixed(0)} s`;
         notes.push(`${w.name}: ${label} took ${(t.warmupMs / 1e3).toFixed(1)} s for its warm-up step (> ${PEER_SLOW_S} s), so no timed steps.`);
@@ -424,7 +367,6 @@ async function main() {
   for (const n of notes) console.log(`note: ${n}`);
   console.log(`${machine.seconds.toFixed(0)} s in all`);
 
-  fs.mkdirSync(opt.out, { recursive: true });
   const md = [
     '# One training step on the CPU: sppnet vs TensorFlow.js (wasm)',
     '',
@@ -438,16 +380,10 @@ async function main() {
     ...notes.map((n) => `- ${n}`),
     '',
   ].join('\n');
-  fs.writeFileSync(path.join(opt.out, 'train-cpu.md'), md);
-  const command = `node bench/train.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const json = { command, machine, optimizer: { ...OPT, lr: LR }, convGradCheckRelDiff: convGradRel, results, notes };
-  fs.writeFileSync(path.join(opt.out, 'train-cpu.json'), JSON.stringify(json, null, 1));
-  const shown = path.relative(process.cwd(), opt.out);
-  console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'train-cpu.md')} and train-cpu.json`);
+  console.log(`\n${writeResults(opt.out, 'train-cpu', json, md)}`);
   process.exit(0); // tfjs-wasm's pthread workers keep the event loop alive
 }
 
-main().catch((e) => {
-  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
-  process.exit(1);
-});
+main().catch((e) => process.exit(failed(e)));

@@ -43,8 +43,8 @@ const path = require('path');
 const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
-const { initWasm } = require('./tfjs_wasm');
-const { buildInfo, rng, randomArray, stats, nowMs, textTable, mdTable, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { startTfjs } = require('./tfjs_wasm');
+const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -53,38 +53,18 @@ const LEVELS = [6, 3, 2, 1];
 // ---------------------------------------------------------------------------------------------
 // Options
 
-function parseArgs(argv) {
-  const o = { quick: false, tfjsCpu: true, ort: true, wasmThreads: null, ortThreads: 2, flopPerCycle: null, ghz: null, seed: 5, onnx: ONNX_MODEL, out: path.join(__dirname, 'out') };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      const eq = a.indexOf('=');
-      if (eq >= 0) return a.slice(eq + 1);
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    const num = (v, name, int) => {
-      const n = Number(v);
-      if (!(n > 0) || (int && !Number.isInteger(n))) throw new Error(`${name} must be a positive ${int ? 'integer' : 'number'}, got ${v}`);
-      return n;
-    };
-    if (a === '--quick') o.quick = true;
-    else if (a === '--no-tfjs-cpu') o.tfjsCpu = false;
-    else if (a === '--no-ort') o.ort = false;
-    else if (a.startsWith('--wasm-threads')) o.wasmThreads = num(val(), '--wasm-threads', true);
-    else if (a.startsWith('--ort-threads')) o.ortThreads = num(val(), '--ort-threads', true);
-    else if (a.startsWith('--flop-per-cycle')) o.flopPerCycle = num(val(), '--flop-per-cycle', false);
-    else if (a.startsWith('--ghz')) o.ghz = num(val(), '--ghz', false);
-    else if (a.startsWith('--seed')) o.seed = num(val(), '--seed', true);
-    else if (a.startsWith('--onnx')) o.onnx = path.resolve(val());
-    else if (a.startsWith('--out')) o.out = path.resolve(val());
-    else if (a === '-h' || a === '--help') {
-      console.log(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 10).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
-      process.exit(0);
-    } else throw new Error(`unknown argument ${a} (try --help)`);
-  }
-  return o;
-}
+const OPTIONS = [
+  { name: 'quick', type: 'flag', help: 'fewer timed runs' },
+  { name: 'no-tfjs-cpu', type: 'flag', help: "skip tfjs's plain-JS 'cpu' backend" },
+  { name: 'no-ort', type: 'flag', help: 'skip onnxruntime-node' },
+  { name: 'wasm-threads', type: 'int', default: null, help: "tfjs-wasm's threads (default: as many as sppnet's)" },
+  { name: 'ort-threads', type: 'int', default: 2, help: "onnxruntime-node's intra-op threads" },
+  { name: 'flop-per-cycle', type: 'number', default: null, arg: 'F', help: 'peak = cores x clock x F instead of sp.measureCpuPeak' },
+  { name: 'ghz', type: 'number', default: null, arg: 'G', help: 'the clock for --flop-per-cycle (default: measured)' },
+  { name: 'seed', type: 'int', default: 5, arg: 'S', help: 'seed of the weights and images' },
+  { name: 'onnx', type: 'path', default: ONNX_MODEL, arg: 'FILE', help: 'the ONNX model for onnxruntime-node (or $SPPNET_ZF5_ONNX)' },
+  { name: 'out', type: 'path', default: path.join(__dirname, 'out'), arg: 'DIR', help: 'where zf5-cpu.md and .json go' },
+];
 
 // Timed repetitions after one warm-up call. A peer whose warm-up takes longer than PEER_SLOW_S
 // gets no timed runs.
@@ -222,64 +202,31 @@ function tfPeer(w, weights, poolPad = 'same', only = null) {
 
 // tfjs rows are NHWC-flattened per level ((i*n + j)*C + c); sppnet's channel-major (c*n*n + i*n + j).
 // ---------------------------------------------------------------------------------------------
-// Timing
-
-async function timeIt(fn, reps, giveUpS = Infinity) {
-  let t0 = nowMs();
-  (await fn()).dispose();
-  const warmupMs = nowMs() - t0;
-  const samples = [];
-  if (warmupMs > giveUpS * 1e3) return { samples, warmupMs };
-  for (let r = 0; r < reps; r++) {
-    t0 = nowMs();
-    const out = await fn();
-    samples.push(nowMs() - t0);
-    out.dispose();
-  }
-  return { samples, warmupMs };
-}
-
-// ---------------------------------------------------------------------------------------------
 // Report
 
 
 const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'img/s', 'ours/peer', 'GFLOP/s', 'floor ms', '% peak'];
 
 function tableRows(results) {
-  const rows = [];
-  for (const r of results) {
-    for (const impl of r.impls) {
-      const s = impl.stats;
-      rows.push([
-        r.name,
-        impl.label,
-        s ? String(s.reps) : '-',
-        s ? fmtMs(s.medianMs) : impl.note,
-        s ? fmtMs(s.minMs) : '-',
-        s ? fmtMs(impl.imgPerS) : '-',
-        impl.ratio != null ? fmtX(impl.ratio) : impl.base ? '1.0x' : '-',
-        s ? fmtMs(impl.gflops) : '-',
-        impl.base || impl.ownFlops ? fmtMs(impl.floorMs) : '',
-        s ? `${impl.pctPeak.toFixed(0)}%` : '-',
-      ]);
-    }
-  }
-  return rows;
+  return implRows(results, (r, impl, s) => [
+    s ? fmtMs(impl.imgPerS) : '-',
+    impl.ratio != null ? fmtX(impl.ratio) : impl.base ? '1.0x' : '-',
+    s ? fmtMs(impl.gflops) : '-',
+    impl.base || impl.ownFlops ? fmtMs(impl.floorMs) : '',
+    s ? `${impl.pctPeak.toFixed(0)}%` : '-',
+  ]);
 }
 
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2));
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 10) });
   const reps = opt.quick ? REPS.quick : REPS.full;
   const be = sp.backend();
   const cores = os.cpus().length;
   const oursThreads = be.cpu.threads;
-  const wasmThreads = opt.wasmThreads ?? oursThreads;
   const tStart = nowMs();
-
-  tf.enableProdMode();
-  const wasmInfo = await initWasm(tf, wasmThreads);
+  const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   await tf.setBackend('cpu');
   // onnxruntime-node is not a dependency (its postinstall fetches CUDA libraries unless told to skip,
   // which a project cannot tell it without npm warnings): `npm run bench:ort` installs it. Without
@@ -297,11 +244,7 @@ async function main() {
   }
 
   const machine = {
-    date: new Date().toISOString(),
-    cpu: os.cpus()[0].model.trim(),
-    cores,
-    memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
-    node: process.version,
+    ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
     ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, model: opt.onnx } : { off: ortMissing },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
@@ -372,8 +315,8 @@ async function main() {
     const x = oursInput(w);
 
     process.stdout.write('ours ... ');
-    let t = await timeIt(() => model.run(x), reps.ours);
-    const base = derive({ label: 'sppnet (anchor net, paper bins)', base: true, stats: stats(t.samples) }, w.images, flops);
+    let t = await timeRuns(() => model.run(x), { reps: reps.ours });
+    const base = derive({ label: 'sppnet (anchor net, paper bins)', base: true, stats: t.stats }, w.images, flops);
     r.impls.push(base);
     const peer = (impl) => {
       derive(impl, w.images, flops);
@@ -384,8 +327,8 @@ async function main() {
     if (w.name !== '1x224') {
       process.stdout.write('ours zf5+fc ... ');
       const ff = w.sizes.reduce((s, [h, wd]) => { const f = specFlops(fullSpec, h, wd, LEVELS); return s + f.convF + f.fcF; }, 0);
-      t = await timeIt(() => fullModel.run(x), reps.oursFull);
-      const impl = derive({ label: "sppnet archSpec('zf5', 1000) (+fc6-8)", ownFlops: true, stats: stats(t.samples) }, w.images, ff);
+      t = await timeRuns(() => fullModel.run(x), { reps: reps.oursFull });
+      const impl = derive({ label: "sppnet archSpec('zf5', 1000) (+fc6-8)", ownFlops: true, stats: t.stats }, w.images, ff);
       impl.gflopPerRun = ff / 1e9;
       r.impls.push(impl);
     }
@@ -399,9 +342,9 @@ async function main() {
         const xin = new ort.Tensor('float32', w.nchw, w.shape);
         const out = (await session.run({ image: xin }))[session.outputNames[0]];
         if (out.dims.join() !== `${w.images},12800`) throw new Error(`ORT output shape [${out.dims}], expected [${w.images}, 12800]`);
-        t = await timeIt(async () => { await session.run({ image: xin }); return { dispose() {} }; }, reps.ort);
+        t = await timeRuns(() => session.run({ image: xin }), { reps: reps.ort });
         await session.release();
-        peer({ label, backend: 'ort', stats: stats(t.samples) });
+        peer({ label, backend: 'ort', stats: t.stats });
       } else {
         peer({ label, backend: 'ort', note: 'n/a: graph fixed at 224x224' });
       }
@@ -419,10 +362,10 @@ async function main() {
       await tf.setBackend(backendName);
       const weights = tfWeights(sd);
       const p = tfPeer(w, weights);
-      t = await timeIt(p.fn, backendName === 'wasm' ? reps.wasm : reps.cpu, PEER_SLOW_S);
+      t = await timeRuns(p.fn, { reps: backendName === 'wasm' ? reps.wasm : reps.cpu, giveUpS: PEER_SLOW_S });
       p.dispose();
       Object.values(weights).forEach((v) => v.dispose());
-      const impl = { label, backend: backendName, stats: stats(t.samples), warmupMs: t.warmupMs };
+      const impl = { label, backend: backendName, stats: t.stats, warmupMs: t.warmupMs };
       if (!impl.stats) {
         impl.note = `skipped: 1 run ${(t.warmupMs / 1e3).toFixed(0)} s`;
         notes.push(`${w.name}: ${label} took ${(t.warmupMs / 1e3).toFixed(1)} s for its warm-up run (> ${PEER_SLOW_S} s), so no timed runs.`);
@@ -483,7 +426,6 @@ async function main() {
   console.log('\nsame network? sppnet (LRN alpha 5e-4 = tf\'s 1e-4) vs tfjs-wasm (pools padded 1 each side, as PyTorch), same weights and images:');
   for (const c of checks) console.log(`  ${c.work}: ${c.rows} x ${c.features} features, max |diff| ${c.maxAbsDiff.toExponential(2)} (max |value| ${c.maxAbs.toExponential(2)}, relative ${c.relDiff.toExponential(2)})${c.lengthsMatch ? '' : ' LENGTH MISMATCH'}`);
 
-  fs.mkdirSync(opt.out, { recursive: true });
   const md = [
     '# ZF-5 forward on the CPU: sppnet vs onnxruntime-node and TensorFlow.js',
     '',
@@ -500,16 +442,10 @@ async function main() {
     ...checks.map((c) => `- check ${c.work} vs tfjs-wasm: max |diff| ${c.maxAbsDiff.toExponential(2)} (relative ${c.relDiff.toExponential(2)})`),
     '',
   ].join('\n');
-  fs.writeFileSync(path.join(opt.out, 'zf5-cpu.md'), md);
-  const command = `node bench/zf5.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+  const command = commandLine(__filename);
   const json = { command, machine, clock: { ...clock, usedGHz: ghz, flopPerCycle: opt.flopPerCycle, probe, peakGflops, peakHow }, flops: { anchor224: f224, archZf5_224: full224 }, results, checks, notes };
-  fs.writeFileSync(path.join(opt.out, 'zf5-cpu.json'), JSON.stringify(json, null, 1));
-  const shown = path.relative(process.cwd(), opt.out);
-  console.log(`\nwrote ${path.join(shown.startsWith('..') ? opt.out : shown, 'zf5-cpu.md')} and zf5-cpu.json`);
+  console.log(`\n${writeResults(opt.out, 'zf5-cpu', json, md)}`);
   process.exit(0); // tfjs-wasm's pthread workers keep the event loop alive
 }
 
-main().catch((e) => {
-  console.error(/^(unknown argument|--)/.test(e.message) ? e.message : e);
-  process.exit(1);
-});
+main().catch((e) => process.exit(failed(e)));

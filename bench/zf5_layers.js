@@ -9,14 +9,13 @@
 // Medians of R timed calls (default 21) after 3 warm-ups, layer by layer (each layer's calls
 // back to back, so its helper threads are warm, as in a network run).
 const sp = require('../dist');
-const { nowMs } = require('./common');
+const { parseArgs, headerText, failed, timeRuns, percentile } = require('./common');
 
-function arg(name, dflt) {
-  const i = process.argv.findIndex((a) => a === name || a.startsWith(name + '='));
-  if (i < 0) return dflt;
-  const a = process.argv[i];
-  return a.includes('=') ? a.slice(a.indexOf('=') + 1) : process.argv[i + 1];
-}
+const OPTIONS = [
+  { name: 'batch', type: 'ints', default: [1, 4], arg: 'N[,N...]', help: 'the batch sizes' },
+  { name: 'reps', type: 'int', default: 21, arg: 'R', help: 'timed calls per layer (the median is shown)' },
+  { name: 'model-only', type: 'flag', help: 'only the whole chain (Model.run), no layer rows' },
+];
 
 function rand(n, seed) {
   const a = new Float32Array(n);
@@ -28,21 +27,15 @@ function rand(n, seed) {
   return a;
 }
 
+/** The median ms of `reps` calls of f after 3 warm-ups (its outputs are preallocated: nothing disposed). */
 async function med(f, reps) {
-  for (let i = 0; i < 3; i++) await f();
-  const t = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = nowMs();
-    await f();
-    t.push(nowMs() - t0);
-  }
-  t.sort((a, b) => a - b);
-  return t[t.length >> 1];
+  return percentile((await timeRuns(f, { reps, warmup: 3, dispose: false })).samples, 0.5);
 }
 
 async function main() {
-  const batches = String(arg('--batch', '1,4')).split(',').map(Number);
-  const reps = Number(arg('--reps', 21));
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 10) });
+  const batches = opt.batch;
+  const reps = opt.reps;
   const convs = { conv1: [96, 3, 7], conv2: [256, 96, 5], conv3: [384, 256, 3], conv4: [384, 384, 3], conv5: [256, 384, 3] };
   const W = {};
   let seed = 1;
@@ -83,7 +76,7 @@ async function main() {
     ];
     let sum = 0;
     console.log(`batch ${N}`);
-    for (const [name, f, t] of process.argv.includes('--model-only') ? [] : rows) {
+    for (const [name, f, t] of opt.modelOnly ? [] : rows) {
       const ms = await med(f, reps);
       if (!name.startsWith('call')) sum += ms;
       console.log(`  ${name.padEnd(15)} ${ms.toFixed(3).padStart(8)} ms   out [${t.shape.join(',')}]`);
@@ -108,6 +101,5 @@ async function main() {
 }
 
 main().catch((e) => {
-  console.error(e);
-  process.exitCode = 1;
+  process.exitCode = failed(e);
 });

@@ -271,7 +271,7 @@ async function ablationCmd(sp, o) {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'ablation.md'), `# SPP-net ablation (synthetic data)\n\nCommand: \`sppnet ${process.argv.slice(2).join(' ')}\`\n\n${r.settings.data}\n\n${table}\n`);
   fs.writeFileSync(path.join(dir, 'ablation.json'), JSON.stringify(r, null, 1));
-  const svg = require('../bench/svg');
+  const svg = require('../dist/io/svg');
   const chart = svg.barChart({
     title: 'SPP-net ablation on synthetic shapes: top-1 error (lower is better)',
     subtitle: `${r.settings.classes} classes, ${r.settings.trainImages} train / ${r.settings.testImages} test images, ${r.settings.epochs} epochs, seed ${r.settings.seed}, ${r.settings.device}`,

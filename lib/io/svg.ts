@@ -1,7 +1,7 @@
-'use strict';
-// Hand-written SVG charts for the benchmarks, with no plotting dependency.
+// Hand-written SVG charts (benchmark plots, `sppnet ablation`), with no plotting dependency.
+// Internal: used by bin/sppnet.js and bench/, not exported from the package index.
 //
-//   const svg = require('./svg');
+//   const svg = require('../dist/io/svg');
 //   svg.lineChart({ title, xTitle, yTitle, logX, logY, series: [{ name, points: [[x, y], ...] }] })
 //   svg.barChart({ title, yTitle, logY, categories: ['W1', ...], series: [{ name, values: [y | null, ...] }] })
 //   svg.combine([chartA, chartB], { cols: 2 })   // several charts in one SVG document
@@ -15,19 +15,105 @@
 // own showValues overrides it), a series' markers: false (no dots: dense lines).
 // Bar charts: showValues (default true: each bar's value above it; null values read "n/a").
 
-const fs = require('fs');
-const path = require('path');
+import * as fs from 'fs';
+import * as path from 'path';
 
 // Okabe-Ito: distinguishable with the common colour-vision deficiencies.
-const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000', '#F0E442'];
+export const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000', '#F0E442'];
 const DASHES = ['', '6 3', '2 3', '8 3 2 3', '4 4', '1 2'];
 const FONT = 'DejaVu Sans, Helvetica, Arial, sans-serif';
 
-const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-const r2 = (v) => Math.round(v * 100) / 100;
+/** Options both chart kinds take. */
+export interface ChartOptions {
+  width?: number;
+  height?: number;
+  title?: string;
+  subtitle?: string | string[];
+  notes?: string | string[];
+  xTitle?: string;
+  yTitle?: string;
+  logY?: boolean;
+  yMin?: number;
+  yMax?: number;
+  yFormat?: (v: number) => string;
+  valueFormat?: (v: number) => string;
+  colors?: string[];
+}
+
+export interface LineSeries {
+  name: string;
+  points: Array<[number, number]>;
+  color?: string;
+  dash?: string;
+  markers?: boolean;
+  showValues?: boolean;
+}
+
+export interface LineChartOptions extends ChartOptions {
+  series: LineSeries[];
+  logX?: boolean;
+  xTicks?: number[];
+  xMin?: number;
+  xMax?: number;
+  xFormat?: (v: number) => string;
+  showValues?: boolean;
+}
+
+export interface BarSeries {
+  name: string;
+  values: Array<number | null | undefined>;
+  color?: string;
+}
+
+export interface BarChartOptions extends ChartOptions {
+  series: BarSeries[];
+  categories: string[];
+  categoryNotes?: Array<string | null | undefined>;
+  showValues?: boolean;
+}
+
+export interface CombineOptions {
+  cols?: number;
+  title?: string;
+  notes?: string | string[];
+}
+
+/** Tick positions and the axis range they cover. */
+export interface Ticks {
+  ticks: number[];
+  lo: number;
+  hi: number;
+}
+
+interface TextOptions {
+  size?: number;
+  anchor?: string;
+  weight?: string;
+  fill?: string;
+  rotate?: number;
+  baseline?: string;
+}
+
+interface Box {
+  x0: number;
+  x1: number;
+  y0: number;
+  y1: number;
+}
+
+interface Axis {
+  ticks: number[];
+  map: (v: number) => number;
+}
+
+/** What axes() reads: a line chart's options or a bar chart's. */
+type AxesOptions = ChartOptions & { logX?: boolean; xFormat?: (v: number) => string };
+
+const esc = (s: unknown): string => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const r2 = (v: number): number => Math.round(v * 100) / 100;
 
 /** A short label for a number: 3 significant digits, thousands as 12k, tiny values in e-notation. */
-function fmt(v) {
+export function fmt(v: number | null | undefined): string {
   if (v == null || !Number.isFinite(v)) return 'n/a';
   const a = Math.abs(v);
   if (a === 0) return '0';
@@ -39,12 +125,12 @@ function fmt(v) {
 }
 
 /** "Nice" linear ticks (steps of 1, 2, 2.5 or 5 x 10^k) covering [lo, hi]. */
-function niceTicks(lo, hi, count = 6) {
+export function niceTicks(lo: number, hi: number, count = 6): Ticks {
   if (!(hi > lo)) hi = lo + 1;
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
-  const ticks = [];
+  const ticks: number[] = [];
   // From the last tick at or below lo to the first at or above hi, so the data fit inside.
   for (let t = Math.floor(lo / step) * step; ; t += step) {
     ticks.push(+t.toPrecision(12));
@@ -54,13 +140,13 @@ function niceTicks(lo, hi, count = 6) {
 }
 
 /** Log ticks: powers of ten (whole decades around the data), plus 2 and 5 x 10^k where the data span under ~2.5 decades. */
-function logTicks(lo, hi) {
+export function logTicks(lo: number, hi: number): Ticks {
   const a = Math.floor(Math.log10(lo) + 1e-9);
   let b = Math.ceil(Math.log10(hi) - 1e-9);
   if (b === a) b = a + 1;
   const span = Math.log10(hi) - Math.log10(lo);
   const mult = span <= 2.5 ? [1, 2, 5] : [1];
-  const ticks = [];
+  const ticks: number[] = [];
   for (let e = a; e <= b; e++) for (const m of mult) if (m === 1 || e < b) ticks.push(+(m * 10 ** e).toPrecision(12));
   if (mult.length > 1) {
     // Trim to the data (keeping one tick beyond each end), so a narrow range is not squashed.
@@ -73,7 +159,7 @@ function logTicks(lo, hi) {
   return { ticks, lo: 10 ** a, hi: 10 ** b };
 }
 
-function scale(lo, hi, a, b, log) {
+function scale(lo: number, hi: number, a: number, b: number, log?: boolean): (v: number) => number {
   if (log) {
     const L = Math.log10(lo), H = Math.log10(hi);
     return (v) => a + ((Math.log10(v) - L) / (H - L || 1)) * (b - a);
@@ -81,7 +167,7 @@ function scale(lo, hi, a, b, log) {
   return (v) => a + ((v - lo) / (hi - lo || 1)) * (b - a);
 }
 
-function text(x, y, s, o = {}) {
+function text(x: number, y: number, s: unknown, o: TextOptions = {}): string {
   const attrs = [`x="${r2(x)}"`, `y="${r2(y)}"`, `font-size="${o.size ?? 12}"`];
   if (o.anchor) attrs.push(`text-anchor="${o.anchor}"`);
   if (o.weight) attrs.push(`font-weight="${o.weight}"`);
@@ -91,7 +177,7 @@ function text(x, y, s, o = {}) {
   return `<text ${attrs.join(' ')}>${esc(s)}</text>`;
 }
 
-function doc(width, height, body) {
+function doc(width: number, height: number, body: string[]): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="${FONT}">`,
     `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
@@ -102,21 +188,21 @@ function doc(width, height, body) {
 }
 
 /** Title, subtitle, legend row; returns the y where the plot may start. */
-function header(o, width, names, styleOf, body) {
+function header(o: ChartOptions, width: number, names: string[], styleOf: (n: string, x: number, y: number) => string, body: string[]): number {
   let y = 22;
   if (o.title) {
     body.push(text(width / 2, y, o.title, { size: 15, anchor: 'middle', weight: 'bold' }));
     y += 18;
   }
   if (o.subtitle) {
-    for (const line of [].concat(o.subtitle)) {
+    for (const line of ([] as string[]).concat(o.subtitle)) {
       body.push(text(width / 2, y, line, { size: 11, anchor: 'middle', fill: '#444' }));
       y += 15;
     }
   }
   // Legend: entries laid out left to right, wrapping.
   const items = names.map((n) => ({ n, w: 34 + n.length * 6.6 }));
-  const rows = [[]];
+  const rows: Array<typeof items> = [[]];
   let rowW = 0;
   for (const it of items) {
     if (rowW + it.w > width - 40 && rows[rows.length - 1].length) {
@@ -140,7 +226,7 @@ function header(o, width, names, styleOf, body) {
   return y + 4;
 }
 
-function axes(o, box, xs, ys, body) {
+function axes(o: AxesOptions, box: Box, xs: Axis | null, ys: Axis, body: string[]): void {
   const { x0, x1, y0, y1 } = box;
   // Grid and y ticks.
   for (const t of ys.ticks) {
@@ -161,14 +247,14 @@ function axes(o, box, xs, ys, body) {
   if (o.yTitle) body.push(text(16, (y0 + y1) / 2, o.yTitle + (o.logY ? ' (log scale)' : ''), { size: 12, anchor: 'middle', rotate: -90 }));
 }
 
-function footer(o, width, height, body) {
-  const notes = [].concat(o.notes ?? []);
+function footer(o: ChartOptions, width: number, height: number, body: string[]): number {
+  const notes = ([] as string[]).concat(o.notes ?? []);
   notes.forEach((n, i) => body.push(text(12, height - 8 - (notes.length - 1 - i) * 14, n, { size: 10, fill: '#555' })));
   return notes.length * 14;
 }
 
-function yRange(o, values, log) {
-  const v = values.filter((x) => x != null && Number.isFinite(x) && (!log || x > 0));
+function yRange(o: ChartOptions, values: Array<number | null | undefined>, log?: boolean): Ticks {
+  const v = values.filter((x): x is number => x != null && Number.isFinite(x) && (!log || x > 0));
   let lo = o.yMin ?? (log ? Math.min(...v) : Math.min(0, ...v));
   let hi = o.yMax ?? Math.max(...v);
   if (!v.length) [lo, hi] = log ? [1, 10] : [0, 1];
@@ -180,20 +266,20 @@ function yRange(o, values, log) {
 }
 
 /** A line chart: series of {name, points: [[x, y], ...], color?, dash?}. */
-function lineChart(o) {
+export function lineChart(o: LineChartOptions): string {
   const width = o.width ?? 600, height = o.height ?? 380;
   const series = o.series.map((s, i) => ({ ...s, color: s.color ?? (o.colors ?? PALETTE)[i % PALETTE.length], dash: s.dash ?? DASHES[i % DASHES.length] }));
-  const body = [];
+  const body: string[] = [];
   const byName = new Map(series.map((s) => [s.name, s]));
   const top = header(o, width, series.map((s) => s.name), (n, x, y) => {
-    const s = byName.get(n);
+    const s = byName.get(n)!;
     return `<line x1="${r2(x)}" y1="${r2(y)}" x2="${r2(x + 22)}" y2="${r2(y)}" stroke="${s.color}" stroke-width="2.5"${s.dash ? ` stroke-dasharray="${s.dash}"` : ''}/><circle cx="${r2(x + 11)}" cy="${r2(y)}" r="3.5" fill="${s.color}"/>`;
   }, body);
   const bottom = height - 52 - footer(o, width, height, body);
   const box = { x0: 70, x1: width - 24, y0: top, y1: bottom };
   const pts = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!o.logX || x > 0) && (!o.logY || y > 0)));
   const xsVals = pts.map(([x]) => x);
-  let xr;
+  let xr: Ticks;
   if (o.xTicks) xr = { ticks: o.xTicks, lo: o.xMin ?? Math.min(...o.xTicks, ...xsVals), hi: o.xMax ?? Math.max(...o.xTicks, ...xsVals) };
   else if (o.logX) {
     const distinct = [...new Set(xsVals)].sort((a, b) => a - b);
@@ -220,12 +306,12 @@ function lineChart(o) {
 }
 
 /** Grouped bars: one group per category, one bar per series ({name, values: [y | null per category]}). */
-function barChart(o) {
+export function barChart(o: BarChartOptions): string {
   const width = o.width ?? 600, height = o.height ?? 380;
   const series = o.series.map((s, i) => ({ ...s, color: s.color ?? (o.colors ?? PALETTE)[i % PALETTE.length] }));
-  const body = [];
+  const body: string[] = [];
   const byName = new Map(series.map((s) => [s.name, s]));
-  const top = header(o, width, series.map((s) => s.name), (n, x, y) => `<rect x="${r2(x + 4)}" y="${r2(y - 6)}" width="14" height="12" fill="${byName.get(n).color}"/>`, body);
+  const top = header(o, width, series.map((s) => s.name), (n, x, y) => `<rect x="${r2(x + 4)}" y="${r2(y - 6)}" width="14" height="12" fill="${byName.get(n)!.color}"/>`, body);
   const bottom = height - 46 - footer(o, width, height, body);
   const box = { x0: 70, x1: width - 16, y0: top + (o.showValues === false ? 0 : 10), y1: bottom };
   const all = series.flatMap((s) => s.values);
@@ -255,9 +341,9 @@ function barChart(o) {
 }
 
 /** Several chart documents side by side / in rows, as one SVG document. */
-function combine(charts, o = {}) {
+export function combine(charts: string[], o: CombineOptions = {}): string {
   const cols = o.cols ?? charts.length;
-  const size = (s) => {
+  const size = (s: string): [number, number] => {
     const m = /<svg[^>]*\bwidth="([\d.]+)"[^>]*\bheight="([\d.]+)"/.exec(s);
     return m ? [Number(m[1]), Number(m[2])] : [600, 380];
   };
@@ -266,10 +352,10 @@ function combine(charts, o = {}) {
   const rowCount = Math.ceil(charts.length / cols);
   const rowH = Array.from({ length: rowCount }, (_, r) => Math.max(0, ...sizes.filter((_, i) => Math.floor(i / cols) === r).map((s) => s[1])));
   const titleH = o.title ? 30 : 0;
-  const notes = [].concat(o.notes ?? []);
+  const notes = ([] as string[]).concat(o.notes ?? []);
   const notesH = notes.length ? notes.length * 14 + 8 : 0;
   const W = colW.reduce((a, b) => a + b, 0), H = titleH + rowH.reduce((a, b) => a + b, 0) + notesH;
-  const body = [];
+  const body: string[] = [];
   if (o.title) body.push(text(W / 2, 21, o.title, { size: 16, anchor: 'middle', weight: 'bold' }));
   charts.forEach((s, i) => {
     const c = i % cols, r = Math.floor(i / cols);
@@ -280,17 +366,18 @@ function combine(charts, o = {}) {
   return doc(W, H, body);
 }
 
-function write(file, svgText) {
+/** Writes an SVG document, making its folder; returns the file name. */
+export function write(file: string, svgText: string): string {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, svgText);
   return file;
 }
 
 /** PNG preview through sharp (librsvg inside), for eyeballing a chart; resolves to the file name. */
-async function toPng(svgFile, pngFile = svgFile.replace(/\.svg$/, '.png'), density = 96) {
-  const sharp = require('sharp');
+export async function toPng(svgFile: string, pngFile: string = svgFile.replace(/\.svg$/, '.png'), density = 96): Promise<string> {
+  // Loaded here, so that drawing SVG needs no sharp.
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const sharp = require('sharp') as (input: string, o: { density: number }) => { png(): { toFile(f: string): Promise<unknown> } };
   await sharp(svgFile, { density }).png().toFile(pngFile);
   return pngFile;
 }
-
-module.exports = { lineChart, barChart, combine, write, toPng, fmt, niceTicks, logTicks, PALETTE };
