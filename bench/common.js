@@ -11,17 +11,8 @@ function loadWorkloads() {
   return JSON.parse(fs.readFileSync(path.join(__dirname, 'workloads.json'), 'utf8'));
 }
 
-// mulberry32: a small seeded PRNG, so every run pools the same numbers.
-function rng(seed) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32 (sppnet's seeded PRNG), so every run pools the same numbers.
+const { prng: rng } = require('../dist/core/random');
 
 /** n uniform numbers in [-1, 1) from `next`. */
 function randomArray(n, next) {
@@ -313,7 +304,7 @@ const pair = (v, d) => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v
  * Conv and fc FLOPs (2 per multiply-add) of one H x W image through a model spec, the last map's
  * size and channels. `defaultLevels` stands for an spp layer without levels.
  */
-function specFlops(spec, H, W, defaultLevels = [6, 3, 2, 1]) {
+function specFlops(spec, H, W, defaultLevels = require('../dist').DEFAULT_LEVELS) {
   let c = spec.inChannels, h = H, w = W, convF = 0, fcF = 0, feat = 0;
   for (const l of spec.layers) {
     if (l.type === 'conv') {

@@ -31,7 +31,7 @@ const path = require('path');
 const sp = require('../dist');
 const { parseArgs, headerText, failed, timeRuns, writeResults, rng, randomArray, textTable, mdTable, specFlops, fmtMs, fmtX } = require('./common');
 
-const LEVELS = [6, 3, 2, 1];
+const LEVELS = [...sp.DEFAULT_LEVELS];
 const PEAK_TFLOPS = { tf32: 495, bf16: 990, fp32: 165, direct: 67 };
 
 const OPTIONS = [

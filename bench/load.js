@@ -98,7 +98,7 @@ function smallSpec(classes) {
       conv('conv1', 24, 7, 2, 1), lrn, { type: 'maxpool', kernel: 3, stride: 2, padding: 1 },
       conv('conv2', 64, 5, 2, 1), lrn, { type: 'maxpool', kernel: 3, stride: 2, padding: 0 },
       conv('conv3', 96, 3, 1, 1), conv('conv4', 96, 3, 1, 1), conv('conv5', 64, 3, 1, 1),
-      { type: 'spp', levels: [6, 3, 2, 1], pool: 'max' },
+      { type: 'spp', levels: [...sp.DEFAULT_LEVELS], pool: 'max' },
       { type: 'fc', name: 'fc6', out: 512, relu: true },
       { type: 'fc', name: 'fc7', out: 512, relu: true },
       { type: 'fc', name: 'fc8', out: classes },

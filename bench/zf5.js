@@ -48,7 +48,7 @@ const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, write
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
-const LEVELS = [6, 3, 2, 1];
+const LEVELS = [...sp.DEFAULT_LEVELS];
 
 // ---------------------------------------------------------------------------------------------
 // Options

@@ -58,7 +58,7 @@ async function main() {
     const c3 = await sp.conv2d(p2, W.conv3, W.conv3b, { padding: 1, relu: true });
     const c4 = await sp.conv2d(c3, W.conv4, W.conv4b, { padding: 1, relu: true });
     const c5 = await sp.conv2d(c4, W.conv5, W.conv5b, { padding: 1, relu: true });
-    const s = await sp.spp(c5, { levels: [6, 3, 2, 1], bins: 'paper' });
+    const s = await sp.spp(c5, { levels: [...sp.DEFAULT_LEVELS], bins: 'paper' });
     const tiny = sp.tensor(rand(16, 5), [16]);
     const tinyOut = sp.tensor(new Float32Array(16), [16]);
     const rows = [
@@ -71,7 +71,7 @@ async function main() {
       ['conv3', () => sp.conv2d(p2, W.conv3, W.conv3b, { padding: 1, relu: true, out: c3 }), c3],
       ['conv4', () => sp.conv2d(c3, W.conv4, W.conv4b, { padding: 1, relu: true, out: c4 }), c4],
       ['conv5', () => sp.conv2d(c4, W.conv5, W.conv5b, { padding: 1, relu: true, out: c5 }), c5],
-      ['spp', () => sp.spp(c5, { levels: [6, 3, 2, 1], bins: 'paper', out: s }), s],
+      ['spp', () => sp.spp(c5, { levels: [...sp.DEFAULT_LEVELS], bins: 'paper', out: s }), s],
       ['call (relu 16)', () => sp.relu(tiny, { out: tinyOut }), tinyOut],
     ];
     let sum = 0;
@@ -89,7 +89,7 @@ async function main() {
           { type: 'conv', name: 'conv1', out: 96, kernel: 7, stride: 2, padding: 1, relu: true }, { type: 'lrn', ...lrn }, { type: 'maxpool', ...pool },
           { type: 'conv', name: 'conv2', out: 256, kernel: 5, stride: 2, padding: 1, relu: true }, { type: 'lrn', ...lrn }, { type: 'maxpool', ...pool },
           { type: 'conv', name: 'conv3', out: 384, kernel: 3, padding: 1, relu: true }, { type: 'conv', name: 'conv4', out: 384, kernel: 3, padding: 1, relu: true },
-          { type: 'conv', name: 'conv5', out: 256, kernel: 3, padding: 1, relu: true }, { type: 'spp', levels: [6, 3, 2, 1], bins: 'paper' },
+          { type: 'conv', name: 'conv5', out: 256, kernel: 3, padding: 1, relu: true }, { type: 'spp', levels: [...sp.DEFAULT_LEVELS], bins: 'paper' },
         ],
       },
       seed: 1, device: 'cpu',

@@ -26,7 +26,7 @@ function files(dir) {
 
 /** Relative imports of a .ts file (static, type-only and require), as files under lib/. */
 function importsOf(file) {
-  const src = fs.readFileSync(file, 'utf8');
+  const src = fs.readFileSync(file, 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, ''); // code, not comments
   const specs = [...src.matchAll(/(?:from|import|require)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)].map((m) => m[1]);
   return specs.map((s) => path.resolve(path.dirname(file), s) + '.ts');
 }
