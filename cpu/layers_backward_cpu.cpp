@@ -10,7 +10,7 @@
 #include "isa.h"
 #include "parallel.h"
 #include "sppnet/dropout.h"
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 #include "vec.h"
 
 namespace sppnet {

@@ -11,7 +11,7 @@
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 #include "vec.h"
 #include "winograd_cpu.h"
 

@@ -7,7 +7,7 @@
 
 #include "kernel.h"
 #include "sppnet/dropout.h"
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace cuda {

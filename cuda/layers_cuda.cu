@@ -7,7 +7,7 @@
 
 #include "gemm_tc.h"
 #include "kernel.h"
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace cuda {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernel.h"
-#include "sppnet/spp.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace cuda {
