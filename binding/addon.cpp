@@ -4,6 +4,7 @@
 #include "common.h"
 #include "sppnet/cpu_info.h"
 #include "sppnet/device.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace binding {
@@ -122,6 +123,31 @@ Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// addon.enums: the C++ enums' values by name, frozen, for lib/ to read instead of copying them:
+// { binRule: { adaptive, paper, caffe }, binCheck: { ok, badArgs, zeroStride, empty, countMismatch },
+//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, maxLevels }.
+Napi::Object Enums(Napi::Env env) {
+  struct Entry {
+    const char* name;
+    int32_t value;
+  };
+  const auto table = [&](std::initializer_list<Entry> entries) {
+    Napi::Object o = Napi::Object::New(env);
+    for (const Entry& e : entries) o.Set(e.name, Napi::Number::New(env, e.value));
+    o.Freeze();
+    return o;
+  };
+  Napi::Object enums = Napi::Object::New(env);
+  enums.Set("binRule", table({{"adaptive", kBinsAdaptive}, {"paper", kBinsPaper}, {"caffe", kBinsCaffe}}));
+  enums.Set("binCheck", table({{"ok", kBinsOk}, {"badArgs", kBinsBadArgs}, {"zeroStride", kBinsZeroStride}, {"empty", kBinsEmpty},
+                               {"countMismatch", kBinsCountMismatch}}));
+  enums.Set("poolKind", table({{"max", kPoolMax}, {"avg", kPoolAvg}}));
+  enums.Set("convMath", table({{"tf32", kMathTf32}, {"bf16", kMathBf16}, {"fp32", kMathFp32}, {"direct", kMathDirect}}));
+  enums.Set("maxLevels", Napi::Number::New(env, kMaxLevels));
+  enums.Freeze();
+  return enums;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   if (const char* e = std::getenv("SPPNET_CPU_EXECUTOR")) data->use_executor = std::string(e) != "0";
@@ -136,6 +162,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
   exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));
+  exports.Set("enums", Enums(env));
   init_spp(env, exports);
   init_layers(env, exports);
   init_grad(env, exports);
