@@ -100,6 +100,12 @@ int32_t int_field(const Napi::Object& obj, const char* name) {
   return v.As<Napi::Number>().Int32Value();
 }
 
+float float_field(const Napi::Object& obj, const char* name) { return static_cast<float>(number(obj, name)); }
+
+void export_functions(Napi::Env env, Napi::Object exports, std::initializer_list<std::pair<const char*, EntryPoint>> entries) {
+  for (const auto& e : entries) exports.Set(e.first, Napi::Function::New(env, e.second));
+}
+
 int64_t count(const Napi::Object& obj, const char* name) {
   const double v = number(obj, name);
   if (!(v >= 0) || v > 9.0e15) throw Napi::RangeError::New(obj.Env(), std::string("internal: bad count '") + name + "'");
@@ -121,8 +127,8 @@ FloatArg Buffers::optional(const Napi::Object& obj, const char* name, int64_t ne
   return has(obj, name) ? arg(obj, name, needed) : FloatArg{};
 }
 
-bool one_device(const Napi::Env& env, std::initializer_list<const FloatArg*> args, const char* what) {
-  const bool d = (*args.begin())->device;
+bool one_device(const Napi::Env& env, const std::vector<const FloatArg*>& args, const char* what) {
+  const bool d = args.front()->device;
   for (const FloatArg* a : args)
     if (!a->value.IsEmpty() && a->device != d) throw Napi::TypeError::New(env, std::string("internal: ") + what + " on different devices");
   return d;
@@ -171,9 +177,7 @@ Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const 
 LrnParams lrn_params(const Napi::Object& obj) {
   LrnParams p;
   p.size = int_field(obj, "size");
-  p.alpha = static_cast<float>(number(obj, "alpha"));
-  p.beta = static_cast<float>(number(obj, "beta"));
-  p.k = static_cast<float>(number(obj, "k"));
+  p.alpha = float_field(obj, "alpha"), p.beta = float_field(obj, "beta"), p.k = float_field(obj, "k");
   if (p.size < 1) throw Napi::RangeError::New(obj.Env(), "internal: lrn size");
   return p;
 }
@@ -237,6 +241,13 @@ RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix) {
   }
   l.view = RaggedView{static_cast<int32_t>(N), C, l.off.data(), l.h.data(), l.w.data(), l.end};
   return l;
+}
+
+std::shared_ptr<LayerJob> layer_job(const Napi::Object& obj, bool with_out) {
+  auto j = std::make_shared<LayerJob>();
+  j->in = ragged_layout(obj, "in");
+  if (with_out) j->out = ragged_layout(obj, "out");
+  return j;
 }
 
 // ---- the CPU executor ----

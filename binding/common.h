@@ -124,6 +124,8 @@ Napi::Float64Array float64_array(const Napi::Object& obj, const char* name);
 // obj[name] as a number; else a TypeError "internal: field '<name>' must be a number".
 double number(const Napi::Object& obj, const char* name);
 int32_t int_field(const Napi::Object& obj, const char* name);
+// number(obj, name) as a float.
+float float_field(const Napi::Object& obj, const char* name);
 // number(obj, name) as an element count: 0 to 9e15, else a RangeError "internal: bad count '<name>'".
 int64_t count(const Napi::Object& obj, const char* name);
 // obj[name] is neither undefined nor null.
@@ -140,7 +142,7 @@ struct Buffers {
 
 // All the given buffers (those read: an absent optional one is skipped) on the first one's device;
 // returns it (true: device memory). Else a TypeError "internal: <what> on different devices".
-bool one_device(const Napi::Env& env, std::initializer_list<const FloatArg*> args, const char* what = "buffers");
+bool one_device(const Napi::Env& env, const std::vector<const FloatArg*>& args, const char* what = "buffers");
 
 // The backend's ops (ops.h) for buffers on the device (true) or in host memory.
 const OpTable& backend(bool device);
@@ -209,6 +211,13 @@ struct LayerJob {
   RaggedLayout in, out;
   FloatArg x, y, w, b, dy, dx, dw, db;
 };
+
+// Sets exports[name] = a JS function calling fn, for each (name, fn).
+using EntryPoint = Napi::Value (*)(const Napi::CallbackInfo&);
+void export_functions(Napi::Env env, Napi::Object exports, std::initializer_list<std::pair<const char*, EntryPoint>> entries);
+
+// A LayerJob with obj's "in" layout, and its "out" layout when with_out (ragged_layout).
+std::shared_ptr<LayerJob> layer_job(const Napi::Object& obj, bool with_out);
 
 // Throws a JS Error for a non-OK status (synchronous entry points).
 void throw_if(Napi::Env env, const Status& s);

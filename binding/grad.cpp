@@ -11,11 +11,25 @@ namespace sppnet {
 namespace binding {
 namespace {
 
+// The buffers of an op over n floats each, obj[name] for each name (optional where it ends in
+// '?'), all on one device (*device).
+template <size_t N>
+std::shared_ptr<std::array<FloatArg, N>> flat_buffers(const Napi::Object& a, Buffers& h, int64_t n, const std::array<const char*, N>& names,
+                                                      bool* device) {
+  auto x = std::make_shared<std::array<FloatArg, N>>();
+  std::vector<const FloatArg*> all;
+  for (size_t k = 0; k < N; ++k) {
+    const std::string name = names[k];
+    (*x)[k] = name.back() == '?' ? h.optional(a, name.substr(0, name.size() - 1).c_str(), n) : h.arg(a, names[k], n);
+    all.push_back(&(*x)[k]);
+  }
+  *device = one_device(a.Env(), all);
+  return x;
+}
+
 Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
+  auto j = layer_job(a, true);
   const Conv2dParams p = conv_params(a, false, &j->in, j->out);
   const int64_t weights = int64_t{p.out_channels} * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w;
   Buffers h;
@@ -33,9 +47,7 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
 
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
+  auto j = layer_job(a, true);
   const Pool2dParams p = pool_params(a, j->in, j->out);
   Buffers h;
   j->x = h.arg(a, "input", j->in.end);
@@ -49,8 +61,7 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
 
 Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
+  auto j = layer_job(a, false);
   const LrnParams p = lrn_params(a);
   Buffers h;
   j->x = h.arg(a, "input", j->in.end);
@@ -90,11 +101,8 @@ Napi::Value Pointwise(const Napi::CallbackInfo& info) {
   if (!relu && op != "multiply") throw Napi::TypeError::New(info.Env(), "internal: unknown pointwise op");
   const int64_t n = count(a, "n");
   Buffers h;
-  auto x = std::make_shared<std::array<FloatArg, 3>>();
-  (*x)[0] = h.arg(a, "a", n);
-  (*x)[1] = h.arg(a, "b", n);
-  (*x)[2] = h.arg(a, "output", n);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
+  bool dev = false;
+  const auto x = flat_buffers<3>(a, h, n, {"a", "b", "output"}, &dev);
   return queue_op(info.Env(), dev, h, [x, n, relu](const OpTable& ops) {
     const float *p = (*x)[0].ptr, *q = (*x)[1].ptr;
     float* y = (*x)[2].ptr;
@@ -113,13 +121,10 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   const double thr = number(a, "threshold");
   if (!(thr >= 0) || thr > 16777216.0) throw Napi::RangeError::New(info.Env(), "internal: dropout threshold");
   p.threshold = static_cast<uint32_t>(thr);
-  p.scale = static_cast<float>(number(a, "scale"));
+  p.scale = float_field(a, "scale");
   Buffers h;
-  auto x = std::make_shared<std::array<FloatArg, 3>>();
-  (*x)[0] = h.arg(a, "input", n);
-  (*x)[1] = h.arg(a, "output", n);
-  (*x)[2] = h.arg(a, "mask", n);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
+  bool dev = false;
+  const auto x = flat_buffers<3>(a, h, n, {"input", "output", "mask"}, &dev);
   return queue_op(info.Env(), dev, h, [x, n, p](const OpTable& ops) {
     return ops.dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr);
   });
@@ -141,10 +146,8 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   for (int64_t r = 0; r < rows; ++r)
     if (lp[r] < 0 || lp[r] >= cols) throw Napi::RangeError::New(info.Env(), "internal: label out of range");
   Buffers h;
-  auto x = std::make_shared<std::array<FloatArg, 2>>();
-  (*x)[0] = h.arg(a, "logits", rows * cols);
-  (*x)[1] = h.arg(a, "grad", rows * cols);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1]});
+  bool dev = false;
+  const auto x = flat_buffers<2>(a, h, rows * cols, {"logits", "grad"}, &dev);
   h.keep.push_back(labels);
   h.keep.push_back(correct);
   h.keep.push_back(loss);
@@ -160,19 +163,16 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   SgdParams p;
-  p.lr = static_cast<float>(number(a, "lr"));
-  p.momentum = static_cast<float>(number(a, "momentum"));
-  p.dampening = static_cast<float>(number(a, "dampening"));
-  p.weight_decay = static_cast<float>(number(a, "weightDecay"));
+  p.lr = float_field(a, "lr");
+  p.momentum = float_field(a, "momentum");
+  p.dampening = float_field(a, "dampening");
+  p.weight_decay = float_field(a, "weightDecay");
   p.nesterov = a.Get("nesterov").ToBoolean();
   p.first_step = a.Get("firstStep").ToBoolean();
+  if (p.momentum != 0.f && !has(a, "buf")) throw Napi::TypeError::New(info.Env(), "internal: momentum without a buffer");
   Buffers h;
-  auto x = std::make_shared<std::array<FloatArg, 3>>();
-  (*x)[0] = h.arg(a, "param", n);
-  (*x)[1] = h.arg(a, "grad", n);
-  (*x)[2] = h.optional(a, "buf", n);
-  if (p.momentum != 0.f && !(*x)[2].ptr) throw Napi::TypeError::New(info.Env(), "internal: momentum without a buffer");
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
+  bool dev = false;
+  const auto x = flat_buffers<3>(a, h, n, {"param", "grad", "buf?"}, &dev);
   return queue_op(info.Env(), dev, h, [x, n, p](const OpTable& ops) {
     return ops.sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p);
   });
@@ -183,21 +183,17 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   AdamParams p;
-  p.lr = static_cast<float>(number(a, "lr"));
-  p.beta1 = static_cast<float>(number(a, "beta1"));
-  p.beta2 = static_cast<float>(number(a, "beta2"));
-  p.eps = static_cast<float>(number(a, "eps"));
-  p.weight_decay = static_cast<float>(number(a, "weightDecay"));
+  p.lr = float_field(a, "lr");
+  p.beta1 = float_field(a, "beta1");
+  p.beta2 = float_field(a, "beta2");
+  p.eps = float_field(a, "eps");
+  p.weight_decay = float_field(a, "weightDecay");
   p.decoupled = a.Get("decoupled").ToBoolean();
-  p.step_size = static_cast<float>(number(a, "stepSize"));
-  p.bias_correction2_sqrt = static_cast<float>(number(a, "biasCorrection2Sqrt"));
+  p.step_size = float_field(a, "stepSize");
+  p.bias_correction2_sqrt = float_field(a, "biasCorrection2Sqrt");
   Buffers h;
-  auto x = std::make_shared<std::array<FloatArg, 4>>();
-  (*x)[0] = h.arg(a, "param", n);
-  (*x)[1] = h.arg(a, "grad", n);
-  (*x)[2] = h.arg(a, "m", n);
-  (*x)[3] = h.arg(a, "v", n);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2], &(*x)[3]});
+  bool dev = false;
+  const auto x = flat_buffers<4>(a, h, n, {"param", "grad", "m", "v"}, &dev);
   return queue_op(info.Env(), dev, h, [x, n, p](const OpTable& ops) {
     return ops.adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p);
   });
@@ -206,15 +202,10 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_grad(Napi::Env env, Napi::Object exports) {
-  exports.Set("conv2dBackward", Napi::Function::New(env, Conv2dBackward));
-  exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
-  exports.Set("lrnBackward", Napi::Function::New(env, LrnBackward));
-  exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));
-  exports.Set("pointwise", Napi::Function::New(env, Pointwise));
-  exports.Set("dropout", Napi::Function::New(env, Dropout));
-  exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));
-  exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
-  exports.Set("adamStep", Napi::Function::New(env, AdamStep));
+  export_functions(env, exports, {{"conv2dBackward", Conv2dBackward}, {"maxPool2dBackward", MaxPool2dBackward},
+                                   {"lrnBackward", LrnBackward}, {"linearBackward", LinearBackward}, {"pointwise", Pointwise},
+                                   {"dropout", Dropout}, {"softmaxCrossEntropy", SoftmaxCrossEntropy}, {"sgdStep", SgdStep},
+                                   {"adamStep", AdamStep}});
 }
 
 }  // namespace binding

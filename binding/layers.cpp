@@ -12,9 +12,7 @@ constexpr const char* kLayerBuffers = "layer buffers";  // one_device's error: "
 
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
+  auto j = layer_job(a, true);
   Conv2dParams p = conv_params(a, true, &j->in, j->out);
   Buffers h;
   j->x = h.arg(a, "input", j->in.end);
@@ -43,47 +41,34 @@ Napi::Value WinogradCacheFloats(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(cpu::winograd_cache_floats(conv_params(a, true, nullptr, out), out.view)));
 }
 
-Napi::Value MaxPool2d(const Napi::CallbackInfo& info) {
+// maxPool2d, and lrnMaxPool2d (with_lrn: LRN then the pool in one pass; the LRN's fields too).
+Napi::Value Pool(const Napi::CallbackInfo& info, bool with_lrn) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
+  auto j = layer_job(a, true);
   const Pool2dParams p = pool_params(a, j->in, j->out);
+  const LrnParams lp = with_lrn ? lrn_params(a) : LrnParams{};
   Buffers h;
   j->x = h.arg(a, "input", j->in.end);
   j->y = h.arg(a, "output", j->out.end);
   const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
-  return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) {
-    return ops.max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
+  return queue_op(info.Env(), dev, h, [j, p, lp, with_lrn](const OpTable& ops) {
+    return with_lrn ? ops.lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr)
+                    : ops.max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
   });
 }
 
+Napi::Value MaxPool2d(const Napi::CallbackInfo& info) { return Pool(info, false); }
+Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) { return Pool(info, true); }
+
 Napi::Value Lrn(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
+  auto j = layer_job(a, false);
   const LrnParams p = lrn_params(a);
   Buffers h;
   j->x = h.arg(a, "input", j->in.end);
   j->y = h.arg(a, "output", j->in.end);
   const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
   return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) { return ops.lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr); });
-}
-
-Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) {
-  const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
-  const Pool2dParams p = pool_params(a, j->in, j->out);
-  const LrnParams lp = lrn_params(a);
-  Buffers h;
-  j->x = h.arg(a, "input", j->in.end);
-  j->y = h.arg(a, "output", j->out.end);
-  const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
-  return queue_op(info.Env(), dev, h, [j, p, lp](const OpTable& ops) {
-    return ops.lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr);
-  });
 }
 
 Napi::Value Linear(const Napi::CallbackInfo& info) {
@@ -125,13 +110,9 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
-  exports.Set("conv2d", Napi::Function::New(env, Conv2d));
-  exports.Set("winogradCacheFloats", Napi::Function::New(env, WinogradCacheFloats));
-  exports.Set("maxPool2d", Napi::Function::New(env, MaxPool2d));
-  exports.Set("lrn", Napi::Function::New(env, Lrn));
-  exports.Set("lrnMaxPool2d", Napi::Function::New(env, LrnMaxPool2d));
-  exports.Set("linear", Napi::Function::New(env, Linear));
-  exports.Set("elementwise", Napi::Function::New(env, Elementwise));
+  export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
+                                   {"lrn", Lrn}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
+                                   {"elementwise", Elementwise}});
 }
 
 }  // namespace binding

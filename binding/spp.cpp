@@ -98,9 +98,7 @@ Napi::Value BinCheck(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_spp(Napi::Env env, Napi::Object exports) {
-  exports.Set("sppForward", Napi::Function::New(env, SppForward));
-  exports.Set("sppBackward", Napi::Function::New(env, SppBackward));
-  exports.Set("binCheck", Napi::Function::New(env, BinCheck));
+  export_functions(env, exports, {{"sppForward", SppForward}, {"sppBackward", SppBackward}, {"binCheck", BinCheck}});
 }
 
 }  // namespace binding
