@@ -21,7 +21,7 @@
 
 // X(R, name, (params)): /* comments only */ inside, as the list is one macro.
 #define SPPNET_OPS(X)                                                                                                                \
-  /* Output row r (one per region) of spp: SppProblem (spp.h); output [num_regions, features()], every element written. */          \
+  /* output [num_regions, features()], rows as SppProblem (spp.h) says, every element written.                                  */ \
   X(Status, spp_forward, (const SppProblem& p, const float* input, float* output))                                                  \
   /* grad_in: input.total elements, overwritten: zero where no bin draws from, else the sum of the gradients routed there        */ \
   /* (max: to the first maximum in row-major order; avg: spread evenly).                                                         */ \
