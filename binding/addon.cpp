@@ -4,6 +4,7 @@
 #include "common.h"
 #include "sppnet/cpu_info.h"
 #include "sppnet/device.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace binding {
@@ -83,43 +84,62 @@ Napi::Value TrimDeviceMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// float_arg over positional arguments: info[i] is the buffer `name`, info[i + 1] its offset when with_offset.
+FloatArg float_at(const Napi::CallbackInfo& info, size_t i, bool with_offset, const char* name, int64_t needed) {
+  Napi::Object a = Napi::Object::New(info.Env());
+  a.Set(name, info[i]);
+  if (with_offset) a.Set(std::string(name) + "Offset", info[i + 1]);
+  return float_arg(a, name, needed);
+}
+
 // cudaUpload(buffer, offset, Float32Array): synchronous host -> device copy.
 Napi::Value CudaUpload(const Napi::CallbackInfo& info) {
-  Napi::Object a = Napi::Object::New(info.Env());
-  a.Set("dst", info[0]);
-  a.Set("dstOffset", info[1]);
-  a.Set("src", info[2]);
   const auto src = info[2].As<Napi::Float32Array>();
-  FloatArg d = float_arg(a, "dst", static_cast<int64_t>(src.ElementLength()));
+  FloatArg d = float_at(info, 0, true, "dst", static_cast<int64_t>(src.ElementLength()));
   throw_if(info.Env(), cuda::copy_h2d(d.ptr, src.Data(), src.ElementLength() * sizeof(float)));
   return info.Env().Undefined();
 }
 
 // cudaDownload(buffer, offset, Float32Array) -> Promise: device -> host copy off the main thread.
 Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
-  Napi::Object a = Napi::Object::New(info.Env());
-  a.Set("src", info[0]);
-  a.Set("srcOffset", info[1]);
-  a.Set("dst", info[2]);
-  const auto dst = info[2].As<Napi::Float32Array>();
-  const int64_t n = static_cast<int64_t>(dst.ElementLength());
-  FloatArg s = float_arg(a, "src", n);
-  FloatArg d = float_arg(a, "dst", n);
+  const int64_t n = static_cast<int64_t>(info[2].As<Napi::Float32Array>().ElementLength());
+  FloatArg s = float_at(info, 0, true, "src", n);
+  FloatArg d = float_at(info, 2, false, "dst", n);
   auto task = [s, d, n]() { return cuda::copy_d2h(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)); };
   return queue(info.Env(), task, {info[0], info[2]}, Runs::kCuda);
 }
 
 // cudaCopy(dst, dstOffset, src, srcOffset, n): synchronous device -> device copy.
 Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
-  Napi::Object a = Napi::Object::New(info.Env());
-  a.Set("dst", info[0]);
-  a.Set("dstOffset", info[1]);
-  a.Set("src", info[2]);
-  a.Set("srcOffset", info[3]);
   const int64_t n = info[4].As<Napi::Number>().Int64Value();
-  FloatArg d = float_arg(a, "dst", n), s = float_arg(a, "src", n);
+  FloatArg d = float_at(info, 0, true, "dst", n), s = float_at(info, 2, true, "src", n);
   throw_if(info.Env(), cuda::copy_d2d(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)));
   return info.Env().Undefined();
+}
+
+// addon.enums: the C++ enums' values by name, frozen, for lib/ to read instead of copying them:
+// { binRule: { adaptive, paper, caffe }, binCheck: { ok, badArgs, zeroStride, empty, countMismatch },
+//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, maxLevels }.
+Napi::Object Enums(Napi::Env env) {
+  struct Entry {
+    const char* name;
+    int32_t value;
+  };
+  const auto table = [&](std::initializer_list<Entry> entries) {
+    Napi::Object o = Napi::Object::New(env);
+    for (const Entry& e : entries) o.Set(e.name, Napi::Number::New(env, e.value));
+    o.Freeze();
+    return o;
+  };
+  Napi::Object enums = Napi::Object::New(env);
+  enums.Set("binRule", table({{"adaptive", kBinsAdaptive}, {"paper", kBinsPaper}, {"caffe", kBinsCaffe}}));
+  enums.Set("binCheck", table({{"ok", kBinsOk}, {"badArgs", kBinsBadArgs}, {"zeroStride", kBinsZeroStride}, {"empty", kBinsEmpty},
+                               {"countMismatch", kBinsCountMismatch}}));
+  enums.Set("poolKind", table({{"max", kPoolMax}, {"avg", kPoolAvg}}));
+  enums.Set("convMath", table({{"tf32", kMathTf32}, {"bf16", kMathBf16}, {"fp32", kMathFp32}, {"direct", kMathDirect}}));
+  enums.Set("maxLevels", Napi::Number::New(env, kMaxLevels));
+  enums.Freeze();
+  return enums;
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -129,13 +149,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);
   exports.Set("DeviceBuffer", ctor);
-  exports.Set("info", Napi::Function::New(env, Info));
-  exports.Set("cpuPeak", Napi::Function::New(env, CpuPeak));
-  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
-  exports.Set("trimDeviceMemory", Napi::Function::New(env, TrimDeviceMemory));
-  exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
-  exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
-  exports.Set("cudaCopy", Napi::Function::New(env, CudaCopy));
+  export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
+                                   {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
+                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}});
+  exports.Set("enums", Enums(env));
   init_spp(env, exports);
   init_layers(env, exports);
   init_grad(env, exports);

@@ -88,10 +88,79 @@ Napi::Value DeviceBuffer::Freed(const Napi::CallbackInfo& info) { return Napi::B
 
 // ---- argument unpacking ----
 
+double number(const Napi::Object& obj, const char* name) {
+  const Napi::Value v = obj.Get(name);
+  if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
 int32_t int_field(const Napi::Object& obj, const char* name) {
   Napi::Value v = obj.Get(name);
   if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a number");
   return v.As<Napi::Number>().Int32Value();
+}
+
+float float_field(const Napi::Object& obj, const char* name) { return static_cast<float>(number(obj, name)); }
+
+void export_functions(Napi::Env env, Napi::Object exports, std::initializer_list<std::pair<const char*, EntryPoint>> entries) {
+  for (const auto& e : entries) exports.Set(e.first, Napi::Function::New(env, e.second));
+}
+
+int64_t count(const Napi::Object& obj, const char* name) {
+  const double v = number(obj, name);
+  if (!(v >= 0) || v > 9.0e15) throw Napi::RangeError::New(obj.Env(), std::string("internal: bad count '") + name + "'");
+  return static_cast<int64_t>(v);
+}
+
+bool has(const Napi::Object& obj, const char* name) {
+  const Napi::Value v = obj.Get(name);
+  return !v.IsUndefined() && !v.IsNull();
+}
+
+FloatArg Buffers::arg(const Napi::Object& obj, const char* name, int64_t needed) {
+  FloatArg f = float_arg(obj, name, needed);
+  keep.push_back(f.value);
+  return f;
+}
+
+FloatArg Buffers::optional(const Napi::Object& obj, const char* name, int64_t needed) {
+  return has(obj, name) ? arg(obj, name, needed) : FloatArg{};
+}
+
+bool one_device(const Napi::Env& env, const std::vector<const FloatArg*>& args, const char* what) {
+  const bool d = args.front()->device;
+  for (const FloatArg* a : args)
+    if (!a->value.IsEmpty() && a->device != d) throw Napi::TypeError::New(env, std::string("internal: ") + what + " on different devices");
+  return d;
+}
+
+const OpTable& backend(bool device) {
+#define SPPNET_CPU_OP(R, name, params) &cpu::name,
+#define SPPNET_CUDA_OP(R, name, params) &cuda::name,
+  static const OpTable kCpu{SPPNET_OPS(SPPNET_CPU_OP)};
+  static const OpTable kCuda{SPPNET_OPS(SPPNET_CUDA_OP)};
+#undef SPPNET_CPU_OP
+#undef SPPNET_CUDA_OP
+  return device ? kCuda : kCpu;
+}
+
+Conv2dParams conv_params(const Napi::Object& obj, bool with_math, const RaggedLayout* in, const RaggedLayout& out) {
+  const Napi::Int32Array pr = int32_array(obj, "params");
+  if (pr.ElementLength() != (with_math ? 12u : 11u)) throw Napi::RangeError::New(obj.Env(), "internal: conv params");
+  Conv2dParams p;
+  p.in_channels = pr[0], p.out_channels = pr[1], p.kernel_h = pr[2], p.kernel_w = pr[3], p.stride_h = pr[4], p.stride_w = pr[5];
+  p.pad_h = pr[6], p.pad_w = pr[7], p.dilation_h = pr[8], p.dilation_w = pr[9], p.groups = pr[10];
+  if (with_math) {
+    p.math = pr[11];
+    p.relu = obj.Get("relu").ToBoolean();
+  }
+  if (p.kernel_h < 1 || p.kernel_w < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0 || p.dilation_h < 1 ||
+      p.dilation_w < 1 || p.groups < 1)
+    throw Napi::RangeError::New(obj.Env(), "internal: conv params");
+  if (p.in_channels % p.groups || p.out_channels % p.groups || p.out_channels != out.view.channels ||
+      (in && (p.in_channels != in->view.channels || in->view.count != out.view.count)))
+    throw Napi::RangeError::New(obj.Env(), "internal: conv shapes");
+  return p;
 }
 
 Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out) {
@@ -106,14 +175,9 @@ Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const 
 }
 
 LrnParams lrn_params(const Napi::Object& obj) {
-  auto number = [&](const char* name) {
-    const Napi::Value v = obj.Get(name);
-    if (!v.IsNumber()) throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be a number");
-    return v.As<Napi::Number>().FloatValue();
-  };
   LrnParams p;
   p.size = int_field(obj, "size");
-  p.alpha = number("alpha"), p.beta = number("beta"), p.k = number("k");
+  p.alpha = float_field(obj, "alpha"), p.beta = float_field(obj, "beta"), p.k = float_field(obj, "k");
   if (p.size < 1) throw Napi::RangeError::New(obj.Env(), "internal: lrn size");
   return p;
 }
@@ -177,6 +241,13 @@ RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix) {
   }
   l.view = RaggedView{static_cast<int32_t>(N), C, l.off.data(), l.h.data(), l.w.data(), l.end};
   return l;
+}
+
+std::shared_ptr<LayerJob> layer_job(const Napi::Object& obj, bool with_out) {
+  auto j = std::make_shared<LayerJob>();
+  j->in = ragged_layout(obj, "in");
+  if (with_out) j->out = ragged_layout(obj, "out");
+  return j;
 }
 
 // ---- the CPU executor ----

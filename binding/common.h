@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 #include "sppnet/status.h"
 #include "sppnet/tensor.h"
 
@@ -121,7 +121,31 @@ Napi::TypedArrayOf<T> typed_array(Napi::Env env, const Napi::Value& v, napi_type
 }
 Napi::Int32Array int32_array(const Napi::Object& obj, const char* name);
 Napi::Float64Array float64_array(const Napi::Object& obj, const char* name);
+// obj[name] as a number; else a TypeError "internal: field '<name>' must be a number".
+double number(const Napi::Object& obj, const char* name);
 int32_t int_field(const Napi::Object& obj, const char* name);
+// number(obj, name) as a float.
+float float_field(const Napi::Object& obj, const char* name);
+// number(obj, name) as an element count: 0 to 9e15, else a RangeError "internal: bad count '<name>'".
+int64_t count(const Napi::Object& obj, const char* name);
+// obj[name] is neither undefined nor null.
+bool has(const Napi::Object& obj, const char* name);
+
+// The float buffers of one call, read with float_arg, and the JS values they came from: the
+// task's keep-alive list (queue()'s `keep`).
+struct Buffers {
+  std::vector<Napi::Value> keep;
+  FloatArg arg(const Napi::Object& obj, const char* name, int64_t needed);
+  // FloatArg{} (no pointer) where obj[name] is undefined or null.
+  FloatArg optional(const Napi::Object& obj, const char* name, int64_t needed);
+};
+
+// All the given buffers (those read: an absent optional one is skipped) on the first one's device;
+// returns it (true: device memory). Else a TypeError "internal: <what> on different devices".
+bool one_device(const Napi::Env& env, const std::vector<const FloatArg*>& args, const char* what = "buffers");
+
+// The backend's ops (ops.h) for buffers on the device (true) or in host memory.
+const OpTable& backend(bool device);
 
 // A ragged layout from obj[prefix + "Offsets" | "Heights" | "Widths"] and obj[prefix + "Channels"].
 // `view` points into the vectors: move a RaggedLayout, never copy it.
@@ -132,6 +156,12 @@ struct RaggedLayout {
   int64_t end = 0;  // one past the last element any map uses
 };
 RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix);
+// obj.params of a convolution, positions [in_channels, out_channels, kernel_h, kernel_w, stride_h,
+// stride_w, pad_h, pad_w, dilation_h, dilation_w, groups] and, when with_math, [11] = math (and
+// obj.relu is read): the one place that knows the order (lib/layers.ts and lib/grad.ts send it).
+// Checked (kernel, stride, dilation, groups >= 1, padding >= 0: "internal: conv params") and
+// against the output layout and the input's, when given ("internal: conv shapes"). Throws a JS error.
+Conv2dParams conv_params(const Napi::Object& obj, bool with_math, const RaggedLayout* in, const RaggedLayout& out);
 // obj.params ([kh, kw, sh, sw, ph, pw]) of a pooling layer from `in` to `out` (same channels and
 // map count, kernel and stride >= 1, padding >= 0). Throws a JS error.
 Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out);
@@ -169,6 +199,26 @@ class TaskWorker : public Napi::AsyncWorker {
 Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs);
 // How an op whose buffers are all on one device runs: kCuda when they are device memory, else kCpu.
 inline Runs runs_on(bool device) { return device ? Runs::kCuda : Runs::kCpu; }
+// Queues op(backend(device)) as a task on that device, holding bufs.keep while it runs.
+template <typename Op>
+Napi::Value queue_op(Napi::Env env, bool device, const Buffers& bufs, Op op) {
+  return queue(env, [device, op]() { return op(backend(device)); }, bufs.keep, runs_on(device));
+}
+
+// What a layer's entry point unpacks (held by its task through a shared_ptr): the layouts of its
+// input and output maps and its buffers (those an op does not use stay empty).
+struct LayerJob {
+  RaggedLayout in, out;
+  FloatArg x, y, w, b, dy, dx, dw, db;
+};
+
+// Sets exports[name] = a JS function calling fn, for each (name, fn).
+using EntryPoint = Napi::Value (*)(const Napi::CallbackInfo&);
+void export_functions(Napi::Env env, Napi::Object exports, std::initializer_list<std::pair<const char*, EntryPoint>> entries);
+
+// A LayerJob with obj's "in" layout, and its "out" layout when with_out (ragged_layout).
+std::shared_ptr<LayerJob> layer_job(const Napi::Object& obj, bool with_out);
+
 // Throws a JS Error for a non-OK status (synchronous entry points).
 void throw_if(Napi::Env env, const Status& s);
 const char* code_name(Code c);

@@ -5,72 +5,34 @@
 #include <string>
 
 #include "common.h"
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace binding {
 namespace {
 
-double number(const Napi::Object& a, const char* name) {
-  const Napi::Value v = a.Get(name);
-  if (!v.IsNumber()) throw Napi::TypeError::New(a.Env(), std::string("internal: field '") + name + "' must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-int64_t count(const Napi::Object& a, const char* name) {
-  const double v = number(a, name);
-  if (!(v >= 0) || v > 9.0e15) throw Napi::RangeError::New(a.Env(), std::string("internal: bad count '") + name + "'");
-  return static_cast<int64_t>(v);
-}
-
-bool has(const Napi::Object& a, const char* name) { return !a.Get(name).IsUndefined() && !a.Get(name).IsNull(); }
-
-// All buffers of one call on one device; returns it.
-bool one_device(const Napi::Env& env, std::initializer_list<const FloatArg*> args) {
-  const bool d = (*args.begin())->device;
-  for (const FloatArg* a : args)
-    if (a->ptr && a->device != d) throw Napi::TypeError::New(env, "internal: buffers on different devices");
-  return d;
-}
-
-struct Held {
-  std::vector<Napi::Value> keep;
-  FloatArg arg(const Napi::Object& a, const char* name, int64_t needed) {
-    FloatArg f = float_arg(a, name, needed);
-    keep.push_back(f.value);
-    return f;
+// The buffers of an op over n floats each, obj[name] for each name (optional where it ends in
+// '?'), all on one device (*device).
+template <size_t N>
+std::shared_ptr<std::array<FloatArg, N>> flat_buffers(const Napi::Object& a, Buffers& h, int64_t n, const std::array<const char*, N>& names,
+                                                      bool* device) {
+  auto x = std::make_shared<std::array<FloatArg, N>>();
+  std::vector<const FloatArg*> all;
+  for (size_t k = 0; k < N; ++k) {
+    const std::string name = names[k];
+    (*x)[k] = name.back() == '?' ? h.optional(a, name.substr(0, name.size() - 1).c_str(), n) : h.arg(a, names[k], n);
+    all.push_back(&(*x)[k]);
   }
-  FloatArg optional(const Napi::Object& a, const char* name, int64_t needed) { return has(a, name) ? arg(a, name, needed) : FloatArg{}; }
-};
-
-struct LayerJob {
-  RaggedLayout in, out;
-  FloatArg x, w, dy, dx, dw, db;
-};
-
-Conv2dParams conv_params(const Napi::Object& a) {
-  const Napi::Int32Array pr = int32_array(a, "params");
-  if (pr.ElementLength() != 11) throw Napi::RangeError::New(a.Env(), "internal: conv params");
-  Conv2dParams p;
-  int32_t* f[11] = {&p.in_channels, &p.out_channels, &p.kernel_h, &p.kernel_w, &p.stride_h, &p.stride_w,
-                    &p.pad_h,       &p.pad_w,        &p.dilation_h, &p.dilation_w, &p.groups};
-  for (int k = 0; k < 11; ++k) *f[k] = pr[k];
-  for (int k = 2; k < 11; ++k)
-    if (*f[k] < (k == 6 || k == 7 ? 0 : 1)) throw Napi::RangeError::New(a.Env(), "internal: conv params");
-  return p;
+  *device = one_device(a.Env(), all);
+  return x;
 }
 
 Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
-  const Conv2dParams p = conv_params(a);
-  if (p.in_channels % p.groups || p.out_channels % p.groups || p.in_channels != j->in.view.channels ||
-      p.out_channels != j->out.view.channels || j->in.view.count != j->out.view.count)
-    throw Napi::RangeError::New(info.Env(), "internal: conv shapes");
+  auto j = layer_job(a, true);
+  const Conv2dParams p = conv_params(a, false, &j->in, j->out);
   const int64_t weights = int64_t{p.out_channels} * (p.in_channels / p.groups) * p.kernel_h * p.kernel_w;
-  Held h;
+  Buffers h;
   j->x = h.arg(a, "input", j->in.end);
   j->w = h.arg(a, "weight", weights);
   j->dy = h.arg(a, "gradOutput", j->out.end);
@@ -78,46 +40,37 @@ Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   j->dw = h.arg(a, "gradWeight", weights);
   j->db = h.optional(a, "gradBias", p.out_channels);
   const bool dev = one_device(info.Env(), {&j->x, &j->w, &j->dy, &j->dx, &j->dw, &j->db});
-  auto task = [j, p, dev]() {
-    return dev ? cuda::conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr)
-               : cpu::conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) {
+    return ops.conv2d_backward(j->in.view, j->x.ptr, p, j->w.ptr, j->out.view, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
+  });
 }
 
 Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
-  j->out = ragged_layout(a, "out");
+  auto j = layer_job(a, true);
   const Pool2dParams p = pool_params(a, j->in, j->out);
-  Held h;
+  Buffers h;
   j->x = h.arg(a, "input", j->in.end);
   j->dy = h.arg(a, "gradOutput", j->out.end);
   j->dx = h.arg(a, "gradInput", j->in.end);
   const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->dx});
-  auto task = [j, p, dev]() {
-    return dev ? cuda::max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr)
-               : cpu::max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) {
+    return ops.max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr);
+  });
 }
 
 Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = std::make_shared<LayerJob>();
-  j->in = ragged_layout(a, "in");
+  auto j = layer_job(a, false);
   const LrnParams p = lrn_params(a);
-  Held h;
+  Buffers h;
   j->x = h.arg(a, "input", j->in.end);
   j->dy = h.arg(a, "gradOutput", j->in.end);
   j->dx = h.arg(a, "gradInput", j->in.end);
   const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->dx});
-  auto task = [j, p, dev]() {
-    return dev ? cuda::lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr)
-               : cpu::lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) {
+    return ops.lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr);
+  });
 }
 
 Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
@@ -126,7 +79,7 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   const int64_t rows = count(a, "rows");
   const int32_t in_f = int_field(a, "inFeatures"), out_f = int_field(a, "outFeatures");
   if (in_f < 0 || out_f < 0) throw Napi::RangeError::New(info.Env(), "internal: linear features");
-  Held h;
+  Buffers h;
   j->x = h.arg(a, "input", rows * in_f);
   j->w = h.arg(a, "weight", int64_t{out_f} * in_f);
   j->dy = h.arg(a, "gradOutput", rows * out_f);
@@ -134,11 +87,9 @@ Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   j->dw = h.arg(a, "gradWeight", int64_t{out_f} * in_f);
   j->db = h.optional(a, "gradBias", out_f);
   const bool dev = one_device(info.Env(), {&j->x, &j->w, &j->dy, &j->dx, &j->dw, &j->db});
-  auto task = [j, rows, in_f, out_f, dev]() {
-    return dev ? cuda::linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr)
-               : cpu::linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  return queue_op(info.Env(), dev, h, [j, rows, in_f, out_f](const OpTable& ops) {
+    return ops.linear_backward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->dy.ptr, j->dx.ptr, j->dw.ptr, j->db.ptr);
+  });
 }
 
 // pointwise({ op: 'reluBackward' | 'multiply', n, a, b, output }): reluBackward reads a = the
@@ -149,19 +100,14 @@ Napi::Value Pointwise(const Napi::CallbackInfo& info) {
   const bool relu = op == "reluBackward";
   if (!relu && op != "multiply") throw Napi::TypeError::New(info.Env(), "internal: unknown pointwise op");
   const int64_t n = count(a, "n");
-  Held h;
-  auto x = std::make_shared<std::array<FloatArg, 3>>();
-  (*x)[0] = h.arg(a, "a", n);
-  (*x)[1] = h.arg(a, "b", n);
-  (*x)[2] = h.arg(a, "output", n);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
-  auto task = [x, n, relu, dev]() {
+  Buffers h;
+  bool dev = false;
+  const auto x = flat_buffers<3>(a, h, n, {"a", "b", "output"}, &dev);
+  return queue_op(info.Env(), dev, h, [x, n, relu](const OpTable& ops) {
     const float *p = (*x)[0].ptr, *q = (*x)[1].ptr;
     float* y = (*x)[2].ptr;
-    if (relu) return dev ? cuda::relu_backward(n, p, q, y) : cpu::relu_backward(n, p, q, y);
-    return dev ? cuda::multiply(n, p, q, y) : cpu::multiply(n, p, q, y);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+    return relu ? ops.relu_backward(n, p, q, y) : ops.multiply(n, p, q, y);
+  });
 }
 
 // dropout({ n, input, output, mask, seed, threshold, scale })
@@ -175,18 +121,13 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   const double thr = number(a, "threshold");
   if (!(thr >= 0) || thr > 16777216.0) throw Napi::RangeError::New(info.Env(), "internal: dropout threshold");
   p.threshold = static_cast<uint32_t>(thr);
-  p.scale = static_cast<float>(number(a, "scale"));
-  Held h;
-  auto x = std::make_shared<std::array<FloatArg, 3>>();
-  (*x)[0] = h.arg(a, "input", n);
-  (*x)[1] = h.arg(a, "output", n);
-  (*x)[2] = h.arg(a, "mask", n);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
-  auto task = [x, n, p, dev]() {
-    return dev ? cuda::dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr)
-               : cpu::dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  p.scale = float_field(a, "scale");
+  Buffers h;
+  bool dev = false;
+  const auto x = flat_buffers<3>(a, h, n, {"input", "output", "mask"}, &dev);
+  return queue_op(info.Env(), dev, h, [x, n, p](const OpTable& ops) {
+    return ops.dropout_forward(n, (*x)[0].ptr, p, (*x)[1].ptr, (*x)[2].ptr);
+  });
 }
 
 // softmaxCrossEntropy({ rows, cols, logits, grad, labels: Int32Array, rowLoss: Float64Array,
@@ -204,21 +145,17 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   const int32_t* lp = labels.Data();
   for (int64_t r = 0; r < rows; ++r)
     if (lp[r] < 0 || lp[r] >= cols) throw Napi::RangeError::New(info.Env(), "internal: label out of range");
-  Held h;
-  auto x = std::make_shared<std::array<FloatArg, 2>>();
-  (*x)[0] = h.arg(a, "logits", rows * cols);
-  (*x)[1] = h.arg(a, "grad", rows * cols);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1]});
+  Buffers h;
+  bool dev = false;
+  const auto x = flat_buffers<2>(a, h, rows * cols, {"logits", "grad"}, &dev);
   h.keep.push_back(labels);
   h.keep.push_back(correct);
   h.keep.push_back(loss);
   int32_t* cp = correct.Data();
   double* dp = loss.Data();
-  auto task = [x, rows, cols, lp, cp, dp, dev]() {
-    return dev ? cuda::softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp)
-               : cpu::softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  return queue_op(info.Env(), dev, h, [x, rows, cols, lp, cp, dp](const OpTable& ops) {
+    return ops.softmax_cross_entropy(rows, cols, (*x)[0].ptr, lp, (*x)[1].ptr, dp, cp);
+  });
 }
 
 // sgdStep({ n, param, grad, buf?, lr, momentum, dampening, weightDecay, nesterov, firstStep })
@@ -226,23 +163,19 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   SgdParams p;
-  p.lr = static_cast<float>(number(a, "lr"));
-  p.momentum = static_cast<float>(number(a, "momentum"));
-  p.dampening = static_cast<float>(number(a, "dampening"));
-  p.weight_decay = static_cast<float>(number(a, "weightDecay"));
+  p.lr = float_field(a, "lr");
+  p.momentum = float_field(a, "momentum");
+  p.dampening = float_field(a, "dampening");
+  p.weight_decay = float_field(a, "weightDecay");
   p.nesterov = a.Get("nesterov").ToBoolean();
   p.first_step = a.Get("firstStep").ToBoolean();
-  Held h;
-  auto x = std::make_shared<std::array<FloatArg, 3>>();
-  (*x)[0] = h.arg(a, "param", n);
-  (*x)[1] = h.arg(a, "grad", n);
-  (*x)[2] = h.optional(a, "buf", n);
-  if (p.momentum != 0.f && !(*x)[2].ptr) throw Napi::TypeError::New(info.Env(), "internal: momentum without a buffer");
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2]});
-  auto task = [x, n, p, dev]() {
-    return dev ? cuda::sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p) : cpu::sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  if (p.momentum != 0.f && !has(a, "buf")) throw Napi::TypeError::New(info.Env(), "internal: momentum without a buffer");
+  Buffers h;
+  bool dev = false;
+  const auto x = flat_buffers<3>(a, h, n, {"param", "grad", "buf?"}, &dev);
+  return queue_op(info.Env(), dev, h, [x, n, p](const OpTable& ops) {
+    return ops.sgd_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, p);
+  });
 }
 
 // adamStep({ n, param, grad, m, v, lr, beta1, beta2, eps, weightDecay, decoupled, stepSize, biasCorrection2Sqrt })
@@ -250,40 +183,29 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   AdamParams p;
-  p.lr = static_cast<float>(number(a, "lr"));
-  p.beta1 = static_cast<float>(number(a, "beta1"));
-  p.beta2 = static_cast<float>(number(a, "beta2"));
-  p.eps = static_cast<float>(number(a, "eps"));
-  p.weight_decay = static_cast<float>(number(a, "weightDecay"));
+  p.lr = float_field(a, "lr");
+  p.beta1 = float_field(a, "beta1");
+  p.beta2 = float_field(a, "beta2");
+  p.eps = float_field(a, "eps");
+  p.weight_decay = float_field(a, "weightDecay");
   p.decoupled = a.Get("decoupled").ToBoolean();
-  p.step_size = static_cast<float>(number(a, "stepSize"));
-  p.bias_correction2_sqrt = static_cast<float>(number(a, "biasCorrection2Sqrt"));
-  Held h;
-  auto x = std::make_shared<std::array<FloatArg, 4>>();
-  (*x)[0] = h.arg(a, "param", n);
-  (*x)[1] = h.arg(a, "grad", n);
-  (*x)[2] = h.arg(a, "m", n);
-  (*x)[3] = h.arg(a, "v", n);
-  const bool dev = one_device(info.Env(), {&(*x)[0], &(*x)[1], &(*x)[2], &(*x)[3]});
-  auto task = [x, n, p, dev]() {
-    return dev ? cuda::adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p)
-               : cpu::adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p);
-  };
-  return queue(info.Env(), task, h.keep, runs_on(dev));
+  p.step_size = float_field(a, "stepSize");
+  p.bias_correction2_sqrt = float_field(a, "biasCorrection2Sqrt");
+  Buffers h;
+  bool dev = false;
+  const auto x = flat_buffers<4>(a, h, n, {"param", "grad", "m", "v"}, &dev);
+  return queue_op(info.Env(), dev, h, [x, n, p](const OpTable& ops) {
+    return ops.adam_step(n, (*x)[0].ptr, (*x)[1].ptr, (*x)[2].ptr, (*x)[3].ptr, p);
+  });
 }
 
 }  // namespace
 
 void init_grad(Napi::Env env, Napi::Object exports) {
-  exports.Set("conv2dBackward", Napi::Function::New(env, Conv2dBackward));
-  exports.Set("maxPool2dBackward", Napi::Function::New(env, MaxPool2dBackward));
-  exports.Set("lrnBackward", Napi::Function::New(env, LrnBackward));
-  exports.Set("linearBackward", Napi::Function::New(env, LinearBackward));
-  exports.Set("pointwise", Napi::Function::New(env, Pointwise));
-  exports.Set("dropout", Napi::Function::New(env, Dropout));
-  exports.Set("softmaxCrossEntropy", Napi::Function::New(env, SoftmaxCrossEntropy));
-  exports.Set("sgdStep", Napi::Function::New(env, SgdStep));
-  exports.Set("adamStep", Napi::Function::New(env, AdamStep));
+  export_functions(env, exports, {{"conv2dBackward", Conv2dBackward}, {"maxPool2dBackward", MaxPool2dBackward},
+                                   {"lrnBackward", LrnBackward}, {"linearBackward", LinearBackward}, {"pointwise", Pointwise},
+                                   {"dropout", Dropout}, {"softmaxCrossEntropy", SoftmaxCrossEntropy}, {"sgdStep", SgdStep},
+                                   {"adamStep", AdamStep}});
 }
 
 }  // namespace binding

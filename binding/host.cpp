@@ -150,11 +150,8 @@ Napi::Value TrimHostMemory(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_host(Napi::Env env, Napi::Object exports) {
-  exports.Set("hostAlloc", Napi::Function::New(env, HostAlloc));
-  exports.Set("hostFree", Napi::Function::New(env, HostFree));
-  exports.Set("trimHostMemory", Napi::Function::New(env, TrimHostMemory));
-  exports.Set("gatherFloats", Napi::Function::New(env, GatherFloats));
-  exports.Set("pixelsToPlanar", Napi::Function::New(env, PixelsToPlanar));
+  export_functions(env, exports, {{"hostAlloc", HostAlloc}, {"hostFree", HostFree}, {"trimHostMemory", TrimHostMemory},
+                                   {"gatherFloats", GatherFloats}, {"pixelsToPlanar", PixelsToPlanar}});
 }
 
 }  // namespace binding

@@ -3,7 +3,7 @@
 #include <set>
 
 #include "common.h"
-#include "sppnet/spp.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace binding {
@@ -15,6 +15,7 @@ struct SppJob {
   std::vector<int32_t> height, width;
   std::vector<Region> regions;
   FloatArg input, output, grad_output;
+  Buffers buffers;  // the JS values of the three (the task's keep-alive list)
   bool device = false;
 };
 
@@ -65,34 +66,27 @@ std::shared_ptr<SppJob> unpack(const Napi::Object& a, bool backward) {
       for (const int32_t a : {r.h, r.w})
         if (checked.insert({a, p.levels[l]}).second && bin_check(p.rule, p.levels[l], a) != kBinsOk)
           throw Napi::RangeError::New(env, "internal: bin rule undefined for a region size and level");
-  j->input = float_arg(a, "input", p.input.total);
+  j->input = j->buffers.arg(a, "input", p.input.total);
   if (backward) {
-    j->grad_output = float_arg(a, "gradOutput", p.output_elements());
-    j->output = float_arg(a, "output", p.input.total);
+    j->grad_output = j->buffers.arg(a, "gradOutput", p.output_elements());
+    j->output = j->buffers.arg(a, "output", p.input.total);
   } else {
-    j->output = float_arg(a, "output", p.output_elements());
+    j->output = j->buffers.arg(a, "output", p.output_elements());
   }
-  j->device = j->input.device;
-  if (j->output.device != j->device || (backward && j->grad_output.device != j->device))
-    throw Napi::TypeError::New(env, "internal: SPP buffers on different devices");
+  j->device = one_device(env, {&j->input, &j->output, &j->grad_output}, "SPP buffers");
   return j;
 }
 
 Napi::Value SppForward(const Napi::CallbackInfo& info) {
   auto j = unpack(info[0].As<Napi::Object>(), false);
-  auto task = [j]() {
-    return j->device ? cuda::spp_forward(j->p, j->input.ptr, j->output.ptr) : cpu::spp_forward(j->p, j->input.ptr, j->output.ptr);
-  };
-  return queue(info.Env(), task, {j->input.value, j->output.value}, runs_on(j->device));
+  return queue_op(info.Env(), j->device, j->buffers, [j](const OpTable& ops) { return ops.spp_forward(j->p, j->input.ptr, j->output.ptr); });
 }
 
 Napi::Value SppBackward(const Napi::CallbackInfo& info) {
   auto j = unpack(info[0].As<Napi::Object>(), true);
-  auto task = [j]() {
-    return j->device ? cuda::spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr)
-                     : cpu::spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr);
-  };
-  return queue(info.Env(), task, {j->input.value, j->output.value, j->grad_output.value}, runs_on(j->device));
+  return queue_op(info.Env(), j->device, j->buffers, [j](const OpTable& ops) {
+    return ops.spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr);
+  });
 }
 
 Napi::Value BinCheck(const Napi::CallbackInfo& info) {
@@ -104,9 +98,7 @@ Napi::Value BinCheck(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_spp(Napi::Env env, Napi::Object exports) {
-  exports.Set("sppForward", Napi::Function::New(env, SppForward));
-  exports.Set("sppBackward", Napi::Function::New(env, SppBackward));
-  exports.Set("binCheck", Napi::Function::New(env, BinCheck));
+  export_functions(env, exports, {{"sppForward", SppForward}, {"sppBackward", SppBackward}, {"binCheck", BinCheck}});
 }
 
 }  // namespace binding

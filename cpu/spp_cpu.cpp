@@ -12,7 +12,7 @@
 
 #include "isa.h"
 #include "parallel.h"
-#include "sppnet/spp.h"
+#include "sppnet/ops.h"
 
 
 namespace sppnet {

@@ -2,82 +2,18 @@
 // kernels (no atomics). Input gradients are gathered, one thread per input element; weight and
 // bias gradients take one block per weight element with a fixed-order block reduction. One launch
 // per layer covers the whole ragged batch (maps found by binary search over prefix sums).
-#include <cstring>
 #include <vector>
 
 #include "kernel.h"
+#include "ragged_tables.cuh"
 #include "sppnet/dropout.h"
-#include "sppnet/layers.h"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Per-map tables on the device. `in_start`/`out_start` (count + 1 entries) are prefix sums of the
-// maps' element counts: the dense index space one thread per element walks; `in_off`/`out_off` are
-// where each map really starts in its buffer.
-struct Maps {
-  const int64_t* in_off;
-  const int64_t* out_off;
-  const int64_t* in_start;
-  const int64_t* out_start;
-  const int32_t* in_h;
-  const int32_t* in_w;
-  const int32_t* out_h;
-  const int32_t* out_w;
-  int32_t count;
-};
-
-class Tables {
- public:
-  Status upload(const RaggedView& in, const RaggedView& out) {
-    const int N = in.count;
-    std::vector<int64_t> l(static_cast<size_t>(4 * N + 2));
-    int64_t* in_off = l.data();
-    int64_t* out_off = in_off + N;
-    int64_t* in_start = out_off + N;
-    int64_t* out_start = in_start + N + 1;
-    in_start[0] = out_start[0] = 0;
-    for (int i = 0; i < N; ++i) {
-      in_off[i] = in.offset[i];
-      out_off[i] = out.offset[i];
-      in_start[i + 1] = in_start[i] + int64_t{in.channels} * in.height[i] * in.width[i];
-      out_start[i + 1] = out_start[i] + int64_t{out.channels} * out.height[i] * out.width[i];
-    }
-    in_total = in_start[N];
-    out_total = out_start[N];
-    std::vector<char> h(sizeof(int64_t) * l.size() + sizeof(int32_t) * 4 * N);
-    std::memcpy(h.data(), l.data(), sizeof(int64_t) * l.size());
-    int32_t* q = reinterpret_cast<int32_t*>(h.data() + sizeof(int64_t) * l.size());
-    std::memcpy(q, in.height, sizeof(int32_t) * N);
-    std::memcpy(q + N, in.width, sizeof(int32_t) * N);
-    std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
-    std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
-    Status s = d_.alloc(h.size(), "allocating layer tables");
-    if (!s.ok()) return s;
-    SPP_CUDA_TRY(cudaMemcpyAsync(d_.get(), h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
-    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
-    const int64_t* d = reinterpret_cast<const int64_t*>(d_.get());
-    m.in_off = d;
-    m.out_off = d + N;
-    m.in_start = d + 2 * N;
-    m.out_start = d + 3 * N + 1;
-    const int32_t* dq = reinterpret_cast<const int32_t*>(d + l.size());
-    m.in_h = dq;
-    m.in_w = dq + N;
-    m.out_h = dq + 2 * N;
-    m.out_w = dq + 3 * N;
-    m.count = N;
-    return Status::Ok();
-  }
-  Maps m{};
-  int64_t in_total = 0, out_total = 0;
-
- private:
-  Scratch d_;
-};
 
 // The map whose [start[i], start[i+1]) holds idx.
 __device__ __forceinline__ int find_map(const int64_t* start, int count, int64_t idx) {
@@ -391,7 +327,7 @@ Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams&
     if (db) SPP_CUDA_TRY(cudaMemsetAsync(db, 0, sizeof(float) * p.out_channels, cudaStreamPerThread), "conv2d backward");
     return finish("conv2d backward");
   }
-  Tables t;
+  MapTables t;
   Status s = t.upload(in, out);
   if (!s.ok()) return s;
   if (dx && t.in_total > 0) SPP_LAUNCH(grid_for(t.in_total, kThreads), kThreads, 0, conv2d_dx_kernel)(t.m, weight, dy, p, dx, t.in_total);
@@ -404,7 +340,7 @@ Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dPar
                            float* dx) {
   (void)cudaGetLastError();
   if (in.count == 0) return Status::Ok();
-  Tables t;
+  MapTables t;
   Status s = t.upload(in, out);
   if (!s.ok()) return s;
   if (t.in_total == 0) return Status::Ok();
@@ -415,7 +351,7 @@ Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dPar
 Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx) {
   (void)cudaGetLastError();
   if (in.count == 0) return Status::Ok();
-  Tables t;
+  MapTables t;
   Status s = t.upload(in, in);
   if (!s.ok()) return s;
   if (t.in_total == 0) return Status::Ok();

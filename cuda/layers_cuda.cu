@@ -2,65 +2,18 @@
 // element, the map found by binary search over the output offsets). conv2d and linear run on the
 // tensor cores (gemm_tc.cu) unless math is kMathDirect or the GPU predates compute capability
 // 8.0; the direct kernels here are their FP32 reference.
-#include <cstring>
 #include <vector>
 
 #include "gemm_tc.h"
 #include "kernel.h"
-#include "sppnet/layers.h"
+#include "ragged_tables.cuh"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Per-map tables on the device: in/out offsets and sizes.
-struct Maps {
-  const int64_t* in_off;
-  const int64_t* out_off;  // count + 1 entries: the last is the total
-  const int32_t* in_h;
-  const int32_t* in_w;
-  const int32_t* out_h;
-  const int32_t* out_w;
-  int32_t count;
-};
-
-class Tables {
- public:
-  // out_elems_per_map[i] = elements of map i's output (for the offsets' last entry).
-  Status upload(const RaggedView& in, const RaggedView& out, int64_t out_total) {
-    const int N = in.count;
-    std::vector<char> h(sizeof(int64_t) * (2 * N + 1) + sizeof(int32_t) * 4 * N);
-    char* p = h.data();
-    std::memcpy(p, in.offset, sizeof(int64_t) * N);
-    std::memcpy(p + sizeof(int64_t) * N, out.offset, sizeof(int64_t) * N);
-    std::memcpy(p + sizeof(int64_t) * 2 * N, &out_total, sizeof(int64_t));
-    int32_t* q = reinterpret_cast<int32_t*>(p + sizeof(int64_t) * (2 * N + 1));
-    std::memcpy(q, in.height, sizeof(int32_t) * N);
-    std::memcpy(q + N, in.width, sizeof(int32_t) * N);
-    std::memcpy(q + 2 * N, out.height, sizeof(int32_t) * N);
-    std::memcpy(q + 3 * N, out.width, sizeof(int32_t) * N);
-    Status s = d_.alloc(h.size(), "allocating layer tables");
-    if (!s.ok()) return s;
-    SPP_CUDA_TRY(cudaMemcpyAsync(d_.get(), h.data(), h.size(), cudaMemcpyHostToDevice, cudaStreamPerThread), "uploading layer tables");
-    SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "uploading layer tables");
-    char* d = d_.get();
-    m.in_off = reinterpret_cast<const int64_t*>(d);
-    m.out_off = reinterpret_cast<const int64_t*>(d + sizeof(int64_t) * N);
-    const int32_t* dq = reinterpret_cast<const int32_t*>(d + sizeof(int64_t) * (2 * N + 1));
-    m.in_h = dq;
-    m.in_w = dq + N;
-    m.out_h = dq + 2 * N;
-    m.out_w = dq + 3 * N;
-    m.count = N;
-    return Status::Ok();
-  }
-  Maps m{};
-
- private:
-  Scratch d_;
-};
 
 __device__ __forceinline__ int find_map(const Maps& m, int64_t idx) {
   int lo = 0, hi = m.count - 1;
@@ -234,8 +187,8 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
   const int64_t total = out_total(out);
   if (total == 0) return Status::Ok();
   if (p.math != kMathDirect && tc::supported()) return tc::conv2d(in, x, p, weight, bias, out, y);
-  Tables t;
-  Status s = t.upload(in, out, total);
+  MapTables t;
+  Status s = t.upload(in, out);
   if (!s.ok()) return s;
   SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, conv2d_kernel)(t.m, x, weight, bias, p, y, total);
   return finish("conv2d kernel");
@@ -244,8 +197,8 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y) {
   const int64_t total = out_total(out);
   if (total == 0) return Status::Ok();
-  Tables t;
-  Status s = t.upload(in, out, total);
+  MapTables t;
+  Status s = t.upload(in, out);
   if (!s.ok()) return s;
   SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, max_pool2d_kernel)(t.m, x, p, in.channels, y, total);
   return finish("max_pool2d kernel");
@@ -254,8 +207,8 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
   const int64_t total = out_total(in);
   if (total == 0) return Status::Ok();
-  Tables t;
-  Status s = t.upload(in, in, total);
+  MapTables t;
+  Status s = t.upload(in, in);
   if (!s.ok()) return s;
   SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, lrn_kernel)(t.m, x, p, in.channels, y, total);
   return finish("local_response_norm kernel");
@@ -265,8 +218,8 @@ Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnPar
                               float* y) {
   const int64_t total = out_total(out);
   if (total == 0) return Status::Ok();
-  Tables t;
-  Status s = t.upload(in, out, total);
+  MapTables t;
+  Status s = t.upload(in, out);
   if (!s.ok()) return s;
   SPP_LAUNCH(grid_for(total, kThreads), kThreads, 0, lrn_max_pool2d_kernel)(t.m, x, lp, pp, in.channels, y, total);
   return finish("local_response_norm + max_pool2d kernel");

@@ -12,11 +12,11 @@
 // the CPU and CUDA gradients are the same floats summed in the same order.
 #include <algorithm>
 #include <climits>
-#include <cstring>
 #include <vector>
 
 #include "kernel.h"
-#include "sppnet/spp.h"
+#include "ragged_tables.cuh"
+#include "sppnet/ops.h"
 
 namespace sppnet {
 namespace cuda {
@@ -321,35 +321,18 @@ class Launch {
       std::vector<int32_t> fill(region_start.begin(), region_start.end() - 1);
       for (int r = 0; r < R; ++r) regions_by_map[fill[sp.regions[r].map]++] = r;  // in region order within a map
     }
-    // One block: int64 parts first (8-byte aligned), then the Regions and int32 parts.
-    const size_t off_b = sizeof(int64_t) * N, es_b = sizeof(int64_t) * elem_start.size(), hw_b = sizeof(int32_t) * N,
-                 reg_b = sizeof(Region) * R, rs_b = sizeof(int32_t) * region_start.size(), rm_b = sizeof(int32_t) * regions_by_map.size();
-    std::vector<char> host(off_b + es_b + 2 * hw_b + reg_b + rs_b + rm_b);
-    char* h = host.data();
-    const auto put = [&h](const void* src, size_t bytes) {
-      if (bytes) std::memcpy(h, src, bytes);
-      h += bytes;
-    };
-    put(sp.input.offset, off_b);
-    put(elem_start.data(), es_b);
-    put(sp.input.height, hw_b);
-    put(sp.input.width, hw_b);
-    put(sp.regions, reg_b);
-    put(region_start.data(), rs_b);
-    put(regions_by_map.data(), rm_b);
-    Status s = meta_.alloc(host.size(), "allocating SPP tables");
+    const size_t off_at = tables_.add(sp.input.offset, N), es_at = tables_.add(elem_start.data(), elem_start.size()),
+                 h_at = tables_.add(sp.input.height, N), w_at = tables_.add(sp.input.width, N), reg_at = tables_.add(sp.regions, R),
+                 rs_at = tables_.add(region_start.data(), region_start.size()), rm_at = tables_.add(regions_by_map.data(), regions_by_map.size());
+    Status s = tables_.upload(false, "allocating SPP tables", "uploading SPP tables");
     if (!s.ok()) return s;
-    // From pageable memory the call returns once the bytes are staged, so `host` may then die.
-    SPP_CUDA_TRY(cudaMemcpyAsync(meta_.get(), host.data(), host.size(), cudaMemcpyHostToDevice, cudaStreamPerThread),
-                 "uploading SPP tables");
-    const char* d = meta_.get();
-    p.map_off = reinterpret_cast<const int64_t*>(d);
-    p.elem_start = reinterpret_cast<const int64_t*>(d + off_b);
-    p.map_h = reinterpret_cast<const int32_t*>(d + off_b + es_b);
-    p.map_w = reinterpret_cast<const int32_t*>(d + off_b + es_b + hw_b);
-    p.regions = reinterpret_cast<const Region*>(d + off_b + es_b + 2 * hw_b);
-    p.map_region_start = reinterpret_cast<const int32_t*>(d + off_b + es_b + 2 * hw_b + reg_b);
-    p.map_regions = reinterpret_cast<const int32_t*>(d + off_b + es_b + 2 * hw_b + reg_b + rs_b);
+    p.map_off = tables_.at<int64_t>(off_at);
+    p.elem_start = tables_.at<int64_t>(es_at);
+    p.map_h = tables_.at<int32_t>(h_at);
+    p.map_w = tables_.at<int32_t>(w_at);
+    p.regions = tables_.at<Region>(reg_at);
+    p.map_region_start = tables_.at<int32_t>(rs_at);
+    p.map_regions = tables_.at<int32_t>(rm_at);
     p.elems = backward ? elem_start[N] : 0;
     p.count = N;
     p.F = sp.features();
@@ -391,7 +374,7 @@ class Launch {
   Params p{};
 
  private:
-  Scratch meta_;
+  TablePack tables_;
   int grid_ = 0;
 };
 

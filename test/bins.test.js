@@ -59,3 +59,18 @@ describe('bin rules (README worked examples)', function () {
     await expectReject(sp.spp(rb, { bins: 'paper' }), /map 1 is 4x9 \(HxW\), smaller than level 6 along H/);
   });
 });
+
+describe('addon.enums (the C++ enums, for lib/ to read)', function () {
+  it('holds the values lib/ uses today, frozen', function () {
+    const { native } = require('../dist/native');
+    const { MATH_CODE } = require('../dist/math');
+    const { MAX_LEVELS } = require('../dist/spp');
+    const e = native.enums;
+    expect(e.binRule).to.deep.equal({ adaptive: 0, paper: 1, caffe: 2 });
+    expect(e.binCheck).to.deep.equal({ ok: 0, badArgs: 1, zeroStride: 2, empty: 3, countMismatch: 4 });
+    expect(e.poolKind).to.deep.equal({ max: 0, avg: 1 });
+    expect(e.convMath).to.deep.equal(MATH_CODE);
+    expect(e.maxLevels).to.equal(MAX_LEVELS);
+    expect(Object.isFrozen(e) && Object.isFrozen(e.binRule) && Object.isFrozen(e.convMath)).to.equal(true);
+  });
+});

@@ -24,8 +24,7 @@
 
 #include "../cpu/gemm_cpu.h"
 #include "sppnet/cpu_info.h"
-#include "sppnet/layers.h"
-#include "sppnet/spp.h"
+#include "sppnet/ops.h"
 
 using namespace sppnet;
 

@@ -31,8 +31,7 @@
 
 #include "sppnet/bins.h"
 #include "sppnet/dropout.h"
-#include "sppnet/layers.h"
-#include "sppnet/spp.h"
+#include "sppnet/ops.h"
 
 using namespace sppnet;
 

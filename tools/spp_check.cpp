@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "sppnet/device.h"
-#include "sppnet/spp.h"
+#include "sppnet/ops.h"
 
 using namespace sppnet;
 

@@ -1,6 +1,4 @@
-// The network layers over ragged batches: the signatures both backends implement.
-// Shapes are checked and output sizes computed by lib/ (PyTorch's formulas); the kernels get
-// both layouts and trust them.
+// The network layers' parameter types (the ops themselves are listed in ops.h).
 #pragma once
 #include <cstdint>
 
@@ -77,90 +75,6 @@ namespace cpu {
 // Floats a Conv2dParams::filter_cache takes for this layer and output layout: 0 where the
 // Winograd path does not run (cpu/winograd_cpu.cpp), so no cache is worth keeping.
 int64_t winograd_cache_floats(const Conv2dParams& p, const RaggedView& out);
-// weight [out, in/groups, kh, kw]; bias [out] or null. out: maps [out, Ho_i, Wo_i].
-Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
-                      const RaggedView& out, float* y);
-// Padded positions never win (PyTorch's -inf padding); NaN propagates.
-Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y);
-Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y);
-// localResponseNorm then max_pool2d in one pass, without writing the LRN map (inference); the same
-// values as the two calls. in/out: the pool's layouts (LRN keeps the input's).
-Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
-                              float* y);
-// y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA only).
-Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t math, float* y);
-Status relu_forward(int64_t n, const float* x, float* y);
-Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y);
-
-// ---- backward passes and optimizer steps (cpu/layers_backward_cpu.cpp, cuda/layers_backward_cuda.cu) ----
-// Every result buffer is overwritten (never accumulated into); weight gradients are summed over
-// the whole batch. `in`/`out` are the forward's layouts; dx has the layout of x.
-// dx and db may be null (not wanted). dy has the layout `out`.
-Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const RaggedView& out,
-                       const float* dy, float* dx, float* dw, float* db);
-// Routes each output's gradient to its window's argmax as PyTorch: the first maximum in row-major
-// window order, a NaN wins (the last NaN, as PyTorch's `val > max || isnan(val)`).
-Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, const float* dy,
-                           float* dx);
-Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx);
-// x [rows, in], w [out, in], dy [rows, out]; dx [rows, in] and db [out] may be null; dw [out, in].
-Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy,
-                       float* dx, float* dw, float* db);
-// dx = y <= 0 ? 0 : dy (PyTorch's threshold_backward on the forward output y).
-Status relu_backward(int64_t n, const float* y, const float* dy, float* dx);
-// mask = kept ? scale : 0; y = x * mask.
-Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float* y, float* mask);
-// y = a * b elementwise (dropout backward: dy * mask).
-Status multiply(int64_t n, const float* a, const float* b, float* y);
-// logits [rows, cols] (backend memory); labels: host memory, rows values in [0, cols).
-// grad = (softmax - onehot) / rows (backend memory); row_loss (host, float64) = logsumexp - logit[label];
-// row_correct (host) = 1 when the row's argmax (first maximum, a NaN counts as the maximum) is the label.
-Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss,
-                             int32_t* row_correct);
-Status sgd_step(int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p);
-Status adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p);
 }  // namespace cpu
-
-namespace cuda {
-Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
-                      const RaggedView& out, float* y);
-Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y);
-Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y);
-Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
-                              float* y);
-Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t math, float* y);
-Status relu_forward(int64_t n, const float* x, float* y);
-Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y);
-
-// ---- backward passes and optimizer steps (same contracts as cpu::) ----
-// Every result buffer is overwritten (never accumulated into); weight gradients are summed over
-// the whole batch. `in`/`out` are the forward's layouts; dx has the layout of x.
-// dx and db may be null (not wanted). dy has the layout `out`.
-Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const RaggedView& out,
-                       const float* dy, float* dx, float* dw, float* db);
-// Routes each output's gradient to its window's argmax as PyTorch: the first maximum in row-major
-// window order, a NaN wins (the last NaN, as PyTorch's `val > max || isnan(val)`).
-Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, const float* dy,
-                           float* dx);
-Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx);
-// x [rows, in], w [out, in], dy [rows, out]; dx [rows, in] and db [out] may be null; dw [out, in].
-Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy,
-                       float* dx, float* dw, float* db);
-// dx = y <= 0 ? 0 : dy (PyTorch's threshold_backward on the forward output y).
-Status relu_backward(int64_t n, const float* y, const float* dy, float* dx);
-// mask = kept ? scale : 0; y = x * mask.
-Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float* y, float* mask);
-// y = a * b elementwise (dropout backward: dy * mask).
-Status multiply(int64_t n, const float* a, const float* b, float* y);
-// logits [rows, cols] (backend memory); labels: host memory, rows values in [0, cols).
-// grad = (softmax - onehot) / rows (backend memory); row_loss (host, float64) = logsumexp - logit[label];
-// row_correct (host) = 1 when the row's argmax (first maximum, a NaN counts as the maximum) is the label.
-Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss,
-                             int32_t* row_correct);
-Status sgd_step(int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p);
-Status adam_step(int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p);
-}  // namespace cuda
 
 }  // namespace sppnet

@@ -1,4 +1,4 @@
-// Spatial pyramid pooling over a ragged batch: the signature both backends implement.
+// Spatial pyramid pooling over a ragged batch: the problem both backends take (ops.h lists spp_forward/backward).
 #pragma once
 #include <cstdint>
 
@@ -32,19 +32,5 @@ struct SppProblem {
   int64_t features() const { return static_cast<int64_t>(input.channels) * bins_per_channel(); }
   int64_t output_elements() const { return features() * num_regions; }
 };
-
-namespace cpu {
-// output: [num_regions, features()] (every element written).
-Status spp_forward(const SppProblem& p, const float* input, float* output);
-// grad_in: input.total elements, overwritten: zero where no bin draws from, else the sum of
-// the gradients routed there (max: to the first maximum in row-major order; avg: spread evenly).
-Status spp_backward(const SppProblem& p, const float* input, const float* grad_out, float* grad_in);
-}  // namespace cpu
-
-namespace cuda {
-// Same contract as cpu::, with input/output/grad pointers in device memory.
-Status spp_forward(const SppProblem& p, const float* input, float* output);
-Status spp_backward(const SppProblem& p, const float* input, const float* grad_out, float* grad_in);
-}  // namespace cuda
 
 }  // namespace sppnet

@@ -1,0 +1,421 @@
+// CPU conv2d: the forward as im2col straight into the GEMM's packed panels (or Winograd, see
+// winograd_cpu.cpp), the backward as im2col + gemm_nn with every reduction in a fixed order.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include "gemm_cpu.h"
+#include "isa.h"
+#include "parallel.h"
+#include "sppnet/ops.h"
+#include "vec.h"
+#include "winograd_cpu.h"
+
+namespace sppnet {
+namespace cpu {
+
+namespace {
+
+// ---- im2col straight into the GEMM's packed-B layout ----
+//
+// B[k][n], k = (c * kh + i) * kw + j over one group's input channels, n = the output pixels of a
+// run of maps side by side, = x_map[c][oy*sh - ph + i*dh][ox*sw - pw + j*dw] (0 outside), stored
+// as panels of kGemmNR columns: B[k][n] at Bp[(n / NR) * K * NR + k * NR + n % NR].
+constexpr int NR = kGemmNR;
+
+// The run of maps [i0, i1) (one group g of cin_g channels each): per column, where its window starts.
+struct RunCols {
+  int64_t base = 0;             // element offset in x that the 32-bit starts count from
+  std::vector<int32_t> start;   // base + start = the window's top-left element (may lie outside)
+  std::vector<int32_t> iy0, ix0, H, W, HW;  // window top-left, map size; H = 0 beyond N (all masked)
+  bool fits32 = true;           // every element a run touches is within 2^31 of base
+};
+
+RunCols run_cols(const RaggedView& in, const RaggedView& out, int i0, int i1, int g, int cin_g, const Conv2dParams& p,
+                 int64_t padded) {
+  RunCols t;
+  t.base = in.offset[i0];
+  for (int i = i0; i < i1; ++i) t.base = std::min(t.base, in.offset[i]);
+  for (auto* v : {&t.start, &t.iy0, &t.ix0, &t.H, &t.W, &t.HW}) v->assign(static_cast<size_t>(padded), 0);
+  int64_t n = 0;
+  for (int i = i0; i < i1; ++i) {
+    const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+    const int64_t map0 = in.offset[i] + int64_t{g} * cin_g * H * W - t.base;
+    if (map0 + int64_t{cin_g} * H * W + 2 * int64_t{W} + 2 >= (int64_t{1} << 31) || int64_t{H} * W >= (int64_t{1} << 31)) t.fits32 = false;
+    for (int oy = 0; oy < Ho; ++oy)
+      for (int ox = 0; ox < Wo; ++ox, ++n) {
+        const int y = oy * p.stride_h - p.pad_h, x = ox * p.stride_w - p.pad_w;
+        t.start[n] = static_cast<int32_t>(map0 + int64_t{y} * W + x);
+        t.iy0[n] = y, t.ix0[n] = x, t.H[n] = H, t.W[n] = W, t.HW[n] = H * W;
+      }
+  }
+  return t;
+}
+
+// Panels [q0, q1), rows [k0, k1): portable, one element at a time from the column table.
+// Panel q lands at Bp + (q - qbase) * K * NR (qbase: the first panel of a buffer that holds a few).
+void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1,
+                            int64_t k0, int64_t k1, float* Bp, int64_t qbase = 0) {
+  const int khw = p.kernel_h * p.kernel_w;
+  for (int64_t q = q0; q < q1; ++q)
+    for (int64_t k = k0; k < k1; ++k) {
+      const int c = static_cast<int>(k / khw), i = static_cast<int>(k % khw) / p.kernel_w, j = static_cast<int>(k % khw) % p.kernel_w;
+      float* d = Bp + (q - qbase) * K * NR + k * NR;
+      for (int l = 0; l < NR; ++l) {
+        const size_t n = static_cast<size_t>(q * NR + l);
+        const int y = t.iy0[n] + i * p.dilation_h, xx = t.ix0[n] + j * p.dilation_w;
+        const bool in = y >= 0 && y < t.H[n] && xx >= 0 && xx < t.W[n];
+        d[l] = in ? x[t.base + int64_t{t.start[n]} + int64_t{c} * t.HW[n] + int64_t{i} * p.dilation_h * t.W[n] + j * p.dilation_w] : 0.f;
+      }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma,bmi2")
+// Panels [q0, q1), rows [k0, k1), 16 lanes at a time. Where the lanes' windows start at
+// consecutive (stride 1) or every other (stride 2) element of one map, in at most three runs, a
+// row of B is one or two masked loads per run (plus a permute for stride 2); otherwise a masked
+// gather. Masks: the window's row and column inside the map (padding reads as 0).
+void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
+                          int64_t k1, float* Bp, int64_t qbase = 0) {
+  const int khw = p.kernel_h * p.kernel_w;
+  const float* xb = x + t.base;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t q = q0; q < q1; ++q)
+    for (int h = 0; h < 2; ++h) {
+      const size_t n = static_cast<size_t>(q * NR + 16 * h);
+      const __m512i start = _mm512_loadu_si512(t.start.data() + n), iy0 = _mm512_loadu_si512(t.iy0.data() + n);
+      const __m512i ix0 = _mm512_loadu_si512(t.ix0.data() + n), H = _mm512_loadu_si512(t.H.data() + n);
+      const __m512i W = _mm512_loadu_si512(t.W.data() + n), HW = _mm512_loadu_si512(t.HW.data() + n);
+      const __m512i dW = _mm512_mullo_epi32(W, _mm512_set1_epi32(p.dilation_h));
+      float* d = Bp + (q - qbase) * K * NR + 16 * h;
+      int c = static_cast<int>(k0 / khw), i = static_cast<int>(k0 % khw) / p.kernel_w, j = static_cast<int>(k0 % khw) % p.kernel_w;
+      // Runs of lanes whose window starts are consecutive elements of one map (stride 1): each
+      // row of B is then one masked load per run, not a gather.
+      int nseg = 0, segL[3] = {0, 0, 0};
+      __mmask16 segm[3] = {0, 0, 0};
+      int64_t segp[3] = {0, 0, 0}, segHW[3] = {0, 0, 0}, segW[3] = {0, 0, 0};
+      const int sw = p.stride_w;
+      if (sw == 1 || sw == 2) {
+        for (int l = 0; l < 16 && nseg <= 3; ++l) {
+          const size_t nl = n + l;
+          if (t.H[nl] == 0) break;  // past N: masked anyway
+          if (l == 0 || t.start[nl] != t.start[nl - 1] + sw || t.HW[nl] != t.HW[nl - 1] || t.W[nl] != t.W[nl - 1]) {
+            if (nseg == 3) {
+              nseg = 4;
+              break;
+            }
+            segL[nseg] = l, segp[nseg] = int64_t{t.start[nl]} - int64_t{sw} * l, segHW[nseg] = t.HW[nl], segW[nseg] = int64_t{t.W[nl]} * p.dilation_h;
+            ++nseg;
+          }
+          segm[nseg - 1] |= __mmask16(1u << l);
+        }
+      }
+      if (nseg >= 1 && nseg <= 3) {
+        __m512i iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i * p.dilation_h));
+        __mmask16 row_in = _mm512_cmplt_epu32_mask(iy, H);
+        int64_t off = int64_t{c}, ioff = i;  // channel and kernel row of the current k
+        for (int64_t k = k0; k < k1; ++k) {
+          const __m512i ix = _mm512_add_epi32(ix0, _mm512_set1_epi32(j * p.dilation_w));
+          const __mmask16 m = row_in & _mm512_cmplt_epu32_mask(ix, W);
+          __m512 v = zero;
+          if (sw == 1) {
+            for (int sgi = 0; sgi < nseg; ++sgi)
+              v = _mm512_mask_loadu_ps(v, m & segm[sgi], xb + segp[sgi] + off * segHW[sgi] + ioff * segW[sgi] + j * p.dilation_w);
+          } else {
+            // Lane l wants P[2l]: two loads of 16 under the lane mask spread to even positions,
+            // then the even elements of the pair.
+            __m512 v1 = zero;
+            for (int sgi = 0; sgi < nseg; ++sgi) {
+              const float* P = xb + segp[sgi] + off * segHW[sgi] + ioff * segW[sgi] + j * p.dilation_w;
+              const uint32_t wide = _pdep_u32(m & segm[sgi], 0x55555555u);
+              v = _mm512_mask_loadu_ps(v, __mmask16(wide), P);
+              v1 = _mm512_mask_loadu_ps(v1, __mmask16(wide >> 16), P + 16);
+            }
+            v = _mm512_permutex2var_ps(v, evens, v1);
+          }
+          _mm512_store_ps(d + k * NR, v);
+          if (++j == p.kernel_w) {
+            j = 0;
+            if (++i == p.kernel_h) {
+              i = 0, ++off;
+              iy = iy0;
+            } else {
+              iy = _mm512_add_epi32(iy, _mm512_set1_epi32(p.dilation_h));
+            }
+            ioff = i;
+            row_in = _mm512_cmplt_epu32_mask(iy, H);
+          }
+        }
+        continue;
+      }
+      __m512i cbase = _mm512_add_epi32(start, _mm512_mullo_epi32(HW, _mm512_set1_epi32(c)));
+      __m512i rbase = _mm512_add_epi32(cbase, _mm512_mullo_epi32(dW, _mm512_set1_epi32(i)));
+      __m512i iy = _mm512_add_epi32(iy0, _mm512_set1_epi32(i * p.dilation_h));
+      __mmask16 row_in = _mm512_cmplt_epu32_mask(iy, H);  // unsigned: negative rows are out too
+      for (int64_t k = k0; k < k1; ++k) {
+        const __m512i ix = _mm512_add_epi32(ix0, _mm512_set1_epi32(j * p.dilation_w));
+        const __mmask16 m = row_in & _mm512_cmplt_epu32_mask(ix, W);
+        const __m512i idx = _mm512_add_epi32(rbase, _mm512_set1_epi32(j * p.dilation_w));
+        _mm512_store_ps(d + k * NR, _mm512_mask_i32gather_ps(zero, m, idx, xb, 4));
+        if (++j == p.kernel_w) {
+          j = 0;
+          if (++i == p.kernel_h) {
+            i = 0, ++c;
+            cbase = _mm512_add_epi32(cbase, HW);
+            rbase = cbase;
+            iy = iy0;
+          } else {
+            rbase = _mm512_add_epi32(rbase, dW);
+            iy = _mm512_add_epi32(iy, _mm512_set1_epi32(p.dilation_h));
+          }
+          row_in = _mm512_cmplt_epu32_mask(iy, H);
+        }
+      }
+    }
+}
+#pragma GCC pop_options
+#endif
+
+// Fills the packed B of one run (group g) on all threads. Tasks of (block of rows, panel), the
+// panels inner: a block's rows read a few input channels (kernel_h x kernel_w rows each), which
+// stay in L1/L2 while every panel takes its columns from them.
+void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t panels, float* Bp) {
+  const int64_t khw = int64_t{p.kernel_h} * p.kernel_w;
+  const int64_t kb = std::min<int64_t>(K, khw * std::max<int64_t>(1, 64 / khw)), kblocks = (K + kb - 1) / kb;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && t.fits32;
+#else
+  const bool fast = false;
+#endif
+  parallel_for(panels * kblocks, 16, [&](int64_t a, int64_t e) {
+    for (int64_t task = a; task < e; ++task) {
+      const int64_t q = task % panels, k0 = task / panels * kb, k1 = std::min(K, k0 + kb);
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast) {
+        im2col_panels_avx512(x, t, p, K, q, q + 1, k0, k1, Bp);
+        continue;
+      }
+#endif
+      im2col_panels_portable(x, t, p, K, q, q + 1, k0, k1, Bp);
+    }
+  });
+}
+
+// One large map, small K (conv1: K = 147, 12,100 columns): instead of writing every panel (7 MB)
+// and reading it back from L3, each thread packs a few panels at a time into its own buffer
+// (L2-sized) and multiplies them at once. Only where the weights (M x K) are small enough to stay
+// in L2 too, as every group reads all of them.
+bool fused_fits(int64_t M, int64_t K, int64_t panels) {
+  return K <= 640 && M * K * 4 <= (256 << 10) && panels >= 16;
+}
+
+void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t M, int64_t K, int64_t cols, int64_t panels,
+                const float* w, const float* bias, float* C) {
+  // Panels per group: ~160 KiB of packed B.
+  const int64_t gp = std::max<int64_t>(1, std::min<int64_t>(8, (160 << 10) / (K * NR * 4)));
+  const int64_t groups = (panels + gp - 1) / gp;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && t.fits32;
+#else
+  const bool fast = false;
+#endif
+  parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+    static thread_local FloatBuffer local;
+    float* Bp = local.get(static_cast<size_t>(gp * K * NR));
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t q0 = g * gp, q1 = std::min(panels, q0 + gp);
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast)
+        im2col_panels_avx512(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      else
+#endif
+        im2col_panels_portable(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      const int64_t n0 = q0 * NR, n1 = std::min(cols, q1 * NR);
+      gemm_packed(M, n1 - n0, K, w, K, Bp, C + n0, cols, bias, p.relu, false);
+    }
+  });
+}
+
+}  // namespace
+
+Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
+                      const RaggedView& out, float* y) {
+  if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
+  const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
+  const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
+  // Small maps are taken in runs whose columns sit side by side in one packed B (enough columns
+  // to share among cores, one thread start); a run ends once it has kRunColumns columns or would
+  // pass kColFloats, and its result is scattered to each map's [cout, Ho, Wo]. A large map is a
+  // run of its own, written in place.
+  constexpr int64_t kColFloats = int64_t{1} << 24;  // 64 MiB
+  constexpr int64_t kRunColumns = 1024;
+  // Kept per thread between calls: a fresh multi-megabyte buffer costs its page faults each time.
+  static thread_local FloatBuffer col, res;
+  for (int i0 = 0; i0 < in.count;) {
+    int64_t cols = int64_t{out.height[i0]} * out.width[i0];
+    int i1 = i0 + 1;
+    while (i1 < in.count && cols < kRunColumns && (cols + int64_t{out.height[i1]} * out.width[i1]) * K <= kColFloats)
+      cols += int64_t{out.height[i1]} * out.width[i1], ++i1;
+    const int64_t panels = gemm_panels(cols);
+    float* Bp = nullptr;  // the whole run's packed B, unless every group takes the fused path
+    const bool single = i1 == i0 + 1;
+    float* R = single ? nullptr : res.get(static_cast<size_t>(int64_t{cout_g} * cols));
+    for (int g = 0; g < G; ++g) {
+      const RunCols t = run_cols(in, out, i0, i1, g, cin_g, p, panels * NR);
+      const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
+      if (single && fused_fits(cout_g, K, panels)) {
+        conv_fused(x, t, p, cout_g, K, cols, panels, weight + int64_t{g} * cout_g * K, bias ? bias + int64_t{g} * cout_g : nullptr,
+                   y + out.offset[i0] + int64_t{g} * cout_g * P0);
+        continue;
+      }
+      if (!Bp) Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
+      im2col_packed(x, t, p, K, panels, Bp);
+      // One map: write straight into its output; several: into R, then scatter.
+      float* C = single ? y + out.offset[i0] + int64_t{g} * cout_g * P0 : R;
+      gemm_packed(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, Bp, C, cols, bias ? bias + int64_t{g} * cout_g : nullptr,
+                  p.relu, true);
+      if (single) continue;
+      int64_t n0 = 0;
+      for (int i = i0; i < i1; ++i) {
+        const int64_t P = int64_t{out.height[i]} * out.width[i];
+        float* yi = y + out.offset[i] + int64_t{g} * cout_g * P;
+        for (int m = 0; m < cout_g; ++m) std::copy(R + m * cols + n0, R + m * cols + n0 + P, yi + m * P);
+        n0 += P;
+      }
+    }
+    i0 = i1;
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// Transposed im2col of one map and group: colT[p][k] (rows ld floats apart) for output pixel
+// p = oy * Wo + ox and k = (c * kh + i) * kw + j: x[c][oy*sh - ph + i*dh][ox*sw - pw + j*dw], 0 outside.
+void im2col_t(const float* x, int C, int H, int W, const Conv2dParams& p, int Ho, int Wo, float* colT, int64_t ld) {
+  parallel_for(Ho, 4, [&](int64_t y0, int64_t y1) {
+    for (int64_t oy = y0; oy < y1; ++oy)
+      for (int ox = 0; ox < Wo; ++ox) {
+        float* d = colT + (oy * Wo + ox) * ld;
+        for (int c = 0; c < C; ++c) {
+          const float* xc = x + int64_t{c} * H * W;
+          for (int i = 0; i < p.kernel_h; ++i) {
+            const int yy = static_cast<int>(oy) * p.stride_h - p.pad_h + i * p.dilation_h;
+            for (int j = 0; j < p.kernel_w; ++j, ++d) {
+              const int xx = ox * p.stride_w - p.pad_w + j * p.dilation_w;
+              *d = (yy < 0 || yy >= H || xx < 0 || xx >= W) ? 0.f : xc[int64_t{yy} * W + xx];
+            }
+          }
+        }
+      }
+  });
+}
+
+// dx[c] = sum of the column entries that read it: col2im of dcol [K][ld], column offset given.
+// Parallel over channels: each thread owns whole input planes, so no two threads add to one element.
+void col2im(const float* dcol, int64_t ld, int C, int H, int W, const Conv2dParams& p, int Ho, int Wo, float* dx) {
+  parallel_for(C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      float* xc = dx + c * H * W;
+      std::fill(xc, xc + int64_t{H} * W, 0.f);
+      for (int i = 0; i < p.kernel_h; ++i)
+        for (int j = 0; j < p.kernel_w; ++j) {
+          const float* d = dcol + ((c * p.kernel_h + i) * p.kernel_w + j) * ld;
+          for (int oy = 0; oy < Ho; ++oy) {
+            const int yy = oy * p.stride_h - p.pad_h + i * p.dilation_h;
+            if (yy < 0 || yy >= H) continue;
+            float* xrow = xc + int64_t{yy} * W;
+            const float* drow = d + int64_t{oy} * Wo;
+            for (int ox = 0; ox < Wo; ++ox) {
+              const int xx = ox * p.stride_w - p.pad_w + j * p.dilation_w;
+              if (xx >= 0 && xx < W) xrow[xx] += drow[ox];
+            }
+          }
+        }
+    }
+  });
+}
+
+}  // namespace
+
+Status conv2d_backward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const RaggedView& out,
+                       const float* dy, float* dx, float* dw, float* db) {
+  const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
+  const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
+  // Bias: per output channel, a float64 sum over maps then pixels (fixed order).
+  if (db) {
+    parallel_for(p.out_channels, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t co = c0; co < c1; ++co) {
+        double s = 0;
+        for (int i = 0; i < out.count; ++i) {
+          const int64_t P = int64_t{out.height[i]} * out.width[i];
+          const float* d = dy + out.offset[i] + co * P;
+          for (int64_t q = 0; q < P; ++q) s += d[q];
+        }
+        db[co] = static_cast<float>(s);
+      }
+    });
+  }
+  std::fill(dw, dw + int64_t{p.out_channels} * K, 0.f);
+  // Maps are taken in runs whose columns sit side by side (as in the forward), so that one GEMM
+  // covers a run: dW_g += dY_run [cout_g, cols] . colT_run [cols, K]; dcol_run [K, cols] = W_g^T . dY_run.
+  constexpr int64_t kRunFloats = int64_t{1} << 22;  // per scratch matrix, unless one map needs more
+  std::vector<float> colT, dyrun, dcol, part, wT;
+  if (dx) {
+    // W_g^T [K, cout_g] per group, once.
+    wT.resize(static_cast<size_t>(K * p.out_channels));
+    for (int g = 0; g < G; ++g)
+      for (int m = 0; m < cout_g; ++m)
+        for (int64_t k = 0; k < K; ++k) wT[g * K * cout_g + k * cout_g + m] = weight[(int64_t{g} * cout_g + m) * K + k];
+  }
+  part.resize(static_cast<size_t>(int64_t{cout_g} * K));
+  for (int i0 = 0; i0 < in.count;) {
+    int64_t cols = int64_t{out.height[i0]} * out.width[i0];
+    int i1 = i0 + 1;
+    while (i1 < in.count && (cols + int64_t{out.height[i1]} * out.width[i1]) * std::max<int64_t>(K, cout_g) <= kRunFloats)
+      cols += int64_t{out.height[i1]} * out.width[i1], ++i1;
+    const bool single = i1 == i0 + 1;
+    colT.resize(static_cast<size_t>(cols * K));
+    if (!single) dyrun.resize(static_cast<size_t>(int64_t{cout_g} * cols));
+    if (dx) dcol.resize(static_cast<size_t>(K * cols));
+    for (int g = 0; g < G; ++g) {
+      int64_t n0 = 0;
+      for (int i = i0; i < i1; ++i) {
+        const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+        const int64_t P = int64_t{Ho} * Wo;
+        im2col_t(x + in.offset[i] + int64_t{g} * cin_g * H * W, cin_g, H, W, p, Ho, Wo, colT.data() + n0 * K, K);
+        if (!single) {
+          const float* src = dy + out.offset[i] + int64_t{g} * cout_g * P;
+          for (int m = 0; m < cout_g; ++m) std::copy(src + m * P, src + (m + 1) * P, dyrun.data() + m * cols + n0);
+        }
+        n0 += P;
+      }
+      const float* A = single ? dy + out.offset[i0] + int64_t{g} * cout_g * cols : dyrun.data();
+      gemm_nn(cout_g, K, cols, A, cols, colT.data(), K, part.data(), K, nullptr, false, true);
+      float* dwg = dw + int64_t{g} * cout_g * K;
+      for (int64_t e = 0; e < int64_t{cout_g} * K; ++e) dwg[e] += part[e];
+      if (!dx) continue;
+      gemm_nn(K, cols, cout_g, wT.data() + g * K * cout_g, cout_g, A, cols, dcol.data(), cols, nullptr, false, true);
+      n0 = 0;
+      for (int i = i0; i < i1; ++i) {
+        const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+        col2im(dcol.data() + n0, cols, cin_g, H, W, p, Ho, Wo, dx + in.offset[i] + int64_t{g} * cin_g * H * W);
+        n0 += int64_t{Ho} * Wo;
+      }
+    }
+    i0 = i1;
+  }
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace sppnet

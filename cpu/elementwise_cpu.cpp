@@ -1,0 +1,90 @@
+// CPU elementwise and row-wise ops: ReLU forward and backward, softmax, dropout, multiply, and the
+// softmax cross-entropy loss.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "parallel.h"
+#include "sppnet/dropout.h"
+#include "sppnet/ops.h"
+#include "vec.h"
+
+namespace sppnet {
+namespace cpu {
+
+Status relu_forward(int64_t n, const float* x, float* y) {
+  parallel_for(n, int64_t{1} << 16, [&](int64_t a, int64_t e) {
+    for (int64_t i = a; i < e; ++i) y[i] = relu1(x[i]);
+  });
+  return Status::Ok();
+}
+
+Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y) {
+  parallel_for(rows, 8, [&](int64_t a, int64_t e) {
+    for (int64_t r = a; r < e; ++r) {
+      const float* xr = x + r * cols;
+      float* yr = y + r * cols;
+      float m = -INFINITY;
+      for (int j = 0; j < cols; ++j) m = (xr[j] > m || xr[j] != xr[j]) && m == m ? xr[j] : m;
+      double s = 0;
+      for (int j = 0; j < cols; ++j) s += (yr[j] = std::exp(xr[j] - m));
+      const float inv = static_cast<float>(1.0 / s);
+      for (int j = 0; j < cols; ++j) yr[j] *= inv;
+    }
+  });
+  return Status::Ok();
+}
+
+Status relu_backward(int64_t n, const float* y, const float* dy, float* dx) {
+  parallel_for(n, int64_t{1} << 16, [&](int64_t a, int64_t e) {
+    for (int64_t i = a; i < e; ++i) dx[i] = y[i] <= 0.f ? 0.f : dy[i];
+  });
+  return Status::Ok();
+}
+
+Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float* y, float* mask) {
+  parallel_for(n, int64_t{1} << 15, [&](int64_t a, int64_t e) {
+    for (int64_t i = a; i < e; ++i) {
+      const float m = dropout_bits(p.seed, static_cast<uint64_t>(i)) >= p.threshold ? p.scale : 0.f;
+      mask[i] = m;
+      y[i] = x[i] * m;
+    }
+  });
+  return Status::Ok();
+}
+
+Status multiply(int64_t n, const float* a, const float* b, float* y) {
+  parallel_for(n, int64_t{1} << 16, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) y[i] = a[i] * b[i];
+  });
+  return Status::Ok();
+}
+
+Status softmax_cross_entropy(int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss,
+                             int32_t* row_correct) {
+  const double inv_rows = rows > 0 ? 1.0 / static_cast<double>(rows) : 0.0;
+  parallel_for(rows, 8, [&](int64_t a, int64_t e) {
+    for (int64_t r = a; r < e; ++r) {
+      const float* xr = logits + r * cols;
+      float* gr = grad + r * cols;
+      // Max and argmax: the first maximum; a NaN counts as the maximum (its first occurrence).
+      float m = -INFINITY;
+      int32_t am = 0;
+      for (int j = 0; j < cols; ++j)
+        if (m == m && (xr[j] > m || xr[j] != xr[j])) m = xr[j], am = j;
+      double s = 0;
+      for (int j = 0; j < cols; ++j) s += std::exp(static_cast<double>(xr[j]) - m);
+      const int32_t label = labels[r];
+      row_loss[r] = std::log(s) + m - static_cast<double>(xr[label]);
+      row_correct[r] = am == label ? 1 : 0;
+      for (int j = 0; j < cols; ++j) {
+        const double sm = std::exp(static_cast<double>(xr[j]) - m) / s;
+        gr[j] = static_cast<float>((sm - (j == label ? 1.0 : 0.0)) * inv_rows);
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace sppnet

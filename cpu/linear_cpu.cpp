@@ -1,0 +1,195 @@
+// CPU linear (fully connected) layer: forward (a small-batch kernel, else the packed GEMM) and
+// backward.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "gemm_cpu.h"
+#include "isa.h"
+#include "parallel.h"
+#include "sppnet/ops.h"
+#include "vec.h"
+
+namespace sppnet {
+namespace cpu {
+
+namespace {
+
+constexpr int NR = kGemmNR;  // the GEMM's panel width (packed B columns)
+
+// Up to kLinRows input rows against OB weight rows at a time: the weight rows stream from memory
+// once, and each 16-float chunk of x serves OB outputs (OB x NR accumulators, 8 loads per 16 FMAs
+// at 4 x 4). For the few rows a fully connected layer sees at inference, where the weights'
+// bandwidth is the floor.
+template <int OB, int NR>
+SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b,
+                                      bool relu, float* y) {
+  v16 a[OB][NR];
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) a[i][r] = v16{};
+  int64_t k = 0;
+  for (; k + 16 <= in; k += 16) {
+    v16 xv[NR];
+    for (int r = 0; r < NR; ++r) xv[r] = v16_load(x + r * in + k);
+    for (int i = 0; i < OB; ++i) {
+      const v16 wv = v16_load(w + (o + i) * in + k);
+      for (int r = 0; r < NR; ++r) a[i][r] += wv * xv[r];
+    }
+  }
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const float* wo = w + (o + i) * in;
+      float s = v16_sum(a[i][r]);
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
+      if (b) s += b[o + i];
+      y[r * out + o + i] = relu ? relu1(s) : s;
+    }
+}
+template <int NR>
+void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
+                       bool relu, float* y) {
+  int64_t o = o0;
+  for (; o + 4 <= o1; o += 4) linear_tile_small<4, NR>(o, x, in, out, w, b, relu, y);
+  for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);
+}
+constexpr int64_t kLinRows = 4;        // rows per pass of the small-batch kernel
+constexpr int64_t kLinGemmRows = 8;    // from this many rows on, the packed GEMM
+
+}  // namespace
+
+Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
+                      bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
+  const int64_t in = in_features, out = out_features;
+  if (rows <= 0 || out <= 0) return Status::Ok();
+  if (rows < kLinGemmRows) {
+    parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
+      for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
+        const float* xr = x + r0 * in;
+        float* yr = y + r0 * out;
+        switch (std::min(kLinRows, rows - r0)) {
+          case 1: linear_rows_small<1>(o0, o1, xr, in, out, w, b, relu, yr); break;
+          case 2: linear_rows_small<2>(o0, o1, xr, in, out, w, b, relu, yr); break;
+          case 3: linear_rows_small<3>(o0, o1, xr, in, out, w, b, relu, yr); break;
+          default: linear_rows_small<4>(o0, o1, xr, in, out, w, b, relu, yr); break;
+        }
+      }
+    });
+    return Status::Ok();
+  }
+  // C[out][rows] = W[out][in] . x^T[in][rows] through the packed GEMM (bias per row of C, i.e. per
+  // output feature), then transposed into y[rows][out]. x^T is packed straight from x.
+  static thread_local FloatBuffer packed, tmp;
+  float* Bp = packed.get(static_cast<size_t>(gemm_packed_size(rows, in)));
+  float* C = tmp.get(static_cast<size_t>(out * rows));
+  const int64_t panels = gemm_panels(rows);
+  parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t pj = p0; pj < p1; ++pj) {
+      float* dst = Bp + pj * in * NR;
+      const int64_t n0 = pj * NR, nn = std::min<int64_t>(NR, rows - n0);
+      if (nn < NR)
+        for (int64_t k = 0; k < in; ++k)
+          for (int64_t j = nn; j < NR; ++j) dst[k * NR + j] = 0.f;
+      for (int64_t j = 0; j < nn; ++j) {
+        const float* src = x + (n0 + j) * in;
+        for (int64_t k = 0; k < in; ++k) dst[k * NR + j] = src[k];
+      }
+    }
+  });
+  gemm_packed(out, rows, in, w, in, Bp, C, rows, b, relu, true);
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
+  });
+  return Status::Ok();
+}
+
+namespace {
+
+// dx[r][i0 .. i0 + 16 CW) = sum over o of dy[r][o] w[o][i0 ..] for NR rows: CW x NR accumulators
+// over a 16 CW-column stripe of w, read row by row (each weight read once, from memory).
+template <int NR, int CW>
+SPP_ISA_CLONES void linear_dx_stripe(int64_t i0, int64_t in, int64_t out, const float* dy, const float* w, float* dx) {
+  v16 a[NR][CW];
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < CW; ++c) a[r][c] = v16{};
+  for (int64_t o = 0; o < out; ++o) {
+    const float* wo = w + o * in + i0;
+    // The stripe's rows are `in` floats apart: fetch a few rows ahead.
+    if (o + 8 < out)
+      for (int c = 0; c < CW; ++c) __builtin_prefetch(wo + 8 * in + 16 * c);
+    v16 wv[CW];
+    for (int c = 0; c < CW; ++c) wv[c] = v16_load(wo + 16 * c);
+    for (int r = 0; r < NR; ++r) {
+      const v16 d = v16_splat(dy[r * out + o]);
+      for (int c = 0; c < CW; ++c) a[r][c] += d * wv[c];
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int c = 0; c < CW; ++c) v16_store(dx + r * in + i0 + 16 * c, a[r][c]);
+}
+
+// The same for the last columns (fewer than 16 CW), element by element.
+void linear_dx_tail(int64_t i0, int64_t i1, int64_t rows, int64_t in, int64_t out, const float* dy, const float* w, float* dx) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = i0; i < i1; ++i) {
+      float s = 0.f;
+      for (int64_t o = 0; o < out; ++o) s += dy[r * out + o] * w[o * in + i];
+      dx[r * in + i] = s;
+    }
+}
+
+constexpr int64_t kDxRows = 4;       // rows per pass of the streaming dx kernel
+constexpr int64_t kDxGemmRows = 8;   // from this many rows on, the packed GEMM (w packed once)
+
+}  // namespace
+
+Status linear_backward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy,
+                       float* dx, float* dw, float* db) {
+  // dx [rows, in] = dy [rows, out] . w [out, in]. Few rows: stream w once in column stripes (the
+  // GEMM would first pack all of w: fc6's 210 MB, for 4 rows); more: the packed GEMM.
+  if (dx && rows > 0 && rows < kDxGemmRows) {
+    const int64_t in = in_features, out = out_features;
+    constexpr int CW = 4;  // 64 columns a stripe
+    const int64_t stripes = in / (16 * CW);
+    parallel_for(stripes + 1, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t st = s0; st < s1; ++st) {
+        if (st == stripes) {
+          linear_dx_tail(stripes * 16 * CW, in, rows, in, out, dy, w, dx);
+          continue;
+        }
+        for (int64_t r0 = 0; r0 < rows; r0 += kDxRows) {
+          const float* d = dy + r0 * out;
+          float* o = dx + r0 * in;
+          switch (std::min(kDxRows, rows - r0)) {
+            case 1: linear_dx_stripe<1, CW>(st * 16 * CW, in, out, d, w, o); break;
+            case 2: linear_dx_stripe<2, CW>(st * 16 * CW, in, out, d, w, o); break;
+            case 3: linear_dx_stripe<3, CW>(st * 16 * CW, in, out, d, w, o); break;
+            default: linear_dx_stripe<4, CW>(st * 16 * CW, in, out, d, w, o); break;
+          }
+        }
+      }
+    });
+  } else if (dx) {
+    gemm_nn(rows, in_features, out_features, dy, out_features, w, in_features, dx, in_features, nullptr, false, true);
+  }
+  // dw [out, in] = dy^T [out, rows] . x [rows, in]
+  std::vector<float> dyT(static_cast<size_t>(rows * out_features));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out_features; ++o) dyT[o * rows + r] = dy[r * out_features + o];
+  if (rows == 0)
+    std::fill(dw, dw + int64_t{in_features} * out_features, 0.f);
+  else
+    gemm_nn(out_features, in_features, rows, dyT.data(), rows, x, in_features, dw, in_features, nullptr, false, true);
+  if (db)
+    parallel_for(out_features, 64, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        double s = 0;
+        for (int64_t r = 0; r < rows; ++r) s += dyT[o * rows + r];
+        db[o] = static_cast<float>(s);
+      }
+    });
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace sppnet

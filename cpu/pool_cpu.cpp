@@ -1,0 +1,161 @@
+// CPU max_pool2d, forward and backward. The per-plane forward (pool_cpu.h) also serves the fused
+// LRN + max pooling (lrn_cpu.cpp).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include "isa.h"
+#include "parallel.h"
+#include "pool_cpu.h"
+#include "sppnet/ops.h"
+#include "vec.h"
+
+namespace sppnet {
+namespace cpu {
+
+// Max pooling per (map, channel) plane: for each output row, a vectorised NaN-propagating max over
+// the window's rows, then the max over each window's columns of that row.
+SPP_ISA_CLONES
+void pool_rows(const float* __restrict xc, int W, int ys, int ye, float* __restrict acc) {
+  for (int x = 0; x < W; ++x) acc[x] = -INFINITY;
+  for (int y = ys; y < ye; ++y) {
+    const float* row = xc + int64_t{y} * W;
+    for (int x = 0; x < W; ++x) {
+      const float v = row[x], m = acc[x];
+      const float r = m > v ? m : v;
+      acc[x] = m != m ? m : r;
+    }
+  }
+}
+
+// Output rows [oy0, oy1) of one plane; xc points at input row y_base (rows before it are not read).
+void pool_plane_portable(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
+                         int y_base) {
+  for (int oy = oy0; oy < oy1; ++oy) {
+    const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    pool_rows(xc, W, ys - y_base, ye - y_base, acc);
+    for (int ox = 0; ox < Wo; ++ox) {
+      const int xs = std::max(0, ox * p.stride_w - p.pad_w), xe = std::min(W, ox * p.stride_w - p.pad_w + p.kernel_w);
+      float m = -INFINITY;
+      for (int xx = xs; xx < xe; ++xx) {
+        const float v = acc[xx];
+        m = (v > m || v != v) && m == m ? v : m;
+      }
+      yc[int64_t{oy} * Wo + ox] = m;
+    }
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+// max(a, b), NaN if either is (vmaxps alone returns its second operand when either is NaN).
+inline __m512 nanmax16(__m512 a, __m512 b) {
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_max_ps(a, b), a);
+}
+
+// One plane, stride_w 1 or 2, 16 output columns at a time. Per output row: the max over the
+// window's rows into acc (acc[pad_w + x] = column x, -inf on both sides, where the padding and
+// any window overhang read), then per output column the max over kernel_w entries of acc:
+// consecutive entries (stride 1) or every other one, as the even lanes of two loads (stride 2).
+// Output rows [oy0, oy1); xc points at input row y_base (rows before it are not read).
+void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
+                       int y_base) {
+  const int sw = p.stride_w, kw = p.kernel_w;
+  const int64_t span = int64_t{(Wo + 15) / 16 * 16} * sw + kw + 32;  // entries the last block may read
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (int64_t e = 0; e < span; e += 16) _mm512_storeu_ps(acc + e, ninf);
+  for (int oy = oy0; oy < oy1; ++oy) {
+    const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    float* a = acc + p.pad_w;
+    for (int x = 0; x < W; x += 16) {
+      const __mmask16 m = W - x >= 16 ? __mmask16(0xffff) : __mmask16((1u << (W - x)) - 1);
+      __m512 v = ninf;
+      for (int y = ys; y < ye; ++y) v = nanmax16(_mm512_mask_loadu_ps(ninf, m, xc + int64_t{y - y_base} * W + x), v);
+      _mm512_mask_storeu_ps(a + x, m, v);
+    }
+    float* yr = yc + int64_t{oy} * Wo;
+    for (int ox = 0; ox < Wo; ox += 16) {
+      const __mmask16 m = Wo - ox >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wo - ox)) - 1);
+      const float* b = acc + int64_t{ox} * sw;
+      __m512 v = ninf;
+      if (sw == 1) {
+        for (int j = 0; j < kw; ++j) v = nanmax16(_mm512_loadu_ps(b + j), v);
+      } else {
+        for (int j = 0; j < kw; ++j) v = nanmax16(_mm512_permutex2var_ps(_mm512_loadu_ps(b + j), evens, _mm512_loadu_ps(b + j + 16)), v);
+      }
+      _mm512_mask_storeu_ps(yr + ox, m, v);
+    }
+  }
+}
+#pragma GCC pop_options
+#endif
+
+Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y) {
+  const int64_t C = in.channels;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  const bool fast = avx512 && (p.stride_w == 1 || p.stride_w == 2);
+#else
+  const bool fast = false;
+#endif
+  int64_t acc_len = 1;
+  for (int i = 0; i < in.count; ++i)
+    acc_len = std::max<int64_t>({acc_len, in.width[i], int64_t{(out.width[i] + 15) / 16 * 16} * p.stride_w + p.kernel_w + 32 + p.pad_w});
+  parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
+    std::vector<float> acc(static_cast<size_t>(acc_len + 16));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int i = static_cast<int>(t / C), c = static_cast<int>(t % C);
+      const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+      const float* xc = x + in.offset[i] + c * H * W;
+      float* yc = y + out.offset[i] + c * Ho * Wo;
+#if defined(__x86_64__) && defined(__GNUC__)
+      if (fast) {
+        pool_plane_avx512(xc, H, W, Wo, p, acc.data(), yc, 0, Ho, 0);
+        continue;
+      }
+#endif
+      pool_plane_portable(xc, H, W, Wo, p, acc.data(), yc, 0, Ho, 0);
+    }
+  });
+  return Status::Ok();
+}
+
+Status max_pool2d_backward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, const float* dy,
+                           float* dx) {
+  const int64_t C = in.channels;
+  parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int i = static_cast<int>(t / C), c = static_cast<int>(t % C);
+      const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
+      const float* xc = x + in.offset[i] + c * int64_t{H} * W;
+      float* gc = dx + in.offset[i] + c * int64_t{H} * W;
+      const float* dc = dy + out.offset[i] + c * int64_t{Ho} * Wo;
+      std::fill(gc, gc + int64_t{H} * W, 0.f);
+      for (int oy = 0; oy < Ho; ++oy) {
+        const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+        for (int ox = 0; ox < Wo; ++ox) {
+          const int xs = std::max(0, ox * p.stride_w - p.pad_w), xe = std::min(W, ox * p.stride_w - p.pad_w + p.kernel_w);
+          // PyTorch's rule: strictly greater replaces (first maximum wins ties), any NaN replaces.
+          int64_t best = int64_t{ys} * W + xs;
+          float m = -INFINITY;
+          for (int yy = ys; yy < ye; ++yy)
+            for (int xx = xs; xx < xe; ++xx) {
+              const float v = xc[int64_t{yy} * W + xx];
+              if (v > m || v != v) m = v, best = int64_t{yy} * W + xx;
+            }
+          gc[best] += dc[int64_t{oy} * Wo + ox];
+        }
+      }
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace sppnet

@@ -1,0 +1,90 @@
+// THE list of ops both backends implement: one X(return type, name, (parameters)) line each, with
+// its contract in the comment above it. From it come the cpu:: and cuda:: declarations below, the
+// no-CUDA stubs (cuda/unavailable.cpp) and the binding's backend table (binding/common.h,
+// backend()). Adding an op: a line here, its cpu/ and cuda/ definitions, a binding entry point.
+//
+// Shapes are checked and output sizes computed by lib/ (PyTorch's formulas); the kernels get both
+// layouts and trust them. CUDA pointers are device memory unless a line says host. Backward
+// passes: every result buffer is overwritten (never accumulated into); weight gradients are summed
+// over the whole batch; `in`/`out` are the forward's layouts, dx has the layout of x, dy the
+// layout `out`; dx and db may be null (not wanted).
+//
+// Not in the list: cpu::winograd_cache_floats (layers.h: CPU only, not a Status op) and the device
+// memory and stream calls of device.h (CUDA only, each with its own return type and no CPU twin).
+#pragma once
+#include <cstdint>
+
+#include "layers.h"
+#include "spp.h"
+#include "status.h"
+#include "tensor.h"
+
+// X(R, name, (params)): /* comments only */ inside, as the list is one macro.
+#define SPPNET_OPS(X)                                                                                                                \
+  /* output [num_regions, features()], rows as SppProblem (spp.h) says, every element written.                                  */ \
+  X(Status, spp_forward, (const SppProblem& p, const float* input, float* output))                                                  \
+  /* grad_in: input.total elements, overwritten: zero where no bin draws from, else the sum of the gradients routed there        */ \
+  /* (max: to the first maximum in row-major order; avg: spread evenly).                                                         */ \
+  X(Status, spp_backward, (const SppProblem& p, const float* input, const float* grad_out, float* grad_in))                         \
+  /* weight [out, in/groups, kh, kw]; bias [out] or null. out: maps [out, Ho_i, Wo_i].                                           */ \
+  X(Status, conv2d_forward,                                                                                                         \
+    (const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias, const RaggedView& out,     \
+     float* y))                                                                                                                     \
+  /* Padded positions never win (PyTorch's -inf padding); NaN propagates.                                                        */ \
+  X(Status, max_pool2d_forward, (const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y))      \
+  X(Status, lrn_forward, (const RaggedView& in, const float* x, const LrnParams& p, float* y))                                      \
+  /* localResponseNorm then max_pool2d in one pass, without writing the LRN map (inference); the same values as the two calls.   */ \
+  /* in/out: the pool's layouts (LRN keeps the input's).                                                                         */ \
+  X(Status, lrn_max_pool2d_forward,                                                                                                 \
+    (const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out, float* y))           \
+  /* y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA only).                                  */ \
+  X(Status, linear_forward,                                                                                                         \
+    (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b, bool relu,            \
+     int32_t math, float* y))                                                                                                       \
+  X(Status, relu_forward, (int64_t n, const float* x, float* y))                                                                    \
+  X(Status, softmax_forward, (int64_t rows, int32_t cols, const float* x, float* y))                                                \
+  X(Status, conv2d_backward,                                                                                                        \
+    (const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const RaggedView& out, const float* dy,       \
+     float* dx, float* dw, float* db))                                                                                              \
+  /* Routes each output's gradient to its window's argmax as PyTorch: the first maximum in row-major window order, a NaN wins    */ \
+  /* (the last NaN, as PyTorch's `val > max || isnan(val)`).                                                                     */ \
+  X(Status, max_pool2d_backward,                                                                                                    \
+    (const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, const float* dy, float* dx))               \
+  X(Status, lrn_backward, (const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx))                   \
+  /* x [rows, in], w [out, in], dy [rows, out]; dx [rows, in] and db [out] may be null; dw [out, in].                            */ \
+  X(Status, linear_backward,                                                                                                        \
+    (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* dy, float* dx,           \
+     float* dw, float* db))                                                                                                         \
+  /* dx = y <= 0 ? 0 : dy (PyTorch's threshold_backward on the forward output y).                                                */ \
+  X(Status, relu_backward, (int64_t n, const float* y, const float* dy, float* dx))                                                 \
+  /* mask = kept ? scale : 0; y = x * mask (dropout.h: which elements are kept).                                                 */ \
+  X(Status, dropout_forward, (int64_t n, const float* x, const DropoutParams& p, float* y, float* mask))                            \
+  /* y = a * b elementwise (dropout backward: dy * mask).                                                                        */ \
+  X(Status, multiply, (int64_t n, const float* a, const float* b, float* y))                                                        \
+  /* logits [rows, cols] (backend memory); labels: host memory, rows values in [0, cols). grad = (softmax - onehot) / rows       */ \
+  /* (backend memory); row_loss (host, float64) = logsumexp - logit[label]; row_correct (host) = 1 when the row's argmax (first  */ \
+  /* maximum, a NaN counts as the maximum) is the label.                                                                         */ \
+  X(Status, softmax_cross_entropy,                                                                                                  \
+    (int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss, int32_t* row_correct))  \
+  /* Optimizer steps, in place over n floats (layers.h: SgdParams, AdamParams).                                                  */ \
+  X(Status, sgd_step, (int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p))                        \
+  X(Status, adam_step, (int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p))
+
+#define SPPNET_DECLARE_OP(R, name, params) R name params;
+
+namespace sppnet {
+namespace cpu {
+SPPNET_OPS(SPPNET_DECLARE_OP)
+}  // namespace cpu
+namespace cuda {
+SPPNET_OPS(SPPNET_DECLARE_OP)
+}  // namespace cuda
+
+// One backend's ops as a table of function pointers (the binding picks cpu or cuda by where the
+// buffers live: binding/common.h, backend()).
+struct OpTable {
+#define SPPNET_OP_POINTER(R, name, params) R(*name) params;
+  SPPNET_OPS(SPPNET_OP_POINTER)
+#undef SPPNET_OP_POINTER
+};
+}  // namespace sppnet
