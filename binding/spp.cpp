@@ -35,8 +35,10 @@ std::shared_ptr<SppJob> unpack(const Napi::Object& a, bool backward) {
   j->offset.assign(off.Data(), off.Data() + N);
   j->height.assign(hs.Data(), hs.Data() + N);
   j->width.assign(ws.Data(), ws.Data() + N);
-  j->regions.resize(reg.ElementLength() / 5);
-  std::copy(reg.Data(), reg.Data() + reg.ElementLength(), reinterpret_cast<int32_t*>(j->regions.data()));
+  // regions: (map, y0, x0, h, w) per region, as lib/spp.ts packs them.
+  const int32_t* rv = reg.Data();
+  j->regions.reserve(reg.ElementLength() / 5);
+  for (size_t r = 0; r < reg.ElementLength() / 5; ++r, rv += 5) j->regions.push_back(Region{rv[0], rv[1], rv[2], rv[3], rv[4]});
   SppProblem& p = j->p;
   p.input = RaggedView{static_cast<int32_t>(N), int_field(a, "channels"), j->offset.data(), j->height.data(), j->width.data(),
                        static_cast<int64_t>(a.Get("total").As<Napi::Number>().Int64Value())};
