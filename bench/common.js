@@ -331,8 +331,19 @@ function specFlops(spec, H, W, defaultLevels = require('../dist').DEFAULT_LEVELS
 const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
+/**
+ * The start of a CPU benchmark's main(): its options (usage from lines from..to of `file`'s
+ * header), its repetitions (reps.quick or reps.full), sppnet's backend, the cores, sppnet's
+ * threads, and the start time.
+ */
+function benchStart(file, from, to, options, reps) {
+  const opt = parseArgs(process.argv.slice(2), options, { usage: headerText(file, from, to) });
+  const be = require('../dist').backend();
+  return { opt, reps: opt.quick ? reps.quick : reps.full, be, cores: os.cpus().length, oursThreads: be.cpu.threads, tStart: nowMs() };
+}
+
 module.exports = {
-  parseArgs, headerText, UsageError, failed, commandLine,
+  parseArgs, headerText, benchStart, UsageError, failed, commandLine,
   timeRuns, stats, percentile, nowMs,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
   machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,

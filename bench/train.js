@@ -43,7 +43,7 @@ const path = require('path');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { startTfjs } = require('./tfjs_wasm');
-const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
+const { benchStart, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, specFlops, pair, fmtMs, fmtX } = require('./common');
 
 const OPT = { type: 'sgd', lr: 0.01, momentum: 0.9, weightDecay: 5e-4 };
 // ZF-5 on a fixed random batch diverges at lr 0.01 (loss ~1e5 by step 6, NaN by step 9: sppnet's
@@ -231,12 +231,7 @@ function tableRows(results) {
 }
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 8) });
-  const reps = opt.quick ? REPS.quick : REPS.full;
-  const be = sp.backend();
-  const cores = os.cpus().length;
-  const oursThreads = be.cpu.threads;
-  const tStart = nowMs();
+  const { opt, reps, be, cores, oursThreads, tStart } = benchStart(__filename, 1, 8, OPTIONS, REPS);
   const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   const machine = {
     ...machineInfo(),

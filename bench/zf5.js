@@ -44,7 +44,7 @@ const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { startTfjs } = require('./tfjs_wasm');
-const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { benchStart, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -220,12 +220,7 @@ function tableRows(results) {
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 10) });
-  const reps = opt.quick ? REPS.quick : REPS.full;
-  const be = sp.backend();
-  const cores = os.cpus().length;
-  const oursThreads = be.cpu.threads;
-  const tStart = nowMs();
+  const { opt, reps, be, cores, oursThreads, tStart } = benchStart(__filename, 1, 10, OPTIONS, REPS);
   const wasmInfo = await startTfjs(tf, opt.wasmThreads ?? oursThreads);
   await tf.setBackend('cpu');
   // onnxruntime-node is not a dependency (its postinstall fetches CUDA libraries unless told to skip,

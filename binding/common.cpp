@@ -144,14 +144,24 @@ const OpTable& backend(bool device) {
   return device ? kCuda : kCpu;
 }
 
+// The named parameter objects lib/ sends (lib/core/native.ts: NativeConvParams, NativePoolParams).
+static Napi::Object object_field(const Napi::Object& obj, const char* name) {
+  Napi::Value v = obj.Get(name);
+  if (!v.IsObject()) throw Napi::TypeError::New(obj.Env(), std::string("internal: field '") + name + "' must be an object");
+  return v.As<Napi::Object>();
+}
+
 Conv2dParams conv_params(const Napi::Object& obj, bool with_math, const RaggedLayout* in, const RaggedLayout& out) {
-  const Napi::Int32Array pr = int32_array(obj, "params");
-  if (pr.ElementLength() != (with_math ? 12u : 11u)) throw Napi::RangeError::New(obj.Env(), "internal: conv params");
+  const Napi::Object c = object_field(obj, "conv");
   Conv2dParams p;
-  p.in_channels = pr[0], p.out_channels = pr[1], p.kernel_h = pr[2], p.kernel_w = pr[3], p.stride_h = pr[4], p.stride_w = pr[5];
-  p.pad_h = pr[6], p.pad_w = pr[7], p.dilation_h = pr[8], p.dilation_w = pr[9], p.groups = pr[10];
+  p.in_channels = int_field(c, "inChannels"), p.out_channels = int_field(c, "outChannels");
+  p.kernel_h = int_field(c, "kernelH"), p.kernel_w = int_field(c, "kernelW");
+  p.stride_h = int_field(c, "strideH"), p.stride_w = int_field(c, "strideW");
+  p.pad_h = int_field(c, "padH"), p.pad_w = int_field(c, "padW");
+  p.dilation_h = int_field(c, "dilationH"), p.dilation_w = int_field(c, "dilationW");
+  p.groups = int_field(c, "groups");
   if (with_math) {
-    p.math = pr[11];
+    p.math = int_field(c, "math");
     p.relu = obj.Get("relu").ToBoolean();
   }
   if (p.kernel_h < 1 || p.kernel_w < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0 || p.dilation_h < 1 ||
@@ -164,11 +174,12 @@ Conv2dParams conv_params(const Napi::Object& obj, bool with_math, const RaggedLa
 }
 
 Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out) {
-  const Napi::Int32Array pr = int32_array(obj, "params");
-  if (pr.ElementLength() != 6 || in.view.channels != out.view.channels || in.view.count != out.view.count)
-    throw Napi::RangeError::New(obj.Env(), "internal: pool params");
+  const Napi::Object w = object_field(obj, "pool");
+  if (in.view.channels != out.view.channels || in.view.count != out.view.count) throw Napi::RangeError::New(obj.Env(), "internal: pool params");
   Pool2dParams p;
-  p.kernel_h = pr[0], p.kernel_w = pr[1], p.stride_h = pr[2], p.stride_w = pr[3], p.pad_h = pr[4], p.pad_w = pr[5];
+  p.kernel_h = int_field(w, "kernelH"), p.kernel_w = int_field(w, "kernelW");
+  p.stride_h = int_field(w, "strideH"), p.stride_w = int_field(w, "strideW");
+  p.pad_h = int_field(w, "padH"), p.pad_w = int_field(w, "padW");
   if (p.kernel_h < 1 || p.kernel_w < 1 || p.stride_h < 1 || p.stride_w < 1 || p.pad_h < 0 || p.pad_w < 0)
     throw Napi::RangeError::New(obj.Env(), "internal: pool params");
   return p;

@@ -8,10 +8,12 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "sppnet/ops.h"
@@ -126,6 +128,11 @@ double number(const Napi::Object& obj, const char* name);
 int32_t int_field(const Napi::Object& obj, const char* name);
 // number(obj, name) as a float.
 float float_field(const Napi::Object& obj, const char* name);
+// Reads several float fields of a JS object into the members of a params struct.
+template <class P>
+void float_fields(const Napi::Object& obj, P& p, std::initializer_list<std::pair<const char*, float P::*>> fields) {
+  for (const auto& f : fields) p.*(f.second) = float_field(obj, f.first);
+}
 // number(obj, name) as an element count: 0 to 9e15, else a RangeError "internal: bad count '<name>'".
 int64_t count(const Napi::Object& obj, const char* name);
 // obj[name] is neither undefined nor null.
@@ -156,13 +163,13 @@ struct RaggedLayout {
   int64_t end = 0;  // one past the last element any map uses
 };
 RaggedLayout ragged_layout(const Napi::Object& a, const std::string& prefix);
-// obj.params of a convolution, positions [in_channels, out_channels, kernel_h, kernel_w, stride_h,
-// stride_w, pad_h, pad_w, dilation_h, dilation_w, groups] and, when with_math, [11] = math (and
-// obj.relu is read): the one place that knows the order (lib/layers.ts and lib/grad.ts send it).
-// Checked (kernel, stride, dilation, groups >= 1, padding >= 0: "internal: conv params") and
-// against the output layout and the input's, when given ("internal: conv shapes"). Throws a JS error.
+// obj.conv of a convolution, the named fields lib/ sends (lib/core/native.ts, NativeConvParams):
+// inChannels, outChannels, kernelH/W, strideH/W, padH/W, dilationH/W, groups and, when with_math,
+// math (and obj.relu is read). Checked (kernel, stride, dilation, groups >= 1, padding >= 0:
+// "internal: conv params") and against the output layout and the input's, when given
+// ("internal: conv shapes"). Throws a JS error.
 Conv2dParams conv_params(const Napi::Object& obj, bool with_math, const RaggedLayout* in, const RaggedLayout& out);
-// obj.params ([kh, kw, sh, sw, ph, pw]) of a pooling layer from `in` to `out` (same channels and
+// obj.pool (kernelH/W, strideH/W, padH/W: NativePoolParams) of a pooling layer from `in` to `out` (same channels and
 // map count, kernel and stride >= 1, padding >= 0). Throws a JS error.
 Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out);
 // obj.size (>= 1), obj.alpha, obj.beta, obj.k. Throws a JS error.

@@ -1,4 +1,4 @@
-// Training entry points (backward passes, loss, optimizer steps): unpack what lib/grad.ts prepared
+// Training entry points (backward passes, loss, optimizer steps): unpack what lib/ops/ (the backward ops, loss and updates) prepared
 // and checked, pick the backend by the device of the buffers, queue.
 #include <array>
 #include <memory>
@@ -56,20 +56,6 @@ Napi::Value MaxPool2dBackward(const Napi::CallbackInfo& info) {
   const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->dx});
   return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) {
     return ops.max_pool2d_backward(j->in.view, j->x.ptr, p, j->out.view, j->dy.ptr, j->dx.ptr);
-  });
-}
-
-Napi::Value LrnBackward(const Napi::CallbackInfo& info) {
-  const Napi::Object a = info[0].As<Napi::Object>();
-  auto j = layer_job(a, false);
-  const LrnParams p = lrn_params(a);
-  Buffers h;
-  j->x = h.arg(a, "input", j->in.end);
-  j->dy = h.arg(a, "gradOutput", j->in.end);
-  j->dx = h.arg(a, "gradInput", j->in.end);
-  const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->dx});
-  return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) {
-    return ops.lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr);
   });
 }
 
@@ -163,10 +149,7 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   SgdParams p;
-  p.lr = float_field(a, "lr");
-  p.momentum = float_field(a, "momentum");
-  p.dampening = float_field(a, "dampening");
-  p.weight_decay = float_field(a, "weightDecay");
+  float_fields(a, p, {{"lr", &SgdParams::lr}, {"momentum", &SgdParams::momentum}, {"dampening", &SgdParams::dampening}, {"weightDecay", &SgdParams::weight_decay}});
   p.nesterov = a.Get("nesterov").ToBoolean();
   p.first_step = a.Get("firstStep").ToBoolean();
   if (p.momentum != 0.f && !has(a, "buf")) throw Napi::TypeError::New(info.Env(), "internal: momentum without a buffer");
@@ -183,14 +166,9 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const int64_t n = count(a, "n");
   AdamParams p;
-  p.lr = float_field(a, "lr");
-  p.beta1 = float_field(a, "beta1");
-  p.beta2 = float_field(a, "beta2");
-  p.eps = float_field(a, "eps");
-  p.weight_decay = float_field(a, "weightDecay");
+  float_fields(a, p, {{"lr", &AdamParams::lr}, {"beta1", &AdamParams::beta1}, {"beta2", &AdamParams::beta2}, {"eps", &AdamParams::eps},
+                      {"weightDecay", &AdamParams::weight_decay}, {"stepSize", &AdamParams::step_size}, {"biasCorrection2Sqrt", &AdamParams::bias_correction2_sqrt}});
   p.decoupled = a.Get("decoupled").ToBoolean();
-  p.step_size = float_field(a, "stepSize");
-  p.bias_correction2_sqrt = float_field(a, "biasCorrection2Sqrt");
   Buffers h;
   bool dev = false;
   const auto x = flat_buffers<4>(a, h, n, {"param", "grad", "m", "v"}, &dev);
@@ -203,7 +181,7 @@ Napi::Value AdamStep(const Napi::CallbackInfo& info) {
 
 void init_grad(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2dBackward", Conv2dBackward}, {"maxPool2dBackward", MaxPool2dBackward},
-                                   {"lrnBackward", LrnBackward}, {"linearBackward", LinearBackward}, {"pointwise", Pointwise},
+                                   {"linearBackward", LinearBackward}, {"pointwise", Pointwise},
                                    {"dropout", Dropout}, {"softmaxCrossEntropy", SoftmaxCrossEntropy}, {"sgdStep", SgdStep},
                                    {"adamStep", AdamStep}});
 }

@@ -60,16 +60,27 @@ Napi::Value Pool(const Napi::CallbackInfo& info, bool with_lrn) {
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) { return Pool(info, false); }
 Napi::Value LrnMaxPool2d(const Napi::CallbackInfo& info) { return Pool(info, true); }
 
-Napi::Value Lrn(const Napi::CallbackInfo& info) {
+// lrn({ input, output, ... }) and lrnBackward({ input, gradOutput, gradInput, ... }): one map layout in and out.
+Napi::Value LrnOp(const Napi::CallbackInfo& info, bool backward) {
   const Napi::Object a = info[0].As<Napi::Object>();
   auto j = layer_job(a, false);
   const LrnParams p = lrn_params(a);
   Buffers h;
   j->x = h.arg(a, "input", j->in.end);
-  j->y = h.arg(a, "output", j->in.end);
-  const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
-  return queue_op(info.Env(), dev, h, [j, p](const OpTable& ops) { return ops.lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr); });
+  if (backward) {
+    j->dy = h.arg(a, "gradOutput", j->in.end);
+    j->dx = h.arg(a, "gradInput", j->in.end);
+  } else {
+    j->y = h.arg(a, "output", j->in.end);
+  }
+  const bool dev = backward ? one_device(info.Env(), {&j->x, &j->dy, &j->dx}) : one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
+  return queue_op(info.Env(), dev, h, [j, p, backward](const OpTable& ops) {
+    return backward ? ops.lrn_backward(j->in.view, j->x.ptr, p, j->dy.ptr, j->dx.ptr) : ops.lrn_forward(j->in.view, j->x.ptr, p, j->y.ptr);
+  });
 }
+
+Napi::Value Lrn(const Napi::CallbackInfo& info) { return LrnOp(info, false); }
+Napi::Value LrnBackward(const Napi::CallbackInfo& info) { return LrnOp(info, true); }
 
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
@@ -111,7 +122,7 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
-                                   {"lrn", Lrn}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
+                                   {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
                                    {"elementwise", Elementwise}});
 }
 

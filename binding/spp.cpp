@@ -35,7 +35,7 @@ std::shared_ptr<SppJob> unpack(const Napi::Object& a, bool backward) {
   j->offset.assign(off.Data(), off.Data() + N);
   j->height.assign(hs.Data(), hs.Data() + N);
   j->width.assign(ws.Data(), ws.Data() + N);
-  // regions: (map, y0, x0, h, w) per region, as lib/spp.ts packs them.
+  // regions: (map, y0, x0, h, w) per region, as lib/ops/spp.ts packs them.
   const int32_t* rv = reg.Data();
   j->regions.reserve(reg.ElementLength() / 5);
   for (size_t r = 0; r < reg.ElementLength() / 5; ++r, rv += 5) j->regions.push_back(Region{rv[0], rv[1], rv[2], rv[3], rv[4]});

@@ -183,18 +183,24 @@ void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& 
 #pragma GCC pop_options
 #endif
 
+// The AVX-512 im2col path: this CPU has AVX-512 and the call's offsets fit its 32-bit gathers.
+static bool avx512_gathers(const RunCols& t) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = detect_isa() == Isa::kAvx512;
+  return avx512 && t.fits32;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
 // Fills the packed B of one run (group g) on all threads. Tasks of (block of rows, panel), the
 // panels inner: a block's rows read a few input channels (kernel_h x kernel_w rows each), which
 // stay in L1/L2 while every panel takes its columns from them.
 void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t panels, float* Bp) {
   const int64_t khw = int64_t{p.kernel_h} * p.kernel_w;
   const int64_t kb = std::min<int64_t>(K, khw * std::max<int64_t>(1, 64 / khw)), kblocks = (K + kb - 1) / kb;
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx512 = detect_isa() == Isa::kAvx512;
-  const bool fast = avx512 && t.fits32;
-#else
-  const bool fast = false;
-#endif
+  const bool fast = avx512_gathers(t);
   parallel_for(panels * kblocks, 16, [&](int64_t a, int64_t e) {
     for (int64_t task = a; task < e; ++task) {
       const int64_t q = task % panels, k0 = task / panels * kb, k1 = std::min(K, k0 + kb);
@@ -222,12 +228,7 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
   // Panels per group: ~160 KiB of packed B.
   const int64_t gp = std::max<int64_t>(1, std::min<int64_t>(8, (160 << 10) / (K * NR * 4)));
   const int64_t groups = (panels + gp - 1) / gp;
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx512 = detect_isa() == Isa::kAvx512;
-  const bool fast = avx512 && t.fits32;
-#else
-  const bool fast = false;
-#endif
+  const bool fast = avx512_gathers(t);
   parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
     static thread_local FloatBuffer local;
     float* Bp = local.get(static_cast<size_t>(gp * K * NR));

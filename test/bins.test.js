@@ -60,17 +60,20 @@ describe('bin rules (README worked examples)', function () {
   });
 });
 
-describe('addon.enums (the C++ enums, for lib/ to read)', function () {
-  it('holds the values lib/ uses today, frozen', function () {
-    const { native } = require('../dist/native');
-    const { MATH_CODE } = require('../dist/math');
-    const { MAX_LEVELS } = require('../dist/spp');
+describe('addon.enums (the C++ enums, which lib/ reads)', function () {
+  it('holds the values of the C++ headers, frozen, and lib/ uses them', function () {
+    const { native } = require('../dist/core/native');
+    const { MATH_CODE } = require('../dist/core/math');
+    const { MAX_LEVELS } = require('../dist/ops/spp');
     const e = native.enums;
     expect(e.binRule).to.deep.equal({ adaptive: 0, paper: 1, caffe: 2 });
     expect(e.binCheck).to.deep.equal({ ok: 0, badArgs: 1, zeroStride: 2, empty: 3, countMismatch: 4 });
     expect(e.poolKind).to.deep.equal({ max: 0, avg: 1 });
-    expect(e.convMath).to.deep.equal(MATH_CODE);
-    expect(e.maxLevels).to.equal(MAX_LEVELS);
+    expect(e.convMath).to.deep.equal({ tf32: 0, bf16: 1, fp32: 2, direct: 3 });
+    expect(MATH_CODE).to.equal(e.convMath);
+    expect(e.maxLevels).to.equal(16);
+    expect(MAX_LEVELS).to.equal(e.maxLevels);
+    expect(sp.MAX_LEVELS).to.equal(e.maxLevels);
     expect(Object.isFrozen(e) && Object.isFrozen(e.binRule) && Object.isFrozen(e.convMath)).to.equal(true);
   });
 });

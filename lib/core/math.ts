@@ -3,6 +3,7 @@
 // kernels agree with the plain FP32 kernels on this GPU before any result of theirs is used.
 // The CPU always computes in FP32 and ignores the mode.
 import { SppnetError, fail } from './errors';
+import { native } from './native';
 
 /**
  * - `'tf32'`: tensor cores, inputs rounded to TF32 (10-bit mantissa), FP32 accumulation.
@@ -15,8 +16,8 @@ import { SppnetError, fail } from './errors';
  */
 export type MathMode = 'tf32' | 'bf16' | 'fp32' | 'direct';
 export const MATH_MODES: readonly MathMode[] = ['tf32', 'bf16', 'fp32', 'direct'];
-/** Codes of include/sppnet/layers.h's ConvMath. */
-export const MATH_CODE: Record<MathMode, number> = { tf32: 0, bf16: 1, fp32: 2, direct: 3 };
+/** Codes of the C++ ConvMath, from the addon. */
+export const MATH_CODE: Readonly<Record<MathMode, number>> = native.enums.convMath;
 /**
  * Documented error bounds per mode, relative to sum_k |w_k x_k| (+ |bias|) of each output: what
  * the tests and the tensor-core check hold each mode to against a float64 reference.

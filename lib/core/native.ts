@@ -51,23 +51,26 @@ export type NativeBuf<N extends string> = { [K in N]: NativeFloats } & { [K in `
 export type NativeLayout<P extends string> = { [K in `${P}Offsets`]: Float64Array } & { [K in `${P}Heights` | `${P}Widths`]: Int32Array } & { [K in `${P}Channels`]: number };
 type In<N extends string> = NativeLayout<N>;
 
-/** conv2d's geometry (binding/layers.cpp unpacks it): in and out channels, kernel, stride, padding, dilation, groups[, math]. */
-export type NativeConvParams = Int32Array;
-/** Max pooling's window: kernel h, w, stride h, w, padding h, w. */
-export type NativePoolParams = Int32Array;
+/** Max pooling's window (binding/common.cpp's pool_params reads it into Pool2dParams). */
+export interface NativePoolParams { kernelH: number; kernelW: number; strideH: number; strideW: number; padH: number; padW: number }
+/** A convolution's geometry (conv_params reads it into Conv2dParams); math: a ConvMath code, forward only. */
+export interface NativeConvParams {
+  inChannels: number; outChannels: number; kernelH: number; kernelW: number; strideH: number; strideW: number;
+  padH: number; padW: number; dilationH: number; dilationW: number; groups: number; math?: number;
+}
 export interface NativeLrnParams { size: number; alpha: number; beta: number; k: number }
 
-export type NativeConvShape = NativeLayout<'out'> & { params: NativeConvParams; relu: boolean };
+export type NativeConvShape = NativeLayout<'out'> & { conv: NativeConvParams; relu: boolean };
 export type NativeConvArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> & In<'in'> & NativeConvShape & { filterCache?: Float32Array };
-export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLayout<'out'> & { params: NativePoolParams };
+export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLayout<'out'> & { pool: NativePoolParams };
 export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLrnParams;
 export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
   { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number };
 export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
 type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
 export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
-  In<'in'> & NativeLayout<'out'> & { params: NativeConvParams };
-export type NativePoolBackwardArgs = NativeBuf<'input'> & NativeBuf<'gradOutput'> & NativeBuf<'gradInput'> & In<'in'> & NativeLayout<'out'> & { params: NativePoolParams };
+  In<'in'> & NativeLayout<'out'> & { conv: NativeConvParams };
+export type NativePoolBackwardArgs = NativeBuf<'input'> & NativeBuf<'gradOutput'> & NativeBuf<'gradInput'> & In<'in'> & NativeLayout<'out'> & { pool: NativePoolParams };
 export type NativeLrnBackwardArgs = NativeBuf<'input'> & NativeBuf<'gradOutput'> & NativeBuf<'gradInput'> & In<'in'> & NativeLrnParams;
 export type NativeLinearBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
   { rows: number; inFeatures: number; outFeatures: number };
@@ -79,7 +82,17 @@ export type NativeSgdArgs = NativeBuf<'param'> & NativeBuf<'grad'> & Partial<Nat
 export type NativeAdamArgs = NativeBuf<'param'> & NativeBuf<'grad'> & NativeBuf<'m'> & NativeBuf<'v'> &
   { n: number; lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; stepSize: number; biasCorrection2Sqrt: number };
 
+/** The C++ enums' values by name (binding/addon.cpp builds them from the headers). */
+export interface NativeEnums {
+  binRule: Readonly<Record<'adaptive' | 'paper' | 'caffe', number>>;
+  binCheck: Readonly<Record<'ok' | 'badArgs' | 'zeroStride' | 'empty' | 'countMismatch', number>>;
+  poolKind: Readonly<Record<'max' | 'avg', number>>;
+  convMath: Readonly<Record<'tf32' | 'bf16' | 'fp32' | 'direct', number>>;
+  maxLevels: number;
+}
+
 export interface Native {
+  enums: NativeEnums;
   DeviceBuffer: new (length: number) => NativeDeviceBuffer;
   info(): NativeInfo;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;

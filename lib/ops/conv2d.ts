@@ -4,7 +4,7 @@ import { kernelMath } from '../core/backend';
 import { allocateAs, booleanOption, checkBias, checkOpts, checkOutputSizes, checkSpatialLike, outputFor, Pair, pair, sameDevice, settle } from '../core/checks';
 import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
-import { native, NativeConvShape } from '../core/native';
+import { native, NativeConvParams, NativeConvShape } from '../core/native';
 import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 
@@ -49,7 +49,10 @@ export function convGeometry(fn: string, L: SpatialLayout, weight: Tensor, o: { 
   const outSizes = L.sizes.map(([h, w]) => [convOutSide(h, kh, sh, ph, dh), convOutSide(w, kw, sw, pw, dw)] as const);
   checkOutputSizes(fn, outSizes, cout, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw} and dilation ${dh}x${dw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
-  return { ws, cout, outSizes, geometry: [L.channels, cout, kh, kw, sh, sw, ph, pw, dh, dw, groups] };
+  const conv: NativeConvParams = {
+    inChannels: L.channels, outChannels: cout, kernelH: kh, kernelW: kw, strideH: sh, strideW: sw, padH: ph, padW: pw, dilationH: dh, dilationW: dw, groups,
+  };
+  return { ws, cout, outSizes, conv };
 }
 
 /**
@@ -79,11 +82,11 @@ export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias
   const o = checkOpts(fn, opts);
   const mode = callMath(fn, o.math, 'conv');
   const L = spatialLayout(fn, input);
-  const { ws, cout, outSizes, geometry } = convGeometry(fn, L, weight, o);
+  const { ws, cout, outSizes, conv } = convGeometry(fn, L, weight, o);
   const bs = checkBias(fn, bias, cout, 'the input', L.device);
   const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
   const code = forced ?? (await kernelMath(L.device, mode));
-  const shape: NativeConvShape = { ...nativeLayout('out', cout, outSizes), params: Int32Array.from([...geometry, code]), relu: o.relu === true };
+  const shape: NativeConvShape = { ...nativeLayout('out', cout, outSizes), conv: { ...conv, math: code }, relu: o.relu === true };
   // The native side says whether its Winograd path takes this call (and the cache's size).
   const floats = cache && L.device === 'cpu' ? native.winogradCacheFloats(shape) : 0;
   await settle(site, fn, [o2], () =>
@@ -127,7 +130,7 @@ export async function conv2dBackward<T extends Spatial>(input: T, weight: Tensor
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  const { ws, cout, outSizes, geometry } = convGeometry(fn, L, weight, o);
+  const { ws, cout, outSizes, conv } = convGeometry(fn, L, weight, o);
   const needInput = booleanOption(fn, o, 'needInputGrad', true);
   const hasBias = booleanOption(fn, o, 'bias', true);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, cout, outSizes, 'the forward output');
@@ -142,7 +145,7 @@ export async function conv2dBackward<T extends Spatial>(input: T, weight: Tensor
       ...(gradInput ? nativeBuf('gradInput', gradInput.storage(fn, 'gradInput')) : {}),
       ...(gradBias ? nativeBuf('gradBias', gradBias.storage(fn, 'gradBias')) : {}),
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', cout, outSizes),
-      params: Int32Array.from(geometry),
+      conv,
     }),
   );
   return paramGrads(gradWeight, gradInput, gradBias);

@@ -2,7 +2,7 @@
 // LRN-then-pool of AlexNet and ZF-5 at inference.
 import { allocateAs, checkOpts, checkOutputSizes, checkSpatialLike, MAX_INT32, outputFor, Pair, pair, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
-import { native, NativePoolArgs } from '../core/native';
+import { native, NativePoolArgs, NativePoolParams } from '../core/native';
 import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
 import { LrnOptions, lrnParams } from './lrn';
@@ -45,12 +45,13 @@ export function poolGeometry(fn: string, L: SpatialLayout, o: Record<string, unk
   const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
   checkOutputSizes(fn, outSizes, L.channels, (i) =>
     `map ${i} of size ${L.sizes[i][0]}x${L.sizes[i][1]} (HxW) is too small for kernel ${kh}x${kw} with padding ${ph}x${pw}: the output would be ${outSizes[i][0]}x${outSizes[i][1]}`);
-  return { outSizes, params: Int32Array.from([kh, kw, sh, sw, ph, pw]) };
+  const pool: NativePoolParams = { kernelH: kh, kernelW: kw, strideH: sh, strideW: sw, padH: ph, padW: pw };
+  return { outSizes, pool };
 }
 
 /** Runs a pooling-shaped native call (the input's channels, each map to outSizes) into `given` or a new output. */
 async function pooled(site: CallSite, fn: string, L: SpatialLayout, given: unknown, outSizes: Array<readonly [number, number]>,
-  call: (args: Omit<NativePoolArgs, 'params'>) => Promise<void>): Promise<Spatial> {
+  call: (args: Omit<NativePoolArgs, 'pool'>) => Promise<void>): Promise<Spatial> {
   const o2 = outputFor(fn, given, L.kind, L.device, L.channels, outSizes);
   await settle(site, fn, [o2], () =>
     call({
@@ -67,8 +68,8 @@ export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOpti
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  const { outSizes, params } = poolGeometry(fn, L, o);
-  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.maxPool2d({ ...args, params }))) as T;
+  const { outSizes, pool } = poolGeometry(fn, L, o);
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.maxPool2d({ ...args, pool }))) as T;
 }
 
 /**
@@ -81,14 +82,14 @@ export async function maxPool2dBackward<T extends Spatial>(input: T, gradOutput:
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
-  const { outSizes, params } = poolGeometry(fn, L, o);
+  const { outSizes, pool } = poolGeometry(fn, L, o);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, L.channels, outSizes, 'the forward output');
   const out = allocateAs(input, fn);
   await settle(site, fn, [out], () =>
     native.maxPool2dBackward({
       ...nativeBuf('input', L.store), ...nativeBuf('gradOutput', gs), ...nativeBuf('gradInput', out.storage(fn, 'gradInput')),
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
-      params,
+      pool,
     }),
   );
   return out;
@@ -118,6 +119,6 @@ export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool
     if ((v as Record<string, unknown>).out !== undefined) fail(`${fn}: options.${part}.out is not used: pass options.out`);
   }
   const lp = lrnParams(fn, o.lrn as Record<string, unknown>, 'options.lrn');
-  const { outSizes, params } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
-  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.lrnMaxPool2d({ ...args, params, ...lp }))) as T;
+  const { outSizes, pool } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.lrnMaxPool2d({ ...args, pool, ...lp }))) as T;
 }

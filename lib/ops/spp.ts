@@ -31,9 +31,10 @@ export interface SppBackwardOptions extends Omit<SppOptions, 'out'> {
 }
 
 export const DEFAULT_LEVELS: readonly number[] = Object.freeze([6, 3, 2, 1]);
-export const MAX_LEVELS = 16;
-const RULES: Record<BinRule, number> = { adaptive: 0, paper: 1, caffe: 2 };
-const POOLS: Record<PoolKind, number> = { max: 0, avg: 1 };
+// The C++ enums' values, from the addon (include/sppnet/spp.h, bins.h).
+const { binRule: RULES, poolKind: POOLS, binCheck: CHECK } = native.enums;
+/** Most levels one pyramid may have (the kernels' limit). */
+export const MAX_LEVELS: number = native.enums.maxLevels;
 
 /** Output features per map or window: channels * sum(n * n). */
 export function sppFeatures(channels: number, levels: readonly number[] = DEFAULT_LEVELS): number {
@@ -109,15 +110,15 @@ function checkBins(fn: string, rule: number, ruleName: string, levels: number[],
   for (const n of levels) {
     for (const [axis, a] of [[0, h], [1, w]] as const) {
       const code = native.binCheck(rule, n, a);
-      if (code === 0) continue;
+      if (code === CHECK.ok) continue;
       const size = `${h}x${w} (HxW)`;
-      if (code === 2)
+      if (code === CHECK.zeroStride)
         fail(`${fn}: bins 'paper' need ${what} to be at least n along each axis for each level n: ${what} is ${size}, ` +
             `smaller than level ${n} along ${axisName(axis)} (stride floor(${a}/${n}) = 0). Use bins 'adaptive', or drop the level.`);
-      if (code === 3)
+      if (code === CHECK.empty)
         fail(`${fn}: bins 'caffe' leave a bin of level ${n} empty on ${what} of size ${size} along ${axisName(axis)} ` +
             `(the bin lies wholly in Caffe's padding; its layer outputs -FLT_MAX there). Use bins 'adaptive' or 'paper'.`);
-      if (code === 4)
+      if (code === CHECK.countMismatch)
         fail(`${fn}: bins 'caffe' cannot pool ${what} of size ${size} into level ${n} along ${axisName(axis)}: ` +
             `Caffe's pooling would not produce ${n} bins for length ${a} (its SPP layer fails there). Use bins 'adaptive' or 'paper'.`);
       fail(`${fn}: cannot pool ${what} of size ${size} into level ${n}`);
