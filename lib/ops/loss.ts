@@ -1,6 +1,6 @@
 // The loss: softmax cross-entropy of logits against integer labels, with its gradient.
 import { checkLabels, matrix, settle } from '../core/checks';
-import { CallSite, describe, fail } from '../core/errors';
+import { CallSite, fail } from '../core/errors';
 import { native } from '../core/native';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 
