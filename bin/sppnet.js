@@ -29,6 +29,8 @@ const USAGE = `usage:
   sppnet demo [--out DIR] [--device cpu|cuda]            (trains a small SPP-net on synthetic images, then classifies
                                                           variable-size image files with it; nothing downloaded;
                                                           keeps the weights and images in DIR, default ./sppnet-demo)
+  sppnet convert IN.pth OUT.safetensors                  (a PyTorch checkpoint's state_dict, torch.save(model.state_dict()),
+                                                          as safetensors; nothing in the checkpoint is run)
   sppnet info                                            (which backend runs, and why)
 Image sizes are printed as H x W (height first), as the API's [H, W] and the HTTP service's "size".`;
 
@@ -326,6 +328,18 @@ async function serveCmd(sp, o) {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+// convert IN.pth OUT.safetensors: a PyTorch checkpoint's state_dict as safetensors (float32).
+async function convertCmd(sp, o) {
+  const [, input, output] = o._;
+  if (!input || !output || o._.length !== 3) throw new Error('convert takes two files: IN.pth OUT.safetensors');
+  if (fs.existsSync(output)) throw new Error(`convert: ${output} exists already; remove it or choose another name`);
+  const t0 = Date.now();
+  const { tensors } = await sp.readPth(input, 'sppnet convert');
+  await sp.writeSafetensors(output, tensors, { source: path.basename(input) });
+  const floats = [...tensors.values()].reduce((a, t) => a + t.data.length, 0);
+  console.log(`wrote ${output}: ${tensors.size} tensors, ${floats} floats (float32), in ${Date.now() - t0} ms`);
+}
+
 async function main() {
   const o = parse(process.argv.slice(2));
   const cmd = o._[0];
@@ -337,6 +351,7 @@ async function main() {
   if (cmd === 'serve') return serveCmd(sp, o);
   if (cmd === 'train') return trainCmd(sp, o);
   if (cmd === 'ablation') return ablationCmd(sp, o);
+  if (cmd === 'convert') return convertCmd(sp, o);
   throw new Error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
 }
 

@@ -38,6 +38,7 @@ export type { LayerSpec } from './nn/layers';
 export type { ActivationOptions } from './nn/memory';
 export { readSafetensors, readSafetensorsMetadata, parseSafetensors, encodeSafetensors, writeSafetensors, checkStateDict } from './io/safetensors';
 export type { HostTensor, SafetensorsFile } from './io/safetensors';
+export { readPth } from './io/pth';
 export { readImage, readImages, IMAGENET_MEAN, IMAGENET_STD } from './io/images';
 export type { ImageOptions } from './io/images';
 export { classify } from './serve/classify';

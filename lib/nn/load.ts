@@ -4,6 +4,7 @@ import { backend, Device } from '../core/backend';
 import { describe, fail, isPositiveInt } from '../core/errors';
 import { prng } from '../core/random';
 import { tensor, Tensor } from '../core/tensor';
+import { isPthFile, readPth } from '../io/pth';
 import { checkStateDict, readSafetensors } from '../io/safetensors';
 import { archSpec } from './archs';
 import { ActivationOptions, activationSettings } from './memory';
@@ -69,7 +70,10 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
 }
 
 export interface LoadModelFileOptions extends Omit<LoadModelOptions, 'weights'> {
-  /** A safetensors file (path or bytes), or weights already in memory. */
+  /**
+   * A safetensors file (path or bytes), a PyTorch checkpoint (the path of a .pth / .pt written by
+   * torch.save(model.state_dict()), PyTorch 1.6 or newer), or weights already in memory.
+   */
   weights?: string | Uint8Array | LoadModelOptions['weights'];
 }
 
@@ -84,7 +88,7 @@ export async function loadModel(opts: LoadModelFileOptions): Promise<Model> {
   const w = opts.weights;
   if (typeof w === 'string' || w instanceof Uint8Array) {
     if (opts.spec !== undefined) checkSpec(opts.spec, fn); // before reading the file
-    const file = await readSafetensors(w);
+    const file = typeof w === 'string' && (await isPthFile(w).catch(() => false)) ? await readPth(w, fn) : await readSafetensors(w);
     let spec = opts.spec;
     if (!spec && opts.arch === undefined && file.metadata.spec) {
       try {

@@ -1,0 +1,169 @@
+// PyTorch checkpoints read directly: the zip format torch.save has written since PyTorch 1.6
+// (ARCHIVE/data.pkl, a pickle of the state_dict, and ARCHIVE/data/KEY, the raw bytes of each
+// storage). The pickle is read by a safe unpickler (lib/io/pickle.ts) that knows only the globals a
+// state_dict of tensors needs; the storages are read one positional read each, never the whole
+// file. Every tensor comes back as float32 (float32, float64, float16 and bfloat16 converted, as
+// safetensors' are; int64 ones, such as batch norm's num_batches_tracked, when exact in float32),
+// laid out contiguously whatever its view's offset and strides.
+import { promises as fsp } from 'fs';
+import { describe, fail, MAX_ELEMENTS, SppnetError } from '../core/errors';
+import { PyDict, PyGlobal, unpickle } from './pickle';
+import { decode, HostTensor, SafetensorsFile } from './safetensors-format';
+import { looksLikeZip, openZip, ZipArchive } from './zip';
+
+/** PyTorch's storage classes and the dtype of their elements (safetensors' names). */
+const STORAGES: Record<string, { dtype: 'F32' | 'F64' | 'F16' | 'BF16' | 'I64'; bytes: number }> = {
+  FloatStorage: { dtype: 'F32', bytes: 4 },
+  DoubleStorage: { dtype: 'F64', bytes: 8 },
+  HalfStorage: { dtype: 'F16', bytes: 2 },
+  BFloat16Storage: { dtype: 'BF16', bytes: 2 },
+  LongStorage: { dtype: 'I64', bytes: 8 },
+};
+
+/** Most floats read from one checkpoint: 2^30 (4 GiB), as a model may hold. */
+const MAX_PTH_FLOATS = 2 ** 30;
+
+interface StorageRef { kind: 'storage'; type: string; key: string; numel: number }
+interface TensorRef { kind: 'tensor'; storage: StorageRef; offset: number; shape: number[]; stride: number[] }
+
+const isTensor = (v: unknown): v is TensorRef => typeof v === 'object' && v !== null && (v as TensorRef).kind === 'tensor';
+const ints = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isInteger(x) && x >= 0);
+
+/** The globals a state_dict's pickle may name, and what each builds. */
+function allowed(bad: (why: string) => never): Map<string, (args: unknown[]) => unknown> {
+  const m = new Map<string, (args: unknown[]) => unknown>();
+  m.set('collections.OrderedDict', (args) => (args.length === 0 ? new Map() : bad('collections.OrderedDict is called with arguments')));
+  m.set('torch._utils._rebuild_tensor_v2', (args) => {
+    const [storage, offset, shape, stride] = args;
+    if (typeof storage !== 'object' || storage === null || (storage as StorageRef).kind !== 'storage' || !Number.isInteger(offset) || !ints(shape) || !ints(stride) || shape.length !== stride.length)
+      bad('a tensor is rebuilt from arguments that are not (storage, offset, size, stride)');
+    return { kind: 'tensor', storage, offset, shape, stride } as TensorRef;
+  });
+  m.set('torch._utils._rebuild_parameter', (args) => (isTensor(args[0]) ? args[0] : bad('a Parameter is rebuilt from something that is not a tensor')));
+  for (const t of Object.keys(STORAGES)) m.set(`torch.${t}`, () => bad(`torch.${t} is called instead of being named`));
+  return m;
+}
+
+/** What a global outside the list says about the file. */
+function hint(q: string): string | undefined {
+  if (/^(__main__|torch\.nn|torchvision|timm)\./.test(q))
+    return 'This looks like a whole pickled model (torch.save(model)): save its weights instead, with torch.save(model.state_dict(), PATH)';
+  return undefined;
+}
+
+/** The state_dict in what the pickle built: itself, or a checkpoint's 'state_dict' / 'model' entry. */
+function stateDictOf(root: unknown, bad: (why: string) => never): Map<string, TensorRef> {
+  const all = (d: unknown): d is PyDict => d instanceof Map && [...d].every(([k, v]) => typeof k === 'string' && isTensor(v));
+  if (all(root)) return root as Map<string, TensorRef>;
+  if (root instanceof Map) for (const key of ['state_dict', 'model']) if (all(root.get(key))) return root.get(key) as Map<string, TensorRef>;
+  return bad(`it holds ${root instanceof Map ? `a dict with keys ${[...root.keys()].slice(0, 8).map((k) => JSON.stringify(k)).join(', ')}` : describe(root)}, not a state_dict of tensors (save one with torch.save(model.state_dict(), PATH))`);
+}
+
+/** A tensor as contiguous float32, from its storage's elements (already float32) and its view. */
+function gather(name: string, t: TensorRef, elements: Float32Array, bad: (why: string) => never): HostTensor {
+  const n = t.shape.reduce((a, b) => a * b, 1); // within MAX_ELEMENTS (readPth checked)
+  let last = t.offset;
+  t.shape.forEach((d, i) => (last += d > 0 ? (d - 1) * t.stride[i] : 0));
+  if (n > 0 && (t.offset < 0 || last >= elements.length)) bad(`tensor ${name} reads past its storage (${elements.length} elements)`);
+  const out = new Float32Array(n);
+  // Row-major walk over the view; contiguous runs of the last axis copy at once.
+  const rank = t.shape.length;
+  const inner = rank ? t.shape[rank - 1] : 1, innerStride = rank ? t.stride[rank - 1] : 1;
+  const idx = new Array(Math.max(0, rank - 1)).fill(0);
+  for (let o = 0; o < n; o += inner) {
+    let src = t.offset;
+    for (let a = 0; a < rank - 1; a++) src += idx[a] * t.stride[a];
+    if (innerStride === 1) out.set(elements.subarray(src, src + inner), o);
+    else for (let j = 0; j < inner; j++) out[o + j] = elements[src + j * innerStride];
+    for (let a = rank - 2; a >= 0; a--) {
+      if (++idx[a] < t.shape[a]) break;
+      idx[a] = 0;
+    }
+  }
+  return { dtype: 'float32', shape: [...t.shape], data: out };
+}
+
+/** A storage's elements as float32 (int64 only where exact). */
+function elementsOf(name: string, type: string, bytes: Buffer, numel: number, bad: (why: string) => never): Float32Array {
+  const s = STORAGES[type];
+  if (s.dtype !== 'I64') return decode(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), 0, numel, s.dtype);
+  const out = new Float32Array(numel);
+  for (let i = 0; i < numel; i++) {
+    const v = bytes.readBigInt64LE(8 * i);
+    if (v > 16777216n || v < -16777216n) bad(`tensor ${name} (int64) holds ${v}, which float32 cannot hold exactly`);
+    out[i] = Number(v);
+  }
+  return out;
+}
+
+/** True when the file is a zip archive (PyTorch's checkpoint format since 1.6). */
+export async function isPthFile(file: string): Promise<boolean> {
+  const fd = await fsp.open(file, 'r');
+  try {
+    const head = Buffer.alloc(4);
+    await fd.read(head, 0, 4, 0);
+    return looksLikeZip(head);
+  } finally {
+    await fd.close();
+  }
+}
+
+/** Reads the state_dict of a PyTorch checkpoint (torch.save(model.state_dict(), file)). */
+export async function readPth(file: string, fn = 'sp.readPth'): Promise<SafetensorsFile> {
+  if (typeof file !== 'string') fail(`${fn}: file must be a path to a .pth or .pt file, got ${describe(file)}`);
+  const bad = (why: string): never => {
+    throw new SppnetError(`${fn}: ${file}: ${why}`, 'SPPNET_INVALID_ARGUMENT');
+  };
+  let head: Buffer;
+  try {
+    head = Buffer.alloc(2);
+    const fd = await fsp.open(file, 'r');
+    await fd.read(head, 0, 2, 0).finally(() => fd.close());
+  } catch (e) {
+    return bad(`cannot read it: ${(e as Error).message}`);
+  }
+  if (head[0] === 0x80) bad('it is in PyTorch\'s legacy format (before 1.6, not a zip archive): load and save it again with PyTorch 1.6 or newer, torch.save(torch.load(PATH), PATH)');
+  const zip: ZipArchive = await openZip(fn, file);
+  try {
+    const pkls = [...zip.entries.keys()].filter((k) => /^[^/]+\/data\.pkl$/.test(k));
+    if (pkls.length !== 1) bad(`it is a zip archive without the one ARCHIVE/data.pkl a PyTorch checkpoint holds (${pkls.length} found)`);
+    const prefix = pkls[0].slice(0, -'data.pkl'.length);
+    const order = zip.entries.get(`${prefix}byteorder`);
+    if (order && (await zip.read(order)).toString() !== 'little') bad('its storages are big-endian');
+    const root = unpickle(await zip.read(zip.entries.get(pkls[0])!), {
+      fn, source: file, globals: allowed(bad), unknownGlobal: hint,
+      persistentLoad(pid) {
+        if (!Array.isArray(pid) || pid[0] !== 'storage' || !(pid[1] instanceof PyGlobal) || typeof pid[2] !== 'string' || !Number.isInteger(pid[4]))
+          return bad('a persistent id that is not a storage');
+        const g = pid[1] as PyGlobal;
+        return { kind: 'storage', type: g.name, key: pid[2], numel: pid[4] } as StorageRef;
+      },
+    });
+    const sd = stateDictOf(root, bad);
+    const storages = new Map<string, Float32Array>();
+    const tensors = new Map<string, HostTensor>();
+    // What the tensors would hold, before any is allocated (a view may repeat its storage).
+    let floats = 0;
+    for (const [name, t] of sd) {
+      const n = t.shape.reduce((x, y) => x * y, 1);
+      if (n > MAX_ELEMENTS) bad(`tensor ${name} [${t.shape.join(', ')}] would hold ${n} elements, more than the 2^31-1 a tensor may hold`);
+      floats += n;
+    }
+    if (floats > MAX_PTH_FLOATS) bad(`its tensors would hold ${floats} floats, more than the ${MAX_PTH_FLOATS} (4 GiB) sppnet reads from one file`);
+    for (const [name, t] of sd) {
+      const { key, type, numel } = t.storage;
+      let elements = storages.get(key);
+      if (!elements) {
+        const entry = zip.entries.get(`${prefix}data/${key}`);
+        if (!entry) return bad(`tensor ${name}'s storage ${key} is missing from the archive`);
+        if (entry.size < numel * STORAGES[type].bytes) bad(`storage ${key} holds ${entry.size} bytes, fewer than its ${numel} ${type} elements`);
+        elements = elementsOf(name, type, await zip.read(entry), numel, bad);
+        storages.set(key, elements);
+      }
+      tensors.set(name, gather(name, t, elements, bad));
+    }
+    return { tensors, metadata: {} };
+  } finally {
+    await zip.close();
+  }
+}
