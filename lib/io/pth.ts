@@ -8,7 +8,7 @@
 import { promises as fsp } from 'fs';
 import { describe, fail, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { PyDict, PyGlobal, unpickle } from './pickle';
-import { decode, HostTensor, SafetensorsFile } from './safetensors-format';
+import { decode, HostTensor, LITTLE_ENDIAN_HOST, SafetensorsFile } from './safetensors-format';
 import { looksLikeZip, openZip, ZipArchive } from './zip';
 
 /** PyTorch's storage classes and the dtype of their elements (safetensors' names). */
@@ -57,6 +57,16 @@ function stateDictOf(root: unknown, bad: (why: string) => never): Map<string, Te
   if (all(root)) return root as Map<string, TensorRef>;
   if (root instanceof Map) for (const key of ['state_dict', 'model']) if (all(root.get(key))) return root.get(key) as Map<string, TensorRef>;
   return bad(`it holds ${root instanceof Map ? `a dict with keys ${[...root.keys()].slice(0, 8).map((k) => JSON.stringify(k)).join(', ')}` : describe(root)}, not a state_dict of tensors (save one with torch.save(model.state_dict(), PATH))`);
+}
+
+/** The view is the row-major layout of its shape (strides of size-1 axes do not matter). */
+function contiguous(t: TensorRef): boolean {
+  let want = 1;
+  for (let a = t.shape.length - 1; a >= 0; a--) {
+    if (t.shape[a] !== 1 && t.stride[a] !== want) return false;
+    want *= t.shape[a];
+  }
+  return true;
 }
 
 /** A tensor as contiguous float32, from its storage's elements (already float32) and its view. */
@@ -152,11 +162,21 @@ export async function readPth(file: string, fn = 'sp.readPth'): Promise<Safetens
     if (floats > MAX_PTH_FLOATS) bad(`its tensors would hold ${floats} floats, more than the ${MAX_PTH_FLOATS} (4 GiB) sppnet reads from one file`);
     for (const [name, t] of sd) {
       const { key, type, numel } = t.storage;
+      const entry = zip.entries.get(`${prefix}data/${key}`);
+      if (!entry) return bad(`tensor ${name}'s storage ${key} is missing from the archive`);
+      if (entry.size < numel * STORAGES[type].bytes) bad(`storage ${key} holds ${entry.size} bytes, fewer than its ${numel} ${type} elements`);
+      // The common case, float32 and contiguous: read from the file straight into the tensor (each
+      // pass over fresh memory costs as much as the read itself).
+      if (type === 'FloatStorage' && LITTLE_ENDIAN_HOST && contiguous(t)) {
+        const n = t.shape.reduce((a, b) => a * b, 1);
+        if (n > 0 && (t.offset < 0 || t.offset + n > numel)) bad(`tensor ${name} reads past its storage (${numel} elements)`);
+        const data = new Float32Array(n);
+        await zip.readInto(entry, 4 * t.offset, new Uint8Array(data.buffer));
+        tensors.set(name, { dtype: 'float32', shape: [...t.shape], data });
+        continue;
+      }
       let elements = storages.get(key);
       if (!elements) {
-        const entry = zip.entries.get(`${prefix}data/${key}`);
-        if (!entry) return bad(`tensor ${name}'s storage ${key} is missing from the archive`);
-        if (entry.size < numel * STORAGES[type].bytes) bad(`storage ${key} holds ${entry.size} bytes, fewer than its ${numel} ${type} elements`);
         elements = elementsOf(name, type, await zip.read(entry), numel, bad);
         storages.set(key, elements);
       }

@@ -15,6 +15,8 @@ export interface ZipArchive {
   entries: Map<string, ZipEntry>;
   /** The bytes of one entry (stored entries only). */
   read(entry: ZipEntry): Promise<Buffer>;
+  /** Bytes [from, from + target.length) of one entry, into `target` (no copy in between). */
+  readInto(entry: ZipEntry, from: number, target: Uint8Array): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -33,15 +35,19 @@ export async function openZip(fn: string, file: string): Promise<ZipArchive> {
   const fd = await fsp.open(file, 'r');
   try {
     const size = (await fd.stat()).size;
-    const readAt = async (pos: number, n: number): Promise<Buffer> => {
-      if (pos < 0 || n < 0 || pos + n > size) throw bad(fn, file, `a record points outside the file (${pos} + ${n} > ${size} bytes)`);
-      const b = Buffer.alloc(n);
+    const fill = async (pos: number, b: Uint8Array): Promise<void> => {
+      const n = b.length;
+      if (pos < 0 || pos + n > size) throw bad(fn, file, `a record points outside the file (${pos} + ${n} > ${size} bytes)`);
       let done = 0;
       while (done < n) {
         const { bytesRead } = await fd.read(b, done, n - done, pos + done);
         if (bytesRead === 0) throw bad(fn, file, 'the file ended early');
         done += bytesRead;
       }
+    };
+    const readAt = async (pos: number, n: number): Promise<Buffer> => {
+      const b = Buffer.allocUnsafe(Math.max(0, n));
+      await fill(pos, b);
       return b;
     };
     // The end of central directory record: within the last 22 + 65535 bytes.
@@ -97,7 +103,11 @@ export async function openZip(fn: string, file: string): Promise<ZipArchive> {
       entries.set(name, { name, dataOffset, size: plain });
       p = extraEnd + commentLen;
     }
-    return { entries, read: (entry) => readAt(entry.dataOffset, entry.size), close: () => fd.close() };
+    const readInto = async (entry: ZipEntry, from: number, target: Uint8Array) => {
+      if (from < 0 || from + target.length > entry.size) throw bad(fn, file, `a read of ${target.length} bytes at ${from} runs past entry ${entry.name}`);
+      await fill(entry.dataOffset + from, target);
+    };
+    return { entries, read: (entry) => readAt(entry.dataOffset, entry.size), readInto, close: () => fd.close() };
   } catch (e) {
     await fd.close();
     // A read past a record's end that the checks above did not foresee: still a malformed file.
