@@ -343,8 +343,8 @@ function benchStart(file, from, to, options, reps) {
 }
 
 module.exports = {
-  parseArgs, headerText, benchStart, UsageError, failed, commandLine,
-  timeRuns, stats, percentile, nowMs,
+  parseArgs, headerText, benchStart, failed, commandLine,
+  timeRuns, percentile, nowMs,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
   machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

@@ -38,7 +38,7 @@ const sp = require('../dist');
 const { parseArgs, headerText, failed, commandLine, machineInfo, writeResults, rng, mdTable, textTable, buildInfo } = require('./common');
 
 /** What `sppnet serve` passes to createServer beyond its defaults (bin/sppnet.js, serveCmd). */
-const SERVE = { heapGrowingPercent: 300 };
+const SERVE = { heapGrowingPercent: require('../dist/serve/server').SERVE_HEAP_GROWING_PERCENT };
 
 // ---------------------------------------------------------------------------------------------
 // Options

@@ -304,7 +304,8 @@ async function serveCmd(sp, o) {
     maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: o['shorter-side'] === 'none' ? null : num('shorter-side'),
     maxPixels: num('max-pixels'), maxBatchPixels: num('max-batch-pixels'), maxQueuedPixels: num('max-queued-pixels'),
     bodyLimit: num('body-limit'), maxFiles: num('max-files'), maxRssBytes: num('max-rss'),
-    heapGrowingPercent: o['heap-growing-percent'] === undefined ? 300 : Number(o['heap-growing-percent']),
+    // A bare flag parses as true: String() makes it NaN, which createServer refuses.
+    heapGrowingPercent: o['heap-growing-percent'] === undefined ? require('../dist/serve/server').SERVE_HEAP_GROWING_PERCENT : Number(String(o['heap-growing-percent'])),
   });
   const port = o.port === undefined ? 8080 : Number(o.port);
   const address = await app.listen({ port, host: o.host || '127.0.0.1' });

@@ -35,7 +35,7 @@ Napi::Value GatherFloats(const Napi::CallbackInfo& info) {
   std::vector<Napi::Value> keep{out};
   const size_t total = out.ElementLength();
   for (uint32_t i = 0; i < n; ++i) {
-    const Napi::Float32Array in = typed_array<float>(env, inputs.Get(i), napi_float32_array, "gatherFloats: inputs[i]", "a Float32Array");
+    const Napi::Float32Array in = typed_array<float>(env, inputs.Get(i), napi_float32_array, "gatherFloats: inputs[" + std::to_string(i) + "]", "a Float32Array");
     const double at = offsets[i];
     if (!(at >= 0) || at + static_cast<double>(in.ElementLength()) > static_cast<double>(total))
       throw Napi::RangeError::New(env, "internal: gatherFloats: input " + std::to_string(i) + " does not fit the output");

@@ -1,8 +1,6 @@
 // CPU elementwise and row-wise ops: ReLU forward and backward, softmax, dropout, multiply, and the
 // softmax cross-entropy loss.
-#include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "parallel.h"
 #include "sppnet/dropout.h"

@@ -1,12 +1,9 @@
 // CPU optimizer steps (PyTorch's SGD and Adam/AdamW formulas), in place, vectorised per ISA.
-#include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "isa.h"
 #include "parallel.h"
 #include "sppnet/ops.h"
-#include "vec.h"
 
 namespace sppnet {
 namespace cpu {

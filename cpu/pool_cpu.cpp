@@ -12,7 +12,6 @@
 #include "parallel.h"
 #include "pool_cpu.h"
 #include "sppnet/ops.h"
-#include "vec.h"
 
 namespace sppnet {
 namespace cpu {

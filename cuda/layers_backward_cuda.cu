@@ -2,7 +2,6 @@
 // kernels (no atomics). Input gradients are gathered, one thread per input element; weight and
 // bias gradients take one block per weight element with a fixed-order block reduction. One launch
 // per layer covers the whole ragged batch (maps found by binary search over prefix sums).
-#include <vector>
 
 #include "kernel.h"
 #include "ragged_tables.cuh"

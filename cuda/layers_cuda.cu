@@ -2,7 +2,6 @@
 // element, the map found by binary search over the output offsets). conv2d and linear run on the
 // tensor cores (gemm_tc.cu) unless math is kMathDirect or the GPU predates compute capability
 // 8.0; the direct kernels here are their FP32 reference.
-#include <vector>
 
 #include "gemm_tc.h"
 #include "kernel.h"

@@ -79,6 +79,7 @@ SPPNET_OPS(SPPNET_DECLARE_OP)
 namespace cuda {
 SPPNET_OPS(SPPNET_DECLARE_OP)
 }  // namespace cuda
+#undef SPPNET_DECLARE_OP
 
 // One backend's ops as a table of function pointers (the binding picks cpu or cuda by where the
 // buffers live: binding/common.h, backend()).

@@ -10,7 +10,7 @@ export class PyGlobal {
 }
 
 /** Python's None. */
-export const PY_NONE = null;
+const PY_NONE = null;
 
 export interface UnpickleOptions {
   /** fn and the file, for messages. */

@@ -106,16 +106,28 @@ function elementsOf(name: string, type: string, bytes: Buffer, numel: number, ba
   return out;
 }
 
-/** True when the file is a zip archive (PyTorch's checkpoint format since 1.6). */
-export async function isPthFile(file: string): Promise<boolean> {
+/** The first n bytes of a file (fewer if it is shorter). */
+async function fileHead(file: string, n: number): Promise<Buffer> {
   const fd = await fsp.open(file, 'r');
   try {
-    const head = Buffer.alloc(4);
-    await fd.read(head, 0, 4, 0);
-    return looksLikeZip(head);
+    const head = Buffer.alloc(n);
+    const { bytesRead } = await fd.read(head, 0, n, 0);
+    return head.subarray(0, bytesRead);
   } finally {
     await fd.close();
   }
+}
+
+/**
+ * A legacy (before 1.6) checkpoint starts with pickle's PROTO 2 and the LONG1 magic number: bytes
+ * no safetensors file can start with (its header length would be 177 MB, over the limit).
+ */
+const isLegacy = (head: Uint8Array) => head.length >= 4 && head[0] === 0x80 && head[1] === 0x02 && head[2] === 0x8a && head[3] === 0x0a;
+
+/** True when the file is a PyTorch checkpoint: a zip archive (1.6 and newer), or the legacy format (refused by readPth with how to re-save). */
+export async function isPthFile(file: string): Promise<boolean> {
+  const head = await fileHead(file, 4);
+  return looksLikeZip(head) || isLegacy(head);
 }
 
 /** Reads the state_dict of a PyTorch checkpoint (torch.save(model.state_dict(), file)). */
@@ -124,15 +136,8 @@ export async function readPth(file: string, fn = 'sp.readPth'): Promise<Safetens
   const bad = (why: string): never => {
     throw new SppnetError(`${fn}: ${file}: ${why}`, 'SPPNET_INVALID_ARGUMENT');
   };
-  let head: Buffer;
-  try {
-    head = Buffer.alloc(2);
-    const fd = await fsp.open(file, 'r');
-    await fd.read(head, 0, 2, 0).finally(() => fd.close());
-  } catch (e) {
-    return bad(`cannot read it: ${(e as Error).message}`);
-  }
-  if (head[0] === 0x80) bad('it is in PyTorch\'s legacy format (before 1.6, not a zip archive): load and save it again with PyTorch 1.6 or newer, torch.save(torch.load(PATH), PATH)');
+  const head = await fileHead(file, 4).catch((e: Error) => bad(`cannot read it: ${e.message}`));
+  if (isLegacy(head)) bad('it is in PyTorch\'s legacy format (before 1.6, not a zip archive): load and save it again with PyTorch 1.6 or newer, torch.save(torch.load(PATH), PATH)');
   const zip: ZipArchive = await openZip(fn, file);
   try {
     const pkls = [...zip.entries.keys()].filter((k) => /^[^/]+\/data\.pkl$/.test(k));

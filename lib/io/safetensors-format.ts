@@ -36,7 +36,7 @@ export interface ExpectedTensor {
 export const MAX_HEADER_BYTES = 100_000_000;
 
 /** At most this many problems are spelled out in one error; the rest are counted. */
-export const MAX_LISTED_PROBLEMS = 100;
+const MAX_LISTED_PROBLEMS = 100;
 
 export const METADATA_KEY = '__metadata__';
 
@@ -113,7 +113,7 @@ export function halfBitsToFloatBits(h: number): number {
   return (sign | ((e + 127) << 23) | ((mant & 0x3ff) << 13)) >>> 0;
 }
 
-export function getHalfTable(): Uint32Array {
+function getHalfTable(): Uint32Array {
   if (!halfTable) {
     halfTable = new Uint32Array(65536);
     for (let h = 0; h < 65536; h++) halfTable[h] = halfBitsToFloatBits(h);

@@ -27,10 +27,10 @@ export interface Conv2dOptions {
 }
 
 /**
- * @internal Checks a conv weight against the input and the stride/padding/dilation/groups
+ * Checks a conv weight against the input and the stride/padding/dilation/groups
  * options, and gives the geometry and every map's output size (conv2d and its backward).
  */
-export function convGeometry(fn: string, L: SpatialLayout, weight: Tensor, o: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number }) {
+function convGeometry(fn: string, L: SpatialLayout, weight: Tensor, o: { stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number }) {
   if (!(weight instanceof Tensor)) fail(`${fn}: weight must be a Tensor [out, in/groups, kh, kw], got ${describe(weight)}`);
   const ws = weight.storage(fn, 'weight');
   if (weight.rank !== 4) fail(`${fn}: weight must have rank 4 [out, in/groups, kh, kw], got shape [${weight.shape.join(', ')}]`);

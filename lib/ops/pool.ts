@@ -39,8 +39,8 @@ export function poolWindow(fn: string, o: Record<string, unknown>, prefix = 'opt
   return { kh, kw, sh, sw, ph, pw, ceil: o.ceilMode === true };
 }
 
-/** @internal Checked pooling geometry: kernel, stride, padding and each map's output size. */
-export function poolGeometry(fn: string, L: SpatialLayout, o: Record<string, unknown>, prefix = 'options') {
+/** Checked pooling geometry: kernel, stride, padding and each map's output size. */
+function poolGeometry(fn: string, L: SpatialLayout, o: Record<string, unknown>, prefix = 'options') {
   const { kh, kw, sh, sw, ph, pw, ceil } = poolWindow(fn, o, prefix);
   const outSizes = L.sizes.map(([h, w]) => [poolOutSide(h, kh, sh, ph, ceil), poolOutSide(w, kw, sw, pw, ceil)] as const);
   checkOutputSizes(fn, outSizes, L.channels, (i) =>

@@ -85,6 +85,9 @@ export interface ServerOptions extends BatchingOptions {
   logger?: boolean;
 }
 
+/** The heapGrowingPercent `sppnet serve` (and bench/load.js, which runs its server as serve does) passes. */
+export const SERVE_HEAP_GROWING_PERCENT = 300;
+
 /** Route labels of the metrics: the route's pattern, or 'unmatched' (never the raw URL). */
 const routeOf = (req: FastifyRequest) => req.routeOptions?.url ?? 'unmatched';
 const callOf = (req: FastifyRequest) => `${req.method} ${req.routeOptions?.url ?? req.url}`;
