@@ -1,12 +1,14 @@
 // Training data: datasets of variable-size CHW images with labels, on the host. A built-in synthetic
 // dataset (shapes of several classes at random positions, scales and colours, on images of random
 // sizes) so that training runs with nothing downloaded, and an image-folder dataset (one sub-folder
-// per class, as torchvision's ImageFolder) decoded by sharp. Plus the transforms the trainer uses:
+// per class, as torchvision's ImageFolder) decoded by sharp, and IDX files (MNIST's format; Fashion-
+// MNIST from Debian's package by default). Plus the transforms the trainer uses:
 // random crop, warp (resize to a square), horizontal flip, bilinear resize.
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, fail, isPositiveInt, SppnetError } from '../core/errors';
 import { IMAGENET_MEAN, IMAGENET_STD, readImage } from '../io/images';
+import { checkMaxBytes, IdxReadOptions, parseIdx, readIdxBytes } from '../io/idx';
 import { mixSeed, prng } from '../core/random';
 
 /** One image on the host: [C, H, W] floats, row-major, and its class. */
@@ -203,6 +205,102 @@ export async function imageFolder(root: string, opts: ImageFolderOptions = {}): 
   };
 }
 
+export interface IdxOptions extends IdxReadOptions {
+  /** Class names (labels index them), or their number. Default: '0', '1', ... up to the largest label. */
+  classes?: readonly string[] | number;
+  /** Use the first `count` items only (default: all). */
+  count?: number;
+  /** Pixels are (byte / 255 - mean) / std: defaults 0 and 1, values in 0..1. */
+  mean?: number;
+  std?: number;
+}
+
+export interface IdxDataset extends Dataset {
+  readonly height: number;
+  readonly width: number;
+  /** The labels of the items used (the first `count`). */
+  readonly labels: Uint8Array;
+}
+
+/**
+ * A dataset of grey [1, H, W] images from a pair of IDX files (MNIST's format; gzipped or not):
+ * `images` (magic 0x00000803, N x H x W bytes) and `labels` (magic 0x00000801, N bytes), as paths
+ * or bytes. The files stay in memory as bytes (Fashion-MNIST's training set: 47 MB); sample i is
+ * converted to floats when asked for.
+ */
+export async function idx(images: string | Uint8Array, labels: string | Uint8Array, opts: IdxOptions = {}, fn = 'sp.data.idx'): Promise<IdxDataset> {
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const maxBytes = checkMaxBytes(fn, opts);
+  const mean = opts.mean ?? 0, std = opts.std ?? 1;
+  if (typeof mean !== 'number' || !Number.isFinite(mean)) fail(`${fn}: options.mean must be a finite number, got ${describe(opts.mean)}`);
+  if (typeof std !== 'number' || !Number.isFinite(std) || !(std > 0)) fail(`${fn}: options.std must be a finite number > 0, got ${describe(opts.std)}`);
+  if (opts.count !== undefined && !isPositiveInt(opts.count)) fail(`${fn}: options.count must be a positive integer, got ${describe(opts.count)}`);
+  const c = opts.classes;
+  if (c !== undefined && !(isPositiveInt(c) && c >= 2) && !(Array.isArray(c) && c.length >= 2 && c.every((n) => typeof n === 'string' && n !== '')))
+    fail(`${fn}: options.classes must be at least two non-empty class names or a number >= 2, got ${describe(c)}`);
+  const img = await parseIdx(fn, 'images', await readIdxBytes(fn, 'images', images, maxBytes), 3, maxBytes);
+  const lab = await parseIdx(fn, 'labels', await readIdxBytes(fn, 'labels', labels, maxBytes), 1, maxBytes);
+  const [N, H, W] = img.dims;
+  if (lab.dims[0] !== N) fail(`${fn}: images has ${N} items, labels has ${lab.dims[0]}: they must be the same number`);
+  if (opts.count !== undefined && opts.count > N) fail(`${fn}: options.count is ${opts.count}, the files hold ${N} items`);
+  const count = opts.count ?? N;
+  const labs = lab.data.subarray(0, count);
+  let top = 0;
+  for (let i = 0; i < count; i++) if (labs[i] > top) top = labs[i];
+  const names = Array.isArray(c) ? [...c] : Array.from({ length: (c as number | undefined) ?? Math.max(2, top + 1) }, (_, k) => String(k));
+  if (top >= names.length) fail(`${fn}: labels has label ${top} (item ${labs.indexOf(top)}), outside the ${names.length} classes of options.classes`);
+  const px = img.data, plane = H * W, scale = 1 / (255 * std), shift = mean / std;
+  return {
+    classes: names,
+    length: count,
+    height: H,
+    width: W,
+    labels: labs,
+    description: `IDX: ${count} images of ${H}x${W} in ${names.length} classes${typeof images === 'string' ? ` (${images})` : ''}`,
+    async get(i: number) {
+      if (!Number.isInteger(i) || i < 0 || i >= count) fail(`${fn}: index ${typeof i === 'number' ? i : describe(i)} is outside [0, ${count})`);
+      const data = new Float32Array(plane);
+      for (let k = 0, o = i * plane; k < plane; k++) data[k] = px[o + k] * scale - shift;
+      return { data, shape: [1, H, W], label: labs[i] };
+    },
+  };
+}
+
+/** Fashion-MNIST's classes, in label order. */
+export const FASHION_MNIST_CLASSES = Object.freeze(['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']);
+/** Where Debian's dataset-fashion-mnist package puts the files. */
+export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
+
+export interface FashionMnistOptions extends Omit<IdxOptions, 'classes'> {
+  /** 'train' (60,000 images, the default) or 'test' (10,000). */
+  split?: 'train' | 'test';
+}
+
+/**
+ * Fashion-MNIST from a folder holding its four IDX files as Zalando distributes them
+ * ({train,t10k}-{images-idx3,labels-idx1}-ubyte, gzipped or not); by default Debian's
+ * (apt-get install dataset-fashion-mnist). Class names set; values in 0..1 unless mean/std given.
+ */
+export async function fashionMnist(dir: string | FashionMnistOptions = FASHION_MNIST_DIR, opts: FashionMnistOptions = {}): Promise<IdxDataset> {
+  const fn = 'sp.data.fashionMnist';
+  if (typeof dir === 'object' && dir !== null && !Array.isArray(dir)) [dir, opts] = [FASHION_MNIST_DIR, dir];
+  if (typeof dir !== 'string' || dir === '') fail(`${fn}: dir must be a folder path, got ${describe(dir)}`);
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const split = opts.split ?? 'train';
+  if (split !== 'train' && split !== 'test') fail(`${fn}: options.split must be 'train' or 'test', got ${describe(opts.split)}`);
+  const stem = split === 'train' ? 'train' : 't10k';
+  const find = (kind: string) => {
+    const names = [`${stem}-${kind}-ubyte.gz`, `${stem}-${kind}-ubyte`];
+    const hit = names.map((n) => path.join(dir as string, n)).find((p) => fs.existsSync(p));
+    if (!hit)
+      fail(`${fn}: no ${names.join(' or ')} in ${dir}` + (dir === FASHION_MNIST_DIR ? ' (install the data with: sudo apt-get install dataset-fashion-mnist)' : ' (the folder must hold Fashion-MNIST\'s IDX files as Zalando distributes them)'));
+    return hit;
+  };
+  const { split: _, ...rest } = opts;
+  const ds = await idx(find('images-idx3'), find('labels-idx1'), { ...rest, classes: FASHION_MNIST_CLASSES }, fn);
+  return Object.assign(ds, { description: `Fashion-MNIST ${split}: ${ds.length} images of ${ds.height}x${ds.width}, 10 classes (${dir})` });
+}
+
 // ---- transforms (host-side, CHW) -------------------------------------------------------------
 
 /** Bilinear resize of a [C, H, W] image to [C, h, w] (PyTorch's align_corners=False rule). */
@@ -273,4 +371,4 @@ export function view(s: Sample, size: number, mode: InputMode, r: (() => number)
   return v;
 }
 
-export const data = { synthetic, imageFolder, resize, crop, flip, view };
+export const data = { synthetic, imageFolder, idx, fashionMnist, resize, crop, flip, view };
