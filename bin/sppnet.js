@@ -26,6 +26,12 @@ const USAGE = `usage:
                network's), which must not exist yet; --no-out keeps nothing)
   sppnet ablation [--epochs 6] [--train 1600] [--test 400] [--classes 4] [--size 64] [--seed 1]
                   [--out DIR] [--device cpu|cuda]   (no SPP vs SPP single-size vs SPP multi-size; table + SVG)
+  sppnet ablation --data fashion-mnist [--data-dir DIR] [--train 15000] [--test 10000] [--epochs 6] [--batch 64]
+                  [--seeds 1,2,3] [--arms nospp,single,multi-epoch,multi-batch] [--epoch-sizes 20,28,36,48,56]
+                  [--batch-sizes 20-56] [--test-sizes 20,28,36,48,56] [--random-test 20-56] [--lr 0.002]
+                  [--progress] [--out DIR] [--device cpu|cuda]
+                  (the same on Fashion-MNIST, tested at other sizes than 28 px; mean ± std over the seeds;
+                  DIR default: Debian's /usr/share/datasets/fashion-mnist, apt-get install dataset-fashion-mnist)
   sppnet demo [--out DIR] [--device cpu|cuda]            (trains a small SPP-net on synthetic images, then classifies
                                                           variable-size image files with it; nothing downloaded;
                                                           keeps the weights and images in DIR, default ./sppnet-demo)
@@ -263,6 +269,10 @@ async function trainCmd(sp, o) {
 }
 
 async function ablationCmd(sp, o) {
+  if (o.data !== undefined && o.data !== 'synthetic') {
+    if (o.data !== 'fashion-mnist') throw new Error(`ablation: --data must be synthetic (the default) or fashion-mnist, got ${JSON.stringify(o.data)}`);
+    return fashionAblationCmd(sp, o);
+  }
   const n = (k, d) => (o[k] ? ints(o[k], k)[0] : d);
   const opts = { epochs: n('epochs', 6), trainImages: n('train', 1600), testImages: n('test', 400), classes: n('classes', 4), size: n('size', 64), seed: n('seed', 1), batchSize: n('batch', 32), device: o.device, progress: true };
   console.log(`SPP-net ablation on synthetic shapes: ${opts.classes} classes, ${opts.trainImages} training / ${opts.testImages} test images, ${opts.epochs} epochs each, ${sp.backend().device}`);
@@ -288,6 +298,58 @@ async function ablationCmd(sp, o) {
   });
   svg.write(path.join(dir, 'ablation.svg'), chart);
   console.log(`wrote ${path.join(dir, 'ablation.md')}, ablation.json and ablation.svg`);
+}
+
+// ablation --data fashion-mnist: no SPP, SPP single-size and SPP multi-size (per epoch, per batch)
+// on Fashion-MNIST, several seeds, tested at other sizes than the training size; table + SVG.
+async function fashionAblationCmd(sp, o) {
+  const n = (k) => (o[k] === undefined ? undefined : ints(o[k], k)[0]);
+  const range = (k) => {
+    if (o[k] === undefined) return undefined;
+    const m = /^(\d+)-(\d+)$/.exec(String(o[k]));
+    if (!m) throw new Error(`--${k} must be MIN-MAX, got ${JSON.stringify(o[k])}`);
+    return { min: Number(m[1]), max: Number(m[2]) };
+  };
+  const opts = {
+    dir: typeof o['data-dir'] === 'string' ? o['data-dir'] : undefined, trainImages: n('train'), testImages: n('test'), epochs: n('epochs'), batchSize: n('batch'), size: n('size'),
+    epochSizes: o['epoch-sizes'] ? ints(o['epoch-sizes'], 'epoch-sizes') : undefined, batchSizes: range('batch-sizes'),
+    testSizes: o['test-sizes'] ? ints(o['test-sizes'], 'test-sizes') : undefined, randomTest: range('random-test'),
+    seeds: o.seeds ? String(o.seeds).split(',').map(Number) : undefined, arms: o.arms ? String(o.arms).split(',') : undefined,
+    optimizer: o.lr ? { type: 'adam', lr: Number(o.lr) } : undefined, device: o.device, progress: o.progress ? true : false,
+  };
+  const t0 = Date.now();
+  const name = { nospp: 'no SPP', single: 'SPP, single-size', 'multi-epoch': 'SPP, multi-size (per epoch)', 'multi-batch': 'SPP, multi-size (per batch)' };
+  console.log(`SPP-net ablation on Fashion-MNIST, ${sp.backend().device}`);
+  const r = await sp.fashionAblation({
+    ...opts,
+    onRun: (x) => console.log(`  ${name[x.arm]}, seed ${x.seed}: ${Object.entries(x.errors).map(([t, e]) => `${t} ${(100 * e).toFixed(2)}%`).join(', ')} (train ${x.trainSeconds.toFixed(0)} s, test ${x.evalSeconds.toFixed(0)} s)`),
+  });
+  const s = r.settings;
+  const table = sp.fashionTable(r);
+  const about = `${s.data}; test: ${s.testData}. ${s.epochs} epochs at batch ${s.batchSize} (${s.steps} optimizer steps per network), ${s.optimizer.type} lr ${s.optimizer.lr} cosine, seeds ${s.seeds.join(', ')}, ${s.device}; ${((Date.now() - t0) / 60000).toFixed(1)} min in all.`;
+  console.log(`\n${about}\nTop-1 error (%), mean ± standard deviation over ${s.seeds.length} seed(s):\n\n${table}\n`);
+  const dir = o.out ?? '.';
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'ablation-fashion.md'), `# SPP-net ablation (Fashion-MNIST)\n\nCommand: \`sppnet ${process.argv.slice(2).join(' ')}\`\n\n${about}\n\nTop-1 error (%), mean ± standard deviation over the seeds:\n\n${table}\n`);
+  fs.writeFileSync(path.join(dir, 'ablation-fashion.json'), JSON.stringify(r, null, 1));
+  const svg = require('../dist/io/svg');
+  const rows = sp.fashionSummary(r);
+  const line = svg.lineChart({
+    title: 'SPP-net ablation on Fashion-MNIST: top-1 error by test size (lower is better)',
+    subtitle: `trained at ${s.size} px (multi-size: ${s.epochSizes.join('/')} per epoch, or ${s.batchSizes.min}..${s.batchSizes.max} per batch); ${s.steps} steps of ${s.batchSize}; mean of ${s.seeds.length} seeds`,
+    xTitle: 'test image size, px (square)', yTitle: 'top-1 error, %', yMin: 0, width: 760, height: 440, xTicks: s.testSizes,
+    series: rows.map((x) => ({ name: x.name, points: s.testSizes.map((t) => [t, 100 * x.cells[String(t)].mean]) })),
+    notes: [`no SPP: a fixed-size net, each test image resized back to ${s.size}x${s.size}; SPP nets see each test image at its size`, `± over seeds in ablation-fashion.md`],
+  });
+  const bar = svg.barChart({
+    title: `Each test image at its own random size, ${s.randomTest.min}..${s.randomTest.max} px (ragged batches)`,
+    yTitle: 'top-1 error, %', yMin: 0, width: 760, height: 360,
+    categories: rows.map((x) => x.name),
+    series: [{ name: 'top-1 error %', values: rows.map((x) => 100 * x.cells.random.mean) }],
+    notes: rows.map((x) => `${x.name}: ${(100 * x.cells.random.mean).toFixed(2)} ± ${(100 * x.cells.random.std).toFixed(2)}% (${x.training})`),
+  });
+  svg.write(path.join(dir, 'ablation-fashion.svg'), svg.combine([line, bar], { cols: 1 }));
+  console.log(`wrote ${path.join(dir, 'ablation-fashion.md')}, ablation-fashion.json and ablation-fashion.svg`);
 }
 
 async function serveCmd(sp, o) {

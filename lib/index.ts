@@ -63,3 +63,5 @@ export { fit, evaluate, writeCheckpoint } from './train/fit';
 export type { FitOptions, FitResult, EpochStats, EvalInput, EvalResult, SizePolicy } from './train/fit';
 export { ablation, ablationTable, ablationSpec, ablationTrunk } from './train/ablation';
 export type { AblationOptions, AblationResult, AblationRow } from './train/ablation';
+export { fashionAblation, fashionTable, fashionSummary, fashionSpec, FASHION_ARMS } from './train/fashion';
+export type { FashionAblationOptions, FashionAblationResult, FashionRun, FashionArm } from './train/fashion';
