@@ -15,17 +15,23 @@ const USAGE = `usage:
                [--max-queued-pixels N] [--body-limit 16777216] [--max-files 16] [--max-rss BYTES]
                [--heap-growing-percent 300]
                [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
-  sppnet train (--arch A | --spec net.json) --data synthetic|FOLDER [--val synthetic|FOLDER] [--classes N]
+  sppnet train (--arch A | --spec net.json) --data synthetic|fashion-mnist|FOLDER [--val synthetic|fashion-mnist|FOLDER] [--classes N]
                [--count 1000] [--val-count 300] [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96]
                [--input crop|warp] [--no-flip] [--optimizer sgd|adam|adamw] [--lr 0.01] [--momentum 0.9]
                [--weight-decay 5e-4] [--schedule constant|step|cosine] [--seed 0]
                [--out model.safetensors | --no-out] [--checkpoint ck.safetensors] [--resume ck.safetensors]
                [--device cpu|cuda]
+               [--data-dir DIR] [--val-sizes 20,28,56] [--dropout 0]
                (FOLDER: one sub-folder of images per class; synthetic: --count images of --classes shapes,
-               sides 48..128. The model is saved to --out, by default ./NAME.safetensors (NAME: the
-               network's), which must not exist yet; --no-out keeps nothing)
+               sides 48..128; fashion-mnist: Fashion-MNIST's IDX files in --data-dir, default Debian's
+               /usr/share/datasets/fashion-mnist; as --val, its test split; without --arch/--spec the small
+               SPP-net sp.fashionSpec; --val-sizes: the final model on --val resized to each size.
+               The model is saved to --out, by default ./NAME.safetensors (NAME: the network's), which
+               must not exist yet; --no-out keeps nothing)
   sppnet ablation [--epochs 6] [--train 1600] [--test 400] [--classes 4] [--size 64] [--seed 1]
-                  [--out DIR] [--device cpu|cuda]   (no SPP vs SPP single-size vs SPP multi-size; table + SVG)
+                  [--multi-sizes 48,64,80|48-96] [--out DIR] [--device cpu|cuda]
+                  (no SPP vs SPP single-size vs SPP multi-size, one size per epoch or MIN-MAX: a random
+                  size per batch; synthetic shapes; table + SVG)
   sppnet ablation --data fashion-mnist [--data-dir DIR] [--train 15000] [--test 10000] [--epochs 6] [--batch 64]
                   [--seeds 1,2,3] [--arms nospp,single,multi-epoch,multi-batch] [--epoch-sizes 20,28,36,48,56]
                   [--batch-sizes 20-56] [--test-sizes 20,28,36,48,56] [--random-test 20-56] [--lr 0.002]
@@ -198,7 +204,11 @@ function parseSizes(v) {
   return ints(v, 'sizes');
 }
 
-async function datasetOf(sp, what, o, seed) {
+async function datasetOf(sp, what, o, seed, split = 'train') {
+  if (what === 'fashion-mnist') {
+    const count = o.count === undefined ? undefined : ints(o.count, 'count')[0];
+    return sp.data.fashionMnist(typeof o['data-dir'] === 'string' ? o['data-dir'] : sp.FASHION_MNIST_DIR, { split, count });
+  }
   if (what === 'synthetic') return sp.data.synthetic({ classes: o.classes ? ints(o.classes, 'classes')[0] : 4, count: o.count ? ints(o.count, 'count')[0] : 1000, seed });
   return sp.data.imageFolder(what, { shorterSide: o['shorter-side'] ? ints(o['shorter-side'], 'shorter-side')[0] : undefined });
 }
@@ -228,11 +238,16 @@ async function trainCmd(sp, o) {
   if (!o.data) throw new Error('train: give --data synthetic or --data FOLDER (one sub-folder of images per class)');
   const seed = o.seed ? Number(o.seed) : 0;
   const data = await datasetOf(sp, o.data, o, seed * 2 + 1);
-  const val = o.val ? await datasetOf(sp, o.val, { ...o, count: o['val-count'] ?? 300 }, seed * 2 + 2) : undefined;
+  // --val fashion-mnist is its test split, all 10,000 images unless --val-count says otherwise.
+  const valCount = o['val-count'] ?? (o.val === 'fashion-mnist' ? undefined : 300);
+  const val = o.val ? await datasetOf(sp, o.val, { ...o, count: valCount }, seed * 2 + 2, 'test') : undefined;
   const classes = data.classes.length;
   let spec;
   if (o.spec) spec = JSON.parse(fs.readFileSync(o.spec, 'utf8'));
-  else if (!o.arch) throw new Error('train: give --arch zf5|convnet5|overfeat5|overfeat7 or --spec net.json');
+  else if (!o.arch && o.data === 'fashion-mnist') {
+    spec = sp.fashionSpec('spp', classes, [4, 2, 1], o.dropout === undefined ? 0 : Number(o.dropout));
+    console.log('no --arch or --spec: the small Fashion-MNIST SPP-net (sp.fashionSpec: conv 16-32-64, SPP {4, 2, 1}, fc 128, fc 10)');
+  } else if (!o.arch) throw new Error('train: give --arch zf5|convnet5|overfeat5|overfeat7 or --spec net.json');
   const out = trainOut(o, spec ? spec.name : o.arch);
   const model = await sp.buildModel({ arch: spec ? undefined : o.arch, spec, classes, seed, device: o.device });
   console.log(`training ${model.spec.name} (${classes} classes) on ${data.description}, ${sp.backend().device}`);
@@ -256,7 +271,19 @@ async function trainCmd(sp, o) {
     progress: true,
   });
   if (data.skipped && data.skipped.length) console.log(`${data.skipped.length} file(s) could not be decoded and were skipped`);
-  if (out) {
+  if (val && o['val-sizes']) {
+    // The final model on the validation images resized to other sizes (SPP nets take any size).
+    for (const n of ints(o['val-sizes'], 'val-sizes')) {
+      const at = { classes: val.classes, length: val.length, description: `${val.description} at ${n}x${n}`, get: async (i) => sp.data.resize(await val.get(i), n, n) };
+      const e = await sp.evaluate(model, at, { input: 'natural', batchSize: 100 });
+      console.log(`validation at ${n}x${n}: accuracy ${(100 * e.accuracy).toFixed(2)}%`);
+    }
+  }
+  if (out && o.data === 'fashion-mnist') {
+    // Grey images in 0..1: the class names are stored; image files are not what this model reads.
+    await model.save(out, { labels: JSON.stringify(data.classes), input: 'grey 28x28 IDX images, values 0..1 (sp.data.fashionMnist)' });
+    console.log(`saved ${out}`);
+  } else if (out) {
     // The class names and the normalisation that image files need to look like the training data:
     // classify reads both back. Synthetic samples are floats in about [-1, 1] (files: mean = std = 0.5).
     const norm = o.data === 'synthetic' ? { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] } : { mean: [...sp.IMAGENET_MEAN], std: [...sp.IMAGENET_STD] };
@@ -275,6 +302,7 @@ async function ablationCmd(sp, o) {
   }
   const n = (k, d) => (o[k] ? ints(o[k], k)[0] : d);
   const opts = { epochs: n('epochs', 6), trainImages: n('train', 1600), testImages: n('test', 400), classes: n('classes', 4), size: n('size', 64), seed: n('seed', 1), batchSize: n('batch', 32), device: o.device, progress: true };
+  if (o['multi-sizes'] !== undefined) opts.multiSizes = parseSizes(o['multi-sizes']);
   console.log(`SPP-net ablation on synthetic shapes: ${opts.classes} classes, ${opts.trainImages} training / ${opts.testImages} test images, ${opts.epochs} epochs each, ${sp.backend().device}`);
   const r = await sp.ablation({ ...opts, onRow: (row) => console.log(`  ${row.name}, tested on ${row.test}: top-1 error ${(100 * row.error).toFixed(2)}%`) });
   const table = sp.ablationTable(r);

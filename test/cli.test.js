@@ -155,6 +155,40 @@ describe('command line', function () {
     expect(r.stderr).to.match(/unknown command "frobnicate"/);
   });
 
+  it('train and ablation --data fashion-mnist read IDX files from --data-dir (fixtures here, not the real data)', function () {
+    this.timeout(300000);
+    const fm = path.join(dir, 'fashion');
+    fs.mkdirSync(fm);
+    const zlib = require('zlib');
+    const idx = (magic, dims, bytes) => {
+      const h = Buffer.alloc(4 + 4 * dims.length);
+      [magic, ...dims].forEach((v, k) => h.writeUInt32BE(v, 4 * k));
+      return zlib.gzipSync(Buffer.concat([h, Buffer.from(bytes)]));
+    };
+    const seed = (Date.now() & 0xffff) + 1;
+    const byte = (i) => ((i * 2654435761 + seed * 97) >>> 13) & 255;
+    for (const [stem, n] of [['train', 64], ['t10k', 20]]) {
+      fs.writeFileSync(path.join(fm, `${stem}-images-idx3-ubyte.gz`), idx(0x803, [n, 28, 28], Array.from({ length: n * 784 }, (_, i) => byte(i))));
+      fs.writeFileSync(path.join(fm, `${stem}-labels-idx1-ubyte.gz`), idx(0x801, [n], Array.from({ length: n }, (_, i) => byte(i + 7) % 10)));
+    }
+    let r = run(['train', '--data', 'fashion-mnist', '--data-dir', fm, '--val', 'fashion-mnist', '--epochs', '1', '--batch', '32', '--sizes', '20-36', '--input', 'warp', '--optimizer', 'adam', '--val-sizes', '20,36', '--no-out'], { timeout: 120000 });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/training fashion-spp \(10 classes\) on Fashion-MNIST train: 64 images of 28x28, 10 classes/);
+    expect(r.stdout).to.match(/validation at 20x20: accuracy \d+\.\d\d%\nvalidation at 36x36: accuracy \d+\.\d\d%/);
+    const out = path.join(dir, 'abl');
+    r = run(['ablation', '--data', 'fashion-mnist', '--data-dir', fm, '--epochs', '1', '--batch', '32', '--seeds', '1,2', '--arms', 'nospp,multi-batch', '--test-sizes', '20,36', '--out', out], { timeout: 200000 });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/\| SPP, multi-size \(per batch\) \| a random size in 20\.\.56 per batch \| at the test size \| \d+\.\d\d ± \d+\.\d\d \|/);
+    for (const f of ['ablation-fashion.md', 'ablation-fashion.json', 'ablation-fashion.svg']) expect(fs.existsSync(path.join(out, f)), f).to.equal(true);
+    expect(JSON.parse(fs.readFileSync(path.join(out, 'ablation-fashion.json'), 'utf8')).runs).to.have.length(4);
+    r = run(['ablation', '--data', 'mnist']);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.include('ablation: --data must be synthetic (the default) or fashion-mnist, got "mnist"');
+    r = run(['train', '--data', 'fashion-mnist', '--data-dir', dir, '--no-out']);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/sp\.data\.fashionMnist: no train-images-idx3-ubyte\.gz or train-images-idx3-ubyte in /);
+  });
+
   it('the demo trains and classifies with nothing downloaded, and keeps its weights where it says', function () {
     this.timeout(300000);
     const out = path.join(dir, 'demo');

@@ -23,9 +23,12 @@ export interface AblationOptions {
   testImages?: number;
   epochs?: number;
   batchSize?: number;
-  /** The fixed training size (default 64) and the multi-size list (default 0.75, 1 and 1.25 times it). */
+  /**
+   * The fixed training size (default 64) and the multi-size sizes: a list, one size per epoch
+   * (default 0.75, 1 and 1.25 times the size), or { min, max }, a random size per batch.
+   */
   size?: number;
-  multiSizes?: number[];
+  multiSizes?: number[] | { min: number; max: number };
   /** Image sides of the synthetic data (defaults 48..128). */
   minSide?: number;
   maxSide?: number;
@@ -94,8 +97,9 @@ export async function ablation(opts: AblationOptions = {}): Promise<AblationResu
   const maxSide = int('maxSide', 128, minSide);
   const seed = opts.seed ?? 1;
   const multiSizes = opts.multiSizes ?? [Math.round(size * 0.75), size, Math.round(size * 1.25)];
-  if (!Array.isArray(multiSizes) || multiSizes.length < 2 || !multiSizes.every((v) => isPositiveInt(v) && v >= 16))
-    fail(`${fn}: options.multiSizes must list at least two sizes >= 16, got ${describe(opts.multiSizes)}`);
+  const range = !Array.isArray(multiSizes) && typeof multiSizes === 'object' && multiSizes !== null && isPositiveInt(multiSizes.min) && isPositiveInt(multiSizes.max) && multiSizes.min >= 16 && multiSizes.max > multiSizes.min;
+  if (!range && (!Array.isArray(multiSizes) || multiSizes.length < 2 || !multiSizes.every((v) => isPositiveInt(v) && v >= 16)))
+    fail(`${fn}: options.multiSizes must list at least two sizes >= 16, or be { min, max } with 16 <= min < max, got ${describe(opts.multiSizes)}`);
   const levels = opts.levels ?? [4, 2, 1];
   const device = opts.device ?? backend().device;
   const optimizer: OptimizerOptions = opts.optimizer ?? { type: 'adam', lr: 0.002 };
@@ -107,7 +111,7 @@ export async function ablation(opts: AblationOptions = {}): Promise<AblationResu
   const runs: Array<{ name: string; kind: 'nospp' | 'spp'; sizes: SizePolicy; training: string }> = [
     { name: 'no SPP', kind: 'nospp', sizes: [size], training: `single-size ${size}` },
     { name: 'SPP, single-size', kind: 'spp', sizes: [size], training: `single-size ${size}` },
-    { name: 'SPP, multi-size', kind: 'spp', sizes: multiSizes, training: `multi-size {${multiSizes.join(', ')}}` },
+    { name: 'SPP, multi-size', kind: 'spp', sizes: multiSizes, training: Array.isArray(multiSizes) ? `multi-size {${multiSizes.join(', ')}}` : `multi-size ${multiSizes.min}..${multiSizes.max} per batch` },
   ];
   const rows: AblationRow[] = [];
   for (const r of runs) {
