@@ -32,7 +32,7 @@ const USAGE = `usage:
                   [--multi-sizes 48,64,80|48-96] [--out DIR] [--device cpu|cuda]
                   (no SPP vs SPP single-size vs SPP multi-size, one size per epoch or MIN-MAX: a random
                   size per batch; synthetic shapes; table + SVG)
-  sppnet ablation --data fashion-mnist [--data-dir DIR] [--train 15000] [--test 10000] [--epochs 6] [--batch 64]
+  sppnet ablation --data fashion-mnist [--data-dir DIR] [--train 12000] [--test 10000] [--epochs 6] [--batch 64]
                   [--seeds 1,2,3] [--arms nospp,single,multi-epoch,multi-batch] [--epoch-sizes 20,28,36,48,56]
                   [--batch-sizes 20-56] [--test-sizes 20,28,36,48,56] [--random-test 20-56] [--lr 0.002]
                   [--progress] [--out DIR] [--device cpu|cuda]

@@ -71,7 +71,7 @@ export interface FashionAblationOptions {
   /** Other data instead (any Dataset of square images; the tests use small IDX fixtures). */
   train?: Dataset;
   test?: Dataset;
-  /** Training images used (default 15,000, the first ones) and test images (default 10,000, all). */
+  /** Training images used (default 12,000, the first ones) and test images (default 10,000, all). */
   trainImages?: number;
   testImages?: number;
   /** Passes over the training images (default 6) at batch 64: the same steps for every arm. */
@@ -158,7 +158,7 @@ export async function fashionAblation(opts: FashionAblationOptions = {}): Promis
   const dir = opts.dir ?? FASHION_MNIST_DIR;
   const trainAll = opts.train ?? (await fashionMnist(dir, { split: 'train' }));
   const testAll = opts.test ?? (await fashionMnist(dir, { split: 'test' }));
-  const train = head(trainAll, int('trainImages', 15000));
+  const train = head(trainAll, int('trainImages', 12000));
   const test = head(testAll, int('testImages', 10000));
   if (train.classes.length !== test.classes.length) fail(`${fn}: the training data has ${train.classes.length} classes, the test data ${test.classes.length}`);
   const first = await test.get(0);
