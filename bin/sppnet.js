@@ -360,23 +360,7 @@ async function fashionAblationCmd(sp, o) {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'ablation-fashion.md'), `# SPP-net ablation (Fashion-MNIST)\n\nCommand: \`sppnet ${process.argv.slice(2).join(' ')}\`\n\n${about}\n\nTop-1 error (%), mean ± standard deviation over the seeds:\n\n${table}\n`);
   fs.writeFileSync(path.join(dir, 'ablation-fashion.json'), JSON.stringify(r, null, 1));
-  const svg = require('../dist/io/svg');
-  const rows = sp.fashionSummary(r);
-  const line = svg.lineChart({
-    title: 'SPP-net ablation on Fashion-MNIST: top-1 error by test size (lower is better)',
-    subtitle: `trained at ${s.size} px (multi-size: ${s.epochSizes.join('/')} per epoch, or ${s.batchSizes.min}..${s.batchSizes.max} per batch); ${s.steps} steps of ${s.batchSize}; mean of ${s.seeds.length} seeds`,
-    xTitle: 'test image size, px (square)', yTitle: 'top-1 error, %', yMin: 0, width: 760, height: 440, xTicks: s.testSizes,
-    series: rows.map((x) => ({ name: x.name, points: s.testSizes.map((t) => [t, 100 * x.cells[String(t)].mean]) })),
-    notes: [`no SPP: a fixed-size net, each test image resized back to ${s.size}x${s.size}; SPP nets see each test image at its size`, `± over seeds in ablation-fashion.md`],
-  });
-  const bar = svg.barChart({
-    title: `Each test image at its own random size, ${s.randomTest.min}..${s.randomTest.max} px (ragged batches)`,
-    yTitle: 'top-1 error, %', yMin: 0, width: 760, height: 360,
-    categories: rows.map((x) => x.name),
-    series: [{ name: 'top-1 error %', values: rows.map((x) => 100 * x.cells.random.mean) }],
-    notes: rows.map((x) => `${x.name}: ${(100 * x.cells.random.mean).toFixed(2)} ± ${(100 * x.cells.random.std).toFixed(2)}% (${x.training})`),
-  });
-  svg.write(path.join(dir, 'ablation-fashion.svg'), svg.combine([line, bar], { cols: 1 }));
+  require('../dist/io/svg').write(path.join(dir, 'ablation-fashion.svg'), require('../dist/train/fashion').fashionPlot(r));
   console.log(`wrote ${path.join(dir, 'ablation-fashion.md')}, ablation-fashion.json and ablation-fashion.svg`);
 }
 

@@ -18,6 +18,7 @@ import { ModelSpec } from '../nn/spec';
 import { OptimizerOptions } from '../nn/optim';
 import { evaluate, fit, SizePolicy } from './fit';
 import { backend, Device } from '../core/backend';
+import { barChart, combine, lineChart } from '../io/svg';
 
 export type FashionArm = 'nospp' | 'single' | 'multi-epoch' | 'multi-batch';
 export const FASHION_ARMS: readonly FashionArm[] = Object.freeze(['nospp', 'single', 'multi-epoch', 'multi-batch']);
@@ -237,4 +238,26 @@ export function fashionTable(r: FashionAblationResult): string {
     lines.push(`| ${row.name} | ${row.training} | ${row.test} | ${cells.join(' | ')} | ${row.trainSeconds.toFixed(0)} s |`);
   }
   return lines.join('\n');
+}
+
+/** The result as one SVG document: error by fixed test size (a line per arm), and at random sizes (bars). */
+export function fashionPlot(r: FashionAblationResult): string {
+  const s = r.settings;
+  const rows = fashionSummary(r);
+  const short: Record<FashionArm, string> = { nospp: 'no SPP', single: 'SPP single-size', 'multi-epoch': 'SPP multi, per epoch', 'multi-batch': 'SPP multi, per batch' };
+  const line = lineChart({
+    title: 'SPP-net ablation on Fashion-MNIST: top-1 error by test size (lower is better)',
+    subtitle: `trained at ${s.size} px (multi-size: ${s.epochSizes.join('/')} per epoch, or ${s.batchSizes.min}..${s.batchSizes.max} per batch); ${s.steps} steps of ${s.batchSize}; mean of ${s.seeds.length} seed(s)`,
+    xTitle: 'test image size, px (square)', yTitle: 'top-1 error, %', yMin: 0, width: 760, height: 440, xTicks: s.testSizes,
+    series: rows.map((x) => ({ name: x.name, points: s.testSizes.map((t): [number, number] => [t, 100 * x.cells[String(t)].mean]) })),
+    notes: [`no SPP: a fixed-size net, each test image resized back to ${s.size}x${s.size}; SPP nets see each test image at its size`, 'standard deviations over the seeds: in the table (ablation-fashion.md)'],
+  });
+  const bar = barChart({
+    title: `Each test image at its own random size, ${s.randomTest.min}..${s.randomTest.max} px (ragged batches)`,
+    yTitle: 'top-1 error, %', yMin: 0, width: 760, height: 380,
+    categories: rows.map((x) => short[x.arm]),
+    series: [{ name: 'top-1 error %, mean over the seeds', values: rows.map((x) => 100 * x.cells.random.mean) }],
+    notes: rows.map((x) => `${x.name}: ${(100 * x.cells.random.mean).toFixed(2)} ± ${(100 * x.cells.random.std).toFixed(2)}% (${x.training})`),
+  });
+  return combine([line, bar], { cols: 1 });
 }
