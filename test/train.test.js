@@ -347,6 +347,13 @@ describe('training', function () {
     expect(sp.ablationTable(r)).to.match(/\| SPP, multi-size \| multi-size \{24, 32, 40\} \| whole image, natural size \(24\.\.48\) \| \d+\.\d\d% \|/);
   });
 
+  it('the ablation takes multiSizes { min, max }: one random size per batch', async function () {
+    const r = await sp.ablation({ trainImages: 32, testImages: 16, epochs: 1, batchSize: 16, size: 32, minSide: 24, maxSide: 48, multiSizes: { min: 24, max: 40 }, seed: (SEED % 100) + 1 });
+    expect(r.rows[r.rows.length - 1].training).to.equal('multi-size 24..40 per batch');
+    expect(r.rows[r.rows.length - 1].error).to.be.within(0, 1);
+    await expectReject(sp.ablation({ multiSizes: { min: 40, max: 40 } }), /sp\.ablation: options\.multiSizes must list at least two sizes >= 16, or be \{ min, max \} with 16 <= min < max/);
+  });
+
   describe('CUDA', function () {
     it('trainStep on CUDA matches the CPU', async function () {
       const c = cudaStatus();
