@@ -118,12 +118,32 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
   });
 }
 
+// copyChannels({ part, whole, in (part's layout), out (whole's layout), channelOffset, toWhole }):
+// concatenation along channels (toWhole) and its gradient.
+Napi::Value CopyChannels(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, true);
+  const int32_t at = int_field(a, "channelOffset");
+  const bool to_whole = a.Get("toWhole").ToBoolean();
+  const RaggedView &p = j->in.view, &w = j->out.view;
+  bool fits = p.count == w.count && at >= 0 && int64_t{at} + p.channels <= w.channels;
+  for (int32_t m = 0; fits && m < p.count; ++m) fits = p.height[m] == w.height[m] && p.width[m] == w.width[m];
+  if (!fits) throw Napi::RangeError::New(info.Env(), "internal: copyChannels layouts");
+  Buffers h;
+  j->x = h.arg(a, "part", j->in.end);
+  j->y = h.arg(a, "whole", j->out.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
+  return queue_op(info.Env(), dev, h, [j, at, to_whole](const OpTable& ops) {
+    return ops.copy_channels(j->in.view, j->x.ptr, j->out.view, j->y.ptr, at, to_whole);
+  });
+}
+
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
                                    {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
-                                   {"elementwise", Elementwise}});
+                                   {"elementwise", Elementwise}, {"copyChannels", CopyChannels}});
 }
 
 }  // namespace binding

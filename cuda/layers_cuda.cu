@@ -246,5 +246,18 @@ Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y) {
   return finish("softmax kernel");
 }
 
+Status copy_channels(const RaggedView& part, float* part_data, const RaggedView& whole, float* whole_data, int32_t channel_offset,
+                     bool to_whole) {
+  // A map's channels of one part are one contiguous block in both layouts: one copy per map.
+  for (int32_t m = 0; m < part.count; ++m) {
+    const int64_t hw = int64_t{part.height[m]} * part.width[m];
+    float* p = part_data + part.offset[m];
+    float* w = whole_data + whole.offset[m] + int64_t{channel_offset} * hw;
+    const size_t bytes = sizeof(float) * static_cast<size_t>(hw * part.channels);
+    SPP_CUDA_TRY(cudaMemcpyAsync(to_whole ? w : p, to_whole ? p : w, bytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread), "copying channels");
+  }
+  return Status::Ok();
+}
+
 }  // namespace cuda
 }  // namespace sppnet

@@ -66,6 +66,11 @@
   /* maximum, a NaN counts as the maximum) is the label.                                                                         */ \
   X(Status, softmax_cross_entropy,                                                                                                  \
     (int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss, int32_t* row_correct))  \
+  /* Channel concatenation of ragged maps (same count and sizes): part's maps are channels [channel_offset, channel_offset +    */ \
+  /* part.channels) of whole's maps. to_whole: copies part into whole (concat); else whole into part (its gradient, split).    */ \
+  /* Plain copies (no kernel): part and whole are different buffers.                                                           */ \
+  X(Status, copy_channels, (const RaggedView& part, float* part_data, const RaggedView& whole, float* whole_data,                   \
+                            int32_t channel_offset, bool to_whole))                                                                 \
   /* Optimizer steps, in place over n floats (layers.h: SgdParams, AdamParams).                                                  */ \
   X(Status, sgd_step, (int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p))                        \
   X(Status, adam_step, (int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p))

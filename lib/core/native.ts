@@ -66,6 +66,7 @@ export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'>
 export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLrnParams;
 export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
   { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number };
+export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In<'in'> & NativeLayout<'out'> & { channelOffset: number; toWhole: boolean };
 export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
 type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
 export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
@@ -121,6 +122,8 @@ export interface Native {
   lrnMaxPool2d(args: NativePoolArgs & NativeLrnParams): Promise<void>;
   linear(args: NativeLinearArgs): Promise<void>;
   elementwise(args: NativeElementwiseArgs): Promise<void>;
+  /** Part's maps to or from channels [channelOffset, ...) of whole's (concat along channels, and its gradient). */
+  copyChannels(args: NativeCopyChannelsArgs): Promise<void>;
   conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
   maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
   lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;

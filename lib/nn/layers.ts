@@ -4,20 +4,28 @@
 // image, Model.run's buffer planning, Model.trainStep's tape and backward all read this table; a
 // new layer kind is one entry here plus its ops in lib/ops/.
 import { pair, Pair, pairOf } from '../core/checks';
-import { describe, fail, isPositiveInt, MAX_ELEMENTS } from '../core/errors';
+import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
+import { concat } from '../ops/concat';
 import { conv2d, conv2dBackward, conv2dCached, convOutSide } from '../ops/conv2d';
 import { dropout, dropoutBackward, dropoutRate, relu, reluBackward } from '../ops/elementwise';
 import { linear, linearBackward } from '../ops/linear';
 import { localResponseNorm, localResponseNormBackward, lrnParams } from '../ops/lrn';
 import { lrnMaxPool2d, maxPool2d, maxPool2dBackward, poolOutSide, poolWindow } from '../ops/pool';
+import { bnAffine, depthwiseAffine, foldAffine } from './fold';
 import { BinRule, DEFAULT_LEVELS, PoolKind, spp, sppBackward, sppFeatures, sppPyramid } from '../ops/spp';
 
 /** The spec of each layer kind (JSON: what Model.save stores and sp.loadModel({ spec }) takes). */
 export interface LayerSpecs {
-  conv: { type: 'conv'; name: string; out: number; kernel: Pair; stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number; relu?: boolean };
+  conv: { type: 'conv'; name: string; out: number; kernel: Pair; stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number; relu?: boolean; bias?: boolean };
+  /** PyTorch's BatchNorm2d (eps 1e-5, momentum 0.1 by default), then a ReLU when relu is true. Folded into the conv before it at inference. */
+  batchnorm: { type: 'batchnorm'; name: string; eps?: number; momentum?: number; relu?: boolean };
+  /** y = x * scale[c] + shift[c] per channel, constants of the spec (torchvision's transform_input). */
+  affine: { type: 'affine'; scale: number[]; shift: number[] };
+  /** The branches (sequences of map layers) run on the same input, their outputs concatenated along channels (Inception). */
+  concat: { type: 'concat'; branches: LayerSpec[][] };
   lrn: { type: 'lrn'; size: number; alpha?: number; beta?: number; k?: number };
   maxpool: { type: 'maxpool'; kernel: Pair; stride?: Pair; padding?: Pair; ceilMode?: boolean };
   relu: { type: 'relu' };
@@ -36,6 +44,8 @@ export interface SpecCheck {
   fn: string;
   /** 'spec.layers[i] (name)', for messages. */
   where: string;
+  /** 'spec.layers[i]': where it stands, for the paths of nested layers. */
+  at: string;
   /** The layer as given (unchecked fields). */
   o: Record<string, unknown>;
   /** Channels before the spp layer, features after it; the check sets what flows out. */
@@ -46,9 +56,16 @@ export interface SpecCheck {
   out(): number;
   /** Checks that an optional field is a boolean. */
   flag(field: string): void;
-  /** Declares the layer's NAME.weight of `shape` and NAME.bias [shape[0]] (`axes` names the axes, for messages). */
-  weight(name: string, shape: number[], fanIn: number, axes: string): void;
+  /** Declares the layer's NAME.weight of `shape` and, unless bias is false, NAME.bias [shape[0]] (`axes` names the axes, for messages). */
+  weight(name: string, shape: number[], fanIn: number, axes: string, bias?: boolean): void;
+  /** Declares one parameter or (buffer: true, no gradient) buffer of the state_dict, initialised as `init`. */
+  param(name: string, shape: number[], init: ParamInit, buffer?: boolean): void;
+  /** Checks a nested sequence of map layers (a branch) on c.width channels; its width out. */
+  sequence(layers: unknown, where: string): number;
 }
+
+/** How a parameter starts when no weights are given: He's uniform initialisation (fan-in), zeros or ones. */
+export type ParamInit = 'he' | 'zeros' | 'ones';
 
 /** What a layer's forward and backward use besides their input. */
 export interface LayerContext {
@@ -59,6 +76,10 @@ export interface LayerContext {
   cache?(layer: string, floats: number): Float32Array;
   /** Training: the layer's dropout seed. */
   seed?: number;
+  /** Inference: tensors derived from the weights (folded batch norms), made once per key and kept until the weights change. */
+  derived?(key: string, make: () => Promise<Tensor[]>): Promise<Tensor[]>;
+  /** Inference: runs a branch (a sequence of map layers) on x; done() gives its output's memory back. */
+  branch?(layers: LayerSpec[], x: Spatial): Promise<{ out: Spatial; done(): void }>;
 }
 
 /** A training forward's result: the output, and what the backward needs besides input and output. */
@@ -88,8 +109,8 @@ interface LayerKind<L> {
   params?: true;
   /** Inference; absent: the identity (the layer is skipped). */
   infer?(l: L, x: Spatial, c: LayerContext): Promise<Spatial>;
-  /** Inference of this layer and the next one, of kind `next`, in one op (SPPNET_FUSE=0 turns it off). */
-  fuse?: { next: LayerType; infer(l: L, next: LayerSpec, x: Spatial, c: LayerContext): Promise<Spatial> };
+  /** Inference of this layer and the next one, of kind `next`, in one op where `when` allows (SPPNET_FUSE=0 turns it off). */
+  fuse?: { next: LayerType; when?(l: L, next: LayerSpec): boolean; infer(l: L, next: LayerSpec, x: Spatial, c: LayerContext): Promise<Spatial> };
   /** Training forward (default: infer without an out buffer). */
   train?(l: L, x: Spatial, c: LayerContext): Promise<Trained>;
   /** Gradients from the output's; needInputGrad: some layer before has parameters. */
@@ -129,17 +150,29 @@ export const LAYERS: Table = {
       const g = l.groups ?? 1;
       if (!isPositiveInt(g) || c.width % g || cout % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${c.width} in and ${cout} out channels`);
       c.flag('relu');
-      c.weight(name, [cout, c.width / g, kh, kw], (c.width / g) * kh * kw, 'out, input channels / groups, kernel');
+      c.flag('bias');
+      c.weight(name, [cout, c.width / g, kh, kw], (c.width / g) * kh * kw, 'out, input channels / groups, kernel', l.bias !== false);
       c.width = cout;
     },
     side: (l, a, axis) => convOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride, 1)[axis], pairOf(l.padding, 0)[axis], pairOf(l.dilation, 1)[axis]),
     width: (l) => l.out,
-    infer: (l, x, c) => conv2dCached(x, c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { ...convOpts(l), relu: l.relu !== false, out: c.out },
+    infer: (l, x, c) => conv2dCached(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false, out: c.out },
       (n) => c.cache!(l.name, n)),
-    train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { ...convOpts(l), relu: l.relu !== false }) }),
+    // conv then batch norm (then ReLU): one conv with the batch norm folded into its weights.
+    fuse: {
+      next: 'batchnorm',
+      when: (l) => l.relu === false,
+      infer: async (l, next, x, c) => {
+        const bn = next as LayerSpecs['batchnorm'];
+        const [w, b] = await c.derived!(`${l.name}+${bn.name}`, async () =>
+          foldAffine(c.weight(`${l.name}.weight`), convBias(l, c), await bnAffine(c.weight, bn.name, bnEps(bn)), x.device));
+        return conv2dCached(x, w, b, { ...convOpts(l), relu: bn.relu === true, out: c.out }, (n) => c.cache!(`${l.name}+${bn.name}`, n));
+      },
+    },
+    train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false }) }),
     backward: async (l, t, c) => {
       const g = l.relu !== false ? await reluBackward(t.output, t.grad) : t.grad;
-      const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, c.weight(`${l.name}.weight`), gr, { ...convOpts(l), needInputGrad: t.needInputGrad }));
+      const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, c.weight(`${l.name}.weight`), gr, { ...convOpts(l), bias: l.bias !== false, needInputGrad: t.needInputGrad }));
       return { grad: r.gradInput, params: paramList(l.name, r) };
     },
   },
@@ -161,6 +194,82 @@ export const LAYERS: Table = {
     side: (l, a, axis) => poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true),
     infer: (l, x, c) => maxPool2d(x, { ...poolOpts(l), out: c.out }),
     backward: async (l, t) => ({ grad: await maxPool2dBackward(t.input, t.grad, poolOpts(l)), params: [] }),
+  },
+  batchnorm: {
+    stage: 'trunk',
+    article: 'a',
+    params: true,
+    check(c, l) {
+      const name = c.name();
+      const { fn, where, o } = c;
+      c.flag('relu');
+      for (const [field, ok, range] of [['eps', (v: number) => v > 0, 'a positive number'], ['momentum', (v: number) => v >= 0 && v <= 1, 'a number in [0, 1]']] as const)
+        if (o[field] !== undefined && (typeof o[field] !== 'number' || !Number.isFinite(o[field]) || !ok(o[field] as number)))
+          fail(`${fn}: ${where}.${field} must be ${range}, got ${describe(o[field])}`);
+      const C = [c.width];
+      c.param(`${name}.weight`, C, 'ones');
+      c.param(`${name}.bias`, C, 'zeros');
+      c.param(`${name}.running_mean`, C, 'zeros', true);
+      c.param(`${name}.running_var`, C, 'ones', true);
+      c.param(`${name}.num_batches_tracked`, [], 'zeros', true);
+    },
+    // Alone (not after a conv it folds into): a 1x1 depthwise conv with the batch norm's scale and shift.
+    infer: async (l, x, c) => {
+      const [w, b] = await c.derived!(l.name, async () => depthwiseAffine(await bnAffine(c.weight, l.name, bnEps(l)), x.device));
+      return conv2d(x, w, b, { groups: w.shape[0], relu: l.relu === true, out: c.out });
+    },
+    train: notTrainable,
+    backward: notTrainable,
+  },
+  affine: {
+    stage: 'trunk',
+    article: 'an',
+    check(c, l) {
+      for (const field of ['scale', 'shift'] as const) {
+        const v = c.o[field];
+        if (!Array.isArray(v) || v.length !== c.width || !v.every((e) => typeof e === 'number' && Number.isFinite(e)))
+          fail(`${c.fn}: ${c.where}.${field} must list ${c.width} finite numbers (one per channel), got ${describe(v)}`);
+      }
+      void l;
+    },
+    infer: async (l, x, c) => {
+      const [w, b] = await c.derived!(`affine:${l.scale.join(',')}:${l.shift.join(',')}`, async () => depthwiseAffine(l, x.device));
+      return conv2d(x, w, b, { groups: w.shape[0], out: c.out });
+    },
+    train: notTrainable,
+    backward: notTrainable,
+  },
+  concat: {
+    stage: 'trunk',
+    article: 'a',
+    check(c, l) {
+      const { fn, where } = c;
+      if (!Array.isArray(l.branches) || l.branches.length === 0) fail(`${fn}: ${where}.branches must be a non-empty array of layer lists`);
+      const widths = l.branches.map((b, k) => c.sequence(b, `${c.at}.branches[${k}]`));
+      // Every branch must give maps of the same size as the first, for every input size.
+      for (const axis of [0, 1] as const) {
+        for (let a = 1; a <= 256; a++) {
+          const sides = l.branches.map((b) => sideThrough(b, a, axis));
+          const k = sides.findIndex((sd) => sd !== sides[0]);
+          if (sides[0] >= 1 && k > 0)
+            fail(`${fn}: ${where}: branch ${k} makes ${sides[k]} of an input side ${a} along ${axis === 0 ? 'H' : 'W'}, branch 0 makes ${sides[0]}; the branches' maps must be the same size`);
+        }
+      }
+      c.width = widths.reduce((s2, w) => s2 + w, 0);
+    },
+    side: (l, a, axis) => sideThrough(l.branches[0], a, axis),
+    width: (l, width) => l.branches.reduce((s2, b) => s2 + b.reduce((w, layer) => widthAfter(layer, w), width), 0),
+    infer: async (l, x, c) => {
+      const parts: Array<{ out: Spatial; done(): void }> = [];
+      try {
+        for (const b of l.branches) parts.push(await c.branch!(b, x));
+        return await concat(parts.map((p) => p.out), { out: c.out });
+      } finally {
+        for (const p of parts) p.done();
+      }
+    },
+    train: notTrainable,
+    backward: notTrainable,
   },
   relu: {
     stage: 'any',
@@ -225,6 +334,31 @@ export async function trainForward(l: LayerSpec, x: Spatial, c: LayerContext): P
   const k = kindOf(l);
   if (k.train) return k.train(l, x, c);
   return { out: k.infer ? await k.infer(l, x, { weight: c.weight }) : x };
+}
+
+/** The map side after a sequence of map layers for an input side a (below 1: nothing is left). */
+export function sideThrough(layers: LayerSpec[], a: number, axis: 0 | 1): number {
+  for (const l of layers) {
+    const k = kindOf(l);
+    if (k.stage === 'pyramid') break;
+    if (k.side) a = k.side(l, a, axis);
+    if (a < 1) return 0;
+  }
+  return a;
+}
+
+/** The width (channels, or features after the spp layer) after layer l for `width` in. */
+export function widthAfter(l: LayerSpec, width: number): number {
+  const k = kindOf(l);
+  return k.width ? k.width(l, width) : width;
+}
+
+const convBias = (l: LayerSpecs['conv'], c: LayerContext) => (l.bias === false ? undefined : c.weight(`${l.name}.bias`));
+const bnEps = (l: LayerSpecs['batchnorm']) => l.eps ?? 1e-5;
+
+/** Training through layers whose backward is not written yet: an error that says which. */
+function notTrainable(l: LayerSpec): never {
+  throw new SppnetError(`Model.trainStep: ${l.type} layers run at inference only in this version (training ${l.type === 'batchnorm' ? 'batch norm' : `through ${l.type} layers`} is not implemented yet)`, 'SPPNET_UNAVAILABLE');
 }
 
 function pairOfChecked(c: SpecCheck, field: string, dflt: [number, number], min: number): [number, number] {
