@@ -138,12 +138,54 @@ Napi::Value CopyChannels(const Napi::CallbackInfo& info) {
   });
 }
 
+// channelSums({ in layout, u, v?, sums: Float64Array(2 * count * C) }): per-plane sums (batch norm).
+Napi::Value ChannelSums(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, false);
+  Napi::Float64Array sums = float64_array(a, "sums");
+  if (static_cast<int64_t>(sums.ElementLength()) != 2 * int64_t{j->in.view.count} * j->in.view.channels)
+    throw Napi::RangeError::New(info.Env(), "internal: channelSums sums length");
+  Buffers h;
+  j->x = h.arg(a, "u", j->in.end);
+  j->y = h.optional(a, "v", j->in.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
+  h.keep.push_back(sums);
+  double* out = sums.Data();
+  return queue_op(info.Env(), dev, h, [j, out](const OpTable& ops) { return ops.channel_sums(j->in.view, j->x.ptr, j->y.ptr, out); });
+}
+
+// channelAffine({ in layout, u, v?, output, a, b?, d: Float32Array(C), relu }): y = a u + b v + d per channel.
+Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, false);
+  const size_t C = static_cast<size_t>(j->in.view.channels);
+  const bool with_v = has(a, "v");
+  auto coef = [&](const char* name) {
+    Napi::Float32Array f = typed_array<float>(info.Env(), a.Get(name), napi_float32_array, std::string("field '") + name + "'", "a Float32Array");
+    if (f.ElementLength() != C) throw Napi::RangeError::New(info.Env(), std::string("internal: channelAffine ") + name + " length");
+    return std::vector<float>(f.Data(), f.Data() + C);
+  };
+  auto ca = std::make_shared<std::vector<float>>(coef("a"));
+  auto cb = std::make_shared<std::vector<float>>(with_v ? coef("b") : std::vector<float>(C, 0.f));
+  auto cd = std::make_shared<std::vector<float>>(coef("d"));
+  const bool relu = a.Get("relu").ToBoolean();
+  Buffers h;
+  j->x = h.arg(a, "u", j->in.end);
+  j->dy = h.optional(a, "v", j->in.end);
+  j->y = h.arg(a, "output", j->in.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->y}, kLayerBuffers);
+  return queue_op(info.Env(), dev, h, [j, ca, cb, cd, relu](const OpTable& ops) {
+    return ops.channel_affine(j->in.view, j->x.ptr, ca->data(), j->dy.ptr, j->dy.ptr ? cb->data() : nullptr, cd->data(), relu, j->y.ptr);
+  });
+}
+
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
                                    {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
-                                   {"elementwise", Elementwise}, {"copyChannels", CopyChannels}});
+                                   {"elementwise", Elementwise}, {"copyChannels", CopyChannels},
+                                   {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}});
 }
 
 }  // namespace binding

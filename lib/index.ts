@@ -21,6 +21,8 @@ export type { LinearOptions } from './ops/linear';
 export { relu, reluBackward, softmax, flatten, dropout, dropoutBackward } from './ops/elementwise';
 export type { DropoutOptions } from './ops/elementwise';
 export { concat, concatBackward } from './ops/concat';
+export { batchNormTrain, batchNormBackward } from './ops/batchnorm';
+export type { BatchNormParams, BatchNormTrainOptions, BatchNormSaved } from './ops/batchnorm';
 export type { ConcatOptions } from './ops/concat';
 export { softmaxCrossEntropy } from './ops/loss';
 export { sgdStep, adamStep } from './ops/update';

@@ -17,6 +17,8 @@
 //   max_pool2d_kernel, lrn_kernel, lrn_max_pool2d_kernel, relu_kernel, softmax_kernel
 //   conv2d_dx/dw/db, max_pool2d_backward, lrn_backward, linear_dx/dw/db, relu_backward,
 //   dropout_kernel, multiply_kernel (dropoutBackward), softmax_xent_kernel, sgd_kernel, adam_kernel
+//   channel_sums_kernel, channel_affine_kernel: batchNormTrain, batchNormBackward (copyChannels, behind
+//   concat, launches no kernel: cudaMemcpyAsync)
 // The 128-row tiles and split-K are picked by conv_plan / gemm_plan (cuda/gemm_tc_kernels.cuh):
 // 128 rows once the 128-row tiles reach two waves (2 x the SM count), except in fp32 (always 64),
 // split-K below that with >= 16 steps of K (BK = 16). The sizes below are chosen from the device's
@@ -209,6 +211,17 @@ async function main() {
     const y = await sp.softmax(x);
     dispose([x]);
     return [y];
+  });
+
+  await op('batchNormTrain + batchNormBackward ragged, concat', 1e-4, async (d) => {
+    const ms = maps(5, [[7, 3], [1, 1], [12, 9]]);
+    const x = batchOn(ms, d), gy = batchOn(maps(5, [[7, 3], [1, 1], [12, 9]]), d);
+    const p = { weight: T(normal(5), [5], d), bias: T(normal(5), [5], d), runningMean: T(normal(5), [5], d), runningVar: T(Float32Array.from(normal(5), Math.abs), [5], d) };
+    const r = await sp.batchNormTrain(x, p, { relu: true });
+    const g = await sp.batchNormBackward(x, gy, r.saved);
+    const cat = await sp.concat([x, r.output]);
+    dispose([x, gy]);
+    return [r.output, g.gradInput, g.gradWeight, g.gradBias, p.runningMean, p.runningVar, cat, p.weight, p.bias];
   });
 
   // ---- conv2dBackward (dx, dw, db) with groups and dilation; linearBackward.

@@ -156,12 +156,69 @@ describe('torchvision archs: structure, weights and options', function () {
     expect(() => sp.checkSpec(spec)).to.throw(/spec\.layers\[0\]\.branches\[1\]\[0\] \(spp\) is an spp layer inside a branch/);
   });
 
-  it('training through batch norm or a concat says it is not implemented yet', async function () {
-    const model = await sp.loadModel({ spec: { name: 'bn', inChannels: 1, layers: [
-      { type: 'conv', name: 'c', out: 2, kernel: 3, relu: false }, { type: 'batchnorm', name: 'bn', relu: true }, { type: 'spp', levels: [1] }, { type: 'fc', name: 'fc', out: 2 }] } });
-    const x = sp.tensor(new Float32Array(25), [1, 1, 5, 5]);
-    await expectReject(model.trainStep(x, [1]), /batchnorm layers run at inference only/, 'SPPNET_UNAVAILABLE');
-    x.dispose();
-    model.dispose();
+  it("one SGD step through batch norm and an Inception block equals PyTorch's (loss, weights, running statistics, eval logits)", async function () {
+    const f = require('./fixtures/torchvision/bn-train.json');
+    for (const device of devices) {
+      const weights = new Map(f.tensors.map(([name, shape], p) => [name, { shape, data: weightValues(p, name, shape) }]));
+      const model = await sp.loadModel({ spec: f.spec, weights, device });
+      model.setOptimizer({ type: 'sgd', lr: f.lr, momentum: 0, weightDecay: 0 });
+      const x = sp.tensor(Float32Array.from(f.images.flatMap(({ seed, shape }) => Array.from(formulaImage(seed, shape[1], shape[2])))), [2, 3, 9, 11], { device });
+      const r = await model.trainStep(x, f.labels);
+      expect(Math.abs(r.loss - f.loss), `${device}: loss ${r.loss} vs PyTorch's ${f.loss}`).to.be.below(1e-5);
+      const sd = await model.stateDict();
+      for (const [name, want] of Object.entries(f.after)) {
+        const got = sd.get(name).data;
+        const scale = Math.max(...want.map(Math.abs));
+        want.forEach((v, i) => expect(Math.abs(got[i] - v), `${device}: ${name}[${i}] after the step`).to.be.at.most(1e-5 * Math.max(1, scale)));
+      }
+      const out = await model.run(x);
+      const logits = await out.data();
+      f.evalLogits.flat().forEach((v, i) => expect(Math.abs(logits[i] - v), `${device}: eval logit ${i}`).to.be.below(1e-4 * Math.max(1, Math.abs(v))));
+      out.dispose();
+      x.dispose();
+      model.dispose();
+    }
+  });
+
+  it('batch norm over a ragged batch: statistics over every pixel of every map, its backward against a float64 reference', async function () {
+    const seed = (Date.now() % 100000) + 1;
+    let s = seed;
+    const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 4294967296) * 4 - 2;
+    const C = 3, sizes = [[5, 7], [1, 1], [9, 4]];
+    const maps = sizes.map(([h, w]) => sp.tensor(Float32Array.from({ length: C * h * w }, rnd), [C, h, w]));
+    const x = sp.ragged(maps);
+    const gamma = Float32Array.from({ length: C }, () => 0.5 + Math.abs(rnd())), beta = Float32Array.from({ length: C }, rnd);
+    const p = { weight: sp.tensor(gamma, [C]), bias: sp.tensor(beta, [C]), runningMean: sp.zeros([C]), runningVar: sp.full([C], 1), numBatchesTracked: sp.zeros([]) };
+    const { output, saved } = await sp.batchNormTrain(x, p, { eps: 1e-5, momentum: 0.1 });
+    const gy = sp.ragged(sizes.map(([h, w]) => sp.tensor(Float32Array.from({ length: C * h * w }, rnd), [C, h, w])));
+    const g = await sp.batchNormBackward(x, gy, saved);
+    // The float64 reference, per channel over the concatenation of every map's plane.
+    const xs = await x.data(), ys = await output.data(), gys = await gy.data(), dxs = await g.gradInput.data();
+    const dg = await g.gradWeight.data(), db = await g.gradBias.data(), rm = await p.runningMean.data(), rv = await p.runningVar.data();
+    for (let c = 0; c < C; c++) {
+      const idx = [];
+      let off = 0;
+      for (const [h, w] of sizes) {
+        for (let k = 0; k < h * w; k++) idx.push(off + c * h * w + k);
+        off += C * h * w;
+      }
+      const M = idx.length;
+      const mean = idx.reduce((a, i) => a + xs[i], 0) / M;
+      const v = idx.reduce((a, i) => a + (xs[i] - mean) ** 2, 0) / M;
+      const inv = 1 / Math.sqrt(v + 1e-5);
+      const xh = (i) => (xs[i] - mean) * inv;
+      const sdy = idx.reduce((a, i) => a + gys[i], 0), sdyxh = idx.reduce((a, i) => a + gys[i] * xh(i), 0);
+      const tag = `seed ${seed}, channel ${c}`;
+      expect(rm[c], tag).to.be.closeTo(0.1 * mean, 1e-6);
+      expect(rv[c], tag).to.be.closeTo(0.9 + 0.1 * v * M / (M - 1), 1e-5);
+      expect(dg[c], tag).to.be.closeTo(sdyxh, 1e-4 * M);
+      expect(db[c], tag).to.be.closeTo(sdy, 1e-4 * M);
+      for (const i of idx) {
+        expect(ys[i], tag).to.be.closeTo(xh(i) * gamma[c] + beta[c], 1e-5 * (1 + Math.abs(ys[i])));
+        expect(dxs[i], tag).to.be.closeTo(gamma[c] * inv * (gys[i] - sdy / M - xh(i) * sdyxh / M), 1e-4);
+      }
+    }
+    expect((await p.numBatchesTracked.data())[0]).to.equal(1);
+    [x, gy, output, g.gradInput, g.gradWeight, g.gradBias, ...Object.values(p)].forEach((t) => t.dispose());
   });
 });

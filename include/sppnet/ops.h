@@ -71,6 +71,13 @@
   /* Plain copies (no kernel): part and whole are different buffers.                                                           */ \
   X(Status, copy_channels, (const RaggedView& part, float* part_data, const RaggedView& whole, float* whole_data,                   \
                             int32_t channel_offset, bool to_whole))                                                                 \
+  /* Batch norm's statistics and their gradient's: per (map m, channel c) plane, sums[2 (m C + c)] = sum of u and              */ \
+  /* sums[2 (m C + c) + 1] = sum of u * v (v null: u * u), accumulated in float64; sums: host memory, 2 * count * C doubles.    */ \
+  X(Status, channel_sums, (const RaggedView& in, const float* u, const float* v, double* sums))                                     \
+  /* Per channel c: y = a[c] u + b[c] v + d[c] (v null: no b term), then max(y, 0) when relu. a, b, d: host memory, C floats    */ \
+  /* each (b null when v is). Batch norm's forward in training (y = s x + t) and backward (dx = s dy + p x + q).                */ \
+  X(Status, channel_affine,                                                                                                         \
+    (const RaggedView& in, const float* u, const float* a, const float* v, const float* b, const float* d, bool relu, float* y))   \
   /* Optimizer steps, in place over n floats (layers.h: SgdParams, AdamParams).                                                  */ \
   X(Status, sgd_step, (int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p))                        \
   X(Status, adam_step, (int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p))

@@ -67,6 +67,8 @@ export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> 
 export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
   { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number };
 export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In<'in'> & NativeLayout<'out'> & { channelOffset: number; toWhole: boolean };
+export type NativeChannelSumsArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & In<'in'> & { sums: Float64Array };
+export type NativeChannelAffineArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & NativeBuf<'output'> & In<'in'> & { a: Float32Array; b?: Float32Array; d: Float32Array; relu: boolean };
 export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
 type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
 export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
@@ -124,6 +126,10 @@ export interface Native {
   elementwise(args: NativeElementwiseArgs): Promise<void>;
   /** Part's maps to or from channels [channelOffset, ...) of whole's (concat along channels, and its gradient). */
   copyChannels(args: NativeCopyChannelsArgs): Promise<void>;
+  /** Per (map, channel) plane: the sums of u and u * v (v absent: u * u), float64, into sums (2 per plane). */
+  channelSums(args: NativeChannelSumsArgs): Promise<void>;
+  /** y = a u + b v + d per channel (then ReLU when relu). */
+  channelAffine(args: NativeChannelAffineArgs): Promise<void>;
   conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
   maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
   lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;

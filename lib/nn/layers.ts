@@ -3,119 +3,24 @@
 // it gives, its inference forward, its training forward and its backward. checkSpec, the smallest
 // image, Model.run's buffer planning, Model.trainStep's tape and backward all read this table; a
 // new layer kind is one entry here plus its ops in lib/ops/.
-import { pair, Pair, pairOf } from '../core/checks';
-import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
+import { pair, pairOf } from '../core/checks';
+import { describe, fail, isPositiveInt, MAX_ELEMENTS } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
-import { concat } from '../ops/concat';
+import { addSpatial, affineChannels, batchNormBackward, BatchNormSaved, batchNormTrain } from '../ops/batchnorm';
+import { concat, concatBackward } from '../ops/concat';
 import { conv2d, conv2dBackward, conv2dCached, convOutSide } from '../ops/conv2d';
 import { dropout, dropoutBackward, dropoutRate, relu, reluBackward } from '../ops/elementwise';
 import { linear, linearBackward } from '../ops/linear';
 import { localResponseNorm, localResponseNormBackward, lrnParams } from '../ops/lrn';
 import { lrnMaxPool2d, maxPool2d, maxPool2dBackward, poolOutSide, poolWindow } from '../ops/pool';
 import { bnAffine, depthwiseAffine, foldAffine } from './fold';
-import { BinRule, DEFAULT_LEVELS, PoolKind, spp, sppBackward, sppFeatures, sppPyramid } from '../ops/spp';
+import { Backward, LayerContext, LayerKind, LayerSpec, LayerSpecs, LayerType, MAX_SPEC_SIDE, SpecCheck, Trained } from './layer-types';
+import { DEFAULT_LEVELS, spp, sppBackward, sppFeatures, sppPyramid } from '../ops/spp';
 
-/** The spec of each layer kind (JSON: what Model.save stores and sp.loadModel({ spec }) takes). */
-export interface LayerSpecs {
-  conv: { type: 'conv'; name: string; out: number; kernel: Pair; stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number; relu?: boolean; bias?: boolean };
-  /** PyTorch's BatchNorm2d (eps 1e-5, momentum 0.1 by default), then a ReLU when relu is true. Folded into the conv before it at inference. */
-  batchnorm: { type: 'batchnorm'; name: string; eps?: number; momentum?: number; relu?: boolean };
-  /** y = x * scale[c] + shift[c] per channel, constants of the spec (torchvision's transform_input). */
-  affine: { type: 'affine'; scale: number[]; shift: number[] };
-  /** The branches (sequences of map layers) run on the same input, their outputs concatenated along channels (Inception). */
-  concat: { type: 'concat'; branches: LayerSpec[][] };
-  lrn: { type: 'lrn'; size: number; alpha?: number; beta?: number; k?: number };
-  maxpool: { type: 'maxpool'; kernel: Pair; stride?: Pair; padding?: Pair; ceilMode?: boolean };
-  relu: { type: 'relu' };
-  spp: { type: 'spp'; levels?: number[]; pool?: PoolKind; bins?: BinRule };
-  fc: { type: 'fc'; name: string; out: number; relu?: boolean };
-  dropout: { type: 'dropout'; p: number };
-}
-export type LayerType = keyof LayerSpecs;
-export type LayerSpec = LayerSpecs[LayerType];
-
-/** Largest kernel, stride, padding or dilation a spec may give (no image side above it is tried). */
-export const MAX_SPEC_SIDE = 65536;
-
-/** What a layer's check sees: where it stands, and the width (channels, or features after spp) flowing in. */
-export interface SpecCheck {
-  fn: string;
-  /** 'spec.layers[i] (name)', for messages. */
-  where: string;
-  /** 'spec.layers[i]': where it stands, for the paths of nested layers. */
-  at: string;
-  /** The layer as given (unchecked fields). */
-  o: Record<string, unknown>;
-  /** Channels before the spp layer, features after it; the check sets what flows out. */
-  width: number;
-  /** Its name field, checked (an identifier used once). */
-  name(): string;
-  /** Its `out` field, checked (a positive integer). */
-  out(): number;
-  /** Checks that an optional field is a boolean. */
-  flag(field: string): void;
-  /** Declares the layer's NAME.weight of `shape` and, unless bias is false, NAME.bias [shape[0]] (`axes` names the axes, for messages). */
-  weight(name: string, shape: number[], fanIn: number, axes: string, bias?: boolean): void;
-  /** Declares one parameter or (buffer: true, no gradient) buffer of the state_dict, initialised as `init`. */
-  param(name: string, shape: number[], init: ParamInit, buffer?: boolean): void;
-  /** Checks a nested sequence of map layers (a branch) on c.width channels; its width out. */
-  sequence(layers: unknown, where: string): number;
-}
-
-/** How a parameter starts when no weights are given: He's uniform initialisation (fan-in), zeros or ones. */
-export type ParamInit = 'he' | 'zeros' | 'ones';
-
-/** What a layer's forward and backward use besides their input. */
-export interface LayerContext {
-  weight(name: string): Tensor;
-  /** Inference: the buffer to write the output into (a view of a pooled buffer), if any. */
-  out?: Spatial;
-  /** Inference: the conv layers' cached Winograd filter transforms (see conv2dCached). */
-  cache?(layer: string, floats: number): Float32Array;
-  /** Training: the layer's dropout seed. */
-  seed?: number;
-  /** Inference: tensors derived from the weights (folded batch norms), made once per key and kept until the weights change. */
-  derived?(key: string, make: () => Promise<Tensor[]>): Promise<Tensor[]>;
-  /** Inference: runs a branch (a sequence of map layers) on x; done() gives its output's memory back. */
-  branch?(layers: LayerSpec[], x: Spatial): Promise<{ out: Spatial; done(): void }>;
-}
-
-/** A training forward's result: the output, and what the backward needs besides input and output. */
-export interface Trained {
-  out: Spatial;
-  mask?: Tensor | RaggedBatch;
-}
-
-/** A backward's result: the gradient of the input (absent when not asked for) and of each parameter. */
-export interface Backward {
-  grad?: Spatial;
-  params: Array<[string, Tensor]>;
-}
-
-interface LayerKind<L> {
-  /** 'trunk': before the spp layer, on maps; 'pyramid': the spp layer; 'head': after it, on rows; 'any': either side. */
-  stage: 'trunk' | 'pyramid' | 'head' | 'any';
-  /** The article of the kind's name in messages ('an fc layer'). */
-  article: 'a' | 'an';
-  /** Validates the fields, declares the parameters, sets c.width to the width out. */
-  check(c: SpecCheck, l: L): void;
-  /** The output side along an axis (layers that change map sizes). */
-  side?(l: L, a: number, axis: 0 | 1): number;
-  /** The width out for `width` in (default: unchanged). */
-  width?(l: L, width: number): number;
-  /** Declares parameters (whose gradients the backward gives). */
-  params?: true;
-  /** Inference; absent: the identity (the layer is skipped). */
-  infer?(l: L, x: Spatial, c: LayerContext): Promise<Spatial>;
-  /** Inference of this layer and the next one, of kind `next`, in one op where `when` allows (SPPNET_FUSE=0 turns it off). */
-  fuse?: { next: LayerType; when?(l: L, next: LayerSpec): boolean; infer(l: L, next: LayerSpec, x: Spatial, c: LayerContext): Promise<Spatial> };
-  /** Training forward (default: infer without an out buffer). */
-  train?(l: L, x: Spatial, c: LayerContext): Promise<Trained>;
-  /** Gradients from the output's; needInputGrad: some layer before has parameters. */
-  backward(l: L, t: { input: Spatial; output: Spatial; mask?: Tensor | RaggedBatch; grad: Spatial; needInputGrad: boolean }, c: LayerContext): Promise<Backward>;
-}
+export type { Backward, LayerContext, LayerKind, LayerSpec, LayerSpecs, LayerType, ParamInit, SpecCheck, Trained } from './layer-types';
+export { MAX_SPEC_SIDE } from './layer-types';
 
 type Table = { [K in LayerType]: LayerKind<LayerSpecs[K]> };
 
@@ -218,8 +123,18 @@ export const LAYERS: Table = {
       const [w, b] = await c.derived!(l.name, async () => depthwiseAffine(await bnAffine(c.weight, l.name, bnEps(l)), x.device));
       return conv2d(x, w, b, { groups: w.shape[0], relu: l.relu === true, out: c.out });
     },
-    train: notTrainable,
-    backward: notTrainable,
+    // Training: the batch's statistics (and the running ones updated), as BatchNorm2d.train().
+    train: async (l, x, c) => {
+      const p = (n: string) => c.weight(`${l.name}.${n}`);
+      const r = await batchNormTrain(x, { weight: p('weight'), bias: p('bias'), runningMean: p('running_mean'), runningVar: p('running_var'), numBatchesTracked: p('num_batches_tracked') },
+        { eps: bnEps(l), momentum: l.momentum ?? 0.1, relu: l.relu === true });
+      return { out: r.output, saved: r.saved };
+    },
+    backward: async (l, t) => {
+      const g = l.relu === true ? await reluBackward(t.output, t.grad) : t.grad;
+      const r = await using(g, t.grad, (gr) => batchNormBackward(t.input, gr, t.saved as BatchNormSaved, t.needInputGrad));
+      return { grad: r.gradInput, params: [[`${l.name}.weight`, r.gradWeight], [`${l.name}.bias`, r.gradBias]] };
+    },
   },
   affine: {
     stage: 'trunk',
@@ -236,8 +151,8 @@ export const LAYERS: Table = {
       const [w, b] = await c.derived!(`affine:${l.scale.join(',')}:${l.shift.join(',')}`, async () => depthwiseAffine(l, x.device));
       return conv2d(x, w, b, { groups: w.shape[0], out: c.out });
     },
-    train: notTrainable,
-    backward: notTrainable,
+    train: async (l, x) => ({ out: await affineChannels(x, l.scale, l.shift) }),
+    backward: async (l, t) => ({ grad: t.needInputGrad ? await affineChannels(t.grad, l.scale, l.scale.map(() => 0)) : undefined, params: [] }),
   },
   concat: {
     stage: 'trunk',
@@ -268,8 +183,36 @@ export const LAYERS: Table = {
         for (const p of parts) p.done();
       }
     },
-    train: notTrainable,
-    backward: notTrainable,
+    // Training: every branch keeps its tape (the caller frees what they hold after the backward).
+    train: async (l, x, c) => {
+      const runs: Array<{ out: Spatial; tape: unknown }> = [];
+      for (let k = 0; k < l.branches.length; k++) runs.push(await c.trainBranch!(l.branches[k], x, k));
+      const out = await concat(runs.map((r) => r.out));
+      return { out, saved: { tapes: runs.map((r) => r.tape), widths: runs.map((r) => (r.out instanceof RaggedBatch ? r.out.channels : spatialChannels(r.out))) } };
+    },
+    backward: async (l, t, c) => {
+      const { tapes, widths } = t.saved as { tapes: unknown[]; widths: number[] };
+      const parts = await concatBackward(t.grad, widths);
+      let sum: Spatial | undefined;
+      try {
+        for (let k = 0; k < tapes.length; k++) {
+          const gk = await c.backwardBranch!(tapes[k], parts[k], t.needInputGrad);
+          if (!gk) continue;
+          if (!sum) sum = gk;
+          else {
+            const next = await addSpatial(sum, gk);
+            sum.dispose();
+            if (gk !== parts[k]) gk.dispose();
+            sum = next;
+          }
+        }
+      } finally {
+        for (const p of parts) if (p !== sum) p.dispose();
+      }
+      // The parameters' gradients were collected by backwardBranch.
+      return { grad: sum, params: [] };
+    },
+    nested: (l) => l.branches,
   },
   relu: {
     stage: 'any',
@@ -356,9 +299,14 @@ export function widthAfter(l: LayerSpec, width: number): number {
 const convBias = (l: LayerSpecs['conv'], c: LayerContext) => (l.bias === false ? undefined : c.weight(`${l.name}.bias`));
 const bnEps = (l: LayerSpecs['batchnorm']) => l.eps ?? 1e-5;
 
-/** Training through layers whose backward is not written yet: an error that says which. */
-function notTrainable(l: LayerSpec): never {
-  throw new SppnetError(`Model.trainStep: ${l.type} layers run at inference only in this version (training ${l.type === 'batchnorm' ? 'batch norm' : `through ${l.type} layers`} is not implemented yet)`, 'SPPNET_UNAVAILABLE');
+
+/** The channels of a map tensor [N, C, H, W] or [C, H, W]. */
+const spatialChannels = (t: Tensor) => (t.rank === 4 ? t.shape[1] : t.shape[0]);
+
+/** Whether a layer, or a layer nested in it, has parameters (its backward gives their gradients). */
+export function hasParams(l: LayerSpec): boolean {
+  const k = kindOf(l);
+  return k.params === true || (k.nested?.(l) ?? []).some((b) => b.some(hasParams));
 }
 
 function pairOfChecked(c: SpecCheck, field: string, dflt: [number, number], min: number): [number, number] {
