@@ -31,11 +31,14 @@ import './ops/tensorcore'; // hands lib/core/math.ts the tensor-core check's pro
 export { getMath, setMath, tensorCoreCheck, MATH_MODES, MATH_TOLERANCE } from './core/math';
 export type { MathMode, MathDefaults, TensorCoreCheck, TensorCoreModeCheck } from './core/math';
 import { loadModel, LoadModelFileOptions } from './nn/load';
+import { Arch, ARCHS } from './nn/archs';
+import { Model } from './nn/model';
 export { Model } from './nn/model';
 export type { Prediction } from './nn/model';
 export { buildModel, loadModel } from './nn/load';
 export type { LoadModelOptions, LoadModelFileOptions } from './nn/load';
-export { archSpec } from './nn/archs';
+export { archSpec, ARCHS, PAPER_ARCHS } from './nn/archs';
+export type { Arch } from './nn/archs';
 export { torchvisionSpec, TORCHVISION_ARCHS } from './nn/torchvision';
 export type { TorchvisionOptions } from './nn/torchvision';
 export { checkSpec, minimumSize } from './nn/spec';
@@ -50,13 +53,9 @@ export type { ImageOptions } from './io/images';
 export { classify } from './serve/classify';
 export type { ClassifyOptions, Classification } from './serve/classify';
 type BuiltinOptions = Omit<LoadModelFileOptions, 'arch' | 'spec'>;
-export const models = {
-  zf5: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'zf5' }),
-  convnet5: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'convnet5' }),
-  overfeat5: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'overfeat5' }),
-  overfeat7: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'overfeat7' }),
-};
-export { BatchingRunner, batching } from './serve/batching';
+/** sp.models.zf5(options), sp.models.vgg16(options), ...: sp.loadModel({ ...options, arch }) for each built-in arch. */
+export const models = Object.freeze(Object.fromEntries(ARCHS.map((arch) => [arch, (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch })]))) as
+  Readonly<Record<Arch, (opts?: BuiltinOptions) => Promise<Model>>>;export { BatchingRunner, batching } from './serve/batching';
 export type { BatchingOptions, RequestOptions, BatchingStats } from './serve/batching';
 export { createServer } from './serve/server';
 export type { ServerOptions } from './serve/server';

@@ -7,15 +7,14 @@ import { tensor, Tensor } from '../core/tensor';
 import { isPthFile, readPth } from '../io/pth';
 import { checkStateDict, readSafetensors } from '../io/safetensors';
 import { archSpec } from './archs';
-import { TORCHVISION_ARCHS, torchvisionSpec } from './torchvision';
 import { ActivationOptions, activationSettings } from './memory';
 import { Model } from './model';
 import { checkSpec, ModelSpec, usedWeights } from './spec';
 
 export interface LoadModelOptions extends ActivationOptions {
   /**
-   * A built-in network: the SPP-net paper's 'zf5', 'convnet5', 'overfeat5', 'overfeat7', or
-   * torchvision's 'alexnet', 'vgg11' ... 'vgg19' (and '_bn'), 'googlenet' (TORCHVISION_ARCHS).
+   * A built-in network (sp.ARCHS): the SPP-net paper's 'zf5', 'zf5-released', 'convnet5',
+   * 'overfeat5', 'overfeat7', or torchvision's 'alexnet', 'vgg11' ... 'vgg19' (and '_bn'), 'googlenet'.
    */
   arch?: string;
   /** Or a network of your own. */
@@ -40,22 +39,13 @@ export interface LoadModelOptions extends ActivationOptions {
   device?: Device;
 }
 
-/** The spec of a built-in arch (the paper's, or torchvision's). */
-function builtinSpec(fn: string, opts: LoadModelOptions, classes: number): ModelSpec {
-  const arch = opts.arch as string;
-  if (TORCHVISION_ARCHS.includes(arch)) return torchvisionSpec(arch, { classes, pool: opts.pool, levels: opts.levels, transformInput: opts.transformInput });
-  if (opts.pool !== undefined && opts.pool !== 'spp') fail(`${fn}: options.pool must be 'spp' for ${arch} (the paper's networks have no other), got ${JSON.stringify(opts.pool)}`);
-  if (opts.transformInput !== undefined) fail(`${fn}: options.transformInput applies to googlenet only, not ${arch}`);
-  return archSpec(arch, classes, opts.levels);
-}
-
 /** Builds a model (weights given or He-initialised) on a device. */
 export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): Promise<Model> {
   if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   if ((opts.arch === undefined) === (opts.spec === undefined)) fail(`${fn}: give exactly one of options.arch and options.spec`);
   const classes = opts.classes ?? 1000;
   if (!isPositiveInt(classes)) fail(`${fn}: options.classes must be a positive integer, got ${describe(opts.classes)}`);
-  const spec = opts.spec ?? builtinSpec(fn, opts, classes);
+  const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels, { pool: opts.pool, transformInput: opts.transformInput });
   const checked = checkSpec(spec, fn);
   const activation = activationSettings(fn, opts);
   const device = opts.device ?? backend().device;

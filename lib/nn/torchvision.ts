@@ -26,7 +26,7 @@ const VGG_CFGS: Record<string, Array<number | 'M'>> = {
 };
 
 /** The built-in torchvision archs. */
-export const TORCHVISION_ARCHS: readonly string[] = Object.freeze(['alexnet', ...Object.keys(VGG_CFGS).flatMap((v) => [v, `${v}_bn`]), 'googlenet']);
+export const TORCHVISION_ARCHS = Object.freeze(['alexnet', 'vgg11', 'vgg11_bn', 'vgg13', 'vgg13_bn', 'vgg16', 'vgg16_bn', 'vgg19', 'vgg19_bn', 'googlenet'] as const);
 
 type Conv = LayerSpecs['conv'];
 const conv = (name: string, out: number, kernel: number, extra: Partial<Conv> = {}): LayerSpec => ({ type: 'conv', name, out, kernel, relu: true, ...extra });
