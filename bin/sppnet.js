@@ -5,7 +5,7 @@ const fs = require('fs');
 const path = require('path');
 
 const USAGE = `usage:
-  sppnet classify --arch zf5|convnet5|overfeat5|overfeat7 [--weights w.safetensors] [--labels labels.txt]
+  sppnet classify --arch A [--weights w.safetensors|w.pth] [--labels labels.txt]
                   [--classes N] [--scales 224,256|natural] [--topk 5] [--device cpu|cuda] IMAGE...
   sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network, and
                                                          the class names and input normalisation of train --out)
@@ -32,6 +32,8 @@ const USAGE = `usage:
   sppnet convert IN.pth OUT.safetensors                  (a PyTorch checkpoint's state_dict, torch.save(model.state_dict()),
                                                           as safetensors; nothing in the checkpoint is run)
   sppnet info                                            (which backend runs, and why)
+A (--arch): zf5, zf5-released, convnet5, overfeat5, overfeat7 (the paper's), alexnet, vgg11, vgg13, vgg16, vgg19
+(each also _bn), googlenet (torchvision's; their .pth checkpoints load as they are).
 Image sizes are printed as H x W (height first), as the API's [H, W] and the HTTP service's "size".`;
 
 function parse(argv) {
@@ -226,7 +228,7 @@ async function trainCmd(sp, o) {
   const classes = data.classes.length;
   let spec;
   if (o.spec) spec = JSON.parse(fs.readFileSync(o.spec, 'utf8'));
-  else if (!o.arch) throw new Error('train: give --arch zf5|convnet5|overfeat5|overfeat7 or --spec net.json');
+  else if (!o.arch) throw new Error(`train: give --arch A (${sp.ARCHS.join(', ')}) or --spec net.json`);
   const out = trainOut(o, spec ? spec.name : o.arch);
   const model = await sp.buildModel({ arch: spec ? undefined : o.arch, spec, classes, seed, device: o.device });
   console.log(`training ${model.spec.name} (${classes} classes) on ${data.description}, ${sp.backend().device}`);

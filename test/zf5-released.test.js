@@ -170,7 +170,7 @@ describe("arch 'zf5-released' (SPP_net's Zeiler_conv5.prototxt)", function () {
     // levels given: used as given; the other archs keep {6,3,2,1}
     expect(sp.archSpec('zf5-released', 10, [4, 1]).layers[9].levels).to.deep.equal([4, 1]);
     expect(sp.archSpec('zf5', 10).layers.find((l) => l.type === 'spp').levels).to.deep.equal([6, 3, 2, 1]);
-    expect(() => sp.archSpec('vgg16', 10)).to.throw(/known: zf5, zf5-released, convnet5/);
+    expect(() => sp.archSpec('resnet50', 10)).to.throw(/known: zf5, zf5-released, convnet5/);
   });
 
   it('parameters: the Caffe blob names as state_dict names, Caffe = PyTorch layouts; 12800 features after SPP', async function () {
