@@ -10,6 +10,7 @@
 #include "gemm_tc.h"
 #include "kernel.h"
 #include "ragged_tables.cuh"
+#include "sppnet/lrn_within.h"
 #include "sppnet/ops.h"
 
 namespace sppnet {
@@ -85,6 +86,11 @@ __global__ void lrn_kernel(Maps m, const float* __restrict__ x, LrnParams p, int
     const int64_t rem = idx - m.out_off[i];
     const int c = static_cast<int>(rem / HW);
     const int64_t pix = rem - c * HW;
+    if (p.within) {
+      const int W = m.in_w[i];
+      y[idx] = lrn_within_forward_at(x + m.in_off[i] + c * HW, m.in_h[i], W, static_cast<int>(pix / W), static_cast<int>(pix % W), p);
+      continue;
+    }
     const float* xb = x + m.in_off[i] + pix;
     float s = 0.f;
     for (int cc = max(0, c - p.size / 2); cc <= min(C - 1, c + (p.size - 1) / 2); ++cc) s += xb[cc * HW] * xb[cc * HW];
@@ -260,6 +266,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
 
 Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
                               float* y) {
+  if (lp.within) return Status::Error(Code::kInvalidArgument, "lrn_max_pool2d: within-channel LRN is not fused (run lrn, then max_pool2d)");
   const int64_t total = out_total(out);
   if (total == 0) return Status::Ok();
   MapTables t;

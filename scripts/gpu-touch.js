@@ -191,6 +191,14 @@ async function main() {
     dispose([x, g]);
     return [y, dx];
   });
+  await op('localResponseNorm + backward ragged, within-channel 3x3 (Caffe)', 1e-5, async (d) => {
+    const x = batchOn(pm, d), g = batchOn(maps(6, pm.map((m) => [m.h, m.w])), d);
+    const within = { size: 3, alpha: 0.5, beta: 0.75, region: 'within' };
+    const y = await sp.localResponseNorm(x, within);
+    const dx = await sp.localResponseNormBackward(x, g, within);
+    dispose([x, g]);
+    return [y, dx];
+  });
   await op('lrnMaxPool2d ragged (fused LRN + max pool)', 1e-5, async (d) => {
     const x = batchOn(pm, d);
     const y = await sp.lrnMaxPool2d(x, { lrn, pool });

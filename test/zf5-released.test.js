@@ -1,8 +1,9 @@
 'use strict';
 // arch 'zf5-released': the ZF-5 of the SPP-net authors' release (ShaoqingRen/SPP_net,
 // model-defs/Zeiler_conv5.prototxt, Caffe). Sizes and values are checked against plain JS written
-// from Caffe's own formulas (conv: floor; pooling: ceil, clipped when padded; LRN across channels:
-// x / (1 + alpha/size * sum of squares)^beta) and the release's detection pooling
+// from Caffe's own formulas (conv: floor; pooling: ceil, clipped when padded; LRN WITHIN_CHANNEL as
+// Caffe's layer composes it: x * (1 + alpha * AVE-pool(x^2))^-beta, the pool size x size with pad
+// (size-1)/2 and Caffe's divisor) and the release's detection pooling
 // (utils/spm_pool/spm_pool_caffe_mex.cpp: bins floor(i/n*a) .. ceil((i+1)/n*a) in float).
 const { expect } = require('chai');
 const fs = require('fs');
@@ -77,17 +78,28 @@ function refConv(x, w, b, cout, k, s, p) {
   return { data: y, C: cout, H, W };
 }
 
-/** Caffe's LRN, ACROSS_CHANNELS: x / (k + alpha/size * sum over the size channels around)^beta. */
-function refCaffeLrn(x, { size, alpha, beta, k }) {
-  const HW = x.H * x.W, pre = (size - 1) / 2;
-  const y = new Float64Array(x.C * HW);
-  for (let c = 0; c < x.C; c++)
-    for (let q = 0; q < HW; q++) {
-      let s = 0;
-      for (let cc = Math.max(0, c - pre); cc <= Math.min(x.C - 1, c + pre); cc++) s += x.data[cc * HW + q] ** 2;
-      y[c * HW + q] = x.data[c * HW + q] / (k + (alpha / size) * s) ** beta;
-    }
-  return { data: y, C: x.C, H: x.H, W: x.W };
+/**
+ * Caffe's LRN, WITHIN_CHANNEL, as its LRNLayer composes it (lrn_layer.cpp): a PowerLayer squares x,
+ * a PoolingLayer averages the squares (AVE, kernel size, stride 1, pad (size-1)/2; divisor: the
+ * window clipped to [-pad, H + pad), before clipping to the map), a PowerLayer takes
+ * (1 + alpha * average)^-beta (shift 1: Caffe's k does not apply), and an EltwiseLayer multiplies by x.
+ */
+function refCaffeLrn(x, { size, alpha, beta }) {
+  const { C, H, W } = x, pad = (size - 1) / 2;
+  const y = new Float64Array(C * H * W);
+  for (let c = 0; c < C; c++)
+    for (let py = 0; py < H; py++)
+      for (let px = 0; px < W; px++) {
+        const hs = py - pad, ws = px - pad;
+        const he = Math.min(hs + size, H + pad), we = Math.min(ws + size, W + pad);
+        const poolSize = (he - hs) * (we - ws);
+        let s = 0;
+        for (let yy = Math.max(hs, 0); yy < Math.min(he, H); yy++)
+          for (let xx = Math.max(ws, 0); xx < Math.min(we, W); xx++) s += x.data[(c * H + yy) * W + xx] ** 2;
+        const i = (c * H + py) * W + px;
+        y[i] = x.data[i] * (1 + alpha * (s / poolSize)) ** -beta;
+      }
+  return { data: y, C, H, W };
 }
 
 /** Caffe's max PoolingLayer (pad 0 here): windows [i*s, min(i*s + k, a)). */
@@ -162,7 +174,7 @@ describe("arch 'zf5-released' (SPP_net's Zeiler_conv5.prototxt)", function () {
     expect(convs).to.deep.equal([
       ['conv1', 96, 7, 2, 1, true], ['conv2', 256, 5, 2, 0, true], ['conv3', 384, 3, 1, 1, true],
       ['conv4', 384, 3, 1, 1, true], ['conv5', 256, 3, 1, 1, true]]);
-    for (const l of L.filter((x) => x.type === 'lrn')) expect(l).to.deep.equal({ type: 'lrn', size: 3, alpha: 5e-5, beta: 0.75, k: 1 });
+    for (const l of L.filter((x) => x.type === 'lrn')) expect(l).to.deep.equal({ type: 'lrn', size: 3, alpha: 5e-5, beta: 0.75, k: 1, region: 'within' });
     for (const l of L.filter((x) => x.type === 'maxpool')) expect(l).to.deep.equal({ type: 'maxpool', kernel: 3, stride: 2, padding: 0, ceilMode: true });
     expect(L[9]).to.deep.equal({ type: 'spp', levels: [1, 2, 3, 6], pool: 'max', bins: 'adaptive' });
     expect(L.filter((l) => l.type === 'fc').map(({ name, out, relu }) => [name, out, relu])).to.deep.equal([['fc6', 4096, true], ['fc7', 4096, true], ['fc8', 1000, false]]);
@@ -212,19 +224,50 @@ describe("arch 'zf5-released' (SPP_net's Zeiler_conv5.prototxt)", function () {
     }
   });
 
-  it("one LRN of the spec on a random map equals Caffe's formula (ACROSS_CHANNELS, k 1) within 1e-5", async function () {
+  it("one LRN of the spec on a random ragged batch equals Caffe's WITHIN_CHANNEL layer within 1e-5, on every device", async function () {
     const seed = freshSeed();
     const r = rng(seed);
-    const [C, H, W] = [96, 9, 11];
-    const data = Float32Array.from({ length: C * H * W }, () => (r.next() * 2 - 1) * 300); // large enough that the norm matters
+    const C = 96, sizes = [[9, 11], [1, 1], [2, 7], [13, 5]];
+    const maps = sizes.map(([H, W]) => ({ C, H, W, data: Float32Array.from({ length: C * H * W }, () => (r.next() * 2 - 1) * 300) })); // large enough that the norm matters
     const lrn = spec.layers[1];
-    const x = sp.tensor(data, [C, H, W], { device: 'cpu' });
-    const y = await sp.localResponseNorm(x, { size: lrn.size, alpha: lrn.alpha, beta: lrn.beta, k: lrn.k });
-    const ref = refCaffeLrn({ data, C, H, W }, { size: 3, alpha: 5e-5, beta: 0.75, k: 1 });
-    expectClose(await y.data(), ref.data, { rtol: 1e-5, atol: 1e-30, label: `seed ${seed}` });
+    const want = maps.flatMap((m) => Array.from(refCaffeLrn(m, { size: 3, alpha: 5e-5, beta: 0.75 }).data));
     // the normalisation is not negligible there: the output differs from the input by more than 10% somewhere
-    expect(ref.data.some((v, i) => Math.abs(v - data[i]) > 0.1 * Math.abs(data[i]))).to.equal(true);
-    [x, y].forEach((t) => t.dispose());
+    const flat = maps.flatMap((m) => Array.from(m.data));
+    expect(want.some((v, i) => Math.abs(v - flat[i]) > 0.1 * Math.abs(flat[i]))).to.equal(true);
+    for (const device of sp.backend().cuda.available ? ['cpu', 'cuda'] : ['cpu']) {
+      const x = sp.ragged(maps.map((m) => sp.tensor(m.data, [C, m.H, m.W], { device })));
+      const out = sp.ragged(sizes.map(([H, W]) => sp.full([C, H, W], NaN, { device }))); // poisoned
+      const y = await sp.localResponseNorm(x, { size: lrn.size, alpha: lrn.alpha, beta: lrn.beta, k: lrn.k, region: lrn.region, out });
+      expectClose(await y.data(), Float64Array.from(want), { rtol: 1e-5, atol: 1e-30, label: `seed ${seed}, ${device}` });
+      [x, y].forEach((t) => t.dispose());
+    }
+  });
+
+  it('the within-channel LRN backward equals central differences of the float64 reference (odd sizes 1, 3, 5)', async function () {
+    const seed = freshSeed();
+    const r = rng(seed);
+    for (const size of [1, 3, 5]) {
+      const m = { C: 2, H: 4, W: 5 };
+      m.data = Float64Array.from({ length: m.C * m.H * m.W }, () => (r.next() * 2 - 1) * 3);
+      const dy = Float64Array.from({ length: m.data.length }, () => r.next() * 2 - 1);
+      const p = { size, alpha: 0.7, beta: 0.75 };
+      const f = (d) => refCaffeLrn({ ...m, data: d }, p).data.reduce((a, v, i) => a + v * dy[i], 0);
+      const num = Float64Array.from(m.data, (v, i) => {
+        const h = 1e-5, d1 = Float64Array.from(m.data), d2 = Float64Array.from(m.data);
+        d1[i] += h;
+        d2[i] -= h;
+        return (f(d1) - f(d2)) / (2 * h);
+      });
+      for (const device of sp.backend().cuda.available ? ['cpu', 'cuda'] : ['cpu']) {
+        const x = sp.tensor(Float32Array.from(m.data), [m.C, m.H, m.W], { device });
+        const g = sp.tensor(Float32Array.from(dy), [m.C, m.H, m.W], { device });
+        const dx = await sp.localResponseNormBackward(x, g, { ...p, k: 1, region: 'within' });
+        expectClose(await dx.data(), num, { rtol: 1e-4, atol: 1e-5, label: `seed ${seed}, size ${size}, ${device}` });
+        [x, g, dx].forEach((t) => t.dispose());
+      }
+    }
+    await expectReject(sp.localResponseNorm(sp.zeros([2, 3, 3], { device: 'cpu' }), { size: 4, region: 'within' }), /options\.size must be odd with region 'within'/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.lrnMaxPool2d(sp.zeros([2, 3, 3], { device: 'cpu' }), { lrn: { size: 3, region: 'within' }, pool: { kernel: 2 } }), /region 'within' is not fused/, 'SPPNET_INVALID_ARGUMENT');
   });
 
   it("the whole network equals a plain reference of the prototxt's layers and the release's SPP pooling", async function () {

@@ -58,7 +58,8 @@ export interface NativeConvParams {
   inChannels: number; outChannels: number; kernelH: number; kernelW: number; strideH: number; strideW: number;
   padH: number; padW: number; dilationH: number; dilationW: number; groups: number; math?: number;
 }
-export interface NativeLrnParams { size: number; alpha: number; beta: number; k: number }
+/** within: Caffe's WITHIN_CHANNEL (a size x size window in the plane) instead of across channels. */
+export interface NativeLrnParams { size: number; alpha: number; beta: number; k: number; within: boolean }
 
 export type NativeConvShape = NativeLayout<'out'> & { conv: NativeConvParams; relu: boolean };
 export type NativeConvArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> & In<'in'> & NativeConvShape & { filterCache?: Float32Array };

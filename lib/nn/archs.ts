@@ -45,11 +45,11 @@ function paperSpec(arch: string, classes: number, levels?: number[]): ModelSpec 
         conv('conv3', 384, 3, 1, 1), conv('conv4', 384, 3, 1, 1), conv('conv5', 256, 3, 1, 1), ...head] };
     case 'zf5-released': {
       // The ZF-5 of the SPP-net authors' release (ShaoqingRen/SPP_net, model-defs/Zeiler_conv5.prototxt,
-      // Caffe): conv2 unpadded, pools in Caffe's ceil mode, LRN size 3, alpha 5e-5, beta 0.75, k 1
-      // (the prototxt's is WITHIN_CHANNEL, 3x3 in space: ours runs across channels, see the README);
+      // Caffe): conv2 unpadded, pools in Caffe's ceil mode, LRN WITHIN_CHANNEL (3x3 in the plane),
+      // alpha 5e-5, beta 0.75, k 1;
       // the pyramid in the prototxt's concat order {1, 2, 3, 6}, which its fc6 columns follow, with
       // the bins of its detection pooling (spm_pool_caffe_mex: floor / ceil, our 'adaptive').
-      const norm: LayerSpec = { type: 'lrn', size: 3, alpha: 5e-5, beta: 0.75, k: 1 };
+      const norm: LayerSpec = { type: 'lrn', size: 3, alpha: 5e-5, beta: 0.75, k: 1, region: 'within' };
       const ceilPool: LayerSpec = { type: 'maxpool', kernel: 3, stride: 2, padding: 0, ceilMode: true };
       return { name: arch, inChannels: 3, layers: [
         conv('conv1', 96, 7, 2, 1), norm, ceilPool,         // 224 -> 110 -> 55

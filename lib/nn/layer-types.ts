@@ -15,7 +15,7 @@ export interface LayerSpecs {
   affine: { type: 'affine'; scale: number[]; shift: number[] };
   /** The branches (sequences of map layers) run on the same input, their outputs concatenated along channels (Inception). */
   concat: { type: 'concat'; branches: LayerSpec[][] };
-  lrn: { type: 'lrn'; size: number; alpha?: number; beta?: number; k?: number };
+  lrn: { type: 'lrn'; size: number; alpha?: number; beta?: number; k?: number; region?: 'across' | 'within' };
   maxpool: { type: 'maxpool'; kernel: Pair; stride?: Pair; padding?: Pair; ceilMode?: boolean };
   relu: { type: 'relu' };
   spp: { type: 'spp'; levels?: number[]; pool?: PoolKind; bins?: BinRule };

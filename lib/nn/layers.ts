@@ -34,7 +34,7 @@ async function using<T>(made: Spatial, given: Spatial, f: (g: Spatial) => Promis
 }
 
 const convOpts = (l: LayerSpecs['conv']) => ({ stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups });
-const lrnOpts = (l: LayerSpecs['lrn']) => ({ size: l.size, alpha: l.alpha, beta: l.beta, k: l.k });
+const lrnOpts = (l: LayerSpecs['lrn']) => ({ size: l.size, alpha: l.alpha, beta: l.beta, k: l.k, region: l.region });
 const poolOpts = (l: LayerSpecs['maxpool']) => ({ kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode });
 const sppOpts = (l: LayerSpecs['spp']) => ({ levels: l.levels, pool: l.pool, bins: l.bins });
 
@@ -88,6 +88,7 @@ export const LAYERS: Table = {
     infer: (l, x, c) => localResponseNorm(x, { ...lrnOpts(l), out: c.out }),
     fuse: {
       next: 'maxpool',
+      when: (l) => l.region !== 'within',
       infer: (l, next, x, c) => lrnMaxPool2d(x, { lrn: lrnOpts(l), pool: poolOpts(next as LayerSpecs['maxpool']), out: c.out }),
     },
     backward: async (l, t) => ({ grad: await localResponseNormBackward(t.input, t.grad, lrnOpts(l)), params: [] }),
