@@ -299,7 +299,7 @@ async function main() {
   ]);
   const legend = [
     `ort/sppnet: onnxruntime-node's median over sppnet's, same run, interleaved rounds; > 1 means sppnet is faster. min: the same of the fastest calls. CPU ms: the median of the process's CPU time (user + system, all threads) per call, spin-waits included; CPU: ort/sppnet its ratio.${results.some((r) => r.impls[1].roundRatio) ? ` Per-round ratios (median, min-max): ${results.filter((r) => r.impls[1].roundRatio).map((r) => `${r.name} ${r.impls[1].roundRatio.median.toFixed(2)} (${r.impls[1].roundRatio.min.toFixed(2)}-${r.impls[1].roundRatio.max.toFixed(2)})`).join('; ')}.`: ''}`,
-    `FLOPs: conv + fc, 2 per multiply-add, from the specs' shapes: ${opt.archs.map((a) => `${a} ${flops[a].gflop.toFixed(2)} GFLOP per image (${(flops[a].convF / 1e9).toFixed(2)} conv + ${(flops[a].fcF / 1e9).toFixed(3)} fc)`).join(', ')}. floor = FLOPs / peak ${peakGflops.toFixed(0)} GFLOP/s (sp.measureCpuPeak, ${oursThreads} threads of ${be.cpu.isa} FMA chains at once); % peak = floor / median.`,
+    `FLOPs: conv + fc, 2 per multiply-add, from the specs' shapes: ${opt.archs.map((a) => `${a} ${flops[a].gflop.toFixed(2)} GFLOP per image (${(flops[a].convF / 1e9).toFixed(2)} conv + ${(flops[a].fcF / 1e9).toFixed(3)} fc)`).join(', ')}. floor = FLOPs / peak ${peakGflops.toFixed(0)} GFLOP/s (sp.measureCpuPeak, ${oursThreads} thread${oursThreads > 1 ? "s" : ""} of ${be.cpu.isa} FMA chains at once); % peak = floor / median.`,
     `bw floor = the weights' bytes (${opt.archs.map((a) => `${a} ${flops[a].weightMiB.toFixed(0)} MiB`).join(', ')}) / copy bandwidth ${(bw / 1e9).toFixed(1)} GB/s (${cores} threads): every call reads each weight once.`,
   ];
   const checkLines = checks.flatMap((c) => [
