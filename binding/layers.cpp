@@ -179,13 +179,36 @@ Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
   });
 }
 
+// nms({ n, boxes, scores, classes?, iou, keep: Int32Array(n), kept: Int32Array(1) }): NMS (batched
+// when classes is given); the kept indices into keep, their count into kept[0].
+Napi::Value Nms(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t n = count(a, "n");
+  if (n > 0x7fffffff) throw Napi::RangeError::New(info.Env(), "internal: nms count");
+  Napi::Int32Array keep = int32_array(a, "keep"), kept = int32_array(a, "kept");
+  if (static_cast<int64_t>(keep.ElementLength()) != n || kept.ElementLength() != 1) throw Napi::RangeError::New(info.Env(), "internal: nms result arrays");
+  const double iou = number(a, "iou");
+  if (!(iou >= 0 && iou <= 1)) throw Napi::RangeError::New(info.Env(), "internal: nms iou");
+  auto j = std::make_shared<LayerJob>();
+  Buffers h;
+  j->x = h.arg(a, "boxes", 4 * n);
+  j->y = h.arg(a, "scores", n);
+  j->w = h.optional(a, "classes", n);
+  const bool dev = one_device(info.Env(), {&j->x, &j->y, &j->w});
+  h.keep.push_back(keep);
+  h.keep.push_back(kept);
+  int32_t *kp = keep.Data(), *cp = kept.Data();
+  const int32_t n32 = static_cast<int32_t>(n);
+  return queue_op(info.Env(), dev, h, [j, n32, iou, kp, cp](const OpTable& ops) { return ops.nms(n32, j->x.ptr, j->y.ptr, j->w.ptr, iou, kp, cp); });
+}
+
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
                                    {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
                                    {"elementwise", Elementwise}, {"copyChannels", CopyChannels},
-                                   {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}});
+                                   {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}, {"nms", Nms}});
 }
 
 }  // namespace binding

@@ -25,6 +25,8 @@ export { batchNormTrain, batchNormBackward } from './ops/batchnorm';
 export type { BatchNormParams, BatchNormTrainOptions, BatchNormSaved } from './ops/batchnorm';
 export type { ConcatOptions } from './ops/concat';
 export { softmaxCrossEntropy } from './ops/loss';
+export { nms, batchedNms } from './ops/nms';
+export type { NmsOptions } from './ops/nms';
 export { sgdStep, adamStep } from './ops/update';
 export type { SgdOptions, AdamOptions } from './ops/update';
 import './ops/tensorcore'; // hands lib/core/math.ts the tensor-core check's probe

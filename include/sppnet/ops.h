@@ -78,6 +78,10 @@
   /* each (b null when v is). Batch norm's forward in training (y = s x + t) and backward (dx = s dy + p x + q).                */ \
   X(Status, channel_affine,                                                                                                         \
     (const RaggedView& in, const float* u, const float* a, const float* v, const float* b, const float* d, bool relu, float* y))   \
+  /* Non-maximum suppression as torchvision's CPU kernel (nms.h): boxes [n, 4] (x1, y1, x2, y2), scores [n], classes [n] or     */ \
+  /* null (batched NMS: boxes interact within a class only), backend memory; iou: suppress when IoU > iou. keep: host, n int32:  */ \
+  /* the kept indices, *kept of them (host), in nms's order (batched: ascending, then by score, as torchvision's vanilla path).  */ \
+  X(Status, nms, (int32_t n, const float* boxes, const float* scores, const float* classes, double iou, int32_t* keep, int32_t* kept))  \
   /* Optimizer steps, in place over n floats (layers.h: SgdParams, AdamParams).                                                  */ \
   X(Status, sgd_step, (int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p))                        \
   X(Status, adam_step, (int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p))

@@ -70,6 +70,7 @@ export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & Native
 export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In<'in'> & NativeLayout<'out'> & { channelOffset: number; toWhole: boolean };
 export type NativeChannelSumsArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & In<'in'> & { sums: Float64Array };
 export type NativeChannelAffineArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & NativeBuf<'output'> & In<'in'> & { a: Float32Array; b?: Float32Array; d: Float32Array; relu: boolean };
+export type NativeNmsArgs = NativeBuf<'boxes'> & NativeBuf<'scores'> & Partial<NativeBuf<'classes'>> & { n: number; iou: number; keep: Int32Array; kept: Int32Array };
 export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
 type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
 export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
@@ -131,6 +132,8 @@ export interface Native {
   channelSums(args: NativeChannelSumsArgs): Promise<void>;
   /** y = a u + b v + d per channel (then ReLU when relu). */
   channelAffine(args: NativeChannelAffineArgs): Promise<void>;
+  /** NMS of n boxes (batched when classes is given): the kept indices into keep, their count into kept[0]. */
+  nms(args: NativeNmsArgs): Promise<void>;
   conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
   maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
   lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;
