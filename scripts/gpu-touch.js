@@ -19,6 +19,7 @@
 //   dropout_kernel, multiply_kernel (dropoutBackward), softmax_xent_kernel, sgd_kernel, adam_kernel
 //   channel_sums_kernel, channel_affine_kernel: batchNormTrain, batchNormBackward (copyChannels, behind
 //   concat, launches no kernel: cudaMemcpyAsync)
+//   nms_mask_kernel, nms_reduce_kernel: nms, batchedNms
 // The 128-row tiles and split-K are picked by conv_plan / gemm_plan (cuda/gemm_tc_kernels.cuh):
 // 128 rows once the 128-row tiles reach two waves (2 x the SM count), except in fp32 (always 64),
 // split-K below that with >= 16 steps of K (BK = 16). The sizes below are chosen from the device's
@@ -269,6 +270,19 @@ async function main() {
   } catch (e) {
     line(false, 'dropout + dropoutBackward', (e && e.stack) || String(e));
   }
+
+  // ---- non-maximum suppression: 3 blocks of 64 boxes in clusters, plain and per class.
+  const nb = 150, bx = new Float32Array(nb * 4), sc = normal(nb), cl = Float32Array.from({ length: nb }, () => int(0, 2));
+  for (let i = 0; i < nb; i++) {
+    const x = int(0, 5) * 20 + rnd() * 8, y = int(0, 5) * 20 + rnd() * 8;
+    bx.set([x, y, x + 10 + rnd() * 10, y + 10 + rnd() * 10], 4 * i);
+  }
+  await op(`nms + batchedNms ${nb} boxes in clusters (nms_mask_kernel, nms_reduce_kernel)`, 0, async (d) => {
+    const B = T(bx, [nb, 4], d), S = T(sc, [nb], d), C = T(cl, [nb], d);
+    const keep = await sp.nms(B, S, { iou: 0.5 }), batched = await sp.batchedNms(B, S, C, { iou: 0.5 });
+    dispose([B, S, C]);
+    return [keep, batched].map((k) => ({ data: async () => Float32Array.from(k) }));
+  });
 
   // ---- the loss and the optimizer steps.
   const rows = 13, cols = 11, logits = normal(rows * cols, 3), labels = Int32Array.from({ length: rows }, () => int(0, cols - 1));

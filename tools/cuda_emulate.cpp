@@ -716,6 +716,46 @@ void run_linear_backward(int64_t rows, int in_f, int out_f) {
 
 }  // namespace
 
+// =================================== NMS ===================================
+
+// n boxes in clusters (so that boxes suppress each other), on integer coordinates part of the time
+// (exact IoUs such as 0.5), with tied scores, degenerate and identical boxes and NaN scores;
+// classes from 0..classes-1 (0: plain nms). The device's kept indices must equal the CPU's, in order.
+void run_nms(int n, int classes, double iou) {
+  const std::string name = "nms n=" + std::to_string(n) + (classes ? " batched " + std::to_string(classes) + " classes" : "") + " iou " + std::to_string(iou);
+  if (!selected(name)) return;
+  std::vector<float> boxes(static_cast<size_t>(n) * 4), scores(static_cast<size_t>(n)), cls(static_cast<size_t>(n));
+  const int centres = std::max(1, n / 12);
+  std::vector<float> cx(centres), cy(centres);
+  for (int k = 0; k < centres; ++k) cx[k] = static_cast<float>(uniform(0, 200)), cy[k] = static_cast<float>(uniform(0, 200));
+  for (int i = 0; i < n; ++i) {
+    const int k = uniform(0, centres - 1);
+    const bool integer = uniform(0, 1) == 0;
+    float x1 = cx[k] + (integer ? uniform(-6, 6) : 6 * normal()), y1 = cy[k] + (integer ? uniform(-6, 6) : 6 * normal());
+    float w = integer ? uniform(1, 30) : 30 * std::fabs(normal()), h = integer ? uniform(1, 30) : 30 * std::fabs(normal());
+    if (uniform(0, 40) == 0) w = -w;                          // degenerate: x2 < x1
+    if (uniform(0, 40) == 0) h = 0;                           // zero height
+    if (i > 0 && uniform(0, 20) == 0) {                       // a copy of an earlier box
+      const int j = uniform(0, i - 1);
+      x1 = boxes[4 * j], y1 = boxes[4 * j + 1], w = boxes[4 * j + 2] - x1, h = boxes[4 * j + 3] - y1;
+    }
+    boxes[4 * i] = x1, boxes[4 * i + 1] = y1, boxes[4 * i + 2] = x1 + w, boxes[4 * i + 3] = y1 + h;
+    scores[i] = uniform(0, 3) == 0 ? static_cast<float>(uniform(0, 4)) / 4 : std::fabs(normal());  // ties
+    if (uniform(0, 50) == 0) scores[i] = NAN;
+    cls[i] = classes ? static_cast<float>(uniform(0, classes - 1)) : 0.f;
+  }
+  std::vector<int32_t> want(static_cast<size_t>(std::max(n, 1)), -1), got(want);
+  int32_t want_n = -1, got_n = -1;
+  expect_ok(cpu::nms(n, boxes.data(), scores.data(), classes ? cls.data() : nullptr, iou, want.data(), &want_n), name);
+  Dev<float> db(boxes, "nms boxes"), ds(scores, "nms scores"), dc(cls, "nms classes");
+  expect_ok(cuda::nms(n, db.p, ds.p, classes ? dc.p : nullptr, iou, got.data(), &got_n), name);
+  bool ok = got_n == want_n;
+  std::string why = "kept " + std::to_string(got_n) + ", the CPU " + std::to_string(want_n);
+  for (int32_t k = 0; ok && k < want_n; ++k)
+    if (got[k] != want[k]) ok = false, why = "kept[" + std::to_string(k) + "] is " + std::to_string(got[k]) + ", the CPU's " + std::to_string(want[k]);
+  report(name, ok, ok ? "kept " + std::to_string(got_n) + " of " + std::to_string(n) + ", as the CPU" : why);
+}
+
 int main(int argc, char** argv) {
   uint64_t seed = std::random_device{}();
   for (int i = 1; i < argc; ++i) {
@@ -795,6 +835,15 @@ int main(int argc, char** argv) {
   // ---- batch norm's channel ops, the within-channel LRN ----
   run_channel_ops(5);
   run_channel_ops(1);
+
+  // ---- non-maximum suppression: one and several 64-box blocks, plain and per class ----
+  run_nms(1, 0, 0.5);
+  run_nms(64, 0, 0.5);
+  run_nms(65, 0, 0.0);
+  run_nms(700, 0, 0.5);
+  run_nms(700, 0, 0.3);
+  run_nms(300, 4, 0.5);
+  run_nms(1000, 7, 0.7);
 
   // ---- elementwise, softmax and the loss, the optimizers ----
   run_elementwise(5003);
