@@ -5,7 +5,8 @@ sp.nms and sp.batchedNms to (every index, in order).
     /usr/bin/python3 tools/make_nms_fixtures.py     # Debian's python3-torch 1.13, python3-torchvision 0.14
 
 Each file is {"torch", "torchvision", "cases": [{name, iou, boxes (N x 4, flat), scores, classes?,
-keep}]}; numbers are float32 values written in their shortest round-trip form, NaN as null.
+keep}]}; numbers are float32 values written in their shortest round-trip form, NaN as null and
+infinities as the strings "Infinity" and "-Infinity".
 keep: torchvision.ops.nms(boxes, scores, iou) for plain cases; for batched cases (classes
 present) torchvision.ops.boxes._batched_nms_vanilla (NMS per class, merged by score: what
 torchvision.ops.batched_nms runs above 1000 boxes on the CPU), and `coordinate_trick_agrees` says
@@ -17,7 +18,7 @@ exact ties (nms sorts stably: tied boxes in index order; batched NMS's final sor
 torch's default, std::sort, whose order of ties above 16 kept boxes is introsort's); IoUs exactly at the threshold (0.5 with integer coordinates, kept:
 the test is strict) and 1/3, whose float IoU rounds above the double threshold 1/3 (suppressed:
 torchvision compares the float IoU with the double threshold); degenerate boxes (x2 < x1, zero
-width or height) and identical boxes; NaN scores (torch sorts NaN first, so a NaN-scored box is
+width or height), identical boxes, NaN and infinite coordinates; NaN scores (torch sorts NaN first, so a NaN-scored box is
 taken before every other); per-class cases.
 """
 import json
@@ -32,7 +33,8 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fi
 
 
 def f32(values):
-    return [None if np.isnan(v) else float(str(np.float32(v))) if np.isfinite(v) else str(v) for v in np.asarray(values, np.float32).ravel()]
+    return [None if np.isnan(v) else float(str(np.float32(v))) if np.isfinite(v) else ('Infinity' if v > 0 else '-Infinity')
+            for v in np.asarray(values, np.float32).ravel()]
 
 
 def case(name, boxes, scores, iou, classes=None):
@@ -117,6 +119,11 @@ def main():
     deg.append(case('20 identical boxes, tied scores', same, np.full(20, 0.5), 0.5))
     deg.append(case('20 identical boxes at iou 1', same, g.random(20), 1.0))
     deg.append(case('all degenerate n=30', np.concatenate([clusters(g, 30, 2)[:, 2:], clusters(g, 30, 2)[:, :2] - 50], 1), g.random(30), 0.0))
+    b = clusters(g, 60, 4)
+    b[g.random((60, 4)) < 0.04] = np.nan
+    b[g.random((60, 4)) < 0.04] = np.inf
+    b[g.random((60, 4)) < 0.04] = -np.inf
+    deg.append(case('NaN and infinite coordinates n=60', b, g.random(60), 0.3))
     write('degenerate.json', deg)
 
     nan = []
