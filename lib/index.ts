@@ -61,7 +61,11 @@ export const models = Object.freeze(Object.fromEntries(ARCHS.map((arch) => [arch
 export type { BatchingOptions, RequestOptions, BatchingStats } from './serve/batching';
 export { createServer } from './serve/server';
 export type { ServerOptions } from './serve/server';
-export { data, synthetic, imageFolder, SYNTHETIC_CLASSES } from './train/data';
+export { synthetic, imageFolder, SYNTHETIC_CLASSES } from './train/data';
+import { data as trainData } from './train/data';
+import { voc } from './detect/voc-data';
+/** Datasets and transforms: sp.data.synthetic, imageFolder, voc, resize, crop, flip, view. */
+export const data = { ...trainData, voc };
 export type { Dataset, Sample, SyntheticOptions, ImageFolderOptions, ImageFolderDataset, InputMode } from './train/data';
 export { Optimizer, learningRate } from './nn/optim';
 export type { OptimizerOptions, OptimizerType, ScheduleOptions, StepResult } from './nn/optim';
@@ -69,3 +73,8 @@ export { fit, evaluate, writeCheckpoint } from './train/fit';
 export type { FitOptions, FitResult, EpochStats, EvalInput, EvalResult, SizePolicy } from './train/fit';
 export { ablation, ablationTable, ablationSpec, ablationTrunk } from './train/ablation';
 export type { AblationOptions, AblationResult, AblationRow } from './train/ablation';
+export type { VocDataset, VocImage, VocBox, VocOptions } from './detect/voc-data';
+export { VOC_CLASSES, parseVocAnnotation, formatVocAnnotation } from './io/voc';
+export type { VocAnnotation, VocObject, VocParseOptions } from './io/voc';
+export { vocEval, vocAp, vocIou } from './detect/eval';
+export type { Detection, GroundTruth, VocEvalOptions, VocEvalResult, ClassEval } from './detect/eval';
