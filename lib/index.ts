@@ -78,3 +78,6 @@ export { VOC_CLASSES, parseVocAnnotation, formatVocAnnotation } from './io/voc';
 export type { VocAnnotation, VocObject, VocParseOptions } from './io/voc';
 export { vocEval, vocAp, vocIou } from './detect/eval';
 export type { Detection, GroundTruth, VocEvalOptions, VocEvalResult, ClassEval } from './detect/eval';
+export { makeDetectionData, detectionClasses } from './detect/generate';
+export type { DetectionDataOptions, DetectionDataResult } from './detect/generate';
+export { FASHION_CLASSES } from './detect/fashion-items';
