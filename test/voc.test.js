@@ -315,7 +315,10 @@ describe('sp.makeDetectionData', function () {
     await expectReject(sp.makeDetectionData(path.join(tmp, 'x'), { maxObjects: 51 }), /options\.maxObjects must be an integer in \[1, 50\]/);
     await expectReject(sp.makeDetectionData(path.join(tmp, 'x'), { testFraction: 2 }), /options\.testFraction must be a number in \[0, 1\]/);
     await expectReject(sp.makeDetectionData(path.join(tmp, 'x'), { shapes: 9 }), /options\.shapes must be an integer in \[2, 8\]/);
+    await expectReject(sp.makeDetectionData(path.join(tmp, 'no', 'x'), { images: 1 }), /the folder of .*no\/x does not exist/);
     expect(fs.existsSync(path.join(tmp, 'x'))).to.equal(false);
+    // Written beside root and renamed when complete: no partial folder is left behind.
+    expect(fs.readdirSync(tmp).filter((f) => f.includes('partial'))).to.deep.equal([]);
   });
 });
 

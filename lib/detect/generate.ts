@@ -90,6 +90,7 @@ export async function makeDetectionData(root: string, opts: DetectionDataOptions
   const fashionDir = fashion === true ? FASHION_DIR : fashion || null;
   if (fs.existsSync(root) && (!fs.statSync(root).isDirectory() || fs.readdirSync(root).length > 0))
     fail(`${fn}: ${root} exists and is not an empty folder (give a new folder: nothing is overwritten)`);
+  if (!fs.existsSync(path.dirname(path.resolve(root)))) fail(`${fn}: the folder of ${root} does not exist`);
   const nTest = Math.round(count * testFraction);
   // The split: a seeded shuffle of the ids; its first nTest are the test images.
   const order = Array.from({ length: count }, (_, i) => i);
@@ -103,30 +104,37 @@ export async function makeDetectionData(root: string, opts: DetectionDataOptions
   const classes = [...SYNTHETIC_CLASSES.slice(0, shapes), ...(fashionDir ? FASHION_CLASSES : [])];
   const items = fashionDir ? { trainval: readFashionItems(fn, fashionDir, 'train'), test: readFashionItems(fn, fashionDir, 't10k') } : null;
   const base: SceneOptions = { minSize, maxSize, minObjects, maxObjects, minObjectSize, maxObjectScale, shapes, noise, clutter, difficultSide: 8, minVisible: 0.4 };
-  for (const d of ['Annotations', 'JPEGImages', path.join('ImageSets', 'Main')]) fs.mkdirSync(path.join(root, d), { recursive: true });
+  // Written into a folder beside root, renamed to root when complete: an interrupted run leaves no half dataset at root.
+  const work = path.join(path.dirname(path.resolve(root)), `.${path.basename(path.resolve(root))}.partial-${process.pid}`);
   const ids = Array.from({ length: count }, (_, i) => String(i).padStart(6, '0'));
   let objects = 0, difficult = 0, truncated = 0;
-  for (let i = 0; i < count; i++) {
-    const split = isTest[i] ? 'test' : 'trainval';
-    const scene = drawScene(mixSeed(seed, i), items ? { ...base, items: items[split] } : base);
-    try {
-      await writeRgbImage(path.join(root, 'JPEGImages', `${ids[i]}.jpg`), scene.rgb, scene.width, scene.height, quality);
-    } catch (e) {
-      throw new SppnetError(`${fn}: cannot write ${path.join(root, 'JPEGImages', `${ids[i]}.jpg`)}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
+  try {
+    fs.mkdirSync(work); // not recursive: the parent exists (checked), and this fails at once where it cannot be written
+    for (const d of ['Annotations', 'JPEGImages', 'ImageSets', path.join('ImageSets', 'Main')]) fs.mkdirSync(path.join(work, d));
+    for (let i = 0; i < count; i++) {
+      const split = isTest[i] ? 'test' : 'trainval';
+      const scene = drawScene(mixSeed(seed, i), items ? { ...base, items: items[split] } : base);
+      await writeRgbImage(path.join(work, 'JPEGImages', `${ids[i]}.jpg`), scene.rgb, scene.width, scene.height, quality);
+      const xml = formatVocAnnotation({
+        filename: `${ids[i]}.jpg`, width: scene.width, height: scene.height, depth: 3,
+        objects: scene.objects.map((o) => ({ name: classes[o.label], box: o.box, difficult: o.difficult, truncated: o.truncated, pose: 'Unspecified' })),
+      }, 'sppnet-shapes', `sppnet make-detection-data, seed ${seed}`);
+      fs.writeFileSync(path.join(work, 'Annotations', `${ids[i]}.xml`), xml);
+      objects += scene.objects.length;
+      difficult += scene.objects.filter((o) => o.difficult).length;
+      truncated += scene.objects.filter((o) => o.truncated).length;
     }
-    const xml = formatVocAnnotation({
-      filename: `${ids[i]}.jpg`, width: scene.width, height: scene.height, depth: 3,
-      objects: scene.objects.map((o) => ({ name: classes[o.label], box: o.box, difficult: o.difficult, truncated: o.truncated, pose: 'Unspecified' })),
-    }, 'sppnet-shapes', `sppnet make-detection-data, seed ${seed}`);
-    fs.writeFileSync(path.join(root, 'Annotations', `${ids[i]}.xml`), xml);
-    objects += scene.objects.length;
-    difficult += scene.objects.filter((o) => o.difficult).length;
-    truncated += scene.objects.filter((o) => o.truncated).length;
+    const list = (test: boolean) => ids.filter((_, i) => !!isTest[i] === test).map((id) => `${id}\n`).join('');
+    fs.writeFileSync(path.join(work, 'ImageSets', 'Main', 'trainval.txt'), list(false));
+    fs.writeFileSync(path.join(work, 'ImageSets', 'Main', 'test.txt'), list(true));
+    fs.writeFileSync(path.join(work, 'classes.txt'), classes.map((c) => `${c}\n`).join(''));
+    if (fs.existsSync(root)) fs.rmdirSync(root); // empty (checked above)
+    fs.renameSync(work, root);
+  } catch (e) {
+    fs.rmSync(work, { recursive: true, force: true });
+    if (e instanceof SppnetError) throw e;
+    throw new SppnetError(`${fn}: cannot write the dataset to ${root}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
   }
-  const list = (test: boolean) => ids.filter((_, i) => !!isTest[i] === test).map((id) => `${id}\n`).join('');
-  fs.writeFileSync(path.join(root, 'ImageSets', 'Main', 'trainval.txt'), list(false));
-  fs.writeFileSync(path.join(root, 'ImageSets', 'Main', 'test.txt'), list(true));
-  fs.writeFileSync(path.join(root, 'classes.txt'), classes.map((c) => `${c}\n`).join(''));
   return { root, classes, trainval: count - nTest, test: nTest, objects, difficult, truncated };
 }
 
