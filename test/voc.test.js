@@ -74,6 +74,51 @@ describe('VOC annotations: the XML subset', function () {
     expect(b).to.deep.equal({ filename: '', width: 10, height: 20, depth: 3, objects: [{ name: 'cat', box: [1.5, 2, 9, 20], difficult: false, truncated: false, pose: 'Unspecified' }] });
   });
 
+  it("reads VOC2012's richer objects: parts with their own boxes, actions, points, a nested <annotation> in <source>", function () {
+    const xml = `<annotation>
+\t<folder>VOC2012</folder>
+\t<filename>2007_000027.jpg</filename>
+\t<source>
+\t\t<database>The VOC2007 Database</database>
+\t\t<annotation>PASCAL VOC2007</annotation>
+\t\t<image>flickr</image>
+\t</source>
+\t<size>
+\t\t<width>486</width>
+\t\t<height>500</height>
+\t\t<depth>3</depth>
+\t</size>
+\t<segmented>0</segmented>
+\t<object>
+\t\t<name>person</name>
+\t\t<pose>Unspecified</pose>
+\t\t<truncated>0</truncated>
+\t\t<difficult>0</difficult>
+\t\t<bndbox>
+\t\t\t<xmin>174</xmin>
+\t\t\t<ymin>101</ymin>
+\t\t\t<xmax>349</xmax>
+\t\t\t<ymax>351</ymax>
+\t\t</bndbox>
+\t\t<part>
+\t\t\t<name>head</name>
+\t\t\t<bndbox><xmin>169</xmin><ymin>104</ymin><xmax>209</xmax><ymax>146</ymax></bndbox>
+\t\t</part>
+\t\t<part>
+\t\t\t<name>hand</name>
+\t\t\t<bndbox><xmin>278</xmin><ymin>210</ymin><xmax>297</xmax><ymax>233</ymax></bndbox>
+\t\t</part>
+\t\t<actions><jumping>0</jumping><other>1</other><walking>0</walking></actions>
+\t\t<point><x>265</x><y>155</y></point>
+\t</object>
+</annotation>
+`;
+    expect(sp.parseVocAnnotation(xml, 'f')).to.deep.equal({
+      filename: '2007_000027.jpg', width: 486, height: 500, depth: 3,
+      objects: [{ name: 'person', box: [174, 101, 349, 351], difficult: false, truncated: false, pose: 'Unspecified' }],
+    });
+  });
+
   it('writes annotations that read back the same, names escaped', function () {
     const a = { filename: 'a&b.jpg', width: 64, height: 48, depth: 3, objects: [
       { name: 'tom & "jerry" <x>', box: [1, 2, 30, 40], difficult: true, truncated: false, pose: 'Frontal' },
@@ -143,7 +188,7 @@ describe('VOC annotations: the XML subset', function () {
     expectThrow(() => parseXml('<a>'.repeat(70) + '</a>'.repeat(70), 'f'), /^f: line 1: elements nested deeper than 64/, 'SPPNET_TOO_LARGE');
     expectThrow(() => parseXml(`<a>${'<b/>'.repeat(20)}</a>`, 'f', { maxElements: 10 }), /^f: more than 10 elements/, 'SPPNET_TOO_LARGE');
     // The element cap follows the object cap: a file of many small elements outside <object>s is refused too.
-    expectThrow(() => sp.parseVocAnnotation(ann(['<x/>'.repeat(200)]), 'f', { maxObjects: 1 }), /more than 128 elements/, 'SPPNET_TOO_LARGE');
+    expectThrow(() => sp.parseVocAnnotation(ann(['<x/>'.repeat(200)]), 'f', { maxObjects: 1 }), /more than 192 elements/, 'SPPNET_TOO_LARGE');
   });
 });
 

@@ -233,8 +233,8 @@ export function parseVocAnnotation(bytes: Uint8Array | string, where: string, op
       return fail(`${where}: not valid UTF-8 text`);
     }
   }
-  // VOC's objects are elements of ~15 children: the element cap follows the object cap.
-  const root = parseXml(text, where, { maxElements: 64 + 64 * maxObjects, maxDepth: 32 });
+  // A VOC object is about 10 elements, up to ~60 with VOC2012's parts and actions: the element cap follows the object cap.
+  const root = parseXml(text, where, { maxElements: 64 + 128 * maxObjects, maxDepth: 32 });
   if (root.name !== 'annotation') fail(`${where}: the root element is <${root.name}>, expected <annotation>`);
   const child = (el: XmlElement, name: string, required: boolean): XmlElement | undefined => {
     const found = el.children.filter((c) => c.name === name);
