@@ -5,7 +5,7 @@
 //   - replaces what lies between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` in bench/RESULTS.md
 //     with the command and machine of that run, a link to the plot and bench/out/NAME.md's table
 //     and notes. The hand-written text around the markers is kept.
-// NAME: spp-cpu, zf5-cpu, load-cpu, load-gpu, train-cpu. A NAME without bench/out/NAME.json is left as it is
+// NAME: spp-cpu, zf5-cpu, torchvision-cpu, load-cpu, load-gpu, train-cpu. A NAME without bench/out/NAME.json is left as it is
 // (load-gpu then says why it was skipped, when load-cpu.json gives the reason).
 //
 //   node bench/report.js [--dir bench/out] [--results bench/RESULTS.md] [--plots bench/plots] [--only NAME,...]
@@ -16,6 +16,7 @@ const { parseArgs, headerText, failed } = require('./common');
 const PARTS = [
   { name: 'spp-cpu', what: 'SPP layer on the CPU', script: 'bench:spp' },
   { name: 'zf5-cpu', what: 'ZF-5 forward on the CPU', script: 'bench:zf5' },
+  { name: 'torchvision-cpu', what: 'vgg16 and googlenet on the CPU', script: null },
   { name: 'load-cpu', what: 'HTTP service under load, CPU', script: 'bench:load' },
   { name: 'train-cpu', what: 'One training step on the CPU', script: 'bench:train' },
   { name: 'load-gpu', what: 'HTTP service under load, GPU', script: 'bench:load' },
@@ -31,7 +32,7 @@ function blockFor(part, dir, plotsDir, resultsFile) {
   const command = d.command ?? `node bench/${part.name.startsWith('spp') ? 'run' : part.name.split('-')[0]}.js${mode === 'quick' ? ' --quick' : ''}`;
   const lines = [
     GENERATED,
-    `Produced by \`${command}\` (\`npm run ${part.script}\`; \`npm run bench\` runs every part).`,
+    `Produced by \`${command}\` (${part.script ? `\`npm run ${part.script}\`; ` : ''}\`npm run bench\` runs every part).`,
     '',
   ];
   const svg = path.join(dir, `${part.name}.svg`);

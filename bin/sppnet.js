@@ -1,11 +1,11 @@
 #!/usr/bin/env node
-// sppnet's command line: classify images, serve, train, the ablation, the demo, the backend.
+// sppnet's command line: classify images, serve, train, the ablation, the demo, detection data, the backend.
 'use strict';
 const fs = require('fs');
 const path = require('path');
 
 const USAGE = `usage:
-  sppnet classify --arch zf5|convnet5|overfeat5|overfeat7 [--weights w.safetensors] [--labels labels.txt]
+  sppnet classify --arch A [--weights w.safetensors|w.pth] [--labels labels.txt]
                   [--classes N] [--scales 224,256|natural] [--topk 5] [--device cpu|cuda] IMAGE...
   sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network, and
                                                          the class names and input normalisation of train --out)
@@ -41,9 +41,18 @@ const USAGE = `usage:
   sppnet demo [--out DIR] [--device cpu|cuda]            (trains a small SPP-net on synthetic images, then classifies
                                                           variable-size image files with it; nothing downloaded;
                                                           keeps the weights and images in DIR, default ./sppnet-demo)
+  sppnet make-detection-data --out DIR [--images 300] [--seed 0] [--size 96-160|WxH|WxH-WxH] [--objects 1-5]
+                  [--shapes 8] [--test-fraction 0.5] [--fashion [DIR]]
+                                                         (a VOC-format detection dataset of synthetic scenes: several
+                                                          shapes per image on cluttered backgrounds, boxes, difficult
+                                                          flags; DIR/JPEGImages, Annotations, ImageSets/Main/{trainval,
+                                                          test}.txt, classes.txt; --fashion pastes Fashion-MNIST items
+                                                          too, from DIR or /usr/share/datasets/fashion-mnist)
   sppnet convert IN.pth OUT.safetensors                  (a PyTorch checkpoint's state_dict, torch.save(model.state_dict()),
                                                           as safetensors; nothing in the checkpoint is run)
   sppnet info                                            (which backend runs, and why)
+A (--arch): zf5, zf5-released, convnet5, overfeat5, overfeat7 (the paper's), alexnet, vgg11, vgg13, vgg16, vgg19
+(each also _bn), googlenet (torchvision's; their .pth checkpoints load as they are).
 Image sizes are printed as H x W (height first), as the API's [H, W] and the HTTP service's "size".`;
 
 function parse(argv) {
@@ -247,7 +256,7 @@ async function trainCmd(sp, o) {
   else if (!o.arch && o.data === 'fashion-mnist') {
     spec = sp.fashionSpec('spp', classes, [4, 2, 1], o.dropout === undefined ? 0 : Number(o.dropout));
     console.log('no --arch or --spec: the small Fashion-MNIST SPP-net (sp.fashionSpec: conv 16-32-64, SPP {4, 2, 1}, fc 128, fc 10)');
-  } else if (!o.arch) throw new Error('train: give --arch zf5|convnet5|overfeat5|overfeat7 or --spec net.json');
+  } else if (!o.arch) throw new Error(`train: give --arch A (${sp.ARCHS.join(', ')}) or --spec net.json`);
   const out = trainOut(o, spec ? spec.name : o.arch);
   const model = await sp.buildModel({ arch: spec ? undefined : o.arch, spec, classes, seed, device: o.device });
   console.log(`training ${model.spec.name} (${classes} classes) on ${data.description}, ${sp.backend().device}`);
@@ -403,6 +412,35 @@ async function serveCmd(sp, o) {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
+// make-detection-data --out DIR: a VOC-format dataset of synthetic scenes (sp.makeDetectionData).
+function rangeOf(v, name) {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(String(v));
+  if (!m) throw new Error(`--${name} must be N or MIN-MAX (integers), got ${JSON.stringify(v)}`);
+  return [Number(m[1]), Number(m[2] ?? m[1])];
+}
+
+async function makeDetectionDataCmd(sp, o) {
+  if (typeof o.out !== 'string') throw new Error('make-detection-data: give --out DIR (a new or empty folder)');
+  const opts = {};
+  if (o.images !== undefined) opts.images = ints(o.images, 'images')[0];
+  if (o.seed !== undefined) opts.seed = Number(o.seed);
+  if (o.size !== undefined) {
+    // MIN-MAX (or N): each side drawn from the range; WxH, or WxH-WxH: per axis.
+    const m = /^(\d+)x(\d+)(?:-(\d+)x(\d+))?$/.exec(String(o.size));
+    if (m) [opts.minSize, opts.maxSize] = [[Number(m[1]), Number(m[2])], [Number(m[3] ?? m[1]), Number(m[4] ?? m[2])]];
+    else [opts.minSize, opts.maxSize] = rangeOf(o.size, 'size');
+  }
+  if (o.objects !== undefined) [opts.minObjects, opts.maxObjects] = rangeOf(o.objects, 'objects');
+  if (o.shapes !== undefined) opts.shapes = ints(o.shapes, 'shapes')[0];
+  if (o['test-fraction'] !== undefined) opts.testFraction = Number(o['test-fraction']);
+  if (o.fashion !== undefined) opts.fashion = o.fashion === true ? true : String(o.fashion);
+  const t0 = Date.now();
+  const r = await sp.makeDetectionData(o.out, opts);
+  console.log(`wrote ${r.trainval + r.test} images (${r.trainval} trainval, ${r.test} test) to ${r.root} in ${((Date.now() - t0) / 1000).toFixed(1)} s:`);
+  console.log(`  ${r.objects} objects (${r.difficult} difficult, ${r.truncated} truncated) of ${r.classes.length} classes: ${r.classes.join(', ')}`);
+  console.log(`read it with: sp.data.voc('${r.root}', { split: 'test', classes: sp.detectionClasses('${r.root}') })`);
+}
+
 // convert IN.pth OUT.safetensors: a PyTorch checkpoint's state_dict as safetensors (float32).
 async function convertCmd(sp, o) {
   const [, input, output] = o._;
@@ -427,6 +465,7 @@ async function main() {
   if (cmd === 'train') return trainCmd(sp, o);
   if (cmd === 'ablation') return ablationCmd(sp, o);
   if (cmd === 'convert') return convertCmd(sp, o);
+  if (cmd === 'make-detection-data') return makeDetectionDataCmd(sp, o);
   throw new Error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
 }
 

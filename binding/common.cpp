@@ -189,7 +189,8 @@ LrnParams lrn_params(const Napi::Object& obj) {
   LrnParams p;
   p.size = int_field(obj, "size");
   p.alpha = float_field(obj, "alpha"), p.beta = float_field(obj, "beta"), p.k = float_field(obj, "k");
-  if (p.size < 1) throw Napi::RangeError::New(obj.Env(), "internal: lrn size");
+  p.within = obj.Get("within").ToBoolean() ? 1 : 0;
+  if (p.size < 1 || (p.within && p.size % 2 == 0)) throw Napi::RangeError::New(obj.Env(), "internal: lrn size");
   return p;
 }
 

@@ -172,7 +172,7 @@ Conv2dParams conv_params(const Napi::Object& obj, bool with_math, const RaggedLa
 // obj.pool (kernelH/W, strideH/W, padH/W: NativePoolParams) of a pooling layer from `in` to `out` (same channels and
 // map count, kernel and stride >= 1, padding >= 0). Throws a JS error.
 Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const RaggedLayout& out);
-// obj.size (>= 1), obj.alpha, obj.beta, obj.k. Throws a JS error.
+// obj.size (>= 1; odd when within), obj.alpha, obj.beta, obj.k, obj.within. Throws a JS error.
 LrnParams lrn_params(const Napi::Object& obj);
 
 // Where a task runs: on the instance's CpuExecutor, on a libuv thread as a CUDA task (its

@@ -118,12 +118,97 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
   });
 }
 
+// copyChannels({ part, whole, in (part's layout), out (whole's layout), channelOffset, toWhole }):
+// concatenation along channels (toWhole) and its gradient.
+Napi::Value CopyChannels(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, true);
+  const int32_t at = int_field(a, "channelOffset");
+  const bool to_whole = a.Get("toWhole").ToBoolean();
+  const RaggedView &p = j->in.view, &w = j->out.view;
+  bool fits = p.count == w.count && at >= 0 && int64_t{at} + p.channels <= w.channels;
+  for (int32_t m = 0; fits && m < p.count; ++m) fits = p.height[m] == w.height[m] && p.width[m] == w.width[m];
+  if (!fits) throw Napi::RangeError::New(info.Env(), "internal: copyChannels layouts");
+  Buffers h;
+  j->x = h.arg(a, "part", j->in.end);
+  j->y = h.arg(a, "whole", j->out.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
+  return queue_op(info.Env(), dev, h, [j, at, to_whole](const OpTable& ops) {
+    return ops.copy_channels(j->in.view, j->x.ptr, j->out.view, j->y.ptr, at, to_whole);
+  });
+}
+
+// channelSums({ in layout, u, v?, sums: Float64Array(2 * count * C) }): per-plane sums (batch norm).
+Napi::Value ChannelSums(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, false);
+  Napi::Float64Array sums = float64_array(a, "sums");
+  if (static_cast<int64_t>(sums.ElementLength()) != 2 * int64_t{j->in.view.count} * j->in.view.channels)
+    throw Napi::RangeError::New(info.Env(), "internal: channelSums sums length");
+  Buffers h;
+  j->x = h.arg(a, "u", j->in.end);
+  j->y = h.optional(a, "v", j->in.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->y}, kLayerBuffers);
+  h.keep.push_back(sums);
+  double* out = sums.Data();
+  return queue_op(info.Env(), dev, h, [j, out](const OpTable& ops) { return ops.channel_sums(j->in.view, j->x.ptr, j->y.ptr, out); });
+}
+
+// channelAffine({ in layout, u, v?, output, a, b?, d: Float32Array(C), relu }): y = a u + b v + d per channel.
+Napi::Value ChannelAffine(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, false);
+  const size_t C = static_cast<size_t>(j->in.view.channels);
+  const bool with_v = has(a, "v");
+  auto coef = [&](const char* name) {
+    Napi::Float32Array f = typed_array<float>(info.Env(), a.Get(name), napi_float32_array, std::string("field '") + name + "'", "a Float32Array");
+    if (f.ElementLength() != C) throw Napi::RangeError::New(info.Env(), std::string("internal: channelAffine ") + name + " length");
+    return std::vector<float>(f.Data(), f.Data() + C);
+  };
+  auto ca = std::make_shared<std::vector<float>>(coef("a"));
+  auto cb = std::make_shared<std::vector<float>>(with_v ? coef("b") : std::vector<float>(C, 0.f));
+  auto cd = std::make_shared<std::vector<float>>(coef("d"));
+  const bool relu = a.Get("relu").ToBoolean();
+  Buffers h;
+  j->x = h.arg(a, "u", j->in.end);
+  j->dy = h.optional(a, "v", j->in.end);
+  j->y = h.arg(a, "output", j->in.end);
+  const bool dev = one_device(info.Env(), {&j->x, &j->dy, &j->y}, kLayerBuffers);
+  return queue_op(info.Env(), dev, h, [j, ca, cb, cd, relu](const OpTable& ops) {
+    return ops.channel_affine(j->in.view, j->x.ptr, ca->data(), j->dy.ptr, j->dy.ptr ? cb->data() : nullptr, cd->data(), relu, j->y.ptr);
+  });
+}
+
+// nms({ n, boxes, scores, classes?, iou, keep: Int32Array(n), kept: Int32Array(1) }): NMS (batched
+// when classes is given); the kept indices into keep, their count into kept[0].
+Napi::Value Nms(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t n = count(a, "n");
+  if (n > 0x7fffffff) throw Napi::RangeError::New(info.Env(), "internal: nms count");
+  Napi::Int32Array keep = int32_array(a, "keep"), kept = int32_array(a, "kept");
+  if (static_cast<int64_t>(keep.ElementLength()) != n || kept.ElementLength() != 1) throw Napi::RangeError::New(info.Env(), "internal: nms result arrays");
+  const double iou = number(a, "iou");
+  if (!(iou >= 0 && iou <= 1)) throw Napi::RangeError::New(info.Env(), "internal: nms iou");
+  auto j = std::make_shared<LayerJob>();
+  Buffers h;
+  j->x = h.arg(a, "boxes", 4 * n);
+  j->y = h.arg(a, "scores", n);
+  j->w = h.optional(a, "classes", n);
+  const bool dev = one_device(info.Env(), {&j->x, &j->y, &j->w});
+  h.keep.push_back(keep);
+  h.keep.push_back(kept);
+  int32_t *kp = keep.Data(), *cp = kept.Data();
+  const int32_t n32 = static_cast<int32_t>(n);
+  return queue_op(info.Env(), dev, h, [j, n32, iou, kp, cp](const OpTable& ops) { return ops.nms(n32, j->x.ptr, j->y.ptr, j->w.ptr, iou, kp, cp); });
+}
+
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
                                    {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
-                                   {"elementwise", Elementwise}});
+                                   {"elementwise", Elementwise}, {"copyChannels", CopyChannels},
+                                   {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}, {"nms", Nms}});
 }
 
 }  // namespace binding

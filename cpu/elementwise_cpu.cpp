@@ -1,6 +1,7 @@
 // CPU elementwise and row-wise ops: ReLU forward and backward, softmax, dropout, multiply, and the
 // softmax cross-entropy loss.
 #include <cmath>
+#include <cstring>
 
 #include "parallel.h"
 #include "sppnet/dropout.h"
@@ -46,6 +47,62 @@ Status dropout_forward(int64_t n, const float* x, const DropoutParams& p, float*
       const float m = dropout_bits(p.seed, static_cast<uint64_t>(i)) >= p.threshold ? p.scale : 0.f;
       mask[i] = m;
       y[i] = x[i] * m;
+    }
+  });
+  return Status::Ok();
+}
+
+Status copy_channels(const RaggedView& part, float* part_data, const RaggedView& whole, float* whole_data, int32_t channel_offset,
+                     bool to_whole) {
+  // One task per (map, channel): a plane of h * w floats, contiguous in both.
+  const int64_t planes = int64_t{part.count} * part.channels;
+  parallel_for(planes, 16, [&](int64_t a, int64_t e) {
+    for (int64_t i = a; i < e; ++i) {
+      const int32_t m = static_cast<int32_t>(i / part.channels), c = static_cast<int32_t>(i % part.channels);
+      const int64_t hw = int64_t{part.height[m]} * part.width[m];
+      float* p = part_data + part.offset[m] + c * hw;
+      float* w = whole_data + whole.offset[m] + (int64_t{channel_offset} + c) * hw;
+      if (to_whole)
+        std::memcpy(w, p, sizeof(float) * hw);
+      else
+        std::memcpy(p, w, sizeof(float) * hw);
+    }
+  });
+  return Status::Ok();
+}
+
+Status channel_sums(const RaggedView& in, const float* u, const float* v, double* sums) {
+  const int64_t planes = int64_t{in.count} * in.channels;
+  parallel_for(planes, 4, [&](int64_t a, int64_t e) {
+    for (int64_t i = a; i < e; ++i) {
+      const int32_t m = static_cast<int32_t>(i / in.channels), c = static_cast<int32_t>(i % in.channels);
+      const int64_t hw = int64_t{in.height[m]} * in.width[m], at = in.offset[m] + c * hw;
+      const float* up = u + at;
+      const float* vp = v ? v + at : up;
+      double s = 0, q = 0;
+      for (int64_t k = 0; k < hw; ++k) {
+        s += up[k];
+        q += static_cast<double>(up[k]) * vp[k];
+      }
+      sums[2 * i] = s;
+      sums[2 * i + 1] = q;
+    }
+  });
+  return Status::Ok();
+}
+
+Status channel_affine(const RaggedView& in, const float* u, const float* a, const float* v, const float* b, const float* d, bool relu,
+                      float* y) {
+  const int64_t planes = int64_t{in.count} * in.channels;
+  parallel_for(planes, 4, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) {
+      const int32_t m = static_cast<int32_t>(i / in.channels), c = static_cast<int32_t>(i % in.channels);
+      const int64_t hw = int64_t{in.height[m]} * in.width[m], at = in.offset[m] + c * hw;
+      const float ac = a[c], bc = v ? b[c] : 0.f, dc = d[c];
+      for (int64_t k = at; k < at + hw; ++k) {
+        const float r = ac * u[k] + (v ? bc * v[k] : 0.f) + dc;
+        y[k] = relu ? relu1(r) : r;
+      }
     }
   });
   return Status::Ok();

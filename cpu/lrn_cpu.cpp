@@ -11,6 +11,7 @@
 #include "isa.h"
 #include "parallel.h"
 #include "pool_cpu.h"
+#include "sppnet/lrn_within.h"
 #include "sppnet/ops.h"
 #include "vec.h"
 
@@ -116,7 +117,23 @@ void lrn_row_all_channels(const float* xb, float* yb, int64_t HW, int64_t ys, in
   }
 }
 
+// WITHIN_CHANNEL (lrn_within.h): one task per (map, channel) plane.
+static Status lrn_within(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* out) {
+  const int64_t planes = int64_t{in.count} * in.channels;
+  parallel_for(planes, 1, [&](int64_t a, int64_t e) {
+    for (int64_t t = a; t < e; ++t) {
+      const int i = static_cast<int>(t / in.channels), c = static_cast<int>(t % in.channels), H = in.height[i], W = in.width[i];
+      const int64_t at = in.offset[i] + int64_t{c} * H * W;
+      for (int py = 0; py < H; ++py)
+        for (int px = 0; px < W; ++px)
+          out[at + int64_t{py} * W + px] = dy ? lrn_within_backward_at(x + at, dy + at, H, W, py, px, p) : lrn_within_forward_at(x + at, H, W, py, px, p);
+    }
+  });
+  return Status::Ok();
+}
+
 Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, float* y) {
+  if (p.within) return lrn_within(in, x, p, nullptr, y);
   const int C = in.channels;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx512 = detect_isa() == Isa::kAvx512;
@@ -150,6 +167,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
 // max), bit for bit.
 Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
                               float* y) {
+  if (lp.within) return Status::Error(Code::kInvalidArgument, "lrn_max_pool2d: within-channel LRN is not fused (run lrn, then max_pool2d)");
   const int C = in.channels;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx512 = detect_isa() == Isa::kAvx512;
@@ -201,6 +219,7 @@ Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnPar
 // dx_j = dy_j D_j^-beta - 2 alpha beta / size * x_j * sum_{c : j in win(c)} dy_c x_c D_c^(-beta-1),
 // and j in win(c) exactly when c is in [j - (size-1)/2, j + size/2].
 Status lrn_backward(const RaggedView& in, const float* x, const LrnParams& p, const float* dy, float* dx) {
+  if (p.within) return lrn_within(in, x, p, dy, dx);
   const int C = in.channels, before = p.size / 2, after = (p.size - 1) / 2;
   const double scale = static_cast<double>(p.alpha) / p.size, beta = p.beta, coef = 2.0 * p.alpha * p.beta / p.size;
   std::vector<int64_t> first(static_cast<size_t>(in.count) + 1, 0);

@@ -6,6 +6,7 @@
 #include "kernel.h"
 #include "ragged_tables.cuh"
 #include "sppnet/dropout.h"
+#include "sppnet/lrn_within.h"
 #include "sppnet/ops.h"
 
 namespace sppnet {
@@ -167,6 +168,12 @@ __global__ void lrn_backward_kernel(Maps m, const float* __restrict__ x, const f
     const int64_t rem = idx - m.in_start[i];
     const int j = static_cast<int>(rem / HW);
     const int64_t pix = rem - j * HW;
+    if (p.within) {
+      const int W = m.in_w[i];
+      const int64_t plane = m.in_off[i] + j * HW;
+      dx[m.in_off[i] + rem] = lrn_within_backward_at(x + plane, dy + plane, m.in_h[i], W, static_cast<int>(pix / W), static_cast<int>(pix % W), p);
+      continue;
+    }
     const float* xb = x + m.in_off[i] + pix;
     const float* gb = dy + m.in_off[i] + pix;
     float own = 0.f, t = 0.f;

@@ -3,9 +3,14 @@
 // tensor cores (gemm_tc.cu) unless math is kMathDirect or the GPU predates compute capability
 // 8.0; the direct kernels here are their FP32 reference.
 
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
 #include "gemm_tc.h"
 #include "kernel.h"
 #include "ragged_tables.cuh"
+#include "sppnet/lrn_within.h"
 #include "sppnet/ops.h"
 
 namespace sppnet {
@@ -81,6 +86,11 @@ __global__ void lrn_kernel(Maps m, const float* __restrict__ x, LrnParams p, int
     const int64_t rem = idx - m.out_off[i];
     const int c = static_cast<int>(rem / HW);
     const int64_t pix = rem - c * HW;
+    if (p.within) {
+      const int W = m.in_w[i];
+      y[idx] = lrn_within_forward_at(x + m.in_off[i] + c * HW, m.in_h[i], W, static_cast<int>(pix / W), static_cast<int>(pix % W), p);
+      continue;
+    }
     const float* xb = x + m.in_off[i] + pix;
     float s = 0.f;
     for (int cc = max(0, c - p.size / 2); cc <= min(C - 1, c + (p.size - 1) / 2); ++cc) s += xb[cc * HW] * xb[cc * HW];
@@ -173,6 +183,47 @@ __global__ void softmax_kernel(int cols, const float* __restrict__ x, float* __r
   for (int j = threadIdx.x; j < cols; j += blockDim.x) yr[j] *= inv;
 }
 
+// Batch norm's per-plane sums and per-channel affine maps: one block per (map, channel) plane.
+// The plane's map m = blockIdx.x / C, channel c = blockIdx.x % C; off/hw: per map, device tables.
+__global__ void channel_sums_kernel(int32_t C, const int64_t* __restrict__ off, const int64_t* __restrict__ hw, const float* __restrict__ u,
+                                    const float* __restrict__ v, double* __restrict__ sums) {
+  SPP_SHARED(double, red, 2 * kThreads);
+  const int32_t m = blockIdx.x / C, c = blockIdx.x % C;
+  const int64_t n = hw[m], at = off[m] + c * n;
+  double s = 0, q = 0;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+    const float x = u[at + k];
+    s += x;
+    q += static_cast<double>(x) * (v ? v[at + k] : x);
+  }
+  red[threadIdx.x] = s;
+  red[kThreads + threadIdx.x] = q;
+  __syncthreads();
+  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+    if (threadIdx.x < h) {
+      red[threadIdx.x] += red[threadIdx.x + h];
+      red[kThreads + threadIdx.x] += red[kThreads + threadIdx.x + h];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    sums[2 * int64_t{blockIdx.x}] = red[0];
+    sums[2 * int64_t{blockIdx.x} + 1] = red[kThreads];
+  }
+}
+
+__global__ void channel_affine_kernel(int32_t C, const int64_t* __restrict__ off, const int64_t* __restrict__ hw, const float* __restrict__ u,
+                                      const float* __restrict__ a, const float* __restrict__ v, const float* __restrict__ b,
+                                      const float* __restrict__ d, bool relu, float* __restrict__ y) {
+  const int32_t m = blockIdx.x / C, c = blockIdx.x % C;
+  const int64_t n = hw[m], at = off[m] + c * n;
+  const float ac = a[c], bc = v ? b[c] : 0.f, dc = d[c];
+  for (int64_t k = at + threadIdx.x; k < at + n; k += blockDim.x) {
+    const float r = ac * u[k] + (v ? bc * v[k] : 0.f) + dc;
+    y[k] = relu ? (r > 0.f ? r : (r != r ? r : 0.f)) : r;
+  }
+}
+
 int64_t out_total(const RaggedView& out) {
   if (out.count == 0) return 0;
   const int i = out.count - 1;
@@ -215,6 +266,7 @@ Status lrn_forward(const RaggedView& in, const float* x, const LrnParams& p, flo
 
 Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out,
                               float* y) {
+  if (lp.within) return Status::Error(Code::kInvalidArgument, "lrn_max_pool2d: within-channel LRN is not fused (run lrn, then max_pool2d)");
   const int64_t total = out_total(out);
   if (total == 0) return Status::Ok();
   MapTables t;
@@ -244,6 +296,65 @@ Status softmax_forward(int64_t rows, int32_t cols, const float* x, float* y) {
   if (rows > 2147483647) return Status::Error(Code::kInvalidArgument, "softmax: too many rows");
   SPP_LAUNCH(static_cast<unsigned>(rows), kThreads, 0, softmax_kernel)(cols, x, y);
   return finish("softmax kernel");
+}
+
+// The per-map tables of the channel ops: map offsets and plane sizes, and `extra` host floats.
+struct PlaneTables {
+  TablePack pack;
+  size_t off = 0, hw = 0;
+  Status upload(const RaggedView& in, std::initializer_list<std::pair<const float*, size_t*>> extra) {
+    std::vector<int64_t> planes(static_cast<size_t>(in.count));
+    for (int32_t m = 0; m < in.count; ++m) planes[m] = int64_t{in.height[m]} * in.width[m];
+    off = pack.add(in.offset, static_cast<size_t>(in.count));
+    hw = pack.add(planes.data(), planes.size());
+    for (const auto& e : extra)
+      if (e.first) *e.second = pack.add(e.first, static_cast<size_t>(in.channels));
+    return pack.upload(false, "allocating channel tables", "uploading channel tables");
+  }
+};
+
+Status channel_sums(const RaggedView& in, const float* u, const float* v, double* sums) {
+  const int64_t planes = int64_t{in.count} * in.channels;
+  if (planes == 0) return Status::Ok();
+  if (planes > 65535LL * 16) return Status::Error(Code::kInvalidArgument, "channel sums: more than 1048560 planes");
+  PlaneTables t;
+  Status s = t.upload(in, {});
+  if (!s.ok()) return s;
+  Scratch out;
+  s = out.alloc(sizeof(double) * 2 * planes, "allocating channel sums");
+  if (!s.ok()) return s;
+  double* d = reinterpret_cast<double*>(out.get());
+  SPP_LAUNCH(static_cast<unsigned>(planes), kThreads, 0, channel_sums_kernel)(in.channels, t.pack.at<int64_t>(t.off), t.pack.at<int64_t>(t.hw), u, v, d);
+  SPP_CUDA_TRY(cudaGetLastError(), "channel sums kernel");
+  SPP_CUDA_TRY(cudaMemcpyAsync(sums, d, sizeof(double) * 2 * planes, cudaMemcpyDeviceToHost, cudaStreamPerThread), "downloading channel sums");
+  return finish("channel sums kernel");
+}
+
+Status channel_affine(const RaggedView& in, const float* u, const float* a, const float* v, const float* b, const float* d, bool relu,
+                      float* y) {
+  const int64_t planes = int64_t{in.count} * in.channels;
+  if (planes == 0) return Status::Ok();
+  if (planes > 65535LL * 16) return Status::Error(Code::kInvalidArgument, "channel affine: more than 1048560 planes");
+  PlaneTables t;
+  size_t ai = 0, bi = 0, di = 0;
+  Status s = t.upload(in, {{a, &ai}, {v ? b : nullptr, &bi}, {d, &di}});
+  if (!s.ok()) return s;
+  SPP_LAUNCH(static_cast<unsigned>(planes), kThreads, 0, channel_affine_kernel)(in.channels, t.pack.at<int64_t>(t.off), t.pack.at<int64_t>(t.hw), u,
+      t.pack.at<float>(ai), v, v ? t.pack.at<float>(bi) : nullptr, t.pack.at<float>(di), relu, y);
+  return finish("channel affine kernel");
+}
+
+Status copy_channels(const RaggedView& part, float* part_data, const RaggedView& whole, float* whole_data, int32_t channel_offset,
+                     bool to_whole) {
+  // A map's channels of one part are one contiguous block in both layouts: one copy per map.
+  for (int32_t m = 0; m < part.count; ++m) {
+    const int64_t hw = int64_t{part.height[m]} * part.width[m];
+    float* p = part_data + part.offset[m];
+    float* w = whole_data + whole.offset[m] + int64_t{channel_offset} * hw;
+    const size_t bytes = sizeof(float) * static_cast<size_t>(hw * part.channels);
+    SPP_CUDA_TRY(cudaMemcpyAsync(to_whole ? w : p, to_whole ? p : w, bytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread), "copying channels");
+  }
+  return Status::Ok();
 }
 
 }  // namespace cuda

@@ -20,18 +20,29 @@ export { linear, linearBackward } from './ops/linear';
 export type { LinearOptions } from './ops/linear';
 export { relu, reluBackward, softmax, flatten, dropout, dropoutBackward } from './ops/elementwise';
 export type { DropoutOptions } from './ops/elementwise';
+export { concat, concatBackward } from './ops/concat';
+export { batchNormTrain, batchNormBackward } from './ops/batchnorm';
+export type { BatchNormParams, BatchNormTrainOptions, BatchNormSaved } from './ops/batchnorm';
+export type { ConcatOptions } from './ops/concat';
 export { softmaxCrossEntropy } from './ops/loss';
+export { nms, batchedNms } from './ops/nms';
+export type { NmsOptions } from './ops/nms';
 export { sgdStep, adamStep } from './ops/update';
 export type { SgdOptions, AdamOptions } from './ops/update';
 import './ops/tensorcore'; // hands lib/core/math.ts the tensor-core check's probe
 export { getMath, setMath, tensorCoreCheck, MATH_MODES, MATH_TOLERANCE } from './core/math';
 export type { MathMode, MathDefaults, TensorCoreCheck, TensorCoreModeCheck } from './core/math';
 import { loadModel, LoadModelFileOptions } from './nn/load';
+import { Arch, ARCHS } from './nn/archs';
+import { Model } from './nn/model';
 export { Model } from './nn/model';
 export type { Prediction } from './nn/model';
 export { buildModel, loadModel } from './nn/load';
 export type { LoadModelOptions, LoadModelFileOptions } from './nn/load';
-export { archSpec } from './nn/archs';
+export { archSpec, ARCHS, PAPER_ARCHS } from './nn/archs';
+export type { Arch } from './nn/archs';
+export { torchvisionSpec, TORCHVISION_ARCHS } from './nn/torchvision';
+export type { TorchvisionOptions } from './nn/torchvision';
 export { checkSpec, minimumSize } from './nn/spec';
 export type { ModelSpec, ParamInfo } from './nn/spec';
 export type { LayerSpec } from './nn/layers';
@@ -44,17 +55,17 @@ export type { ImageOptions } from './io/images';
 export { classify } from './serve/classify';
 export type { ClassifyOptions, Classification } from './serve/classify';
 type BuiltinOptions = Omit<LoadModelFileOptions, 'arch' | 'spec'>;
-export const models = {
-  zf5: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'zf5' }),
-  convnet5: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'convnet5' }),
-  overfeat5: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'overfeat5' }),
-  overfeat7: (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch: 'overfeat7' }),
-};
-export { BatchingRunner, batching } from './serve/batching';
+/** sp.models.zf5(options), sp.models.vgg16(options), ...: sp.loadModel({ ...options, arch }) for each built-in arch. */
+export const models = Object.freeze(Object.fromEntries(ARCHS.map((arch) => [arch, (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch })]))) as
+  Readonly<Record<Arch, (opts?: BuiltinOptions) => Promise<Model>>>;export { BatchingRunner, batching } from './serve/batching';
 export type { BatchingOptions, RequestOptions, BatchingStats } from './serve/batching';
 export { createServer } from './serve/server';
 export type { ServerOptions } from './serve/server';
-export { data, synthetic, imageFolder, SYNTHETIC_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR } from './train/data';
+export { synthetic, imageFolder, SYNTHETIC_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR } from './train/data';
+import { data as trainData } from './train/data';
+import { voc } from './detect/voc-data';
+/** Datasets and transforms: sp.data.synthetic, imageFolder, idx, fashionMnist, voc, resize, crop, flip, view. */
+export const data = { ...trainData, voc };
 export type { Dataset, Sample, SyntheticOptions, ImageFolderOptions, ImageFolderDataset, InputMode, IdxOptions, IdxDataset, FashionMnistOptions } from './train/data';
 export { IDX_MAX_BYTES } from './io/idx';
 export { Optimizer, learningRate } from './nn/optim';
@@ -65,3 +76,11 @@ export { ablation, ablationTable, ablationSpec, ablationTrunk } from './train/ab
 export type { AblationOptions, AblationResult, AblationRow } from './train/ablation';
 export { fashionAblation, fashionTable, fashionSummary, fashionSpec, FASHION_ARMS } from './train/fashion';
 export type { FashionAblationOptions, FashionAblationResult, FashionRun, FashionArm } from './train/fashion';
+export type { VocDataset, VocImage, VocBox, VocOptions } from './detect/voc-data';
+export { VOC_CLASSES, parseVocAnnotation, formatVocAnnotation } from './io/voc';
+export type { VocAnnotation, VocObject, VocParseOptions } from './io/voc';
+export { vocEval, vocAp, vocIou } from './detect/eval';
+export type { Detection, GroundTruth, VocEvalOptions, VocEvalResult, ClassEval } from './detect/eval';
+export { makeDetectionData, detectionClasses } from './detect/generate';
+export type { DetectionDataOptions, DetectionDataResult } from './detect/generate';
+export { FASHION_CLASSES } from './detect/fashion-items';

@@ -17,6 +17,9 @@
 //   max_pool2d_kernel, lrn_kernel, lrn_max_pool2d_kernel, relu_kernel, softmax_kernel
 //   conv2d_dx/dw/db, max_pool2d_backward, lrn_backward, linear_dx/dw/db, relu_backward,
 //   dropout_kernel, multiply_kernel (dropoutBackward), softmax_xent_kernel, sgd_kernel, adam_kernel
+//   channel_sums_kernel, channel_affine_kernel: batchNormTrain, batchNormBackward (copyChannels, behind
+//   concat, launches no kernel: cudaMemcpyAsync)
+//   nms_mask_kernel, nms_reduce_kernel: nms, batchedNms
 // The 128-row tiles and split-K are picked by conv_plan / gemm_plan (cuda/gemm_tc_kernels.cuh):
 // 128 rows once the 128-row tiles reach two waves (2 x the SM count), except in fp32 (always 64),
 // split-K below that with >= 16 steps of K (BK = 16). The sizes below are chosen from the device's
@@ -189,6 +192,14 @@ async function main() {
     dispose([x, g]);
     return [y, dx];
   });
+  await op('localResponseNorm + backward ragged, within-channel 3x3 (Caffe)', 1e-5, async (d) => {
+    const x = batchOn(pm, d), g = batchOn(maps(6, pm.map((m) => [m.h, m.w])), d);
+    const within = { size: 3, alpha: 0.5, beta: 0.75, region: 'within' };
+    const y = await sp.localResponseNorm(x, within);
+    const dx = await sp.localResponseNormBackward(x, g, within);
+    dispose([x, g]);
+    return [y, dx];
+  });
   await op('lrnMaxPool2d ragged (fused LRN + max pool)', 1e-5, async (d) => {
     const x = batchOn(pm, d);
     const y = await sp.lrnMaxPool2d(x, { lrn, pool });
@@ -209,6 +220,17 @@ async function main() {
     const y = await sp.softmax(x);
     dispose([x]);
     return [y];
+  });
+
+  await op('batchNormTrain + batchNormBackward ragged, concat', 1e-4, async (d) => {
+    const ms = maps(5, [[7, 3], [1, 1], [12, 9]]);
+    const x = batchOn(ms, d), gy = batchOn(maps(5, [[7, 3], [1, 1], [12, 9]]), d);
+    const p = { weight: T(normal(5), [5], d), bias: T(normal(5), [5], d), runningMean: T(normal(5), [5], d), runningVar: T(Float32Array.from(normal(5), Math.abs), [5], d) };
+    const r = await sp.batchNormTrain(x, p, { relu: true });
+    const g = await sp.batchNormBackward(x, gy, r.saved);
+    const cat = await sp.concat([x, r.output]);
+    dispose([x, gy]);
+    return [r.output, g.gradInput, g.gradWeight, g.gradBias, p.runningMean, p.runningVar, cat, p.weight, p.bias];
   });
 
   // ---- conv2dBackward (dx, dw, db) with groups and dilation; linearBackward.
@@ -248,6 +270,19 @@ async function main() {
   } catch (e) {
     line(false, 'dropout + dropoutBackward', (e && e.stack) || String(e));
   }
+
+  // ---- non-maximum suppression: 3 blocks of 64 boxes in clusters, plain and per class.
+  const nb = 150, bx = new Float32Array(nb * 4), sc = normal(nb), cl = Float32Array.from({ length: nb }, () => int(0, 2));
+  for (let i = 0; i < nb; i++) {
+    const x = int(0, 5) * 20 + rnd() * 8, y = int(0, 5) * 20 + rnd() * 8;
+    bx.set([x, y, x + 10 + rnd() * 10, y + 10 + rnd() * 10], 4 * i);
+  }
+  await op(`nms + batchedNms ${nb} boxes in clusters (nms_mask_kernel, nms_reduce_kernel)`, 0, async (d) => {
+    const B = T(bx, [nb, 4], d), S = T(sc, [nb], d), C = T(cl, [nb], d);
+    const keep = await sp.nms(B, S, { iou: 0.5 }), batched = await sp.batchedNms(B, S, C, { iou: 0.5 });
+    dispose([B, S, C]);
+    return [keep, batched].map((k) => ({ data: async () => Float32Array.from(k) }));
+  });
 
   // ---- the loss and the optimizer steps.
   const rows = 13, cols = 11, logits = normal(rows * cols, 3), labels = Int32Array.from({ length: rows }, () => int(0, cols - 1));

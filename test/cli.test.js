@@ -139,6 +139,27 @@ describe('command line', function () {
     });
   });
 
+  it('make-detection-data writes a VOC-format dataset that sp.data.voc reads; it never writes into a folder with files', async function () {
+    this.timeout(60000);
+    const out = path.join(dir, 'det');
+    const r = run(['make-detection-data', '--out', out, '--images', '4', '--seed', '3', '--size', '64x48-80x60', '--objects', '2-3', '--shapes', '4', '--test-fraction', '0.25']);
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/wrote 4 images \(3 trainval, 1 test\) to .*det in [\d.]+ s:\n  \d+ objects \(\d+ difficult, \d+ truncated\) of 4 classes: disc, square, triangle, cross\n/);
+    const classes = sp.detectionClasses(out);
+    const ds = await sp.data.voc(out, { classes });
+    expect(ds.length).to.equal(3);
+    for (const im of ds.images) {
+      expect(im.width).to.be.within(64, 80);
+      expect(im.height).to.be.within(48, 60);
+    }
+    const again = run(['make-detection-data', '--out', out, '--images', '2']);
+    expect(again.status).to.equal(1);
+    expect(again.stderr).to.include('exists and is not an empty folder');
+    const bad = run(['make-detection-data', '--out', path.join(dir, 'det2'), '--objects', 'many']);
+    expect(bad.status).to.equal(1);
+    expect(bad.stderr).to.include('--objects must be N or MIN-MAX');
+  });
+
   it('a corrupt image, a missing file or a label count mismatch exits 1 with the reason', function () {
     let r = run(['classify', '--weights', path.join(dir, 'tiny.safetensors'), path.join(dir, 'bad.jpg')]);
     expect(r.status).to.equal(1);

@@ -33,7 +33,7 @@ describe('GPU run scripts, without a GPU', function () {
     expect(ops).to.have.length(+last[1]);
     expect(ops.length).to.be.at.least(40);
     expect(ops.every((l) => l.startsWith('ok  '))).to.equal(true);
-    for (const kind of ['spp + sppBackward max bins caffe 40 windows', 'conv2d bf16', '(128-row tiles)', '(split-K)', 'linear direct', 'lrnMaxPool2d', 'conv2dBackward', 'dropout', 'softmaxCrossEntropy', 'sgdStep', 'adamStep'])
+    for (const kind of ['spp + sppBackward max bins caffe 40 windows', 'conv2d bf16', '(128-row tiles)', '(split-K)', 'linear direct', 'lrnMaxPool2d', 'conv2dBackward', 'dropout', 'softmaxCrossEntropy', 'sgdStep', 'adamStep', 'nms + batchedNms'])
       expect(ops.some((l) => l.includes(kind)), kind).to.equal(true);
   });
 

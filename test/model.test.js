@@ -183,7 +183,7 @@ describe('models', function () {
     expect(err.message).to.include('unexpected tensor "extra.weight"');
     m.dispose();
     await expectReject(m.run([sp.zeros([3, 64, 64], { device: 'cpu' })]), /the model was disposed/);
-    expect(() => sp.archSpec('vgg16', 10)).to.throw(/unknown arch "vgg16"; known: zf5, convnet5, overfeat5, overfeat7/);
+    expect(() => sp.archSpec('resnet50', 10)).to.throw(/unknown arch "resnet50"; known: zf5, zf5-released, convnet5, overfeat5, overfeat7, alexnet, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, googlenet/);
     await expectReject(sp.buildModel({ spec: { ...tiny(), layers: tiny().layers.filter((l) => l.type !== 'spp') } }), /fc layer before the spp layer/);
   });
 

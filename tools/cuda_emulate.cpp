@@ -456,6 +456,68 @@ void run_pool_lrn(const std::string& tag, int C, const Pool2dParams& pp, const L
   }
 }
 
+// Batch norm's per-plane sums (float64, into host memory) and per-channel affine maps, and the
+// within-channel LRN (Caffe's), on ragged maps from 1x1 up: against the CPU backend.
+void run_channel_ops(int C) {
+  reseed("channel ops C=" + std::to_string(C));
+  std::vector<std::pair<int, int>> sizes = random_sizes(5, 1, 29);
+  sizes.push_back({1, 1});
+  const Layout in = packed(C, sizes);
+  const std::vector<float> u = random_data(in.total), v = random_data(in.total);
+  Dev<float> du(u, "u"), dv(v, "v");
+  std::string why;
+  const std::string base = "C=" + std::to_string(C) + " ragged 1x1..29x29";
+  for (const bool with_v : {false, true}) {
+    const std::string name = std::string("channel_sums ") + (with_v ? "u.v " : "u.u ") + base;
+    if (!selected(name)) continue;
+    const size_t n = 2 * in.h.size() * static_cast<size_t>(C);
+    std::vector<double> want(n), got(n, std::nan(""));
+    expect_ok(cpu::channel_sums(in.view(), u.data(), with_v ? v.data() : nullptr, want.data()), name);
+    expect_ok(cuda::channel_sums(in.view(), du.p, with_v ? dv.p : nullptr, got.data()), name);
+    double worst = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; ++i) {
+      const double e = std::fabs(got[i] - want[i]);
+      ok = e <= 1e-9 * (1 + std::fabs(want[i]));
+      worst = std::max(worst, e);
+      if (!ok) why = at(i, got[i], want[i]);
+    }
+    report(name, ok, ok ? "worst |diff| " + std::to_string(worst) : why);
+  }
+  std::vector<float> a(static_cast<size_t>(C)), b(static_cast<size_t>(C)), d(static_cast<size_t>(C));
+  for (int c = 0; c < C; ++c) a[c] = normal(), b[c] = normal(), d[c] = normal();
+  for (const bool with_v : {false, true})
+    for (const bool relu : {false, true}) {
+      const std::string name = std::string("channel_affine ") + (with_v ? "a u + b v + d" : "a u + d") + (relu ? " relu " : " ") + base;
+      if (!selected(name)) continue;
+      std::vector<float> want(static_cast<size_t>(in.total));
+      expect_ok(cpu::channel_affine(in.view(), u.data(), a.data(), with_v ? v.data() : nullptr, with_v ? b.data() : nullptr, d.data(), relu, want.data()), name);
+      Dev<float> dy(static_cast<size_t>(in.total), "channel_affine y");
+      expect_ok(cuda::channel_affine(in.view(), du.p, a.data(), with_v ? dv.p : nullptr, with_v ? b.data() : nullptr, d.data(), relu, dy.p), name);
+      report(name, close(dy.host(), want, 1e-6, 1e-7, &why), why);
+    }
+  LrnParams lp;
+  lp.size = 3, lp.alpha = 0.9f, lp.beta = 0.75f, lp.k = 1.f, lp.within = 1;
+  const std::string name = "lrn within-channel 3x3 " + base;
+  if (selected(name)) {
+    std::vector<float> want(static_cast<size_t>(in.total));
+    expect_ok(cpu::lrn_forward(in.view(), u.data(), lp, want.data()), name);
+    Dev<float> dy(static_cast<size_t>(in.total), "lrn within y");
+    expect_ok(cuda::lrn_forward(in.view(), du.p, lp, dy.p), name);
+    bool ok = close(dy.host(), want, 2e-6, 1e-7, &why);
+    std::string detail = "forward " + why;
+    if (ok) {
+      std::vector<float> gwant(static_cast<size_t>(in.total));
+      expect_ok(cpu::lrn_backward(in.view(), u.data(), lp, v.data(), gwant.data()), name);
+      Dev<float> dgi(static_cast<size_t>(in.total), "lrn within dx");
+      expect_ok(cuda::lrn_backward(in.view(), du.p, lp, dv.p, dgi.p), name);
+      ok = close(dgi.host(), gwant, 1e-5, 1e-6, &why);
+      detail += "; backward " + why;
+    }
+    report(name, ok, detail);
+  }
+}
+
 void run_elementwise(int64_t n) {
   const std::string sz = std::to_string(n);
   reseed("elementwise " + sz);
@@ -654,6 +716,46 @@ void run_linear_backward(int64_t rows, int in_f, int out_f) {
 
 }  // namespace
 
+// =================================== NMS ===================================
+
+// n boxes in clusters (so that boxes suppress each other), on integer coordinates part of the time
+// (exact IoUs such as 0.5), with tied scores, degenerate and identical boxes and NaN scores;
+// classes from 0..classes-1 (0: plain nms). The device's kept indices must equal the CPU's, in order.
+void run_nms(int n, int classes, double iou) {
+  const std::string name = "nms n=" + std::to_string(n) + (classes ? " batched " + std::to_string(classes) + " classes" : "") + " iou " + std::to_string(iou);
+  if (!selected(name)) return;
+  std::vector<float> boxes(static_cast<size_t>(n) * 4), scores(static_cast<size_t>(n)), cls(static_cast<size_t>(n));
+  const int centres = std::max(1, n / 12);
+  std::vector<float> cx(centres), cy(centres);
+  for (int k = 0; k < centres; ++k) cx[k] = static_cast<float>(uniform(0, 200)), cy[k] = static_cast<float>(uniform(0, 200));
+  for (int i = 0; i < n; ++i) {
+    const int k = uniform(0, centres - 1);
+    const bool integer = uniform(0, 1) == 0;
+    float x1 = cx[k] + (integer ? uniform(-6, 6) : 6 * normal()), y1 = cy[k] + (integer ? uniform(-6, 6) : 6 * normal());
+    float w = integer ? uniform(1, 30) : 30 * std::fabs(normal()), h = integer ? uniform(1, 30) : 30 * std::fabs(normal());
+    if (uniform(0, 40) == 0) w = -w;                          // degenerate: x2 < x1
+    if (uniform(0, 40) == 0) h = 0;                           // zero height
+    if (i > 0 && uniform(0, 20) == 0) {                       // a copy of an earlier box
+      const int j = uniform(0, i - 1);
+      x1 = boxes[4 * j], y1 = boxes[4 * j + 1], w = boxes[4 * j + 2] - x1, h = boxes[4 * j + 3] - y1;
+    }
+    boxes[4 * i] = x1, boxes[4 * i + 1] = y1, boxes[4 * i + 2] = x1 + w, boxes[4 * i + 3] = y1 + h;
+    scores[i] = uniform(0, 3) == 0 ? static_cast<float>(uniform(0, 4)) / 4 : std::fabs(normal());  // ties
+    if (uniform(0, 50) == 0) scores[i] = NAN;
+    cls[i] = classes ? static_cast<float>(uniform(0, classes - 1)) : 0.f;
+  }
+  std::vector<int32_t> want(static_cast<size_t>(std::max(n, 1)), -1), got(want);
+  int32_t want_n = -1, got_n = -1;
+  expect_ok(cpu::nms(n, boxes.data(), scores.data(), classes ? cls.data() : nullptr, iou, want.data(), &want_n), name);
+  Dev<float> db(boxes, "nms boxes"), ds(scores, "nms scores"), dc(cls, "nms classes");
+  expect_ok(cuda::nms(n, db.p, ds.p, classes ? dc.p : nullptr, iou, got.data(), &got_n), name);
+  bool ok = got_n == want_n;
+  std::string why = "kept " + std::to_string(got_n) + ", the CPU " + std::to_string(want_n);
+  for (int32_t k = 0; ok && k < want_n; ++k)
+    if (got[k] != want[k]) ok = false, why = "kept[" + std::to_string(k) + "] is " + std::to_string(got[k]) + ", the CPU's " + std::to_string(want[k]);
+  report(name, ok, ok ? "kept " + std::to_string(got_n) + " of " + std::to_string(n) + ", as the CPU" : why);
+}
+
 int main(int argc, char** argv) {
   uint64_t seed = std::random_device{}();
   for (int i = 1; i < argc; ++i) {
@@ -729,6 +831,19 @@ int main(int argc, char** argv) {
   lrn3.size = 3, lrn3.alpha = 0.3f, lrn3.beta = 0.6f, lrn3.k = 1.f;
   run_pool_lrn("2x4 str (3,1) pad (1,2) C=5 (LRN size 3, beta 0.6)", 5, odd, lrn3, false);
   run_pool_lrn("3x3/2 p1 C=4 ties and NaN", 4, zf, lrn, true);
+
+  // ---- batch norm's channel ops, the within-channel LRN ----
+  run_channel_ops(5);
+  run_channel_ops(1);
+
+  // ---- non-maximum suppression: one and several 64-box blocks, plain and per class ----
+  run_nms(1, 0, 0.5);
+  run_nms(64, 0, 0.5);
+  run_nms(65, 0, 0.0);
+  run_nms(700, 0, 0.5);
+  run_nms(700, 0, 0.3);
+  run_nms(300, 4, 0.5);
+  run_nms(1000, 7, 0.7);
 
   // ---- elementwise, softmax and the loss, the optimizers ----
   run_elementwise(5003);

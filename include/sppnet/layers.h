@@ -45,6 +45,9 @@ struct Pool2dParams {
 struct LrnParams {
   int32_t size = 5;
   float alpha = 1e-4f, beta = 0.75f, k = 1.0f;
+  // 0: across channels (PyTorch's local_response_norm, Caffe's ACROSS_CHANNELS); 1: Caffe's
+  // WITHIN_CHANNEL, a size x size window in the map's own plane (lrn_within.h; size odd).
+  int32_t within = 0;
 };
 
 

@@ -66,6 +66,22 @@
   /* maximum, a NaN counts as the maximum) is the label.                                                                         */ \
   X(Status, softmax_cross_entropy,                                                                                                  \
     (int64_t rows, int32_t cols, const float* logits, const int32_t* labels, float* grad, double* row_loss, int32_t* row_correct))  \
+  /* Channel concatenation of ragged maps (same count and sizes): part's maps are channels [channel_offset, channel_offset +    */ \
+  /* part.channels) of whole's maps. to_whole: copies part into whole (concat); else whole into part (its gradient, split).    */ \
+  /* Plain copies (no kernel): part and whole are different buffers.                                                           */ \
+  X(Status, copy_channels, (const RaggedView& part, float* part_data, const RaggedView& whole, float* whole_data,                   \
+                            int32_t channel_offset, bool to_whole))                                                                 \
+  /* Batch norm's statistics and their gradient's: per (map m, channel c) plane, sums[2 (m C + c)] = sum of u and              */ \
+  /* sums[2 (m C + c) + 1] = sum of u * v (v null: u * u), accumulated in float64; sums: host memory, 2 * count * C doubles.    */ \
+  X(Status, channel_sums, (const RaggedView& in, const float* u, const float* v, double* sums))                                     \
+  /* Per channel c: y = a[c] u + b[c] v + d[c] (v null: no b term), then max(y, 0) when relu. a, b, d: host memory, C floats    */ \
+  /* each (b null when v is). Batch norm's forward in training (y = s x + t) and backward (dx = s dy + p x + q).                */ \
+  X(Status, channel_affine,                                                                                                         \
+    (const RaggedView& in, const float* u, const float* a, const float* v, const float* b, const float* d, bool relu, float* y))   \
+  /* Non-maximum suppression as torchvision's CPU kernel (nms.h): boxes [n, 4] (x1, y1, x2, y2), scores [n], classes [n] or     */ \
+  /* null (batched NMS: boxes interact within a class only), backend memory; iou: suppress when IoU > iou. keep: host, n int32:  */ \
+  /* the kept indices, *kept of them (host), in nms's order (batched: ascending, then by score, as torchvision's vanilla path).  */ \
+  X(Status, nms, (int32_t n, const float* boxes, const float* scores, const float* classes, double iou, int32_t* keep, int32_t* kept))  \
   /* Optimizer steps, in place over n floats (layers.h: SgdParams, AdamParams).                                                  */ \
   X(Status, sgd_step, (int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p))                        \
   X(Status, adam_step, (int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p))

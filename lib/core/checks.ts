@@ -190,6 +190,11 @@ export function outputLike<T extends Tensor | RaggedBatch>(fn: string, given: un
   return tensorOut(fn, given, (x as Tensor).shape, x.device) as Output<T>;
 }
 
+/** Whether two storages are views of one allocation (an op must not write where it reads). */
+export function sameAllocation(a: Storage, b: Storage): boolean {
+  return a.device === 'cpu' ? b.device === 'cpu' && a.array.buffer === b.array.buffer : b.device === 'cuda' && a.buffer === b.buffer;
+}
+
 type Disposable = { dispose(): void };
 
 /**

@@ -58,7 +58,8 @@ export interface NativeConvParams {
   inChannels: number; outChannels: number; kernelH: number; kernelW: number; strideH: number; strideW: number;
   padH: number; padW: number; dilationH: number; dilationW: number; groups: number; math?: number;
 }
-export interface NativeLrnParams { size: number; alpha: number; beta: number; k: number }
+/** within: Caffe's WITHIN_CHANNEL (a size x size window in the plane) instead of across channels. */
+export interface NativeLrnParams { size: number; alpha: number; beta: number; k: number; within: boolean }
 
 export type NativeConvShape = NativeLayout<'out'> & { conv: NativeConvParams; relu: boolean };
 export type NativeConvArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> & In<'in'> & NativeConvShape & { filterCache?: Float32Array };
@@ -66,6 +67,10 @@ export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'>
 export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLrnParams;
 export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
   { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number };
+export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In<'in'> & NativeLayout<'out'> & { channelOffset: number; toWhole: boolean };
+export type NativeChannelSumsArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & In<'in'> & { sums: Float64Array };
+export type NativeChannelAffineArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & NativeBuf<'output'> & In<'in'> & { a: Float32Array; b?: Float32Array; d: Float32Array; relu: boolean };
+export type NativeNmsArgs = NativeBuf<'boxes'> & NativeBuf<'scores'> & Partial<NativeBuf<'classes'>> & { n: number; iou: number; keep: Int32Array; kept: Int32Array };
 export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
 type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
 export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
@@ -121,6 +126,14 @@ export interface Native {
   lrnMaxPool2d(args: NativePoolArgs & NativeLrnParams): Promise<void>;
   linear(args: NativeLinearArgs): Promise<void>;
   elementwise(args: NativeElementwiseArgs): Promise<void>;
+  /** Part's maps to or from channels [channelOffset, ...) of whole's (concat along channels, and its gradient). */
+  copyChannels(args: NativeCopyChannelsArgs): Promise<void>;
+  /** Per (map, channel) plane: the sums of u and u * v (v absent: u * u), float64, into sums (2 per plane). */
+  channelSums(args: NativeChannelSumsArgs): Promise<void>;
+  /** y = a u + b v + d per channel (then ReLU when relu). */
+  channelAffine(args: NativeChannelAffineArgs): Promise<void>;
+  /** NMS of n boxes (batched when classes is given): the kept indices into keep, their count into kept[0]. */
+  nms(args: NativeNmsArgs): Promise<void>;
   conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
   maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
   lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;

@@ -265,6 +265,20 @@ export function tensor(data: Float32Array | ArrayLike<number>, shape: number[], 
   return device === 'cpu' ? new Tensor({ device: 'cpu', array: arr }, dims) : upload(fn, arr, dims);
 }
 
+/** @internal Overwrites a tensor's elements with `host` (same length), on the JS thread (small tensors: running statistics). */
+export function writeTensor(t: Tensor, host: Float32Array, fn: string): void {
+  const s = t.storage(fn, 'the tensor written');
+  if (host.length !== t.size) fail(`${fn}: writing ${host.length} values into a tensor of ${t.size}`);
+  if (s.device === 'cpu') s.array.set(host);
+  else {
+    try {
+      native.cudaUpload(s.buffer, s.offset, host);
+    } catch (e) {
+      throw new CallSite().wrap(e, fn);
+    }
+  }
+}
+
 /** A new CUDA tensor holding a copy of `host`. */
 function upload(fn: string, host: Float32Array, shape: readonly number[]): Tensor {
   const t = allocate(shape, 'cuda', fn);

@@ -165,3 +165,16 @@ export async function readImages(sources: Array<string | Uint8Array>, opts: Imag
   }
   return res.map((r) => (r as PromiseFulfilledResult<Tensor>).value);
 }
+
+/**
+ * @internal Writes interleaved 8-bit RGB pixels (row-major, sharp's raw layout) as an image file;
+ * the format follows the extension (.jpg/.jpeg: JPEG at `quality`, .png, .webp).
+ */
+export async function writeRgbImage(file: string, rgb: Uint8Array, width: number, height: number, quality = 90): Promise<void> {
+  if (rgb.length !== width * height * 3) throw new SppnetError(`writeRgbImage: ${rgb.length} bytes for a ${width}x${height} RGB image (expected ${width * height * 3})`, 'SPPNET_INTERNAL');
+  const s = sharp() as unknown as (input: Buffer, o: object) => { jpeg(o: object): { toFile(f: string): Promise<unknown> }; png(): { toFile(f: string): Promise<unknown> }; webp(o: object): { toFile(f: string): Promise<unknown> } };
+  const img = s(Buffer.from(rgb.buffer, rgb.byteOffset, rgb.byteLength), { raw: { width, height, channels: 3 } });
+  if (/\.png$/i.test(file)) await img.png().toFile(file);
+  else if (/\.webp$/i.test(file)) await img.webp({ quality }).toFile(file);
+  else await img.jpeg({ quality }).toFile(file);
+}

@@ -3,98 +3,24 @@
 // it gives, its inference forward, its training forward and its backward. checkSpec, the smallest
 // image, Model.run's buffer planning, Model.trainStep's tape and backward all read this table; a
 // new layer kind is one entry here plus its ops in lib/ops/.
-import { pair, Pair, pairOf } from '../core/checks';
+import { pair, pairOf } from '../core/checks';
 import { describe, fail, isPositiveInt, MAX_ELEMENTS } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
+import { addSpatial, affineChannels, batchNormBackward, BatchNormSaved, batchNormTrain } from '../ops/batchnorm';
+import { concat, concatBackward } from '../ops/concat';
 import { conv2d, conv2dBackward, conv2dCached, convOutSide } from '../ops/conv2d';
 import { dropout, dropoutBackward, dropoutRate, relu, reluBackward } from '../ops/elementwise';
 import { linear, linearBackward } from '../ops/linear';
 import { localResponseNorm, localResponseNormBackward, lrnParams } from '../ops/lrn';
 import { lrnMaxPool2d, maxPool2d, maxPool2dBackward, poolOutSide, poolWindow } from '../ops/pool';
-import { BinRule, DEFAULT_LEVELS, PoolKind, spp, sppBackward, sppFeatures, sppPyramid } from '../ops/spp';
+import { bnAffine, depthwiseAffine, foldAffine } from './fold';
+import { Backward, LayerContext, LayerKind, LayerSpec, LayerSpecs, LayerType, MAX_SPEC_SIDE, SpecCheck, Trained } from './layer-types';
+import { DEFAULT_LEVELS, spp, sppBackward, sppFeatures, sppPyramid } from '../ops/spp';
 
-/** The spec of each layer kind (JSON: what Model.save stores and sp.loadModel({ spec }) takes). */
-export interface LayerSpecs {
-  conv: { type: 'conv'; name: string; out: number; kernel: Pair; stride?: Pair; padding?: Pair; dilation?: Pair; groups?: number; relu?: boolean };
-  lrn: { type: 'lrn'; size: number; alpha?: number; beta?: number; k?: number };
-  maxpool: { type: 'maxpool'; kernel: Pair; stride?: Pair; padding?: Pair; ceilMode?: boolean };
-  relu: { type: 'relu' };
-  spp: { type: 'spp'; levels?: number[]; pool?: PoolKind; bins?: BinRule };
-  fc: { type: 'fc'; name: string; out: number; relu?: boolean };
-  dropout: { type: 'dropout'; p: number };
-}
-export type LayerType = keyof LayerSpecs;
-export type LayerSpec = LayerSpecs[LayerType];
-
-/** Largest kernel, stride, padding or dilation a spec may give (no image side above it is tried). */
-export const MAX_SPEC_SIDE = 65536;
-
-/** What a layer's check sees: where it stands, and the width (channels, or features after spp) flowing in. */
-export interface SpecCheck {
-  fn: string;
-  /** 'spec.layers[i] (name)', for messages. */
-  where: string;
-  /** The layer as given (unchecked fields). */
-  o: Record<string, unknown>;
-  /** Channels before the spp layer, features after it; the check sets what flows out. */
-  width: number;
-  /** Its name field, checked (an identifier used once). */
-  name(): string;
-  /** Its `out` field, checked (a positive integer). */
-  out(): number;
-  /** Checks that an optional field is a boolean. */
-  flag(field: string): void;
-  /** Declares the layer's NAME.weight of `shape` and NAME.bias [shape[0]] (`axes` names the axes, for messages). */
-  weight(name: string, shape: number[], fanIn: number, axes: string): void;
-}
-
-/** What a layer's forward and backward use besides their input. */
-export interface LayerContext {
-  weight(name: string): Tensor;
-  /** Inference: the buffer to write the output into (a view of a pooled buffer), if any. */
-  out?: Spatial;
-  /** Inference: the conv layers' cached Winograd filter transforms (see conv2dCached). */
-  cache?(layer: string, floats: number): Float32Array;
-  /** Training: the layer's dropout seed. */
-  seed?: number;
-}
-
-/** A training forward's result: the output, and what the backward needs besides input and output. */
-export interface Trained {
-  out: Spatial;
-  mask?: Tensor | RaggedBatch;
-}
-
-/** A backward's result: the gradient of the input (absent when not asked for) and of each parameter. */
-export interface Backward {
-  grad?: Spatial;
-  params: Array<[string, Tensor]>;
-}
-
-interface LayerKind<L> {
-  /** 'trunk': before the spp layer, on maps; 'pyramid': the spp layer; 'head': after it, on rows; 'any': either side. */
-  stage: 'trunk' | 'pyramid' | 'head' | 'any';
-  /** The article of the kind's name in messages ('an fc layer'). */
-  article: 'a' | 'an';
-  /** Validates the fields, declares the parameters, sets c.width to the width out. */
-  check(c: SpecCheck, l: L): void;
-  /** The output side along an axis (layers that change map sizes). */
-  side?(l: L, a: number, axis: 0 | 1): number;
-  /** The width out for `width` in (default: unchanged). */
-  width?(l: L, width: number): number;
-  /** Declares parameters (whose gradients the backward gives). */
-  params?: true;
-  /** Inference; absent: the identity (the layer is skipped). */
-  infer?(l: L, x: Spatial, c: LayerContext): Promise<Spatial>;
-  /** Inference of this layer and the next one, of kind `next`, in one op (SPPNET_FUSE=0 turns it off). */
-  fuse?: { next: LayerType; infer(l: L, next: LayerSpec, x: Spatial, c: LayerContext): Promise<Spatial> };
-  /** Training forward (default: infer without an out buffer). */
-  train?(l: L, x: Spatial, c: LayerContext): Promise<Trained>;
-  /** Gradients from the output's; needInputGrad: some layer before has parameters. */
-  backward(l: L, t: { input: Spatial; output: Spatial; mask?: Tensor | RaggedBatch; grad: Spatial; needInputGrad: boolean }, c: LayerContext): Promise<Backward>;
-}
+export type { Backward, LayerContext, LayerKind, LayerSpec, LayerSpecs, LayerType, ParamInit, SpecCheck, Trained } from './layer-types';
+export { MAX_SPEC_SIDE } from './layer-types';
 
 type Table = { [K in LayerType]: LayerKind<LayerSpecs[K]> };
 
@@ -108,7 +34,7 @@ async function using<T>(made: Spatial, given: Spatial, f: (g: Spatial) => Promis
 }
 
 const convOpts = (l: LayerSpecs['conv']) => ({ stride: l.stride, padding: l.padding, dilation: l.dilation, groups: l.groups });
-const lrnOpts = (l: LayerSpecs['lrn']) => ({ size: l.size, alpha: l.alpha, beta: l.beta, k: l.k });
+const lrnOpts = (l: LayerSpecs['lrn']) => ({ size: l.size, alpha: l.alpha, beta: l.beta, k: l.k, region: l.region });
 const poolOpts = (l: LayerSpecs['maxpool']) => ({ kernel: l.kernel, stride: l.stride, padding: l.padding, ceilMode: l.ceilMode });
 const sppOpts = (l: LayerSpecs['spp']) => ({ levels: l.levels, pool: l.pool, bins: l.bins });
 
@@ -129,17 +55,29 @@ export const LAYERS: Table = {
       const g = l.groups ?? 1;
       if (!isPositiveInt(g) || c.width % g || cout % g) fail(`${fn}: ${where}.groups ${describe(l.groups)} must divide ${c.width} in and ${cout} out channels`);
       c.flag('relu');
-      c.weight(name, [cout, c.width / g, kh, kw], (c.width / g) * kh * kw, 'out, input channels / groups, kernel');
+      c.flag('bias');
+      c.weight(name, [cout, c.width / g, kh, kw], (c.width / g) * kh * kw, 'out, input channels / groups, kernel', l.bias !== false);
       c.width = cout;
     },
     side: (l, a, axis) => convOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride, 1)[axis], pairOf(l.padding, 0)[axis], pairOf(l.dilation, 1)[axis]),
     width: (l) => l.out,
-    infer: (l, x, c) => conv2dCached(x, c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { ...convOpts(l), relu: l.relu !== false, out: c.out },
+    infer: (l, x, c) => conv2dCached(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false, out: c.out },
       (n) => c.cache!(l.name, n)),
-    train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { ...convOpts(l), relu: l.relu !== false }) }),
+    // conv then batch norm (then ReLU): one conv with the batch norm folded into its weights.
+    fuse: {
+      next: 'batchnorm',
+      when: (l) => l.relu === false,
+      infer: async (l, next, x, c) => {
+        const bn = next as LayerSpecs['batchnorm'];
+        const [w, b] = await c.derived!(`${l.name}+${bn.name}`, async () =>
+          foldAffine(c.weight(`${l.name}.weight`), convBias(l, c), await bnAffine(c.weight, bn.name, bnEps(bn)), x.device));
+        return conv2dCached(x, w, b, { ...convOpts(l), relu: bn.relu === true, out: c.out }, (n) => c.cache!(`${l.name}+${bn.name}`, n));
+      },
+    },
+    train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false }) }),
     backward: async (l, t, c) => {
       const g = l.relu !== false ? await reluBackward(t.output, t.grad) : t.grad;
-      const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, c.weight(`${l.name}.weight`), gr, { ...convOpts(l), needInputGrad: t.needInputGrad }));
+      const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, c.weight(`${l.name}.weight`), gr, { ...convOpts(l), bias: l.bias !== false, needInputGrad: t.needInputGrad }));
       return { grad: r.gradInput, params: paramList(l.name, r) };
     },
   },
@@ -150,6 +88,7 @@ export const LAYERS: Table = {
     infer: (l, x, c) => localResponseNorm(x, { ...lrnOpts(l), out: c.out }),
     fuse: {
       next: 'maxpool',
+      when: (l) => l.region !== 'within',
       infer: (l, next, x, c) => lrnMaxPool2d(x, { lrn: lrnOpts(l), pool: poolOpts(next as LayerSpecs['maxpool']), out: c.out }),
     },
     backward: async (l, t) => ({ grad: await localResponseNormBackward(t.input, t.grad, lrnOpts(l)), params: [] }),
@@ -161,6 +100,120 @@ export const LAYERS: Table = {
     side: (l, a, axis) => poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true),
     infer: (l, x, c) => maxPool2d(x, { ...poolOpts(l), out: c.out }),
     backward: async (l, t) => ({ grad: await maxPool2dBackward(t.input, t.grad, poolOpts(l)), params: [] }),
+  },
+  batchnorm: {
+    stage: 'trunk',
+    article: 'a',
+    params: true,
+    check(c, l) {
+      const name = c.name();
+      const { fn, where, o } = c;
+      c.flag('relu');
+      for (const [field, ok, range] of [['eps', (v: number) => v > 0, 'a positive number'], ['momentum', (v: number) => v >= 0 && v <= 1, 'a number in [0, 1]']] as const)
+        if (o[field] !== undefined && (typeof o[field] !== 'number' || !Number.isFinite(o[field]) || !ok(o[field] as number)))
+          fail(`${fn}: ${where}.${field} must be ${range}, got ${describe(o[field])}`);
+      const C = [c.width];
+      c.param(`${name}.weight`, C, 'ones');
+      c.param(`${name}.bias`, C, 'zeros');
+      c.param(`${name}.running_mean`, C, 'zeros', true);
+      c.param(`${name}.running_var`, C, 'ones', true);
+      c.param(`${name}.num_batches_tracked`, [], 'zeros', true);
+    },
+    // Alone (not after a conv it folds into): a 1x1 depthwise conv with the batch norm's scale and shift.
+    infer: async (l, x, c) => {
+      const [w, b] = await c.derived!(l.name, async () => depthwiseAffine(await bnAffine(c.weight, l.name, bnEps(l)), x.device));
+      return conv2d(x, w, b, { groups: w.shape[0], relu: l.relu === true, out: c.out });
+    },
+    // Training: the batch's statistics (and the running ones updated), as BatchNorm2d.train().
+    train: async (l, x, c) => {
+      const p = (n: string) => c.weight(`${l.name}.${n}`);
+      const r = await batchNormTrain(x, { weight: p('weight'), bias: p('bias'), runningMean: p('running_mean'), runningVar: p('running_var'), numBatchesTracked: p('num_batches_tracked') },
+        { eps: bnEps(l), momentum: l.momentum ?? 0.1, relu: l.relu === true });
+      return { out: r.output, saved: r.saved };
+    },
+    backward: async (l, t) => {
+      const g = l.relu === true ? await reluBackward(t.output, t.grad) : t.grad;
+      const r = await using(g, t.grad, (gr) => batchNormBackward(t.input, gr, t.saved as BatchNormSaved, t.needInputGrad));
+      return { grad: r.gradInput, params: [[`${l.name}.weight`, r.gradWeight], [`${l.name}.bias`, r.gradBias]] };
+    },
+  },
+  affine: {
+    stage: 'trunk',
+    article: 'an',
+    check(c, l) {
+      for (const field of ['scale', 'shift'] as const) {
+        const v = c.o[field];
+        if (!Array.isArray(v) || v.length !== c.width || !v.every((e) => typeof e === 'number' && Number.isFinite(e)))
+          fail(`${c.fn}: ${c.where}.${field} must list ${c.width} finite numbers (one per channel), got ${describe(v)}`);
+      }
+      void l;
+    },
+    infer: async (l, x, c) => {
+      const [w, b] = await c.derived!(`affine:${l.scale.join(',')}:${l.shift.join(',')}`, async () => depthwiseAffine(l, x.device));
+      return conv2d(x, w, b, { groups: w.shape[0], out: c.out });
+    },
+    train: async (l, x) => ({ out: await affineChannels(x, l.scale, l.shift) }),
+    backward: async (l, t) => ({ grad: t.needInputGrad ? await affineChannels(t.grad, l.scale, l.scale.map(() => 0)) : undefined, params: [] }),
+  },
+  concat: {
+    stage: 'trunk',
+    article: 'a',
+    check(c, l) {
+      const { fn, where } = c;
+      if (!Array.isArray(l.branches) || l.branches.length === 0) fail(`${fn}: ${where}.branches must be a non-empty array of layer lists`);
+      const widths = l.branches.map((b, k) => c.sequence(b, `${c.at}.branches[${k}]`));
+      // Every branch must give maps of the same size as the first, for every input size.
+      for (const axis of [0, 1] as const) {
+        for (let a = 1; a <= 256; a++) {
+          const sides = l.branches.map((b) => sideThrough(b, a, axis));
+          const k = sides.findIndex((sd) => sd !== sides[0]);
+          if (sides[0] >= 1 && k > 0)
+            fail(`${fn}: ${where}: branch ${k} makes ${sides[k]} of an input side ${a} along ${axis === 0 ? 'H' : 'W'}, branch 0 makes ${sides[0]}; the branches' maps must be the same size`);
+        }
+      }
+      c.width = widths.reduce((s2, w) => s2 + w, 0);
+    },
+    side: (l, a, axis) => sideThrough(l.branches[0], a, axis),
+    width: (l, width) => l.branches.reduce((s2, b) => s2 + b.reduce((w, layer) => widthAfter(layer, w), width), 0),
+    infer: async (l, x, c) => {
+      const parts: Array<{ out: Spatial; done(): void }> = [];
+      try {
+        for (const b of l.branches) parts.push(await c.branch!(b, x));
+        return await concat(parts.map((p) => p.out), { out: c.out });
+      } finally {
+        for (const p of parts) p.done();
+      }
+    },
+    // Training: every branch keeps its tape (the caller frees what they hold after the backward).
+    train: async (l, x, c) => {
+      const runs: Array<{ out: Spatial; tape: unknown }> = [];
+      for (let k = 0; k < l.branches.length; k++) runs.push(await c.trainBranch!(l.branches[k], x, k));
+      const out = await concat(runs.map((r) => r.out));
+      return { out, saved: { tapes: runs.map((r) => r.tape), widths: runs.map((r) => (r.out instanceof RaggedBatch ? r.out.channels : spatialChannels(r.out))) } };
+    },
+    backward: async (l, t, c) => {
+      const { tapes, widths } = t.saved as { tapes: unknown[]; widths: number[] };
+      const parts = await concatBackward(t.grad, widths);
+      let sum: Spatial | undefined;
+      try {
+        for (let k = 0; k < tapes.length; k++) {
+          const gk = await c.backwardBranch!(tapes[k], parts[k], t.needInputGrad);
+          if (!gk) continue;
+          if (!sum) sum = gk;
+          else {
+            const next = await addSpatial(sum, gk);
+            sum.dispose();
+            if (gk !== parts[k]) gk.dispose();
+            sum = next;
+          }
+        }
+      } finally {
+        for (const p of parts) if (p !== sum) p.dispose();
+      }
+      // The parameters' gradients were collected by backwardBranch.
+      return { grad: sum, params: [] };
+    },
+    nested: (l) => l.branches,
   },
   relu: {
     stage: 'any',
@@ -225,6 +278,36 @@ export async function trainForward(l: LayerSpec, x: Spatial, c: LayerContext): P
   const k = kindOf(l);
   if (k.train) return k.train(l, x, c);
   return { out: k.infer ? await k.infer(l, x, { weight: c.weight }) : x };
+}
+
+/** The map side after a sequence of map layers for an input side a (below 1: nothing is left). */
+export function sideThrough(layers: LayerSpec[], a: number, axis: 0 | 1): number {
+  for (const l of layers) {
+    const k = kindOf(l);
+    if (k.stage === 'pyramid') break;
+    if (k.side) a = k.side(l, a, axis);
+    if (a < 1) return 0;
+  }
+  return a;
+}
+
+/** The width (channels, or features after the spp layer) after layer l for `width` in. */
+export function widthAfter(l: LayerSpec, width: number): number {
+  const k = kindOf(l);
+  return k.width ? k.width(l, width) : width;
+}
+
+const convBias = (l: LayerSpecs['conv'], c: LayerContext) => (l.bias === false ? undefined : c.weight(`${l.name}.bias`));
+const bnEps = (l: LayerSpecs['batchnorm']) => l.eps ?? 1e-5;
+
+
+/** The channels of a map tensor [N, C, H, W] or [C, H, W]. */
+const spatialChannels = (t: Tensor) => (t.rank === 4 ? t.shape[1] : t.shape[0]);
+
+/** Whether a layer, or a layer nested in it, has parameters (its backward gives their gradients). */
+export function hasParams(l: LayerSpec): boolean {
+  const k = kindOf(l);
+  return k.params === true || (k.nested?.(l) ?? []).some((b) => b.some(hasParams));
 }
 
 function pairOfChecked(c: SpecCheck, field: string, dflt: [number, number], min: number): [number, number] {

@@ -9,17 +9,27 @@ import { checkStateDict, readSafetensors } from '../io/safetensors';
 import { archSpec } from './archs';
 import { ActivationOptions, activationSettings } from './memory';
 import { Model } from './model';
-import { checkSpec, ModelSpec } from './spec';
+import { checkSpec, ModelSpec, usedWeights } from './spec';
 
 export interface LoadModelOptions extends ActivationOptions {
-  /** A built-in network: 'zf5', 'convnet5', 'overfeat5', 'overfeat7'. */
+  /**
+   * A built-in network (sp.ARCHS): the SPP-net paper's 'zf5', 'zf5-released', 'convnet5',
+   * 'overfeat5', 'overfeat7', or torchvision's 'alexnet', 'vgg11' ... 'vgg19' (and '_bn'), 'googlenet'.
+   */
   arch?: string;
   /** Or a network of your own. */
   spec?: ModelSpec;
   /** Classes of the last layer of a built-in network (default 1000). */
   classes?: number;
-  /** SPP levels of a built-in network (default [6, 3, 2, 1]). */
+  /** SPP levels of a built-in network (default [6, 3, 2, 1]; for a torchvision arch, levels imply pool 'spp'). */
   levels?: number[];
+  /**
+   * torchvision archs: 'adaptive' (default) keeps torchvision's adaptive average pool before the
+   * classifier; 'spp' puts SPP-net's max pyramid (levels, default [6, 3, 2, 1]) there.
+   */
+  pool?: 'adaptive' | 'spp';
+  /** googlenet: torchvision's transform_input (off by default, as torchvision's constructor). */
+  transformInput?: boolean;
   /** Weights keyed by state_dict name (e.g. from readSafetensors); He (Kaiming) initialisation when absent. */
   weights?: Map<string, { shape: number[]; data: Float32Array }>;
   /** @internal Where the weights came from, for messages. */
@@ -35,7 +45,7 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
   if ((opts.arch === undefined) === (opts.spec === undefined)) fail(`${fn}: give exactly one of options.arch and options.spec`);
   const classes = opts.classes ?? 1000;
   if (!isPositiveInt(classes)) fail(`${fn}: options.classes must be a positive integer, got ${describe(opts.classes)}`);
-  const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels);
+  const spec = opts.spec ?? archSpec(opts.arch as string, classes, opts.levels, { pool: opts.pool, transformInput: opts.transformInput });
   const checked = checkSpec(spec, fn);
   const activation = activationSettings(fn, opts);
   const device = opts.device ?? backend().device;
@@ -45,7 +55,7 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
     if (opts.weights) {
       const given = opts.weights instanceof Map ? opts.weights : undefined;
       if (!given) fail(`${fn}: options.weights must be a Map of state_dict tensors, got ${describe(opts.weights)}`);
-      const host = new Map(Array.from(given, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+      const host = new Map(Array.from(usedWeights(spec, given), ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
       checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
       // Copied: the model owns its weights (its caches assume nothing else writes them).
       for (const p of checked.params) weights.set(p.name, tensor(Float32Array.from(opts.weights.get(p.name)!.data), p.shape, { device }));
@@ -54,11 +64,11 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
       for (const p of checked.params) {
         const n = p.shape.reduce((a, b) => a * b, 1);
         const data = new Float32Array(n);
-        if (p.name.endsWith('.weight')) {
+        if (p.init === 'he') {
           // He et al. 2015 (fan-in, for ReLU), uniform form: variance 2 / fan_in.
           const bound = Math.sqrt(6 / p.fanIn);
           for (let i = 0; i < n; i++) data[i] = (2 * uniform() - 1) * bound;
-        }
+        } else if (p.init === 'ones') data.fill(1);
         weights.set(p.name, tensor(data, p.shape, { device }));
       }
     }

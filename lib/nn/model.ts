@@ -12,10 +12,10 @@ import { topK } from '../core/topk';
 import { checkStateDict, writeSafetensors } from '../io/safetensors';
 import { softmax } from '../ops/elementwise';
 import { lossAndGradients } from './backprop';
-import { kindOf, LayerSpec } from './layers';
+import { kindOf, LayerContext, LayerSpec, widthAfter } from './layers';
 import { ActivationPool } from './memory';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
-import { CheckedSpec, ModelSpec, ParamInfo } from './spec';
+import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
 
 /** The layout of a layer's output: maps of a kind, or rows of features (after the spp layer). */
 interface Layout {
@@ -27,7 +27,7 @@ interface Layout {
 /** The output layout of layer l for input layout `x` (from the layer table). */
 function layoutAfter(l: LayerSpec, x: Layout): Layout {
   const k = kindOf(l);
-  const channels = k.width ? k.width(l, x.channels) : x.channels;
+  const channels = widthAfter(l, x.channels);
   if (x.kind === 'matrix' || k.stage === 'pyramid') return { kind: 'matrix', channels, sizes: x.sizes };
   const side = k.side;
   return { kind: x.kind, channels, sizes: side ? x.sizes.map(([h, w]) => [side(l, h, 0), side(l, w, 1)] as const) : x.sizes };
@@ -57,6 +57,10 @@ export class Model {
    * the weights only change through trainStep and loadStateDict, which drop these.
    */
   private filterCaches = new Map<string, Float32Array>();
+  /** Tensors derived from the weights (folded batch norms), by key; see derivedWeights(). */
+  private derived = new Map<string, Promise<Tensor[]>>();
+  /** Derived tensors dropped while calls were in flight: freed when the last ends. */
+  private retired: Array<Promise<Tensor[]>> = [];
 
   /** @internal Use sp.loadModel(). */
   constructor(checked: CheckedSpec, weights: Map<string, Tensor>, device: Device, activation: { budget: number; idleMs: number }) {
@@ -111,7 +115,10 @@ export class Model {
       return await body();
     } finally {
       this.inflight -= 1;
-      if (this.inflight === 0 && this.disposed) this.free();
+      if (this.inflight === 0) {
+        this.freeRetired();
+        if (this.disposed) this.free();
+      }
     }
   }
 
@@ -185,49 +192,85 @@ export class Model {
   }
 
   private async forward(fn: string, x: RaggedBatch | Tensor, L: SpatialLayout): Promise<Tensor> {
-    // Each layer writes into a pooled buffer (a view of it), except the last, whose output is the
-    // caller's; the previous layer's buffer goes back to the pool once the next layer has run.
-    // Layers with no inference (dropout) are the identity here.
-    const layers = this.spec.layers.filter((l) => kindOf(l).infer);
+    const layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
+    const r = await this.runLayers(fn, this.spec.layers, x, layout, true);
+    return r.out as Tensor;
+  }
+
+  /**
+   * Runs a list of layers (the spec's, or a branch's) at inference. Each layer writes into a pooled
+   * buffer (a view of it); the previous layer's buffer goes back to the pool once the next layer
+   * has run. The last layer's output is the caller's (`last`: a new tensor) or, for a branch, a
+   * pooled buffer given back by done(). Layers with no inference (dropout) are the identity.
+   */
+  private async runLayers(fn: string, all: LayerSpec[], x: Spatial, layout: Layout, last: boolean): Promise<{ out: Spatial; done(): void }> {
+    const layers = all.filter((l) => kindOf(l).infer);
     const fuse = process.env.SPPNET_FUSE !== '0'; // SPPNET_FUSE=0: fused pairs run as two layers, for comparisons
-    const ctx = { weight: (n: string) => this.w(n), cache: (layer: string, n: number) => this.filterCache(layer, n) };
+    const rows = layout.sizes.length;
+    const ctx: LayerContext = {
+      weight: (n: string) => this.w(n),
+      cache: (layer: string, n: number) => this.filterCache(layer, n),
+      derived: (key, make) => this.derivedWeights(key, make),
+    };
     let cur: Spatial = x;
     let held: Tensor | undefined;
-    let layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
-    const rows = L.sizes.length;
     try {
       for (let li = 0; li < layers.length; ++li) {
         const first = layers[li];
         const f = kindOf(first).fuse;
-        // A pair the table runs as one op (LRN then max pool): one pass, the same values.
-        const pair = fuse && f && layers[li + 1]?.type === f.next ? first : null;
+        // A pair the table runs as one op (LRN then max pool, conv then batch norm).
+        const next = layers[li + 1];
+        const pair = fuse && f && next?.type === f.next && (!f.when || f.when(first, next)) ? first : null;
+        const before = layout; // the layout of cur: a branch's input
         if (pair) layout = layoutAfter(first, layout);
         const l = pair ? layers[++li] : first;
         layout = layoutAfter(l, layout);
         const n = layout.kind === 'matrix' ? rows * layout.channels : layout.sizes.reduce((a, [h, w]) => a + layout.channels * h * w, 0);
         if (n > MAX_ELEMENTS) {
-          const i = this.spec.layers.indexOf(l);
-          fail(`${fn}: spec.layers[${i}] (${'name' in l ? l.name : l.type}) would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
+          const name = 'name' in l ? l.name : l.type, i = this.spec.layers.indexOf(l);
+          fail(`${fn}: ${i >= 0 ? `spec.layers[${i}] (${name})` : `the ${name} layer of a branch`} would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
         }
-        const buf = li === layers.length - 1 ? undefined : this.pool.take(n, fn);
+        const buf = li === layers.length - 1 && last ? undefined : this.pool.take(n, fn);
         const out = buf ? ActivationPool.view(buf, layout.kind, layout.channels, layout.sizes, rows) : undefined;
-        const next: Spatial = pair ? await f!.infer(pair, l, cur, { ...ctx, out }) : await kindOf(l).infer!(l, cur, { ...ctx, out });
+        const c: LayerContext = { ...ctx, out, branch: (b, bx) => this.runLayers(fn, b, bx, before, false) };
+        const y: Spatial = pair ? await f!.infer(pair, l, cur, c) : await kindOf(l).infer!(l, cur, c);
         if (held) this.pool.give(held);
         held = buf;
-        cur = next;
+        cur = y;
       }
     } catch (e) {
       if (held) this.pool.give(held);
       throw e;
     }
-    if (held) this.pool.give(held); // only when the last layer wrote into a pooled buffer (never)
-    return cur as Tensor;
+    const keep = held;
+    return { out: cur, done: () => keep && this.pool.give(keep) };
+  }
+
+  /**
+   * Tensors derived from the weights (a batch norm folded into its conv), made once per key and
+   * kept until the weights change; those a run in flight may use are freed when the last call ends.
+   */
+  private derivedWeights(key: string, make: () => Promise<Tensor[]>): Promise<Tensor[]> {
+    let p = this.derived.get(key);
+    if (!p) {
+      p = make();
+      this.derived.set(key, p);
+      p.catch(() => this.derived.get(key) === p && this.derived.delete(key));
+    }
+    return p;
+  }
+
+  /** Drops what is derived from the weights (they are about to change, or have). */
+  private weightsChanged(): void {
+    this.filterCaches.clear();
+    for (const p of this.derived.values()) this.retired.push(p);
+    this.derived.clear();
   }
 
   /** @internal The weight tensors by state_dict name (the model's own: do not dispose). The caller may write them: the cached filter transforms are dropped. */
   parameters(): ReadonlyMap<string, Tensor> {
     this.alive('Model.parameters');
-    this.filterCaches.clear();
+    this.weightsChanged();
     return this.weights;
   }
 
@@ -236,7 +279,7 @@ export class Model {
     const fn = 'Model.loadStateDict';
     this.alive(fn);
     if (!(weights instanceof Map)) fail(`${fn}: weights must be a Map of state_dict tensors, got ${describe(weights)}`);
-    const host = new Map(Array.from(weights, ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+    const host = new Map(Array.from(usedWeights(this.spec, weights), ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
     checkStateDict(new Map(this.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${sourceName ? ` in ${sourceName}` : ''} do not fit ${this.spec.name}`);
     const fresh = new Map<string, Tensor>();
     try {
@@ -247,7 +290,7 @@ export class Model {
     }
     for (const t of this.weights.values()) t.dispose();
     this.weights = fresh;
-    this.filterCaches.clear();
+    this.weightsChanged();
   }
 
   /** The optimizer trainStep() uses (SGD, momentum 0.9, weight decay 5e-4, lr 0.01 until set). */
@@ -291,11 +334,11 @@ export class Model {
           throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
         // Dropped before the update and again after it: a run that overlaps the update may have
         // filled a fresh cache from weights half way through it.
-        this.filterCaches.clear();
+        this.weightsChanged();
         try {
           await opt.apply(this.weights, r.grads, lr);
         } finally {
-          this.filterCaches.clear();
+          this.weightsChanged();
         }
       } finally {
         for (const g of r.grads.values()) g.dispose();
@@ -339,10 +382,17 @@ export class Model {
     if (this.inflight === 0) this.free();
   }
 
+  private freeRetired(): void {
+    const r = this.retired;
+    this.retired = [];
+    for (const p of r) p.then((ts) => ts.forEach((t) => t.dispose()), () => undefined);
+  }
+
   private free(): void {
     for (const t of this.weights.values()) t.dispose();
     this.weights.clear();
-    this.filterCaches.clear();
+    this.weightsChanged();
+    this.freeRetired();
     this.pool.dispose();
     this.opt?.dispose();
     this.opt = undefined;

@@ -2,14 +2,26 @@
 // takes). checkSpec validates one before anything is allocated and derives its parameters, its
 // widths and the smallest image it accepts.
 import { describe, fail, isPositiveInt, MAX_ELEMENTS } from '../core/errors';
-import { kindOf, LAYERS, LayerSpec, LayerType, MAX_SPEC_SIDE, SpecCheck } from './layers';
+import { kindOf, LAYERS, LayerSpec, LayerType, MAX_SPEC_SIDE, ParamInit, SpecCheck, sideThrough } from './layers';
 
 export interface ModelSpec {
   name: string;
   /** Image channels (3 for RGB). */
   inChannels: number;
-  /** conv / lrn / maxpool / relu layers, one 'spp', then fc / dropout / relu layers. */
+  /** Map layers (conv, batchnorm, lrn, maxpool, affine, concat, relu), one 'spp', then fc / dropout / relu layers. */
   layers: LayerSpec[];
+  /**
+   * State_dict name prefixes of tensors a checkpoint may hold that the network does not use (e.g.
+   * GoogLeNet's auxiliary heads 'aux1.', 'aux2.'): accepted in the weights and left out.
+   */
+  ignore?: string[];
+}
+
+/** The weights without those the spec ignores (ModelSpec.ignore). */
+export function usedWeights<V>(spec: ModelSpec, weights: Map<string, V>): Map<string, V> {
+  const ignore = spec.ignore ?? [];
+  if (ignore.length === 0) return weights;
+  return new Map(Array.from(weights).filter(([k]) => !ignore.some((p) => k.startsWith(p))));
 }
 
 /** One parameter: its PyTorch state_dict name and shape. */
@@ -17,6 +29,10 @@ export interface ParamInfo {
   name: string;
   shape: number[];
   fanIn: number;
+  /** How it starts without weights: He's uniform (fan-in), zeros or ones. */
+  init: ParamInit;
+  /** A buffer (batch norm's running statistics): in the state_dict, never given a gradient. */
+  buffer?: boolean;
 }
 
 /** @internal A checked spec and what it derives. */
@@ -48,56 +64,73 @@ export function checkSpec(spec: ModelSpec, fn = 'sp.loadModel'): CheckedSpec {
   if (typeof spec.name !== 'string' || spec.name === '') fail(`${fn}: spec.name must be a non-empty string, got ${describe(spec.name)}`);
   if (!isPositiveInt(spec.inChannels) || spec.inChannels > MAX_ELEMENTS)
     fail(`${fn}: spec.inChannels must be a positive integer (at most 2^31-1), got ${describe(spec.inChannels)}`);
-  if (!Array.isArray(spec.layers) || spec.layers.length === 0) fail(`${fn}: spec.layers must be a non-empty array`);
+  if (spec.ignore !== undefined && (!Array.isArray(spec.ignore) || !spec.ignore.every((p) => typeof p === 'string' && p !== '')))
+    fail(`${fn}: spec.ignore must be an array of non-empty state_dict name prefixes, got ${describe(spec.ignore)}`);
   const params: ParamInfo[] = [];
   const owners: string[] = []; // per param: its layer, for messages
-  const names = new Set<string>();
-  let width = spec.inChannels;
+  const names = new Set<string>(); // layer names
+  const paramNames = new Set<string>();
   let features = 0;
   let sppIndex = -1;
-  spec.layers.forEach((l, i) => {
-    if (typeof l !== 'object' || l === null) fail(`${fn}: spec.layers[${i}] must be an object, got ${describe(l)}`);
-    const o = l as unknown as Record<string, unknown>;
-    if (!TYPES.includes(o.type as LayerType))
-      fail(`${fn}: spec.layers[${i}].type must be ${TYPES.slice(0, -1).join(', ')} or ${TYPES[TYPES.length - 1]}, got ${describe(o.type)}`);
-    const label = typeof o.name === 'string' ? o.name : String(o.type);
-    const where = `spec.layers[${i}] (${label})`;
-    const kind = kindOf(l);
-    const afterSpp = sppIndex >= 0;
-    if (kind.stage === 'trunk' && afterSpp) fail(`${fn}: ${where} is ${kind.article} ${l.type} layer after the spp layer`);
-    if (kind.stage === 'head' && !afterSpp) fail(`${fn}: ${where} is ${kind.article} ${l.type} layer before the spp layer`);
-    if (kind.stage === 'pyramid' && afterSpp) fail(`${fn}: ${where} is a second ${l.type} layer`);
-    const c: SpecCheck = {
-      fn, where, o, width,
-      name() {
-        const name = o.name;
-        if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: spec.layers[${i}].name must be an identifier, got ${describe(name)}`);
-        if (names.has(name)) fail(`${fn}: ${where}.name ${JSON.stringify(name)} is used twice`);
-        names.add(name);
-        return name;
-      },
-      out() {
-        if (!isPositiveInt(o.out) || o.out > MAX_ELEMENTS) fail(`${fn}: ${where}.out must be a positive integer (at most 2^31-1), got ${describe(o.out)}`);
-        return o.out as number;
-      },
-      flag(field) {
-        if (o[field] !== undefined && typeof o[field] !== 'boolean') fail(`${fn}: ${where}.${field} must be a boolean, got ${describe(o[field])}`);
-      },
-      weight(name, shape, fanIn, axes) {
-        const n = shape.reduce((a, b) => a * b, 1);
-        if (n > MAX_ELEMENTS)
-          fail(`${fn}: ${where}: its weight ${name}.weight [${shape.join(', ')}] (${axes}) would hold ${n} elements, more than the 2^31-1 a tensor may hold`);
-        params.push({ name: `${name}.weight`, shape, fanIn }, { name: `${name}.bias`, shape: [shape[0]], fanIn });
-        owners.push(where, where);
-      },
-    };
-    kind.check(c, l as never);
-    width = c.width;
-    if (kind.stage === 'pyramid') {
-      sppIndex = i;
-      features = width;
-    }
-  });
+  // Checks a list of layers (the spec's, or a branch's: `nested`, map layers only) on `width` in; the width out.
+  const checkLayers = (layers: unknown, path: string, width: number, nested: boolean): number => {
+    if (!Array.isArray(layers) || layers.length === 0) fail(`${fn}: ${path} must be a non-empty array`);
+    layers.forEach((l: unknown, i: number) => {
+      const at = `${path}[${i}]`;
+      if (typeof l !== 'object' || l === null) fail(`${fn}: ${at} must be an object, got ${describe(l)}`);
+      const o = l as Record<string, unknown>;
+      if (!TYPES.includes(o.type as LayerType))
+        fail(`${fn}: ${at}.type must be ${TYPES.slice(0, -1).join(', ')} or ${TYPES[TYPES.length - 1]}, got ${describe(o.type)}`);
+      const label = typeof o.name === 'string' ? o.name : String(o.type);
+      const where = `${at} (${label})`;
+      const kind = kindOf(l as LayerSpec);
+      const afterSpp = sppIndex >= 0;
+      if (nested && kind.stage !== 'trunk' && kind.stage !== 'any') fail(`${fn}: ${where} is ${kind.article} ${o.type} layer inside a branch, which holds map layers only`);
+      if (kind.stage === 'trunk' && afterSpp) fail(`${fn}: ${where} is ${kind.article} ${o.type} layer after the spp layer`);
+      if (kind.stage === 'head' && !afterSpp) fail(`${fn}: ${where} is ${kind.article} ${o.type} layer before the spp layer`);
+      if (kind.stage === 'pyramid' && afterSpp) fail(`${fn}: ${where} is a second ${o.type} layer`);
+      const param = (name: string, shape: number[], init: ParamInit, buffer = false, fanIn = 0) => {
+        if (paramNames.has(name)) fail(`${fn}: ${where} declares ${name}, which another layer declares too`);
+        paramNames.add(name);
+        params.push({ name, shape, fanIn, init, ...(buffer ? { buffer } : {}) });
+        owners.push(where);
+      };
+      const c: SpecCheck = {
+        fn, where, at, o, width,
+        name() {
+          const name = o.name;
+          if (typeof name !== 'string' || !/^[A-Za-z_][\w.]*$/.test(name)) fail(`${fn}: ${at}.name must be an identifier, got ${describe(name)}`);
+          if (names.has(name)) fail(`${fn}: ${where}.name ${JSON.stringify(name)} is used twice`);
+          names.add(name);
+          return name;
+        },
+        out() {
+          if (!isPositiveInt(o.out) || o.out > MAX_ELEMENTS) fail(`${fn}: ${where}.out must be a positive integer (at most 2^31-1), got ${describe(o.out)}`);
+          return o.out as number;
+        },
+        flag(field) {
+          if (o[field] !== undefined && typeof o[field] !== 'boolean') fail(`${fn}: ${where}.${field} must be a boolean, got ${describe(o[field])}`);
+        },
+        weight(name, shape, fanIn, axes, bias = true) {
+          const n = shape.reduce((a, b) => a * b, 1);
+          if (n > MAX_ELEMENTS)
+            fail(`${fn}: ${where}: its weight ${name}.weight [${shape.join(', ')}] (${axes}) would hold ${n} elements, more than the 2^31-1 a tensor may hold`);
+          param(`${name}.weight`, shape, 'he', false, fanIn);
+          if (bias) param(`${name}.bias`, [shape[0]], 'zeros', false, fanIn);
+        },
+        param: (name, shape, init, buffer) => param(name, shape, init, buffer),
+        sequence: (branch, bpath) => checkLayers(branch, bpath, c.width, true),
+      };
+      kind.check(c, l as never);
+      width = c.width;
+      if (kind.stage === 'pyramid') {
+        sppIndex = i;
+        features = width;
+      }
+    });
+    return width;
+  };
+  const classes = checkLayers(spec.layers, 'spec.layers', spec.inChannels, false);
   if (sppIndex < 0) fail(`${fn}: spec.layers has no spp layer`);
   const sizes = params.map((p) => p.shape.reduce((a, b) => a * b, 1));
   const total = sizes.reduce((a, b) => a + b, 0);
@@ -106,7 +139,7 @@ export function checkSpec(spec: ModelSpec, fn = 'sp.loadModel'): CheckedSpec {
     fail(`${fn}: ${spec.name}'s weights would hold ${total} floats (${(total / 2 ** 28).toFixed(1)} GiB), more than the ${MAX_MODEL_FLOATS} (4 GiB) a model may hold; ` +
       `the largest is ${params[k].name} [${params[k].shape.join(', ')}] of ${owners[k]}`);
   }
-  return { spec, params, features, classes: width, sppIndex, minSize: [smallestSide(fn, spec, 0), smallestSide(fn, spec, 1)] };
+  return { spec, params, features, classes, sppIndex, minSize: [smallestSide(fn, spec, 0), smallestSide(fn, spec, 1)] };
 }
 
 /**
@@ -114,14 +147,11 @@ export function checkSpec(spec: ModelSpec, fn = 'sp.loadModel'): CheckedSpec {
  * layer whose output would be empty. For a checked spec.
  */
 function sideAfter(spec: ModelSpec, a: number, axis: 0 | 1): { side: number; empty?: number } {
-  for (let i = 0; i < spec.layers.length; i++) {
-    const l = spec.layers[i];
-    const kind = kindOf(l);
-    if (kind.stage === 'pyramid') break;
-    if (kind.side) a = kind.side(l, a, axis);
-    if (a < 1) return { side: 0, empty: i };
-  }
-  return { side: a };
+  const side = sideThrough(spec.layers, a, axis);
+  if (side >= 1) return { side };
+  // The first layer that leaves nothing.
+  const empty = spec.layers.findIndex((_, i) => sideThrough(spec.layers.slice(0, i + 1), a, axis) < 1);
+  return { side: 0, empty };
 }
 
 /** The smallest image side (along H or W) every layer of a checked spec accepts. */

@@ -10,6 +10,12 @@ export interface LrnOptions {
   alpha?: number;
   beta?: number;
   k?: number;
+  /**
+   * 'across' (default): across size neighbouring channels, PyTorch's local_response_norm (Caffe's
+   * ACROSS_CHANNELS). 'within': Caffe's WITHIN_CHANNEL, a size x size window in each map's own
+   * plane, x / (k + alpha/size^2 * sum of squares)^beta (size odd; Caffe's k is 1).
+   */
+  region?: 'across' | 'within';
   out?: Spatial;
 }
 
@@ -21,10 +27,13 @@ export function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'opti
     if (typeof v !== 'number' || !Number.isFinite(v)) fail(`${fn}: ${prefix}.${name} must be a finite number, got ${describe(v)}`);
     return v;
   };
-  return { size, alpha: num('alpha', 1e-4), beta: num('beta', 0.75), k: num('k', 1) };
+  const region = o.region ?? 'across';
+  if (region !== 'across' && region !== 'within') fail(`${fn}: ${prefix}.region must be 'across' or 'within', got ${describe(o.region)}`);
+  if (region === 'within' && size % 2 === 0) fail(`${fn}: ${prefix}.size must be odd with region 'within' (a window centred on each pixel, as Caffe's), got ${size}`);
+  return { size, alpha: num('alpha', 1e-4), beta: num('beta', 0.75), k: num('k', 1), within: region === 'within' };
 }
 
-/** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta. */
+/** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta; or Caffe's WITHIN_CHANNEL (options.region). */
 export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOptions): Promise<T> {
   const fn = 'sp.localResponseNorm';
   const site = new CallSite();

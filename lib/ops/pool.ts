@@ -119,6 +119,7 @@ export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool
     if ((v as Record<string, unknown>).out !== undefined) fail(`${fn}: options.${part}.out is not used: pass options.out`);
   }
   const lp = lrnParams(fn, o.lrn as Record<string, unknown>, 'options.lrn');
+  if (lp.within) fail(`${fn}: options.lrn.region 'within' is not fused: run sp.localResponseNorm, then sp.maxPool2d`);
   const { outSizes, pool } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
   return (await pooled(site, fn, L, o.out, outSizes, (args) => native.lrnMaxPool2d({ ...args, pool, ...lp }))) as T;
 }

@@ -98,16 +98,7 @@ function drawSynthetic(seed: number, K: number, lo: number, hi: number, s0: numb
     const dy = (y - cy) / half, dx = (x - cx) / half;
     const u = ca * dx + sa * dy, v = -sa * dx + ca * dy;
     if (Math.abs(u) > 1 || Math.abs(v) > 1) return false;
-    switch (label) {
-      case 0: return u * u + v * v <= 1; // disc
-      case 1: return Math.abs(u) <= 0.8 && Math.abs(v) <= 0.8; // square
-      case 2: return v <= 0.8 && Math.abs(u) <= ((v + 0.9) / 1.7) * 0.95; // triangle, apex up
-      case 3: return Math.abs(u) <= 0.28 || Math.abs(v) <= 0.28; // cross
-      case 4: { const d = u * u + v * v; return d <= 1 && d >= 0.4; } // ring
-      case 5: return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85 && Math.floor(((v + 1) * half) / (period / 2)) % 2 === 0; // stripes
-      case 6: return Math.abs(u) + Math.abs(v) <= 1; // diamond
-      default: return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85 && (Math.floor(((u + 1) * half) / (period / 2)) + Math.floor(((v + 1) * half) / (period / 2))) % 2 === 0; // checker
-    }
+    return insideShape(label, u, v, half, period);
   };
   const plane = H * W;
   const data = new Float32Array(3 * plane);
@@ -124,6 +115,24 @@ function drawSynthetic(seed: number, K: number, lo: number, hi: number, s0: numb
     }
   }
   return { data, shape: [3, H, W], label };
+}
+
+/**
+ * @internal Whether the point (u, v) of a shape's box, in [-1, 1] each (rotated already), lies in
+ * shape `label` (SYNTHETIC_CLASSES' order); `half` is half the shape's extent in pixels and
+ * `period` the stripes' and checker's period in pixels.
+ */
+export function insideShape(label: number, u: number, v: number, half: number, period: number): boolean {
+  switch (label) {
+    case 0: return u * u + v * v <= 1; // disc
+    case 1: return Math.abs(u) <= 0.8 && Math.abs(v) <= 0.8; // square
+    case 2: return v <= 0.8 && Math.abs(u) <= ((v + 0.9) / 1.7) * 0.95; // triangle, apex up
+    case 3: return Math.abs(u) <= 0.28 || Math.abs(v) <= 0.28; // cross
+    case 4: { const d = u * u + v * v; return d <= 1 && d >= 0.4; } // ring
+    case 5: return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85 && Math.floor(((v + 1) * half) / (period / 2)) % 2 === 0; // stripes
+    case 6: return Math.abs(u) + Math.abs(v) <= 1; // diamond
+    default: return Math.abs(u) <= 0.85 && Math.abs(v) <= 0.85 && (Math.floor(((u + 1) * half) / (period / 2)) + Math.floor(((v + 1) * half) / (period / 2))) % 2 === 0; // checker
+  }
 }
 
 const IMAGE_EXT = /\.(jpe?g|png|webp|gif|tiff?|avif|bmp)$/i;

@@ -1,0 +1,80 @@
+// Concatenation along channels (torch.cat(xs, 1)) of maps of the same sizes, ragged included, and
+// its gradient (the split back into the parts). Inception's branches meet here.
+import { checkOpts, outputFor, sameAllocation, sameDevice, settle } from '../core/checks';
+import { CallSite, fail } from '../core/errors';
+import { native } from '../core/native';
+import { allocateLike, nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
+import { nativeBuf } from '../core/tensor';
+
+export interface ConcatOptions {
+  /** Where to write the result (exactly the layout concat gives). */
+  out?: Spatial;
+}
+
+/** Layouts of the parts: all of one kind, device, map count and map sizes (checked). */
+function partLayouts(fn: string, parts: unknown): SpatialLayout[] {
+  if (!Array.isArray(parts) || parts.length === 0) fail(`${fn}: parts must be a non-empty array of Tensors or RaggedBatches`);
+  const Ls = parts.map((p, i) => spatialLayout(fn, p, `parts[${i}]`));
+  const L0 = Ls[0];
+  Ls.forEach((L, i) => {
+    if (L.kind !== L0.kind) fail(`${fn}: parts[${i}] is ${L.kind === 'ragged' ? 'a RaggedBatch' : `a ${L.kind} tensor`}, parts[0] ${L0.kind === 'ragged' ? 'a RaggedBatch' : `a ${L0.kind} tensor`}`);
+    sameDevice(fn, `parts[${i}]`, L.device, 'parts[0]', L0.device);
+    if (L.sizes.length !== L0.sizes.length) fail(`${fn}: parts[${i}] has ${L.sizes.length} maps, parts[0] ${L0.sizes.length}`);
+    L.sizes.forEach(([h, w], m) => {
+      const [h0, w0] = L0.sizes[m];
+      if (h !== h0 || w !== w0) fail(`${fn}: parts[${i}] map ${m} is ${h}x${w} (HxW), parts[0]'s is ${h0}x${w0}: only channels may differ`);
+    });
+  });
+  return Ls;
+}
+
+/** One native copy per part between the parts and the whole (toWhole: concat; else split). */
+async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: SpatialLayout, toWhole: boolean, owned: Spatial[]): Promise<void> {
+  let at = 0;
+  const calls: Array<Promise<void>> = [];
+  for (const L of Ls) {
+    const args = {
+      ...nativeBuf('part', L.store), ...nativeBuf('whole', W.store),
+      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', W.channels, W.sizes, W.offsets),
+      channelOffset: at, toWhole,
+    };
+    calls.push(native.copyChannels(args));
+    at += L.channels;
+  }
+  await settle(site, fn, owned, async () => void (await Promise.all(calls)));
+}
+
+/**
+ * torch.cat(parts, 1): the maps of every part (same kind, device, count and sizes) stacked along
+ * channels, parts[0]'s first. A RaggedBatch for RaggedBatches, else a tensor.
+ */
+export async function concat<T extends Spatial>(parts: T[], opts: ConcatOptions = {}): Promise<T> {
+  const fn = 'sp.concat';
+  const site = new CallSite();
+  const o = checkOpts(fn, opts);
+  const Ls = partLayouts(fn, parts);
+  const channels = Ls.reduce((a, L) => a + L.channels, 0);
+  const r = outputFor(fn, o.out, Ls[0].kind, Ls[0].device, channels, Ls[0].sizes);
+  const W = spatialLayout(fn, r.out, 'options.out');
+  if (Ls.some((L) => sameAllocation(L.store, W.store))) {
+    if (r.owned) r.out.dispose();
+    fail(`${fn}: options.out shares memory with a part`);
+  }
+  await copyAll(fn, site, Ls, W, true, r.owned ? [r.out] : []);
+  return r.out as T;
+}
+
+/** The gradient of concat: gradOutput (concat's layout) split back into parts of `channels` each. */
+export async function concatBackward<T extends Spatial>(gradOutput: T, channels: number[]): Promise<T[]> {
+  const fn = 'sp.concatBackward';
+  const site = new CallSite();
+  const W = spatialLayout(fn, gradOutput, 'gradOutput');
+  if (!Array.isArray(channels) || channels.length === 0 || !channels.every((c) => Number.isInteger(c) && c >= 1))
+    fail(`${fn}: channels must be a non-empty array of positive integers`);
+  const sum = channels.reduce((a, b) => a + b, 0);
+  if (sum !== W.channels) fail(`${fn}: channels [${channels.join(', ')}] add up to ${sum}, gradOutput has ${W.channels}`);
+  const parts = channels.map((c) => allocateLike(W.kind, W.device, c, W.sizes, fn));
+  const Ls = parts.map((p, i) => spatialLayout(fn, p, `part ${i}`));
+  await copyAll(fn, site, Ls, W, false, parts);
+  return parts as T[];
+}

@@ -1,0 +1,2 @@
+// cuda/nms_cuda.cu compiled for the CPU against the emulated runtime (see cuda_runtime.h here).
+#include "../../cuda/nms_cuda.cu"
