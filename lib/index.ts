@@ -57,7 +57,8 @@ export type { ClassifyOptions, Classification } from './serve/classify';
 type BuiltinOptions = Omit<LoadModelFileOptions, 'arch' | 'spec'>;
 /** sp.models.zf5(options), sp.models.vgg16(options), ...: sp.loadModel({ ...options, arch }) for each built-in arch. */
 export const models = Object.freeze(Object.fromEntries(ARCHS.map((arch) => [arch, (opts: BuiltinOptions = {}) => loadModel({ ...opts, arch })]))) as
-  Readonly<Record<Arch, (opts?: BuiltinOptions) => Promise<Model>>>;export { BatchingRunner, batching } from './serve/batching';
+  Readonly<Record<Arch, (opts?: BuiltinOptions) => Promise<Model>>>;
+export { BatchingRunner, batching } from './serve/batching';
 export type { BatchingOptions, RequestOptions, BatchingStats } from './serve/batching';
 export { createServer } from './serve/server';
 export type { ServerOptions } from './serve/server';

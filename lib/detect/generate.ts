@@ -102,7 +102,7 @@ export async function makeDetectionData(root: string, opts: DetectionDataOptions
   const isTest = new Uint8Array(count);
   for (let k = 0; k < nTest; k++) isTest[order[k]] = 1;
   const classes = [...SYNTHETIC_CLASSES.slice(0, shapes), ...(fashionDir ? FASHION_CLASSES : [])];
-  const items = fashionDir ? { trainval: readFashionItems(fn, fashionDir, 'train'), test: readFashionItems(fn, fashionDir, 't10k') } : null;
+  const items = fashionDir ? { trainval: await readFashionItems(fn, fashionDir, 'train'), test: await readFashionItems(fn, fashionDir, 't10k') } : null;
   const base: SceneOptions = { minSize, maxSize, minObjects, maxObjects, minObjectSize, maxObjectScale, shapes, noise, clutter, difficultSide: 8, minVisible: 0.4 };
   // Written into a folder beside root, renamed to root when complete: an interrupted run leaves no half dataset at root.
   const work = path.join(path.dirname(path.resolve(root)), `.${path.basename(path.resolve(root))}.partial-${process.pid}`);
