@@ -62,14 +62,22 @@ export const VOC_DEFAULT_MAX_IMAGES = 100_000;
 /** Runs `work` on every item, at most `n` at a time; results in order. */
 async function mapLimit<T, R>(items: readonly T[], n: number, work: (x: T, i: number) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
+  // The error of the first failing item in list order, whichever finished first: errors do not
+  // depend on timing. No new item starts once one failed.
+  const failed: Array<{ i: number; e: unknown }> = [];
   let next = 0;
   const worker = async () => {
-    while (next < items.length) {
+    while (next < items.length && failed.length === 0) {
       const i = next++;
-      out[i] = await work(items[i], i);
+      try {
+        out[i] = await work(items[i], i);
+      } catch (e) {
+        failed.push({ i, e });
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
+  if (failed.length) throw failed.reduce((a, b) => (b.i < a.i ? b : a)).e;
   return out;
 }
 
