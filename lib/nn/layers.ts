@@ -5,8 +5,7 @@
 // new layer kind is one entry here plus its ops in lib/ops/.
 import { pair, pairOf } from '../core/checks';
 import { describe, fail, isPositiveInt, MAX_ELEMENTS } from '../core/errors';
-import { RaggedBatch } from '../core/ragged';
-import { Spatial } from '../core/spatial';
+import { Spatial, spatialLayout } from '../core/spatial';
 import { Tensor } from '../core/tensor';
 import { addSpatial, affineChannels, batchNormBackward, BatchNormSaved, batchNormTrain } from '../ops/batchnorm';
 import { concat, concatBackward } from '../ops/concat';
@@ -189,7 +188,7 @@ export const LAYERS: Table = {
       const runs: Array<{ out: Spatial; tape: unknown }> = [];
       for (let k = 0; k < l.branches.length; k++) runs.push(await c.trainBranch!(l.branches[k], x, k));
       const out = await concat(runs.map((r) => r.out));
-      return { out, saved: { tapes: runs.map((r) => r.tape), widths: runs.map((r) => (r.out instanceof RaggedBatch ? r.out.channels : spatialChannels(r.out))) } };
+      return { out, saved: { tapes: runs.map((r) => r.tape), widths: runs.map((r) => spatialLayout('Model.trainStep', r.out).channels) } };
     },
     backward: async (l, t, c) => {
       const { tapes, widths } = t.saved as { tapes: unknown[]; widths: number[] };
@@ -300,9 +299,6 @@ export function widthAfter(l: LayerSpec, width: number): number {
 const convBias = (l: LayerSpecs['conv'], c: LayerContext) => (l.bias === false ? undefined : c.weight(`${l.name}.bias`));
 const bnEps = (l: LayerSpecs['batchnorm']) => l.eps ?? 1e-5;
 
-
-/** The channels of a map tensor [N, C, H, W] or [C, H, W]. */
-const spatialChannels = (t: Tensor) => (t.rank === 4 ? t.shape[1] : t.shape[0]);
 
 /** Whether a layer, or a layer nested in it, has parameters (its backward gives their gradients). */
 export function hasParams(l: LayerSpec): boolean {

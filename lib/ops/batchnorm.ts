@@ -8,7 +8,7 @@ import { CallSite, fail } from '../core/errors';
 import { native } from '../core/native';
 import { RaggedBatch } from '../core/ragged';
 import { nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
-import { nativeBuf, Storage, Tensor, writeTensor } from '../core/tensor';
+import { nativeBuf, Storage, Tensor, tensor, writeTensor } from '../core/tensor';
 
 /** The parameters and buffers of a batch norm (BatchNorm2d's state_dict: weight, bias, running_mean, running_var, num_batches_tracked). */
 export interface BatchNormParams {
@@ -121,9 +121,7 @@ export async function batchNormBackward<T extends Spatial>(input: T, gradOutput:
     pc[c] = (-saved.scale[c] * saved.invstd[c] * sdyxhat) / M;
     qc[c] = (-saved.scale[c] * sdy[c]) / M - pc[c] * saved.mean[c];
   }
-  const gradWeight = new Tensor({ device: 'cpu', array: dgamma }, [C]);
-  const gradBias = new Tensor({ device: 'cpu', array: dbeta }, [C]);
-  const moved = await Promise.all([gradWeight.moveTo(L.device, fn, 'gradWeight'), gradBias.moveTo(L.device, fn, 'gradBias')]);
+  const moved = [tensor(dgamma, [C], { device: L.device }), tensor(dbeta, [C], { device: L.device })];
   if (!needInputGrad) return { gradWeight: moved[0], gradBias: moved[1] };
   const dx = allocateAs(input as Tensor | RaggedBatch, fn) as T;
   try {
