@@ -157,6 +157,36 @@ describe('models', function () {
     fs.rmSync(dir, { recursive: true });
   });
 
+  it('features(), spp and head() give run()\'s logits; trainHeadStep changes the head\'s weights only', async function () {
+    const seed = freshSeed();
+    const r = rng(seed);
+    const m = await sp.buildModel({ spec: sp.ablationSpec("spp", 5, [4, 2, 1], 8), seed: seed % 1000 });
+    try {
+      const imgs = [[3, 37, 53], [3, 29, 31]].map((s) => sp.tensor(Float32Array.from({ length: s[0] * s[1] * s[2] }, () => r.next() - 0.5), s));
+      const maps = await m.features(imgs);
+      expect(maps.sizes.map((s) => [...s])).to.deep.equal([[4, 6], [3, 4]]); // 37x53 and 29x31 through stride 2, two 2x2 pools
+      const rows = await sp.spp(maps, { levels: [4, 2, 1] });
+      expect(rows.shape).to.deep.equal([2, m.pooledFeatures]);
+      const a = await m.head(rows), b = await m.run(imgs);
+      expectClose(await a.data(), await b.data(), 1e-6, 1e-6, `seed ${seed}`);
+      const before = await m.stateDict();
+      m.setOptimizer({ type: 'sgd', lr: 0.05 });
+      const step = await m.trainHeadStep(rows, [1, 4]);
+      expect(step.count).to.equal(2);
+      const after = await m.stateDict();
+      for (const [name, t] of before) {
+        const changed = t.data.some((v, i) => v !== after.get(name).data[i]);
+        expect(changed, name).to.equal(name.startsWith('fc'));
+      }
+      await expectReject(m.head(sp.zeros([2, 7])), /Model\.head: rows must have shape \[N >= 1, 1344\]/, 'SPPNET_INVALID_ARGUMENT');
+      await expectReject(m.trainHeadStep(rows, [1, 9]), /Model\.trainHeadStep: labels\[1\] is 9/, 'SPPNET_INVALID_ARGUMENT');
+      await expectReject(m.trainHeadStep(rows, [1]), /labels has 1 entries for 2 rows/, 'SPPNET_INVALID_ARGUMENT');
+      [maps, rows, a, b, ...imgs].forEach((t) => t.dispose());
+    } finally {
+      m.dispose();
+    }
+  });
+
   it('predict gives the top-k with labels, sorted by score', async function () {
     const m = await sp.buildModel({ spec: tiny(5), seed: 3, device: 'cpu' });
     const img = sp.tensor(Float32Array.from({ length: 3 * 12 * 12 }, (_, i) => Math.sin(i)), [3, 12, 12], { device: 'cpu' });

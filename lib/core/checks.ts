@@ -225,12 +225,12 @@ export function positiveInt32(fn: string, prefix: string, name: string, v: unkno
  * Integer class labels, one per row, each in [0, classes), as an Int32Array. `against` words the
  * messages for what the labels go with: a loss's logits, or a training step's images.
  */
-export function checkLabels(fn: string, labels: unknown, rows: number, classes: number, against: 'logits' | 'images'): Int32Array {
+export function checkLabels(fn: string, labels: unknown, rows: number, classes: number, against: 'logits' | 'images' | 'rows'): Int32Array {
   const logits = against === 'logits';
   if (!(labels instanceof Int32Array) && !Array.isArray(labels) && !ArrayBuffer.isView(labels))
     fail(`${fn}: labels must be ${logits ? 'an Int32Array or an array of integers' : 'an array of class indices'}, got ${describe(labels)}`);
   const arr = labels as ArrayLike<number>;
-  if (arr.length !== rows) fail(logits ? `${fn}: labels has ${arr.length} values, but logits axis 0 (rows) is ${rows}` : `${fn}: labels has ${arr.length} entries for ${rows} images`);
+  if (arr.length !== rows) fail(logits ? `${fn}: labels has ${arr.length} values, but logits axis 0 (rows) is ${rows}` : `${fn}: labels has ${arr.length} entries for ${rows} ${against}`);
   const out = new Int32Array(rows);
   for (let i = 0; i < rows; i++) {
     const v = arr[i];

@@ -5,7 +5,7 @@
 // new layer kind is one entry here plus its ops in lib/ops/.
 import { pair, pairOf } from '../core/checks';
 import { describe, fail, isPositiveInt, MAX_ELEMENTS } from '../core/errors';
-import { Spatial, spatialLayout } from '../core/spatial';
+import { Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { Tensor } from '../core/tensor';
 import { addSpatial, affineChannels, batchNormBackward, BatchNormSaved, batchNormTrain } from '../ops/batchnorm';
 import { concat, concatBackward } from '../ops/concat';
@@ -288,6 +288,22 @@ export function sideThrough(layers: LayerSpec[], a: number, axis: 0 | 1): number
     if (a < 1) return 0;
   }
   return a;
+}
+
+/** The layout of a layer's output: maps of a kind, or rows of features (after the spp layer). */
+export interface Layout {
+  kind: SpatialLayout['kind'] | 'matrix';
+  channels: number;
+  sizes: Array<readonly [number, number]>;
+}
+
+/** The output layout of layer l for input layout `x` (from the layer table). */
+export function layoutAfter(l: LayerSpec, x: Layout): Layout {
+  const k = kindOf(l);
+  const channels = widthAfter(l, x.channels);
+  if (x.kind === 'matrix' || k.stage === 'pyramid') return { kind: 'matrix', channels, sizes: x.sizes };
+  const side = k.side;
+  return { kind: x.kind, channels, sizes: side ? x.sizes.map(([h, w]) => [side(l, h, 0), side(l, w, 1)] as const) : x.sizes };
 }
 
 /** The width (channels, or features after the spp layer) after layer l for `width` in. */

@@ -5,33 +5,18 @@
 import { Device } from '../core/backend';
 import { checkLabels } from '../core/checks';
 import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
-import { RaggedBatch, ragged } from '../core/ragged';
-import { Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
+import { RaggedBatch } from '../core/ragged';
+import { Spatial } from '../core/spatial';
 import { Tensor, tensor } from '../core/tensor';
 import { topK } from '../core/topk';
 import { checkStateDict, writeSafetensors } from '../io/safetensors';
 import { softmax } from '../ops/elementwise';
 import { lossAndGradients } from './backprop';
-import { kindOf, LayerContext, LayerSpec, widthAfter } from './layers';
+import { kindOf, Layout, layoutAfter, LayerContext, LayerSpec } from './layers';
 import { ActivationPool } from './memory';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
+import { checkRows, modelInput } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
-
-/** The layout of a layer's output: maps of a kind, or rows of features (after the spp layer). */
-interface Layout {
-  kind: SpatialLayout['kind'] | 'matrix';
-  channels: number;
-  sizes: Array<readonly [number, number]>;
-}
-
-/** The output layout of layer l for input layout `x` (from the layer table). */
-function layoutAfter(l: LayerSpec, x: Layout): Layout {
-  const k = kindOf(l);
-  const channels = widthAfter(l, x.channels);
-  if (x.kind === 'matrix' || k.stage === 'pyramid') return { kind: 'matrix', channels, sizes: x.sizes };
-  const side = k.side;
-  return { kind: x.kind, channels, sizes: side ? x.sizes.map(([h, w]) => [side(l, h, 0), side(l, w, 1)] as const) : x.sizes };
-}
 
 export interface Prediction {
   index: number;
@@ -46,6 +31,9 @@ export class Model {
   readonly classes: number;
   /** Smallest image [H, W] the network accepts. */
   readonly minSize: readonly [number, number];
+  /** Features per row out of the spp layer (what head() takes); the spp layer's index in spec.layers. */
+  readonly pooledFeatures: number;
+  private readonly sppIndex: number;
   private weights: Map<string, Tensor>;
   private pool: ActivationPool;
   private opt: Optimizer | undefined;
@@ -71,6 +59,8 @@ export class Model {
     this.weights = weights;
     this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
     this.minSize = Object.freeze(checked.minSize);
+    this.pooledFeatures = checked.features;
+    this.sppIndex = checked.sppIndex;
   }
 
   /** The parameters as host arrays keyed by state_dict name (a copy). */
@@ -137,16 +127,42 @@ export class Model {
    * array of [C, H, W] tensors, or a dense [N, C, H, W] tensor. Inference mode (dropout off).
    */
   run(images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
-    return this.runAs('Model.run', images);
+    return this.runAs('Model.run', images) as Promise<Tensor>;
   }
 
-  private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<Tensor> {
+  /**
+   * The conv trunk alone (the layers before the spp layer) on images as run() takes them: their
+   * maps, the caller's (a RaggedBatch, or a [N, C, H, W] tensor for one). Detection runs this once
+   * per image and scale, then pools each window from the maps (sp.spp with windows) into head().
+   */
+  features(images: RaggedBatch | Tensor | Tensor[]): Promise<RaggedBatch | Tensor> {
+    if (this.sppIndex === 0) return Promise.reject(new SppnetError(`Model.features: ${this.spec.name} has no layers before its spp layer`, 'SPPNET_INVALID_ARGUMENT'));
+    return this.runAs('Model.features', images, this.spec.layers.slice(0, this.sppIndex)) as Promise<RaggedBatch | Tensor>;
+  }
+
+  /** The layers after the spp layer (fc, ReLU; dropout off) on pooled rows [N, pooledFeatures]: logits [N, classes], the caller's. */
+  head(rows: Tensor): Promise<Tensor> {
+    const fn = 'Model.head';
+    return this.call(fn, async () => {
+      const n = checkRows(fn, rows, this);
+      this.pool.begin();
+      try {
+        const layout: Layout = { kind: 'matrix', channels: this.pooledFeatures, sizes: new Array(n).fill([1, 1]) };
+        return (await this.runLayers(fn, this.spec.layers.slice(this.sppIndex + 1), rows, layout, true)).out as Tensor;
+      } finally {
+        this.pool.end();
+      }
+    });
+  }
+
+  private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[], layers = this.spec.layers): Promise<Spatial> {
     return this.call(fn, async () => {
       this.pool.begin(); // from the call on (synchronously): the pool is not idle
       try {
-        const { x, owned, L } = await this.input(fn, images);
+        const { x, owned, L } = await modelInput(fn, images, this);
         try {
-          return await this.forward(fn, x, L);
+          const layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
+          return (await this.runLayers(fn, layers, x, layout, true)).out;
         } finally {
           owned?.dispose();
         }
@@ -154,47 +170,6 @@ export class Model {
         this.pool.end();
       }
     });
-  }
-
-  /** Checks the images and packs an array of maps into a batch on the model's device. */
-  private async input(fn: string, images: RaggedBatch | Tensor | Tensor[]): Promise<{ x: RaggedBatch | Tensor; owned?: RaggedBatch; L: SpatialLayout }> {
-    let owned: RaggedBatch | undefined;
-    let x: RaggedBatch | Tensor;
-    if (Array.isArray(images)) {
-      images.forEach((t, i) => {
-        if (!(t instanceof Tensor)) fail(`${fn}: images[${i}] must be a Tensor [C, H, W], got ${describe(t)}`);
-        t.storage(fn, `images[${i}]`);
-        if (t.rank !== 3) fail(`${fn}: images[${i}] must have rank 3 [C, H, W], got shape [${t.shape.join(', ')}]`);
-        if (t.shape[0] !== this.spec.inChannels) fail(`${fn}: images[${i}] has ${t.shape[0]} channels (axis 0), ${this.spec.name} takes ${this.spec.inChannels}`);
-      });
-      if (images.length === 0) fail(`${fn}: images is empty`);
-      const moved = await Promise.all(images.map((t, i) => t.moveTo(this.device, fn, `images[${i}]`)));
-      owned = ragged(moved);
-      moved.forEach((m, i) => m !== images[i] && m.dispose());
-      x = owned;
-    } else {
-      x = images;
-    }
-    try {
-      const L = spatialLayout(fn, x, 'images');
-      if (L.channels !== this.spec.inChannels) fail(`${fn}: images have ${L.channels} channels, ${this.spec.name} takes ${this.spec.inChannels}`);
-      if (L.device !== this.device)
-        throw new SppnetError(`${fn}: images are on ${L.device}, the model on ${this.device} (use await t.to('${this.device}'))`, 'SPPNET_DEVICE_MISMATCH');
-      L.sizes.forEach(([h, w], i) => {
-        if (h < this.minSize[0] || w < this.minSize[1])
-          fail(`${fn}: image ${i} is ${h}x${w} (HxW), smaller than ${this.spec.name}'s minimum ${this.minSize[0]}x${this.minSize[1]}`);
-      });
-      return { x, owned, L };
-    } catch (e) {
-      owned?.dispose();
-      throw e;
-    }
-  }
-
-  private async forward(fn: string, x: RaggedBatch | Tensor, L: SpatialLayout): Promise<Tensor> {
-    const layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
-    const r = await this.runLayers(fn, this.spec.layers, x, layout, true);
-    return r.out as Tensor;
   }
 
   /**
@@ -319,34 +294,58 @@ export class Model {
   }
 
   private async step(fn: string, images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number }): Promise<StepResult> {
+    const { lr, seed } = this.stepOptions(fn, opts);
+    const { x, owned, L } = await modelInput(fn, images, this);
+    try {
+      return await this.update(fn, this.spec, x, L.sizes.length, labels, lr, seed, 'images');
+    } finally {
+      owned?.dispose();
+    }
+  }
+
+  /**
+   * One training step of the head alone (the layers after the spp layer) on pooled rows
+   * [N, pooledFeatures], as trainStep() does for the whole network: only the head's weights change.
+   * Detection fine-tunes fc layers this way on windows pooled from fixed conv features.
+   */
+  trainHeadStep(rows: Tensor, labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
+    const fn = 'Model.trainHeadStep';
+    return this.call(fn, async () => {
+      const { lr, seed } = this.stepOptions(fn, opts);
+      const n = checkRows(fn, rows, this);
+      return this.update(fn, { ...this.spec, layers: this.spec.layers.slice(this.sppIndex + 1) }, rows, n, labels, lr, seed, 'rows');
+    });
+  }
+
+  private stepOptions(fn: string, opts: { lr?: number; seed?: number }): { lr: number; seed: number } {
     if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
     const opt = this.optimizer;
     const lr = opts.lr ?? opt.options.lr;
     if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) fail(`${fn}: options.lr must be a positive number, got ${describe(opts.lr)}`);
     const seed = opts.seed ?? opt.steps;
     if (!Number.isInteger(seed)) fail(`${fn}: options.seed must be an integer, got ${describe(opts.seed)}`);
-    const { x, owned, L } = await this.input(fn, images);
+    return { lr, seed };
+  }
+
+  private async update(fn: string, spec: ModelSpec, x: Spatial, n: number, labels: ArrayLike<number>, lr: number, seed: number, what: 'images' | 'rows'): Promise<StepResult> {
+    const opt = this.optimizer;
+    const y = checkLabels(fn, labels, n, this.classes, what);
+    const r = await lossAndGradients(spec, (name) => this.w(name), x, y, seed >>> 0);
     try {
-      const y = checkLabels(fn, labels, L.sizes.length, this.classes, 'images');
-      const r = await lossAndGradients(this.spec, (n) => this.w(n), x, y, seed >>> 0);
+      if (!Number.isFinite(r.loss))
+        throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
+      // Dropped before the update and again after it: a run that overlaps the update may have
+      // filled a fresh cache from weights half way through it.
+      this.weightsChanged();
       try {
-        if (!Number.isFinite(r.loss))
-          throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
-        // Dropped before the update and again after it: a run that overlaps the update may have
-        // filled a fresh cache from weights half way through it.
-        this.weightsChanged();
-        try {
-          await opt.apply(this.weights, r.grads, lr);
-        } finally {
-          this.weightsChanged();
-        }
+        await opt.apply(this.weights, r.grads, lr);
       } finally {
-        for (const g of r.grads.values()) g.dispose();
+        this.weightsChanged();
       }
-      return { loss: r.loss, correct: r.correct, count: L.sizes.length };
     } finally {
-      owned?.dispose();
+      for (const g of r.grads.values()) g.dispose();
     }
+    return { loss: r.loss, correct: r.correct, count: n };
   }
 
   /** Top-k classes per image, with scores (softmax) and labels when given. */
@@ -355,7 +354,7 @@ export class Model {
     if (!isPositiveInt(k)) fail(`Model.predict: options.topk must be a positive integer, got ${describe(opts.topk)}`);
     if (opts.labels !== undefined && (!Array.isArray(opts.labels) || opts.labels.length !== this.classes))
       fail(`Model.predict: options.labels must list ${this.classes} labels, got ${Array.isArray(opts.labels) ? opts.labels.length : describe(opts.labels)}`);
-    const logits = await this.runAs('Model.predict', images);
+    const logits = (await this.runAs('Model.predict', images)) as Tensor;
     const probs = await softmax(logits);
     logits.dispose();
     const p = await probs.data();
