@@ -52,6 +52,8 @@ export type { HostTensor, SafetensorsFile } from './io/safetensors';
 export { readPth } from './io/pth';
 export { readImage, readImages, IMAGENET_MEAN, IMAGENET_STD } from './io/images';
 export type { ImageOptions } from './io/images';
+export { drawDetections, drawDetectionsToFile } from './io/draw';
+export type { DrawnBox, DrawOptions, DrawFileOptions } from './io/draw';
 export { classify } from './serve/classify';
 export type { ClassifyOptions, Classification } from './serve/classify';
 type BuiltinOptions = Omit<LoadModelFileOptions, 'arch' | 'spec'>;

@@ -100,28 +100,38 @@ interface DecodeOptions {
 }
 
 /**
- * @internal Decodes an image whose header was read (and checked) into a [3, H, W] tensor: sharp
- * decodes and resizes (shrink-on-load where the format allows, so a large JPEG is never decoded
- * at full size; other formats are streamed through the resize), then the 8-bit pixels become
- * normalised planar floats on a libuv thread, off the event loop.
+ * @internal Decodes an image whose header was read (and checked) to interleaved 8-bit RGB pixels
+ * (sharp's raw layout; EXIF orientation applied, alpha dropped), optionally resized to the paper's
+ * scale (shrink-on-load where the format allows, so a large JPEG is never decoded at full size;
+ * other formats are streamed through the resize).
  */
-export async function decodeImage(fn: string, source: string | Uint8Array, header: ImageHeader, opts: DecodeOptions): Promise<Tensor> {
+export async function decodeRgb(fn: string, source: string | Uint8Array, header: ImageHeader, shorterSide?: number): Promise<{ data: Buffer; width: number; height: number }> {
   const what = describeSource(source);
-  const site = new CallSite();
   let decoded: { data: Buffer; info: { width: number; height: number; channels: number } };
   try {
     // The header was checked: the limit only guards against a header that lies.
     let img = sharp()(sharpInput(source), { failOn: 'error', limitInputPixels: Math.max(1, header.width * header.height) }).rotate(); // honour EXIF orientation
-    if (opts.shorterSide !== undefined) {
-      const [H, W] = targetSize(header, opts.shorterSide);
+    if (shorterSide !== undefined) {
+      const [H, W] = targetSize(header, shorterSide);
       img = img.resize({ width: W, height: H, fit: 'fill', kernel: 'cubic' });
     }
     decoded = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
   } catch (e) {
     throw new SppnetError(`${fn}: cannot decode ${what}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
   }
-  const { width: W, height: H, channels } = decoded.info;
+  const { width, height, channels } = decoded.info;
   if (channels !== 3) throw new SppnetError(`${fn}: ${what} decoded to ${channels} channels, expected RGB`, 'SPPNET_INTERNAL');
+  return { data: decoded.data, width, height };
+}
+
+/**
+ * @internal Decodes an image whose header was read (and checked) into a [3, H, W] tensor: sharp
+ * decodes and resizes (decodeRgb), then the 8-bit pixels become normalised planar floats on a
+ * libuv thread, off the event loop.
+ */
+export async function decodeImage(fn: string, source: string | Uint8Array, header: ImageHeader, opts: DecodeOptions): Promise<Tensor> {
+  const site = new CallSite();
+  const { data, width: W, height: H } = await decodeRgb(fn, source, header, opts.shorterSide);
   const scale = Float32Array.from(opts.std, (s) => 1 / (255 * s));
   const bias = Float32Array.from(opts.mean, (m, c) => -m / opts.std[c]);
   // The HTTP service's images on the CPU: fresh pages from the addon, zeroed by the kernel as the
@@ -130,7 +140,7 @@ export async function decodeImage(fn: string, source: string | Uint8Array, heade
   const owned = opts.releasable && (opts.device ?? backend().device) === 'cpu' ? allocateReleasable([3, H, W], 'cpu', fn) : null;
   const out = owned ? (owned.storage(fn, 'the image') as { array: Float32Array }).array : new Float32Array(3 * H * W);
   try {
-    await site.run(fn, () => native.pixelsToPlanar({ input: decoded.data, height: H, width: W, channels: 3, scale, bias, output: out }));
+    await site.run(fn, () => native.pixelsToPlanar({ input: data, height: H, width: W, channels: 3, scale, bias, output: out }));
   } catch (e) {
     if (owned) freeReleasable(owned);
     throw e;
