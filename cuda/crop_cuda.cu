@@ -19,12 +19,10 @@ constexpr int kCropThreads = 256;
 __global__ void crop_resize_kernel(int64_t n, int32_t channels, CropParams p, const CropWindow* __restrict__ windows,
                                    const float* __restrict__ x, float* __restrict__ y) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
-    const int32_t ox = static_cast<int32_t>(i % p.out_w);
-    int64_t t = i / p.out_w;
-    const int32_t oy = static_cast<int32_t>(t % p.out_h);
-    t /= p.out_h;
-    const int32_t c = static_cast<int32_t>(t % channels);
-    const CropWindow w = windows[t / channels];
+    // n <= 2^31 - 1 (lib/ops/crop.ts, the binding): 32-bit division suffices
+    const int32_t j = static_cast<int32_t>(i), ox = j % p.out_w, t = j / p.out_w, oy = t % p.out_h, u = t / p.out_h;
+    const int32_t c = u % channels;
+    const CropWindow w = windows[u / channels];
     const CropTap ty = crop_tap(crop_coord(w.y_start, w.y_step, oy, p.align), w.h);
     const CropTap tx = crop_tap(crop_coord(w.x_start, w.x_step, ox, p.align), w.w);
     y[i] = crop_sample(x + w.offset + int64_t{c} * w.h * w.w, w.w, ty, tx);
