@@ -119,7 +119,7 @@ Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
 
 // addon.enums: the C++ enums' values by name, frozen, for lib/ to read instead of copying them:
 // { binRule: { adaptive, paper, caffe }, binCheck: { ok, badArgs, zeroStride, empty, countMismatch },
-//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, maxLevels }.
+//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, cropAlign: { pixels, corners }, maxLevels }.
 Napi::Object Enums(Napi::Env env) {
   struct Entry {
     const char* name;
@@ -137,6 +137,7 @@ Napi::Object Enums(Napi::Env env) {
                                {"countMismatch", kBinsCountMismatch}}));
   enums.Set("poolKind", table({{"max", kPoolMax}, {"avg", kPoolAvg}}));
   enums.Set("convMath", table({{"tf32", kMathTf32}, {"bf16", kMathBf16}, {"fp32", kMathFp32}, {"direct", kMathDirect}}));
+  enums.Set("cropAlign", table({{"pixels", kCropPixels}, {"corners", kCropCorners}}));
   enums.Set("maxLevels", Napi::Number::New(env, kMaxLevels));
   enums.Freeze();
   return enums;

@@ -202,13 +202,37 @@ Napi::Value Nms(const Napi::CallbackInfo& info) {
   return queue_op(info.Env(), dev, h, [j, n32, iou, kp, cp](const OpTable& ops) { return ops.nms(n32, j->x.ptr, j->y.ptr, j->w.ptr, iou, kp, cp); });
 }
 
+// cropResize({ in layout, input, boxes, k, outH, outW, context, align, output }): k windows of the
+// input maps (boxes [k, 5], checked by the backend) warped to [k, C, outH, outW] in output.
+Napi::Value CropResize(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  auto j = layer_job(a, false);
+  const int64_t k = count(a, "k");
+  CropParams p;
+  p.out_h = int_field(a, "outH");
+  p.out_w = int_field(a, "outW");
+  p.context = int_field(a, "context");
+  p.align = int_field(a, "align");
+  const int64_t n = k * j->in.view.channels * int64_t{p.out_h} * p.out_w;
+  if (k > 0x7fffffff || p.out_h < 1 || p.out_w < 1 || p.out_h > 4096 || p.out_w > 4096 || p.context < 0 ||
+      2 * int64_t{p.context} >= std::min(p.out_h, p.out_w) || (p.align != kCropPixels && p.align != kCropCorners) || n > 0x7fffffff)
+    throw Napi::RangeError::New(info.Env(), "internal: cropResize parameters");
+  Buffers h;
+  j->x = h.arg(a, "input", j->in.end);
+  j->w = h.arg(a, "boxes", 5 * k);
+  j->y = h.arg(a, "output", n);
+  const bool dev = one_device(info.Env(), {&j->x, &j->w, &j->y}, kLayerBuffers);
+  const int32_t k32 = static_cast<int32_t>(k);
+  return queue_op(info.Env(), dev, h, [j, k32, p](const OpTable& ops) { return ops.crop_resize(j->in.view, j->x.ptr, k32, j->w.ptr, p, j->y.ptr); });
+}
+
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
                                    {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
                                    {"elementwise", Elementwise}, {"copyChannels", CopyChannels},
-                                   {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}, {"nms", Nms}});
+                                   {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}, {"nms", Nms}, {"cropResize", CropResize}});
 }
 
 }  // namespace binding

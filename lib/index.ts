@@ -27,6 +27,8 @@ export type { ConcatOptions } from './ops/concat';
 export { softmaxCrossEntropy } from './ops/loss';
 export { nms, batchedNms } from './ops/nms';
 export type { NmsOptions } from './ops/nms';
+export { cropResize, MAX_CROP_SIZE } from './ops/crop';
+export type { CropResizeOptions, CropAlign } from './ops/crop';
 export { sgdStep, adamStep } from './ops/update';
 export type { SgdOptions, AdamOptions } from './ops/update';
 import './ops/tensorcore'; // hands lib/core/math.ts the tensor-core check's probe

@@ -20,6 +20,7 @@
 //   channel_sums_kernel, channel_affine_kernel: batchNormTrain, batchNormBackward (copyChannels, behind
 //   concat, launches no kernel: cudaMemcpyAsync)
 //   nms_mask_kernel, nms_reduce_kernel: nms, batchedNms
+//   crop_resize_kernel: cropResize (windows inside, across and outside ragged images, context)
 // The 128-row tiles and split-K are picked by conv_plan / gemm_plan (cuda/gemm_tc_kernels.cuh):
 // 128 rows once the 128-row tiles reach two waves (2 x the SM count), except in fp32 (always 64),
 // split-K below that with >= 16 steps of K (BK = 16). The sizes below are chosen from the device's
@@ -282,6 +283,21 @@ async function main() {
     const keep = await sp.nms(B, S, { iou: 0.5 }), batched = await sp.batchedNms(B, S, C, { iou: 0.5 });
     dispose([B, S, C]);
     return [keep, batched].map((k) => ({ data: async () => Float32Array.from(k) }));
+  });
+
+  // ---- crop and resize: 40 windows of 3 ragged images (inside, across the border, outside), with
+  // and without context; the same bits on both devices (crop.h), so a tight tolerance.
+  const cm = maps(3, [[37, 29], [8, 50], [1, 1]]), cb = new Float32Array(40 * 5);
+  for (let k = 0; k < 40; k++) {
+    const m = k % 3, x1 = int(-6, cm[m].w) + rnd(), y1 = int(-6, cm[m].h) + rnd();
+    cb.set([m, x1, y1, x1 + int(0, 40), y1 + int(0, 40)], 5 * k);
+  }
+  await op('cropResize 40 windows of 3 ragged images to 13x17, context 0 and 3 (crop_resize_kernel)', 1e-6, async (d) => {
+    const X = batchOn(cm, d), B = T(cb, [40, 5], d);
+    const out = [await sp.cropResize(X, B, [13, 17]), await sp.cropResize(X, B, [13, 17], { context: 3, align: 'pixels' }),
+      await sp.cropResize(X, B, 9, { align: 'corners' })];
+    dispose([X, B]);
+    return out;
   });
 
   // ---- the loss and the optimizer steps.

@@ -756,6 +756,53 @@ void run_nms(int n, int classes, double iou) {
   report(name, ok, ok ? "kept " + std::to_string(got_n) + " of " + std::to_string(n) + ", as the CPU" : why);
 }
 
+namespace {
+// =================================== crop and resize ===================================
+
+// k windows over ragged images: inside, partly and wholly outside the image, 1-pixel, fractional;
+// with NaN and infinities in the images (they must stay where they are read). The device's output
+// must equal the CPU's bit for bit (same expression, no FMA on either side).
+void run_crop(int k, int C, int out_h, int out_w, int context, int align) {
+  const std::string name = "cropResize k=" + std::to_string(k) + " C=" + std::to_string(C) + " " + std::to_string(out_h) + "x" +
+                           std::to_string(out_w) + " context " + std::to_string(context) + (align == kCropPixels ? " pixels" : " corners");
+  if (!selected(name)) return;
+  const Layout L = packed(C, random_sizes(4, 1, 23));
+  std::vector<float> x = random_data(L.total);
+  for (int i = 0; i < 3; ++i) x[static_cast<size_t>(uniform(0, static_cast<int>(L.total) - 1))] = i == 0 ? NAN : i == 1 ? INFINITY : -INFINITY;
+  std::vector<float> boxes(static_cast<size_t>(k) * 5);
+  for (int i = 0; i < k; ++i) {
+    const int m = uniform(0, 3);
+    const float H = static_cast<float>(L.h[m]), W = static_cast<float>(L.w[m]);
+    float x1 = static_cast<float>(uniform(-5, L.w[m] + 2)), y1 = static_cast<float>(uniform(-5, L.h[m] + 2));
+    float bw = static_cast<float>(uniform(0, 2 * L.w[m])), bh = static_cast<float>(uniform(0, 2 * L.h[m]));
+    if (uniform(0, 3) == 0) x1 += normal(), y1 += normal(), bw = std::fabs(bw + normal()), bh = std::fabs(bh + normal());
+    if (uniform(0, 5) == 0) bw = 0, bh = 0;                      // one pixel
+    if (uniform(0, 5) == 0) x1 = 0, y1 = 0, bw = W - 1, bh = H - 1;  // the whole image
+    boxes[5 * i] = static_cast<float>(m), boxes[5 * i + 1] = x1, boxes[5 * i + 2] = y1, boxes[5 * i + 3] = x1 + bw, boxes[5 * i + 4] = y1 + bh;
+  }
+  CropParams p;
+  p.out_h = out_h, p.out_w = out_w, p.context = context, p.align = align;
+  const size_t n = static_cast<size_t>(k) * C * out_h * out_w;
+  std::vector<float> want(n);
+  expect_ok(cpu::crop_resize(L.view(), x.data(), k, boxes.data(), p, want.data()), name);
+  Dev<float> dx(x, "crop input"), db(boxes, "crop boxes"), dy(n, "crop output");
+  expect_ok(cuda::crop_resize(L.view(), dx.p, k, db.p, p, dy.p), name);
+  std::string why;
+  bool ok = exact(dy.host(), want, &why);
+  // A bad box: the same error from both backends.
+  if (ok && k > 0) {
+    std::vector<float> bad = boxes;
+    bad[5 * (k - 1)] = 4.f;  // image 4 of 4
+    Dev<float> dbad(bad, "crop bad boxes");
+    const Status sc = cpu::crop_resize(L.view(), x.data(), k, bad.data(), p, want.data());
+    const Status sg = cuda::crop_resize(L.view(), dx.p, k, dbad.p, p, dy.p);
+    ok = sc.code == Code::kInvalidArgument && sg.code == sc.code && sg.message == sc.message;
+    if (!ok) why = "a bad image index: the CPU said '" + sc.message + "', the device '" + sg.message + "'";
+  }
+  report(name, ok, why);
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   uint64_t seed = std::random_device{}();
   for (int i = 1; i < argc; ++i) {
@@ -844,6 +891,14 @@ int main(int argc, char** argv) {
   run_nms(700, 0, 0.3);
   run_nms(300, 4, 0.5);
   run_nms(1000, 7, 0.7);
+
+  // ---- crop and resize: both alignments, with and without context, up- and downsampling ----
+  run_crop(40, 3, 9, 7, 0, kCropPixels);
+  run_crop(25, 2, 31, 17, 4, kCropPixels);
+  run_crop(30, 3, 5, 6, 0, kCropCorners);
+  run_crop(12, 1, 1, 1, 0, kCropPixels);
+  run_crop(12, 2, 1, 3, 0, kCropCorners);
+  run_crop(0, 3, 4, 4, 1, kCropPixels);
 
   // ---- elementwise, softmax and the loss, the optimizers ----
   run_elementwise(5003);

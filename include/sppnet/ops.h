@@ -14,6 +14,7 @@
 #pragma once
 #include <cstdint>
 
+#include "crop.h"
 #include "layers.h"
 #include "spp.h"
 #include "status.h"
@@ -82,6 +83,9 @@
   /* null (batched NMS: boxes interact within a class only), backend memory; iou: suppress when IoU > iou. keep: host, n int32:  */ \
   /* the kept indices, *kept of them (host), in nms's order (batched: ascending, then by score, as torchvision's vanilla path).  */ \
   X(Status, nms, (int32_t n, const float* boxes, const float* scores, const float* classes, double iou, int32_t* keep, int32_t* kept))  \
+  /* Crop and resize (crop.h): boxes [k, 5] (image, x1, y1, x2, y2), backend memory, checked here (kInvalidArgument naming the  */ \
+  /* box); y [k, in.channels, out_h, out_w], every element written: bilinear samples of each window, zero outside the image.    */ \
+  X(Status, crop_resize, (const RaggedView& in, const float* x, int32_t k, const float* boxes, const CropParams& p, float* y))      \
   /* Optimizer steps, in place over n floats (layers.h: SgdParams, AdamParams).                                                  */ \
   X(Status, sgd_step, (int64_t n, float* param, const float* grad, float* momentum_buf, const SgdParams& p))                        \
   X(Status, adam_step, (int64_t n, float* param, const float* grad, float* m, float* v, const AdamParams& p))

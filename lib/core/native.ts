@@ -71,6 +71,8 @@ export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In
 export type NativeChannelSumsArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & In<'in'> & { sums: Float64Array };
 export type NativeChannelAffineArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & NativeBuf<'output'> & In<'in'> & { a: Float32Array; b?: Float32Array; d: Float32Array; relu: boolean };
 export type NativeNmsArgs = NativeBuf<'boxes'> & NativeBuf<'scores'> & Partial<NativeBuf<'classes'>> & { n: number; iou: number; keep: Int32Array; kept: Int32Array };
+export type NativeCropResizeArgs = NativeBuf<'input'> & NativeBuf<'boxes'> & NativeBuf<'output'> & In<'in'> &
+  { k: number; outH: number; outW: number; context: number; align: number };
 export type NativeElementwiseArgs = NativeBuf<'input'> & NativeBuf<'output'> & { op: 'relu' | 'softmax'; rows: number; cols: number };
 type ParamGradBufs = NativeBuf<'gradWeight'> & Partial<NativeBuf<'gradInput'>> & Partial<NativeBuf<'gradBias'>>;
 export type NativeConvBackwardArgs = NativeBuf<'input'> & NativeBuf<'weight'> & NativeBuf<'gradOutput'> & ParamGradBufs &
@@ -92,6 +94,7 @@ export interface NativeEnums {
   binRule: Readonly<Record<'adaptive' | 'paper' | 'caffe', number>>;
   binCheck: Readonly<Record<'ok' | 'badArgs' | 'zeroStride' | 'empty' | 'countMismatch', number>>;
   poolKind: Readonly<Record<'max' | 'avg', number>>;
+  cropAlign: Readonly<Record<'pixels' | 'corners', number>>;
   convMath: Readonly<Record<'tf32' | 'bf16' | 'fp32' | 'direct', number>>;
   maxLevels: number;
 }
@@ -134,6 +137,8 @@ export interface Native {
   channelAffine(args: NativeChannelAffineArgs): Promise<void>;
   /** NMS of n boxes (batched when classes is given): the kept indices into keep, their count into kept[0]. */
   nms(args: NativeNmsArgs): Promise<void>;
+  /** k windows of the input maps (boxes [k, 5], checked natively) bilinearly warped to [k, C, outH, outW]. */
+  cropResize(args: NativeCropResizeArgs): Promise<void>;
   conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
   maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
   lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;
