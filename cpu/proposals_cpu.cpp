@@ -1,7 +1,8 @@
 // Selective search, part 2 (include/sppnet/proposals.h): the initial regions of a segmentation,
 // hierarchical grouping by one similarity strategy, the ranking of all hierarchies' boxes, and the
-// jobs on the calling thread's pool: one per colour space (conversion, histogram bins), one per
-// (space, k) (segmentation, initial regions: shared by both strategies), one per hierarchy.
+// jobs on the calling thread's pool: one per colour space (conversion, histogram bins, the sorted
+// edges that every k shares), one per (space, k) (segmentation, initial regions: shared by both
+// strategies), one per hierarchy.
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -202,17 +203,19 @@ void run_jobs(int n, int threads, const std::function<void(int)>& f) {
 // Working memory kept by a thread between calls up to this size (beyond, it is freed after use).
 constexpr size_t kKeepBytes = size_t{96} << 20;
 
-// The calling thread's: each colour space's planes and pixel bins, shared by the jobs.
+// The calling thread's: each colour space's planes, pixel bins and sorted edges, shared by the jobs.
 struct CallScratch {
   Scratch<float> planes[2];
   Scratch<uint8_t> colour[2], texture[2];
+  Scratch<uint64_t> edges[2];
+  size_t edge_count[2] = {0, 0};
   size_t bytes() const {
     size_t b = 0;
-    for (int i = 0; i < 2; ++i) b += planes[i].bytes() + colour[i].bytes() + texture[i].bytes();
+    for (int i = 0; i < 2; ++i) b += planes[i].bytes() + colour[i].bytes() + texture[i].bytes() + edges[i].bytes();
     return b;
   }
   void release() {
-    for (int i = 0; i < 2; ++i) planes[i].release(), colour[i].release(), texture[i].release();
+    for (int i = 0; i < 2; ++i) planes[i].release(), colour[i].release(), texture[i].release(), edges[i].release();
   }
 };
 
@@ -267,6 +270,7 @@ Status selective_search(const uint8_t* rgb, int32_t w, int32_t h, const Proposal
       convert_color(rgb, n, spaces[i], planes);
       SegScratch& sc = thread_scratch();
       pixel_bins(planes, w, h, &sc, call.colour[i].get(static_cast<size_t>(3 * n)), call.texture[i].get(static_cast<size_t>(24 * n)));
+      call.edge_count[i] = sorted_edges(planes, w, h, p.sigma, &sc, call.edges[i].get(static_cast<size_t>(4 * n)));
       trim(sc);
     });
     std::vector<Regions> segs(static_cast<size_t>(ns * nk));
@@ -276,7 +280,7 @@ Status selective_search(const uint8_t* rgb, int32_t w, int32_t h, const Proposal
       SegScratch& sc = thread_scratch();
       int32_t* labels = sc.labels.get(static_cast<size_t>(n));
       int32_t count = 0;
-      felzenszwalb(call.planes[i].get(0), w, h, p.sigma, k, static_cast<int32_t>(k), &sc, labels, &count);
+      segment_edges(call.edges[i].get(0), call.edge_count[i], w, h, k, static_cast<int32_t>(k), &sc, labels, &count);
       initial_regions(labels, count, w, h, call.colour[i].get(0), call.texture[i].get(0), &segs[j]);
       trim(sc);
     });

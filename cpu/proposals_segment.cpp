@@ -71,38 +71,38 @@ void smooth(const float* src, int32_t w, int32_t h, const std::vector<float>& m,
   }
 }
 
-// Union by rank with path compression; a root's size, rank and threshold Int(C) + k / |C| kept
-// together (one cache line a root).
+// Union by rank with path compression; a root's threshold beside its parent link (UfNode), its
+// size and rank apart (read only when two components join).
 struct DisjointSet {
-  int32_t* parent;
-  UfRoot* root;
-  DisjointSet(int64_t n, float k, SegScratch* s) : parent(s->parent.get(static_cast<size_t>(n))), root(s->root.get(static_cast<size_t>(n))) {
-    for (int64_t i = 0; i < n; ++i) {
-      parent[i] = static_cast<int32_t>(i);
-      root[i] = UfRoot{1, 0, k};
-    }
+  UfNode* node;
+  int32_t* size;
+  uint8_t* rank;
+  DisjointSet(int64_t n, float k, SegScratch* s)
+      : node(s->node.get(static_cast<size_t>(n))), size(s->size.get(static_cast<size_t>(n))), rank(s->rank.get(static_cast<size_t>(n))) {
+    for (int64_t i = 0; i < n; ++i) node[i] = UfNode{static_cast<int32_t>(i), k};
+    std::fill(size, size + n, 1);
+    std::fill(rank, rank + n, uint8_t{0});
   }
   int32_t find(int32_t x) {
     int32_t r = x;
-    while (parent[r] != r) r = parent[r];
-    while (parent[x] != r) {
-      const int32_t nx = parent[x];
-      parent[x] = r;
+    while (node[r].parent != r) r = node[r].parent;
+    while (node[x].parent != r) {
+      const int32_t nx = node[x].parent;
+      node[x].parent = r;
       x = nx;
     }
     return r;
   }
   // Joins two roots; returns the new root.
   int32_t join(int32_t x, int32_t y) {
-    UfRoot &rx = root[x], &ry = root[y];
-    if (rx.rank > ry.rank) {
-      parent[y] = x;
-      rx.size += ry.size;
+    if (rank[x] > rank[y]) {
+      node[y].parent = x;
+      size[x] += size[y];
       return x;
     }
-    parent[x] = y;
-    ry.size += rx.size;
-    if (rx.rank == ry.rank) ++ry.rank;
+    node[x].parent = y;
+    size[y] += size[x];
+    if (rank[x] == rank[y]) ++rank[y];
     return y;
   }
 };
@@ -176,8 +176,7 @@ void convert_color(const uint8_t* rgb, int64_t n, int32_t space, float* out) {
   }
 }
 
-void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, double k, int32_t min_size, SegScratch* sc, int32_t* labels,
-                  int32_t* count) {
+size_t sorted_edges(const float* planes, int32_t w, int32_t h, double sigma, SegScratch* sc, uint64_t* keys) {
   const int64_t n = static_cast<int64_t>(w) * h;
   float* sm = sc->smooth.get(static_cast<size_t>(3 * n));
   float* tmp = sc->tmp.get(static_cast<size_t>(n));
@@ -190,7 +189,6 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
   // down, down-right, up-right. Edge e = 4 p + direction; a key = (weight's bits << 32) | e, the
   // missing edges (past a border) keyed last with +inf. Sorted by weight, ties in edge order.
   const int64_t step[4] = {1, w, int64_t{w} + 1, 1 - int64_t{w}};
-  uint64_t* keys = sc->keys.get(static_cast<size_t>(4 * n));
   constexpr uint64_t kNone = uint64_t{0x7f800000} << 32;
   for (int32_t y = 0; y < h; ++y) {
     const int64_t row = static_cast<int64_t>(y) * w;
@@ -212,9 +210,17 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
       }
     }
   }
-  keys = sort_keys(keys, sc->keys2.get(static_cast<size_t>(4 * n)), static_cast<size_t>(4 * n));
+  const uint64_t* sorted = sort_keys(keys, sc->keys2.get(static_cast<size_t>(4 * n)), static_cast<size_t>(4 * n));
+  if (sorted != keys) std::memcpy(keys, sorted, static_cast<size_t>(4 * n) * sizeof(uint64_t));
   size_t m = static_cast<size_t>(4 * n);
   while (m > 0 && (keys[m - 1] >> 32) == (kNone >> 32)) --m;
+  return m;
+}
+
+void segment_edges(const uint64_t* keys, size_t m, int32_t w, int32_t h, double k, int32_t min_size, SegScratch* sc, int32_t* labels,
+                   int32_t* count) {
+  const int64_t n = static_cast<int64_t>(w) * h;
+  const int64_t step[4] = {1, w, int64_t{w} + 1, 1 - int64_t{w}};
   const float kf = static_cast<float>(k);
   DisjointSet u(n, kf, sc);
   const auto ends = [&](uint64_t key, int32_t* a, int32_t* b) {
@@ -222,8 +228,14 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
     *a = static_cast<int32_t>(e >> 2);
     *b = static_cast<int32_t>((e >> 2) + step[e & 3]);
   };
+  constexpr size_t kAhead = 16;  // edges: the nodes of edge j + kAhead are fetched while j is joined
   for (size_t j = 0; j < m; ++j) {
     int32_t a, b;
+    if (j + kAhead < m) {
+      ends(keys[j + kAhead], &a, &b);
+      __builtin_prefetch(&u.node[a]);
+      __builtin_prefetch(&u.node[b]);
+    }
     ends(keys[j], &a, &b);
     a = u.find(a);
     b = u.find(b);
@@ -231,9 +243,9 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
     const uint32_t bits = static_cast<uint32_t>(keys[j] >> 32);
     float wt;
     std::memcpy(&wt, &bits, 4);
-    if (wt <= u.root[a].thr && wt <= u.root[b].thr) {
+    if (wt <= u.node[a].thr && wt <= u.node[b].thr) {
       a = u.join(a, b);
-      u.root[a].thr = wt + kf / static_cast<float>(u.root[a].size);
+      u.node[a].thr = wt + kf / static_cast<float>(u.size[a]);
     }
   }
   // Components under min_size joined, in the same edge order. Only an edge touching a component
@@ -241,7 +253,7 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
   uint8_t* small = sc->small.get(static_cast<size_t>(n));
   bool any = false;
   for (int64_t p = 0; p < n; ++p) {
-    small[p] = u.root[u.find(static_cast<int32_t>(p))].size < min_size;
+    small[p] = u.size[u.find(static_cast<int32_t>(p))] < min_size;
     any = any || small[p];
   }
   for (size_t j = 0; any && j < m; ++j) {
@@ -250,7 +262,7 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
     if (!small[a] && !small[b]) continue;
     a = u.find(a);
     b = u.find(b);
-    if (a != b && (u.root[a].size < min_size || u.root[b].size < min_size)) u.join(a, b);
+    if (a != b && (u.size[a] < min_size || u.size[b] < min_size)) u.join(a, b);
   }
   int32_t* id = sc->ids.get(static_cast<size_t>(n));
   std::fill(id, id + n, -1);
@@ -261,6 +273,13 @@ void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, doubl
     labels[p] = id[r];
   }
   *count = next;
+}
+
+void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, double k, int32_t min_size, SegScratch* sc, int32_t* labels,
+                  int32_t* count) {
+  uint64_t* keys = sc->keys.get(static_cast<size_t>(4) * w * h);
+  const size_t m = sorted_edges(planes, w, h, sigma, sc, keys);
+  segment_edges(keys, m, w, h, k, min_size, sc, labels, count);
 }
 
 void pixel_bins(const float* planes, int32_t w, int32_t h, SegScratch* sc, uint8_t* colour, uint8_t* texture) {

@@ -20,6 +20,7 @@
 //    most max_boxes kept.
 #pragma once
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -87,9 +88,10 @@ class Scratch {
   size_t cap_ = 0;
 };
 
-// A union-find root's size, rank and threshold Int(C) + k / |C|.
-struct UfRoot {
-  int32_t size, rank;
+// A union-find node: its parent and, at a root, the threshold Int(C) + k / |C| (read with the
+// parent that find() just reached: one cache line).
+struct UfNode {
+  int32_t parent;
   float thr;
 };
 
@@ -97,21 +99,28 @@ struct UfRoot {
 struct SegScratch {
   Scratch<float> smooth, tmp;
   Scratch<uint64_t> keys, keys2;
-  Scratch<int32_t> parent, labels, ids;
-  Scratch<UfRoot> root;
+  Scratch<int32_t> size, labels, ids;
+  Scratch<UfNode> node;
+  Scratch<uint8_t> rank;
   Scratch<uint8_t> small;
   size_t bytes() const {
-    return smooth.bytes() + tmp.bytes() + keys.bytes() + keys2.bytes() + parent.bytes() + labels.bytes() + ids.bytes() + root.bytes() +
-           small.bytes();
+    return smooth.bytes() + tmp.bytes() + keys.bytes() + keys2.bytes() + size.bytes() + labels.bytes() + ids.bytes() + node.bytes() +
+           rank.bytes() + small.bytes();
   }
   void release() {
-    smooth.release(), tmp.release(), keys.release(), keys2.release(), parent.release(), labels.release(), ids.release(), root.release(),
-        small.release();
+    smooth.release(), tmp.release(), keys.release(), keys2.release(), size.release(), labels.release(), ids.release(), node.release(),
+        rank.release(), small.release();
   }
 };
 
 // The image in `space`, planar (3 x h x w), each channel in [0, 255].
 void convert_color(const uint8_t* rgb, int64_t n, int32_t space, float* out);
+// Felzenszwalb-Huttenlocher, in two steps: the smoothed image's 8-neighbour edges sorted by weight
+// (keys: 4 n slots; returns how many edges), which every k of one image shares; then the
+// segmentation for one k from them (labels[p], n ints, as segment_image). felzenszwalb() does both.
+size_t sorted_edges(const float* planes, int32_t w, int32_t h, double sigma, SegScratch* s, uint64_t* keys);
+void segment_edges(const uint64_t* keys, size_t m, int32_t w, int32_t h, double k, int32_t min_size, SegScratch* s, int32_t* labels,
+                   int32_t* count);
 // Felzenszwalb-Huttenlocher on planar float channels: labels[p] (n ints) as segment_image.
 void felzenszwalb(const float* planes, int32_t w, int32_t h, double sigma, double k, int32_t min_size, SegScratch* s, int32_t* labels,
                   int32_t* count);
