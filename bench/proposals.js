@@ -3,7 +3,9 @@
 // of the non-difficult ground-truth boxes at IoU 0.5 and 0.7, in 'fast' and 'single' modes; one
 // 500x375 scene timed on its own; and OpenCV's selective search (bench/opencv_ss.py, fast mode) on
 // the same images when python3 has cv2.ximgproc. Images are decoded before timing (both sides);
-// sp.proposals is timed around the awaited call, after one warm-up call.
+// sp.proposals is timed around the awaited call, after one warm-up call. Besides the wall time,
+// the CPU time of the process (all its threads) over the same span: on a shared machine the wall
+// time follows the load, the CPU time much less.
 //
 //   node bench/proposals.js [--data DIR] [--images 100] [--seed 1] [--python /usr/bin/python3]
 //                           [--opencv-threads 1] [--no-opencv] [--json out.json]
@@ -73,9 +75,9 @@ function filterBoxes(flat) {
 }
 
 function summary(name, rows, total) {
-  const ms = rows.map((r) => r.ms), n = rows.map((r) => r.count);
+  const ms = rows.map((r) => r.ms), cpu = rows.map((r) => r.cpuMs), n = rows.map((r) => r.count);
   const r5 = rows.reduce((s, r) => s + r.r5, 0), r7 = rows.reduce((s, r) => s + r.r7, 0);
-  return { name, images: rows.length, medianMs: median(ms), meanMs: mean(ms), medianBoxes: median(n), meanBoxes: mean(n), recall05: r5 / total, recall07: r7 / total };
+  return { name, images: rows.length, medianMs: median(ms), meanMs: mean(ms), medianCpuMs: median(cpu), medianBoxes: median(n), meanBoxes: mean(n), recall05: r5 / total, recall07: r7 / total };
 }
 
 async function readDataset(root) {
@@ -101,8 +103,8 @@ async function runOpencv(paths) {
       pending.push(res);
       child.stdin.write(p + '\n');
     });
-    const [ms, boxes] = line.split(' ');
-    out.push({ ms: Number(ms), boxes: boxes ? boxes.split(',').map(Number) : [] });
+    const [ms, cpuMs, boxes] = line.split(' ');
+    out.push({ ms: Number(ms), cpuMs: Number(cpuMs), boxes: boxes ? boxes.split(',').map(Number) : [] });
   }
   child.stdin.end();
   return { out, version: spawnSync(opt.python, ['-c', 'import cv2; print(cv2.__version__)'], { encoding: 'utf8' }).stdout.trim() };
@@ -124,11 +126,11 @@ async function main() {
       await sp.proposals(pixels[0], { mode }); // warm-up
       const rows = [];
       for (let i = 0; i < images.length; i++) {
-        const t = process.hrtime.bigint();
+        const t = process.hrtime.bigint(), c = process.cpuUsage();
         const r = await sp.proposals(pixels[i], { mode });
-        const ms = Number(process.hrtime.bigint() - t) / 1e6;
+        const ms = Number(process.hrtime.bigint() - t) / 1e6, used = process.cpuUsage(c);
         const [r5, r7] = recall(r.boxes, gts[i]);
-        rows.push({ ms, count: r.count, r5, r7 });
+        rows.push({ ms, cpuMs: (used.user + used.system) / 1e3, count: r.count, r5, r7 });
       }
       results.push(summary(`sp.proposals ${mode}`, rows, total));
     }
@@ -137,15 +139,17 @@ async function main() {
     await sp.makeDetectionData(big, { images: 1, minSize: [500, 375], maxSize: [500, 375], minObjectSize: 24, seed: opt.seed, testFraction: 0 });
     const bigImage = (await readDataset(big))[0];
     const bigPixels = await rgbImage('bench', bigImage.path, 4e6);
-    const bigMs = [];
+    const bigMs = [], bigCpu = [];
     let bigCount = 0;
     await sp.proposals(bigPixels);
     for (let k = 0; k < 10; k++) {
-      const t = process.hrtime.bigint();
+      const t = process.hrtime.bigint(), c = process.cpuUsage();
       bigCount = (await sp.proposals(bigPixels)).count;
+      const used = process.cpuUsage(c);
       bigMs.push(Number(process.hrtime.bigint() - t) / 1e6);
+      bigCpu.push((used.user + used.system) / 1e3);
     }
-    const single500 = { size: '500x375', medianMs: median(bigMs), boxes: bigCount, opencvMs: null };
+    const single500 = { size: '500x375', medianMs: median(bigMs), medianCpuMs: median(bigCpu), boxes: bigCount, opencvMs: null, opencvCpuMs: null };
     let opencv = null;
     if (!opt.noOpencv) {
       const cv = await runOpencv([...images.map((im) => im.path), bigImage.path, bigImage.path, bigImage.path]);
@@ -154,19 +158,21 @@ async function main() {
         const rows = images.map((im, i) => {
           const flat = filterBoxes(cv.out[i].boxes);
           const [r5, r7] = recall(flat, gts[i]);
-          return { ms: cv.out[i].ms, count: flat.length / 4, r5, r7 };
+          return { ms: cv.out[i].ms, cpuMs: cv.out[i].cpuMs, count: flat.length / 4, r5, r7 };
         });
         opencv = { ...summary(`OpenCV ${cv.version} fast (${opt.opencvThreads} thread${opt.opencvThreads > 1 ? 's' : ''})`, rows, total), version: cv.version };
         results.push(opencv);
         single500.opencvMs = median(cv.out.slice(images.length).map((o) => o.ms));
+        single500.opencvCpuMs = median(cv.out.slice(images.length).map((o) => o.cpuMs));
       }
     }
-    const head = ['', 'median ms', 'mean ms', 'median boxes', 'mean boxes', 'recall@0.5', 'recall@0.7'];
-    const rowsOut = results.map((r) => [r.name, r.medianMs.toFixed(1), r.meanMs.toFixed(1), r.medianBoxes, r.meanBoxes.toFixed(0), r.recall05.toFixed(3), r.recall07.toFixed(3)]);
+    const head = ['', 'median ms', 'mean ms', 'median CPU ms', 'median boxes', 'mean boxes', 'recall@0.5', 'recall@0.7'];
+    const rowsOut = results.map((r) => [r.name, r.medianMs.toFixed(1), r.meanMs.toFixed(1), r.medianCpuMs.toFixed(1), r.medianBoxes, r.meanBoxes.toFixed(0), r.recall05.toFixed(3), r.recall07.toFixed(3)]);
     const wd = head.map((h, j) => Math.max(h.length, ...rowsOut.map((r) => String(r[j]).length)));
     for (const r of [head, ...rowsOut]) console.log(r.map((c, j) => (j ? String(c).padStart(wd[j]) : String(c).padEnd(wd[j]))).join('  '));
-    console.log(`500x375 scene, fast: ${single500.medianMs.toFixed(1)} ms (median of 10), ${single500.boxes} boxes` +
-      (single500.opencvMs != null ? `; OpenCV ${single500.opencvMs.toFixed(1)} ms (median of 3)` : ''));
+    console.log(`500x375 scene, fast: ${single500.medianMs.toFixed(1)} ms (CPU ${single500.medianCpuMs.toFixed(1)} ms; medians of 10), ${single500.boxes} boxes` +
+      (single500.opencvMs != null ? `; OpenCV ${single500.opencvMs.toFixed(1)} ms (CPU ${single500.opencvCpuMs.toFixed(1)} ms; medians of 3)` : ''));
+    console.log(`load average at the end: ${os.loadavg().map((v) => v.toFixed(2)).join(', ')}`);
     const env = { command: commandLine(__filename), node: process.version, cpu: os.cpus()[0].model, cores: os.cpus().length, threads: sp.backend().cpu.threads };
     console.log(`(${env.cpu}, ${env.cores} cores, node ${env.node}, sp threads ${env.threads})`);
     if (opt.json) fs.writeFileSync(opt.json, JSON.stringify({ env, images: images.length, objects: total, results, single500 }, null, 2));
