@@ -124,6 +124,15 @@ describe('sp.proposals', function () {
       expect(ks.count).to.be.greaterThan(0);
     });
 
+    it('handle images down to 1 x 1 (one region: the whole image)', async function () {
+      for (const [w, h] of [[1, 1], [1, 7], [9, 1], [2, 2]]) {
+        const data = Uint8Array.from({ length: w * h * 3 }, (_, i) => (i * 37) % 256);
+        const r = await sp.proposals({ data, width: w, height: h }, { minSide: 1 });
+        expect(Array.from(r.boxes), `${w}x${h}`).to.deep.equal([0, 0, w - 1, h - 1]);
+        expect((await sp.proposals({ data, width: w, height: h })).count).to.equal(0); // under minSide 20
+      }
+    });
+
     it('find each solid rectangle on a plain background with IoU >= 0.9', async function () {
       const rects = [[30, 20, 129, 99, [220, 30, 30]], [200, 150, 339, 259, [30, 40, 210]], [180, 20, 279, 119, [40, 200, 60]], [40, 160, 139, 269, [240, 230, 40]]];
       const img = blocks(400, 300, [128, 128, 128], rects, 4, 9);
