@@ -1,7 +1,8 @@
 // Selective search ("fast mode", Uijlings et al., IJCV 2013), as R-CNN and SPP-net take their
 // proposals from it, on the CPU only (cpu/proposals_segment.cpp, cpu/proposals_cpu.cpp):
 //
-// 1. The RGB image in each colour space (HSV, Lab), every channel scaled to [0, 255].
+// 1. The RGB image in each colour space, every channel scaled to [0, 255]: HSV (the hue of a grey
+//    pixel 0), Lab of sRGB (D65) as OpenCV's 8-bit form (L * 255 / 100, a + 128, b + 128).
 // 2. Felzenszwalb-Huttenlocher graph segmentation of it (Gaussian smoothing sigma, an 8-neighbour
 //    grid graph whose edge weight is the Euclidean colour distance of its two smoothed pixels,
 //    edges taken by increasing weight, merging where w <= min(Int(C) + k / |C|) of both sides;
@@ -10,8 +11,11 @@
 // 3. Hierarchical grouping of each segmentation's regions (8-adjacent) by one or two similarity
 //    strategies: colour + texture + size + fill, and texture + size + fill, as the paper defines
 //    them (colour: 25 bins per channel; texture: 8 oriented Gaussian derivatives, sigma 1, x 10
-//    bins per channel; both L1-normalised, merged as size-weighted averages). Every region of a
-//    hierarchy (the initial ones and each merge) gives its bounding box.
+//    bins per channel: the positive part of the directional derivative at o * 45 degrees of the
+//    sigma-1-smoothed channel (central differences), binned over [0, its maximum in the image];
+//    both L1-normalised, merged as size-weighted averages). The most similar pair of neighbours
+//    merges first (ties: the lower region indices). Every region of a hierarchy (the initial ones,
+//    then each merge) gives its bounding box.
 // 4. The ranking of the original code: a box's rank in its hierarchy is its merge order from the
 //    top (the whole image 1, the last initial region the most), times a uniform draw in [0, 1)
 //    (mulberry32 seeded with `seed`, drawn in hierarchy order then box order, so the result does
