@@ -13,6 +13,7 @@ void init_spp(Napi::Env env, Napi::Object exports);
 void init_layers(Napi::Env env, Napi::Object exports);
 void init_grad(Napi::Env env, Napi::Object exports);
 void init_host(Napi::Env env, Napi::Object exports);
+void init_proposals(Napi::Env env, Napi::Object exports);
 
 namespace {
 
@@ -158,6 +159,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_layers(env, exports);
   init_grad(env, exports);
   init_host(env, exports);
+  init_proposals(env, exports);
   return exports;
 }
 

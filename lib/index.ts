@@ -89,3 +89,5 @@ export type { Detection, GroundTruth, VocEvalOptions, VocEvalResult, ClassEval }
 export { makeDetectionData, detectionClasses } from './detect/generate';
 export type { DetectionDataOptions, DetectionDataResult } from './detect/generate';
 export { FASHION_CLASSES } from './detect/fashion-items';
+export { proposals } from './detect/proposals';
+export type { ProposalOptions, Proposals, ProposalImage } from './detect/proposals';

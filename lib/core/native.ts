@@ -139,6 +139,10 @@ export interface Native {
   nms(args: NativeNmsArgs): Promise<void>;
   /** k windows of the input maps (boxes [k, 5], checked natively) bilinearly warped to [k, C, outH, outW]. */
   cropResize(args: NativeCropResizeArgs): Promise<void>;
+  /** Selective search of raw RGB (include/sppnet/proposals.h), on a libuv thread: 4 ints a box (x1, y1, x2, y2), best first. */
+  proposals(args: { data: Uint8Array; width: number; height: number; fast: boolean; ks: Float64Array; sigma: number; minSide: number; maxBoxes: number; seed: number }): Promise<Int32Array>;
+  /** Felzenszwalb-Huttenlocher segmentation of raw RGB in a colour space (0 HSV, 1 Lab, 2 RGB): each pixel's label (tests). */
+  segmentImage(args: { data: Uint8Array; width: number; height: number; space: number; sigma: number; k: number; minSize: number }): Promise<Int32Array>;
   conv2dBackward(args: NativeConvBackwardArgs): Promise<void>;
   maxPool2dBackward(args: NativePoolBackwardArgs): Promise<void>;
   lrnBackward(args: NativeLrnBackwardArgs): Promise<void>;

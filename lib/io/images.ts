@@ -148,6 +148,22 @@ export async function decodeImage(fn: string, source: string | Uint8Array, heade
   return owned ?? tensor(out, [3, H, W], { device: opts.device });
 }
 
+/**
+ * @internal Decodes an image whose header was read (and checked) to 8-bit interleaved RGB, EXIF
+ * orientation applied, at its own size (sharp, off the event loop).
+ */
+export async function decodeRgb(fn: string, source: string | Uint8Array, header: ImageHeader): Promise<{ data: Uint8Array; width: number; height: number }> {
+  try {
+    const img = sharp()(sharpInput(source), { failOn: 'error', limitInputPixels: Math.max(1, header.width * header.height) }).rotate();
+    const { data, info } = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3) throw new SppnetError(`${fn}: ${describeSource(source)} decoded to ${info.channels} channels, expected RGB`, 'SPPNET_INTERNAL');
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+  } catch (e) {
+    if (e instanceof SppnetError) throw e;
+    throw new SppnetError(`${fn}: cannot decode ${describeSource(source)}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
+  }
+}
+
 /** Decodes one image to a [3, H, W] float32 tensor. */
 export async function readImage(source: string | Uint8Array, opts: ImageOptions = {}): Promise<Tensor> {
   const fn = 'sp.readImage';
