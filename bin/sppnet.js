@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// sppnet's command line: classify images, serve, train, the ablation, the demo, detection data, the backend.
+// sppnet's command line: classify images, serve, train, the ablation, the demo, detection (bin/detect.js), the backend.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -9,12 +9,13 @@ const USAGE = `usage:
                   [--classes N] [--scales 224,256|natural] [--topk 5] [--device cpu|cuda] IMAGE...
   sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network, and
                                                          the class names and input normalisation of train --out)
-  sppnet serve (--arch A [--classes N] | --weights w.safetensors) [--labels labels.txt] [--port 8080]
+  sppnet serve (--arch A [--classes N] | --weights w.safetensors | --detector d.safetensors) [--labels labels.txt] [--port 8080]
                [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 256] [--timeout 30000]
                [--shorter-side 256|none] [--max-pixels 36000000] [--max-batch-pixels 4000000]
                [--max-queued-pixels N] [--body-limit 16777216] [--max-files 16] [--max-rss BYTES]
                [--heap-growing-percent 300]
-               [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits; /healthz, /readyz, /metrics)
+               [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits, and /v1/detect with --detector;
+                                         /healthz, /readyz, /metrics)
   sppnet train (--arch A | --spec net.json) --data synthetic|fashion-mnist|FOLDER [--val synthetic|fashion-mnist|FOLDER] [--classes N]
                [--count 1000] [--val-count 300] [--epochs 10] [--batch 32] [--sizes natural|180,224|48-96]
                [--input crop|warp] [--no-flip] [--optimizer sgd|adam|adamw] [--lr 0.01] [--momentum 0.9]
@@ -48,6 +49,19 @@ const USAGE = `usage:
                                                           flags; DIR/JPEGImages, Annotations, ImageSets/Main/{trainval,
                                                           test}.txt, classes.txt; --fashion pastes Fashion-MNIST items
                                                           too, from DIR or /usr/share/datasets/fashion-mnist)
+  sppnet train-detector --data DIR [--out detector.safetensors] [--window-side 224] [--scales 480,576,688,864,1200]
+                  [--single-scale 688] [--epochs 8] [--iterations 1500] [--mapping paper|released] [--no-bbox]
+                  [--seed 0] [--device cpu|cuda]
+                                                         (SPP-net detection training on DIR's trainval split: windows
+                                                          from sp.proposals, conv features once per image and scale,
+                                                          fc layers fine-tuned on pooled windows, box regression)
+  sppnet detect --weights detector.safetensors [--mode spp|rcnn] [--scales single|multi|S1,S2] [--min-score 0.05]
+                  [--nms 0.3] [--max-detections 100] [--out-dir sppnet-detections] [--draw-min 0.5] [--no-draw] IMAGE...
+                                                         (one JSON line per image: boxes [x1, y1, x2, y2] in 0-based
+                                                          pixels, labels, scores, ms per stage; each image drawn with
+                                                          its boxes into --out-dir)
+  sppnet evaluate-detector --weights detector.safetensors --data DIR [--split test] [--mode spp|rcnn] [--scales single|multi]
+                                                         (VOC2007 11-point AP per class and mAP, ms per image by stage)
   sppnet convert IN.pth OUT.safetensors                  (a PyTorch checkpoint's state_dict, torch.save(model.state_dict()),
                                                           as safetensors; nothing in the checkpoint is run)
   sppnet info                                            (which backend runs, and why)
@@ -376,14 +390,24 @@ async function fashionAblationCmd(sp, o) {
 async function serveCmd(sp, o) {
   const fileLabels = o.labels ? readLabelsFile(o.labels) : undefined;
   const classes = o.classes ? ints(o.classes, 'classes')[0] : fileLabels ? fileLabels.length : undefined;
-  if (!o.arch && !o.weights) throw new Error('serve: give --arch, or --weights of a file saved by sppnet');
-  const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
-  const { labels, mean, std, notes } = await weightsInfo(sp, o, model);
-  for (const n of notes) console.warn(`note: ${n}`);
+  if (o.detector === true) throw new Error('serve: --detector needs a file (sppnet train-detector --out FILE)');
+  if (!o.arch && !o.weights && !o.detector) throw new Error('serve: give --arch, or --weights of a file saved by sppnet, or --detector FILE');
+  const detector = o.detector ? await sp.loadDetector(o.detector, { device: o.device }) : undefined;
+  let model, labels, mean, std;
+  if (!o.arch && !o.weights) {
+    // The detector's network classifies whole images too: background and its classes.
+    model = detector.model;
+    [labels, mean, std] = [['background', ...detector.config.classes], detector.config.mean, detector.config.std];
+  } else {
+    model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
+    let notes;
+    ({ labels, mean, std, notes } = await weightsInfo(sp, o, model));
+    for (const n of notes) console.warn(`note: ${n}`);
+  }
   if (mean) console.warn(`note: images normalised as the model was trained: mean ${mean.join(', ')}, std ${std.join(', ')}`);
   const num = (name) => (o[name] === undefined ? undefined : ints(o[name], name)[0]);
   const { app, close } = await sp.createServer({
-    model, labels, mean, std, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),
+    model, labels, mean, std, detector, maxBatchSize: num('max-batch'), maxQueueDelayMs: o['max-delay'] === undefined ? undefined : Number(o['max-delay']),
     maxQueueLength: num('max-queue'), timeoutMs: num('timeout'), shorterSide: o['shorter-side'] === 'none' ? null : num('shorter-side'),
     maxPixels: num('max-pixels'), maxBatchPixels: num('max-batch-pixels'), maxQueuedPixels: num('max-queued-pixels'),
     bodyLimit: num('body-limit'), maxFiles: num('max-files'), maxRssBytes: num('max-rss'),
@@ -393,7 +417,7 @@ async function serveCmd(sp, o) {
   const port = o.port === undefined ? 8080 : Number(o.port);
   const address = await app.listen({ port, host: o.host || '127.0.0.1' });
   const b = sp.backend();
-  console.log(`sppnet serving ${model.spec.name} (${model.classes} classes) on ${address} [${b.device}: ${b.reason}]`);
+  console.log(`sppnet serving ${model.spec.name} (${model.classes} classes)${detector ? `, and detection of ${detector.config.classes.length} classes on POST /v1/detect,` : ''} on ${address} [${b.device}: ${b.reason}]`);
   let stopping = false;
   const stop = (sig) => {
     if (stopping) return;
@@ -401,6 +425,7 @@ async function serveCmd(sp, o) {
     console.log(`${sig}: finishing requests in flight, then exiting`);
     close().then(() => {
       model.dispose();
+      detector?.dispose();
       console.log('stopped');
       process.exit(0);
     }, (e) => {
@@ -466,6 +491,10 @@ async function main() {
   if (cmd === 'ablation') return ablationCmd(sp, o);
   if (cmd === 'convert') return convertCmd(sp, o);
   if (cmd === 'make-detection-data') return makeDetectionDataCmd(sp, o);
+  const detect = require('./detect');
+  if (cmd === 'train-detector') return detect.trainDetectorCmd(sp, o);
+  if (cmd === 'detect') return detect.detectCmd(sp, o);
+  if (cmd === 'evaluate-detector') return detect.evaluateDetectorCmd(sp, o);
   throw new Error(`unknown command ${JSON.stringify(cmd)}\n${USAGE}`);
 }
 

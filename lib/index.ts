@@ -91,3 +91,13 @@ export type { DetectionDataOptions, DetectionDataResult } from './detect/generat
 export { FASHION_CLASSES } from './detect/fashion-items';
 export { proposals } from './detect/proposals';
 export type { ProposalOptions, Proposals, ProposalImage } from './detect/proposals';
+export { Detector } from './detect/detector';
+export type { DetectorConfig, DetectOptions, DetectedBox, DetectTiming, DetectResult } from './detect/detector';
+export { trainDetector, detectionSpec } from './detect/train-detector';
+export type { TrainDetectorOptions } from './detect/train-detector';
+export { saveDetector, loadDetector } from './detect/detector-file';
+export { evaluateDetector } from './detect/evaluate';
+export type { DetectorEvaluation } from './detect/evaluate';
+export { trunkStride, chooseScales, mapWindow, scaleBox } from './detect/windows';
+export type { WindowMapping, MappingOptions } from './detect/windows';
+export { boxDeltas, applyDeltas } from './detect/boxes';

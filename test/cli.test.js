@@ -160,6 +160,33 @@ describe('command line', function () {
     expect(bad.stderr).to.include('--objects must be N or MIN-MAX');
   });
 
+  it('train-detector, evaluate-detector and detect: a detector file, mAP per class, JSON boxes and a drawn picture', async function () {
+    this.timeout(300000);
+    const data = path.join(dir, 'detdata');
+    let r = run(['make-detection-data', '--out', data, '--images', '8', '--seed', '4', '--size', '96-128', '--shapes', '3']);
+    expect(r.status, r.stderr).to.equal(0);
+    const w = path.join(dir, 'det.safetensors');
+    r = run(['train-detector', '--data', data, '--out', w, '--window-side', '32', '--scales', '64,96', '--single-scale', '96', '--epochs', '1', '--iterations', '20'], { timeout: 240000 });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/stage 1 epoch 1\/1/).and.match(/stage 4: box regressors/).and.match(/wrote .*det\.safetensors/);
+    r = run(['evaluate-detector', '--weights', w, '--data', data, '--scales', 'multi'], { timeout: 240000 });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout).to.match(/disc +AP +[\d.]+|disc +AP +NaN/).and.match(/mAP [\d.]+/).and.match(/median ms per image: proposals [\d.]+, decode/);
+    const img = path.join(data, 'JPEGImages', '000000.jpg');
+    const outDir = path.join(dir, 'drawn');
+    r = run(['detect', '--weights', w, '--out-dir', outDir, '--draw-min', '0', img], { timeout: 120000 });
+    expect(r.status, r.stderr).to.equal(0);
+    const line = JSON.parse(r.stdout.trim().split('\n')[0]);
+    expect(line.image).to.equal(img);
+    expect(line.detections.length).to.be.above(0);
+    expect(line.detections[0]).to.have.keys(['label', 'score', 'box']);
+    const meta = await sharp(path.join(outDir, '000000.detections.jpg')).metadata();
+    expect([meta.width, meta.height]).to.deep.equal([line.width, line.height]);
+    r = run(['detect', '--weights', path.join(dir, 'tiny.safetensors'), img]);
+    expect(r.status).to.equal(1);
+    expect(r.stderr).to.match(/holds no detector configuration/);
+  });
+
   it('a corrupt image, a missing file or a label count mismatch exits 1 with the reason', function () {
     let r = run(['classify', '--weights', path.join(dir, 'tiny.safetensors'), path.join(dir, 'bad.jpg')]);
     expect(r.status).to.equal(1);

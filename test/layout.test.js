@@ -1,6 +1,6 @@
 'use strict';
 // The shape of lib/ (issue 13): no import cycles; each folder imports only the folders below it
-// (core <- ops, io <- nn <- train, serve, detect); no file over 400 lines; every folder says what it holds.
+// (core <- ops, io <- nn <- train <- detect <- serve); no file over 400 lines; every folder says what it holds.
 const { expect } = require('chai');
 const fs = require('fs');
 const path = require('path');
@@ -13,7 +13,7 @@ const MAY_IMPORT = {
   io: ['core'],
   nn: ['core', 'ops', 'io'],
   train: ['core', 'ops', 'io', 'nn'],
-  serve: ['core', 'ops', 'io', 'nn'],
+  serve: ['core', 'ops', 'io', 'nn', 'detect'],
   detect: ['core', 'ops', 'io', 'nn', 'train'],
   '.': ['core', 'ops', 'io', 'nn', 'train', 'serve', 'detect'],
 };
@@ -54,7 +54,7 @@ describe('the layout of lib/', function () {
     expect(cycles).to.deep.equal([]);
   });
 
-  it('imports only downwards: core <- ops, io <- nn <- train, serve; detect on train', function () {
+  it('imports only downwards: core <- ops, io <- nn <- train <- detect <- serve', function () {
     const wrong = [];
     for (const f of all) {
       const from = folder(f);

@@ -64,7 +64,7 @@ export interface VocEvalResult {
 }
 
 /** Intersection over union in VOC's pixel-inclusive convention: width x2 - x1 + 1, as voc_eval.py. */
-export function vocIou(a: readonly number[], b: readonly number[]): number {
+export function vocIou(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const iw = Math.max(Math.min(a[2], b[2]) - Math.max(a[0], b[0]) + 1, 0);
   const ih = Math.max(Math.min(a[3], b[3]) - Math.max(a[1], b[1]) + 1, 0);
   const inter = iw * ih;

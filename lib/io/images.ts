@@ -83,7 +83,7 @@ export async function probeImage(fn: string, source: string | Uint8Array): Promi
 }
 
 /** @internal [H, W] after the paper's resize (shorter side to s, aspect ratio kept), or as it is. */
-export function targetSize(header: ImageHeader, shorterSide: number | undefined): [number, number] {
+export function targetSize(header: { width: number; height: number }, shorterSide: number | undefined): [number, number] {
   const { width: w, height: h } = header;
   if (shorterSide === undefined) return [h, w];
   const s = shorterSide;
@@ -146,22 +146,6 @@ export async function decodeImage(fn: string, source: string | Uint8Array, heade
     throw e;
   }
   return owned ?? tensor(out, [3, H, W], { device: opts.device });
-}
-
-/**
- * @internal Decodes an image whose header was read (and checked) to 8-bit interleaved RGB, EXIF
- * orientation applied, at its own size (sharp, off the event loop).
- */
-export async function decodeRgb(fn: string, source: string | Uint8Array, header: ImageHeader): Promise<{ data: Uint8Array; width: number; height: number }> {
-  try {
-    const img = sharp()(sharpInput(source), { failOn: 'error', limitInputPixels: Math.max(1, header.width * header.height) }).rotate();
-    const { data, info } = await img.removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3) throw new SppnetError(`${fn}: ${describeSource(source)} decoded to ${info.channels} channels, expected RGB`, 'SPPNET_INTERNAL');
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
-  } catch (e) {
-    if (e instanceof SppnetError) throw e;
-    throw new SppnetError(`${fn}: cannot decode ${describeSource(source)}: ${(e as Error).message}`, 'SPPNET_INVALID_ARGUMENT');
-  }
 }
 
 /** Decodes one image to a [3, H, W] float32 tensor. */

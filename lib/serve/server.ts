@@ -25,9 +25,15 @@ import { softmax } from '../ops/elementwise';
 import { Model } from '../nn/model';
 import { freeReleasable, Tensor, tensor } from '../core/tensor';
 import { topK } from '../core/topk';
+import { Detector } from '../detect/detector';
+import { registerDetect } from './detect-route';
 
 export interface ServerOptions extends BatchingOptions {
   model: Model;
+  /** A detector: POST /v1/detect (its image's pixels at the detector's scales count against maxQueuedPixels). */
+  detector?: Detector;
+  /** Detections run at once (default 1); the rest wait, within maxQueueLength and timeoutMs. */
+  maxConcurrentDetections?: number;
   labels?: string[];
   /** Default top-k (a request may ask ?topk=N). */
   topk?: number;
@@ -175,7 +181,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     if (status >= 500 && status !== 503) req.log.error(e);
     return reply.code(status).send({ error: message, code });
   });
-  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `${req.method} ${req.url}: no such route (POST /v1/classify, POST /v1/logits, GET /healthz, /readyz, /metrics)`, code: 'FST_ERR_NOT_FOUND' }));
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `${req.method} ${req.url}: no such route (POST /v1/classify, POST /v1/logits, POST /v1/detect with a detector, GET /healthz, /readyz, /metrics)`, code: 'FST_ERR_NOT_FOUND' }));
 
   // ---- admission: service-wide limits answer 503 at once, before a body is read
   await app.register(underPressure, {
@@ -358,6 +364,12 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
       t.dispose();
     }
   });
+
+  if (opts.detector !== undefined) {
+    if (!(opts.detector instanceof Detector)) fail(`${fn}: options.detector must be a Detector, got ${describe(opts.detector)}`);
+    const maxConcurrent = positiveIntOption(fn, opts, 'maxConcurrentDetections', 1);
+    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, callOf, readBodies, reservePixels, probe: (call, b) => decodeSlot(() => probeImage(call, b)) });
+  }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {

@@ -1,0 +1,140 @@
+'use strict';
+// The detection pipeline end to end on a small generated set: sp.trainDetector's stages, detect in
+// SPP-net and R-CNN-baseline modes, per-class NMS, save and load, evaluation, POST /v1/detect, and
+// bad input. The figures that matter (mAP, time per image against the R-CNN baseline) are
+// bench/detect.js's, not a test's.
+const { expect } = require('chai');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { sp, expectReject } = require('./support/helpers');
+
+describe('detection pipeline', function () {
+  this.timeout(300000);
+  let dir, trainval, test, det;
+  const RECIPE = { windowSide: 48, scales: [96, 144, 192], singleScale: 144, pretrainEpochs: 2, finetuneIterations: 60, finetuneBatch: 64 };
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-detector-'));
+    const root = path.join(dir, 'voc');
+    await sp.makeDetectionData(root, { images: 16, seed: 5, minSize: 128, maxSize: 160, minObjectSize: 20, shapes: 3 });
+    const classes = sp.detectionClasses(root);
+    trainval = await sp.data.voc(root, { split: 'trainval', classes });
+    test = await sp.data.voc(root, { split: 'test', classes });
+    const lines = [];
+    det = await sp.trainDetector(trainval, { ...RECIPE, seed: 3, log: (l) => lines.push(l) });
+    expect(lines.join('\n')).to.match(/stage 1 epoch 2\/2/).and.match(/stage 3 iteration 60\/60/).and.match(/stage 4: box regressors/);
+  });
+  after(() => {
+    det?.dispose();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('detects: boxes inside the image, by score, at most maxDetections, no two of a class overlapping past the NMS IoU', async function () {
+    const im = test.images[0];
+    const r = await det.detect(im.path, { minScore: 0, maxDetections: 40 });
+    expect(r.width).to.equal(im.width);
+    expect(r.height).to.equal(im.height);
+    expect(r.windows).to.be.above(0);
+    expect(r.detections.length).to.be.within(1, 40);
+    for (const d of r.detections) {
+      expect(test.classes).to.include(d.label);
+      expect(d.box[0]).to.be.within(0, d.box[2]);
+      expect(d.box[1]).to.be.within(0, d.box[3]);
+      expect(d.box[2]).to.be.below(im.width);
+      expect(d.box[3]).to.be.below(im.height);
+    }
+    const scores = r.detections.map((d) => d.score);
+    expect(scores).to.deep.equal([...scores].sort((a, b) => b - a));
+    // torchvision's continuous IoU, as sp.batchedNms applies it to [x1, x2 + 1).
+    const iou = (a, b) => {
+      const w = Math.min(a[2], b[2]) + 1 - Math.max(a[0], b[0]), h = Math.min(a[3], b[3]) + 1 - Math.max(a[1], b[1]);
+      const i = Math.max(0, w) * Math.max(0, h), area = (q) => (q[2] + 1 - q[0]) * (q[3] + 1 - q[1]);
+      return i / (area(a) + area(b) - i);
+    };
+    for (let i = 0; i < r.detections.length; i++)
+      for (let j = i + 1; j < r.detections.length; j++)
+        if (r.detections[i].label === r.detections[j].label) expect(iou(r.detections[i].box, r.detections[j].box)).to.be.at.most(0.3 + 1e-6);
+    for (const k of ['proposals', 'decode', 'conv', 'pooling', 'fc', 'nms', 'total']) expect(r.timing[k], k).to.be.at.least(0);
+  });
+
+  it('the R-CNN baseline and SPP-net score the same windows with the same network; multi-scale and released mapping run', async function () {
+    const im = test.images[1];
+    const boxes = im.objects.flatMap((o) => o.box.map((v) => v - 1));
+    const spp = await det.detect(im.path, { boxes, minScore: 0 });
+    const rcnn = await det.detect(im.path, { boxes, minScore: 0, mode: 'rcnn', chunk: 2 });
+    const multi = await det.detect(im.path, { boxes, minScore: 0, scales: 'multi' });
+    expect([spp.windows, rcnn.windows, multi.windows]).to.deep.equal([boxes.length / 4, boxes.length / 4, boxes.length / 4]);
+    expect(rcnn.timing.proposals).to.equal(0);
+    for (const r of [spp, rcnn, multi]) expect(r.detections.length).to.be.above(0);
+  });
+
+  it('saves and loads: the same detections; a model file is not a detector', async function () {
+    const file = path.join(dir, 'det.safetensors');
+    await sp.saveDetector(det, file);
+    const back = await sp.loadDetector(file);
+    try {
+      expect(back.config).to.deep.equal(det.config);
+      expect(back.hasRegressor).to.equal(true);
+      const im = test.images[2].path;
+      const [a, b] = [await det.detect(im), await back.detect(im)];
+      expect(b.detections).to.deep.equal(a.detections);
+    } finally {
+      back.dispose();
+    }
+    const modelFile = path.join(dir, 'model.safetensors');
+    await det.model.save(modelFile);
+    await expectReject(sp.loadDetector(modelFile), /sp\.loadDetector: .* holds no detector configuration/, 'SPPNET_INVALID_ARGUMENT');
+  });
+
+  it('evaluates a split: mAP in [0, 1], time per image by stage', async function () {
+    const ev = await sp.evaluateDetector(det, test);
+    expect(ev.images).to.equal(test.length);
+    expect(ev.mAP).to.be.within(0, 1);
+    expect(ev.ap).to.have.length(test.classes.length);
+    expect(ev.median.total).to.be.above(0);
+  });
+
+  it('bad input: a clear error with a code, naming the call and the argument', async function () {
+    const im = test.images[0].path;
+    await expectReject(det.detect(im, { mode: 'fast' }), /Detector\.detect: options\.mode must be 'spp' or 'rcnn'/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { scales: [0] }), /Detector\.detect: options\.scales must be/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { boxes: [0, 0, 5] }), /options\.boxes has 3 numbers/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { boxes: [5, 0, 1, 9] }), /window 0 is \[5, 0, 1, 9\]/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { minScore: 2 }), /options\.minScore must be in \[0, 1\]/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(42), /Detector\.detect: image must be a file path/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector(trainval, { scales: [] }), /sp\.trainDetector: options\.scales must be/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector(trainval, { finetuneIterations: 0 }), /options\.finetuneIterations must be a positive integer/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector({}), /sp\.trainDetector: data must be a dataset/, 'SPPNET_INVALID_ARGUMENT');
+    // A hostile configuration in a file.
+    const file = path.join(dir, 'bad.safetensors');
+    const sd = await det.model.stateDict();
+    await sp.writeSafetensors(file, sd, { spec: JSON.stringify(det.model.spec), detector: JSON.stringify({ ...det.config, windowSide: 1e9 }) });
+    await expectReject(sp.loadDetector(file), /sp\.loadDetector: the detector's configuration: windowSide must be in \[1, 4096\]/, 'SPPNET_INVALID_ARGUMENT');
+  });
+
+  it('POST /v1/detect: detections as JSON; one image only; maxPixels before decoding', async function () {
+    const srv = await sp.createServer({ model: det.model, detector: det, maxPixels: 100_000 });
+    try {
+      const body = fs.readFileSync(test.images[0].path);
+      const ok = await srv.app.inject({ method: 'POST', url: '/v1/detect?minScore=0.01', headers: { 'content-type': 'image/jpeg' }, payload: body });
+      expect(ok.statusCode, ok.body).to.equal(200);
+      const j = ok.json();
+      expect(j.size).to.deep.equal([test.images[0].height, test.images[0].width]);
+      expect(j.detections.length).to.be.above(0);
+      expect(j.detections[0]).to.have.keys(['label', 'class', 'score', 'box']);
+      expect(j.timing.totalMs).to.be.above(0);
+      const bad = await srv.app.inject({ method: 'POST', url: '/v1/detect?scales=all', headers: { 'content-type': 'image/jpeg' }, payload: body });
+      expect(bad.statusCode).to.equal(400);
+      expect(bad.json().error).to.match(/POST \/v1\/detect: scales must be 'single' or 'multi'/);
+      const big = await require('sharp')({ create: { width: 400, height: 300, channels: 3, background: { r: 1, g: 2, b: 3 } } }).png().toBuffer();
+      const tooBig = await srv.app.inject({ method: 'POST', url: '/v1/detect', headers: { 'content-type': 'image/png' }, payload: big });
+      expect(tooBig.statusCode).to.equal(413);
+      expect(tooBig.json().code).to.equal('SPPNET_TOO_LARGE');
+      const m = await srv.app.inject({ method: 'GET', url: '/metrics' });
+      expect(m.body).to.match(/route="\/v1\/detect",code="200"/);
+    } finally {
+      await srv.close();
+    }
+  });
+});
