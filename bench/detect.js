@@ -5,7 +5,7 @@
 // and warped to the training size with sp.cropResize, the whole network run on it; the same
 // network, windows, threads and batching of windows). VOC2007 mAP and the time per image by stage.
 //
-//   node bench/detect.js [--images 200] [--seed 1] [--data DIR] [--weights detector.safetensors] [--out bench/out]
+//   node bench/detect.js [--images 200] [--seed 1] [--data DIR] [--weights detector.safetensors] [--zf5-images 3] [--out bench/out]
 //
 // The set: sp.makeDetectionData with sides 224-320 px, objects from 24 px (DIR when given and
 // already there). Scales: shorter sides 128, 192, 288, 432, 640 (single: 288), windows pooled at
@@ -25,6 +25,8 @@ const OPTIONS = [
   { name: 'epochs', type: 'int', default: 10, help: 'stage-1 epochs' },
   { name: 'iterations', type: 'int', default: 1500, help: 'stage-3 iterations' },
   { name: 'rcnn-images', type: 'int', default: 0, help: 'R-CNN on the first N test images only (0: all)' },
+  { name: 'zf5-windows', type: 'int', min: 0, default: 2000, help: 'ZF-5 timing: also one image with this many windows (its proposals, then seeded random boxes; 0: skip), the paper\'s ~2,000' },
+  { name: 'zf5-images', type: 'int', min: 0, default: 3, help: 'timing only, the paper\'s regime: ZF-5 (random weights) on N generated 500x375 scenes, 224-px windows, scale 688 (0: skip)' },
   { name: 'out', type: 'path', default: path.join(__dirname, 'out'), help: 'where results go' },
 ];
 const RECIPE = { windowSide: 64, scales: [128, 192, 288, 432, 640], singleScale: 288 };
@@ -49,6 +51,12 @@ async function main() {
     fs.mkdirSync(opt.out, { recursive: true });
     await sp.saveDetector(det, path.join(opt.out, 'detector.safetensors'));
   }
+  // The released code's training: windows pooled at a random scale of the five, for the 1-scale arm.
+  let detRandom = null;
+  if (!opt.weights) {
+    const { tensors } = await sp.readSafetensors(path.join(opt.out, 'detector.safetensors'));
+    detRandom = await sp.trainDetector(trainval, { ...RECIPE, weights: tensors, pretrainEpochs: 0, trainScales: 'random', finetuneIterations: opt.iterations, seed: opt.seed });
+  }
   const rcnnSet = opt.rcnnImages > 0 ? { ...test, images: test.images.slice(0, opt.rcnnImages), length: Math.min(opt.rcnnImages, test.length) } : test;
   const arms = [
     ['SPP-net, 1 scale', test, { scales: 'single' }],
@@ -57,13 +65,16 @@ async function main() {
     ['SPP-net, 1 scale, on the R-CNN images', rcnnSet, { scales: 'single' }],
   ];
   const rows = [];
-  for (const [name, data, o] of arms) {
+  if (detRandom) arms.splice(2, 0, ['SPP-net, 1 scale, head fine-tuned at random scales', test, { scales: 'single' }, detRandom]);
+  for (const [name, data, o, which] of arms) {
     if (name.includes('R-CNN images') && data === test) continue;
-    const ev = await sp.evaluateDetector(det, data, o);
+    const ev = await sp.evaluateDetector(which ?? det, data, o);
     rows.push({ name, images: data.length, mAP: ev.mAP, ap: ev.ap, windows: ev.windows, median: ev.median, mean: ev.mean });
     console.log(`${name}: mAP ${(100 * ev.mAP).toFixed(1)} on ${data.length} images, ${ev.windows.toFixed(0)} windows per image; median ms ${Object.entries(ev.median).map(([k, v]) => `${k} ${(1000 * v).toFixed(1)}`).join(', ')}`);
   }
   det.dispose();
+  detRandom?.dispose();
+  const zf5 = opt.zf5Images > 0 ? await zf5Timing(opt) : null;
   const ms = (v) => (1000 * v).toFixed(1);
   const stages = ['proposals', 'decode', 'conv', 'pooling', 'fc', 'nms', 'total'];
   const table = mdTable(['arm', 'images', 'mAP', ...stages.map((s) => `${s} ms`)], rows.map((r) => [r.name, r.images, (100 * r.mAP).toFixed(1), ...stages.map((s) => ms(r.median[s]))]), 1);
@@ -71,9 +82,73 @@ async function main() {
   const rcnn = rows.find((r) => r.name === 'R-CNN baseline');
   const noProp = (r) => r.mean.total - r.mean.proposals;
   const ratios = { total: rcnn.mean.total / spp1.mean.total, withoutProposals: noProp(rcnn) / noProp(spp1), conv: rcnn.mean.conv / spp1.mean.conv };
-  const text = `${table}\nR-CNN / SPP-net (1 scale), mean time per image: ${ratios.total.toFixed(1)}x overall, ${ratios.withoutProposals.toFixed(1)}x without proposals, ${ratios.conv.toFixed(1)}x in the conv layers\n`;
+  let text = `${table}\nR-CNN / SPP-net (1 scale), mean time per image: ${ratios.total.toFixed(1)}x overall, ${ratios.withoutProposals.toFixed(1)}x without proposals, ${ratios.conv.toFixed(1)}x in the conv layers\n`;
+  if (zf5) {
+    text += `\nZF-5 (random weights), ${zf5.images} scenes of 500x375, ${zf5.windows.toFixed(0)} windows per image, 224-px windows, scale 688, timing only:\n`;
+    text += mdTable(['mode', ...stages.map((s) => `${s} ms`)], zf5.rows.map((r) => [r.name, ...stages.map((s) => ms(r.mean[s]))]), 1);
+    text += `\nR-CNN / SPP-net: ${zf5.ratios.total.toFixed(1)}x overall, ${zf5.ratios.withoutProposals.toFixed(1)}x without proposals, ${zf5.ratios.conv.toFixed(1)}x in the conv layers\n`;
+    if (zf5.many) text += `With ${opt.zf5Windows} windows (one image): ${zf5.many.total.toFixed(1)}x overall, ${zf5.many.withoutProposals.toFixed(1)}x without proposals, ${zf5.many.conv.toFixed(1)}x in the conv layers\n`;
+  }
   console.log(`\n${text}`);
-  console.log(writeResults(opt.out, 'detect', { command: commandLine(__filename), machine: machineInfo(), build: buildInfo(), root, recipe: RECIPE, trainSeconds, classes, rows, ratios }, text));
+  console.log(writeResults(opt.out, 'detect', { command: commandLine(__filename), machine: machineInfo(), build: buildInfo(), root, recipe: RECIPE, trainSeconds, classes, rows, ratios, zf5 }, text));
+}
+
+/** The paper's regime, time only: ZF-5 with random weights (time does not depend on them) as a 21-class detector. */
+async function zf5Timing(opt) {
+  const root = path.join(os.tmpdir(), `sppnet-detect-zf5-${opt.zf5Images}-${opt.seed}`);
+  if (!fs.existsSync(path.join(root, 'classes.txt'))) {
+    fs.rmSync(root, { recursive: true, force: true });
+    await sp.makeDetectionData(root, { images: opt.zf5Images, seed: opt.seed, minSize: [500, 375], maxSize: [500, 375], minObjectSize: 40, testFraction: 1 });
+  }
+  const test = await sp.data.voc(root, { split: 'test', classes: sp.detectionClasses(root) });
+  const model = await sp.loadModel({ arch: 'zf5', classes: 21 });
+  const config = { classes: Array.from({ length: 20 }, (_, i) => `c${i}`), scales: [480, 576, 688, 864, 1200], singleScale: 688, windowSide: 224, mapping: 'paper', offset0: 21, offset: 6.5, context: 0, mean: [...sp.IMAGENET_MEAN], std: [...sp.IMAGENET_STD] };
+  const det = new sp.Detector(model, config, null);
+  const rows = [];
+  try {
+    for (const [name, o] of [['SPP-net, 1 scale', { scales: 'single' }], ['R-CNN baseline', { mode: 'rcnn', chunk: 64 }]]) {
+      const times = [];
+      let windows = 0;
+      for (const im of test.images) {
+        const r = await det.detect(im.path, { ...o, minScore: 0.01 });
+        times.push(r.timing);
+        windows += r.windows;
+      }
+      const mean = Object.fromEntries(Object.keys(times[0]).map((k) => [k, times.reduce((a, t) => a + t[k], 0) / times.length]));
+      rows.push({ name, mean, windows: windows / times.length });
+      console.log(`ZF-5 ${name}: ${JSON.stringify(mean)}`);
+    }
+  } finally {
+    det.dispose();
+  }
+  if (opt.zf5Windows > 0) {
+    // The paper's ~2,000 windows per image: the first image's proposals, filled up with seeded random boxes.
+    const im = test.images[0];
+    const p = await sp.proposals(im.path);
+    const r = require('../dist/core/random').prng(opt.seed);
+    const boxes = Array.from(p.boxes.subarray(0, 4 * Math.min(p.count, opt.zf5Windows)));
+    while (boxes.length < 4 * opt.zf5Windows) {
+      const w = 20 + Math.floor(r() * (im.width - 20)), h = 20 + Math.floor(r() * (im.height - 20));
+      const x = Math.floor(r() * (im.width - w + 1)), y = Math.floor(r() * (im.height - h + 1));
+      boxes.push(x, y, x + w - 1, y + h - 1);
+    }
+    for (const [name, o] of [[`SPP-net, 1 scale, ${opt.zf5Windows} windows`, { scales: 'single' }], [`R-CNN baseline, ${opt.zf5Windows} windows`, { mode: 'rcnn', chunk: 64 }]]) {
+      const det2 = new sp.Detector(await sp.loadModel({ arch: 'zf5', classes: 21 }), config, null);
+      try {
+        const t = (await det2.detect(im.path, { ...o, boxes, minScore: 0.01 })).timing;
+        t.proposals = rows[0].mean.proposals; // the same selective search as above, once per image
+        t.total += t.proposals;
+        rows.push({ name, mean: t, windows: opt.zf5Windows });
+        console.log(`ZF-5 ${name}: ${JSON.stringify(t)}`);
+      } finally {
+        det2.dispose();
+      }
+    }
+  }
+  const [spp, rcnn] = rows;
+  const ratios = { total: rcnn.mean.total / spp.mean.total, withoutProposals: (rcnn.mean.total - rcnn.mean.proposals) / (spp.mean.total - spp.mean.proposals), conv: rcnn.mean.conv / spp.mean.conv };
+  const many = rows.length === 4 ? { withoutProposals: (rows[3].mean.total - rows[3].mean.proposals) / (rows[2].mean.total - rows[2].mean.proposals), total: rows[3].mean.total / rows[2].mean.total, conv: rows[3].mean.conv / rows[2].mean.conv } : null;
+  return { images: test.length, windows: spp.windows, rows, ratios, many };
 }
 
 main().catch(failed);

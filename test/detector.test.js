@@ -87,6 +87,28 @@ describe('detection pipeline', function () {
     await expectReject(sp.loadDetector(modelFile), /sp\.loadDetector: .* holds no detector configuration/, 'SPPNET_INVALID_ARGUMENT');
   });
 
+  it('starts from given weights with stage 1 skipped (pretrainEpochs: 0): the conv layers stay as given; random training scales', async function () {
+    const { tensors } = await sp.readSafetensors(await (async () => {
+      const f = path.join(dir, 'start.safetensors');
+      await sp.saveDetector(det, f);
+      return f;
+    })());
+    const lines = [];
+    const again = await sp.trainDetector(trainval, { ...RECIPE, weights: tensors, pretrainEpochs: 0, trainScales: 'random', finetuneIterations: 10, log: (l) => lines.push(l) });
+    try {
+      expect(lines.join('\n')).to.not.match(/stage 1/);
+      const a = await det.model.stateDict(), b = await again.model.stateDict();
+      for (const [k, v] of a) {
+        const same = v.data.every((x, i) => x === b.get(k).data[i]);
+        expect(same, k).to.equal(!k.startsWith('fc'));
+      }
+    } finally {
+      again.dispose();
+    }
+    await expectReject(sp.trainDetector(trainval, { trainScales: 'all' }), /options\.trainScales must be 'single', 'multi' or 'random'/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector(trainval, { jitter: -1 }), /options\.jitter must be an integer in \[0, 64\]/, 'SPPNET_INVALID_ARGUMENT');
+  });
+
   it('evaluates a split: mAP in [0, 1], time per image by stage', async function () {
     const ev = await sp.evaluateDetector(det, test);
     expect(ev.images).to.equal(test.length);

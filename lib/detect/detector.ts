@@ -136,10 +136,10 @@ export class Detector {
   /**
    * @internal Pooled features [K, features] of windows (original-image boxes, 0-based inclusive)
    * over the conv maps of one image at `scales` (images: the image resized to each, in order):
-   * each window at the scale chosen by chooseScales.
+   * each window at the scale chosen by chooseScales (or pickScale's, an index into scales per window).
    */
-  async poolWindows(maps: RaggedBatch | Tensor, size: readonly [number, number], boxes: Float32Array, count: number, scales: readonly number[]): Promise<Tensor> {
-    const pick = chooseScales(boxes, count, size, scales, this.config.windowSide);
+  async poolWindows(maps: RaggedBatch | Tensor, size: readonly [number, number], boxes: Float32Array, count: number, scales: readonly number[], pickScale?: Int32Array): Promise<Tensor> {
+    const pick = pickScale ?? chooseScales(boxes, count, size, scales, this.config.windowSide);
     const mo = this.mappingOptions;
     const sizes = maps instanceof RaggedBatch ? maps.sizes : [[maps.shape[2], maps.shape[3]] as const];
     const imageSizes = scales.map((s) => targetSize({ height: size[0], width: size[1] }, s));

@@ -32,9 +32,19 @@ export interface TrainDetectorOptions {
   singleScale?: number;
   windowSide?: number;
   mapping?: WindowMapping;
-  /** Scales whose features fine-tuning pools windows from: 'multi' (default) or 'single'. */
-  trainScales?: 'single' | 'multi';
-  /** Stage 1: epochs over the windows, learning rate (Adam), batch (defaults 8, 1e-3, 64); jittered copies per ground-truth box (default 4). */
+  /**
+   * The scales fine-tuning pools windows from: 'multi' (default: each window at the scale closest
+   * to windowSide, as at test time), 'random' (each window at one of the multi-scale scales drawn
+   * at random, as the released code's training), or 'single'.
+   */
+  trainScales?: 'single' | 'multi' | 'random';
+  /**
+   * Weights to start from (a state_dict as sp.loadModel takes it, e.g. readSafetensors(file).tensors
+   * of a network pre-trained elsewhere, as the paper starts from ImageNet's); with
+   * pretrainEpochs: 0, stage 1 is skipped and the conv layers are used as they are.
+   */
+  weights?: Map<string, { shape: number[]; data: Float32Array }>;
+  /** Stage 1: epochs over the windows (0: none), learning rate (Adam), batch (defaults 8, 1e-3, 64); jittered copies per ground-truth box (default 4). */
   pretrainEpochs?: number;
   pretrainLr?: number;
   batch?: number;
@@ -138,7 +148,10 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
   if (!Array.isArray(config.scales) || config.scales.length === 0 || !config.scales.every((s) => isPositiveInt(s) && s <= 4096))
     fail(`${fn}: options.scales must be shorter sides in [1, 4096], got ${describe(opts.scales)}`);
   if (config.mapping !== 'paper' && config.mapping !== 'released') fail(`${fn}: options.mapping must be 'paper' or 'released', got ${describe(opts.mapping)}`);
-  const epochs = posInt(fn, o, 'pretrainEpochs', 8), batch = posInt(fn, o, 'batch', 64), jitter = (o.jitter ?? 4) as number;
+  if (opts.trainScales !== undefined && !['single', 'multi', 'random'].includes(opts.trainScales)) fail(`${fn}: options.trainScales must be 'single', 'multi' or 'random', got ${describe(opts.trainScales)}`);
+  if (!Number.isInteger(config.context) || config.context < 0 || 2 * config.context >= config.windowSide) fail(`${fn}: options.context must be an integer in [0, windowSide / 2), got ${describe(opts.context)}`);
+  const epochs = o.pretrainEpochs === 0 ? 0 : posInt(fn, o, 'pretrainEpochs', 8), batch = posInt(fn, o, 'batch', 64), jitter = o.jitter ?? 4;
+  if (!Number.isInteger(jitter) || (jitter as number) < 0 || (jitter as number) > 64) fail(`${fn}: options.jitter must be an integer in [0, 64], got ${describe(o.jitter)}`);
   const iterations = posInt(fn, o, 'finetuneIterations', 1500), ftBatch = posInt(fn, o, 'finetuneBatch', 128);
   const cacheFg = posInt(fn, o, 'cacheForeground', 32), cacheBg = posInt(fn, o, 'cacheBackground', 96);
   const lr1 = posNum(fn, o, 'pretrainLr', 1e-3), lr2 = posNum(fn, o, 'finetuneLr', 3e-4);
@@ -146,7 +159,9 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
   const seed = opts.seed ?? 0;
   const r = prng(seed);
   const device = opts.device;
-  const model = await buildModel({ spec: opts.spec ?? detectionSpec(classes.length + 1), seed, device }, fn);
+  // A detector file's tensors may be given as they are: its box regressor is not the network's.
+  const weights = opts.weights instanceof Map ? new Map([...opts.weights].filter(([k]) => !k.startsWith('bbox_pred.'))) : opts.weights;
+  const model = await buildModel({ spec: opts.spec ?? detectionSpec(classes.length + 1), weights, seed, device }, fn);
   const detector = new Detector(model, config, null);
   const norm = { mean: config.mean, std: config.std, device: model.device };
   try {
@@ -170,34 +185,36 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       }
       im.gt.forEach((g, k) => {
         wins.push([i, ...g, im.labels[k] + 1]);
-        for (let j = 0; j < jitter; j++) wins.push([i, ...jitterBox(r, g, im.size, 0.7), im.labels[k] + 1]);
+        for (let j = 0; j < (jitter as number); j++) wins.push([i, ...jitterBox(r, g, im.size, 0.7), im.labels[k] + 1]);
       });
-      const nbg = Math.max(4, im.gt.length * (jitter + 1));
+      const nbg = Math.max(4, im.gt.length * ((jitter as number) + 1));
       for (let j = 0; j < nbg && bg.length; j++) wins.push([i, ...bg[Math.floor(r() * bg.length)], 0]);
     });
-    const full = await Promise.all(imgs.map((im) => readImage(im.path, norm)));
-    const all = ragged(full);
-    full.forEach((t) => t.dispose());
-    try {
-      model.setOptimizer({ type: 'adam', lr: lr1 });
-      const sides = [config.windowSide, Math.max(model.minSize[0], model.minSize[1], Math.round(config.windowSide * 0.8))];
-      for (let e = 0; e < epochs; e++) {
-        const order = wins.map((_, i) => i).sort(() => r() - 0.5);
-        let loss = 0, correct = 0, n = 0;
-        for (let at = 0; at < order.length; at += batch) {
-          const ids = order.slice(at, at + batch);
-          const side = sides[(at / batch) % 2];
-          const wt = tensor(ids.flatMap((i) => wins[i].slice(0, 5)), [ids.length, 5], { device: model.device });
-          const crops = await cropResize(all, wt, side, { context: config.context }).finally(() => wt.dispose());
-          const s = await model.trainStep(crops, ids.map((i) => wins[i][5])).finally(() => crops.dispose());
-          loss += s.loss * s.count;
-          correct += s.correct;
-          n += s.count;
+    if (epochs > 0) {
+      const full = await Promise.all(imgs.map((im) => readImage(im.path, norm)));
+      const all = ragged(full);
+      full.forEach((t) => t.dispose());
+      try {
+        model.setOptimizer({ type: 'adam', lr: lr1 });
+        const sides = [config.windowSide, Math.max(model.minSize[0], model.minSize[1], Math.round(config.windowSide * 0.8))];
+        for (let e = 0; e < epochs; e++) {
+          const order = wins.map((_, i) => i).sort(() => r() - 0.5);
+          let loss = 0, correct = 0, n = 0;
+          for (let at = 0; at < order.length; at += batch) {
+            const ids = order.slice(at, at + batch);
+            const side = sides[(at / batch) % 2];
+            const wt = tensor(ids.flatMap((i) => wins[i].slice(0, 5)), [ids.length, 5], { device: model.device });
+            const crops = await cropResize(all, wt, side, { context: config.context }).finally(() => wt.dispose());
+            const s = await model.trainStep(crops, ids.map((i) => wins[i][5])).finally(() => crops.dispose());
+            loss += s.loss * s.count;
+            correct += s.correct;
+            n += s.count;
+          }
+          log(`${fn}: stage 1 epoch ${e + 1}/${epochs}: loss ${(loss / n).toFixed(4)}, window accuracy ${((100 * correct) / n).toFixed(1)}% (${wins.length} windows)`);
         }
-        log(`${fn}: stage 1 epoch ${e + 1}/${epochs}: loss ${(loss / n).toFixed(4)}, window accuracy ${((100 * correct) / n).toFixed(1)}% (${wins.length} windows)`);
+      } finally {
+        all.dispose();
       }
-    } finally {
-      all.dispose();
     }
 
     // (2) Fixed conv features; sampled windows pooled and cached.
@@ -221,7 +238,8 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       const b = ragged(resized);
       resized.forEach((t) => t.dispose());
       const maps: RaggedBatch | Tensor = await model.features(b).finally(() => b.dispose());
-      const pooled = await detector.poolWindows(maps, im.size, boxes, boxes.length / 4, scales).finally(() => maps.dispose());
+      const at = opts.trainScales === 'random' ? Int32Array.from({ length: boxes.length / 4 }, () => Math.floor(r() * scales.length)) : undefined;
+      const pooled = await detector.poolWindows(maps, im.size, boxes, boxes.length / 4, scales, at).finally(() => maps.dispose());
       const host = await pooled.data().finally(() => pooled.dispose());
       f.forEach((x, i) => {
         rows.push(host.subarray(i * D, (i + 1) * D));
