@@ -46,7 +46,7 @@ async function main() {
   if (opt.weights) det = await sp.loadDetector(opt.weights);
   else {
     const t0 = Date.now();
-    det = await sp.trainDetector(trainval, { ...RECIPE, pretrainEpochs: opt.epochs, finetuneIterations: opt.iterations, seed: opt.seed, log: (l) => console.log(l) });
+    det = await sp.trainDetector(trainval, { ...RECIPE, svm: true, pretrainEpochs: opt.epochs, finetuneIterations: opt.iterations, seed: opt.seed, log: (l) => console.log(l) });
     trainSeconds = (Date.now() - t0) / 1000;
     fs.mkdirSync(opt.out, { recursive: true });
     await sp.saveDetector(det, path.join(opt.out, 'detector.safetensors'));
@@ -62,6 +62,7 @@ async function main() {
     ['SPP-net, 1 scale', test, { scales: 'single' }],
     ['SPP-net, 5 scales', test, { scales: 'multi' }],
     ['R-CNN baseline', rcnnSet, { mode: 'rcnn' }],
+    ...(det.hasSvm ? [['SPP-net, 1 scale, SVMs', test, { scales: 'single', classifier: 'svm' }], ['SPP-net, 5 scales, SVMs', test, { scales: 'multi', classifier: 'svm' }], ['R-CNN baseline, SVMs', rcnnSet, { mode: 'rcnn', classifier: 'svm' }]] : []),
     ['SPP-net, 1 scale, on the R-CNN images', rcnnSet, { scales: 'single' }],
   ];
   const rows = [];

@@ -40,6 +40,7 @@ async function trainDetectorCmd(sp, o) {
   if (o.seed !== undefined) opts.seed = num(o.seed, 'seed');
   if (o.mapping) opts.mapping = o.mapping;
   if (o['no-bbox']) opts.bboxLambda = false;
+  if (o.svm) opts.svm = true;
   const t0 = Date.now();
   const det = await sp.trainDetector(data, opts);
   try {
@@ -58,6 +59,7 @@ function detectOpts(o) {
   if (o.nms !== undefined) d.nms = num(o.nms, 'nms');
   if (o['max-detections']) d.maxDetections = ints(o['max-detections'], 'max-detections')[0];
   if (o['no-bbox']) d.regress = false;
+  if (o.classifier) d.classifier = o.classifier;
   return d;
 }
 
@@ -95,7 +97,7 @@ async function evaluateDetectorCmd(sp, o) {
   const det = await sp.loadDetector(o.weights, { device: o.device });
   try {
     const ev = await sp.evaluateDetector(det, data, detectOpts(o));
-    console.log(`${data.length} images (${o.split ?? 'test'}), ${ev.windows.toFixed(0)} windows per image, mode ${o.mode ?? 'spp'}, scales ${o.scales ?? 'single'}`);
+    console.log(`${data.length} images (${o.split ?? 'test'}), ${ev.windows.toFixed(0)} windows per image, mode ${o.mode ?? 'spp'}, scales ${o.scales ?? 'single'}, classifier ${o.classifier ?? 'softmax'}`);
     for (const c of ev.classes) console.log(`  ${c.name.padEnd(12)} AP ${(c.ap * 100).toFixed(1).padStart(5)}  (${c.positives} objects)`);
     console.log(`  mAP ${(ev.mAP * 100).toFixed(1)}`);
     const ms = (t) => Object.entries(t).map(([k, v]) => `${k} ${(v * 1000).toFixed(1)}`).join(', ');

@@ -50,17 +50,17 @@ const USAGE = `usage:
                                                           test}.txt, classes.txt; --fashion pastes Fashion-MNIST items
                                                           too, from DIR or /usr/share/datasets/fashion-mnist)
   sppnet train-detector --data DIR [--out detector.safetensors] [--window-side 224] [--scales 480,576,688,864,1200]
-                  [--single-scale 688] [--epochs 8] [--iterations 1500] [--mapping paper|released] [--no-bbox]
+                  [--single-scale 688] [--epochs 8] [--iterations 1500] [--mapping paper|released] [--no-bbox] [--svm]
                   [--seed 0] [--device cpu|cuda]
                                                          (SPP-net detection training on DIR's trainval split: windows
                                                           from sp.proposals, conv features once per image and scale,
                                                           fc layers fine-tuned on pooled windows, box regression)
-  sppnet detect --weights detector.safetensors [--mode spp|rcnn] [--scales single|multi|S1,S2] [--min-score 0.05]
+  sppnet detect --weights detector.safetensors [--mode spp|rcnn] [--scales single|multi|S1,S2] [--classifier softmax|svm] [--min-score 0.05]
                   [--nms 0.3] [--max-detections 100] [--out-dir sppnet-detections] [--draw-min 0.5] [--no-draw] IMAGE...
                                                          (one JSON line per image: boxes [x1, y1, x2, y2] in 0-based
                                                           pixels, labels, scores, ms per stage; each image drawn with
                                                           its boxes into --out-dir)
-  sppnet evaluate-detector --weights detector.safetensors --data DIR [--split test] [--mode spp|rcnn] [--scales single|multi]
+  sppnet evaluate-detector --weights detector.safetensors --data DIR [--split test] [--mode spp|rcnn] [--scales single|multi] [--classifier softmax|svm]
                                                          (VOC2007 11-point AP per class and mAP, ms per image by stage)
   sppnet convert IN.pth OUT.safetensors                  (a PyTorch checkpoint's state_dict, torch.save(model.state_dict()),
                                                           as safetensors; nothing in the checkpoint is run)

@@ -5,6 +5,7 @@ const { expect } = require('chai');
 const { sp } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { ridge } = require('../dist/detect/ridge');
+const { trainSvm } = require('../dist/detect/svm');
 
 describe('detection: windows onto feature maps', function () {
   it("the paper's rule: x' = floor(x / S) + 1 and ceil(x / S) - 1 in 1-based pixels and cells", function () {
@@ -118,5 +119,37 @@ describe('detection: box regression', function () {
         expect(got.bias[c], `seed ${seed}`).to.be.closeTo(w[d], 1e-3 * (1 + Math.abs(w[d])));
       }
     }
+  });
+});
+
+describe('detection: linear SVMs (liblinear -s 3 by dual coordinate descent)', function () {
+  it('separates separable data: every margin about 1 or more, close to the generating direction', function () {
+    const seed = freshSeed();
+    const r = rng(seed);
+    const n = 300, d = 5, w0 = [1, -2, 0.5, 0, 1.5];
+    const X = [], y = new Int8Array(n);
+    for (let i = 0; i < n; i++) {
+      let x, s;
+      do {
+        x = Float32Array.from({ length: d }, () => r.normal());
+        s = x.reduce((a, v, j) => a + v * w0[j], 0) + 0.3;
+      } while (Math.abs(s) < 0.5); // a gap: separable
+      X.push(x);
+      y[i] = s > 0 ? 1 : -1;
+    }
+    const m = trainSvm(n, d, (i) => X[i], y, { C: 10, positiveWeight: 1, biasFeature: 1, eps: 1e-4, seed });
+    const f = (i) => X[i].reduce((a, v, j) => a + v * m.weight[j], 0) + m.bias;
+    for (let i = 0; i < n; i++) expect(y[i] * f(i), `seed ${seed}, row ${i}`).to.be.above(0);
+    // Hinge-loss optimum with C large on separable data: every margin is about 1 or more.
+    expect(Math.min(...Array.from({ length: n }, (_, i) => y[i] * f(i))), `seed ${seed}`).to.be.above(0.99);
+    // The direction agrees with the generating one.
+    const cos = m.weight.reduce((a, v, j) => a + v * w0[j], 0) / Math.hypot(...m.weight) / Math.hypot(...w0);
+    expect(cos, `seed ${seed}`).to.be.above(0.9);
+  });
+
+  it('weights positives: a larger positive weight moves the boundary towards the negatives', function () {
+    const X = [[0], [1], [2], [3]].map((v) => Float32Array.from(v)), y = Int8Array.from([-1, -1, 1, 1]);
+    const bias = (wp) => { const m = trainSvm(4, 1, (i) => X[i], y, { C: 0.05, positiveWeight: wp, biasFeature: 1, eps: 1e-6 }); return -m.bias / m.weight[0]; };
+    expect(bias(4)).to.be.below(bias(1));
   });
 });

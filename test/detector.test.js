@@ -22,8 +22,8 @@ describe('detection pipeline', function () {
     trainval = await sp.data.voc(root, { split: 'trainval', classes });
     test = await sp.data.voc(root, { split: 'test', classes });
     const lines = [];
-    det = await sp.trainDetector(trainval, { ...RECIPE, seed: 3, log: (l) => lines.push(l) });
-    expect(lines.join('\n')).to.match(/stage 1 epoch 2\/2/).and.match(/stage 3 iteration 60\/60/).and.match(/stage 4: box regressors/);
+    det = await sp.trainDetector(trainval, { ...RECIPE, svm: true, seed: 3, log: (l) => lines.push(l) });
+    expect(lines.join('\n')).to.match(/stage 1 epoch 2\/2/).and.match(/stage 3 iteration 60\/60/).and.match(/stage 4: box regressors/).and.match(/stage 5: 3 linear SVMs on fc7 \(256 features\)/);
   });
   after(() => {
     det?.dispose();
@@ -79,6 +79,9 @@ describe('detection pipeline', function () {
       const im = test.images[2].path;
       const [a, b] = [await det.detect(im), await back.detect(im)];
       expect(b.detections).to.deep.equal(a.detections);
+      expect(back.hasSvm).to.equal(true);
+      const [c, d] = [await det.detect(im, { classifier: 'svm' }), await back.detect(im, { classifier: 'svm' })];
+      expect(d.detections).to.deep.equal(c.detections);
     } finally {
       back.dispose();
     }
@@ -109,6 +112,14 @@ describe('detection pipeline', function () {
     await expectReject(sp.trainDetector(trainval, { jitter: -1 }), /options\.jitter must be an integer in \[0, 64\]/, 'SPPNET_INVALID_ARGUMENT');
   });
 
+  it('the SVM classifier scores windows by margin (default minScore -1); the classifier is checked', async function () {
+    const r = await det.detect(test.images[0].path, { classifier: 'svm' });
+    expect(r.detections.length).to.be.above(0);
+    for (const d of r.detections) expect(d.score).to.be.at.least(-1);
+    const ev = await sp.evaluateDetector(det, test, { classifier: 'svm' });
+    expect(ev.mAP).to.be.within(0, 1);
+  });
+
   it('evaluates a split: mAP in [0, 1], time per image by stage', async function () {
     const ev = await sp.evaluateDetector(det, test);
     expect(ev.images).to.equal(test.length);
@@ -124,6 +135,8 @@ describe('detection pipeline', function () {
     await expectReject(det.detect(im, { boxes: [0, 0, 5] }), /options\.boxes has 3 numbers/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(det.detect(im, { boxes: [5, 0, 1, 9] }), /window 0 is \[5, 0, 1, 9\]/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(det.detect(im, { minScore: 2 }), /options\.minScore must be in \[0, 1\]/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { classifier: 'svm', minScore: NaN }), /options\.minScore must be a finite number \(an SVM margin\)/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { classifier: 'trees' }), /options\.classifier must be 'softmax' or 'svm'/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(det.detect(42), /Detector\.detect: image must be a file path/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(sp.trainDetector(trainval, { scales: [] }), /sp\.trainDetector: options\.scales must be/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(sp.trainDetector(trainval, { finetuneIterations: 0 }), /options\.finetuneIterations must be a positive integer/, 'SPPNET_INVALID_ARGUMENT');

@@ -18,6 +18,11 @@ export async function saveDetector(det: Detector, file: string): Promise<void> {
     sd.set('bbox_pred.weight', { shape: [...r.weight.shape], data: await r.weight.data() });
     sd.set('bbox_pred.bias', { shape: [...r.bias.shape], data: await r.bias.data() });
   }
+  const svm = det.svmTensors();
+  if (svm) {
+    sd.set('svm.weight', { shape: [...svm.weight.shape], data: await svm.weight.data() });
+    sd.set('svm.bias', { shape: [...svm.bias.shape], data: await svm.bias.data() });
+  }
   const m = det.model;
   await writeSafetensors(file, sd, { arch: m.spec.name, classes: String(m.classes), spec: JSON.stringify(m.spec), detector: JSON.stringify(det.config), labels: JSON.stringify(det.config.classes) });
 }
@@ -39,6 +44,8 @@ export async function loadDetector(source: string | Uint8Array, opts: { device?:
   const weights = new Map(file.tensors);
   weights.delete('bbox_pred.weight');
   weights.delete('bbox_pred.bias');
+  weights.delete('svm.weight');
+  weights.delete('svm.bias');
   const model = await loadModel({ weights, spec: JSON.parse(file.metadata.spec ?? 'null') ?? undefined, device: opts.device, weightsName: where } as Parameters<typeof loadModel>[0]);
   try {
     const w = file.tensors.get('bbox_pred.weight'), b = file.tensors.get('bbox_pred.bias');
@@ -49,7 +56,14 @@ export async function loadDetector(source: string | Uint8Array, opts: { device?:
         throw new SppnetError(`${fn}: bbox_pred in ${where} is [${w.shape}] / [${b.shape}], expected [${4 * C}, ${D}] / [${4 * C}]`, 'SPPNET_INVALID_ARGUMENT');
       reg = { weight: tensor(w.data, w.shape, { device: model.device }), bias: tensor(b.data, b.shape, { device: model.device }) };
     }
-    return new Detector(model, config, reg);
+    const det = new Detector(model, config, reg);
+    const sw = file.tensors.get('svm.weight'), sb = file.tensors.get('svm.bias');
+    if (sw && sb && config.svmLayer) {
+      if (sw.shape.length !== 2 || sw.shape[0] !== C || sb.shape.join() !== String(C))
+        throw new SppnetError(`${fn}: svm in ${where} is [${sw.shape}] / [${sb.shape}], expected [${C}, F] / [${C}]`, 'SPPNET_INVALID_ARGUMENT');
+      det.setSvm({ weight: tensor(sw.data, sw.shape, { device: model.device }), bias: tensor(sb.data, sb.shape, { device: model.device }) }, config.svmLayer);
+    }
+    return det;
   } catch (e) {
     model.dispose();
     throw e;

@@ -31,6 +31,8 @@ export interface DetectorConfig {
   offset: number;
   /** R-CNN's context padding at windowSide (pixels). */
   context: number;
+  /** With SVMs (trainDetector's svm option): the head layer whose output they score. */
+  svmLayer?: string;
   /** Image normalisation (sp.readImage's). */
   mean: number[];
   std: number[];
@@ -50,6 +52,8 @@ export interface DetectOptions {
   maxDetections?: number;
   /** Box regression (default true when the detector has it). */
   regress?: boolean;
+  /** 'softmax' (default: the head's class probabilities) or 'svm' (the per-class SVMs' margins; minScore then defaults to -1). */
+  classifier?: 'softmax' | 'svm';
   /** R-CNN mode: windows per network call (default 256). */
   chunk?: number;
 }
@@ -88,6 +92,8 @@ export class Detector {
   readonly config: DetectorConfig;
   /** Box regression: deltas [K, 4 * classes] = rows W^T + b (the object classes', in order); null without. */
   private regressor: { weight: Tensor; bias: Tensor } | null;
+  /** Per-class SVMs on config.svmLayer's output: margins [K, classes] = features W^T + b; null without. */
+  private svm: { weight: Tensor; bias: Tensor } | null = null;
 
   /** @internal Use sp.trainDetector or sp.loadDetector. */
   constructor(model: Model, config: DetectorConfig, regressor: { weight: Tensor; bias: Tensor } | null) {
@@ -108,6 +114,24 @@ export class Detector {
     this.regressor?.weight.dispose();
     this.regressor?.bias.dispose();
     this.regressor = r;
+  }
+
+  /** @internal Replaces the SVMs (training; loading), which score the output of head layer `layer`. */
+  setSvm(svm: { weight: Tensor; bias: Tensor } | null, layer?: string): void {
+    this.svm?.weight.dispose();
+    this.svm?.bias.dispose();
+    this.svm = svm;
+    if (svm) this.config.svmLayer = layer;
+    else delete this.config.svmLayer;
+  }
+
+  get hasSvm(): boolean {
+    return this.svm !== null;
+  }
+
+  /** @internal The SVMs' tensors (for saving). */
+  svmTensors(): { weight: Tensor; bias: Tensor } | null {
+    return this.svm;
   }
 
   /** @internal The regressor's tensors (for saving). */
@@ -167,8 +191,11 @@ export class Detector {
     if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
     const mode = opts.mode ?? 'spp';
     if (mode !== 'spp' && mode !== 'rcnn') fail(`${fn}: options.mode must be 'spp' or 'rcnn', got ${describe(opts.mode)}`);
-    const minScore = opts.minScore ?? 0.05, iou = opts.nms ?? 0.3, maxDet = opts.maxDetections ?? 100, chunk = opts.chunk ?? 256;
-    if (!(minScore >= 0 && minScore <= 1)) fail(`${fn}: options.minScore must be in [0, 1], got ${describe(opts.minScore)}`);
+    const classifier = opts.classifier ?? 'softmax';
+    if (classifier !== 'softmax' && classifier !== 'svm') fail(`${fn}: options.classifier must be 'softmax' or 'svm', got ${describe(opts.classifier)}`);
+    if (classifier === 'svm' && !this.svm) fail(`${fn}: options.classifier is 'svm' but this detector has no SVMs (sp.trainDetector's svm option)`);
+    const minScore = opts.minScore ?? (classifier === 'svm' ? -1 : 0.05), iou = opts.nms ?? 0.3, maxDet = opts.maxDetections ?? 100, chunk = opts.chunk ?? 256;
+    if (classifier === 'softmax' ? !(minScore >= 0 && minScore <= 1) : !Number.isFinite(minScore)) fail(`${fn}: options.minScore must be ${classifier === 'softmax' ? 'in [0, 1]' : 'a finite number (an SVM margin)'}, got ${describe(opts.minScore)}`);
     if (!(iou >= 0 && iou <= 1)) fail(`${fn}: options.nms must be in [0, 1], got ${describe(opts.nms)}`);
     if (!isPositiveInt(maxDet)) fail(`${fn}: options.maxDetections must be a positive integer, got ${describe(opts.maxDetections)}`);
     if (!isPositiveInt(chunk)) fail(`${fn}: options.chunk must be a positive integer, got ${describe(opts.chunk)}`);
@@ -240,8 +267,7 @@ export class Detector {
         }
         t.fc -= now();
       }
-      const probs = await softmax(logits);
-      const p = await probs.data().finally(() => probs.dispose());
+      const p = classifier === 'svm' ? await this.svmScores(rows) : await softmax(logits).then((probs) => probs.data().finally(() => probs.dispose()));
       const regress = (opts.regress ?? true) && this.regressor !== null;
       const deltas = regress ? await this.deltas(rows) : null;
       t.fc += now();
@@ -255,6 +281,16 @@ export class Detector {
       rows?.dispose();
       logits?.dispose();
     }
+  }
+
+  /** @internal SVM margins [K, 1 + classes] on the host (column 0, background, unused: the layout of softmax's). */
+  async svmScores(rows: Tensor): Promise<Float32Array> {
+    const f = await this.model.head(rows, { until: this.config.svmLayer });
+    const m = await linear(f, this.svm!.weight, this.svm!.bias).finally(() => f.dispose());
+    const d = await m.data().finally(() => m.dispose());
+    const C = this.config.classes.length, out = new Float32Array((d.length / C) * (C + 1));
+    for (let i = 0; i < d.length / C; i++) out.set(d.subarray(i * C, (i + 1) * C), i * (C + 1) + 1);
+    return out;
   }
 
   /** @internal Regression deltas [K, 4 * classes] on the host. */
@@ -303,6 +339,7 @@ export class Detector {
   dispose(): void {
     this.model.dispose();
     this.setRegressor(null);
+    this.setSvm(null);
   }
 }
 
@@ -318,6 +355,7 @@ export function checkConfig(fn: string, c: DetectorConfig): void {
   if (c.mapping !== 'paper' && c.mapping !== 'released') bad("mapping must be 'paper' or 'released'", c.mapping);
   if (![c.offset0, c.offset].every(Number.isFinite)) bad('offset0 and offset must be finite numbers', [c.offset0, c.offset]);
   if (!(Number.isInteger(c.context) && c.context >= 0 && 2 * c.context < c.windowSide)) bad('context must be an integer in [0, windowSide / 2)', c.context);
+  if (c.svmLayer !== undefined && typeof c.svmLayer !== 'string') bad('svmLayer must be a layer name', c.svmLayer);
   for (const k of ['mean', 'std'] as const)
     if (!Array.isArray(c[k]) || c[k].length !== 3 || !c[k].every((v) => Number.isFinite(v) && (k === 'mean' || v > 0))) bad(`${k} must be 3 finite numbers${k === 'std' ? ' above 0' : ''}`, c[k]);
 }

@@ -21,6 +21,7 @@ import { Detector, DetectorConfig } from './detector';
 import { vocIou } from './eval';
 import { ProposalOptions, proposals } from './proposals';
 import { ridge } from './ridge';
+import { SvmOptions, trainSvms } from './svm';
 import { VocDataset } from './voc-data';
 import { WindowMapping } from './windows';
 
@@ -57,6 +58,13 @@ export interface TrainDetectorOptions {
   cacheBackground?: number;
   /** Stage 4: ridge lambda (default 1000, R-CNN's); false: no box regression. */
   bboxLambda?: number | false;
+  /**
+   * Per-class linear SVMs on the features of the layer before the classifier (fc7), as the paper's
+   * option (R-CNN's settings: hinge loss, C 0.001, positives weighted 2, features at mean norm 20):
+   * positives are cached windows with IoU >= 0.7 to an object of the class, negatives those under
+   * 0.3; all cached negatives at once rather than R-CNN's rounds of hard-negative mining. Default false.
+   */
+  svm?: boolean | SvmOptions;
   /** R-CNN's context padding at windowSide (default 0). */
   context?: number;
   proposals?: ProposalOptions;
@@ -160,7 +168,7 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
   const r = prng(seed);
   const device = opts.device;
   // A detector file's tensors may be given as they are: its box regressor is not the network's.
-  const weights = opts.weights instanceof Map ? new Map([...opts.weights].filter(([k]) => !k.startsWith('bbox_pred.'))) : opts.weights;
+  const weights = opts.weights instanceof Map ? new Map([...opts.weights].filter(([k]) => !k.startsWith('bbox_pred.') && !k.startsWith('svm.'))) : opts.weights;
   const model = await buildModel({ spec: opts.spec ?? detectionSpec(classes.length + 1), weights, seed, device }, fn);
   const detector = new Detector(model, config, null);
   const norm = { mean: config.mean, std: config.std, device: model.device };
@@ -220,6 +228,12 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
     // (2) Fixed conv features; sampled windows pooled and cached.
     const scales = opts.trainScales === 'single' ? [config.singleScale] : config.scales;
     const rows: Float32Array[] = [], labels: number[] = [], reg: Array<{ row: number; cls: number; t: number[] }> = [];
+    const classIou: Float32Array[] = []; // per cached row, its largest IoU with an object of each class (the SVMs')
+    const overlaps = (b: number[], im: TrainImage) => {
+      const o = new Float32Array(classes.length);
+      im.gt.forEach((g, k) => (o[im.labels[k]] = Math.max(o[im.labels[k]], vocIou(b, g))));
+      return o;
+    };
     const D = model.pooledFeatures;
     for (const im of imgs) {
       const cand: number[][] = [...im.gt];
@@ -243,11 +257,13 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       const host = await pooled.data().finally(() => pooled.dispose());
       f.forEach((x, i) => {
         rows.push(host.subarray(i * D, (i + 1) * D));
+        classIou.push(overlaps(x.b, im));
         labels.push(im.labels[x.k] + 1);
         if (x.iou >= 0.6) reg.push({ row: rows.length - 1, cls: im.labels[x.k], t: boxDeltas(x.b, im.gt[x.k]) });
       });
-      g.forEach((_, i) => {
+      g.forEach((x, i) => {
         rows.push(host.subarray((f.length + i) * D, (f.length + i + 1) * D));
+        classIou.push(overlaps(x, im));
         labels.push(0);
       });
     }
@@ -294,6 +310,11 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       }
       detector.setRegressor({ weight: tensor(W, [4 * C, D], { device: model.device }), bias: tensor(B, [4 * C], { device: model.device }) });
       log(`${fn}: stage 4: box regressors from ${reg.length} windows (lambda ${lambda})`);
+    }
+    // (5) The paper's option: per-class linear SVMs on the fine-tuned head's features.
+    if (opts.svm) {
+      const svm = await trainSvms(detector, rows, classIou, opts.svm === true ? {} : opts.svm, seed);
+      log(`${fn}: stage 5: ${classes.length} linear SVMs on ${svm.layer} (${svm.features} features): ${svm.summary}`);
     }
     return detector;
   } catch (e) {

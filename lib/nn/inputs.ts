@@ -59,3 +59,16 @@ export function checkRows(fn: string, rows: unknown, m: InputsOf): number {
   if (s.device !== m.device) throw new SppnetError(`${fn}: rows are on ${s.device}, the model on ${m.device} (use await t.to('${m.device}'))`, 'SPPNET_DEVICE_MISMATCH');
   return rows.shape[0];
 }
+
+/** Model.head's options.until: the end (exclusive) in spec.layers of the head layers to run. */
+export function headEnd(fn: string, spec: ModelSpec, sppIndex: number, opts: unknown): number {
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const until = (opts as { until?: unknown }).until;
+  if (until === undefined) return spec.layers.length;
+  const i = spec.layers.findIndex((l) => 'name' in l && l.name === until);
+  if (i <= sppIndex) {
+    const names = spec.layers.slice(sppIndex + 1).flatMap((l) => ('name' in l ? [l.name] : []));
+    fail(`${fn}: options.until must name a layer after the spp layer (${names.join(', ')}), got ${describe(until)}`);
+  }
+  return i + 1;
+}

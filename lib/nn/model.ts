@@ -15,7 +15,7 @@ import { lossAndGradients } from './backprop';
 import { kindOf, Layout, layoutAfter, LayerContext, LayerSpec } from './layers';
 import { ActivationPool } from './memory';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
-import { checkRows, modelInput } from './inputs';
+import { checkRows, headEnd, modelInput } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
 
 export interface Prediction {
@@ -140,15 +140,16 @@ export class Model {
     return this.runAs('Model.features', images, this.spec.layers.slice(0, this.sppIndex)) as Promise<RaggedBatch | Tensor>;
   }
 
-  /** The layers after the spp layer (fc, ReLU; dropout off) on pooled rows [N, pooledFeatures]: logits [N, classes], the caller's. */
-  head(rows: Tensor): Promise<Tensor> {
+  /** The layers after the spp layer (dropout off) on pooled rows [N, pooledFeatures]: logits, or with `until` that named layer's output (fc7 for SVMs). */
+  head(rows: Tensor, opts: { until?: string } = {}): Promise<Tensor> {
     const fn = 'Model.head';
     return this.call(fn, async () => {
       const n = checkRows(fn, rows, this);
+      const end = headEnd(fn, this.spec, this.sppIndex, opts);
       this.pool.begin();
       try {
         const layout: Layout = { kind: 'matrix', channels: this.pooledFeatures, sizes: new Array(n).fill([1, 1]) };
-        return (await this.runLayers(fn, this.spec.layers.slice(this.sppIndex + 1), rows, layout, true)).out as Tensor;
+        return (await this.runLayers(fn, this.spec.layers.slice(this.sppIndex + 1, end), rows, layout, true)).out as Tensor;
       } finally {
         this.pool.end();
       }
