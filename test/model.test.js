@@ -178,6 +178,11 @@ describe('models', function () {
         const changed = t.data.some((v, i) => v !== after.get(name).data[i]);
         expect(changed, name).to.equal(name.startsWith('fc'));
       }
+      const fc6 = await m.head(rows, { until: 'fc6' });
+      expect(fc6.shape).to.deep.equal([2, 128]);
+      expect(Math.min(...(await fc6.data()))).to.be.at.least(0); // its ReLU included
+      fc6.dispose();
+      await expectReject(m.head(rows, { until: 'conv1' }), /Model\.head: options\.until must name a layer after the spp layer \(fc6, fc7\)/, 'SPPNET_INVALID_ARGUMENT');
       await expectReject(m.head(sp.zeros([2, 7])), /Model\.head: rows must have shape \[N >= 1, 1344\]/, 'SPPNET_INVALID_ARGUMENT');
       await expectReject(m.trainHeadStep(rows, [1, 9]), /Model\.trainHeadStep: labels\[1\] is 9/, 'SPPNET_INVALID_ARGUMENT');
       await expectReject(m.trainHeadStep(rows, [1]), /labels has 1 entries for 2 rows/, 'SPPNET_INVALID_ARGUMENT');
