@@ -138,6 +138,7 @@ describe('detection pipeline', function () {
     await expectReject(det.detect(im, { classifier: 'svm', minScore: NaN }), /options\.minScore must be a finite number \(an SVM margin\)/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(det.detect(im, { classifier: 'trees' }), /options\.classifier must be 'softmax' or 'svm'/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(det.detect(42), /Detector\.detect: image must be a file path/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(det.detect(im, { maxPixels: 1000 }), /Detector\.detect: .*000000\.jpg \(\d+x\d+\) has \d+ pixels.*options\.maxPixels/, 'SPPNET_TOO_LARGE');
     await expectReject(sp.trainDetector(trainval, { scales: [] }), /sp\.trainDetector: options\.scales must be/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(sp.trainDetector(trainval, { finetuneIterations: 0 }), /options\.finetuneIterations must be a positive integer/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(sp.trainDetector({}), /sp\.trainDetector: data must be a dataset/, 'SPPNET_INVALID_ARGUMENT');

@@ -2,10 +2,10 @@
 // the maps of the scale where it is closest to the training size (sp.spp with windows), the fc
 // head's softmax over the classes and background, box regression, per-class NMS. The R-CNN
 // baseline runs the same network on each window cropped and warped to that size instead.
-import { describe, fail, isPositiveInt, SppnetError } from '../core/errors';
+import { describe, fail, isPositiveInt, overLimit, SppnetError } from '../core/errors';
 import { RaggedBatch, ragged } from '../core/ragged';
 import { Tensor, tensor } from '../core/tensor';
-import { readImage, targetSize } from '../io/images';
+import { describeSource, probeImage, readImage, targetSize } from '../io/images';
 import { LayerSpecs } from '../nn/layer-types';
 import { Model } from '../nn/model';
 import { cropResize } from '../ops/crop';
@@ -56,6 +56,8 @@ export interface DetectOptions {
   classifier?: 'softmax' | 'svm';
   /** R-CNN mode: windows per network call (default 256). */
   chunk?: number;
+  /** Refuse images with more pixels than this, from the header, before decoding (default 4,000,000, as sp.proposals; SPPNET_TOO_LARGE). */
+  maxPixels?: number;
 }
 
 export interface DetectedBox {
@@ -202,26 +204,29 @@ export class Detector {
     const scales = this.scalesOf(fn, opts.scales);
     const t: DetectTiming = { proposals: 0, decode: 0, conv: 0, pooling: 0, fc: 0, nms: 0, total: 0 };
     const t0 = now();
-    // Windows.
-    let boxes: Float32Array, W: number, H: number;
+    // The size from the header, checked before anything is decoded; then the windows.
+    const maxPixels = opts.maxPixels ?? 4_000_000;
+    if (!isPositiveInt(maxPixels)) fail(`${fn}: options.maxPixels must be a positive integer, got ${describe(opts.maxPixels)}`);
+    const header = await probeImage(fn, image);
+    const [H, W] = [header.height, header.width];
+    if (W * H > maxPixels) throw overLimit(fn, `${describeSource(image)} (${W}x${H}) has`, W * H, 'pixels', 'options.maxPixels', maxPixels);
+    let boxes: Float32Array;
     if (opts.boxes !== undefined) {
       boxes = checkBoxes(fn, opts.boxes);
-      t.decode -= now();
     } else {
-      const p = await proposals(image, opts.proposals ?? {});
-      boxes = p.boxes;
+      boxes = (await proposals(image, { maxPixels, ...(opts.proposals ?? {}) })).boxes;
       t.proposals = now() - t0;
-      t.decode -= now();
     }
+    t.decode -= now();
     const norm = { mean: this.config.mean, std: this.config.std, device: this.model.device };
-    const full = await readImage(image, norm);
-    [, H, W] = full.shape as [number, number, number];
     const count = boxes.length / 4;
     if (count === 0) {
-      full.dispose();
+      t.decode += now();
       t.total = now() - t0;
       return { width: W, height: H, windows: 0, detections: [], timing: t };
     }
+    // The R-CNN baseline crops from the image at its own size; SPP-net needs it only at its scales.
+    const full = mode === 'rcnn' ? await readImage(image, norm) : undefined;
     let rows: Tensor | undefined, logits: Tensor | undefined;
     try {
       if (mode === 'spp') {
@@ -247,7 +252,7 @@ export class Detector {
             for (let i = 0; i < n; i++) win.set([0, ...boxes.subarray(4 * (at + i), 4 * (at + i) + 4)], 5 * i);
             const wt = tensor(win, [n, 5], { device: this.model.device });
             t.conv -= now();
-            const crops = await cropResize(full, wt, this.config.windowSide, { context: this.config.context }).finally(() => wt.dispose());
+            const crops = await cropResize(full!, wt, this.config.windowSide, { context: this.config.context }).finally(() => wt.dispose());
             const maps = await this.model.features(crops).finally(() => crops.dispose());
             t.conv += now();
             t.pooling -= now();
@@ -277,7 +282,7 @@ export class Detector {
       t.total = now() - t0;
       return { width: W, height: H, windows: count, detections, timing: t };
     } finally {
-      full.dispose();
+      full?.dispose();
       rows?.dispose();
       logits?.dispose();
     }

@@ -49,7 +49,8 @@ export function registerDetect(app: FastifyInstance, det: Detector, ctx: DetectR
     const sides = det.scalesOf(call, scales);
     const seen = source + sides.reduce((a, s) => { const [H, W] = targetSize(h, s); return a + H * W; }, 0);
     ctx.reservePixels(req, reply, seen);
-    const r = await slot(() => det.detect(blobs[0], { scales, minScore, maxDetections }));
+    // Selective search's working memory grows with the pixels: detect's own limit (4 MP) holds here too.
+    const r = await slot(() => det.detect(blobs[0], { scales, minScore, maxDetections, maxPixels: Math.min(ctx.maxPixels, 4_000_000) }));
     const round = (v: number) => Math.round(v * 10) / 10;
     return {
       size: [r.height, r.width],
