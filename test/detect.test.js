@@ -137,11 +137,12 @@ describe('detection: linear SVMs (liblinear -s 3 by dual coordinate descent)', f
       X.push(x);
       y[i] = s > 0 ? 1 : -1;
     }
-    const m = trainSvm(n, d, (i) => X[i], y, { C: 10, positiveWeight: 1, biasFeature: 1, eps: 1e-4, seed });
+    // C large: the hard-margin solution, whose margins are all at least 1 (to the solver's tolerance;
+    // coordinate descent may need many passes for it: up to 20,000 here, a few ms).
+    const m = trainSvm(n, d, (i) => X[i], y, { C: 1e4, positiveWeight: 1, biasFeature: 1, eps: 1e-6, maxEpochs: 20000, seed });
     const f = (i) => X[i].reduce((a, v, j) => a + v * m.weight[j], 0) + m.bias;
     for (let i = 0; i < n; i++) expect(y[i] * f(i), `seed ${seed}, row ${i}`).to.be.above(0);
-    // Hinge-loss optimum with C large on separable data: every margin is about 1 or more.
-    expect(Math.min(...Array.from({ length: n }, (_, i) => y[i] * f(i))), `seed ${seed}`).to.be.above(0.99);
+    expect(Math.min(...Array.from({ length: n }, (_, i) => y[i] * f(i))), `seed ${seed}`).to.be.above(0.98);
     // The direction agrees with the generating one.
     const cos = m.weight.reduce((a, v, j) => a + v * w0[j], 0) / Math.hypot(...m.weight) / Math.hypot(...w0);
     expect(cos, `seed ${seed}`).to.be.above(0.9);
