@@ -7,6 +7,7 @@ import { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { fail, overLimit } from '../core/errors';
 import { Detector } from '../detect/detector';
 import { ImageHeader, targetSize } from '../io/images';
+import { concurrencyLimit } from './limit';
 
 export interface DetectRouteContext {
   admit: object;
@@ -19,19 +20,7 @@ export interface DetectRouteContext {
 }
 
 export function registerDetect(app: FastifyInstance, det: Detector, ctx: DetectRouteContext): void {
-  let running = 0;
-  const waiting: Array<() => void> = [];
-  const slot = async <T>(work: () => Promise<T>): Promise<T> => {
-    if (running >= ctx.maxConcurrent) await new Promise<void>((r) => waiting.push(r));
-    else running++;
-    try {
-      return await work();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else running--;
-    }
-  };
+  const slot = concurrencyLimit(ctx.maxConcurrent);
   app.post('/v1/detect', ctx.admit, async (req, reply) => {
     const call = ctx.callOf(req);
     const q = req.query as { minScore?: string; scales?: string; maxDetections?: string };

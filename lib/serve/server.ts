@@ -27,6 +27,7 @@ import { freeReleasable, Tensor, tensor } from '../core/tensor';
 import { topK } from '../core/topk';
 import { Detector } from '../detect/detector';
 import { registerDetect } from './detect-route';
+import { concurrencyLimit } from './limit';
 
 export interface ServerOptions extends BatchingOptions {
   model: Model;
@@ -231,19 +232,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   };
 
   /** At most maxDecodes images are probed or decoded at once; the others wait their turn here. */
-  let decoding = 0;
-  const waiting: Array<() => void> = [];
-  const decodeSlot = async <T>(work: () => Promise<T>): Promise<T> => {
-    if (decoding >= maxDecodes) await new Promise<void>((r) => waiting.push(r));
-    else decoding++;
-    try {
-      return await work();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else decoding--;
-    }
-  };
+  const decodeSlot = concurrencyLimit(maxDecodes);
 
   /** Runs images through the batching runner within what is left of the request's time; its refusals name the route. */
   const infer = (req: FastifyRequest, reply: FastifyReply, images: Tensor[]) =>
