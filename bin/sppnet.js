@@ -6,14 +6,15 @@ const path = require('path');
 
 const USAGE = `usage:
   sppnet classify --arch A [--weights w.safetensors|w.pth] [--labels labels.txt]
-                  [--classes N] [--scales 224,256|natural] [--topk 5] [--device cpu|cuda] IMAGE...
+                  [--classes N] [--scales 224,256|natural] [--topk 5] [--device cpu|cuda]
+                  [--linear-weights fp32|bf16] IMAGE...  (bf16: the fc weights in bfloat16, half their memory)
   sppnet classify --weights w.safetensors IMAGE...      (a file saved by sppnet carries its network, and
                                                          the class names and input normalisation of train --out)
   sppnet serve (--arch A [--classes N] | --weights w.safetensors | --detector d.safetensors) [--labels labels.txt] [--port 8080]
                [--host 127.0.0.1] [--max-batch 32] [--max-delay 2] [--max-queue 256] [--timeout 30000]
                [--shorter-side 256|none] [--max-pixels 36000000] [--max-batch-pixels 4000000]
                [--max-queued-pixels N] [--body-limit 16777216] [--max-files 16] [--max-rss BYTES]
-               [--heap-growing-percent 300]
+               [--heap-growing-percent 300] [--linear-weights fp32|bf16]
                [--device cpu|cuda]      (HTTP: POST /v1/classify, /v1/logits, and /v1/detect with --detector;
                                          /healthz, /readyz, /metrics)
   sppnet train (--arch A | --spec net.json) --data synthetic|fashion-mnist|FOLDER [--val synthetic|fashion-mnist|FOLDER] [--classes N]
@@ -148,7 +149,7 @@ async function classifyCmd(sp, o) {
   if (!o.arch && !o.weights) throw new Error('classify: give --arch, or --weights of a file saved by sppnet');
   const scales = o.scales ? scalesOf(o.scales) : [224];
   const topk = o.topk ? ints(o.topk, 'topk')[0] : 5;
-  const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
+  const model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device, linearWeights: o['linear-weights'] });
   try {
     if (!o.weights) console.warn(`note: no --weights given: ${o.arch} has random (He-initialised) weights, so its scores mean nothing`);
     const info = await weightsInfo(sp, o, model);
@@ -399,7 +400,7 @@ async function serveCmd(sp, o) {
     model = detector.model;
     [labels, mean, std] = [['background', ...detector.config.classes], detector.config.mean, detector.config.std];
   } else {
-    model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device });
+    model = await sp.loadModel({ arch: o.arch, weights: o.weights, classes, device: o.device, linearWeights: o['linear-weights'] });
     let notes;
     ({ labels, mean, std, notes } = await weightsInfo(sp, o, model));
     for (const n of notes) console.warn(`note: ${n}`);

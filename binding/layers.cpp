@@ -89,13 +89,18 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const int32_t in_f = int_field(a, "inFeatures"), out_f = int_field(a, "outFeatures");
   const bool relu = a.Get("relu").ToBoolean();
   const int32_t math = int_field(a, "math");
+  // bf16: the weight buffer holds out * in bfloat16 values, two to a float (sppnet/bf16.h).
+  const bool bf16 = a.Get("weightBf16").ToBoolean();
+  const int64_t weights = int64_t{in_f} * out_f;
   Buffers h;
   j->x = h.arg(a, "input", rows * in_f);
   j->y = h.arg(a, "output", rows * out_f);
-  j->w = h.arg(a, "weight", int64_t{in_f} * out_f);
+  j->w = h.arg(a, "weight", bf16 ? (weights + 1) / 2 : weights);
   j->b = h.optional(a, "bias", out_f);
   const bool dev = one_device(info.Env(), {&j->x, &j->y, &j->w, &j->b}, kLayerBuffers);
-  return queue_op(info.Env(), dev, h, [j, rows, in_f, out_f, relu, math](const OpTable& ops) {
+  return queue_op(info.Env(), dev, h, [j, rows, in_f, out_f, relu, math, bf16](const OpTable& ops) {
+    if (bf16)
+      return ops.linear_bf16_forward(rows, in_f, out_f, j->x.ptr, reinterpret_cast<const uint16_t*>(j->w.ptr), j->b.ptr, relu, j->y.ptr);
     return ops.linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->b.ptr, relu, math, j->y.ptr);
   });
 }

@@ -7,6 +7,7 @@
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
+#include "sppnet/bf16.h"
 #include "sppnet/ops.h"
 #include "vec.h"
 
@@ -20,9 +21,12 @@ constexpr int NR = kGemmNR;  // the GEMM's panel width (packed B columns)
 // Up to kLinRows input rows against OB weight rows at a time: the weight rows stream from memory
 // once, and each 16-float chunk of x serves OB outputs (OB x NR accumulators, 8 loads per 16 FMAs
 // at 4 x 4). For the few rows a fully connected layer sees at inference, where the weights'
-// bandwidth is the floor.
-template <int OB, int NR>
-SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b,
+// bandwidth is the floor. W: float, or bfloat16 bits (uint16_t: half the bytes to stream).
+inline float weight_at(const float* w, int64_t i) { return w[i]; }
+inline float weight_at(const uint16_t* w, int64_t i) { return bf16_to_float(w[i]); }
+
+template <int OB, int NR, typename W>
+SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const W* w, const float* b,
                                       bool relu, float* y) {
   v16 a[OB][NR];
   for (int i = 0; i < OB; ++i)
@@ -38,15 +42,15 @@ SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int
   }
   for (int i = 0; i < OB; ++i)
     for (int r = 0; r < NR; ++r) {
-      const float* wo = w + (o + i) * in;
+      const W* wo = w + (o + i) * in;
       float s = v16_sum(a[i][r]);
-      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * weight_at(wo, j);
       if (b) s += b[o + i];
       y[r * out + o + i] = relu ? relu1(s) : s;
     }
 }
-template <int NR>
-void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
+template <int NR, typename W>
+void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const W* w, const float* b,
                        bool relu, float* y) {
   int64_t o = o0;
   for (; o + 4 <= o1; o += 4) linear_tile_small<4, NR>(o, x, in, out, w, b, relu, y);
@@ -57,27 +61,31 @@ constexpr int64_t kLinGemmRows = 8;    // from this many rows on, the packed GEM
 
 }  // namespace
 
-Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
-  const int64_t in = in_features, out = out_features;
-  if (rows <= 0 || out <= 0) return Status::Ok();
-  if (rows < kLinGemmRows) {
-    parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
-      for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
-        const float* xr = x + r0 * in;
-        float* yr = y + r0 * out;
-        switch (std::min(kLinRows, rows - r0)) {
-          case 1: linear_rows_small<1>(o0, o1, xr, in, out, w, b, relu, yr); break;
-          case 2: linear_rows_small<2>(o0, o1, xr, in, out, w, b, relu, yr); break;
-          case 3: linear_rows_small<3>(o0, o1, xr, in, out, w, b, relu, yr); break;
-          default: linear_rows_small<4>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        }
+namespace {
+
+// The few-rows path: the weights stream once per kLinRows rows, split over the threads by output.
+template <typename W>
+void linear_small(int64_t rows, int64_t in, int64_t out, const float* x, const W* w, const float* b, bool relu, float* y) {
+  parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
+      const float* xr = x + r0 * in;
+      float* yr = y + r0 * out;
+      switch (std::min(kLinRows, rows - r0)) {
+        case 1: linear_rows_small<1>(o0, o1, xr, in, out, w, b, relu, yr); break;
+        case 2: linear_rows_small<2>(o0, o1, xr, in, out, w, b, relu, yr); break;
+        case 3: linear_rows_small<3>(o0, o1, xr, in, out, w, b, relu, yr); break;
+        default: linear_rows_small<4>(o0, o1, xr, in, out, w, b, relu, yr); break;
       }
-    });
-    return Status::Ok();
-  }
-  // C[out][rows] = W[out][in] . x^T[in][rows] through the packed GEMM (bias per row of C, i.e. per
-  // output feature), then transposed into y[rows][out]. x^T is packed straight from x.
+    }
+  });
+}
+
+// The many-rows path: C[out][rows] = W[out][in] . x^T[in][rows] through the packed GEMM (bias per
+// row of C, i.e. per output feature), then transposed into y[rows][out]. x^T is packed straight
+// from x. `weights(o0, o1)` gives rows [o0, o1) of W as float32 (W itself, or a widened copy).
+template <typename Rows>
+void linear_gemm(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& weights, int64_t block, const float* b, bool relu,
+                 float* y) {
   static thread_local FloatBuffer packed, tmp;
   float* Bp = packed.get(static_cast<size_t>(gemm_packed_size(rows, in)));
   float* C = tmp.get(static_cast<size_t>(out * rows));
@@ -95,11 +103,52 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
       }
     }
   });
-  gemm_packed(out, rows, in, w, in, Bp, C, rows, b, relu, true);
+  for (int64_t o0 = 0; o0 < out; o0 += block) {
+    const int64_t m = std::min(block, out - o0);
+    gemm_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
+  }
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r)
       for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
   });
+}
+
+// bfloat16 weight rows widened a block at a time for the GEMM: 256 rows (fc6's 12,800 inputs:
+// 13 MB), small next to the GEMM's own work on them at kLinGemmRows rows and more.
+constexpr int64_t kBf16Block = 256;
+
+}  // namespace
+
+Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
+                      bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
+  const int64_t in = in_features, out = out_features;
+  if (rows <= 0 || out <= 0) return Status::Ok();
+  if (rows < kLinGemmRows) {
+    linear_small(rows, in, out, x, w, b, relu, y);
+    return Status::Ok();
+  }
+  linear_gemm(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
+  return Status::Ok();
+}
+
+Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
+                           const float* b, bool relu, float* y) {
+  const int64_t in = in_features, out = out_features;
+  if (rows <= 0 || out <= 0) return Status::Ok();
+  if (rows < kLinGemmRows) {
+    linear_small(rows, in, out, x, w, b, relu, y);
+    return Status::Ok();
+  }
+  static thread_local FloatBuffer wide;
+  float* wf = wide.get(static_cast<size_t>(std::min(kBf16Block, out) * in));
+  auto widen = [&](int64_t o0, int64_t o1) {
+    parallel_for((o1 - o0) * in, 4096, [&](int64_t i0, int64_t i1) {
+      const uint16_t* src = w + o0 * in;
+      for (int64_t i = i0; i < i1; ++i) wf[i] = bf16_to_float(src[i]);
+    });
+    return static_cast<const float*>(wf);
+  };
+  linear_gemm(rows, in, out, x, widen, kBf16Block, b, relu, y);
   return Status::Ok();
 }
 

@@ -15,6 +15,17 @@ static inline v16 v16_load(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
+// 16 bfloat16 values (sppnet/bf16.h) widened to float32: exact (a shift into the upper half).
+typedef unsigned short u16x16 __attribute__((vector_size(32)));
+typedef unsigned int u32x16 __attribute__((vector_size(64)));
+static inline v16 v16_load(const unsigned short* p) {
+  u16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  const u32x16 u = __builtin_convertvector(h, u32x16) << 16;
+  v16 v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
 static inline void v16_store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 static inline v16 v16_splat(float a) { return v16{} + a; }
 // ReLU that keeps NaN (PyTorch's relu propagates it; a plain max would not).

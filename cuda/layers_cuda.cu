@@ -10,6 +10,7 @@
 #include "gemm_tc.h"
 #include "kernel.h"
 #include "ragged_tables.cuh"
+#include "sppnet/bf16.h"
 #include "sppnet/lrn_within.h"
 #include "sppnet/ops.h"
 
@@ -149,6 +150,42 @@ __global__ void linear_kernel(int64_t rows, int in_f, int out_f, const float* __
   }
 }
 
+// bfloat16 weights: one warp per (output, group of up to kBf16Rows rows), lanes striding the dot
+// product, so each weight row is read once per group (half the bytes of float32), then a shuffle
+// reduction. FP32 products and sums, on the CUDA cores.
+constexpr int kBf16Rows = 4;
+__global__ void linear_bf16_kernel(int64_t rows, int in_f, int out_f, const float* __restrict__ x, const uint16_t* __restrict__ w,
+                                   const float* __restrict__ b, bool relu, float* __restrict__ y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t{gridDim.x} * (blockDim.x >> 5);
+  const int64_t groups = (rows + kBf16Rows - 1) / kBf16Rows;
+  for (int64_t e = (blockIdx.x * int64_t{blockDim.x} + threadIdx.x) >> 5; e < groups * out_f; e += warps) {
+    const int64_t g = e / out_f;
+    const int o = static_cast<int>(e - g * out_f);
+    const int64_t r0 = g * kBf16Rows;
+    const int nr = static_cast<int>(rows - r0 < kBf16Rows ? rows - r0 : kBf16Rows);
+    const uint16_t* wo = w + int64_t{o} * in_f;
+    float s[kBf16Rows] = {};
+    for (int k = lane; k < in_f; k += 32) {
+      const float wv = bf16_to_float(wo[k]);
+#pragma unroll
+      for (int r = 0; r < kBf16Rows; ++r)
+        if (r < nr) s[r] += x[(r0 + r) * in_f + k] * wv;
+    }
+#pragma unroll
+    for (int r = 0; r < kBf16Rows; ++r) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s[r] += __shfl_xor_sync(0xffffffffu, s[r], off);
+    }
+    if (lane == 0)
+      for (int r = 0; r < nr; ++r) {
+        float v = s[r];
+        if (b) v += b[o];
+        y[(r0 + r) * out_f + o] = relu ? relu1(v) : v;
+      }
+  }
+}
+
 __global__ void relu_kernel(int64_t n, const float* __restrict__ x, float* __restrict__ y) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) y[i] = relu1(x[i]);
 }
@@ -283,6 +320,15 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
   if (math != kMathDirect && tc::supported()) return tc::gemm_tn(rows, out_features, in_features, x, w, b, relu, math, y);
   SPP_LAUNCH(grid_for(total * 32, kThreads), kThreads, 0, linear_kernel)(rows, in_features, out_features, x, w, b, relu, y);
   return finish("linear kernel");
+}
+
+Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
+                           const float* b, bool relu, float* y) {
+  const int64_t groups = (rows + kBf16Rows - 1) / kBf16Rows;
+  if (groups * out_features == 0) return Status::Ok();
+  SPP_LAUNCH(grid_for(groups * out_features * 32, kThreads), kThreads, 0, linear_bf16_kernel)(rows, in_features, out_features, x, w, b,
+                                                                                             relu, y);
+  return finish("linear bf16 kernel");
 }
 
 Status relu_forward(int64_t n, const float* x, float* y) {

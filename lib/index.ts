@@ -18,6 +18,7 @@ export { localResponseNorm, localResponseNormBackward } from './ops/lrn';
 export type { LrnOptions } from './ops/lrn';
 export { linear, linearBackward } from './ops/linear';
 export type { LinearOptions } from './ops/linear';
+export { BF16Matrix, toBF16 } from './ops/bf16';
 export { relu, reluBackward, softmax, flatten, dropout, dropoutBackward } from './ops/elementwise';
 export type { DropoutOptions } from './ops/elementwise';
 export { concat, concatBackward } from './ops/concat';

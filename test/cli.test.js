@@ -50,6 +50,20 @@ describe('command line', function () {
     expect(r.stderr).to.match(/--scales must be positive integers and\/or natural/);
   });
 
+  it('classify --linear-weights bf16 keeps the fc weights in bfloat16: the same top classes, scores within the rounding', function () {
+    const args = ['classify', '--weights', path.join(dir, 'tiny.safetensors'), '--labels', path.join(dir, 'labels.txt'), '--topk', '3', path.join(dir, 'a.png')];
+    const fp = run(args), half = run([...args, '--linear-weights', 'bf16']);
+    expect(fp.status, fp.stderr).to.equal(0);
+    expect(half.status, half.stderr).to.equal(0);
+    const scores = (out) => [...out.matchAll(/(\d+\.\d\d)%\s+(\w+)/g)].map((m) => [m[2], Number(m[1])]);
+    const a = scores(fp.stdout), b = scores(half.stdout);
+    expect(a.length).to.equal(3);
+    for (const [label, p] of a) expect(Math.abs(b.find((x) => x[0] === label)[1] - p), half.stdout).to.be.at.most(1);
+    const bad = run([...args, '--linear-weights', 'fp16']);
+    expect(bad.status).to.equal(1);
+    expect(bad.stderr).to.match(/options.linearWeights must be 'fp32' or 'bf16'/);
+  });
+
   it('the usage names every option the commands read', function () {
     const r = run(['--help']);
     expect(r.status).to.equal(0);

@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "sppnet/bf16.h"
 #include "sppnet/bins.h"
 #include "sppnet/dropout.h"
 #include "sppnet/ops.h"
@@ -379,6 +380,37 @@ void run_linear(int64_t M, int N, int K, bool relu, int math, int sms, bool same
   ok = against(ycpu, ref, mag, 1e-5, &why_cpu) && ok;
   report(name, ok, "cuda " + why + "; cpu " + why_cpu);
   unsetenv("SPPNET_EMU_SMS");
+}
+
+// y = x . w^T + b with bfloat16 weights (cuda::linear_bf16_forward): against float64 on the weights
+// widened back to float32 (exact), and against cpu::linear_bf16_forward.
+void run_linear_bf16(int64_t M, int N, int K, bool relu) {
+  const std::string name = "linear bf16 " + std::to_string(M) + "x" + std::to_string(N) + " <- K " + std::to_string(K) + (relu ? " relu" : "");
+  if (!selected(name)) return;
+  std::vector<float> x = random_data(M * K), w = random_data(int64_t{N} * K, 0.1f), b = random_data(N);
+  std::vector<uint16_t> wh(w.size());
+  for (size_t i = 0; i < w.size(); ++i) wh[i] = float_to_bf16(w[i]);
+  std::vector<double> ref(static_cast<size_t>(M * N)), mag(static_cast<size_t>(M * N));
+  for (int64_t m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = b[n], g = std::fabs(b[n]);
+      for (int k = 0; k < K; ++k) {
+        const double t = double(x[m * K + k]) * bf16_to_float(wh[int64_t(n) * K + k]);
+        s += t, g += std::fabs(t);
+      }
+      ref[m * N + n] = relu ? (s > 0 ? s : 0) : s;
+      mag[m * N + n] = g;
+    }
+  Dev<float> dx(x, "linear x"), db(b, "linear bias"), dy(static_cast<size_t>(M * N), "linear y");
+  Dev<uint16_t> dw(wh, "linear bf16 weight");
+  expect_ok(cuda::linear_bf16_forward(M, K, N, dx.p, dw.p, db.p, relu, dy.p), name);
+  std::string why;
+  bool ok = against(dy.host(), ref, mag, 1e-5, &why);
+  std::vector<float> ycpu(static_cast<size_t>(M * N));
+  expect_ok(cpu::linear_bf16_forward(M, K, N, x.data(), wh.data(), b.data(), relu, ycpu.data()), name);
+  std::string why_cpu;
+  ok = against(ycpu, ref, mag, 1e-5, &why_cpu) && ok;
+  report(name, ok, "cuda " + why + "; cpu " + why_cpu);
 }
 
 // =================================== pooling, LRN, elementwise ===================================
@@ -864,6 +896,11 @@ int main(int argc, char** argv) {
     run_linear(1, 1, 1, false, math, 132, false);
   }
   run_linear(300, 8, 12800, false, kMathFp32, 1, true);  // no split: one accumulation over all of K
+  // ---- linear with bfloat16 weights: rows not a multiple of the kernel's group of 4, odd K ----
+  run_linear_bf16(1, 37, 301, true);
+  run_linear_bf16(6, 50, 129, false);
+  run_linear_bf16(11, 9, 1000, false);  // the CPU's GEMM path (8 rows and more)
+  run_linear_bf16(9, 300, 40, true);    // and its widening in blocks of 256 weight rows
   run_linear(2, 8, 12800, false, kMathFp32, 132, true);  // split-K
 
   // ---- pooling, LRN (and the fused LRN + max pool) ----

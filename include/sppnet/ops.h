@@ -42,6 +42,11 @@
   X(Status, linear_forward,                                                                                                         \
     (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b, bool relu,            \
      int32_t math, float* y))                                                                                                       \
+  /* linear_forward with bfloat16 weights (bf16.h: w holds out * in of them, row-major), FP32 products and sums; the same rows, */ \
+  /* bias and ReLU. The result equals linear_forward on the weights widened to float32, up to the order of the sums.            */ \
+  X(Status, linear_bf16_forward,                                                                                                    \
+    (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w, const float* b, bool relu,         \
+     float* y))                                                                                                                     \
   X(Status, relu_forward, (int64_t n, const float* x, float* y))                                                                    \
   X(Status, softmax_forward, (int64_t rows, int32_t cols, const float* x, float* y))                                                \
   X(Status, conv2d_backward,                                                                                                        \

@@ -66,7 +66,7 @@ export type NativeConvArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBu
 export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLayout<'out'> & { pool: NativePoolParams };
 export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLrnParams;
 export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
-  { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number };
+  { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number; /** weight holds bfloat16 bits, two to a float */ weightBf16?: boolean };
 export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In<'in'> & NativeLayout<'out'> & { channelOffset: number; toWhole: boolean };
 export type NativeChannelSumsArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & In<'in'> & { sums: Float64Array };
 export type NativeChannelAffineArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & NativeBuf<'output'> & In<'in'> & { a: Float32Array; b?: Float32Array; d: Float32Array; relu: boolean };
@@ -104,7 +104,7 @@ export interface Native {
   DeviceBuffer: new (length: number) => NativeDeviceBuffer;
   info(): NativeInfo;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
-  memoryStats(): { deviceBuffers: number; deviceBytes: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
+  memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
   trimDeviceMemory(): void;
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;

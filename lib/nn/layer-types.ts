@@ -4,6 +4,7 @@ import { Pair } from '../core/checks';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
+import { BF16Matrix } from '../ops/bf16';
 import { BinRule, PoolKind } from '../ops/spp';
 
 /** The spec of each layer kind (JSON: what Model.save stores and sp.loadModel({ spec }) takes). */
@@ -59,6 +60,8 @@ export type ParamInit = 'he' | 'zeros' | 'ones';
 /** What a layer's forward and backward use besides their input. */
 export interface LayerContext {
   weight(name: string): Tensor;
+  /** Inference: a weight as sp.linear takes it (a BF16Matrix where the model keeps fc weights in bfloat16). */
+  matrix?(name: string): Tensor | BF16Matrix;
   /** Inference: the buffer to write the output into (a view of a pooled buffer), if any. */
   out?: Spatial;
   /** Inference: the conv layers' cached Winograd filter transforms (see conv2dCached). */

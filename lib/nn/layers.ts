@@ -247,7 +247,7 @@ export const LAYERS: Table = {
       c.width = width;
     },
     width: (l) => l.out,
-    infer: (l, x, c) => linear(x as Tensor, c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { relu: l.relu === true, out: c.out as Tensor | undefined }),
+    infer: (l, x, c) => linear(x as Tensor, c.matrix?.(`${l.name}.weight`) ?? c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { relu: l.relu === true, out: c.out as Tensor | undefined }),
     backward: async (l, t, c) => {
       const g = l.relu === true ? await reluBackward(t.output as Tensor, t.grad as Tensor) : t.grad;
       const r = await using(g, t.grad, (gr) => linearBackward(t.input as Tensor, c.weight(`${l.name}.weight`), gr as Tensor, { needInputGrad: true }));

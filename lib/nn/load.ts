@@ -3,13 +3,13 @@
 import { backend, Device } from '../core/backend';
 import { describe, fail, isPositiveInt } from '../core/errors';
 import { prng } from '../core/random';
-import { tensor, Tensor } from '../core/tensor';
 import { isPthFile, readPth } from '../io/pth';
 import { checkStateDict, readSafetensors } from '../io/safetensors';
 import { archSpec } from './archs';
 import { ActivationOptions, activationSettings } from './memory';
 import { Model } from './model';
 import { checkSpec, ModelSpec, usedWeights } from './spec';
+import { LinearWeights, linearWeightsOption, WeightSet } from './weights';
 
 export interface LoadModelOptions extends ActivationOptions {
   /**
@@ -37,6 +37,13 @@ export interface LoadModelOptions extends ActivationOptions {
   /** Seed of the random initialisation (default 0). */
   seed?: number;
   device?: Device;
+  /**
+   * How to keep the fc layers' weight matrices: 'fp32' (default), or 'bf16': rounded to bfloat16
+   * (to nearest even: at most 2^-9 relative error per weight), half their memory and, at batch 1
+   * where reading them is the floor, about half their time; products and sums stay FP32. Such a
+   * model is for inference: trainStep and trainHeadStep refuse it.
+   */
+  linearWeights?: LinearWeights;
 }
 
 /** Builds a model (weights given or He-initialised) on a device. */
@@ -50,33 +57,33 @@ export async function buildModel(opts: LoadModelOptions, fn = 'sp.loadModel'): P
   const activation = activationSettings(fn, opts);
   const device = opts.device ?? backend().device;
   const seed = opts.seed ?? 0;
-  const weights = new Map<string, Tensor>();
-  try {
-    if (opts.weights) {
-      const given = opts.weights instanceof Map ? opts.weights : undefined;
-      if (!given) fail(`${fn}: options.weights must be a Map of state_dict tensors, got ${describe(opts.weights)}`);
-      const host = new Map(Array.from(usedWeights(spec, given), ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
-      checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
-      // Copied: the model owns its weights (its caches assume nothing else writes them).
-      for (const p of checked.params) weights.set(p.name, tensor(Float32Array.from(opts.weights.get(p.name)!.data), p.shape, { device }));
-    } else {
-      const uniform = prng(seed);
-      for (const p of checked.params) {
-        const n = p.shape.reduce((a, b) => a * b, 1);
-        const data = new Float32Array(n);
-        if (p.init === 'he') {
-          // He et al. 2015 (fan-in, for ReLU), uniform form: variance 2 / fan_in.
-          const bound = Math.sqrt(6 / p.fanIn);
-          for (let i = 0; i < n; i++) data[i] = (2 * uniform() - 1) * bound;
-        } else if (p.init === 'ones') data.fill(1);
-        weights.set(p.name, tensor(data, p.shape, { device }));
-      }
+  const linear = linearWeightsOption(fn, opts.linearWeights);
+  let data: (name: string) => Float32Array;
+  let fresh = false; // data's arrays are this call's own
+  if (opts.weights) {
+    const given = opts.weights instanceof Map ? opts.weights : undefined;
+    if (!given) fail(`${fn}: options.weights must be a Map of state_dict tensors, got ${describe(opts.weights)}`);
+    const host = new Map(Array.from(usedWeights(spec, given), ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
+    checkStateDict(new Map(checked.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${opts.weightsName ? ` in ${opts.weightsName}` : ''} do not fit ${spec.name}`);
+    // Copied (fromHost): the model owns its weights (its caches assume nothing else writes them).
+    data = (name) => given.get(name)!.data;
+  } else {
+    // He et al. 2015 (fan-in, for ReLU), uniform form: variance 2 / fan_in; drawn in the params' order.
+    const uniform = prng(seed);
+    const init = new Map<string, Float32Array>();
+    for (const p of checked.params) {
+      const n = p.shape.reduce((a, b) => a * b, 1);
+      const d = new Float32Array(n);
+      if (p.init === 'he') {
+        const bound = Math.sqrt(6 / p.fanIn);
+        for (let i = 0; i < n; i++) d[i] = (2 * uniform() - 1) * bound;
+      } else if (p.init === 'ones') d.fill(1);
+      init.set(p.name, d);
     }
-  } catch (e) {
-    for (const t of weights.values()) t.dispose();
-    throw e;
+    data = (name) => init.get(name)!;
+    fresh = true;
   }
-  return new Model(checked, weights, device, activation);
+  return new Model(checked, WeightSet.fromHost(spec, checked.params, data, device, linear, fresh), device, activation);
 }
 
 export interface LoadModelFileOptions extends Omit<LoadModelOptions, 'weights'> {

@@ -7,7 +7,7 @@ import { checkLabels } from '../core/checks';
 import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
-import { Tensor, tensor } from '../core/tensor';
+import { Tensor } from '../core/tensor';
 import { topK } from '../core/topk';
 import { checkStateDict, writeSafetensors } from '../io/safetensors';
 import { softmax } from '../ops/elementwise';
@@ -17,6 +17,7 @@ import { ActivationPool } from './memory';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
 import { checkRows, headEnd, modelInput } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
+import { LinearWeights, WeightSet } from './weights';
 
 export interface Prediction {
   index: number;
@@ -34,7 +35,7 @@ export class Model {
   /** Features per row out of the spp layer (what head() takes); the spp layer's index in spec.layers. */
   readonly pooledFeatures: number;
   private readonly sppIndex: number;
-  private weights: Map<string, Tensor>;
+  private weights: WeightSet;
   private pool: ActivationPool;
   private opt: Optimizer | undefined;
   private disposed = false;
@@ -51,7 +52,7 @@ export class Model {
   private retired: Array<Promise<Tensor[]>> = [];
 
   /** @internal Use sp.loadModel(). */
-  constructor(checked: CheckedSpec, weights: Map<string, Tensor>, device: Device, activation: { budget: number; idleMs: number }) {
+  constructor(checked: CheckedSpec, weights: WeightSet, device: Device, activation: { budget: number; idleMs: number }) {
     this.spec = checked.spec;
     this.params = checked.params;
     this.classes = checked.classes;
@@ -65,11 +66,7 @@ export class Model {
 
   /** The parameters as host arrays keyed by state_dict name (a copy). */
   stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
-    return this.call('Model.stateDict', async () => {
-      const out = new Map<string, { shape: number[]; data: Float32Array }>();
-      for (const p of this.params) out.set(p.name, { shape: [...p.shape], data: await this.weights.get(p.name)!.data() });
-      return out;
-    });
+    return this.call('Model.stateDict', () => this.weights.stateDict(this.params));
   }
 
   /** Bytes of activation buffers the model holds now (in use by runs in flight, and kept for the next). */
@@ -112,8 +109,14 @@ export class Model {
     }
   }
 
-  private w(name: string): Tensor {
-    return this.weights.get(name)!;
+  /** How the fc layers' weight matrices are kept: 'fp32', or 'bf16' (loadModel's linearWeights: inference only). */
+  get linearWeights(): LinearWeights {
+    return this.weights.linear;
+  }
+
+  /** Bytes the weights take on the model's device. */
+  get weightBytes(): number {
+    return this.weights.bytes;
   }
 
   private filterCache(layer: string, floats: number): Float32Array {
@@ -184,7 +187,8 @@ export class Model {
     const fuse = process.env.SPPNET_FUSE !== '0'; // SPPNET_FUSE=0: fused pairs run as two layers, for comparisons
     const rows = layout.sizes.length;
     const ctx: LayerContext = {
-      weight: (n: string) => this.w(n),
+      weight: (n: string) => this.weights.tensor(n),
+      matrix: (n: string) => this.weights.any(n),
       cache: (layer: string, n: number) => this.filterCache(layer, n),
       derived: (key, make) => this.derivedWeights(key, make),
     };
@@ -247,7 +251,7 @@ export class Model {
   parameters(): ReadonlyMap<string, Tensor> {
     this.alive('Model.parameters');
     this.weightsChanged();
-    return this.weights;
+    return this.weights.trainable('Model.parameters');
   }
 
   /** Replaces the weights with a state_dict (every tensor named and shaped as the model's; one error lists every problem). */
@@ -257,14 +261,8 @@ export class Model {
     if (!(weights instanceof Map)) fail(`${fn}: weights must be a Map of state_dict tensors, got ${describe(weights)}`);
     const host = new Map(Array.from(usedWeights(this.spec, weights), ([k, v]) => [k, { dtype: 'float32' as const, shape: v.shape, data: v.data }]));
     checkStateDict(new Map(this.params.map((p) => [p.name, { shape: p.shape }])), host, `${fn}: the weights${sourceName ? ` in ${sourceName}` : ''} do not fit ${this.spec.name}`);
-    const fresh = new Map<string, Tensor>();
-    try {
-      for (const p of this.params) fresh.set(p.name, tensor(Float32Array.from(weights.get(p.name)!.data), p.shape, { device: this.device }));
-    } catch (e) {
-      for (const t of fresh.values()) t.dispose();
-      throw e;
-    }
-    for (const t of this.weights.values()) t.dispose();
+    const fresh = WeightSet.fromHost(this.spec, this.params, (name) => weights.get(name)!.data, this.device, this.weights.linear);
+    this.weights.dispose();
     this.weights = fresh;
     this.weightsChanged();
   }
@@ -329,9 +327,10 @@ export class Model {
   }
 
   private async update(fn: string, spec: ModelSpec, x: Spatial, n: number, labels: ArrayLike<number>, lr: number, seed: number, what: 'images' | 'rows'): Promise<StepResult> {
+    const params = this.weights.trainable(fn);
     const opt = this.optimizer;
     const y = checkLabels(fn, labels, n, this.classes, what);
-    const r = await lossAndGradients(spec, (name) => this.w(name), x, y, seed >>> 0);
+    const r = await lossAndGradients(spec, (name) => this.weights.tensor(name), x, y, seed >>> 0);
     try {
       if (!Number.isFinite(r.loss))
         throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
@@ -339,7 +338,7 @@ export class Model {
       // filled a fresh cache from weights half way through it.
       this.weightsChanged();
       try {
-        await opt.apply(this.weights, r.grads, lr);
+        await opt.apply(params, r.grads, lr);
       } finally {
         this.weightsChanged();
       }
@@ -389,8 +388,7 @@ export class Model {
   }
 
   private free(): void {
-    for (const t of this.weights.values()) t.dispose();
-    this.weights.clear();
+    this.weights.dispose();
     this.weightsChanged();
     this.freeRetired();
     this.pool.dispose();

@@ -5,36 +5,43 @@ import { CallSite, fail, MAX_ELEMENTS } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
 import { native } from '../core/native';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
+import { BF16Matrix } from './bf16';
 import { ParamGrads, paramGrads } from './conv2d';
 
 export interface LinearOptions {
   relu?: boolean;
   out?: Tensor;
-  /** CUDA only: how to multiply (default sp.getMath().linear, 'fp32'); the CPU computes in FP32. */
+  /** CUDA only: how to multiply (default sp.getMath().linear, 'fp32'); the CPU computes in FP32. Not with a BF16Matrix weight (FP32 products of its values). */
   math?: MathMode;
 }
 
-/** x [N, in] and weight [out, in], checked together. */
-function operands(fn: string, x: unknown, weight: unknown) {
-  const X = matrix(fn, x, 'x'), Wt = matrix(fn, weight, 'weight');
-  const [rows, inF] = X.t.shape, [outF, inW] = Wt.t.shape;
+/** x [N, in] and weight [out, in] (a Tensor, or a BF16Matrix where `bf16` allows), checked together. */
+function operands(fn: string, x: unknown, weight: unknown, bf16 = false) {
+  const X = matrix(fn, x, 'x');
+  if (weight instanceof BF16Matrix && !bf16) fail(`${fn}: weight is a BF16Matrix, which is for inference (sp.linear) only; pass the float32 weight`);
+  const Wt = weight instanceof BF16Matrix ? { s: weight.storage(fn, 'weight'), shape: weight.shape } : (({ t, s }) => ({ s, shape: t.shape }))(matrix(fn, weight, 'weight'));
+  const [rows, inF] = X.t.shape, [outF, inW] = Wt.shape;
   if (inW !== inF) fail(`${fn}: weight axis 1 (in features) is ${inW}, x axis 1 is ${inF}`);
   sameDevice(fn, 'weight', Wt.s.device, 'x', X.s.device);
-  return { X, Wt, rows, inF, outF, device: X.s.device };
+  return { X, Wt, rows, inF, outF, device: X.s.device, weightBf16: weight instanceof BF16Matrix };
 }
 
-/** y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout), bias [out] or null. */
-export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, opts?: LinearOptions): Promise<Tensor> {
+/**
+ * y = x . weight^T + bias: x [N, in], weight [out, in] (PyTorch's nn.Linear layout; a Tensor, or a
+ * BF16Matrix from sp.toBF16: bfloat16 weights, FP32 products and sums), bias [out] or null.
+ */
+export async function linear(x: Tensor, weight: Tensor | BF16Matrix, bias?: Tensor | null, opts?: LinearOptions): Promise<Tensor> {
   return linearAs(x, weight, bias, opts, null);
 }
 
 /** @internal linear with the ConvMath code `forced` instead of the mode's (the tensor-core check). */
-export async function linearAs(x: Tensor, weight: Tensor, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null): Promise<Tensor> {
+export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null): Promise<Tensor> {
   const fn = 'sp.linear';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
   const mode = callMath(fn, o.math, 'linear');
-  const { X, Wt, rows, inF, outF, device } = operands(fn, x, weight);
+  const { X, Wt, rows, inF, outF, device, weightBf16 } = operands(fn, x, weight, true);
+  if (weightBf16 && o.math !== undefined) fail(`${fn}: options.math does not apply to a BF16Matrix weight (its values are multiplied in FP32)`);
   const bs = checkBias(fn, bias, outF, 'x', device);
   if (rows * outF > MAX_ELEMENTS) fail(`${fn}: the output [${rows}, ${outF}] would exceed 2^31-1 elements`);
   const o2 = tensorOut(fn, o.out, [rows, outF], device);
@@ -42,7 +49,7 @@ export async function linearAs(x: Tensor, weight: Tensor, bias: Tensor | null | 
   await settle(site, fn, [o2], () =>
     native.linear({
       ...nativeBuf('input', X.s), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', Wt.s),
-      ...(bs ? nativeBuf('bias', bs) : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code,
+      ...(bs ? nativeBuf('bias', bs) : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code, weightBf16,
     }),
   );
   return o2.out;

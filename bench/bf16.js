@@ -1,0 +1,91 @@
+'use strict';
+// bfloat16 fc weights (loadModel's linearWeights: 'bf16', sp.linear with a BF16Matrix) against
+// FP32 ones, on this machine's CPU or the default device: the fc layers alone (fc6 12800 -> 4096,
+// fc7 4096 -> 4096) and the whole ZF-5 (`arch: 'zf5'`, 1000 classes, 224 x 224), at 1 and 4
+// images, with the weight-read floor and the logits' difference.
+//
+//   node bench/bf16.js [--rounds N] [--seed S] [--out DIR]
+//
+// Arms run interleaved (one call of each per round, after one warm-up call each), so both see the
+// same machine; medians. floor = the fc weights' bytes / this machine's copy bandwidth (bench/
+// membw.js: bytes read + written per second, 2 threads, best of 7), the time to read them once.
+// Accuracy: the same image through both models; the largest logit difference relative to the
+// largest logit, and whether the top-1 class agrees.
+const path = require('path');
+const sp = require('../dist');
+const { copyBandwidth } = require('./membw');
+const { failed, parseArgs, headerText, machineInfo, buildInfo, nowMs, percentile, textTable, mdTable, writeResults, commandLine, fmtMs, fmtX, rng, randomArray } = require('./common');
+
+const OPTIONS = [
+  { name: 'rounds', type: 'int', default: 15, help: 'timed calls of each arm' },
+  { name: 'seed', type: 'int', default: 1, min: 0, help: 'weights and images' },
+  { name: 'out', type: 'path', default: path.join(__dirname, 'out'), help: 'where bf16-<device>.{md,json} go' },
+];
+
+async function main() {
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 2, 7) });
+  const device = sp.backend().device;
+  const machine = { ...machineInfo(), build: buildInfo(), device, backend: sp.backend() };
+  const bw = device === 'cpu' ? await copyBandwidth({ threads: 2 }) : null;
+  const r = rng(opt.seed);
+  const models = {};
+  for (const lw of ['fp32', 'bf16']) models[lw] = await sp.loadModel({ arch: 'zf5', seed: opt.seed, device, linearWeights: lw });
+  const images = Object.fromEntries([1, 4].map((n) => [n, sp.tensor(randomArray(n * 3 * 224 * 224, r), [n, 3, 224, 224], { device })]));
+  // The fc layers alone: fc6 and fc7 of the FP32 model, as tensors and as BF16Matrix.
+  const sd = await models.fp32.stateDict();
+  const fc = {};
+  for (const name of ['fc6', 'fc7']) {
+    const w = sd.get(`${name}.weight`);
+    const W = sp.tensor(w.data, w.shape, { device });
+    fc[name] = { W, H: await sp.toBF16(W), b: sp.tensor(sd.get(`${name}.bias`).data, [w.shape[0]], { device }), in: w.shape[1], out: w.shape[0] };
+  }
+  const xs = Object.fromEntries([1, 4].map((n) => [n, sp.tensor(randomArray(n * 12800, r), [n, 12800], { device })]));
+  const x7 = Object.fromEntries([1, 4].map((n) => [n, sp.tensor(randomArray(n * 4096, r), [n, 4096], { device })]));
+  const fcBytes = (lw) => [...models.fp32.spec.layers].filter((l) => l.type === 'fc').reduce((s, l) => s + (lw === 'bf16' ? 2 : 4) * l.out * (l.name === 'fc6' ? 12800 : 4096), 0);
+
+  const work = [];
+  for (const n of [1, 4]) {
+    for (const name of ['fc6', 'fc7']) {
+      const f = fc[name], x = name === 'fc6' ? xs[n] : x7[n];
+      for (const lw of ['fp32', 'bf16'])
+        work.push({ group: `${name} ${n} row${n > 1 ? 's' : ''}`, arm: lw, bytes: (lw === 'bf16' ? 2 : 4) * f.in * f.out, fn: () => sp.linear(x, lw === 'bf16' ? f.H : f.W, f.b, { relu: true }) });
+    }
+    for (const lw of ['fp32', 'bf16']) work.push({ group: `ZF-5 whole, ${n}x224`, arm: lw, bytes: fcBytes(lw), fn: () => models[lw].run(images[n]) });
+  }
+  for (const w of work) (await w.fn()).dispose(); // warm-up
+  const samples = work.map(() => []);
+  for (let round = 0; round < opt.rounds; round++)
+    for (let i = 0; i < work.length; i++) {
+      const t0 = nowMs();
+      const y = await work[i].fn();
+      samples[i].push(nowMs() - t0);
+      y.dispose();
+    }
+  const rows = [];
+  const results = work.map((w, i) => ({ group: w.group, arm: w.arm, medianMs: percentile(samples[i], 0.5), minMs: Math.min(...samples[i]), samples: samples[i], weightBytes: w.bytes, floorMs: bw ? (1e3 * w.bytes) / bw.bestBytesPerS : null }));
+  for (const res of results) {
+    const fp = results.find((q) => q.group === res.group && q.arm === 'fp32');
+    rows.push([res.group, res.arm, String(opt.rounds), fmtMs(res.medianMs), fmtMs(res.minMs), `${(res.weightBytes / 2 ** 20).toFixed(0)}`, res.floorMs == null ? '-' : fmtMs(res.floorMs), res.floorMs == null ? '-' : `${((100 * res.floorMs) / res.medianMs).toFixed(0)}%`, res.arm === 'bf16' ? fmtX(fp.medianMs / res.medianMs) : '']);
+  }
+  // Accuracy on the 4 images.
+  const a = await (await models.fp32.run(images[4])).data(), b = await (await models.bf16.run(images[4])).data();
+  let d = 0, m = 0, agree = 0;
+  for (let i = 0; i < a.length; i++) (d = Math.max(d, Math.abs(a[i] - b[i]))), (m = Math.max(m, Math.abs(a[i])));
+  const argmax = (v, o) => { let k = 0; for (let j = 1; j < 1000; j++) if (v[o + j] > v[o + k]) k = j; return k; };
+  for (let i = 0; i < 4; i++) agree += argmax(a, 1000 * i) === argmax(b, 1000 * i) ? 1 : 0;
+  const accuracy = { maxAbsDiff: d, maxAbsLogit: m, relative: d / m, top1Agree: `${agree}/4` };
+
+  const HEAD = ['work', 'weights', 'runs', 'median ms', 'min ms', 'weight MiB', 'floor ms', '% floor', 'bf16 / fp32'];
+  const legend = [
+    `floor = the weights' bytes / ${bw ? `${(bw.bestBytesPerS / 1e9).toFixed(1)} GB/s (copy bandwidth, 2 threads, best of 7)` : '(no bandwidth measured on this device)'}; for the whole network, the fc layers' weights only (the convs' 15 MiB are FP32 in both).`,
+    `bf16 / fp32: the FP32 arm's median over the BF16 arm's (> 1: BF16 faster), same run, interleaved.`,
+    `logits, 4 images: max |fp32 - bf16| ${d.toExponential(2)} of max |logit| ${m.toExponential(2)} (${(100 * accuracy.relative).toFixed(2)}%); top-1 agrees on ${accuracy.top1Agree} (random weights: the logits are close together).`,
+  ];
+  console.log(textTable(HEAD, rows));
+  legend.forEach((l) => console.log(l));
+  const md = [`# bfloat16 fc weights on ${device}`, '', `${machine.date} — ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}.`, '', mdTable(HEAD, rows), '', ...legend.map((l) => `- ${l}`), ''].join('\n');
+  console.log(writeResults(opt.out, `bf16-${device}`, { command: commandLine(__filename), machine, bandwidth: bw, results, accuracy }, md));
+  for (const m2 of Object.values(models)) m2.dispose();
+}
+
+main().catch((e) => process.exit(failed(e)));
