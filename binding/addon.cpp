@@ -1,4 +1,5 @@
 // Module entry: backend facts, device memory and transfers. Ops live in their own files.
+#include <algorithm>
 #include <cstdlib>
 
 #include "common.h"
@@ -64,6 +65,8 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("deviceBuffers", static_cast<double>(data->counters->device_buffers.load()));
   o.Set("deviceBytes", static_cast<double>(data->counters->device_bytes.load()));
+  o.Set("opsInline", static_cast<double>(data->inline_state->ran));
+  o.Set("opsQueued", static_cast<double>(data->inline_state->queued));
   // Only once this instance has used the device: the queries would create a CUDA context.
   size_t free_b = 0, total_b = 0, reserved = 0, used = 0;
   if (data->pool_ready && cuda::memory_info(&free_b, &total_b).ok()) {
@@ -147,6 +150,7 @@ Napi::Object Enums(Napi::Env env) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
   if (const char* e = std::getenv("SPPNET_CPU_EXECUTOR")) data->use_executor = std::string(e) != "0";
+  if (const char* e = std::getenv("SPPNET_INLINE_WORK")) data->inline_limit = std::max<int64_t>(0, std::atoll(e));
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #ifdef __linux__
 #include <sys/resource.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 #endif
 
+#include "sppnet/cpu_info.h"
 #include "sppnet/device.h"
 
 namespace sppnet {
@@ -318,12 +320,15 @@ void CpuExecutor::loop() {
 // ---- promise worker ----
 
 TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
-                       std::shared_ptr<CpuExecutor> executor)
+                       std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state)
     : Napi::AsyncWorker(env, "sppnet"),
       task_(std::move(task)),
       deferred_(Napi::Promise::Deferred::New(env)),
       executor_(std::move(executor)),
+      inline_(std::move(inline_state)),
       runs_(runs) {
+  ++inline_->inflight;
+  ++inline_->queued;
   for (const auto& v : keep) {
     if (!v.IsObject()) continue;
     keep_.push_back(Napi::Persistent(v));
@@ -344,15 +349,25 @@ bool TaskWorker::host_array_detached() const {
   return false;
 }
 
-void TaskWorker::Execute() {
-  Status s;
+namespace {
+// What an inline op costs the JS thread besides its own run (lib/'s checks and the promise), as
+// counted against InlineState::budget_ns.
+constexpr int64_t kInlineCallNs = 15000;
+
+// f's status, or an exception from it as one (nothing may be thrown across the thread boundary).
+Status guarded(const std::function<Status()>& f) {
   try {
-    s = executor_ ? executor_->run(task_) : task_();
+    return f();
   } catch (const std::bad_alloc&) {
-    s = Status::Error(Code::kOutOfMemory, "out of host memory");
+    return Status::Error(Code::kOutOfMemory, "out of host memory");
   } catch (const std::exception& e) {
-    s = Status::Error(Code::kInternal, e.what());
+    return Status::Error(Code::kInternal, e.what());
   }
+}
+}  // namespace
+
+void TaskWorker::Execute() {
+  Status s = guarded([this] { return executor_ ? executor_->run(task_) : task_(); });
   // A CUDA task may have returned (an error, an exception) with work still queued on this
   // thread's stream. Nothing may settle, and no buffer it uses may be freed or reused (OnOK and
   // OnError drop the task's holds), before that work is done: the one place that guarantees it.
@@ -393,9 +408,29 @@ void TaskWorker::OnError(const Napi::Error& e) {
   }
 }
 
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs) {
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
+                  int64_t inline_work) {
   AddonData* d = env.GetInstanceData<AddonData>();
-  auto* w = new TaskWorker(env, std::move(task), keep, runs, runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr);
+  InlineState& in = *d->inline_state;
+  if (runs == Runs::kCpu && inline_work >= 0 && inline_work <= d->inline_limit && d->inline_limit > 0 && in.inflight == 0 &&
+      in.budget_ns > 0) {
+    // Tiny, nothing before it, and time left in this turn of the event loop: run here; the
+    // buffers in `keep` are alive (the caller holds them).
+    const auto t0 = std::chrono::steady_clock::now();
+    const Status s = guarded([&task] { return cpu::run_serially(task); });
+    in.budget_ns -= std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count() + kInlineCallNs;
+    ++in.ran;
+    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+    if (s.ok()) {
+      deferred.Resolve(env.Undefined());
+    } else {
+      Napi::Error err = Napi::Error::New(env, s.message);
+      err.Set("code", Napi::String::New(env, code_name(s.code)));
+      deferred.Reject(err.Value());
+    }
+    return deferred.Promise();
+  }
+  auto* w = new TaskWorker(env, std::move(task), keep, runs, runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr, d->inline_state);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

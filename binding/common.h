@@ -71,11 +71,33 @@ class CpuExecutor {
   std::thread thread_;
 };
 
+// Tiny CPU ops run inline on the JS thread (queue()), under two conditions kept here (JS thread
+// only; each TaskWorker holds it):
+// - no task is in flight (`inflight`), so an inline op never overtakes (or races) work queued
+//   before it;
+// - the event loop is not starved: inline ops settle their promises at once, so a loop of them
+//   would never yield to I/O and timers. They may spend `budget_ns` of the JS thread between two
+//   turns of the event loop; then the next op is queued as usual, and when a queued task settles
+//   (on a turn of the loop) the budget is full again.
+struct InlineState {
+  int64_t inflight = 0;
+  int64_t budget_ns = kBudgetNs;
+  int64_t ran = 0, queued = 0;  // ops run inline / queued, for checks
+  static constexpr int64_t kBudgetNs = 1000000;  // 1 ms
+};
+
 struct AddonData {
   Napi::FunctionReference device_buffer;
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
   std::shared_ptr<CpuExecutor> cpu = std::make_shared<CpuExecutor>();
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
+  std::shared_ptr<InlineState> inline_state = std::make_shared<InlineState>();
+  // The most work (the entry point's estimate, in element visits) a CPU op may have to run inline
+  // on the JS thread instead of on the executor: SPPNET_INLINE_WORK (0: never), default
+  // kInlineWork. The hand-over to the executor and back costs ~20-100 us; inline, an op this
+  // small takes a few microseconds.
+  int64_t inline_limit = kInlineWork;
+  static constexpr int64_t kInlineWork = 16384;
   bool pool_ready = false;   // cuda::keep_pool_memory() done (JS thread only, before the first DeviceBuffer)
 };
 
@@ -185,7 +207,11 @@ enum class Runs { kCpu, kCuda, kHost };
 class TaskWorker : public Napi::AsyncWorker {
  public:
   TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
-             std::shared_ptr<CpuExecutor> executor);
+             std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state);
+  ~TaskWorker() override {
+    --inline_->inflight;
+    inline_->budget_ns = InlineState::kBudgetNs;  // settled on a turn of the event loop
+  }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override;
   void OnOK() override;
@@ -198,18 +224,23 @@ class TaskWorker : public Napi::AsyncWorker {
   std::vector<Napi::Reference<Napi::Value>> keep_;
   std::vector<size_t> host_bytes_;  // per keep_ entry: a typed array's byte length when queued, else 0
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
+  std::shared_ptr<InlineState> inline_;    // AddonData's: in flight from construction to destruction
   Runs runs_;
   Code code_ = Code::kOk;
 };
 
-// Queues a task and returns its promise.
-Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs);
+// Queues a task and returns its promise. A CPU task whose `inline_work` (>= 0: the entry point's
+// estimate of its element visits) is at most AddonData::inline_limit, queued while no task is in
+// flight, runs at once on the JS thread instead (serially: no helper threads), and the promise
+// returned is already settled.
+Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
+                  int64_t inline_work = -1);
 // How an op whose buffers are all on one device runs: kCuda when they are device memory, else kCpu.
 inline Runs runs_on(bool device) { return device ? Runs::kCuda : Runs::kCpu; }
 // Queues op(backend(device)) as a task on that device, holding bufs.keep while it runs.
 template <typename Op>
-Napi::Value queue_op(Napi::Env env, bool device, const Buffers& bufs, Op op) {
-  return queue(env, [device, op]() { return op(backend(device)); }, bufs.keep, runs_on(device));
+Napi::Value queue_op(Napi::Env env, bool device, const Buffers& bufs, Op op, int64_t inline_work = -1) {
+  return queue(env, [device, op]() { return op(backend(device)); }, bufs.keep, runs_on(device), inline_work);
 }
 
 // What a layer's entry point unpacks (held by its task through a shared_ptr): the layouts of its

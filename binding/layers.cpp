@@ -54,7 +54,7 @@ Napi::Value Pool(const Napi::CallbackInfo& info, bool with_lrn) {
   return queue_op(info.Env(), dev, h, [j, p, lp, with_lrn](const OpTable& ops) {
     return with_lrn ? ops.lrn_max_pool2d_forward(j->in.view, j->x.ptr, lp, p, j->out.view, j->y.ptr)
                     : ops.max_pool2d_forward(j->in.view, j->x.ptr, p, j->out.view, j->y.ptr);
-  });
+  }, j->out.end * p.kernel_h * p.kernel_w + (with_lrn ? j->in.end * lp.size : 0));
 }
 
 Napi::Value MaxPool2d(const Napi::CallbackInfo& info) { return Pool(info, false); }
@@ -102,7 +102,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     if (bf16)
       return ops.linear_bf16_forward(rows, in_f, out_f, j->x.ptr, reinterpret_cast<const uint16_t*>(j->w.ptr), j->b.ptr, relu, j->y.ptr);
     return ops.linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->b.ptr, relu, math, j->y.ptr);
-  });
+  }, rows * weights + rows * out_f);
 }
 
 // elementwise({ op: 'relu' | 'softmax', rows, cols, input, output })
@@ -120,7 +120,7 @@ Napi::Value Elementwise(const Napi::CallbackInfo& info) {
   if (!softmax && op != "relu") throw Napi::TypeError::New(info.Env(), "internal: unknown elementwise op");
   return queue_op(info.Env(), dev, h, [j, rows, cols, softmax](const OpTable& ops) {
     return softmax ? ops.softmax_forward(rows, cols, j->x.ptr, j->y.ptr) : ops.relu_forward(rows * cols, j->x.ptr, j->y.ptr);
-  });
+  }, 3 * rows * cols);
 }
 
 // copyChannels({ part, whole, in (part's layout), out (whole's layout), channelOffset, toWhole }):

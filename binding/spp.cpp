@@ -79,16 +79,27 @@ std::shared_ptr<SppJob> unpack(const Napi::Object& a, bool backward) {
   return j;
 }
 
+// Element visits of a pass over the job (queue()'s inline_work): each level reads every region
+// once, and every output (or input gradient) element is written once.
+int64_t spp_work(const SppJob& j, bool backward) {
+  int64_t w = backward ? j.p.input.total : j.p.output_elements();
+  for (const Region& r : j.regions) w += int64_t{j.p.input.channels} * r.h * r.w * j.p.num_levels;
+  return w;
+}
+
 Napi::Value SppForward(const Napi::CallbackInfo& info) {
   auto j = unpack(info[0].As<Napi::Object>(), false);
-  return queue_op(info.Env(), j->device, j->buffers, [j](const OpTable& ops) { return ops.spp_forward(j->p, j->input.ptr, j->output.ptr); });
+  return queue_op(
+      info.Env(), j->device, j->buffers, [j](const OpTable& ops) { return ops.spp_forward(j->p, j->input.ptr, j->output.ptr); },
+      spp_work(*j, false));
 }
 
 Napi::Value SppBackward(const Napi::CallbackInfo& info) {
   auto j = unpack(info[0].As<Napi::Object>(), true);
-  return queue_op(info.Env(), j->device, j->buffers, [j](const OpTable& ops) {
-    return ops.spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr);
-  });
+  return queue_op(
+      info.Env(), j->device, j->buffers,
+      [j](const OpTable& ops) { return ops.spp_backward(j->p, j->input.ptr, j->grad_output.ptr, j->output.ptr); },
+      spp_work(*j, true));
 }
 
 Napi::Value BinCheck(const Napi::CallbackInfo& info) {

@@ -84,6 +84,15 @@ float run_rounds(Isa i, int64_t n, float m) {
 
 }  // namespace
 
+Status run_serially(const std::function<Status()>& f) {
+  struct Restore {
+    bool was = detail::in_parallel;
+    ~Restore() { detail::in_parallel = was; }
+  } restore;
+  detail::in_parallel = true;
+  return f();
+}
+
 PeakProbe fma_peak(int nthreads, double seconds) {
   PeakProbe r;
   const Isa i = detect_isa();

@@ -31,6 +31,41 @@ describe('async behaviour', function () {
     if (ms > 10) expect(during).to.be.at.least(1);
   });
 
+  it('tiny CPU ops run inline on the JS thread, only with nothing in flight, and still let the event loop turn', async function () {
+    const { native } = require('../dist/core/native');
+    const seed = freshSeed();
+    const r = rng(seed);
+    const m = randomMap(r, 2, 7, 5);
+    const x = sp.tensor(m.data, [1, 2, 7, 5], { device: 'cpu' });
+    const want = refSpp([m]);
+    const before = native.memoryStats();
+    // Alone: inline, and right (a fresh output each time, filled by the kernel).
+    for (let i = 0; i < 20; i++) expectClose(await (await sp.spp(x)).data(), want, { label: `seed ${seed} call ${i}` });
+    const alone = native.memoryStats();
+    expect(alone.opsInline - before.opsInline, 'inline runs').to.be.at.least(10);
+    // Behind a large op in flight: queued (after it), and right.
+    const big = sp.tensor(new Float32Array(8 * 64 * 64 * 64), [8, 64, 64, 64], { device: 'cpu' });
+    const pBig = sp.spp(big);
+    const pTiny = sp.spp(x);
+    const during = native.memoryStats();
+    expect(during.opsInline, 'no inline run while one is in flight').to.equal(alone.opsInline);
+    expect(during.opsQueued - alone.opsQueued).to.equal(2);
+    const [, tiny] = await Promise.all([pBig, pTiny]);
+    expectClose(await tiny.data(), want, { label: `seed ${seed} queued` });
+    // A long loop of awaited tiny ops (each settled at once) still lets timers fire: the inline
+    // budget (1 ms a turn of the event loop) runs out and the next op is queued, which yields.
+    const out = sp.zeros([1, sp.sppFeatures(2)], { device: 'cpu' });
+    const ticks = [];
+    const timer = setInterval(() => ticks.push(Date.now()), 1);
+    const t0 = Date.now();
+    for (let i = 0; i < 4000; i++) await sp.spp(x, { out });
+    const t1 = Date.now();
+    clearInterval(timer);
+    const gaps = [t0, ...ticks.filter((t) => t >= t0 && t <= t1), t1].map((t, i, a) => (i ? t - a[i - 1] : 0));
+    console.log(`      4,000 tiny spp calls in ${t1 - t0} ms; the timer fired ${gaps.length - 2} times, longest gap ${Math.max(...gaps)} ms`);
+    expect(gaps.length - 2, 'timer ticks during the loop').to.be.at.least(3);
+  });
+
   it('concurrent calls settle independently and correctly', async function () {
     const seed = freshSeed();
     const r = rng(seed);

@@ -1,6 +1,9 @@
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "status.h"
 
 namespace sppnet {
 namespace cpu {
@@ -18,5 +21,9 @@ struct PeakProbe {
   double total_gflops = 0;         // their sum
 };
 PeakProbe fma_peak(int threads, double seconds);
+
+// Runs f on the calling thread with every parallel_for inside it serial (no helper threads are
+// started or woken): for ops so small that handing them to other threads costs more than they do.
+Status run_serially(const std::function<Status()>& f);
 }  // namespace cpu
 }  // namespace sppnet

@@ -4,7 +4,7 @@ import { CallSite, describe, fail, MAX_ELEMENTS } from '../core/errors';
 import { native } from '../core/native';
 import { RaggedBatch } from '../core/ragged';
 import { spatialLayout } from '../core/spatial';
-import { nativeBuf, Storage, Tensor } from '../core/tensor';
+import { nativeBuf, nativeRef, Storage, Tensor } from '../core/tensor';
 
 export type BinRule = 'adaptive' | 'paper' | 'caffe';
 export type PoolKind = 'max' | 'avg';
@@ -87,14 +87,15 @@ export function sppPyramid(fn: string, o: { levels?: unknown; bins?: unknown; po
   };
 }
 
-async function windowRows(fn: string, windows: SppOptions['windows']): Promise<ArrayLike<number>[]> {
-  if (windows instanceof Tensor) {
-    if (windows.rank !== 2 || windows.shape[1] !== 5)
-      fail(`${fn}: options.windows must have shape [K, 5] (map, x0, y0, x1, y1), got [${windows.shape.join(', ')}]`);
-    windows.storage(fn, 'options.windows');
-    const d = await windows.data();
-    return Array.from({ length: windows.shape[0] }, (_, k) => d.subarray(5 * k, 5 * k + 5));
-  }
+async function windowRows(fn: string, windows: Tensor): Promise<ArrayLike<number>[]> {
+  if (windows.rank !== 2 || windows.shape[1] !== 5)
+    fail(`${fn}: options.windows must have shape [K, 5] (map, x0, y0, x1, y1), got [${windows.shape.join(', ')}]`);
+  windows.storage(fn, 'options.windows');
+  const d = await windows.data();
+  return Array.from({ length: windows.shape[0] }, (_, k) => d.subarray(5 * k, 5 * k + 5));
+}
+
+function windowList(fn: string, windows: unknown): ArrayLike<number>[] {
   if (!Array.isArray(windows) && !ArrayBuffer.isView(windows))
     fail(`${fn}: options.windows must be a Tensor [K, 5] or an array of [map, x0, y0, x1, y1], got ${describe(windows)}`);
   return Array.from(windows as ArrayLike<ArrayLike<number>>, (row, k) => {
@@ -106,10 +107,24 @@ async function windowRows(fn: string, windows: SppOptions['windows']): Promise<A
 
 const axisName = (a: number) => (a === 0 ? 'H' : 'W');
 
+// native.binCheck's answers by (rule, level, length): the same few map sizes come back call after
+// call, and an answer never changes (bounded: cleared when it grows past 4096 entries).
+const binChecks = new Map<number, number>();
+function binCheck(rule: number, n: number, a: number): number {
+  const key = (rule * 65536 + n) * 2 ** 31 + a; // n <= 46340, a < 2^31: exact in a double
+  let code = binChecks.get(key);
+  if (code === undefined) {
+    if (binChecks.size >= 4096) binChecks.clear();
+    binChecks.set(key, (code = native.binCheck(rule, n, a)));
+  }
+  return code;
+}
+
 function checkBins(fn: string, rule: number, ruleName: string, levels: number[], h: number, w: number, what: string) {
   for (const n of levels) {
-    for (const [axis, a] of [[0, h], [1, w]] as const) {
-      const code = native.binCheck(rule, n, a);
+    for (let axis = 0; axis < 2; ++axis) {
+      const a = axis === 0 ? h : w;
+      const code = binCheck(rule, n, a);
       if (code === CHECK.ok) continue;
       const size = `${h}x${w} (HxW)`;
       if (code === CHECK.zeroStride)
@@ -126,21 +141,35 @@ function checkBins(fn: string, rule: number, ruleName: string, levels: number[],
   }
 }
 
-async function plan(fn: string, input: unknown, opts: SppOptions | SppBackwardOptions | undefined): Promise<Plan> {
+/** plan(), or a promise of it when the windows are a tensor (read from its device first). */
+function planOf(fn: string, input: unknown, opts: SppOptions | SppBackwardOptions | undefined): Plan | Promise<Plan> {
   if (opts !== undefined && (typeof opts !== 'object' || opts === null)) fail(`${fn}: options must be an object, got ${describe(opts)}`);
   const o = opts ?? {};
+  if (!(o.windows instanceof Tensor)) return plan(fn, input, o, undefined);
+  // The checks in plan()'s order: the input, the pyramid, then the windows (read from their device).
+  spatialLayout(fn, input);
+  sppPyramid(fn, o);
+  return windowRows(fn, o.windows).then((rows) => plan(fn, input, o, rows));
+}
+
+/** The checked plan; `read`: the rows of tensor windows, else o.windows (an array, or none) is read here. */
+function plan(fn: string, input: unknown, o: SppOptions | SppBackwardOptions, read: ArrayLike<number>[] | undefined): Plan {
   const src = spatialLayout(fn, input);
   const { levels, rule, pool } = sppPyramid(fn, o);
   const ruleName = o.bins ?? 'adaptive';
+  const windows = read ?? (o.windows === undefined ? undefined : windowList(fn, o.windows));
   let regions: Int32Array;
-  if (o.windows === undefined) {
+  if (windows === undefined) {
     regions = new Int32Array(5 * src.sizes.length);
-    src.sizes.forEach(([h, w], i) => {
-      regions.set([i, 0, 0, h, w], 5 * i);
+    for (let i = 0; i < src.sizes.length; ++i) {
+      const [h, w] = src.sizes[i];
+      regions[5 * i] = i;
+      regions[5 * i + 3] = h;
+      regions[5 * i + 4] = w;
       checkBins(fn, rule, ruleName, levels, h, w, `map ${i}`);
-    });
+    }
   } else {
-    const rows = await windowRows(fn, o.windows);
+    const rows = windows;
     regions = new Int32Array(5 * rows.length);
     rows.forEach((r, k) => {
       const v = Array.from(r);
@@ -169,18 +198,16 @@ async function plan(fn: string, input: unknown, opts: SppOptions | SppBackwardOp
 }
 
 function nativeArgs(p: Plan) {
-  return {
-    ...nativeBuf('input', p.store),
-    offsets: Float64Array.from(p.offsets),
-    heights: Int32Array.from(p.sizes, (s) => s[0]),
-    widths: Int32Array.from(p.sizes, (s) => s[1]),
-    channels: p.channels,
-    total: p.total,
-    regions: p.regions,
-    levels: Int32Array.from(p.levels),
-    rule: p.rule,
-    pool: p.pool,
-  };
+  const n = p.sizes.length;
+  const offsets = new Float64Array(n), heights = new Int32Array(n), widths = new Int32Array(n), levels = new Int32Array(p.levels.length);
+  for (let i = 0; i < n; ++i) {
+    offsets[i] = p.offsets[i];
+    heights[i] = p.sizes[i][0];
+    widths[i] = p.sizes[i][1];
+  }
+  for (let i = 0; i < levels.length; ++i) levels[i] = p.levels[i];
+  const input = nativeRef(p.store);
+  return { input: input.buf, inputOffset: input.offset, offsets, heights, widths, channels: p.channels, total: p.total, regions: p.regions, levels, rule: p.rule, pool: p.pool };
 }
 
 /**
@@ -191,9 +218,12 @@ function nativeArgs(p: Plan) {
 export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promise<Tensor> {
   const fn = 'sp.spp';
   const site = new CallSite();
-  const p = await plan(fn, input, opts);
+  const pp = planOf(fn, input, opts);
+  const p = pp instanceof Promise ? await pp : pp;
   const o2 = tensorOut(fn, opts?.out, [p.rows, p.features], p.store.device);
-  await settle(site, fn, [o2], () => native.sppForward({ ...nativeArgs(p), ...nativeBuf('output', o2.out.storage(fn, 'options.out')) }));
+  const args = nativeArgs(p);
+  const out = nativeRef(o2.out.storage(fn, 'options.out'));
+  await settle(site, fn, [o2], () => native.sppForward({ ...args, output: out.buf, outputOffset: out.offset }));
   return o2.out;
 }
 
@@ -206,7 +236,7 @@ export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promi
 export async function sppBackward<T extends RaggedBatch | Tensor>(input: T, gradOutput: Tensor, opts?: SppBackwardOptions): Promise<T> {
   const fn = 'sp.sppBackward';
   const site = new CallSite();
-  const p = await plan(fn, input, opts);
+  const p = await planOf(fn, input, opts);
   if (!(gradOutput instanceof Tensor)) fail(`${fn}: gradOutput must be a Tensor [${p.rows}, ${p.features}], got ${describe(gradOutput)}`);
   const g = gradOutput.storage(fn, 'gradOutput');
   if (gradOutput.rank !== 2 || gradOutput.shape[0] !== p.rows || gradOutput.shape[1] !== p.features)
