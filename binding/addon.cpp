@@ -67,6 +67,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("deviceBytes", static_cast<double>(data->counters->device_bytes.load()));
   o.Set("opsInline", static_cast<double>(data->inline_state->ran));
   o.Set("opsQueued", static_cast<double>(data->inline_state->queued));
+  o.Set("cpuOpNs", static_cast<double>(data->cpu->busy_ns.load() + data->inline_state->ran_ns));
   // Only once this instance has used the device: the queries would create a CUDA context.
   size_t free_b = 0, total_b = 0, reserved = 0, used = 0;
   if (data->pool_ready && cuda::memory_info(&free_b, &total_b).ok()) {
@@ -157,7 +158,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("DeviceBuffer", ctor);
   export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
-                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}});
+                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"runSequence", RunSequence}});
   exports.Set("enums", Enums(env));
   init_spp(env, exports);
   init_layers(env, exports);

@@ -306,11 +306,13 @@ void CpuExecutor::loop() {
     Item* it = queue_.front();
     queue_.pop_front();
     lk.unlock();
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       it->status = (*it->f)();
     } catch (...) {
       it->error = std::current_exception();
     }
+    busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
     lk.lock();
     it->done = true;
     done_.notify_all();
@@ -411,6 +413,13 @@ void TaskWorker::OnError(const Napi::Error& e) {
 Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
                   int64_t inline_work) {
   AddonData* d = env.GetInstanceData<AddonData>();
+  if (d->capture) {  // a step of runSequence: collected, run later with the others
+    CapturedTask c{std::move(task), {}, static_cast<int>(runs), inline_work};
+    for (const Napi::Value& v : keep)
+      if (v.IsObject()) c.keep.push_back(Napi::Persistent(v));
+    d->capture->push_back(std::move(c));
+    return env.Undefined();
+  }
   InlineState& in = *d->inline_state;
   if (runs == Runs::kCpu && inline_work >= 0 && inline_work <= d->inline_limit && d->inline_limit > 0 && in.inflight == 0 &&
       in.budget_ns > 0) {
@@ -418,7 +427,9 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
     // buffers in `keep` are alive (the caller holds them).
     const auto t0 = std::chrono::steady_clock::now();
     const Status s = guarded([&task] { return cpu::run_serially(task); });
-    in.budget_ns -= std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count() + kInlineCallNs;
+    const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    in.budget_ns -= ns + kInlineCallNs;
+    in.ran_ns += ns;
     ++in.ran;
     Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
     if (s.ok()) {
@@ -434,6 +445,57 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
+}
+
+// runSequence([fn0, args0, fn1, args1, ...]): each fn an op entry point of this addon, called
+// with its args as lib/ would call it, but its task collected instead of queued (AddonData::capture);
+// then all of them as one task, back to back in that order, on one thread (one hand-over for the
+// whole sequence). The first step that fails ends it; its status is the sequence's. Every step
+// must run on the same device.
+Napi::Value RunSequence(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* d = env.GetInstanceData<AddonData>();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "internal: runSequence takes an array");
+  if (d->capture) throw Napi::TypeError::New(env, "internal: runSequence inside runSequence");
+  const Napi::Array steps = info[0].As<Napi::Array>();
+  std::vector<CapturedTask> captured;
+  struct Reset {
+    AddonData* d;
+    ~Reset() { d->capture = nullptr; }
+  } reset{d};
+  d->capture = &captured;
+  for (uint32_t i = 0; i + 1 < steps.Length(); i += 2) {
+    const Napi::Value f = steps.Get(i);
+    if (!f.IsFunction()) throw Napi::TypeError::New(env, "internal: a runSequence step is not a function");
+    const size_t before = captured.size();
+    f.As<Napi::Function>().Call({steps.Get(i + 1)});
+    if (captured.size() != before + 1) throw Napi::TypeError::New(env, "internal: a runSequence step queued no single task");
+  }
+  d->capture = nullptr;
+  if (captured.empty()) {
+    Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
+    done.Resolve(env.Undefined());
+    return done.Promise();
+  }
+  std::vector<Napi::Value> keep;
+  auto tasks = std::make_shared<std::vector<std::function<Status()>>>();
+  int64_t work = 0;
+  for (CapturedTask& c : captured) {
+    if (c.runs != captured.front().runs) throw Napi::TypeError::New(env, "internal: a runSequence mixes devices");
+    for (const auto& r : c.keep) keep.push_back(r.Value());
+    work = (work < 0 || c.inline_work < 0) ? -1 : work + c.inline_work;
+    tasks->push_back(std::move(c.task));
+  }
+  return queue(
+      env,
+      [tasks]() {
+        for (const auto& t : *tasks) {
+          const Status s = t();
+          if (!s.ok()) return s;
+        }
+        return Status::Ok();
+      },
+      keep, static_cast<Runs>(captured.front().runs), work);
 }
 
 }  // namespace binding

@@ -55,6 +55,8 @@ class CpuExecutor {
   ~CpuExecutor();
   // Runs f on the executor's thread; returns its status or rethrows its exception.
   Status run(const std::function<Status()>& f);
+  // Nanoseconds spent running tasks so far (for overhead measurements: call time minus this).
+  std::atomic<int64_t> busy_ns{0};
 
  private:
   struct Item {
@@ -83,7 +85,17 @@ struct InlineState {
   int64_t inflight = 0;
   int64_t budget_ns = kBudgetNs;
   int64_t ran = 0, queued = 0;  // ops run inline / queued, for checks
+  int64_t ran_ns = 0;           // time spent running them inline
   static constexpr int64_t kBudgetNs = 1000000;  // 1 ms
+};
+
+// A task queue() was asked for while RunSequence collects the steps of a sequence.
+// Its keep-alive values are held by references: the entry point's handles die when it returns.
+struct CapturedTask {
+  std::function<Status()> task;
+  std::vector<Napi::Reference<Napi::Value>> keep;
+  int runs;  // Runs
+  int64_t inline_work;
 };
 
 struct AddonData {
@@ -92,6 +104,8 @@ struct AddonData {
   std::shared_ptr<CpuExecutor> cpu = std::make_shared<CpuExecutor>();
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
   std::shared_ptr<InlineState> inline_state = std::make_shared<InlineState>();
+  // Set while runSequence calls the entry points of its steps: queue() hands their tasks here.
+  std::vector<CapturedTask>* capture = nullptr;
   // The most work (the entry point's estimate, in element visits) a CPU op may have to run inline
   // on the JS thread instead of on the executor: SPPNET_INLINE_WORK (0: never), default
   // kInlineWork. The hand-over to the executor and back costs ~20-100 us; inline, an op this
@@ -249,6 +263,9 @@ struct LayerJob {
   RaggedLayout in, out;
   FloatArg x, y, w, b, dy, dx, dw, db;
 };
+
+// runSequence(steps): the op entry points' tasks run as one (common.cpp).
+Napi::Value RunSequence(const Napi::CallbackInfo& info);
 
 // Sets exports[name] = a JS function calling fn, for each (name, fn).
 using EntryPoint = Napi::Value (*)(const Napi::CallbackInfo&);

@@ -24,17 +24,23 @@ export class SppnetError extends Error {
   }
 }
 
-/** Where an async operation was called from: its stack replaces the worker thread's. */
+/**
+ * Where an async operation was called from: its stack replaces the worker thread's. An op
+ * recorded into a sequence (its options.sequence set: Model.run) captures none: its failures
+ * surface where the sequence runs, which has its own CallSite.
+ */
 export class CallSite {
-  private readonly site = new Error();
+  private readonly site: Error | undefined;
+  constructor(opts?: unknown) {
+    this.site = opts !== null && typeof opts === 'object' && (opts as { sequence?: unknown }).sequence ? undefined : new Error();
+  }
   /** Wraps a failure of the native side as an SppnetError that points at the caller. */
   wrap(e: unknown, fn: string): SppnetError {
     if (e instanceof SppnetError) return e;
     const err = e as { message?: string; code?: string };
     const code = (typeof err?.code === 'string' && err.code.startsWith('SPPNET_') ? err.code : 'SPPNET_INTERNAL') as ErrorCode;
     const out = new SppnetError(`${fn}: ${err?.message ?? String(e)}`, code);
-    const frames = (this.site.stack ?? '').split('\n').slice(1).join('\n');
-    out.stack = `${out.name}: ${out.message}\n${frames}`;
+    if (this.site) out.stack = `${out.name}: ${out.message}\n${(this.site.stack ?? '').split('\n').slice(1).join('\n')}`;
     return out;
   }
   async run<T>(fn: string, p: () => Promise<T>): Promise<T> {

@@ -104,7 +104,7 @@ export interface Native {
   DeviceBuffer: new (length: number) => NativeDeviceBuffer;
   info(): NativeInfo;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
-  memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
+  memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; /** ns spent inside CPU ops (on the executor, and inline) */ cpuOpNs: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
   trimDeviceMemory(): void;
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
@@ -152,6 +152,8 @@ export interface Native {
   softmaxCrossEntropy(args: NativeCrossEntropyArgs): Promise<void>;
   sgdStep(args: NativeSgdArgs): Promise<void>;
   adamStep(args: NativeAdamArgs): Promise<void>;
+  /** [fn0, args0, fn1, args1, ...]: op entry points of this addon and their arguments, run as one task in that order (lib/core/sequence.ts). */
+  runSequence(steps: unknown[]): Promise<void>;
 }
 
 const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;

@@ -4,6 +4,7 @@ import { Pair } from '../core/checks';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
+import { OpSequence } from '../core/sequence';
 import { BF16Matrix } from '../ops/bf16';
 import { BinRule, PoolKind } from '../ops/spp';
 
@@ -60,6 +61,8 @@ export type ParamInit = 'he' | 'zeros' | 'ones';
 /** What a layer's forward and backward use besides their input. */
 export interface LayerContext {
   weight(name: string): Tensor;
+  /** Inference: the run's op sequence, passed to every op as options.sequence (lib/core/sequence.ts). */
+  sequence?: OpSequence;
   /** Inference: a weight as sp.linear takes it (a BF16Matrix where the model keeps fc weights in bfloat16). */
   matrix?(name: string): Tensor | BF16Matrix;
   /** Inference: the buffer to write the output into (a view of a pooled buffer), if any. */

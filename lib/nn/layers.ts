@@ -60,7 +60,7 @@ export const LAYERS: Table = {
     },
     side: (l, a, axis) => convOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride, 1)[axis], pairOf(l.padding, 0)[axis], pairOf(l.dilation, 1)[axis]),
     width: (l) => l.out,
-    infer: (l, x, c) => conv2dCached(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false, out: c.out },
+    infer: (l, x, c) => conv2dCached(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false, out: c.out, sequence: c.sequence },
       (n) => c.cache!(l.name, n)),
     // conv then batch norm (then ReLU): one conv with the batch norm folded into its weights.
     fuse: {
@@ -70,7 +70,7 @@ export const LAYERS: Table = {
         const bn = next as LayerSpecs['batchnorm'];
         const [w, b] = await c.derived!(`${l.name}+${bn.name}`, async () =>
           foldAffine(c.weight(`${l.name}.weight`), convBias(l, c), await bnAffine(c.weight, bn.name, bnEps(bn)), x.device));
-        return conv2dCached(x, w, b, { ...convOpts(l), relu: bn.relu === true, out: c.out }, (n) => c.cache!(`${l.name}+${bn.name}`, n));
+        return conv2dCached(x, w, b, { ...convOpts(l), relu: bn.relu === true, out: c.out, sequence: c.sequence }, (n) => c.cache!(`${l.name}+${bn.name}`, n));
       },
     },
     train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false }) }),
@@ -84,11 +84,11 @@ export const LAYERS: Table = {
     stage: 'trunk',
     article: 'an',
     check: (c) => void lrnParams(c.fn, c.o, c.where),
-    infer: (l, x, c) => localResponseNorm(x, { ...lrnOpts(l), out: c.out }),
+    infer: (l, x, c) => localResponseNorm(x, { ...lrnOpts(l), out: c.out, sequence: c.sequence }),
     fuse: {
       next: 'maxpool',
       when: (l) => l.region !== 'within',
-      infer: (l, next, x, c) => lrnMaxPool2d(x, { lrn: lrnOpts(l), pool: poolOpts(next as LayerSpecs['maxpool']), out: c.out }),
+      infer: (l, next, x, c) => lrnMaxPool2d(x, { lrn: lrnOpts(l), pool: poolOpts(next as LayerSpecs['maxpool']), out: c.out, sequence: c.sequence }),
     },
     backward: async (l, t) => ({ grad: await localResponseNormBackward(t.input, t.grad, lrnOpts(l)), params: [] }),
   },
@@ -97,7 +97,7 @@ export const LAYERS: Table = {
     article: 'a',
     check: (c) => void poolWindow(c.fn, c.o, c.where, MAX_SPEC_SIDE),
     side: (l, a, axis) => poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true),
-    infer: (l, x, c) => maxPool2d(x, { ...poolOpts(l), out: c.out }),
+    infer: (l, x, c) => maxPool2d(x, { ...poolOpts(l), out: c.out, sequence: c.sequence }),
     backward: async (l, t) => ({ grad: await maxPool2dBackward(t.input, t.grad, poolOpts(l)), params: [] }),
   },
   batchnorm: {
@@ -121,7 +121,7 @@ export const LAYERS: Table = {
     // Alone (not after a conv it folds into): a 1x1 depthwise conv with the batch norm's scale and shift.
     infer: async (l, x, c) => {
       const [w, b] = await c.derived!(l.name, async () => depthwiseAffine(await bnAffine(c.weight, l.name, bnEps(l)), x.device));
-      return conv2d(x, w, b, { groups: w.shape[0], relu: l.relu === true, out: c.out });
+      return conv2d(x, w, b, { groups: w.shape[0], relu: l.relu === true, out: c.out, sequence: c.sequence });
     },
     // Training: the batch's statistics (and the running ones updated), as BatchNorm2d.train().
     train: async (l, x, c) => {
@@ -149,7 +149,7 @@ export const LAYERS: Table = {
     },
     infer: async (l, x, c) => {
       const [w, b] = await c.derived!(`affine:${l.scale.join(',')}:${l.shift.join(',')}`, async () => depthwiseAffine(l, x.device));
-      return conv2d(x, w, b, { groups: w.shape[0], out: c.out });
+      return conv2d(x, w, b, { groups: w.shape[0], out: c.out, sequence: c.sequence });
     },
     train: async (l, x) => ({ out: await affineChannels(x, l.scale, l.shift) }),
     backward: async (l, t) => ({ grad: t.needInputGrad ? await affineChannels(t.grad, l.scale, l.scale.map(() => 0)) : undefined, params: [] }),
@@ -178,7 +178,7 @@ export const LAYERS: Table = {
       const parts: Array<{ out: Spatial; done(): void }> = [];
       try {
         for (const b of l.branches) parts.push(await c.branch!(b, x));
-        return await concat(parts.map((p) => p.out), { out: c.out });
+        return await concat(parts.map((p) => p.out), { out: c.out, sequence: c.sequence });
       } finally {
         for (const p of parts) p.done();
       }
@@ -218,7 +218,7 @@ export const LAYERS: Table = {
     stage: 'any',
     article: 'a',
     check: () => undefined,
-    infer: (_l, x, c) => relu(x, { out: c.out }),
+    infer: (_l, x, c) => relu(x, { out: c.out, sequence: c.sequence }),
     backward: async (_l, t) => ({ grad: await reluBackward(t.output, t.grad), params: [] }),
   },
   spp: {
@@ -232,7 +232,7 @@ export const LAYERS: Table = {
       c.width = features;
     },
     width: (l, channels) => sppFeatures(channels, l.levels ?? DEFAULT_LEVELS),
-    infer: (l, x, c) => spp(x, { ...sppOpts(l), out: c.out as Tensor | undefined }),
+    infer: (l, x, c) => spp(x, { ...sppOpts(l), out: c.out as Tensor | undefined, sequence: c.sequence }),
     backward: async (l, t) => ({ grad: await sppBackward(t.input, t.grad as Tensor, sppOpts(l)), params: [] }),
   },
   fc: {
@@ -247,7 +247,7 @@ export const LAYERS: Table = {
       c.width = width;
     },
     width: (l) => l.out,
-    infer: (l, x, c) => linear(x as Tensor, c.matrix?.(`${l.name}.weight`) ?? c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { relu: l.relu === true, out: c.out as Tensor | undefined }),
+    infer: (l, x, c) => linear(x as Tensor, c.matrix?.(`${l.name}.weight`) ?? c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { relu: l.relu === true, out: c.out as Tensor | undefined, sequence: c.sequence }),
     backward: async (l, t, c) => {
       const g = l.relu === true ? await reluBackward(t.output as Tensor, t.grad as Tensor) : t.grad;
       const r = await using(g, t.grad, (gr) => linearBackward(t.input as Tensor, c.weight(`${l.name}.weight`), gr as Tensor, { needInputGrad: true }));

@@ -4,6 +4,7 @@ import { Device } from '../core/backend';
 import { describe, fail } from '../core/errors';
 import { activations } from '../core/memory';
 import { native } from '../core/native';
+import { OpSequence } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { SpatialLayout, Spatial } from '../core/spatial';
 import { allocateReleasable, freeReleasable, Storage, Tensor } from '../core/tensor';
@@ -86,7 +87,7 @@ export class ActivationPool {
     return this.held.bytes;
   }
 
-  private static bucket(n: number): number {
+  static bucket(n: number): number {
     if (n <= 1024) return 1024;
     const step = 2 ** (Math.floor(Math.log2(n)) - 3);
     return Math.ceil(n / step) * step;
@@ -192,6 +193,51 @@ export class ActivationPool {
     this.release();
     this.closed = true;
     poolCollected.unregister(this);
+  }
+}
+
+/**
+ * The activation buffers of one model run. With a sequence (the default; SPPNET_SEQUENCE=0 turns
+ * it off), the run's ops are recorded and run afterwards as one native call (lib/core/sequence.ts),
+ * so a buffer the run gives back may only serve its own later layers (which run after the layers
+ * that used it), never another run, whose ops could run first: such buffers wait here, and go back
+ * to the pool at release(), once the sequence has run (or will never run).
+ */
+export class RunBuffers {
+  readonly sequence: OpSequence | undefined;
+  private readonly free = new Map<number, Tensor[]>();
+  private readonly after: Array<() => void> = [];
+
+  constructor(private readonly pool: ActivationPool, record: boolean) {
+    this.sequence = record ? new OpSequence() : undefined;
+  }
+
+  take(n: number, fn: string): Tensor {
+    return this.free.get(ActivationPool.bucket(n))?.pop() ?? this.pool.take(n, fn);
+  }
+
+  give(t: Tensor): void {
+    if (!this.sequence) return this.pool.give(t);
+    const list = this.free.get(t.size) ?? [];
+    list.push(t);
+    this.free.set(t.size, list);
+  }
+
+  /** Calls f at release() (what the recorded ops read must stay alive until they have run). */
+  defer(f: () => void): void {
+    this.after.push(f);
+  }
+
+  /** Runs the recorded ops, if any. */
+  finish(): Promise<void> {
+    return this.sequence ? this.sequence.run() : Promise.resolve();
+  }
+
+  /** After finish() settled, or instead of it (the run failed while recording): the buffers go back to the pool. */
+  release(): void {
+    for (const list of this.free.values()) for (const t of list) this.pool.give(t);
+    this.free.clear();
+    for (const f of this.after.splice(0)) f();
   }
 }
 

@@ -4,7 +4,7 @@
 // training forwards and backwards and an optimizer update.
 import { Device } from '../core/backend';
 import { checkLabels } from '../core/checks';
-import { describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
+import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
@@ -13,7 +13,7 @@ import { checkStateDict, writeSafetensors } from '../io/safetensors';
 import { softmax } from '../ops/elementwise';
 import { lossAndGradients } from './backprop';
 import { kindOf, Layout, layoutAfter, LayerContext, LayerSpec } from './layers';
-import { ActivationPool } from './memory';
+import { ActivationPool, RunBuffers } from './memory';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
 import { checkRows, headEnd, modelInput } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
@@ -41,10 +41,7 @@ export class Model {
   private disposed = false;
   /** Calls in flight (run, predict, trainStep, stateDict): dispose() frees the memory after the last. */
   private inflight = 0;
-  /**
-   * Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs:
-   * the weights only change through trainStep and loadStateDict, which drop these.
-   */
+  /** Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs until the weights change. */
   private filterCaches = new Map<string, Float32Array>();
   /** Tensors derived from the weights (folded batch norms), by key; see derivedWeights(). */
   private derived = new Map<string, Promise<Tensor[]>>();
@@ -110,20 +107,10 @@ export class Model {
   }
 
   /** How the fc layers' weight matrices are kept: 'fp32', or 'bf16' (loadModel's linearWeights: inference only). */
-  get linearWeights(): LinearWeights {
-    return this.weights.linear;
-  }
+  get linearWeights(): LinearWeights { return this.weights.linear; } // prettier-ignore
 
   /** Bytes the weights take on the model's device. */
-  get weightBytes(): number {
-    return this.weights.bytes;
-  }
-
-  private filterCache(layer: string, floats: number): Float32Array {
-    let c = this.filterCaches.get(layer);
-    if (!c || c.length !== floats) this.filterCaches.set(layer, (c = new Float32Array(floats)));
-    return c;
-  }
+  get weightBytes(): number { return this.weights.bytes; } // prettier-ignore
 
   /**
    * Logits [N, classes] for N images of any sizes >= minSize: a RaggedBatch of [C, H, W] maps, an
@@ -149,31 +136,40 @@ export class Model {
     return this.call(fn, async () => {
       const n = checkRows(fn, rows, this);
       const end = headEnd(fn, this.spec, this.sppIndex, opts);
-      this.pool.begin();
-      try {
-        const layout: Layout = { kind: 'matrix', channels: this.pooledFeatures, sizes: new Array(n).fill([1, 1]) };
-        return (await this.runLayers(fn, this.spec.layers.slice(this.sppIndex + 1, end), rows, layout, true)).out as Tensor;
-      } finally {
-        this.pool.end();
-      }
+      const layout: Layout = { kind: 'matrix', channels: this.pooledFeatures, sizes: new Array(n).fill([1, 1]) };
+      return (await this.inRun(fn, async (run) => (await this.runLayers(fn, this.spec.layers.slice(this.sppIndex + 1, end), rows, layout, true, run)).out)) as Tensor;
     });
   }
 
   private runAs(fn: string, images: RaggedBatch | Tensor | Tensor[], layers = this.spec.layers): Promise<Spatial> {
-    return this.call(fn, async () => {
-      this.pool.begin(); // from the call on (synchronously): the pool is not idle
-      try {
+    return this.call(fn, () =>
+      this.inRun(fn, async (run) => {
         const { x, owned, L } = await modelInput(fn, images, this);
-        try {
-          const layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
-          return (await this.runLayers(fn, layers, x, layout, true)).out;
-        } finally {
-          owned?.dispose();
-        }
-      } finally {
-        this.pool.end();
-      }
-    });
+        if (owned) run.defer(() => owned.dispose());
+        return (await this.runLayers(fn, layers, x, { kind: L.kind, channels: L.channels, sizes: L.sizes }, true, run)).out;
+      }),
+    );
+  }
+
+  /**
+   * body(run) between pool.begin() (from the call on, synchronously: the pool is not idle) and
+   * end(), its ops recorded into run.sequence and run as one native call afterwards; the result
+   * is disposed if that fails.
+   */
+  private async inRun(fn: string, body: (run: RunBuffers) => Promise<Spatial>): Promise<Spatial> {
+    this.pool.begin();
+    const run = new RunBuffers(this.pool, process.env.SPPNET_SEQUENCE !== '0');
+    try {
+      const out = await body(run);
+      await run.finish().catch((e) => {
+        out.dispose();
+        throw new CallSite().wrap(e, fn);
+      });
+      return out;
+    } finally {
+      run.release();
+      this.pool.end();
+    }
   }
 
   /**
@@ -182,15 +178,19 @@ export class Model {
    * has run. The last layer's output is the caller's (`last`: a new tensor) or, for a branch, a
    * pooled buffer given back by done(). Layers with no inference (dropout) are the identity.
    */
-  private async runLayers(fn: string, all: LayerSpec[], x: Spatial, layout: Layout, last: boolean): Promise<{ out: Spatial; done(): void }> {
+  private async runLayers(fn: string, all: LayerSpec[], x: Spatial, layout: Layout, last: boolean, run: RunBuffers): Promise<{ out: Spatial; done(): void }> {
     const layers = all.filter((l) => kindOf(l).infer);
     const fuse = process.env.SPPNET_FUSE !== '0'; // SPPNET_FUSE=0: fused pairs run as two layers, for comparisons
     const rows = layout.sizes.length;
     const ctx: LayerContext = {
       weight: (n: string) => this.weights.tensor(n),
       matrix: (n: string) => this.weights.any(n),
-      cache: (layer: string, n: number) => this.filterCache(layer, n),
+      cache: (layer: string, n: number) => {
+        const c = this.filterCaches.get(layer);
+        return c && c.length === n ? c : (this.filterCaches.set(layer, new Float32Array(n)), this.filterCaches.get(layer)!);
+      },
       derived: (key, make) => this.derivedWeights(key, make),
+      sequence: run.sequence,
     };
     let cur: Spatial = x;
     let held: Tensor | undefined;
@@ -210,20 +210,20 @@ export class Model {
           const name = 'name' in l ? l.name : l.type, i = this.spec.layers.indexOf(l);
           fail(`${fn}: ${i >= 0 ? `spec.layers[${i}] (${name})` : `the ${name} layer of a branch`} would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
         }
-        const buf = li === layers.length - 1 && last ? undefined : this.pool.take(n, fn);
+        const buf = li === layers.length - 1 && last ? undefined : run.take(n, fn);
         const out = buf ? ActivationPool.view(buf, layout.kind, layout.channels, layout.sizes, rows) : undefined;
-        const c: LayerContext = { ...ctx, out, branch: (b, bx) => this.runLayers(fn, b, bx, before, false) };
+        const c: LayerContext = { ...ctx, out, branch: (b, bx) => this.runLayers(fn, b, bx, before, false, run) };
         const y: Spatial = pair ? await f!.infer(pair, l, cur, c) : await kindOf(l).infer!(l, cur, c);
-        if (held) this.pool.give(held);
+        if (held) run.give(held);
         held = buf;
         cur = y;
       }
     } catch (e) {
-      if (held) this.pool.give(held);
+      if (held) run.give(held);
       throw e;
     }
     const keep = held;
-    return { out: cur, done: () => keep && this.pool.give(keep) };
+    return { out: cur, done: () => keep && run.give(keep) };
   }
 
   /**

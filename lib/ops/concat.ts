@@ -2,13 +2,15 @@
 // its gradient (the split back into the parts). Inception's branches meet here.
 import { checkOpts, outputFor, sameAllocation, sameDevice, settle } from '../core/checks';
 import { CallSite, fail } from '../core/errors';
-import { native } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocateLike, nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
 
 export interface ConcatOptions {
   /** Where to write the result (exactly the layout concat gives). */
   out?: Spatial;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
 /** Layouts of the parts: all of one kind, device, map count and map sizes (checked). */
@@ -29,7 +31,7 @@ function partLayouts(fn: string, parts: unknown): SpatialLayout[] {
 }
 
 /** One native copy per part between the parts and the whole (toWhole: concat; else split). */
-async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: SpatialLayout, toWhole: boolean, owned: Spatial[]): Promise<void> {
+async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: SpatialLayout, toWhole: boolean, owned: Spatial[], seq?: OpSequence): Promise<void> {
   let at = 0;
   const calls: Array<Promise<void>> = [];
   for (const L of Ls) {
@@ -38,7 +40,7 @@ async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: Spati
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', W.channels, W.sizes, W.offsets),
       channelOffset: at, toWhole,
     };
-    calls.push(native.copyChannels(args));
+    calls.push(callOp(seq, 'copyChannels', args));
     at += L.channels;
   }
   await settle(site, fn, owned, async () => void (await Promise.all(calls)));
@@ -50,7 +52,7 @@ async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: Spati
  */
 export async function concat<T extends Spatial>(parts: T[], opts: ConcatOptions = {}): Promise<T> {
   const fn = 'sp.concat';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   const Ls = partLayouts(fn, parts);
   const channels = Ls.reduce((a, L) => a + L.channels, 0);
@@ -60,7 +62,7 @@ export async function concat<T extends Spatial>(parts: T[], opts: ConcatOptions 
     if (r.owned) r.out.dispose();
     fail(`${fn}: options.out shares memory with a part`);
   }
-  await copyAll(fn, site, Ls, W, true, r.owned ? [r.out] : []);
+  await copyAll(fn, site, Ls, W, true, r.owned ? [r.out] : [], sequenceOf(o));
   return r.out as T;
 }
 

@@ -5,6 +5,7 @@ import { allocateAs, booleanOption, checkBias, checkOpts, checkOutputSizes, chec
 import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
 import { native, NativeConvParams, NativeConvShape } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 
@@ -24,6 +25,8 @@ export interface Conv2dOptions {
   out?: Spatial;
   /** CUDA only: how to multiply (default sp.getMath().conv, 'tf32'); the CPU computes in FP32. */
   math?: MathMode;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
 /**
@@ -78,7 +81,7 @@ export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, 
 export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null,
   cache?: (floats: number) => Float32Array): Promise<T> {
   const fn = 'sp.conv2d';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   const mode = callMath(fn, o.math, 'conv');
   const L = spatialLayout(fn, input);
@@ -90,7 +93,7 @@ export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias
   // The native side says whether its Winograd path takes this call (and the cache's size).
   const floats = cache && L.device === 'cpu' ? native.winogradCacheFloats(shape) : 0;
   await settle(site, fn, [o2], () =>
-    native.conv2d({
+    callOp(sequenceOf(o), 'conv2d', {
       ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', ws),
       ...(bs ? nativeBuf('bias', bs) : {}),
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...shape,

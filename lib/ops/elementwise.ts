@@ -3,18 +3,19 @@
 import { booleanOption, checkElementwiseLike, checkOpts, elementwiseInput, allocateAs, matrix, outputLike, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
 import { native } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { allocate, nativeBuf, Storage, Tensor } from '../core/tensor';
 
 /** max(x, 0) elementwise (NaN stays NaN); the input's kind and shape. */
-export async function relu<T extends Tensor | RaggedBatch>(x: T, opts?: { out?: T }): Promise<T> {
+export async function relu<T extends Tensor | RaggedBatch>(x: T, opts?: { out?: T; /** @internal */ sequence?: OpSequence }): Promise<T> {
   const fn = 'sp.relu';
-  const site = new CallSite();
-  const given = checkOpts(fn, opts).out;
+  const site = new CallSite(opts);
+  const o = checkOpts(fn, opts);
   const X = elementwiseInput(fn, 'x', x);
-  const o2 = outputLike(fn, given, X.x as T);
+  const o2 = outputLike(fn, o.out, X.x as T);
   await settle(site, fn, [o2], () =>
-    native.elementwise({ op: 'relu', rows: 1, cols: X.n, ...nativeBuf('input', X.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')) }));
+    callOp(sequenceOf(o), 'elementwise', { op: 'relu', rows: 1, cols: X.n, ...nativeBuf('input', X.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')) }));
   return o2.out;
 }
 

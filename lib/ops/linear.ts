@@ -4,6 +4,7 @@ import { booleanOption, checkBias, checkOpts, matrix, sameDevice, settle, tensor
 import { CallSite, fail, MAX_ELEMENTS } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
 import { native } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 import { BF16Matrix } from './bf16';
 import { ParamGrads, paramGrads } from './conv2d';
@@ -13,6 +14,8 @@ export interface LinearOptions {
   out?: Tensor;
   /** CUDA only: how to multiply (default sp.getMath().linear, 'fp32'); the CPU computes in FP32. Not with a BF16Matrix weight (FP32 products of its values). */
   math?: MathMode;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
 /** x [N, in] and weight [out, in] (a Tensor, or a BF16Matrix where `bf16` allows), checked together. */
@@ -37,7 +40,7 @@ export async function linear(x: Tensor, weight: Tensor | BF16Matrix, bias?: Tens
 /** @internal linear with the ConvMath code `forced` instead of the mode's (the tensor-core check). */
 export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null): Promise<Tensor> {
   const fn = 'sp.linear';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   const mode = callMath(fn, o.math, 'linear');
   const { X, Wt, rows, inF, outF, device, weightBf16 } = operands(fn, x, weight, true);
@@ -47,7 +50,7 @@ export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Ten
   const o2 = tensorOut(fn, o.out, [rows, outF], device);
   const code = forced ?? (await kernelMath(device, mode));
   await settle(site, fn, [o2], () =>
-    native.linear({
+    callOp(sequenceOf(o), 'linear', {
       ...nativeBuf('input', X.s), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', Wt.s),
       ...(bs ? nativeBuf('bias', bs) : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code, weightBf16,
     }),

@@ -2,6 +2,7 @@
 import { allocateAs, checkOpts, checkSpatialLike, outputFor, positiveInt32, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
 import { native, NativeLrnParams } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeLayout, Spatial, spatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
 
@@ -17,6 +18,8 @@ export interface LrnOptions {
    */
   region?: 'across' | 'within';
   out?: Spatial;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
 /** @internal Checked LRN parameters (PyTorch's defaults); `prefix` names where o sits, for messages. */
@@ -36,13 +39,13 @@ export function lrnParams(fn: string, o: Record<string, unknown>, prefix = 'opti
 /** PyTorch's local_response_norm across channels: x / (k + alpha/size * sum of squares over size channels)^beta; or Caffe's WITHIN_CHANNEL (options.region). */
 export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOptions): Promise<T> {
   const fn = 'sp.localResponseNorm';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
   const lp = lrnParams(fn, o);
   const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, L.sizes);
   await settle(site, fn, [o2], () =>
-    native.lrn({
+    callOp(sequenceOf(o), 'lrn', {
       ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')),
       ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...lp,
     }),

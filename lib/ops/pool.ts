@@ -3,6 +3,7 @@
 import { allocateAs, checkOpts, checkOutputSizes, checkSpatialLike, MAX_INT32, outputFor, Pair, pair, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
 import { native, NativePoolArgs, NativePoolParams } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
 import { LrnOptions, lrnParams } from './lrn';
@@ -22,6 +23,8 @@ export interface MaxPool2dOptions {
   padding?: Pair;
   ceilMode?: boolean;
   out?: Spatial;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
 /**
@@ -65,11 +68,11 @@ async function pooled(site: CallSite, fn: string, L: SpatialLayout, given: unkno
 /** PyTorch's max_pool2d per map (padding never wins; NaN propagates; ceil mode as PyTorch). */
 export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOptions): Promise<T> {
   const fn = 'sp.maxPool2d';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
   const { outSizes, pool } = poolGeometry(fn, L, o);
-  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.maxPool2d({ ...args, pool }))) as T;
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => callOp(sequenceOf(o), 'maxPool2d', { ...args, pool }))) as T;
 }
 
 /**
@@ -101,6 +104,8 @@ export interface LrnMaxPool2dOptions {
   /** The maxPool2d options (no `out`: pass it here, at the top level). */
   pool: Omit<MaxPool2dOptions, 'out'>;
   out?: Spatial;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
 /**
@@ -110,7 +115,7 @@ export interface LrnMaxPool2dOptions {
  */
 export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool2dOptions): Promise<T> {
   const fn = 'sp.lrnMaxPool2d';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
   for (const part of ['lrn', 'pool'] as const) {
@@ -121,5 +126,5 @@ export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool
   const lp = lrnParams(fn, o.lrn as Record<string, unknown>, 'options.lrn');
   if (lp.within) fail(`${fn}: options.lrn.region 'within' is not fused: run sp.localResponseNorm, then sp.maxPool2d`);
   const { outSizes, pool } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
-  return (await pooled(site, fn, L, o.out, outSizes, (args) => native.lrnMaxPool2d({ ...args, pool, ...lp }))) as T;
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => callOp(sequenceOf(o), 'lrnMaxPool2d', { ...args, pool, ...lp }))) as T;
 }

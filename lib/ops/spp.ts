@@ -2,6 +2,7 @@
 import { allocateAs, Output, sameDevice, settle, tensorOut } from '../core/checks';
 import { CallSite, describe, fail, MAX_ELEMENTS } from '../core/errors';
 import { native } from '../core/native';
+import { callOp, OpSequence } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { spatialLayout } from '../core/spatial';
 import { nativeBuf, nativeRef, Storage, Tensor } from '../core/tensor';
@@ -23,9 +24,11 @@ export interface SppOptions {
   windows?: Tensor | ArrayLike<ArrayLike<number>>;
   /** Write the result here instead of a new tensor: [rows, features], on the input's device. */
   out?: Tensor;
+  /** @internal Record the native call into this sequence instead of making it (Model.run). */
+  sequence?: OpSequence;
 }
 
-export interface SppBackwardOptions extends Omit<SppOptions, 'out'> {
+export interface SppBackwardOptions extends Omit<SppOptions, 'out' | 'sequence'> {
   /** Write d(input) here: a tensor of the input's shape, or a batch of the input's layout. */
   out?: Tensor | RaggedBatch;
 }
@@ -217,13 +220,13 @@ function nativeArgs(p: Plan) {
  */
 export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promise<Tensor> {
   const fn = 'sp.spp';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const pp = planOf(fn, input, opts);
   const p = pp instanceof Promise ? await pp : pp;
   const o2 = tensorOut(fn, opts?.out, [p.rows, p.features], p.store.device);
   const args = nativeArgs(p);
   const out = nativeRef(o2.out.storage(fn, 'options.out'));
-  await settle(site, fn, [o2], () => native.sppForward({ ...args, output: out.buf, outputOffset: out.offset }));
+  await settle(site, fn, [o2], () => callOp(opts?.sequence instanceof OpSequence ? opts.sequence : undefined, 'sppForward', { ...args, output: out.buf, outputOffset: out.offset }));
   return o2.out;
 }
 

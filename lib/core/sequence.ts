@@ -1,0 +1,42 @@
+// Op sequences: a model run's native calls recorded instead of made, then made as one native call
+// (native.runSequence) that runs them back to back on one thread. One hand-over to the CPU executor
+// (or a CUDA stream) and back for the whole network instead of one per layer: on the CPU that
+// hand-over costs about as much as a small layer. Only ops whose results nothing reads on the
+// host until the sequence has run may be recorded (those listed here).
+import { Native, native } from './native';
+
+/** The native entry points a sequence may hold. */
+export type SequencedOp = 'conv2d' | 'maxPool2d' | 'lrn' | 'lrnMaxPool2d' | 'sppForward' | 'linear' | 'elementwise' | 'copyChannels';
+type Args<K extends SequencedOp> = Parameters<Native[K]>[0];
+
+export class OpSequence {
+  private steps: unknown[] = [];
+
+  /** Records a call (its arguments checked and packed by the op, as for a direct call). */
+  add<K extends SequencedOp>(op: K, args: Args<K>): Promise<void> {
+    this.steps.push(native[op], args);
+    return Promise.resolve();
+  }
+
+  /** Calls recorded and not yet run. */
+  get length(): number {
+    return this.steps.length / 2;
+  }
+
+  /** Runs what was recorded, in order, in one native call; settles when the last step is done (or one failed). */
+  run(): Promise<void> {
+    const steps = this.steps;
+    this.steps = [];
+    return steps.length ? native.runSequence(steps) : Promise.resolve();
+  }
+}
+
+/** native[op](args) now, or recorded into `seq` when one is given. */
+export function callOp<K extends SequencedOp>(seq: OpSequence | undefined, op: K, args: Args<K>): Promise<void> {
+  return seq ? seq.add(op, args) : (native[op] as (a: Args<K>) => Promise<void>)(args);
+}
+
+/** @internal An op's options.sequence, if it is one (anything else: none). */
+export function sequenceOf(o: Record<string, unknown>): OpSequence | undefined {
+  return o.sequence instanceof OpSequence ? o.sequence : undefined;
+}

@@ -1,0 +1,89 @@
+'use strict';
+// Model.run records its layers' native calls and runs them as one sequence (lib/core/sequence.ts,
+// binding RunSequence): the same logits, bit for bit, as layer-by-layer calls (SPPNET_SEQUENCE=0),
+// one native call per run, concurrent runs kept apart, and the buffers a run read kept alive.
+const { expect } = require('chai');
+const { sp, cudaStatus } = require('./support/helpers');
+const { rng, freshSeed } = require('./support/reference');
+const { native } = require('../dist/core/native');
+
+const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
+const rand = (r, n) => Float32Array.from({ length: n }, () => r.normal());
+
+// Every layer kind Model.run records: conv (Winograd-sized too), LRN + max pool, LRN alone, max
+// pool, batch norm folded and alone, an affine, a concat of branches, ReLU, spp and fc.
+const spec = {
+  name: 'sequence-test',
+  inChannels: 3,
+  layers: [
+    { type: 'conv', name: 'c1', out: 32, kernel: 3, padding: 1 },
+    { type: 'lrn', size: 3 },
+    { type: 'maxpool', kernel: 2 },
+    { type: 'conv', name: 'c2', out: 32, kernel: 3, padding: 1, relu: false },
+    { type: 'batchnorm', name: 'b2', relu: true },
+    { type: 'concat', branches: [[{ type: 'conv', name: 'a', out: 8, kernel: 1 }], [{ type: 'conv', name: 'b', out: 6, kernel: 3, padding: 1 }, { type: 'lrn', size: 5 }], [{ type: 'maxpool', kernel: 3, stride: 1, padding: 1 }]] },
+    { type: 'batchnorm', name: 'b3' },
+    { type: 'relu' },
+    { type: 'spp', levels: [3, 2, 1] },
+    { type: 'fc', name: 'f1', out: 24, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'f2', out: 5 },
+  ],
+};
+
+async function logits(model, imgs, sequence) {
+  const saved = process.env.SPPNET_SEQUENCE;
+  process.env.SPPNET_SEQUENCE = sequence ? '1' : '0';
+  try {
+    const before = native.memoryStats();
+    const y = await model.run(imgs);
+    const after = native.memoryStats();
+    const data = await y.data();
+    y.dispose();
+    return { data, calls: after.opsInline + after.opsQueued - before.opsInline - before.opsQueued };
+  } finally {
+    if (saved === undefined) delete process.env.SPPNET_SEQUENCE;
+    else process.env.SPPNET_SEQUENCE = saved;
+  }
+}
+
+for (const device of devices) {
+  describe(`Model.run as one op sequence on ${device}`, function () {
+    this.timeout(300000);
+
+    it('gives the logits of layer-by-layer calls bit for bit, in one native call', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: seed % 1000, device });
+      const imgs = [[3, 19, 23], [3, 30, 17], [3, 16, 16]].map((s) => sp.tensor(rand(r, s[0] * s[1] * s[2]), s, { device }));
+      const a = await logits(model, imgs, true), b = await logits(model, imgs, false);
+      expect(Array.from(a.data), `seed ${seed}`).to.deep.equal(Array.from(b.data));
+      if (device === 'cpu') {
+        expect(a.calls, 'native calls with a sequence').to.equal(1);
+        expect(b.calls, 'native calls layer by layer').to.be.greaterThan(10);
+      }
+      // head() records too: the same rows through the head both ways.
+      const pooled = sp.tensor(rand(r, 2 * model.pooledFeatures), [2, model.pooledFeatures], { device });
+      process.env.SPPNET_SEQUENCE = '0';
+      const h0 = await (await model.head(pooled)).data();
+      delete process.env.SPPNET_SEQUENCE;
+      const h1 = await (await model.head(pooled)).data();
+      expect(Array.from(h1)).to.deep.equal(Array.from(h0));
+      model.dispose();
+    });
+
+    it('keeps concurrent runs apart (their buffers are never shared while recorded) and the inputs they read alive', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: 3, device });
+      const batches = Array.from({ length: 6 }, (_, k) => [[3, 17 + k, 21], [3, 24, 16 + 2 * k]].map((s) => rand(r, s[0] * s[1] * s[2])));
+      const shapes = (k) => [[3, 17 + k, 21], [3, 24, 16 + 2 * k]];
+      const alone = [];
+      for (let k = 0; k < batches.length; k++) alone.push((await logits(model, batches[k].map((d, i) => sp.tensor(d, shapes(k)[i], { device })), true)).data);
+      // All at once, each from an array of tensors (packed into a batch the run owns and frees after its sequence).
+      const outs = await Promise.all(batches.map((b, k) => model.run(b.map((d, i) => sp.tensor(d, shapes(k)[i], { device })))));
+      for (let k = 0; k < outs.length; k++) expect(Array.from(await outs[k].data()), `seed ${seed} batch ${k}`).to.deep.equal(Array.from(alone[k]));
+      model.dispose();
+    });
+  });
+}
