@@ -2,6 +2,7 @@
 // backward.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "gemm_cpu.h"
@@ -53,13 +54,54 @@ template <int NR, typename W>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const W* w, const float* b,
                        bool relu, float* y) {
   int64_t o = o0;
-  for (; o + 4 <= o1; o += 4) linear_tile_small<4, NR>(o, x, in, out, w, b, relu, y);
+  constexpr int OB = NR <= 2 ? 16 : 8;  // weight rows streaming at once: a core's bandwidth grows with them (few rows: latency-bound)
+  for (; o + OB <= o1; o += OB) linear_tile_small<OB, NR>(o, x, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);
 }
 constexpr int64_t kLinRows = 4;        // rows per pass of the small-batch kernel
 constexpr int64_t kLinGemmRows = 8;    // from this many rows on, the packed GEMM
 
 }  // namespace
+
+// bfloat16 weights, 32 at a time: one 64-byte load holds weights k, k+1, ... k+31 as 16 pairs;
+// a shift gives the even ones as floats and a mask the odd ones (a bf16 is the upper half of its
+// float), with no shuffles, against x deinterleaved the same way (xd: per 32 floats of a row, the
+// 16 even then the 16 odd). The last in % 32 columns go one by one.
+typedef unsigned int u32x16v __attribute__((vector_size(64)));
+template <int OB, int NR>
+SPP_ISA_CLONES void linear_tile_bf16(int64_t o, const float* x, const float* xd, int64_t in, int64_t out, const uint16_t* w,
+                                     const float* b, bool relu, float* y) {
+  v16 a[OB][NR];
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) a[i][r] = v16{};
+  int64_t k = 0;
+  for (; k + 32 <= in; k += 32) {
+    v16 xe[NR], xo[NR];
+    for (int r = 0; r < NR; ++r) xe[r] = v16_load(xd + r * in + k), xo[r] = v16_load(xd + r * in + k + 16);
+    for (int i = 0; i < OB; ++i) {
+      u32x16v u;
+      std::memcpy(&u, w + (o + i) * in + k, sizeof u);
+      const v16 we = (v16)(u << 16), wo = (v16)(u & 0xffff0000u);
+      for (int r = 0; r < NR; ++r) a[i][r] += we * xe[r] + wo * xo[r];
+    }
+  }
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const uint16_t* wo = w + (o + i) * in;
+      float s = v16_sum(a[i][r]);
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * bf16_to_float(wo[j]);
+      if (b) s += b[o + i];
+      y[r * out + o + i] = relu ? relu1(s) : s;
+    }
+}
+template <int NR>
+void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, int64_t in, int64_t out, const uint16_t* w,
+                       const float* b, bool relu, float* y) {
+  int64_t o = o0;
+  constexpr int OB = NR <= 2 ? 16 : 8;  // as linear_rows_small's
+  for (; o + OB <= o1; o += OB) linear_tile_bf16<OB, NR>(o, x, xd, in, out, w, b, relu, y);
+  for (; o < o1; ++o) linear_tile_bf16<1, NR>(o, x, xd, in, out, w, b, relu, y);
+}
 
 namespace {
 
@@ -136,7 +178,24 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
   if (rows < kLinGemmRows) {
-    linear_small(rows, in, out, x, w, b, relu, y);
+    // x deinterleaved for linear_tile_bf16, once per call (rows x in floats: fc6's 12,800 a row).
+    static thread_local FloatBuffer deinterleaved;
+    float* xd = deinterleaved.get(static_cast<size_t>(rows * in));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k + 32 <= in; k += 32)
+        for (int j = 0; j < 16; ++j) xd[r * in + k + j] = x[r * in + k + 2 * j], xd[r * in + k + 16 + j] = x[r * in + k + 2 * j + 1];
+    parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
+      for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
+        const float *xr = x + r0 * in, *xdr = xd + r0 * in;
+        float* yr = y + r0 * out;
+        switch (std::min(kLinRows, rows - r0)) {
+          case 1: linear_rows_small<1>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
+          case 2: linear_rows_small<2>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
+          case 3: linear_rows_small<3>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
+          default: linear_rows_small<4>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
+        }
+      }
+    });
     return Status::Ok();
   }
   static thread_local FloatBuffer wide;

@@ -21,10 +21,7 @@ typedef unsigned int u32x16 __attribute__((vector_size(64)));
 static inline v16 v16_load(const unsigned short* p) {
   u16x16 h;
   std::memcpy(&h, p, sizeof h);
-  const u32x16 u = __builtin_convertvector(h, u32x16) << 16;
-  v16 v;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
+  return (v16)(__builtin_convertvector(h, u32x16) << 16);  // a bit cast (vector extension), in registers
 }
 static inline void v16_store(float* p, v16 v) { std::memcpy(p, &v, sizeof v); }
 static inline v16 v16_splat(float a) { return v16{} + a; }
