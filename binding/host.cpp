@@ -106,6 +106,30 @@ void free_block(Napi::Env, void*, HostBlock* b) {
   delete b;
 }
 
+// From 1.33 MiB on: mapped on a 2 MiB boundary and marked for transparent huge pages, so that the
+// first touch of each 2 MiB faults once instead of 512 times (on this VM a 4 KiB fault costs
+// ~15 us: 13 ms for a fresh 3.3 MB buffer, 0.4 ms with huge pages). The length is rounded up to
+// whole huge pages where that adds at most half (the price: up to that much more resident memory,
+// as a huge page is resident as a whole), else to 4 KiB pages (the tail past the last whole huge
+// page then faults page by page). Where the kernel gives none (THP off), plain pages,
+// as before. *mapped: the length to munmap.
+constexpr size_t kHuge = size_t{2} << 20, kHugeAtLeast = kHuge * 2 / 3;
+void* map_huge(size_t bytes, size_t* mapped) {
+  const size_t whole = (bytes + kHuge - 1) / kHuge * kHuge, pages = (bytes + 4095) / 4096 * 4096;
+  const size_t len = whole - bytes <= bytes / 2 ? whole : pages;
+  void* raw = mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return nullptr;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw), aligned = (start + kHuge - 1) / kHuge * kHuge;
+  if (aligned > start) munmap(raw, aligned - start);
+  const uintptr_t end = start + len + kHuge;
+  if (end > aligned + len) munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
+#ifdef MADV_HUGEPAGE
+  madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);
+#endif
+  *mapped = len;
+  return reinterpret_cast<void*>(aligned);
+}
+
 Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const double want = info[0].As<Napi::Number>().DoubleValue();
@@ -113,7 +137,11 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   const size_t bytes = static_cast<size_t>(want);
   void* data = nullptr;
   bool mapped = false;
-  if (bytes >= kMapAtLeast) {
+  size_t mapped_bytes = bytes;
+  if (bytes >= kHugeAtLeast) {
+    data = map_huge(bytes, &mapped_bytes);
+    mapped = data != nullptr;
+  } else if (bytes >= kMapAtLeast) {
     data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (data == MAP_FAILED) data = nullptr;
     mapped = data != nullptr;
@@ -125,7 +153,7 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
     e.Set("code", Napi::String::New(env, code_name(Code::kOutOfMemory)));
     throw e;
   }
-  auto* block = new HostBlock{data, bytes, mapped};
+  auto* block = new HostBlock{data, mapped ? mapped_bytes : bytes, mapped};
   return Napi::ArrayBuffer::New(env, data, bytes, free_block, block);
 }
 
