@@ -2,7 +2,7 @@
 'use strict';
 // `npm run bench`: every benchmark, then the report.
 //
-//   node bench/all.js [--quick] [--only spp,zf5,tv,load,train]
+//   node bench/all.js [--quick] [--only spp,zf5,tv,load,train,overhead,bf16]
 //
 // Runs, one after the other (each a child process, output as it comes):
 //   spp   node bench/run.js [--quick]    SPP layer, sppnet vs TensorFlow.js      -> bench/out/spp-cpu.*
@@ -11,14 +11,16 @@
 //         (weights from tools/export_torchvision_onnx.py /tmp/tvbench; without them sppnet alone)
 //   load  node bench/load.js [--quick]   the HTTP service under load            -> bench/out/load-*.*
 //   train node bench/train.js [--quick]  one training step, vs tfjs-wasm         -> bench/out/train-cpu.*
+//   overhead node bench/overhead.js [--quick]  tiny-call latency, ZF-5 overhead   -> bench/out/overhead-cpu.*
+//   bf16  node bench/bf16.js [--quick]   bfloat16 fc weights vs FP32            -> bench/out/bf16-<device>.*
 // then node bench/plots.js (bench/out/*.svg) and node bench/report.js (copies the SVGs to
 // bench/plots/ and splices each table into bench/RESULTS.md). A part that fails is reported and the
-// rest still run; the exit status is 1 if any failed. About 9 minutes in all (--quick: about 5).
+// rest still run; the exit status is 1 if any failed. About 12 minutes in all (--quick: about 7).
 const { spawnSync } = require('child_process');
 const path = require('path');
 const { parseArgs, headerText, failed } = require('./common');
 
-const PARTS = { spp: 'run.js', zf5: 'zf5.js', tv: 'torchvision.js', load: 'load.js', train: 'train.js' };
+const PARTS = { spp: 'run.js', zf5: 'zf5.js', tv: 'torchvision.js', load: 'load.js', train: 'train.js', overhead: 'overhead.js', bf16: 'bf16.js' };
 
 function main() {
   const { quick, only } = parseArgs(process.argv.slice(2), [

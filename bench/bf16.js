@@ -4,7 +4,7 @@
 // fc7 4096 -> 4096) and the whole ZF-5 (`arch: 'zf5'`, 1000 classes, 224 x 224), at 1 and 4
 // images, with the weight-read floor and the logits' difference.
 //
-//   node bench/bf16.js [--rounds N] [--seed S] [--out DIR]
+//   node bench/bf16.js [--quick] [--rounds N] [--seed S] [--out DIR]
 //
 // Arms run interleaved (one call of each per round, after one warm-up call each), so both see the
 // same machine; medians. floor = the fc weights' bytes / this machine's copy bandwidth (bench/
@@ -17,6 +17,7 @@ const { copyBandwidth } = require('./membw');
 const { failed, parseArgs, headerText, machineInfo, buildInfo, nowMs, percentile, textTable, mdTable, writeResults, commandLine, fmtMs, fmtX, rng, randomArray } = require('./common');
 
 const OPTIONS = [
+  { name: 'quick', type: 'flag', help: '5 rounds' },
   { name: 'rounds', type: 'int', default: 15, help: 'timed calls of each arm' },
   { name: 'seed', type: 'int', default: 1, min: 0, help: 'weights and images' },
   { name: 'out', type: 'path', default: path.join(__dirname, 'out'), help: 'where bf16-<device>.{md,json} go' },
@@ -24,6 +25,7 @@ const OPTIONS = [
 
 async function main() {
   const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 2, 7) });
+  if (opt.quick) opt.rounds = 5;
   const device = sp.backend().device;
   const machine = { ...machineInfo(), build: buildInfo(), device, backend: sp.backend() };
   const bw = device === 'cpu' ? await copyBandwidth({ threads: 2 }) : null;

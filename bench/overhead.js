@@ -5,7 +5,7 @@
 // time split into the time inside the CPU kernels (the addon's count: executor and inline runs)
 // and the rest, the overhead of the layer-by-layer hand-over (JS, checks, thread hops).
 //
-//   node bench/overhead.js [--calls N] [--runs N] [--out DIR]
+//   node bench/overhead.js [--quick] [--calls N] [--runs N] [--out DIR]
 //
 // Medians; writes DIR/overhead-cpu.{md,json}.
 const path = require('path');
@@ -15,6 +15,7 @@ const { native } = require('../dist/core/native');
 const { failed, parseArgs, headerText, machineInfo, buildInfo, percentile, textTable, mdTable, writeResults, commandLine, fmtMs } = require('./common');
 
 const OPTIONS = [
+  { name: 'quick', type: 'flag', help: 'a fifth of the calls and runs' },
   { name: 'calls', type: 'int', default: 5000, help: 'timed tiny calls of each kind' },
   { name: 'runs', type: 'int', default: 15, help: 'timed ZF-5 forwards of each batch' },
   { name: 'out', type: 'path', default: path.join(__dirname, 'out'), help: 'where overhead-cpu.{md,json} go' },
@@ -33,6 +34,7 @@ async function timeCalls(n, f) {
 
 async function main() {
   const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 2, 9) });
+  if (opt.quick) (opt.calls = Math.ceil(opt.calls / 5)), (opt.runs = Math.max(5, Math.ceil(opt.runs / 5)));
   if (sp.backend().device !== 'cpu') console.log(`note: the default device is ${sp.backend().device}; this measures the CPU path`);
   const machine = { ...machineInfo(), build: buildInfo(), threads: sp.backend().cpu.threads, inlineWork: process.env.SPPNET_INLINE_WORK ?? 'default' };
   const x = sp.tensor(Float32Array.from({ length: 36 }, (_, i) => (i * 7) % 11), [1, 1, 6, 6], { device: 'cpu' });

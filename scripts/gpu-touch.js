@@ -14,6 +14,7 @@
 //     global paths, per-thread and per-warp bins, every bin rule, windows)
 //   conv_tc_kernel <64|128, tf32|bf16>, <64, fp32>, conv2d_kernel (direct): conv2d
 //   gemm_tc_kernel <64|128, tf32|bf16>, <64, fp32>, splitk_reduce_kernel, linear_kernel (direct): linear
+//   linear_bf16_kernel: linear with a BF16Matrix weight (sp.toBF16)
 //   max_pool2d_kernel, lrn_kernel, lrn_max_pool2d_kernel, relu_kernel, softmax_kernel
 //   conv2d_dx/dw/db, max_pool2d_backward, lrn_backward, linear_dx/dw/db, relu_backward,
 //   dropout_kernel, multiply_kernel (dropoutBackward), softmax_xent_kernel, sgd_kernel, adam_kernel
@@ -173,6 +174,16 @@ async function main() {
         return [y];
       });
     }
+
+  // ---- linear with bfloat16 weights (a BF16Matrix): rows not a multiple of the kernel's group of 4.
+  await op('linear with a BF16Matrix weight 7x300 -> 37, bias, relu (linear_bf16_kernel)', 1e-4, async (d) => {
+    const x = T(normal(7 * 300), [7, 300], d), w = T(normal(37 * 300, 0.2), [37, 300], d), b = T(normal(37), [37], d);
+    const h = await sp.toBF16(w);
+    const y = await sp.linear(x, h, b, { relu: true });
+    dispose([x, w, b]);
+    h.dispose();
+    return [y];
+  });
 
   // ---- pooling, LRN, the fused LRN + max pool, relu, softmax, and their backward passes.
   const pm = maps(6, [[13, 13], [7, 20], [3, 3], [24, 9]]);
