@@ -46,6 +46,12 @@ export interface TrainDetectorOptions {
    */
   weights?: Map<string, { shape: number[]; data: Float32Array }>;
   /** Stage 1: epochs over the windows (0: none), learning rate (Adam), batch (defaults 8, 1e-3, 64); jittered copies per ground-truth box (default 4). */
+  /**
+   * Stage 1's multi-size training: the sides windows are warped to, one per batch in turn (default
+   * [windowSide, 0.8 windowSide], the paper's 224 and 180). A wider range makes the network see
+   * objects at the sizes the single-scale mode pools them at.
+   */
+  pretrainSides?: number[];
   pretrainEpochs?: number;
   pretrainLr?: number;
   batch?: number;
@@ -160,6 +166,8 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
   if (!Number.isInteger(config.context) || config.context < 0 || 2 * config.context >= config.windowSide) fail(`${fn}: options.context must be an integer in [0, windowSide / 2), got ${describe(opts.context)}`);
   const epochs = o.pretrainEpochs === 0 ? 0 : posInt(fn, o, 'pretrainEpochs', 8), batch = posInt(fn, o, 'batch', 64), jitter = o.jitter ?? 4;
   if (!Number.isInteger(jitter) || (jitter as number) < 0 || (jitter as number) > 64) fail(`${fn}: options.jitter must be an integer in [0, 64], got ${describe(o.jitter)}`);
+  if (opts.pretrainSides !== undefined && (!Array.isArray(opts.pretrainSides) || opts.pretrainSides.length === 0 || !opts.pretrainSides.every((v) => isPositiveInt(v) && v <= 1024)))
+    fail(`${fn}: options.pretrainSides must be a non-empty array of sides in [1, 1024], got ${describe(opts.pretrainSides)}`);
   const iterations = posInt(fn, o, 'finetuneIterations', 1500), ftBatch = posInt(fn, o, 'finetuneBatch', 128);
   const cacheFg = posInt(fn, o, 'cacheForeground', 32), cacheBg = posInt(fn, o, 'cacheBackground', 96);
   const lr1 = posNum(fn, o, 'pretrainLr', 1e-3), lr2 = posNum(fn, o, 'finetuneLr', 3e-4);
@@ -204,13 +212,15 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       full.forEach((t) => t.dispose());
       try {
         model.setOptimizer({ type: 'adam', lr: lr1 });
-        const sides = [config.windowSide, Math.max(model.minSize[0], model.minSize[1], Math.round(config.windowSide * 0.8))];
+        const least = Math.max(model.minSize[0], model.minSize[1]);
+        const sides = opts.pretrainSides ?? [config.windowSide, Math.max(least, Math.round(config.windowSide * 0.8))];
+        if (sides.some((v) => v < least)) fail(`${fn}: options.pretrainSides must be at least the network's smallest input (${least} px), got ${describe(opts.pretrainSides)}`);
         for (let e = 0; e < epochs; e++) {
           const order = wins.map((_, i) => i).sort(() => r() - 0.5);
           let loss = 0, correct = 0, n = 0;
           for (let at = 0; at < order.length; at += batch) {
             const ids = order.slice(at, at + batch);
-            const side = sides[(at / batch) % 2];
+            const side = sides[(at / batch) % sides.length];
             const wt = tensor(ids.flatMap((i) => wins[i].slice(0, 5)), [ids.length, 5], { device: model.device });
             const crops = await cropResize(all, wt, side, { context: config.context }).finally(() => wt.dispose());
             const s = await model.trainStep(crops, ids.map((i) => wins[i][5])).finally(() => crops.dispose());
