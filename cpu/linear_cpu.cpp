@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm_cpu.h"
@@ -22,12 +23,9 @@ constexpr int NR = kGemmNR;  // the GEMM's panel width (packed B columns)
 // Up to kLinRows input rows against OB weight rows at a time: the weight rows stream from memory
 // once, and each 16-float chunk of x serves OB outputs (OB x NR accumulators, 8 loads per 16 FMAs
 // at 4 x 4). For the few rows a fully connected layer sees at inference, where the weights'
-// bandwidth is the floor. W: float, or bfloat16 bits (uint16_t: half the bytes to stream).
-inline float weight_at(const float* w, int64_t i) { return w[i]; }
-inline float weight_at(const uint16_t* w, int64_t i) { return bf16_to_float(w[i]); }
-
-template <int OB, int NR, typename W>
-SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const W* w, const float* b,
+// bandwidth is the floor.
+template <int OB, int NR>
+SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b,
                                       bool relu, float* y) {
   v16 a[OB][NR];
   for (int i = 0; i < OB; ++i)
@@ -43,18 +41,23 @@ SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int
   }
   for (int i = 0; i < OB; ++i)
     for (int r = 0; r < NR; ++r) {
-      const W* wo = w + (o + i) * in;
+      const float* wo = w + (o + i) * in;
       float s = v16_sum(a[i][r]);
-      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * weight_at(wo, j);
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
       if (b) s += b[o + i];
       y[r * out + o + i] = relu ? relu1(s) : s;
     }
 }
-template <int NR, typename W>
-void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const W* w, const float* b,
+// Weight rows streamed at once for NR input rows: a core's bandwidth grows with the streams in
+// flight (at few rows the kernels are latency-bound), up to what the accumulators' registers allow.
+template <int NR>
+constexpr int kStreamRows = NR <= 2 ? 16 : 8;
+
+template <int NR>
+void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
                        bool relu, float* y) {
   int64_t o = o0;
-  constexpr int OB = NR <= 2 ? 16 : 8;  // weight rows streaming at once: a core's bandwidth grows with them (few rows: latency-bound)
+  constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_small<OB, NR>(o, x, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);
 }
@@ -98,7 +101,7 @@ template <int NR>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, int64_t in, int64_t out, const uint16_t* w,
                        const float* b, bool relu, float* y) {
   int64_t o = o0;
-  constexpr int OB = NR <= 2 ? 16 : 8;  // as linear_rows_small's
+  constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_bf16<OB, NR>(o, x, xd, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_bf16<1, NR>(o, x, xd, in, out, w, b, relu, y);
 }
@@ -106,17 +109,16 @@ void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, 
 namespace {
 
 // The few-rows path: the weights stream once per kLinRows rows, split over the threads by output.
-template <typename W>
-void linear_small(int64_t rows, int64_t in, int64_t out, const float* x, const W* w, const float* b, bool relu, float* y) {
+// run(nr, o0, o1, r0): outputs [o0, o1) of input rows r0 .. r0 + nr (nr an integral_constant).
+template <typename Run>
+void linear_small(int64_t rows, int64_t out, Run&& run) {
   parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
     for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
-      const float* xr = x + r0 * in;
-      float* yr = y + r0 * out;
       switch (std::min(kLinRows, rows - r0)) {
-        case 1: linear_rows_small<1>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        case 2: linear_rows_small<2>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        case 3: linear_rows_small<3>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        default: linear_rows_small<4>(o0, o1, xr, in, out, w, b, relu, yr); break;
+        case 1: run(std::integral_constant<int, 1>{}, o0, o1, r0); break;
+        case 2: run(std::integral_constant<int, 2>{}, o0, o1, r0); break;
+        case 3: run(std::integral_constant<int, 3>{}, o0, o1, r0); break;
+        default: run(std::integral_constant<int, 4>{}, o0, o1, r0); break;
       }
     }
   });
@@ -166,7 +168,9 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
   if (rows < kLinGemmRows) {
-    linear_small(rows, in, out, x, w, b, relu, y);
+    linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {
+      linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, in, out, w, b, relu, y + r0 * out);
+    });
     return Status::Ok();
   }
   linear_gemm(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
@@ -184,17 +188,8 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k + 32 <= in; k += 32)
         for (int j = 0; j < 16; ++j) xd[r * in + k + j] = x[r * in + k + 2 * j], xd[r * in + k + 16 + j] = x[r * in + k + 2 * j + 1];
-    parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
-      for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
-        const float *xr = x + r0 * in, *xdr = xd + r0 * in;
-        float* yr = y + r0 * out;
-        switch (std::min(kLinRows, rows - r0)) {
-          case 1: linear_rows_small<1>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-          case 2: linear_rows_small<2>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-          case 3: linear_rows_small<3>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-          default: linear_rows_small<4>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-        }
-      }
+    linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {
+      linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, xd + r0 * in, in, out, w, b, relu, y + r0 * out);
     });
     return Status::Ok();
   }
