@@ -124,17 +124,27 @@ void linear_small(int64_t rows, int64_t out, Run&& run) {
   });
 }
 
-// The many-rows path: C[out][rows] = W[out][in] . x^T[in][rows] through the packed GEMM (bias per
-// row of C, i.e. per output feature), then transposed into y[rows][out]. x^T is packed straight
-// from x. `weights(o0, o1)` gives rows [o0, o1) of W as float32 (W itself, or a widened copy).
+// The many-rows path: C[out][rows] = W[out][in] . x^T[in][rows] by multiply(C) (bias per row of C,
+// i.e. per output feature), then transposed into y[rows][out].
+template <typename Multiply>
+void linear_via_gemm(int64_t rows, int64_t out, float* y, Multiply&& multiply) {
+  static thread_local FloatBuffer tmp;
+  float* C = tmp.get(static_cast<size_t>(out * rows));
+  multiply(C);
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
+  });
+}
+
+// FP32 through the packed GEMM: x^T packed straight from x. `weights(o0, o1)` gives rows [o0, o1)
+// of W as float32 (W itself, or a widened copy), `block` rows at a time.
 template <typename Rows>
 void linear_gemm(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& weights, int64_t block, const float* b, bool relu,
                  float* y) {
-  static thread_local FloatBuffer packed, tmp;
+  static thread_local FloatBuffer packed;
   float* Bp = packed.get(static_cast<size_t>(gemm_packed_size(rows, in)));
-  float* C = tmp.get(static_cast<size_t>(out * rows));
-  const int64_t panels = gemm_panels(rows);
-  parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for(gemm_panels(rows), 1, [&](int64_t p0, int64_t p1) {
     for (int64_t pj = p0; pj < p1; ++pj) {
       float* dst = Bp + pj * in * NR;
       const int64_t n0 = pj * NR, nn = std::min<int64_t>(NR, rows - n0);
@@ -147,26 +157,54 @@ void linear_gemm(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& w
       }
     }
   });
-  for (int64_t o0 = 0; o0 < out; o0 += block) {
-    const int64_t m = std::min(block, out - o0);
-    gemm_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
-  }
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
+  linear_via_gemm(rows, out, y, [&](float* C) {
+    for (int64_t o0 = 0; o0 < out; o0 += block) {
+      const int64_t m = std::min(block, out - o0);
+      gemm_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
+    }
   });
 }
 
-// bfloat16 weight rows widened a block at a time for the GEMM: 256 rows (fc6's 12,800 inputs:
-// 13 MB), small next to the GEMM's own work on them at kLinGemmRows rows and more.
+// BF16 products (math kMathBf16 where gemm_bf16_available()): x rounded to bfloat16 as it is
+// packed; `weights(o0, o1)` gives rows [o0, o1) of W as bfloat16, `block` rows at a time.
+template <typename Rows>
+void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& weights, int64_t block, const float* b, bool relu,
+                      float* y) {
+  static thread_local FloatBuffer packed;  // bfloat16, two to a float
+  uint16_t* Bp = reinterpret_cast<uint16_t*>(packed.get(static_cast<size_t>(gemm_panels(rows) * gemm_bf16_rows(in) * NR / 2)));
+  gemm_bf16_pack_rows(rows, in, x, in, Bp, true);
+  linear_via_gemm(rows, out, y, [&](float* C) {
+    for (int64_t o0 = 0; o0 < out; o0 += block) {
+      const int64_t m = std::min(block, out - o0);
+      gemm_bf16_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
+    }
+  });
+}
+
+// bfloat16 weight rows widened (or FP32 ones rounded, for BF16 products) a block at a time for the
+// GEMM: 256 rows (fc6's 12,800 inputs: 13 MB), small next to the GEMM's own work on them.
 constexpr int64_t kBf16Block = 256;
+
 
 }  // namespace
 
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
+                      bool relu, int32_t math, float* y) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
+  if (math == kMathBf16 && rows >= kBf16ProductRows && gemm_bf16_available()) {
+    static thread_local FloatBuffer narrow;  // bfloat16, two to a float
+    uint16_t* wb = reinterpret_cast<uint16_t*>(narrow.get(static_cast<size_t>((std::min(kBf16Block, out) * in + 1) / 2)));
+    auto round = [&](int64_t o0, int64_t o1) {
+      parallel_for((o1 - o0) * in, 4096, [&](int64_t i0, int64_t i1) {
+        const float* src = w + o0 * in;
+        for (int64_t i = i0; i < i1; ++i) wb[i] = float_to_bf16(src[i]);
+      });
+      return static_cast<const uint16_t*>(wb);
+    };
+    linear_gemm_bf16(rows, in, out, x, round, kBf16Block, b, relu, y);
+    return Status::Ok();
+  }
   if (rows < kLinGemmRows) {
     linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {
       linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, in, out, w, b, relu, y + r0 * out);
@@ -178,9 +216,13 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
 }
 
 Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
-                           const float* b, bool relu, float* y) {
+                           const float* b, bool relu, int32_t math, float* y) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
+  if (math == kMathBf16 && rows >= kBf16ProductRowsPacked && gemm_bf16_available()) {
+    linear_gemm_bf16(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
+    return Status::Ok();
+  }
   if (rows < kLinGemmRows) {
     // x deinterleaved for linear_tile_bf16, once per call (rows x in floats: fc6's 12,800 a row).
     static thread_local FloatBuffer deinterleaved;
