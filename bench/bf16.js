@@ -2,7 +2,9 @@
 // bfloat16 fc weights (loadModel's linearWeights: 'bf16', sp.linear with a BF16Matrix) against
 // FP32 ones, on this machine's CPU or the default device: the fc layers alone (fc6 12800 -> 4096,
 // fc7 4096 -> 4096) and the whole ZF-5 (`arch: 'zf5'`, 1000 classes, 224 x 224), at 1 and 4
-// images, with the weight-read floor and the logits' difference.
+// images, with the weight-read floor and the logits' difference; and fc6 on many rows (256, and
+// the 2,000 windows of a detection), where products bound the time: FP32, math 'bf16' (BF16
+// products, on a CPU with AVX-512 BF16) on FP32 weights and on a BF16Matrix, against the FLOP floor.
 //
 //   node bench/bf16.js [--quick] [--rounds N] [--seed S] [--out DIR]
 //
@@ -17,7 +19,7 @@ const { copyBandwidth } = require('./membw');
 const { failed, parseArgs, headerText, machineInfo, buildInfo, nowMs, percentile, textTable, mdTable, writeResults, commandLine, fmtMs, fmtX, rng, randomArray } = require('./common');
 
 const OPTIONS = [
-  { name: 'quick', type: 'flag', help: '5 rounds' },
+  { name: 'quick', type: 'flag', help: '5 rounds; fc6 on 256 rows only' },
   { name: 'rounds', type: 'int', default: 15, help: 'timed calls of each arm' },
   { name: 'seed', type: 'int', default: 1, min: 0, help: 'weights and images' },
   { name: 'out', type: 'path', default: path.join(__dirname, 'out'), help: 'where bf16-<device>.{md,json} go' },
@@ -29,6 +31,7 @@ async function main() {
   const device = sp.backend().device;
   const machine = { ...machineInfo(), build: buildInfo(), device, backend: sp.backend() };
   const bw = device === 'cpu' ? await copyBandwidth({ threads: 2 }) : null;
+  const peak = device === 'cpu' ? await sp.measureCpuPeak({ threads: sp.backend().cpu.threads, seconds: 1 }) : null;
   const r = rng(opt.seed);
   const models = {};
   for (const lw of ['fp32', 'bf16']) models[lw] = await sp.loadModel({ arch: 'zf5', seed: opt.seed, device, linearWeights: lw });
@@ -54,6 +57,14 @@ async function main() {
     }
     for (const lw of ['fp32', 'bf16']) work.push({ group: `ZF-5 whole, ${n}x224`, arm: lw, bytes: fcBytes(lw), fn: () => models[lw].run(images[n]) });
   }
+  // fc6 on many rows: the products bound the time (floor: FLOPs / the FP32 FMA peak, half that with BF16 products).
+  const many = {};
+  for (const n of opt.quick ? [256] : [256, 2000]) {
+    many[n] = sp.tensor(randomArray(n * 12800, r), [n, 12800], { device });
+    const f = fc.fc6, flops = 2 * n * f.in * f.out;
+    for (const [arm, W, math] of [['fp32', f.W, 'fp32'], ['fp32 w, bf16 math', f.W, 'bf16'], ['bf16', f.H, 'fp32'], ['bf16 w, bf16 math', f.H, 'bf16']])
+      work.push({ group: `fc6 ${n} rows`, arm, flops, bf16Products: math === 'bf16' && device === 'cpu' && sp.backend().cpu.bf16, fn: () => sp.linear(many[n], W, f.b, { relu: true, math }) });
+  }
   for (const w of work) (await w.fn()).dispose(); // warm-up
   const samples = work.map(() => []);
   for (let round = 0; round < opt.rounds; round++)
@@ -64,10 +75,12 @@ async function main() {
       y.dispose();
     }
   const rows = [];
-  const results = work.map((w, i) => ({ group: w.group, arm: w.arm, medianMs: percentile(samples[i], 0.5), minMs: Math.min(...samples[i]), samples: samples[i], weightBytes: w.bytes, floorMs: bw ? (1e3 * w.bytes) / bw.bestBytesPerS : null }));
+  const floorOf = (w) => (w.flops ? (peak ? (1e3 * w.flops) / (peak.gflops * 1e9 * (w.bf16Products ? 2 : 1)) : null) : bw ? (1e3 * w.bytes) / bw.bestBytesPerS : null);
+  const results = work.map((w, i) => ({ group: w.group, arm: w.arm, medianMs: percentile(samples[i], 0.5), minMs: Math.min(...samples[i]), samples: samples[i], weightBytes: w.bytes ?? null, flops: w.flops ?? null, bf16Products: w.bf16Products ?? false, floorMs: floorOf(w) }));
   for (const res of results) {
     const fp = results.find((q) => q.group === res.group && q.arm === 'fp32');
-    rows.push([res.group, res.arm, String(opt.rounds), fmtMs(res.medianMs), fmtMs(res.minMs), `${(res.weightBytes / 2 ** 20).toFixed(0)}`, res.floorMs == null ? '-' : fmtMs(res.floorMs), res.floorMs == null ? '-' : `${((100 * res.floorMs) / res.medianMs).toFixed(0)}%`, res.arm === 'bf16' ? fmtX(fp.medianMs / res.medianMs) : '']);
+    const size = res.flops ? `${(res.flops / 1e9).toFixed(0)} GFLOP` : `${(res.weightBytes / 2 ** 20).toFixed(0)} MiB`;
+    rows.push([res.group, res.arm, String(opt.rounds), fmtMs(res.medianMs), fmtMs(res.minMs), size, res.floorMs == null ? '-' : fmtMs(res.floorMs), res.floorMs == null ? '-' : `${((100 * res.floorMs) / res.medianMs).toFixed(0)}%`, res.arm !== 'fp32' ? fmtX(fp.medianMs / res.medianMs) : '']);
   }
   // Accuracy on the 4 images.
   const a = await (await models.fp32.run(images[4])).data(), b = await (await models.bf16.run(images[4])).data();
@@ -77,16 +90,17 @@ async function main() {
   for (let i = 0; i < 4; i++) agree += argmax(a, 1000 * i) === argmax(b, 1000 * i) ? 1 : 0;
   const accuracy = { maxAbsDiff: d, maxAbsLogit: m, relative: d / m, top1Agree: `${agree}/4` };
 
-  const HEAD = ['work', 'weights', 'runs', 'median ms', 'min ms', 'weight MiB', 'floor ms', '% floor', 'bf16 / fp32'];
+  const HEAD = ['work', 'arm', 'runs', 'median ms', 'min ms', 'weights / work', 'floor ms', '% floor', 'fp32 / arm'];
   const legend = [
     `floor = the weights' bytes / ${bw ? `${(bw.bestBytesPerS / 1e9).toFixed(1)} GB/s (copy bandwidth, 2 threads, best of 7)` : '(no bandwidth measured on this device)'}; for the whole network, the fc layers' weights only (the convs' 15 MiB are FP32 in both).`,
-    `bf16 / fp32: the FP32 arm's median over the BF16 arm's (> 1: BF16 faster), same run, interleaved.`,
+    `fc6 on many rows: floor = FLOPs / ${peak ? `${peak.gflops.toFixed(0)} GFLOP/s (sp.measureCpuPeak: ${peak.isa} FMAs, ${peak.threads} threads)` : '(no peak measured on this device)'}, twice that for BF16 products (vdpbf16ps: 32 products a zmm instruction against 16 FMAs)${device === 'cpu' ? `; this CPU ${sp.backend().cpu.bf16 ? 'has' : 'has no'} BF16 products` : ''}. 'bf16 w': a BF16Matrix weight.`,
+    `fp32 / arm: the FP32 arm's median over this arm's (> 1: faster), same run, interleaved.`,
     `logits, 4 images: max |fp32 - bf16| ${d.toExponential(2)} of max |logit| ${m.toExponential(2)} (${(100 * accuracy.relative).toFixed(2)}%); top-1 agrees on ${accuracy.top1Agree} (random weights: the logits are close together).`,
   ];
   console.log(textTable(HEAD, rows));
   legend.forEach((l) => console.log(l));
   const md = [`# bfloat16 fc weights on ${device}`, '', `${machine.date} — ${machine.cpu}, ${machine.cores} cores, node ${machine.node}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}.`, '', mdTable(HEAD, rows), '', ...legend.map((l) => `- ${l}`), ''].join('\n');
-  console.log(writeResults(opt.out, `bf16-${device}`, { command: commandLine(__filename), machine, bandwidth: bw, results, accuracy }, md));
+  console.log(writeResults(opt.out, `bf16-${device}`, { command: commandLine(__filename), machine, bandwidth: bw, peak, results, accuracy }, md));
   for (const m2 of Object.values(models)) m2.dispose();
 }
 

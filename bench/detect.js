@@ -89,6 +89,7 @@ async function main() {
     text += mdTable(['mode', ...stages.map((s) => `${s} ms`)], zf5.rows.map((r) => [r.name, ...stages.map((s) => ms(r.mean[s]))]), 1);
     text += `\nR-CNN / SPP-net: ${zf5.ratios.total.toFixed(1)}x overall, ${zf5.ratios.withoutProposals.toFixed(1)}x without proposals, ${zf5.ratios.conv.toFixed(1)}x in the conv layers\n`;
     if (zf5.many) text += `With ${opt.zf5Windows} windows (one image): ${zf5.many.total.toFixed(1)}x overall, ${zf5.many.withoutProposals.toFixed(1)}x without proposals, ${zf5.many.conv.toFixed(1)}x in the conv layers\n`;
+    if (zf5.manyBf16) text += `With ${opt.zf5Windows} windows and BF16 fc products in both modes: ${zf5.manyBf16.total.toFixed(1)}x overall, ${zf5.manyBf16.withoutProposals.toFixed(1)}x without proposals, ${zf5.manyBf16.conv.toFixed(1)}x in the conv layers\n`;
   }
   console.log(`\n${text}`);
   console.log(writeResults(opt.out, 'detect', { command: commandLine(__filename), machine: machineInfo(), build: buildInfo(), root, recipe: RECIPE, trainSeconds, classes, rows, ratios, zf5 }, text));
@@ -133,23 +134,36 @@ async function zf5Timing(opt) {
       const x = Math.floor(r() * (im.width - w + 1)), y = Math.floor(r() * (im.height - h + 1));
       boxes.push(x, y, x + w - 1, y + h - 1);
     }
-    for (const [name, o] of [[`SPP-net, 1 scale, ${opt.zf5Windows} windows`, { scales: 'single' }], [`R-CNN baseline, ${opt.zf5Windows} windows`, { mode: 'rcnn', chunk: 64 }]]) {
-      const det2 = new sp.Detector(await sp.loadModel({ arch: 'zf5', classes: 21 }), config, null);
+    // FP32 fc layers, then (on a CPU with AVX-512 BF16) both modes again with bfloat16 fc weights and BF16 products (math 'bf16').
+    const maths = ['fp32', ...(sp.backend().cpu.bf16 && sp.backend().device === 'cpu' ? ['bf16'] : [])];
+    for (const math of maths) {
+      const saved = sp.getMath();
+      sp.setMath({ linear: math });
       try {
-        const t = (await det2.detect(im.path, { ...o, boxes, minScore: 0.01 })).timing;
-        t.proposals = rows[0].mean.proposals; // the same selective search as above, once per image
-        t.total += t.proposals;
-        rows.push({ name, mean: t, windows: opt.zf5Windows });
-        console.log(`ZF-5 ${name}: ${JSON.stringify(t)}`);
+        const tag = math === 'fp32' ? '' : ', BF16 fc products';
+        for (const [name, o] of [[`SPP-net, 1 scale, ${opt.zf5Windows} windows${tag}`, { scales: 'single' }], [`R-CNN baseline, ${opt.zf5Windows} windows${tag}`, { mode: 'rcnn', chunk: 64 }]]) {
+          const det2 = new sp.Detector(await sp.loadModel({ arch: 'zf5', classes: 21, linearWeights: math }), config, null);
+          try {
+            const t = (await det2.detect(im.path, { ...o, boxes, minScore: 0.01 })).timing;
+            t.proposals = rows[0].mean.proposals; // the same selective search as above, once per image
+            t.total += t.proposals;
+            rows.push({ name, mean: t, windows: opt.zf5Windows, math });
+            console.log(`ZF-5 ${name}: ${JSON.stringify(t)}`);
+          } finally {
+            det2.dispose();
+          }
+        }
       } finally {
-        det2.dispose();
+        sp.setMath(saved);
       }
     }
   }
+  const ratioOf = (spp, rcnn) => ({ total: rcnn.mean.total / spp.mean.total, withoutProposals: (rcnn.mean.total - rcnn.mean.proposals) / (spp.mean.total - spp.mean.proposals), conv: rcnn.mean.conv / spp.mean.conv });
   const [spp, rcnn] = rows;
-  const ratios = { total: rcnn.mean.total / spp.mean.total, withoutProposals: (rcnn.mean.total - rcnn.mean.proposals) / (spp.mean.total - spp.mean.proposals), conv: rcnn.mean.conv / spp.mean.conv };
-  const many = rows.length === 4 ? { withoutProposals: (rows[3].mean.total - rows[3].mean.proposals) / (rows[2].mean.total - rows[2].mean.proposals), total: rows[3].mean.total / rows[2].mean.total, conv: rows[3].mean.conv / rows[2].mean.conv } : null;
-  return { images: test.length, windows: spp.windows, rows, ratios, many };
+  const ratios = ratioOf(spp, rcnn);
+  const many = rows.length >= 4 ? ratioOf(rows[2], rows[3]) : null;
+  const manyBf16 = rows.length >= 6 ? ratioOf(rows[4], rows[5]) : null;
+  return { images: test.length, windows: spp.windows, rows, ratios, many, manyBf16 };
 }
 
 main().catch(failed);

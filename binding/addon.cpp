@@ -35,6 +35,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object h = Napi::Object::New(env);
   h.Set("isa", cpu::isa());
   h.Set("threads", cpu::threads());
+  h.Set("bf16", cpu::bf16_products());
   Napi::Object o = Napi::Object::New(env);
   o.Set("cuda", c);
   o.Set("cpu", h);
@@ -124,7 +125,8 @@ Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
 
 // addon.enums: the C++ enums' values by name, frozen, for lib/ to read instead of copying them:
 // { binRule: { adaptive, paper, caffe }, binCheck: { ok, badArgs, zeroStride, empty, countMismatch },
-//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, cropAlign: { pixels, corners }, maxLevels }.
+//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, cropAlign: { pixels, corners }, maxLevels,
+//   bf16ProductRows: { fp32Weights, bf16Weights } }.
 Napi::Object Enums(Napi::Env env) {
   struct Entry {
     const char* name;
@@ -144,6 +146,7 @@ Napi::Object Enums(Napi::Env env) {
   enums.Set("convMath", table({{"tf32", kMathTf32}, {"bf16", kMathBf16}, {"fp32", kMathFp32}, {"direct", kMathDirect}}));
   enums.Set("cropAlign", table({{"pixels", kCropPixels}, {"corners", kCropCorners}}));
   enums.Set("maxLevels", Napi::Number::New(env, kMaxLevels));
+  enums.Set("bf16ProductRows", table({{"fp32Weights", static_cast<int32_t>(kBf16ProductRows)}, {"bf16Weights", static_cast<int32_t>(kBf16ProductRowsPacked)}}));
   enums.Freeze();
   return enums;
 }

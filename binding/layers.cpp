@@ -100,7 +100,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const bool dev = one_device(info.Env(), {&j->x, &j->y, &j->w, &j->b}, kLayerBuffers);
   return queue_op(info.Env(), dev, h, [j, rows, in_f, out_f, relu, math, bf16](const OpTable& ops) {
     if (bf16)
-      return ops.linear_bf16_forward(rows, in_f, out_f, j->x.ptr, reinterpret_cast<const uint16_t*>(j->w.ptr), j->b.ptr, relu, j->y.ptr);
+      return ops.linear_bf16_forward(rows, in_f, out_f, j->x.ptr, reinterpret_cast<const uint16_t*>(j->w.ptr), j->b.ptr, relu, math, j->y.ptr);
     return ops.linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->b.ptr, relu, math, j->y.ptr);
   }, rows * weights + rows * out_f);
 }

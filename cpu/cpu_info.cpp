@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
 #include "vec.h"
@@ -19,6 +20,7 @@ namespace cpu {
 std::string isa() { return isa_name(detect_isa()); }
 
 int threads() { return num_threads(); }
+bool bf16_products() { return gemm_bf16_available(); }
 
 namespace {
 

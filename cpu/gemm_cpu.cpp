@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -11,6 +12,7 @@
 #endif
 
 #include "isa.h"
+#include "sppnet/bf16.h"
 #include "parallel.h"
 #include "vec.h"
 
@@ -26,6 +28,14 @@ struct Epi {
   const float* bias;  // at this tile's first row, or null
   bool first, relu;
 };
+
+// f(std::integral_constant<int, r>) for a run-time r in [1, R]: a tile's row count as a template argument.
+template <int R, typename F>
+__attribute__((always_inline)) inline void with_rows(int r, F&& f) {
+  if constexpr (R > 1)
+    if (r < R) return with_rows<R - 1>(r, f);
+  f(std::integral_constant<int, R>{});
+}
 
 // ---------------------------------------------------------------- portable: 4 x 32, vector extension
 namespace portable {
@@ -85,6 +95,31 @@ void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp
 namespace avx512 {
 constexpr int MR = 12;
 
+// A tile's accumulators into C: the first nvalid columns, bias (first K block) or C's old values
+// (later blocks) added, then ReLU (last block).
+template <int R, int NV>
+__attribute__((always_inline)) inline void store(const __m512 (&c)[R][NV], float* C, int64_t ldc, int nvalid, Epi e) {
+  const __mmask16 m0 = nvalid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nvalid) - 1);
+  const __mmask16 m1 = nvalid >= 32 ? __mmask16(0xFFFF) : nvalid <= 16 ? __mmask16(0) : __mmask16((1u << (nvalid - 16)) - 1);
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r) {
+    float* cr = C + r * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mk = v == 0 ? m0 : m1;
+      __m512 x = c[r][v];
+      if (e.first) {
+        if (e.bias) x = _mm512_add_ps(x, _mm512_set1_ps(e.bias[r]));
+      } else {
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, cr + 16 * v));
+      }
+      if (e.relu) x = _mm512_max_ps(zero, x);  // max(0, NaN) = NaN: the second operand wins
+      _mm512_mask_storeu_ps(cr + 16 * v, mk, x);
+    }
+  }
+}
+
 // R rows (<= 12) x NV zmm (1 or 2) of C. A rows lda apart; Bp rows NR apart.
 template <int R, int NV>
 __attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64_t lda, const float* Bp, float* C,
@@ -109,25 +144,7 @@ __attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(av, b[v], c[r][v]);
     }
   }
-  const __mmask16 m0 = nvalid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nvalid) - 1);
-  const __mmask16 m1 = nvalid >= 32 ? __mmask16(0xFFFF) : nvalid <= 16 ? __mmask16(0) : __mmask16((1u << (nvalid - 16)) - 1);
-  const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 12
-  for (int r = 0; r < R; ++r) {
-    float* cr = C + r * ldc;
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 mk = v == 0 ? m0 : m1;
-      __m512 x = c[r][v];
-      if (e.first) {
-        if (e.bias) x = _mm512_add_ps(x, _mm512_set1_ps(e.bias[r]));
-      } else {
-        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, cr + 16 * v));
-      }
-      if (e.relu) x = _mm512_max_ps(zero, x);  // max(0, NaN) = NaN: the second operand wins
-      _mm512_mask_storeu_ps(cr + 16 * v, mk, x);
-    }
-  }
+  store<R, NV>(c, C, ldc, nvalid, e);
 }
 
 // R rows x up to 8 columns (one ymm): a last panel with <= 8 valid columns (conv3-5 at 14x14:
@@ -208,6 +225,74 @@ void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp
   }
 }
 }  // namespace avx512
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------- AVX-512 BF16: 12 x 32, bfloat16 in
+// A and B bfloat16 (sppnet/bf16.h), products and sums in FP32 by vdpbf16ps: each lane adds
+// a[k] b[k] + a[k + 1] b[k + 1], so B is packed in pairs of k ([K / 2][NR][2] per panel, K rounded
+// up to even with a zero row) and an A pair is one 32-bit broadcast straight from A's row. Twice
+// the products per instruction of the FP32 kernel, on the same 24 accumulators.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bf16,avx2,fma")
+namespace avx512bf16 {
+constexpr int MR = 12;
+
+template <int R, int NV>
+__attribute__((always_inline)) inline void tile(int64_t K, const uint16_t* A, int64_t lda, const uint16_t* Bp, float* C,
+                                                int64_t ldc, int nvalid, Epi e) {
+  __m512 c[R][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_ps();
+  const uint16_t* a0 = A;
+  const uint16_t* a4 = A + 4 * lda;
+  const uint16_t* a8 = A + 8 * lda;
+  // One pair of k for every row; `half`: the last k of an odd K alone (the element after it may be
+  // past A's end, or an Inf that 0 x Inf would turn into NaN), B's packed pair ending in a zero.
+  auto step = [&](int64_t k, bool half) __attribute__((always_inline)) {
+    __m512bh b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_loadu_si512(Bp + k * NR + 32 * v);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; ++r) {
+      const uint16_t* ar = r < 4 ? a0 + r * lda : r < 8 ? a4 + (r - 4) * lda : a8 + (r - 8) * lda;
+      uint32_t pair = ar[k];
+      if (!half) std::memcpy(&pair, ar + k, sizeof pair);
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbf16_ps(c[r][v], av, b[v]);
+    }
+  };
+  const int64_t K2 = K & ~int64_t{1};
+  for (int64_t k = 0; k < K2; k += 2) step(k, false);
+  if (K2 < K) step(K2, true);
+  avx512::store<R, NV>(c, C, ldc, nvalid, e);
+}
+
+template <int R>
+void tile_row(int64_t K, const uint16_t* A, int64_t lda, const uint16_t* Bp, int64_t Kfull, int64_t panels, int64_t ncols, float* C,
+              int64_t ldc, Epi e) {
+  for (int64_t p = 0; p < panels; ++p) {
+    const int nv = static_cast<int>(std::min<int64_t>(NR, ncols - p * NR));
+    const uint16_t* b = Bp + p * Kfull * NR;
+    if (nv > 16)
+      tile<R, 2>(K, A, lda, b, C + p * NR, ldc, nv, e);
+    else
+      tile<R, 1>(K, A, lda, b, C + p * NR, ldc, nv, e);
+  }
+}
+
+void block(int64_t rows, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* Bp, int64_t Kfull, int64_t panels, int64_t ncols,
+           float* C, int64_t ldc, Epi e) {
+  for (int64_t m = 0; m < rows; m += MR) {
+    const int R = static_cast<int>(std::min<int64_t>(MR, rows - m));
+    Epi em = e;
+    if (em.bias) em.bias += m;
+    with_rows<MR>(R, [&](auto r) { tile_row<decltype(r)::value>(K, A + m * lda, lda, Bp, Kfull, panels, ncols, C + m * ldc, ldc, em); });
+  }
+}
+}  // namespace avx512bf16
 #pragma GCC pop_options
 
 // ---------------------------------------------------------------- AVX2 + FMA: 6 x 16
@@ -301,14 +386,14 @@ void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp
 #pragma GCC pop_options
 #endif  // SPP_X86
 
-using BlockFn = void (*)(int64_t, int64_t, const float*, int64_t, const float*, int64_t, int64_t, int64_t, float*, int64_t, Epi);
-
+// A micro-kernel family: its block function over elements T (float, or bfloat16 bits) and its rows per tile.
+template <typename T>
 struct Kernel {
-  BlockFn block;
+  void (*block)(int64_t, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t, float*, int64_t, Epi);
   int mr;
 };
 
-Kernel kernel() {
+Kernel<float> kernel() {
 #ifdef SPP_X86
   static const Isa isa = detect_isa();
   if (isa == Isa::kAvx512) return {avx512::block, avx512::MR};
@@ -324,22 +409,67 @@ int64_t env_or(const char* name, int64_t dflt) {
 }
 
 // One thread's block of C: rows [m0, m1), panels [p0, p1). K in blocks of kc; panels in groups
-// whose kc x group slice of B is about L2-sized, each group swept by every row block.
-void compute(const Kernel& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, const float* A, int64_t lda,
-             const float* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
+// whose kc x group slice of B is about L2-sized, each group swept by every row block. Kfull: the
+// packed panels' row count (K, or K rounded up to pairs for bfloat16); kc stays even for pairs.
+template <typename T>
+void compute(const Kernel<T>& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, int64_t Kfull, const T* A,
+             int64_t lda, const T* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
   static const int64_t kKc = env_or("SPPNET_GEMM_KC", 512);
   static const int64_t kL2 = env_or("SPPNET_GEMM_L2", 512 * 1024);
-  const int64_t kc = K <= kKc * 5 / 4 ? K : kKc;  // a short last block is not worth a pass over C
+  int64_t kc = K <= kKc * 5 / 4 ? K : kKc;  // a short last block is not worth a pass over C
+  if (sizeof(T) == 2 && kc < K) kc += kc & 1;  // bfloat16: blocks start on a pair
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t kb = std::min(kc, K - k0);
-    const int64_t group = std::max<int64_t>(1, kL2 / (kb * NR * 4));
+    const int64_t group = std::max<int64_t>(1, kL2 / (kb * NR * static_cast<int64_t>(sizeof(T))));
     for (int64_t g0 = p0; g0 < p1; g0 += group) {
       const int64_t g1 = std::min(p1, g0 + group);
       Epi e{bias ? bias + m0 : nullptr, k0 == 0, relu && k0 + kb == K};
-      kr.block(m1 - m0, kb, A + m0 * lda + k0, lda, Bp + g0 * K * NR + k0 * NR, K, g1 - g0, std::min(N, g1 * NR) - g0 * NR,
+      kr.block(m1 - m0, kb, A + m0 * lda + k0, lda, Bp + g0 * Kfull * NR + k0 * NR, Kfull, g1 - g0, std::min(N, g1 * NR) - g0 * NR,
                C + m0 * ldc + g0 * NR, ldc, e);
     }
   }
+}
+
+// C = A . B over packed B with kernel kr, the threads sharing it out (gemm_packed's contract).
+template <typename T>
+void run_gemm(const Kernel<T>& kr, int64_t M, int64_t N, int64_t K, int64_t Kfull, const T* A, int64_t lda, const T* Bp, float* C,
+              int64_t ldc, const float* bias, bool relu, bool parallel) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // C = bias (then ReLU)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        const float v = bias ? bias[m] : 0.f;
+        C[m * ldc + n] = relu ? relu1(v) : v;
+      }
+    return;
+  }
+  const int64_t panels = gemm_panels(N);
+  const int64_t rblocks = (M + kr.mr - 1) / kr.mr;
+  // Threads: too little work for a second thread below ~1 MFLOP.
+  int64_t T_ = parallel ? num_threads() : 1;
+  if (2 * M * N * K < (int64_t{1} << 20)) T_ = 1;
+  if (T_ <= 1) {
+    compute(kr, 0, M, 0, panels, N, K, Kfull, A, lda, Bp, C, ldc, bias, relu);
+    return;
+  }
+  // A grid of tm x tn thread blocks (tm * tn = T_), the one with the least work on its busiest
+  // thread (in micro-tiles; rows split at micro-tile multiples, columns at panels).
+  int64_t best_tm = 1, best_cost = INT64_MAX;
+  for (int64_t tm = 1; tm <= T_; ++tm) {
+    if (T_ % tm) continue;
+    const int64_t tn = T_ / tm;
+    const int64_t cost = ((rblocks + tm - 1) / tm) * ((panels + tn - 1) / tn);
+    if (cost < best_cost) best_cost = cost, best_tm = tm;
+  }
+  const int64_t tm = best_tm, tn = T_ / tm;
+  parallel_for(T_, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i = t / tn, j = t % tn;
+      const int64_t m0 = std::min(M, (rblocks * i / tm) * kr.mr), m1 = std::min(M, (rblocks * (i + 1) / tm) * kr.mr);
+      const int64_t p0 = panels * j / tn, p1 = panels * (j + 1) / tn;
+      if (m0 < m1 && p0 < p1) compute(kr, m0, m1, p0, p1, N, K, Kfull, A, lda, Bp, C, ldc, bias, relu);
+    }
+  });
 }
 
 }  // namespace
@@ -370,43 +500,50 @@ void gemm_pack_b(int64_t N, int64_t K, const float* B, int64_t ldb, float* Bp, b
 
 void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
                  const float* bias, bool relu, bool parallel) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {  // C = bias (then ReLU)
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) {
-        const float v = bias ? bias[m] : 0.f;
-        C[m * ldc + n] = relu ? relu1(v) : v;
+  run_gemm(kernel(), M, N, K, K, A, lda, Bp, C, ldc, bias, relu, parallel);
+}
+
+bool gemm_bf16_available() {
+#ifdef SPP_X86
+  static const bool ok = detect_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+void gemm_bf16_pack_rows(int64_t N, int64_t K, const float* X, int64_t ldx, uint16_t* Bp, bool parallel) {
+  const int64_t panels = gemm_panels(N), Kp = gemm_bf16_rows(K);
+  auto run = [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      uint16_t* d = Bp + q * Kp * NR;
+      const int64_t n0 = q * NR;
+      const int nv = static_cast<int>(std::min<int64_t>(NR, N - n0));
+      for (int j = 0; j < NR; ++j) {
+        uint16_t* dj = d + 2 * j;
+        if (j >= nv) {
+          for (int64_t k = 0; k < Kp; k += 2) dj[k * NR] = dj[k * NR + 1] = 0;
+          continue;
+        }
+        const float* x = X + (n0 + j) * ldx;
+        for (int64_t k = 0; k < K; ++k) dj[(k & ~int64_t{1}) * NR + (k & 1)] = float_to_bf16(x[k]);
+        if (K & 1) dj[(K - 1) * NR + 1] = 0;
       }
-    return;
-  }
-  const Kernel kr = kernel();
-  const int64_t panels = gemm_panels(N);
-  const int64_t rblocks = (M + kr.mr - 1) / kr.mr;
-  // Threads: too little work for a second thread below ~1 MFLOP.
-  int64_t T = parallel ? num_threads() : 1;
-  if (2 * M * N * K < (int64_t{1} << 20)) T = 1;
-  if (T <= 1) {
-    compute(kr, 0, M, 0, panels, N, K, A, lda, Bp, C, ldc, bias, relu);
-    return;
-  }
-  // A grid of tm x tn thread blocks (tm * tn = T), the one with the least work on its busiest
-  // thread (in micro-tiles; rows split at micro-tile multiples, columns at panels).
-  int64_t best_tm = 1, best_cost = INT64_MAX;
-  for (int64_t tm = 1; tm <= T; ++tm) {
-    if (T % tm) continue;
-    const int64_t tn = T / tm;
-    const int64_t cost = ((rblocks + tm - 1) / tm) * ((panels + tn - 1) / tn);
-    if (cost < best_cost) best_cost = cost, best_tm = tm;
-  }
-  const int64_t tm = best_tm, tn = T / tm;
-  parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i = t / tn, j = t % tn;
-      const int64_t m0 = std::min(M, (rblocks * i / tm) * kr.mr), m1 = std::min(M, (rblocks * (i + 1) / tm) * kr.mr);
-      const int64_t p0 = panels * j / tn, p1 = panels * (j + 1) / tn;
-      if (m0 < m1 && p0 < p1) compute(kr, m0, m1, p0, p1, N, K, A, lda, Bp, C, ldc, bias, relu);
     }
-  });
+  };
+  if (parallel && panels * K >= 4096)
+    parallel_for(panels, 1, run);
+  else
+    run(0, panels);
+}
+
+void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* Bp, float* C, int64_t ldc,
+                      const float* bias, bool relu, bool parallel) {
+#ifdef SPP_X86
+  if (gemm_bf16_available()) return run_gemm(Kernel<uint16_t>{avx512bf16::block, avx512bf16::MR}, M, N, K, gemm_bf16_rows(K), A, lda,
+                                              Bp, C, ldc, bias, relu, parallel);
+#endif
+  (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)C, (void)ldc, (void)bias, (void)relu, (void)parallel;
 }
 
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,

@@ -29,5 +29,19 @@ void gemm_pack_b(int64_t N, int64_t K, const float* B, int64_t ldb, float* Bp, b
 void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
                  const float* bias, bool relu, bool parallel);
 
+
+// ---- bfloat16 products (AVX-512 BF16: vdpbf16ps), FP32 sums ----
+// Whether this CPU (and SPPNET_CPU_ISA) allows them; the functions below are for when it does.
+bool gemm_bf16_available();
+// The packed rows of a bfloat16 B: K rounded up to pairs of k.
+inline int64_t gemm_bf16_rows(int64_t K) { return K + (K & 1); }
+// Packs B = X^T (B[k][n] = X[n][k], X's rows ldx apart) rounded to bfloat16, in panels of kGemmNR
+// columns as pairs of k ([gemm_bf16_rows(K) / 2][kGemmNR][2] each), columns past N zero.
+void gemm_bf16_pack_rows(int64_t N, int64_t K, const float* X, int64_t ldx, uint16_t* Bp, bool parallel);
+// C = A . B (+ bias[m]) (then ReLU), A bfloat16 rows lda apart, B packed by gemm_bf16_pack_rows:
+// each product of two bfloat16 exact in FP32, the sums in FP32 as gemm_packed's.
+void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* Bp, float* C, int64_t ldc,
+                      const float* bias, bool relu, bool parallel);
+
 }  // namespace cpu
 }  // namespace sppnet

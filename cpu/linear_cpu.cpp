@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm_cpu.h"
@@ -22,12 +23,9 @@ constexpr int NR = kGemmNR;  // the GEMM's panel width (packed B columns)
 // Up to kLinRows input rows against OB weight rows at a time: the weight rows stream from memory
 // once, and each 16-float chunk of x serves OB outputs (OB x NR accumulators, 8 loads per 16 FMAs
 // at 4 x 4). For the few rows a fully connected layer sees at inference, where the weights'
-// bandwidth is the floor. W: float, or bfloat16 bits (uint16_t: half the bytes to stream).
-inline float weight_at(const float* w, int64_t i) { return w[i]; }
-inline float weight_at(const uint16_t* w, int64_t i) { return bf16_to_float(w[i]); }
-
-template <int OB, int NR, typename W>
-SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const W* w, const float* b,
+// bandwidth is the floor.
+template <int OB, int NR>
+SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b,
                                       bool relu, float* y) {
   v16 a[OB][NR];
   for (int i = 0; i < OB; ++i)
@@ -43,18 +41,23 @@ SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int
   }
   for (int i = 0; i < OB; ++i)
     for (int r = 0; r < NR; ++r) {
-      const W* wo = w + (o + i) * in;
+      const float* wo = w + (o + i) * in;
       float s = v16_sum(a[i][r]);
-      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * weight_at(wo, j);
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
       if (b) s += b[o + i];
       y[r * out + o + i] = relu ? relu1(s) : s;
     }
 }
-template <int NR, typename W>
-void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const W* w, const float* b,
+// Weight rows streamed at once for NR input rows: a core's bandwidth grows with the streams in
+// flight (at few rows the kernels are latency-bound), up to what the accumulators' registers allow.
+template <int NR>
+constexpr int kStreamRows = NR <= 2 ? 16 : 8;
+
+template <int NR>
+void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
                        bool relu, float* y) {
   int64_t o = o0;
-  constexpr int OB = NR <= 2 ? 16 : 8;  // weight rows streaming at once: a core's bandwidth grows with them (few rows: latency-bound)
+  constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_small<OB, NR>(o, x, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);
 }
@@ -98,7 +101,7 @@ template <int NR>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, int64_t in, int64_t out, const uint16_t* w,
                        const float* b, bool relu, float* y) {
   int64_t o = o0;
-  constexpr int OB = NR <= 2 ? 16 : 8;  // as linear_rows_small's
+  constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_bf16<OB, NR>(o, x, xd, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_bf16<1, NR>(o, x, xd, in, out, w, b, relu, y);
 }
@@ -106,33 +109,42 @@ void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, 
 namespace {
 
 // The few-rows path: the weights stream once per kLinRows rows, split over the threads by output.
-template <typename W>
-void linear_small(int64_t rows, int64_t in, int64_t out, const float* x, const W* w, const float* b, bool relu, float* y) {
+// run(nr, o0, o1, r0): outputs [o0, o1) of input rows r0 .. r0 + nr (nr an integral_constant).
+template <typename Run>
+void linear_small(int64_t rows, int64_t out, Run&& run) {
   parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
     for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
-      const float* xr = x + r0 * in;
-      float* yr = y + r0 * out;
       switch (std::min(kLinRows, rows - r0)) {
-        case 1: linear_rows_small<1>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        case 2: linear_rows_small<2>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        case 3: linear_rows_small<3>(o0, o1, xr, in, out, w, b, relu, yr); break;
-        default: linear_rows_small<4>(o0, o1, xr, in, out, w, b, relu, yr); break;
+        case 1: run(std::integral_constant<int, 1>{}, o0, o1, r0); break;
+        case 2: run(std::integral_constant<int, 2>{}, o0, o1, r0); break;
+        case 3: run(std::integral_constant<int, 3>{}, o0, o1, r0); break;
+        default: run(std::integral_constant<int, 4>{}, o0, o1, r0); break;
       }
     }
   });
 }
 
-// The many-rows path: C[out][rows] = W[out][in] . x^T[in][rows] through the packed GEMM (bias per
-// row of C, i.e. per output feature), then transposed into y[rows][out]. x^T is packed straight
-// from x. `weights(o0, o1)` gives rows [o0, o1) of W as float32 (W itself, or a widened copy).
+// The many-rows path: C[out][rows] = W[out][in] . x^T[in][rows] by multiply(C) (bias per row of C,
+// i.e. per output feature), then transposed into y[rows][out].
+template <typename Multiply>
+void linear_via_gemm(int64_t rows, int64_t out, float* y, Multiply&& multiply) {
+  static thread_local FloatBuffer tmp;
+  float* C = tmp.get(static_cast<size_t>(out * rows));
+  multiply(C);
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
+  });
+}
+
+// FP32 through the packed GEMM: x^T packed straight from x. `weights(o0, o1)` gives rows [o0, o1)
+// of W as float32 (W itself, or a widened copy), `block` rows at a time.
 template <typename Rows>
 void linear_gemm(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& weights, int64_t block, const float* b, bool relu,
                  float* y) {
-  static thread_local FloatBuffer packed, tmp;
+  static thread_local FloatBuffer packed;
   float* Bp = packed.get(static_cast<size_t>(gemm_packed_size(rows, in)));
-  float* C = tmp.get(static_cast<size_t>(out * rows));
-  const int64_t panels = gemm_panels(rows);
-  parallel_for(panels, 1, [&](int64_t p0, int64_t p1) {
+  parallel_for(gemm_panels(rows), 1, [&](int64_t p0, int64_t p1) {
     for (int64_t pj = p0; pj < p1; ++pj) {
       float* dst = Bp + pj * in * NR;
       const int64_t n0 = pj * NR, nn = std::min<int64_t>(NR, rows - n0);
@@ -145,28 +157,58 @@ void linear_gemm(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& w
       }
     }
   });
-  for (int64_t o0 = 0; o0 < out; o0 += block) {
-    const int64_t m = std::min(block, out - o0);
-    gemm_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
-  }
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t o = 0; o < out; ++o) y[r * out + o] = C[o * rows + r];
+  linear_via_gemm(rows, out, y, [&](float* C) {
+    for (int64_t o0 = 0; o0 < out; o0 += block) {
+      const int64_t m = std::min(block, out - o0);
+      gemm_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
+    }
   });
 }
 
-// bfloat16 weight rows widened a block at a time for the GEMM: 256 rows (fc6's 12,800 inputs:
-// 13 MB), small next to the GEMM's own work on them at kLinGemmRows rows and more.
+// BF16 products (math kMathBf16 where gemm_bf16_available()): x rounded to bfloat16 as it is
+// packed; `weights(o0, o1)` gives rows [o0, o1) of W as bfloat16, `block` rows at a time.
+template <typename Rows>
+void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Rows&& weights, int64_t block, const float* b, bool relu,
+                      float* y) {
+  static thread_local FloatBuffer packed;  // bfloat16, two to a float
+  uint16_t* Bp = reinterpret_cast<uint16_t*>(packed.get(static_cast<size_t>(gemm_panels(rows) * gemm_bf16_rows(in) * NR / 2)));
+  gemm_bf16_pack_rows(rows, in, x, in, Bp, true);
+  linear_via_gemm(rows, out, y, [&](float* C) {
+    for (int64_t o0 = 0; o0 < out; o0 += block) {
+      const int64_t m = std::min(block, out - o0);
+      gemm_bf16_packed(m, rows, in, weights(o0, o0 + m), in, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu, true);
+    }
+  });
+}
+
+// bfloat16 weight rows widened (or FP32 ones rounded, for BF16 products) a block at a time for the
+// GEMM: 256 rows (fc6's 12,800 inputs: 13 MB), small next to the GEMM's own work on them.
 constexpr int64_t kBf16Block = 256;
+
 
 }  // namespace
 
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t /*math: FP32 always on the CPU*/, float* y) {
+                      bool relu, int32_t math, float* y) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
+  if (math == kMathBf16 && rows >= kBf16ProductRows && gemm_bf16_available()) {
+    static thread_local FloatBuffer narrow;  // bfloat16, two to a float
+    uint16_t* wb = reinterpret_cast<uint16_t*>(narrow.get(static_cast<size_t>((std::min(kBf16Block, out) * in + 1) / 2)));
+    auto round = [&](int64_t o0, int64_t o1) {
+      parallel_for((o1 - o0) * in, 4096, [&](int64_t i0, int64_t i1) {
+        const float* src = w + o0 * in;
+        for (int64_t i = i0; i < i1; ++i) wb[i] = float_to_bf16(src[i]);
+      });
+      return static_cast<const uint16_t*>(wb);
+    };
+    linear_gemm_bf16(rows, in, out, x, round, kBf16Block, b, relu, y);
+    return Status::Ok();
+  }
   if (rows < kLinGemmRows) {
-    linear_small(rows, in, out, x, w, b, relu, y);
+    linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {
+      linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, in, out, w, b, relu, y + r0 * out);
+    });
     return Status::Ok();
   }
   linear_gemm(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
@@ -174,9 +216,13 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
 }
 
 Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
-                           const float* b, bool relu, float* y) {
+                           const float* b, bool relu, int32_t math, float* y) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
+  if (math == kMathBf16 && rows >= kBf16ProductRowsPacked && gemm_bf16_available()) {
+    linear_gemm_bf16(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
+    return Status::Ok();
+  }
   if (rows < kLinGemmRows) {
     // x deinterleaved for linear_tile_bf16, once per call (rows x in floats: fc6's 12,800 a row).
     static thread_local FloatBuffer deinterleaved;
@@ -184,17 +230,8 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t k = 0; k + 32 <= in; k += 32)
         for (int j = 0; j < 16; ++j) xd[r * in + k + j] = x[r * in + k + 2 * j], xd[r * in + k + 16 + j] = x[r * in + k + 2 * j + 1];
-    parallel_for(out, 16, [&](int64_t o0, int64_t o1) {
-      for (int64_t r0 = 0; r0 < rows; r0 += kLinRows) {
-        const float *xr = x + r0 * in, *xdr = xd + r0 * in;
-        float* yr = y + r0 * out;
-        switch (std::min(kLinRows, rows - r0)) {
-          case 1: linear_rows_small<1>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-          case 2: linear_rows_small<2>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-          case 3: linear_rows_small<3>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-          default: linear_rows_small<4>(o0, o1, xr, xdr, in, out, w, b, relu, yr); break;
-        }
-      }
+    linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {
+      linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, xd + r0 * in, in, out, w, b, relu, y + r0 * out);
     });
     return Status::Ok();
   }

@@ -322,8 +322,9 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
   return finish("linear kernel");
 }
 
+// FP32 products in every math mode (BF16 tensor cores for these weights: not written yet).
 Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
-                           const float* b, bool relu, float* y) {
+                           const float* b, bool relu, int32_t /*math*/, float* y) {
   const int64_t groups = (rows + kBf16Rows - 1) / kBf16Rows;
   if (groups * out_features == 0) return Status::Ok();
   SPP_LAUNCH(grid_for(groups * out_features * 32, kThreads), kThreads, 0, linear_bf16_kernel)(rows, in_features, out_features, x, w, b,

@@ -7,6 +7,7 @@ const { expect } = require('chai');
 const { sp, cudaStatus, expectReject } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { refLinear } = require('./support/layers-reference');
+const { native } = require('../dist/core/native');
 
 const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
 const rand = (r, n, scale = 1) => Float32Array.from({ length: n }, () => r.normal() * scale);
@@ -89,10 +90,56 @@ for (const device of devices) {
       }
     });
 
+    it("math 'bf16' in sp.linear: BF16 products where the backend has them (x and weights rounded, FP32 sums), else within the mode's bound; odd K, ragged tiles, K blocks, NaN, poisoned out", async function () {
+      this.timeout(30000);
+      const seed = freshSeed();
+      const r = rng(seed);
+      // On a CPU with AVX-512 BF16: FP32 weights from 256 rows, a BF16Matrix from 8 (fewer: FP32 products).
+      const products = device === 'cpu' && sp.backend().cpu.bf16;
+      const from = native.enums.bf16ProductRows;
+      expect(from).to.deep.equal({ fp32Weights: 256, bf16Weights: 8 });
+      for (const [rows, inF, outF, packed] of [[267, 301, 29, false], [256, 1025, 19, false], [256, 45, 300, false], [9, 45, 13, true], [33, 1025, 7, true], [7, 45, 13, true], [255, 45, 13, false]]) {
+        const x = rand(r, rows * inF), w = rand(r, outF * inF, 0.2), b = rand(r, outF);
+        // Row 0: x = 1 + 2^-10 (bfloat16: 1) against weight row 0 of ones: the products show in the sum.
+        for (let k = 0; k < inF; k++) (x[k] = 1 + 2 ** -10), (w[k] = 1);
+        x[inF + 3] = NaN; // row 1: NaN out, every column
+        const W = sp.tensor(w, [outF, inF], { device });
+        const weight = packed ? await sp.toBF16(W) : W;
+        const wv = packed ? await weight.data() : w;
+        const bfX = x.map(refBf16), bfW = wv.map(refBf16);
+        const bf = products && rows >= (packed ? from.bf16Weights : from.fp32Weights);
+        const out = sp.tensor(new Float32Array(rows * outF).fill(-7.5e30), [rows, outF], { device });
+        const mags = refLinear(x.map(Math.abs), rows, inF, wv.map(Math.abs), outF, b.map(Math.abs), false);
+        for (const relu of [false, true]) {
+          const y = await sp.linear(sp.tensor(x, [rows, inF], { device }), weight, sp.tensor(b, [outF], { device }), { relu, out, math: 'bf16' });
+          expect(y).to.equal(out);
+          const got = await y.data();
+          const exact = bf ? refLinear(bfX, rows, inF, bfW, outF, b, relu) : refLinear(x, rows, inF, wv, outF, b, relu);
+          for (let i = 0; i < got.length; i++) {
+            const row = Math.floor(i / outF), o = i % outF;
+            const label = `seed ${seed} ${rows}x${inF}->${outF} ${packed ? 'BF16Matrix' : 'FP32'} weight, relu ${relu}, element ${i}: got ${got[i]}`;
+            if (row === 1) {
+              expect(Number.isNaN(got[i]), label).to.equal(true);
+              continue;
+            }
+            const mag = mags[i];
+            if (products || device === 'cpu') expect(Math.abs(got[i] - exact[i]), `${label}, want ${exact[i]} (${bf ? 'BF16' : 'FP32'} products)`).to.be.at.most(1e-5 * mag);
+            else expect(Math.abs(got[i] - exact[i]), `${label}, want ${exact[i]}`).to.be.at.most(sp.MATH_TOLERANCE.bf16 * mag);
+          }
+          const s0 = inF * (1 + 2 ** -10) + b[0];
+          if (bf) expect(got[0], `seed ${seed}: row 0 took BF16 products`).to.be.closeTo(Math.max(relu ? 0 : -Infinity, inF + b[0]), 1e-4 * inF);
+          else if (device === 'cpu') expect(got[0], `seed ${seed}: row 0 took FP32 products`).to.be.closeTo(Math.max(relu ? 0 : -Infinity, s0), 1e-4 * inF);
+        }
+        W.dispose();
+        if (packed) weight.dispose();
+        out.dispose();
+      }
+    });
+
     it('refuses a BF16Matrix where it does not apply, with codes naming the call', async function () {
       const m = await sp.toBF16(sp.zeros([3, 4], { device }));
       await expectReject(sp.linear(sp.zeros([2, 5], { device }), m), /sp.linear: weight axis 1 \(in features\) is 4, x axis 1 is 5/, 'SPPNET_INVALID_ARGUMENT');
-      await expectReject(sp.linear(sp.zeros([2, 4], { device }), m, null, { math: 'tf32' }), /sp.linear: options.math does not apply to a BF16Matrix/, 'SPPNET_INVALID_ARGUMENT');
+      await expectReject(sp.linear(sp.zeros([2, 4], { device }), m, null, { math: 'bf17' }), /sp.linear: options.math must be one of 'tf32', 'bf16', 'fp32', 'direct', got "bf17"/, 'SPPNET_INVALID_ARGUMENT');
       await expectReject(sp.linearBackward(sp.zeros([2, 4], { device }), m, sp.zeros([2, 3], { device })), /sp.linearBackward: weight is a BF16Matrix, which is for inference/, 'SPPNET_INVALID_ARGUMENT');
       await expectReject(sp.toBF16(sp.zeros([2, 3, 4], { device })), /sp.toBF16: weight must have rank 2/, 'SPPNET_INVALID_ARGUMENT');
       await expectReject(sp.toBF16(new Float32Array(4)), /sp.toBF16: weight must be a Tensor/, 'SPPNET_INVALID_ARGUMENT');

@@ -11,6 +11,8 @@ namespace cpu {
 std::string isa();
 // Threads a CPU op uses (SPPNET_NUM_THREADS, else all hardware threads).
 int threads();
+// Whether linear's math kBf16 gets BF16 products here (AVX-512 BF16, within SPPNET_CPU_ISA).
+bool bf16_products();
 
 // Measured FP32 peak: `threads` threads (started together) each run independent FMA chains of the
 // ISA the kernels use (zmm / ymm FMAs; the portable build's 16-lane multiply + add) for about

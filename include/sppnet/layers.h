@@ -7,13 +7,18 @@
 
 namespace sppnet {
 
-// How the CUDA backend multiplies in conv2d and linear (the CPU always computes in FP32 and
-// ignores it). kTf32 / kBf16: inputs rounded to TF32 (10-bit mantissa) or BF16 (7-bit) for the
+// How the CUDA backend multiplies in conv2d and linear (the CPU computes in FP32 and ignores it,
+// except kBf16 in linear on a CPU with AVX-512 BF16: see kBf16ProductRows). kTf32 / kBf16: inputs rounded to TF32 (10-bit mantissa) or BF16 (7-bit) for the
 // tensor cores, FP32 accumulation; kFp32: three TF32 products per term (each input split into a
 // TF32 value and a TF32 remainder, the remainder x remainder term dropped), about FP32 accuracy
 // on the tensor cores; kDirect: the plain FP32 kernels (one thread per output; no tensor cores),
 // also what runs on a GPU older than compute capability 8.0.
 enum ConvMath : int32_t { kMathTf32 = 0, kMathBf16 = 1, kMathFp32 = 2, kMathDirect = 3 };
+// The CPU's linear with kMathBf16, where it has BF16 products, takes them from this many rows of x
+// on: FP32 weights are rounded to bfloat16 at each call, which costs more than the faster products
+// save on fewer rows; bfloat16 weights (linear_bf16_forward) need no rounding.
+constexpr int64_t kBf16ProductRows = 256;
+constexpr int64_t kBf16ProductRowsPacked = 8;
 
 struct Conv2dParams {
   int32_t in_channels = 0, out_channels = 0;

@@ -38,15 +38,17 @@
   /* in/out: the pool's layouts (LRN keeps the input's).                                                                         */ \
   X(Status, lrn_max_pool2d_forward,                                                                                                 \
     (const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out, float* y))           \
-  /* y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA only).                                  */ \
+  /* y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA: each mode; CPU: kMathBf16 gives    */ \
+  /* BF16 products where gemm_bf16_available() and rows >= kBf16ProductRows, FP32 otherwise, as for every other mode).         */ \
   X(Status, linear_forward,                                                                                                         \
     (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b, bool relu,            \
      int32_t math, float* y))                                                                                                       \
   /* linear_forward with bfloat16 weights (bf16.h: w holds out * in of them, row-major), FP32 products and sums; the same rows, */ \
-  /* bias and ReLU. The result equals linear_forward on the weights widened to float32, up to the order of the sums.            */ \
+  /* bias and ReLU. The result equals linear_forward on the weights widened to float32, up to the order of the sums; with math */ \
+  /* kMathBf16, x is rounded to bfloat16 too where the CPU has BF16 products (from kBf16ProductRowsPacked rows).            */ \
   X(Status, linear_bf16_forward,                                                                                                    \
     (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w, const float* b, bool relu,         \
-     float* y))                                                                                                                     \
+     int32_t math, float* y))                                                                                                       \
   X(Status, relu_forward, (int64_t n, const float* x, float* y))                                                                    \
   X(Status, softmax_forward, (int64_t rows, int32_t cols, const float* x, float* y))                                                \
   X(Status, conv2d_backward,                                                                                                        \

@@ -33,7 +33,8 @@ export interface BackendInfo {
      */
     math?: { defaults: MathDefaults; kernels: string; check?: TensorCoreCheck };
   };
-  cpu: { isa: string; threads: number };
+  /** bf16: whether math 'bf16' gets BF16 products in sp.linear on this CPU (AVX-512 BF16). */
+  cpu: { isa: string; threads: number; bf16: boolean };
 }
 
 let cachedInfo: NativeInfo | undefined;

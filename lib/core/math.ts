@@ -1,7 +1,8 @@
 // How the CUDA backend multiplies in conv2d and linear: the math modes, their defaults (PyTorch's:
 // TF32 for convolutions, FP32 for matrix products), and the one-time check that the tensor-core
 // kernels agree with the plain FP32 kernels on this GPU before any result of theirs is used.
-// The CPU always computes in FP32 and ignores the mode.
+// The CPU computes in FP32 in every mode but one: 'bf16' in linear, on a CPU with AVX-512 BF16
+// (sp.backend().cpu.bf16), from 256 rows (8 with a BF16Matrix weight), takes BF16 products there too.
 import { SppnetError, fail } from './errors';
 import { native } from './native';
 
@@ -9,6 +10,7 @@ import { native } from './native';
  * - `'tf32'`: tensor cores, inputs rounded to TF32 (10-bit mantissa), FP32 accumulation.
  *   Error within about 1e-3 of sum |w x| (the default for conv2d, as PyTorch's cuDNN).
  * - `'bf16'`: tensor cores, inputs rounded to BF16 (7-bit mantissa): about 1e-2 of sum |w x|.
+ *   The CPU's linear too, where it has AVX-512 BF16: twice the FP32 products per instruction.
  * - `'fp32'`: tensor cores, each input split into two TF32 parts and three products summed:
  *   about FP32 accuracy, 1e-5 of sum |w x| (the default for linear, as PyTorch's matmul).
  * - `'direct'`: the plain FP32 kernels, one thread per output, no tensor cores (slow; the

@@ -22,7 +22,7 @@ export interface NativeCudaInfo {
 
 export interface NativeInfo {
   cuda: NativeCudaInfo;
-  cpu: { isa: string; threads: number };
+  cpu: { isa: string; threads: number; bf16: boolean };
 }
 
 export type NativeFloats = Float32Array | NativeDeviceBuffer;
@@ -97,6 +97,8 @@ export interface NativeEnums {
   cropAlign: Readonly<Record<'pixels' | 'corners', number>>;
   convMath: Readonly<Record<'tf32' | 'bf16' | 'fp32' | 'direct', number>>;
   maxLevels: number;
+  /** The rows of x from which the CPU's linear with math 'bf16' takes BF16 products (where it has them). */
+  bf16ProductRows: Readonly<Record<'fp32Weights' | 'bf16Weights', number>>;
 }
 
 export interface Native {

@@ -12,7 +12,12 @@ import { ParamGrads, paramGrads } from './conv2d';
 export interface LinearOptions {
   relu?: boolean;
   out?: Tensor;
-  /** CUDA only: how to multiply (default sp.getMath().linear, 'fp32'); the CPU computes in FP32. Not with a BF16Matrix weight (FP32 products of its values). */
+  /**
+   * How to multiply (default sp.getMath().linear, 'fp32'). CUDA: every mode. CPU: 'bf16' rounds x
+   * and the weights to bfloat16 and sums their products in FP32 where the CPU has AVX-512 BF16
+   * (sp.backend().cpu.bf16) and x has 256 rows or more (8 with a BF16Matrix weight); FP32 otherwise.
+   * A BF16Matrix weight takes FP32 products of its values in every other mode.
+   */
   math?: MathMode;
   /** @internal Record the native call into this sequence instead of making it (Model.run). */
   sequence?: OpSequence;
@@ -44,7 +49,6 @@ export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Ten
   const o = checkOpts(fn, opts);
   const mode = callMath(fn, o.math, 'linear');
   const { X, Wt, rows, inF, outF, device, weightBf16 } = operands(fn, x, weight, true);
-  if (weightBf16 && o.math !== undefined) fail(`${fn}: options.math does not apply to a BF16Matrix weight (its values are multiplied in FP32)`);
   const bs = checkBias(fn, bias, outF, 'x', device);
   if (rows * outF > MAX_ELEMENTS) fail(`${fn}: the output [${rows}, ${outF}] would exceed 2^31-1 elements`);
   const o2 = tensorOut(fn, o.out, [rows, outF], device);
