@@ -26,6 +26,10 @@ describe('detection pipeline', function () {
     // suite there too) training would take minutes; the last test runs the trained detector on CUDA.
     det = await sp.trainDetector(trainval, { ...RECIPE, svm: true, seed: 3, device: 'cpu', log: (l) => lines.push(l) });
     expect(lines.join('\n')).to.match(/stage 1 epoch 2\/2/).and.match(/stage 3 iteration 60\/60/).and.match(/stage 4: box regressors/).and.match(/stage 5: 3 linear SVMs on fc7 \(256 features\)/);
+    // One pass of hard-negative mining (the default) over every proposal of the 8 training images.
+    const mined = [...lines.join('\n').matchAll(/(\d+) mined, (\d+) easy dropped/g)].map((m) => Number(m[1]));
+    expect(mined, lines.join('\n')).to.have.length(3);
+    expect(mined.some((n) => n > 0), lines.join('\n')).to.equal(true);
   });
   after(() => {
     det?.dispose();
@@ -112,6 +116,9 @@ describe('detection pipeline', function () {
     }
     await expectReject(sp.trainDetector(trainval, { trainScales: 'all' }), /options\.trainScales must be 'single', 'multi' or 'random'/, 'SPPNET_INVALID_ARGUMENT');
     await expectReject(sp.trainDetector(trainval, { jitter: -1 }), /options\.jitter must be an integer in \[0, 64\]/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector(trainval, { pretrainSides: [48, 0] }), /options\.pretrainSides must be a non-empty array of sides in \[1, 1024\]/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector(trainval, { svm: { hardNegativePasses: 1.5 } }), /options\.svm\.hardNegativePasses must be an integer in \[0, 16\], got number 1\.5/, 'SPPNET_INVALID_ARGUMENT');
+    await expectReject(sp.trainDetector(trainval, { svm: 'yes' }), /options\.svm must be a boolean or SVM options/, 'SPPNET_INVALID_ARGUMENT');
   });
 
   it('the SVM classifier scores windows by margin (default minScore -1); the classifier is checked', async function () {

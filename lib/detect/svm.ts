@@ -4,7 +4,7 @@
 // positives' cost weighted (R-CNN: -w1 2, C = 0.001, features scaled to a mean norm of 20).
 import { SppnetError } from '../core/errors';
 import { prng } from '../core/random';
-import { tensor } from '../core/tensor';
+import { tensor, Tensor } from '../core/tensor';
 import { Detector } from './detector';
 
 export interface SvmOptions {
@@ -17,6 +17,19 @@ export interface SvmOptions {
   eps?: number;
   maxEpochs?: number;
   seed?: number;
+  /**
+   * Hard-negative mining, as R-CNN trains its SVMs (default 1 pass; 0: the cached negatives only):
+   * each pass scores every window of every training image (its proposals) with the SVMs so far,
+   * adds the windows under IoU 0.3 with the class's objects that score above -1 (inside the margin)
+   * as negatives, drops those that scored under -1.2, and trains again.
+   */
+  hardNegativePasses?: number;
+}
+
+/** The windows of one training image for mining: pooled rows [n, pooled features] and each window's largest IoU per class. */
+export interface MiningImage {
+  rows: Tensor;
+  classIou: Float32Array[];
 }
 
 /**
@@ -73,38 +86,92 @@ export function svmLayer(spec: { layers: ReadonlyArray<{ type: string; name?: st
 
 /**
  * Stage 5 of sp.trainDetector: the features of `layer` for every cached window (pooled rows through
- * the head up to it), one SVM per class, folded with the feature scale into weight [C, F] and bias [C].
+ * the head up to it), one SVM per class, folded with the feature scale into weight [C, F] and bias
+ * [C]; then o.hardNegativePasses passes of hard-negative mining over `images` windows.
  */
-export async function trainSvms(det: Detector, rows: Float32Array[], classIou: Float32Array[], o: SvmOptions, seed: number): Promise<{ layer: string; features: number; summary: string }> {
+export async function trainSvms(
+  det: Detector, rows: Float32Array[], classIou: Float32Array[], o: SvmOptions, seed: number,
+  images: { count: number; windows: (i: number) => Promise<MiningImage | null> },
+): Promise<{ layer: string; features: number; summary: string }> {
   const m = det.model;
   const layer = svmLayer(m.spec);
   if (!layer) throw new SppnetError(`sp.trainDetector: options.svm needs an fc layer before the classifier (${m.spec.name} has none)`, 'SPPNET_INVALID_ARGUMENT');
-  const D = m.pooledFeatures, feats: Float32Array[] = [];
+  const passes = o.hardNegativePasses ?? 1;
+  const D = m.pooledFeatures;
   let F = 0;
+  // The layer's features of pooled rows (host copies, one per row).
+  const featuresOf = async (rowsT: Tensor): Promise<Float32Array[]> => {
+    const f = await m.head(rowsT, { until: layer });
+    F = f.shape[1];
+    const host = await f.data().finally(() => f.dispose());
+    return Array.from({ length: f.shape[0] }, (_, i) => host.subarray(i * F, (i + 1) * F));
+  };
+  const feats: Float32Array[] = [];
   for (let at = 0; at < rows.length; at += 512) {
     const part = rows.slice(at, at + 512);
     const x = new Float32Array(part.length * D);
     part.forEach((r, i) => x.set(r, i * D));
     const xt = tensor(x, [part.length, D], { device: m.device });
-    const f = await m.head(xt, { until: layer }).finally(() => xt.dispose());
-    F = f.shape[1];
-    const host = await f.data().finally(() => f.dispose());
-    for (let i = 0; i < part.length; i++) feats.push(host.subarray(i * F, (i + 1) * F));
+    feats.push(...(await featuresOf(xt).finally(() => xt.dispose())));
   }
+  // Features scaled to a mean norm of 20 (R-CNN's), the scale fixed by the cached windows.
   const norm = feats.reduce((a, f) => a + Math.hypot(...f), 0) / Math.max(1, feats.length);
   const scale = norm > 0 ? 20 / norm : 1;
   for (const f of feats) for (let j = 0; j < f.length; j++) f[j] *= scale;
   const C = det.config.classes.length;
-  const W = new Float32Array(C * F), B = new Float32Array(C);
-  const parts: string[] = [];
+  // Per class: positives (cached windows at IoU >= 0.7) and negatives (IoU < 0.3), as feature rows.
+  const pos: Float32Array[][] = [], neg: Float32Array[][] = [];
+  const mined: Array<Set<string>> = Array.from({ length: C }, () => new Set());
   for (let c = 0; c < C; c++) {
-    const ids = classIou.flatMap((o2, i) => (o2[c] >= 0.7 || o2[c] < 0.3 ? [i] : []));
-    const y = Int8Array.from(ids, (i) => (classIou[i][c] >= 0.7 ? 1 : -1));
-    const r = trainSvm(ids.length, F, (k) => feats[ids[k]], y, { ...o, seed: seed + c });
-    for (let j = 0; j < F; j++) W[c * F + j] = r.weight[j] * scale;
-    B[c] = r.bias;
-    parts.push(`${det.config.classes[c]} ${y.filter((v) => v > 0).length}+/${y.filter((v) => v < 0).length}- in ${r.epochs} epochs`);
+    pos.push(feats.filter((_, i) => classIou[i][c] >= 0.7));
+    neg.push(feats.filter((_, i) => classIou[i][c] < 0.3));
   }
+  const W = new Float32Array(C * F), B = new Float32Array(C);
+  const epochs = new Int32Array(C);
+  const train = (c: number) => {
+    const all = [...pos[c], ...neg[c]];
+    const y = Int8Array.from(all, (_, i) => (i < pos[c].length ? 1 : -1));
+    const r = trainSvm(all.length, F, (k) => all[k], y, { ...o, seed: seed + c });
+    W.set(r.weight, c * F); // on scaled features
+    B[c] = r.bias;
+    epochs[c] = r.epochs;
+  };
+  for (let c = 0; c < C; c++) train(c);
+  const added = new Int32Array(C), dropped = new Int32Array(C);
+  for (let pass = 0; pass < passes; pass++) {
+    for (let i = 0; i < images.count; i++) {
+      const im = await images.windows(i);
+      if (!im) continue;
+      const f = await featuresOf(im.rows).finally(() => im.rows.dispose());
+      f.forEach((x, k) => {
+        for (let j = 0; j < F; j++) x[j] *= scale;
+        for (let c = 0; c < C; c++) {
+          if (im.classIou[k][c] >= 0.3) continue;
+          let s = B[c];
+          for (let j = 0; j < F; j++) s += W[c * F + j] * x[j];
+          const key = `${i}:${k}`;
+          if (s > -1 && !mined[c].has(key)) {
+            mined[c].add(key);
+            neg[c].push(x);
+            added[c]++;
+          }
+        }
+      });
+    }
+    for (let c = 0; c < C; c++) {
+      // Easy negatives (scored under -1.2 by the SVM so far) leave the set, then the SVM is trained again.
+      const before = neg[c].length;
+      neg[c] = neg[c].filter((x) => {
+        let s = B[c];
+        for (let j = 0; j < F; j++) s += W[c * F + j] * x[j];
+        return s >= -1.2;
+      });
+      dropped[c] += before - neg[c].length;
+      train(c);
+    }
+  }
+  for (let j = 0; j < W.length; j++) W[j] *= scale;
+  const parts = det.config.classes.map((name, c) => `${name} ${pos[c].length}+/${neg[c].length}-${passes ? ` (${added[c]} mined, ${dropped[c]} easy dropped)` : ''} in ${epochs[c]} epochs`);
   det.setSvm({ weight: tensor(W, [C, F], { device: m.device }), bias: tensor(B, [C], { device: m.device }) }, layer);
   return { layer, features: F, summary: parts.join(', ') };
 }

@@ -21,7 +21,7 @@ import { Detector, DetectorConfig } from './detector';
 import { vocIou } from './eval';
 import { ProposalOptions, proposals } from './proposals';
 import { ridge } from './ridge';
-import { SvmOptions, trainSvms } from './svm';
+import { MiningImage, SvmOptions, trainSvms } from './svm';
 import { VocDataset } from './voc-data';
 import { WindowMapping } from './windows';
 
@@ -67,8 +67,9 @@ export interface TrainDetectorOptions {
   /**
    * Per-class linear SVMs on the features of the layer before the classifier (fc7), as the paper's
    * option (R-CNN's settings: hinge loss, C 0.001, positives weighted 2, features at mean norm 20):
-   * positives are cached windows with IoU >= 0.7 to an object of the class, negatives those under
-   * 0.3; all cached negatives at once rather than R-CNN's rounds of hard-negative mining. Default false.
+   * positives are cached windows with IoU >= 0.7 to an object of the class, negatives the cached
+   * ones under 0.3 and then, by hard-negative mining (svm.hardNegativePasses, default 1 pass as
+   * R-CNN), every proposal under 0.3 that the SVM so far scores inside its margin. Default false.
    */
   svm?: boolean | SvmOptions;
   /** R-CNN's context padding at windowSide (default 0). */
@@ -168,6 +169,9 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
   if (!Number.isInteger(jitter) || (jitter as number) < 0 || (jitter as number) > 64) fail(`${fn}: options.jitter must be an integer in [0, 64], got ${describe(o.jitter)}`);
   if (opts.pretrainSides !== undefined && (!Array.isArray(opts.pretrainSides) || opts.pretrainSides.length === 0 || !opts.pretrainSides.every((v) => isPositiveInt(v) && v <= 1024)))
     fail(`${fn}: options.pretrainSides must be a non-empty array of sides in [1, 1024], got ${describe(opts.pretrainSides)}`);
+  if (opts.svm !== undefined && typeof opts.svm !== 'boolean' && (typeof opts.svm !== 'object' || opts.svm === null)) fail(`${fn}: options.svm must be a boolean or SVM options, got ${describe(opts.svm)}`);
+  const passes = typeof opts.svm === 'object' ? opts.svm.hardNegativePasses : undefined;
+  if (passes !== undefined && (!Number.isInteger(passes) || passes < 0 || passes > 16)) fail(`${fn}: options.svm.hardNegativePasses must be an integer in [0, 16], got ${describe(passes)}`);
   const iterations = posInt(fn, o, 'finetuneIterations', 1500), ftBatch = posInt(fn, o, 'finetuneBatch', 128);
   const cacheFg = posInt(fn, o, 'cacheForeground', 32), cacheBg = posInt(fn, o, 'cacheBackground', 96);
   const lr1 = posNum(fn, o, 'pretrainLr', 1e-3), lr2 = posNum(fn, o, 'finetuneLr', 3e-4);
@@ -245,6 +249,14 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       return o;
     };
     const D = model.pooledFeatures;
+    // Pooled rows of windows of one image: conv features at the scales, each window from its scale (or at's).
+    const poolAll = async (im: TrainImage, boxes: Float32Array, at?: Int32Array): Promise<Tensor> => {
+      const resized = await Promise.all(scales.map((s) => readImage(im.path, { ...norm, shorterSide: s })));
+      const b = ragged(resized);
+      resized.forEach((t) => t.dispose());
+      const maps: RaggedBatch | Tensor = await model.features(b).finally(() => b.dispose());
+      return detector.poolWindows(maps, im.size, boxes, boxes.length / 4, scales, at).finally(() => maps.dispose());
+    };
     for (const im of imgs) {
       const cand: number[][] = [...im.gt];
       for (let k = 0; k < im.proposals.length / 4; k++) cand.push(Array.from(im.proposals.subarray(4 * k, 4 * k + 4)));
@@ -258,12 +270,8 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
       const f = pick(fg, cacheFg), g = pick(bg, cacheBg);
       const boxes = Float32Array.from([...f.flatMap((x) => x.b), ...g.flat()]);
       if (boxes.length === 0) continue;
-      const resized = await Promise.all(scales.map((s) => readImage(im.path, { ...norm, shorterSide: s })));
-      const b = ragged(resized);
-      resized.forEach((t) => t.dispose());
-      const maps: RaggedBatch | Tensor = await model.features(b).finally(() => b.dispose());
       const at = opts.trainScales === 'random' ? Int32Array.from({ length: boxes.length / 4 }, () => Math.floor(r() * scales.length)) : undefined;
-      const pooled = await detector.poolWindows(maps, im.size, boxes, boxes.length / 4, scales, at).finally(() => maps.dispose());
+      const pooled = await poolAll(im, boxes, at);
       const host = await pooled.data().finally(() => pooled.dispose());
       f.forEach((x, i) => {
         rows.push(host.subarray(i * D, (i + 1) * D));
@@ -323,7 +331,15 @@ export async function trainDetector(data: VocDataset, opts: TrainDetectorOptions
     }
     // (5) The paper's option: per-class linear SVMs on the fine-tuned head's features.
     if (opts.svm) {
-      const svm = await trainSvms(detector, rows, classIou, opts.svm === true ? {} : opts.svm, seed);
+      // Hard-negative mining goes over every proposal of every image (and its ground truth), at the scales of stage 2.
+      const windows = async (i: number): Promise<MiningImage | null> => {
+        const im = imgs[i];
+        const boxes = Float32Array.from([...im.gt.flat(), ...im.proposals]);
+        if (boxes.length === 0) return null;
+        const all = Array.from({ length: boxes.length / 4 }, (_, k) => Array.from(boxes.subarray(4 * k, 4 * k + 4)));
+        return { rows: await poolAll(im, boxes), classIou: all.map((b) => overlaps(b, im)) };
+      };
+      const svm = await trainSvms(detector, rows, classIou, opts.svm === true ? {} : opts.svm, seed, { count: imgs.length, windows });
       log(`${fn}: stage 5: ${classes.length} linear SVMs on ${svm.layer} (${svm.features} features): ${svm.summary}`);
     }
     return detector;
