@@ -543,7 +543,17 @@ void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
   if (gemm_bf16_available()) return run_gemm(Kernel<uint16_t>{avx512bf16::block, avx512bf16::MR}, M, N, K, gemm_bf16_rows(K), A, lda,
                                               Bp, C, ldc, bias, relu, parallel);
 #endif
-  (void)M, (void)N, (void)K, (void)A, (void)lda, (void)Bp, (void)C, (void)ldc, (void)bias, (void)relu, (void)parallel;
+  // Without BF16 products (callers check gemm_bf16_available() first): the same sums, one by one.
+  (void)parallel;
+  const int64_t Kp = gemm_bf16_rows(K);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const uint16_t* b = Bp + (n / NR) * Kp * NR + 2 * (n % NR);
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += bf16_to_float(A[m * lda + k]) * bf16_to_float(b[(k & ~int64_t{1}) * NR + (k & 1)]);
+      const float v = s + (bias ? bias[m] : 0.f);
+      C[m * ldc + n] = relu ? relu1(v) : v;
+    }
 }
 
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,

@@ -3,7 +3,7 @@
 //   cmake -S . -B build-tools -DSPPNET_TOOLS=ON -DSPPNET_WITH_CUDA=OFF && cmake --build build-tools -j2
 //   ./build-tools/conv_check [check|time|all] [reps] [batch]
 //
-// check: gemm_nn on ragged shapes (M, N, K off the tile sizes, K = 1, leading dimensions wider
+// check: gemm_nn (and gemm_bf16_packed: AVX-512 BF16, or its fallback with SPPNET_CPU_ISA=avx2) on ragged shapes (M, N, K off the tile sizes, K = 1, leading dimensions wider
 //        than the matrix, bias, ReLU, NaN) against a float64 reference, and conv2d_forward on
 //        ZF-5-like layers and odd ones (groups, dilation, 1x1 maps) on sampled outputs.
 // time:  conv2d_forward on the ZF-5 conv1-5 shapes at 224x224 (batch 1 and 4 by default):
@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../cpu/gemm_cpu.h"
+#include "sppnet/bf16.h"
 #include "sppnet/cpu_info.h"
 #include "sppnet/ops.h"
 
@@ -66,6 +67,50 @@ int check_gemm() {
       bad += wrong != 0;
     }
   std::printf("gemm_nn: %d of %d shape/variant cases wrong (isa %s)\n", bad, int(sizeof shapes / sizeof shapes[0]) * 4, cpu::isa().c_str());
+  return bad;
+}
+
+// gemm_bf16_packed (AVX-512 BF16, or the scalar fallback under SPPNET_CPU_ISA=avx2) against a
+// float64 reference on the bfloat16-rounded operands: odd K, K blocks, ragged tiles, bias, ReLU,
+// NaN in a row of A.
+int check_gemm_bf16() {
+  struct S { int64_t M, N, K; };
+  const S shapes[] = {{1, 1, 1}, {12, 32, 2}, {13, 33, 7}, {11, 17, 301}, {25, 70, 1025}, {100, 1, 33}, {37, 50, 640}, {260, 45, 12}};
+  int bad = 0;
+  for (const S& s : shapes)
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool relu = variant & 1, bias = variant & 2;
+      const int64_t lda = s.K + (variant == 3 ? 5 : 0), ldc = s.N + (variant == 1 ? 7 : 0);
+      std::vector<float> X(s.N * s.K), bv(s.M), C(s.M * ldc, 777.f);
+      std::vector<uint16_t> A(s.M * lda);
+      for (auto& v : A) v = float_to_bf16(unif());
+      for (auto& v : X) v = unif();
+      for (auto& v : bv) v = unif();
+      if (variant == 3 && s.K > 2) A[1] = float_to_bf16(NAN);  // row 0 all NaN
+      std::vector<uint16_t> Bp(static_cast<size_t>(cpu::gemm_panels(s.N) * cpu::gemm_bf16_rows(s.K) * cpu::kGemmNR), 0xffff);
+      cpu::gemm_bf16_pack_rows(s.N, s.K, X.data(), s.K, Bp.data(), true);
+      cpu::gemm_bf16_packed(s.M, s.N, s.K, A.data(), lda, Bp.data(), C.data(), ldc, bias ? bv.data() : nullptr, relu, true);
+      int64_t wrong = 0;
+      for (int64_t m = 0; m < s.M; ++m) {
+        for (int64_t n = 0; n < s.N; ++n) {
+          double r = bias ? bv[m] : 0.0, mag = std::fabs(r);
+          for (int64_t k = 0; k < s.K; ++k) {
+            const double t = double(bf16_to_float(A[m * lda + k])) * bf16_to_float(float_to_bf16(X[n * s.K + k]));
+            r += t, mag += std::fabs(t);
+          }
+          if (relu && r < 0) r = 0;
+          const float g = C[m * ldc + n];
+          const bool ok = std::isnan(r) ? std::isnan(g) : std::fabs(g - r) <= 1e-5 * (mag + 1);
+          if (!ok && wrong++ < 3)
+            std::printf("  gemm bf16 %ldx%ldx%ld v%d: C[%ld][%ld] = %g, want %g\n", long(s.M), long(s.N), long(s.K), variant, long(m), long(n), g, r);
+        }
+        for (int64_t n = s.N; n < ldc; ++n)
+          if (C[m * ldc + n] != 777.f && wrong++ < 3) std::printf("  gemm bf16 %ldx%ldx%ld v%d: wrote past N\n", long(s.M), long(s.N), long(s.K), variant);
+      }
+      bad += wrong != 0;
+    }
+  std::printf("gemm_bf16_packed: %d of %d shape/variant cases wrong (%s)\n", bad, int(sizeof shapes / sizeof shapes[0]) * 4,
+              cpu::gemm_bf16_available() ? "AVX-512 BF16" : "scalar fallback");
   return bad;
 }
 
@@ -169,7 +214,7 @@ const Layer kZf5[] = {
 };
 
 int check_all() {
-  int bad = check_gemm();
+  int bad = check_gemm() + check_gemm_bf16();
   for (const Layer& l : kZf5) bad += check_conv(l, {{l.H, l.W}});
   bad += check_conv(kZf5[2], {{14, 14}, {9, 17}, {3, 3}, {1, 1}, {20, 11}});
   const Layer odd[] = {
