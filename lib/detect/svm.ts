@@ -137,6 +137,12 @@ export async function trainSvms(
     epochs[c] = r.epochs;
   };
   for (let c = 0; c < C; c++) train(c);
+  // Class c's SVM so far on a scaled feature row.
+  const score = (c: number, x: Float32Array) => {
+    let s = B[c];
+    for (let j = 0; j < F; j++) s += W[c * F + j] * x[j];
+    return s;
+  };
   const added = new Int32Array(C), dropped = new Int32Array(C);
   for (let pass = 0; pass < passes; pass++) {
     for (let i = 0; i < images.count; i++) {
@@ -147,8 +153,7 @@ export async function trainSvms(
         for (let j = 0; j < F; j++) x[j] *= scale;
         for (let c = 0; c < C; c++) {
           if (im.classIou[k][c] >= 0.3) continue;
-          let s = B[c];
-          for (let j = 0; j < F; j++) s += W[c * F + j] * x[j];
+          const s = score(c, x);
           const key = `${i}:${k}`;
           if (s > -1 && !mined[c].has(key)) {
             mined[c].add(key);
@@ -161,11 +166,7 @@ export async function trainSvms(
     for (let c = 0; c < C; c++) {
       // Easy negatives (scored under -1.2 by the SVM so far) leave the set, then the SVM is trained again.
       const before = neg[c].length;
-      neg[c] = neg[c].filter((x) => {
-        let s = B[c];
-        for (let j = 0; j < F; j++) s += W[c * F + j] * x[j];
-        return s >= -1.2;
-      });
+      neg[c] = neg[c].filter((x) => score(c, x) >= -1.2);
       dropped[c] += before - neg[c].length;
       train(c);
     }
