@@ -29,6 +29,12 @@ namespace {
 
 constexpr int NR = kGemmNR;
 constexpr int64_t kWinogradMinTiles = 48;  // ZF-5 conv3-5 at 224: 49 tiles an image
+// Fewer input or output channels than this: the transforms (per tile, in proportion to cin + cout)
+// cost more than the GEMM (cin x cout) saves. Measured on Zen 5 with the filter cache, 2 threads
+// (bench/RESULTS.md, "Winograd only with >= 160 channels"): 160->320 at 14x14 0.59 ms against im2col's
+// 0.66; 128->192 at 28x28 1.49 against 1.40, 64->192 at 56x56 4.15 against 2.48, 96->256 at 27x27
+// 1.59 against 1.23. SPPNET_WINOGRAD_MIN_CHANNELS=N sets it (tests take the path on small layers).
+constexpr int kWinogradMinChannels = 160;
 // Above this many (cin, cout) pairs the transformed filters (16 floats each, 256 MiB here) are
 // not worth their memory.
 constexpr int64_t kWinogradMaxFilters = int64_t{1} << 22;
@@ -233,8 +239,11 @@ bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
   // Few channels: the transforms cost more than the GEMM saves. Few tiles: the filter transform
   // (16 x cout x cin floats written per call) outweighs the saving.
   if (!(p.groups == 1 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
-        p.in_channels >= 32 && p.out_channels >= 32 && int64_t{p.in_channels} * p.out_channels <= kWinogradMaxFilters))
+        int64_t{p.in_channels} * p.out_channels <= kWinogradMaxFilters))
     return false;
+  int min_channels = kWinogradMinChannels;
+  if (const char* e = std::getenv("SPPNET_WINOGRAD_MIN_CHANNELS")) min_channels = std::max(1, std::atoi(e));
+  if (p.in_channels < min_channels || p.out_channels < min_channels) return false;
   int64_t tiles = 0;
   for (int i = 0; i < out.count; ++i) tiles += int64_t{(out.height[i] + 1) / 2} * ((out.width[i] + 1) / 2);
   return tiles >= kWinogradMinTiles;

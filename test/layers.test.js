@@ -3,7 +3,7 @@
 // device present; poisoned outputs are covered by comparing every element of fresh outputs
 // whose storage starts uninitialised on the device (and by the native check tool).
 const { expect } = require('chai');
-const { sp, cudaStatus, expectClose, expectReject } = require('./support/helpers');
+const { sp, cudaStatus, expectClose, expectReject, winogradFrom } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
 const { refConv2d, refMaxPool2d, refLrn, refLinear, refSoftmax } = require('./support/layers-reference');
 
@@ -45,7 +45,16 @@ for (const device of devices) {
       }
     });
 
-    it('conv2d 3x3 stride 1 with >= 32 channels (the CPU\'s Winograd path): ragged odd sizes, 1x1 maps, paddings 0-2, NaN/Inf, poisoned out', async function () {
+    it('conv2d 3x3 stride 1 with >= 32 channels (the CPU\'s Winograd path, taken from 32 channels here): ragged odd sizes, 1x1 maps, paddings 0-2, NaN/Inf, poisoned out', async function () {
+      const restore = winogradFrom(32);
+      try {
+        await winogradCases(device);
+      } finally {
+        restore();
+      }
+    });
+
+    async function winogradCases(device) {
       const seed = freshSeed();
       const r = rng(seed);
       for (const c of [
@@ -71,7 +80,7 @@ for (const device of devices) {
           expectClose(got[i], ref.data, { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} case ${JSON.stringify(c)} map ${i} (${m.H}x${m.W})` });
         });
       }
-    });
+    }
 
     it('conv2d: GEMM tile and block edges (M, N, K off the tile sizes, K in two blocks, K = 1, 1x1 maps, long runs)', async function () {
       const seed = freshSeed();
@@ -281,7 +290,7 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
         }));
         console.log('bad ' + bad);
       })();`;
-    const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_WINOGRAD_CHUNK: '32', SPPNET_DEVICE: 'cpu' } });
+    const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_WINOGRAD_CHUNK: '32', SPPNET_WINOGRAD_MIN_CHANNELS: '32', SPPNET_DEVICE: 'cpu' } });
     expect(res.stderr).to.equal('');
     expect(res.stdout.trim(), `seed ${seed}`).to.equal('bad 0');
   });
@@ -331,7 +340,7 @@ describe('conv2d on every CPU instruction set', function () {
           });
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
-      const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa, SPPNET_DEVICE: 'cpu' } });
+      const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa, SPPNET_WINOGRAD_MIN_CHANNELS: '32', SPPNET_DEVICE: 'cpu' } });
       expect(res.stderr).to.equal('');
       expect(res.stdout.trim(), `seed ${seed}`).to.equal(`${isa} 0`);
     });

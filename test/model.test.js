@@ -1,7 +1,7 @@
 'use strict';
 // The model runner: the paper's networks, user specs, weights, ragged batches, predictions.
 const { expect } = require('chai');
-const { sp, expectClose, expectReject } = require('./support/helpers');
+const { sp, expectClose, expectReject, winogradFrom } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { refConv2d, refMaxPool2d, refLrn, refLinear } = require('./support/layers-reference');
 const { refSpp } = require('./support/reference');
@@ -82,9 +82,18 @@ describe('models', function () {
   });
 
   it('keeps Winograd filter transforms between runs, and drops them when trainStep or loadStateDict change the weights', async function () {
-    // 3x3 stride-1 convs with >= 32 channels and a map of >= 48 2x2 tiles take the CPU's Winograd
-    // path, whose transformed filters a Model keeps per layer (the weights only change through
-    // trainStep and loadStateDict).
+    // 3x3 stride-1 convs with >= 160 channels (32 here: winogradFrom) and a map of >= 48 2x2 tiles
+    // take the CPU's Winograd path, whose transformed filters a Model keeps per layer (the weights
+    // only change through trainStep and loadStateDict).
+    const restore = winogradFrom(32);
+    try {
+      await winogradCacheCase();
+    } finally {
+      restore();
+    }
+  });
+
+  async function winogradCacheCase() {
     const seed = freshSeed();
     const r = rng(seed);
     const spec = {
@@ -135,7 +144,7 @@ describe('models', function () {
     expect(m.filterCaches.size).to.equal(0);
     await check('after loadStateDict');
     m.dispose();
-  });
+  }
 
   it('saves and loads safetensors: same logits; the file carries its spec; a file of another network is refused', async function () {
     const fs = require('fs'), os = require('os'), path = require('path');

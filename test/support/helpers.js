@@ -50,4 +50,18 @@ async function settledMemory() {
   return sp.memory();
 }
 
-module.exports = { sp, cudaStatus, expectClose, expectReject, settledMemory };
+/**
+ * The CPU's Winograd path from `channels` input and output channels on (its default, 160, keeps
+ * small test layers on im2col): returns the function that restores the setting. The addon reads
+ * SPPNET_WINOGRAD_MIN_CHANNELS at each call.
+ */
+function winogradFrom(channels) {
+  const saved = process.env.SPPNET_WINOGRAD_MIN_CHANNELS;
+  process.env.SPPNET_WINOGRAD_MIN_CHANNELS = String(channels);
+  return () => {
+    if (saved === undefined) delete process.env.SPPNET_WINOGRAD_MIN_CHANNELS;
+    else process.env.SPPNET_WINOGRAD_MIN_CHANNELS = saved;
+  };
+}
+
+module.exports = { sp, cudaStatus, expectClose, expectReject, settledMemory, winogradFrom };
