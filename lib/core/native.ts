@@ -51,6 +51,31 @@ export type NativeBuf<N extends string> = { [K in N]: NativeFloats } & { [K in `
 export type NativeLayout<P extends string> = { [K in `${P}Offsets`]: Float64Array } & { [K in `${P}Heights` | `${P}Widths`]: Int32Array } & { [K in `${P}Channels`]: number };
 type In<N extends string> = NativeLayout<N>;
 
+type Intersection<U> = (U extends unknown ? (k: U) => void : never) extends (k: infer I) => void ? I : never;
+
+/**
+ * One native argument object from parts (nativeBuf, nativeLayout, literals), their properties
+ * copied in order. Cheaper than spreading the parts into a literal: V8 builds each spread of
+ * these computed-key objects property by property with new hidden classes (about 15 us and 8 KB
+ * of garbage for a conv's arguments, against about 1.5 us here: bench/RESULTS.md, "The cost of
+ * a Model.run step"). Op calls that Model.run makes use it.
+ */
+export function argsOf<T extends object[]>(...parts: T): Intersection<T[number]> {
+  const o: Record<string, unknown> = {};
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i] as Record<string, unknown>;
+    for (const k in p) o[k] = p[k];
+  }
+  return o as Intersection<T[number]>;
+}
+
+/** Property names built from a prefix, made once per prefix (interned strings, not a new string per call). */
+export function keyNames<K extends readonly string[]>(cache: Map<string, K>, prefix: string, make: (p: string) => K): K {
+  let k = cache.get(prefix);
+  if (!k) cache.set(prefix, (k = make(prefix)));
+  return k;
+}
+
 /** Max pooling's window (binding/common.cpp's pool_params reads it into Pool2dParams). */
 export interface NativePoolParams { kernelH: number; kernelW: number; strideH: number; strideW: number; padH: number; padW: number }
 /** A convolution's geometry (conv_params reads it into Conv2dParams); math: a ConvMath code, forward only. */

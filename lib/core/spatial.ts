@@ -2,7 +2,7 @@
 // described as N maps with offsets; and outputs of the same kind.
 import { Device } from './backend';
 import { describe, fail } from './errors';
-import { NativeLayout } from './native';
+import { keyNames, NativeLayout } from './native';
 import { RaggedBatch } from './ragged';
 import { allocate, Storage, Tensor } from './tensor';
 
@@ -56,12 +56,21 @@ export function allocateLike(kind: SpatialLayout['kind'], device: Device, channe
 
 /** The native description of a layout under a prefix ('in' / 'out'). */
 export function nativeLayout<P extends string>(prefix: P, channels: number, sizes: Array<readonly [number, number]>, offsets?: number[]): NativeLayout<P> {
-  let off = 0;
-  const offs = offsets ?? sizes.map(([h, w]) => ((off += channels * h * w), off - channels * h * w));
-  return {
-    [`${prefix}Offsets`]: Float64Array.from(offs),
-    [`${prefix}Heights`]: Int32Array.from(sizes, (s) => s[0]),
-    [`${prefix}Widths`]: Int32Array.from(sizes, (s) => s[1]),
-    [`${prefix}Channels`]: channels,
-  } as NativeLayout<P>;
+  const n = sizes.length;
+  const offs = new Float64Array(n), hs = new Int32Array(n), ws = new Int32Array(n);
+  for (let i = 0, off = 0; i < n; i++) {
+    const [h, w] = sizes[i];
+    hs[i] = h;
+    ws[i] = w;
+    offs[i] = offsets ? offsets[i] : off;
+    off += channels * h * w;
+  }
+  const [ko, kh, kw, kc] = keyNames(layoutKeys, prefix, (p) => [`${p}Offsets`, `${p}Heights`, `${p}Widths`, `${p}Channels`] as const);
+  const o: Record<string, unknown> = {};
+  o[ko] = offs;
+  o[kh] = hs;
+  o[kw] = ws;
+  o[kc] = channels;
+  return o as NativeLayout<P>;
 }
+const layoutKeys = new Map<string, readonly [string, string, string, string]>();

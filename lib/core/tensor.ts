@@ -3,7 +3,7 @@
 import { markAsUntransferable } from 'worker_threads';
 import { backend, Device, requireDevice } from './backend';
 import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
-import { native, NativeBuf, NativeDeviceBuffer, NativeFloats } from './native';
+import { keyNames, native, NativeBuf, NativeDeviceBuffer, NativeFloats } from './native';
 
 export type DType = 'float32';
 
@@ -231,9 +231,13 @@ export function nativeRef(s: Storage): { buf: NativeFloats; offset: number } {
 
 /** @internal A storage as the native argument `name` and its offset `nameOffset`. */
 export function nativeBuf<N extends string>(name: N, s: Storage): NativeBuf<N> {
-  const r = nativeRef(s);
-  return { [name]: r.buf, [`${name}Offset`]: r.offset } as NativeBuf<N>;
+  const [k, ko] = keyNames(bufKeys, name, (n) => [n, `${n}Offset`] as const);
+  const o: Record<string, unknown> = {};
+  if (s.device === 'cpu') (o[k] = s.array), (o[ko] = 0);
+  else (o[k] = s.buffer), (o[ko] = s.offset);
+  return o as NativeBuf<N>;
 }
+const bufKeys = new Map<string, readonly [string, string]>();
 
 export interface TensorOptions {
   device?: Device;

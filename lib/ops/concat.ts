@@ -5,6 +5,7 @@ import { CallSite, fail } from '../core/errors';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocateLike, nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
+import { argsOf } from '../core/native';
 
 export interface ConcatOptions {
   /** Where to write the result (exactly the layout concat gives). */
@@ -35,11 +36,11 @@ async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: Spati
   let at = 0;
   const calls: Array<Promise<void>> = [];
   for (const L of Ls) {
-    const args = {
-      ...nativeBuf('part', L.store), ...nativeBuf('whole', W.store),
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', W.channels, W.sizes, W.offsets),
-      channelOffset: at, toWhole,
-    };
+    const args = argsOf(
+      nativeBuf('part', L.store), nativeBuf('whole', W.store),
+      nativeLayout('in', L.channels, L.sizes, L.offsets), nativeLayout('out', W.channels, W.sizes, W.offsets),
+      { channelOffset: at, toWhole },
+    );
     calls.push(callOp(seq, 'copyChannels', args));
     at += L.channels;
   }

@@ -4,7 +4,7 @@ import { kernelMath } from '../core/backend';
 import { allocateAs, booleanOption, checkBias, checkOpts, checkOutputSizes, checkSpatialLike, outputFor, Pair, pair, sameDevice, settle } from '../core/checks';
 import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
-import { native, NativeConvParams, NativeConvShape } from '../core/native';
+import { argsOf, native, NativeConvParams, NativeConvShape } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
@@ -89,16 +89,16 @@ export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias
   const bs = checkBias(fn, bias, cout, 'the input', L.device);
   const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
   const code = forced ?? (await kernelMath(L.device, mode));
-  const shape: NativeConvShape = { ...nativeLayout('out', cout, outSizes), conv: { ...conv, math: code }, relu: o.relu === true };
+  const shape: NativeConvShape = argsOf(nativeLayout('out', cout, outSizes), { conv: { ...conv, math: code }, relu: o.relu === true });
   // The native side says whether its Winograd path takes this call (and the cache's size).
   const floats = cache && L.device === 'cpu' ? native.winogradCacheFloats(shape) : 0;
   await settle(site, fn, [o2], () =>
-    callOp(sequenceOf(o), 'conv2d', {
-      ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', ws),
-      ...(bs ? nativeBuf('bias', bs) : {}),
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...shape,
-      ...(floats > 0 ? { filterCache: cache!(floats) } : {}),
-    }),
+    callOp(sequenceOf(o), 'conv2d', argsOf(
+      nativeBuf('input', L.store), nativeBuf('output', o2.out.storage(fn, 'the output')), nativeBuf('weight', ws),
+      bs ? nativeBuf('bias', bs) : {},
+      nativeLayout('in', L.channels, L.sizes, L.offsets), shape,
+      floats > 0 ? { filterCache: cache!(floats) } : {},
+    )),
   );
   return o2.out as T;
 }

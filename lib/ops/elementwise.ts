@@ -2,7 +2,7 @@
 // softmax over rows, flatten (a view).
 import { booleanOption, checkElementwiseLike, checkOpts, elementwiseInput, allocateAs, matrix, outputLike, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
-import { native } from '../core/native';
+import { argsOf, native } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { allocate, nativeBuf, Storage, Tensor } from '../core/tensor';
@@ -15,7 +15,7 @@ export async function relu<T extends Tensor | RaggedBatch>(x: T, opts?: { out?: 
   const X = elementwiseInput(fn, 'x', x);
   const o2 = outputLike(fn, o.out, X.x as T);
   await settle(site, fn, [o2], () =>
-    callOp(sequenceOf(o), 'elementwise', { op: 'relu', rows: 1, cols: X.n, ...nativeBuf('input', X.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')) }));
+    callOp(sequenceOf(o), 'elementwise', argsOf({ op: 'relu' as const, rows: 1, cols: X.n }, nativeBuf('input', X.store), nativeBuf('output', o2.out.storage(fn, 'the output')))));
   return o2.out;
 }
 

@@ -3,7 +3,7 @@ import { kernelMath } from '../core/backend';
 import { booleanOption, checkBias, checkOpts, matrix, sameDevice, settle, tensorOut } from '../core/checks';
 import { CallSite, fail, MAX_ELEMENTS } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
-import { native } from '../core/native';
+import { argsOf, native } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 import { BF16Matrix } from './bf16';
@@ -54,10 +54,10 @@ export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Ten
   const o2 = tensorOut(fn, o.out, [rows, outF], device);
   const code = forced ?? (await kernelMath(device, mode));
   await settle(site, fn, [o2], () =>
-    callOp(sequenceOf(o), 'linear', {
-      ...nativeBuf('input', X.s), ...nativeBuf('output', o2.out.storage(fn, 'the output')), ...nativeBuf('weight', Wt.s),
-      ...(bs ? nativeBuf('bias', bs) : {}), rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code, weightBf16,
-    }),
+    callOp(sequenceOf(o), 'linear', argsOf(
+      nativeBuf('input', X.s), nativeBuf('output', o2.out.storage(fn, 'the output')), nativeBuf('weight', Wt.s),
+      bs ? nativeBuf('bias', bs) : {}, { rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code, weightBf16 },
+    )),
   );
   return o2.out;
 }

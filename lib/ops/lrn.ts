@@ -1,7 +1,7 @@
 // Local response normalisation across channels (PyTorch's local_response_norm), forward and backward.
 import { allocateAs, checkOpts, checkSpatialLike, outputFor, positiveInt32, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
-import { native, NativeLrnParams } from '../core/native';
+import { argsOf, native, NativeLrnParams } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeLayout, Spatial, spatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
@@ -45,10 +45,10 @@ export async function localResponseNorm<T extends Spatial>(input: T, opts: LrnOp
   const lp = lrnParams(fn, o);
   const o2 = outputFor(fn, o.out, L.kind, L.device, L.channels, L.sizes);
   await settle(site, fn, [o2], () =>
-    callOp(sequenceOf(o), 'lrn', {
-      ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')),
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...lp,
-    }),
+    callOp(sequenceOf(o), 'lrn', argsOf(
+      nativeBuf('input', L.store), nativeBuf('output', o2.out.storage(fn, 'the output')),
+      nativeLayout('in', L.channels, L.sizes, L.offsets), lp,
+    )),
   );
   return o2.out as T;
 }

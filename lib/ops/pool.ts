@@ -2,7 +2,7 @@
 // LRN-then-pool of AlexNet and ZF-5 at inference.
 import { allocateAs, checkOpts, checkOutputSizes, checkSpatialLike, MAX_INT32, outputFor, Pair, pair, settle } from '../core/checks';
 import { CallSite, describe, fail } from '../core/errors';
-import { native, NativePoolArgs, NativePoolParams } from '../core/native';
+import { argsOf, native, NativePoolArgs, NativePoolParams } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { nativeBuf } from '../core/tensor';
@@ -57,10 +57,10 @@ async function pooled(site: CallSite, fn: string, L: SpatialLayout, given: unkno
   call: (args: Omit<NativePoolArgs, 'pool'>) => Promise<void>): Promise<Spatial> {
   const o2 = outputFor(fn, given, L.kind, L.device, L.channels, outSizes);
   await settle(site, fn, [o2], () =>
-    call({
-      ...nativeBuf('input', L.store), ...nativeBuf('output', o2.out.storage(fn, 'the output')),
-      ...nativeLayout('in', L.channels, L.sizes, L.offsets), ...nativeLayout('out', L.channels, outSizes),
-    }),
+    call(argsOf(
+      nativeBuf('input', L.store), nativeBuf('output', o2.out.storage(fn, 'the output')),
+      nativeLayout('in', L.channels, L.sizes, L.offsets), nativeLayout('out', L.channels, outSizes),
+    )),
   );
   return o2.out;
 }
@@ -72,7 +72,7 @@ export async function maxPool2d<T extends Spatial>(input: T, opts: MaxPool2dOpti
   const o = checkOpts(fn, opts);
   const L = spatialLayout(fn, input);
   const { outSizes, pool } = poolGeometry(fn, L, o);
-  return (await pooled(site, fn, L, o.out, outSizes, (args) => callOp(sequenceOf(o), 'maxPool2d', { ...args, pool }))) as T;
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => callOp(sequenceOf(o), 'maxPool2d', argsOf(args, { pool })))) as T;
 }
 
 /**
@@ -126,5 +126,5 @@ export async function lrnMaxPool2d<T extends Spatial>(input: T, opts: LrnMaxPool
   const lp = lrnParams(fn, o.lrn as Record<string, unknown>, 'options.lrn');
   if (lp.within) fail(`${fn}: options.lrn.region 'within' is not fused: run sp.localResponseNorm, then sp.maxPool2d`);
   const { outSizes, pool } = poolGeometry(fn, L, o.pool as Record<string, unknown>, 'options.pool');
-  return (await pooled(site, fn, L, o.out, outSizes, (args) => callOp(sequenceOf(o), 'lrnMaxPool2d', { ...args, pool, ...lp }))) as T;
+  return (await pooled(site, fn, L, o.out, outSizes, (args) => callOp(sequenceOf(o), 'lrnMaxPool2d', argsOf(args, { pool }, lp)))) as T;
 }

@@ -1,7 +1,7 @@
 // Spatial pyramid pooling over ragged batches, dense batches and detection windows.
 import { allocateAs, Output, sameDevice, settle, tensorOut } from '../core/checks';
 import { CallSite, describe, fail, MAX_ELEMENTS } from '../core/errors';
-import { native } from '../core/native';
+import { argsOf, native } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { spatialLayout } from '../core/spatial';
@@ -226,7 +226,7 @@ export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promi
   const o2 = tensorOut(fn, opts?.out, [p.rows, p.features], p.store.device);
   const args = nativeArgs(p);
   const out = nativeRef(o2.out.storage(fn, 'options.out'));
-  await settle(site, fn, [o2], () => callOp(sequenceOf((opts ?? {}) as Record<string, unknown>), 'sppForward', { ...args, output: out.buf, outputOffset: out.offset }));
+  await settle(site, fn, [o2], () => callOp(sequenceOf((opts ?? {}) as Record<string, unknown>), 'sppForward', argsOf(args, { output: out.buf, outputOffset: out.offset })));
   return o2.out;
 }
 
