@@ -447,17 +447,23 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
   return p;
 }
 
-// runSequence([fn0, args0, fn1, args1, ...]): each fn an op entry point of this addon, called
-// with its args as lib/ would call it, but its task collected instead of queued (AddonData::capture);
-// then all of them as one task, back to back in that order, on one thread (one hand-over for the
-// whole sequence). The first step that fails ends it; its status is the sequence's. Every step
-// must run on the same device.
-Napi::Value RunSequence(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  AddonData* d = env.GetInstanceData<AddonData>();
-  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "internal: runSequence takes an array");
-  if (d->capture) throw Napi::TypeError::New(env, "internal: runSequence inside runSequence");
-  const Napi::Array steps = info[0].As<Napi::Array>();
+// A compiled sequence (compileSequence): its steps' tasks, kept to run again by runSequence
+// without calling the entry points (nor reading their arguments) again. The JS values its tasks
+// use are held as long as the plan lives; lib/ frees none of them before dropping the plan and
+// waiting for its runs in flight (lib/nn/plans.ts).
+struct SequencePlan {
+  std::shared_ptr<std::vector<std::function<Status()>>> tasks = std::make_shared<std::vector<std::function<Status()>>>();
+  std::vector<Napi::Reference<Napi::Value>> keep;
+  int runs = 0;
+  int64_t work = 0;
+};
+
+namespace {
+
+// Calls the entry point of each [fn, args] step of `steps` with the capture on; a compiled plan
+// in place of fn (args undefined) is taken as one step holding it. The steps' tasks in order.
+std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi::Array& steps, const char* fn) {
+  if (d->capture) throw Napi::TypeError::New(env, std::string("internal: ") + fn + " inside a sequence");
   std::vector<CapturedTask> captured;
   struct Reset {
     AddonData* d;
@@ -466,12 +472,51 @@ Napi::Value RunSequence(const Napi::CallbackInfo& info) {
   d->capture = &captured;
   for (uint32_t i = 0; i + 1 < steps.Length(); i += 2) {
     const Napi::Value f = steps.Get(i);
-    if (!f.IsFunction()) throw Napi::TypeError::New(env, "internal: a runSequence step is not a function");
+    if (f.IsExternal()) {
+      SequencePlan* plan = f.As<Napi::External<SequencePlan>>().Data();
+      auto tasks = plan->tasks;
+      CapturedTask c{[tasks]() {
+                       for (const auto& t : *tasks) {
+                         const Status s = t();
+                         if (!s.ok()) return s;
+                       }
+                       return Status::Ok();
+                     },
+                     {}, plan->runs, plan->work};
+      c.keep.push_back(Napi::Persistent(f));  // the plan outlives the run that uses it
+      captured.push_back(std::move(c));
+      continue;
+    }
+    if (!f.IsFunction()) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " step is not a function");
     const size_t before = captured.size();
     f.As<Napi::Function>().Call({steps.Get(i + 1)});
-    if (captured.size() != before + 1) throw Napi::TypeError::New(env, "internal: a runSequence step queued no single task");
+    if (captured.size() != before + 1) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " step queued no single task");
   }
   d->capture = nullptr;
+  for (const CapturedTask& c : captured)
+    if (c.runs != captured.front().runs) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " mixes devices");
+  return captured;
+}
+
+int64_t total_work(const std::vector<CapturedTask>& captured) {
+  int64_t work = 0;
+  for (const CapturedTask& c : captured) work = (work < 0 || c.inline_work < 0) ? -1 : work + c.inline_work;
+  return work;
+}
+
+}  // namespace
+
+// runSequence([fn0, args0, fn1, args1, ...]): each fn an op entry point of this addon, called
+// with its args as lib/ would call it, but its task collected instead of queued (AddonData::capture);
+// then all of them as one task, back to back in that order, on one thread (one hand-over for the
+// whole sequence). A step may also be a plan of compileSequence (fn: the plan, args: undefined):
+// its tasks run there. The first step that fails ends it; its status is the sequence's. Every
+// step must run on the same device.
+Napi::Value RunSequence(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* d = env.GetInstanceData<AddonData>();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "internal: runSequence takes an array");
+  std::vector<CapturedTask> captured = capture_steps(env, d, info[0].As<Napi::Array>(), "runSequence");
   if (captured.empty()) {
     Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
     done.Resolve(env.Undefined());
@@ -479,11 +524,8 @@ Napi::Value RunSequence(const Napi::CallbackInfo& info) {
   }
   std::vector<Napi::Value> keep;
   auto tasks = std::make_shared<std::vector<std::function<Status()>>>();
-  int64_t work = 0;
   for (CapturedTask& c : captured) {
-    if (c.runs != captured.front().runs) throw Napi::TypeError::New(env, "internal: a runSequence mixes devices");
     for (const auto& r : c.keep) keep.push_back(r.Value());
-    work = (work < 0 || c.inline_work < 0) ? -1 : work + c.inline_work;
     tasks->push_back(std::move(c.task));
   }
   return queue(
@@ -495,7 +537,26 @@ Napi::Value RunSequence(const Napi::CallbackInfo& info) {
         }
         return Status::Ok();
       },
-      keep, static_cast<Runs>(captured.front().runs), work);
+      keep, static_cast<Runs>(captured.front().runs), total_work(captured));
+}
+
+// compileSequence([fn0, args0, ...]): the steps as runSequence takes them, their tasks made once
+// and kept in a plan (an External) that runSequence runs as one step, again and again, with the
+// buffers and values the entry points were given then. Nothing runs now.
+Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonData* d = env.GetInstanceData<AddonData>();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "internal: compileSequence takes an array");
+  std::vector<CapturedTask> captured = capture_steps(env, d, info[0].As<Napi::Array>(), "compileSequence");
+  if (captured.empty()) throw Napi::TypeError::New(env, "internal: compileSequence of no steps");
+  auto* plan = new SequencePlan();
+  plan->runs = captured.front().runs;
+  plan->work = total_work(captured);
+  for (CapturedTask& c : captured) {
+    for (auto& r : c.keep) plan->keep.push_back(std::move(r));
+    plan->tasks->push_back(std::move(c.task));
+  }
+  return Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) { delete p; });
 }
 
 }  // namespace binding

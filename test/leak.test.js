@@ -18,8 +18,9 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
       const model = await sp.loadModel({ weights: path.join(__dirname, 'fixtures', 'tiny-spp.safetensors'), device });
       const imgs = [[9, 9], [14, 11], [6, 20]].map(([h, w]) => sp.tensor(new Float32Array(3 * h * w).fill(0.5), [3, h, w], { device }));
       const batch = sp.ragged(imgs);
-      const warm = await model.run(batch);
-      warm.dispose();
+      // Warm: the pool's buffers exist, and the second run compiled its plan (lib/nn/plans.ts),
+      // which keeps its own buffers from then on.
+      for (let i = 0; i < 2; i++) (await model.run(batch)).dispose();
       const before = await settled();
       for (let i = 0; i < 1000; i++) {
         const y = await model.run(i % 2 ? batch : imgs);
@@ -63,7 +64,7 @@ for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])]) {
       const runs = /emulator/.test(sp.backend().cuda.name || '') && device === 'cuda' ? 300 : 2000;
       const model = await sp.loadModel({ weights: path.join(__dirname, 'fixtures', 'tiny-spp.safetensors'), device });
       const imgs = [[9, 9], [14, 11]].map(([h, w]) => sp.tensor(new Float32Array(3 * h * w).fill(0.25), [3, h, w], { device }));
-      (await model.run(imgs)).dispose(); // warm: the pool's buffers exist from here on
+      for (let i = 0; i < 2; i++) (await model.run(imgs)).dispose(); // warm: the pool's buffers and the plan exist from here on
       const before = await settled();
       const a0 = before.allocations[device];
       const drop = async () => {

@@ -179,8 +179,19 @@ export interface Native {
   softmaxCrossEntropy(args: NativeCrossEntropyArgs): Promise<void>;
   sgdStep(args: NativeSgdArgs): Promise<void>;
   adamStep(args: NativeAdamArgs): Promise<void>;
-  /** [fn0, args0, fn1, args1, ...]: op entry points of this addon and their arguments, run as one task in that order (lib/core/sequence.ts). */
+  /**
+   * [fn0, args0, fn1, args1, ...]: op entry points of this addon and their arguments, run as one
+   * task in that order (lib/core/sequence.ts); a plan of compileSequence in place of fn (args
+   * undefined) runs its steps there.
+   */
   runSequence(steps: unknown[]): Promise<void>;
+  /** The steps as runSequence takes them, made into tasks once and kept (nothing runs): a plan for runSequence. */
+  compileSequence(steps: unknown[]): NativePlan;
+}
+
+/** A compiled op sequence (binding/common.cpp, SequencePlan): what it reads and writes is fixed. */
+export interface NativePlan {
+  readonly __nativePlan: unique symbol;
 }
 
 const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => unknown;

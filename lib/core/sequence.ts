@@ -3,7 +3,7 @@
 // (or a CUDA stream) and back for the whole network instead of one per layer: on the CPU that
 // hand-over costs about as much as a small layer. Only ops whose results nothing reads on the
 // host until the sequence has run may be recorded (those listed here).
-import { Native, native } from './native';
+import { Native, native, NativePlan } from './native';
 
 /** The native entry points a sequence may hold. */
 export type SequencedOp = 'conv2d' | 'maxPool2d' | 'lrn' | 'lrnMaxPool2d' | 'sppForward' | 'linear' | 'elementwise' | 'copyChannels';
@@ -21,6 +21,20 @@ export class OpSequence {
   /** Calls recorded and not yet run. */
   get length(): number {
     return this.steps.length / 2;
+  }
+
+  /** Records a compiled plan's steps (they run where it stands in the sequence). */
+  addPlan(plan: NativePlan): void {
+    this.steps.push(plan, undefined);
+  }
+
+  /**
+   * The calls recorded from call `from` on, taken out of the sequence and compiled into a plan
+   * (native.compileSequence): the same ops on the same buffers, runnable again without recording.
+   */
+  compileFrom(from: number): NativePlan {
+    const steps = this.steps.splice(2 * from);
+    return native.compileSequence(steps);
   }
 
   /** Runs what was recorded, in order, in one native call; settles when the last step is done (or one failed). */

@@ -77,9 +77,16 @@ export class ActivationPool {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
   private readonly held = { bytes: 0 };
+  /** Called before the pool releases what it keeps, or when a buffer would take it over budget: whoever holds pooled buffers for later (compiled runs) gives them back. */
+  reclaim: (() => void) | undefined;
 
   constructor(private readonly device: Device, readonly budget: number, readonly idleMs: number) {
     poolCollected.register(this, this.held, this);
+  }
+
+  /** Whether buffers given back now are freed (released while runs were in flight, or disposed): nothing should keep them for later. */
+  get freeing(): boolean {
+    return this.draining || this.closed;
   }
 
   /** Bytes held: buffers in use and kept. */
@@ -130,6 +137,7 @@ export class ActivationPool {
     if (t) {
       this.keptBytes -= 4 * b;
     } else {
+      if (this.held.bytes + 4 * b > this.budget) this.reclaim?.();
       this.evict(this.held.bytes + 4 * b - this.budget);
       t = allocateReleasable([b], this.device, fn);
       this.count(4 * b);
@@ -166,6 +174,7 @@ export class ActivationPool {
    * CUDA the device's memory pool then gives what nothing uses back to the driver.
    */
   release(): void {
+    this.reclaim?.();
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     this.draining = this.runs > 0;
@@ -207,6 +216,7 @@ export class RunBuffers {
   readonly sequence: OpSequence | undefined;
   private readonly free = new Map<number, Tensor[]>();
   private readonly after: Array<() => void> = [];
+  private adopt: ((buffers: Tensor[]) => boolean) | undefined;
 
   constructor(private readonly pool: ActivationPool, record: boolean) {
     this.sequence = record ? new OpSequence() : undefined;
@@ -233,10 +243,16 @@ export class RunBuffers {
     return this.sequence ? this.sequence.run() : Promise.resolve();
   }
 
-  /** After finish() settled, or instead of it (the run failed while recording): the buffers go back to the pool. */
-  release(): void {
-    for (const list of this.free.values()) for (const t of list) this.pool.give(t);
+  /** At a release() after a run that succeeded, the buffers go to `keep` instead of the pool if it takes them (returns true). */
+  adoptBuffers(keep: (buffers: Tensor[]) => boolean): void {
+    this.adopt = keep;
+  }
+
+  /** After finish() settled (ok: it succeeded), or instead of it (the run failed while recording): the buffers go back to the pool. */
+  release(ok = false): void {
+    const buffers = Array.from(this.free.values()).flat();
     this.free.clear();
+    if (!(ok && this.adopt?.(buffers))) for (const t of buffers) this.pool.give(t);
     for (const f of this.after.splice(0)) f();
   }
 }

@@ -14,6 +14,7 @@ import { softmax } from '../ops/elementwise';
 import { lossAndGradients } from './backprop';
 import { kindOf, Layout, layoutAfter, LayerContext, LayerSpec } from './layers';
 import { ActivationPool, RunBuffers } from './memory';
+import { PlanCache } from './plans';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
 import { checkRows, headEnd, modelInput } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
@@ -47,6 +48,7 @@ export class Model {
   private derived = new Map<string, Promise<Tensor[]>>();
   /** Derived tensors dropped while calls were in flight: freed when the last ends. */
   private retired: Array<Promise<Tensor[]>> = [];
+  private plans: PlanCache; // compiled runs of the input signatures seen again (lib/nn/plans.ts)
 
   /** @internal Use sp.loadModel(). */
   constructor(checked: CheckedSpec, weights: WeightSet, device: Device, activation: { budget: number; idleMs: number }) {
@@ -56,25 +58,20 @@ export class Model {
     this.device = device;
     this.weights = weights;
     this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
+    this.plans = new PlanCache(this.pool);
     this.minSize = Object.freeze(checked.minSize);
     this.pooledFeatures = checked.features;
     this.sppIndex = checked.sppIndex;
   }
 
   /** The parameters as host arrays keyed by state_dict name (a copy). */
-  stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
-    return this.call('Model.stateDict', () => this.weights.stateDict(this.params));
-  }
+  stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> { return this.call('Model.stateDict', () => this.weights.stateDict(this.params)); } // prettier-ignore
 
   /** Bytes of activation buffers the model holds now (in use by runs in flight, and kept for the next). */
-  get activationBytes(): number {
-    return this.pool.bytes;
-  }
+  get activationBytes(): number { return this.pool.bytes; } // prettier-ignore
 
   /** The activation budget in bytes and the idle time in ms this model was built with. */
-  get activationBudget(): { bytes: number; idleMs: number } {
-    return { bytes: this.pool.budget, idleMs: this.pool.idleMs };
-  }
+  get activationBudget(): { bytes: number; idleMs: number } { return { bytes: this.pool.budget, idleMs: this.pool.idleMs }; } // prettier-ignore
 
   /**
    * Frees the activation buffers the model keeps now (those a run in flight uses, when it ends);
@@ -146,7 +143,9 @@ export class Model {
       this.inRun(fn, async (run) => {
         const { x, owned, L } = await modelInput(fn, images, this);
         if (owned) run.defer(() => owned.dispose());
-        return (await this.runLayers(fn, layers, x, { kind: L.kind, channels: L.channels, sizes: L.sizes }, true, run)).out;
+        const layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
+        const planned = await this.plans.run(fn, layers === this.spec.layers ? 'run' : `layers:${layers.length}`, L, run, (input) => this.runLayers(fn, layers, input, layout, false, run));
+        return planned ?? (await this.runLayers(fn, layers, x, layout, true, run)).out;
       }),
     );
   }
@@ -159,15 +158,17 @@ export class Model {
   private async inRun(fn: string, body: (run: RunBuffers) => Promise<Spatial>): Promise<Spatial> {
     this.pool.begin();
     const run = new RunBuffers(this.pool, process.env.SPPNET_SEQUENCE !== '0');
+    let ok = false;
     try {
       const out = await body(run);
       await run.finish().catch((e) => {
         out.dispose();
         throw new CallSite().wrap(e, fn);
       });
+      ok = true;
       return out;
     } finally {
-      run.release();
+      run.release(ok);
       this.pool.end();
     }
   }
@@ -242,6 +243,7 @@ export class Model {
 
   /** Drops what is derived from the weights (they are about to change, or have). */
   private weightsChanged(): void {
+    this.plans.clear();
     this.filterCaches.clear();
     for (const p of this.derived.values()) this.retired.push(p);
     this.derived.clear();

@@ -4,7 +4,7 @@ import { checkOpts, outputFor, sameAllocation, sameDevice, settle } from '../cor
 import { CallSite, fail } from '../core/errors';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocateLike, nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
-import { nativeBuf } from '../core/tensor';
+import { nativeBuf, Storage } from '../core/tensor';
 import { argsOf } from '../core/native';
 
 export interface ConcatOptions {
@@ -80,4 +80,17 @@ export async function concatBackward<T extends Spatial>(gradOutput: T, channels:
   const Ls = parts.map((p, i) => spatialLayout(fn, p, `part ${i}`));
   await copyAll(fn, site, Ls, W, false, parts);
   return parts as T[];
+}
+
+/**
+ * @internal Records into `seq` a copy of maps of `channels` channels and `sizes` from one storage
+ * (the maps at `fromOffsets`, else one after another) to another (one after another): the whole
+ * of a batch, as concat of one part does. A matrix [N, K] is N maps of K channels of 1x1.
+ */
+export function copyMaps(seq: OpSequence, from: Storage, to: Storage, channels: number, sizes: Array<readonly [number, number]>, fromOffsets?: number[]): void {
+  void callOp(seq, 'copyChannels', argsOf(
+    nativeBuf('part', from), nativeBuf('whole', to),
+    nativeLayout('in', channels, sizes, fromOffsets), nativeLayout('out', channels, sizes),
+    { channelOffset: 0, toWhole: true },
+  ));
 }

@@ -1,0 +1,187 @@
+// Compiled runs (issue 16: one native call per network run, and no layer code per run). The
+// second time a model sees an input signature (run or features; the input's kind, channels and
+// every map's size; the settings that change what the layers compute), it records that run with
+// its input first copied into an activation buffer and its output written to one, compiles the
+// recorded ops into a native plan (native.compileSequence: the ops' arguments read and their
+// tasks made once) and keeps the plan with every activation buffer the run used. A later run of
+// that signature records three steps (copy the input in, the plan, copy the output out into a
+// new tensor) and runs them as one native call. Measured: bench/RESULTS.md, "Compiled runs".
+//
+// A plan owns its buffers (still counted in the pool's bytes) until it is dropped: when the
+// weights change, the pool releases (idle, releaseBuffers, dispose) or needs room under its
+// budget, or more than MAX_PLANS are kept; a plan in use by a run gives its buffers back when
+// that run ends. SPPNET_PLANS=0 turns plans off (every run goes through the layers).
+import { getMath, tensorCoreResult } from '../core/math';
+import { NativePlan } from '../core/native';
+import { OpSequence } from '../core/sequence';
+import { allocateLike, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
+import { allocate, Tensor } from '../core/tensor';
+import { copyMaps } from '../ops/concat';
+import { ActivationPool, RunBuffers } from './memory';
+
+/** Compiled runs a model keeps (each holds the activation buffers of its run). */
+export const MAX_PLANS = 4;
+/** Signatures remembered to spot the second sighting. */
+const MAX_SEEN = 64;
+
+/** Where a run's output lives, as copyMaps reads it: maps of `channels` channels of `sizes` (a matrix: N maps of 1x1). */
+interface OutShape {
+  kind: SpatialLayout['kind'] | 'matrix';
+  channels: number;
+  sizes: Array<readonly [number, number]>;
+}
+
+class Plan {
+  busy = false;
+  dropped = false;
+  buffers: Tensor[] = [];
+  constructor(readonly native: NativePlan, readonly input: Spatial, readonly output: Spatial, readonly out: OutShape) {}
+}
+
+function outShape(fn: string, y: Spatial): OutShape {
+  if (y instanceof Tensor && y.rank === 2) return { kind: 'matrix', channels: y.shape[1], sizes: new Array(y.shape[0]).fill([1, 1]) };
+  const L = spatialLayout(fn, y);
+  return { kind: L.kind, channels: L.channels, sizes: L.sizes };
+}
+
+function storeOf(fn: string, y: Spatial) {
+  return y instanceof Tensor ? y.storage(fn, 'an activation buffer') : spatialLayout(fn, y).store;
+}
+
+export class PlanCache {
+  private plans = new Map<string, Plan>(); // least recently used first
+  private seen = new Map<string, number>();
+  private recording = new Set<string>(); // signatures whose plan a run in flight records
+  private generation = 0;
+
+  constructor(private readonly pool: ActivationPool) {
+    pool.reclaim = () => this.clear();
+  }
+
+  /** The signature of a run, or undefined where plans are off. */
+  private key(tag: string, L: SpatialLayout): string | undefined {
+    if (process.env.SPPNET_PLANS === '0') return undefined;
+    const sizes = L.sizes.map(([h, w]) => `${h}x${w}`).join(',');
+    return `${tag}|${L.kind}|${L.device}|${L.channels}|${sizes}|${process.env.SPPNET_FUSE ?? ''}|${JSON.stringify(getMath())}|${tensorCoreResult() ? 1 : 0}`;
+  }
+
+  /**
+   * Runs `layers` on the input of layout L through the plan of this signature (`tag`: which layers),
+   * recording it on the second sighting; or returns undefined: run the layers as usual.
+   */
+  async run(fn: string, tag: string, L: SpatialLayout, run: RunBuffers, layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>): Promise<Spatial | undefined> {
+    const seq = run.sequence;
+    const key = this.key(tag, L);
+    if (!seq || key === undefined) return undefined;
+    const plan = this.plans.get(key);
+    if (plan) {
+      if (plan.busy) return undefined; // another run uses its buffers: this one takes the layer path
+      this.plans.delete(key);
+      this.plans.set(key, plan);
+      return this.replay(fn, plan, L, seq, run);
+    }
+    const n = (this.seen.get(key) ?? 0) + 1;
+    this.seen.delete(key);
+    this.seen.set(key, n);
+    if (this.seen.size > MAX_SEEN) this.seen.delete(this.seen.keys().next().value as string);
+    if (n < 2 || this.recording.has(key)) return undefined;
+    this.recording.add(key);
+    run.defer(() => this.recording.delete(key));
+    return this.record(fn, key, L, seq, run, layers);
+  }
+
+  private replay(fn: string, plan: Plan, L: SpatialLayout, seq: OpSequence, run: RunBuffers): Spatial {
+    plan.busy = true;
+    run.defer(() => this.finished(plan));
+    copyMaps(seq, L.store, storeOf(fn, plan.input), L.channels, L.sizes, L.offsets);
+    seq.addPlan(plan.native);
+    const out = this.fresh(fn, plan.out, L.device);
+    try {
+      copyMaps(seq, storeOf(fn, plan.output), storeOf(fn, out), plan.out.channels, plan.out.sizes);
+    } catch (e) {
+      out.dispose();
+      throw e;
+    }
+    return out;
+  }
+
+  private async record(fn: string, key: string, L: SpatialLayout, seq: OpSequence, run: RunBuffers,
+    layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>): Promise<Spatial> {
+    const generation = this.generation;
+    const inBuf = run.take(L.sizes.reduce((a, [h, w]) => a + L.channels * h * w, 0), fn);
+    const input = ActivationPool.view(inBuf, L.kind, L.channels, L.sizes);
+    copyMaps(seq, L.store, storeOf(fn, input), L.channels, L.sizes, L.offsets);
+    const from = seq.length;
+    const r = await layers(input).catch((e) => {
+      run.give(inBuf);
+      throw e;
+    });
+    let out: Spatial | undefined;
+    try {
+      const shape = outShape(fn, r.out);
+      const plan = new Plan(seq.compileFrom(from), input, r.out, shape);
+      seq.addPlan(plan.native);
+      out = this.fresh(fn, shape, L.device);
+      copyMaps(seq, storeOf(fn, r.out), storeOf(fn, out), shape.channels, shape.sizes);
+      // Every buffer this run took is back in its free list at release(): the plan keeps them
+      // all, once the run succeeded and nothing dropped the plans meanwhile.
+      run.adoptBuffers((buffers) => {
+        if (generation !== this.generation || this.pool.freeing) return false;
+        plan.buffers = buffers;
+        this.add(key, plan);
+        return true;
+      });
+      return out;
+    } catch (e) {
+      out?.dispose();
+      throw e;
+    } finally {
+      r.done();
+      run.give(inBuf);
+    }
+  }
+
+  private fresh(fn: string, s: OutShape, device: SpatialLayout['device']): Spatial {
+    return s.kind === 'matrix' ? allocate([s.sizes.length, s.channels], device, fn) : allocateLike(s.kind, device, s.channels, s.sizes, fn);
+  }
+
+  private add(key: string, plan: Plan): void {
+    const old = this.plans.get(key);
+    if (old) this.drop(old);
+    this.plans.delete(key);
+    this.plans.set(key, plan);
+    while (this.plans.size > MAX_PLANS) {
+      const [k, p] = this.plans.entries().next().value as [string, Plan];
+      this.plans.delete(k);
+      this.drop(p);
+    }
+  }
+
+  /** Plans kept now. */
+  get size(): number {
+    return this.plans.size;
+  }
+
+  /** Drops every plan (their buffers go back to the pool, those in use when their run ends), and any plan being recorded. */
+  clear(): void {
+    this.generation += 1;
+    for (const p of this.plans.values()) this.drop(p);
+    this.plans.clear();
+  }
+
+  private drop(p: Plan): void {
+    p.dropped = true;
+    if (!p.busy) this.giveBack(p);
+  }
+
+  private finished(p: Plan): void {
+    p.busy = false;
+    if (p.dropped) this.giveBack(p);
+  }
+
+  private giveBack(p: Plan): void {
+    const bufs = p.buffers;
+    p.buffers = [];
+    for (const b of bufs) this.pool.give(b);
+  }
+}

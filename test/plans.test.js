@@ -1,0 +1,229 @@
+'use strict';
+// Compiled runs (lib/nn/plans.ts): from the second run of an input signature on, Model.run and
+// Model.features run a plan compiled from a recorded run (copy in, the plan, copy out: one native
+// call). They must give what the layers give, bit for bit, for every input, and never let one
+// run see another's buffers, stale weights or stale settings.
+const { expect } = require('chai');
+const { sp, cudaStatus } = require('./support/helpers');
+const { rng, freshSeed } = require('./support/reference');
+const { native } = require('../dist/core/native');
+
+const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
+const rand = (r, n) => Float32Array.from({ length: n }, () => r.normal());
+
+// Every layer kind Model.run records, a concat of branches among them.
+const spec = {
+  name: 'plans-test',
+  inChannels: 3,
+  layers: [
+    { type: 'conv', name: 'c1', out: 12, kernel: 3, padding: 1 },
+    { type: 'lrn', size: 3 },
+    { type: 'maxpool', kernel: 2 },
+    { type: 'conv', name: 'c2', out: 16, kernel: 3, padding: 1, relu: false },
+    { type: 'batchnorm', name: 'b2', relu: true },
+    { type: 'concat', branches: [[{ type: 'conv', name: 'a', out: 8, kernel: 1 }], [{ type: 'conv', name: 'b', out: 6, kernel: 3, padding: 1 }], [{ type: 'maxpool', kernel: 3, stride: 1, padding: 1 }]] },
+    { type: 'relu' },
+    { type: 'spp', levels: [3, 2, 1] },
+    { type: 'fc', name: 'f1', out: 24, relu: true },
+    { type: 'dropout', p: 0.5 },
+    { type: 'fc', name: 'f2', out: 5 },
+  ],
+};
+
+/** What the layers give (plans off), as an array. */
+async function direct(call) {
+  process.env.SPPNET_PLANS = '0';
+  try {
+    const y = await call();
+    const d = await (y instanceof sp.RaggedBatch ? y.data() : y.data());
+    y.dispose();
+    return Array.from(d);
+  } finally {
+    delete process.env.SPPNET_PLANS;
+  }
+}
+
+/** Native calls and compiled plans made while f runs. */
+async function counting(f) {
+  const run = native.runSequence, compile = native.compileSequence;
+  const seen = { calls: 0, steps: [], compiled: 0 };
+  native.runSequence = (steps) => {
+    seen.calls += 1;
+    seen.steps.push(steps.length / 2);
+    return run.call(native, steps);
+  };
+  native.compileSequence = (steps) => {
+    seen.compiled += 1;
+    return compile.call(native, steps);
+  };
+  try {
+    await f();
+  } finally {
+    native.runSequence = run;
+    native.compileSequence = compile;
+  }
+  return seen;
+}
+
+for (const device of devices) {
+  describe(`compiled runs (plans) on ${device}`, function () {
+    this.timeout(300000);
+    const img = (r, s) => sp.tensor(rand(r, s[0] * s[1] * s[2]), s, { device });
+
+    it('give the layers\' logits bit for bit for fresh inputs of a signature, from the second run on, in one native call of three steps', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: seed % 1000, device });
+      const shapes = [[3, 19, 23], [3, 30, 17], [3, 16, 16]];
+      const seen = await counting(async () => {
+        for (let k = 0; k < 5; k++) {
+          const imgs = shapes.map((s) => img(r, s));
+          const want = await direct(() => model.run(imgs));
+          const y = await model.run(imgs);
+          expect(Array.from(await y.data()), `seed ${seed} run ${k}`).to.deep.equal(want);
+          y.dispose();
+        }
+      });
+      // Each round: the direct run, then model.run. Run 1 goes through the layers (one step per
+      // op), run 2 records and compiles, runs 3-5 replay: copy in, plan, copy out.
+      const runs = seen.steps.filter((_, i) => i % 2 === 1);
+      expect(seen.compiled, 'plans compiled').to.equal(1);
+      expect(runs[0], 'steps of the first run').to.be.greaterThan(10);
+      expect(runs.slice(1), 'steps of the compiled runs').to.deep.equal([3, 3, 3, 3]);
+      expect(seen.calls).to.equal(10);
+      model.dispose();
+    });
+
+    it('keep signatures apart (sizes, kind, features vs run) and each result its own tensor', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: 7, device });
+      const inputs = [
+        () => [img(r, [3, 20, 21]), img(r, [3, 17, 30])],
+        () => [img(r, [3, 21, 20]), img(r, [3, 17, 30])],
+        () => sp.tensor(rand(r, 2 * 3 * 18 * 18), [2, 3, 18, 18], { device }),
+        () => img(r, [3, 22, 19]),
+      ];
+      const kept = [];
+      for (let round = 0; round < 3; round++) {
+        for (let k = 0; k < inputs.length; k++) {
+          const x = inputs[k]();
+          const want = await direct(() => model.run(x));
+          const y = await model.run(x);
+          const got = Array.from(await y.data());
+          expect(got, `seed ${seed} round ${round} input ${k}`).to.deep.equal(want);
+          kept.push({ y, got });
+          const wantF = await direct(() => model.features(x));
+          const f = await model.features(x);
+          expect(f.constructor.name, 'features keep the input\'s kind').to.equal(Array.isArray(x) ? 'RaggedBatch' : 'Tensor');
+          expect(Array.from(await f.data()), `seed ${seed} features round ${round} input ${k}`).to.deep.equal(wantF);
+          f.dispose();
+        }
+      }
+      // A later run never wrote into an earlier result.
+      for (const { y, got } of kept) {
+        expect(Array.from(await y.data())).to.deep.equal(got);
+        y.dispose();
+      }
+      model.dispose();
+    });
+
+    it('keep concurrent runs of one signature apart (a plan in use: the others take the layers)', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: 5, device });
+      const shapes = [[3, 17, 21], [3, 24, 18]];
+      for (let k = 0; k < 2; k++) (await model.run(shapes.map((s) => img(r, s)))).dispose(); // compiled
+      const batches = Array.from({ length: 6 }, () => shapes.map((s) => img(r, s)));
+      const want = [];
+      for (const b of batches) want.push(await direct(() => model.run(b)));
+      const outs = await Promise.all(batches.map((b) => model.run(b)));
+      for (let k = 0; k < outs.length; k++) expect(Array.from(await outs[k].data()), `seed ${seed} batch ${k}`).to.deep.equal(want[k]);
+      outs.forEach((o) => o.dispose());
+      model.dispose();
+    });
+
+    it('follow the weights (loadStateDict, trainStep) and the math settings', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: 11, device });
+      const x = [img(r, [3, 20, 20]), img(r, [3, 25, 19])];
+      for (let k = 0; k < 3; k++) (await model.run(x)).dispose();
+      const before = await direct(() => model.run(x));
+      const sd = await model.stateDict();
+      for (const v of sd.values()) v.data.forEach((e, i) => (v.data[i] = e * 0.75 + 0.01));
+      await model.loadStateDict(sd);
+      const after = await direct(() => model.run(x));
+      expect(after).to.not.deep.equal(before);
+      for (let k = 0; k < 3; k++) expect(Array.from(await (await model.run(x)).data()), `seed ${seed} after loadStateDict, run ${k}`).to.deep.equal(after);
+      await model.trainStep(x, [1, 3], { lr: 0.1 });
+      const trained = await direct(() => model.run(x));
+      for (let k = 0; k < 3; k++) expect(Array.from(await (await model.run(x)).data()), `seed ${seed} after trainStep, run ${k}`).to.deep.equal(trained);
+      if (device === 'cpu' && sp.backend().cpu.bf16) {
+        // BF16 products in the fc layers from enough rows: with 256 images of 1x1 pooled features, the
+        // plan recorded under FP32 must not serve the BF16 setting.
+        const big = sp.tensor(rand(r, 300 * 3 * 9 * 9), [300, 3, 9, 9], { device });
+        for (let k = 0; k < 2; k++) (await model.run(big)).dispose();
+        const saved = sp.getMath();
+        try {
+          sp.setMath({ linear: 'bf16' });
+          const want = await direct(() => model.run(big));
+          for (let k = 0; k < 3; k++) expect(Array.from(await (await model.run(big)).data()), `seed ${seed} bf16 run ${k}`).to.deep.equal(want);
+        } finally {
+          sp.setMath(saved);
+        }
+      }
+      model.dispose();
+    });
+
+    it('give their buffers back: releaseBuffers, a small activation budget, dispose', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: 2, device });
+      for (let k = 0; k < 3; k++) (await model.run([img(r, [3, 30, 30])])).dispose();
+      expect(model.activationBytes, 'a compiled run holds its buffers').to.be.greaterThan(0);
+      model.releaseBuffers();
+      expect(model.activationBytes, 'after releaseBuffers').to.equal(0);
+      const x = [img(r, [3, 30, 30])];
+      const want = await direct(() => model.run(x));
+      for (let k = 0; k < 3; k++) expect(Array.from(await (await model.run(x)).data())).to.deep.equal(want);
+      model.dispose();
+      // Under a budget smaller than one run, plans are dropped as soon as a run needs room, and every run is right.
+      const small = await sp.loadModel({ spec, seed: 2, device, activationBudget: 64 * 1024 });
+      const sizes = [[3, 40, 40], [3, 33, 41], [3, 40, 40], [3, 33, 41], [3, 40, 40]];
+      for (const s of sizes) {
+        const xi = [img(r, s)];
+        const w = await direct(() => small.run(xi));
+        expect(Array.from(await (await small.run(xi)).data()), `seed ${seed} ${s}`).to.deep.equal(w);
+      }
+      // Plans of more than MAX_PLANS signatures: the oldest are dropped, every run stays right.
+      for (let k = 0; k < 14; k++) {
+        const xi = [img(r, [3, 16 + (k % 7), 18])];
+        const w = await direct(() => small.run(xi));
+        expect(Array.from(await (await small.run(xi)).data()), `seed ${seed} signature ${k % 7}`).to.deep.equal(w);
+      }
+      small.dispose();
+      expect(small.activationBytes, 'after dispose').to.equal(0);
+    });
+
+    it('finish a run in flight when the model is disposed, then free its memory', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const model = await sp.loadModel({ spec, seed: 4, device });
+      const x = [img(r, [3, 26, 22])];
+      const want = await direct(() => model.run(x));
+      for (let k = 0; k < 2; k++) (await model.run(x)).dispose();
+      const p = model.run(x);
+      model.dispose();
+      expect(Array.from(await (await p).data())).to.deep.equal(want);
+      expect(model.activationBytes).to.equal(0);
+      let err;
+      try {
+        await model.run(x);
+      } catch (e) {
+        err = e;
+      }
+      expect(err && err.code).to.equal('SPPNET_DISPOSED');
+    });
+  });
+}
