@@ -47,6 +47,7 @@ const OPTIONS = [
   { name: 'batches', type: 'ints', default: [1, 4], help: 'batch sizes' },
   { name: 'dir', type: 'path', default: DIR, help: 'where <arch>.pth and <arch>.onnx are (or $SPPNET_TV_DIR)' },
   { name: 'ort-threads', type: 'int', default: os.cpus().length, help: "onnxruntime-node's intra-op threads: the cores" },
+  { name: 'ort-spin', type: 'choice', choices: ['on', 'off'], default: 'on', help: "onnxruntime-node's intra-op threads spin-wait between runs (its default, on); off: session.intra_op.allow_spinning 0" },
   { name: 'no-ort', type: 'flag', help: 'skip onnxruntime-node' },
   { name: 'seed', type: 'int', default: 14, arg: 'S', help: 'seed of the images (and of the weights without a .pth)' },
   { name: 'out', type: 'path', default: path.join(__dirname, 'out'), arg: 'DIR', help: 'where torchvision-cpu.md and .json go' },
@@ -158,7 +159,7 @@ async function main() {
   const machine = {
     ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads, nice: CPU_NICE },
-    ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, interOpThreads: 1 } : { off: ortMissing },
+    ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, interOpThreads: 1, spinning: opt.ortSpin } : { off: ortMissing },
     mode: opt.quick ? 'quick' : 'full',
     rounds,
     build: buildInfo(),
@@ -167,7 +168,7 @@ async function main() {
   console.log(`torchvision vgg16 / googlenet CPU bench, ${machine.date}`);
   console.log(`machine: ${machine.cpu}, ${cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
   console.log(`sppnet: cpu, ${be.cpu.isa}, ${oursThreads} threads at nice ${CPU_NICE}${process.env.SPPNET_CPU_NICE === undefined ? ' (default; SPPNET_CPU_NICE)' : ' (SPPNET_CPU_NICE)'}; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
-  console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads` : ortMissing}`);
+  console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}` : ortMissing}`);
 
   process.stdout.write(`measuring the FP32 peak (FMA chains, ${be.cpu.isa}, ${oursThreads} threads at once, best of 3) ... `);
   let probe = null;
@@ -203,7 +204,11 @@ async function main() {
     if (ort && !fs.existsSync(onnx)) ortNote = `off: no ${onnx} (/usr/bin/python3 tools/export_torchvision_onnx.py ${opt.dir})`;
     else if (ort) {
       t0 = nowMs();
-      session = await ort.InferenceSession.create(onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'] });
+      // ORT's threads spin-wait after a run (allow_spinning, on by default) for tens of ms: in
+      // interleaved rounds they take cores from the sppnet call that follows (googlenet 1x224:
+      // 17 ms alone, 25-27 ms right after an ORT run, 2026-11-26); --ort-spin off stops that.
+      session = await ort.InferenceSession.create(onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'],
+        ...(opt.ortSpin === 'off' ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}) });
       ortLoadMs = nowMs() - t0;
     }
     console.log(`  loaded: sppnet ${havePth ? pth : 'seeded weights'} in ${loadMs.toFixed(0)} ms${session ? `; onnxruntime-node ${onnx} in ${ortLoadMs.toFixed(0)} ms` : ''}`);
@@ -317,7 +322,7 @@ async function main() {
     '',
     `${machine.date} — ${machine.cpu}, ${cores} cores, node ${machine.node}; mode ${machine.mode}, ${rounds} interleaved rounds; ${machine.seconds.toFixed(0)} s.`,
     `sppnet: ${be.cpu.isa}, ${oursThreads} threads at nice ${CPU_NICE}, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
-      `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads)` : ortMissing}. Weights: ${opt.dir}/<arch>.{pth,onnx} (tools/export_torchvision_onnx.py).`,
+      `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin})` : ortMissing}. Weights: ${opt.dir}/<arch>.{pth,onnx} (tools/export_torchvision_onnx.py).`,
     `Peak ${peakGflops.toFixed(0)} GFLOP/s, copy bandwidth ${(bw / 1e9).toFixed(1)} GB/s. Load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
     '',
     mdTable(HEAD, rows),
