@@ -227,3 +227,27 @@ for (const device of devices) {
     });
   });
 }
+
+describe('compiled runs and worker threads', function () {
+  it('terminating 20 workers while they replay plans leaves the process running', async function () {
+    this.timeout(120000);
+    const { Worker } = require('worker_threads');
+    const dist = JSON.stringify(require('path').resolve(__dirname, '..', 'dist'));
+    const code = `
+      const sp = require(${dist});
+      const { parentPort } = require('worker_threads');
+      (async () => {
+        const m = await sp.buildModel({ spec: { name: 't', inChannels: 3, layers: [
+          { type: 'conv', name: 'c1', out: 16, kernel: 3, padding: 1 }, { type: 'maxpool', kernel: 2 },
+          { type: 'conv', name: 'c2', out: 32, kernel: 3, padding: 1 }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'f', out: 4 } ] }, seed: 1, device: 'cpu' });
+        const x = sp.tensor(new Float32Array(3 * 64 * 64).fill(0.5), [1, 3, 64, 64]);
+        for (let i = 0; ; i++) { (await m.run(x)).dispose(); if (i === 3) parentPort.postMessage('compiled'); }
+      })();`;
+    for (let k = 0; k < 20; k++) {
+      const w = new Worker(code, { eval: true });
+      await new Promise((res, rej) => (w.once('message', res), w.once('error', rej)));
+      await new Promise((r) => setTimeout(r, k % 5));
+      await w.terminate();
+    }
+  });
+});
