@@ -255,7 +255,6 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
   if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
-  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
   // Small maps are taken in runs whose columns sit side by side in one packed B (enough columns
   // to share among cores, one thread start); a run ends once it has kRunColumns columns or would
   // pass kColFloats, and its result is scattered to each map's [cout, Ho, Wo]. A large map is a
@@ -274,15 +273,6 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
     const bool single = i1 == i0 + 1;
     float* R = single ? nullptr : res.get(static_cast<size_t>(int64_t{cout_g} * cols));
     for (int g = 0; g < G; ++g) {
-      if (single && pointwise && !fused_fits(cout_g, K, panels)) {
-        // A 1x1 conv of one map: B is the map itself ([cin_g, H * W], rows H * W apart), packed
-        // by rows with no column table (googlenet's 1x1 layers on 14x14 and 7x7 maps).
-        if (!Bp) Bp = col.get(static_cast<size_t>(gemm_packed_size(cols, K)));
-        gemm_pack_b(cols, K, x + in.offset[i0] + int64_t{g} * cin_g * cols, cols, Bp, true);
-        gemm_packed(cout_g, cols, K, weight + int64_t{g} * cout_g * K, K, Bp, y + out.offset[i0] + int64_t{g} * cout_g * cols, cols,
-                    bias ? bias + int64_t{g} * cout_g : nullptr, p.relu, true);
-        continue;
-      }
       const RunCols t = run_cols(in, out, i0, i1, g, cin_g, p, panels * NR);
       const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
       if (single && fused_fits(cout_g, K, panels)) {
