@@ -218,9 +218,10 @@ void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int6
 // One large map, small K (conv1: K = 147, 12,100 columns): instead of writing every panel (7 MB)
 // and reading it back from L3, each thread packs a few panels at a time into its own buffer
 // (L2-sized) and multiplies them at once. Only where the weights (M x K) are small enough to stay
-// in L2 (1 MiB a core on Zen 5) too, as every group reads all of them. Up to K = 1152 and 1 MiB of
-// weights (was 640 and 256 KiB): googlenet's 64->192 at 56x56 2.35 -> 1.93 ms, 96->128 at 28x28
-// 0.71 -> 0.53, vgg16's 128->128 at 112x112 15.5 -> 14.4 (bench/RESULTS.md, 2026-11-26 evening).
+// in L2 (1 MiB a core on Zen 5) too, as every group reads all of them. Up to K = 1152 and 1 MiB
+// of weights (was 640 and 256 KiB): googlenet's 64->192 at 56x56 2.35 -> 1.93 ms, 96->128 at
+// 28x28 0.71 -> 0.53, vgg16's 128->128 at 112x112 15.5 -> 14.4 (bench/RESULTS.md, "Winograd
+// only with >= 160 channels").
 bool fused_fits(int64_t M, int64_t K, int64_t panels) {
   return K <= 1152 && M * K * 4 <= (1 << 20) && panels >= 16;
 }
