@@ -161,7 +161,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("DeviceBuffer", ctor);
   export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
-                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}});
+                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan}});
   exports.Set("enums", Enums(env));
   init_spp(env, exports);
   init_layers(env, exports);

@@ -332,7 +332,7 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
   ++inline_->inflight;
   ++inline_->queued;
   for (const auto& v : keep) {
-    if (!v.IsObject()) continue;
+    if (!v.IsObject() && !v.IsExternal()) continue;  // an External: a compiled plan the task runs
     keep_.push_back(Napi::Persistent(v));
     host_bytes_.push_back(v.IsTypedArray() ? v.As<Napi::TypedArray>().ByteLength() : 0);
   }
@@ -483,7 +483,7 @@ std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi:
                        return Status::Ok();
                      },
                      {}, plan->runs, plan->work};
-      c.keep.push_back(Napi::Persistent(f));  // the plan outlives the run that uses it
+      c.keep.push_back(Napi::Persistent(f));  // held by the run's TaskWorker until it settles
       captured.push_back(std::move(c));
       continue;
     }
@@ -557,6 +557,18 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
     plan->tasks->push_back(std::move(c.task));
   }
   return Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) { delete p; });
+}
+
+// releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not
+// when the GC collects the handle; lib/ calls it once no run uses the plan. A run already queued
+// keeps its own reference to the tasks. The plan must not be run again.
+Napi::Value ReleasePlan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "internal: releasePlan takes a plan");
+  SequencePlan* plan = info[0].As<Napi::External<SequencePlan>>().Data();
+  plan->tasks = std::make_shared<std::vector<std::function<Status()>>>();
+  plan->keep.clear();
+  return env.Undefined();
 }
 
 }  // namespace binding

@@ -265,9 +265,10 @@ struct LayerJob {
 };
 
 // runSequence(steps): the op entry points' tasks run as one; compileSequence(steps): kept as a
-// plan that runSequence runs as one of its steps (common.cpp).
+// plan that runSequence runs as one of its steps; releasePlan(plan): its tasks dropped (common.cpp).
 Napi::Value RunSequence(const Napi::CallbackInfo& info);
 Napi::Value CompileSequence(const Napi::CallbackInfo& info);
+Napi::Value ReleasePlan(const Napi::CallbackInfo& info);
 
 // Sets exports[name] = a JS function calling fn, for each (name, fn).
 using EntryPoint = Napi::Value (*)(const Napi::CallbackInfo&);

@@ -242,7 +242,8 @@ bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
         int64_t{p.in_channels} * p.out_channels <= kWinogradMaxFilters))
     return false;
   int min_channels = kWinogradMinChannels;
-  if (const char* e = std::getenv("SPPNET_WINOGRAD_MIN_CHANNELS")) min_channels = std::max(1, std::atoi(e));
+  if (const char* e = std::getenv("SPPNET_WINOGRAD_MIN_CHANNELS"))
+    if (std::atoi(e) > 0) min_channels = std::atoi(e);  // anything else: the default
   if (p.in_channels < min_channels || p.out_channels < min_channels) return false;
   int64_t tiles = 0;
   for (int i = 0; i < out.count; ++i) tiles += int64_t{(out.height[i] + 1) / 2} * ((out.width[i] + 1) / 2);

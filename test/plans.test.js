@@ -4,31 +4,12 @@
 // call). They must give what the layers give, bit for bit, for every input, and never let one
 // run see another's buffers, stale weights or stale settings.
 const { expect } = require('chai');
-const { sp, cudaStatus } = require('./support/helpers');
+const { sp, winogradFrom } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { native } = require('../dist/core/native');
 
-const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
-const rand = (r, n) => Float32Array.from({ length: n }, () => r.normal());
-
 // Every layer kind Model.run records, a concat of branches among them.
-const spec = {
-  name: 'plans-test',
-  inChannels: 3,
-  layers: [
-    { type: 'conv', name: 'c1', out: 12, kernel: 3, padding: 1 },
-    { type: 'lrn', size: 3 },
-    { type: 'maxpool', kernel: 2 },
-    { type: 'conv', name: 'c2', out: 16, kernel: 3, padding: 1, relu: false },
-    { type: 'batchnorm', name: 'b2', relu: true },
-    { type: 'concat', branches: [[{ type: 'conv', name: 'a', out: 8, kernel: 1 }], [{ type: 'conv', name: 'b', out: 6, kernel: 3, padding: 1 }], [{ type: 'maxpool', kernel: 3, stride: 1, padding: 1 }]] },
-    { type: 'relu' },
-    { type: 'spp', levels: [3, 2, 1] },
-    { type: 'fc', name: 'f1', out: 24, relu: true },
-    { type: 'dropout', p: 0.5 },
-    { type: 'fc', name: 'f2', out: 5 },
-  ],
-};
+const { devices, rand, everyKindSpec: spec } = require('./support/run-spec');
 
 /** What the layers give (plans off), as an array. */
 async function direct(call) {
@@ -68,6 +49,11 @@ async function counting(f) {
 for (const device of devices) {
   describe(`compiled runs (plans) on ${device}`, function () {
     this.timeout(300000);
+    // c1 and c2 (32 channels) take the CPU's Winograd path (from 32 channels in these tests), whose
+    // filter caches a plan then reads.
+    let restore;
+    before(() => (restore = winogradFrom(32)));
+    after(() => restore());
     const img = (r, s) => sp.tensor(rand(r, s[0] * s[1] * s[2]), s, { device });
 
     it('give the layers\' logits bit for bit for fresh inputs of a signature, from the second run on, in one native call of three steps', async function () {
@@ -98,28 +84,38 @@ for (const device of devices) {
       const seed = freshSeed();
       const r = rng(seed);
       const model = await sp.loadModel({ spec, seed: 7, device });
+      // Four signatures (as many as a model keeps), three of them the same 3x20x21 image as a
+      // ragged batch, a [C, H, W] tensor and a dense [1, C, H, W] tensor: only the kind differs.
       const inputs = [
-        () => [img(r, [3, 20, 21]), img(r, [3, 17, 30])],
+        () => [img(r, [3, 20, 21])],
+        () => img(r, [3, 20, 21]),
+        () => sp.tensor(rand(r, 3 * 20 * 21), [1, 3, 20, 21], { device }),
         () => [img(r, [3, 21, 20]), img(r, [3, 17, 30])],
-        () => sp.tensor(rand(r, 2 * 3 * 18 * 18), [2, 3, 18, 18], { device }),
-        () => img(r, [3, 22, 19]),
       ];
+      const kinds = ['RaggedBatch', 'Tensor', 'Tensor', 'RaggedBatch'];
       const kept = [];
-      for (let round = 0; round < 3; round++) {
-        for (let k = 0; k < inputs.length; k++) {
-          const x = inputs[k]();
-          const want = await direct(() => model.run(x));
-          const y = await model.run(x);
-          const got = Array.from(await y.data());
-          expect(got, `seed ${seed} round ${round} input ${k}`).to.deep.equal(want);
-          kept.push({ y, got });
-          const wantF = await direct(() => model.features(x));
-          const f = await model.features(x);
-          expect(f.constructor.name, 'features keep the input\'s kind').to.equal(Array.isArray(x) ? 'RaggedBatch' : 'Tensor');
-          expect(Array.from(await f.data()), `seed ${seed} features round ${round} input ${k}`).to.deep.equal(wantF);
-          f.dispose();
+      const seen = await counting(async () => {
+        for (let round = 0; round < 4; round++) {
+          for (let k = 0; k < inputs.length; k++) {
+            const x = inputs[k]();
+            const want = await direct(() => model.run(x));
+            const y = await model.run(x);
+            const got = Array.from(await y.data());
+            expect(got, `seed ${seed} round ${round} input ${k}`).to.deep.equal(want);
+            kept.push({ y, got });
+            const wantF = await direct(() => model.features(x));
+            const f = await model.features(x);
+            expect(f.constructor.name, 'features keep the input\'s kind').to.equal(kinds[k]);
+            if (!Array.isArray(x)) expect(f.shape, 'and its shape').to.deep.equal([...x.shape.slice(0, -3), 8 + 6 + 32, 10, 10]);
+            expect(Array.from(await f.data()), `seed ${seed} features round ${round} input ${k}`).to.deep.equal(wantF);
+            f.dispose();
+          }
         }
-      }
+      });
+      // Rounds 2-4 replay: each run and features signature compiled once (8 of them, the oldest
+      // dropped past 4 per model), and compiled again only after being dropped.
+      expect(seen.compiled, 'plans compiled').to.be.at.least(8);
+      expect(seen.steps.filter((n) => n === 3).length, 'compiled runs').to.be.at.least(8);
       // A later run never wrote into an earlier result.
       for (const { y, got } of kept) {
         expect(Array.from(await y.data())).to.deep.equal(got);
@@ -128,6 +124,8 @@ for (const device of devices) {
       model.dispose();
     });
 
+    // On the CPU one executor thread runs the sequences one after another; on CUDA (the emulated
+    // device in npm test) they run on several threads, where a plan shared by two runs would mix them.
     it('keep concurrent runs of one signature apart (a plan in use: the others take the layers)', async function () {
       const seed = freshSeed();
       const r = rng(seed);
@@ -206,6 +204,49 @@ for (const device of devices) {
       expect(small.activationBytes, 'after dispose').to.equal(0);
     });
 
+    it('are dropped past 4 per model, when idle, and free their device memory without a GC', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      if (device === 'cuda') await sp.tensorCoreCheck(); // its result is part of a signature: settled before counting
+      const idle = device === 'cuda' ? 3000 : 150; // the emulated device's runs take seconds, with pauses between them
+      const model = await sp.loadModel({ spec, seed: 6, device, activationIdleMs: idle });
+      const xs = Array.from({ length: 6 }, (_, k) => [img(r, [3, 16 + k, 19])]);
+      (await model.run(img(r, [3, 30, 30]))).dispose(); // the folded batch norm's weights exist from here on
+      model.releaseBuffers();
+      const base = native.memoryStats().deviceBytes;
+      const seen = await counting(async () => {
+        for (const x of xs) for (let i = 0; i < 2; i++) (await model.run(x)).dispose();
+      });
+      expect(seen.compiled, 'one plan per signature').to.equal(6);
+      expect(model.plans.size, 'plans kept').to.equal(4);
+      expect(model.activationBytes).to.be.greaterThan(0);
+      await new Promise((res) => setTimeout(res, idle + 250));
+      expect(model.plans.size, 'plans after the idle time').to.equal(0);
+      expect(model.activationBytes, 'activation bytes after the idle time').to.equal(0);
+      if (device === 'cuda') expect(native.memoryStats().deviceBytes, 'device bytes after the idle release').to.equal(base);
+      // One signature: its plan holds every buffer the pool had (it keeps none itself), and the
+      // idle time still frees them.
+      for (let i = 0; i < 3; i++) (await model.run(xs[0])).dispose();
+      expect(model.plans.size).to.equal(1);
+      await new Promise((res) => setTimeout(res, idle + 250));
+      expect(model.activationBytes, 'activation bytes after the idle time, one signature').to.equal(0);
+      model.dispose();
+    });
+
+    it('record nothing for layers that make no op, and run them right', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const m = await sp.buildModel({ spec: { name: 'noop', inChannels: 3, layers: [{ type: 'dropout', p: 0.5 }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'f', out: 3 }] }, seed: 1, device });
+      const x = img(r, [3, 9, 11]);
+      const want = Array.from(await x.data());
+      for (let k = 0; k < 4; k++) {
+        const f = await m.features(x);
+        expect(Array.from(await f.data()), `features ${k}`).to.deep.equal(want);
+        if (f !== x) f.dispose(); // through the layers, the input itself; compiled, a copy
+      }
+      m.dispose();
+    });
+
     it('finish a run in flight when the model is disposed, then free its memory', async function () {
       const seed = freshSeed();
       const r = rng(seed);
@@ -240,7 +281,7 @@ describe('compiled runs and worker threads', function () {
         const m = await sp.buildModel({ spec: { name: 't', inChannels: 3, layers: [
           { type: 'conv', name: 'c1', out: 16, kernel: 3, padding: 1 }, { type: 'maxpool', kernel: 2 },
           { type: 'conv', name: 'c2', out: 32, kernel: 3, padding: 1 }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'f', out: 4 } ] }, seed: 1, device: 'cpu' });
-        const x = sp.tensor(new Float32Array(3 * 64 * 64).fill(0.5), [1, 3, 64, 64]);
+        const x = sp.tensor(new Float32Array(3 * 64 * 64).fill(0.5), [1, 3, 64, 64], { device: 'cpu' });
         for (let i = 0; ; i++) { (await m.run(x)).dispose(); if (i === 3) parentPort.postMessage('compiled'); }
       })();`;
     for (let k = 0; k < 20; k++) {

@@ -3,33 +3,11 @@
 // binding RunSequence): the same logits, bit for bit, as layer-by-layer calls (SPPNET_SEQUENCE=0),
 // one native call per run, concurrent runs kept apart, and the buffers a run read kept alive.
 const { expect } = require('chai');
-const { sp, cudaStatus, winogradFrom } = require('./support/helpers');
+const { sp, winogradFrom } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { native } = require('../dist/core/native');
 
-const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
-const rand = (r, n) => Float32Array.from({ length: n }, () => r.normal());
-
-// Every layer kind Model.run records: conv (Winograd-sized too), LRN + max pool, LRN alone, max
-// pool, batch norm folded and alone, an affine, a concat of branches, ReLU, spp and fc.
-const spec = {
-  name: 'sequence-test',
-  inChannels: 3,
-  layers: [
-    { type: 'conv', name: 'c1', out: 32, kernel: 3, padding: 1 },
-    { type: 'lrn', size: 3 },
-    { type: 'maxpool', kernel: 2 },
-    { type: 'conv', name: 'c2', out: 32, kernel: 3, padding: 1, relu: false },
-    { type: 'batchnorm', name: 'b2', relu: true },
-    { type: 'concat', branches: [[{ type: 'conv', name: 'a', out: 8, kernel: 1 }], [{ type: 'conv', name: 'b', out: 6, kernel: 3, padding: 1 }, { type: 'lrn', size: 5 }], [{ type: 'maxpool', kernel: 3, stride: 1, padding: 1 }]] },
-    { type: 'batchnorm', name: 'b3' },
-    { type: 'relu' },
-    { type: 'spp', levels: [3, 2, 1] },
-    { type: 'fc', name: 'f1', out: 24, relu: true },
-    { type: 'dropout', p: 0.5 },
-    { type: 'fc', name: 'f2', out: 5 },
-  ],
-};
+const { devices, rand, everyKindSpec: spec } = require('./support/run-spec');
 
 async function logits(model, imgs, sequence) {
   const saved = process.env.SPPNET_SEQUENCE;

@@ -187,6 +187,8 @@ export interface Native {
   runSequence(steps: unknown[]): Promise<void>;
   /** The steps as runSequence takes them, made into tasks once and kept (nothing runs): a plan for runSequence. */
   compileSequence(steps: unknown[]): NativePlan;
+  /** Drops a plan's tasks and what they hold (device memory included) now; it must not run again. */
+  releasePlan(plan: NativePlan): void;
 }
 
 /** A compiled op sequence (binding/common.cpp, SequencePlan): what it reads and writes is fixed. */

@@ -232,9 +232,10 @@ export function nativeRef(s: Storage): { buf: NativeFloats; offset: number } {
 /** @internal A storage as the native argument `name` and its offset `nameOffset`. */
 export function nativeBuf<N extends string>(name: N, s: Storage): NativeBuf<N> {
   const [k, ko] = keyNames(bufKeys, name, (n) => [n, `${n}Offset`] as const);
+  const r = nativeRef(s);
   const o: Record<string, unknown> = {};
-  if (s.device === 'cpu') (o[k] = s.array), (o[ko] = 0);
-  else (o[k] = s.buffer), (o[ko] = s.offset);
+  o[k] = r.buf;
+  o[ko] = r.offset;
   return o as NativeBuf<N>;
 }
 const bufKeys = new Map<string, readonly [string, string]>();

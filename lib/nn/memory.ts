@@ -122,7 +122,8 @@ export class ActivationPool {
   end(): void {
     this.runs -= 1;
     if (this.runs === 0) this.draining = false;
-    if (this.runs > 0 || this.closed || (this.keptBytes === 0 && !this.dropped) || this.idleMs === Infinity) return;
+    // held: what is kept, and what compiled runs hold (no run is in flight now).
+    if (this.runs > 0 || this.closed || (this.held.bytes === 0 && !this.dropped) || this.idleMs === Infinity) return;
     if (this.idleMs === 0) return this.release();
     this.timer = setTimeout(() => {
       this.timer = undefined;

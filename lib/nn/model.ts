@@ -144,7 +144,7 @@ export class Model {
         const { x, owned, L } = await modelInput(fn, images, this);
         if (owned) run.defer(() => owned.dispose());
         const layout: Layout = { kind: L.kind, channels: L.channels, sizes: L.sizes };
-        const planned = await this.plans.run(fn, layers === this.spec.layers ? 'run' : `layers:${layers.length}`, L, run, (input) => this.runLayers(fn, layers, input, layout, false, run));
+        const planned = await this.plans.run(fn, layers === this.spec.layers ? 'run' : 'features', L, run, (input) => this.runLayers(fn, layers, input, layout, false, run));
         return planned ?? (await this.runLayers(fn, layers, x, layout, true, run)).out;
       }),
     );

@@ -12,7 +12,7 @@
 // budget, or more than MAX_PLANS are kept; a plan in use by a run gives its buffers back when
 // that run ends. SPPNET_PLANS=0 turns plans off (every run goes through the layers).
 import { getMath, tensorCoreResult } from '../core/math';
-import { NativePlan } from '../core/native';
+import { native, NativePlan } from '../core/native';
 import { OpSequence } from '../core/sequence';
 import { allocateLike, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
 import { allocate, Tensor } from '../core/tensor';
@@ -23,6 +23,8 @@ import { ActivationPool, RunBuffers } from './memory';
 export const MAX_PLANS = 4;
 /** Signatures remembered to spot the second sighting. */
 const MAX_SEEN = 64;
+/** Runs of a signature before it is recorded again, after a recording was dropped. */
+const REFUSED_WAIT = 8;
 
 /** Where a run's output lives, as copyMaps reads it: maps of `channels` channels of `sizes` (a matrix: N maps of 1x1). */
 interface OutShape {
@@ -58,11 +60,14 @@ export class PlanCache {
     pool.reclaim = () => this.clear();
   }
 
-  /** The signature of a run, or undefined where plans are off. */
+  /**
+   * The signature of a run, or undefined where plans are off: SPPNET_PLANS=0, or a pool that may
+   * keep nothing between runs (activationBudget 0, activationIdleMs 0).
+   */
   private key(tag: string, L: SpatialLayout): string | undefined {
-    if (process.env.SPPNET_PLANS === '0') return undefined;
+    if (process.env.SPPNET_PLANS === '0' || this.pool.budget === 0 || this.pool.idleMs === 0) return undefined;
     const sizes = L.sizes.map(([h, w]) => `${h}x${w}`).join(',');
-    return `${tag}|${L.kind}|${L.device}|${L.channels}|${sizes}|${process.env.SPPNET_FUSE ?? ''}|${JSON.stringify(getMath())}|${tensorCoreResult() ? 1 : 0}`;
+    return `${tag}|${L.kind}|${L.device}|${L.channels}|${sizes}|${process.env.SPPNET_FUSE !== '0'}|${JSON.stringify(getMath())}|${tensorCoreResult() ? 1 : 0}`;
   }
 
   /**
@@ -119,14 +124,22 @@ export class PlanCache {
     let out: Spatial | undefined;
     try {
       const shape = outShape(fn, r.out);
-      const plan = new Plan(seq.compileFrom(from), input, r.out, shape);
-      seq.addPlan(plan.native);
+      // Layers that record no op (dropout alone): nothing to compile; the copy in is the result.
+      const plan = seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
+      if (plan) seq.addPlan(plan.native);
       out = this.fresh(fn, shape, L.device);
       copyMaps(seq, storeOf(fn, r.out), storeOf(fn, out), shape.channels, shape.sizes);
+      if (!plan) return out;
       // Every buffer this run took is back in its free list at release(): the plan keeps them
       // all, once the run succeeded and nothing dropped the plans meanwhile.
       run.adoptBuffers((buffers) => {
-        if (generation !== this.generation || this.pool.freeing) return false;
+        if (generation !== this.generation || this.pool.freeing) {
+          // Dropped while recorded (the weights changed, the pool released, or a run needed room
+          // under the budget): try again only after REFUSED_WAIT more runs of the signature, so
+          // that a model whose runs do not fit its budget does not pay for a recording each time.
+          this.seen.set(key, 1 - REFUSED_WAIT);
+          return false;
+        }
         plan.buffers = buffers;
         this.add(key, plan);
         return true;
@@ -180,6 +193,7 @@ export class PlanCache {
   }
 
   private giveBack(p: Plan): void {
+    native.releasePlan(p.native); // no run uses it: what its tasks hold goes now, not at a GC
     const bufs = p.buffers;
     p.buffers = [];
     for (const b of bufs) this.pool.give(b);

@@ -36,12 +36,7 @@ async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: Spati
   let at = 0;
   const calls: Array<Promise<void>> = [];
   for (const L of Ls) {
-    const args = argsOf(
-      nativeBuf('part', L.store), nativeBuf('whole', W.store),
-      nativeLayout('in', L.channels, L.sizes, L.offsets), nativeLayout('out', W.channels, W.sizes, W.offsets),
-      { channelOffset: at, toWhole },
-    );
-    calls.push(callOp(seq, 'copyChannels', args));
+    calls.push(callOp(seq, 'copyChannels', copyArgs(L.store, W.store, L.channels, L.sizes, L.offsets, W.channels, W.offsets, at, toWhole)));
     at += L.channels;
   }
   await settle(site, fn, owned, async () => void (await Promise.all(calls)));
@@ -88,9 +83,15 @@ export async function concatBackward<T extends Spatial>(gradOutput: T, channels:
  * of a batch, as concat of one part does. A matrix [N, K] is N maps of K channels of 1x1.
  */
 export function copyMaps(seq: OpSequence, from: Storage, to: Storage, channels: number, sizes: Array<readonly [number, number]>, fromOffsets?: number[]): void {
-  void callOp(seq, 'copyChannels', argsOf(
-    nativeBuf('part', from), nativeBuf('whole', to),
-    nativeLayout('in', channels, sizes, fromOffsets), nativeLayout('out', channels, sizes),
-    { channelOffset: 0, toWhole: true },
-  ));
+  void callOp(seq, 'copyChannels', copyArgs(from, to, channels, sizes, fromOffsets, channels, undefined, 0, true));
+}
+
+/** copyChannels' arguments: a part's maps (channels each) and channels [at, ...) of the whole's (wholeChannels each), same sizes. */
+function copyArgs(part: Storage, whole: Storage, channels: number, sizes: Array<readonly [number, number]>, partOffsets: number[] | undefined,
+  wholeChannels: number, wholeOffsets: number[] | undefined, at: number, toWhole: boolean) {
+  return argsOf(
+    nativeBuf('part', part), nativeBuf('whole', whole),
+    nativeLayout('in', channels, sizes, partOffsets), nativeLayout('out', wholeChannels, sizes, wholeOffsets),
+    { channelOffset: at, toWhole },
+  );
 }
