@@ -59,4 +59,15 @@ describe('images', function () {
     await expectReject(sp.readImage(png, { shorterSide: 0 }), /options.shorterSide must be a positive integer/);
     await expectReject(sp.readImage(png, { std: [1, 0, 1] }), /options.std must be 3 finite numbers > 0/);
   });
+
+  it('maxPixels bounds the image as resized too: a 2000x1 strip at shorterSide 48 would be 96,000x48', async function () {
+    // Found by the fuzz suite (seed 2538279354): a mutated JPEG header said 32542x1, under the
+    // limit, and shorterSide 48 made it 74,976,768 pixels.
+    const strip = await sharp({ create: { width: 2000, height: 1, channels: 3, background: '#808080' } }).png().toBuffer();
+    await expectReject(sp.readImage(strip, { shorterSide: 48, maxPixels: 1_000_000 }),
+      /sp.readImage: a Buffer of \d+ bytes \(2000x1\) resized to options.shorterSide 48 \(96000x48\) has 4608000 pixels \(4.6 MP\), more than options.maxPixels 1000000/, 'SPPNET_TOO_LARGE');
+    const t = await sp.readImage(strip, { shorterSide: 2, maxPixels: 1_000_000 });
+    expect(t.shape).to.deep.equal([3, 2, 4000]);
+    t.dispose();
+  });
 });

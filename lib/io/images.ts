@@ -14,7 +14,11 @@ export interface ImageOptions {
   /** Per-channel standard deviation divided by; default ImageNet's [0.229, 0.224, 0.225]. */
   std?: number[];
   device?: Device;
-  /** Refuse images with more pixels than this (default 100 megapixels), from the header, before decoding them (SPPNET_TOO_LARGE). */
+  /**
+   * Refuse images with more pixels than this (default 100 megapixels), from the header, before
+   * decoding them, and images that shorterSide would resize to more (a 32542x1 JPEG at
+   * shorterSide 48 would be 1,562,016x48): SPPNET_TOO_LARGE.
+   */
   maxPixels?: number;
 }
 
@@ -161,6 +165,9 @@ export async function readImage(source: string | Uint8Array, opts: ImageOptions 
   const limit = opts.maxPixels ?? 100_000_000;
   const pixels = header.width * header.height;
   if (pixels > limit) throw overLimit(fn, `${describeSource(source)} (${header.width}x${header.height}) has`, pixels, 'pixels', 'options.maxPixels', limit);
+  const [H, W] = targetSize(header, opts.shorterSide);
+  if (H * W > limit)
+    throw overLimit(fn, `${describeSource(source)} (${header.width}x${header.height}) resized to options.shorterSide ${opts.shorterSide} (${W}x${H}) has`, H * W, 'pixels', 'options.maxPixels', limit);
   return decodeImage(fn, source, header, { shorterSide: opts.shorterSide, mean, std, device: opts.device });
 }
 
