@@ -217,7 +217,10 @@ describe('spp on every CPU instruction set', function () {
   // narrower one than the CPU has, so each is checked against the reference on this machine.
   const { runNode } = require('./support/child');
   const path = require('path');
-  for (const isa of ['avx2', 'portable']) {
+  // The native one too (SPPNET_CPU_ISA names the widest), so that every build this machine runs
+  // is checked with the same cases: level orders whose coarse bins come from finer ones (covers),
+  // the paper rule, channel counts that leave partial blocks of 16 and 8, NaN in several maps.
+  for (const isa of ['native', 'avx2', 'portable']) {
     it(`${isa}: max and avg on small maps and windows match the reference`, function () {
       const seed = freshSeed();
       const code = `
@@ -225,20 +228,35 @@ describe('spp on every CPU instruction set', function () {
         const { refSpp, rng, randomMap } = require('./test/support/reference');
         (async () => {
           const r = rng(${seed});
-          const maps = Array.from({ length: 12 }, () => randomMap(r, 19, r.int(1, 39), r.int(1, 45)));
-          maps[0].data[3] = NaN;
-          const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device: 'cpu' })));
-          const windows = [[1, 0, 0, maps[1].W - 1, maps[1].H - 1], [2, 0, 0, 0, 0]];
           let bad = 0;
-          for (const pool of ['max', 'avg'])
-            for (const w of [undefined, windows]) {
-              const got = await (await sp.spp(rb, { pool, windows: w })).data();
-              const regions = w && w.map(([m, x0, y0, x1, y1]) => [m, y0, x0, y1 - y0 + 1, x1 - x0 + 1]);
-              const ref = refSpp(maps, { pool, regions });
-              ref.forEach((e, i) => { const a = got[i]; if (!(Number.isNaN(e) ? Number.isNaN(a) : Math.abs(a - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
-            }
+          for (const C of [19, 5, 40]) {
+            const maps = Array.from({ length: 12 }, () => randomMap(r, C, r.int(1, 39), r.int(1, 45)));
+            for (let k = 0; k < 3; k++) { const m = maps[r.int(0, 11)]; m.data[r.int(0, m.data.length - 1)] = NaN; }
+            maps[0].data[3] = NaN;
+            const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device: 'cpu' })));
+            const windows = [[1, 0, 0, maps[1].W - 1, maps[1].H - 1], [2, 0, 0, 0, 0]];
+            const big = maps.filter((m) => m.H >= 7 && m.W >= 7).map((m) => maps.indexOf(m));
+            const paper = big.map((i) => [i, 0, 0, maps[i].W - 1, maps[i].H - 1]);
+            const cases = [{}, { levels: [1, 2, 3, 6] }, { levels: [7, 4, 2, 1] }];
+            if (paper.length) cases.push({ levels: [6, 3, 2, 1], bins: 'paper', windows: paper }, { levels: [1, 3, 6], bins: 'paper', windows: paper });
+            for (const pool of ['max', 'avg'])
+              for (const c of cases)
+                for (const w of c.windows ? [c.windows] : [undefined, windows]) {
+                  const got = await (await sp.spp(rb, { pool, ...c, windows: w })).data();
+                  const regions = w && w.map(([m, x0, y0, x1, y1]) => [m, y0, x0, y1 - y0 + 1, x1 - x0 + 1]);
+                  const ref = refSpp(maps, { pool, levels: c.levels, bins: c.bins, regions });
+                  ref.forEach((e, i) => { const a = got[i]; if (!(Number.isNaN(e) ? Number.isNaN(a) : Math.abs(a - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
+                  if (got.length !== ref.length) bad++;
+                }
+          }
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
+      if (isa === 'native') {
+        const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: '' } });
+        expect(res.stderr).to.equal('');
+        expect(res.stdout.trim().split(' ')[1], `seed ${seed} (${res.stdout.trim()})`).to.equal('0');
+        return;
+      }
       const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa } });
       expect(res.stderr).to.equal('');
       expect(res.stdout.trim(), `seed ${seed}`).to.equal(`${isa} 0`);
