@@ -55,11 +55,21 @@ function fromEnv(): MathDefaults {
 }
 
 let defaults: MathDefaults | undefined;
+let key: string | undefined;
 
 /** The math modes conv2d and linear use on CUDA when a call names none. */
 export function getMath(): MathDefaults {
   if (!defaults) defaults = fromEnv();
   return { ...defaults };
+}
+
+/** @internal The defaults as a short string, kept until they change (for keys made on every run). */
+export function mathKey(): string {
+  if (key === undefined) {
+    const m = getMath();
+    key = `${m.conv},${m.linear}`;
+  }
+  return key;
 }
 
 /** Sets the default math modes (this thread only; SPPNET_MATH sets the starting values). */
@@ -70,6 +80,7 @@ export function setMath(m: Partial<MathDefaults>): MathDefaults {
   if (m.conv !== undefined) cur.conv = parseMode('sp.setMath: conv', m.conv);
   if (m.linear !== undefined) cur.linear = parseMode('sp.setMath: linear', m.linear);
   defaults = cur;
+  key = undefined;
   return { ...cur };
 }
 

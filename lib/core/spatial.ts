@@ -44,10 +44,17 @@ export function spatialLayout(fn: string, input: unknown, name = 'input'): Spati
   };
 }
 
+/** The element count of maps of `channels` x h x w, one per size. */
+export function mapElements(channels: number, sizes: ReadonlyArray<readonly [number, number]>): number {
+  let n = 0;
+  for (const [h, w] of sizes) n += h * w;
+  return channels * n;
+}
+
 /** A new output of the input's kind: channels and per-map sizes given. */
 export function allocateLike(kind: SpatialLayout['kind'], device: Device, channels: number, sizes: Array<readonly [number, number]>, fn: string): Spatial {
   if (kind === 'ragged') {
-    const total = sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
+    const total = mapElements(channels, sizes);
     return new RaggedBatch(allocate([total], device, fn), channels, sizes);
   }
   const [h, w] = sizes[0] ?? [0, 0];

@@ -6,7 +6,7 @@ import { activations } from '../core/memory';
 import { native } from '../core/native';
 import { OpSequence } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
-import { SpatialLayout, Spatial } from '../core/spatial';
+import { mapElements, SpatialLayout, Spatial } from '../core/spatial';
 import { allocateReleasable, freeReleasable, Storage, Tensor } from '../core/tensor';
 
 /** What a model's activation pool may keep (sp.loadModel / sp.buildModel options). */
@@ -191,7 +191,7 @@ export class ActivationPool {
   /** A view of the first elements of `buf` as the output of a layer. */
   static view(buf: Tensor, kind: SpatialLayout['kind'] | 'matrix', channels: number, sizes: Array<readonly [number, number]>, rows = 0): Spatial {
     const s = buf.storage('Model.run', 'an activation buffer');
-    const n = kind === 'matrix' ? rows * channels : sizes.reduce((a, [h, w]) => a + channels * h * w, 0);
+    const n = kind === 'matrix' ? rows * channels : mapElements(channels, sizes);
     const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(0, n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset };
     if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false, buf), channels, sizes);
     const shape = kind === 'matrix' ? [rows, channels] : kind === 'dense' ? [sizes.length, channels, ...sizes[0]] : [channels, ...sizes[0]];

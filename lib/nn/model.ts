@@ -6,7 +6,7 @@ import { Device } from '../core/backend';
 import { checkLabels } from '../core/checks';
 import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
-import { Spatial } from '../core/spatial';
+import { mapElements, Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
 import { topK } from '../core/topk';
 import { checkStateDict, writeSafetensors } from '../io/safetensors';
@@ -206,7 +206,7 @@ export class Model {
         if (pair) layout = layoutAfter(first, layout);
         const l = pair ? layers[++li] : first;
         layout = layoutAfter(l, layout);
-        const n = layout.kind === 'matrix' ? rows * layout.channels : layout.sizes.reduce((a, [h, w]) => a + layout.channels * h * w, 0);
+        const n = layout.kind === 'matrix' ? rows * layout.channels : mapElements(layout.channels, layout.sizes);
         if (n > MAX_ELEMENTS) {
           const name = 'name' in l ? l.name : l.type, i = this.spec.layers.indexOf(l);
           fail(`${fn}: ${i >= 0 ? `spec.layers[${i}] (${name})` : `the ${name} layer of a branch`} would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);

@@ -11,10 +11,10 @@
 // weights change, the pool releases (idle, releaseBuffers, dispose) or needs room under its
 // budget, or more than MAX_PLANS are kept; a plan in use by a run gives its buffers back when
 // that run ends. SPPNET_PLANS=0 turns plans off (every run goes through the layers).
-import { getMath, tensorCoreResult } from '../core/math';
+import { mathKey, tensorCoreResult } from '../core/math';
 import { native, NativePlan } from '../core/native';
 import { OpSequence } from '../core/sequence';
-import { allocateLike, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
+import { allocateLike, mapElements, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
 import { allocate, Tensor } from '../core/tensor';
 import { copyMaps } from '../ops/concat';
 import { ActivationPool, RunBuffers } from './memory';
@@ -67,7 +67,7 @@ export class PlanCache {
   private key(tag: string, L: SpatialLayout): string | undefined {
     if (process.env.SPPNET_PLANS === '0' || this.pool.budget === 0 || this.pool.idleMs === 0) return undefined;
     const sizes = L.sizes.map(([h, w]) => `${h}x${w}`).join(',');
-    return `${tag}|${L.kind}|${L.device}|${L.channels}|${sizes}|${process.env.SPPNET_FUSE !== '0'}|${JSON.stringify(getMath())}|${tensorCoreResult() ? 1 : 0}`;
+    return `${tag}|${L.kind}|${L.device}|${L.channels}|${sizes}|${process.env.SPPNET_FUSE !== '0'}|${mathKey()}|${tensorCoreResult() ? 1 : 0}`;
   }
 
   /**
@@ -113,7 +113,7 @@ export class PlanCache {
   private async record(fn: string, key: string, L: SpatialLayout, seq: OpSequence, run: RunBuffers,
     layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>): Promise<Spatial> {
     const generation = this.generation;
-    const inBuf = run.take(L.sizes.reduce((a, [h, w]) => a + L.channels * h * w, 0), fn);
+    const inBuf = run.take(mapElements(L.channels, L.sizes), fn);
     const input = ActivationPool.view(inBuf, L.kind, L.channels, L.sizes);
     copyMaps(seq, L.store, storeOf(fn, input), L.channels, L.sizes, L.offsets);
     const from = seq.length;

@@ -7,7 +7,7 @@ import { allocateAs, checkSpatialLike } from '../core/checks';
 import { CallSite, fail } from '../core/errors';
 import { native } from '../core/native';
 import { RaggedBatch } from '../core/ragged';
-import { nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
+import { mapElements, nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
 import { nativeBuf, Storage, Tensor, tensor, writeTensor } from '../core/tensor';
 
 /** The parameters and buffers of a batch norm (BatchNorm2d's state_dict: weight, bias, running_mean, running_var, num_batches_tracked). */
@@ -50,7 +50,7 @@ async function channelSums(fn: string, site: CallSite, L: SpatialLayout, u: Stor
       p[c] += sums[2 * (m * C + c) + 1];
     }
   }
-  return { s, p, count: L.sizes.reduce((a, [h, w]) => a + h * w, 0) };
+  return { s, p, count: mapElements(1, L.sizes) };
 }
 
 /** y = a u + b v + d per channel into `out` (v absent: no b term). */
