@@ -58,7 +58,8 @@ for (const device of devices) {
       it(`${pool}: a few large maps`, async function () {
         const seed = freshSeed();
         const r = rng(seed);
-        const maps = Array.from({ length: 2 }, () => randomMap(r, 24, r.int(90, 130), r.int(90, 130)));
+        // One for the channel-vector path, one wide enough (>= 128 columns) for the row path.
+        const maps = [randomMap(r, 24, r.int(90, 120), r.int(90, 120)), randomMap(r, 24, r.int(40, 100), r.int(128, 150))];
         await checkForward(maps, { pool }, device, `seed ${seed}`);
       });
 
@@ -132,12 +133,12 @@ for (const device of devices) {
       const av = await (await sp.spp(t, { levels: [2, 1], pool: 'avg' })).data();
       expect(Number.isNaN(av[0])).to.equal(true);
       expect(av[2]).to.be.NaN; // -Inf + Inf
-      // Wide maps take the row kernel, which checks each plane for NaN first.
-      const wide = Float32Array.from({ length: 2 * 3 * 50 * 61 }, (_, i) => Math.sin(i));
-      wide[3 * 50 * 61 + 17 * 61 + 44] = NaN; // map 1, channel 0
-      wide[2 * 50 * 61 + 3] = -Infinity;
-      const wmaps = [0, 1].map((m) => ({ data: wide.subarray(m * 9150, (m + 1) * 9150), C: 3, H: 50, W: 61 }));
-      const wt = sp.tensor(wide, [2, 3, 50, 61], { device });
+      // Wide maps (>= 128 columns on the CPU) take the row kernel, which checks each plane for NaN first.
+      const wide = Float32Array.from({ length: 2 * 3 * 50 * 131 }, (_, i) => Math.sin(i));
+      wide[3 * 50 * 131 + 17 * 131 + 44] = NaN; // map 1, channel 0
+      wide[2 * 50 * 131 + 3] = -Infinity;
+      const wmaps = [0, 1].map((m) => ({ data: wide.subarray(m * 19650, (m + 1) * 19650), C: 3, H: 50, W: 131 }));
+      const wt = sp.tensor(wide, [2, 3, 50, 131], { device });
       for (const pool of ['max', 'avg']) expectClose(await (await sp.spp(wt, { pool })).data(), refSpp(wmaps, { pool }), { rtol: 1e-5, atol: 1e-6, label: `wide ${pool}` });
       const noNan = sp.tensor(Float32Array.from([-Infinity, -Infinity, 5, 7]), [1, 1, 2, 2], { device });
       expect(Array.from(await (await sp.spp(noNan, { levels: [2, 1] })).data())).to.deep.equal([-Infinity, -Infinity, 5, 7, 7]);
