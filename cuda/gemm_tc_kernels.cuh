@@ -114,8 +114,10 @@ struct ConvArgs {
   const int32_t* out_w;
   int64_t M;
   int32_t count, cin_g, cout_g, K, stride_h, stride_w, pad_h, pad_w;
-  bool relu;
+  int32_t relu;  // not bool: no padding in a kernel argument (see Conv2dParams::relu)
+  int32_t unused = 0;
 };
+static_assert(sizeof(ConvArgs) == 11 * 8 + 8 + 10 * 4, "ConvArgs has padding");
 
 // A[pixel][k] of the convolution: this thread's pixel is fixed (row ml of the tile); it loads
 // k rows kr, kr + kStep, ... of each BK step.
@@ -398,8 +400,9 @@ struct GemmArgs {
   float* partial;  // [splits][M][N] when split-K, else null
   int64_t M;
   int32_t N, K, kchunk;
-  bool relu;
+  int32_t relu;  // not bool: no padding in a kernel argument (see Conv2dParams::relu)
 };
+static_assert(sizeof(GemmArgs) == 5 * 8 + 8 + 4 * 4, "GemmArgs has padding");
 
 template <int BM, int MODE>
 __global__ void __launch_bounds__(kThreads, 1) gemm_tc_kernel(GemmArgs a) {

@@ -27,8 +27,11 @@ struct Conv2dParams {
   int32_t pad_h = 0, pad_w = 0;
   int32_t dilation_h = 1, dilation_w = 1;
   int32_t groups = 1;
-  bool relu = false;  // fused ReLU after the bias
+  // int32_t, not bool, in every struct a kernel takes: no padding bytes, whose garbage tools/emu's
+  // host-pointer check of each argument word can read as a pointer (a flaky CI failure, 2026-11-26).
+  int32_t relu = 0;  // fused ReLU after the bias
   int32_t math = kMathTf32;  // ConvMath (CUDA only)
+  int32_t unused = 0;        // fills what would be padding before the pointer
   // CPU only, optional: where the Winograd path keeps its transformed filters between calls (the
   // caller's memory, e.g. a Model's, whose weights do not change between its runs): a header the
   // kernel marks valid once the transform is written, then the transform. Whenever the weights
@@ -38,6 +41,9 @@ struct Conv2dParams {
   float* filter_cache = nullptr;
   int64_t filter_cache_len = 0;
 };
+
+// No padding in the structs kernels take (see Conv2dParams::relu).
+static_assert(sizeof(Conv2dParams) == 14 * 4 + 8 + 8, "Conv2dParams has padding");
 
 struct Pool2dParams {
   int32_t kernel_h = 1, kernel_w = 1;
@@ -60,16 +66,17 @@ struct LrnParams {
 // per-step scalars in float64, as PyTorch does in Python.
 struct SgdParams {
   float lr = 0.f, momentum = 0.f, dampening = 0.f, weight_decay = 0.f;
-  bool nesterov = false;
-  bool first_step = false;  // buf = d at the first step (PyTorch's momentum_buffer is None then)
+  int32_t nesterov = 0;    // bools as int32_t: see Conv2dParams::relu
+  int32_t first_step = 0;  // buf = d at the first step (PyTorch's momentum_buffer is None then)
 };
 
 struct AdamParams {
   float lr = 0.f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
-  bool decoupled = false;           // AdamW: p *= 1 - lr * weight_decay before the update
+  int32_t decoupled = 0;            // AdamW: p *= 1 - lr * weight_decay before the update (int32_t: see Conv2dParams::relu)
   float step_size = 0.f;            // lr / (1 - beta1^step)
   float bias_correction2_sqrt = 1;  // sqrt(1 - beta2^step)
 };
+static_assert(sizeof(SgdParams) == 6 * 4 && sizeof(AdamParams) == 8 * 4, "optimizer params have padding");
 
 // Dropout: element i is kept when the top 24 bits of hash(seed, i) are >= threshold (a 24-bit
 // fraction of p), the same integer arithmetic on every backend; kept elements are scaled by `scale`.
