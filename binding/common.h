@@ -23,6 +23,10 @@
 namespace sppnet {
 namespace binding {
 
+// Host buffers from this many bytes on come from the addon on 2 MiB huge pages (host.cpp);
+// lib/ reads it from addon.enums.hostHugeAtLeast.
+constexpr size_t kHostHuge = size_t{2} << 20, kHostHugeAtLeast = kHostHuge * 2 / 3;
+
 // Live device allocations, for leak tests. Shared with every DeviceMem, which may die after the
 // JS object that made it (when an in-flight op lets go of it).
 struct Counters {

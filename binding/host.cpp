@@ -113,7 +113,7 @@ void free_block(Napi::Env, void*, HostBlock* b) {
 // as a huge page is resident as a whole), else to 4 KiB pages (the tail past the last whole huge
 // page then faults page by page). Where the kernel gives none (THP off), plain pages,
 // as before. *mapped: the length to munmap.
-constexpr size_t kHuge = size_t{2} << 20, kHugeAtLeast = kHuge * 2 / 3;
+constexpr size_t kHuge = kHostHuge, kHugeAtLeast = kHostHugeAtLeast;
 void* map_huge(size_t bytes, size_t* mapped) {
   const size_t whole = (bytes + kHuge - 1) / kHuge * kHuge, pages = (bytes + 4095) / 4096 * 4096;
   const size_t len = whole - bytes <= bytes / 2 ? whole : pages;

@@ -72,6 +72,7 @@ describe('addon.enums (the C++ enums, which lib/ reads)', function () {
     expect(e.convMath).to.deep.equal({ tf32: 0, bf16: 1, fp32: 2, direct: 3 });
     expect(MATH_CODE).to.equal(e.convMath);
     expect(e.maxLevels).to.equal(16);
+    expect(e.hostHugeAtLeast).to.equal(Math.floor((2 << 20) * 2 / 3));
     expect(MAX_LEVELS).to.equal(e.maxLevels);
     expect(sp.MAX_LEVELS).to.equal(e.maxLevels);
     expect(Object.isFrozen(e) && Object.isFrozen(e.binRule) && Object.isFrozen(e.convMath)).to.equal(true);

@@ -122,6 +122,8 @@ export interface NativeEnums {
   cropAlign: Readonly<Record<'pixels' | 'corners', number>>;
   convMath: Readonly<Record<'tf32' | 'bf16' | 'fp32' | 'direct', number>>;
   maxLevels: number;
+  /** Bytes from which a host tensor's memory comes from the addon on huge pages (binding/host.cpp). */
+  hostHugeAtLeast: number;
   /** The rows of x from which the CPU's linear with math 'bf16' takes BF16 products (where it has them). */
   bf16ProductRows: Readonly<Record<'fp32Weights' | 'bf16Weights', number>>;
 }

@@ -166,8 +166,8 @@ export class Tensor {
   }
 }
 
-/** Bytes from which allocate() takes huge-page memory from the addon (binding/host.cpp, kHugeAtLeast). */
-const HUGE_AT_LEAST = 1398101;
+/** Bytes from which allocate() takes huge-page memory from the addon (binding/host.cpp). */
+const HUGE_AT_LEAST = native.enums.hostHugeAtLeast;
 
 /** @internal Allocates an uninitialised tensor on a device. */
 export function allocate(shape: readonly number[], device: Device, fn: string): Tensor {
