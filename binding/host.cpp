@@ -113,15 +113,14 @@ void free_block(Napi::Env, void*, HostBlock* b) {
 // as a huge page is resident as a whole), else to 4 KiB pages (the tail past the last whole huge
 // page then faults page by page). Where the kernel gives none (THP off), plain pages,
 // as before. *mapped: the length to munmap.
-constexpr size_t kHuge = kHostHuge, kHugeAtLeast = kHostHugeAtLeast;
 void* map_huge(size_t bytes, size_t* mapped) {
-  const size_t whole = (bytes + kHuge - 1) / kHuge * kHuge, pages = (bytes + 4095) / 4096 * 4096;
+  const size_t whole = (bytes + kHostHuge - 1) / kHostHuge * kHostHuge, pages = (bytes + 4095) / 4096 * 4096;
   const size_t len = whole - bytes <= bytes / 2 ? whole : pages;
-  void* raw = mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* raw = mmap(nullptr, len + kHostHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
-  const uintptr_t start = reinterpret_cast<uintptr_t>(raw), aligned = (start + kHuge - 1) / kHuge * kHuge;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(raw), aligned = (start + kHostHuge - 1) / kHostHuge * kHostHuge;
   if (aligned > start) munmap(raw, aligned - start);
-  const uintptr_t end = start + len + kHuge;
+  const uintptr_t end = start + len + kHostHuge;
   if (end > aligned + len) munmap(reinterpret_cast<void*>(aligned + len), end - (aligned + len));
 #ifdef MADV_HUGEPAGE
   madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);
@@ -138,7 +137,7 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   void* data = nullptr;
   bool mapped = false;
   size_t mapped_bytes = bytes;
-  if (bytes >= kHugeAtLeast) {
+  if (bytes >= kHostHugeAtLeast) {
     data = map_huge(bytes, &mapped_bytes);
     mapped = data != nullptr;
   } else if (bytes >= kMapAtLeast) {

@@ -88,8 +88,8 @@ inline float row_reduce(const float* __restrict a, int s, int e) {
 // For max pooling, a bin whose rows are exactly the union of some bins of a finer level, and whose
 // columns likewise, is the max of those finer bins: max is idempotent, so overlaps do no harm, and
 // a NaN still reaches every bin that holds it. With {6, 3, 2, 1} over 13 x 13 that is 400 vector
-// operations a block instead of 914. `cover` says, per level, which finer level (if any) and which
-// of its bins along each axis; the channel-vector path computes the levels finest first to use it.
+// operations a block instead of 914. `from`, `cy` and `cx` say, per level, which finer level (if
+// any) and which of its bins along each axis; the channel-vector path computes the levels finest first to use it.
 struct BinTable {
   int h = -1, w = -1;
   std::vector<BinRange> y, x;  // level l's bins start at index first[l]
@@ -222,21 +222,6 @@ constexpr int kLanes = 16;
 constexpr int kSmallWidth = 128;
 constexpr int kSmallArea = 16384;
 
-// The channel interleave and its inverse, written once for the scalar build.
-void interleave_scalar(const float* base, int64_t cstride, int64_t rstride, int cb, int h, int w, float* buf, bool& nan) {
-  int bad = 0;
-  for (int k = 0; k < kLanes; ++k) {
-    const float* src = base + (k < cb ? k : 0) * cstride;  // spare lanes repeat channel 0
-    for (int y = 0; y < h; ++y)
-      for (int x = 0; x < w; ++x) {
-        const float v = src[y * rstride + x];
-        bad |= v != v;
-        buf[(y * w + x) * kLanes + k] = v;
-      }
-  }
-  nan = bad != 0;
-}
-
 namespace portable {
 struct V {
   float a[kLanes];
@@ -266,9 +251,17 @@ struct V {
   }
 };
 inline bool interleave(const float* base, int64_t cstride, int64_t rstride, int cb, int h, int w, float* buf, int64_t) {
-  bool nan;
-  interleave_scalar(base, cstride, rstride, cb, h, w, buf, nan);
-  return nan;
+  int bad = 0;
+  for (int k = 0; k < kLanes; ++k) {
+    const float* src = base + (k < cb ? k : 0) * cstride;  // spare lanes repeat channel 0
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x) {
+        const float v = src[y * rstride + x];
+        bad |= v != v;
+        buf[(y * w + x) * kLanes + k] = v;
+      }
+  }
+  return bad != 0;
 }
 inline void deinterleave(const float* stage, int nn, int cb, float* out) {
   for (int k = 0; k < cb; ++k)
@@ -281,8 +274,7 @@ inline void deinterleave(const float* stage, int nn, int cb, float* out) {
 #define SPP_HAVE_X86_LANES 1
 // The interleave for both x86 builds: 8 x 8 transposes in AVX2 registers (two groups of 8 lanes
 // make the 16 lanes), so that each plane is read in order a row of 8 at a time and the buffer is
-// written a whole vector at a time; the tails (w and the bin count not multiples of 8) go through
-// masked loads and stores.
+// written a whole vector at a time; a row's tail (w not a multiple of 8) comes in by masked loads.
 #define SPP_AVX2 __attribute__((target("avx2")))
 SPP_AVX2 inline void transpose8(__m256 r[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
