@@ -59,7 +59,7 @@ RunCols run_cols(const RaggedView& in, const RaggedView& out, int i0, int i1, in
 // Panels [q0, q1), rows [k0, k1): portable, one element at a time from the column table.
 // Panel q lands at Bp + (q - qbase) * K * NR (qbase: the first panel of a buffer that holds a few).
 void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1,
-                            int64_t k0, int64_t k1, float* Bp, int64_t qbase = 0) {
+                            int64_t k0, int64_t k1, float* Bp, int64_t qbase) {
   const int khw = p.kernel_h * p.kernel_w;
   for (int64_t q = q0; q < q1; ++q)
     for (int64_t k = k0; k < k1; ++k) {
@@ -82,7 +82,7 @@ void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams
 // row of B is one or two masked loads per run (plus a permute for stride 2); otherwise a masked
 // gather. Masks: the window's row and column inside the map (padding reads as 0).
 void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
-                          int64_t k1, float* Bp, int64_t qbase = 0) {
+                          int64_t k1, float* Bp, int64_t qbase) {
   const int khw = p.kernel_h * p.kernel_w;
   const float* xb = x + t.base;
   const __m512 zero = _mm512_setzero_ps();
@@ -181,17 +181,142 @@ void im2col_panels_avx512(const float* x, const RunCols& t, const Conv2dParams& 
     }
 }
 #pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+// im2col_panels_avx512 for AVX2: 8 lanes at a time, the same runs of consecutive (stride 1) or
+// every other (stride 2) window starts, each a masked load (vmaskmovps: lanes off the mask read
+// nothing, so a window's padding may point outside x); stride 2 loads 16 and keeps the even
+// elements. Otherwise a masked gather. Lanes' masks as vectors: the window's row and column
+// inside the map, AND the run's lanes.
+void im2col_panels_avx2(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1, int64_t k0,
+                        int64_t k1, float* Bp, int64_t qbase) {
+  const int khw = p.kernel_h * p.kernel_w;
+  const float* xb = x + t.base;
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i none = _mm256_set1_epi32(-1);  // compares against -1: "x >= 0"
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i lo_of = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3), hi_of = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+  const __m256i evens = _mm256_setr_epi32(-1, 0, -1, 0, -1, 0, -1, 0);
+  // -1 where 0 <= v < lim (signed: lim > 0 or every lane is out).
+  auto inside = [&](__m256i v, __m256i lim) __attribute__((always_inline)) {
+    return _mm256_and_si256(_mm256_cmpgt_epi32(v, none), _mm256_cmpgt_epi32(lim, v));
+  };
+  const int sw = p.stride_w;
+  for (int64_t q = q0; q < q1; ++q)
+    for (int h = 0; h < NR / 8; ++h) {
+      const size_t n = static_cast<size_t>(q * NR + 8 * h);
+      const __m256i start = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.start.data() + n));
+      const __m256i iy0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.iy0.data() + n));
+      const __m256i ix0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.ix0.data() + n));
+      const __m256i H = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.H.data() + n));
+      const __m256i W = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.W.data() + n));
+      const __m256i HW = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.HW.data() + n));
+      const __m256i dW = _mm256_mullo_epi32(W, _mm256_set1_epi32(p.dilation_h));
+      float* d = Bp + (q - qbase) * K * NR + 8 * h;
+      int c = static_cast<int>(k0 / khw), i = static_cast<int>(k0 % khw) / p.kernel_w, j = static_cast<int>(k0 % khw) % p.kernel_w;
+      int nseg = 0, segL[4] = {0, 0, 0, 8};
+      int64_t segp[3] = {0, 0, 0}, segHW[3] = {0, 0, 0}, segW[3] = {0, 0, 0};
+      if (sw == 1 || sw == 2) {
+        for (int l = 0; l < 8; ++l) {
+          const size_t nl = n + l;
+          if (t.H[nl] == 0) break;  // past N: masked anyway
+          if (l == 0 || t.start[nl] != t.start[nl - 1] + sw || t.HW[nl] != t.HW[nl - 1] || t.W[nl] != t.W[nl - 1]) {
+            if (nseg == 3) {
+              nseg = 4;
+              break;
+            }
+            segL[nseg] = l, segp[nseg] = int64_t{t.start[nl]} - int64_t{sw} * l, segHW[nseg] = t.HW[nl], segW[nseg] = int64_t{t.W[nl]} * p.dilation_h;
+            ++nseg;
+          }
+        }
+      }
+      if (nseg >= 1 && nseg <= 3) {
+        // Run s holds lanes [segL[s], segL[s + 1]) (the last to lane 7: lanes past N are masked by H = 0).
+        __m256i segm[3];
+        for (int s = 0; s < nseg; ++s) {
+          const int L1 = s + 1 < nseg ? segL[s + 1] : 8;
+          segm[s] = _mm256_and_si256(_mm256_cmpgt_epi32(lanes, _mm256_set1_epi32(segL[s] - 1)),
+                                     _mm256_cmpgt_epi32(_mm256_set1_epi32(L1), lanes));
+        }
+        __m256i iy = _mm256_add_epi32(iy0, _mm256_set1_epi32(i * p.dilation_h));
+        __m256i row_in = inside(iy, H);
+        int64_t off = int64_t{c}, ioff = i;  // channel and kernel row of the current k
+        for (int64_t k = k0; k < k1; ++k) {
+          const __m256i ix = _mm256_add_epi32(ix0, _mm256_set1_epi32(j * p.dilation_w));
+          const __m256i m = _mm256_and_si256(row_in, inside(ix, W));
+          __m256 v = zero;
+          if (sw == 1) {
+            for (int s = 0; s < nseg; ++s)
+              v = _mm256_or_ps(v, _mm256_maskload_ps(xb + segp[s] + off * segHW[s] + ioff * segW[s] + j * p.dilation_w,
+                                                     _mm256_and_si256(m, segm[s])));
+          } else {
+            // Lane l wants P[2 l]: lanes 0-3 from P[0..7], lanes 4-7 from P[8..15], then the evens.
+            __m256 a = zero, b = zero;
+            for (int s = 0; s < nseg; ++s) {
+              const float* P = xb + segp[s] + off * segHW[s] + ioff * segW[s] + j * p.dilation_w;
+              const __m256i ms = _mm256_and_si256(m, segm[s]);
+              a = _mm256_or_ps(a, _mm256_maskload_ps(P, _mm256_and_si256(_mm256_permutevar8x32_epi32(ms, lo_of), evens)));
+              b = _mm256_or_ps(b, _mm256_maskload_ps(P + 8, _mm256_and_si256(_mm256_permutevar8x32_epi32(ms, hi_of), evens)));
+            }
+            // [a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]
+            v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+          }
+          _mm256_store_ps(d + k * NR, v);
+          if (++j == p.kernel_w) {
+            j = 0;
+            if (++i == p.kernel_h) {
+              i = 0, ++off;
+              iy = iy0;
+            } else {
+              iy = _mm256_add_epi32(iy, _mm256_set1_epi32(p.dilation_h));
+            }
+            ioff = i;
+            row_in = inside(iy, H);
+          }
+        }
+        continue;
+      }
+      __m256i cbase = _mm256_add_epi32(start, _mm256_mullo_epi32(HW, _mm256_set1_epi32(c)));
+      __m256i rbase = _mm256_add_epi32(cbase, _mm256_mullo_epi32(dW, _mm256_set1_epi32(i)));
+      __m256i iy = _mm256_add_epi32(iy0, _mm256_set1_epi32(i * p.dilation_h));
+      __m256i row_in = inside(iy, H);
+      for (int64_t k = k0; k < k1; ++k) {
+        const __m256i ix = _mm256_add_epi32(ix0, _mm256_set1_epi32(j * p.dilation_w));
+        const __m256i m = _mm256_and_si256(row_in, inside(ix, W));
+        const __m256i idx = _mm256_add_epi32(rbase, _mm256_set1_epi32(j * p.dilation_w));
+        _mm256_store_ps(d + k * NR, _mm256_mask_i32gather_ps(zero, xb, idx, _mm256_castsi256_ps(m), 4));
+        if (++j == p.kernel_w) {
+          j = 0;
+          if (++i == p.kernel_h) {
+            i = 0, ++c;
+            cbase = _mm256_add_epi32(cbase, HW);
+            rbase = cbase;
+            iy = iy0;
+          } else {
+            rbase = _mm256_add_epi32(rbase, dW);
+            iy = _mm256_add_epi32(iy, _mm256_set1_epi32(p.dilation_h));
+          }
+          row_in = inside(iy, H);
+        }
+      }
+    }
+}
+#pragma GCC pop_options
 #endif
 
-// The AVX-512 im2col path: this CPU has AVX-512 and the call's offsets fit its 32-bit gathers.
-static bool avx512_gathers(const RunCols& t) {
+// The im2col of a run: AVX-512 or AVX2 (masked loads, or 32-bit gathers: the run's offsets must
+// fit them), else portable. Same signature and result.
+using Im2colPanels = void (*)(const float*, const RunCols&, const Conv2dParams&, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                              int64_t);
+static Im2colPanels im2col_for(const RunCols& t) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx512 = detect_isa() == Isa::kAvx512;
-  return avx512 && t.fits32;
-#else
-  (void)t;
-  return false;
+  static const Isa isa = detect_isa();
+  if (t.fits32 && isa == Isa::kAvx512) return im2col_panels_avx512;
+  if (t.fits32 && isa == Isa::kAvx2) return im2col_panels_avx2;
 #endif
+  (void)t;
+  return im2col_panels_portable;
 }
 
 // Fills the packed B of one run (group g) on all threads. Tasks of (block of rows, panel), the
@@ -200,17 +325,11 @@ static bool avx512_gathers(const RunCols& t) {
 void im2col_packed(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t panels, float* Bp) {
   const int64_t khw = int64_t{p.kernel_h} * p.kernel_w;
   const int64_t kb = std::min<int64_t>(K, khw * std::max<int64_t>(1, 64 / khw)), kblocks = (K + kb - 1) / kb;
-  const bool fast = avx512_gathers(t);
+  const Im2colPanels im2col = im2col_for(t);
   parallel_for(panels * kblocks, 16, [&](int64_t a, int64_t e) {
     for (int64_t task = a; task < e; ++task) {
       const int64_t q = task % panels, k0 = task / panels * kb, k1 = std::min(K, k0 + kb);
-#if defined(__x86_64__) && defined(__GNUC__)
-      if (fast) {
-        im2col_panels_avx512(x, t, p, K, q, q + 1, k0, k1, Bp);
-        continue;
-      }
-#endif
-      im2col_panels_portable(x, t, p, K, q, q + 1, k0, k1, Bp);
+      im2col(x, t, p, K, q, q + 1, k0, k1, Bp, 0);
     }
   });
 }
@@ -231,18 +350,13 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
   // Panels per group: ~160 KiB of packed B.
   const int64_t gp = std::max<int64_t>(1, std::min<int64_t>(8, (160 << 10) / (K * NR * 4)));
   const int64_t groups = (panels + gp - 1) / gp;
-  const bool fast = avx512_gathers(t);
+  const Im2colPanels im2col = im2col_for(t);
   parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
     static thread_local FloatBuffer local;
     float* Bp = local.get(static_cast<size_t>(gp * K * NR));
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t q0 = g * gp, q1 = std::min(panels, q0 + gp);
-#if defined(__x86_64__) && defined(__GNUC__)
-      if (fast)
-        im2col_panels_avx512(x, t, p, K, q0, q1, 0, K, Bp, q0);
-      else
-#endif
-        im2col_panels_portable(x, t, p, K, q0, q1, 0, K, Bp, q0);
+      im2col(x, t, p, K, q0, q1, 0, K, Bp, q0);
       const int64_t n0 = q0 * NR, n1 = std::min(cols, q1 * NR);
       gemm_packed(M, n1 - n0, K, w, K, Bp, C + n0, cols, bias, p.relu, false);
     }

@@ -415,7 +415,7 @@ template <typename T>
 void compute(const Kernel<T>& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, int64_t Kfull, const T* A,
              int64_t lda, const T* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
   static const int64_t kKc = env_or("SPPNET_GEMM_KC", 512);
-  static const int64_t kL2 = env_or("SPPNET_GEMM_L2", 512 * 1024);
+  static const int64_t kL2 = env_or("SPPNET_GEMM_L2", l2_cache_bytes() / 2);
   int64_t kc = K <= kKc * 5 / 4 ? K : kKc;  // a short last block is not worth a pass over C
   if (sizeof(T) == 2 && kc < K) kc += kc & 1;  // bfloat16: blocks start on a pair
   for (int64_t k0 = 0; k0 < K; k0 += kc) {

@@ -8,7 +8,8 @@
 // detect_isa() (SPPNET_CPU_ISA can narrow it). K is cut into blocks of kc rows and the panels into
 // groups whose kc x group block stays in L2; the threads take disjoint blocks of C (rows when the
 // columns are few, columns otherwise) and share the packed B. Tuning knobs, read once:
-// SPPNET_GEMM_KC (K block, default 512), SPPNET_GEMM_L2 (bytes of B per panel group, 512 KiB).
+// SPPNET_GEMM_KC (K block, default 512), SPPNET_GEMM_L2 (bytes of B per panel group, default
+// half the core's L2: the other half holds A's rows as they stream through).
 #pragma once
 #include <cstdint>
 

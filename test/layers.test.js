@@ -297,8 +297,8 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
 });
 
 describe('conv2d on every CPU instruction set', function () {
-  // The GEMM has AVX-512, AVX2 and portable micro-kernels and im2col an AVX-512 and a portable
-  // path; SPPNET_CPU_ISA picks a narrower one than the CPU has, so each is checked here.
+  // The GEMM and im2col have AVX-512, AVX2 and portable paths; SPPNET_CPU_ISA picks a narrower
+  // one than the CPU has, so each is checked here (the native one by the tests above).
   // SPPNET_DEVICE=cpu: the child's tensors must be on the CPU, also where a GPU is the default.
   const { runNode } = require('./support/child');
   const path = require('path');
@@ -312,8 +312,18 @@ describe('conv2d on every CPU instruction set', function () {
         (async () => {
           const r = rng(${seed});
           let bad = 0;
-          for (const c of [{ cin: 80, cout: 13, kh: 3, kw: 3, padding: [1, 1], relu: true }, { cin: 6, cout: 38, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], groups: 2 }, { cin: 40, cout: 36, kh: 3, kw: 3, padding: [1, 1], relu: true }]) {
-            const maps = [[3, 5], [7, 40], [20, 19], [33, 9]].map(([H, W]) => randomMap(r, c.cin, H, W));
+          // small maps side by side (runs of columns, many per vector), and one large map on its
+          // own (packed and multiplied a few panels at a time): stride 1, 2 and 3 (gathers)
+          const small = [[3, 5], [7, 40], [20, 19], [33, 9]], large = [[45, 83]];
+          for (const [c, sizes] of [
+            [{ cin: 80, cout: 13, kh: 3, kw: 3, padding: [1, 1], relu: true }, small],
+            [{ cin: 6, cout: 38, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], groups: 2 }, small],
+            [{ cin: 40, cout: 36, kh: 3, kw: 3, padding: [1, 1], relu: true }, small],
+            [{ cin: 5, cout: 11, kh: 3, kw: 3, padding: [1, 1], relu: true }, large],
+            [{ cin: 3, cout: 14, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3] }, large],
+            [{ cin: 4, cout: 9, kh: 5, kw: 5, stride: [3, 3], padding: [2, 2] }, large],
+          ]) {
+            const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
             const w = Float32Array.from({ length: c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw }, () => r.normal() * 0.3);
             const b = Float32Array.from({ length: c.cout }, () => r.normal());
             const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device: 'cpu' })));

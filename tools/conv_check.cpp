@@ -1,13 +1,16 @@
 // Standalone check and timing harness for the CPU GEMM and convolution (no Node).
 //
 //   cmake -S . -B build-tools -DSPPNET_TOOLS=ON -DSPPNET_WITH_CUDA=OFF && cmake --build build-tools -j2
-//   ./build-tools/conv_check [check|time|all] [reps] [batch]
+//   ./build-tools/conv_check [check|time|all|net|gemm|im2col|vgg16|vgg16-im2col] [reps] [batch]
 //
 // check: gemm_nn (and gemm_bf16_packed: AVX-512 BF16, or its fallback with SPPNET_CPU_ISA=avx2) on ragged shapes (M, N, K off the tile sizes, K = 1, leading dimensions wider
 //        than the matrix, bias, ReLU, NaN) against a float64 reference, and conv2d_forward on
 //        ZF-5-like layers and odd ones (groups, dilation, 1x1 maps) on sampled outputs.
 // time:  conv2d_forward on the ZF-5 conv1-5 shapes at 224x224 (batch 1 and 4 by default):
 //        median ms and GFLOP/s per layer. SPPNET_CPU_ISA and SPPNET_NUM_THREADS apply.
+// vgg16: the same for torchvision's vgg16 conv layers (batch 1 by default).
+// im2col, vgg16-im2col: the same layers with one output channel (im2col and one pass over it).
+// gemm, vgg16-gemm: gemm_packed alone on those layers' GEMM shapes.
 // net:   the anchor ZF-5 of bench/zf5.js layer by layer (conv1, LRN, max pool 3/2/1, conv2, LRN,
 //        pool, conv3-5, SPP {6,3,2,1} paper bins), kernels only (no Node): median ms per layer,
 //        the im2col share of each conv (the same conv with one output channel), and the LRN and
@@ -213,6 +216,17 @@ const Layer kZf5[] = {
     {"conv5", 384, 256, 3, 1, 1, 14, 14, 1, 1, true},
 };
 
+// torchvision's vgg16 at 224x224 (features.0 ... features.28; Winograd takes those with >= 160 channels).
+const Layer kVgg16[] = {
+    {"f.0", 3, 64, 3, 1, 1, 224, 224, 1, 1, true},     {"f.2", 64, 64, 3, 1, 1, 224, 224, 1, 1, true},
+    {"f.5", 64, 128, 3, 1, 1, 112, 112, 1, 1, true},   {"f.7", 128, 128, 3, 1, 1, 112, 112, 1, 1, true},
+    {"f.10", 128, 256, 3, 1, 1, 56, 56, 1, 1, true},   {"f.12", 256, 256, 3, 1, 1, 56, 56, 1, 1, true},
+    {"f.14", 256, 256, 3, 1, 1, 56, 56, 1, 1, true},   {"f.17", 256, 512, 3, 1, 1, 28, 28, 1, 1, true},
+    {"f.19", 512, 512, 3, 1, 1, 28, 28, 1, 1, true},   {"f.21", 512, 512, 3, 1, 1, 28, 28, 1, 1, true},
+    {"f.24", 512, 512, 3, 1, 1, 14, 14, 1, 1, true},   {"f.26", 512, 512, 3, 1, 1, 14, 14, 1, 1, true},
+    {"f.28", 512, 512, 3, 1, 1, 14, 14, 1, 1, true},
+};
+
 int check_all() {
   int bad = check_gemm() + check_gemm_bf16();
   for (const Layer& l : kZf5) bad += check_conv(l, {{l.H, l.W}});
@@ -235,10 +249,11 @@ int check_all() {
 
 double now_ms() { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-void time_all(int reps, int batch, bool m1 = false) {
+template <size_t L>
+void time_all(int reps, int batch, const Layer (&layers)[L], bool m1 = false) {
   std::printf("isa %s, %d threads, batch %d, %d reps (median ms)\n", cpu::isa().c_str(), cpu::threads(), batch, reps);
   double total = 0, flops = 0;
-  for (Layer l : kZf5) {
+  for (Layer l : layers) {
     if (m1) l.cout = 1;  // im2col (and one pass over it) alone
     Run r = make(l, std::vector<std::pair<int, int>>(batch, {l.H, l.W}));
     run(l, r);
@@ -258,9 +273,10 @@ void time_all(int reps, int batch, bool m1 = false) {
 }
 
 // gemm_packed alone on the ZF-5 GEMM shapes (B packed once, outside the timing).
-void time_gemm(int reps, int batch) {
+template <size_t L>
+void time_gemm(int reps, int batch, const Layer (&layers)[L]) {
   std::printf("gemm_packed only: isa %s, %d threads, batch %d, %d reps\n", cpu::isa().c_str(), cpu::threads(), batch, reps);
-  for (const Layer& l : kZf5) {
+  for (const Layer& l : layers) {
     const int64_t M = l.cout, N = int64_t{batch} * out_size(l.H, l) * out_size(l.W, l), K = int64_t{l.cin} * l.k * l.k;
     std::vector<float> A(M * K), B(K * N), C(M * N), bias(M), Bp(cpu::gemm_packed_size(N, K) + 16);
     for (auto& v : A) v = unif();
@@ -460,19 +476,22 @@ int main(int argc, char** argv) {
   const int batch = argc > 3 ? std::atoi(argv[3]) : 0;
   int bad = 0;
   if (what == "check" || what == "all") bad = check_all();
-  if (what == "im2col") time_all(reps, batch > 0 ? batch : 1, true);
+  if (what == "im2col") time_all(reps, batch > 0 ? batch : 1, kZf5, true);
+  if (what == "vgg16") time_all(reps, batch > 0 ? batch : 1, kVgg16);
+  if (what == "vgg16-im2col") time_all(reps, batch > 0 ? batch : 1, kVgg16, true);
   if (what == "net") {
     if (batch > 0)
       bad += time_net(reps, batch);
     else
       bad += time_net(reps, 1) + time_net(reps, 4);
   }
-  if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1);
+  if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1, kZf5);
+  if (what == "vgg16-gemm") time_gemm(reps, batch > 0 ? batch : 1, kVgg16);
   if (what == "time" || what == "all") {
     if (batch > 0)
-      time_all(reps, batch);
+      time_all(reps, batch, kZf5);
     else
-      time_all(reps, 1), time_all(reps, 4);
+      time_all(reps, 1, kZf5), time_all(reps, 4, kZf5);
   }
   return bad ? 1 : 0;
 }
