@@ -171,11 +171,11 @@ Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnPar
   const int C = in.channels;
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool avx512 = detect_isa() == Isa::kAvx512;
-  const bool fast_lrn = avx512 && lp.beta == 0.75f, fast_pool = avx512 && (pp.stride_w == 1 || pp.stride_w == 2);
+  const bool fast_lrn = avx512 && lp.beta == 0.75f;
 #else
-  const bool fast_lrn = false, fast_pool = false;
-  (void)fast_pool;
+  const bool fast_lrn = false;
 #endif
+  const PoolPlane pool_plane = pool_plane_for(pp);
   constexpr int kRowsPerTask = 4;  // output rows: (4 - 1) * stride + kernel input rows, i.e. 9 at 3 s2
   std::vector<int64_t> first(static_cast<size_t>(in.count) + 1, 0);
   int64_t acc_len = 1;
@@ -202,13 +202,7 @@ Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnPar
         lrn_row_all_channels(x + in.offset[i] + int64_t{ys + r} * W, s + int64_t{r} * W, HW, plane, C, W, lp, fast_lrn, sum);
       for (int c = 0; c < C; ++c) {
         float* yc = y + out.offset[i] + int64_t{c} * Ho * Wo;
-#if defined(__x86_64__) && defined(__GNUC__)
-        if (fast_pool) {
-          pool_plane_avx512(s + c * plane, H, W, Wo, pp, acc, yc, oy0, oy1, ys);
-          continue;
-        }
-#endif
-        pool_plane_portable(s + c * plane, H, W, Wo, pp, acc, yc, oy0, oy1, ys);
+        pool_plane(s + c * plane, H, W, Wo, pp, acc, yc, oy0, oy1, ys);
       }
     }
   });

@@ -93,16 +93,79 @@ void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams
   }
 }
 #pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+// max(a, b), NaN if either is (vmaxps returns its second operand when either is NaN).
+inline __m256 nanmax8(__m256 a, __m256 b) { return _mm256_blendv_ps(_mm256_max_ps(a, b), a, _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+
+// pool_plane_avx512 with 8 columns at a time. No masked stores (microcoded on AMD): a row block
+// past W is loaded under a mask and its lanes past W set to -inf before the full store into acc
+// (those entries are -inf anyway); an output block past Wo goes through a small buffer.
+void pool_plane_avx2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
+                     int y_base) {
+  const int sw = p.stride_w, kw = p.kernel_w;
+  const int64_t span = int64_t{(Wo + 15) / 16 * 16} * sw + kw + 32;  // entries the last block may read
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int64_t e = 0; e < span; e += 8) _mm256_storeu_ps(acc + e, ninf);
+  for (int oy = oy0; oy < oy1; ++oy) {
+    const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    float* a = acc + p.pad_w;
+    int x = 0;
+    for (; x + 8 <= W; x += 8) {
+      __m256 v = ninf;
+      for (int y = ys; y < ye; ++y) v = nanmax8(_mm256_loadu_ps(xc + int64_t{y - y_base} * W + x), v);
+      _mm256_storeu_ps(a + x, v);
+    }
+    if (x < W) {
+      const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(W - x), lanes);
+      __m256 v = ninf;
+      for (int y = ys; y < ye; ++y)
+        v = nanmax8(_mm256_blendv_ps(ninf, _mm256_maskload_ps(xc + int64_t{y - y_base} * W + x, m), _mm256_castsi256_ps(m)), v);
+      _mm256_storeu_ps(a + x, v);
+    }
+    float* yr = yc + int64_t{oy} * Wo;
+    for (int ox = 0; ox < Wo; ox += 8) {
+      const float* b = acc + int64_t{ox} * sw;
+      __m256 v = ninf;
+      if (sw == 1) {
+        for (int j = 0; j < kw; ++j) v = nanmax8(_mm256_loadu_ps(b + j), v);
+      } else {
+        // the even entries of b[j .. j + 16): [b0 b2 b8 b10 | b4 b6 b12 b14] -> in order
+        for (int j = 0; j < kw; ++j) {
+          const __m256 ev = _mm256_shuffle_ps(_mm256_loadu_ps(b + j), _mm256_loadu_ps(b + j + 8), 0x88);
+          v = nanmax8(_mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8)), v);
+        }
+      }
+      if (Wo - ox >= 8) {
+        _mm256_storeu_ps(yr + ox, v);
+      } else {
+        alignas(32) float tail[8];
+        _mm256_store_ps(tail, v);
+        std::copy(tail, tail + (Wo - ox), yr + ox);
+      }
+    }
+  }
+}
+#pragma GCC pop_options
 #endif
+
+PoolPlane pool_plane_for(const Pool2dParams& p) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const Isa isa = detect_isa();
+  if (p.stride_w == 1 || p.stride_w == 2) {
+    if (isa == Isa::kAvx512) return pool_plane_avx512;
+    if (isa == Isa::kAvx2) return pool_plane_avx2;
+  }
+#endif
+  (void)p;
+  return pool_plane_portable;
+}
 
 Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dParams& p, const RaggedView& out, float* y) {
   const int64_t C = in.channels;
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx512 = detect_isa() == Isa::kAvx512;
-  const bool fast = avx512 && (p.stride_w == 1 || p.stride_w == 2);
-#else
-  const bool fast = false;
-#endif
+  const PoolPlane pool_plane = pool_plane_for(p);
   int64_t acc_len = 1;
   for (int i = 0; i < in.count; ++i)
     acc_len = std::max<int64_t>({acc_len, in.width[i], int64_t{(out.width[i] + 15) / 16 * 16} * p.stride_w + p.kernel_w + 32 + p.pad_w});
@@ -113,13 +176,7 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
       const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
       const float* xc = x + in.offset[i] + c * H * W;
       float* yc = y + out.offset[i] + c * Ho * Wo;
-#if defined(__x86_64__) && defined(__GNUC__)
-      if (fast) {
-        pool_plane_avx512(xc, H, W, Wo, p, acc.data(), yc, 0, Ho, 0);
-        continue;
-      }
-#endif
-      pool_plane_portable(xc, H, W, Wo, p, acc.data(), yc, 0, Ho, 0);
+      pool_plane(xc, H, W, Wo, p, acc.data(), yc, 0, Ho, 0);
     }
   });
   return Status::Ok();

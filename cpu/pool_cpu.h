@@ -7,13 +7,11 @@
 namespace sppnet {
 namespace cpu {
 
-void pool_plane_portable(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
-                         int y_base);
-#if defined(__x86_64__) && defined(__GNUC__)
-// stride_w 1 or 2, AVX-512 only.
-void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
-                       int y_base);
-#endif
+using PoolPlane = void (*)(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
+                          int y_base);
+// The fastest version for this CPU (SPPNET_CPU_ISA) and p: AVX-512 or AVX2 for stride_w 1 or 2,
+// else portable. Same results, bit for bit.
+PoolPlane pool_plane_for(const Pool2dParams& p);
 
 }  // namespace cpu
 }  // namespace sppnet

@@ -303,7 +303,7 @@ describe('conv2d on every CPU instruction set', function () {
   const { runNode } = require('./support/child');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, a many-row linear, LRN and LRN + max pool, against the references`, function () {
+    it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, a many-row linear, LRN and LRN + max pool, max pool, against the references`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
@@ -348,6 +348,16 @@ describe('conv2d on every CPU instruction set', function () {
             rl.data.forEach((e, j) => { if (!(Math.abs(ln[i][j] - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
             refMaxPool2d(rl, pool).data.forEach((e, j) => { if (!(Math.abs(lo[i][j] - e) <= 1e-5 * (1 + Math.abs(e)))) bad++; });
           });
+          // max pooling alone: strides 1 and 2 (vector rows), 3 (portable), widths off the vector
+          // length, ceil mode, NaNs (a NaN in a window makes its output NaN)
+          const pm = [[3, 5], [5, 9], [17, 33], [30, 70]].map(([H, W]) => randomMap(r, 3, H, W));
+          pm[2].data[40] = NaN, pm[3].data[7 * 70 + 69] = NaN;
+          const prb = sp.ragged(pm.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+          for (const o of [{ kernel: [3, 3], stride: [1, 1], padding: [1, 1] }, { kernel: [3, 3], stride: [2, 2], ceilMode: true },
+            { kernel: [2, 5], stride: [2, 2], padding: [1, 2] }, { kernel: [3, 3], stride: [3, 3] }]) {
+            const po = await (await sp.maxPool2d(prb, o)).arrays();
+            pm.forEach((m, i) => refMaxPool2d(m, o).data.forEach((e, j) => { if (!Object.is(po[i][j], e) && !(Number.isNaN(e) && Number.isNaN(po[i][j]))) bad++; }));
+          }
           console.log(sp.backend().cpu.isa + ' ' + bad);
         })();`;
       const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa, SPPNET_WINOGRAD_MIN_CHANNELS: '32', SPPNET_DEVICE: 'cpu' } });
