@@ -8,7 +8,7 @@
 //        ZF-5-like layers and odd ones (groups, dilation, 1x1 maps) on sampled outputs.
 // time:  conv2d_forward on the ZF-5 conv1-5 shapes at 224x224 (batch 1 and 4 by default):
 //        median ms and GFLOP/s per layer. SPPNET_CPU_ISA and SPPNET_NUM_THREADS apply.
-// vgg16: the same for torchvision's vgg16 conv layers (batch 1 by default).
+// vgg16, googlenet: the same for torchvision's vgg16 / googlenet conv layers (batch 1 by default).
 // im2col, vgg16-im2col: the same layers with one output channel (im2col and one pass over it).
 // gemm, vgg16-gemm: gemm_packed alone on those layers' GEMM shapes.
 // net:   the anchor ZF-5 of bench/zf5.js layer by layer (conv1, LRN, max pool 3/2/1, conv2, LRN,
@@ -225,6 +225,68 @@ const Layer kVgg16[] = {
     {"f.19", 512, 512, 3, 1, 1, 28, 28, 1, 1, true},   {"f.21", 512, 512, 3, 1, 1, 28, 28, 1, 1, true},
     {"f.24", 512, 512, 3, 1, 1, 14, 14, 1, 1, true},   {"f.26", 512, 512, 3, 1, 1, 14, 14, 1, 1, true},
     {"f.28", 512, 512, 3, 1, 1, 14, 14, 1, 1, true},
+};
+
+// torchvision's googlenet at 224x224: conv1-3 and each Inception block's six convs (branch 3's
+// second conv is 3x3 in torchvision, as in its checkpoint).
+const Layer kGooglenet[] = {
+    {"conv1", 3, 64, 7, 2, 3, 224, 224, 1, 1, true},
+    {"conv2", 64, 64, 1, 1, 0, 56, 56, 1, 1, true},
+    {"conv3", 64, 192, 3, 1, 1, 56, 56, 1, 1, true},
+    {"3a.b1", 192, 64, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3a.b2.0", 192, 96, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3a.b2.1", 96, 128, 3, 1, 1, 28, 28, 1, 1, true},
+    {"3a.b3.0", 192, 16, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3a.b3.1", 16, 32, 3, 1, 1, 28, 28, 1, 1, true},
+    {"3a.b4", 192, 32, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3b.b1", 256, 128, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3b.b2.0", 256, 128, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3b.b2.1", 128, 192, 3, 1, 1, 28, 28, 1, 1, true},
+    {"3b.b3.0", 256, 32, 1, 1, 0, 28, 28, 1, 1, true},
+    {"3b.b3.1", 32, 96, 3, 1, 1, 28, 28, 1, 1, true},
+    {"3b.b4", 256, 64, 1, 1, 0, 28, 28, 1, 1, true},
+    {"4a.b1", 480, 192, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4a.b2.0", 480, 96, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4a.b2.1", 96, 208, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4a.b3.0", 480, 16, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4a.b3.1", 16, 48, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4a.b4", 480, 64, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4b.b1", 512, 160, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4b.b2.0", 512, 112, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4b.b2.1", 112, 224, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4b.b3.0", 512, 24, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4b.b3.1", 24, 64, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4b.b4", 512, 64, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4c.b1", 512, 128, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4c.b2.0", 512, 128, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4c.b2.1", 128, 256, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4c.b3.0", 512, 24, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4c.b3.1", 24, 64, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4c.b4", 512, 64, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4d.b1", 512, 112, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4d.b2.0", 512, 144, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4d.b2.1", 144, 288, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4d.b3.0", 512, 32, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4d.b3.1", 32, 64, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4d.b4", 512, 64, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4e.b1", 528, 256, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4e.b2.0", 528, 160, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4e.b2.1", 160, 320, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4e.b3.0", 528, 32, 1, 1, 0, 14, 14, 1, 1, true},
+    {"4e.b3.1", 32, 128, 3, 1, 1, 14, 14, 1, 1, true},
+    {"4e.b4", 528, 128, 1, 1, 0, 14, 14, 1, 1, true},
+    {"5a.b1", 832, 256, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5a.b2.0", 832, 160, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5a.b2.1", 160, 320, 3, 1, 1, 7, 7, 1, 1, true},
+    {"5a.b3.0", 832, 32, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5a.b3.1", 32, 128, 3, 1, 1, 7, 7, 1, 1, true},
+    {"5a.b4", 832, 128, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5b.b1", 832, 384, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5b.b2.0", 832, 192, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5b.b2.1", 192, 384, 3, 1, 1, 7, 7, 1, 1, true},
+    {"5b.b3.0", 832, 48, 1, 1, 0, 7, 7, 1, 1, true},
+    {"5b.b3.1", 48, 128, 3, 1, 1, 7, 7, 1, 1, true},
+    {"5b.b4", 832, 128, 1, 1, 0, 7, 7, 1, 1, true},
 };
 
 int check_all() {
@@ -486,6 +548,7 @@ int main(int argc, char** argv) {
       bad += time_net(reps, 1) + time_net(reps, 4);
   }
   if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1, kZf5);
+  if (what == "googlenet") time_all(reps, batch > 0 ? batch : 1, kGooglenet);
   if (what == "vgg16-gemm") time_gemm(reps, batch > 0 ? batch : 1, kVgg16);
   if (what == "time" || what == "all") {
     if (batch > 0)
