@@ -6,6 +6,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -53,10 +57,56 @@ SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int
 template <int NR>
 constexpr int kStreamRows = NR <= 2 ? 16 : 8;
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+// linear_tile_small with ymm vectors, for AVX2's 16 registers: OB x NR accumulators of 8 floats
+// (a v16 there is two ymm, and linear_tile_small's 16 x 1 or 8 x 4 of them spill).
+template <int OB, int NR>
+void linear_tile_avx2(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b, bool relu, float* y) {
+  __m256 a[OB][NR];
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) a[i][r] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= in; k += 8) {
+    __m256 xv[NR];
+    for (int r = 0; r < NR; ++r) xv[r] = _mm256_loadu_ps(x + r * in + k);
+    for (int i = 0; i < OB; ++i) {
+      const __m256 wv = _mm256_loadu_ps(w + (o + i) * in + k);
+      for (int r = 0; r < NR; ++r) a[i][r] = _mm256_fmadd_ps(wv, xv[r], a[i][r]);
+    }
+  }
+  for (int i = 0; i < OB; ++i)
+    for (int r = 0; r < NR; ++r) {
+      const float* wo = w + (o + i) * in;
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a[i][r]), _mm256_extractf128_ps(a[i][r], 1));
+      const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      float s = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
+      if (b) s += b[o + i];
+      y[r * out + o + i] = relu ? relu1(s) : s;
+    }
+}
+#pragma GCC pop_options
+#endif
+
+// Weight rows streamed at once on AVX2: as many as 16 ymm registers hold with NR rows of x.
+template <int NR>
+constexpr int kStreamRowsAvx2 = NR == 1 ? 12 : NR == 2 ? 6 : NR == 3 ? 4 : 3;
+
 template <int NR>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
                        bool relu, float* y) {
   int64_t o = o0;
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx2 = detect_isa() == Isa::kAvx2;
+  if (avx2) {
+    constexpr int OB = kStreamRowsAvx2<NR>;
+    for (; o + OB <= o1; o += OB) linear_tile_avx2<OB, NR>(o, x, in, out, w, b, relu, y);
+    for (; o < o1; ++o) linear_tile_avx2<1, NR>(o, x, in, out, w, b, relu, y);
+    return;
+  }
+#endif
   constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_small<OB, NR>(o, x, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);

@@ -303,7 +303,7 @@ describe('conv2d on every CPU instruction set', function () {
   const { runNode } = require('./support/child');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, a many-row linear, LRN and LRN + max pool, max pool, against the references`, function () {
+    it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, linear with few and many rows, LRN and LRN + max pool, max pool, against the references`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
@@ -337,6 +337,15 @@ describe('conv2d on every CPU instruction set', function () {
           const lb = Float32Array.from({ length: outF }, () => r.normal());
           const ly = await (await sp.linear(sp.tensor(x, [rows, inF]), sp.tensor(lw, [outF, inF]), sp.tensor(lb, [outF]), { relu: true })).data();
           refLinear(x, rows, inF, lw, outF, lb, true).forEach((e, j) => { if (!(Math.abs(ly[j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; });
+          // and with few rows (1 to 7: the weight-streaming kernels), inputs and outputs off their vector and block sizes
+          for (const fr of [1, 2, 3, 4, 5, 7]) {
+            const [fin, fout] = [203, 29];
+            const fx = Float32Array.from({ length: fr * fin }, () => r.normal());
+            const fw = Float32Array.from({ length: fout * fin }, () => r.normal() * 0.2);
+            const fb = Float32Array.from({ length: fout }, () => r.normal());
+            const fy = await (await sp.linear(sp.tensor(fx, [fr, fin]), sp.tensor(fw, [fout, fin]), sp.tensor(fb, [fout]), { relu: fr % 2 === 1 })).data();
+            refLinear(fx, fr, fin, fw, fout, fb, fr % 2 === 1).forEach((e, j) => { if (!(Math.abs(fy[j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; });
+          }
           // LRN (+ max pool, fused): the AVX-512 rows and the portable loops
           const lrn = { size: 5, alpha: 0.5, beta: 0.75, k: 1 }, pool = { kernel: [3, 3], stride: [2, 2], padding: [1, 1] };
           const lm = [[9, 11], [4, 3], [23, 37]].map(([H, W]) => randomMap(r, 7, H, W));
