@@ -204,6 +204,30 @@ for (const device of devices) {
       expect(small.activationBytes, 'after dispose').to.equal(0);
     });
 
+    it('lay a plan\'s buffers out in one arena planned from the first run: fewer bytes, the same results', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const bytes = {};
+      for (const arena of ['0', '1']) {
+        process.env.SPPNET_ARENA = arena;
+        try {
+          const model = await sp.loadModel({ spec, seed: 3, device });
+          const x = [img(r, [3, 48, 40]), img(r, [3, 21, 33])];
+          const want = await direct(() => model.run(x));
+          for (let k = 0; k < 4; k++) {
+            const y = await model.run(x);
+            expect(Array.from(await y.data()), `seed ${seed} arena ${arena} run ${k}`).to.deep.equal(want);
+            y.dispose();
+          }
+          bytes[arena] = model.activationBytes;
+          model.dispose();
+        } finally {
+          delete process.env.SPPNET_ARENA;
+        }
+      }
+      expect(bytes['1'], `activation bytes with the arena, ${JSON.stringify(bytes)}`).to.be.greaterThan(0).and.below(bytes['0']);
+    });
+
     it('are dropped past 4 per model, when idle, and free their device memory without a GC', async function () {
       const seed = freshSeed();
       const r = rng(seed);
@@ -290,5 +314,72 @@ describe('compiled runs and worker threads', function () {
       await new Promise((r) => setTimeout(r, k % 5));
       await w.terminate();
     }
+  });
+});
+
+describe('the activation arena (planArena, RunBuffers.useArena)', function () {
+  const { planArena, ActivationPool, RunBuffers } = require('../dist/nn/memory');
+
+  // Elements [a, a + n) of a CPU view, from its allocation's start.
+  const span = (t) => {
+    const a = t.storage('test', 'a buffer').array;
+    return [a.byteOffset / 4, a.byteOffset / 4 + a.length, a.buffer];
+  };
+
+  it('never overlaps two buffers alive at once, on random traces; needs at least the peak of the live bytes', function () {
+    const seed = freshSeed();
+    const r = rng(seed);
+    for (let round = 0; round < 200; round++) {
+      const trace = [], alive = [];
+      let takes = 0;
+      const steps = 1 + Math.floor(r.next() * 60);
+      for (let t = 0; t < steps; t++) {
+        if (alive.length > 0 && r.next() < 0.45) {
+          const k = Math.floor(r.next() * alive.length);
+          trace.push({ give: alive.splice(k, 1)[0] });
+        } else {
+          trace.push({ take: 1 + Math.floor(r.next() * (r.next() < 0.2 ? 50000 : 3000)) });
+          alive.push(takes++);
+        }
+      }
+      const plan = planArena(trace);
+      const life = [], size = [];
+      trace.forEach((e, t) => {
+        if ('take' in e) life.push([t, trace.length]), size.push(e.take);
+        else life[e.give][1] = t;
+      });
+      let peak = 0;
+      trace.forEach((_, t) => (peak = Math.max(peak, life.reduce((a, [s0, s1], i) => a + (s0 <= t && t < s1 ? size[i] : 0), 0))));
+      expect(plan.total, `seed ${seed} round ${round}`).to.be.at.least(peak);
+      for (let i = 0; i < size.length; i++) {
+        expect(plan.offsets[i] % 1024, 'aligned').to.equal(0);
+        expect(plan.offsets[i] + size[i]).to.be.at.most(plan.total);
+        for (let j = 0; j < i; j++) {
+          const together = life[i][0] < life[j][1] && life[j][0] < life[i][1];
+          const apart = plan.offsets[i] + size[i] <= plan.offsets[j] || plan.offsets[j] + size[j] <= plan.offsets[i];
+          if (together) expect(apart, `seed ${seed} round ${round}: takes ${j} and ${i} are alive at once and overlap`).to.equal(true);
+        }
+      }
+    }
+  });
+
+  it('serves takes from the arena while the run follows its trace, and from the pool once it does not', function () {
+    const pool = new ActivationPool('cpu', Infinity, Infinity);
+    const trace = [{ take: 5000 }, { take: 3000 }, { give: 0 }, { take: 4000 }, { give: 1 }, { give: 2 }];
+    const run = new RunBuffers(pool, true);
+    run.useArena(trace, 'test');
+    expect(run.arenaBytes).to.equal(4 * planArena(trace).total);
+    const a = run.take(5000, 'test'), b = run.take(3000, 'test');
+    run.give(a);
+    const c = run.take(4000, 'test'); // follows the trace: a view of the arena, where a was
+    expect(span(c)[2]).to.equal(span(a)[2]);
+    expect(span(c)[0]).to.equal(span(a)[0]);
+    const d = run.take(777, 'test'); // the trace gives 1 here: off the trace, from the pool
+    expect(span(d)[2]).to.not.equal(span(a)[2]);
+    const e = run.take(4000, 'test'); // and so is every later take
+    expect(span(e)[2]).to.not.equal(span(a)[2]);
+    for (const t of [b, c, d, e]) run.give(t);
+    run.release(false);
+    pool.dispose();
   });
 });

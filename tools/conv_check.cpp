@@ -9,7 +9,7 @@
 // time:  conv2d_forward on the ZF-5 conv1-5 shapes at 224x224 (batch 1 and 4 by default):
 //        median ms and GFLOP/s per layer. SPPNET_CPU_ISA and SPPNET_NUM_THREADS apply.
 // vgg16, googlenet: the same for torchvision's vgg16 / googlenet conv layers (batch 1 by default).
-// im2col, vgg16-im2col: the same layers with one output channel (im2col and one pass over it).
+// im2col, vgg16-im2col, googlenet-im2col: the same layers with one output channel (im2col and one pass over it).
 // gemm, vgg16-gemm: gemm_packed alone on those layers' GEMM shapes.
 // net:   the anchor ZF-5 of bench/zf5.js layer by layer (conv1, LRN, max pool 3/2/1, conv2, LRN,
 //        pool, conv3-5, SPP {6,3,2,1} paper bins), kernels only (no Node): median ms per layer,
@@ -549,6 +549,7 @@ int main(int argc, char** argv) {
   }
   if (what == "gemm") time_gemm(reps, batch > 0 ? batch : 1, kZf5);
   if (what == "googlenet") time_all(reps, batch > 0 ? batch : 1, kGooglenet);
+  if (what == "googlenet-im2col") time_all(reps, batch > 0 ? batch : 1, kGooglenet, true);
   if (what == "vgg16-gemm") time_gemm(reps, batch > 0 ? batch : 1, kVgg16);
   if (what == "time" || what == "all") {
     if (batch > 0)

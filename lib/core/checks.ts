@@ -190,9 +190,19 @@ export function outputLike<T extends Tensor | RaggedBatch>(fn: string, given: un
   return tensorOut(fn, given, (x as Tensor).shape, x.device) as Output<T>;
 }
 
-/** Whether two storages are views of one allocation (an op must not write where it reads). */
-export function sameAllocation(a: Storage, b: Storage): boolean {
-  return a.device === 'cpu' ? b.device === 'cpu' && a.array.buffer === b.array.buffer : b.device === 'cuda' && a.buffer === b.buffer;
+/**
+ * Whether elements [0, an) of storage a and [0, bn) of b share memory (an op must not write where
+ * it reads). Views of one allocation that do not overlap do not (a model's activations are views
+ * of one arena).
+ */
+export function sharesMemory(a: Storage, an: number, b: Storage, bn: number): boolean {
+  if (an <= 0 || bn <= 0) return false;
+  if (a.device === 'cpu') {
+    if (b.device !== 'cpu' || a.array.buffer !== b.array.buffer) return false;
+    const a0 = a.array.byteOffset, b0 = b.array.byteOffset;
+    return a0 < b0 + 4 * bn && b0 < a0 + 4 * an;
+  }
+  return b.device === 'cuda' && a.buffer === b.buffer && a.offset < b.offset + bn && b.offset < a.offset + an;
 }
 
 type Disposable = { dispose(): void };

@@ -154,6 +154,11 @@ export class ActivationPool {
     this.keptBytes += 4 * t.size;
   }
 
+  /** Frees every kept buffer (not those in use). */
+  trim(): void {
+    this.evict(Infinity);
+  }
+
   /** Frees kept buffers, largest first, until `bytes` are freed or none is left. */
   private evict(bytes: number): void {
     if (bytes <= 0 || this.keptBytes === 0) return;
@@ -206,6 +211,53 @@ export class ActivationPool {
   }
 }
 
+/** One step of a run's use of activation buffers: a take of `take` elements, or the give of take number `give` (takes count from 0). */
+export type BufferEvent = { take: number } | { give: number };
+
+/** Where planArena puts each take of a trace (elements from the arena's start), and the arena's size. */
+export interface ArenaPlan {
+  offsets: number[];
+  total: number;
+}
+
+/** Slices start on multiples of this many elements (4 KiB): page-aligned views for every kernel. */
+const ARENA_ALIGN = 1024;
+
+/**
+ * Lays the buffers of a traced run out in one arena: take i lives from its take to its give (to
+ * the end if never given), and two buffers alive at once never overlap. Largest first, each at the
+ * lowest offset clear of the buffers already placed whose lives overlap its own. A later take may
+ * reuse the memory of a buffer given back before it: the ops of a run run in the order they were
+ * recorded, so whatever read the old buffer has run by then.
+ */
+export function planArena(trace: readonly BufferEvent[]): ArenaPlan {
+  const start: number[] = [], end: number[] = [], size: number[] = [];
+  trace.forEach((e, t) => {
+    if ('take' in e) {
+      start.push(t);
+      end.push(trace.length);
+      size.push(Math.max(1, Math.ceil(e.take / ARENA_ALIGN)) * ARENA_ALIGN);
+    } else {
+      end[e.give] = t;
+    }
+  });
+  const offsets = new Array<number>(size.length).fill(0);
+  const placed: number[] = [];
+  let total = 0;
+  for (const i of size.map((_, k) => k).sort((a, b) => size[b] - size[a] || start[a] - start[b])) {
+    const clash = placed.filter((j) => start[i] < end[j] && start[j] < end[i]).sort((a, b) => offsets[a] - offsets[b]);
+    let off = 0;
+    for (const j of clash) {
+      if (off + size[i] <= offsets[j]) break;
+      off = Math.max(off, offsets[j] + size[j]);
+    }
+    offsets[i] = off;
+    placed.push(i);
+    total = Math.max(total, off + size[i]);
+  }
+  return { offsets, total };
+}
+
 /**
  * The activation buffers of one model run. With a sequence (the default; SPPNET_SEQUENCE=0 turns
  * it off), the run's ops are recorded and run afterwards as one native call (lib/core/sequence.ts),
@@ -218,16 +270,73 @@ export class RunBuffers {
   private readonly free = new Map<number, Tensor[]>();
   private readonly after: Array<() => void> = [];
   private adopt: ((buffers: Tensor[]) => boolean) | undefined;
+  /** The take number of each buffer out now. */
+  private readonly ids = new Map<Tensor, number>();
+  private takes = 0;
+  /** This run's events, when traced (traceTo). */
+  private events: BufferEvent[] | undefined;
+  private traced: ((events: BufferEvent[]) => void) | undefined;
+  /** The arena the takes come from while they follow its trace (useArena). */
+  private arena: { buf: Tensor; trace: readonly BufferEvent[]; plan: ArenaPlan; at: number; slices: Set<Tensor> } | undefined;
 
   constructor(private readonly pool: ActivationPool, record: boolean) {
     this.sequence = record ? new OpSequence() : undefined;
   }
 
+  /** Records this run's takes and gives; done(events) at a release() after the run succeeded. Needs a sequence. */
+  traceTo(done: (events: BufferEvent[]) => void): void {
+    if (!this.sequence) return;
+    this.events = [];
+    this.traced = done;
+  }
+
+  /**
+   * Takes come from one buffer laid out by planArena(trace) for as long as this run's takes and
+   * gives follow `trace` (the same layers on inputs of the same sizes do); from the first step
+   * that does not, from the pool as usual (the slices out stay valid: until then the run kept to
+   * the lives they were placed by). Needs a sequence (a buffer given back serves only later ops).
+   */
+  useArena(trace: readonly BufferEvent[], fn: string): void {
+    if (!this.sequence) return;
+    const plan = planArena(trace);
+    this.arena = { buf: this.pool.take(plan.total, fn), trace, plan, at: 0, slices: new Set() };
+  }
+
+  /** Bytes of this run's arena (0: none). */
+  get arenaBytes(): number {
+    return this.arena ? 4 * this.arena.buf.size : 0;
+  }
+
+  private step(e: BufferEvent): boolean {
+    this.events?.push(e);
+    const a = this.arena;
+    if (!a || a.at < 0) return false;
+    const want = a.trace[a.at];
+    const same = want !== undefined && ('take' in e ? 'take' in want && want.take === e.take : 'give' in want && want.give === e.give);
+    a.at = same ? a.at + 1 : -1; // -1: diverged, no more slices
+    return same;
+  }
+
   take(n: number, fn: string): Tensor {
-    return this.free.get(ActivationPool.bucket(n))?.pop() ?? this.pool.take(n, fn);
+    const id = this.takes++;
+    let t: Tensor;
+    if (this.step({ take: n })) {
+      const a = this.arena!, off = a.plan.offsets[id], s = a.buf.storage(fn, 'an activation buffer');
+      const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(off, off + n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset + off };
+      t = new Tensor(store, [n], false, a.buf);
+      a.slices.add(t);
+    } else {
+      t = this.free.get(ActivationPool.bucket(n))?.pop() ?? this.pool.take(n, fn);
+    }
+    this.ids.set(t, id);
+    return t;
   }
 
   give(t: Tensor): void {
+    const id = this.ids.get(t);
+    this.ids.delete(t);
+    if (id !== undefined) this.step({ give: id });
+    if (this.arena?.slices.delete(t)) return; // a view of the arena: nothing to free
     if (!this.sequence) return this.pool.give(t);
     const list = this.free.get(t.size) ?? [];
     list.push(t);
@@ -253,6 +362,10 @@ export class RunBuffers {
   release(ok = false): void {
     const buffers = Array.from(this.free.values()).flat();
     this.free.clear();
+    if (this.arena) buffers.push(this.arena.buf);
+    this.arena = undefined;
+    if (ok && this.events && this.traced) this.traced(this.events);
+    this.events = undefined;
     if (!(ok && this.adopt?.(buffers))) for (const t of buffers) this.pool.give(t);
     for (const f of this.after.splice(0)) f();
   }

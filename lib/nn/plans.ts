@@ -7,6 +7,12 @@
 // that signature records three steps (copy the input in, the plan, copy the output out into a
 // new tensor) and runs them as one native call. Measured: bench/RESULTS.md, "Compiled runs".
 //
+// The run of the first sighting goes the same way (input copied in, output copied out) without
+// compiling, and its use of activation buffers (each take and give, in order) is traced; the
+// recording then takes its buffers as views of one arena laid out from that trace (planArena in
+// memory.ts: buffers alive at once never overlap, any others may), so a plan holds about the peak
+// of its live activations instead of a buffer per size class. SPPNET_ARENA=0 turns that off.
+//
 // A plan owns its buffers (still counted in the pool's bytes) until it is dropped: when the
 // weights change, the pool releases (idle, releaseBuffers, dispose) or needs room under its
 // budget, or more than MAX_PLANS are kept; a plan in use by a run gives its buffers back when
@@ -17,7 +23,7 @@ import { OpSequence } from '../core/sequence';
 import { allocateLike, mapElements, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
 import { allocate, Tensor } from '../core/tensor';
 import { copyMaps } from '../ops/concat';
-import { ActivationPool, RunBuffers } from './memory';
+import { ActivationPool, BufferEvent, RunBuffers } from './memory';
 
 /** Compiled runs a model keeps (each holds the activation buffers of its run). */
 export const MAX_PLANS = 4;
@@ -53,6 +59,7 @@ function storeOf(fn: string, y: Spatial) {
 export class PlanCache {
   private plans = new Map<string, Plan>(); // least recently used first
   private seen = new Map<string, number>();
+  private traces = new Map<string, BufferEvent[]>(); // a first sighting's buffer use, for the recording's arena
   private recording = new Set<string>(); // signatures whose plan a run in flight records
   private generation = 0;
 
@@ -89,10 +96,22 @@ export class PlanCache {
     this.seen.delete(key);
     this.seen.set(key, n);
     if (this.seen.size > MAX_SEEN) this.seen.delete(this.seen.keys().next().value as string);
+    if (n === 1) {
+      // The first sighting: the run as a recording would make it, its buffer use traced, so
+      // that the recording lays its buffers out in one arena (planArena).
+      run.traceTo((events) => {
+        this.traces.delete(key);
+        this.traces.set(key, events);
+        if (this.traces.size > MAX_SEEN) this.traces.delete(this.traces.keys().next().value as string);
+      });
+      return this.record(fn, key, L, seq, run, layers, false);
+    }
     if (n < 2 || this.recording.has(key)) return undefined;
     this.recording.add(key);
     run.defer(() => this.recording.delete(key));
-    return this.record(fn, key, L, seq, run, layers);
+    const trace = this.traces.get(key);
+    if (trace && process.env.SPPNET_ARENA !== '0') run.useArena(trace, fn);
+    return this.record(fn, key, L, seq, run, layers, true);
   }
 
   private replay(fn: string, plan: Plan, L: SpatialLayout, seq: OpSequence, run: RunBuffers): Spatial {
@@ -110,8 +129,9 @@ export class PlanCache {
     return out;
   }
 
+  /** Runs the layers on a pooled copy of the input into a pooled output, then copies that out; with `compile`, the ops become the signature's plan. */
   private async record(fn: string, key: string, L: SpatialLayout, seq: OpSequence, run: RunBuffers,
-    layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>): Promise<Spatial> {
+    layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>, compile: boolean): Promise<Spatial> {
     const generation = this.generation;
     const inBuf = run.take(mapElements(L.channels, L.sizes), fn);
     const input = ActivationPool.view(inBuf, L.kind, L.channels, L.sizes);
@@ -125,13 +145,14 @@ export class PlanCache {
     try {
       const shape = outShape(fn, r.out);
       // Layers that record no op (dropout alone): nothing to compile; the copy in is the result.
-      const plan = seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
+      const plan = compile && seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
       if (plan) seq.addPlan(plan.native);
       out = this.fresh(fn, shape, L.device);
       copyMaps(seq, storeOf(fn, r.out), storeOf(fn, out), shape.channels, shape.sizes);
       if (!plan) return out;
       // Every buffer this run took is back in its free list at release(): the plan keeps them
       // all, once the run succeeded and nothing dropped the plans meanwhile.
+      const arena = run.arenaBytes > 0;
       run.adoptBuffers((buffers) => {
         if (generation !== this.generation || this.pool.freeing) {
           // Dropped while recorded (the weights changed, the pool released, or a run needed room
@@ -142,6 +163,9 @@ export class PlanCache {
         }
         plan.buffers = buffers;
         this.add(key, plan);
+        // The buffers the pool keeps came from the runs before this one (first sighting,
+        // recording); with an arena, runs of this signature need none of them.
+        if (arena) this.pool.trim();
         return true;
       });
       return out;

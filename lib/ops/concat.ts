@@ -1,6 +1,6 @@
 // Concatenation along channels (torch.cat(xs, 1)) of maps of the same sizes, ragged included, and
 // its gradient (the split back into the parts). Inception's branches meet here.
-import { checkOpts, outputFor, sameAllocation, sameDevice, settle } from '../core/checks';
+import { checkOpts, outputFor, sharesMemory, sameDevice, settle } from '../core/checks';
 import { CallSite, fail } from '../core/errors';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocateLike, nativeLayout, Spatial, SpatialLayout, spatialLayout } from '../core/spatial';
@@ -54,7 +54,7 @@ export async function concat<T extends Spatial>(parts: T[], opts: ConcatOptions 
   const channels = Ls.reduce((a, L) => a + L.channels, 0);
   const r = outputFor(fn, o.out, Ls[0].kind, Ls[0].device, channels, Ls[0].sizes);
   const W = spatialLayout(fn, r.out, 'options.out');
-  if (Ls.some((L) => sameAllocation(L.store, W.store))) {
+  if (Ls.some((L) => sharesMemory(L.store, L.total, W.store, W.total))) {
     if (r.owned) r.out.dispose();
     fail(`${fn}: options.out shares memory with a part`);
   }

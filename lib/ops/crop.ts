@@ -1,7 +1,7 @@
 // Crop and resize: every window of a set of images cropped and warped (bilinear, aspect not kept)
 // to one size in one native call, as R-CNN feeds its network (include/sppnet/crop.h says exactly
 // how: the sampling grid, the context padding, the border rule).
-import { checkOpts, sameAllocation, sameDevice, settle, tensorOut } from '../core/checks';
+import { checkOpts, sharesMemory, sameDevice, settle, tensorOut } from '../core/checks';
 import { CallSite, describe, fail, MAX_ELEMENTS } from '../core/errors';
 import { native } from '../core/native';
 import { RaggedBatch } from '../core/ragged';
@@ -71,7 +71,7 @@ export async function cropResize(images: RaggedBatch | Tensor, boxes: Tensor, si
     fail(`${fn}: the output would be [${k}, ${src.channels}, ${outH}, ${outW}] = ${n} elements, more than the 2^31-1 a tensor may hold`);
   const out = tensorOut(fn, o.out, [k, src.channels, outH, outW], src.device);
   const os = out.out.storage(fn, 'options.out');
-  if (!out.owned && (sameAllocation(os, src.store) || sameAllocation(os, b)))
+  if (!out.owned && (sharesMemory(os, n, src.store, src.total) || sharesMemory(os, n, b, boxes.size)))
     fail(`${fn}: options.out must not share memory with images or boxes`);
   if (k === 0) return out.out;
   await settle(site, fn, [out], () =>
