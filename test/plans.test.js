@@ -200,6 +200,8 @@ for (const device of devices) {
         const w = await direct(() => small.run(xi));
         expect(Array.from(await (await small.run(xi)).data()), `seed ${seed} signature ${k % 7}`).to.deep.equal(w);
       }
+      // Afterwards within the budget again (no plan kept over it, arena or not).
+      expect(small.activationBytes, 'within the budget after the runs').to.be.at.most(64 * 1024);
       small.dispose();
       expect(small.activationBytes, 'after dispose').to.equal(0);
     });
@@ -212,9 +214,9 @@ for (const device of devices) {
         process.env.SPPNET_ARENA = arena;
         try {
           const model = await sp.loadModel({ spec, seed: 3, device });
-          const x = [img(r, [3, 48, 40]), img(r, [3, 21, 33])];
-          const want = await direct(() => model.run(x));
           for (let k = 0; k < 4; k++) {
+            const x = [img(r, [3, 48, 40]), img(r, [3, 21, 33])]; // fresh images of one signature
+            const want = await direct(() => model.run(x));
             const y = await model.run(x);
             expect(Array.from(await y.data()), `seed ${seed} arena ${arena} run ${k}`).to.deep.equal(want);
             y.dispose();
@@ -380,6 +382,16 @@ describe('the activation arena (planArena, RunBuffers.useArena)', function () {
     expect(span(e)[2]).to.not.equal(span(a)[2]);
     for (const t of [b, c, d, e]) run.give(t);
     run.release(false);
+    expect(pool.bytes, 'the arena and the pool buffers kept, once each').to.equal(4 * (ActivationPool.bucket(planArena(trace).total) + ActivationPool.bucket(777) + ActivationPool.bucket(4000)));
+    pool.trim();
+    expect(pool.bytes, 'nothing after trim').to.equal(0);
+    // Only before the first take: later, take numbers would not be the trace's.
+    const late = new RunBuffers(pool, true);
+    const f = late.take(5000, 'test');
+    late.useArena(trace, 'test');
+    expect(late.arenaBytes).to.equal(0);
+    late.give(f);
+    late.release(false);
     pool.dispose();
   });
 });

@@ -220,7 +220,7 @@ export interface ArenaPlan {
   total: number;
 }
 
-/** Slices start on multiples of this many elements (4 KiB): page-aligned views for every kernel. */
+/** Slices start on multiples of this many elements (4 KiB from the arena's start). */
 const ARENA_ALIGN = 1024;
 
 /**
@@ -283,9 +283,12 @@ export class RunBuffers {
     this.sequence = record ? new OpSequence() : undefined;
   }
 
-  /** Records this run's takes and gives; done(events) at a release() after the run succeeded. Needs a sequence. */
+  /**
+   * Records this run's takes and gives; done(events) at a release() after the run succeeded.
+   * Needs a sequence, and must come before the run's first take (else it does nothing).
+   */
   traceTo(done: (events: BufferEvent[]) => void): void {
-    if (!this.sequence) return;
+    if (!this.sequence || this.takes > 0) return;
     this.events = [];
     this.traced = done;
   }
@@ -294,10 +297,11 @@ export class RunBuffers {
    * Takes come from one buffer laid out by planArena(trace) for as long as this run's takes and
    * gives follow `trace` (the same layers on inputs of the same sizes do); from the first step
    * that does not, from the pool as usual (the slices out stay valid: until then the run kept to
-   * the lives they were placed by). Needs a sequence (a buffer given back serves only later ops).
+   * the lives they were placed by). Needs a sequence (a buffer given back serves only later ops),
+   * and must come before the run's first take (take numbers are the trace's); else it does nothing.
    */
   useArena(trace: readonly BufferEvent[], fn: string): void {
-    if (!this.sequence) return;
+    if (!this.sequence || this.takes > 0 || this.arena) return;
     const plan = planArena(trace);
     this.arena = { buf: this.pool.take(plan.total, fn), trace, plan, at: 0, slices: new Set() };
   }

@@ -195,6 +195,7 @@ export class Model {
     };
     let cur: Spatial = x;
     let held: Tensor | undefined;
+    let taken: Tensor | undefined; // the buffer of the layer running now
     try {
       for (let li = 0; li < layers.length; ++li) {
         const first = layers[li];
@@ -212,14 +213,17 @@ export class Model {
           fail(`${fn}: ${i >= 0 ? `spec.layers[${i}] (${name})` : `the ${name} layer of a branch`} would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
         }
         const buf = li === layers.length - 1 && last ? undefined : run.take(n, fn);
+        taken = buf;
         const out = buf ? ActivationPool.view(buf, layout.kind, layout.channels, layout.sizes, rows) : undefined;
         const c: LayerContext = { ...ctx, out, branch: (b, bx) => this.runLayers(fn, b, bx, before, false, run) };
         const y: Spatial = pair ? await f!.infer(pair, l, cur, c) : await kindOf(l).infer!(l, cur, c);
+        taken = undefined;
         if (held) run.give(held);
         held = buf;
         cur = y;
       }
     } catch (e) {
+      if (taken) run.give(taken);
       if (held) run.give(held);
       throw e;
     }

@@ -96,22 +96,22 @@ export class PlanCache {
     this.seen.delete(key);
     this.seen.set(key, n);
     if (this.seen.size > MAX_SEEN) this.seen.delete(this.seen.keys().next().value as string);
-    if (n === 1) {
-      // The first sighting: the run as a recording would make it, its buffer use traced, so
-      // that the recording lays its buffers out in one arena (planArena).
+    const arena = process.env.SPPNET_ARENA !== '0';
+    if (n === 1 && arena) {
+      // The first sighting: the run as a recording would make it (the input copied in, the
+      // output copied out: a little more than the layers alone), its buffer use traced, so that
+      // the recording lays its buffers out in one arena (planArena).
       run.traceTo((events) => {
         this.traces.delete(key);
         this.traces.set(key, events);
         if (this.traces.size > MAX_SEEN) this.traces.delete(this.traces.keys().next().value as string);
       });
-      return this.record(fn, key, L, seq, run, layers, false);
+      return this.record(fn, key, L, seq, run, layers, undefined);
     }
     if (n < 2 || this.recording.has(key)) return undefined;
     this.recording.add(key);
     run.defer(() => this.recording.delete(key));
-    const trace = this.traces.get(key);
-    if (trace && process.env.SPPNET_ARENA !== '0') run.useArena(trace, fn);
-    return this.record(fn, key, L, seq, run, layers, true);
+    return this.record(fn, key, L, seq, run, layers, { trace: arena ? this.traces.get(key) : undefined });
   }
 
   private replay(fn: string, plan: Plan, L: SpatialLayout, seq: OpSequence, run: RunBuffers): Spatial {
@@ -129,10 +129,17 @@ export class PlanCache {
     return out;
   }
 
-  /** Runs the layers on a pooled copy of the input into a pooled output, then copies that out; with `compile`, the ops become the signature's plan. */
+  /**
+   * Runs the layers on a pooled copy of the input into a pooled output, then copies that out; with
+   * `compile`, the ops become the signature's plan, their buffers views of an arena laid out from
+   * `compile.trace` where there is one.
+   */
   private async record(fn: string, key: string, L: SpatialLayout, seq: OpSequence, run: RunBuffers,
-    layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>, compile: boolean): Promise<Spatial> {
+    layers: (x: Spatial) => Promise<{ out: Spatial; done(): void }>, compile: { trace?: BufferEvent[] } | undefined): Promise<Spatial> {
+    // Read before the arena is taken: a take over the budget drops the plans (a new generation),
+    // and then this recording must not be kept either.
     const generation = this.generation;
+    if (compile?.trace) run.useArena(compile.trace, fn);
     const inBuf = run.take(mapElements(L.channels, L.sizes), fn);
     const input = ActivationPool.view(inBuf, L.kind, L.channels, L.sizes);
     copyMaps(seq, L.store, storeOf(fn, input), L.channels, L.sizes, L.offsets);
@@ -145,7 +152,7 @@ export class PlanCache {
     try {
       const shape = outShape(fn, r.out);
       // Layers that record no op (dropout alone): nothing to compile; the copy in is the result.
-      const plan = compile && seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
+      const plan = compile !== undefined && seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
       if (plan) seq.addPlan(plan.native);
       out = this.fresh(fn, shape, L.device);
       copyMaps(seq, storeOf(fn, r.out), storeOf(fn, out), shape.channels, shape.sizes);
