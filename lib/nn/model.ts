@@ -212,19 +212,15 @@ export class Model {
           const name = 'name' in l ? l.name : l.type, i = this.spec.layers.indexOf(l);
           fail(`${fn}: ${i >= 0 ? `spec.layers[${i}] (${name})` : `the ${name} layer of a branch`} would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
         }
-        const buf = li === layers.length - 1 && last ? undefined : run.take(n, fn);
-        taken = buf;
+        const buf = (taken = li === layers.length - 1 && last ? undefined : run.take(n, fn));
         const out = buf ? ActivationPool.view(buf, layout.kind, layout.channels, layout.sizes, rows) : undefined;
         const c: LayerContext = { ...ctx, out, branch: (b, bx) => this.runLayers(fn, b, bx, before, false, run) };
         const y: Spatial = pair ? await f!.infer(pair, l, cur, c) : await kindOf(l).infer!(l, cur, c);
-        taken = undefined;
         if (held) run.give(held);
-        held = buf;
-        cur = y;
+        (held = buf), (taken = undefined), (cur = y);
       }
     } catch (e) {
-      if (taken) run.give(taken);
-      if (held) run.give(held);
+      for (const t of [taken, held]) if (t) run.give(t);
       throw e;
     }
     const keep = held;
