@@ -301,13 +301,15 @@ void block(int64_t rows, int64_t K, const uint16_t* A, int64_t lda, const uint16
 namespace avx2 {
 constexpr int MR = 6;
 
-// R rows (<= 6) x 16 columns (two ymm) of C; Bp rows NR apart.
-template <int R>
+// R rows (<= 6) x NV ymm (8 or 16 columns) of C; Bp rows NR apart.
+template <int R, int NV>
 __attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64_t lda, const float* Bp, float* C,
                                                 int64_t ldc, int nvalid, Epi e) {
-  __m256 c[R][2];
+  __m256 c[R][NV];
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) c[r][0] = c[r][1] = _mm256_setzero_ps();
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) c[r][v] = _mm256_setzero_ps();
   const float* a3 = A + 3 * lda;
   for (int64_t k = 0; k < K; ++k) {
     // B's rows are NR floats apart and this tile reads half of each: the hardware prefetchers
@@ -315,40 +317,35 @@ __attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64
     // rows ahead: googlenet's convs 24 -> 21 ms (conv_check googlenet, Zen 3). Past the panel's
     // end it fetches lines it does not need; prefetches never fault.
     _mm_prefetch(reinterpret_cast<const char*>(Bp + (k + 16) * NR), _MM_HINT_T0);
-    const __m256 b0 = _mm256_loadu_ps(Bp + k * NR), b1 = _mm256_loadu_ps(Bp + k * NR + 8);
+    __m256 b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(Bp + k * NR + 8 * v);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const float* ar = r < 3 ? A + r * lda : a3 + (r - 3) * lda;
       const __m256 av = _mm256_broadcast_ss(ar + k);
-      c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
-      c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(av, b[v], c[r][v]);
     }
   }
   const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
     float* cr = C + r * ldc;
-    __m256 x0 = c[r][0], x1 = c[r][1];
-    if (e.first && e.bias) {
-      const __m256 bv = _mm256_set1_ps(e.bias[r]);
-      x0 = _mm256_add_ps(x0, bv);
-      x1 = _mm256_add_ps(x1, bv);
-    }
-    if (nvalid >= 16) {
-      if (!e.first) {
-        x0 = _mm256_add_ps(x0, _mm256_loadu_ps(cr));
-        x1 = _mm256_add_ps(x1, _mm256_loadu_ps(cr + 8));
+    __m256 x[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) x[v] = e.first && e.bias ? _mm256_add_ps(c[r][v], _mm256_set1_ps(e.bias[r])) : c[r][v];
+    if (nvalid >= 8 * NV) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        if (!e.first) x[v] = _mm256_add_ps(x[v], _mm256_loadu_ps(cr + 8 * v));
+        if (e.relu) x[v] = _mm256_max_ps(zero, x[v]);  // max(0, NaN) = NaN: the second operand wins
+        _mm256_storeu_ps(cr + 8 * v, x[v]);
       }
-      if (e.relu) {
-        x0 = _mm256_max_ps(zero, x0);  // max(0, NaN) = NaN: the second operand wins
-        x1 = _mm256_max_ps(zero, x1);
-      }
-      _mm256_storeu_ps(cr, x0);
-      _mm256_storeu_ps(cr + 8, x1);
     } else {
-      alignas(32) float row[16];
-      _mm256_store_ps(row, x0);
-      _mm256_store_ps(row + 8, x1);
+      alignas(32) float row[8 * NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) _mm256_store_ps(row + 8 * v, x[v]);
       for (int j = 0; j < nvalid; ++j) {
         const float v = row[j] + (e.first ? 0.f : cr[j]);
         cr[j] = e.relu ? relu1(v) : v;
@@ -357,6 +354,8 @@ __attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64
   }
 }
 
+// A row block across the panels, 16 columns a tile; a last block of at most 8 columns (14 x 14
+// maps: 196 = 12 x 16 + 4; 7 x 7: 49 = 3 x 16 + 1) takes the 8-column tile, half the FMAs.
 template <int R>
 void tile_row(int64_t K, const float* A, int64_t lda, const float* Bp, int64_t Kfull, int64_t panels, int64_t ncols, float* C,
               int64_t ldc, Epi e) {
@@ -365,7 +364,10 @@ void tile_row(int64_t K, const float* A, int64_t lda, const float* Bp, int64_t K
       const int64_t j0 = p * NR + 16 * h;
       if (j0 >= ncols) break;
       const int nv = static_cast<int>(std::min<int64_t>(16, ncols - j0));
-      tile<R>(K, A, lda, Bp + p * Kfull * NR + 16 * h, C + j0, ldc, nv, e);
+      if (nv > 8)
+        tile<R, 2>(K, A, lda, Bp + p * Kfull * NR + 16 * h, C + j0, ldc, nv, e);
+      else
+        tile<R, 1>(K, A, lda, Bp + p * Kfull * NR + 16 * h, C + j0, ldc, nv, e);
     }
 }
 
