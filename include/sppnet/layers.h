@@ -65,12 +65,14 @@ struct LrnParams {
 // Optimizer steps (PyTorch's torch.optim formulas, in place over n floats). lib/ computes the
 // per-step scalars in float64, as PyTorch does in Python.
 struct SgdParams {
+  static constexpr bool kNoPointers = true;  // numbers only (see DropoutParams)
   float lr = 0.f, momentum = 0.f, dampening = 0.f, weight_decay = 0.f;
   int32_t nesterov = 0;    // bools as int32_t: see Conv2dParams::relu
   int32_t first_step = 0;  // buf = d at the first step (PyTorch's momentum_buffer is None then)
 };
 
 struct AdamParams {
+  static constexpr bool kNoPointers = true;  // numbers only (see DropoutParams)
   float lr = 0.f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
   int32_t decoupled = 0;            // AdamW: p *= 1 - lr * weight_decay before the update (int32_t: see Conv2dParams::relu)
   float step_size = 0.f;            // lr / (1 - beta1^step)
@@ -81,6 +83,9 @@ static_assert(sizeof(SgdParams) == 6 * 4 && sizeof(AdamParams) == 8 * 4, "optimi
 // Dropout: element i is kept when the top 24 bits of hash(seed, i) are >= threshold (a 24-bit
 // fraction of p), the same integer arithmetic on every backend; kept elements are scaled by `scale`.
 struct DropoutParams {
+  // Numbers only: tools/emu does not read its words as possible host pointers (a random seed
+  // lands in the host heap's address range now and then: a false "points into host memory").
+  static constexpr bool kNoPointers = true;
   uint64_t seed = 0;
   uint32_t threshold = 0;
   float scale = 1.f;

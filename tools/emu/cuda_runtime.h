@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <type_traits>
 #include <string>
 
 #define SPPNET_CUDA_EMULATE 1
@@ -181,9 +182,18 @@ const char* kernel_name() {
 
 void set_last_error(cudaError_t e);
 
+// Whether A says it holds numbers only (a `static constexpr bool kNoPointers = true` member).
+template <class A, class = void>
+struct declares_no_pointers : std::false_type {};
+template <class A>
+struct declares_no_pointers<A, std::void_t<decltype(A::kNoPointers)>> : std::bool_constant<A::kNoPointers> {};
+
+// Pointers and structs are searched for host pointers; numbers, and structs that declare they
+// hold only numbers, are not (a 64-bit seed or count can look like an address).
 template <class A>
 void check_argument(const char* kernel, const A& a) {
-  check_argument_words(kernel, &a, sizeof(A));
+  if constexpr (!std::is_arithmetic_v<A> && !std::is_enum_v<A> && !declares_no_pointers<A>::value)
+    check_argument_words(kernel, &a, sizeof(A));
 }
 
 // SPP_LAUNCH(grid, block, smem, kernel)(args...): the arguments are copied (and converted to the
