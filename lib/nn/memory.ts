@@ -197,7 +197,7 @@ export class ActivationPool {
   static view(buf: Tensor, kind: SpatialLayout['kind'] | 'matrix', channels: number, sizes: Array<readonly [number, number]>, rows = 0): Spatial {
     const s = buf.storage('Model.run', 'an activation buffer');
     const n = kind === 'matrix' ? rows * channels : mapElements(channels, sizes);
-    const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(0, n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset };
+    const store = storageRange(s, 0, n);
     if (kind === 'ragged') return new RaggedBatch(new Tensor(store, [n], false, buf), channels, sizes);
     const shape = kind === 'matrix' ? [rows, channels] : kind === 'dense' ? [sizes.length, channels, ...sizes[0]] : [channels, ...sizes[0]];
     return new Tensor(store, shape, false, buf);
@@ -209,6 +209,11 @@ export class ActivationPool {
     this.closed = true;
     poolCollected.unregister(this);
   }
+}
+
+/** Elements [off, off + n) of a storage, as a storage of their own (a view: same memory). */
+function storageRange(s: Storage, off: number, n: number): Storage {
+  return s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(off, off + n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset + off };
 }
 
 /** One step of a run's use of activation buffers: a take of `take` elements, or the give of take number `give` (takes count from 0). */
@@ -326,7 +331,7 @@ export class RunBuffers {
     let t: Tensor;
     if (this.step({ take: n })) {
       const a = this.arena!, off = a.plan.offsets[id], s = a.buf.storage(fn, 'an activation buffer');
-      const store: Storage = s.device === 'cpu' ? { device: 'cpu', array: s.array.subarray(off, off + n) } : { device: 'cuda', buffer: s.buffer, offset: s.offset + off };
+      const store = storageRange(s, off, n);
       t = new Tensor(store, [n], false, a.buf);
       a.slices.add(t);
     } else {
