@@ -56,6 +56,15 @@ RunCols run_cols(const RaggedView& in, const RaggedView& out, int i0, int i1, in
   return t;
 }
 
+// Whether panel q's NR columns are one run of consecutive pixels of one map size, none past N:
+// for a 1x1 conv without padding, each row of the panel is then NR contiguous input floats.
+bool pointwise_panel(const RunCols& t, int64_t q) {
+  const size_t n = static_cast<size_t>(q * NR);
+  for (size_t l = 0; l < static_cast<size_t>(NR); ++l)
+    if (t.H[n + l] == 0 || t.start[n + l] != t.start[n] + static_cast<int32_t>(l) || t.HW[n + l] != t.HW[n]) return false;
+  return true;
+}
+
 // Panels [q0, q1), rows [k0, k1): portable, one element at a time from the column table.
 // Panel q lands at Bp + (q - qbase) * K * NR (qbase: the first panel of a buffer that holds a few).
 void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams& p, int64_t K, int64_t q0, int64_t q1,
@@ -203,7 +212,18 @@ void im2col_panels_avx2(const float* x, const RunCols& t, const Conv2dParams& p,
     return _mm256_and_si256(_mm256_cmpgt_epi32(v, none), _mm256_cmpgt_epi32(lim, v));
   };
   const int sw = p.stride_w;
-  for (int64_t q = q0; q < q1; ++q)
+  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+  for (int64_t q = q0; q < q1; ++q) {
+    if (pointwise && pointwise_panel(t, q)) {
+      // A 1x1 conv whose panel is one run of NR consecutive pixels: row k of B is channel k of
+      // those pixels, NR contiguous floats (no window can reach the padding).
+      const float* P = xb + t.start[static_cast<size_t>(q * NR)];
+      const int64_t hw = t.HW[static_cast<size_t>(q * NR)];
+      float* d = Bp + (q - qbase) * K * NR;
+      for (int64_t k = k0; k < k1; ++k)
+        for (int h = 0; h < NR / 8; ++h) _mm256_store_ps(d + k * NR + 8 * h, _mm256_loadu_ps(P + k * hw + 8 * h));
+      continue;
+    }
     for (int h = 0; h < NR / 8; ++h) {
       const size_t n = static_cast<size_t>(q * NR + 8 * h);
       const __m256i start = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t.start.data() + n));
@@ -301,6 +321,7 @@ void im2col_panels_avx2(const float* x, const RunCols& t, const Conv2dParams& p,
         }
       }
     }
+  }
 }
 #pragma GCC pop_options
 #endif

@@ -303,7 +303,7 @@ describe('conv2d on every CPU instruction set', function () {
   const { runNode } = require('./support/child');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, K in two blocks, Winograd 3x3, linear with few and many rows, LRN and LRN + max pool, max pool, against the references`, function () {
+    it(`${isa}: ragged maps, groups, strides, 1x1, K in two blocks, Winograd 3x3, linear with few and many rows, LRN and LRN + max pool, max pool, against the references`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
@@ -322,6 +322,12 @@ describe('conv2d on every CPU instruction set', function () {
             [{ cin: 5, cout: 11, kh: 3, kw: 3, padding: [1, 1], relu: true }, large],
             [{ cin: 3, cout: 14, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3] }, large],
             [{ cin: 4, cout: 9, kh: 5, kw: 5, stride: [3, 3], padding: [2, 2] }, large],
+            // 1x1: panels of consecutive pixels are plain copies; those across a map's end, with
+            // padding or with a stride are not
+            [{ cin: 24, cout: 10, kh: 1, kw: 1, relu: true }, small],
+            [{ cin: 9, cout: 7, kh: 1, kw: 1 }, large],
+            [{ cin: 9, cout: 7, kh: 1, kw: 1, padding: [1, 0] }, small],
+            [{ cin: 9, cout: 7, kh: 1, kw: 1, stride: [2, 2] }, large],
           ]) {
             const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
             const w = Float32Array.from({ length: c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw }, () => r.normal() * 0.3);
