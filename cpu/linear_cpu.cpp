@@ -61,9 +61,18 @@ constexpr int kStreamRows = NR <= 2 ? 16 : 8;
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 // linear_tile_small with ymm vectors, for AVX2's 16 registers: OB x NR accumulators of 8 floats
-// (a v16 there is two ymm, and linear_tile_small's 16 x 1 or 8 x 4 of them spill).
-template <int OB, int NR>
-void linear_tile_avx2(int64_t o, const float* x, int64_t in, int64_t out, const float* w, const float* b, bool relu, float* y) {
+// (a v16 there is two ymm, and linear_tile_small's 16 x 1 or 8 x 4 of them spill). Weights T:
+// float, or bfloat16 bits (uint16_t), widened 8 at a time as they load (zero-extended to 32 bits,
+// shifted up: a bf16 is the upper half of its float), so x is read as it is.
+inline __m256 load_w8(const float* w) { return _mm256_loadu_ps(w); }
+inline __m256 load_w8(const uint16_t* w) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), 16));
+}
+inline float widen1(float v) { return v; }
+inline float widen1(uint16_t v) { return bf16_to_float(v); }
+
+template <int OB, int NR, typename T>
+void linear_tile_avx2(int64_t o, const float* x, int64_t in, int64_t out, const T* w, const float* b, bool relu, float* y) {
   __m256 a[OB][NR];
   for (int i = 0; i < OB; ++i)
     for (int r = 0; r < NR; ++r) a[i][r] = _mm256_setzero_ps();
@@ -72,23 +81,33 @@ void linear_tile_avx2(int64_t o, const float* x, int64_t in, int64_t out, const 
     __m256 xv[NR];
     for (int r = 0; r < NR; ++r) xv[r] = _mm256_loadu_ps(x + r * in + k);
     for (int i = 0; i < OB; ++i) {
-      const __m256 wv = _mm256_loadu_ps(w + (o + i) * in + k);
+      const __m256 wv = load_w8(w + (o + i) * in + k);
       for (int r = 0; r < NR; ++r) a[i][r] = _mm256_fmadd_ps(wv, xv[r], a[i][r]);
     }
   }
   for (int i = 0; i < OB; ++i)
     for (int r = 0; r < NR; ++r) {
-      const float* wo = w + (o + i) * in;
+      const T* wo = w + (o + i) * in;
       const __m128 h = _mm_add_ps(_mm256_castps256_ps128(a[i][r]), _mm256_extractf128_ps(a[i][r], 1));
       const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
       float s = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * wo[j];
+      for (int64_t j = k; j < in; ++j) s += x[r * in + j] * widen1(wo[j]);
       if (b) s += b[o + i];
       y[r * out + o + i] = relu ? relu1(s) : s;
     }
 }
 #pragma GCC pop_options
 #endif
+
+// The few-row kernels of this CPU are linear_tile_avx2 (AVX2 without AVX-512).
+inline bool linear_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx2 = detect_isa() == Isa::kAvx2;
+  return avx2;
+#else
+  return false;
+#endif
+}
 
 // Weight rows streamed at once on AVX2: as many as 16 ymm registers hold with NR rows of x.
 template <int NR>
@@ -99,8 +118,7 @@ void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64
                        bool relu, float* y) {
   int64_t o = o0;
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const bool avx2 = detect_isa() == Isa::kAvx2;
-  if (avx2) {
+  if (linear_avx2()) {
     constexpr int OB = kStreamRowsAvx2<NR>;
     for (; o + OB <= o1; o += OB) linear_tile_avx2<OB, NR>(o, x, in, out, w, b, relu, y);
     for (; o < o1; ++o) linear_tile_avx2<1, NR>(o, x, in, out, w, b, relu, y);
@@ -151,6 +169,14 @@ template <int NR>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, int64_t in, int64_t out, const uint16_t* w,
                        const float* b, bool relu, float* y) {
   int64_t o = o0;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (linear_avx2()) {  // linear_tile_bf16's v16 accumulators spill on AVX2 (4 rows: 0.5x FP32)
+    constexpr int OB2 = kStreamRowsAvx2<NR>;
+    for (; o + OB2 <= o1; o += OB2) linear_tile_avx2<OB2, NR>(o, x, in, out, w, b, relu, y);
+    for (; o < o1; ++o) linear_tile_avx2<1, NR>(o, x, in, out, w, b, relu, y);
+    return;
+  }
+#endif
   constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_bf16<OB, NR>(o, x, xd, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_bf16<1, NR>(o, x, xd, in, out, w, b, relu, y);
@@ -277,7 +303,7 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
     // x deinterleaved for linear_tile_bf16, once per call (rows x in floats: fc6's 12,800 a row).
     static thread_local FloatBuffer deinterleaved;
     float* xd = deinterleaved.get(static_cast<size_t>(rows * in));
-    for (int64_t r = 0; r < rows; ++r)
+    for (int64_t r = 0; r < (linear_avx2() ? 0 : rows); ++r)
       for (int64_t k = 0; k + 32 <= in; k += 32)
         for (int j = 0; j < 16; ++j) xd[r * in + k + j] = x[r * in + k + 2 * j], xd[r * in + k + 16 + j] = x[r * in + k + 2 * j + 1];
     linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {

@@ -65,7 +65,7 @@ for (const device of devices) {
       const seed = freshSeed();
       const r = rng(seed);
       // rows 1-7: the CPU's streaming kernel; 8 and up its GEMM, the weights widened 256 rows at a time (outF 300).
-      for (const [rows, inF, outF] of [[1, 37, 5], [3, 129, 40], [5, 600, 17], [9, 45, 300], [21, 301, 29]]) {
+      for (const [rows, inF, outF] of [[1, 37, 5], [2, 203, 29], [3, 129, 40], [4, 203, 26], [5, 600, 17], [7, 64, 31], [9, 45, 300], [21, 301, 29]]) {
         const x = rand(r, rows * inF), w = rand(r, outF * inF, 0.2), b = rand(r, outF);
         const W = sp.tensor(w, [outF, inF], { device });
         const m = await sp.toBF16(W);

@@ -303,7 +303,7 @@ describe('conv2d on every CPU instruction set', function () {
   const { runNode } = require('./support/child');
   const path = require('path');
   for (const isa of ['avx2', 'portable']) {
-    it(`${isa}: ragged maps, groups, strides, 1x1, K in two blocks, Winograd 3x3, linear with few and many rows, LRN and LRN + max pool, max pool, against the references`, function () {
+    it(`${isa}: ragged maps, groups, strides, 1x1, K in two blocks, Winograd 3x3, linear with few and many rows (FP32 and bfloat16 weights), LRN and LRN + max pool, max pool, against the references`, function () {
       const seed = freshSeed();
       const code = `
         const sp = require('./dist');
@@ -351,6 +351,11 @@ describe('conv2d on every CPU instruction set', function () {
             const fb = Float32Array.from({ length: fout }, () => r.normal());
             const fy = await (await sp.linear(sp.tensor(fx, [fr, fin]), sp.tensor(fw, [fout, fin]), sp.tensor(fb, [fout]), { relu: fr % 2 === 1 })).data();
             refLinear(fx, fr, fin, fw, fout, fb, fr % 2 === 1).forEach((e, j) => { if (!(Math.abs(fy[j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; });
+            // bfloat16 weights (a BF16Matrix): against the FP32 reference on the rounded weights
+            const fm = await sp.toBF16(sp.tensor(fw, [fout, fin]));
+            const fwr = await fm.data();
+            const fyb = await (await sp.linear(sp.tensor(fx, [fr, fin]), fm, sp.tensor(fb, [fout]), { relu: fr % 2 === 1 })).data();
+            refLinear(fx, fr, fin, fwr, fout, fb, fr % 2 === 1).forEach((e, j) => { if (!(Math.abs(fyb[j] - e) <= 2e-4 * (1 + Math.abs(e)))) bad++; });
           }
           // LRN (+ max pool, fused): the AVX-512 rows and the portable loops
           const lrn = { size: 5, alpha: 0.5, beta: 0.75, k: 1 }, pool = { kernel: [3, 3], stride: [2, 2], padding: [1, 1] };
