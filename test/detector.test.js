@@ -183,6 +183,111 @@ describe('detection pipeline', function () {
     }
   });
 
+  it("stops once aborted: Detector.detect's signal between stages, nothing left behind; a bad signal is refused", async function () {
+    const im = test.images[0].path;
+    await expectReject(det.detect(im, { signal: 'soon' }), /Detector\.detect: options\.signal must be an AbortSignal, got the string "soon"/, 'SPPNET_INVALID_ARGUMENT');
+    const early = new AbortController();
+    const p = det.detect(im, { signal: early.signal });
+    early.abort(); // before its first stage (it is reading the header)
+    await expectReject(p, /Detector\.detect: aborted before the proposals/, 'SPPNET_ABORTED');
+    const boxes = test.images[0].objects.flatMap((o) => o.box.map((v) => v - 1));
+    for (const mode of ['spp', 'rcnn']) {
+      const ac = new AbortController();
+      const q = det.detect(im, { signal: ac.signal, boxes, mode });
+      ac.abort();
+      await expectReject(q, /Detector\.detect: aborted before decoding the image/, 'SPPNET_ABORTED');
+    }
+    // Aborted at every point of a run: each call resolves or stops with SPPNET_ABORTED, and every
+    // tensor a stopped call made is disposed (counted after three runs of each kind: the model keeps
+    // buffers for the shapes it has seen, and lays them out anew by the third run).
+    for (let i = 0; i < 3; i++) for (const mode of ['spp', 'rcnn']) await det.detect(im, { mode, chunk: 2 });
+    const before = sp.memory().tensors.cpu;
+    const outcomes = [];
+    for (const ms of [0, 1, 2, 4, 8, 16, 32, 64]) {
+      for (const mode of ['spp', 'rcnn']) {
+        const ac = new AbortController();
+        setTimeout(() => ac.abort(), ms);
+        outcomes.push(await det.detect(im, { signal: ac.signal, mode, chunk: 2 }).then(() => 'done', (e) => (e.code === 'SPPNET_ABORTED' ? e.message.replace(/.*aborted before /, '') : Promise.reject(e))));
+      }
+    }
+    expect(outcomes).to.include('the proposals');
+    expect(sp.memory().tensors.cpu, outcomes.join(', ')).to.equal(before);
+    // Aborted inside a stage, for certain: during the convolutions (SPP-net), during a chunk's fc
+    // layers (R-CNN).
+    for (const [mode, stage, method] of [['spp', 'pooling the windows', 'features'], ['rcnn', 'windows 2-73', 'head']]) {
+      const ac = new AbortController();
+      const m = det.model, orig = m[method];
+      m[method] = (...a) => (ac.abort(), orig.apply(m, a));
+      try {
+        await expectReject(det.detect(im, { signal: ac.signal, mode, chunk: 2 }), new RegExp(`aborted before ${stage}`), 'SPPNET_ABORTED');
+      } finally {
+        delete m[method];
+      }
+      expect(sp.memory().tensors.cpu, mode).to.equal(before);
+    }
+  });
+
+  it('POST /v1/detect: work stops with its response: a request whose client left never runs; one past its time stops, holding its pixels until then', async function () {
+    const { send } = require('./support/http');
+    const body = fs.readFileSync(test.images[0].path);
+    const own = Object.getOwnPropertyDescriptor(det, 'detect');
+    // Detections start in order; each waits for a gate of the test's before it runs.
+    const started = [], outcomes = [], gates = [];
+    const orig = det.detect.bind(det);
+    det.detect = (image, o) => {
+      started.push(o);
+      const gate = new Promise((r) => gates.push(r));
+      return gate.then(() => orig(image, o)).then((r) => (outcomes.push('done'), r), (e) => (outcomes.push(e.code), Promise.reject(e)));
+    };
+    const until = async (f) => { for (let i = 0; i < 400 && !(await f()); i++) await new Promise((r) => setTimeout(r, 10)); expect(await f()).to.equal(true); };
+    const servers = [];
+    const serve = async (timeoutMs) => {
+      const srv = await sp.createServer({ model: det.model, detector: det, maxConcurrentDetections: 1, timeoutMs });
+      servers.push(srv);
+      const url = await srv.app.listen({ port: 0, host: '127.0.0.1' });
+      const metrics = async () => (await srv.app.inject({ method: 'GET', url: '/metrics' })).body;
+      return {
+        metrics,
+        queued: async () => Number((await metrics()).match(/^sppnet_queued_pixels (\d+)/m)[1]),
+        post: (o = {}) => send(`${url}/v1/detect?minScore=0.01`, { headers: { 'content-type': 'image/jpeg' }, body, ...o }),
+      };
+    };
+    try {
+      let { queued, post, metrics } = await serve(60_000);
+      const a = post();
+      await until(async () => started.length === 1);
+      const one = await queued();
+      let leave;
+      const b = post({ abortWhen: new Promise((r) => (leave = r)) });
+      await until(async () => (await queued()) === 2 * one); // b holds its pixels and waits its turn
+      leave();
+      expect((await b).status).to.equal('aborted');
+      await until(async () => (await queued()) === one); // b left the line
+      gates[0]();
+      expect((await a).status).to.equal(200);
+      expect(started.length, 'the request whose client left never ran').to.equal(1);
+      expect(outcomes).to.deep.equal(['done']);
+      expect(await metrics()).to.match(/sppnet_rejected_total\{reason="aborted"\} 1\b/);
+      // Past its time: 503 at once; its detection stops at its next stage, its pixels held till then
+      // (over a real connection: fastify's own handlerTimeout never fires there on Node 20).
+      ({ queued, post, metrics } = await serve(1500));
+      const c = await post();
+      expect(c.status, c.body).to.equal(503);
+      expect(c.json).to.deep.equal({ error: 'POST /v1/detect: timed out after 1500 ms (timeoutMs)', code: 'SPPNET_TIMEOUT' });
+      expect(started.length).to.equal(2);
+      expect(await queued()).to.equal(one);
+      gates[1]();
+      await until(async () => outcomes.length === 2);
+      expect(outcomes[1]).to.equal('SPPNET_ABORTED');
+      await until(async () => (await queued()) === 0);
+      expect(await metrics()).to.match(/sppnet_rejected_total\{reason="timeout"\} 1\b/);
+    } finally {
+      if (own) Object.defineProperty(det, 'detect', own);
+      else delete det.detect;
+      for (const srv of servers) await srv.close();
+    }
+  });
+
   it('runs on CUDA: the detector loaded onto the device finds what the CPU one finds', async function () {
     if (sp.backend().device !== 'cuda') this.skip();
     const file = path.join(dir, 'det-cuda.safetensors');

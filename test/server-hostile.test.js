@@ -8,7 +8,7 @@
 // Bounds, not timings (a busy 2-core machine): the only times asserted are generous ones.
 const { expect } = require('chai');
 const { fork } = require('child_process');
-const http = require('http');
+const { send } = require('./support/http');
 const path = require('path');
 const sharp = require('sharp');
 const { sp } = require('./support/helpers');
@@ -35,37 +35,6 @@ function multipart(files, name = 'image') {
     buf, Buffer.from('\r\n'),
   ]));
   return { body: Buffer.concat([...parts, Buffer.from(`--${boundary}--\r\n`)]), type: `multipart/form-data; boundary=${boundary}` };
-}
-
-/**
- * One HTTP request on a fresh connection; resolves with the response (status, headers, JSON or
- * text). `chunked`: no Content-Length, the body in 16 KiB chunks. Write errors after the server
- * answered (it may stop reading an oversized body) are ignored.
- */
-function send(url, { method = 'POST', headers = {}, body, chunked = false, abortAfterMs } = {}) {
-  return new Promise((resolve, reject) => {
-    const u = new URL(url);
-    const h = { ...headers };
-    if (body && !chunked) h['content-length'] = body.length;
-    const req = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: h, agent: false }, (res) => {
-      let data = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (data += d));
-      res.on('end', () => {
-        let json;
-        try {
-          json = JSON.parse(data);
-        } catch {}
-        resolve({ status: res.statusCode, headers: res.headers, body: data, json });
-      });
-    });
-    req.on('error', (e) => (abortAfterMs ? resolve({ status: 'aborted' }) : reject(e)));
-    if (abortAfterMs) setTimeout(() => req.destroy(), abortAfterMs);
-    if (body && chunked) {
-      for (let i = 0; i < body.length; i += 16384) req.write(body.subarray(i, i + 16384));
-      req.end();
-    } else req.end(body);
-  });
 }
 
 describe('HTTP service against hostile clients (issue 12)', function () {

@@ -101,3 +101,16 @@ export function nonNegativeOption<T extends object>(fn: string, opts: T, name: k
   if (typeof v !== 'number' || !(v >= 0) || !Number.isFinite(v)) fail(`${fn}: options.${name} must be a finite number >= 0, got ${describe(v)}`);
   return v;
 }
+
+/** opts.signal checked: undefined or an AbortSignal; the error names fn and the option. */
+export function signalOption(fn: string, v: unknown): AbortSignal | undefined {
+  if (v !== undefined && !(v instanceof AbortSignal)) fail(`${fn}: options.signal must be an AbortSignal, got ${describe(v)}`);
+  return v;
+}
+
+/** SPPNET_ABORTED naming the call and what it had not yet done, once `signal` has aborted (first disposing `drop`: what that would have taken). */
+export function throwIfAborted(fn: string, signal: AbortSignal | undefined, before: string, drop: { dispose(): void }[] = []): void {
+  if (!signal?.aborted) return;
+  drop.forEach((d) => d.dispose());
+  throw new SppnetError(`${fn}: aborted before ${before}`, 'SPPNET_ABORTED');
+}

@@ -2,7 +2,7 @@
 // the maps of the scale where it is closest to the training size (sp.spp with windows), the fc
 // head's softmax over the classes and background, box regression, per-class NMS. The R-CNN
 // baseline runs the same network on each window cropped and warped to that size instead.
-import { describe, fail, isPositiveInt, overLimit, SppnetError } from '../core/errors';
+import { describe, fail, isPositiveInt, overLimit, signalOption, SppnetError, throwIfAborted } from '../core/errors';
 import { RaggedBatch, ragged } from '../core/ragged';
 import { Tensor, tensor } from '../core/tensor';
 import { describeSource, probeImage, readImage, targetSize } from '../io/images';
@@ -58,6 +58,8 @@ export interface DetectOptions {
   chunk?: number;
   /** Refuse images with more pixels than this, from the header, before decoding (default 4,000,000, as sp.proposals; SPPNET_TOO_LARGE). */
   maxPixels?: number;
+  /** Stops the detection between its stages once aborted (SPPNET_ABORTED): a server's client that went away. */
+  signal?: AbortSignal;
 }
 
 export interface DetectedBox {
@@ -70,13 +72,7 @@ export interface DetectedBox {
 
 /** Seconds per stage. */
 export interface DetectTiming {
-  proposals: number;
-  decode: number;
-  conv: number;
-  pooling: number;
-  fc: number;
-  nms: number;
-  total: number;
+  proposals: number; decode: number; conv: number; pooling: number; fc: number; nms: number; total: number;
 }
 
 export interface DetectResult {
@@ -202,6 +198,8 @@ export class Detector {
     if (!isPositiveInt(maxDet)) fail(`${fn}: options.maxDetections must be a positive integer, got ${describe(opts.maxDetections)}`);
     if (!isPositiveInt(chunk)) fail(`${fn}: options.chunk must be a positive integer, got ${describe(opts.chunk)}`);
     const scales = this.scalesOf(fn, opts.scales);
+    const signal = signalOption(fn, opts.signal);
+    const stop = (before: string, ...drop: { dispose(): void }[]) => throwIfAborted(fn, signal, before, drop);
     const t: DetectTiming = { proposals: 0, decode: 0, conv: 0, pooling: 0, fc: 0, nms: 0, total: 0 };
     const t0 = now();
     // The size from the header, checked before anything is decoded; then the windows.
@@ -214,9 +212,11 @@ export class Detector {
     if (opts.boxes !== undefined) {
       boxes = checkBoxes(fn, opts.boxes);
     } else {
+      stop('the proposals');
       boxes = (await proposals(image, { maxPixels, ...(opts.proposals ?? {}) })).boxes;
       t.proposals = now() - t0;
     }
+    stop('decoding the image');
     t.decode -= now();
     const norm = { mean: this.config.mean, std: this.config.std, device: this.model.device };
     const count = boxes.length / 4;
@@ -234,12 +234,15 @@ export class Detector {
         t.decode += now();
         const batch = ragged(resized);
         resized.forEach((r) => r.dispose());
+        stop('the convolutions', batch);
         t.conv -= now();
         const maps = await this.model.features(batch).finally(() => batch.dispose());
         t.conv += now();
         t.pooling -= now();
+        stop('pooling the windows', maps);
         rows = await this.poolWindows(maps, [H, W], boxes, count, scales).finally(() => maps.dispose());
         t.pooling += now();
+        stop('the fully connected layers');
         t.fc -= now();
         logits = await this.model.head(rows);
       } else {
@@ -247,6 +250,7 @@ export class Detector {
         const parts: Tensor[] = [], logitParts: Tensor[] = [];
         try {
           for (let at = 0; at < count; at += chunk) {
+            stop(`windows ${at}-${count - 1}`);
             const n = Math.min(chunk, count - at);
             const win = new Float32Array(5 * n);
             for (let i = 0; i < n; i++) win.set([0, ...boxes.subarray(4 * (at + i), 4 * (at + i) + 4)], 5 * i);

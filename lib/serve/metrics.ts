@@ -7,7 +7,7 @@ import { BatchEvent, BatchingRunner } from './batching';
 export interface MetricsSources {
   runner: BatchingRunner;
   /** Requests refused by the service itself, by reason (counted by the server as it refuses). */
-  refused: Record<'queue_full' | 'queued_pixels' | 'memory' | 'event_loop' | 'too_large', number>;
+  refused: Record<'queue_full' | 'queued_pixels' | 'memory' | 'event_loop' | 'too_large' | 'timeout' | 'aborted', number>;
   maxInFlight: number;
   maxQueuedPixels: number;
   inFlight(): number;
@@ -22,12 +22,12 @@ export function serverMetrics(o: MetricsSources) {
   const requests = new Counter({ name: 'sppnet_requests_total', help: 'Responses sent, by route pattern and status code (fastify\'s own errors included).', labelNames: ['route', 'code'], registers });
   const durations = new Histogram({ name: 'sppnet_request_duration_seconds', help: 'Time from arrival to the response sent, by route pattern.', labelNames: ['route'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
   new Counter({
-    name: 'sppnet_rejected_total', help: 'Requests refused: queue_full, queued_pixels, memory and event_loop by the service (503), too_large (413), timeout and aborted by the batching o.runner.', labelNames: ['reason'], registers,
+    name: 'sppnet_rejected_total', help: 'Requests refused: queue_full, queued_pixels, memory and event_loop by the service (503), too_large (413), timeout and aborted by the batching runner and the detections.', labelNames: ['reason'], registers,
     collect() {
       const r = o.runner.stats().rejected;
       this.reset();
       // The runner's own queue_full (a request that cannot finish in time) adds to the service's.
-      for (const [reason, v] of Object.entries({ ...o.refused, queue_full: o.refused.queue_full + r.queueFull, timeout: r.timeout, aborted: r.aborted })) this.inc({ reason }, v);
+      for (const [reason, v] of Object.entries({ ...o.refused, queue_full: o.refused.queue_full + r.queueFull, timeout: o.refused.timeout + r.timeout, aborted: o.refused.aborted + r.aborted })) this.inc({ reason }, v);
     },
   });
   new Gauge({ name: 'sppnet_queue_depth', help: 'Requests waiting for a batch.', registers, collect() { this.set(o.runner.stats().queued); } });

@@ -4,9 +4,10 @@
 // Every resource a request can take is bounded, and refused early: bytes (bodyLimit, multipart
 // included), images (maxFiles), pixels as the headers state them (maxPixels, before any decoding),
 // pixels as the model sees them (resized to shorterSide; the runner's maxBatchPixels), pixels held
-// by the service (maxQueuedPixels), requests in flight (maxQueueLength), time (timeoutMs: fastify's
-// handlerTimeout, and the runner's timeout, which cancels queued work as a client that goes away
-// does) and memory (maxRssBytes, through @fastify/under-pressure). Over a per-request limit: 413
+// by the service (maxQueuedPixels), requests in flight (maxQueueLength), time (timeoutMs: the
+// runner's timeout, which cancels queued work as a client that goes away does, and the detect
+// route's own; fastify's handlerTimeout is set too, but on Node 20 it is cleared once the body has
+// been read, so over a real connection it never fires) and memory (maxRssBytes, through @fastify/under-pressure). Over a per-request limit: 413
 // naming the limit; over a service-wide one: 503 with Retry-After, at once. /metrics is
 // prom-client's text format from a registry of this server's own, counting every response in an
 // onResponse hook (fastify's own 404, 413, 415 and 400 answers included).
@@ -146,7 +147,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   let queuedPixels = 0;
 
   // ---- metrics: one registry per server (several servers may share a process or a thread)
-  const refused = { queue_full: 0, queued_pixels: 0, memory: 0, event_loop: 0, too_large: 0 };
+  const refused = { queue_full: 0, queued_pixels: 0, memory: 0, event_loop: 0, too_large: 0, timeout: 0, aborted: 0 };
   const { registry, requests, durations, detach } = serverMetrics({ runner, refused, maxInFlight, maxQueuedPixels, inFlight: () => inFlight, queuedPixels: () => queuedPixels });
 
   app.addHook('onResponse', async (req, reply) => {
@@ -221,14 +222,22 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     });
   });
 
-  /** Holds `pixels` of the service-wide budget until the response is done; 503 when it is spent. */
-  const reservePixels = (req: FastifyRequest, reply: FastifyReply, pixels: number) => {
+  /** Holds `pixels` of the service-wide budget until release() (once; later calls do nothing); 503 when it is spent. */
+  const holdPixels = (req: FastifyRequest, pixels: number): (() => void) => {
     if (queuedPixels + pixels > maxQueuedPixels) {
       refused.queued_pixels++;
       throw new SppnetError(`${callOf(req)}: the service holds ${queuedPixels} pixels of admitted images; ${pixels} more would pass maxQueuedPixels ${maxQueuedPixels} (${formatAmount(maxQueuedPixels, 'pixels')}); retry later`, 'SPPNET_QUEUE_FULL');
     }
     queuedPixels += pixels;
-    reply.raw.once('close', () => (queuedPixels -= pixels));
+    let held = true;
+    return () => {
+      if (held) queuedPixels -= pixels;
+      held = false;
+    };
+  };
+  /** holdPixels until the response is done. */
+  const reservePixels = (req: FastifyRequest, reply: FastifyReply, pixels: number) => {
+    reply.raw.once('close', holdPixels(req, pixels));
   };
 
   /** At most maxDecodes images are probed or decoded at once; the others wait their turn here. */
@@ -299,7 +308,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const blobs = await readBodies(req);
     if (blobs.length === 0) fail(`${call}: send an image as the body (Content-Type image/* or application/octet-stream) or as multipart files`);
     // Headers first: the pixel budgets are checked before a single pixel is decoded.
-    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => decodeSlot(() => probeImage(`${call}: image ${i}`, b))));
+    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => decodeSlot(() => probeImage(`${call}: image ${i}`, b), gone.get(req), call)));
     const sizes = headers.map((h) => `${h.width}x${h.height}`).join(' + ');
     const source = headers.reduce((a, h) => a + h.width * h.height, 0);
     if (source > maxPixels) throw overLimit(call, `the images (${sizes}) hold`, source, 'pixels', 'maxPixels', maxPixels);
@@ -307,7 +316,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const over = runner.checkPixels(call, input);
     if (over) throw over;
     reservePixels(req, reply, input);
-    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device, releasable: true }))));
+    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device, releasable: true }), gone.get(req), call)));
     const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     let inBatch = false; // handed to the runner and not answered: a packing op may still read them
     try {
@@ -357,7 +366,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   if (opts.detector !== undefined) {
     if (!(opts.detector instanceof Detector)) fail(`${fn}: options.detector must be a Detector, got ${describe(opts.detector)}`);
     const maxConcurrent = positiveIntOption(fn, opts, 'maxConcurrentDetections', 1);
-    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, callOf, readBodies, reservePixels, probe: (call, b) => decodeSlot(() => probeImage(call, b)) });
+    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, timeoutMs, refused, callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
