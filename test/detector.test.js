@@ -281,6 +281,18 @@ describe('detection pipeline', function () {
       expect(outcomes[1]).to.equal('SPPNET_ABORTED');
       await until(async () => (await queued()) === 0);
       expect(await metrics()).to.match(/sppnet_rejected_total\{reason="timeout"\} 1\b/);
+      // A client that leaves while its detection runs: counted once, as aborted, not again when its time passes.
+      let leaveD;
+      const d = post({ abortWhen: new Promise((r) => (leaveD = r)) });
+      await until(async () => started.length === 3);
+      leaveD();
+      expect((await d).status).to.equal('aborted');
+      await new Promise((r) => setTimeout(r, 1700));
+      gates[2]();
+      await until(async () => outcomes.length === 3);
+      expect(outcomes[2]).to.equal('SPPNET_ABORTED');
+      const m = await metrics();
+      expect(m).to.match(/sppnet_rejected_total\{reason="timeout"\} 1\b/).and.match(/sppnet_rejected_total\{reason="aborted"\} 1\b/);
     } finally {
       if (own) Object.defineProperty(det, 'detect', own);
       else delete det.detect;

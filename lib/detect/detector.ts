@@ -230,7 +230,11 @@ export class Detector {
     let rows: Tensor | undefined, logits: Tensor | undefined;
     try {
       if (mode === 'spp') {
-        const resized = await Promise.all(scales.map((s) => readImage(image, { ...norm, shorterSide: s })));
+        const read = await Promise.allSettled(scales.map((s) => readImage(image, { ...norm, shorterSide: s })));
+        const resized = read.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+        const bad = read.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (bad) resized.forEach((r) => r.dispose()); // one scale failed: the others are not kept
+        if (bad) throw bad.reason;
         t.decode += now();
         const batch = ragged(resized);
         resized.forEach((r) => r.dispose());

@@ -7,7 +7,7 @@
 // client gone) the request's detection stops: it leaves the line if it is waiting its turn, or
 // stops at its next stage (Detector.detect's signal).
 import { FastifyInstance, FastifyRequest } from 'fastify';
-import { fail, overLimit, SppnetError } from '../core/errors';
+import { fail, overLimit, SppnetError, throwIfAborted } from '../core/errors';
 import { Detector } from '../detect/detector';
 import { ImageHeader, targetSize } from '../io/images';
 import { concurrencyLimit } from './limit';
@@ -20,6 +20,8 @@ export interface DetectRouteContext {
   timeoutMs: number;
   /** The service's refusal counters: detections that timed out or lost their client. */
   refused: { timeout: number; aborted: number };
+  /** Aborts when the request's client goes away (listening since the request arrived). */
+  goneOf(req: FastifyRequest): AbortSignal | undefined;
   callOf(req: FastifyRequest): string;
   readBodies(req: FastifyRequest): Promise<Buffer[]>;
   probe(call: string, bytes: Buffer, signal: AbortSignal): Promise<ImageHeader>;
@@ -31,24 +33,30 @@ type Slot = ReturnType<typeof concurrencyLimit>;
 
 export function registerDetect(app: FastifyInstance, det: Detector, ctx: DetectRouteContext): void {
   const slot = concurrencyLimit(ctx.maxConcurrent);
-  app.post('/v1/detect', ctx.admit, async (req, reply) => {
+  // The route keeps its own time, not fastify's handlerTimeout: that is cleared once Node 20 has
+  // read the body (the request emits 'close' then), so over a real connection it never fires.
+  app.post('/v1/detect', { ...ctx.admit, handlerTimeout: undefined }, async (req, reply) => {
     const call = ctx.callOf(req);
-    // The request's work ends with its response (sent, timed out, or the client gone). Its time is
-    // kept here: fastify's handlerTimeout is cleared once Node 20 has read the body (the request
-    // emits 'close' then), so over a real connection it never fires.
+    // The request's work ends with its response (sent, timed out, or the client gone): each of
+    // those aborts `done` once, counted once.
     const done = new AbortController();
-    reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished && !done.signal.aborted) ctx.refused.aborted++;
+    const end = (count?: 'timeout' | 'aborted') => {
+      if (done.signal.aborted) return;
+      if (count) ctx.refused[count]++;
       done.abort();
-    });
+      clearTimeout(timer);
+    };
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        ctx.refused.timeout++;
         reject(new SppnetError(`${call}: timed out after ${ctx.timeoutMs} ms (timeoutMs)`, 'SPPNET_TIMEOUT'));
-        done.abort();
+        end('timeout');
       }, Math.max(1, ctx.timeoutMs - reply.elapsedTime));
     });
+    const gone = ctx.goneOf(req);
+    if (gone?.aborted) end('aborted'); // gone before the handler ran
+    gone?.addEventListener('abort', () => end('aborted'), { once: true });
+    reply.raw.once('close', () => end());
     try {
       return await Promise.race([answer(req, call, det, ctx, slot, done.signal), late]);
     } finally {
@@ -67,7 +75,9 @@ async function answer(req: FastifyRequest, call: string, det: Detector, ctx: Det
   if (scales !== 'single' && scales !== 'multi') fail(`${call}: scales must be 'single' or 'multi', got ${JSON.stringify(q.scales)}`);
   const blobs = await ctx.readBodies(req);
   if (blobs.length !== 1) fail(`${call}: send one image as the body (Content-Type image/* or application/octet-stream) or as one multipart file, got ${blobs.length}`);
+  throwIfAborted(call, signal, 'probing the image');
   const h = await ctx.probe(`${call}: the image`, blobs[0], signal);
+  throwIfAborted(call, signal, 'holding its pixels');
   const source = h.width * h.height;
   if (source > ctx.maxPixels) throw overLimit(call, `the image (${h.width}x${h.height}) holds`, source, 'pixels', 'maxPixels', ctx.maxPixels);
   const sides = det.scalesOf(call, scales);

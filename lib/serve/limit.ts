@@ -26,6 +26,7 @@ export function concurrencyLimit(max: number): <T>(work: () => Promise<T>, signa
       running++;
     }
     try {
+      if (signal?.aborted) throw aborted(); // aborted as its turn came
       return await work();
     } finally {
       const next = waiting.shift();

@@ -366,7 +366,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   if (opts.detector !== undefined) {
     if (!(opts.detector instanceof Detector)) fail(`${fn}: options.detector must be a Detector, got ${describe(opts.detector)}`);
     const maxConcurrent = positiveIntOption(fn, opts, 'maxConcurrentDetections', 1);
-    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, timeoutMs, refused, callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
+    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, timeoutMs, refused, goneOf: (req) => gone.get(req), callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
