@@ -344,7 +344,7 @@ function benchStart(file, from, to, options, reps) {
 
 module.exports = {
   parseArgs, headerText, benchStart, failed, commandLine,
-  timeRuns, percentile, nowMs,
+  timeRuns, stats, percentile, nowMs,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
   machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

@@ -6,7 +6,7 @@
 // cores x clock x F instead).
 //
 //   node bench/zf5.js [--quick] [--no-tfjs-cpu] [--no-ort] [--wasm-threads N] [--ort-threads N]
-//                     [--flop-per-cycle F] [--ghz G] [--seed S] [--onnx FILE] [--out DIR]
+//                     [--ort-spin on|off] [--flop-per-cycle F] [--ghz G] [--seed S] [--onnx FILE] [--out DIR]
 //
 // Prints one table; writes DIR/zf5-cpu.md and DIR/zf5-cpu.json (DIR defaults to bench/out).
 //
@@ -31,7 +31,13 @@
 // What is timed: from the call until the result exists (sppnet's promise resolves when the last
 // kernel is done; tfjs's cpu and wasm kernels run synchronously; ORT's run resolves with its
 // output). Inputs are built and uploaded before. One warm-up call, then >= 5 (ours) / >= 3 (peers)
-// timed calls; medians.
+// timed calls; medians. On the 224 workloads sppnet and ORT run in interleaved rounds (sppnet's
+// call, then ORT's, then a pause), so that a slow stretch of this shared machine hits both; the
+// per-round ratios are reported too. ORT's threads keep spin-waiting for tens of ms after its run
+// (allow_spinning, its default): a call right after it got a fraction of the cores (ZF-5 1x224:
+// 38 ms right after, 26 ms 100 ms later), so each round pauses 150 ms after ORT's call.
+// --ort-spin off stops the spinning instead (no pause; ORT ran 10-15% slower so).
+
 //
 // Peak: 32 FP32 FLOP per cycle per core by default (2 FMA pipes x 8 lanes x 2: Zen 4 runs
 // AVX-512 as two 256-bit halves; a core with two 512-bit FMA units would do 64: --flop-per-cycle)
@@ -44,7 +50,7 @@ const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { startTfjs } = require('./tfjs_wasm');
-const { benchStart, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { benchStart, failed, commandLine, machineInfo, timeRuns, stats, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -59,6 +65,7 @@ const OPTIONS = [
   { name: 'no-ort', type: 'flag', help: 'skip onnxruntime-node' },
   { name: 'wasm-threads', type: 'int', default: null, help: "tfjs-wasm's threads (default: as many as sppnet's)" },
   { name: 'ort-threads', type: 'int', default: 2, help: "onnxruntime-node's intra-op threads" },
+  { name: 'ort-spin', type: 'choice', choices: ['on', 'off'], default: 'on', help: "onnxruntime-node's intra-op threads spin-wait between runs (on: its default, and its faster setting here); each round then pauses 150 ms after ORT's call, until they stop" },
   { name: 'flop-per-cycle', type: 'number', default: null, arg: 'F', help: 'peak = cores x clock x F instead of sp.measureCpuPeak' },
   { name: 'ghz', type: 'number', default: null, arg: 'G', help: 'the clock for --flop-per-cycle (default: measured)' },
   { name: 'seed', type: 'int', default: 5, arg: 'S', help: 'seed of the weights and images' },
@@ -241,7 +248,7 @@ async function main() {
   const machine = {
     ...machineInfo(),
     sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
-    ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, model: opt.onnx } : { off: ortMissing },
+    ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, spinning: opt.ortSpin, model: opt.onnx } : { off: ortMissing },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
     mode: opt.quick ? 'quick' : 'full',
     build: buildInfo(),
@@ -250,7 +257,7 @@ async function main() {
   console.log(`sppnet ZF-5 forward CPU bench, ${machine.date}`);
   console.log(`machine: ${machine.cpu}, ${cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
   console.log(`sppnet: cpu, ${be.cpu.isa}, ${oursThreads} threads; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
-  console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, ${opt.onnx}` : ortMissing}`);
+  console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}, ${opt.onnx}` : ortMissing}`);
   console.log(`tfjs ${machine.tfjs.version}: wasm ${wasmInfo.build}, ${wasmInfo.threads} thread(s); cpu backend plain JS, 1 thread; prod mode`);
 
   // Peak FP32 rate: measured (independent FMA chains of the ISA the kernels use, every thread at
@@ -309,8 +316,34 @@ async function main() {
     const r = { name: w.name, images: w.images, sizes: w.sizes, convGflop: flops / 1e9, impls: [] };
     const x = oursInput(w);
 
-    process.stdout.write('ours ... ');
-    let t = await timeRuns(() => model.run(x), { reps: reps.ours });
+    // On the 224 workloads, ORT's session now, for rounds interleaved with ours.
+    let session = null, ortRun = null;
+    if (ort && w.kind === 'dense') {
+      session = await ort.InferenceSession.create(opt.onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'],
+        ...(opt.ortSpin === 'off' ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}) });
+      const xin = new ort.Tensor('float32', w.nchw, w.shape);
+      const out = (await session.run({ image: xin }))[session.outputNames[0]];
+      if (out.dims.join() !== `${w.images},12800`) throw new Error(`ORT output shape [${out.dims}], expected [${w.images}, 12800]`);
+      ortRun = () => session.run({ image: xin });
+    }
+    process.stdout.write(ortRun ? 'ours and ort, interleaved ... ' : 'ours ... ');
+    let t, ortT = null;
+    if (ortRun) {
+      (await model.run(x)).dispose();
+      const so = [], sr = [];
+      const oursCall = async () => { const t0 = nowMs(); const y = await model.run(x); so.push(nowMs() - t0); y.dispose(); };
+      const ortCall = async () => { const t0 = nowMs(); await ortRun(); sr.push(nowMs() - t0); };
+      for (let i = 0; i < reps.ours; i++) {
+        await oursCall();
+        await ortCall();
+        if (opt.ortSpin === 'on') await new Promise((r) => setTimeout(r, 150)); // until ORT's threads stop spinning
+      }
+      t = { stats: stats(so) };
+      const per = sr.map((v, i) => v / so[i]).sort((a, b) => a - b);
+      ortT = { stats: stats(sr), roundRatio: { median: per[per.length >> 1], min: per[0], max: per[per.length - 1] } };
+    } else {
+      t = await timeRuns(() => model.run(x), { reps: reps.ours });
+    }
     const base = derive({ label: 'sppnet (anchor net, paper bins)', base: true, stats: t.stats }, w.images, flops);
     r.impls.push(base);
     const peer = (impl) => {
@@ -331,15 +364,11 @@ async function main() {
 
     if (ort) {
       const label = `onnxruntime-node ${opt.ortThreads}T`;
-      if (w.kind === 'dense') {
-        process.stdout.write('ort ... ');
-        const session = await ort.InferenceSession.create(opt.onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'] });
-        const xin = new ort.Tensor('float32', w.nchw, w.shape);
-        const out = (await session.run({ image: xin }))[session.outputNames[0]];
-        if (out.dims.join() !== `${w.images},12800`) throw new Error(`ORT output shape [${out.dims}], expected [${w.images}, 12800]`);
-        t = await timeRuns(() => session.run({ image: xin }), { reps: reps.ort });
+      if (session) {
         await session.release();
-        peer({ label, backend: 'ort', stats: t.stats });
+        peer({ label, backend: 'ort', stats: ortT.stats, roundRatio: ortT.roundRatio });
+        const rr = ortT.roundRatio;
+        notes.push(`${w.name}: ORT / sppnet per round (interleaved, ORT spinning ${opt.ortSpin}): median ${rr.median.toFixed(2)}, ${rr.min.toFixed(2)}-${rr.max.toFixed(2)}.`);
       } else {
         peer({ label, backend: 'ort', note: 'n/a: graph fixed at 224x224' });
       }
@@ -426,7 +455,7 @@ async function main() {
     '',
     `${machine.date} — ${machine.cpu}, ${cores} cores, node ${machine.node}; mode ${machine.mode}; ${machine.seconds.toFixed(0)} s.`,
     `sppnet: ${be.cpu.isa}, ${oursThreads} threads, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
-      `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads)` : ortMissing}. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
+      `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}; interleaved with sppnet on the 224 workloads)` : ortMissing}. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
     `Clock: 1 thread ${clock.oneThreadGHz.toFixed(2)} GHz, ${cores} at once ${clock.allThreadsGHz.map((g) => g.toFixed(2)).join(' + ')} GHz; peak ${peakGflops.toFixed(0)} GFLOP/s (${peakHow}). Load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
     `Ragged batch: ${rag.sizes.map(([h, w]) => `${h}x${w}`).join(', ')}.`,
     '',
