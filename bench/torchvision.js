@@ -17,8 +17,8 @@
 // |value|), and, where DIR/<arch>.ref.{f32,json} exist, both against torchvision's own logits.
 //
 // Timing: per arch and batch, one untimed call of each, then --rounds interleaved rounds (each
-// round one sppnet call and one ORT call, the order alternating), so that both see the same
-// machine; medians. ort/sppnet = ORT's median / sppnet's (> 1: sppnet is faster). FLOPs: conv and
+// round one sppnet call, then one ORT call, then, with ORT's spinning on, a 150 ms pause while its
+// threads stop spin-waiting), so that both see the same machine; medians. ort/sppnet = ORT's median / sppnet's (> 1: sppnet is faster). FLOPs: conv and
 // fc multiply-adds x 2 counted from the spec's shapes (torchvision quotes multiply-adds: its
 // "15.47 GFLOPS" for vgg16 are 31 GFLOP here); floor = FLOPs / the peak of sp.measureCpuPeak (FMA
 // chains on every thread at once, best of 3); bw floor = the weights' bytes / the copy bandwidth
@@ -205,8 +205,9 @@ async function main() {
     else if (ort) {
       t0 = nowMs();
       // ORT's threads spin-wait after a run (allow_spinning, on by default) for tens of ms: in
-      // interleaved rounds they take cores from the sppnet call that follows (googlenet 1x224:
-      // 17 ms alone, 25-27 ms right after an ORT run, 2026-11-26); --ort-spin off stops that.
+      // interleaved rounds they took cores from the sppnet call that followed (googlenet 1x224:
+      // 17 ms alone, 25-27 ms right after an ORT run, 2026-11-26): each round pauses after ORT's
+      // call; --ort-spin off stops the spinning instead (ORT then runs slower).
       session = await ort.InferenceSession.create(onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'],
         ...(opt.ortSpin === 'off' ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}) });
       ortLoadMs = nowMs() - t0;
@@ -255,8 +256,10 @@ async function main() {
       process.stdout.write(`${rounds} rounds `);
       const so = [], sr = [];
       for (let r = 0; r < rounds; r++) {
-        if (r % 2 === 0 || !session) { so.push(await ours(co)); if (session) sr.push(await peer(cr)); }
-        else { sr.push(await peer(cr)); so.push(await ours(co)); }
+        so.push(await ours(co));
+        if (session) sr.push(await peer(cr));
+        // ORT's threads spin for tens of ms after its run (spinning on): the next call waits them out.
+        if (session && opt.ortSpin === 'on') await new Promise((res) => setTimeout(res, 150));
         process.stdout.write('.');
       }
       x.dispose();
