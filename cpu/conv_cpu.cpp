@@ -325,7 +325,7 @@ static Im2colPanels im2col_for(const RunCols& t) {
 bool pointwise_panel(const RunCols& t, int64_t q) {
   const size_t n = static_cast<size_t>(q * NR);
   for (size_t l = 0; l < static_cast<size_t>(NR); ++l)
-    if (t.H[n + l] == 0 || t.start[n + l] != t.start[n] + static_cast<int32_t>(l) || t.HW[n + l] != t.HW[n]) return false;
+    if (t.H[n + l] == 0 || int64_t{t.start[n + l]} != int64_t{t.start[n]} + static_cast<int64_t>(l) || t.HW[n + l] != t.HW[n]) return false;
   return true;
 }
 
