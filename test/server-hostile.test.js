@@ -286,5 +286,35 @@ describe('HTTP service against hostile clients (issue 12)', function () {
         await srv.close();
       }
     });
+
+    it('requests waiting for decodes are answered by their time, not after the decodes ahead of them', async function () {
+      // One decode at a time; a request of eight bombs (34.8 MP each, ~0.1 s each to decode) and a
+      // tiny image after it. Fastify's handlerTimeout never fires over a real connection on Node
+      // 20: the waits have their own deadline, so the bombs still waiting leave at the first
+      // request's time (503 SPPNET_TIMEOUT), and the tiny image is answered by its own (200 if it
+      // got its turn in time, else 503 SPPNET_TIMEOUT), not after eight decodes.
+      const { bigPng } = await makeBombs();
+      const srv = await sp.createServer({ model, maxConcurrentDecodes: 1, timeoutMs: 150, maxPixels: 300_000_000 });
+      const url = await srv.app.listen({ port: 0, host: '127.0.0.1' });
+      try {
+        const m = multipart(Array(8).fill(bigPng));
+        const a = send(`${url}/v1/classify`, { headers: { 'content-type': m.type }, body: m.body });
+        // a's pixels are held just before its decodes are queued
+        const held = async () => Number((await srv.app.inject({ method: 'GET', url: '/metrics' })).body.match(/^sppnet_queued_pixels (\d+)/m)[1]) > 0;
+        for (let i = 0; i < 500 && !(await held()); i++) await new Promise((r) => setTimeout(r, 2));
+        const t0 = Date.now();
+        const b = await send(`${url}/v1/classify`, { headers: { 'content-type': 'image/png' }, body: await png(30, 30) });
+        const ms = Date.now() - t0;
+        if (b.status !== 200) expect(b.json, b.body).to.deep.equal({ error: 'POST /v1/classify: timed out after 150 ms (timeoutMs)', code: 'SPPNET_TIMEOUT' });
+        expect(ms, `${b.status}`).to.be.below(450);
+        const ra = await a;
+        expect(ra.status, ra.body).to.equal(503);
+        expect(ra.json.code).to.equal('SPPNET_TIMEOUT');
+        const metrics = (await srv.app.inject({ method: 'GET', url: '/metrics' })).body;
+        expect(Number(metrics.match(/sppnet_rejected_total\{reason="timeout"\} (\d+)/)[1])).to.be.at.least(1);
+      } finally {
+        await srv.close();
+      }
+    });
   });
 });

@@ -16,8 +16,9 @@ export interface DetectRouteContext {
   admit: object;
   maxPixels: number;
   maxConcurrent: number;
-  /** The request's time from arrival, in ms: then 503 (SPPNET_TIMEOUT) and its detection stops. */
+  /** The request's time from arrival, in ms: then 503 (timedOut's SPPNET_TIMEOUT) and its detection stops. */
   timeoutMs: number;
+  timedOut(req: FastifyRequest): SppnetError;
   /** The service's refusal counters: detections that timed out or lost their client. */
   refused: { timeout: number; aborted: number };
   /** Aborts when the request's client goes away (listening since the request arrived). */
@@ -49,7 +50,7 @@ export function registerDetect(app: FastifyInstance, det: Detector, ctx: DetectR
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        reject(new SppnetError(`${call}: timed out after ${ctx.timeoutMs} ms (timeoutMs)`, 'SPPNET_TIMEOUT'));
+        reject(ctx.timedOut(req));
         end('timeout');
       }, Math.max(1, ctx.timeoutMs - reply.elapsedTime));
     });

@@ -1,12 +1,13 @@
 import { SppnetError } from '../core/errors';
 
 // At most `max` pieces of work at once; the others wait their turn, first come first served. A
-// waiting piece whose signal aborts leaves the line at once (SPPNET_ABORTED naming `fn`) and never runs.
+// waiting piece whose signal aborts leaves the line at once and never runs: rejected with the
+// signal's reason where that is an SppnetError (a deadline's SPPNET_TIMEOUT), else SPPNET_ABORTED naming `fn`.
 export function concurrencyLimit(max: number): <T>(work: () => Promise<T>, signal?: AbortSignal, fn?: string) => Promise<T> {
   let running = 0;
   const waiting: Array<() => void> = [];
   return async <T>(work: () => Promise<T>, signal?: AbortSignal, fn = 'concurrencyLimit'): Promise<T> => {
-    const aborted = () => new SppnetError(`${fn}: aborted while waiting for its turn`, 'SPPNET_ABORTED');
+    const aborted = () => (signal?.reason instanceof SppnetError ? signal.reason : new SppnetError(`${fn}: aborted while waiting for its turn`, 'SPPNET_ABORTED'));
     if (signal?.aborted) throw aborted();
     if (running >= max) {
       await new Promise<void>((resolve, reject) => {

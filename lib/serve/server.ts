@@ -29,6 +29,7 @@ import { topK } from '../core/topk';
 import { Detector } from '../detect/detector';
 import { registerDetect } from './detect-route';
 import { concurrencyLimit } from './limit';
+import { requestDeadlines } from './deadline';
 
 export interface ServerOptions extends BatchingOptions {
   model: Model;
@@ -242,6 +243,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
 
   /** At most maxDecodes images are probed or decoded at once; the others wait their turn here. */
   const decodeSlot = concurrencyLimit(maxDecodes);
+  const { timedOut, waitSignal, countLate } = requestDeadlines({ timeoutMs, refused, callOf, goneOf: (req) => gone.get(req) });
 
   /** Runs images through the batching runner within what is left of the request's time; its refusals name the route. */
   const infer = (req: FastifyRequest, reply: FastifyReply, images: Tensor[]) =>
@@ -308,7 +310,8 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const blobs = await readBodies(req);
     if (blobs.length === 0) fail(`${call}: send an image as the body (Content-Type image/* or application/octet-stream) or as multipart files`);
     // Headers first: the pixel budgets are checked before a single pixel is decoded.
-    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => decodeSlot(() => probeImage(`${call}: image ${i}`, b), gone.get(req), call)));
+    const wait = waitSignal(req, reply);
+    const headers: ImageHeader[] = await Promise.all(blobs.map((b, i) => decodeSlot(() => probeImage(`${call}: image ${i}`, b), wait, call))).catch(countLate);
     const sizes = headers.map((h) => `${h.width}x${h.height}`).join(' + ');
     const source = headers.reduce((a, h) => a + h.width * h.height, 0);
     if (source > maxPixels) throw overLimit(call, `the images (${sizes}) hold`, source, 'pixels', 'maxPixels', maxPixels);
@@ -316,12 +319,12 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
     const over = runner.checkPixels(call, input);
     if (over) throw over;
     reservePixels(req, reply, input);
-    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device, releasable: true }), gone.get(req), call)));
+    const settled = await Promise.allSettled(blobs.map((b, i) => decodeSlot(() => decodeImage(`${call}: image ${i}`, b, headers[i], { shorterSide, mean, std, device: model.device, releasable: true }), wait, call)));
     const imgs = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     let inBatch = false; // handed to the runner and not answered: a packing op may still read them
     try {
       const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (bad) throw bad.reason;
+      if (bad) countLate(bad.reason);
       const t1 = performance.now();
       inBatch = true;
       const logits = await infer(req, reply, imgs);
@@ -366,7 +369,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   if (opts.detector !== undefined) {
     if (!(opts.detector instanceof Detector)) fail(`${fn}: options.detector must be a Detector, got ${describe(opts.detector)}`);
     const maxConcurrent = positiveIntOption(fn, opts, 'maxConcurrentDetections', 1);
-    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, timeoutMs, refused, goneOf: (req) => gone.get(req), callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
+    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, timeoutMs, timedOut, refused, goneOf: (req) => gone.get(req), callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
