@@ -113,18 +113,26 @@ inline bool linear_avx2() {
 template <int NR>
 constexpr int kStreamRowsAvx2 = NR == 1 ? 12 : NR == 2 ? 6 : NR == 3 ? 4 : 3;
 
+// Outputs [o0, o1) by linear_tile_avx2 (weights T: float or bfloat16) where this CPU takes it; false otherwise.
+template <int NR, typename T>
+bool linear_rows_avx2(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const T* w, const float* b, bool relu, float* y) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (!linear_avx2()) return false;
+  constexpr int OB = kStreamRowsAvx2<NR>;
+  int64_t o = o0;
+  for (; o + OB <= o1; o += OB) linear_tile_avx2<OB, NR>(o, x, in, out, w, b, relu, y);
+  for (; o < o1; ++o) linear_tile_avx2<1, NR>(o, x, in, out, w, b, relu, y);
+  return true;
+#else
+  return false;
+#endif
+}
+
 template <int NR>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const float* w, const float* b,
                        bool relu, float* y) {
+  if (linear_rows_avx2<NR>(o0, o1, x, in, out, w, b, relu, y)) return;
   int64_t o = o0;
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (linear_avx2()) {
-    constexpr int OB = kStreamRowsAvx2<NR>;
-    for (; o + OB <= o1; o += OB) linear_tile_avx2<OB, NR>(o, x, in, out, w, b, relu, y);
-    for (; o < o1; ++o) linear_tile_avx2<1, NR>(o, x, in, out, w, b, relu, y);
-    return;
-  }
-#endif
   constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_small<OB, NR>(o, x, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_small<1, NR>(o, x, in, out, w, b, relu, y);
@@ -168,15 +176,9 @@ SPP_ISA_CLONES void linear_tile_bf16(int64_t o, const float* x, const float* xd,
 template <int NR>
 void linear_rows_small(int64_t o0, int64_t o1, const float* x, const float* xd, int64_t in, int64_t out, const uint16_t* w,
                        const float* b, bool relu, float* y) {
+  // linear_tile_bf16's v16 accumulators spill on AVX2 (4 rows: 0.5x FP32)
+  if (linear_rows_avx2<NR>(o0, o1, x, in, out, w, b, relu, y)) return;
   int64_t o = o0;
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (linear_avx2()) {  // linear_tile_bf16's v16 accumulators spill on AVX2 (4 rows: 0.5x FP32)
-    constexpr int OB2 = kStreamRowsAvx2<NR>;
-    for (; o + OB2 <= o1; o += OB2) linear_tile_avx2<OB2, NR>(o, x, in, out, w, b, relu, y);
-    for (; o < o1; ++o) linear_tile_avx2<1, NR>(o, x, in, out, w, b, relu, y);
-    return;
-  }
-#endif
   constexpr int OB = kStreamRows<NR>;
   for (; o + OB <= o1; o += OB) linear_tile_bf16<OB, NR>(o, x, xd, in, out, w, b, relu, y);
   for (; o < o1; ++o) linear_tile_bf16<1, NR>(o, x, xd, in, out, w, b, relu, y);
@@ -302,12 +304,12 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
   if (rows < kLinGemmRows) {
     // x deinterleaved for linear_tile_bf16, once per call (rows x in floats: fc6's 12,800 a row).
     static thread_local FloatBuffer deinterleaved;
-    float* xd = deinterleaved.get(static_cast<size_t>(rows * in));
-    for (int64_t r = 0; r < (linear_avx2() ? 0 : rows); ++r)
+    float* xd = linear_avx2() ? nullptr : deinterleaved.get(static_cast<size_t>(rows * in));  // AVX2 reads x as it is
+    for (int64_t r = 0; xd && r < rows; ++r)
       for (int64_t k = 0; k + 32 <= in; k += 32)
         for (int j = 0; j < 16; ++j) xd[r * in + k + j] = x[r * in + k + 2 * j], xd[r * in + k + 16 + j] = x[r * in + k + 2 * j + 1];
     linear_small(rows, out, [&](auto nr, int64_t o0, int64_t o1, int64_t r0) {
-      linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, xd + r0 * in, in, out, w, b, relu, y + r0 * out);
+      linear_rows_small<decltype(nr)::value>(o0, o1, x + r0 * in, xd ? xd + r0 * in : nullptr, in, out, w, b, relu, y + r0 * out);
     });
     return Status::Ok();
   }

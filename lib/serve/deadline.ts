@@ -14,15 +14,13 @@ export interface DeadlineContext {
 }
 
 export function requestDeadlines(ctx: DeadlineContext) {
-  /** The refusal of a request past its time. */
-  const timedOut = (req: FastifyRequest) => new SppnetError(`${ctx.callOf(req)}: timed out after ${ctx.timeoutMs} ms (timeoutMs)`, 'SPPNET_TIMEOUT');
   /**
    * The request's signal for its waits: aborts when its client goes, or at timeoutMs from its
    * arrival with SPPNET_TIMEOUT (a wait for a decode slot then ends at once with that error).
    */
   const waitSignal = (req: FastifyRequest, reply: FastifyReply): AbortSignal => {
     const late = new AbortController();
-    const timer = setTimeout(() => late.abort(timedOut(req)), Math.max(1, ctx.timeoutMs - reply.elapsedTime));
+    const timer = setTimeout(() => late.abort(new SppnetError(`${ctx.callOf(req)}: timed out after ${ctx.timeoutMs} ms (timeoutMs)`, 'SPPNET_TIMEOUT')), Math.max(1, ctx.timeoutMs - reply.elapsedTime));
     reply.raw.once('close', () => clearTimeout(timer));
     const g = ctx.goneOf(req);
     return g ? AbortSignal.any([g, late.signal]) : late.signal;
@@ -32,5 +30,5 @@ export function requestDeadlines(ctx: DeadlineContext) {
     if (e instanceof SppnetError && e.code === 'SPPNET_TIMEOUT') ctx.refused.timeout++;
     throw e;
   };
-  return { timedOut, waitSignal, countLate };
+  return { waitSignal, countLate };
 }

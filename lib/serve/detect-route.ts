@@ -6,7 +6,7 @@
 // each on the conv executor's threads. Once the response is done (answered, timed out, or the
 // client gone) the request's detection stops: it leaves the line if it is waiting its turn, or
 // stops at its next stage (Detector.detect's signal).
-import { FastifyInstance, FastifyRequest } from 'fastify';
+import { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { fail, overLimit, SppnetError, throwIfAborted } from '../core/errors';
 import { Detector } from '../detect/detector';
 import { ImageHeader, targetSize } from '../io/images';
@@ -16,11 +16,12 @@ export interface DetectRouteContext {
   admit: object;
   maxPixels: number;
   maxConcurrent: number;
-  /** The request's time from arrival, in ms: then 503 (timedOut's SPPNET_TIMEOUT) and its detection stops. */
-  timeoutMs: number;
-  timedOut(req: FastifyRequest): SppnetError;
-  /** The service's refusal counters: detections that timed out or lost their client. */
-  refused: { timeout: number; aborted: number };
+  /** The request's signal: aborts when its client goes, or at timeoutMs from arrival with SPPNET_TIMEOUT (deadline.ts). */
+  waitSignal(req: FastifyRequest, reply: FastifyReply): AbortSignal;
+  /** Rethrows, counting the deadline's SPPNET_TIMEOUT as a timeout (deadline.ts). */
+  countLate(e: unknown): never;
+  /** The service's refusal counters: detections whose client went away. */
+  refused: { aborted: number };
   /** Aborts when the request's client goes away (listening since the request arrived). */
   goneOf(req: FastifyRequest): AbortSignal | undefined;
   callOf(req: FastifyRequest): string;
@@ -34,35 +35,19 @@ type Slot = ReturnType<typeof concurrencyLimit>;
 
 export function registerDetect(app: FastifyInstance, det: Detector, ctx: DetectRouteContext): void {
   const slot = concurrencyLimit(ctx.maxConcurrent);
-  // The route keeps its own time, not fastify's handlerTimeout: that is cleared once Node 20 has
-  // read the body (the request emits 'close' then), so over a real connection it never fires.
+  // The route keeps its own time (waitSignal's deadline), not fastify's handlerTimeout: that is
+  // cleared once Node 20 has read the body, so over a real connection it never fires.
   app.post('/v1/detect', { ...ctx.admit, handlerTimeout: undefined }, async (req, reply) => {
     const call = ctx.callOf(req);
-    // The request's work ends with its response (sent, timed out, or the client gone): each of
-    // those aborts `done` once, counted once.
-    const done = new AbortController();
-    const end = (count?: 'timeout' | 'aborted') => {
-      if (done.signal.aborted) return;
-      if (count) ctx.refused[count]++;
-      done.abort();
-      clearTimeout(timer);
-    };
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(ctx.timedOut(req));
-        end('timeout');
-      }, Math.max(1, ctx.timeoutMs - reply.elapsedTime));
-    });
+    // The request's work ends with its response: its signal aborts when the client goes (counted
+    // as aborted) or at its time (503 at once, counted as a timeout by countLate).
+    const signal = ctx.waitSignal(req, reply);
     const gone = ctx.goneOf(req);
-    if (gone?.aborted) end('aborted'); // gone before the handler ran
-    gone?.addEventListener('abort', () => end('aborted'), { once: true });
-    reply.raw.once('close', () => end());
-    try {
-      return await Promise.race([answer(req, call, det, ctx, slot, done.signal), late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    if (gone?.aborted) ctx.refused.aborted++;
+    else gone?.addEventListener('abort', () => ctx.refused.aborted++, { once: true });
+    const late = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason instanceof SppnetError ? signal.reason : new SppnetError(`${call}: the client went away`, 'SPPNET_ABORTED')), { once: true }));
+    late.catch(() => {});
+    return Promise.race([answer(req, call, det, ctx, slot, signal), late]).catch(ctx.countLate);
   });
 }
 

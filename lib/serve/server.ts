@@ -243,7 +243,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
 
   /** At most maxDecodes images are probed or decoded at once; the others wait their turn here. */
   const decodeSlot = concurrencyLimit(maxDecodes);
-  const { timedOut, waitSignal, countLate } = requestDeadlines({ timeoutMs, refused, callOf, goneOf: (req) => gone.get(req) });
+  const { waitSignal, countLate } = requestDeadlines({ timeoutMs, refused, callOf, goneOf: (req) => gone.get(req) });
 
   /** Runs images through the batching runner within what is left of the request's time; its refusals name the route. */
   const infer = (req: FastifyRequest, reply: FastifyReply, images: Tensor[]) =>
@@ -369,7 +369,7 @@ export async function createServer(opts: ServerOptions): Promise<{ app: FastifyI
   if (opts.detector !== undefined) {
     if (!(opts.detector instanceof Detector)) fail(`${fn}: options.detector must be a Detector, got ${describe(opts.detector)}`);
     const maxConcurrent = positiveIntOption(fn, opts, 'maxConcurrentDetections', 1);
-    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, timeoutMs, timedOut, refused, goneOf: (req) => gone.get(req), callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
+    registerDetect(app, opts.detector, { admit, maxPixels, maxConcurrent, waitSignal, countLate, refused, goneOf: (req) => gone.get(req), callOf, readBodies, holdPixels, probe: (call, b, signal) => decodeSlot(() => probeImage(call, b), signal, call) });
   }
 
   app.get('/healthz', async () => ({ status: 'ok' }));
