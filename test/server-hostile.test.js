@@ -305,7 +305,8 @@ describe('HTTP service against hostile clients (issue 12)', function () {
         const t0 = Date.now();
         const b = await send(`${url}/v1/classify`, { headers: { 'content-type': 'image/png' }, body: await png(30, 30) });
         const ms = Date.now() - t0;
-        if (b.status !== 200) expect(b.json, b.body).to.deep.equal({ error: 'POST /v1/classify: timed out after 150 ms (timeoutMs)', code: 'SPPNET_TIMEOUT' });
+        // its deadline's (at a decode wait) or, where it got its turn just in time, the runner's
+        if (b.status !== 200) expect(b.json.code, b.body).to.equal('SPPNET_TIMEOUT');
         expect(ms, `${b.status}`).to.be.below(450);
         const ra = await a;
         expect(ra.status, ra.body).to.equal(503);
