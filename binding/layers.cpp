@@ -33,12 +33,12 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   });
 }
 
-// winogradCacheFloats({ params, relu, out layout }): the filter cache a CPU conv2d of this shape
-// takes, or 0 (no Winograd for it).
-Napi::Value WinogradCacheFloats(const Napi::CallbackInfo& info) {
+// convCacheFloats({ params, relu, out layout }): the filter cache a CPU conv2d of this shape
+// takes, or 0 (neither Winograd nor the direct path for it).
+Napi::Value ConvCacheFloats(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const RaggedLayout out = ragged_layout(a, "out");
-  return Napi::Number::New(info.Env(), static_cast<double>(cpu::winograd_cache_floats(conv_params(a, true, nullptr, out), out.view)));
+  return Napi::Number::New(info.Env(), static_cast<double>(cpu::conv_cache_floats(conv_params(a, true, nullptr, out), out.view)));
 }
 
 // maxPool2d, and lrnMaxPool2d (with_lrn: LRN then the pool in one pass; the LRN's fields too).
@@ -234,7 +234,7 @@ Napi::Value CropResize(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_layers(Napi::Env env, Napi::Object exports) {
-  export_functions(env, exports, {{"conv2d", Conv2d}, {"winogradCacheFloats", WinogradCacheFloats}, {"maxPool2d", MaxPool2d},
+  export_functions(env, exports, {{"conv2d", Conv2d}, {"convCacheFloats", ConvCacheFloats}, {"maxPool2d", MaxPool2d},
                                    {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
                                    {"elementwise", Elementwise}, {"copyChannels", CopyChannels},
                                    {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}, {"nms", Nms}, {"cropResize", CropResize}});

@@ -14,6 +14,7 @@
 #include "parallel.h"
 #include "sppnet/ops.h"
 #include "vec.h"
+#include "direct_conv_cpu.h"
 #include "winograd_cpu.h"
 
 namespace sppnet {
@@ -393,9 +394,15 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
 
 }  // namespace
 
+int64_t conv_cache_floats(const Conv2dParams& p, const RaggedView& out) {
+  if (winograd_applies(p, out)) return winograd_cache_floats(p);
+  return direct_applies(p, out) ? direct_cache_floats(p) : 0;
+}
+
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                       const RaggedView& out, float* y) {
   if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
+  if (direct_applies(p, out) && direct_fits(p, in)) return conv2d_direct(in, x, p, weight, bias, out, y);
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
   // Small maps are taken in runs whose columns sit side by side in one packed B (enough columns

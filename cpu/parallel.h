@@ -183,5 +183,26 @@ void parallel_for(int64_t n, int64_t grain, F&& f) {
   detail::pool_for(static_cast<int>(t - 1)).run(static_cast<int>(t), job);
 }
 
+// Calls f(i) once for each i in [0, n), each task claimed by whichever thread is free next: for
+// tasks of uneven size (a ragged batch's maps), where parallel_for's one chunk a thread would
+// leave a thread idle. Called from inside a chunk, it runs serially.
+template <typename F>
+void parallel_tasks(int64_t n, F&& f) {
+  if (n <= 0) return;
+  const int64_t t = std::min<int64_t>(num_threads(), n);
+  if (t <= 1 || detail::in_parallel) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  if (n >= (int64_t{1} << 15)) {  // more than a call's parts can count: chunks of them
+    parallel_for(n, 1, [&f](int64_t a, int64_t b) {
+      for (int64_t i = a; i < b; ++i) f(i);
+    });
+    return;
+  }
+  const std::function<void(int)> job = [&f](int part) { f(int64_t{part}); };
+  detail::pool_for(static_cast<int>(t - 1)).run(static_cast<int>(n), job);
+}
+
 }  // namespace cpu
 }  // namespace sppnet

@@ -9,6 +9,8 @@ namespace cpu {
 // at most 2^22 (in, out) channel pairs, >= 48 2x2 output tiles in the batch (and SPPNET_WINOGRAD
 // is not "0").
 bool winograd_applies(const Conv2dParams& p, const RaggedView& out);
+// Floats its transformed filters take in Conv2dParams::filter_cache.
+int64_t winograd_cache_floats(const Conv2dParams& p);
 // Same contract as conv2d_forward.
 Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                        const RaggedView& out, float* y);

@@ -296,6 +296,88 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
   });
 });
 
+describe('conv2d: the CPU direct path (AVX2)', function () {
+  // On AVX2, a conv with >= 64 products a sum on small maps (<= 1024 output pixels each) or with a
+  // stride above 1 runs without im2col: tiles of 6 pixels x 16 filters, filters packed once (the
+  // model's filter cache), padding from zero-bordered copies (cpu/direct_conv_cpu.cpp). The children
+  // run with SPPNET_CPU_ISA=avx2, so an AVX-512 machine checks it too.
+  // SPPNET_DEVICE=cpu: the child's tensors must be on the CPU, also where a GPU is the default.
+  const { runNode } = require('./support/child');
+  const path = require('path');
+  const child = (seed, threads) => `
+    const sp = require('./dist');
+    const crypto = require('crypto');
+    const { rng, randomMap, refSpp } = require('./test/support/reference');
+    const { refConv2d, refLinear } = require('./test/support/layers-reference');
+    (async () => {
+      if (sp.backend().cpu.isa === 'portable') return console.log('no avx2');
+      const r = rng(${seed});
+      let bad = 0, first = '';
+      const hash = crypto.createHash('sha256');
+      // filters off the panel size (16), sizes off the tile (6 pixels), 1x1 outputs, strides 1-3,
+      // dilation, asymmetric kernels and padding; NaN and Inf in the inputs; poisoned outputs
+      for (const [c, sizes] of [
+        [{ cin: 16, cout: 20, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[1, 1], [2, 3], [5, 7], [13, 11], [28, 28], [7, 7]]],
+        [{ cin: 8, cout: 33, kh: 5, kw: 5, stride: [2, 2], padding: [2, 2], dilation: [1, 2] }, [[9, 12], [61, 47], [5, 9]]],
+        [{ cin: 3, cout: 17, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true }, [[100, 90], [7, 7]]],
+        [{ cin: 12, cout: 16, kh: 3, kw: 3, stride: [1, 3], padding: [0, 2], dilation: [2, 1] }, [[11, 14], [5, 3], [30, 31]]],
+        [{ cin: 5, cout: 7, kh: 3, kw: 5, padding: [1, 2] }, [[4, 4], [19, 23], [1, 2]]],
+        [{ cin: 64, cout: 48, kh: 3, kw: 3, padding: [1, 1] }, [[14, 14], [7, 7], [3, 5]]],
+      ]) {
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
+        maps[maps.length - 1].data[r.int(0, maps[maps.length - 1].data.length - 1)] = -Infinity;
+        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: c.cout }, () => r.normal());
+        const refs = maps.map((m) => refConv2d(m, w, b, c));
+        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
+        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
+        refs.forEach((e, i) => e.data.forEach((v, j) => {
+          const g = got[i][j];
+          if (Number.isNaN(v) ? !Number.isNaN(g) : !(g === v || Math.abs(g - v) <= 2e-4 * (1 + Math.abs(v)))) bad++;
+        }));
+        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
+      }
+      // A model's conv on this path keeps its packed filters: the second run reads them (spoiling
+      // them changes the logits), and gives the first run's logits
+      const spec = { name: 'direct', inChannels: 3, layers: [
+        { type: 'conv', name: 'conv1', out: 18, kernel: 5, padding: 2, relu: true },
+        { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
+      const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
+      const img = { data: Float32Array.from({ length: 3 * 19 * 21 }, () => r.normal()), C: 3, H: 19, W: 21 };
+      const sd = await m.stateDict();
+      const W = (n) => sd.get(n).data;
+      const f = refSpp([refConv2d(img, W('conv1.weight'), W('conv1.bias'), { cout: 18, kh: 5, kw: 5, padding: [2, 2], relu: true })], { levels: [2, 1] });
+      const ref = refLinear(f, 1, f.length, W('fc.weight'), 3, W('fc.bias'));
+      const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 19, 21])])).data());
+      const one = await run(), two = await run();
+      [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
+      const cache = m.filterCaches.get('conv1');
+      if (!cache) bad += 1000;
+      else {
+        const good = Float32Array.from(cache);
+        cache.fill(0, 16);
+        const spoiled = await run();
+        if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
+        cache.set(good);
+        if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
+      }
+      console.log('bad ' + bad + ' ' + hash.digest('hex').slice(0, 16));
+    })();`;
+  it('gives the reference on ragged batches (filters off 16, tile edges, strides, dilation, NaN/Inf, poisoned out) and a model\'s cached filters; 1 and 2 threads bit for bit', function () {
+    const seed = freshSeed();
+    const results = ['1', '2'].map((threads) => {
+      const res = runNode(['-e', child(seed, threads)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: 'avx2', SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' } });
+      expect(res.stderr).to.equal('');
+      return res.stdout.trim();
+    });
+    if (results[0] === 'no avx2') this.skip();
+    expect(results[0], `seed ${seed}`).to.match(/^bad 0 [0-9a-f]{16}$/);
+    expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
+  });
+});
+
 describe('conv2d on every CPU instruction set', function () {
   // The GEMM and im2col have AVX-512, AVX2 and portable paths; SPPNET_CPU_ISA picks a narrower
   // one than the CPU has, so each is checked here (the native one by the tests above).

@@ -32,12 +32,12 @@ struct Conv2dParams {
   int32_t relu = 0;  // fused ReLU after the bias
   int32_t math = kMathTf32;  // ConvMath (CUDA only)
   int32_t unused = 0;        // fills what would be padding before the pointer
-  // CPU only, optional: where the Winograd path keeps its transformed filters between calls (the
+  // CPU only, optional: where the Winograd or direct path keeps its transformed or packed filters between calls (the
   // caller's memory, e.g. a Model's, whose weights do not change between its runs): a header the
   // kernel marks valid once the transform is written, then the transform. Whenever the weights
   // change the caller must stop passing the buffer (take a fresh, zeroed one): clearing the header
   // is not enough, as a call in flight that missed may still write it and mark it valid. Ignored
-  // where Winograd does not run or when filter_cache_len is not cpu::winograd_cache_floats(p, out).
+  // where neither runs or when filter_cache_len is not cpu::conv_cache_floats(p, out).
   float* filter_cache = nullptr;
   int64_t filter_cache_len = 0;
 };
@@ -92,9 +92,10 @@ struct DropoutParams {
 };
 
 namespace cpu {
-// Floats a Conv2dParams::filter_cache takes for this layer and output layout: 0 where the
-// Winograd path does not run (cpu/winograd_cpu.cpp), so no cache is worth keeping.
-int64_t winograd_cache_floats(const Conv2dParams& p, const RaggedView& out);
+// Floats a Conv2dParams::filter_cache takes for this layer and output layout: the Winograd path's
+// transformed filters (cpu/winograd_cpu.cpp) or the direct path's packed ones
+// (cpu/direct_conv_cpu.cpp); 0 where neither runs, so no cache is worth keeping.
+int64_t conv_cache_floats(const Conv2dParams& p, const RaggedView& out);
 }  // namespace cpu
 
 }  // namespace sppnet

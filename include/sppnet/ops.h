@@ -9,7 +9,7 @@
 // over the whole batch; `in`/`out` are the forward's layouts, dx has the layout of x, dy the
 // layout `out`; dx and db may be null (not wanted).
 //
-// Not in the list: cpu::winograd_cache_floats (layers.h: CPU only, not a Status op) and the device
+// Not in the list: cpu::conv_cache_floats (layers.h: CPU only, not a Status op) and the device
 // memory and stream calls of device.h (CUDA only, each with its own return type and no CPU twin).
 #pragma once
 #include <cstdint>

@@ -152,7 +152,7 @@ export interface Native {
   sppBackward(args: NativeSppArgs): Promise<void>;
   conv2d(args: NativeConvArgs): Promise<void>;
   /** Floats of the CPU Winograd path's filter cache for this conv, or 0 when that path does not take it. */
-  winogradCacheFloats(args: NativeConvShape): number;
+  convCacheFloats(args: NativeConvShape): number;
   maxPool2d(args: NativePoolArgs): Promise<void>;
   lrn(args: NativeLrnArgs): Promise<void>;
   lrnMaxPool2d(args: NativePoolArgs & NativeLrnParams): Promise<void>;

@@ -67,8 +67,8 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
 }
 
 /**
- * @internal conv2d where the CPU's Winograd path, when it takes the call, keeps the layer's
- * transformed filters between calls in a buffer of `floats` floats that `cache(floats)` returns
+ * @internal conv2d where the CPU's Winograd or direct path, when it takes the call, keeps the layer's
+ * transformed or packed filters between calls in a buffer of `floats` floats that `cache(floats)` returns
  * (the same one for the same size; a zeroed new one whenever the weights may have changed). Only
  * for weights that nothing changes behind the caller's back (a Model's).
  */
@@ -90,8 +90,8 @@ export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias
   const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
   const code = forced ?? (await kernelMath(L.device, mode));
   const shape: NativeConvShape = argsOf(nativeLayout('out', cout, outSizes), { conv: { ...conv, math: code }, relu: o.relu === true });
-  // The native side says whether its Winograd path takes this call (and the cache's size).
-  const floats = cache && L.device === 'cpu' ? native.winogradCacheFloats(shape) : 0;
+  // The native side says whether its Winograd or direct path takes this call (and the cache's size).
+  const floats = cache && L.device === 'cpu' ? native.convCacheFloats(shape) : 0;
   await settle(site, fn, [o2], () =>
     callOp(sequenceOf(o), 'conv2d', argsOf(
       nativeBuf('input', L.store), nativeBuf('output', o2.out.storage(fn, 'the output')), nativeBuf('weight', ws),
