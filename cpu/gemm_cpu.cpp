@@ -301,9 +301,9 @@ void block(int64_t rows, int64_t K, const uint16_t* A, int64_t lda, const uint16
 namespace avx2 {
 constexpr int MR = 6;
 
-// R rows (<= 6) x NV ymm (8 or 16 columns) of C; Bp rows NR apart.
+// R rows (<= 6) x NV ymm (8 or 16 columns) of C; Bp rows ldb apart (NR in packed panels).
 template <int R, int NV>
-__attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64_t lda, const float* Bp, float* C,
+__attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64_t lda, const float* Bp, int64_t ldb, float* C,
                                                 int64_t ldc, int nvalid, Epi e) {
   __m256 c[R][NV];
 #pragma GCC unroll 6
@@ -316,10 +316,10 @@ __attribute__((always_inline)) inline void tile(int64_t K, const float* A, int64
     // leave most of them to come from L2 as the FMAs need them (perf: the FMAs on B wait). 16
     // rows ahead: googlenet's convs 24 -> 21 ms (conv_check googlenet, Zen 3). Past the panel's
     // end it fetches lines it does not need; prefetches never fault.
-    _mm_prefetch(reinterpret_cast<const char*>(Bp + (k + 16) * NR), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(Bp + (k + 16) * ldb), _MM_HINT_T0);
     __m256 b[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(Bp + k * NR + 8 * v);
+    for (int v = 0; v < NV; ++v) b[v] = _mm256_loadu_ps(Bp + k * ldb + 8 * v);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const float* ar = r < 3 ? A + r * lda : a3 + (r - 3) * lda;
@@ -365,9 +365,9 @@ void tile_row(int64_t K, const float* A, int64_t lda, const float* Bp, int64_t K
       if (j0 >= ncols) break;
       const int nv = static_cast<int>(std::min<int64_t>(16, ncols - j0));
       if (nv > 8)
-        tile<R, 2>(K, A, lda, Bp + p * Kfull * NR + 16 * h, C + j0, ldc, nv, e);
+        tile<R, 2>(K, A, lda, Bp + p * Kfull * NR + 16 * h, NR, C + j0, ldc, nv, e);
       else
-        tile<R, 1>(K, A, lda, Bp + p * Kfull * NR + 16 * h, C + j0, ldc, nv, e);
+        tile<R, 1>(K, A, lda, Bp + p * Kfull * NR + 16 * h, NR, C + j0, ldc, nv, e);
     }
 }
 
@@ -386,6 +386,38 @@ void block(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bp
       case 3: tile_row<3>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
       case 2: tile_row<2>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
       default: tile_row<1>(K, a, lda, Bp, Kfull, panels, ncols, c, ldc, em); break;
+    }
+  }
+}
+// C[rows m0..m1) x [column tiles t0..t1) of 16 = A . B, B row-major (rows ldb apart, read in
+// place) for tiles < full, the last tile (tail columns) from `tail` ([K][16], zero past them).
+// R rows of C across column tiles [t0, t1) of 16: B's rows ldb apart for tiles < full, the rest
+// from tail (rows 16 apart). One function per R, as tile_row: the tile's registers stay its own.
+template <int R>
+void row_unpacked(int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  const float* tail, float* C, int64_t ldc, Epi e) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const int nv = static_cast<int>(std::min<int64_t>(16, N - t * 16));
+    if (t < full)
+      tile<R, 2>(K, A, lda, B + t * 16, ldb, C + t * 16, ldc, 16, e);
+    else if (nv > 8)
+      tile<R, 2>(K, A, lda, tail, 16, C + t * 16, ldc, nv, e);
+    else
+      tile<R, 1>(K, A, lda, tail, 16, C + t * 16, ldc, nv, e);
+  }
+}
+
+// K in blocks of kc (compute()'s: the same sums in the same order).
+void block_unpacked(int64_t m0, int64_t m1, int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, int64_t kc, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, const float* tail, float* C, int64_t ldc, const float* bias, bool relu) {
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kb = std::min(kc, K - k0);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int R = static_cast<int>(std::min<int64_t>(MR, m1 - m));
+      const Epi e{bias && k0 == 0 ? bias + m : nullptr, k0 == 0, relu && k0 + kb == K};
+      with_rows<MR>(R, [&](auto r) { row_unpacked<decltype(r)::value>(t0, t1, full, N, kb, A + m * lda + k0, lda, B + k0 * ldb, ldb,
+                                                                       tail ? tail + k0 * 16 : nullptr, C + m * ldc, ldc, e);
+      });
     }
   }
 }
@@ -415,15 +447,21 @@ int64_t env_or(const char* name, int64_t dflt) {
   return v > 0 ? v : dflt;
 }
 
+// The K block: all of K up to 5/4 of SPPNET_GEMM_KC (default 512; a short last block is not
+// worth a pass over C), else that.
+int64_t k_block(int64_t K) {
+  static const int64_t kKc = env_or("SPPNET_GEMM_KC", 512);
+  return K <= kKc * 5 / 4 ? K : kKc;
+}
+
 // One thread's block of C: rows [m0, m1), panels [p0, p1). K in blocks of kc; panels in groups
 // whose kc x group slice of B is about L2-sized, each group swept by every row block. Kfull: the
 // packed panels' row count (K, or K rounded up to pairs for bfloat16); kc stays even for pairs.
 template <typename T>
 void compute(const Kernel<T>& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, int64_t Kfull, const T* A,
              int64_t lda, const T* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
-  static const int64_t kKc = env_or("SPPNET_GEMM_KC", 512);
   static const int64_t kL2 = env_or("SPPNET_GEMM_L2", l2_cache_bytes() / 2);
-  int64_t kc = K <= kKc * 5 / 4 ? K : kKc;  // a short last block is not worth a pass over C
+  int64_t kc = k_block(K);
   if (sizeof(T) == 2 && kc < K) kc += kc & 1;  // bfloat16: blocks start on a pair
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t kb = std::min(kc, K - k0);
@@ -435,6 +473,25 @@ void compute(const Kernel<T>& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1
                C + m0 * ldc + g0 * NR, ldc, e);
     }
   }
+}
+
+// Threads for an M x N x K product: too little work for a second thread below ~1 MFLOP.
+int64_t gemm_threads(int64_t M, int64_t N, int64_t K, bool parallel) {
+  return parallel && 2 * M * N * K >= (int64_t{1} << 20) ? num_threads() : 1;
+}
+
+// The rows of a grid of tm x tn thread blocks (tm * tn = T) over rblocks row blocks and cblocks
+// column blocks: the one with the least work on its busiest thread (rows split at row-block
+// multiples, columns at column blocks).
+int64_t grid_rows(int64_t T, int64_t rblocks, int64_t cblocks) {
+  int64_t best_tm = 1, best_cost = INT64_MAX;
+  for (int64_t tm = 1; tm <= T; ++tm) {
+    if (T % tm) continue;
+    const int64_t tn = T / tm;
+    const int64_t cost = ((rblocks + tm - 1) / tm) * ((cblocks + tn - 1) / tn);
+    if (cost < best_cost) best_cost = cost, best_tm = tm;
+  }
+  return best_tm;
 }
 
 // C = A . B over packed B with kernel kr, the threads sharing it out (gemm_packed's contract).
@@ -452,23 +509,12 @@ void run_gemm(const Kernel<T>& kr, int64_t M, int64_t N, int64_t K, int64_t Kful
   }
   const int64_t panels = gemm_panels(N);
   const int64_t rblocks = (M + kr.mr - 1) / kr.mr;
-  // Threads: too little work for a second thread below ~1 MFLOP.
-  int64_t T_ = parallel ? num_threads() : 1;
-  if (2 * M * N * K < (int64_t{1} << 20)) T_ = 1;
+  const int64_t T_ = gemm_threads(M, N, K, parallel);
   if (T_ <= 1) {
     compute(kr, 0, M, 0, panels, N, K, Kfull, A, lda, Bp, C, ldc, bias, relu);
     return;
   }
-  // A grid of tm x tn thread blocks (tm * tn = T_), the one with the least work on its busiest
-  // thread (in micro-tiles; rows split at micro-tile multiples, columns at panels).
-  int64_t best_tm = 1, best_cost = INT64_MAX;
-  for (int64_t tm = 1; tm <= T_; ++tm) {
-    if (T_ % tm) continue;
-    const int64_t tn = T_ / tm;
-    const int64_t cost = ((rblocks + tm - 1) / tm) * ((panels + tn - 1) / tn);
-    if (cost < best_cost) best_cost = cost, best_tm = tm;
-  }
-  const int64_t tm = best_tm, tn = T_ / tm;
+  const int64_t tm = grid_rows(T_, rblocks, panels), tn = T_ / tm;
   parallel_for(T_, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i = t / tn, j = t % tn;
@@ -508,6 +554,42 @@ void gemm_pack_b(int64_t N, int64_t K, const float* B, int64_t ldb, float* Bp, b
 void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp, float* C, int64_t ldc,
                  const float* bias, bool relu, bool parallel) {
   run_gemm(kernel(), M, N, K, K, A, lda, Bp, C, ldc, bias, relu, parallel);
+}
+
+bool gemm_unpacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                   const float* bias, bool relu, bool parallel) {
+#ifdef SPP_X86
+  static const Isa isa = detect_isa();
+  if (isa != Isa::kAvx2 || K <= 0) return false;
+  if (M <= 0 || N <= 0) return true;
+  const int64_t full = N / 16, tiles = (N + 15) / 16;
+  // The last columns (N off 16) packed with zeros after them: tiles read 16 floats a row, and
+  // past B's last row there may be nothing to read.
+  FloatBuffer tail_buf;
+  float* tail = nullptr;
+  if (tiles > full) {
+    tail = tail_buf.get(static_cast<size_t>(K * 16));
+    const int64_t rem = N - full * 16;
+    for (int64_t k = 0; k < K; ++k) {
+      std::memcpy(tail + k * 16, B + k * ldb + full * 16, sizeof(float) * rem);
+      std::memset(tail + k * 16 + rem, 0, sizeof(float) * (16 - rem));
+    }
+  }
+  const int64_t rblocks = (M + avx2::MR - 1) / avx2::MR, T_ = gemm_threads(M, N, K, parallel);
+  const int64_t tm = grid_rows(T_, rblocks, tiles), tn = T_ / tm;
+  parallel_for(T_, 1, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) {
+      const int64_t i = t / tn, j = t % tn;
+      const int64_t m0 = std::min(M, (rblocks * i / tm) * avx2::MR), m1 = std::min(M, (rblocks * (i + 1) / tm) * avx2::MR);
+      const int64_t c0 = tiles * j / tn, c1 = tiles * (j + 1) / tn;
+      if (m0 < m1 && c0 < c1) avx2::block_unpacked(m0, m1, c0, c1, full, N, K, k_block(K), A, lda, B, ldb, tail, C, ldc, bias, relu);
+    }
+  });
+  return true;
+#else
+  (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)C, (void)ldc, (void)bias, (void)relu, (void)parallel;
+  return false;
+#endif
 }
 
 bool gemm_bf16_available() {

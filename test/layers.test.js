@@ -299,7 +299,8 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
 describe('conv2d: the CPU direct path (AVX2)', function () {
   // On AVX2, a conv with >= 64 products a sum on small maps (<= 1024 output pixels each) or with a
   // stride above 1 runs without im2col: tiles of 6 pixels x 16 filters, filters packed once (the
-  // model's filter cache), padding from zero-bordered copies (cpu/direct_conv_cpu.cpp). The children
+  // model's filter cache), padding from zero-bordered copies (cpu/direct_conv_cpu.cpp); a 1x1 conv
+  // of one map of 128-1024 pixels multiplies its input planes in place (gemm_unpacked). The children
   // run with SPPNET_CPU_ISA=avx2, so an AVX-512 machine checks it too.
   // SPPNET_DEVICE=cpu: the child's tensors must be on the CPU, also where a GPU is the default.
   const { runNode } = require('./support/child');
@@ -339,6 +340,20 @@ describe('conv2d: the CPU direct path (AVX2)', function () {
         }));
         got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
       }
+      // 1x1 convs of one map of 128-1024 pixels read the input planes in place (gemm_unpacked):
+      // columns off 16, rows off 6, K in two blocks (> 640), NaN, poisoned out
+      for (const [cin, cout, H, W] of [[16, 13, 14, 14], [700, 40, 13, 11], [24, 7, 28, 28], [9, 64, 20, 50], [33, 6, 8, 16]]) {
+        const c = { cin, cout, kh: 1, kw: 1, relu: cout % 2 === 1 };
+        const m1 = randomMap(r, cin, H, W);
+        m1.data[r.int(0, m1.data.length - 1)] = NaN;
+        const w = Float32Array.from({ length: cout * cin }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: cout }, () => r.normal());
+        const e = refConv2d(m1, w, b, c);
+        const out = sp.tensor(new Float32Array(cout * H * W).fill(-6.5e31), [cout, H, W]);
+        const g = await (await sp.conv2d(sp.tensor(m1.data, [cin, H, W]), sp.tensor(w, [cout, cin, 1, 1]), sp.tensor(b, [cout]), { ...c, out })).data();
+        e.data.forEach((v, j) => { if (Number.isNaN(v) ? !Number.isNaN(g[j]) : !(g[j] === v || Math.abs(g[j] - v) <= 2e-4 * (1 + Math.abs(v)))) bad++; });
+        hash.update(Buffer.from(g.buffer, g.byteOffset, g.byteLength));
+      }
       // A model's conv on this path keeps its packed filters: the second run reads them (spoiling
       // them changes the logits), and gives the first run's logits
       const spec = { name: 'direct', inChannels: 3, layers: [
@@ -365,7 +380,8 @@ describe('conv2d: the CPU direct path (AVX2)', function () {
       }
       console.log('bad ' + bad + ' ' + hash.digest('hex').slice(0, 16));
     })();`;
-  it('gives the reference on ragged batches (filters off 16, tile edges, strides, dilation, NaN/Inf, poisoned out) and a model\'s cached filters; 1 and 2 threads bit for bit', function () {
+  it('gives the reference on ragged batches (filters off 16, tile edges, strides, dilation, NaN/Inf, poisoned out), 1x1 convs read in place, and a model\'s cached filters; 1 and 2 threads bit for bit', function () {
+    this.timeout(120000); // two child processes
     const seed = freshSeed();
     const results = ['1', '2'].map((threads) => {
       const res = runNode(['-e', child(seed, threads)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: 'avx2', SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' } });
