@@ -209,6 +209,39 @@ async function timeRuns(fn, { reps, warmup = 1, giveUpS = Infinity, before = nul
   return res;
 }
 
+/**
+ * Interleaved rounds of two implementations that treat both alike. Each round, for each of the
+ * two in turn (the order alternating between rounds): a pause of `pauseMs` with nothing running,
+ * then two calls back to back. The first call of a pair is "after idle" (on a VM a core that
+ * slept that long wakes slowly, and onnxruntime's threads spin-wait for tens of ms after a run,
+ * taking cores from whatever runs next: the pause waits them out), the second "warm" (the
+ * threads and caches its own first call left). Until 2026-11-27 the rounds were "sppnet, ORT,
+ * pause": sppnet's calls always came after the pause, ORT's always right after sppnet's.
+ * a, b: async () => void, one call each. Returns, for each, `warm` and `idle`: { ms, cpuMs }
+ * per round (cpuMs: the process's user + system CPU time over the call, all threads).
+ */
+async function fairRounds(rounds, a, b, { pauseMs = 150, progress = () => {} } = {}) {
+  const res = [a, b].map(() => ({ warm: [], idle: [] }));
+  const call = async (f) => {
+    const c = process.cpuUsage();
+    const t = nowMs();
+    await f();
+    const ms = nowMs() - t;
+    const u = process.cpuUsage(c);
+    return { ms, cpuMs: (u.user + u.system) / 1e3 };
+  };
+  for (let r = 0; r < rounds; r++) {
+    for (const k of r % 2 === 0 ? [0, 1] : [1, 0]) {
+      await new Promise((done) => setTimeout(done, pauseMs));
+      const f = k === 0 ? a : b;
+      res[k].idle.push(await call(f));
+      res[k].warm.push(await call(f));
+    }
+    progress(r);
+  }
+  return { a: res[0], b: res[1] };
+}
+
 /** The p-quantile (0..1) of `xs` by rank: the sorted value at floor(p * n) (the max for p = 1); null for none. */
 function percentile(xs, p) {
   if (!xs.length) return null;
@@ -344,7 +377,7 @@ function benchStart(file, from, to, options, reps) {
 
 module.exports = {
   parseArgs, headerText, benchStart, failed, commandLine,
-  timeRuns, stats, percentile, nowMs,
+  timeRuns, fairRounds, stats, percentile, nowMs,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
   machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

@@ -16,9 +16,12 @@
 // Before timing, the logits of both on a seeded batch of 4 are compared (max |diff| over max
 // |value|), and, where DIR/<arch>.ref.{f32,json} exist, both against torchvision's own logits.
 //
-// Timing: per arch and batch, one untimed call of each, then --rounds interleaved rounds (each
-// round one sppnet call, then one ORT call, then, with ORT's spinning on, a 150 ms pause while its
-// threads stop spin-waiting), so that both see the same machine; medians. ort/sppnet = ORT's median / sppnet's (> 1: sppnet is faster). FLOPs: conv and
+// Timing: per arch and batch, one untimed call of each, then --rounds interleaved rounds
+// (bench/common.js fairRounds: for each in turn, the order alternating, a 150 ms pause, then two
+// calls back to back), so that both see the same machine and the same conditions; the table's
+// medians are of the second, warm calls; the first calls after the pause are in the notes.
+// (Until 2026-11-27 a round was "sppnet, ORT, pause": sppnet's calls always came after the idle
+// pause, ORT's right after sppnet's.) ort/sppnet = ORT's median / sppnet's (> 1: sppnet is faster). FLOPs: conv and
 // fc multiply-adds x 2 counted from the spec's shapes (torchvision quotes multiply-adds: its
 // "15.47 GFLOPS" for vgg16 are 31 GFLOP here); floor = FLOPs / the peak of sp.measureCpuPeak (FMA
 // chains on every thread at once, best of 3); bw floor = the weights' bytes / the copy bandwidth
@@ -33,7 +36,7 @@ const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const { copyBandwidth } = require('./membw');
-const { benchStart, failed, commandLine, machineInfo, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, writeResults, fmtMs, fmtX, pair } = require('./common');
+const { benchStart, fairRounds, failed, commandLine, machineInfo, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, writeResults, fmtMs, fmtX, pair } = require('./common');
 
 const DIR = process.env.SPPNET_TV_DIR || '/tmp/tvbench';
 const ARCHS = ['vgg16', 'googlenet'];
@@ -206,8 +209,8 @@ async function main() {
       t0 = nowMs();
       // ORT's threads spin-wait after a run (allow_spinning, on by default) for tens of ms: in
       // interleaved rounds they took cores from the sppnet call that followed (googlenet 1x224:
-      // 17 ms alone, 25-27 ms right after an ORT run, 2026-11-26): each round pauses after ORT's
-      // call; --ort-spin off stops the spinning instead (ORT then runs slower).
+      // 17 ms alone, 25-27 ms right after an ORT run, 2026-11-26): fairRounds pauses before each
+      // pair of calls; --ort-spin off stops the spinning (ORT then runs slower).
       session = await ort.InferenceSession.create(onnx, { intraOpNumThreads: opt.ortThreads, interOpNumThreads: 1, executionProviders: ['cpu'],
         ...(opt.ortSpin === 'off' ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}) });
       ortLoadMs = nowMs() - t0;
@@ -247,20 +250,26 @@ async function main() {
       // Wall time, and the process's CPU time (user + system, all threads) over the call: on a
       // busy machine the wall time includes waiting for a core, the CPU time mostly not (it
       // counts spin-waiting, which both libraries' thread pools do between parallel steps).
-      const cpuMs = (c) => (c.user + c.system) / 1e3;
-      const co = [], cr = [];
-      const ours = async (cpu) => { const c = process.cpuUsage(); const t = nowMs(); const y = await model.run(x); const ms = nowMs() - t; cpu?.push(cpuMs(process.cpuUsage(c))); y.dispose(); return ms; };
-      const peer = async (cpu) => { const c = process.cpuUsage(); const t = nowMs(); await session.run(feeds); const ms = nowMs() - t; cpu?.push(cpuMs(process.cpuUsage(c))); return ms; };
+      const ours = async () => (await model.run(x)).dispose();
+      const peer = () => session.run(feeds);
       process.stdout.write(`  ${arch} ${N}x${SIDE}: warm-up ... `);
-      const warm = { ours: await ours(), ort: session ? await peer() : null };
+      const warmT = async (f) => { const t = nowMs(); await f(); return nowMs() - t; };
+      const warm = { ours: await warmT(ours), ort: session ? await warmT(peer) : null };
       process.stdout.write(`${rounds} rounds `);
-      const so = [], sr = [];
-      for (let r = 0; r < rounds; r++) {
-        so.push(await ours(co));
-        if (session) sr.push(await peer(cr));
-        // ORT's threads spin for tens of ms after its run (spinning on): the next call waits them out.
-        if (session && opt.ortSpin === 'on') await new Promise((res) => setTimeout(res, 150));
-        process.stdout.write('.');
+      let so, co, sr = [], cr = [], idle;
+      if (session) {
+        const fr = await fairRounds(rounds, ours, peer, { progress: () => process.stdout.write('.') });
+        so = fr.a.warm.map((c) => c.ms), co = fr.a.warm.map((c) => c.cpuMs), sr = fr.b.warm.map((c) => c.ms), cr = fr.b.warm.map((c) => c.cpuMs);
+        idle = { ours: median(fr.a.idle.map((c) => c.ms)), ort: median(fr.b.idle.map((c) => c.ms)) };
+      } else {
+        so = [], co = [];
+        for (let r = 0; r < rounds; r++) {
+          const c = process.cpuUsage();
+          so.push(await warmT(ours));
+          const u = process.cpuUsage(c);
+          co.push((u.user + u.system) / 1e3);
+          process.stdout.write('.');
+        }
       }
       x.dispose();
       console.log(' done');
@@ -282,6 +291,8 @@ async function main() {
         // Per-round ratios: each pairs two calls a few hundred ms apart, so a slow spell hits both.
         const per = sr.map((t, i) => t / so[i]);
         o.roundRatio = { median: median(per), min: Math.min(...per), max: Math.max(...per) };
+        // The first call after each pause, for each: the median, and ORT's over sppnet's.
+        row.idle = { oursMs: idle.ours, ortMs: idle.ort, ratio: idle.ort / idle.ours };
         row.impls.push(o);
       } else {
         row.impls.push({ label: 'onnxruntime-node', backend: 'ort', note: ortNote });
@@ -306,7 +317,7 @@ async function main() {
     impl.backend === 'sppnet' ? fmtMs(r.bwFloorMs) : '',
   ]);
   const legend = [
-    `ort/sppnet: onnxruntime-node's median over sppnet's, same run, interleaved rounds; > 1 means sppnet is faster. min: the same of the fastest calls. CPU ms: the median of the process's CPU time (user + system, all threads) per call, spin-waits included; CPU: ort/sppnet its ratio.${results.some((r) => r.impls[1].roundRatio) ? ` Per-round ratios (median, min-max): ${results.filter((r) => r.impls[1].roundRatio).map((r) => `${r.name} ${r.impls[1].roundRatio.median.toFixed(2)} (${r.impls[1].roundRatio.min.toFixed(2)}-${r.impls[1].roundRatio.max.toFixed(2)})`).join('; ')}.`: ''}`,
+    `median, min, CPU ms: of the warm calls (the second of two back to back; see the header). ort/sppnet: onnxruntime-node's median over sppnet's, same run, interleaved rounds; > 1 means sppnet is faster. min: the same of the fastest calls. CPU ms: the median of the process's CPU time (user + system, all threads) per call, spin-waits included; CPU: ort/sppnet its ratio.${results.some((r) => r.impls[1].roundRatio) ? ` Per-round ratios (median, min-max): ${results.filter((r) => r.impls[1].roundRatio).map((r) => `${r.name} ${r.impls[1].roundRatio.median.toFixed(2)} (${r.impls[1].roundRatio.min.toFixed(2)}-${r.impls[1].roundRatio.max.toFixed(2)})`).join('; ')}.`: ''}${results.some((r) => r.idle) ? ` The first call after each 150 ms pause (medians, ms; ort/sppnet): ${results.filter((r) => r.idle).map((r) => `${r.name} sppnet ${fmtMs(r.idle.oursMs)}, ORT ${fmtMs(r.idle.ortMs)} (${fmtX(r.idle.ratio)})`).join('; ')}.` : ''}`,
     `FLOPs: conv + fc, 2 per multiply-add, from the specs' shapes: ${opt.archs.map((a) => `${a} ${flops[a].gflop.toFixed(2)} GFLOP per image (${(flops[a].convF / 1e9).toFixed(2)} conv + ${(flops[a].fcF / 1e9).toFixed(3)} fc)`).join(', ')}. floor = FLOPs / peak ${peakGflops.toFixed(0)} GFLOP/s (sp.measureCpuPeak, ${oursThreads} thread${oursThreads > 1 ? "s" : ""} of ${be.cpu.isa} FMA chains at once); % peak = floor / median.`,
     `bw floor = the weights' bytes (${opt.archs.map((a) => `${a} ${flops[a].weightMiB.toFixed(0)} MiB`).join(', ')}) / copy bandwidth ${(bw / 1e9).toFixed(1)} GB/s (${cores} threads): every call reads each weight once.`,
   ];

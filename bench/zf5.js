@@ -31,12 +31,15 @@
 // What is timed: from the call until the result exists (sppnet's promise resolves when the last
 // kernel is done; tfjs's cpu and wasm kernels run synchronously; ORT's run resolves with its
 // output). Inputs are built and uploaded before. One warm-up call, then >= 5 (ours) / >= 3 (peers)
-// timed calls; medians. On the 224 workloads sppnet and ORT run in interleaved rounds (sppnet's
-// call, then ORT's, then a pause), so that a slow stretch of this shared machine hits both; the
-// per-round ratios are reported too. ORT's threads keep spin-waiting for tens of ms after its run
-// (allow_spinning, its default): a call right after it got a fraction of the cores (ZF-5 1x224:
-// 38 ms right after, 26 ms 100 ms later), so each round pauses 150 ms after ORT's call.
-// --ort-spin off stops the spinning instead (no pause; ORT ran 10-15% slower so).
+// timed calls; medians. On the 224 workloads sppnet and ORT run in interleaved rounds
+// (bench/common.js fairRounds: for each in turn, the order alternating, a 150 ms pause, then two
+// calls back to back; the medians are of the second, warm calls, the first calls after the pause
+// are in the notes), so that a slow stretch of this shared machine hits both and both run under
+// the same conditions; the per-round ratios are reported too. The pause is there because ORT's
+// threads keep spin-waiting for tens of ms after its run (allow_spinning, its default): a call
+// right after it got a fraction of the cores (ZF-5 1x224: 38 ms right after, 26 ms 100 ms later).
+// --ort-spin off stops the spinning (ORT ran 10-15% slower so). Until 2026-11-27 a round was
+// "sppnet, ORT, pause": sppnet's calls always came after the pause, ORT's right after sppnet's.
 
 //
 // Peak: 32 FP32 FLOP per cycle per core by default (2 FMA pipes x 8 lanes x 2: Zen 4 runs
@@ -50,7 +53,7 @@ const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { startTfjs } = require('./tfjs_wasm');
-const { benchStart, failed, commandLine, machineInfo, timeRuns, stats, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { benchStart, fairRounds, failed, commandLine, machineInfo, timeRuns, stats, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -65,7 +68,7 @@ const OPTIONS = [
   { name: 'no-ort', type: 'flag', help: 'skip onnxruntime-node' },
   { name: 'wasm-threads', type: 'int', default: null, help: "tfjs-wasm's threads (default: as many as sppnet's)" },
   { name: 'ort-threads', type: 'int', default: 2, help: "onnxruntime-node's intra-op threads" },
-  { name: 'ort-spin', type: 'choice', choices: ['on', 'off'], default: 'on', help: "onnxruntime-node's intra-op threads spin-wait between runs (on: its default, and its faster setting here); each round then pauses 150 ms after ORT's call, until they stop" },
+  { name: 'ort-spin', type: 'choice', choices: ['on', 'off'], default: 'on', help: "onnxruntime-node's intra-op threads spin-wait between runs (on: its default, and its faster setting here); the rounds pause 150 ms before each pair of calls either way" },
   { name: 'flop-per-cycle', type: 'number', default: null, arg: 'F', help: 'peak = cores x clock x F instead of sp.measureCpuPeak' },
   { name: 'ghz', type: 'number', default: null, arg: 'G', help: 'the clock for --flop-per-cycle (default: measured)' },
   { name: 'seed', type: 'int', default: 5, arg: 'S', help: 'seed of the weights and images' },
@@ -330,17 +333,13 @@ async function main() {
     let t, ortT = null;
     if (ortRun) {
       (await model.run(x)).dispose();
-      const so = [], sr = [];
-      const oursCall = async () => { const t0 = nowMs(); const y = await model.run(x); so.push(nowMs() - t0); y.dispose(); };
-      const ortCall = async () => { const t0 = nowMs(); await ortRun(); sr.push(nowMs() - t0); };
-      for (let i = 0; i < reps.ours; i++) {
-        await oursCall();
-        await ortCall();
-        if (opt.ortSpin === 'on') await new Promise((r) => setTimeout(r, 150)); // until ORT's threads stop spinning
-      }
+      const fr = await fairRounds(reps.ours, async () => (await model.run(x)).dispose(), ortRun);
+      const so = fr.a.warm.map((c) => c.ms), sr = fr.b.warm.map((c) => c.ms);
       t = { stats: stats(so) };
       const per = sr.map((v, i) => v / so[i]).sort((a, b) => a - b);
-      ortT = { stats: stats(sr), roundRatio: { median: per[per.length >> 1], min: per[0], max: per[per.length - 1] } };
+      const mid = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+      ortT = { stats: stats(sr), roundRatio: { median: per[per.length >> 1], min: per[0], max: per[per.length - 1] },
+        idle: { oursMs: mid(fr.a.idle.map((c) => c.ms)), ortMs: mid(fr.b.idle.map((c) => c.ms)) } };
     } else {
       t = await timeRuns(() => model.run(x), { reps: reps.ours });
     }
@@ -368,7 +367,7 @@ async function main() {
         await session.release();
         peer({ label, backend: 'ort', stats: ortT.stats, roundRatio: ortT.roundRatio });
         const rr = ortT.roundRatio;
-        notes.push(`${w.name}: ORT / sppnet per round (interleaved, ORT spinning ${opt.ortSpin}): median ${rr.median.toFixed(2)}, ${rr.min.toFixed(2)}-${rr.max.toFixed(2)}.`);
+        notes.push(`${w.name}: ORT / sppnet per round (interleaved, ORT spinning ${opt.ortSpin}): median ${rr.median.toFixed(2)}, ${rr.min.toFixed(2)}-${rr.max.toFixed(2)}; the first calls after the pauses: sppnet ${fmtMs(ortT.idle.oursMs)} ms, ORT ${fmtMs(ortT.idle.ortMs)} ms (${fmtX(ortT.idle.ortMs / ortT.idle.oursMs)}).`);
       } else {
         peer({ label, backend: 'ort', note: 'n/a: graph fixed at 224x224' });
       }
