@@ -148,6 +148,60 @@ void pool_plane_avx2(const float* xc, int H, int W, int Wo, const Pool2dParams& 
     }
   }
 }
+
+// A plane whose output has the input's size (stride 1, odd kernels, padding (k - 1) / 2: the
+// 3x3 / 1 / 1 pools of googlenet's Inception blocks), without NaN, as flat passes over the whole
+// plane with no per-row loops: the column max v[f] = max of x[f + dy W] over the rows inside the
+// map (one pass per dy over the range where row y + dy exists), then the row max over v[f + dx]
+// for the dx whose column is inside (a mask per dx and side, periodic in W, from `masks`). v has 8
+// entries of -inf before and after it. googlenet's 14x14 and 7x7 pools: ~2-3x fewer instructions
+// than row by row. Same values as pool_plane_avx2 (a max over the same window, no NaN).
+void pool_same_avx2(const float* xc, int H, int W, int ph, int pw, const int32_t* masks, float* v, float* yc) {
+  const int64_t HW = int64_t{H} * W;
+  std::copy(xc, xc + HW, v);
+  for (int dy = 1; dy <= ph && dy < H; ++dy) {
+    const int64_t d = int64_t{dy} * W;
+    // rows below (f < HW - d reads f + d) and above (f >= d reads f - d)
+    int64_t f = 0;
+    for (; f + 8 <= HW - d; f += 8) _mm256_storeu_ps(v + f, _mm256_max_ps(_mm256_loadu_ps(xc + f + d), _mm256_loadu_ps(v + f)));
+    for (; f < HW - d; ++f) v[f] = std::max(xc[f + d], v[f]);
+    f = d;
+    for (; f + 8 <= HW; f += 8) _mm256_storeu_ps(v + f, _mm256_max_ps(_mm256_loadu_ps(xc + f - d), _mm256_loadu_ps(v + f)));
+    for (; f < HW; ++f) v[f] = std::max(xc[f - d], v[f]);
+  }
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  int64_t f = 0;
+  for (; f + 8 <= HW; f += 8) {
+    __m256 r = _mm256_loadu_ps(v + f);
+    for (int dx = 1; dx <= pw; ++dx) {
+      const int32_t* ml = masks + (2 * dx - 2) * HW, *mr = masks + (2 * dx - 1) * HW;
+      const __m256 l = _mm256_blendv_ps(ninf, _mm256_loadu_ps(v + f - dx), _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ml + f))));
+      const __m256 rr = _mm256_blendv_ps(ninf, _mm256_loadu_ps(v + f + dx), _mm256_castsi256_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(mr + f))));
+      r = _mm256_max_ps(l, _mm256_max_ps(rr, r));
+    }
+    _mm256_storeu_ps(yc + f, r);
+  }
+  for (; f < HW; ++f) {
+    float r = v[f];
+    for (int dx = 1; dx <= pw; ++dx) {
+      if (masks[(2 * dx - 2) * HW + f]) r = std::max(v[f - dx], r);
+      if (masks[(2 * dx - 1) * HW + f]) r = std::max(v[f + dx], r);
+    }
+    yc[f] = r;
+  }
+}
+
+bool has_nan_avx2(const float* x, int64_t n) {
+  __m256 u = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x + i);
+    u = _mm256_or_ps(u, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  }
+  bool nan = _mm256_movemask_ps(u) != 0;
+  for (; i < n; ++i) nan = nan || x[i] != x[i];
+  return nan;
+}
 #pragma GCC pop_options
 #endif
 
@@ -169,13 +223,43 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
   int64_t acc_len = 1;
   for (int i = 0; i < in.count; ++i)
     acc_len = std::max<int64_t>({acc_len, in.width[i], int64_t{(out.width[i] + 15) / 16 * 16} * p.stride_w + p.kernel_w + 32 + p.pad_w});
+#if defined(__x86_64__) && defined(__GNUC__)
+  // Output the input's size (stride 1, odd kernels, padding (k - 1) / 2), AVX2: pool_same_avx2
+  // for the planes without NaN (at most 8 columns of padding: v's guard).
+  static const Isa isa = detect_isa();
+  const bool same = isa == Isa::kAvx2 && p.stride_h == 1 && p.stride_w == 1 && p.kernel_h % 2 == 1 && p.kernel_w % 2 == 1 &&
+                    p.pad_h == p.kernel_h / 2 && p.pad_w == p.kernel_w / 2 && p.pad_w <= 8;
+#else
+  const bool same = false;
+#endif
   parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
     std::vector<float> acc(static_cast<size_t>(acc_len + 16));
+    std::vector<float> v;          // pool_same_avx2's column maxima, 8 guards of -inf each side
+    std::vector<int32_t> masks;    // its column masks for map `mi`
+    int mi = -1;
     for (int64_t t = t0; t < t1; ++t) {
       const int i = static_cast<int>(t / C), c = static_cast<int>(t % C);
       const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
-      const float* xc = x + in.offset[i] + c * H * W;
-      float* yc = y + out.offset[i] + c * Ho * Wo;
+      const float* xc = x + in.offset[i] + int64_t{c} * H * W;
+      float* yc = y + out.offset[i] + int64_t{c} * Ho * Wo;
+#if defined(__x86_64__) && defined(__GNUC__)
+      const int64_t HW = int64_t{H} * W;
+      if (same && !has_nan_avx2(xc, HW)) {
+        if (mi != i) {
+          v.assign(static_cast<size_t>(HW + 16), -INFINITY);
+          masks.assign(static_cast<size_t>(2 * p.pad_w * HW), 0);
+          for (int dx = 1; dx <= p.pad_w; ++dx)
+            for (int64_t f = 0; f < HW; ++f) {
+              const int col = static_cast<int>(f % W);
+              masks[static_cast<size_t>((2 * dx - 2) * HW + f)] = col >= dx ? -1 : 0;
+              masks[static_cast<size_t>((2 * dx - 1) * HW + f)] = col + dx < W ? -1 : 0;
+            }
+          mi = i;
+        }
+        pool_same_avx2(xc, H, W, p.pad_h, p.pad_w, masks.data(), v.data() + 8, yc);
+        continue;
+      }
+#endif
       pool_plane(xc, H, W, Wo, p, acc.data(), yc, 0, Ho, 0);
     }
   });
