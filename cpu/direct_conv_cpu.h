@@ -11,8 +11,9 @@ namespace cpu {
 // "Direct convolution"): the AVX2 kernels are the ones dispatched to, one group, a kernel larger
 // than 1x1 (a 1x1 conv is a plain GEMM over the input), at least 64 products a sum (the
 // transposed store of a tile costs as much as ~30 of its steps), and small output maps (at most
-// 1024 pixels each: googlenet's 28x28 and smaller) or a stride above 1 (whose im2col is slow).
-// Large maps at stride 1 (vgg16's 224x224 and 112x112) keep im2col's fused path.
+// 1024 pixels each: googlenet's 28x28 and smaller) or a stride above 1 with at most 512 products
+// a sum (conv1s: strided im2col is slow). Large maps at stride 1 (vgg16's 224x224 and 112x112)
+// keep im2col's fused path.
 bool direct_applies(const Conv2dParams& p, const RaggedView& out);
 // Whether every offset it reads within a map of `in` (padded) fits 32 bits: a call it serves.
 bool direct_fits(const Conv2dParams& p, const RaggedView& in);
