@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <utility>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -210,15 +212,20 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
       maps[static_cast<size_t>(i)] = {x + in.offset[i], int64_t{in.height[i]} * in.width[i], int64_t{in.width[i]}};
   }
 
-  // k's offset within a window of each map's planes.
-  std::vector<int32_t> offs(static_cast<size_t>(K) * in.count);
+  // k's offset within a window of a map's planes: one table per distinct plane shape (a ragged
+  // batch of many maps of few sizes keeps few), table[i] the one of map i.
+  std::vector<int32_t> offs;
+  std::vector<size_t> table(static_cast<size_t>(in.count));
+  std::map<std::pair<int64_t, int64_t>, size_t> at;  // (plane, row) -> where its table starts
   for (int i = 0; i < in.count; ++i) {
     const MapIn& m = maps[static_cast<size_t>(i)];
-    int32_t* o = offs.data() + static_cast<size_t>(i) * K;
-    for (int c = 0; c < cin; ++c)
-      for (int ki = 0; ki < p.kernel_h; ++ki)
-        for (int kj = 0; kj < p.kernel_w; ++kj)
-          *o++ = static_cast<int32_t>(c * m.plane + int64_t{ki} * p.dilation_h * m.row + int64_t{kj} * p.dilation_w);
+    const auto found = at.emplace(std::make_pair(m.plane, m.row), offs.size());
+    if (found.second)
+      for (int c = 0; c < cin; ++c)
+        for (int ki = 0; ki < p.kernel_h; ++ki)
+          for (int kj = 0; kj < p.kernel_w; ++kj)
+            offs.push_back(static_cast<int32_t>(c * m.plane + int64_t{ki} * p.dilation_h * m.row + int64_t{kj} * p.dilation_w));
+    table[static_cast<size_t>(i)] = found.first->second;
   }
   // Tasks: (map, run of tiles, run of panels). A map's tiles in groups of about kGroup, their
   // count a multiple of the threads (equal shares of one map); a map of fewer tiles than threads
@@ -240,7 +247,7 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
   parallel_tasks(static_cast<int64_t>(tasks.size()), [&](int64_t ti) {
     const Task& tk = tasks[static_cast<size_t>(ti)];
     const MapIn& m = maps[static_cast<size_t>(tk.map)];
-    const int32_t* off = offs.data() + static_cast<size_t>(tk.map) * K;
+    const int32_t* off = offs.data() + table[static_cast<size_t>(tk.map)];
     const int Wo = out.width[tk.map];
     const int64_t P = int64_t{out.height[tk.map]} * Wo;
     float* ymap = y + out.offset[tk.map];
