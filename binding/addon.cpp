@@ -69,6 +69,10 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("opsInline", static_cast<double>(data->inline_state->ran));
   o.Set("opsQueued", static_cast<double>(data->inline_state->queued));
   o.Set("cpuOpNs", static_cast<double>(data->cpu->busy_ns.load() + data->inline_state->ran_ns));
+  double cached = 0, reused = 0;
+  host_cache_stats(*data->host, &cached, &reused);
+  o.Set("hostCacheBytes", cached);
+  o.Set("hostCacheReused", reused);
   // Only once this instance has used the device: the queries would create a CUDA context.
   size_t free_b = 0, total_b = 0, reserved = 0, used = 0;
   if (data->pool_ready && cuda::memory_info(&free_b, &total_b).ok()) {
@@ -154,6 +158,7 @@ Napi::Object Enums(Napi::Env env) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   auto* data = new AddonData();
+  data->host = make_host_cache();
   if (const char* e = std::getenv("SPPNET_CPU_EXECUTOR")) data->use_executor = std::string(e) != "0";
   if (const char* e = std::getenv("SPPNET_INLINE_WORK")) data->inline_limit = std::max<int64_t>(0, std::atoll(e));
   Napi::Function ctor = DeviceBuffer::Define(env);

@@ -334,7 +334,11 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
   for (const auto& v : keep) {
     if (!v.IsObject() && !v.IsExternal()) continue;  // an External: a compiled plan the task runs
     keep_.push_back(Napi::Persistent(v));
-    host_bytes_.push_back(v.IsTypedArray() ? v.As<Napi::TypedArray>().ByteLength() : 0);
+    HostBlock* b = host_block_acquire(env, v);
+    if (b) blocks_.push_back(b);
+    // An addon block given back while this task runs is detached but stays alive (and is not
+    // reused) until the task is over: not a lost buffer.
+    host_bytes_.push_back(v.IsTypedArray() && !b ? v.As<Napi::TypedArray>().ByteLength() : 0);
   }
 }
 

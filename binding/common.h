@@ -27,6 +27,28 @@ namespace binding {
 // lib/ reads it from addon.enums.hostHugeAtLeast.
 constexpr size_t kHostHuge = size_t{2} << 20, kHostHugeAtLeast = kHostHuge * 2 / 3;
 
+// Host memory from hostAlloc (host.cpp), one block per ArrayBuffer, and the blocks given back
+// that this instance keeps for reuse. JS thread only: blocks are made, given back, counted in
+// and out of tasks (TaskWorker) and finalised there.
+struct HostCache;
+struct HostBlock {
+  void* data = nullptr;  // null once its memory went back (to the cache or the system)
+  size_t bytes = 0;      // what munmap / free takes
+  bool mapped = false;
+  std::shared_ptr<HostCache> cache;
+  int inflight = 0;        // queued tasks that use it
+  bool recycle = false;    // given back by hostRecycle: to the cache once no task uses it
+  bool no_cache = false;   // given back by hostFree: to the system
+  bool finalized = false;  // its ArrayBuffer is gone: the struct goes once no task uses it
+};
+// The block whose memory v (a typed array or an ArrayBuffer) lies in, counted in flight (+1);
+// null when v is not hostAlloc's. host_block_done() takes the count back.
+HostBlock* host_block_acquire(Napi::Env env, const Napi::Value& v);
+void host_block_done(HostBlock* b);
+std::shared_ptr<HostCache> make_host_cache();  // an instance's, empty (SPPNET_HOST_CACHE_MB)
+// Bytes the cache keeps, and the hostAlloc calls it served.
+void host_cache_stats(const HostCache& c, double* bytes, double* reused);
+
 // Live device allocations, for leak tests. Shared with every DeviceMem, which may die after the
 // JS object that made it (when an in-flight op lets go of it).
 struct Counters {
@@ -117,6 +139,7 @@ struct AddonData {
   int64_t inline_limit = kInlineWork;
   static constexpr int64_t kInlineWork = 16384;
   bool pool_ready = false;   // cuda::keep_pool_memory() done (JS thread only, before the first DeviceBuffer)
+  std::shared_ptr<HostCache> host;  // hostAlloc's blocks and its cache (host.cpp); made at init
 };
 
 // The JS handle of a DeviceMem. Its bytes are reported to V8 as external memory while the handle
@@ -227,6 +250,7 @@ class TaskWorker : public Napi::AsyncWorker {
   TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
              std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state);
   ~TaskWorker() override {
+    for (HostBlock* b : blocks_) host_block_done(b);
     --inline_->inflight;
     inline_->budget_ns = InlineState::kBudgetNs;  // settled on a turn of the event loop
   }
@@ -241,6 +265,7 @@ class TaskWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
   std::vector<size_t> host_bytes_;  // per keep_ entry: a typed array's byte length when queued, else 0
+  std::vector<HostBlock*> blocks_;  // hostAlloc blocks of keep_, in flight until this worker goes
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
   std::shared_ptr<InlineState> inline_;    // AddonData's: in flight from construction to destruction
   Runs runs_;

@@ -5,6 +5,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <unordered_map>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -80,42 +82,137 @@ Napi::Value PixelsToPlanar(const Napi::CallbackInfo& info) {
   return queue(env, task, {in, out.value}, Runs::kHost);
 }
 
-// Host buffers the caller frees when it chooses (a model's activation buffers), not when the GC
-// gets to them: a JS Float32Array's memory goes back only after a collection, and then often stays
-// in the C library's heap, so a server's memory stayed at its peak after a burst.
+// Host buffers from the addon (lib/ takes every host buffer of 1.33 MiB and more from here, and a
+// model's activation buffers), given back when their owner says so, not when the GC gets to them:
+// a JS Float32Array's memory goes back only after a collection, and then often stays in the C
+// library's heap, so a server's memory stayed at its peak after a burst.
 //
-// hostAlloc(bytes) -> ArrayBuffer: zeroed memory from mmap (1 MiB and up: returned to the system
-// when freed) or calloc. hostFree(arrayBuffer): detaches it, which releases the memory at once
-// (the ArrayBuffer's finaliser frees it; one a program drops without hostFree is freed when it is
-// collected). A view of a detached buffer has length 0, and ops refuse it (SPPNET_DISPOSED).
-// trimHostMemory() -> Promise: hands the C library's free heap memory back to the system
-// (glibc's malloc_trim; nothing elsewhere), on a libuv thread.
+// hostAlloc(bytes) -> ArrayBuffer: zeroed memory, from this instance's cache of given-back blocks
+// (zeroed again) or new: mmap (1 MiB and up) or calloc.
+// hostRecycle(arrayBuffer) (Tensor.dispose() of an op's output): detaches it, so no JS view reads
+//   it again, and keeps its memory for the next hostAlloc of about its size (the cache), once no
+//   queued task uses it: the next output of that size is memory already faulted in, where a new
+//   mapping pays a fault and the kernel's zeroing per page (W2's 3.3 MB output: most of an SPP
+//   call's time). At most SPPNET_HOST_CACHE_MB (default kHostCacheMb) are kept; beyond that,
+//   and for blocks under 1 MiB, the memory goes back to the system.
+// hostFree(arrayBuffer) (a model's activation buffers, released): detaches it; its memory goes
+//   back to the system at once (once no task uses it).
+// An ArrayBuffer the GC collects gives its memory to the cache too.
+// trimHostMemory() -> Promise: empties the cache and hands the C library's free heap memory back
+// to the system (glibc's malloc_trim; nothing elsewhere), on a libuv thread.
+//
+// Tasks count the blocks they use (TaskWorker: host_block_acquire / host_block_done), so a block
+// given back while an op reads or writes it stays where it is until the op is over.
 constexpr size_t kMapAtLeast = size_t{1} << 20;
+constexpr size_t kHostCacheMb = 256;
 
-struct HostBlock {
-  void* data;
-  size_t bytes;
-  bool mapped;
+void unmap_or_free(void* data, size_t bytes, bool mapped) {
+  if (mapped)
+    munmap(data, bytes);
+  else
+    std::free(data);
+}
+
+}  // namespace
+
+struct HostCache {
+  std::unordered_map<const void*, HostBlock*> live;  // blocks whose ArrayBuffer is attached, by address
+  std::multimap<size_t, void*> free;                 // mapped length -> a given-back block
+  size_t free_bytes = 0, limit = kHostCacheMb << 20;
+  int64_t reused = 0;  // hostAlloc calls served from the cache
+  ~HostCache() {
+    for (const auto& f : free) munmap(f.second, f.first);
+  }
+  // A given-back block's memory: kept (mapped blocks, while under the limit) or returned.
+  void give(HostBlock* b, bool keep) {
+    if (!b->data) return;
+    if (keep && b->mapped && free_bytes + b->bytes <= limit) {
+      free.emplace(b->bytes, b->data);
+      free_bytes += b->bytes;
+    } else {
+      unmap_or_free(b->data, b->bytes, b->mapped);
+    }
+    b->data = nullptr;
+  }
+  // A kept block of `len` to `len` + 1/4 bytes (the smallest), or null.
+  void* take(size_t len, size_t* got) {
+    auto it = free.lower_bound(len);
+    if (it == free.end() || it->first > len + len / 4) return nullptr;
+    void* d = it->second;
+    *got = it->first;
+    free_bytes -= it->first;
+    free.erase(it);
+    ++reused;
+    return d;
+  }
+  std::vector<std::pair<void*, size_t>> drain() {
+    std::vector<std::pair<void*, size_t>> out;
+    for (const auto& f : free) out.emplace_back(f.second, f.first);
+    free.clear();
+    free_bytes = 0;
+    return out;
+  }
 };
 
-void free_block(Napi::Env, void*, HostBlock* b) {
-  if (b->mapped)
-    munmap(b->data, b->bytes);
-  else
-    std::free(b->data);
+std::shared_ptr<HostCache> make_host_cache() {
+  auto c = std::make_shared<HostCache>();
+  if (const char* e = std::getenv("SPPNET_HOST_CACHE_MB")) c->limit = static_cast<size_t>(std::max(0LL, std::atoll(e))) << 20;
+  return c;
+}
+
+void host_cache_stats(const HostCache& c, double* bytes, double* reused) {
+  *bytes = static_cast<double>(c.free_bytes);
+  *reused = static_cast<double>(c.reused);
+}
+
+HostBlock* host_block_acquire(Napi::Env env, const Napi::Value& v) {
+  void* data = nullptr;
+  if (v.IsTypedArray())
+    data = v.As<Napi::TypedArray>().ArrayBuffer().Data();
+  else if (v.IsArrayBuffer())
+    data = v.As<Napi::ArrayBuffer>().Data();
+  if (!data) return nullptr;
+  HostCache& c = *env.GetInstanceData<AddonData>()->host;
+  const auto it = c.live.find(data);
+  if (it == c.live.end()) return nullptr;
+  ++it->second->inflight;
+  return it->second;
+}
+
+void host_block_done(HostBlock* b) {
+  if (--b->inflight > 0) return;
+  if (b->recycle || b->no_cache || b->finalized) b->cache->give(b, !b->no_cache);
+  if (b->finalized) delete b;
+}
+
+namespace {
+
+// The ArrayBuffer is gone (collected, or detached by hostRecycle / hostFree): the memory goes
+// back unless a task still uses it (host_block_done does it then).
+void finalize_block(Napi::Env, void*, HostBlock* b) {
+  b->finalized = true;
+  const auto it = b->cache->live.find(b->data);
+  if (b->data && it != b->cache->live.end() && it->second == b) b->cache->live.erase(it);
+  if (b->inflight > 0) return;
+  b->cache->give(b, !b->no_cache);
   delete b;
 }
 
-// From 1.33 MiB on: mapped on a 2 MiB boundary and marked for transparent huge pages, so that the
-// first touch of each 2 MiB faults once instead of 512 times (on this VM a 4 KiB fault costs
-// ~15 us: 13 ms for a fresh 3.3 MB buffer, 0.4 ms with huge pages). The length is rounded up to
-// whole huge pages where that adds at most half (the price: up to that much more resident memory,
-// as a huge page is resident as a whole), else to 4 KiB pages (the tail past the last whole huge
-// page then faults page by page). Where the kernel gives none (THP off), plain pages,
-// as before. *mapped: the length to munmap.
-void* map_huge(size_t bytes, size_t* mapped) {
+// The length a mapping of `bytes` takes: from 1.33 MiB on, mapped on a 2 MiB boundary and marked
+// for transparent huge pages, so that the first touch of each 2 MiB faults once instead of 512
+// times (on this VM a 4 KiB fault costs ~15 us: 13 ms for a fresh 3.3 MB buffer, 0.4 ms with huge
+// pages). The length is rounded up to whole huge pages where that adds at most half (the price:
+// up to that much more resident memory, as a huge page is resident as a whole), else to 4 KiB
+// pages (the tail past the last whole huge page then faults page by page).
+size_t mapped_length(size_t bytes) {
+  if (bytes < kHostHugeAtLeast) return (bytes + 4095) / 4096 * 4096;
   const size_t whole = (bytes + kHostHuge - 1) / kHostHuge * kHostHuge, pages = (bytes + 4095) / 4096 * 4096;
-  const size_t len = whole - bytes <= bytes / 2 ? whole : pages;
+  return whole - bytes <= bytes / 2 ? whole : pages;
+}
+
+// A new mapping of `len` bytes (mapped_length) on a 2 MiB boundary, marked for huge pages; where
+// the kernel gives none (THP off), plain pages, as before.
+void* map_huge(size_t len) {
   void* raw = mmap(nullptr, len + kHostHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
   const uintptr_t start = reinterpret_cast<uintptr_t>(raw), aligned = (start + kHostHuge - 1) / kHostHuge * kHostHuge;
@@ -125,7 +222,6 @@ void* map_huge(size_t bytes, size_t* mapped) {
 #ifdef MADV_HUGEPAGE
   madvise(reinterpret_cast<void*>(aligned), len, MADV_HUGEPAGE);
 #endif
-  *mapped = len;
   return reinterpret_cast<void*>(aligned);
 }
 
@@ -134,15 +230,23 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   const double want = info[0].As<Napi::Number>().DoubleValue();
   if (!(want >= 1) || want > 1e15) throw Napi::RangeError::New(env, "internal: hostAlloc: bad size");
   const size_t bytes = static_cast<size_t>(want);
+  const std::shared_ptr<HostCache>& cache = env.GetInstanceData<AddonData>()->host;
   void* data = nullptr;
   bool mapped = false;
-  size_t mapped_bytes = bytes;
-  if (bytes >= kHostHugeAtLeast) {
-    data = map_huge(bytes, &mapped_bytes);
-    mapped = data != nullptr;
-  } else if (bytes >= kMapAtLeast) {
-    data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (data == MAP_FAILED) data = nullptr;
+  size_t len = bytes;
+  if (bytes >= kMapAtLeast) {
+    len = mapped_length(bytes);
+    size_t got = 0;
+    data = cache->take(len, &got);
+    if (data) {
+      std::memset(data, 0, bytes);  // another tensor's data: zeroed, as new memory is
+      len = got;
+    } else if (bytes >= kHostHugeAtLeast) {
+      data = map_huge(len);
+    } else {
+      data = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (data == MAP_FAILED) data = nullptr;
+    }
     mapped = data != nullptr;
   } else {
     data = std::calloc(1, bytes);
@@ -152,20 +256,36 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
     e.Set("code", Napi::String::New(env, code_name(Code::kOutOfMemory)));
     throw e;
   }
-  auto* block = new HostBlock{data, mapped ? mapped_bytes : bytes, mapped};
-  return Napi::ArrayBuffer::New(env, data, bytes, free_block, block);
+  auto* block = new HostBlock();
+  block->data = data, block->bytes = len, block->mapped = mapped, block->cache = cache;
+  cache->live[data] = block;
+  return Napi::ArrayBuffer::New(env, data, bytes, finalize_block, block);
 }
 
-Napi::Value HostFree(const Napi::CallbackInfo& info) {
+// hostRecycle(buffer) / hostFree(buffer): see above. An ArrayBuffer that is not hostAlloc's is
+// left alone (false); a detached one too.
+Napi::Value GiveBack(const Napi::CallbackInfo& info, bool recycle) {
   Napi::Env env = info.Env();
-  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "internal: hostFree: not an ArrayBuffer");
+  if (!info[0].IsArrayBuffer()) throw Napi::TypeError::New(env, "internal: hostRecycle/hostFree: not an ArrayBuffer");
   Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
-  if (!ab.IsDetached()) ab.Detach();
-  return env.Undefined();
+  if (ab.IsDetached()) return Napi::Boolean::New(env, false);
+  HostCache& c = *env.GetInstanceData<AddonData>()->host;
+  const auto it = c.live.find(ab.Data());
+  if (it == c.live.end()) return Napi::Boolean::New(env, false);
+  HostBlock* b = it->second;
+  c.live.erase(it);
+  (recycle ? b->recycle : b->no_cache) = true;
+  ab.Detach();  // its finaliser runs later (a setImmediate of Node's): the memory goes now
+  if (b->inflight == 0) c.give(b, recycle);
+  return Napi::Boolean::New(env, true);
 }
+Napi::Value HostRecycle(const Napi::CallbackInfo& info) { return GiveBack(info, true); }
+Napi::Value HostFree(const Napi::CallbackInfo& info) { return GiveBack(info, false); }
 
 Napi::Value TrimHostMemory(const Napi::CallbackInfo& info) {
-  auto task = []() -> Status {
+  auto kept = std::make_shared<std::vector<std::pair<void*, size_t>>>(info.Env().GetInstanceData<AddonData>()->host->drain());
+  auto task = [kept]() -> Status {
+    for (const auto& k : *kept) munmap(k.first, k.second);
 #if defined(__GLIBC__)
     malloc_trim(0);
 #endif
@@ -177,7 +297,7 @@ Napi::Value TrimHostMemory(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_host(Napi::Env env, Napi::Object exports) {
-  export_functions(env, exports, {{"hostAlloc", HostAlloc}, {"hostFree", HostFree}, {"trimHostMemory", TrimHostMemory},
+  export_functions(env, exports, {{"hostAlloc", HostAlloc}, {"hostFree", HostFree}, {"hostRecycle", HostRecycle}, {"trimHostMemory", TrimHostMemory},
                                    {"gatherFloats", GatherFloats}, {"pixelsToPlanar", PixelsToPlanar}});
 }
 

@@ -233,3 +233,109 @@ describe('ragged batches', function () {
     expect(() => sp.ragged([sp.zeros([3, 0, 4])])).to.throw(/maps\[0\] has an empty axis/);
   });
 });
+
+// Issue 16: a disposed op result of 1.33 MiB or more goes to the addon's cache of host blocks, and
+// the next result of about its size is that memory (already faulted in), zeroed; a block an op
+// still uses stays out of the cache until the op is over.
+describe('host memory given back at dispose()', function () {
+  const { runNode } = require('./support/child');
+  const path = require('path');
+  const { rng, freshSeed } = require('./support/reference');
+  const shape = [5, 100, 1000]; // 2 MB: from the addon (hostHugeAtLeast is 1.33 MiB)
+
+  async function bigResult(seed) {
+    const r = rng(seed);
+    const x = sp.tensor(Float32Array.from({ length: shape[0] * shape[1] * shape[2] }, () => 2 * r.next() - 1), shape, { device: 'cpu' });
+    const y = await sp.relu(x); // queued (too big to run inline), its result from the addon
+    x.dispose();
+    return y;
+  }
+
+  it('reuses the memory of a disposed result for the next one, zeroed', async function () {
+    const seed = freshSeed();
+    const y = await bigResult(seed);
+    const before = sp.memory();
+    const values = await y.data();
+    expect(values.some((v) => v > 0)).to.equal(true);
+    y.dispose();
+    expect(sp.memory().hostCacheBytes, `seed ${seed}`).to.be.greaterThan(before.hostCacheBytes);
+    const z = sp.zeros(shape, { device: 'cpu' }); // the same size: the block just given back
+    expect(sp.memory().hostCacheReused).to.equal(before.hostCacheReused + 1);
+    const zd = await z.data();
+    expect(zd.every((v) => v === 0), 'a reused block is zeroed').to.equal(true);
+    // And an op writing into reused memory computes what it computes in new memory.
+    const y2 = await bigResult(seed);
+    expect(Array.from(await y2.data())).to.deep.equal(Array.from(values));
+    y2.dispose();
+    z.dispose();
+  });
+
+  it('keeps a block an op is using out of the cache until the op is over, and the op succeeds', async function () {
+    const seed = freshSeed();
+    const y = await bigResult(seed);
+    const values = await y.data();
+    const p = sp.relu(y); // in flight: reads y (its output may be a cached block)
+    const before = sp.memory();
+    y.dispose(); // given back while the op reads it
+    expect(y.disposed).to.equal(true);
+    expect(sp.memory().hostCacheBytes, 'not in the cache while the op runs').to.equal(before.hostCacheBytes);
+    // Zeroed memory of y's size: were it y's, the op would read zeros (checked below).
+    const other = sp.zeros(shape, { device: 'cpu' });
+    const r = await p;
+    expect(Array.from(await r.data()), `seed ${seed}`).to.deep.equal(Array.from(values)); // relu(relu(v)) = relu(v)
+    expect((await other.data()).every((v) => v === 0)).to.equal(true);
+    await new Promise((res) => setImmediate(res)); // the op's worker is gone by now
+    expect(sp.memory().hostCacheBytes, 'in the cache once the op is over').to.be.greaterThan(before.hostCacheBytes);
+    r.dispose();
+    other.dispose();
+  });
+
+  it('a view of a disposed result throws SPPNET_DISPOSED instead of reading reused memory', async function () {
+    const y = await bigResult(freshSeed());
+    const v = y.reshape([y.size]);
+    y.dispose();
+    const z = sp.zeros(shape, { device: 'cpu' }); // y's memory again
+    await expectReject(v.data(), /Tensor\.data: the tensor is a view of a tensor that was disposed/, 'SPPNET_DISPOSED');
+    await expectReject(() => sp.relu(v), /view of a tensor that was disposed/, 'SPPNET_DISPOSED');
+    expect((await z.data()).every((x) => x === 0)).to.equal(true);
+    z.dispose();
+  });
+
+  it('arrays the caller gave sp.tensor() are never taken: dispose() leaves them alone', async function () {
+    const a = new Float32Array(shape[0] * shape[1] * shape[2]).fill(3);
+    const t = sp.tensor(a, shape, { device: 'cpu' });
+    const before = sp.memory().hostCacheBytes;
+    t.dispose();
+    expect(a.length).to.equal(shape[0] * shape[1] * shape[2]);
+    expect(a[7]).to.equal(3);
+    expect(sp.memory().hostCacheBytes).to.equal(before);
+  });
+
+  it('SPPNET_HOST_CACHE_MB bounds the cache (0: nothing kept), and model.releaseBuffers() empties it', function () {
+    const root = path.join(__dirname, '..');
+    const code = `
+      const sp = require('./dist');
+      (async () => {
+        const x = sp.zeros([5, 100, 1000], { device: 'cpu' });
+        const ys = [];
+        for (let i = 0; i < 4; i++) ys.push(await sp.relu(x));
+        ys.forEach((y) => y.dispose());
+        const kept = sp.memory().hostCacheBytes;
+        const model = await sp.buildModel({ spec: { name: 'tiny', inChannels: 1, layers: [{ type: 'conv', name: 'c', out: 2, kernel: 1 }, { type: 'spp', levels: [1] }, { type: 'fc', name: 'f', out: 2 }] }, device: 'cpu' });
+        (await model.run(sp.zeros([1, 1, 8, 8], { device: 'cpu' }))).dispose();
+        model.releaseBuffers();
+        await new Promise((r) => setTimeout(r, 200));
+        console.log(JSON.stringify({ kept, after: sp.memory().hostCacheBytes }));
+      })();`;
+    const run = (mb) => {
+      const r = runNode(['-e', code], { cwd: root, env: { ...process.env, SPPNET_DEVICE: 'cpu', SPPNET_HOST_CACHE_MB: String(mb) }, timeout: 60000 });
+      expect(r.status, r.stderr).to.equal(0);
+      return JSON.parse(r.stdout.trim().split('\n').pop());
+    };
+    const none = run(0);
+    expect(none.kept).to.equal(0);
+    const some = run(5); // room for two of the four 2 MiB blocks
+    expect(some.kept).to.equal(4 << 20);
+    expect(some.after).to.equal(0);
+  });
+});

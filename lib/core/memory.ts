@@ -21,6 +21,13 @@ export interface MemoryInfo {
    * model's budget (model.activationBytes, model.releaseBuffers()).
    */
   activationBytes: number;
+  /**
+   * Host memory the addon keeps for reuse: the results of 1.33 MiB and more that were disposed
+   * (at most SPPNET_HOST_CACHE_MB, default 256 MiB; emptied by model.releaseBuffers()), and the
+   * allocations it has served so far.
+   */
+  hostCacheBytes: number;
+  hostCacheReused: number;
   /** Device allocations alive in the addon (freed at dispose, or when an op using them ends). */
   deviceBuffers: number;
   deviceBytes: number;

@@ -133,17 +133,23 @@ export interface Native {
   DeviceBuffer: new (length: number) => NativeDeviceBuffer;
   info(): NativeInfo;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
-  memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; /** ns spent inside CPU ops (on the executor, and inline) */ cpuOpNs: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
+  memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; /** ns spent inside CPU ops (on the executor, and inline) */ cpuOpNs: number; /** host memory kept for reuse (hostRecycle), and the allocations it served */ hostCacheBytes: number; hostCacheReused: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
   trimDeviceMemory(): void;
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
   /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
   gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
-  /** Zeroed host memory freed by hostFree (at once) or when the ArrayBuffer is collected. */
+  /**
+   * Zeroed host memory (binding/host.cpp): given back by hostRecycle (to the addon's cache of
+   * blocks for reuse) or hostFree (to the system), each detaching the buffer, or when the
+   * ArrayBuffer is collected; a block a queued op uses goes back when the op is over. Both return
+   * false, and do nothing, for a buffer that is not hostAlloc's.
+   */
   hostAlloc(bytes: number): ArrayBuffer;
-  hostFree(buffer: ArrayBuffer): void;
-  /** Gives the C library's free heap memory back to the system (glibc), off the event loop. */
+  hostFree(buffer: ArrayBuffer): boolean;
+  hostRecycle(buffer: ArrayBuffer): boolean;
+  /** Empties the host cache and gives the C library's free heap memory back to the system (glibc), off the event loop. */
   trimHostMemory(): Promise<void>;
   /** output[c][y][x] = input[y][x][c] * scale[c] + bias[c], on a libuv thread. */
   pixelsToPlanar(args: { input: Uint8Array; height: number; width: number; channels: number; scale: Float32Array; bias: Float32Array; output: Float32Array }): Promise<void>;

@@ -103,6 +103,8 @@ export class Tensor {
     if (s === null) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
     if (s.device === 'cuda' && s.buffer.freed) throw new SppnetError(`${fn}: ${what} was disposed`, 'SPPNET_DISPOSED');
     // A typed array over a detached ArrayBuffer reads as empty.
+    if (s.device === 'cpu' && s.array.length !== this.size && this.base?.disposed)
+      throw new SppnetError(`${fn}: ${what} is a view of a tensor that was disposed`, 'SPPNET_DISPOSED');
     if (s.device === 'cpu' && s.array.length !== this.size)
       throw new SppnetError(`${fn}: ${what} was detached: the ArrayBuffer of the Float32Array it shares lost its memory (was detached) after sp.tensor()`, 'SPPNET_DISPOSED');
     return s;
@@ -150,11 +152,21 @@ export class Tensor {
     return new Tensor(s, dims, false, this.base ?? this);
   }
 
-  /** Frees the memory now (device memory) or drops the reference (host). Using it afterwards throws. */
+  /**
+   * Frees the memory now: device memory, and the host memory of an op's result of 1.33 MiB or
+   * more, which the addon keeps for the next result of about its size (up to SPPNET_HOST_CACHE_MB,
+   * default 256; an op still using it lets go when it ends). Other host memory (arrays the caller
+   * gave sp.tensor(), smaller results) is left to the GC. Using the tensor, or a view of it,
+   * afterwards throws SPPNET_DISPOSED.
+   */
   dispose(): void {
     if (this.store === null) return;
     if (this.owns) {
       if (this.store.device === 'cuda') this.store.buffer.free();
+      else if (recyclable.has(this.store.array.buffer as ArrayBuffer)) {
+        recyclable.delete(this.store.array.buffer as ArrayBuffer);
+        native.hostRecycle(this.store.array.buffer as ArrayBuffer);
+      }
       collected.unregister(this);
       uncount({ device: this.device, bytes: 4 * this.size });
     }
@@ -174,8 +186,13 @@ export function allocate(shape: readonly number[], device: Device, fn: string): 
   const n = numel(shape);
   // From ~1.33 MiB on, the addon's zeroed memory on huge pages (binding/host.cpp): fresh memory's
   // first touch then faults once per 2 MiB, not per 4 KiB (13 ms for 3.3 MB on a VM, 0.4 ms so).
-  // Freed, like a Float32Array's, when the GC collects it (an op in flight keeps it alive).
-  if (device === 'cpu') return new Tensor({ device: 'cpu', array: hostArray(fn, shape, () => (4 * n >= HUGE_AT_LEAST ? new Float32Array(native.hostAlloc(4 * n), 0, n) : new Float32Array(n))) }, shape);
+  // Given back to the addon's cache at dispose() (recyclable), or when the GC collects it; an op
+  // in flight keeps it where it is until the op is over.
+  if (device === 'cpu') {
+    const array = hostArray(fn, shape, () => (4 * n >= HUGE_AT_LEAST ? new Float32Array(native.hostAlloc(4 * n), 0, n) : new Float32Array(n)));
+    if (4 * n >= HUGE_AT_LEAST) recyclable.add(array.buffer as ArrayBuffer);
+    return new Tensor({ device: 'cpu', array }, shape);
+  }
   requireDevice('cuda', fn);
   let buffer: NativeDeviceBuffer;
   try {
@@ -208,6 +225,8 @@ function hostArray(fn: string, shape: readonly number[], make: () => Float32Arra
     throw new SppnetError(`${fn}: cannot allocate ${4 * numel(shape)} bytes of host memory for a tensor [${shape.join(', ')}] (${(e as Error).message})`, 'SPPNET_OUT_OF_MEMORY');
   }
 }
+/** The host buffers allocate() took from the addon: dispose() gives those back for reuse. */
+const recyclable = new WeakSet<ArrayBuffer>();
 /** The host buffers allocateReleasable() made: freeReleasable() frees only those. */
 const releasable = new WeakSet<ArrayBuffer>();
 

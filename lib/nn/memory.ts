@@ -188,8 +188,9 @@ export class ActivationPool {
     this.kept.clear();
     if (this.dropped && this.device === 'cuda') native.trimDeviceMemory();
     // On the CPU the buffers themselves are unmapped already; the C library's heap keeps what the
-    // runs' smaller allocations (and image decoding) left free: hand that back too, off the loop.
-    if (this.dropped && this.device === 'cpu') native.trimHostMemory().catch(() => {});
+    // runs' smaller allocations (and image decoding) left free, and the addon's cache the results
+    // disposed (Tensor.dispose()): hand those back too, off the loop.
+    if (this.device === 'cpu' && (this.dropped || native.memoryStats().hostCacheBytes > 0)) native.trimHostMemory().catch(() => {});
     this.dropped = false;
   }
 
