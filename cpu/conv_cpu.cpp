@@ -5,10 +5,6 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -76,7 +72,7 @@ void im2col_panels_portable(const float* x, const RunCols& t, const Conv2dParams
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma,bmi2")
 // Panels [q0, q1), rows [k0, k1), 16 lanes at a time. Where the lanes' windows start at
@@ -312,7 +308,7 @@ void im2col_panels_avx2(const float* x, const RunCols& t, const Conv2dParams& p,
 using Im2colPanels = void (*)(const float*, const RunCols&, const Conv2dParams&, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
                               int64_t);
 static Im2colPanels im2col_for(const RunCols& t) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   static const Isa isa = detect_isa();
   if (t.fits32 && isa == Isa::kAvx512) return im2col_panels_avx512;
   if (t.fits32 && isa == Isa::kAvx2) return im2col_panels_avx2;

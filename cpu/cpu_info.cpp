@@ -10,10 +10,6 @@
 #include "parallel.h"
 #include "vec.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 namespace sppnet {
 namespace cpu {
 
@@ -26,7 +22,7 @@ namespace {
 
 // n rounds of 12 independent multiply-add chains (enough to cover a 4-cycle FMA latency on two or
 // more pipes); returns a value that depends on every chain so that nothing is optimised away.
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
 #define SPP_FMA12(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11)
 __attribute__((target("avx512f"))) float fma_avx512(int64_t n, float m) {
   const __m512 b = _mm512_set1_ps(m), c = _mm512_set1_ps(1e-7f);
@@ -77,7 +73,7 @@ float fma_portable(int64_t n, float m) {
 int64_t round_flops(Isa i) { return i == Isa::kAvx512 ? 12 * 16 * 2 : i == Isa::kAvx2 ? 12 * 8 * 2 : 12 * 16 * 2; }
 
 float run_rounds(Isa i, int64_t n, float m) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   if (i == Isa::kAvx512) return fma_avx512(n, m);
   if (i == Isa::kAvx2) return fma_avx2(n, m);
 #endif

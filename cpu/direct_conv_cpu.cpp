@@ -22,11 +22,6 @@
 #include <utility>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define SPP_X86 1
-#endif
-
 #include "isa.h"
 #include "parallel.h"
 #include "vec.h"

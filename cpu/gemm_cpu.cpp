@@ -6,11 +6,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define SPP_X86 1
-#endif
-
 #include "isa.h"
 #include "sppnet/bf16.h"
 #include "parallel.h"

@@ -6,6 +6,13 @@
 #include <cstring>
 #include <unistd.h>
 
+// The x86 kernels (intrinsics, target attributes): GCC or Clang on x86-64. The one place that
+// decides it; every cpu/ file tests SPP_X86.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SPP_X86 1
+#include <immintrin.h>
+#endif
+
 // Function multiversioning for loops the compiler vectorises: one clone per ISA, picked at load time.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define SPP_ISA_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -20,7 +27,7 @@ enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 
 inline Isa detect_isa() {
   Isa best = Isa::kPortable;
-#if defined(__GNUC__) && defined(__x86_64__)
+#ifdef SPP_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f"))
     best = Isa::kAvx512;

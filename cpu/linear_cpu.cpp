@@ -6,10 +6,6 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -57,7 +53,7 @@ SPP_ISA_CLONES void linear_tile_small(int64_t o, const float* x, int64_t in, int
 template <int NR>
 constexpr int kStreamRows = NR <= 2 ? 16 : 8;
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 // linear_tile_small with ymm vectors, for AVX2's 16 registers: OB x NR accumulators of 8 floats
@@ -101,7 +97,7 @@ void linear_tile_avx2(int64_t o, const float* x, int64_t in, int64_t out, const 
 
 // The few-row kernels of this CPU are linear_tile_avx2 (AVX2 without AVX-512).
 inline bool linear_avx2() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   static const bool avx2 = detect_isa() == Isa::kAvx2;
   return avx2;
 #else
@@ -116,7 +112,7 @@ constexpr int kStreamRowsAvx2 = NR == 1 ? 12 : NR == 2 ? 6 : NR == 3 ? 4 : 3;
 // Outputs [o0, o1) by linear_tile_avx2 (weights T: float or bfloat16) where this CPU takes it; false otherwise.
 template <int NR, typename T>
 bool linear_rows_avx2(int64_t o0, int64_t o1, const float* x, int64_t in, int64_t out, const T* w, const float* b, bool relu, float* y) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   if (!linear_avx2()) return false;
   constexpr int OB = kStreamRowsAvx2<NR>;
   int64_t o = o0;

@@ -4,10 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 #include "isa.h"
 #include "parallel.h"
 #include "pool_cpu.h"
@@ -42,7 +38,7 @@ void lrn_window_sum(const float* __restrict xb, int64_t HW, int c0, int c1, int 
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
 #pragma GCC push_options
 #pragma GCC target("avx512f")
 // One row of one map, every channel, beta = 0.75: per 16 columns, the window's sum of squares
@@ -146,7 +142,7 @@ void lrn_rows_avx2(const float* xb, float* yb, int64_t HW, int64_t ys, int C, in
 
 // Whether the vector rows (AVX-512 or AVX2, beta = 0.75) take p on this CPU.
 static bool lrn_fast(const LrnParams& p) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   static const Isa isa = detect_isa();
   return isa != Isa::kPortable && p.beta == 0.75f;
 #else
@@ -160,7 +156,7 @@ void lrn_row_all_channels(const float* xb, float* yb, int64_t HW, int64_t ys, in
                           std::vector<float>& sum) {
   const int before = p.size / 2, after = (p.size - 1) / 2;
   const float scale = p.alpha / static_cast<float>(p.size);
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   if (fast) {
     sum.resize(static_cast<size_t>(C) * 16 + 16);
     float* raw = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(sum.data()) + 63) & ~uintptr_t{63});

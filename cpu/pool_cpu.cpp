@@ -4,10 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
-
 #include "isa.h"
 #include "parallel.h"
 #include "pool_cpu.h"
@@ -49,7 +45,7 @@ void pool_plane_portable(const float* xc, int H, int W, int Wo, const Pool2dPara
   }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
 #pragma GCC push_options
 #pragma GCC target("avx512f")
 // max(a, b), NaN if either is (vmaxps alone returns its second operand when either is NaN).
@@ -206,7 +202,7 @@ bool has_nan_avx2(const float* x, int64_t n) {
 #endif
 
 PoolPlane pool_plane_for(const Pool2dParams& p) {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   static const Isa isa = detect_isa();
   if (p.stride_w == 1 || p.stride_w == 2) {
     if (isa == Isa::kAvx512) return pool_plane_avx512;
@@ -223,7 +219,7 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
   int64_t acc_len = 1;
   for (int i = 0; i < in.count; ++i)
     acc_len = std::max<int64_t>({acc_len, in.width[i], int64_t{(out.width[i] + 15) / 16 * 16} * p.stride_w + p.kernel_w + 32 + p.pad_w});
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
   // Output the input's size (stride 1, odd kernels, padding (k - 1) / 2), AVX2: pool_same_avx2
   // for the planes without NaN (at most 8 columns of padding: v's guard).
   static const Isa isa = detect_isa();
@@ -242,7 +238,7 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
       const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
       const float* xc = x + in.offset[i] + int64_t{c} * H * W;
       float* yc = y + out.offset[i] + int64_t{c} * Ho * Wo;
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef SPP_X86
       const int64_t HW = int64_t{H} * W;
       if (same && !has_nan_avx2(xc, HW)) {
         if (mi != i) {

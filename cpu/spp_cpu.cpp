@@ -6,10 +6,6 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 #include "isa.h"
 #include "parallel.h"
 #include "sppnet/ops.h"
@@ -270,7 +266,7 @@ inline void deinterleave(const float* stage, int nn, int cb, float* out) {
 #include "spp_lanes.inc"
 }  // namespace portable
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#ifdef SPP_X86
 #define SPP_HAVE_X86_LANES 1
 // The interleave for both x86 builds: 8 x 8 transposes in AVX2 registers (two groups of 8 lanes
 // make the 16 lanes), so that each plane is read in order a row of 8 at a time and the buffer is
