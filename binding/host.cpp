@@ -87,8 +87,9 @@ Napi::Value PixelsToPlanar(const Napi::CallbackInfo& info) {
 // a JS Float32Array's memory goes back only after a collection, and then often stays in the C
 // library's heap, so a server's memory stayed at its peak after a burst.
 //
-// hostAlloc(bytes) -> ArrayBuffer: zeroed memory, from this instance's cache of given-back blocks
-// (zeroed again) or new: mmap (1 MiB and up) or calloc.
+// hostAlloc(bytes, zero = true) -> ArrayBuffer: memory from this instance's cache of given-back
+// blocks (zeroed again, unless zero is false: for an op that writes every element) or new, zero:
+// mmap (1 MiB and up) or calloc.
 // hostRecycle(arrayBuffer) (Tensor.dispose() of an op's output): detaches it, so no JS view reads
 //   it again, and keeps its memory for the next hostAlloc of about its size (the cache), once no
 //   queued task uses it: the next output of that size is memory already faulted in, where a new
@@ -230,6 +231,7 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   const double want = info[0].As<Napi::Number>().DoubleValue();
   if (!(want >= 1) || want > 1e15) throw Napi::RangeError::New(env, "internal: hostAlloc: bad size");
   const size_t bytes = static_cast<size_t>(want);
+  const bool zero = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
   const std::shared_ptr<HostCache>& cache = env.GetInstanceData<AddonData>()->host;
   void* data = nullptr;
   bool mapped = false;
@@ -239,7 +241,7 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
     size_t got = 0;
     data = cache->take(len, &got);
     if (data) {
-      std::memset(data, 0, bytes);  // another tensor's data: zeroed, as new memory is
+      if (zero) std::memset(data, 0, bytes);  // another tensor's data: zeroed, as new memory is
       len = got;
     } else if (bytes >= kHostHugeAtLeast) {
       data = map_huge(len);

@@ -236,13 +236,21 @@ describe('spp on every CPU instruction set', function () {
             maps[0].data[3] = NaN;
             const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W], { device: 'cpu' })));
             const windows = [[1, 0, 0, maps[1].W - 1, maps[1].H - 1], [2, 0, 0, 0, 0]];
+            // Windows covering more than their map (maps 0-3; map 0 holds a NaN): each map's blocks of
+            // channels are interleaved once and the windows pooled from that (cpu/spp_cpu.cpp).
+            const overlap = [];
+            for (let i = 0; i < 4; i++) {
+              const m = maps[i];
+              overlap.push([i, 0, 0, m.W - 1, m.H - 1]);
+              for (let k = 0; k < 6; k++) { const x0 = r.int(0, m.W - 1), y0 = r.int(0, m.H - 1); overlap.push([i, x0, y0, r.int(x0, m.W - 1), r.int(y0, m.H - 1)]); }
+            }
             const big = maps.filter((m) => m.H >= 7 && m.W >= 7).map((m) => maps.indexOf(m));
             const paper = big.map((i) => [i, 0, 0, maps[i].W - 1, maps[i].H - 1]);
             const cases = [{}, { levels: [1, 2, 3, 6] }, { levels: [7, 4, 2, 1] }];
             if (paper.length) cases.push({ levels: [6, 3, 2, 1], bins: 'paper', windows: paper }, { levels: [1, 3, 6], bins: 'paper', windows: paper });
             for (const pool of ['max', 'avg'])
               for (const c of cases)
-                for (const w of c.windows ? [c.windows] : [undefined, windows]) {
+                for (const w of c.windows ? [c.windows] : [undefined, windows, overlap]) {
                   const got = await (await sp.spp(rb, { pool, ...c, windows: w })).data();
                   const regions = w && w.map(([m, x0, y0, x1, y1]) => [m, y0, x0, y1 - y0 + 1, x1 - x0 + 1]);
                   const ref = refSpp(maps, { pool, levels: c.levels, bins: c.bins, regions });

@@ -156,9 +156,13 @@ export interface Output<T> {
   owned: boolean;
 }
 
-/** The output tensor of shape `shape` on `device`: `given` (checked) or a new one. */
-export function tensorOut(fn: string, given: unknown, shape: readonly number[], device: Device): Output<Tensor> {
-  if (given === undefined) return { out: allocate(shape, device, fn), owned: true };
+/**
+ * The output tensor of shape `shape` on `device`: `given` (checked) or a new one; `writesAll`: the
+ * op writes every element (its tests check it into a poisoned output), so host memory reused from
+ * the addon's cache need not be zeroed first.
+ */
+export function tensorOut(fn: string, given: unknown, shape: readonly number[], device: Device, writesAll = false): Output<Tensor> {
+  if (given === undefined) return { out: allocate(shape, device, fn, writesAll), owned: true };
   if (!(given instanceof Tensor)) fail(`${fn}: options.out must be a Tensor [${shape.join(', ')}], got ${given instanceof RaggedBatch ? String(given) : describe(given)}`);
   given.storage(fn, 'options.out');
   if (given.rank !== shape.length || given.shape.some((d, i) => d !== shape[i]))

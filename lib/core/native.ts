@@ -141,12 +141,13 @@ export interface Native {
   /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
   gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
   /**
-   * Zeroed host memory (binding/host.cpp): given back by hostRecycle (to the addon's cache of
+   * Host memory (binding/host.cpp), zeroed unless `zero` is false (then a block reused from the
+   * cache keeps what it held; new memory is zero anyway): given back by hostRecycle (to the addon's cache of
    * blocks for reuse) or hostFree (to the system), each detaching the buffer, or when the
    * ArrayBuffer is collected; a block a queued op uses goes back when the op is over. Both return
    * false, and do nothing, for a buffer that is not hostAlloc's.
    */
-  hostAlloc(bytes: number): ArrayBuffer;
+  hostAlloc(bytes: number, zero?: boolean): ArrayBuffer;
   hostFree(buffer: ArrayBuffer): boolean;
   hostRecycle(buffer: ArrayBuffer): boolean;
   /** Empties the host cache and gives the C library's free heap memory back to the system (glibc), off the event loop. */

@@ -181,15 +181,18 @@ export class Tensor {
 /** Bytes from which allocate() takes huge-page memory from the addon (binding/host.cpp). */
 const HUGE_AT_LEAST = native.enums.hostHugeAtLeast;
 
-/** @internal Allocates an uninitialised tensor on a device. */
-export function allocate(shape: readonly number[], device: Device, fn: string): Tensor {
+/**
+ * @internal Allocates a tensor on a device: zeroed on the CPU, unless `uninitialised` (its op
+ * writes every element: host memory reused from the addon's cache is then handed over as it is).
+ */
+export function allocate(shape: readonly number[], device: Device, fn: string, uninitialised = false): Tensor {
   const n = numel(shape);
   // From ~1.33 MiB on, the addon's zeroed memory on huge pages (binding/host.cpp): fresh memory's
   // first touch then faults once per 2 MiB, not per 4 KiB (13 ms for 3.3 MB on a VM, 0.4 ms so).
   // Given back to the addon's cache at dispose() (recyclable), or when the GC collects it; an op
   // in flight keeps it where it is until the op is over.
   if (device === 'cpu') {
-    const array = hostArray(fn, shape, () => (4 * n >= HUGE_AT_LEAST ? new Float32Array(native.hostAlloc(4 * n), 0, n) : new Float32Array(n)));
+    const array = hostArray(fn, shape, () => (4 * n >= HUGE_AT_LEAST ? new Float32Array(native.hostAlloc(4 * n, !uninitialised), 0, n) : new Float32Array(n)));
     if (4 * n >= HUGE_AT_LEAST) recyclable.add(array.buffer as ArrayBuffer);
     return new Tensor({ device: 'cpu', array }, shape);
   }

@@ -223,7 +223,8 @@ export async function spp(input: RaggedBatch | Tensor, opts?: SppOptions): Promi
   const site = new CallSite(opts);
   const pp = planOf(fn, input, opts);
   const p = pp instanceof Promise ? await pp : pp;
-  const o2 = tensorOut(fn, opts?.out, [p.rows, p.features], p.store.device);
+  // Every bin of every row written (test/spp.test.js: into a poisoned output, every path).
+  const o2 = tensorOut(fn, opts?.out, [p.rows, p.features], p.store.device, true);
   const args = nativeArgs(p);
   const out = nativeRef(o2.out.storage(fn, 'options.out'));
   await settle(site, fn, [o2], () => callOp(sequenceOf((opts ?? {}) as Record<string, unknown>), 'sppForward', argsOf(args, { output: out.buf, outputOffset: out.offset })));
