@@ -1,6 +1,7 @@
 // CPU max_pool2d, forward and backward. The per-plane forward (pool_cpu.h) also serves the fused
 // LRN + max pooling (lrn_cpu.cpp).
 #include <algorithm>
+#include <map>
 #include <cmath>
 #include <vector>
 
@@ -228,11 +229,33 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
 #else
   const bool same = false;
 #endif
+  // pool_same_avx2's column masks, one table per distinct map size (a ragged batch of many maps
+  // of few sizes keeps few), made once before the threads start: mask_at[i] is map i's.
+  std::vector<int32_t> masks;
+  std::vector<size_t> mask_at(same ? static_cast<size_t>(in.count) : 0);
+  if (same) {
+    std::map<std::pair<int, int>, size_t> at;
+    for (int i = 0; i < in.count; ++i) {
+      const int H = in.height[i], W = in.width[i];
+      const int64_t HW = int64_t{H} * W;
+      const auto found = at.emplace(std::make_pair(H, W), masks.size());
+      if (found.second) {
+        masks.resize(masks.size() + static_cast<size_t>(2 * p.pad_w * HW));
+        int32_t* m = masks.data() + found.first->second;
+        for (int dx = 1; dx <= p.pad_w; ++dx)
+          for (int64_t f = 0; f < HW; ++f) {
+            const int col = static_cast<int>(f % W);
+            m[(2 * dx - 2) * HW + f] = col >= dx ? -1 : 0;
+            m[(2 * dx - 1) * HW + f] = col + dx < W ? -1 : 0;
+          }
+      }
+      mask_at[static_cast<size_t>(i)] = found.first->second;
+    }
+  }
   parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
     std::vector<float> acc(static_cast<size_t>(acc_len + 16));
-    std::vector<float> v;          // pool_same_avx2's column maxima, 8 guards of -inf each side
-    std::vector<int32_t> masks;    // its column masks for map `mi`
-    int mi = -1;
+    std::vector<float> v;  // pool_same_avx2's column maxima for planes of vh x vw, 8 guards of -inf each side
+    int vh = -1, vw = -1;
     for (int64_t t = t0; t < t1; ++t) {
       const int i = static_cast<int>(t / C), c = static_cast<int>(t % C);
       const int H = in.height[i], W = in.width[i], Ho = out.height[i], Wo = out.width[i];
@@ -241,18 +264,11 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
 #ifdef SPP_X86
       const int64_t HW = int64_t{H} * W;
       if (same && !has_nan_avx2(xc, HW)) {
-        if (mi != i) {
+        if (vh != H || vw != W) {  // the guards after the plane must be -inf: reset for each size
           v.assign(static_cast<size_t>(HW + 16), -INFINITY);
-          masks.assign(static_cast<size_t>(2 * p.pad_w * HW), 0);
-          for (int dx = 1; dx <= p.pad_w; ++dx)
-            for (int64_t f = 0; f < HW; ++f) {
-              const int col = static_cast<int>(f % W);
-              masks[static_cast<size_t>((2 * dx - 2) * HW + f)] = col >= dx ? -1 : 0;
-              masks[static_cast<size_t>((2 * dx - 1) * HW + f)] = col + dx < W ? -1 : 0;
-            }
-          mi = i;
+          vh = H, vw = W;
         }
-        pool_same_avx2(xc, H, W, p.pad_h, p.pad_w, masks.data(), v.data() + 8, yc);
+        pool_same_avx2(xc, H, W, p.pad_h, p.pad_w, masks.data() + mask_at[static_cast<size_t>(i)], v.data() + 8, yc);
         continue;
       }
 #endif
