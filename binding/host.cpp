@@ -167,11 +167,17 @@ void host_cache_stats(const HostCache& c, double* bytes, double* reused) {
 }
 
 HostBlock* host_block_acquire(Napi::Env env, const Napi::Value& v) {
+  // The start of the buffer under v, from the view's own pointer and offset: the view may be over
+  // a SharedArrayBuffer, which napi_get_arraybuffer_info refuses (and hostAlloc never makes).
   void* data = nullptr;
-  if (v.IsTypedArray())
-    data = v.As<Napi::TypedArray>().ArrayBuffer().Data();
-  else if (v.IsArrayBuffer())
+  if (v.IsTypedArray()) {
+    void* at = nullptr;
+    size_t offset = 0;
+    if (napi_get_typedarray_info(env, v, nullptr, nullptr, &at, nullptr, &offset) != napi_ok || at == nullptr) return nullptr;
+    data = static_cast<char*>(at) - offset;
+  } else if (v.IsArrayBuffer()) {
     data = v.As<Napi::ArrayBuffer>().Data();
+  }
   if (!data) return nullptr;
   HostCache& c = *env.GetInstanceData<AddonData>()->host;
   const auto it = c.live.find(data);

@@ -301,6 +301,21 @@ describe('host memory given back at dispose()', function () {
     z.dispose();
   });
 
+  it('ops queued on arrays over a SharedArrayBuffer, at an offset, still run (their buffer is looked up from the view)', async function () {
+    const n = shape[0] * shape[1] * shape[2];
+    const sab = new SharedArrayBuffer(4 * (n + 100));
+    const a = new Float32Array(sab, 400, n); // (not .map(): that makes a new, unshared array)
+    for (let i = 0; i < n; i++) a[i] = (i % 3) - 1;
+    const t = sp.tensor(a, shape, { device: 'cpu' });
+    const y = await sp.relu(t); // queued: too big to run inline
+    const d = await y.data();
+    expect(d[2]).to.equal(1);
+    expect(d[0]).to.equal(0);
+    expect(d.every((v, i) => v === Math.max(0, (i % 3) - 1))).to.equal(true);
+    y.dispose();
+    t.dispose();
+  });
+
   it('arrays the caller gave sp.tensor() are never taken: dispose() leaves them alone', async function () {
     const a = new Float32Array(shape[0] * shape[1] * shape[2]).fill(3);
     const t = sp.tensor(a, shape, { device: 'cpu' });
