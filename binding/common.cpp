@@ -458,8 +458,15 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
 struct SequencePlan {
   std::shared_ptr<std::vector<std::function<Status()>>> tasks = std::make_shared<std::vector<std::function<Status()>>>();
   std::vector<Napi::Reference<Napi::Value>> keep;
+  // The addon's host blocks among them, counted in flight for as long as the plan holds them, so
+  // that none goes back to the cache (Tensor.dispose()) while a run of the plan could use it.
+  std::vector<HostBlock*> blocks;
   int runs = 0;
   int64_t work = 0;
+  void release_blocks() {
+    for (HostBlock* b : blocks) host_block_done(b);
+    blocks.clear();
+  }
 };
 
 namespace {
@@ -557,10 +564,16 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
   plan->runs = captured.front().runs;
   plan->work = total_work(captured);
   for (CapturedTask& c : captured) {
-    for (auto& r : c.keep) plan->keep.push_back(std::move(r));
+    for (auto& r : c.keep) {
+      if (HostBlock* b = host_block_acquire(env, r.Value())) plan->blocks.push_back(b);
+      plan->keep.push_back(std::move(r));
+    }
     plan->tasks->push_back(std::move(c.task));
   }
-  return Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) { delete p; });
+  return Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) {
+    p->release_blocks();
+    delete p;
+  });
 }
 
 // releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not
@@ -571,6 +584,7 @@ Napi::Value ReleasePlan(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "internal: releasePlan takes a plan");
   SequencePlan* plan = info[0].As<Napi::External<SequencePlan>>().Data();
   plan->tasks = std::make_shared<std::vector<std::function<Status()>>>();
+  plan->release_blocks();
   plan->keep.clear();
   return env.Undefined();
 }

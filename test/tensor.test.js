@@ -316,6 +316,23 @@ describe('host memory given back at dispose()', function () {
     t.dispose();
   });
 
+  it('a compiled plan holds the blocks it uses: disposed meanwhile, one goes back when the plan is released', async function () {
+    const { native } = require('../dist/core/native');
+    const { OpSequence } = require('../dist/core/sequence');
+    const x = sp.zeros(shape, { device: 'cpu' });
+    const y = sp.zeros(shape, { device: 'cpu' });
+    const seq = new OpSequence();
+    sp.relu(x, { out: y, sequence: seq }); // recorded, not run
+    await new Promise((r) => setImmediate(r));
+    const plan = seq.compileFrom(0);
+    const before = sp.memory().hostCacheBytes;
+    y.dispose();
+    x.dispose();
+    expect(sp.memory().hostCacheBytes, 'held by the plan').to.equal(before);
+    native.releasePlan(plan);
+    expect(sp.memory().hostCacheBytes, 'given back with the plan').to.be.greaterThan(before);
+  });
+
   it('arrays the caller gave sp.tensor() are never taken: dispose() leaves them alone', async function () {
     const a = new Float32Array(shape[0] * shape[1] * shape[2]).fill(3);
     const t = sp.tensor(a, shape, { device: 'cpu' });
