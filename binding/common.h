@@ -36,9 +36,10 @@ struct HostBlock {
   size_t bytes = 0;      // what munmap / free takes
   bool mapped = false;
   std::shared_ptr<HostCache> cache;
-  int inflight = 0;        // queued tasks that use it
-  bool recycle = false;    // given back by hostRecycle: to the cache once no task uses it
-  bool no_cache = false;   // given back by hostFree: to the system
+  int inflight = 0;  // queued tasks (and compiled plans) that use it
+  // Given back by its owner, once no task uses it: to the cache (hostRecycle) or to the system
+  // (hostFree).
+  enum class Back : uint8_t { kNo, kCache, kSystem } back = Back::kNo;
   bool finalized = false;  // its ArrayBuffer is gone: the struct goes once no task uses it
 };
 // The block whose memory v (a typed array or an ArrayBuffer) lies in, counted in flight (+1);

@@ -188,7 +188,7 @@ HostBlock* host_block_acquire(Napi::Env env, const Napi::Value& v) {
 
 void host_block_done(HostBlock* b) {
   if (--b->inflight > 0) return;
-  if (b->recycle || b->no_cache || b->finalized) b->cache->give(b, !b->no_cache);
+  if (b->back != HostBlock::Back::kNo || b->finalized) b->cache->give(b, b->back != HostBlock::Back::kSystem);
   if (b->finalized) delete b;
 }
 
@@ -198,10 +198,12 @@ namespace {
 // back unless a task still uses it (host_block_done does it then).
 void finalize_block(Napi::Env, void*, HostBlock* b) {
   b->finalized = true;
-  const auto it = b->cache->live.find(b->data);
-  if (b->data && it != b->cache->live.end() && it->second == b) b->cache->live.erase(it);
+  if (b->data) {  // collected without being given back: its entry may still be in `live`
+    const auto it = b->cache->live.find(b->data);
+    if (it != b->cache->live.end() && it->second == b) b->cache->live.erase(it);
+  }
   if (b->inflight > 0) return;
-  b->cache->give(b, !b->no_cache);
+  b->cache->give(b, b->back != HostBlock::Back::kSystem);
   delete b;
 }
 
@@ -212,9 +214,8 @@ void finalize_block(Napi::Env, void*, HostBlock* b) {
 // up to that much more resident memory, as a huge page is resident as a whole), else to 4 KiB
 // pages (the tail past the last whole huge page then faults page by page).
 size_t mapped_length(size_t bytes) {
-  if (bytes < kHostHugeAtLeast) return (bytes + 4095) / 4096 * 4096;
-  const size_t whole = (bytes + kHostHuge - 1) / kHostHuge * kHostHuge, pages = (bytes + 4095) / 4096 * 4096;
-  return whole - bytes <= bytes / 2 ? whole : pages;
+  const size_t pages = (bytes + 4095) / 4096 * 4096, whole = (bytes + kHostHuge - 1) / kHostHuge * kHostHuge;
+  return bytes >= kHostHugeAtLeast && whole - bytes <= bytes / 2 ? whole : pages;
 }
 
 // A new mapping of `len` bytes (mapped_length) on a 2 MiB boundary, marked for huge pages; where
@@ -282,7 +283,7 @@ Napi::Value GiveBack(const Napi::CallbackInfo& info, bool recycle) {
   if (it == c.live.end()) return Napi::Boolean::New(env, false);
   HostBlock* b = it->second;
   c.live.erase(it);
-  (recycle ? b->recycle : b->no_cache) = true;
+  b->back = recycle ? HostBlock::Back::kCache : HostBlock::Back::kSystem;
   ab.Detach();  // its finaliser runs later (a setImmediate of Node's): the memory goes now
   if (b->inflight == 0) c.give(b, recycle);
   return Napi::Boolean::New(env, true);

@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <utility>
 #include <vector>
 
@@ -210,18 +209,15 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
   // k's offset within a window of a map's planes: one table per distinct plane shape (a ragged
   // batch of many maps of few sizes keeps few), table[i] the one of map i.
   std::vector<int32_t> offs;
-  std::vector<size_t> table(static_cast<size_t>(in.count));
-  std::map<std::pair<int64_t, int64_t>, size_t> at;  // (plane, row) -> where its table starts
-  for (int i = 0; i < in.count; ++i) {
-    const MapIn& m = maps[static_cast<size_t>(i)];
-    const auto found = at.emplace(std::make_pair(m.plane, m.row), offs.size());
-    if (found.second)
-      for (int c = 0; c < cin; ++c)
-        for (int ki = 0; ki < p.kernel_h; ++ki)
-          for (int kj = 0; kj < p.kernel_w; ++kj)
-            offs.push_back(static_cast<int32_t>(c * m.plane + int64_t{ki} * p.dilation_h * m.row + int64_t{kj} * p.dilation_w));
-    table[static_cast<size_t>(i)] = found.first->second;
-  }
+  const std::vector<size_t> table = tables_by_key(
+      in.count, offs, [&](int i) { return std::make_pair(maps[static_cast<size_t>(i)].plane, maps[static_cast<size_t>(i)].row); },
+      [&](int i, std::vector<int32_t>& o) {
+        const MapIn& m = maps[static_cast<size_t>(i)];
+        for (int c = 0; c < cin; ++c)
+          for (int ki = 0; ki < p.kernel_h; ++ki)
+            for (int kj = 0; kj < p.kernel_w; ++kj)
+              o.push_back(static_cast<int32_t>(c * m.plane + int64_t{ki} * p.dilation_h * m.row + int64_t{kj} * p.dilation_w));
+      });
   // Tasks: (map, run of tiles, run of panels). A map's tiles in groups of about kGroup, their
   // count a multiple of the threads (equal shares of one map); a map of fewer tiles than threads
   // splits its panels instead. Claimed one at a time, so maps of different sizes share out too.

@@ -1,7 +1,6 @@
 // CPU max_pool2d, forward and backward. The per-plane forward (pool_cpu.h) also serves the fused
 // LRN + max pooling (lrn_cpu.cpp).
 #include <algorithm>
-#include <map>
 #include <cmath>
 #include <vector>
 
@@ -9,6 +8,7 @@
 #include "parallel.h"
 #include "pool_cpu.h"
 #include "sppnet/ops.h"
+#include "vec.h"
 
 namespace sppnet {
 namespace cpu {
@@ -232,26 +232,23 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
   // pool_same_avx2's column masks, one table per distinct map size (a ragged batch of many maps
   // of few sizes keeps few), made once before the threads start: mask_at[i] is map i's.
   std::vector<int32_t> masks;
-  std::vector<size_t> mask_at(same ? static_cast<size_t>(in.count) : 0);
-  if (same) {
-    std::map<std::pair<int, int>, size_t> at;
-    for (int i = 0; i < in.count; ++i) {
-      const int H = in.height[i], W = in.width[i];
-      const int64_t HW = int64_t{H} * W;
-      const auto found = at.emplace(std::make_pair(H, W), masks.size());
-      if (found.second) {
-        masks.resize(masks.size() + static_cast<size_t>(2 * p.pad_w * HW));
-        int32_t* m = masks.data() + found.first->second;
-        for (int dx = 1; dx <= p.pad_w; ++dx)
-          for (int64_t f = 0; f < HW; ++f) {
-            const int col = static_cast<int>(f % W);
-            m[(2 * dx - 2) * HW + f] = col >= dx ? -1 : 0;
-            m[(2 * dx - 1) * HW + f] = col + dx < W ? -1 : 0;
-          }
-      }
-      mask_at[static_cast<size_t>(i)] = found.first->second;
-    }
-  }
+  const std::vector<size_t> mask_at =
+      same ? tables_by_key(
+                 in.count, masks, [&](int i) { return std::make_pair(in.height[i], in.width[i]); },
+                 [&](int i, std::vector<int32_t>& ms) {
+                   const int W = in.width[i];
+                   const int64_t HW = int64_t{in.height[i]} * W;
+                   const size_t base = ms.size();
+                   ms.resize(base + static_cast<size_t>(2 * p.pad_w * HW));
+                   int32_t* m = ms.data() + base;
+                   for (int dx = 1; dx <= p.pad_w; ++dx)
+                     for (int64_t f = 0; f < HW; ++f) {
+                       const int col = static_cast<int>(f % W);
+                       m[(2 * dx - 2) * HW + f] = col >= dx ? -1 : 0;
+                       m[(2 * dx - 1) * HW + f] = col + dx < W ? -1 : 0;
+                     }
+                 })
+           : std::vector<size_t>();
   parallel_for(int64_t{in.count} * C, 4, [&](int64_t t0, int64_t t1) {
     std::vector<float> acc(static_cast<size_t>(acc_len + 16));
     std::vector<float> v;  // pool_same_avx2's column maxima for planes of vh x vw, 8 guards of -inf each side

@@ -3,7 +3,9 @@
 #pragma once
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <new>
+#include <vector>
 
 namespace sppnet {
 namespace cpu {
@@ -32,6 +34,21 @@ static inline float v16_sum(v16 v) {
   float s = 0.f;
   for (int i = 0; i < 16; ++i) s += v[i];
   return s;
+}
+
+// Per-map tables shared by the maps of one key (a ragged batch of many maps of few sizes keeps
+// few): append(i, data) appends map i's table to `data`, for the first map of each key only
+// (key_of(i)); returns where each map's table starts in `data`.
+template <typename T, typename KeyOf, typename Append>
+std::vector<size_t> tables_by_key(int count, std::vector<T>& data, KeyOf key_of, Append append) {
+  std::map<decltype(key_of(0)), size_t> at;
+  std::vector<size_t> start(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    const auto found = at.emplace(key_of(i), data.size());
+    if (found.second) append(i, data);
+    start[static_cast<size_t>(i)] = found.first->second;
+  }
+  return start;
 }
 
 // Uninitialised 64-byte aligned floats that grow on demand (packed GEMM panels, im2col).

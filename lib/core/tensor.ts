@@ -163,10 +163,7 @@ export class Tensor {
     if (this.store === null) return;
     if (this.owns) {
       if (this.store.device === 'cuda') this.store.buffer.free();
-      else if (recyclable.has(this.store.array.buffer as ArrayBuffer)) {
-        recyclable.delete(this.store.array.buffer as ArrayBuffer);
-        native.hostRecycle(this.store.array.buffer as ArrayBuffer);
-      }
+      else if (recyclable.delete(this.store.array.buffer as ArrayBuffer)) native.hostRecycle(this.store.array.buffer as ArrayBuffer);
       collected.unregister(this);
       uncount({ device: this.device, bytes: 4 * this.size });
     }

@@ -6,8 +6,9 @@
 // pixels as the model sees them (resized to shorterSide; the runner's maxBatchPixels), pixels held
 // by the service (maxQueuedPixels), requests in flight (maxQueueLength), time (timeoutMs: the
 // runner's timeout, which cancels queued work as a client that goes away does, and one deadline
-// per request from its arrival for its waits and its detection, deadline.ts; fastify's handlerTimeout is set too, but on Node 20 it is cleared once the body has
-// been read, so over a real connection it never fires) and memory (maxRssBytes, through @fastify/under-pressure). Over a per-request limit: 413
+// per request from its arrival for its waits and its detection, deadline.ts; fastify's
+// handlerTimeout is set too, but on Node 20 it is cleared once the body has been read, so over a
+// real connection it never fires) and memory (maxRssBytes, through @fastify/under-pressure). Over a per-request limit: 413
 // naming the limit; over a service-wide one: 503 with Retry-After, at once. /metrics is
 // prom-client's text format from a registry of this server's own, counting every response in an
 // onResponse hook (fastify's own 404, 413, 415 and 400 answers included).
