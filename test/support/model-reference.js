@@ -40,7 +40,7 @@ function modelForward(image, spec, W, { math = {}, perturb } = {}) {
   for (const l of spec.layers) {
     if (l.type === 'conv') {
       const [kh, kw] = pair(l.kernel);
-      const o = { cout: l.out, kh, kw, stride: pair(l.stride, 1), padding: pair(l.padding, 0), dilation: pair(l.dilation, 1), groups: l.groups || 1, relu: l.relu === true };
+      const o = { cout: l.out, kh, kw, stride: pair(l.stride, 1), padding: pair(l.padding, 0), dilation: pair(l.dilation, 1), groups: l.groups || 1, relu: l.relu !== false }; // a conv's ReLU is on unless relu: false, as in lib/nn/layers.ts
       const w = W(`${l.name}.weight`);
       x = refConv2d({ ...x, data: operand(rc, x.data) }, rc ? w.map(rc) : w, W(`${l.name}.bias`), o);
     } else if (l.type === 'lrn') {
