@@ -65,8 +65,14 @@ export const models = Object.freeze(Object.fromEntries(ARCHS.map((arch) => [arch
   Readonly<Record<Arch, (opts?: BuiltinOptions) => Promise<Model>>>;
 export { BatchingRunner, batching } from './serve/batching';
 export type { BatchingOptions, RequestOptions, BatchingStats } from './serve/batching';
-export { createServer } from './serve/server';
 export type { ServerOptions } from './serve/server';
+/**
+ * The HTTP service (lib/serve/server.ts). Loaded on first call: fastify, its plugins and
+ * prom-client take ~150 ms to load, which a process that never serves should not pay (a CLI
+ * command, each worker_thread that loads sppnet).
+ */
+export const createServer: typeof import('./serve/server').createServer = (opts) =>
+  (require('./serve/server') as typeof import('./serve/server')).createServer(opts);
 export { synthetic, imageFolder, SYNTHETIC_CLASSES, FASHION_MNIST_CLASSES, FASHION_MNIST_DIR } from './train/data';
 import { data as trainData } from './train/data';
 import { voc } from './detect/voc-data';

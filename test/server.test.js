@@ -34,6 +34,21 @@ describe('HTTP service', function () {
     model.dispose();
   });
 
+  it('loads fastify and prom-client only when a server is made (require(\'sppnet\') stays light)', function () {
+    const root = path.join(__dirname, '..');
+    const script = `
+      const loaded = () => Object.keys(require.cache).filter((f) => /node_modules[\\\\/](fastify|@fastify|prom-client)[\\\\/]/.test(f)).length;
+      const sp = require(${JSON.stringify(root)});
+      const before = loaded();
+      sp.loadModel({ weights: ${JSON.stringify(fixture)}, device: 'cpu' })
+        .then((model) => sp.createServer({ model }).then((s) => { console.log(JSON.stringify({ before, after: loaded() })); return s.close(); }).then(() => model.dispose()));`;
+    const r = runNode(['-e', script], { env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 60000 });
+    expect(r.status, r.stderr).to.equal(0);
+    const { before, after } = JSON.parse(r.stdout.trim().split('\n').pop());
+    expect(before, 'modules of fastify or prom-client loaded by require(sppnet)').to.equal(0);
+    expect(after).to.be.above(10);
+  });
+
   it('classifies a raw image body: top-k with labels, size and timing', async function () {
     const r = await srv.app.inject({ method: 'POST', url: '/v1/classify?topk=2', headers: { 'content-type': 'image/png' }, payload: await png(40, 30) });
     expect(r.statusCode, r.body).to.equal(200);
