@@ -370,6 +370,14 @@ bool fused_fits(int64_t M, int64_t K, int64_t panels) {
   return K <= 1152 && M * K * 4 <= (1 << 20) && panels >= 16;
 }
 
+// A 1x1 conv of one map, stride 1, no padding: the input planes are B as they are. On maps of
+// 128-1024 pixels that skips the copy into panels and its pass (googlenet's 14x14 and 28x28 1x1
+// convs); gemm_unpacked still says false where its kernels are not the ones dispatched to.
+bool unpacked_fits(const Conv2dParams& p, int64_t pixels) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && pixels >= 128 &&
+         pixels <= 1024;
+}
+
 void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t M, int64_t K, int64_t cols, int64_t panels,
                 const float* w, const float* bias, float* C) {
   // Panels per group: ~160 KiB of packed B.
@@ -421,11 +429,7 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
     for (int g = 0; g < G; ++g) {
       const RunCols t = run_cols(in, out, i0, i1, g, cin_g, p, panels * NR);
       const int64_t P0 = int64_t{out.height[i0]} * out.width[i0];
-      // A 1x1 conv of one map, stride 1, no padding: the input planes are B as they are. On maps of
-      // 128-1024 pixels that skips the copy into panels and its pass (googlenet's 14x14 and 28x28
-      // 1x1 convs); gemm_unpacked says false where its kernels are not the ones dispatched to.
-      if (single && p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
-          P0 >= 128 && P0 <= 1024 &&
+      if (single && unpacked_fits(p, P0) &&
           gemm_unpacked(cout_g, P0, K, weight + int64_t{g} * cout_g * K, K, x + in.offset[i0] + int64_t{g} * cin_g * P0, P0,
                         y + out.offset[i0] + int64_t{g} * cout_g * P0, P0, bias ? bias + int64_t{g} * cout_g : nullptr, p.relu, true))
         continue;
