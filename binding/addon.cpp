@@ -129,7 +129,7 @@ Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
 
 // addon.enums: the C++ enums' values by name, frozen, for lib/ to read instead of copying them:
 // { binRule: { adaptive, paper, caffe }, binCheck: { ok, badArgs, zeroStride, empty, countMismatch },
-//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, cropAlign: { pixels, corners }, maxLevels, hostHugeAtLeast,
+//   poolKind: { max, avg }, convMath: { tf32, bf16, fp32, direct }, cropAlign: { pixels, corners }, maxLevels, hostHugeAtLeast, hostAllocMax,
 //   bf16ProductRows: { fp32Weights, bf16Weights } }.
 Napi::Object Enums(Napi::Env env) {
   struct Entry {
@@ -151,6 +151,7 @@ Napi::Object Enums(Napi::Env env) {
   enums.Set("cropAlign", table({{"pixels", kCropPixels}, {"corners", kCropCorners}}));
   enums.Set("maxLevels", Napi::Number::New(env, kMaxLevels));
   enums.Set("hostHugeAtLeast", Napi::Number::New(env, static_cast<double>(kHostHugeAtLeast)));
+  enums.Set("hostAllocMax", Napi::Number::New(env, static_cast<double>(kHostAllocMax)));
   enums.Set("bf16ProductRows", table({{"fp32Weights", static_cast<int32_t>(kBf16ProductRows)}, {"bf16Weights", static_cast<int32_t>(kBf16ProductRowsPacked)}}));
   enums.Freeze();
   return enums;

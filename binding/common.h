@@ -26,6 +26,10 @@ namespace binding {
 // Host buffers from this many bytes on come from the addon on 2 MiB huge pages (host.cpp);
 // lib/ reads it from addon.enums.hostHugeAtLeast.
 constexpr size_t kHostHuge = size_t{2} << 20, kHostHugeAtLeast = kHostHuge * 2 / 3;
+// The most hostAlloc gives: Node 20's napi_create_external_arraybuffer refuses an ArrayBuffer over
+// node::Buffer::kMaxLength (2^32 bytes), and then calls its finaliser before returning, which
+// node-addon-api's ArrayBuffer::New frees a second time. lib/ takes larger tensors from V8.
+constexpr size_t kHostAllocMax = size_t{1} << 32;
 
 // Host memory from hostAlloc (host.cpp), one block per ArrayBuffer, and the blocks given back
 // that this instance keeps for reuse. JS thread only: blocks are made, given back, counted in

@@ -238,6 +238,7 @@ Napi::Value HostAlloc(const Napi::CallbackInfo& info) {
   const double want = info[0].As<Napi::Number>().DoubleValue();
   if (!(want >= 1) || want > 1e15) throw Napi::RangeError::New(env, "internal: hostAlloc: bad size");
   const size_t bytes = static_cast<size_t>(want);
+  if (bytes > kHostAllocMax) throw Napi::RangeError::New(env, "internal: hostAlloc: over " + std::to_string(kHostAllocMax) + " bytes");
   const bool zero = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
   const std::shared_ptr<HostCache>& cache = env.GetInstanceData<AddonData>()->host;
   void* data = nullptr;

@@ -333,6 +333,22 @@ describe('host memory given back at dispose()', function () {
     expect(sp.memory().hostCacheBytes, 'given back with the plan').to.be.greaterThan(before);
   });
 
+  it('host tensors over 4 GiB (more than Node 20 wraps in an external ArrayBuffer) come from V8, and dispose', function () {
+    // In a child: its memory (untouched pages of 4 GiB) goes with it. Before the limit, hostAlloc
+    // crashed the process with a double free.
+    const { runNode } = require('./support/child');
+    const script = `
+      const sp = require(${JSON.stringify(require('path').join(__dirname, '..'))});
+      const t = sp.zeros([2 ** 30 + 1024], { device: 'cpu' });
+      console.log(t.size);
+      t.dispose();
+      const r = sp.zeros([2 ** 30 + 2048], { device: 'cpu' });
+      console.log(r.size);`;
+    const r = runNode(['-e', script], { env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 60000 });
+    expect(r.status, r.stderr).to.equal(0);
+    expect(r.stdout.trim().split('\n')).to.deep.equal([String(2 ** 30 + 1024), String(2 ** 30 + 2048)]);
+  });
+
   it('arrays the caller gave sp.tensor() are never taken: dispose() leaves them alone', async function () {
     const a = new Float32Array(shape[0] * shape[1] * shape[2]).fill(3);
     const t = sp.tensor(a, shape, { device: 'cpu' });

@@ -124,6 +124,8 @@ export interface NativeEnums {
   maxLevels: number;
   /** Bytes from which a host tensor's memory comes from the addon on huge pages (binding/host.cpp). */
   hostHugeAtLeast: number;
+  /** The most bytes hostAlloc gives (an ArrayBuffer Node 20 wraps); larger tensors come from V8. */
+  hostAllocMax: number;
   /** The rows of x from which the CPU's linear with math 'bf16' takes BF16 products (where it has them). */
   bf16ProductRows: Readonly<Record<'fp32Weights' | 'bf16Weights', number>>;
 }

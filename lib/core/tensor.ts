@@ -1,5 +1,6 @@
 // Typed tensors: float32 data with a shape and a device. CPU tensors made from a Float32Array
 // share its memory (zero-copy); CUDA tensors own device memory until dispose().
+import { constants as bufferConstants } from 'buffer';
 import { markAsUntransferable } from 'worker_threads';
 import { backend, Device, requireDevice } from './backend';
 import { CallSite, describe, fail, MAX_ELEMENTS, SppnetError } from './errors';
@@ -177,6 +178,8 @@ export class Tensor {
 
 /** Bytes from which allocate() takes huge-page memory from the addon (binding/host.cpp). */
 const HUGE_AT_LEAST = native.enums.hostHugeAtLeast;
+/** Bytes up to which host memory can come from the addon (an external ArrayBuffer Node accepts); larger tensors are V8's. */
+const HOST_ALLOC_MAX = Math.min(native.enums.hostAllocMax, bufferConstants.MAX_LENGTH);
 
 /**
  * @internal Allocates a tensor on a device: zeroed on the CPU, unless `uninitialised` (its op
@@ -189,8 +192,9 @@ export function allocate(shape: readonly number[], device: Device, fn: string, u
   // Given back to the addon's cache at dispose() (recyclable), or when the GC collects it; an op
   // in flight keeps it where it is until the op is over.
   if (device === 'cpu') {
-    const array = hostArray(fn, shape, () => (4 * n >= HUGE_AT_LEAST ? new Float32Array(native.hostAlloc(4 * n, !uninitialised), 0, n) : new Float32Array(n)));
-    if (4 * n >= HUGE_AT_LEAST) recyclable.add(array.buffer as ArrayBuffer);
+    const addon = 4 * n >= HUGE_AT_LEAST && 4 * n <= HOST_ALLOC_MAX;
+    const array = hostArray(fn, shape, () => (addon ? new Float32Array(native.hostAlloc(4 * n, !uninitialised), 0, n) : new Float32Array(n)));
+    if (addon) recyclable.add(array.buffer as ArrayBuffer);
     return new Tensor({ device: 'cpu', array }, shape);
   }
   requireDevice('cuda', fn);
@@ -212,6 +216,7 @@ export function allocate(shape: readonly number[], device: Device, fn: string, u
 export function allocateReleasable(shape: readonly number[], device: Device, fn: string): Tensor {
   if (device !== 'cpu') return allocate(shape, device, fn);
   const n = numel(shape);
+  if (4 * n > HOST_ALLOC_MAX) return allocate(shape, device, fn); // V8's memory: freed by the GC
   const array = hostArray(fn, shape, () => new Float32Array(native.hostAlloc(4 * Math.max(1, n)), 0, n));
   releasable.add(array.buffer as ArrayBuffer);
   return new Tensor({ device: 'cpu', array }, shape);
