@@ -455,18 +455,28 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
 // without calling the entry points (nor reading their arguments) again. The JS values its tasks
 // use are held as long as the plan lives; lib/ frees none of them before dropping the plan and
 // waiting for its runs in flight (lib/nn/plans.ts).
+// The addon's host blocks a plan's tasks use, counted in flight (one count each) until the last
+// holder lets go: the plan (until releasePlan or its finaliser), each run of it queued or running,
+// and each plan compiled with it as a step. So a block given back (Tensor.dispose()) never goes
+// to the cache while a run that was queued before releasePlan can still write it. Holders let go
+// on the JS thread (a run's task is dropped in OnOK / OnError or with its worker).
+struct PlanBlocks {
+  std::vector<HostBlock*> blocks;
+  PlanBlocks() = default;
+  PlanBlocks(const PlanBlocks&) = delete;
+  PlanBlocks& operator=(const PlanBlocks&) = delete;
+  ~PlanBlocks() {
+    for (HostBlock* b : blocks) host_block_done(b);
+  }
+};
+
 struct SequencePlan {
   std::shared_ptr<std::vector<std::function<Status()>>> tasks = std::make_shared<std::vector<std::function<Status()>>>();
   std::vector<Napi::Reference<Napi::Value>> keep;
-  // The addon's host blocks among them, counted in flight for as long as the plan holds them, so
-  // that none goes back to the cache (Tensor.dispose()) while a run of the plan could use it.
-  std::vector<HostBlock*> blocks;
+  std::shared_ptr<PlanBlocks> blocks = std::make_shared<PlanBlocks>();
   int runs = 0;
   int64_t work = 0;
-  void release_blocks() {
-    for (HostBlock* b : blocks) host_block_done(b);
-    blocks.clear();
-  }
+  void release_blocks() { blocks.reset(); }
 };
 
 namespace {
@@ -485,8 +495,10 @@ std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi:
     const Napi::Value f = steps.Get(i);
     if (f.IsExternal()) {
       SequencePlan* plan = f.As<Napi::External<SequencePlan>>().Data();
+      if (!plan->blocks) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " step is a released plan");
       auto tasks = plan->tasks;
-      CapturedTask c{[tasks]() {
+      // `held` keeps the plan's blocks counted while this run (or a plan compiled from it) lives.
+      CapturedTask c{[tasks, held = plan->blocks]() {
                        for (const auto& t : *tasks) {
                          const Status s = t();
                          if (!s.ok()) return s;
@@ -565,7 +577,7 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
   plan->work = total_work(captured);
   for (CapturedTask& c : captured) {
     for (auto& r : c.keep) {
-      if (HostBlock* b = host_block_acquire(env, r.Value())) plan->blocks.push_back(b);
+      if (HostBlock* b = host_block_acquire(env, r.Value())) plan->blocks->blocks.push_back(b);
       plan->keep.push_back(std::move(r));
     }
     plan->tasks->push_back(std::move(c.task));
@@ -578,7 +590,8 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
 
 // releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not
 // when the GC collects the handle; lib/ calls it once no run uses the plan. A run already queued
-// keeps its own reference to the tasks. The plan must not be run again.
+// keeps its own reference to the tasks and to the host blocks they use (PlanBlocks). The plan
+// cannot be run again (a sequence step of a released plan is an error).
 Napi::Value ReleasePlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "internal: releasePlan takes a plan");

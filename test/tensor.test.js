@@ -333,6 +333,35 @@ describe('host memory given back at dispose()', function () {
     expect(sp.memory().hostCacheBytes, 'given back with the plan').to.be.greaterThan(before);
   });
 
+  it('a run of a plan queued before releasePlan keeps the plan\'s blocks: one disposed meanwhile is not handed out while the run writes it', async function () {
+    const { native } = require('../dist/core/native');
+    const { OpSequence } = require('../dist/core/sequence');
+    const n = shape[0] * shape[1] * shape[2];
+    const x = sp.tensor(new Float32Array(n).fill(3), shape, { device: 'cpu' });
+    const y = sp.zeros(shape, { device: 'cpu' });
+    const seq = new OpSequence();
+    sp.relu(x, { out: y, sequence: seq }); // recorded: the plan writes 3s into y
+    await new Promise((r) => setImmediate(r));
+    const plan = seq.compileFrom(0);
+    // A conv ahead of it on the executor, so that the plan's run is still queued below.
+    const busy = sp.conv2d(sp.zeros([1, 32, 128, 128], { device: 'cpu' }), sp.zeros([32, 32, 3, 3], { device: 'cpu' }), null, { padding: 1 });
+    const run = native.runSequence([plan, undefined]);
+    native.releasePlan(plan);
+    y.dispose(); // the queued run still writes into y's block
+    const z = sp.zeros(shape, { device: 'cpu' }); // must not be y's block
+    (await busy).dispose();
+    await run;
+    const d = await z.data();
+    expect(d.every((v) => v === 0), 'z was written by the plan\'s run').to.equal(true);
+    await new Promise((r) => setImmediate(r)); // the run's worker is gone by now
+    const before = sp.memory().hostCacheBytes;
+    z.dispose();
+    expect(sp.memory().hostCacheBytes).to.be.greaterThan(before);
+    x.dispose();
+    // And a released plan cannot be run again.
+    expect(() => native.runSequence([plan, undefined])).to.throw(/released plan/);
+  });
+
   it('host tensors over 4 GiB (more than Node 20 wraps in an external ArrayBuffer) come from V8, and dispose', function () {
     // In a child: its memory (untouched pages of 4 GiB) goes with it. Before the limit, hostAlloc
     // crashed the process with a double free.
