@@ -206,6 +206,35 @@ for (const device of devices) {
       expect(small.activationBytes, 'after dispose').to.equal(0);
     });
 
+    it('let a plan refused at its recording go at once (releaseBuffers during the run), not at a GC', async function () {
+      const r = rng(freshSeed());
+      const model = await sp.loadModel({ spec, seed: 2, device });
+      const x = [img(r, [3, 30, 30])];
+      (await model.run(x)).dispose(); // first sighting
+      const release = native.releasePlan;
+      let released = 0;
+      native.releasePlan = (p) => {
+        released += 1;
+        return release.call(native, p);
+      };
+      try {
+        const seen = await counting(async () => {
+          const p = model.run(x); // second sighting: recorded and compiled
+          model.releaseBuffers(); // during it: the plan is refused
+          (await p).dispose();
+        });
+        expect(seen.compiled, 'a plan was compiled').to.equal(1);
+        expect(released, 'the refused plan released').to.equal(1);
+        expect(model.activationBytes).to.equal(0);
+      } finally {
+        native.releasePlan = release;
+      }
+      // The next sightings record again later and run right.
+      const want = await direct(() => model.run(x));
+      for (let k = 0; k < 3; k++) expect(Array.from(await (await model.run(x)).data())).to.deep.equal(want);
+      model.dispose();
+    });
+
     it('lay a plan\'s buffers out in one arena planned from the first run: fewer bytes, the same results', async function () {
       const seed = freshSeed();
       const r = rng(seed);

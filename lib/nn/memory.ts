@@ -275,7 +275,7 @@ export class RunBuffers {
   readonly sequence: OpSequence | undefined;
   private readonly free = new Map<number, Tensor[]>();
   private readonly after: Array<() => void> = [];
-  private adopt: ((buffers: Tensor[]) => boolean) | undefined;
+  private adopt: ((buffers: Tensor[], ok: boolean) => boolean) | undefined;
   /** The take number of each buffer out now. */
   private readonly ids = new Map<Tensor, number>();
   private takes = 0;
@@ -363,8 +363,12 @@ export class RunBuffers {
     return this.sequence ? this.sequence.run() : Promise.resolve();
   }
 
-  /** At a release() after a run that succeeded, the buffers go to `keep` instead of the pool if it takes them (returns true). */
-  adoptBuffers(keep: (buffers: Tensor[]) => boolean): void {
+  /**
+   * At release(), `keep` is offered the buffers (ok: the run succeeded); they go to it instead of
+   * the pool if it takes them (returns true; never after a failed run). Called at every release,
+   * so that what was made for them (a compiled plan) can be let go when they are not taken.
+   */
+  adoptBuffers(keep: (buffers: Tensor[], ok: boolean) => boolean): void {
     this.adopt = keep;
   }
 
@@ -376,7 +380,8 @@ export class RunBuffers {
     this.arena = undefined;
     if (ok && this.events && this.traced) this.traced(this.events);
     this.events = undefined;
-    if (!(ok && this.adopt?.(buffers))) for (const t of buffers) this.pool.give(t);
+    const kept = this.adopt ? this.adopt(buffers, ok) && ok : false;
+    if (!kept) for (const t of buffers) this.pool.give(t);
     for (const f of this.after.splice(0)) f();
   }
 }

@@ -153,28 +153,33 @@ export class PlanCache {
       const shape = outShape(fn, r.out);
       // Layers that record no op (dropout alone): nothing to compile; the copy in is the result.
       const plan = compile !== undefined && seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
-      if (plan) seq.addPlan(plan.native);
+      if (plan) {
+        seq.addPlan(plan.native);
+        // Every buffer this run took is back in its free list at release(): the plan keeps them
+        // all, once the run succeeded and nothing dropped the plans meanwhile. Otherwise the plan
+        // goes at once (release() comes after the run, or instead of it): what its tasks hold
+        // (its host blocks, counted in flight) must not wait for the GC to collect its handle.
+        const arena = run.arenaBytes > 0;
+        run.adoptBuffers((buffers, ok) => {
+          if (!ok || generation !== this.generation || this.pool.freeing) {
+            // Dropped while recorded (the weights changed, the pool released, or a run needed
+            // room under the budget): try again only after REFUSED_WAIT more runs of the
+            // signature, so that a model whose runs do not fit its budget does not pay for a
+            // recording each time.
+            if (ok) this.seen.set(key, 1 - REFUSED_WAIT);
+            native.releasePlan(plan.native);
+            return false;
+          }
+          plan.buffers = buffers;
+          this.add(key, plan);
+          // The buffers the pool keeps came from the runs before this one (first sighting,
+          // recording); with an arena, runs of this signature need none of them.
+          if (arena) this.pool.trim();
+          return true;
+        });
+      }
       out = this.fresh(fn, shape, L.device);
       copyMaps(seq, storeOf(fn, r.out), storeOf(fn, out), shape.channels, shape.sizes);
-      if (!plan) return out;
-      // Every buffer this run took is back in its free list at release(): the plan keeps them
-      // all, once the run succeeded and nothing dropped the plans meanwhile.
-      const arena = run.arenaBytes > 0;
-      run.adoptBuffers((buffers) => {
-        if (generation !== this.generation || this.pool.freeing) {
-          // Dropped while recorded (the weights changed, the pool released, or a run needed room
-          // under the budget): try again only after REFUSED_WAIT more runs of the signature, so
-          // that a model whose runs do not fit its budget does not pay for a recording each time.
-          this.seen.set(key, 1 - REFUSED_WAIT);
-          return false;
-        }
-        plan.buffers = buffers;
-        this.add(key, plan);
-        // The buffers the pool keeps came from the runs before this one (first sighting,
-        // recording); with an arena, runs of this signature need none of them.
-        if (arena) this.pool.trim();
-        return true;
-      });
       return out;
     } catch (e) {
       out?.dispose();
