@@ -64,7 +64,7 @@ export function describe(v: unknown): string {
   if (Array.isArray(v)) return `an array of length ${v.length}`;
   if (ArrayBuffer.isView(v)) return `a ${v.constructor.name}`;
   if (typeof v === 'object') return `an object (${(v as object).constructor?.name ?? 'Object'})`;
-  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
+  if (typeof v === 'string') return v.length > 100 ? `the string ${JSON.stringify(v.slice(0, 100))}... (${v.length} characters)` : `the string ${JSON.stringify(v)}`;
   return `${typeof v} ${String(v)}`;
 }
 

@@ -28,6 +28,13 @@ export interface UnpickleOptions {
 /** A dict as pickled: an ordered Map from keys to values (state_dicts are OrderedDicts). */
 export type PyDict = Map<unknown, unknown>;
 
+/**
+ * Most values a pickle may push (2^20): a state_dict's pickle pushes about 15 per tensor, so this
+ * is room for ~70,000 tensors, and a hostile pickle of a few megabytes of EMPTY_DICTs cannot make
+ * gigabytes of objects.
+ */
+export const MAX_PICKLE_VALUES = 2 ** 20;
+
 /** Reads one pickle from `data`; returns the object it builds. */
 export function unpickle(data: Uint8Array, o: UnpickleOptions): unknown {
   const fail = (why: string): never => {
@@ -38,6 +45,11 @@ export function unpickle(data: Uint8Array, o: UnpickleOptions): unknown {
   const marks: number[] = [];
   const memo = new Map<number, unknown>();
   let p = 0;
+  let pushed = 0;
+  const push = (v: unknown) => {
+    if (++pushed > MAX_PICKLE_VALUES) fail(`the pickle makes more than ${MAX_PICKLE_VALUES} values, more than a state_dict's (byte ${p})`);
+    stack.push(v);
+  };
   const need = (n: number) => {
     if (p + n > data.length) fail(`the pickle ends in the middle of an opcode (byte ${p})`);
   };
@@ -84,58 +96,63 @@ export function unpickle(data: Uint8Array, o: UnpickleOptions): unknown {
       case 0x95: bytes(8); break; // FRAME
       case 0x2e: return pop(); // STOP
       case 0x28: marks.push(stack.length); break; // MARK
-      case 0x7d: stack.push(new Map()); break; // EMPTY_DICT
-      case 0x5d: stack.push([]); break; // EMPTY_LIST
-      case 0x29: stack.push([]); break; // EMPTY_TUPLE
-      case 0x74: stack.push(popMark()); break; // TUPLE
-      case 0x85: stack.push([pop()]); break; // TUPLE1
-      case 0x86: { const b = pop(); stack.push([pop(), b]); break; } // TUPLE2
-      case 0x87: { const c = pop(), b = pop(); stack.push([pop(), b, c]); break; } // TUPLE3
-      case 0x4e: stack.push(PY_NONE); break; // NONE
-      case 0x88: stack.push(true); break; // NEWTRUE
-      case 0x89: stack.push(false); break; // NEWFALSE
-      case 0x4b: stack.push(u8()); break; // BININT1
-      case 0x4d: stack.push(u16()); break; // BININT2
-      case 0x4a: stack.push(i32()); break; // BININT
+      case 0x7d: push(new Map()); break; // EMPTY_DICT
+      case 0x5d: push([]); break; // EMPTY_LIST
+      case 0x29: push([]); break; // EMPTY_TUPLE
+      case 0x74: push(popMark()); break; // TUPLE
+      case 0x85: push([pop()]); break; // TUPLE1
+      case 0x86: { const b = pop(); push([pop(), b]); break; } // TUPLE2
+      case 0x87: { const c = pop(), b = pop(); push([pop(), b, c]); break; } // TUPLE3
+      case 0x4e: push(PY_NONE); break; // NONE
+      case 0x88: push(true); break; // NEWTRUE
+      case 0x89: push(false); break; // NEWFALSE
+      case 0x4b: push(u8()); break; // BININT1
+      case 0x4d: push(u16()); break; // BININT2
+      case 0x4a: push(i32()); break; // BININT
       case 0x8a: { // LONG1: a little-endian two's complement integer of n bytes
         const n = u8();
         const b = bytes(n);
         let v = 0n;
         for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
         if (n > 0 && b[n - 1] & 0x80) v -= 1n << BigInt(8 * n);
-        stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
+        push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
         break;
       }
-      case 0x47: need(8); stack.push(view.getFloat64(p, false)); p += 8; break; // BINFLOAT (big-endian)
-      case 0x58: stack.push(text(u32())); break; // BINUNICODE
-      case 0x8c: stack.push(text(u8())); break; // SHORT_BINUNICODE
-      case 0x8d: { need(8); const n = Number(view.getBigUint64(p, true)); p += 8; stack.push(text(n)); break; } // BINUNICODE8
-      case 0x42: stack.push(bytes(u32())); break; // BINBYTES
-      case 0x43: stack.push(bytes(u8())); break; // SHORT_BINBYTES
+      case 0x47: need(8); push(view.getFloat64(p, false)); p += 8; break; // BINFLOAT (big-endian)
+      case 0x58: push(text(u32())); break; // BINUNICODE
+      case 0x8c: push(text(u8())); break; // SHORT_BINUNICODE
+      case 0x8d: { need(8); const n = Number(view.getBigUint64(p, true)); p += 8; push(text(n)); break; } // BINUNICODE8
+      case 0x42: push(bytes(u32())); break; // BINBYTES
+      case 0x43: push(bytes(u8())); break; // SHORT_BINBYTES
       case 0x71: memo.set(u8(), stack[stack.length - 1]); break; // BINPUT
       case 0x72: memo.set(u32(), stack[stack.length - 1]); break; // LONG_BINPUT
       case 0x94: memo.set(memo.size, stack[stack.length - 1]); break; // MEMOIZE
       case 0x68: case 0x6a: { // BINGET, LONG_BINGET
         const k = op === 0x68 ? u8() : u32();
         if (!memo.has(k)) fail(`the pickle reads memo ${k} before writing it`);
-        stack.push(memo.get(k));
+        push(memo.get(k));
         break;
       }
-      case 0x63: { const module = line(); stack.push(global(module, line())); break; } // GLOBAL
-      case 0x93: { const name = pop(), module = pop(); stack.push(global(String(module), String(name))); break; } // STACK_GLOBAL
-      case 0x51: stack.push(o.persistentLoad(pop())); break; // BINPERSID
+      case 0x63: { const module = line(); push(global(module, line())); break; } // GLOBAL
+      case 0x93: { // STACK_GLOBAL
+        const name = pop(), module = pop();
+        if (typeof module !== 'string' || typeof name !== 'string') fail(`STACK_GLOBAL of something that is not a module and a name (byte ${p - 1})`);
+        push(global(module as string, name as string));
+        break;
+      }
+      case 0x51: push(o.persistentLoad(pop())); break; // BINPERSID
       case 0x52: { // REDUCE: an allow-listed builder, never a Python callable
         const args = pop(), f = pop();
         if (!(f instanceof PyGlobal)) fail('REDUCE on something that is not an allowed global');
         if (!Array.isArray(args)) fail(`REDUCE of ${(f as PyGlobal).module}.${(f as PyGlobal).name} without an argument tuple`);
-        stack.push((f as PyGlobal).call(args as unknown[]));
+        push((f as PyGlobal).call(args as unknown[]));
         break;
       }
       case 0x62: pop(); break; // BUILD: the state of an OrderedDict (its _metadata); not needed
       case 0x73: { const v = pop(), k = pop(); setItems(stack[stack.length - 1], [k, v]); break; } // SETITEM
       case 0x75: { const kv = popMark(); setItems(stack[stack.length - 1], kv); break; } // SETITEMS
       case 0x61: { const v = pop(); list().push(v); break; } // APPEND
-      case 0x65: { const vs = popMark(); list().push(...vs); break; } // APPENDS
+      case 0x65: { const vs = popMark(), l = list(); for (const v of vs) l.push(v); break; } // APPENDS (no spread: a mark may hold 10^5 values)
       default:
         fail(`the pickle uses opcode 0x${op.toString(16).padStart(2, '0')} at byte ${p - 1}, outside what a state_dict needs; nothing in the file was run`);
     }

@@ -22,12 +22,21 @@ const STORAGES: Record<string, { dtype: 'F32' | 'F64' | 'F16' | 'BF16' | 'I64'; 
 
 /** Most floats read from one checkpoint: 2^30 (4 GiB), as a model may hold. */
 const MAX_PTH_FLOATS = 2 ** 30;
+/**
+ * Views may read a storage more than once (tied weights share one; a stride-0 view repeats an
+ * element), but the tensors may hold at most this many times the elements the storages hold, plus
+ * 2^20: a file of a few hundred bytes must not expand into gigabytes.
+ */
+const MAX_VIEW_EXPANSION = 8;
 
 interface StorageRef { kind: 'storage'; type: string; key: string; numel: number }
 interface TensorRef { kind: 'tensor'; storage: StorageRef; offset: number; shape: number[]; stride: number[] }
 
 const isTensor = (v: unknown): v is TensorRef => typeof v === 'object' && v !== null && (v as TensorRef).kind === 'tensor';
-const ints = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isInteger(x) && x >= 0);
+const ints = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => Number.isSafeInteger(x) && x >= 0);
+
+/** A dict key as a message shows it: short, and never a walk over what the pickle built. */
+const keyText = (k: unknown) => (typeof k === 'string' ? JSON.stringify(k.length > 60 ? `${k.slice(0, 60)}...` : k) : describe(k));
 
 /** The globals a state_dict's pickle may name, and what each builds. */
 function allowed(bad: (why: string) => never): Map<string, (args: unknown[]) => unknown> {
@@ -35,7 +44,7 @@ function allowed(bad: (why: string) => never): Map<string, (args: unknown[]) => 
   m.set('collections.OrderedDict', (args) => (args.length === 0 ? new Map() : bad('collections.OrderedDict is called with arguments')));
   m.set('torch._utils._rebuild_tensor_v2', (args) => {
     const [storage, offset, shape, stride] = args;
-    if (typeof storage !== 'object' || storage === null || (storage as StorageRef).kind !== 'storage' || !Number.isInteger(offset) || !ints(shape) || !ints(stride) || shape.length !== stride.length)
+    if (typeof storage !== 'object' || storage === null || (storage as StorageRef).kind !== 'storage' || !Number.isSafeInteger(offset) || (offset as number) < 0 || !ints(shape) || !ints(stride) || shape.length !== stride.length)
       bad('a tensor is rebuilt from arguments that are not (storage, offset, size, stride)');
     return { kind: 'tensor', storage, offset, shape, stride } as TensorRef;
   });
@@ -56,7 +65,12 @@ function stateDictOf(root: unknown, bad: (why: string) => never): Map<string, Te
   const all = (d: unknown): d is PyDict => d instanceof Map && [...d].every(([k, v]) => typeof k === 'string' && isTensor(v));
   if (all(root)) return root as Map<string, TensorRef>;
   if (root instanceof Map) for (const key of ['state_dict', 'model']) if (all(root.get(key))) return root.get(key) as Map<string, TensorRef>;
-  return bad(`it holds ${root instanceof Map ? `a dict with keys ${[...root.keys()].slice(0, 8).map((k) => JSON.stringify(k)).join(', ')}` : describe(root)}, not a state_dict of tensors (save one with torch.save(model.state_dict(), PATH))`);
+  const keys = () => {
+    const some: string[] = [];
+    for (const k of (root as PyDict).keys()) if (some.push(keyText(k)) >= 8) break;
+    return some.join(', ');
+  };
+  return bad(`it holds ${root instanceof Map ? `a dict with keys ${keys()}` : describe(root)}, not a state_dict of tensors (save one with torch.save(model.state_dict(), PATH))`);
 }
 
 /** The view is the row-major layout of its shape (strides of size-1 axes do not matter). */
@@ -148,23 +162,32 @@ export async function readPth(file: string, fn = 'sp.readPth'): Promise<Safetens
     const root = unpickle(await zip.read(zip.entries.get(pkls[0])!), {
       fn, source: file, globals: allowed(bad), unknownGlobal: hint,
       persistentLoad(pid) {
-        if (!Array.isArray(pid) || pid[0] !== 'storage' || !(pid[1] instanceof PyGlobal) || typeof pid[2] !== 'string' || !Number.isInteger(pid[4]))
+        if (!Array.isArray(pid) || pid[0] !== 'storage' || !(pid[1] instanceof PyGlobal) || typeof pid[2] !== 'string' || !Number.isSafeInteger(pid[4]) || pid[4] < 0)
           return bad('a persistent id that is not a storage');
         const g = pid[1] as PyGlobal;
+        if (g.module !== 'torch' || !Object.prototype.hasOwnProperty.call(STORAGES, g.name))
+          return bad(`a storage of type ${g.module}.${g.name}, which is not one of torch's ${Object.keys(STORAGES).join(', ')}`);
         return { kind: 'storage', type: g.name, key: pid[2], numel: pid[4] } as StorageRef;
       },
     });
     const sd = stateDictOf(root, bad);
     const storages = new Map<string, Float32Array>();
     const tensors = new Map<string, HostTensor>();
-    // What the tensors would hold, before any is allocated (a view may repeat its storage).
-    let floats = 0;
+    // What the tensors would hold, before any is allocated (a view may repeat its storage), and
+    // what the storages hold (each key once, with one type and size).
+    let floats = 0, stored = 0;
+    const declared = new Map<string, StorageRef>();
     for (const [name, t] of sd) {
       const n = t.shape.reduce((x, y) => x * y, 1);
       if (n > MAX_ELEMENTS) bad(`tensor ${name} [${t.shape.join(', ')}] would hold ${n} elements, more than the 2^31-1 a tensor may hold`);
       floats += n;
+      const s = t.storage, seen = declared.get(s.key);
+      if (!seen) declared.set(s.key, s), (stored += s.numel);
+      else if (seen.type !== s.type || seen.numel !== s.numel) bad(`storage ${s.key} is declared twice, as ${seen.numel} ${seen.type} and as ${s.numel} ${s.type} elements`);
     }
     if (floats > MAX_PTH_FLOATS) bad(`its tensors would hold ${floats} floats, more than the ${MAX_PTH_FLOATS} (4 GiB) sppnet reads from one file`);
+    if (floats > MAX_VIEW_EXPANSION * stored + 2 ** 20)
+      bad(`its tensors would hold ${floats} floats from ${stored} stored elements, more than ${MAX_VIEW_EXPANSION} times as many plus 2^20 (views that repeat their storages' elements: stride 0 or overlapping)`);
     for (const [name, t] of sd) {
       const { key, type, numel } = t.storage;
       const entry = zip.entries.get(`${prefix}data/${key}`);

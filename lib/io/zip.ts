@@ -6,8 +6,8 @@ import { SppnetError } from '../core/errors';
 
 export interface ZipEntry {
   name: string;
-  /** Offset of the entry's data in the file (after its local header). */
-  dataOffset: number;
+  /** Offset of the entry's local header in the file (its data follows the header, read when first used). */
+  local: number;
   size: number;
 }
 
@@ -22,6 +22,8 @@ export interface ZipArchive {
 
 const EOCD = 0x06054b50, EOCD64 = 0x06064b50, EOCD64_LOCATOR = 0x07064b50, CENTRAL = 0x02014b50, LOCAL = 0x04034b50;
 const MAX_COMMENT = 0xffff;
+/** Most entries an archive may list (2^20; a checkpoint has one per storage, and a few more). */
+export const MAX_ZIP_ENTRIES = 2 ** 20;
 
 const bad = (fn: string, file: string, why: string) => new SppnetError(`${fn}: ${file} is not a zip archive sppnet can read: ${why}`, 'SPPNET_INVALID_ARGUMENT');
 
@@ -46,7 +48,9 @@ export async function openZip(fn: string, file: string): Promise<ZipArchive> {
       }
     };
     const readAt = async (pos: number, n: number): Promise<Buffer> => {
-      const b = Buffer.allocUnsafe(Math.max(0, n));
+      // Checked before allocating: a record may claim gigabytes a small file does not have.
+      if (!(n >= 0) || pos < 0 || pos + n > size) throw bad(fn, file, `a record points outside the file (${pos} + ${n} > ${size} bytes)`);
+      const b = Buffer.allocUnsafe(n);
       await fill(pos, b);
       return b;
     };
@@ -70,6 +74,7 @@ export async function openZip(fn: string, file: string): Promise<ZipArchive> {
       cdSize = Number(rec.readBigUInt64LE(40));
       cdOffset = Number(rec.readBigUInt64LE(48));
     }
+    if (count > MAX_ZIP_ENTRIES) throw bad(fn, file, `it lists ${count} entries, more than the ${MAX_ZIP_ENTRIES} sppnet reads`);
     const cd = await readAt(cdOffset, cdSize);
     const entries = new Map<string, ZipEntry>();
     let p = 0;
@@ -96,18 +101,31 @@ export async function openZip(fn: string, file: string): Promise<ZipArchive> {
       }
       if (method !== 0) throw bad(fn, file, `entry ${name} is compressed (method ${method}); PyTorch stores its entries uncompressed`);
       if (compressed !== plain) throw bad(fn, file, `entry ${name} is stored with two sizes (${compressed} and ${plain})`);
-      const lh = await readAt(local, 30);
-      if (lh.readUInt32LE(0) !== LOCAL) throw bad(fn, file, `entry ${name} has no local header`);
-      const dataOffset = local + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
-      if (dataOffset + plain > size) throw bad(fn, file, `entry ${name} runs past the end of the file`);
-      entries.set(name, { name, dataOffset, size: plain });
+      if (local + 30 + plain > size) throw bad(fn, file, `entry ${name} runs past the end of the file`);
+      if (entries.has(name)) throw bad(fn, file, `entry ${name} is listed twice`);
+      entries.set(name, { name, local, size: plain });
       p = extraEnd + commentLen;
     }
+    // An entry's data offset, from its local header, read when the entry is first used (one read
+    // per entry listed would make an archive of many entries slow to open).
+    const offsets = new Map<ZipEntry, number>();
+    const dataOffset = async (entry: ZipEntry): Promise<number> => {
+      let at = offsets.get(entry);
+      if (at === undefined) {
+        const lh = await readAt(entry.local, 30);
+        if (lh.readUInt32LE(0) !== LOCAL) throw bad(fn, file, `entry ${entry.name} has no local header`);
+        at = entry.local + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
+        if (at + entry.size > size) throw bad(fn, file, `entry ${entry.name} runs past the end of the file`);
+        offsets.set(entry, at);
+      }
+      return at;
+    };
     const readInto = async (entry: ZipEntry, from: number, target: Uint8Array) => {
       if (from < 0 || from + target.length > entry.size) throw bad(fn, file, `a read of ${target.length} bytes at ${from} runs past entry ${entry.name}`);
-      await fill(entry.dataOffset + from, target);
+      await fill((await dataOffset(entry)) + from, target);
     };
-    return { entries, read: (entry) => readAt(entry.dataOffset, entry.size), readInto, close: () => fd.close() };
+    const read = async (entry: ZipEntry) => readAt(await dataOffset(entry), entry.size);
+    return { entries, read, readInto, close: () => fd.close() };
   } catch (e) {
     await fd.close();
     // A read past a record's end that the checks above did not foresee: still a malformed file.
