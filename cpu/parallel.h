@@ -55,7 +55,18 @@ class Pool {
  public:
   explicit Pool(int helpers) {
     if (const char* e = std::getenv("SPPNET_POOL_SPIN")) spin_ = std::max(0, std::atoi(e));
-    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { loop(); });
+    // A helper the system will not start (a limit on threads or memory): the pool goes on with
+    // those it has (parts are claimed, so the caller does what no helper takes), and says so, so
+    // that pool_for does not try again at every call. (Unwinding a half-built pool instead would
+    // destroy cv_ under waiting helpers: a hang.)
+    for (int i = 0; i < helpers; ++i) {
+      try {
+        threads_.emplace_back([this] { loop(); });
+      } catch (...) {
+        short_ = true;
+        break;
+      }
+    }
   }
   ~Pool() {
     {
@@ -68,6 +79,8 @@ class Pool {
     for (auto& t : threads_) t.join();
   }
   int helpers() const { return static_cast<int>(threads_.size()); }
+  // Whether it has fewer helpers than it was asked for (the system refused some).
+  bool short_of_helpers() const { return short_; }
 
   // Runs job(part) once for each part in [0, parts) (parts < 2^15) on the caller and the
   // helpers. Parts are claimed, not assigned: whoever is free takes the next one, so a helper
@@ -150,12 +163,13 @@ class Pool {
   const std::function<void(int)>* job_ = nullptr;
   std::exception_ptr err_;
   int spin_ = 2000;  // ~50 us of PAUSE on Zen 4 (25 ns each); SPPNET_POOL_SPIN overrides
+  bool short_ = false;
 };
 
 // The calling thread's pool with at least `helpers` helper threads (grown on demand).
 inline Pool& pool_for(int helpers) {
   thread_local std::unique_ptr<Pool> pool;
-  if (!pool || pool->helpers() < helpers) {
+  if (!pool || (pool->helpers() < helpers && !pool->short_of_helpers())) {
     pool.reset();
     pool.reset(new Pool(helpers));
   }

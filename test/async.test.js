@@ -173,4 +173,15 @@ describe('async behaviour', function () {
     expect(r.status, `${r.stdout}${r.stderr}`).to.equal(0);
     expect(r.stdout).to.match(/pool_check: 3000 rounds ok/);
   });
+
+  // A pool the system lets start only some of its helpers (a limit on threads): it used to unwind
+  // half-built, destroying its condition variable under waiting helpers (a hang of the executor:
+  // the op never settled, and the process could not exit).
+  it('the CPU pool goes on with the helpers the system starts (tools/pool_check limited: 4 threads allowed, 15 helpers asked)', function () {
+    this.timeout(60000);
+    const tool = path.join(__dirname, '..', 'build', 'tools', 'pool_check');
+    const r = runChild(tool, ['limited'], { timeout: 40000 });
+    expect(r.status, `${r.stdout}${r.stderr}`).to.equal(0);
+    expect(r.stdout).to.match(/pool_check: limited: (\d+ helpers of 15, 200 calls ok|skipped)/);
+  });
 });
