@@ -225,7 +225,11 @@ FloatArg float_arg(const Napi::Object& obj, const char* name, int64_t needed) {
   } else if (a.value.IsObject() && a.value.As<Napi::Object>().InstanceOf(env.GetInstanceData<AddonData>()->device_buffer.Value())) {
     DeviceBuffer* b = DeviceBuffer::Unwrap(a.value.As<Napi::Object>());
     a.hold = b->mem();
-    if (!a.hold) throw Napi::Error::New(env, std::string("the storage of '") + name + "' was disposed");
+    if (!a.hold) {
+      Napi::Error e = Napi::Error::New(env, std::string("the storage of '") + name + "' was disposed");
+      e.Set("code", Napi::String::New(env, "SPPNET_DISPOSED"));
+      throw e;
+    }
     a.ptr = static_cast<float*>(a.hold->ptr);
     a.device = true;
     length = static_cast<int64_t>(b->length());
@@ -452,31 +456,36 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
 }
 
 // A compiled sequence (compileSequence): its steps' tasks, kept to run again by runSequence
-// without calling the entry points (nor reading their arguments) again. The JS values its tasks
-// use are held as long as the plan lives; lib/ frees none of them before dropping the plan and
-// waiting for its runs in flight (lib/nn/plans.ts).
-// The addon's host blocks a plan's tasks use, counted in flight (one count each) until the last
-// holder lets go: the plan (until releasePlan or its finaliser), each run of it queued or running,
-// and each plan compiled with it as a step. So a block given back (Tensor.dispose()) never goes
-// to the cache while a run that was queued before releasePlan can still write it. Holders let go
-// on the JS thread (a run's task is dropped in OnOK / OnError or with its worker).
-struct PlanBlocks {
+// without calling the entry points (nor reading their arguments) again; lib/ drops a plan once
+// no run of it is in flight (lib/nn/plans.ts), and what a run uses is held by the run as well.
+//
+// What a plan's tasks use, held until the last holder lets go: the JS values (typed arrays,
+// device buffers, filter caches) and, counted in flight (one count each), the addon's host blocks
+// among them. Holders: the plan (until releasePlan or its finaliser), each run of it queued or
+// running, and each plan compiled with it as a step. So nothing a run that was queued before
+// releasePlan reads or writes is collected, or goes to the cache (Tensor.dispose()), before that
+// run is over. Holders let go on the JS thread (a run's task is dropped in OnOK / OnError or with
+// its worker; a plan's at releasePlan or its finaliser).
+struct PlanHolds {
+  std::vector<Napi::Reference<Napi::Value>> keep;
   std::vector<HostBlock*> blocks;
-  PlanBlocks() = default;
-  PlanBlocks(const PlanBlocks&) = delete;
-  PlanBlocks& operator=(const PlanBlocks&) = delete;
-  ~PlanBlocks() {
+  PlanHolds() = default;
+  PlanHolds(const PlanHolds&) = delete;
+  PlanHolds& operator=(const PlanHolds&) = delete;
+  ~PlanHolds() {
     for (HostBlock* b : blocks) host_block_done(b);
   }
 };
 
 struct SequencePlan {
   std::shared_ptr<std::vector<std::function<Status()>>> tasks = std::make_shared<std::vector<std::function<Status()>>>();
-  std::vector<Napi::Reference<Napi::Value>> keep;
-  std::shared_ptr<PlanBlocks> blocks = std::make_shared<PlanBlocks>();
+  std::shared_ptr<PlanHolds> holds = std::make_shared<PlanHolds>();
   int runs = 0;
   int64_t work = 0;
-  void release_blocks() { blocks.reset(); }
+  void release() {
+    tasks = std::make_shared<std::vector<std::function<Status()>>>();
+    holds.reset();
+  }
 };
 
 namespace {
@@ -495,10 +504,11 @@ std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi:
     const Napi::Value f = steps.Get(i);
     if (f.IsExternal()) {
       SequencePlan* plan = f.As<Napi::External<SequencePlan>>().Data();
-      if (!plan->blocks) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " step is a released plan");
+      if (!plan->holds) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " step is a released plan");
       auto tasks = plan->tasks;
-      // `held` keeps the plan's blocks counted while this run (or a plan compiled from it) lives.
-      CapturedTask c{[tasks, held = plan->blocks]() {
+      // `held`: what the plan's tasks use stays alive (and its host blocks counted) while this
+      // run, or a plan compiled with this step, lives.
+      CapturedTask c{[tasks, held = plan->holds]() {
                        for (const auto& t : *tasks) {
                          const Status s = t();
                          if (!s.ok()) return s;
@@ -577,28 +587,25 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
   plan->work = total_work(captured);
   for (CapturedTask& c : captured) {
     for (auto& r : c.keep) {
-      if (HostBlock* b = host_block_acquire(env, r.Value())) plan->blocks->blocks.push_back(b);
-      plan->keep.push_back(std::move(r));
+      if (HostBlock* b = host_block_acquire(env, r.Value())) plan->holds->blocks.push_back(b);
+      plan->holds->keep.push_back(std::move(r));
     }
     plan->tasks->push_back(std::move(c.task));
   }
   return Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) {
-    p->release_blocks();
+    p->release();
     delete p;
   });
 }
 
 // releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not
 // when the GC collects the handle; lib/ calls it once no run uses the plan. A run already queued
-// keeps its own reference to the tasks and to the host blocks they use (PlanBlocks). The plan
-// cannot be run again (a sequence step of a released plan is an error).
+// keeps its own reference to the tasks and to what they use (PlanHolds). The plan cannot be run
+// again (a sequence step of a released plan is an error).
 Napi::Value ReleasePlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "internal: releasePlan takes a plan");
-  SequencePlan* plan = info[0].As<Napi::External<SequencePlan>>().Data();
-  plan->tasks = std::make_shared<std::vector<std::function<Status()>>>();
-  plan->release_blocks();
-  plan->keep.clear();
+  info[0].As<Napi::External<SequencePlan>>().Data()->release();
   return env.Undefined();
 }
 

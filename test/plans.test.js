@@ -206,6 +206,28 @@ for (const device of devices) {
       expect(small.activationBytes, 'after dispose').to.equal(0);
     });
 
+    it('reject a run whose input is disposed while it is recorded with SPPNET_DISPOSED, naming Model.run', async function () {
+      const small = { name: 'disposed-input', inChannels: 3, layers: [{ type: 'conv', name: 'c1', out: 4, kernel: 3, padding: 1 }, { type: 'maxpool', kernel: 2 }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'f', out: 3 }] };
+      const model = await sp.loadModel({ spec: small, seed: 1, device });
+      let rejected = 0;
+      for (let d = 0; d < 24; d++) {
+        // An op's result: addon memory on the CPU (detached at dispose), a device buffer on CUDA.
+        const x = await sp.relu(sp.full([1, 3, 400, 400], 1, { device }));
+        const p = model.run(x);
+        (async () => {
+          for (let k = 0; k < d; k++) await null;
+          x.dispose();
+        })();
+        await p.then((y) => y.dispose(), (e) => {
+          rejected += 1;
+          expect(e.code, e.message).to.equal('SPPNET_DISPOSED');
+          expect(e.message).to.match(/^Model\.run: /);
+        });
+      }
+      expect(rejected, 'some runs saw their input go').to.be.above(0);
+      model.dispose();
+    });
+
     it('let a plan refused at its recording go at once (releaseBuffers during the run), not at a GC', async function () {
       const r = rng(freshSeed());
       const model = await sp.loadModel({ spec, seed: 2, device });

@@ -362,6 +362,27 @@ describe('host memory given back at dispose()', function () {
     expect(() => native.runSequence([plan, undefined])).to.throw(/released plan/);
   });
 
+  it('a run of a plan queued before releasePlan keeps the JS arrays the plan reads and writes (collected otherwise: a crash)', function () {
+    // In a child: before the fix the run wrote into collected memory (a segmentation fault).
+    const { runNode } = require('./support/child');
+    const root = require('path').join(__dirname, '..');
+    const script = `
+      const sp = require(${JSON.stringify(root)});
+      const { native } = require(${JSON.stringify(path.join(root, 'dist', 'core', 'native'))});
+      const n = 1 << 24;
+      let inp = new Float32Array(n).fill(-1), out = new Float32Array(n);
+      const plan = native.compileSequence([native.elementwise, { op: 'relu', rows: 1, cols: n, input: inp, inputOffset: 0, output: out, outputOffset: 0 }]);
+      inp = out = null;
+      const busy = sp.conv2d(sp.full([2, 64, 96, 96], 1), sp.full([64, 64, 5, 5], 0.01), null, { padding: 2 });
+      const run = native.runSequence([plan, undefined]);
+      native.releasePlan(plan);
+      global.gc(); global.gc();
+      Promise.all([busy, run]).then(() => console.log('run settled'));`;
+    const r = runNode(['--expose-gc', '-e', script], { env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 60000 });
+    expect(r.status, `${r.stdout}${r.stderr}`).to.equal(0);
+    expect(r.stdout).to.match(/run settled/);
+  });
+
   it('host tensors over 4 GiB (more than Node 20 wraps in an external ArrayBuffer) come from V8, and dispose', function () {
     // In a child: its memory (untouched pages of 4 GiB) goes with it. Before the limit, hostAlloc
     // crashed the process with a double free.

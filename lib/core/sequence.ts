@@ -37,11 +37,20 @@ export class OpSequence {
     return native.compileSequence(steps);
   }
 
-  /** Runs what was recorded, in order, in one native call; settles when the last step is done (or one failed). */
+  /**
+   * Runs what was recorded, in order, in one native call; settles when the last step is done (or
+   * one failed). A step the native side refuses when it reads the arguments (a buffer disposed
+   * since it was recorded) rejects the promise too, rather than throwing here.
+   */
   run(): Promise<void> {
     const steps = this.steps;
     this.steps = [];
-    return steps.length ? native.runSequence(steps) : Promise.resolve();
+    if (!steps.length) return Promise.resolve();
+    try {
+      return native.runSequence(steps);
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 }
 
