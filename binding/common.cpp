@@ -279,16 +279,36 @@ CpuExecutor::~CpuExecutor() {
   if (thread_.joinable()) thread_.join();
 }
 
-Status CpuExecutor::run(const std::function<Status()>& f) {
-  Item item;
-  item.f = &f;
-  std::unique_lock<std::mutex> lk(m_);
-  if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
-  queue_.push_back(&item);
+void CpuExecutor::post(const std::shared_ptr<Ticket>& t) {
+  std::lock_guard<std::mutex> lk(m_);
+  if (!thread_.joinable()) {
+    try {
+      thread_ = std::thread([this] { loop(); });
+    } catch (const std::exception& e) {  // a limit on threads: this op fails, the next one tries again
+      t->status = Status::Error(Code::kInternal, std::string("cannot start the CPU executor thread: ") + e.what());
+      t->done = true;
+      return;
+    }
+  }
+  queue_.push_back(t);
   work_.notify_one();
-  done_.wait(lk, [&] { return item.done; });
-  if (item.error) std::rethrow_exception(item.error);
-  return item.status;
+}
+
+Status CpuExecutor::wait(Ticket& t) {
+  std::unique_lock<std::mutex> lk(m_);
+  done_.wait(lk, [&] { return t.done; });
+  if (t.error) std::rethrow_exception(t.error);
+  return t.status;
+}
+
+void CpuExecutor::withdraw(const std::shared_ptr<Ticket>& t) {
+  std::unique_lock<std::mutex> lk(m_);
+  for (auto it = queue_.begin(); it != queue_.end(); ++it)
+    if (*it == t) {
+      queue_.erase(it);
+      return;
+    }
+  done_.wait(lk, [&] { return t->done; });
 }
 
 void CpuExecutor::loop() {
@@ -307,18 +327,19 @@ void CpuExecutor::loop() {
   for (;;) {
     work_.wait(lk, [this] { return stop_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and nothing left (a waiting caller holds the executor alive)
-    Item* it = queue_.front();
+    std::shared_ptr<Ticket> it = std::move(queue_.front());
     queue_.pop_front();
     lk.unlock();
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      it->status = (*it->f)();
+      it->status = it->f();
     } catch (...) {
       it->error = std::current_exception();
     }
     busy_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
     lk.lock();
     it->done = true;
+    it.reset();  // the poster's reference is the last: t.f is cleared on the JS thread
     done_.notify_all();
   }
 }
@@ -344,6 +365,24 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
     // reused) until the task is over: not a lost buffer.
     host_bytes_.push_back(v.IsTypedArray() && !b ? v.As<Napi::TypedArray>().ByteLength() : 0);
   }
+  // Posted now, with what it uses held: the executor runs it after the ops called before it,
+  // whether or not a libuv thread has taken this worker yet.
+  if (executor_) {
+    ticket_ = std::make_shared<CpuExecutor::Ticket>();
+    ticket_->f = std::move(task_);
+    task_ = nullptr;
+    executor_->post(ticket_);
+  }
+}
+
+// The task and what it captured, dropped on the JS thread: a ticket the executor has not run is
+// taken back (a worker that goes without Execute, at a teardown), one it is running waited for.
+void TaskWorker::drop_task() {
+  task_ = nullptr;
+  if (!ticket_) return;
+  executor_->withdraw(ticket_);
+  ticket_->f = nullptr;
+  ticket_.reset();
 }
 
 // A typed array over a detached ArrayBuffer reads as empty. lib/ keeps the arrays of tensors
@@ -377,7 +416,7 @@ Status guarded(const std::function<Status()>& f) {
 }  // namespace
 
 void TaskWorker::Execute() {
-  Status s = guarded([this] { return executor_ ? executor_->run(task_) : task_(); });
+  Status s = guarded([this] { return ticket_ ? executor_->wait(*ticket_) : task_(); });
   // A CUDA task may have returned (an error, an exception) with work still queued on this
   // thread's stream. Nothing may settle, and no buffer it uses may be freed or reused (OnOK and
   // OnError drop the task's holds), before that work is done: the one place that guarantees it.
@@ -395,7 +434,7 @@ void TaskWorker::Execute() {
 // while the task ran): then no one can see the promise, and the error must not escape into
 // libuv's completion callback, where it would abort the whole process. So it is dropped.
 void TaskWorker::OnOK() {
-  task_ = nullptr;  // drop held device memory before settling
+  drop_task();  // drop held device memory before settling
   try {
     if (host_array_detached()) {
       Napi::Error err = Napi::Error::New(Env(), "a Float32Array it used lost its memory (its ArrayBuffer was detached) while it ran");
@@ -409,7 +448,7 @@ void TaskWorker::OnOK() {
 }
 
 void TaskWorker::OnError(const Napi::Error& e) {
-  task_ = nullptr;
+  drop_task();
   try {
     Napi::Error err = e;
     err.Set("code", Napi::String::New(Env(), code_name(code_)));

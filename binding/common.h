@@ -72,8 +72,10 @@ struct DeviceMem {
 };
 
 // Runs the CPU tasks of one addon instance (the main thread's, or a worker_thread's: nothing
-// process-wide) one at a time on a thread of its own, started on first use; the libuv thread
-// that took a task waits for it. Why: the CPU kernels' helper threads and scratch buffers belong
+// process-wide) one at a time on a thread of its own, started on first use, in the order the JS
+// thread posted them (at the op's call: ops queued without awaiting run in call order, and the
+// executor starts a task without waiting for a libuv thread to pick it up); the libuv thread that
+// took the task's promise waits for it. Why: the CPU kernels' helper threads and scratch buffers belong
 // to the thread that calls them (cpu/parallel.h, the thread_local buffers of cpu/*.cpp). Spread
 // over libuv's four threads, consecutive layers of a network found helpers asleep and buffers
 // cold. Each op already uses every core, so running them one at a time costs nothing but the
@@ -84,22 +86,30 @@ class CpuExecutor {
   CpuExecutor(const CpuExecutor&) = delete;
   CpuExecutor& operator=(const CpuExecutor&) = delete;
   ~CpuExecutor();
-  // Runs f on the executor's thread; returns its status or rethrows its exception.
-  Status run(const std::function<Status()>& f);
+  // A task handed over. `f` belongs to the poster: cleared on the JS thread once done (what it
+  // captures may hold JS references), never by the executor.
+  struct Ticket {
+    std::function<Status()> f;
+    Status status;
+    std::exception_ptr error;
+    bool done = false;  // under the executor's mutex
+  };
+  // Queues t to run after everything posted before it (JS thread). When the executor's thread
+  // cannot be started, t is done at once with that error.
+  void post(const std::shared_ptr<Ticket>& t);
+  // Blocks until t has run; returns its status or rethrows its exception (any thread).
+  Status wait(Ticket& t);
+  // t taken out of the queue if it has not started, else waited for: afterwards the executor no
+  // longer uses t.f (for a promise worker that goes without having waited, at a teardown).
+  void withdraw(const std::shared_ptr<Ticket>& t);
   // Nanoseconds spent running tasks so far (for overhead measurements: call time minus this).
   std::atomic<int64_t> busy_ns{0};
 
  private:
-  struct Item {
-    const std::function<Status()>* f = nullptr;
-    Status status;
-    std::exception_ptr error;
-    bool done = false;
-  };
   void loop();
   std::mutex m_;
   std::condition_variable work_, done_;
-  std::deque<Item*> queue_;
+  std::deque<std::shared_ptr<Ticket>> queue_;
   bool stop_ = false;
   std::thread thread_;
 };
@@ -255,6 +265,7 @@ class TaskWorker : public Napi::AsyncWorker {
   TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
              std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state);
   ~TaskWorker() override {
+    drop_task();  // (done already, unless the worker goes without settling)
     for (HostBlock* b : blocks_) host_block_done(b);
     --inline_->inflight;
     inline_->budget_ns = InlineState::kBudgetNs;  // settled on a turn of the event loop
@@ -266,12 +277,14 @@ class TaskWorker : public Napi::AsyncWorker {
 
  private:
   bool host_array_detached() const;
+  void drop_task();
   std::function<Status()> task_;
   Napi::Promise::Deferred deferred_;
   std::vector<Napi::Reference<Napi::Value>> keep_;
   std::vector<size_t> host_bytes_;  // per keep_ entry: a typed array's byte length when queued, else 0
   std::vector<HostBlock*> blocks_;  // hostAlloc blocks of keep_, in flight until this worker goes
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
+  std::shared_ptr<CpuExecutor::Ticket> ticket_;  // with executor_: task_ handed over, posted at construction
   std::shared_ptr<InlineState> inline_;    // AddonData's: in flight from construction to destruction
   Runs runs_;
   Code code_ = Code::kOk;

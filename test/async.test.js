@@ -74,6 +74,23 @@ describe('async behaviour', function () {
     for (let i = 0; i < maps.length; i++) expectClose(await outs[i].data(), refSpp([maps[i]]), { label: `seed ${seed} map ${i}` });
   });
 
+  it('CPU ops called without awaiting run in call order (a chain of 48 through out:, 20 times)', async function () {
+    // Each op reads what the one before it writes; run out of order, zeros pass down the chain.
+    // (libuv's four threads took the ops to the executor in whatever order they woke: 43 of 50
+    // such chains ran out of order.)
+    const n = 1 << 16, K = 48;
+    const src = Float32Array.from({ length: n }, (_, i) => (i % 5) - 1);
+    for (let r = 0; r < 20; r++) {
+      const B = [sp.tensor(src, [n], { device: 'cpu' }), ...Array.from({ length: K }, () => sp.zeros([n], { device: 'cpu' }))];
+      const ps = [];
+      for (let i = 0; i < K; i++) ps.push(sp.relu(B[i], { out: B[i + 1] }));
+      await Promise.all(ps);
+      const d = await B[K].data();
+      expect(Array.from(d.subarray(0, 5)), `chain ${r}`).to.deep.equal([0, 0, 1, 2, 3]);
+      B.forEach((t) => t.dispose());
+    }
+  });
+
   it('works in worker_threads, several at once', async function () {
     const code = `
       const { parentPort, workerData } = require('worker_threads');
