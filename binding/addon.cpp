@@ -60,6 +60,12 @@ Napi::Value CpuPeak(const Napi::CallbackInfo& info) {
   return queue(info.Env(), task, {out}, Runs::kHost);
 }
 
+// cancelQueued(): see CpuExecutor::cancel_queued (lib/core/native.ts calls it at process exit).
+Napi::Value CancelQueued(const Napi::CallbackInfo& info) {
+  info.Env().GetInstanceData<AddonData>()->cpu->cancel_queued();
+  return info.Env().Undefined();
+}
+
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
@@ -165,10 +171,20 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);
+  // At the environment's teardown, CPU ops still queued are not run (see cancel_queued).
+  napi_add_env_cleanup_hook(
+      env,
+      [](void* arg) {
+        auto* cpu = static_cast<std::shared_ptr<CpuExecutor>*>(arg);
+        (*cpu)->cancel_queued();
+        delete cpu;
+      },
+      new std::shared_ptr<CpuExecutor>(data->cpu));
   exports.Set("DeviceBuffer", ctor);
   export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
-                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan}});
+                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
+                                   {"cancelQueued", CancelQueued}});
   exports.Set("enums", Enums(env));
   init_spp(env, exports);
   init_layers(env, exports);

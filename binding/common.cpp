@@ -301,6 +301,16 @@ Status CpuExecutor::wait(Ticket& t) {
   return t.status;
 }
 
+void CpuExecutor::cancel_queued() {
+  std::lock_guard<std::mutex> lk(m_);
+  for (const std::shared_ptr<Ticket>& t : queue_) {
+    t->status = Status::Error(Code::kUnavailable, "not run: the environment that queued it is shutting down");
+    t->done = true;
+  }
+  queue_.clear();
+  done_.notify_all();
+}
+
 void CpuExecutor::withdraw(const std::shared_ptr<Ticket>& t) {
   std::unique_lock<std::mutex> lk(m_);
   for (auto it = queue_.begin(); it != queue_.end(); ++it)

@@ -102,6 +102,10 @@ class CpuExecutor {
   // t taken out of the queue if it has not started, else waited for: afterwards the executor no
   // longer uses t.f (for a promise worker that goes without having waited, at a teardown).
   void withdraw(const std::shared_ptr<Ticket>& t);
+  // Every ticket not started is done at once, with status kUnavailable (the environment is going
+  // away: process.exit(), a worker's terminate()): the libuv threads waiting for them return, so
+  // the exit waits for the task running now, not for all those queued behind it.
+  void cancel_queued();
   // Nanoseconds spent running tasks so far (for overhead measurements: call time minus this).
   std::atomic<int64_t> busy_ns{0};
 

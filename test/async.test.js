@@ -91,6 +91,27 @@ describe('async behaviour', function () {
     }
   });
 
+  it('process.exit() with 40 CPU ops queued waits for the one running, not for all of them', function () {
+    this.timeout(120000);
+    const script = `
+      const sp = require(${JSON.stringify(path.join(__dirname, '..'))});
+      (async () => {
+        const x = sp.full([1, 64, 96, 96], 1), w = sp.full([64, 64, 5, 5], 0.01);
+        const t0 = performance.now();
+        for (let i = 0; i < 2; i++) (await sp.conv2d(x, w, null, { padding: 2 })).dispose();
+        const one = (performance.now() - t0) / 2;
+        for (let i = 0; i < 40; i++) sp.conv2d(x, w, null, { padding: 2 });
+        setTimeout(() => { console.log(JSON.stringify({ one, at: Date.now() })); process.exit(0); }, 20);
+      })();`;
+    const r = runChild(process.execPath, ['-e', script], { env: { ...process.env, SPPNET_DEVICE: 'cpu' }, timeout: 100000 });
+    const took = Date.now() - JSON.parse(r.stdout.trim()).at;
+    expect(r.status, r.stderr).to.equal(0);
+    // Before: every queued op ran first (40 x one conv, 12 s here); now at most the running one,
+    // plus the exit itself (generous: a quarter of the queued work).
+    const { one } = JSON.parse(r.stdout.trim());
+    expect(took, `exit took ${took} ms, one conv ${one.toFixed(0)} ms`).to.be.below(10 * one + 1000);
+  });
+
   it('works in worker_threads, several at once', async function () {
     const code = `
       const { parentPort, workerData } = require('worker_threads');

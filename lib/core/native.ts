@@ -200,6 +200,8 @@ export interface Native {
   compileSequence(steps: unknown[]): NativePlan;
   /** Drops a plan's tasks and what they hold (device memory included) now; it must not run again. */
   releasePlan(plan: NativePlan): void;
+  /** CPU ops queued and not started are not run: their promises reject (SPPNET_UNAVAILABLE). At exit. */
+  cancelQueued(): void;
 }
 
 /** A compiled op sequence (binding/common.cpp, SequencePlan): what it reads and writes is fixed. */
@@ -215,3 +217,7 @@ const path = require('path') as typeof import('path');
 // kernel on the CPU (slowly, one fiber per CUDA thread). For tests of the CUDA path without a GPU.
 const addon = process.env.SPPNET_CUDA_EMULATOR === '1' ? 'sppnet_emu' : 'sppnet';
 export const native = bindings({ bindings: addon, module_root: path.resolve(__dirname, '..', '..') }) as Native;
+// process.exit() (or the end of the event loop) waits for libuv's threads, and each of those
+// waits for the CPU op it took: without this, for every op queued behind the one running (40
+// queued convolutions: 12 s). A worker's terminate() does the same through the addon's cleanup hook.
+process.once('exit', () => native.cancelQueued());
