@@ -285,7 +285,7 @@ void CpuExecutor::post(const std::shared_ptr<Ticket>& t) {
     try {
       thread_ = std::thread([this] { loop(); });
     } catch (const std::exception& e) {  // a limit on threads: this op fails, the next one tries again
-      t->status = Status::Error(Code::kInternal, std::string("cannot start the CPU executor thread: ") + e.what());
+      t->status = Status::Error(Code::kUnavailable, std::string("cannot start the CPU executor thread: ") + e.what());
       t->done = true;
       return;
     }
@@ -421,6 +421,8 @@ Status guarded(const std::function<Status()>& f) {
     return Status::Error(Code::kOutOfMemory, "out of host memory");
   } catch (const std::exception& e) {
     return Status::Error(Code::kInternal, e.what());
+  } catch (...) {
+    return Status::Error(Code::kInternal, "an exception that is not a std::exception");
   }
 }
 }  // namespace
@@ -539,6 +541,16 @@ struct SequencePlan {
 
 namespace {
 
+// Marks a compiled plan's External, so that no other External passes for one (internal calls).
+constexpr napi_type_tag kPlanTag = {0x73707061'6e6e6574ULL, 0x706c616e'00000001ULL};
+
+// The plan behind v, or a TypeError (internal: `what` names the call).
+SequencePlan* plan_of(Napi::Env env, const Napi::Value& v, const std::string& what) {
+  if (!v.IsExternal() || !v.As<Napi::External<SequencePlan>>().CheckTypeTag(&kPlanTag))
+    throw Napi::TypeError::New(env, "internal: " + what + " takes a compiled plan");
+  return v.As<Napi::External<SequencePlan>>().Data();
+}
+
 // Calls the entry point of each [fn, args] step of `steps` with the capture on; a compiled plan
 // in place of fn (args undefined) is taken as one step holding it. The steps' tasks in order.
 std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi::Array& steps, const char* fn) {
@@ -552,7 +564,7 @@ std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi:
   for (uint32_t i = 0; i + 1 < steps.Length(); i += 2) {
     const Napi::Value f = steps.Get(i);
     if (f.IsExternal()) {
-      SequencePlan* plan = f.As<Napi::External<SequencePlan>>().Data();
+      SequencePlan* plan = plan_of(env, f, std::string("a ") + fn + " step");
       if (!plan->holds) throw Napi::TypeError::New(env, std::string("internal: a ") + fn + " step is a released plan");
       auto tasks = plan->tasks;
       // `held`: what the plan's tasks use stays alive (and its host blocks counted) while this
@@ -641,10 +653,12 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
     }
     plan->tasks->push_back(std::move(c.task));
   }
-  return Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) {
+  auto external = Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) {
     p->release();
     delete p;
   });
+  external.TypeTag(&kPlanTag);
+  return external;
 }
 
 // releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not
@@ -653,8 +667,7 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
 // again (a sequence step of a released plan is an error).
 Napi::Value ReleasePlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "internal: releasePlan takes a plan");
-  info[0].As<Napi::External<SequencePlan>>().Data()->release();
+  plan_of(env, info[0], "releasePlan")->release();
   return env.Undefined();
 }
 
