@@ -368,9 +368,7 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
   ++inline_->queued;
   for (const auto& v : keep) {
     if (!v.IsObject() && !v.IsExternal()) continue;  // an External: a compiled plan the task runs
-    keep_.push_back(Napi::Persistent(v));
-    HostBlock* b = host_block_acquire(env, v);
-    if (b) blocks_.push_back(b);
+    HostBlock* b = holds_.add(env, Napi::Persistent(v));
     // An addon block given back while this task runs is detached but stays alive (and is not
     // reused) until the task is over: not a lost buffer.
     host_bytes_.push_back(v.IsTypedArray() && !b ? v.As<Napi::TypedArray>().ByteLength() : 0);
@@ -400,9 +398,9 @@ void TaskWorker::drop_task() {
 // before each op; this catches the rest (a WebAssembly memory that grew, an addon that detached
 // a buffer) once the op is over, so that its result is an error instead of what it read.
 bool TaskWorker::host_array_detached() const {
-  for (size_t i = 0; i < keep_.size(); ++i) {
+  for (size_t i = 0; i < holds_.keep.size(); ++i) {
     if (host_bytes_[i] == 0) continue;
-    const Napi::Value v = keep_[i].Value();
+    const Napi::Value v = holds_.keep[i].Value();
     if (v.IsTypedArray() && v.As<Napi::TypedArray>().ByteLength() != host_bytes_[i]) return true;
   }
   return false;
@@ -510,27 +508,14 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
 // without calling the entry points (nor reading their arguments) again; lib/ drops a plan once
 // no run of it is in flight (lib/nn/plans.ts), and what a run uses is held by the run as well.
 //
-// What a plan's tasks use, held until the last holder lets go: the JS values (typed arrays,
-// device buffers, filter caches) and, counted in flight (one count each), the addon's host blocks
-// among them. Holders: the plan (until releasePlan or its finaliser), each run of it queued or
-// running, and each plan compiled with it as a step. So nothing a run that was queued before
-// releasePlan reads or writes is collected, or goes to the cache (Tensor.dispose()), before that
-// run is over. Holders let go on the JS thread (a run's task is dropped in OnOK / OnError or with
-// its worker; a plan's at releasePlan or its finaliser).
-struct PlanHolds {
-  std::vector<Napi::Reference<Napi::Value>> keep;
-  std::vector<HostBlock*> blocks;
-  PlanHolds() = default;
-  PlanHolds(const PlanHolds&) = delete;
-  PlanHolds& operator=(const PlanHolds&) = delete;
-  ~PlanHolds() {
-    for (HostBlock* b : blocks) host_block_done(b);
-  }
-};
-
+// What a plan's tasks use (Holds) is shared by the plan (until releasePlan or its finaliser),
+// each run of it queued or running, and each plan compiled with it as a step: nothing a run that
+// was queued before releasePlan reads or writes is collected, or goes to the cache
+// (Tensor.dispose()), before that run is over. Holders let go on the JS thread (a run's task is
+// dropped in OnOK / OnError or with its worker).
 struct SequencePlan {
   std::shared_ptr<std::vector<std::function<Status()>>> tasks = std::make_shared<std::vector<std::function<Status()>>>();
-  std::shared_ptr<PlanHolds> holds = std::make_shared<PlanHolds>();
+  std::shared_ptr<Holds> holds = std::make_shared<Holds>();
   int runs = 0;
   int64_t work = 0;
   void release() {
@@ -647,10 +632,7 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
   plan->runs = captured.front().runs;
   plan->work = total_work(captured);
   for (CapturedTask& c : captured) {
-    for (auto& r : c.keep) {
-      if (HostBlock* b = host_block_acquire(env, r.Value())) plan->holds->blocks.push_back(b);
-      plan->holds->keep.push_back(std::move(r));
-    }
+    for (auto& r : c.keep) plan->holds->add(env, std::move(r));
     plan->tasks->push_back(std::move(c.task));
   }
   auto external = Napi::External<SequencePlan>::New(env, plan, [](Napi::Env, SequencePlan* p) {
@@ -663,7 +645,7 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
 
 // releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not
 // when the GC collects the handle; lib/ calls it once no run uses the plan. A run already queued
-// keeps its own reference to the tasks and to what they use (PlanHolds). The plan cannot be run
+// keeps its own reference to the tasks and to what they use (Holds). The plan cannot be run
 // again (a sequence step of a released plan is an error).
 Napi::Value ReleasePlan(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

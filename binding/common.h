@@ -50,6 +50,28 @@ struct HostBlock {
 // null when v is not hostAlloc's. host_block_done() takes the count back.
 HostBlock* host_block_acquire(Napi::Env env, const Napi::Value& v);
 void host_block_done(HostBlock* b);
+
+// The JS values a task uses, held by references until the holder goes, and the addon's host
+// blocks among them counted in flight until then (so none goes back to the cache while the task
+// may use it). A promise worker's own, and a compiled plan's (shared by its runs). JS thread only,
+// destruction included.
+struct Holds {
+  std::vector<Napi::Reference<Napi::Value>> keep;
+  std::vector<HostBlock*> blocks;
+  Holds() = default;
+  Holds(const Holds&) = delete;
+  Holds& operator=(const Holds&) = delete;
+  ~Holds() {
+    for (HostBlock* b : blocks) host_block_done(b);
+  }
+  // Holds what r refers to; its host block, or null when it is not hostAlloc's.
+  HostBlock* add(Napi::Env env, Napi::Reference<Napi::Value>&& r) {
+    HostBlock* b = host_block_acquire(env, r.Value());
+    if (b) blocks.push_back(b);
+    keep.push_back(std::move(r));
+    return b;
+  }
+};
 std::shared_ptr<HostCache> make_host_cache();  // an instance's, empty (SPPNET_HOST_CACHE_MB)
 // Bytes the cache keeps, and the hostAlloc calls it served.
 void host_cache_stats(const HostCache& c, double* bytes, double* reused);
@@ -269,8 +291,7 @@ class TaskWorker : public Napi::AsyncWorker {
   TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
              std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state);
   ~TaskWorker() override {
-    drop_task();  // (done already, unless the worker goes without settling)
-    for (HostBlock* b : blocks_) host_block_done(b);
+    drop_task();  // (done already, unless the worker goes without settling); holds_ go after
     --inline_->inflight;
     inline_->budget_ns = InlineState::kBudgetNs;  // settled on a turn of the event loop
   }
@@ -284,9 +305,8 @@ class TaskWorker : public Napi::AsyncWorker {
   void drop_task();
   std::function<Status()> task_;
   Napi::Promise::Deferred deferred_;
-  std::vector<Napi::Reference<Napi::Value>> keep_;
-  std::vector<size_t> host_bytes_;  // per keep_ entry: a typed array's byte length when queued, else 0
-  std::vector<HostBlock*> blocks_;  // hostAlloc blocks of keep_, in flight until this worker goes
+  Holds holds_;                      // what the task uses, until this worker goes
+  std::vector<size_t> host_bytes_;  // per holds_.keep entry: a typed array's byte length when queued, else 0
   std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
   std::shared_ptr<CpuExecutor::Ticket> ticket_;  // with executor_: task_ handed over, posted at construction
   std::shared_ptr<InlineState> inline_;    // AddonData's: in flight from construction to destruction
