@@ -1,6 +1,7 @@
 // Module entry: backend facts, device memory and transfers. Ops live in their own files.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "common.h"
 #include "sppnet/cpu_info.h"
@@ -60,9 +61,10 @@ Napi::Value CpuPeak(const Napi::CallbackInfo& info) {
   return queue(info.Env(), task, {out}, Runs::kHost);
 }
 
-// cancelQueued(): see CpuExecutor::cancel_queued (lib/core/native.ts calls it at process exit).
+// cancelQueued(): see Executor::cancel_queued (lib/core/native.ts calls it at process exit).
 Napi::Value CancelQueued(const Napi::CallbackInfo& info) {
   info.Env().GetInstanceData<AddonData>()->cpu->cancel_queued();
+  info.Env().GetInstanceData<AddonData>()->cuda->cancel_queued();
   return info.Env().Undefined();
 }
 
@@ -125,6 +127,22 @@ Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
   return queue(info.Env(), task, {info[0], info[2]}, Runs::kCuda);
 }
 
+// copy(dst, dstOffset, src, srcOffset, n) -> Promise: n floats from src to dst, both Float32Arrays
+// or both DeviceBuffers, as an op on their device: after the ops called before it (Executor). On
+// the host it runs at once, on the JS thread, when nothing is in flight (queue()'s inline path).
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  const int64_t n = info[4].As<Napi::Number>().Int64Value();
+  FloatArg d = float_at(info, 0, true, "dst", n), s = float_at(info, 2, true, "src", n);
+  if (d.device != s.device) throw Napi::TypeError::New(info.Env(), "internal: copy() between the host and a device");
+  const bool device = d.device;
+  auto task = [s, d, n, device]() -> Status {
+    if (device) return cuda::copy_d2d(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float));
+    if (n > 0) std::memmove(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float));
+    return Status::Ok();
+  };
+  return queue(info.Env(), task, {info[0], info[2]}, runs_on(device), device ? -1 : 0);
+}
+
 // cudaCopy(dst, dstOffset, src, srcOffset, n): synchronous device -> device copy.
 Napi::Value CudaCopy(const Napi::CallbackInfo& info) {
   const int64_t n = info[4].As<Napi::Number>().Int64Value();
@@ -171,19 +189,21 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);
-  // At the environment's teardown, CPU ops still queued are not run (see cancel_queued).
+  // At the environment's teardown, ops still queued are not run (see cancel_queued).
+  using Executors = std::pair<std::shared_ptr<Executor>, std::shared_ptr<Executor>>;
   napi_add_env_cleanup_hook(
       env,
       [](void* arg) {
-        auto* cpu = static_cast<std::shared_ptr<CpuExecutor>*>(arg);
-        (*cpu)->cancel_queued();
-        delete cpu;
+        auto* both = static_cast<Executors*>(arg);
+        both->first->cancel_queued();
+        both->second->cancel_queued();
+        delete both;
       },
-      new std::shared_ptr<CpuExecutor>(data->cpu));
+      new Executors(data->cpu, data->cuda));
   exports.Set("DeviceBuffer", ctor);
   export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
-                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
+                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
                                    {"cancelQueued", CancelQueued}});
   exports.Set("enums", Enums(env));
   init_spp(env, exports);

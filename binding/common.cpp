@@ -268,9 +268,9 @@ std::shared_ptr<LayerJob> layer_job(const Napi::Object& obj, bool with_out) {
   return j;
 }
 
-// ---- the CPU executor ----
+// ---- the executors ----
 
-CpuExecutor::~CpuExecutor() {
+Executor::~Executor() {
   {
     std::lock_guard<std::mutex> lk(m_);
     stop_ = true;
@@ -279,13 +279,13 @@ CpuExecutor::~CpuExecutor() {
   if (thread_.joinable()) thread_.join();
 }
 
-void CpuExecutor::post(const std::shared_ptr<Ticket>& t) {
+void Executor::post(const std::shared_ptr<Ticket>& t) {
   std::lock_guard<std::mutex> lk(m_);
   if (!thread_.joinable()) {
     try {
       thread_ = std::thread([this] { loop(); });
     } catch (const std::exception& e) {  // a limit on threads: this op fails, the next one tries again
-      t->status = Status::Error(Code::kUnavailable, std::string("cannot start the CPU executor thread: ") + e.what());
+      t->status = Status::Error(Code::kUnavailable, std::string("cannot start the executor thread: ") + e.what());
       t->done = true;
       return;
     }
@@ -294,14 +294,14 @@ void CpuExecutor::post(const std::shared_ptr<Ticket>& t) {
   work_.notify_one();
 }
 
-Status CpuExecutor::wait(Ticket& t) {
+Status Executor::wait(Ticket& t) {
   std::unique_lock<std::mutex> lk(m_);
   done_.wait(lk, [&] { return t.done; });
   if (t.error) std::rethrow_exception(t.error);
   return t.status;
 }
 
-void CpuExecutor::cancel_queued() {
+void Executor::cancel_queued() {
   std::lock_guard<std::mutex> lk(m_);
   for (const std::shared_ptr<Ticket>& t : queue_) {
     t->status = Status::Error(Code::kUnavailable, "not run: the environment that queued it is shutting down");
@@ -311,7 +311,7 @@ void CpuExecutor::cancel_queued() {
   done_.notify_all();
 }
 
-void CpuExecutor::withdraw(const std::shared_ptr<Ticket>& t) {
+void Executor::withdraw(const std::shared_ptr<Ticket>& t) {
   std::unique_lock<std::mutex> lk(m_);
   for (auto it = queue_.begin(); it != queue_.end(); ++it)
     if (*it == t) {
@@ -321,13 +321,13 @@ void CpuExecutor::withdraw(const std::shared_ptr<Ticket>& t) {
   done_.wait(lk, [&] { return t->done; });
 }
 
-void CpuExecutor::loop() {
+void Executor::loop() {
 #ifdef __linux__
   // The layers run below the priority of the JS thread (nice SPPNET_CPU_NICE, default 10; the
   // pool's helper threads, started from this thread, inherit it): with every core busy computing,
   // the event loop, decoding and GC still get a core at once, so a server stays responsive while
   // a batch runs. Only the share under contention changes; an idle machine runs them as fast.
-  {
+  if (lower_priority_) {
     const char* e = std::getenv("SPPNET_CPU_NICE");
     const int nice = e ? std::atoi(e) : 10;
     if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
@@ -356,8 +356,23 @@ void CpuExecutor::loop() {
 
 // ---- promise worker ----
 
+namespace {
+// f's status, or an exception from it as one (nothing may be thrown across the thread boundary).
+Status guarded(const std::function<Status()>& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::Error(Code::kOutOfMemory, "out of host memory");
+  } catch (const std::exception& e) {
+    return Status::Error(Code::kInternal, e.what());
+  } catch (...) {
+    return Status::Error(Code::kInternal, "an exception that is not a std::exception");
+  }
+}
+}  // namespace
+
 TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
-                       std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state)
+                       std::shared_ptr<Executor> executor, std::shared_ptr<InlineState> inline_state)
     : Napi::AsyncWorker(env, "sppnet"),
       task_(std::move(task)),
       deferred_(Napi::Promise::Deferred::New(env)),
@@ -376,8 +391,19 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
   // Posted now, with what it uses held: the executor runs it after the ops called before it,
   // whether or not a libuv thread has taken this worker yet.
   if (executor_) {
-    ticket_ = std::make_shared<CpuExecutor::Ticket>();
-    ticket_->f = std::move(task_);
+    ticket_ = std::make_shared<Executor::Ticket>();
+    if (runs_ == Runs::kCuda)
+      // A CUDA task may return (an error, an exception) with work still queued on the stream.
+      // Nothing may settle, and no buffer it uses may be freed or reused (OnOK and OnError drop
+      // the task's holds), before that work is done: the one place that guarantees it, on the
+      // executor's thread, whose stream it is.
+      ticket_->f = [task = std::move(task_)]() {
+        const Status s = guarded(task);
+        const Status sync = cuda::synchronize();
+        return s.ok() ? sync : s;
+      };
+    else
+      ticket_->f = std::move(task_);
     task_ = nullptr;
     executor_->post(ticket_);
   }
@@ -410,30 +436,10 @@ namespace {
 // What an inline op costs the JS thread besides its own run (lib/'s checks and the promise), as
 // counted against InlineState::budget_ns.
 constexpr int64_t kInlineCallNs = 15000;
-
-// f's status, or an exception from it as one (nothing may be thrown across the thread boundary).
-Status guarded(const std::function<Status()>& f) {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Status::Error(Code::kOutOfMemory, "out of host memory");
-  } catch (const std::exception& e) {
-    return Status::Error(Code::kInternal, e.what());
-  } catch (...) {
-    return Status::Error(Code::kInternal, "an exception that is not a std::exception");
-  }
-}
 }  // namespace
 
 void TaskWorker::Execute() {
-  Status s = guarded([this] { return ticket_ ? executor_->wait(*ticket_) : task_(); });
-  // A CUDA task may have returned (an error, an exception) with work still queued on this
-  // thread's stream. Nothing may settle, and no buffer it uses may be freed or reused (OnOK and
-  // OnError drop the task's holds), before that work is done: the one place that guarantees it.
-  if (runs_ == Runs::kCuda) {
-    const Status sync = cuda::synchronize();
-    if (s.ok()) s = sync;
-  }
+  const Status s = guarded([this] { return ticket_ ? executor_->wait(*ticket_) : task_(); });
   if (!s.ok()) {
     code_ = s.code;
     SetError(s.message);
@@ -498,7 +504,8 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
     }
     return deferred.Promise();
   }
-  auto* w = new TaskWorker(env, std::move(task), keep, runs, runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr, d->inline_state);
+  std::shared_ptr<Executor> on = runs == Runs::kCuda ? d->cuda : runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr;
+  auto* w = new TaskWorker(env, std::move(task), keep, runs, std::move(on), d->inline_state);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -93,21 +93,26 @@ struct DeviceMem {
   ~DeviceMem();
 };
 
-// Runs the CPU tasks of one addon instance (the main thread's, or a worker_thread's: nothing
-// process-wide) one at a time on a thread of its own, started on first use, in the order the JS
-// thread posted them (at the op's call: ops queued without awaiting run in call order, and the
-// executor starts a task without waiting for a libuv thread to pick it up); the libuv thread that
-// took the task's promise waits for it. Why: the CPU kernels' helper threads and scratch buffers belong
-// to the thread that calls them (cpu/parallel.h, the thread_local buffers of cpu/*.cpp). Spread
-// over libuv's four threads, consecutive layers of a network found helpers asleep and buffers
-// cold. Each op already uses every core, so running them one at a time costs nothing but the
-// hand-over (~25 us an op). CUDA tasks stay on libuv's threads.
-class CpuExecutor {
+// Runs the tasks of one addon instance (the main thread's, or a worker_thread's: nothing
+// process-wide) for one backend one at a time on a thread of its own, started on first use, in
+// the order the JS thread posted them (at the op's call: ops queued without awaiting run in call
+// order, and the executor starts a task without waiting for a libuv thread to pick it up); the
+// libuv thread that took the task's promise waits for it. Each instance has two (AddonData):
+// - CPU: the CPU kernels' helper threads and scratch buffers belong to the thread that calls them
+//   (cpu/parallel.h, the thread_local buffers of cpu/*.cpp). Spread over libuv's four threads,
+//   consecutive layers of a network found helpers asleep and buffers cold. Each op already uses
+//   every core, so running them one at a time costs nothing but the hand-over (~25 us an op).
+//   Runs below the JS thread's priority (SPPNET_CPU_NICE, default 10).
+// - CUDA: every op on one thread is every op on one stream (cudaStreamPerThread), so an op reads
+//   what the ops called before it wrote. On libuv's threads, each with its own stream, ops called
+//   without awaiting ran in no set order (a chain of 48 through `out:` on the emulated device:
+//   out of order in 20 of 20 tries). The task synchronises its stream before it is done.
+class Executor {
  public:
-  CpuExecutor() = default;
-  CpuExecutor(const CpuExecutor&) = delete;
-  CpuExecutor& operator=(const CpuExecutor&) = delete;
-  ~CpuExecutor();
+  explicit Executor(bool lower_priority) : lower_priority_(lower_priority) {}
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+  ~Executor();
   // A task handed over. `f` belongs to the poster: cleared on the JS thread once done (what it
   // captures may hold JS references), never by the executor.
   struct Ticket {
@@ -133,6 +138,7 @@ class CpuExecutor {
 
  private:
   void loop();
+  const bool lower_priority_;
   std::mutex m_;
   std::condition_variable work_, done_;
   std::deque<std::shared_ptr<Ticket>> queue_;
@@ -168,8 +174,9 @@ struct CapturedTask {
 struct AddonData {
   Napi::FunctionReference device_buffer;
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
-  std::shared_ptr<CpuExecutor> cpu = std::make_shared<CpuExecutor>();
+  std::shared_ptr<Executor> cpu = std::make_shared<Executor>(true);
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
+  std::shared_ptr<Executor> cuda = std::make_shared<Executor>(false);  // always used
   std::shared_ptr<InlineState> inline_state = std::make_shared<InlineState>();
   // Set while runSequence calls the entry points of its steps: queue() hands their tasks here.
   std::vector<CapturedTask>* capture = nullptr;
@@ -279,9 +286,9 @@ Pool2dParams pool_params(const Napi::Object& obj, const RaggedLayout& in, const 
 // obj.size (>= 1; odd when within), obj.alpha, obj.beta, obj.k, obj.within. Throws a JS error.
 LrnParams lrn_params(const Napi::Object& obj);
 
-// Where a task runs: on the instance's CpuExecutor, on a libuv thread as a CUDA task (its
-// stream is synchronised before the promise settles, whatever the task returned), or on a libuv
-// thread and nothing more (host work that must not touch CUDA, e.g. the CPU peak probe).
+// Where a task runs: on the instance's CPU Executor, on its CUDA Executor (the stream is
+// synchronised before the promise settles, whatever the task returned), or on a libuv thread and
+// nothing more (host work that must not touch CUDA, e.g. the CPU peak probe).
 enum class Runs { kCpu, kCuda, kHost };
 
 // Runs `task` on the libuv pool and settles a promise with its Status. Holds `keep` (JS values
@@ -289,7 +296,7 @@ enum class Runs { kCpu, kCuda, kHost };
 class TaskWorker : public Napi::AsyncWorker {
  public:
   TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
-             std::shared_ptr<CpuExecutor> executor, std::shared_ptr<InlineState> inline_state);
+             std::shared_ptr<Executor> executor, std::shared_ptr<InlineState> inline_state);
   ~TaskWorker() override {
     drop_task();  // (done already, unless the worker goes without settling); holds_ go after
     --inline_->inflight;
@@ -307,8 +314,8 @@ class TaskWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   Holds holds_;                      // what the task uses, until this worker goes
   std::vector<size_t> host_bytes_;  // per holds_.keep entry: a typed array's byte length when queued, else 0
-  std::shared_ptr<CpuExecutor> executor_;  // CPU tasks run there (held: it outlives the task)
-  std::shared_ptr<CpuExecutor::Ticket> ticket_;  // with executor_: task_ handed over, posted at construction
+  std::shared_ptr<Executor> executor_;  // the task runs there, if set (held: it outlives the task)
+  std::shared_ptr<Executor::Ticket> ticket_;  // with executor_: task_ handed over, posted at construction
   std::shared_ptr<InlineState> inline_;    // AddonData's: in flight from construction to destruction
   Runs runs_;
   Code code_ = Code::kOk;

@@ -3,7 +3,7 @@
 const { expect } = require('chai');
 const { Worker } = require('worker_threads');
 const path = require('path');
-const { sp, expectClose } = require('./support/helpers');
+const { sp, cudaStatus, expectClose } = require('./support/helpers');
 const { refSpp, rng, freshSeed, randomMap } = require('./support/reference');
 const { runChild, runNode } = require('./support/child');
 
@@ -74,22 +74,30 @@ describe('async behaviour', function () {
     for (let i = 0; i < maps.length; i++) expectClose(await outs[i].data(), refSpp([maps[i]]), { label: `seed ${seed} map ${i}` });
   });
 
-  it('CPU ops called without awaiting run in call order (a chain of 48 through out:, 20 times)', async function () {
-    // Each op reads what the one before it writes; run out of order, zeros pass down the chain.
-    // (libuv's four threads took the ops to the executor in whatever order they woke: 43 of 50
-    // such chains ran out of order.)
-    const n = 1 << 16, K = 48;
-    const src = Float32Array.from({ length: n }, (_, i) => (i % 5) - 1);
-    for (let r = 0; r < 20; r++) {
-      const B = [sp.tensor(src, [n], { device: 'cpu' }), ...Array.from({ length: K }, () => sp.zeros([n], { device: 'cpu' }))];
-      const ps = [];
-      for (let i = 0; i < K; i++) ps.push(sp.relu(B[i], { out: B[i + 1] }));
-      await Promise.all(ps);
-      const d = await B[K].data();
-      expect(Array.from(d.subarray(0, 5)), `chain ${r}`).to.deep.equal([0, 0, 1, 2, 3]);
-      B.forEach((t) => t.dispose());
-    }
-  });
+  for (const device of ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])])
+    it(`${device}: ops called without awaiting run in call order (a chain of 48 through out:, then the last one read and copied, 20 times)`, async function () {
+      // Each op reads what the one before it writes; run out of order, zeros pass down the chain.
+      // The read (data()) is not awaited after the chain either. (CPU: libuv's four threads took
+      // the ops to the executor in whatever order they woke, 43 of 50 such chains out of order.
+      // CUDA: each libuv thread ran its op on its own stream, 20 of 20 out of order on the emulated
+      // device; now one thread and one stream per instance.)
+      const n = 1 << 16, K = 48;
+      const src = Float32Array.from({ length: n }, (_, i) => (i % 5) - 1);
+      for (let r = 0; r < 20; r++) {
+        const B = [sp.tensor(src, [n], { device }), ...Array.from({ length: K }, () => sp.zeros([n], { device }))];
+        const ps = [];
+        for (let i = 0; i < K; i++) ps.push(sp.relu(B[i], { out: B[i + 1] }));
+        const read = B[K].data();
+        const copy = sp.dropout(B[K], { p: 0.5, training: false }); // a plain copy, in call order too
+        await Promise.all(ps);
+        const d = await read;
+        expect(Array.from(d.subarray(0, 5)), `${device} chain ${r}`).to.deep.equal([0, 0, 1, 2, 3]);
+        const c = (await copy).output;
+        expect(Array.from((await c.data()).subarray(0, 5)), `${device} chain ${r}, the copy`).to.deep.equal([0, 0, 1, 2, 3]);
+        c.dispose();
+        B.forEach((t) => t.dispose());
+      }
+    });
 
   it('process.exit() with 40 CPU ops queued waits for the one running, not for all of them', function () {
     this.timeout(120000);

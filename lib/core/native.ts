@@ -140,6 +140,8 @@ export interface Native {
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
+  /** n floats from src to dst (both host arrays or both device buffers) as an op: after the ops called before it. */
+  copy(dst: Float32Array | NativeDeviceBuffer, dstOffset: number, src: Float32Array | NativeDeviceBuffer, srcOffset: number, n: number): Promise<void>;
   /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
   gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
   /**

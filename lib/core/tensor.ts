@@ -111,7 +111,10 @@ export class Tensor {
     return s;
   }
 
-  /** A copy of the elements, row-major. */
+  /**
+   * A copy of the elements, row-major, as they are once the ops called before it are done (an op
+   * writing this tensor through `out:`, not awaited, included).
+   */
   data(): Promise<Float32Array> {
     return this.read('Tensor.data', 'the tensor');
   }
@@ -120,9 +123,10 @@ export class Tensor {
   async read(fn: string, what: string): Promise<Float32Array> {
     const site = new CallSite();
     const s = this.storage(fn, what);
-    if (s.device === 'cpu') return s.array.slice();
     const out = new Float32Array(this.size);
-    await site.run(fn, () => native.cudaDownload(s.buffer, s.offset, out));
+    // Both in call order, after the ops queued before (on the host, at once when none is).
+    if (s.device === 'cpu') await site.run(fn, () => native.copy(out, 0, s.array, 0, this.size));
+    else await site.run(fn, () => native.cudaDownload(s.buffer, s.offset, out));
     return out;
   }
 

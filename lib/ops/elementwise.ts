@@ -73,16 +73,16 @@ export function dropoutRate(fn: string, o: Record<string, unknown>, prefix = 'op
   return v;
 }
 
-/** A copy of x on its device. */
+/** A copy of x on its device, in call order (after the ops called before it: an op writing x included). */
 async function copyOf<T extends Tensor | RaggedBatch>(fn: string, site: CallSite, x: T, s: Storage, n: number): Promise<T> {
   const out = allocateAs(x, fn);
   const d = out.storage(fn, 'the copy');
   try {
-    if (s.device === 'cpu' && d.device === 'cpu') d.array.set(s.array.subarray(0, n));
-    else if (s.device === 'cuda' && d.device === 'cuda') native.cudaCopy(d.buffer, d.offset, s.buffer, s.offset, n);
+    if (s.device === 'cpu' && d.device === 'cpu') await site.run(fn, () => native.copy(d.array, 0, s.array, 0, n));
+    else if (s.device === 'cuda' && d.device === 'cuda') await site.run(fn, () => native.copy(d.buffer, d.offset, s.buffer, s.offset, n));
   } catch (e) {
     out.dispose();
-    throw site.wrap(e, fn);
+    throw e;
   }
   return out;
 }
