@@ -129,18 +129,27 @@ Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
 
 // copy(dst, dstOffset, src, srcOffset, n) -> Promise: n floats from src to dst, both Float32Arrays
 // or both DeviceBuffers, as an op on their device: after the ops called before it (Executor). On
-// the host it runs at once, on the JS thread, when nothing is in flight (queue()'s inline path).
+// the host, when nothing is in flight, at once on the JS thread, as a slice() would (not counted
+// as an op: memoryStats' opsInline / opsQueued count the others).
 Napi::Value Copy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   const int64_t n = info[4].As<Napi::Number>().Int64Value();
   FloatArg d = float_at(info, 0, true, "dst", n), s = float_at(info, 2, true, "src", n);
-  if (d.device != s.device) throw Napi::TypeError::New(info.Env(), "internal: copy() between the host and a device");
+  if (d.device != s.device) throw Napi::TypeError::New(env, "internal: copy() between the host and a device");
   const bool device = d.device;
   auto task = [s, d, n, device]() -> Status {
     if (device) return cuda::copy_d2d(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float));
     if (n > 0) std::memmove(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float));
     return Status::Ok();
   };
-  return queue(info.Env(), task, {info[0], info[2]}, runs_on(device), device ? -1 : 0);
+  const AddonData* data = env.GetInstanceData<AddonData>();
+  if (!device && !data->capture && data->inline_state->inflight == 0) {
+    (void)task();
+    Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
+    done.Resolve(env.Undefined());
+    return done.Promise();
+  }
+  return queue(env, task, {info[0], info[2]}, runs_on(device));
 }
 
 // cudaCopy(dst, dstOffset, src, srcOffset, n): synchronous device -> device copy.
@@ -182,9 +191,14 @@ Napi::Object Enums(Napi::Env env) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  cpu::load_settings();  // here, on the JS thread (cpu/settings.h)
   auto* data = new AddonData();
   data->host = make_host_cache();
   if (const char* e = std::getenv("SPPNET_CPU_EXECUTOR")) data->use_executor = std::string(e) != "0";
+  {
+    const char* e = std::getenv("SPPNET_CPU_NICE");
+    data->cpu = std::make_shared<Executor>(e ? std::atoi(e) : 10);
+  }
   if (const char* e = std::getenv("SPPNET_INLINE_WORK")) data->inline_limit = std::max<int64_t>(0, std::atoll(e));
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);

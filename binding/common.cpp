@@ -327,11 +327,7 @@ void Executor::loop() {
   // pool's helper threads, started from this thread, inherit it): with every core busy computing,
   // the event loop, decoding and GC still get a core at once, so a server stays responsive while
   // a batch runs. Only the share under contention changes; an idle machine runs them as fast.
-  if (lower_priority_) {
-    const char* e = std::getenv("SPPNET_CPU_NICE");
-    const int nice = e ? std::atoi(e) : 10;
-    if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice);
-  }
+  if (nice_ > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), nice_);
 #endif
   std::unique_lock<std::mutex> lk(m_);
   for (;;) {

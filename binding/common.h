@@ -102,14 +102,15 @@ struct DeviceMem {
 //   (cpu/parallel.h, the thread_local buffers of cpu/*.cpp). Spread over libuv's four threads,
 //   consecutive layers of a network found helpers asleep and buffers cold. Each op already uses
 //   every core, so running them one at a time costs nothing but the hand-over (~25 us an op).
-//   Runs below the JS thread's priority (SPPNET_CPU_NICE, default 10).
+//   Runs below the JS thread's priority (nice SPPNET_CPU_NICE, default 10, read at the load).
 // - CUDA: every op on one thread is every op on one stream (cudaStreamPerThread), so an op reads
 //   what the ops called before it wrote. On libuv's threads, each with its own stream, ops called
 //   without awaiting ran in no set order (a chain of 48 through `out:` on the emulated device:
 //   out of order in 20 of 20 tries). The task synchronises its stream before it is done.
 class Executor {
  public:
-  explicit Executor(bool lower_priority) : lower_priority_(lower_priority) {}
+  // nice: the thread's nice value on Linux (0: as the process)
+  explicit Executor(int nice) : nice_(nice) {}
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
   ~Executor();
@@ -138,7 +139,7 @@ class Executor {
 
  private:
   void loop();
-  const bool lower_priority_;
+  const int nice_;
   std::mutex m_;
   std::condition_variable work_, done_;
   std::deque<std::shared_ptr<Ticket>> queue_;
@@ -174,9 +175,9 @@ struct CapturedTask {
 struct AddonData {
   Napi::FunctionReference device_buffer;
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
-  std::shared_ptr<Executor> cpu = std::make_shared<Executor>(true);
+  std::shared_ptr<Executor> cpu;  // made at the load (its nice value from the environment)
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
-  std::shared_ptr<Executor> cuda = std::make_shared<Executor>(false);  // always used
+  std::shared_ptr<Executor> cuda = std::make_shared<Executor>(0);  // always used
   std::shared_ptr<InlineState> inline_state = std::make_shared<InlineState>();
   // Set while runSequence calls the entry points of its steps: queue() hands their tasks here.
   std::vector<CapturedTask>* capture = nullptr;

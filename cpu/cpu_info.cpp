@@ -13,6 +13,8 @@
 namespace sppnet {
 namespace cpu {
 
+void load_settings() { (void)settings(); }
+
 std::string isa() { return isa_name(detect_isa()); }
 
 int threads() { return num_threads(); }

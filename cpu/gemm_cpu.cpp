@@ -436,16 +436,10 @@ Kernel<float> kernel() {
   return {portable::block, portable::MR};
 }
 
-int64_t env_or(const char* name, int64_t dflt) {
-  const char* s = std::getenv(name);
-  const long long v = s ? std::atoll(s) : 0;
-  return v > 0 ? v : dflt;
-}
-
 // The K block: all of K up to 5/4 of SPPNET_GEMM_KC (default 512; a short last block is not
 // worth a pass over C), else that.
 int64_t k_block(int64_t K) {
-  static const int64_t kKc = env_or("SPPNET_GEMM_KC", 512);
+  const int64_t kKc = settings().gemm_kc;
   return K <= kKc * 5 / 4 ? K : kKc;
 }
 
@@ -455,7 +449,7 @@ int64_t k_block(int64_t K) {
 template <typename T>
 void compute(const Kernel<T>& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, int64_t Kfull, const T* A,
              int64_t lda, const T* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
-  static const int64_t kL2 = env_or("SPPNET_GEMM_L2", l2_cache_bytes() / 2);
+  const int64_t kL2 = settings().gemm_l2;
   int64_t kc = k_block(K);
   if (sizeof(T) == 2 && kc < K) kc += kc & 1;  // bfloat16: blocks start on a pair
   for (int64_t k0 = 0; k0 < K; k0 += kc) {

@@ -25,7 +25,9 @@ namespace cpu {
 
 enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 
+// The CPU's widest, narrowed by SPPNET_CPU_ISA: read once per process (see settings.h).
 inline Isa detect_isa() {
+  static const Isa isa = [] {
   Isa best = Isa::kPortable;
 #ifdef SPP_X86
   __builtin_cpu_init();
@@ -42,6 +44,8 @@ inline Isa detect_isa() {
     if (static_cast<int>(want) < static_cast<int>(best)) best = want;
   }
   return best;
+  }();
+  return isa;
 }
 
 // One core's L2 cache in bytes (what the GEMM's blocking is sized to): 512 KiB on Zen 2/3, 1 MiB

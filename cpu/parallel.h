@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "settings.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define SPP_PAUSE() _mm_pause()
@@ -31,19 +33,9 @@
 namespace sppnet {
 namespace cpu {
 
-// SPPNET_NUM_THREADS, else the hardware threads; read once per process (a constant after that:
+// SPPNET_NUM_THREADS, else the hardware threads (settings.h: read once per process;
 // hardware_concurrency() opens and reads a file in /sys at every call, ~10 us, once per op).
-inline int num_threads() {
-  static const int n = [] {
-    if (const char* s = std::getenv("SPPNET_NUM_THREADS")) {
-      const int v = std::atoi(s);
-      if (v > 0) return v;
-    }
-    const unsigned hc = std::thread::hardware_concurrency();
-    return hc == 0 ? 1 : static_cast<int>(hc);
-  }();
-  return n;
-}
+inline int num_threads() { return settings().num_threads; }
 
 namespace detail {
 
@@ -54,7 +46,7 @@ inline thread_local bool in_parallel = false;
 class Pool {
  public:
   explicit Pool(int helpers) {
-    if (const char* e = std::getenv("SPPNET_POOL_SPIN")) spin_ = std::max(0, std::atoi(e));
+    spin_ = settings().pool_spin;
     // A helper the system will not start (a limit on threads or memory): the pool goes on with
     // those it has (parts are claimed, so the caller does what no helper takes), and says so, so
     // that pool_for does not try again at every call. (Unwinding a half-built pool instead would
@@ -162,7 +154,7 @@ class Pool {
   std::atomic<bool> stop_{false};
   const std::function<void(int)>* job_ = nullptr;
   std::exception_ptr err_;
-  int spin_ = 2000;  // ~50 us of PAUSE on Zen 4 (25 ns each); SPPNET_POOL_SPIN overrides
+  int spin_ = 2000;  // ~50 us of PAUSE on Zen 4 (25 ns each); SPPNET_POOL_SPIN overrides (settings.h)
   bool short_ = false;
 };
 

@@ -33,8 +33,8 @@ constexpr int64_t kWinogradMinTiles = 48;  // ZF-5 conv3-5 at 224: 49 tiles an i
 // cost more than the GEMM (cin x cout) saves. Measured on Zen 5 with the filter cache, 2 threads
 // (bench/RESULTS.md, "Winograd only with >= 160 channels"): 160->320 at 14x14 0.59 ms against im2col's
 // 0.66; 128->192 at 28x28 1.49 against 1.40, 64->192 at 56x56 4.15 against 2.48, 96->256 at 27x27
-// 1.59 against 1.23. SPPNET_WINOGRAD_MIN_CHANNELS=N sets it (tests take the path on small layers).
-constexpr int kWinogradMinChannels = 160;
+// 1.59 against 1.23. The bound is settings().winograd_min_channels (settings.h: 160, or
+// SPPNET_WINOGRAD_MIN_CHANNELS at the load; tests take the path on small layers that way).
 // Above this many (cin, cout) pairs the transformed filters (16 floats each, 256 MiB here) are
 // not worth their memory.
 constexpr int64_t kWinogradMaxFilters = int64_t{1} << 22;
@@ -232,16 +232,13 @@ int64_t cache_floats(int cin, int cout) { return kCacheHeader + 16 * stagger(int
 int64_t winograd_cache_floats(const Conv2dParams& p) { return cache_floats(p.in_channels, p.out_channels); }
 
 bool winograd_applies(const Conv2dParams& p, const RaggedView& out) {
-  if (const char* e = std::getenv("SPPNET_WINOGRAD"))
-    if (std::strcmp(e, "0") == 0) return false;
+  if (!settings().winograd) return false;
   // Few channels: the transforms cost more than the GEMM saves. Few tiles: the filter transform
   // (16 x cout x cin floats written per call) outweighs the saving.
   if (!(p.groups == 1 && p.kernel_h == 3 && p.kernel_w == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
         int64_t{p.in_channels} * p.out_channels <= kWinogradMaxFilters))
     return false;
-  int min_channels = kWinogradMinChannels;
-  if (const char* e = std::getenv("SPPNET_WINOGRAD_MIN_CHANNELS"))
-    if (std::atoi(e) > 0) min_channels = std::atoi(e);  // anything else: the default
+  const int min_channels = settings().winograd_min_channels;
   if (p.in_channels < min_channels || p.out_channels < min_channels) return false;
   int64_t tiles = 0;
   for (int i = 0; i < out.count; ++i) tiles += int64_t{(out.height[i] + 1) / 2} * ((out.width[i] + 1) / 2);
@@ -267,8 +264,7 @@ Status conv2d_winograd(const RaggedView& in, const float* x, const Conv2dParams&
   // a large batch does not hold gigabytes of scratch (kept per thread between calls).
   // (SPPNET_WINOGRAD_CHUNK=N: N tiles, rounded up to whole panels; for tests.)
   int64_t chunk = std::max<int64_t>(NR, kChunkFloats / (16 * (int64_t{cin} + cout)) / NR * NR);
-  if (const char* e = std::getenv("SPPNET_WINOGRAD_CHUNK"))
-    if (std::atoll(e) > 0) chunk = (std::atoll(e) + NR - 1) / NR * NR;
+  if (settings().winograd_chunk > 0) chunk = (settings().winograd_chunk + NR - 1) / NR * NR;
   const int64_t TC = std::min(T, chunk);
   // The 16 planes of U, V and M are written (and read) 16 at a time, one element in each: a plane
   // stride that is a multiple of 4 KiB would put all 16 streams in one L1 set (ZF-5's conv4 U

@@ -4,7 +4,7 @@
 // call). They must give what the layers give, bit for bit, for every input, and never let one
 // run see another's buffers, stale weights or stale settings.
 const { expect } = require('chai');
-const { sp, winogradFrom } = require('./support/helpers');
+const { sp, describeInChildWith, WINOGRAD_FROM_32 } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { native } = require('../dist/core/native');
 
@@ -47,13 +47,10 @@ async function counting(f) {
 }
 
 for (const device of devices) {
-  describe(`compiled runs (plans) on ${device}`, function () {
+  describeInChildWith(WINOGRAD_FROM_32, __filename, `compiled runs (plans) on ${device}`, function () {
     this.timeout(300000);
     // c1 and c2 (32 channels) take the CPU's Winograd path (from 32 channels in these tests), whose
     // filter caches a plan then reads.
-    let restore;
-    before(() => (restore = winogradFrom(32)));
-    after(() => restore());
     const img = (r, s) => sp.tensor(rand(r, s[0] * s[1] * s[2]), s, { device });
 
     it('give the layers\' logits bit for bit for fresh inputs of a signature, from the second run on, in one native call of three steps', async function () {

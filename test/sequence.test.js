@@ -3,7 +3,7 @@
 // binding RunSequence): the same logits, bit for bit, as layer-by-layer calls (SPPNET_SEQUENCE=0),
 // one native call per run, concurrent runs kept apart, and the buffers a run read kept alive.
 const { expect } = require('chai');
-const { sp, winogradFrom } = require('./support/helpers');
+const { sp, describeInChildWith, WINOGRAD_FROM_32 } = require('./support/helpers');
 const { rng, freshSeed } = require('./support/reference');
 const { native } = require('../dist/core/native');
 
@@ -26,11 +26,8 @@ async function logits(model, imgs, sequence) {
 }
 
 for (const device of devices) {
-  describe(`Model.run as one op sequence on ${device}`, function () {
+  describeInChildWith(WINOGRAD_FROM_32, __filename, `Model.run as one op sequence on ${device}`, function () {
     // c2 (32 channels) takes the CPU's Winograd path as well (from 32 channels in these tests).
-    let restore;
-    before(() => (restore = winogradFrom(32)));
-    after(() => restore());
     this.timeout(300000);
 
     it('gives the logits of layer-by-layer calls bit for bit, in one native call', async function () {

@@ -7,6 +7,9 @@
 
 namespace sppnet {
 namespace cpu {
+// Reads the CPU kernels' settings from the environment (cpu/settings.h), if not done yet: the
+// addon calls it as it loads, on the JS thread, so that no kernel's thread ever calls getenv.
+void load_settings();
 // The vector ISA the CPU kernels dispatch to ("avx512", "avx2" or "portable"); see cpu/isa.h.
 std::string isa();
 // Threads a CPU op uses (SPPNET_NUM_THREADS, else all hardware threads).

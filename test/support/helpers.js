@@ -1,5 +1,6 @@
 'use strict';
 const { expect } = require('chai');
+const path = require('path');
 const sp = require('../../dist');
 
 /** Whether the CUDA path can run here, and why not. */
@@ -51,17 +52,53 @@ async function settledMemory() {
 }
 
 /**
- * The CPU's Winograd path from `channels` input and output channels on (its default, 160, keeps
- * small test layers on im2col): returns the function that restores the setting. The addon reads
- * SPPNET_WINOGRAD_MIN_CHANNELS at each call.
+ * For a test that needs the addon loaded with other settings (the CPU kernels read theirs from the
+ * environment once, at the load: cpu/settings.h): in the test process, runs this one test again
+ * in a child mocha with `env` added and checks that it passed there, then returns true (the caller
+ * returns); in that child (where `env` is already set), returns false and the caller runs its body.
+ * `ctx` is the test's `this`, `file` its file (__filename).
  */
-function winogradFrom(channels) {
-  const saved = process.env.SPPNET_WINOGRAD_MIN_CHANNELS;
-  process.env.SPPNET_WINOGRAD_MIN_CHANNELS = String(channels);
-  return () => {
-    if (saved === undefined) delete process.env.SPPNET_WINOGRAD_MIN_CHANNELS;
-    else process.env.SPPNET_WINOGRAD_MIN_CHANNELS = saved;
-  };
+function inChildWith(ctx, file, env) {
+  if (hasEnv(env)) return false;
+  const out = mochaChild(file, `^${escapeRegExp(ctx.test.fullTitle())}$`, env);
+  expect(out, `in a child with ${JSON.stringify(env)}: exactly this test ran`).to.match(/\b1 passing\b/);
+  return true;
 }
 
-module.exports = { sp, cudaStatus, expectClose, expectReject, settledMemory, winogradFrom };
+/**
+ * describe(title, body) with the addon loaded with `env` added (see inChildWith): in the test
+ * process, a block of one test that runs this block's tests in a child mocha and checks that
+ * they all passed there; in that child, the block itself.
+ */
+function describeInChildWith(env, file, title, body) {
+  if (hasEnv(env)) return describe(title, body);
+  return describe(title, function () {
+    it(`every test of the block, in a child with ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')}`, function () {
+      this.timeout(1800000);
+      const out = mochaChild(file, `^${escapeRegExp(title)} `, env);
+      const passed = out.match(/(\d+) passing/);
+      expect(passed && Number(passed[1]), `in a child with ${JSON.stringify(env)}: tests ran\n${out}`).to.be.greaterThan(0);
+      expect(out).to.not.match(/\d+ failing/);
+    });
+  });
+}
+
+const hasEnv = (env) => Object.entries(env).every(([k, v]) => process.env[k] === v);
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Runs the tests of `file` whose full titles match `grep` in a child mocha with `env` added; fails unless it exits 0; returns its output. */
+function mochaChild(file, grep, env) {
+  const { runNode } = require('./child');
+  const root = path.join(__dirname, '..', '..');
+  const mocha = path.join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
+  const r = runNode(['--expose-gc', mocha, '--reporter', 'spec', '--timeout', '600000', '--grep', grep, file],
+    { cwd: root, env: { ...process.env, ...env }, timeout: 1700000 });
+  const out = `${r.stdout}${r.stderr}`;
+  expect(r.status, `in a child with ${JSON.stringify(env)}:\n${out}`).to.equal(0);
+  return out;
+}
+
+/** inChildWith() for the CPU's Winograd path from 32 input and output channels (its default, 160, keeps small test layers on im2col). */
+const WINOGRAD_FROM_32 = { SPPNET_WINOGRAD_MIN_CHANNELS: '32' };
+
+module.exports = { sp, cudaStatus, expectClose, expectReject, settledMemory, inChildWith, describeInChildWith, WINOGRAD_FROM_32 };
