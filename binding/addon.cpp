@@ -37,6 +37,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   h.Set("isa", cpu::isa());
   h.Set("threads", cpu::threads());
   h.Set("bf16", cpu::bf16_products());
+  Napi::Object settings = Napi::Object::New(env);
+  for (const auto& kv : cpu::settings_list()) settings.Set(kv.first, kv.second);
+  h.Set("settings", settings);
   Napi::Object o = Napi::Object::New(env);
   o.Set("cuda", c);
   o.Set("cpu", h);
@@ -127,23 +130,26 @@ Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
   return queue(info.Env(), task, {info[0], info[2]}, Runs::kCuda);
 }
 
-// copy(dst, dstOffset, src, srcOffset, n) -> Promise: n floats from src to dst, both Float32Arrays
-// or both DeviceBuffers, as an op on their device: after the ops called before it (Executor). On
-// the host, when nothing is in flight, at once on the JS thread, as a slice() would (not counted
-// as an op: memoryStats' opsInline / opsQueued count the others).
+// copy(dst, dstOffset, src, srcOffset, n) -> Promise: n floats from src to dst (each a
+// Float32Array or a DeviceBuffer) as an op: after the ops called before it on the device
+// (Executor; CUDA when either is device memory). Host to host, with no host task in flight, it
+// runs at once on the JS thread as a slice() would (unless SPPNET_INLINE_WORK=0), and is not
+// counted as an op (memoryStats' opsInline / opsQueued count the others).
 Napi::Value Copy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t n = info[4].As<Napi::Number>().Int64Value();
   FloatArg d = float_at(info, 0, true, "dst", n), s = float_at(info, 2, true, "src", n);
-  if (d.device != s.device) throw Napi::TypeError::New(env, "internal: copy() between the host and a device");
-  const bool device = d.device;
-  auto task = [s, d, n, device]() -> Status {
-    if (device) return cuda::copy_d2d(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float));
-    if (n > 0) std::memmove(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float));
+  const bool device = d.device || s.device;
+  auto task = [s, d, n]() -> Status {
+    const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+    if (d.device && s.device) return cuda::copy_d2d(d.ptr, s.ptr, bytes);
+    if (d.device) return cuda::copy_h2d(d.ptr, s.ptr, bytes);
+    if (s.device) return cuda::copy_d2h(d.ptr, s.ptr, bytes);
+    if (n > 0) std::memmove(d.ptr, s.ptr, bytes);
     return Status::Ok();
   };
   const AddonData* data = env.GetInstanceData<AddonData>();
-  if (!device && !data->capture && data->inline_state->inflight == 0) {
+  if (!device && !data->capture && data->inline_limit > 0 && data->inline_state->inflight_host == 0) {
     (void)task();
     Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
     done.Resolve(env.Undefined());
@@ -190,16 +196,26 @@ Napi::Object Enums(Napi::Env env) {
   return enums;
 }
 
+// One variable of this instance's process.env (a worker's is its own copy), read through Node,
+// which takes its lock on the environment (a getenv here could race a process.env write on
+// another JS thread): true and its value when it is set.
+bool env_var(Napi::Env env, const char* name, std::string* value) {
+  const Napi::Value v = env.Global().Get("process").As<Napi::Object>().Get("env").As<Napi::Object>().Get(name);
+  if (!v.IsString()) return false;
+  *value = v.As<Napi::String>().Utf8Value();
+  return true;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  cpu::load_settings();  // here, on the JS thread (cpu/settings.h)
+  // The CPU kernels' settings, fixed by the first instance to load (cpu/settings.h); the ones
+  // below are each instance's, read at its load. Nothing reads the environment after this.
+  cpu::load_settings([env](const char* name, std::string* value) { return env_var(env, name, value); });
   auto* data = new AddonData();
-  data->host = make_host_cache();
-  if (const char* e = std::getenv("SPPNET_CPU_EXECUTOR")) data->use_executor = std::string(e) != "0";
-  {
-    const char* e = std::getenv("SPPNET_CPU_NICE");
-    data->cpu = std::make_shared<Executor>(e ? std::atoi(e) : 10);
-  }
-  if (const char* e = std::getenv("SPPNET_INLINE_WORK")) data->inline_limit = std::max<int64_t>(0, std::atoll(e));
+  std::string v;
+  data->host = make_host_cache(env_var(env, "SPPNET_HOST_CACHE_MB", &v) ? &v : nullptr);
+  if (env_var(env, "SPPNET_CPU_EXECUTOR", &v)) data->use_executor = v != "0";
+  if (env_var(env, "SPPNET_INLINE_WORK", &v)) data->inline_limit = std::max<int64_t>(0, std::atoll(v.c_str()));
+  data->cpu = std::make_shared<Executor>(env_var(env, "SPPNET_CPU_NICE", &v) ? std::atoi(v.c_str()) : 10);
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);

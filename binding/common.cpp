@@ -376,6 +376,7 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
       inline_(std::move(inline_state)),
       runs_(runs) {
   ++inline_->inflight;
+  if (runs_ != Runs::kCuda) ++inline_->inflight_host;
   ++inline_->queued;
   for (const auto& v : keep) {
     if (!v.IsObject() && !v.IsExternal()) continue;  // an External: a compiled plan the task runs
@@ -480,7 +481,7 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
     return env.Undefined();
   }
   InlineState& in = *d->inline_state;
-  if (runs == Runs::kCpu && inline_work >= 0 && inline_work <= d->inline_limit && d->inline_limit > 0 && in.inflight == 0 &&
+  if (runs == Runs::kCpu && inline_work >= 0 && inline_work <= d->inline_limit && d->inline_limit > 0 && in.inflight_host == 0 &&
       in.budget_ns > 0) {
     // Tiny, nothing before it, and time left in this turn of the event loop: run here; the
     // buffers in `keep` are alive (the caller holds them).

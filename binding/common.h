@@ -72,7 +72,8 @@ struct Holds {
     return b;
   }
 };
-std::shared_ptr<HostCache> make_host_cache();  // an instance's, empty (SPPNET_HOST_CACHE_MB)
+// An instance's cache, empty; limit_mb: SPPNET_HOST_CACHE_MB's value, or null (the default).
+std::shared_ptr<HostCache> make_host_cache(const std::string* limit_mb);
 // Bytes the cache keeps, and the hostAlloc calls it served.
 void host_cache_stats(const HostCache& c, double* bytes, double* reused);
 
@@ -84,8 +85,9 @@ struct Counters {
 };
 
 // One block of device memory (cuda::malloc_device). Freed, stream-ordered and without waiting,
-// when the last holder (a JS DeviceBuffer or an in-flight operation, which lets go once its
-// stream is synchronised) lets go, so dispose() during an operation is safe.
+// when the last holder (a JS DeviceBuffer or an in-flight operation, which lets go on the JS thread
+// once its ticket, which synchronised the CUDA executor's stream, is done) lets go, so dispose()
+// during an operation is safe.
 struct DeviceMem {
   void* ptr = nullptr;
   size_t bytes = 0;
@@ -149,14 +151,17 @@ class Executor {
 
 // Tiny CPU ops run inline on the JS thread (queue()), under two conditions kept here (JS thread
 // only; each TaskWorker holds it):
-// - no task is in flight (`inflight`), so an inline op never overtakes (or races) work queued
-//   before it;
+// - no host task (CPU or kHost) is in flight (`inflight_host`), so an inline op never overtakes
+//   (or races) host work queued before it. CUDA tasks in flight do not count: they write no host
+//   memory that JS can reach before they settle (only the fresh arrays of downloads and of the
+//   loss's rows), so a CPU op may overtake them;
 // - the event loop is not starved: inline ops settle their promises at once, so a loop of them
 //   would never yield to I/O and timers. They may spend `budget_ns` of the JS thread between two
 //   turns of the event loop; then the next op is queued as usual, and when a queued task settles
 //   (on a turn of the loop) the budget is full again.
 struct InlineState {
-  int64_t inflight = 0;
+  int64_t inflight = 0;       // tasks in flight, every kind
+  int64_t inflight_host = 0;  // those that run on the host (Runs::kCpu, Runs::kHost)
   int64_t budget_ns = kBudgetNs;
   int64_t ran = 0, queued = 0;  // ops run inline / queued, for checks
   int64_t ran_ns = 0;           // time spent running them inline
@@ -292,8 +297,9 @@ LrnParams lrn_params(const Napi::Object& obj);
 // nothing more (host work that must not touch CUDA, e.g. the CPU peak probe).
 enum class Runs { kCpu, kCuda, kHost };
 
-// Runs `task` on the libuv pool and settles a promise with its Status. Holds `keep` (JS values
-// whose memory the task uses) until it settles.
+// Runs `task` (on the executor of its device, posted at construction: a libuv thread only waits
+// for it; kHost tasks on the libuv thread itself) and settles a promise with its Status. Holds
+// `keep` (JS values whose memory the task uses) until it settles.
 class TaskWorker : public Napi::AsyncWorker {
  public:
   TaskWorker(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
@@ -301,6 +307,7 @@ class TaskWorker : public Napi::AsyncWorker {
   ~TaskWorker() override {
     drop_task();  // (done already, unless the worker goes without settling); holds_ go after
     --inline_->inflight;
+    if (runs_ != Runs::kCuda) --inline_->inflight_host;
     inline_->budget_ns = InlineState::kBudgetNs;  // settled on a turn of the event loop
   }
   Napi::Promise promise() { return deferred_.Promise(); }

@@ -155,9 +155,9 @@ struct HostCache {
   }
 };
 
-std::shared_ptr<HostCache> make_host_cache() {
+std::shared_ptr<HostCache> make_host_cache(const std::string* limit_mb) {
   auto c = std::make_shared<HostCache>();
-  if (const char* e = std::getenv("SPPNET_HOST_CACHE_MB")) c->limit = static_cast<size_t>(std::max(0LL, std::atoll(e))) << 20;
+  if (limit_mb) c->limit = static_cast<size_t>(std::min(std::max(0LL, std::atoll(limit_mb->c_str())), 1LL << 30)) << 20;
   return c;
 }
 

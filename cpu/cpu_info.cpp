@@ -13,7 +13,17 @@
 namespace sppnet {
 namespace cpu {
 
-void load_settings() { (void)settings(); }
+void load_settings(const std::function<bool(const char* name, std::string* value)>& read) { (void)detail::settings_from(read); }
+
+std::vector<std::pair<std::string, double>> settings_list() {
+  const Settings& s = settings();
+  return {{"winograd", s.winograd ? 1 : 0},
+          {"winogradMinChannels", s.winograd_min_channels},
+          {"winogradChunk", static_cast<double>(s.winograd_chunk)},
+          {"gemmKc", static_cast<double>(s.gemm_kc)},
+          {"gemmL2", static_cast<double>(s.gemm_l2)},
+          {"poolSpin", s.pool_spin}};
+}
 
 std::string isa() { return isa_name(detect_isa()); }
 

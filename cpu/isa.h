@@ -25,9 +25,8 @@ namespace cpu {
 
 enum class Isa { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 
-// The CPU's widest, narrowed by SPPNET_CPU_ISA: read once per process (see settings.h).
-inline Isa detect_isa() {
-  static const Isa isa = [] {
+// The widest instruction set the CPU supports (no setting applied; see detect_isa()).
+inline Isa hardware_isa() {
   Isa best = Isa::kPortable;
 #ifdef SPP_X86
   __builtin_cpu_init();
@@ -36,16 +35,7 @@ inline Isa detect_isa() {
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     best = Isa::kAvx2;
 #endif
-  if (const char* s = std::getenv("SPPNET_CPU_ISA")) {
-    Isa want = best;
-    if (std::strcmp(s, "portable") == 0) want = Isa::kPortable;
-    if (std::strcmp(s, "avx2") == 0) want = Isa::kAvx2;
-    if (std::strcmp(s, "avx512") == 0) want = Isa::kAvx512;
-    if (static_cast<int>(want) < static_cast<int>(best)) best = want;
-  }
   return best;
-  }();
-  return isa;
 }
 
 // One core's L2 cache in bytes (what the GEMM's blocking is sized to): 512 KiB on Zen 2/3, 1 MiB
@@ -62,3 +52,6 @@ inline const char* isa_name(Isa i) { return i == Isa::kAvx512 ? "avx512" : i == 
 
 }  // namespace cpu
 }  // namespace sppnet
+
+// detect_isa(): the ISA the kernels dispatch to, SPPNET_CPU_ISA applied (settings.h).
+#include "settings.h"

@@ -1,15 +1,18 @@
-// The CPU kernels' settings from the environment, in one place: read once per process, by the
-// first call of settings() (the addon calls it as it loads, on the JS thread), and never by a
-// kernel's thread. A getenv on another thread while the JS thread writes process.env is a data
-// race (setenv may move the environment while getenv walks it); so these variables take effect at
-// the load, and changing them later does nothing (a test that needs another value runs a child).
-// SPPNET_CPU_ISA is read once the same way (isa.h, detect_isa()); the binding's own variables
-// (SPPNET_CPU_EXECUTOR, SPPNET_INLINE_WORK, SPPNET_HOST_CACHE_MB) are read at its load, on the JS
-// thread.
+// The CPU kernels' settings from the environment, in one place, fixed once per process: by the
+// first call of load_settings() (sppnet/cpu_info.h) or settings(), never again. The addon calls load_settings() as it
+// loads, with a reader that goes through Node's process.env (which takes Node's lock on the
+// environment), on the JS thread of the first instance to load; the standalone tools read the
+// environment with getenv at their first kernel call. A getenv on a kernel's thread while a JS
+// thread writes process.env would be a data race (setenv may move the environment while getenv
+// walks it), which is why no kernel reads the environment itself. Changing these variables after
+// the load does nothing (a test that needs another value runs a child process).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string>
 #include <thread>
 
 #include "isa.h"
@@ -18,6 +21,7 @@ namespace sppnet {
 namespace cpu {
 
 struct Settings {
+  Isa isa = Isa::kPortable;    // the CPU's widest, or narrower by SPPNET_CPU_ISA=avx2|portable
   int num_threads = 1;         // SPPNET_NUM_THREADS (threads per op), else the hardware's
   int pool_spin = 2000;        // SPPNET_POOL_SPIN: PAUSEs a helper spins between parallel calls before it sleeps
   int64_t gemm_kc = 512;       // SPPNET_GEMM_KC: the GEMM's K block
@@ -27,31 +31,62 @@ struct Settings {
   int64_t winograd_chunk = 0;  // SPPNET_WINOGRAD_CHUNK: tiles per chunk (rounded up to panels), else sized by memory
 };
 
-namespace detail {
-// A positive integer from the environment, else `dflt`.
-inline int64_t env_positive(const char* name, int64_t dflt) {
-  const char* s = std::getenv(name);
-  const long long v = s ? std::atoll(s) : 0;
-  return v > 0 ? v : dflt;
-}
-}  // namespace detail
+// Reads one variable: true and its value when it is set.
+using EnvReader = std::function<bool(const char* name, std::string* value)>;
 
-inline const Settings& settings() {
-  static const Settings s = [] {
-    Settings r;
-    const unsigned hc = std::thread::hardware_concurrency();
-    r.num_threads = static_cast<int>(detail::env_positive("SPPNET_NUM_THREADS", hc == 0 ? 1 : hc));
-    if (const char* e = std::getenv("SPPNET_POOL_SPIN")) r.pool_spin = std::atoi(e) > 0 ? std::atoi(e) : 0;
-    r.gemm_kc = detail::env_positive("SPPNET_GEMM_KC", r.gemm_kc);
-    r.gemm_l2 = detail::env_positive("SPPNET_GEMM_L2", l2_cache_bytes() / 2);
-    if (const char* e = std::getenv("SPPNET_WINOGRAD")) r.winograd = std::strcmp(e, "0") != 0;
-    r.winograd_min_channels = static_cast<int>(detail::env_positive("SPPNET_WINOGRAD_MIN_CHANNELS", r.winograd_min_channels));
-    r.winograd_chunk = detail::env_positive("SPPNET_WINOGRAD_CHUNK", 0);
-    (void)detect_isa();  // SPPNET_CPU_ISA, at the same moment
-    return r;
-  }();
+namespace detail {
+
+inline bool getenv_reader(const char* name, std::string* value) {
+  const char* s = std::getenv(name);
+  if (!s) return false;
+  *value = s;
+  return true;
+}
+
+// A positive integer, at most `most`, from the variable `name`; else `dflt`.
+inline int64_t positive(const EnvReader& read, const char* name, int64_t dflt, int64_t most) {
+  std::string s;
+  if (!read(name, &s)) return dflt;
+  const long long v = std::atoll(s.c_str());
+  return v > 0 ? std::min<int64_t>(v, most) : dflt;
+}
+
+inline Settings read_settings(const EnvReader& read) {
+  Settings r;
+  std::string s;
+  const Isa hw = hardware_isa();
+  r.isa = hw;
+  if (read("SPPNET_CPU_ISA", &s)) {
+    Isa want = hw;
+    if (s == "portable") want = Isa::kPortable;
+    if (s == "avx2") want = Isa::kAvx2;
+    if (s == "avx512") want = Isa::kAvx512;
+    if (static_cast<int>(want) < static_cast<int>(hw)) r.isa = want;
+  }
+  const unsigned hc = std::thread::hardware_concurrency();
+  r.num_threads = static_cast<int>(positive(read, "SPPNET_NUM_THREADS", hc == 0 ? 1 : hc, 4096));
+  if (read("SPPNET_POOL_SPIN", &s)) r.pool_spin = static_cast<int>(std::max<long long>(0, std::min<long long>(std::atoll(s.c_str()), 1 << 30)));
+  r.gemm_kc = positive(read, "SPPNET_GEMM_KC", r.gemm_kc, 1 << 20);
+  r.gemm_l2 = positive(read, "SPPNET_GEMM_L2", l2_cache_bytes() / 2, int64_t{1} << 34);
+  if (read("SPPNET_WINOGRAD", &s)) r.winograd = s != "0";
+  r.winograd_min_channels = static_cast<int>(positive(read, "SPPNET_WINOGRAD_MIN_CHANNELS", r.winograd_min_channels, 1 << 30));
+  r.winograd_chunk = positive(read, "SPPNET_WINOGRAD_CHUNK", 0, int64_t{1} << 40);
+  return r;
+}
+
+// The settings, read by `read` at the first call (getenv when it is empty).
+inline const Settings& settings_from(const EnvReader& read) {
+  static const Settings s = read_settings(read ? read : EnvReader(getenv_reader));
   return s;
 }
+
+}  // namespace detail
+
+// The settings (read with getenv if nothing fixed them before).
+inline const Settings& settings() { return detail::settings_from(nullptr); }
+
+// The vector instruction set the kernels dispatch to.
+inline Isa detect_isa() { return settings().isa; }
 
 }  // namespace cpu
 }  // namespace sppnet

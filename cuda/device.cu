@@ -53,20 +53,24 @@ DeviceInfo query() {
 // Every device allocation (tensors and the kernels' scratch) is stream-ordered, from the device's
 // default memory pool, on the calling thread's cudaStreamPerThread. Why this is correct:
 //
-// - Tensors are allocated on the JS thread (malloc_device, stream A) and then used by kernels
-//   that libuv threads queue on their own streams (B). A stream-ordered allocation is usable by
-//   another stream only once the allocating stream has reached it, so malloc_device
-//   synchronises A before returning. That is cheap: the JS thread queues nothing on A but pool
-//   allocations, pool frees and copies it synchronises at once (copy_h2d, copy_d2d), so A never
-//   holds kernels; at most it waits for an event the pool inserted so as to reuse a block that
-//   another stream freed, i.e. for the end of the work that stream had queued before that free.
-// - A block is freed (free_device, cudaFreeAsync) when its last holder lets go: the JS object at
-//   dispose()/finalisation, or an in-flight op when its promise settles. Every op that touched
-//   it ran on a stream the binding synchronised before settling (binding/common.cpp,
-//   TaskWorker::Execute calls synchronize() on every path, errors included), and the JS thread's
-//   own copies are synchronous, so every access has finished on the host's clock before the free
-//   is queued, on whatever thread's stream it is queued. Scratch is freed on the stream that used
-//   it, after that work (pool_free), which stream order alone makes safe.
+// - Tensors are allocated on the JS thread (malloc_device, stream A) and then used by the ops
+//   that the addon instance's CUDA executor thread queues on its own stream (B: one per instance,
+//   a worker's included; the ops, copies and downloads in call order: binding/common.h,
+//   Executor). A stream-ordered allocation is usable by another stream only once the allocating
+//   stream has reached it, so malloc_device synchronises A before returning. That is cheap: the
+//   JS thread queues nothing on A but pool allocations, pool frees and the copies it
+//   synchronises at once (copy_h2d of a new tensor, copy_d2d of sp.ragged), so A never holds
+//   kernels; at most it waits for an event the pool inserted so as to reuse a block that B
+//   freed, i.e. for the end of the work B had queued before that free (which may be the op
+//   running now). Those synchronous copies on A are outside B's call order.
+// - A block is freed (free_device, cudaFreeAsync) when its last holder lets go, on the JS thread
+//   (so on A): the JS object at dispose()/finalisation, or an in-flight op when its promise
+//   settles. Every op that touched it synchronised B before its ticket was done (the CUDA
+//   ticket's function, binding/common.cpp TaskWorker's constructor, on every path, errors and
+//   exceptions included; a ticket that never ran queued nothing), and the JS thread's own copies
+//   are synchronous, so every access has finished on the host's clock before the free is queued.
+//   Scratch is freed on the stream that used it, after that work (pool_free), which stream order
+//   alone makes safe.
 // - The pool hands a freed block to another stream only after the free has completed or behind
 //   an event on it (its default reuse policies), so reuse needs nothing from us.
 //

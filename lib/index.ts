@@ -1,7 +1,7 @@
 // sppnet: Spatial Pyramid Pooling networks for Node.js.
 export { backend, measureCpuPeak } from './core/backend';
 export { memory } from './core/memory';
-export type { BackendInfo, CpuPeak, Device, DevicePolicy } from './core/backend';
+export type { BackendInfo, CpuPeak, CpuSettings, Device, DevicePolicy } from './core/backend';
 export type { MemoryInfo } from './core/memory';
 export { SppnetError } from './core/errors';
 export type { ErrorCode } from './core/errors';

@@ -99,6 +99,24 @@ describe('async behaviour', function () {
       }
     });
 
+  if (cudaStatus().ok)
+    it('a CPU tensor\'s data() does not wait for CUDA ops in flight', async function () {
+      // CUDA ops hold libuv's threads while they wait their turn on the CUDA executor; a CPU read
+      // queued behind them waited for a libuv thread (it counted them as work in flight: on the
+      // emulated device it settled after the third of six queued relu calls).
+      const x = sp.full([1 << 20], 1, { device: 'cuda' });
+      (await sp.relu(x)).dispose();
+      const order = [];
+      const ops = Array.from({ length: 6 }, (_, i) => sp.relu(x).then((y) => (order.push(`relu ${i}`), y)));
+      const host = sp.tensor(Float32Array.from({ length: 1 << 16 }, (_, i) => i), [1 << 16], { device: 'cpu' });
+      const read = host.data().then((d) => (order.push('read'), d));
+      const [d, ...ys] = await Promise.all([read, ...ops]);
+      expect(d[12345]).to.equal(12345);
+      expect(order[0], order.join(', ')).to.equal('read');
+      ys.forEach((y) => y.dispose());
+      [x, host].forEach((t) => t.dispose());
+    });
+
   it('process.exit() with 40 CPU ops queued waits for the one running, not for all of them', function () {
     this.timeout(120000);
     const script = `

@@ -319,7 +319,7 @@ double math_tolerance(int m) { return m == kMathTf32 ? 2e-3 : m == kMathBf16 ? 1
 void run_conv(const ConvCase& c, int math, int sms) {
   const std::string name = std::string("conv2d ") + math_name(math) + " " + c.name + (sms == 1 ? " (1 SM)" : "");
   if (!selected(name)) return;
-  setenv("SPPNET_EMU_SMS", std::to_string(sms).c_str(), 1);
+  emu::set_device_sms(sms);
   const Layout in = packed(c.cin, c.sizes), out = conv_out(c, in);
   const Conv2dParams p = conv_params(c, math);
   std::vector<float> x = random_data(in.total), w = random_data(int64_t{c.cout} * (c.cin / c.groups) * c.kh * c.kw, 0.2f), b = random_data(c.cout);
@@ -342,7 +342,7 @@ void run_conv(const ConvCase& c, int math, int sms) {
   std::string why_cpu;
   ok = against(ycpu, ref, mag, 1e-5, &why_cpu) && ok;
   report(name, ok, detail + "; cpu " + why_cpu);
-  unsetenv("SPPNET_EMU_SMS");
+  emu::set_device_sms(0);
 }
 
 // y = x . w^T + b through cuda::linear_forward (direct kernel, or the tensor-core GEMM with split-K).
@@ -352,7 +352,7 @@ void run_linear(int64_t M, int N, int K, bool relu, int math, int sms, bool same
                 same_sign ? " same-sign" : "", sms == 1 ? " (1 SM)" : "");
   const std::string name = nb;
   if (!selected(name)) return;
-  setenv("SPPNET_EMU_SMS", std::to_string(sms).c_str(), 1);
+  emu::set_device_sms(sms);
   std::vector<float> x = random_data(M * K), w = random_data(int64_t{N} * K, 0.1f), b = random_data(N);
   if (same_sign) {
     for (auto& v : x) v = std::fabs(v) + 0.1f;
@@ -379,7 +379,7 @@ void run_linear(int64_t M, int N, int K, bool relu, int math, int sms, bool same
   std::string why_cpu;  // the CPU takes bf16 (BF16 products on AVX-512 BF16 from kBf16ProductRows) and computes FP32 otherwise
   ok = against(ycpu, ref, mag, math == kMathBf16 ? math_tolerance(math) : 1e-5, &why_cpu) && ok;
   report(name, ok, "cuda " + why + "; cpu " + why_cpu);
-  unsetenv("SPPNET_EMU_SMS");
+  emu::set_device_sms(0);
 }
 
 // y = x . w^T + b with bfloat16 weights (cuda::linear_bf16_forward): against float64 on the weights

@@ -7,9 +7,12 @@
 
 namespace sppnet {
 namespace cpu {
-// Reads the CPU kernels' settings from the environment (cpu/settings.h), if not done yet: the
-// addon calls it as it loads, on the JS thread, so that no kernel's thread ever calls getenv.
-void load_settings();
+// Fixes the CPU kernels' settings (cpu/settings.h) with `read` (one variable: true and its value
+// when set), unless they were fixed before: the addon calls it as it loads, on its JS thread, with
+// a reader through Node's process.env, so that no kernel's thread ever reads the environment.
+void load_settings(const std::function<bool(const char* name, std::string* value)>& read);
+// The settings in effect, by their names in sp.backend().cpu.settings (numbers; booleans as 0 / 1).
+std::vector<std::pair<std::string, double>> settings_list();
 // The vector ISA the CPU kernels dispatch to ("avx512", "avx2" or "portable"); see cpu/isa.h.
 std::string isa();
 // Threads a CPU op uses (SPPNET_NUM_THREADS, else all hardware threads).

@@ -34,7 +34,26 @@ export interface BackendInfo {
     math?: { defaults: MathDefaults; kernels: string; check?: TensorCoreCheck };
   };
   /** bf16: whether math 'bf16' gets BF16 products in sp.linear on this CPU (AVX-512 BF16). */
-  cpu: { isa: string; threads: number; bf16: boolean };
+  cpu: { isa: string; threads: number; bf16: boolean; settings: CpuSettings };
+}
+
+/**
+ * The CPU kernels' tuning in effect, fixed when the addon loaded (from SPPNET_WINOGRAD,
+ * SPPNET_WINOGRAD_MIN_CHANNELS, SPPNET_WINOGRAD_CHUNK, SPPNET_GEMM_KC, SPPNET_GEMM_L2,
+ * SPPNET_POOL_SPIN, else the defaults): changing those variables afterwards does nothing.
+ */
+export interface CpuSettings {
+  /** 3x3 stride-1 convs may take the Winograd path. */
+  winograd: boolean;
+  /** ... from this many input and output channels. */
+  winogradMinChannels: number;
+  /** Tiles per chunk of the Winograd path (0: sized by memory). */
+  winogradChunk: number;
+  /** The GEMM's K block, and the bytes of a group of packed panels. */
+  gemmKc: number;
+  gemmL2: number;
+  /** PAUSEs a helper thread spins between parallel steps before it sleeps. */
+  poolSpin: number;
 }
 
 let cachedInfo: NativeInfo | undefined;
@@ -119,7 +138,16 @@ export function backend(): BackendInfo {
     device = 'cpu';
     reason = `auto: using the CPU because ${why}`;
   }
-  return { device, reason, policy: pol, cuda, cpu: { ...info.cpu } };
+  const s = info.cpu.settings;
+  const settings: CpuSettings = {
+    winograd: s.winograd === 1,
+    winogradMinChannels: s.winogradMinChannels,
+    winogradChunk: s.winogradChunk,
+    gemmKc: s.gemmKc,
+    gemmL2: s.gemmL2,
+    poolSpin: s.poolSpin,
+  };
+  return { device, reason, policy: pol, cuda, cpu: { ...info.cpu, settings } };
 }
 
 /** Throws unless `device` can run here. */

@@ -22,7 +22,7 @@ export interface NativeCudaInfo {
 
 export interface NativeInfo {
   cuda: NativeCudaInfo;
-  cpu: { isa: string; threads: number; bf16: boolean };
+  cpu: { isa: string; threads: number; bf16: boolean; settings: Record<string, number> };
 }
 
 export type NativeFloats = Float32Array | NativeDeviceBuffer;
@@ -140,7 +140,7 @@ export interface Native {
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
   cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
-  /** n floats from src to dst (both host arrays or both device buffers) as an op: after the ops called before it. */
+  /** n floats from src to dst (host arrays or device buffers, in any pair) as an op: after the ops called before it. */
   copy(dst: Float32Array | NativeDeviceBuffer, dstOffset: number, src: Float32Array | NativeDeviceBuffer, srcOffset: number, n: number): Promise<void>;
   /** Copies inputs[i] to output at offsets[i], on a libuv thread. */
   gatherFloats(args: { output: Float32Array; inputs: Float32Array[]; offsets: Float64Array }): Promise<void>;
@@ -202,7 +202,7 @@ export interface Native {
   compileSequence(steps: unknown[]): NativePlan;
   /** Drops a plan's tasks and what they hold (device memory included) now; it must not run again. */
   releasePlan(plan: NativePlan): void;
-  /** CPU ops queued and not started are not run: their promises reject (SPPNET_UNAVAILABLE). At exit. */
+  /** CPU and CUDA ops queued and not started are not run: their promises reject (SPPNET_UNAVAILABLE). At exit. */
   cancelQueued(): void;
 }
 
@@ -220,6 +220,6 @@ const path = require('path') as typeof import('path');
 const addon = process.env.SPPNET_CUDA_EMULATOR === '1' ? 'sppnet_emu' : 'sppnet';
 export const native = bindings({ bindings: addon, module_root: path.resolve(__dirname, '..', '..') }) as Native;
 // process.exit() (or the end of the event loop) waits for libuv's threads, and each of those
-// waits for the CPU op it took: without this, for every op queued behind the one running (40
-// queued convolutions: 12 s). A worker's terminate() does the same through the addon's cleanup hook.
+// waits for the op (CPU or CUDA) it took: without this, for every op queued behind the one
+// running (40 queued convolutions: 12 s). A worker's terminate() does the same through the addon's cleanup hook.
 process.once('exit', () => native.cancelQueued());

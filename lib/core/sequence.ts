@@ -1,6 +1,6 @@
 // Op sequences: a model run's native calls recorded instead of made, then made as one native call
 // (native.runSequence) that runs them back to back on one thread. One hand-over to the CPU executor
-// (or a CUDA stream) and back for the whole network instead of one per layer: on the CPU that
+// (or the CUDA executor) and back for the whole network instead of one per layer: on the CPU that
 // hand-over costs about as much as a small layer. Only ops whose results nothing reads on the
 // host until the sequence has run may be recorded (those listed here).
 import { Native, native, NativePlan } from './native';

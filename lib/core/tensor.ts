@@ -304,18 +304,13 @@ export function tensor(data: Float32Array | ArrayLike<number>, shape: number[], 
   return device === 'cpu' ? new Tensor({ device: 'cpu', array: arr }, dims) : upload(fn, arr, dims);
 }
 
-/** @internal Overwrites a tensor's elements with `host` (same length), on the JS thread (small tensors: running statistics). */
-export function writeTensor(t: Tensor, host: Float32Array, fn: string): void {
+/** @internal Overwrites a tensor's elements with `host` (same length) as an op, in call order (small tensors: running statistics). */
+export async function writeTensor(t: Tensor, host: Float32Array, fn: string): Promise<void> {
+  const site = new CallSite();
   const s = t.storage(fn, 'the tensor written');
   if (host.length !== t.size) fail(`${fn}: writing ${host.length} values into a tensor of ${t.size}`);
-  if (s.device === 'cpu') s.array.set(host);
-  else {
-    try {
-      native.cudaUpload(s.buffer, s.offset, host);
-    } catch (e) {
-      throw new CallSite().wrap(e, fn);
-    }
-  }
+  if (s.device === 'cpu') await site.run(fn, () => native.copy(s.array, 0, host, 0, host.length));
+  else await site.run(fn, () => native.copy(s.buffer, s.offset, host, 0, host.length));
 }
 
 /** A new CUDA tensor holding a copy of `host`. */

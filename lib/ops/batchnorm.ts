@@ -90,13 +90,12 @@ export async function batchNormTrain<T extends Spatial>(x: T, p: BatchNormParams
   const out = allocateAs(x as Tensor | RaggedBatch, fn) as T;
   try {
     await channelAffine(fn, site, L, L.store, scale, undefined, undefined, shift, o.relu === true, spatialLayout(fn, out, 'the output').store);
+    await Promise.all([writeTensor(p.runningMean, nrm, fn), writeTensor(p.runningVar, nrv, fn)]);
+    if (p.numBatchesTracked) await writeTensor(p.numBatchesTracked, Float32Array.of((await p.numBatchesTracked.data())[0] + 1), fn);
   } catch (e) {
     out.dispose();
     throw e;
   }
-  writeTensor(p.runningMean, nrm, fn);
-  writeTensor(p.runningVar, nrv, fn);
-  if (p.numBatchesTracked) writeTensor(p.numBatchesTracked, Float32Array.of((await p.numBatchesTracked.data())[0] + 1), fn);
   return { output: out, saved: { mean, invstd, scale, count } };
 }
 

@@ -51,54 +51,118 @@ async function settledMemory() {
   return sp.memory();
 }
 
+// The environment the addon loaded with (its settings are fixed then: cpu/settings.h).
+const LOADED_ENV = { ...process.env };
+const loadedWith = (env) => Object.entries(env).every(([k, v]) => LOADED_ENV[k] === v);
+
+/** In a child loaded with `env`: the settings sp.backend() reports agree with it (so the test does what it means to). */
+function expectLoadedSettings(env) {
+  const s = sp.backend().cpu.settings;
+  if (env.SPPNET_WINOGRAD_MIN_CHANNELS !== undefined) expect(s.winogradMinChannels, 'SPPNET_WINOGRAD_MIN_CHANNELS in effect').to.equal(Number(env.SPPNET_WINOGRAD_MIN_CHANNELS));
+}
+
 /**
- * For a test that needs the addon loaded with other settings (the CPU kernels read theirs from the
- * environment once, at the load: cpu/settings.h): in the test process, runs this one test again
- * in a child mocha with `env` added and checks that it passed there, then returns true (the caller
- * returns); in that child (where `env` is already set), returns false and the caller runs its body.
- * `ctx` is the test's `this`, `file` its file (__filename).
+ * For a test that needs the addon loaded with other settings (the CPU kernels' are fixed at the
+ * load: cpu/settings.h): in the test process, runs this one test again in a child mocha with `env`
+ * added and checks that it passed there, then returns true (the caller returns); in that child
+ * (loaded with `env`), checks that the settings are in effect and returns false: the caller runs
+ * its body. `ctx` is the test's `this`, `file` its file (__filename).
  */
 function inChildWith(ctx, file, env) {
-  if (hasEnv(env)) return false;
-  const out = mochaChild(file, `^${escapeRegExp(ctx.test.fullTitle())}$`, env);
-  expect(out, `in a child with ${JSON.stringify(env)}: exactly this test ran`).to.match(/\b1 passing\b/);
+  if (loadedWith(env)) {
+    expectLoadedSettings(env);
+    return false;
+  }
+  const results = mochaChild(file, `^${escapeRegExp(ctx.test.fullTitle())}$`, env, ctx.timeout());
+  expect(results.size, `in a child with ${JSON.stringify(env)}: exactly this test ran`).to.equal(1);
+  reportChild(results.get(ctx.test.fullTitle()), env);
   return true;
 }
 
 /**
- * describe(title, body) with the addon loaded with `env` added (see inChildWith): in the test
- * process, a block of one test that runs this block's tests in a child mocha and checks that
- * they all passed there; in that child, the block itself.
+ * describe(title, body) with the addon loaded with `env` added (see inChildWith). In the test
+ * process: the block's tests run once in a child mocha (in a before hook), and each test of the
+ * block is a test here too, with its result from the child (so -g, the reporter and the counts
+ * see every test). In the child: the block itself, after a check that the settings are in effect.
  */
 function describeInChildWith(env, file, title, body) {
-  if (hasEnv(env)) return describe(title, body);
-  return describe(title, function () {
-    it(`every test of the block, in a child with ${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')}`, function () {
-      this.timeout(1800000);
-      const out = mochaChild(file, `^${escapeRegExp(title)} `, env);
-      const passed = out.match(/(\d+) passing/);
-      expect(passed && Number(passed[1]), `in a child with ${JSON.stringify(env)}: tests ran\n${out}`).to.be.greaterThan(0);
-      expect(out).to.not.match(/\d+ failing/);
+  if (loadedWith(env))
+    return describe(title, function () {
+      before(() => expectLoadedSettings(env));
+      body.call(this);
     });
+  const titles = collectTitles(body);
+  return describe(title, function () {
+    let results;
+    before(function () {
+      this.timeout(20 * 60 * 1000);
+      results = mochaChild(file, `^${escapeRegExp(title)} `, env, this.timeout());
+    });
+    for (const t of titles)
+      it(t, function () {
+        reportChild(results.get(`${title} ${t}`), env);
+      });
   });
 }
 
-const hasEnv = (env) => Object.entries(env).every(([k, v]) => process.env[k] === v);
+/** The full titles (below the block) of the tests a describe body defines, collected without running them. */
+function collectTitles(body) {
+  const names = ['describe', 'it', 'before', 'after', 'beforeEach', 'afterEach'];
+  const saved = names.map((n) => global[n]);
+  const titles = [];
+  const prefix = [];
+  const ctx = { timeout() {}, slow() {}, retries() {} };
+  global.it = (t) => titles.push([...prefix, t].join(' '));
+  global.describe = (t, b) => {
+    prefix.push(t);
+    b.call(ctx);
+    prefix.pop();
+  };
+  for (const n of ['before', 'after', 'beforeEach', 'afterEach']) global[n] = () => {};
+  try {
+    body.call(ctx);
+  } finally {
+    names.forEach((n, k) => (global[n] = saved[k]));
+  }
+  return titles;
+}
+
+function reportChild(r, env) {
+  if (!r) throw new Error(`in a child with ${JSON.stringify(env)}: this test did not run there`);
+  if (r.state === 'passed') return;
+  if (r.state === 'pending') return;
+  const e = new Error(`in a child with ${JSON.stringify(env)}: ${r.err && r.err.message}\n${(r.err && r.err.stack) || ''}`);
+  throw e;
+}
+
 const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** Runs the tests of `file` whose full titles match `grep` in a child mocha with `env` added; fails unless it exits 0; returns its output. */
-function mochaChild(file, grep, env) {
+/**
+ * Runs the tests of `file` whose full titles match `grep` in a child mocha with `env` added, within
+ * `timeout` ms (the caller's own limit); returns each test's result by full title ({ state, err }).
+ * Fails with the child's output if it did not finish or wrote no results.
+ */
+function mochaChild(file, grep, env, timeout) {
+  const fs = require('fs');
+  const os = require('os');
   const { runNode } = require('./child');
   const root = path.join(__dirname, '..', '..');
   const mocha = path.join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
-  const r = runNode(['--expose-gc', mocha, '--reporter', 'spec', '--timeout', '600000', '--grep', grep, file],
-    { cwd: root, env: { ...process.env, ...env }, timeout: 1700000 });
+  const json = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'sppnet-child-')), 'results.json');
+  const limit = Math.max(30000, (timeout > 0 ? timeout : 600000) - 15000);
+  const r = runNode(['--expose-gc', mocha, '--reporter', 'json', '--reporter-option', `output=${json}`, '--timeout', String(limit), '--grep', grep, file],
+    { cwd: root, env: { ...process.env, ...env }, timeout: limit });
   const out = `${r.stdout}${r.stderr}`;
-  expect(r.status, `in a child with ${JSON.stringify(env)}:\n${out}`).to.equal(0);
-  return out;
+  if (!fs.existsSync(json)) throw new Error(`in a child with ${JSON.stringify(env)}: no results (status ${r.status}${r.timedOut ? ', timed out' : ''}):\n${out.slice(-4000)}`);
+  const res = JSON.parse(fs.readFileSync(json, 'utf8'));
+  fs.rmSync(path.dirname(json), { recursive: true, force: true });
+  const results = new Map();
+  for (const t of res.passes) results.set(t.fullTitle, { state: 'passed' });
+  for (const t of res.pending) results.set(t.fullTitle, { state: 'pending' });
+  for (const t of res.failures) results.set(t.fullTitle, { state: 'failed', err: { message: `${t.err.message}\n(child output:)\n${out.slice(-3000)}`, stack: t.err.stack } });
+  return results;
 }
 
-/** inChildWith() for the CPU's Winograd path from 32 input and output channels (its default, 160, keeps small test layers on im2col). */
 const WINOGRAD_FROM_32 = { SPPNET_WINOGRAD_MIN_CHANNELS: '32' };
 
 module.exports = { sp, cudaStatus, expectClose, expectReject, settledMemory, inChildWith, describeInChildWith, WINOGRAD_FROM_32 };

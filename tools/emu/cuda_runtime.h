@@ -142,6 +142,8 @@ namespace emu {
 // pool: a cudaMallocAsync block (its free returns the bytes to the default pool's count).
 void* device_alloc(size_t bytes, size_t align, const char* label, bool pool = false);
 void pool_release_to_threshold();
+// The multiprocessor count the device reports from now on (tools/cuda_emulate; <= 0: the default, 132).
+void set_device_sms(int sms);
 void pool_trim(size_t keep);
 void device_free(void* p);
 // The allocation holding [p, p + bytes), or false.

@@ -84,10 +84,20 @@ size_t device_capacity() {
   return cap;
 }
 
+// The multiprocessor count: SPPNET_EMU_SMS (read once, at the first query: the binding's device
+// query as the addon loads), else 132; tools/cuda_emulate sets it per case (set_device_sms). No
+// kernel's thread reads the environment.
+std::atomic<int> g_sms{0};
+
 int device_sms() {
-  const char* e = std::getenv("SPPNET_EMU_SMS");
-  const int v = e ? std::atoi(e) : 0;
-  return v > 0 ? v : 132;
+  int v = g_sms.load();
+  if (v == 0) {
+    const char* e = std::getenv("SPPNET_EMU_SMS");
+    v = e && std::atoi(e) > 0 ? std::atoi(e) : 132;
+    int unset = 0;
+    if (!g_sms.compare_exchange_strong(unset, v)) v = unset;
+  }
+  return v;
 }
 
 // The allocation whose mapping (guard pages included) holds address a.
@@ -165,6 +175,8 @@ emu_switch:
 )");
 
 namespace emu {
+
+void set_device_sms(int sms) { g_sms.store(sms > 0 ? sms : 132); }
 
 [[noreturn]] void fail(const std::string& what) {
   const Running& r = t_running;
