@@ -6,7 +6,7 @@
 import { Native, native, NativePlan } from './native';
 
 /** The native entry points a sequence may hold. */
-export type SequencedOp = 'conv2d' | 'maxPool2d' | 'lrn' | 'lrnMaxPool2d' | 'sppForward' | 'linear' | 'elementwise' | 'copyChannels';
+export type SequencedOp = 'conv2d' | 'maxPool2d' | 'lrn' | 'lrnMaxPool2d' | 'sppForward' | 'linear' | 'elementwise' | 'copyChannels' | 'sgdStep' | 'adamStep';
 type Args<K extends SequencedOp> = Parameters<Native[K]>[0];
 
 export class OpSequence {

@@ -2,7 +2,8 @@
 // needs (a tape), softmax cross-entropy gives the loss, and the backward runs every layer's entry
 // of the layer table in reverse, down to the first layer with parameters. A layer with branches
 // (concat) runs each branch as a tape of its own, through the same two functions.
-import { SppnetError } from '../core/errors';
+import { CallSite, SppnetError } from '../core/errors';
+import { OpSequence } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
@@ -18,11 +19,22 @@ interface TapeEntry {
   saved?: unknown;
 }
 
-/** What one pass shares: the weights, the gradients found so far, and every tensor it made (freed at the end). */
+/**
+ * What one pass shares: the weights, the gradients found so far, every tensor it made (freed at
+ * the end), and the forward's op sequence: the ops of consecutive layers whose kind
+ * recordsTraining, recorded and run as one native call before a layer that reads results back (or
+ * the loss).
+ */
 interface Pass {
   weight: (name: string) => Tensor;
   grads: Map<string, Tensor>;
   owned: Set<Spatial>;
+  sequence: OpSequence;
+}
+
+/** Runs what the pass's forward has recorded so far. */
+function flush(pass: Pass): Promise<void> {
+  return pass.sequence.length ? new CallSite().run('Model.trainStep', () => pass.sequence.run()) : Promise.resolve();
 }
 
 /** Frees a tensor made in this pass as soon as nothing later needs it (peak memory ~ the forward's). */
@@ -37,9 +49,12 @@ async function forwardTape(pass: Pass, layers: LayerSpec[], x: Spatial, seed: nu
   for (let li = 0; li < layers.length; li++) {
     const l = layers[li];
     const layerSeed = (seed + li * 0x9e3779b1) >>> 0;
+    const records = kindOf(l).recordsTraining === true;
+    if (!records) await flush(pass);
     const ctx: LayerContext = {
       weight: pass.weight,
       seed: layerSeed,
+      sequence: records ? pass.sequence : undefined,
       // Branch k of this layer: its own seeds, derived from the layer's.
       trainBranch: async (b, bx, k) => forwardTape(pass, b, bx, (layerSeed + (k + 1) * 0x85ebca77) >>> 0),
       backwardBranch: (t, g, need) => backwardTape(pass, t as TapeEntry[], g, need),
@@ -92,9 +107,10 @@ export async function lossAndGradients(
   labels: Int32Array,
   seed: number,
 ): Promise<{ loss: number; correct: number; grads: Map<string, Tensor> }> {
-  const pass: Pass = { weight, grads: new Map(), owned: new Set() };
+  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence: new OpSequence() };
   try {
     const { out, tape } = await forwardTape(pass, spec.layers, x, seed);
+    await flush(pass);
     if (!(out instanceof Tensor)) throw new SppnetError('Model.trainStep: the network does not end in rows of logits', 'SPPNET_INTERNAL');
     const ce = await softmaxCrossEntropy(out, labels);
     pass.owned.add(ce.gradLogits);

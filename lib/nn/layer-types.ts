@@ -61,7 +61,10 @@ export type ParamInit = 'he' | 'zeros' | 'ones';
 /** What a layer's forward and backward use besides their input. */
 export interface LayerContext {
   weight(name: string): Tensor;
-  /** Inference: the run's op sequence, passed to every op as options.sequence (lib/core/sequence.ts). */
+  /**
+   * The run's op sequence, passed to every op as options.sequence (lib/core/sequence.ts): in
+   * inference always; in training to the layers whose kind says `recordsTraining`.
+   */
   sequence?: OpSequence;
   /** Inference: a weight as sp.linear takes it (a BF16Matrix where the model keeps fc weights in bfloat16). */
   matrix?(name: string): Tensor | BF16Matrix;
@@ -114,6 +117,12 @@ export interface LayerKind<L> {
   fuse?: { next: LayerType; when?(l: L, next: LayerSpec): boolean; infer(l: L, next: LayerSpec, x: Spatial, c: LayerContext): Promise<Spatial> };
   /** Training forward (default: infer without an out buffer). */
   train?(l: L, x: Spatial, c: LayerContext): Promise<Trained>;
+  /**
+   * Its training forward only records ops into c.sequence (nothing read back on the host), so a
+   * trainStep's forward records it with its neighbours and runs them in one native call; other
+   * kinds run what was recorded before them first.
+   */
+  recordsTraining?: true;
   /** Gradients from the output's; needInputGrad: some layer before has parameters. */
   backward(l: L, t: { input: Spatial; output: Spatial; mask?: Tensor | RaggedBatch; saved?: unknown; grad: Spatial; needInputGrad: boolean }, c: LayerContext): Promise<Backward>;
   /** The layer lists inside this layer (a concat's branches), for what walks the whole network. */

@@ -73,7 +73,8 @@ export const LAYERS: Table = {
         return conv2dCached(x, w, b, { ...convOpts(l), relu: bn.relu === true, out: c.out, sequence: c.sequence }, (n) => c.cache!(`${l.name}+${bn.name}`, n));
       },
     },
-    train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false }) }),
+    train: async (l, x, c) => ({ out: await conv2d(x, c.weight(`${l.name}.weight`), convBias(l, c), { ...convOpts(l), relu: l.relu !== false, sequence: c.sequence }) }),
+    recordsTraining: true,
     backward: async (l, t, c) => {
       const g = l.relu !== false ? await reluBackward(t.output, t.grad) : t.grad;
       const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, c.weight(`${l.name}.weight`), gr, { ...convOpts(l), bias: l.bias !== false, needInputGrad: t.needInputGrad }));
@@ -82,6 +83,7 @@ export const LAYERS: Table = {
   },
   lrn: {
     stage: 'trunk',
+    recordsTraining: true,
     article: 'an',
     check: (c) => void lrnParams(c.fn, c.o, c.where),
     infer: (l, x, c) => localResponseNorm(x, { ...lrnOpts(l), out: c.out, sequence: c.sequence }),
@@ -94,6 +96,7 @@ export const LAYERS: Table = {
   },
   maxpool: {
     stage: 'trunk',
+    recordsTraining: true,
     article: 'a',
     check: (c) => void poolWindow(c.fn, c.o, c.where, MAX_SPEC_SIDE),
     side: (l, a, axis) => poolOutSide(a, pairOf(l.kernel, 1)[axis], pairOf(l.stride ?? l.kernel, 1)[axis], pairOf(l.padding, 0)[axis], l.ceilMode === true),
@@ -156,6 +159,7 @@ export const LAYERS: Table = {
   },
   concat: {
     stage: 'trunk',
+    recordsTraining: true,
     article: 'a',
     check(c, l) {
       const { fn, where } = c;
@@ -187,7 +191,7 @@ export const LAYERS: Table = {
     train: async (l, x, c) => {
       const runs: Array<{ out: Spatial; tape: unknown }> = [];
       for (let k = 0; k < l.branches.length; k++) runs.push(await c.trainBranch!(l.branches[k], x, k));
-      const out = await concat(runs.map((r) => r.out));
+      const out = await concat(runs.map((r) => r.out), { sequence: c.sequence });
       return { out, saved: { tapes: runs.map((r) => r.tape), widths: runs.map((r) => spatialLayout('Model.trainStep', r.out).channels) } };
     },
     backward: async (l, t, c) => {
@@ -223,6 +227,7 @@ export const LAYERS: Table = {
   },
   spp: {
     stage: 'pyramid',
+    recordsTraining: true,
     article: 'an',
     check(c) {
       const levels = sppPyramid(c.fn, c.o, c.where).levels;
@@ -237,6 +242,7 @@ export const LAYERS: Table = {
   },
   fc: {
     stage: 'head',
+    recordsTraining: true,
     article: 'an',
     params: true,
     check(c) {
@@ -276,7 +282,7 @@ export function kindOf<L extends LayerSpec>(l: L): LayerKind<L> {
 export async function trainForward(l: LayerSpec, x: Spatial, c: LayerContext): Promise<Trained> {
   const k = kindOf(l);
   if (k.train) return k.train(l, x, c);
-  return { out: k.infer ? await k.infer(l, x, { weight: c.weight }) : x };
+  return { out: k.infer ? await k.infer(l, x, { weight: c.weight, sequence: c.sequence }) : x };
 }
 
 /** The map side after a sequence of map layers for an input side a (below 1: nothing is left). */

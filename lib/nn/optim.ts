@@ -1,6 +1,7 @@
 // Optimizers (SGD with momentum and weight decay, as in the paper; Adam and AdamW) holding their
 // state per parameter, and learning-rate schedules.
-import { describe, fail, isPositiveInt, SppnetError } from '../core/errors';
+import { CallSite, describe, fail, isPositiveInt, SppnetError } from '../core/errors';
+import { OpSequence } from '../core/sequence';
 import { Tensor, tensor, zeros } from '../core/tensor';
 import { adamStep, sgdStep } from '../ops/update';
 
@@ -111,22 +112,26 @@ export class Optimizer {
     return b;
   }
 
-  /** One update of every parameter from its gradient, at learning rate lr. */
-  async apply(params: ReadonlyMap<string, Tensor>, grads: ReadonlyMap<string, Tensor>, lr: number): Promise<void> {
+  /**
+   * One update of every parameter from its gradient, at learning rate lr: the steps checked and
+   * recorded, then run as one native call (one hand-over to the executor for them all).
+   */
+  async apply(params: ReadonlyMap<string, Tensor>, grads: ReadonlyMap<string, Tensor>, lr: number, fn = 'Model.trainStep'): Promise<void> {
     const o = this.options;
+    const site = new CallSite();
+    const sequence = new OpSequence();
     this.steps += 1;
-    const jobs: Array<Promise<void>> = [];
     for (const [name, g] of grads) {
       const p = params.get(name);
       if (!p) throw new SppnetError(`Optimizer: no parameter ${name}`, 'SPPNET_INTERNAL');
       const b = this.buffers(name, p);
       if (o.type === 'sgd') {
-        jobs.push(sgdStep(p, g, b[0] ?? null, { lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.nesterov, step: this.steps }));
+        await sgdStep(p, g, b[0] ?? null, { lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.nesterov, step: this.steps, sequence });
       } else {
-        jobs.push(adamStep(p, g, b[0], b[1], { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, decoupled: o.type === 'adamw', step: this.steps }));
+        await adamStep(p, g, b[0], b[1], { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, decoupled: o.type === 'adamw', step: this.steps, sequence });
       }
     }
-    await Promise.all(jobs);
+    await site.run(fn, () => sequence.run());
   }
 
   /** The state as host arrays, named `optimizer.<param>.<buffer>`. */

@@ -1,7 +1,7 @@
 // The optimizers' update steps, in place on one parameter: torch.optim.SGD's and Adam/AdamW's.
 import { booleanOption, checkOpts, checkTensorLike, numberOption, settle } from '../core/checks';
 import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
-import { native } from '../core/native';
+import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { nativeBuf, Storage, Tensor } from '../core/tensor';
 
 export interface SgdOptions {
@@ -12,6 +12,8 @@ export interface SgdOptions {
   nesterov?: boolean;
   /** 1-based step number; required when momentum != 0 (step 1 sets buf = d, as PyTorch's first step). */
   step?: number;
+  /** @internal Recorded into this sequence instead of run (the optimizer's steps as one native call). */
+  sequence?: OpSequence;
 }
 
 function checkParamGroup(fn: string, param: unknown, others: Array<[string, unknown]>): { p: Storage; rest: Storage[] } {
@@ -34,7 +36,7 @@ function checkParamGroup(fn: string, param: unknown, others: Array<[string, unkn
  */
 export async function sgdStep(param: Tensor, grad: Tensor, momentumBuf: Tensor | null | undefined, opts: SgdOptions): Promise<void> {
   const fn = 'sp.sgdStep';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   if (opts === undefined) fail(`${fn}: options with lr are required`);
   const lr = numberOption(fn, o, 'lr', undefined, (v) => v >= 0, 'a finite number >= 0');
@@ -52,7 +54,7 @@ export async function sgdStep(param: Tensor, grad: Tensor, momentumBuf: Tensor |
   if (useBuf && (momentumBuf === null || momentumBuf === undefined)) fail(`${fn}: momentumBuf must be a Tensor like param when momentum != 0, got ${describe(momentumBuf)}`);
   const { p, rest } = checkParamGroup(fn, param, [['grad', grad], ...(useBuf ? [['momentumBuf', momentumBuf] as [string, unknown]] : [])]);
   await settle(site, fn, [], () =>
-    native.sgdStep({
+    callOp(sequenceOf(o), 'sgdStep', {
       n: param.size, ...nativeBuf('param', p), ...nativeBuf('grad', rest[0]), ...(useBuf ? nativeBuf('buf', rest[1]) : {}),
       lr, momentum, dampening, weightDecay, nesterov, firstStep: step === 1,
     }),
@@ -69,6 +71,8 @@ export interface AdamOptions {
   decoupled?: boolean;
   /** 1-based step number (for the bias corrections). */
   step: number;
+  /** @internal Recorded into this sequence instead of run (the optimizer's steps as one native call). */
+  sequence?: OpSequence;
 }
 
 /**
@@ -80,7 +84,7 @@ export interface AdamOptions {
  */
 export async function adamStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, opts: AdamOptions): Promise<void> {
   const fn = 'sp.adamStep';
-  const site = new CallSite();
+  const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
   if (opts === undefined) fail(`${fn}: options with lr and step are required`);
   const lr = numberOption(fn, o, 'lr', undefined, (x) => x >= 0, 'a finite number >= 0');
@@ -95,7 +99,7 @@ export async function adamStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor
   const stepSize = lr / (1 - beta1 ** step);
   const biasCorrection2Sqrt = Math.sqrt(1 - beta2 ** step);
   await settle(site, fn, [], () =>
-    native.adamStep({
+    callOp(sequenceOf(o), 'adamStep', {
       n: param.size, ...nativeBuf('param', p), ...nativeBuf('grad', rest[0]), ...nativeBuf('m', rest[1]), ...nativeBuf('v', rest[2]), lr, beta1, beta2, eps, weightDecay, decoupled, stepSize, biasCorrection2Sqrt,
     }),
   );
