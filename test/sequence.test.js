@@ -66,3 +66,48 @@ for (const device of devices) {
     });
   });
 }
+
+// Model.trainStep records the forward's ops of consecutive recordable layers, and the optimizer's
+// updates, and runs each run of them as one native call (lib/nn/backprop.ts, lib/nn/optim.ts).
+// everyKindSpec has layers that record (conv, lrn, maxpool, concat, relu, spp, fc) and layers that
+// read back first (batch norm, inside a concat's neighbourhood too, and dropout p 0.5).
+describe('Model.trainStep as op sequences', function () {
+  this.timeout(600000);
+  for (const device of devices)
+    for (const type of ['sgd', 'adam'])
+      it(`${device}, ${type}: the losses and every weight bit for bit as with one native call per op (SPPNET_SEQUENCE=0), in fewer calls`, async function () {
+        const seed = freshSeed();
+        const r = rng(seed);
+        const shapes = [[3, 19, 23], [3, 30, 17], [3, 16, 16]];
+        const imgs = shapes.map((s) => sp.tensor(rand(r, s[0] * s[1] * s[2]), s, { device }));
+        const labels = [1, 4, 0];
+        const train = async (sequence) => {
+          const saved = process.env.SPPNET_SEQUENCE;
+          process.env.SPPNET_SEQUENCE = sequence ? '1' : '0';
+          try {
+            const model = await sp.loadModel({ spec, seed: seed % 1000, device });
+            model.setOptimizer(type === 'sgd' ? { type, lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3 } : { type, lr: 0.01, weightDecay: 1e-3 });
+            const losses = [], calls = [];
+            for (let k = 0; k < 3; k++) {
+              const before = native.memoryStats();
+              losses.push((await model.trainStep(imgs, labels, { seed: 11 + k })).loss);
+              const after = native.memoryStats();
+              calls.push(after.opsInline + after.opsQueued - before.opsInline - before.opsQueued);
+            }
+            const weights = await model.stateDict();
+            model.dispose();
+            return { losses, calls, weights };
+          } finally {
+            if (saved === undefined) delete process.env.SPPNET_SEQUENCE;
+            else process.env.SPPNET_SEQUENCE = saved;
+          }
+        };
+        const a = await train(true), b = await train(false);
+        expect(a.losses, `seed ${seed}`).to.deep.equal(b.losses);
+        expect([...a.weights.keys()]).to.deep.equal([...b.weights.keys()]);
+        for (const [name, w] of b.weights) expect(Array.from(a.weights.get(name).data), `seed ${seed}: ${name}`).to.deep.equal(Array.from(w.data));
+        // 16 parameters' updates in one call, and the forward's recordable runs in one call each.
+        expect(a.calls[2], `native calls a step: ${a.calls} recorded, ${b.calls} one by one`).to.be.below(b.calls[2] - 20);
+        imgs.forEach((t) => t.dispose());
+      });
+});

@@ -29,12 +29,16 @@ interface Pass {
   weight: (name: string) => Tensor;
   grads: Map<string, Tensor>;
   owned: Set<Spatial>;
-  sequence: OpSequence;
+  /** Absent with SPPNET_SEQUENCE=0: every op called as it comes (the same results, bit for bit). */
+  sequence?: OpSequence;
+  /** The public call, for errors of a recorded run. */
+  fn: string;
 }
 
 /** Runs what the pass's forward has recorded so far. */
 function flush(pass: Pass): Promise<void> {
-  return pass.sequence.length ? new CallSite().run('Model.trainStep', () => pass.sequence.run()) : Promise.resolve();
+  const seq = pass.sequence;
+  return seq && seq.length ? new CallSite().run(pass.fn, () => seq.run()) : Promise.resolve();
 }
 
 /** Frees a tensor made in this pass as soon as nothing later needs it (peak memory ~ the forward's). */
@@ -49,7 +53,7 @@ async function forwardTape(pass: Pass, layers: LayerSpec[], x: Spatial, seed: nu
   for (let li = 0; li < layers.length; li++) {
     const l = layers[li];
     const layerSeed = (seed + li * 0x9e3779b1) >>> 0;
-    const records = kindOf(l).recordsTraining === true;
+    const records = kindOf(l).recordsTraining === true && pass.sequence !== undefined;
     if (!records) await flush(pass);
     const ctx: LayerContext = {
       weight: pass.weight,
@@ -106,8 +110,10 @@ export async function lossAndGradients(
   x: Spatial,
   labels: Int32Array,
   seed: number,
+  fn = 'Model.trainStep',
 ): Promise<{ loss: number; correct: number; grads: Map<string, Tensor> }> {
-  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence: new OpSequence() };
+  const sequence = process.env.SPPNET_SEQUENCE !== '0' ? new OpSequence() : undefined;
+  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence, fn };
   try {
     const { out, tape } = await forwardTape(pass, spec.layers, x, seed);
     await flush(pass);

@@ -120,7 +120,8 @@ export interface LayerKind<L> {
   /**
    * Its training forward only records ops into c.sequence (nothing read back on the host), so a
    * trainStep's forward records it with its neighbours and runs them in one native call; other
-   * kinds run what was recorded before them first.
+   * kinds run what was recorded before them first. A concat records its own op; a layer inside
+   * its branches that does not record runs what was recorded before it first, as anywhere.
    */
   recordsTraining?: true;
   /** Gradients from the output's; needInputGrad: some layer before has parameters. */

@@ -220,6 +220,7 @@ export const LAYERS: Table = {
   },
   relu: {
     stage: 'any',
+    recordsTraining: true,
     article: 'a',
     check: () => undefined,
     infer: (_l, x, c) => relu(x, { out: c.out, sequence: c.sequence }),

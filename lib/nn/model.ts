@@ -332,7 +332,7 @@ export class Model {
     const params = this.weights.trainable(fn);
     const opt = this.optimizer;
     const y = checkLabels(fn, labels, n, this.classes, what);
-    const r = await lossAndGradients(spec, (name) => this.weights.tensor(name), x, y, seed >>> 0);
+    const r = await lossAndGradients(spec, (name) => this.weights.tensor(name), x, y, seed >>> 0, fn);
     try {
       if (!Number.isFinite(r.loss))
         throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
@@ -340,7 +340,7 @@ export class Model {
       // filled a fresh cache from weights half way through it.
       this.weightsChanged();
       try {
-        await opt.apply(params, r.grads, lr);
+        await opt.apply(params, r.grads, lr, fn);
       } finally {
         this.weightsChanged();
       }

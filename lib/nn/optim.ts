@@ -119,19 +119,23 @@ export class Optimizer {
   async apply(params: ReadonlyMap<string, Tensor>, grads: ReadonlyMap<string, Tensor>, lr: number, fn = 'Model.trainStep'): Promise<void> {
     const o = this.options;
     const site = new CallSite();
-    const sequence = new OpSequence();
-    this.steps += 1;
+    // SPPNET_SEQUENCE=0: each update called as it comes (the same results, bit for bit).
+    const sequence = process.env.SPPNET_SEQUENCE !== '0' ? new OpSequence() : undefined;
+    // The step counts once every update is checked and recorded: a check that fails leaves no
+    // parameter changed and the count as it was.
+    const step = this.steps + 1;
     for (const [name, g] of grads) {
       const p = params.get(name);
       if (!p) throw new SppnetError(`Optimizer: no parameter ${name}`, 'SPPNET_INTERNAL');
       const b = this.buffers(name, p);
       if (o.type === 'sgd') {
-        await sgdStep(p, g, b[0] ?? null, { lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.nesterov, step: this.steps, sequence });
+        await sgdStep(p, g, b[0] ?? null, { lr, momentum: o.momentum, weightDecay: o.weightDecay, nesterov: o.nesterov, step, sequence });
       } else {
-        await adamStep(p, g, b[0], b[1], { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, decoupled: o.type === 'adamw', step: this.steps, sequence });
+        await adamStep(p, g, b[0], b[1], { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, decoupled: o.type === 'adamw', step, sequence });
       }
     }
-    await site.run(fn, () => sequence.run());
+    this.steps = step;
+    if (sequence) await site.run(fn, () => sequence.run());
   }
 
   /** The state as host arrays, named `optimizer.<param>.<buffer>`. */
