@@ -121,15 +121,6 @@ Napi::Value CudaUpload(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// cudaDownload(buffer, offset, Float32Array) -> Promise: device -> host copy off the main thread.
-Napi::Value CudaDownload(const Napi::CallbackInfo& info) {
-  const int64_t n = static_cast<int64_t>(info[2].As<Napi::Float32Array>().ElementLength());
-  FloatArg s = float_at(info, 0, true, "src", n);
-  FloatArg d = float_at(info, 2, false, "dst", n);
-  auto task = [s, d, n]() { return cuda::copy_d2h(d.ptr, s.ptr, static_cast<size_t>(n) * sizeof(float)); };
-  return queue(info.Env(), task, {info[0], info[2]}, Runs::kCuda);
-}
-
 // copy(dst, dstOffset, src, srcOffset, n) -> Promise: n floats from src to dst (each a
 // Float32Array or a DeviceBuffer) as an op: after the ops called before it on the device
 // (Executor; CUDA when either is device memory). Host to host, with no host task in flight, it
@@ -148,13 +139,7 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
     if (n > 0) std::memmove(d.ptr, s.ptr, bytes);
     return Status::Ok();
   };
-  const AddonData* data = env.GetInstanceData<AddonData>();
-  if (!device && !data->capture && data->inline_limit > 0 && data->inline_state->inflight_host == 0) {
-    (void)task();
-    Napi::Promise::Deferred done = Napi::Promise::Deferred::New(env);
-    done.Resolve(env.Undefined());
-    return done.Promise();
-  }
+  if (!device && may_run_inline(*env.GetInstanceData<AddonData>())) return settled(env, task());
   return queue(env, task, {info[0], info[2]}, runs_on(device));
 }
 
@@ -233,7 +218,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("DeviceBuffer", ctor);
   export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
-                                   {"cudaDownload", CudaDownload}, {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
+                                   {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
                                    {"cancelQueued", CancelQueued}});
   exports.Set("enums", Enums(env));
   init_spp(env, exports);

@@ -375,7 +375,6 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
       executor_(std::move(executor)),
       inline_(std::move(inline_state)),
       runs_(runs) {
-  ++inline_->inflight;
   if (runs_ != Runs::kCuda) ++inline_->inflight_host;
   ++inline_->queued;
   for (const auto& v : keep) {
@@ -470,6 +469,18 @@ void TaskWorker::OnError(const Napi::Error& e) {
   }
 }
 
+Napi::Value settled(Napi::Env env, const Status& s) {
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  if (s.ok()) {
+    deferred.Resolve(env.Undefined());
+  } else {
+    Napi::Error err = Napi::Error::New(env, s.message);
+    err.Set("code", Napi::String::New(env, code_name(s.code)));
+    deferred.Reject(err.Value());
+  }
+  return deferred.Promise();
+}
+
 Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector<Napi::Value>& keep, Runs runs,
                   int64_t inline_work) {
   AddonData* d = env.GetInstanceData<AddonData>();
@@ -481,8 +492,7 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
     return env.Undefined();
   }
   InlineState& in = *d->inline_state;
-  if (runs == Runs::kCpu && inline_work >= 0 && inline_work <= d->inline_limit && d->inline_limit > 0 && in.inflight_host == 0 &&
-      in.budget_ns > 0) {
+  if (runs == Runs::kCpu && inline_work >= 0 && inline_work <= d->inline_limit && may_run_inline(*d) && in.budget_ns > 0) {
     // Tiny, nothing before it, and time left in this turn of the event loop: run here; the
     // buffers in `keep` are alive (the caller holds them).
     const auto t0 = std::chrono::steady_clock::now();
@@ -491,15 +501,7 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
     in.budget_ns -= ns + kInlineCallNs;
     in.ran_ns += ns;
     ++in.ran;
-    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-    if (s.ok()) {
-      deferred.Resolve(env.Undefined());
-    } else {
-      Napi::Error err = Napi::Error::New(env, s.message);
-      err.Set("code", Napi::String::New(env, code_name(s.code)));
-      deferred.Reject(err.Value());
-    }
-    return deferred.Promise();
+    return settled(env, s);
   }
   std::shared_ptr<Executor> on = runs == Runs::kCuda ? d->cuda : runs == Runs::kCpu && d->use_executor ? d->cpu : nullptr;
   auto* w = new TaskWorker(env, std::move(task), keep, runs, std::move(on), d->inline_state);

@@ -160,8 +160,7 @@ class Executor {
 //   turns of the event loop; then the next op is queued as usual, and when a queued task settles
 //   (on a turn of the loop) the budget is full again.
 struct InlineState {
-  int64_t inflight = 0;       // tasks in flight, every kind
-  int64_t inflight_host = 0;  // those that run on the host (Runs::kCpu, Runs::kHost)
+  int64_t inflight_host = 0;  // tasks in flight that run on the host (Runs::kCpu, Runs::kHost)
   int64_t budget_ns = kBudgetNs;
   int64_t ran = 0, queued = 0;  // ops run inline / queued, for checks
   int64_t ran_ns = 0;           // time spent running them inline
@@ -306,7 +305,6 @@ class TaskWorker : public Napi::AsyncWorker {
              std::shared_ptr<Executor> executor, std::shared_ptr<InlineState> inline_state);
   ~TaskWorker() override {
     drop_task();  // (done already, unless the worker goes without settling); holds_ go after
-    --inline_->inflight;
     if (runs_ != Runs::kCuda) --inline_->inflight_host;
     inline_->budget_ns = InlineState::kBudgetNs;  // settled on a turn of the event loop
   }
@@ -328,6 +326,12 @@ class TaskWorker : public Napi::AsyncWorker {
   Runs runs_;
   Code code_ = Code::kOk;
 };
+
+// Whether host work may run at once on the JS thread (InlineState's first condition): inline work
+// allowed (SPPNET_INLINE_WORK > 0), no host task in flight, no sequence being captured.
+inline bool may_run_inline(const AddonData& d) { return d.inline_limit > 0 && d.inline_state->inflight_host == 0 && !d.capture; }
+// A promise already settled with s (rejected with its code when it is not OK).
+Napi::Value settled(Napi::Env env, const Status& s);
 
 // Queues a task and returns its promise. A CPU task whose `inline_work` (>= 0: the entry point's
 // estimate of its element visits) is at most AddonData::inline_limit, queued while no task is in

@@ -138,7 +138,6 @@ export interface Native {
   memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; /** ns spent inside CPU ops (on the executor, and inline) */ cpuOpNs: number; /** host memory kept for reuse (hostRecycle), and the allocations it served */ hostCacheBytes: number; hostCacheReused: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
   trimDeviceMemory(): void;
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;
-  cudaDownload(src: NativeDeviceBuffer, srcOffset: number, dst: Float32Array): Promise<void>;
   cudaCopy(dst: NativeDeviceBuffer, dstOffset: number, src: NativeDeviceBuffer, srcOffset: number, n: number): void;
   /** n floats from src to dst (host arrays or device buffers, in any pair) as an op: after the ops called before it. */
   copy(dst: Float32Array | NativeDeviceBuffer, dstOffset: number, src: Float32Array | NativeDeviceBuffer, srcOffset: number, n: number): Promise<void>;

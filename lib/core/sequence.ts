@@ -54,6 +54,16 @@ export class OpSequence {
   }
 }
 
+/** Whether runs record their ops into sequences: unless SPPNET_SEQUENCE=0 (one native call per op, the same results bit for bit). */
+export function recordingOps(): boolean {
+  return process.env.SPPNET_SEQUENCE !== '0';
+}
+
+/** A sequence to record a run's ops into, or none under SPPNET_SEQUENCE=0. */
+export function newSequence(): OpSequence | undefined {
+  return recordingOps() ? new OpSequence() : undefined;
+}
+
 /** native[op](args) now, or recorded into `seq` when one is given. */
 export function callOp<K extends SequencedOp>(seq: OpSequence | undefined, op: K, args: Args<K>): Promise<void> {
   return seq ? seq.add(op, args) : (native[op] as (a: Args<K>) => Promise<void>)(args);

@@ -124,9 +124,9 @@ export class Tensor {
     const site = new CallSite();
     const s = this.storage(fn, what);
     const out = new Float32Array(this.size);
-    // Both in call order, after the ops queued before (on the host, at once when none is).
-    if (s.device === 'cpu') await site.run(fn, () => native.copy(out, 0, s.array, 0, this.size));
-    else await site.run(fn, () => native.cudaDownload(s.buffer, s.offset, out));
+    // In call order, after the ops queued before (on the host, at once when none is).
+    const r = nativeRef(s);
+    await site.run(fn, () => native.copy(out, 0, r.buf, r.offset, this.size));
     return out;
   }
 
@@ -309,8 +309,8 @@ export async function writeTensor(t: Tensor, host: Float32Array, fn: string): Pr
   const site = new CallSite();
   const s = t.storage(fn, 'the tensor written');
   if (host.length !== t.size) fail(`${fn}: writing ${host.length} values into a tensor of ${t.size}`);
-  if (s.device === 'cpu') await site.run(fn, () => native.copy(s.array, 0, host, 0, host.length));
-  else await site.run(fn, () => native.copy(s.buffer, s.offset, host, 0, host.length));
+  const r = nativeRef(s);
+  await site.run(fn, () => native.copy(r.buf, r.offset, host, 0, host.length));
 }
 
 /** A new CUDA tensor holding a copy of `host`. */

@@ -3,7 +3,7 @@
 // of the layer table in reverse, down to the first layer with parameters. A layer with branches
 // (concat) runs each branch as a tape of its own, through the same two functions.
 import { CallSite, SppnetError } from '../core/errors';
-import { OpSequence } from '../core/sequence';
+import { newSequence, OpSequence } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
@@ -112,8 +112,7 @@ export async function lossAndGradients(
   seed: number,
   fn = 'Model.trainStep',
 ): Promise<{ loss: number; correct: number; grads: Map<string, Tensor> }> {
-  const sequence = process.env.SPPNET_SEQUENCE !== '0' ? new OpSequence() : undefined;
-  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence, fn };
+  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence: newSequence(), fn };
   try {
     const { out, tape } = await forwardTape(pass, spec.layers, x, seed);
     await flush(pass);

@@ -4,7 +4,7 @@ import { Device } from '../core/backend';
 import { describe, fail } from '../core/errors';
 import { activations } from '../core/memory';
 import { native } from '../core/native';
-import { OpSequence } from '../core/sequence';
+import { OpSequence, recordingOps } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
 import { mapElements, SpatialLayout, Spatial } from '../core/spatial';
 import { allocateReleasable, freeReleasable, Storage, Tensor } from '../core/tensor';
@@ -285,7 +285,7 @@ export class RunBuffers {
   /** The arena the takes come from while they follow its trace (useArena). */
   private arena: { buf: Tensor; trace: readonly BufferEvent[]; plan: ArenaPlan; at: number; slices: Set<Tensor> } | undefined;
 
-  constructor(private readonly pool: ActivationPool, record: boolean) {
+  constructor(private readonly pool: ActivationPool, record = recordingOps()) {
     this.sequence = record ? new OpSequence() : undefined;
   }
 

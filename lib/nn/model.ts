@@ -157,7 +157,7 @@ export class Model {
    */
   private async inRun(fn: string, body: (run: RunBuffers) => Promise<Spatial>): Promise<Spatial> {
     this.pool.begin();
-    const run = new RunBuffers(this.pool, process.env.SPPNET_SEQUENCE !== '0');
+    const run = new RunBuffers(this.pool);
     let ok = false;
     try {
       const out = await body(run);

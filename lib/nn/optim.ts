@@ -1,7 +1,7 @@
 // Optimizers (SGD with momentum and weight decay, as in the paper; Adam and AdamW) holding their
 // state per parameter, and learning-rate schedules.
 import { CallSite, describe, fail, isPositiveInt, SppnetError } from '../core/errors';
-import { OpSequence } from '../core/sequence';
+import { newSequence } from '../core/sequence';
 import { Tensor, tensor, zeros } from '../core/tensor';
 import { adamStep, sgdStep } from '../ops/update';
 
@@ -119,8 +119,7 @@ export class Optimizer {
   async apply(params: ReadonlyMap<string, Tensor>, grads: ReadonlyMap<string, Tensor>, lr: number, fn = 'Model.trainStep'): Promise<void> {
     const o = this.options;
     const site = new CallSite();
-    // SPPNET_SEQUENCE=0: each update called as it comes (the same results, bit for bit).
-    const sequence = process.env.SPPNET_SEQUENCE !== '0' ? new OpSequence() : undefined;
+    const sequence = newSequence(); // none under SPPNET_SEQUENCE=0: each update called as it comes
     // The step counts once every update is checked and recorded: a check that fails leaves no
     // parameter changed and the count as it was.
     const step = this.steps + 1;

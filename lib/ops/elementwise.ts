@@ -5,7 +5,7 @@ import { CallSite, describe, fail } from '../core/errors';
 import { argsOf, native } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { RaggedBatch } from '../core/ragged';
-import { allocate, nativeBuf, Storage, Tensor } from '../core/tensor';
+import { allocate, nativeBuf, nativeRef, Storage, Tensor } from '../core/tensor';
 
 /** max(x, 0) elementwise (NaN stays NaN); the input's kind and shape. */
 export async function relu<T extends Tensor | RaggedBatch>(x: T, opts?: { out?: T; /** @internal */ sequence?: OpSequence }): Promise<T> {
@@ -77,9 +77,9 @@ export function dropoutRate(fn: string, o: Record<string, unknown>, prefix = 'op
 async function copyOf<T extends Tensor | RaggedBatch>(fn: string, site: CallSite, x: T, s: Storage, n: number): Promise<T> {
   const out = allocateAs(x, fn);
   const d = out.storage(fn, 'the copy');
+  const to = nativeRef(d), from = nativeRef(s);
   try {
-    if (s.device === 'cpu' && d.device === 'cpu') await site.run(fn, () => native.copy(d.array, 0, s.array, 0, n));
-    else if (s.device === 'cuda' && d.device === 'cuda') await site.run(fn, () => native.copy(d.buffer, d.offset, s.buffer, s.offset, n));
+    await site.run(fn, () => native.copy(to.buf, to.offset, from.buf, from.offset, n));
   } catch (e) {
     out.dispose();
     throw e;
