@@ -82,7 +82,8 @@ function mocha(log) {
     if (figures.failed) why.push(`${figures.failed} tests failed`);
     if (figures.passed < 100) why.push(`only ${figures.passed} tests passed`);
   }
-  const noCuda = log.split('\n').filter((l) => /(CUDA|tensor-core)[^\n]*tests skipped|skipped: no CUDA device/.test(l));
+  // A skip note, not a test's title (a passed test's line starts with ✔, a failed one's with "N) ").
+  const noCuda = log.split('\n').filter((l) => !/^\s*(✔|\d+\) )/.test(l) && /(CUDA|tensor-core)[^\n]*tests skipped|skipped: no CUDA device/.test(l));
   if (noCuda.length) why.push(`CUDA tests skipped: ${noCuda[0].trim()}`);
   figures.failures = log.split('\n').filter((l) => /^\s+\d+\) /.test(l)).slice(0, 10).map((l) => l.trim());
   return { why, figures };
