@@ -1,7 +1,9 @@
 // SPP on CUDA: the whole ragged batch, every level and every window in one launch.
 //
 // Forward: one block per (region, group of G channels). A region is a whole map or a detection
-// window. The block reads its G planes from global memory once (16-byte loads when the planes are
+// window; each region has its own G, so that G planes hold about kTargetFloats (thousands of small
+// detection windows beside one large one must not all get the large one's few channels per block).
+// The block reads its G planes from global memory once (16-byte loads when the planes are
 // contiguous) into shared memory, then pools every bin of every level from there: small bins
 // one thread each, large bins one warp each. Planes too large for shared memory are pooled
 // straight from global memory (L1/L2 absorb the re-reads of overlapping levels).
@@ -44,10 +46,12 @@ struct Params {
   const int64_t* __restrict__ elem_start;
   const int32_t* __restrict__ map_region_start;
   const int32_t* __restrict__ map_regions;
+  const int32_t* __restrict__ block_start;  // region r's blocks are [block_start[r], block_start[r + 1])
   int64_t F;      // features per region: C * sum(n*n)
   int64_t elems;  // elements of all maps
   int32_t count;  // maps
-  int32_t C, G, groups, L, rule, smem_floats;
+  int32_t C, L, rule, smem_floats;
+  int32_t num_regions;  // R
   int32_t levels[kMaxLevels];
   int32_t level_base[kMaxLevels];  // sum of n*n over the levels before l
   int32_t order[kMaxLevels];       // levels by increasing n: the largest bins are dealt out first
@@ -61,6 +65,19 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
   if (vn || bn) return vn && (!bn || i < bi);
   return v > bv || (v == bv && i < bi);
 }
+
+// Lanes of a warp cover a span `width` wide (a bin, or a window's rows) as rows_per_pass rows of
+// lanes_per_row columns.
+struct WarpTiling {
+  int ly, lx, lanes_per_row, rows_per_pass;
+  __device__ WarpTiling(int lane, int width) {
+    lanes_per_row = 32;
+    while (lanes_per_row > 1 && (lanes_per_row >> 1) >= width) lanes_per_row >>= 1;
+    rows_per_pass = 32 / lanes_per_row;
+    ly = lane / lanes_per_row;
+    lx = lane % lanes_per_row;
+  }
+};
 
 // Copies the G planes (channels c0..c0+G-1) of region g into shared memory, packed [G][h][w],
 // and returns where element 0 landed: sm + off, with off in [0, 3] chosen so that 16-byte aligned
@@ -90,30 +107,39 @@ __device__ int load_planes(const Region& g, int H, int W, const float* __restric
     for (; j < n4; j += nt) s4[j] = __ldg(b4 + j);
     for (int i = head + 4 * n4 + threadIdx.x; i < total; i += nt) s[i] = __ldg(base + i);
   } else {
-    // A window: one row per warp pass, lanes along the row.
+    // A window: each warp takes rows_per_pass rows at a time, lanes along them (a narrow
+    // window's rows share a warp instead of leaving most lanes idle).
     const int64_t HW = static_cast<int64_t>(H) * W;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = nt >> 5;
-    for (int row = warp; row < G * g.h; row += nwarps) {
+    const WarpTiling t(lane, g.w);
+    for (int row = warp * t.rows_per_pass + t.ly; row < G * g.h; row += nwarps * t.rows_per_pass) {
       const int gi = row / g.h, y = row - gi * g.h;
       const float* src = base + gi * HW + static_cast<int64_t>(g.y0 + y) * W + g.x0;
-      for (int x = lane; x < g.w; x += 32) sm[row * g.w + x] = __ldg(src + x);
+      for (int x = t.lx; x < g.w; x += t.lanes_per_row) sm[row * g.w + x] = __ldg(src + x);
     }
   }
   __syncthreads();
   return off;
 }
 
-// Lanes of a warp cover a bin as rows_per_pass rows of lanes_per_row columns.
-struct WarpTiling {
-  int ly, lx, lanes_per_row, rows_per_pass;
-  __device__ WarpTiling(int lane, int width) {
-    lanes_per_row = 32;
-    while (lanes_per_row > 1 && (lanes_per_row >> 1) >= width) lanes_per_row >>= 1;
-    rows_per_pass = 32 / lanes_per_row;
-    ly = lane / lanes_per_row;
-    lx = lane % lanes_per_row;
+
+// Channels per block for a region of `area` elements: about kTargetFloats of input, at least 1,
+// at most C. The host's grid and the kernel's blocks use this one function.
+__host__ __device__ inline int32_t group_channels(int64_t area, int32_t C) {
+  const int64_t g = kTargetFloats / (area > 0 ? area : 1);
+  return static_cast<int32_t>(g < 1 ? 1 : (g > C ? C : g));
+}
+
+// The region of this block: the last r with block_start[r] <= blockIdx.x.
+__device__ inline int block_region(const Params& p) {
+  int lo = 0, hi = p.num_regions - 1;
+  const int b = blockIdx.x;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (p.block_start[mid] <= b) lo = mid; else hi = mid - 1;
   }
-};
+  return lo;
+}
 
 struct Block {
   Region g;
@@ -128,10 +154,11 @@ struct Block {
 
 __device__ Block setup(const Params& p, float* sm, bool need_input) {
   Block b;
-  const int r = blockIdx.x / p.groups;
-  b.c0 = (blockIdx.x - r * p.groups) * p.G;
-  b.G = min(p.G, p.C - b.c0);
+  const int r = block_region(p);
   b.g = p.regions[r];
+  const int32_t G = group_channels(static_cast<int64_t>(b.g.h) * b.g.w, p.C);
+  b.c0 = (static_cast<int>(blockIdx.x) - p.block_start[r]) * G;
+  b.G = min(G, p.C - b.c0);
   b.H = p.map_h[b.g.map];
   b.W = p.map_w[b.g.map];
   b.HW = static_cast<int64_t>(b.H) * b.W;
@@ -157,13 +184,15 @@ __device__ Block setup(const Params& p, float* sm, bool need_input) {
 // MODE kArgmax writes each bin's argmax to p.arg: the first NaN, else the first maximum, in
 // row-major order within the region (the CPU backward's choice).
 template <int MODE>
-__device__ __forceinline__ void pool_levels(const Params& p, const Block& b, const float* src, int r) {
+__device__ __forceinline__ void pool_levels(const Params& p, const Block& b, const float* src) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   int dealt = 0;  // items handed out so far, over all levels
   for (int li = 0; li < p.L; ++li) {
     const int l = p.order[li];
     const int n = p.levels[l], nn = n * n, items = b.G * nn;
-    const int64_t o = r * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
+    // The region's index is searched again here rather than kept from setup(): held across the
+    // levels it costs the registers that the 4-blocks-per-SM bound on Hopper does not have (spills).
+    const int64_t o = static_cast<int64_t>(block_region(p)) * p.F + static_cast<int64_t>(p.level_base[l]) * p.C + static_cast<int64_t>(b.c0) * nn;
     const bool per_thread = static_cast<int64_t>(b.g.h / n + 2) * (b.g.w / n + 2) <= kThreadBinMax;
     const int step = per_thread ? blockDim.x : nwarps;
     const int me = per_thread ? threadIdx.x : warp;
@@ -247,11 +276,10 @@ template <int MODE>
 __global__ void __launch_bounds__(kThreads, SPP_FORWARD_MIN_BLOCKS) spp_forward_kernel(Params p) {
   SPP_DYNAMIC_SHARED(float, sm);
   const Block b = setup(p, sm, true);
-  const int r = blockIdx.x / p.groups;
   if (b.shared)
-    pool_levels<MODE>(p, b, sm + b.off, r);  // the compiler sees shared memory: ld.shared
+    pool_levels<MODE>(p, b, sm + b.off);  // the compiler sees shared memory: ld.shared
   else
-    pool_levels<MODE>(p, b, b.src, r);
+    pool_levels<MODE>(p, b, b.src);
 }
 
 // grad_in, one thread per element of the maps: the sum of the gradients of the bins that draw
@@ -309,7 +337,18 @@ class Launch {
   Status prepare(const SppProblem& sp, bool backward) {
     const int N = sp.input.count, R = sp.num_regions;
     std::vector<int64_t> elem_start;
-    std::vector<int32_t> region_start, regions_by_map;
+    std::vector<int32_t> region_start, regions_by_map, block_start(static_cast<size_t>(R) + 1, 0);
+    // Each region's channel groups, and the planes' largest footprint (the shared memory asked for).
+    int64_t blocks = 0, most = 1;
+    for (int r = 0; r < R; ++r) {
+      const int64_t area = int64_t{sp.regions[r].h} * sp.regions[r].w;
+      const int32_t G = group_channels(area, sp.input.channels);
+      most = std::max<int64_t>(most, G * area);
+      blocks += (sp.input.channels + G - 1) / G;
+      if (blocks > INT_MAX)
+        return Status::Error(Code::kInvalidArgument, "SPP launch needs more than 2^31-1 blocks (" + std::to_string(R) + " regions)");
+      block_start[r + 1] = static_cast<int32_t>(blocks);
+    }
     if (backward) {
       elem_start.assign(static_cast<size_t>(N) + 1, 0);
       region_start.assign(static_cast<size_t>(N) + 1, 0);
@@ -323,7 +362,8 @@ class Launch {
     }
     const size_t off_at = tables_.add(sp.input.offset, N), es_at = tables_.add(elem_start.data(), elem_start.size()),
                  h_at = tables_.add(sp.input.height, N), w_at = tables_.add(sp.input.width, N), reg_at = tables_.add(sp.regions, R),
-                 rs_at = tables_.add(region_start.data(), region_start.size()), rm_at = tables_.add(regions_by_map.data(), regions_by_map.size());
+                 rs_at = tables_.add(region_start.data(), region_start.size()), rm_at = tables_.add(regions_by_map.data(), regions_by_map.size()),
+                 bs_at = tables_.add(block_start.data(), block_start.size());
     Status s = tables_.upload(false, "allocating SPP tables", "uploading SPP tables");
     if (!s.ok()) return s;
     p.map_off = tables_.at<int64_t>(off_at);
@@ -333,6 +373,8 @@ class Launch {
     p.regions = tables_.at<Region>(reg_at);
     p.map_region_start = tables_.at<int32_t>(rs_at);
     p.map_regions = tables_.at<int32_t>(rm_at);
+    p.block_start = tables_.at<int32_t>(bs_at);
+    p.num_regions = R;
     p.elems = backward ? elem_start[N] : 0;
     p.count = N;
     p.F = sp.features();
@@ -347,15 +389,8 @@ class Launch {
       p.order[l] = l;
     }
     std::stable_sort(p.order, p.order + sp.num_levels, [&](int a, int b) { return sp.levels[a] < sp.levels[b]; });
-    int64_t max_area = 1;
-    for (int r = 0; r < R; ++r) max_area = std::max<int64_t>(max_area, int64_t{sp.regions[r].h} * sp.regions[r].w);
-    p.G = static_cast<int32_t>(std::min<int64_t>(p.C, std::max<int64_t>(1, kTargetFloats / max_area)));
-    p.groups = (p.C + p.G - 1) / p.G;
-    p.smem_floats = static_cast<int32_t>(std::min<int64_t>(kSmemFloats, p.G * max_area));
-    const int64_t grid = static_cast<int64_t>(R) * p.groups;
-    if (grid > INT_MAX)
-      return Status::Error(Code::kInvalidArgument, "SPP launch needs " + std::to_string(grid) + " blocks, more than 2^31-1");
-    grid_ = static_cast<int>(grid);
+    p.smem_floats = static_cast<int32_t>(std::min<int64_t>(kSmemFloats, most));
+    grid_ = static_cast<int>(blocks);
     return Status::Ok();
   }
 

@@ -865,6 +865,9 @@ int main(int argc, char** argv) {
       {"caffe {2,1}, 60 windows over 4 maps", uniform(1, 20), random_sizes(4, 6, 40), {2, 1}, kBinsCaffe, 60, false},
       {"adaptive {4,2,1}, ties and NaN, 8 maps", uniform(1, 12), random_sizes(8, 1, 25), {4, 2, 1}, kBinsAdaptive, 0, true},
       {"adaptive {2,1}, ties and NaN, 40 windows", uniform(1, 12), random_sizes(3, 4, 30), {2, 1}, kBinsAdaptive, 40, true},
+      // windows from 1 to 3600 elements over 48 channels: each region's own channel grouping
+      // (48 channels per block down to 1), partial last groups, blocks of different regions
+      {"paper {6,3,2,1}, 60 windows of mixed sizes, 48 channels", 48, random_sizes(2, 30, 60), {6, 3, 2, 1}, kBinsPaper, 60, false},
   };
   // (every table is drawn before any case runs: --only then reproduces a case's data)
   std::vector<std::pair<int, int>> tinies = random_sizes(40, 1, 4);
