@@ -177,13 +177,14 @@ function failed(e) {
 
 /**
  * Times `fn` (returning a result, or a promise of one): `warmup` untimed calls, whose time is
- * warmupMs, then `reps` timed calls, each after `before()` (untimed) where given. If the warm-up
+ * warmupMs, then `reps` timed calls, each after `before()` and followed by `after()` (both untimed)
+ * where given. If the warm-up
  * took longer than `giveUpS` seconds there are no timed calls. Each result with a dispose() is
  * disposed (unless dispose: false); with keep: true none is, and the first (the warm-up's) and the
  * last timed result come back as first and last. Returns { samples (ms), warmupMs, stats:
  * stats(samples, scale), first?, last? }.
  */
-async function timeRuns(fn, { reps, warmup = 1, giveUpS = Infinity, before = null, dispose = true, keep = false, scale = 1 }) {
+async function timeRuns(fn, { reps, warmup = 1, giveUpS = Infinity, before = null, after = null, dispose = true, keep = false, scale = 1 }) {
   const done = (x) => {
     if (dispose && !keep && x && typeof x.dispose === 'function') x.dispose();
   };
@@ -201,6 +202,7 @@ async function timeRuns(fn, { reps, warmup = 1, giveUpS = Infinity, before = nul
       t0 = nowMs();
       const x = await fn();
       res.samples.push(nowMs() - t0);
+      if (after) after(); // outside the timed span (e.g. reading the addon's time counters)
       if (keep) res.last = x;
       done(x);
     }

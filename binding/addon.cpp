@@ -80,6 +80,8 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("opsInline", static_cast<double>(data->inline_state->ran));
   o.Set("opsQueued", static_cast<double>(data->inline_state->queued));
   o.Set("cpuOpNs", static_cast<double>(data->cpu->busy_ns.load() + data->inline_state->ran_ns));
+  // Time on the CUDA executor: launches, the GPU's work and the stream sync of each task.
+  o.Set("cudaOpNs", static_cast<double>(data->cuda->busy_ns.load()));
   double cached = 0, reused = 0;
   host_cache_stats(*data->host, &cached, &reused);
   o.Set("hostCacheBytes", cached);

@@ -50,7 +50,7 @@ export interface MemoryInfo {
 /** Live tensors and device allocations (for leak checks). */
 export function memory(): MemoryInfo {
   // eslint-disable-next-line @typescript-eslint/no-unused-vars
-  const { opsInline, opsQueued, cpuOpNs, ...device } = native.memoryStats();
+  const { opsInline, opsQueued, cpuOpNs, cudaOpNs, ...device } = native.memoryStats();
   return {
     tensors: { cpu: live.cpu.tensors, cuda: live.cuda.tensors },
     bytes: { cpu: live.cpu.bytes, cuda: live.cuda.bytes },
