@@ -66,24 +66,36 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   mem->counters->device_buffers += 1;
   mem->counters->device_bytes += static_cast<int64_t>(mem->bytes);
   mem_ = std::move(mem);
-  report(env, static_cast<int64_t>(mem_->bytes));
+  external_ = data->external;
+  held_ = static_cast<int64_t>(mem_->bytes);
+  external_->add(env, held_);
 }
 
 // napi_adjust_external_memory directly: Napi::MemoryManagement aborts the process if it fails.
-// A failed report is only a missed hint to the GC, so its status is ignored.
-void DeviceBuffer::report(Napi::BasicEnv env, int64_t bytes) {
+// A failed adjustment is only a missed hint to the GC, so its status is ignored (and tried again
+// at the next change).
+void ExternalReport::add(Napi::BasicEnv env, int64_t bytes) {
+  held += bytes;
+  int64_t target = reported;
+  if (held > reported + kSlack) target = held;
+  else if (held + 2 * kSlack < reported) target = held + kSlack;
   int64_t total = 0;
-  if (bytes != 0 && napi_adjust_external_memory(env, bytes, &total) == napi_ok) reported_ += bytes;
+  if (target != reported && napi_adjust_external_memory(env, target - reported, &total) == napi_ok) reported = target;
+}
+
+void DeviceBuffer::release(Napi::BasicEnv env) {
+  if (held_ && external_) external_->add(env, -held_);
+  held_ = 0;
 }
 
 Napi::Value DeviceBuffer::Free(const Napi::CallbackInfo& info) {
-  report(info.Env(), -reported_);
+  release(info.Env());
   mem_.reset();
   return info.Env().Undefined();
 }
 
 // At GC or at the instance's teardown (a worker's terminate() included), on its JS thread.
-void DeviceBuffer::Finalize(Napi::BasicEnv env) { report(env, -reported_); }
+void DeviceBuffer::Finalize(Napi::BasicEnv env) { release(env); }
 
 Napi::Value DeviceBuffer::Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(length_)); }
 Napi::Value DeviceBuffer::Freed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !mem_); }

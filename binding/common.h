@@ -84,6 +84,21 @@ struct Counters {
   std::atomic<int64_t> device_bytes{0};
 };
 
+// What an instance's device buffers tell V8 (as external memory, on the JS thread only), so that
+// device use makes the GC collect dropped tensors. Not each buffer's bytes as it comes and goes:
+// V8 starts a full mark-compact whenever the count grows past its limit (64 MiB), so a 100 MB
+// result allocated and disposed over and over cost a full GC per call (3-6 ms on an H100's host,
+// 2026-11-27). The count follows the bytes the handles hold in steps of kSlack: raised to them
+// once they exceed it by kSlack (a GC then collects what was dropped), lowered to them + kSlack
+// once they are 2 kSlack below it. A program that disposes sees no GC from it; one that drops
+// tensors gets a GC about every kSlack of them.
+struct ExternalReport {
+  int64_t held = 0;      // bytes the live DeviceBuffer handles hold
+  int64_t reported = 0;  // bytes V8 counts
+  static constexpr int64_t kSlack = int64_t{128} << 20;
+  void add(Napi::BasicEnv env, int64_t bytes);
+};
+
 // One block of device memory (cuda::malloc_device). Freed, stream-ordered and without waiting,
 // when the last holder (a JS DeviceBuffer or an in-flight operation, which lets go on the JS thread
 // once its ticket, which synchronised the CUDA executor's stream, is done) lets go, so dispose()
@@ -179,6 +194,8 @@ struct CapturedTask {
 struct AddonData {
   Napi::FunctionReference device_buffer;
   std::shared_ptr<Counters> counters = std::make_shared<Counters>();
+  // Shared with every DeviceBuffer: a handle finalised at the instance's teardown may outlive this.
+  std::shared_ptr<ExternalReport> external = std::make_shared<ExternalReport>();
   std::shared_ptr<Executor> cpu;  // made at the load (its nice value from the environment)
   bool use_executor = true;  // SPPNET_CPU_EXECUTOR=0: CPU tasks on libuv's threads (for comparisons)
   std::shared_ptr<Executor> cuda = std::make_shared<Executor>(0);  // always used
@@ -195,9 +212,9 @@ struct AddonData {
   std::shared_ptr<HostCache> host;  // hostAlloc's blocks and its cache (host.cpp); made at init
 };
 
-// The JS handle of a DeviceMem. Its bytes are reported to V8 as external memory while the handle
-// holds them (+ at construction, - at free() or finalisation, on the JS thread), so device
-// pressure makes the GC collect dropped tensors; an in-flight op may keep the block a little longer.
+// The JS handle of a DeviceMem. Its bytes count in ExternalReport::held while the handle holds
+// them (+ at construction, - at free() or finalisation, on the JS thread), so device pressure
+// makes the GC collect dropped tensors; an in-flight op may keep the block a little longer.
 class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
  public:
   static Napi::Function Define(Napi::Env env);
@@ -212,10 +229,11 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   Napi::Value Free(const Napi::CallbackInfo& info);
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value Freed(const Napi::CallbackInfo& info);
-  void report(Napi::BasicEnv env, int64_t bytes);
+  void release(Napi::BasicEnv env);
   std::shared_ptr<DeviceMem> mem_;
-  size_t length_ = 0;     // floats
-  int64_t reported_ = 0;  // bytes reported to V8 and not yet taken back
+  std::shared_ptr<ExternalReport> external_;
+  size_t length_ = 0;  // floats
+  int64_t held_ = 0;   // bytes counted in external_->held and not yet taken back
 };
 
 // A float buffer argument: a Float32Array (host) or a DeviceBuffer (device), plus an element offset.

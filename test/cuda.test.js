@@ -180,6 +180,29 @@ describe('CUDA path', function () {
     expect(sp.memory().deviceBytes).to.equal(before.deviceBytes);
   });
 
+  it('a 96 MiB device tensor allocated and disposed over and over starts no full GC', async function () {
+    // V8 starts a mark-compact whenever its external-memory count grows past its limit (64 MiB):
+    // told each buffer's bytes as they came, a large result allocated and disposed per call cost
+    // a full GC per call (3-6 ms on an H100's host). The count follows the bytes held in steps of
+    // 128 MiB (binding/common.h, ExternalReport).
+    const { PerformanceObserver, constants } = require('perf_hooks');
+    const full = [];
+    const obs = new PerformanceObserver((list) => full.push(...list.getEntries().filter((e) => e.detail && e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR)));
+    obs.observe({ entryTypes: ['gc'] });
+    try {
+      await ticks(2);
+      full.length = 0;
+      for (let i = 0; i < 12; i++) {
+        allocate([24 * MiB], 'cuda', 'the GC test', true).dispose();
+        await ticks(1);
+      }
+      await new Promise((res) => setTimeout(res, 50)); // the observer's entries come in a later task
+    } finally {
+      obs.disconnect();
+    }
+    expect(full.length, '12 allocations of 96 MiB: full GCs meanwhile').to.be.at.most(2);
+  });
+
   it('disposing a tensor an op is using is safe: the op finishes, then the memory is freed', async function () {
     const before = sp.memory();
     const x = sp.full([8, 64, 96, 96], 2, { device: 'cuda' });
