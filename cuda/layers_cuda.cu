@@ -177,12 +177,17 @@ __global__ void linear_bf16_kernel(int64_t rows, int in_f, int out_f, const floa
 #pragma unroll
       for (int off = 16; off > 0; off >>= 1) s[r] += __shfl_xor_sync(0xffffffffu, s[r], off);
     }
-    if (lane == 0)
-      for (int r = 0; r < nr; ++r) {
+    // Unrolled with a guard, not a loop to nr: s indexed by a runtime r lived in local memory
+    // (the SASS of the 2026-11-27 H100 run: LDL 29, STL 30-40 in this kernel).
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kBf16Rows; ++r) {
+        if (r >= nr) break;
         float v = s[r];
         if (b) v += b[o];
         y[(r0 + r) * out_f + o] = relu ? relu1(v) : v;
       }
+    }
   }
 }
 
