@@ -52,6 +52,7 @@ struct Params {
   int32_t count;  // maps
   int32_t C, L, rule, smem_floats;
   int32_t num_regions;  // R
+  int32_t same_groups;  // blocks per region when every region has the same (else 0: block_start is searched)
   int32_t levels[kMaxLevels];
   int32_t level_base[kMaxLevels];  // sum of n*n over the levels before l
   int32_t order[kMaxLevels];       // levels by increasing n: the largest bins are dealt out first
@@ -130,8 +131,10 @@ __host__ __device__ inline int32_t group_channels(int64_t area, int32_t C) {
   return static_cast<int32_t>(g < 1 ? 1 : (g > C ? C : g));
 }
 
-// The region of this block: the last r with block_start[r] <= blockIdx.x.
+// The region of this block: the last r with block_start[r] <= blockIdx.x (a division when every
+// region has as many blocks, as whole maps of one size or all of at least kTargetFloats have).
 __device__ inline int block_region(const Params& p) {
+  if (p.same_groups) return static_cast<int>(blockIdx.x) / p.same_groups;
   int lo = 0, hi = p.num_regions - 1;
   const int b = blockIdx.x;
   while (lo < hi) {
@@ -340,11 +343,14 @@ class Launch {
     std::vector<int32_t> region_start, regions_by_map, block_start(static_cast<size_t>(R) + 1, 0);
     // Each region's channel groups, and the planes' largest footprint (the shared memory asked for).
     int64_t blocks = 0, most = 1;
+    int32_t same = -1;  // blocks per region while they agree, then 0
     for (int r = 0; r < R; ++r) {
       const int64_t area = int64_t{sp.regions[r].h} * sp.regions[r].w;
       const int32_t G = group_channels(area, sp.input.channels);
       most = std::max<int64_t>(most, G * area);
-      blocks += (sp.input.channels + G - 1) / G;
+      const int32_t n = (sp.input.channels + G - 1) / G;
+      same = same < 0 || same == n ? n : 0;
+      blocks += n;
       if (blocks > INT_MAX)
         return Status::Error(Code::kInvalidArgument, "SPP launch needs more than 2^31-1 blocks (" + std::to_string(R) + " regions)");
       block_start[r + 1] = static_cast<int32_t>(blocks);
@@ -375,6 +381,7 @@ class Launch {
     p.map_regions = tables_.at<int32_t>(rm_at);
     p.block_start = tables_.at<int32_t>(bs_at);
     p.num_regions = R;
+    p.same_groups = same > 0 ? same : 0;
     p.elems = backward ? elem_start[N] : 0;
     p.count = N;
     p.F = sp.features();

@@ -868,6 +868,8 @@ int main(int argc, char** argv) {
       // windows from 1 to 3600 elements over 48 channels: each region's own channel grouping
       // (48 channels per block down to 1), partial last groups, blocks of different regions
       {"paper {6,3,2,1}, 60 windows of mixed sizes, 48 channels", 48, random_sizes(2, 30, 60), {6, 3, 2, 1}, kBinsPaper, 60, false},
+      // maps of one size: every region as many blocks (3 of 24, 24, 16 channels), found by division
+      {"adaptive {6,3,2,1}, 6 maps 13x13, 64 channels", 64, {{13, 13}, {13, 13}, {13, 13}, {13, 13}, {13, 13}, {13, 13}}, {6, 3, 2, 1}, kBinsAdaptive, 0, false},
   };
   // (every table is drawn before any case runs: --only then reproduces a case's data)
   std::vector<std::pair<int, int>> tinies = random_sizes(40, 1, 4);
