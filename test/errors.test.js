@@ -64,6 +64,10 @@ for (const device of devices) {
       await expectReject(sp.spp(x, { windows: [[0, NaN, 0, 3, 3]] }), /options.windows\[0\].x0 must be an integer, got number NaN/);
       await expectReject(sp.spp(x, { windows: [[0, 0, 0, 3]] }), /options.windows\[0\] must be \[map, x0, y0, x1, y1\]/);
       await expectReject(sp.spp(x, { windows: Z([2, 4]) }), /options.windows must have shape \[K, 5\]/);
+      // bins checked per window size (once per run of equal sizes): the first window too small for
+      // 'paper' level 6 is named, after others of a size that bins
+      await expectReject(sp.spp(x, { bins: 'paper', windows: [[0, 0, 0, 6, 6], [0, 1, 1, 7, 7], [0, 0, 0, 4, 6], [0, 0, 0, 6, 6]] }),
+        /bins 'paper' need window 2 to be at least n along each axis for each level n: window 2 is 7x5 \(HxW\), smaller than level 6 along W/);
     });
 
     it('disposed input, windows or out', async function () {

@@ -123,6 +123,13 @@ function binCheck(rule: number, n: number, a: number): number {
   return code;
 }
 
+/** Whether every level bins an h x w region under the rule (no message: see checkBins). */
+function binsOk(rule: number, levels: number[], h: number, w: number): boolean {
+  for (let i = 0; i < levels.length; ++i)
+    if (binCheck(rule, levels[i], h) !== CHECK.ok || binCheck(rule, levels[i], w) !== CHECK.ok) return false;
+  return true;
+}
+
 function checkBins(fn: string, rule: number, ruleName: string, levels: number[], h: number, w: number, what: string) {
   for (const n of levels) {
     for (let axis = 0; axis < 2; ++axis) {
@@ -172,26 +179,37 @@ function plan(fn: string, input: unknown, o: SppOptions | SppBackwardOptions, re
       checkBins(fn, rule, ruleName, levels, h, w, `map ${i}`);
     }
   } else {
+    // Thousands of windows a call (a detector's proposals): no allocation per window, and each
+    // message is built only when it is thrown.
     const rows = windows;
+    const names = ['map', 'x0', 'y0', 'x1', 'y1'];
+    const nmaps = src.sizes.length;
     regions = new Int32Array(5 * rows.length);
-    rows.forEach((r, k) => {
-      const v = Array.from(r);
-      const names = ['map', 'x0', 'y0', 'x1', 'y1'];
-      v.forEach((x, j) => {
-        if (typeof x !== 'number' || !Number.isInteger(x))
-          fail(`${fn}: options.windows[${k}].${names[j]} must be an integer, got ${describe(x)}`);
-      });
-      const [m, x0, y0, x1, y1] = v;
-      if (m < 0 || m >= src.sizes.length)
-        fail(`${fn}: options.windows[${k}] names map ${m}, but the input has ${src.sizes.length} map(s)`);
-      const [H, W] = src.sizes[m];
-      const where = `options.windows[${k}] = (map ${m}, x0 ${x0}, y0 ${y0}, x1 ${x1}, y1 ${y1})`;
-      if (x1 < x0 || y1 < y0) fail(`${fn}: ${where} is empty: need x0 <= x1 and y0 <= y1`);
+    let lastH = -1, lastW = -1; // the last window size whose bins were checked
+    for (let k = 0; k < rows.length; ++k) {
+      const r = rows[k];
+      const m = r[0], x0 = r[1], y0 = r[2], x1 = r[3], y1 = r[4];
+      if (!(Number.isInteger(m) && Number.isInteger(x0) && Number.isInteger(y0) && Number.isInteger(x1) && Number.isInteger(y1))) {
+        for (let j = 0; j < 5; ++j)
+          if (!Number.isInteger(r[j])) fail(`${fn}: options.windows[${k}].${names[j]} must be an integer, got ${describe(r[j])}`);
+      }
+      if (m < 0 || m >= nmaps) fail(`${fn}: options.windows[${k}] names map ${m}, but the input has ${nmaps} map(s)`);
+      const size = src.sizes[m];
+      const H = size[0], W = size[1];
+      const where = () => `options.windows[${k}] = (map ${m}, x0 ${x0}, y0 ${y0}, x1 ${x1}, y1 ${y1})`;
+      if (x1 < x0 || y1 < y0) fail(`${fn}: ${where()} is empty: need x0 <= x1 and y0 <= y1`);
       if (x0 < 0 || y0 < 0 || x1 >= W || y1 >= H)
-        fail(`${fn}: ${where} lies outside map ${m} of size ${H}x${W} (HxW): need 0 <= x0 <= x1 < ${W} and 0 <= y0 <= y1 < ${H}`);
-      regions.set([m, y0, x0, y1 - y0 + 1, x1 - x0 + 1], 5 * k);
-      checkBins(fn, rule, ruleName, levels, y1 - y0 + 1, x1 - x0 + 1, `window ${k}`);
-    });
+        fail(`${fn}: ${where()} lies outside map ${m} of size ${H}x${W} (HxW): need 0 <= x0 <= x1 < ${W} and 0 <= y0 <= y1 < ${H}`);
+      const h = y1 - y0 + 1, w = x1 - x0 + 1, o = 5 * k;
+      regions[o] = m;
+      regions[o + 1] = y0;
+      regions[o + 2] = x0;
+      regions[o + 3] = h;
+      regions[o + 4] = w;
+      if (h === lastH && w === lastW) continue;
+      if (!binsOk(rule, levels, h, w)) checkBins(fn, rule, ruleName, levels, h, w, `window ${k}`);
+      (lastH = h), (lastW = w);
+    }
   }
   const rows = regions.length / 5;
   const features = sppFeatures(src.channels, levels);
