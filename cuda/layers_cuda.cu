@@ -150,6 +150,90 @@ __global__ void linear_kernel(int64_t rows, int in_f, int out_f, const float* __
   }
 }
 
+// Linear layers of at most kGemvRows rows (fc6-fc8 for a few images): matrix-vector products,
+// bound by reading the weights once (fc6 of ZF-5: 210 MB). Each warp makes kGemvOuts outputs for
+// every row, its lanes reading the weight rows 16 bytes at a time (`vec`: in_f a multiple of 4 and
+// x, w 16-byte aligned; else 4) and the input rows, which stay in L1/L2 (R x in_f floats), then
+// a shuffle reduction. R: the rows rounded up to 1, 2, 4 or 8 (rows past `rows` read the last one
+// and are not written). FP32 products and sums, so at least as exact as any math mode; the
+// tensor-core GEMM (a 64-row tile for these few rows, split over K) took 0.61 ms for fc6 at
+// batch 1 on an H100, 340 GB/s (2026-11-27).
+constexpr int kGemvRows = 8;
+constexpr int kGemvOuts = 2;
+constexpr int kGemvWarps = 4;  // per block
+
+template <int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) linear_gemv_kernel(int rows, int in_f, int out_f, const float* __restrict__ x,
+                                                                      const float* __restrict__ w, const float* __restrict__ b,
+                                                                      bool relu, bool vec, float* __restrict__ y) {
+  const int lane = threadIdx.x & 31;
+  const int o0 = (static_cast<int>(blockIdx.x) * kGemvWarps + static_cast<int>(threadIdx.x >> 5)) * kGemvOuts;
+  if (o0 >= out_f) return;  // the whole warp
+  float s[kGemvOuts][R];
+#pragma unroll
+  for (int j = 0; j < kGemvOuts; ++j)
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[j][r] = 0.f;
+  int64_t wo[kGemvOuts];  // each output's weight row (an output past out_f reads the last one)
+#pragma unroll
+  for (int j = 0; j < kGemvOuts; ++j) wo[j] = int64_t{min(o0 + j, out_f - 1)} * in_f;
+  if (vec) {
+    const int n4 = in_f >> 2;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    const float4* w4 = reinterpret_cast<const float4*>(w);
+#pragma unroll 2
+    for (int k = lane; k < n4; k += 32) {
+      float4 wv[kGemvOuts];
+#pragma unroll
+      for (int j = 0; j < kGemvOuts; ++j) wv[j] = __ldg(w4 + (wo[j] >> 2) + k);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 xv = __ldg(x4 + int64_t{min(r, rows - 1)} * n4 + k);
+#pragma unroll
+        for (int j = 0; j < kGemvOuts; ++j) {
+          float t = s[j][r];
+          t = fmaf(wv[j].x, xv.x, t);
+          t = fmaf(wv[j].y, xv.y, t);
+          t = fmaf(wv[j].z, xv.z, t);
+          s[j][r] = fmaf(wv[j].w, xv.w, t);
+        }
+      }
+    }
+  } else {
+    for (int k = lane; k < in_f; k += 32) {
+      float wv[kGemvOuts];
+#pragma unroll
+      for (int j = 0; j < kGemvOuts; ++j) wv[j] = __ldg(w + wo[j] + k);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float xv = __ldg(x + int64_t{min(r, rows - 1)} * in_f + k);
+#pragma unroll
+        for (int j = 0; j < kGemvOuts; ++j) s[j][r] = fmaf(wv[j], xv, s[j][r]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kGemvOuts; ++j)
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) s[j][r] += __shfl_xor_sync(0xffffffffu, s[j][r], off);
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j < kGemvOuts; ++j) {
+      const int o = o0 + j;
+      if (o >= out_f) break;
+      const float bo = b ? b[o] : 0.f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        const float v = s[j][r] + bo;
+        y[int64_t{r} * out_f + o] = relu ? relu1(v) : v;
+      }
+    }
+  }
+}
+
 // bfloat16 weights: one warp per (output, group of up to kBf16Rows rows), lanes striding the dot
 // product, so each weight row is read once per group (half the bytes of float32), then a shuffle
 // reduction. FP32 products and sums, on the CUDA cores.
@@ -322,6 +406,17 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
                       bool relu, int32_t math, float* y) {
   const int64_t total = rows * out_features;
   if (total == 0) return Status::Ok();
+  if (math != kMathDirect && rows <= kGemvRows) {
+    const int r = static_cast<int>(rows);
+    const bool vec = in_features % 4 == 0 && ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w)) & 15) == 0;
+    const int blocks = (out_features + kGemvWarps * kGemvOuts - 1) / (kGemvWarps * kGemvOuts);
+    const int threads = kGemvWarps * 32;
+    if (r == 1) SPP_LAUNCH(blocks, threads, 0, linear_gemv_kernel<1>)(r, in_features, out_features, x, w, b, relu, vec, y);
+    else if (r == 2) SPP_LAUNCH(blocks, threads, 0, linear_gemv_kernel<2>)(r, in_features, out_features, x, w, b, relu, vec, y);
+    else if (r <= 4) SPP_LAUNCH(blocks, threads, 0, linear_gemv_kernel<4>)(r, in_features, out_features, x, w, b, relu, vec, y);
+    else SPP_LAUNCH(blocks, threads, 0, linear_gemv_kernel<8>)(r, in_features, out_features, x, w, b, relu, vec, y);
+    return finish("linear matrix-vector kernel");
+  }
   if (math != kMathDirect && tc::supported()) return tc::gemm_tn(rows, out_features, in_features, x, w, b, relu, math, y);
   SPP_LAUNCH(grid_for(total * 32, kThreads), kThreads, 0, linear_kernel)(rows, in_features, out_features, x, w, b, relu, y);
   return finish("linear kernel");

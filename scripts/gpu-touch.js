@@ -13,7 +13,8 @@
 //   spp_forward_kernel / spp_backward_kernel <max, avg>: spp, sppBackward (shared-memory and
 //     global paths, per-thread and per-warp bins, every bin rule, windows)
 //   conv_tc_kernel <64|128, tf32|bf16>, <64, fp32>, conv2d_kernel (direct): conv2d
-//   gemm_tc_kernel <64|128, tf32|bf16>, <64, fp32>, splitk_reduce_kernel, linear_kernel (direct): linear
+//   gemm_tc_kernel <64|128, tf32|bf16>, <64, fp32>, splitk_reduce_kernel, linear_kernel (direct),
+//     linear_gemv_kernel <1|2|4|8> (at most 8 rows): linear
 //   linear_bf16_kernel: linear with a BF16Matrix weight (sp.toBF16)
 //   max_pool2d_kernel, lrn_kernel, lrn_max_pool2d_kernel, relu_kernel, softmax_kernel
 //   conv2d_dx/dw/db, max_pool2d_backward, lrn_backward, linear_dx/dw/db, relu_backward,
@@ -152,11 +153,16 @@ async function main() {
     });
   }
 
-  // ---- linear: every math mode; 64-row tiles, 128-row tiles (2 waves of them), split-K.
+  // ---- linear: every math mode; 64-row tiles, 128-row tiles (2 waves of them), split-K, and the
+  // matrix-vector kernel for 1, 2, 3 (as 4) and 7 (as 8) rows, with 16-byte and 4-byte loads.
   const shapes = [
     { what: '64-row tiles', rows: 100, inF: 48, outF: 40 },
     { what: '128-row tiles', rows: 128 * 2 * sms, inF: 16, outF: 8 },
-    { what: 'split-K', rows: 5, inF: 64 * BK, outF: 24 },
+    { what: 'split-K', rows: 9, inF: 64 * BK, outF: 24 },
+    { what: 'matrix-vector', rows: 1, inF: 1000, outF: 257 },
+    { what: 'matrix-vector', rows: 2, inF: 301, outF: 33 },
+    { what: 'matrix-vector', rows: 3, inF: 64, outF: 130 },
+    { what: 'matrix-vector', rows: 7, inF: 515, outF: 129 },
   ];
   for (const s of shapes) {
     s.x = normal(s.rows * s.inF);
@@ -166,6 +172,7 @@ async function main() {
   for (const math of ['tf32', 'bf16', 'fp32', 'direct'])
     for (const s of shapes) {
       if (math === 'direct' && s.what !== 'split-K') continue; // one direct call: a single kernel
+      if (s.what === 'matrix-vector' && math !== 'tf32') continue; // the same kernel in every mode
       const what = math === 'fp32' && s.what === '128-row tiles' ? 'fp32: 64-row tiles' : s.what;
       await op(`linear ${math} ${s.rows}x${s.inF} -> ${s.outF}, bias, relu (${what})`, TOL[math], async (d) => {
         const x = T(s.x, [s.rows, s.inF], d), w = T(s.w, [s.outF, s.inF], d), b = T(s.b, [s.outF], d);

@@ -894,19 +894,25 @@ int main(int argc, char** argv) {
        })
     run_conv(c, kMathFp32, 1);
 
-  // ---- linear: the direct kernel, and the tensor-core GEMM with and without split-K ----
+  // ---- linear: the direct kernel, the tensor-core GEMM with and without split-K, and the
+  // matrix-vector kernel (at most 8 rows, every mode but direct) ----
   for (int math : {kMathDirect, kMathTf32, kMathBf16, kMathFp32}) {
-    run_linear(3, 257, 1000, false, math, 132, false);  // split-K
+    run_linear(11, 257, 1000, false, math, 132, false);  // split-K
     run_linear(150, 130, 70, true, math, 1, false);     // two N tiles, no split
     run_linear(1, 1, 1, false, math, 132, false);
   }
   run_linear(300, 8, 12800, false, kMathFp32, 1, true);  // no split: one accumulation over all of K
+  run_linear(1, 257, 1000, false, kMathTf32, 132, false);  // matrix-vector, 1 row, 16-byte loads
+  run_linear(2, 33, 301, true, kMathBf16, 132, false);     // 2 rows, odd K: 4-byte loads; a warp's 2nd output missing
+  run_linear(3, 130, 64, true, kMathFp32, 132, false);     // 3 rows as 4
+  run_linear(7, 129, 515, false, kMathTf32, 132, false);   // 7 rows as 8, 4-byte loads
+  run_linear(8, 64, 12800, false, kMathFp32, 132, true);   // 8 rows, K of fc6, same-sign
   // ---- linear with bfloat16 weights: rows not a multiple of the kernel's group of 4, odd K ----
   run_linear_bf16(1, 37, 301, true);
   run_linear_bf16(6, 50, 129, false);
   run_linear_bf16(11, 9, 1000, false);  // the CPU's GEMM path (8 rows and more)
   run_linear_bf16(9, 300, 40, true);    // and its widening in blocks of 256 weight rows
-  run_linear(2, 8, 12800, false, kMathFp32, 132, true);  // split-K
+  run_linear(9, 8, 12800, false, kMathFp32, 132, true);  // split-K
 
   // ---- pooling, LRN (and the fused LRN + max pool) ----
   LrnParams lrn;
