@@ -60,18 +60,32 @@ Status conv2d(const RaggedView& in, const float* x, const Conv2dParams& p, const
   int sms = 0;
   Status s = device_sms(&sms);
   if (!s.ok()) return s;
-  const Plan pl = conv_plan(t.M, p.out_channels / p.groups, p.groups, p.math, sms);
-  if (pl.ntiles > 65535 || p.groups > 65535) return Status::Error(Code::kInvalidArgument, "conv2d: too many out channels or groups for one launch");
+  const Plan pl = conv_plan(t.M, p.out_channels / p.groups, p.groups, t.K, p.math, sms);
+  if (pl.ntiles > 65535 || p.groups * pl.splits > 65535)
+    return Status::Error(Code::kInvalidArgument, "conv2d: too many out channels or groups for one launch");
   if (pl.mtiles > 2147483647) return Status::Error(Code::kInvalidArgument, "conv2d: too many output pixels for one launch");
   Scratch d;
   s = d.alloc(t.bytes.size(), "allocating conv2d tables");
   if (!s.ok()) return s;
   SPP_CUDA_TRY(cudaMemcpyAsync(d.get(), t.bytes.data(), t.bytes.size(), cudaMemcpyHostToDevice, cudaStreamPerThread),
                "uploading conv2d tables");
-  const ConvArgs a = conv_args(t, d.get(), in, p, x, weight, bias, y);
-  const dim3 grid(static_cast<unsigned>(pl.mtiles), static_cast<unsigned>(pl.ntiles), static_cast<unsigned>(p.groups));
+  ConvArgs a = conv_args(t, d.get(), in, p, x, weight, bias, y);
+  Scratch part;
+  if (pl.splits > 1) {
+    s = part.alloc(sizeof(float) * size_t(pl.splits) * size_t(t.M) * size_t(p.out_channels), "allocating conv2d split-K partial sums");
+    if (!s.ok()) return s;
+    a.partial = reinterpret_cast<float*>(part.get());
+    a.kchunk = pl.kchunk;
+    a.splits = static_cast<int32_t>(pl.splits);
+  }
+  const dim3 grid(static_cast<unsigned>(pl.mtiles), static_cast<unsigned>(pl.ntiles), static_cast<unsigned>(p.groups * pl.splits));
   if (pl.bm == 64) launch_conv<64>(p.math, grid, a);
   else launch_conv<128>(p.math, grid, a);
+  if (pl.splits > 1) {
+    const int64_t MN = t.M * p.out_channels;
+    const int64_t nb = std::min<int64_t>((MN + 255) / 256, 65535 * 16);
+    SPP_LAUNCH(static_cast<unsigned>(std::max<int64_t>(nb, 1)), 256, 0, conv_splitk_reduce_kernel)(a, p.out_channels);
+  }
   return finish("conv2d tensor-core kernel");
 }
 

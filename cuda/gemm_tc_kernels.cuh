@@ -24,6 +24,10 @@
 // of one map and the start of the next), A[pixel][k] gathered from the map at load time (k =
 // (ci, ky, kx) through a per-layer table), zero outside the map; B = the weights [out][k] as
 // stored; the epilogue adds the bias, applies ReLU and scatters into each map's [C, Ho, Wo].
+// Split-K (both): when the tiles fill less than two waves of the device (a batch of one image
+// deep in the network: 12 tiles for ZF-5's conv3 at 224), K is cut into `splits` chunks, each
+// block writes its chunk's sums to a partial buffer, and a reduce kernel adds the chunks in order
+// (the same bits on every run on one device), then the bias and ReLU.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -112,12 +116,25 @@ struct ConvArgs {
   const int32_t* in_h;
   const int32_t* in_w;
   const int32_t* out_w;
+  float* partial;  // split-K: [splits][M][groups * cout_g], else null
   int64_t M;
   int32_t count, cin_g, cout_g, K, stride_h, stride_w, pad_h, pad_w;
   int32_t relu;  // not bool: no padding in a kernel argument (see Conv2dParams::relu)
+  int32_t kchunk, splits;  // K per split (K itself when not split), and how many
   int32_t unused = 0;
 };
-static_assert(sizeof(ConvArgs) == 11 * 8 + 8 + 10 * 4, "ConvArgs has padding");
+static_assert(sizeof(ConvArgs) == 12 * 8 + 8 + 12 * 4, "ConvArgs has padding");
+
+// The map that output pixel gm (numbered across all maps) belongs to: the last i with
+// pix_off[i] <= gm.
+__device__ __forceinline__ int map_of_pixel(const ConvArgs& a, int64_t gm) {
+  int lo = 0, hi = a.count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (a.pix_off[mid] <= gm) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
 
 // A[pixel][k] of the convolution: this thread's pixel is fixed (row ml of the tile); it loads
 // k rows kr, kr + kStep, ... of each BK step.
@@ -144,11 +161,7 @@ struct ConvA {
     hw = 0, iy0 = ix0 = h = w = howo = 0;
     out_base = -1;
     if (!valid) return;
-    int lo = 0, hi = a.count - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) >> 1;
-      if (a.pix_off[mid] <= gm) lo = mid; else hi = mid - 1;
-    }
+    const int lo = map_of_pixel(a, gm);
     const int p = static_cast<int>(gm - a.pix_off[lo]);
     howo = static_cast<int>(a.pix_off[lo + 1] - a.pix_off[lo]);
     const int wo = a.out_w[lo], oy = p / wo, ox = p - oy * wo;
@@ -347,9 +360,11 @@ __global__ void __launch_bounds__(kThreads, 1) conv_tc_kernel(ConvArgs a) {
   SPP_SHARED(float, Bs, 2 * BN * kBStride);
   SPP_SHARED(int64_t, s_out, BM);
   SPP_SHARED(int32_t, s_howo, BM);
-  const int tid = threadIdx.x, group = blockIdx.z;
+  const int groups = static_cast<int>(gridDim.z) / a.splits;  // blockIdx.z = split * groups + group
+  const int tid = threadIdx.x, group = static_cast<int>(blockIdx.z) % groups, split = static_cast<int>(blockIdx.z) / groups;
   const int64_t m0 = int64_t{blockIdx.x} * BM;
   const int n0 = blockIdx.y * BN;
+  const int k_begin = split * a.kchunk, k_end = min(a.K, k_begin + a.kchunk);
   ConvA<BM> la;
   la.init(a, m0, tid, group);
   if (tid < BM) {  // ml == tid: the epilogue's table of where each pixel goes
@@ -365,10 +380,30 @@ __global__ void __launch_bounds__(kThreads, 1) conv_tc_kernel(ConvArgs a) {
     for (int ni = 0; ni < 4; ++ni)
 #pragma unroll
       for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0.f;
-  main_loop<BM, MODE>(la, [&la](float* s, const float (&r)[ConvA<BM>::kPer]) { la.store(s, r); }, lb, 0, a.K, As, Bs, acc);
+  main_loop<BM, MODE>(la, [&la](float* s, const float (&r)[ConvA<BM>::kPer]) { la.store(s, r); }, lb, k_begin, k_end, As, Bs,
+                      acc);
   __syncthreads();  // s_out / s_howo visible even when the loop ran no step
 
   const int lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
+  if (a.partial) {  // split-K: this chunk's sums, [split][pixel][group * cout_g + n]
+    const int64_t ctot = int64_t{groups} * a.cout_g;
+    float* dst = a.partial + int64_t{split} * a.M * ctot + int64_t{group} * a.cout_g;
+#pragma unroll
+    for (int mi = 0; mi < BM / 32; ++mi)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int64_t m = m0 + wm * (BM / 2) + mi * 16 + g + 8 * hh;
+        if (m >= a.M) continue;
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const int n = n0 + wn * 32 + ni * 8 + 2 * t + c;
+            if (n < a.cout_g) dst[m * ctot + n] = acc[mi][ni][2 * hh + c];
+          }
+      }
+    return;
+  }
   const float* bias = a.bias ? a.bias + int64_t{group} * a.cout_g : nullptr;
 #pragma unroll
   for (int mi = 0; mi < BM / 32; ++mi)
@@ -452,6 +487,22 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_tc_kernel(GemmArgs a) {
 #endif
 }
 
+// The convolution's split-K sums: y[pixel's map][n][pixel] = sum over splits in split order, + bias,
+// ReLU; one thread per (pixel, out channel), channels fastest (the partial reads coalesce).
+__global__ void conv_splitk_reduce_kernel(ConvArgs a, int32_t ctot) {
+  const int64_t MN = a.M * ctot;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < MN; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t gm = i / ctot;
+    const int n = static_cast<int>(i - gm * ctot);
+    float v = a.partial[i];
+    for (int s = 1; s < a.splits; ++s) v += a.partial[s * MN + i];
+    if (a.bias) v += __ldg(a.bias + n);
+    const int m = map_of_pixel(a, gm);
+    const int64_t howo = a.pix_off[m + 1] - a.pix_off[m];
+    a.y[a.out_off[m] + n * howo + (gm - a.pix_off[m])] = a.relu ? relu1(v) : v;
+  }
+}
+
 // C = sum over splits in split order (deterministic), + bias, ReLU.
 __global__ void splitk_reduce_kernel(int64_t MN, int32_t N, int32_t splits, const float* __restrict__ partial,
                                      const float* __restrict__ bias, bool relu, float* __restrict__ C) {
@@ -517,6 +568,7 @@ inline ConvArgs conv_args(const ConvTables& t, const char* tables, const RaggedV
   a.M = t.M, a.count = N, a.cin_g = p.in_channels / p.groups, a.cout_g = p.out_channels / p.groups, a.K = t.K;
   a.stride_h = p.stride_h, a.stride_w = p.stride_w, a.pad_h = p.pad_h, a.pad_w = p.pad_w;
   a.relu = p.relu;
+  a.kchunk = t.K, a.splits = 1;  // conv2d sets the split when its plan has one
   return a;
 }
 
@@ -533,28 +585,34 @@ inline int tile_rows(int64_t M, int64_t other_tiles, int32_t math, int sms) {
   return math == kMathFp32 || ((M + 127) / 128) * other_tiles < 2 * int64_t{sms} ? 64 : 128;
 }
 
-inline Plan conv_plan(int64_t M, int cout_g, int groups, int32_t math, int sms) {
+// Split K while `blocks` tiles fill less than two waves, keeping >= 8 steps of BK per split and no
+// empty split (pl.splits, pl.kchunk; one split of all of K otherwise).
+inline void split_k(Plan& pl, int64_t blocks, int32_t K, int sms) {
+  const int64_t ksteps = (int64_t{K} + BK - 1) / BK;
+  int64_t splits = 1;
+  if (blocks < 2 * sms && ksteps >= 16) splits = std::min<int64_t>((2 * sms + blocks - 1) / blocks, std::min<int64_t>(ksteps / 8, 64));
+  const int64_t chunk_steps = std::max<int64_t>(1, (ksteps + splits - 1) / splits);
+  pl.splits = std::max<int64_t>(1, (ksteps + chunk_steps - 1) / chunk_steps);
+  pl.kchunk = static_cast<int32_t>(std::max<int64_t>(1, chunk_steps * BK));
+}
+
+// Convolution: tiles over (pixels, out channels of a group), a grid z of groups x splits.
+inline Plan conv_plan(int64_t M, int cout_g, int groups, int32_t K, int32_t math, int sms) {
   Plan pl;
   pl.ntiles = (cout_g + BN - 1) / BN;
   pl.bm = tile_rows(M, pl.ntiles * groups, math, sms);
   pl.mtiles = (M + pl.bm - 1) / pl.bm;
-  pl.splits = groups;
+  split_k(pl, pl.mtiles * pl.ntiles * groups, K, sms);
   return pl;
 }
 
-// Dense: the same tile rule, then split K while the tiles fill less than two waves, keeping >= 8
-// steps of BK per split and no empty split.
+// Dense: the same tile rule and split.
 inline Plan gemm_plan(int64_t M, int32_t N, int32_t K, int32_t math, int sms) {
   Plan pl;
   pl.ntiles = (N + BN - 1) / BN;
   pl.bm = tile_rows(M, pl.ntiles, math, sms);
   pl.mtiles = (M + pl.bm - 1) / pl.bm;
-  const int64_t ksteps = (int64_t{K} + BK - 1) / BK, blocks = pl.mtiles * pl.ntiles;
-  int64_t splits = 1;
-  if (blocks < 2 * sms && ksteps >= 16) splits = std::min<int64_t>((2 * sms + blocks - 1) / blocks, std::min<int64_t>(ksteps / 8, 64));
-  const int64_t chunk_steps = std::max<int64_t>(1, (ksteps + splits - 1) / splits);
-  pl.splits = std::max<int64_t>(1, (ksteps + chunk_steps - 1) / chunk_steps);
-  pl.kchunk = static_cast<int32_t>(chunk_steps * BK);
+  split_k(pl, pl.mtiles * pl.ntiles, K, sms);
   return pl;
 }
 

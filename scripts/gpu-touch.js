@@ -12,7 +12,8 @@
 // Kernels (cuda/*.cu) and the ops below that launch them:
 //   spp_forward_kernel / spp_backward_kernel <max, avg>: spp, sppBackward (shared-memory and
 //     global paths, per-thread and per-warp bins, every bin rule, windows)
-//   conv_tc_kernel <64|128, tf32|bf16>, <64, fp32>, conv2d_kernel (direct): conv2d
+//   conv_tc_kernel <64|128, tf32|bf16>, <64, fp32>, conv_splitk_reduce_kernel, conv2d_kernel
+//     (direct): conv2d
 //   gemm_tc_kernel <64|128, tf32|bf16>, <64, fp32>, splitk_reduce_kernel, linear_kernel (direct),
 //     linear_gemv_kernel <1|2|4|8> (at most 8 rows): linear
 //   linear_bf16_kernel: linear with a BF16Matrix weight (sp.toBF16)
@@ -124,7 +125,8 @@ async function main() {
       }
 
   // ---- conv2d: every math mode; a small ragged batch (64-row tiles) with groups, dilation,
-  // stride and padding, and a larger one (128-row tiles) with groups.
+  // stride and padding, a larger one (128-row tiles) with groups, and split-K (few tiles, long K:
+  // 2 ragged maps, 64 -> 40 channels in 2 groups, K = 32 x 3 x 3).
   const small = maps(4, [[9, 11], [5, 5], [14, 7]]);
   const wSmall = normal(6 * 2 * 3 * 3, 0.5), bSmall = normal(6);
   const smallOpts = { groups: 2, dilation: [2, 1], stride: [1, 2], padding: [2, 1], relu: true };
@@ -136,6 +138,8 @@ async function main() {
     m += h * w; // 3x3, padding 1: as many output pixels as input
   }
   const big = maps(8, bigSizes);
+  const splitMaps = maps(64, [[7, 9], [12, 5]]);
+  const wSplit = normal(40 * 32 * 9, 0.2), bSplit = normal(40);
   const wBig = normal(8 * 2 * 3 * 3, 0.5), bBig = normal(8);
   for (const math of ['tf32', 'bf16', 'fp32', 'direct']) {
     await op(`conv2d ${math} ragged 3 maps, groups 2, dilation 2x1, stride 1x2, relu (64-row tiles)`, TOL[math], async (d) => {
@@ -145,6 +149,12 @@ async function main() {
       return [y];
     });
     if (math === 'direct') continue;
+    await op(`conv2d ${math} split-K, 2 ragged maps, groups 2, 64 -> 40 (conv_splitk_reduce_kernel)`, TOL[math], async (d) => {
+      const x = batchOn(splitMaps, d), w = T(wSplit, [40, 32, 3, 3], d), b = T(bSplit, [40], d);
+      const y = await sp.conv2d(x, w, b, { groups: 2, padding: 1, relu: true, math });
+      dispose([x, w, b]);
+      return [y];
+    });
     await op(`conv2d ${math} ragged ${big.length} maps, ${pixels}+ pixels, groups ${groups} (${math === 'fp32' ? '64' : '128'}-row tiles)`, TOL[math], async (d) => {
       const x = batchOn(big, d), w = T(wBig, [8, 2, 3, 3], d), b = T(bBig, [8], d);
       const y = await sp.conv2d(x, w, b, { groups, padding: 1, math });

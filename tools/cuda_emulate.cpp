@@ -878,6 +878,9 @@ int main(int argc, char** argv) {
       {"1x1 200->130 (2 N tiles, K=200), 40 maps 1..4", 200, 130, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, tinies},
       {"3x5 dil (2,1) str (1,2) pad (1,2) groups 3", 6, 9, 3, 5, 1, 2, 1, 2, 2, 1, 3, true, {{9, 12}, {20, 7}, {3, 5}}},
       {"3x3 p1 24->20 with NaN and Inf", 24, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, {{7, 9}, {1, 1}, {12, 5}}, true},
+      // few tiles, long K: split-K (4 chunks here), then the reduce kernel's bias, ReLU and scatter
+      {"split-K: one 14x14 map 64->96 3x3 p1 (conv3 at batch 1)", 64, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, {{14, 14}}},
+      {"split-K: groups 2, 3 ragged maps 64->40 3x3 p1", 64, 40, 3, 3, 1, 1, 1, 1, 1, 1, 2, false, {{7, 9}, {3, 4}, {12, 5}}},
   };
   for (const SppCase& c : spp) run_spp(c);
 
