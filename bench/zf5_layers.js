@@ -5,7 +5,7 @@
 // whole chain via Model.run (conv1-5 + SPP, and with --fc the whole network with fc6-8), and an
 // empty-ish call (ReLU over 16 floats) for the per-call overhead.
 //
-//   node bench/zf5_layers.js [--batch N[,N...]] [--reps R] [--model-only] [--fc] [--device cpu|cuda]
+//   node bench/zf5_layers.js [--batch N[,N...]] [--reps R] [--model-only] [--fc] [--device cpu|cuda] [--json FILE]
 //
 // Medians of R timed calls (default 21) after 3 warm-ups, layer by layer (each layer's calls
 // back to back, so its helper threads are warm, as in a network run).
@@ -19,6 +19,7 @@ const OPTIONS = [
   { name: 'model-only', type: 'flag', help: 'only the whole chain (Model.run), no layer rows' },
   { name: 'fc', type: 'flag', help: 'also fc6-8 (12800 -> 4096 -> 4096 -> 1000) and the whole network' },
   { name: 'device', type: 'string', default: '', arg: 'cpu|cuda', help: "where it runs (default: the backend's device)" },
+  { name: 'json', type: 'path', default: '', arg: 'FILE', help: 'also write the rows there (scripts/gpu-run.sh reads them)' },
 ];
 
 function rand(n, seed) {
@@ -66,6 +67,7 @@ async function main() {
   }
   const lrn = { size: 5, alpha: 1e-4, beta: 0.75, k: 1 };
   const pool = { kernel: 3, stride: 2, padding: 1 };
+  const results = []; // { batch, name, ms, exMs }
   const where = device === 'cuda' ? sp.backend().cuda?.name ?? 'cuda' : `cpu ${sp.backend().cpu?.isa ?? ''}`;
   console.log(`ZF-5 (anchor) per layer on ${where}, math ${JSON.stringify(sp.getMath())}, median of ${reps} ms; load ${require('os').loadavg().map((v) => v.toFixed(2)).join(' ')}`);
   for (const N of batches) {
@@ -111,6 +113,7 @@ async function main() {
     for (const [name, f, t] of opt.modelOnly ? [] : rows) {
       const m = await med(f, reps, device);
       if (!name.startsWith('call')) (sum.ms += m.ms), (sum.exMs += m.exMs);
+      results.push({ batch: N, name, ...m });
       console.log(row(name, m, `   out [${t.shape.join(',')}]`));
     }
     if (sum.ms) console.log(row('sum of layers', sum));
@@ -127,14 +130,20 @@ async function main() {
       seed: 1, device,
     });
     const whole = await med(async () => (await model.run(x)).dispose(), reps, device);
+    results.push({ batch: N, name: 'Model.run conv1-5 + SPP', ...whole });
     console.log(row('Model.run', whole, '   conv1-5 + SPP'));
     model.dispose();
     if (opt.fc) {
       const zf5 = await sp.loadModel({ arch: 'zf5', device, seed: 1 });
       const all = await med(async () => (await zf5.run(x)).dispose(), reps, device);
+      results.push({ batch: N, name: 'Model.run whole ZF-5', ...all });
       console.log(row('Model.run', all, '   the whole ZF-5 (zf5 arch, eval)'));
       zf5.dispose();
     }
+  }
+  if (opt.json) {
+    const be = sp.backend();
+    require('fs').writeFileSync(opt.json, JSON.stringify({ date: new Date().toISOString(), device, where, math: sp.getMath(), reps, backend: { device: be.device, reason: be.reason }, rows: results }, null, 1));
   }
 }
 

@@ -6,7 +6,7 @@
 #   build/tools/*         every executable of build/tools (the CPU emulator of the CUDA kernels)
 #   spp_check, conv_check the standalone kernel checks (cmake -DSPPNET_TOOLS=ON, same archs as the addon)
 #   dist/                 the compiled TypeScript
-#   node_modules.tar.xz   every package that dist/, test/, bin/, bench/gpu_*.js and scripts/gpu-touch.js
+#   node_modules.tar.xz   every package that dist/, test/, bin/, bench/gpu_*.js, bench/zf5_layers.js and scripts/gpu-touch.js
 #                         require, with their dependencies (scripts/dep-closure.js --scan)
 #   anchors/              the PyTorch anchor script and its stored H100 results (from ../shared/anchors)
 #   manifest.json, SHA256SUMS

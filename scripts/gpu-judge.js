@@ -5,7 +5,7 @@
 //
 //   node scripts/gpu-judge.js STEP RC SECONDS LIMIT LOG [FILE [OUT_JSON]]
 //
-// STEP: spp_check | memcheck | racecheck | synccheck | mocha | torch | gpu_spp | gpu_zf5 | sass.
+// STEP: spp_check | memcheck | racecheck | synccheck | mocha | torch | gpu_spp | gpu_zf5 | zf5_layers | sass.
 // FILE: the JSON a benchmark wrote, or for sass the cuobjdump -sass text (OUT_JSON: where the
 // per-kernel counts go). SPPNET_GPU_NAME and SPPNET_GPU_CC (from the preflight) name the device.
 // A step passes only on positive evidence that CUDA ran (the device's name in spp_check's output,
@@ -112,6 +112,25 @@ function torchAnchor(log, file) {
   return { why, figures: { bw_TBps: round(d.bw_TBps), ms } };
 }
 
+/** bench/zf5_layers.js --device cuda --json: each layer's wall time and time on the CUDA executor. */
+function zf5Layers(log, file) {
+  const d = readJson(file);
+  if (!d) return { why: [`no ${path.basename(file || 'zf5_layers.json')} written`], figures: {} };
+  const why = [];
+  if (d.device !== 'cuda') why.push(`ran on ${d.device}, not cuda`);
+  const rows = Array.isArray(d.rows) ? d.rows : [];
+  const batches = [...new Set(rows.map((r) => r.batch))];
+  if (!batches.length) why.push('no rows');
+  const figures = { where: d.where, math: d.math };
+  for (const b of batches) {
+    const rs = rows.filter((r) => r.batch === b);
+    if (!rs.some((r) => r.name.startsWith('Model.run'))) why.push(`batch ${b}: no Model.run row`);
+    if (rs.some((r) => !(r.ms > 0) || !(r.exMs >= 0))) why.push(`batch ${b}: a row without times`);
+    figures[`batch ${b}`] = Object.fromEntries(rs.map((r) => [r.name, [round(r.ms), round(r.exMs)]]));
+  }
+  return { why, figures };
+}
+
 function gpuZf5(log, file) {
   const d = readJson(file);
   if (!d) return { why: [`no ${path.basename(file || 'gpu_zf5.json')} written`], figures: {} };
@@ -191,7 +210,7 @@ function sass(log, file, outJson) {
   return { why, figures };
 }
 
-const JUDGES = { spp_check: sppCheck, memcheck: sanitizer('memcheck'), racecheck: sanitizer('racecheck'), synccheck: sanitizer('synccheck'), mocha, torch: torchAnchor, gpu_spp: gpuSpp, gpu_zf5: gpuZf5, sass };
+const JUDGES = { spp_check: sppCheck, memcheck: sanitizer('memcheck'), racecheck: sanitizer('racecheck'), synccheck: sanitizer('synccheck'), mocha, torch: torchAnchor, gpu_spp: gpuSpp, gpu_zf5: gpuZf5, zf5_layers: zf5Layers, sass };
 
 function main() {
   const [step, rc, seconds, limit, logFile, file, outJson] = process.argv.slice(2);

@@ -12,10 +12,11 @@
 #    on scripts/gpu-touch.js (every kernel once); the test suite on CUDA (gpu-env.sh's
 #    sppnet_mocha); PyTorch's anchor (torch_anchor.py) on the same GPU; bench/gpu_spp.js --quick
 #    and bench/gpu_zf5.js --quick against it (or, without PyTorch there, against the stored H100
-#    anchor; HMMA and LDL/STL per kernel in the addon's SASS (cuobjdump).
+#    anchor); bench/zf5_layers.js (each ZF-5 layer at batch 1 and 32: wall time and time on the
+#    CUDA executor); HMMA and LDL/STL per kernel in the addon's SASS (cuobjdump).
 # 3. $OUT/summary.json (per step: name, status, seconds, limit, figures, why it failed, log),
-#    $OUT/run.log (every step's output, in order), $OUT/gpu_spp.json, gpu_zf5.json, sass.json,
-#    torch_anchor.json.
+#    $OUT/run.log (every step's output, in order), $OUT/gpu_spp.json, gpu_zf5.json,
+#    zf5_layers.json, sass.json, torch_anchor.json.
 #    What passes is decided by scripts/gpu-judge.js. Exit status 0 only when every step passed.
 set -uo pipefail # not -e: every step runs and reports, and the exit status sums them up
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ FAILED=()
 # Steps after the preflight and their caps (s), in order. A step gets its cap, or less where the
 # steps after it would otherwise get under RESERVE s each within BUDGET from the start.
 RESERVE=15
-CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 torch:120 gpu_spp:45 gpu_zf5:60 sass:30)
+CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 torch:120 gpu_spp:45 gpu_zf5:60 zf5_layers:45 sass:30)
 
 json_str() {
   local s=${1//\\/\\\\}
@@ -200,8 +201,10 @@ else
   step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" node bench/gpu_spp.js --quick --anchor "$ANCHOR"
   step gpu_zf5 "$BENCH/gpu_zf5.json" "" -- env OUT="$BENCH" node bench/gpu_zf5.js --quick --anchor "$ANCHOR"
 fi
+# Each ZF-5 layer through the public calls, at batch 1 and 32: wall time and time on the executor.
+step zf5_layers "$BENCH/zf5_layers.json" "" -- node bench/zf5_layers.js --device cuda --batch 1,32 --fc --reps 21 --json "$BENCH/zf5_layers.json"
 step sass "$WORK/sass.txt" "$OUT/sass.json" -- bash -c "'$CUOBJDUMP' -sass build/Release/sppnet.node > '$WORK/sass.txt'"
-cp "$BENCH"/gpu_spp.json "$BENCH"/gpu_zf5.json "$OUT/" 2>/dev/null
+cp "$BENCH"/gpu_spp.json "$BENCH"/gpu_zf5.json "$BENCH"/zf5_layers.json "$OUT/" 2>/dev/null
 
 write_summary
 rm -rf "$WORK"

@@ -58,6 +58,16 @@ describe('GPU run scripts, without a GPU', function () {
     expect(d.rows.every((x) => x.median > 0)).to.equal(true);
   });
 
+  it('bench/zf5_layers.js --json writes each layer\'s wall time and time on the executor', function () {
+    const f = path.join(dir, 'zf5_layers.json');
+    const r = node(['bench/zf5_layers.js', '--device', 'cpu', '--batch', '1', '--reps', '1', '--json', f], {});
+    expect(r.status, r.stdout + r.stderr).to.equal(0);
+    const d = JSON.parse(fs.readFileSync(f, 'utf8'));
+    expect(d.device).to.equal('cpu');
+    expect(d.rows.map((x) => x.name)).to.include.members(['conv1', 'spp', 'Model.run conv1-5 + SPP']);
+    expect(d.rows.every((x) => x.batch === 1 && x.ms > 0 && x.exMs >= 0)).to.equal(true);
+  });
+
   describe('gpu-judge.js', function () {
     function judge(step, log, { rc = 0, file = '', out = '', env = {} } = {}) {
       const f = path.join(dir, `${step}.log`);
@@ -101,6 +111,18 @@ describe('GPU run scripts, without a GPU', function () {
       expect(judge('mocha', 'Killed\n').why).to.match(/no "N passed/);
       // A test whose title says the words is not a skip (the H100 run of 2026-11-27 was failed by this one).
       expect(judge('mocha', '      ✔ the suite passes only with 0 failed and no CUDA tests skipped (606ms)\n628 passed, 0 failed, 23 skipped\n').status).to.equal('pass');
+    });
+
+    it('zf5_layers passes only with rows on cuda, each batch with a Model.run row', function () {
+      const f = path.join(dir, 'zl.json');
+      const rows = [{ batch: 1, name: 'conv1', ms: 0.1, exMs: 0.05 }, { batch: 1, name: 'Model.run conv1-5 + SPP', ms: 1.8, exMs: 1.6 }];
+      fs.writeFileSync(f, JSON.stringify({ device: 'cuda', where: 'NVIDIA H100 80GB HBM3', rows }));
+      const ok = judge('zf5_layers', '', { file: f });
+      expect(ok.status, ok.why).to.equal('pass');
+      expect(ok.figures['batch 1']).to.deep.equal({ conv1: [0.1, 0.05], 'Model.run conv1-5 + SPP': [1.8, 1.6] });
+      fs.writeFileSync(f, JSON.stringify({ device: 'cpu', rows: rows.slice(0, 1) }));
+      expect(judge('zf5_layers', '', { file: f }).why).to.match(/ran on cpu, not cuda; batch 1: no Model.run row/);
+      expect(judge('zf5_layers', '', { file: path.join(dir, 'none.json') }).why).to.match(/no none.json written/);
     });
 
     it('reads HMMA and LDL/STL per kernel from cuobjdump -sass, and fails tensor-core kernels without HMMA', function () {
