@@ -6,6 +6,7 @@
 // network, windows, threads and batching of windows). VOC2007 mAP and the time per image by stage.
 //
 //   node bench/detect.js [--images 200] [--seed 1] [--data DIR] [--weights detector.safetensors] [--zf5-images 3] [--out bench/out]
+//   node bench/detect.js --zf5-only [--zf5-images 3] [--zf5-windows 2000]   # the timing alone, on the default device
 //
 // The set: sp.makeDetectionData with sides 224-320 px, objects from 24 px (DIR when given and
 // already there). Scales: shorter sides 128, 192, 288, 432, 640 (single: 288), windows pooled at
@@ -27,12 +28,34 @@ const OPTIONS = [
   { name: 'rcnn-images', type: 'int', default: 0, help: 'R-CNN on the first N test images only (0: all)' },
   { name: 'zf5-windows', type: 'int', min: 0, default: 2000, help: 'ZF-5 timing: also one image with this many windows (its proposals, then seeded random boxes; 0: skip), the paper\'s ~2,000' },
   { name: 'zf5-images', type: 'int', min: 0, default: 3, help: 'timing only, the paper\'s regime: ZF-5 (random weights) on N generated 500x375 scenes, 224-px windows, scale 688 (0: skip)' },
+  { name: 'zf5-only', type: 'flag', help: 'only the ZF-5 timing, on the default device (no training, no mAP): as scripts/gpu-run.sh runs it' },
   { name: 'out', type: 'path', default: path.join(__dirname, 'out'), help: 'where results go' },
 ];
+const STAGES = ['proposals', 'decode', 'conv', 'pooling', 'fc', 'nms', 'total'];
+const ms = (v) => (1000 * v).toFixed(1);
+
+/** The ZF-5 timing's report (zf5Timing's result). */
+function zf5Text(zf5, opt) {
+  let text = `\nZF-5 (random weights) on ${sp.backend().device}, ${zf5.images} scenes of 500x375, ${zf5.windows.toFixed(0)} windows per image, 224-px windows, scale 688, timing only:\n`;
+  text += mdTable(['mode', ...STAGES.map((s) => `${s} ms`)], zf5.rows.map((r) => [r.name, ...STAGES.map((s) => ms(r.mean[s]))]), 1);
+  text += `\nR-CNN / SPP-net: ${zf5.ratios.total.toFixed(1)}x overall, ${zf5.ratios.withoutProposals.toFixed(1)}x without proposals, ${zf5.ratios.conv.toFixed(1)}x in the conv layers\n`;
+  if (zf5.many) text += `With ${opt.zf5Windows} windows (one image): ${zf5.many.total.toFixed(1)}x overall, ${zf5.many.withoutProposals.toFixed(1)}x without proposals, ${zf5.many.conv.toFixed(1)}x in the conv layers\n`;
+  if (zf5.manyBf16) text += `With ${opt.zf5Windows} windows and BF16 fc products in both modes: ${zf5.manyBf16.total.toFixed(1)}x overall, ${zf5.manyBf16.withoutProposals.toFixed(1)}x without proposals, ${zf5.manyBf16.conv.toFixed(1)}x in the conv layers\n`;
+  return text;
+}
 const RECIPE = { windowSide: 64, scales: [128, 192, 288, 432, 640], singleScale: 288 };
 
 async function main() {
-  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 2, 12) });
+  const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 2, 13) });
+  if (opt.zf5Only) {
+    if (opt.zf5Images < 1) throw new Error('--zf5-only needs --zf5-images of at least 1');
+    const zf5 = await zf5Timing(opt);
+    const text = zf5Text(zf5, opt);
+    console.log(text);
+    const be = sp.backend();
+    console.log(writeResults(opt.out, 'detect', { command: commandLine(__filename), machine: machineInfo(), build: buildInfo(), device: be.device, backend: be.reason, zf5 }, text));
+    return;
+  }
   const root = opt.data ?? path.join(os.tmpdir(), `sppnet-detect-${opt.images}-${opt.seed}`);
   if (!fs.existsSync(path.join(root, 'classes.txt'))) {
     fs.rmSync(root, { recursive: true, force: true });
@@ -80,21 +103,13 @@ async function main() {
   detSingle?.dispose();
   detRandom?.dispose();
   const zf5 = opt.zf5Images > 0 ? await zf5Timing(opt) : null;
-  const ms = (v) => (1000 * v).toFixed(1);
-  const stages = ['proposals', 'decode', 'conv', 'pooling', 'fc', 'nms', 'total'];
-  const table = mdTable(['arm', 'images', 'mAP', ...stages.map((s) => `${s} ms`)], rows.map((r) => [r.name, r.images, (100 * r.mAP).toFixed(1), ...stages.map((s) => ms(r.median[s]))]), 1);
+  const table = mdTable(['arm', 'images', 'mAP', ...STAGES.map((s) => `${s} ms`)], rows.map((r) => [r.name, r.images, (100 * r.mAP).toFixed(1), ...STAGES.map((s) => ms(r.median[s]))]), 1);
   const spp1 = rows.find((r) => r.name === (opt.rcnnImages > 0 ? 'SPP-net, 1 scale, on the R-CNN images' : 'SPP-net, 1 scale'));
   const rcnn = rows.find((r) => r.name === 'R-CNN baseline');
   const noProp = (r) => r.mean.total - r.mean.proposals;
   const ratios = { total: rcnn.mean.total / spp1.mean.total, withoutProposals: noProp(rcnn) / noProp(spp1), conv: rcnn.mean.conv / spp1.mean.conv };
   let text = `${table}\nR-CNN / SPP-net (1 scale), mean time per image: ${ratios.total.toFixed(1)}x overall, ${ratios.withoutProposals.toFixed(1)}x without proposals, ${ratios.conv.toFixed(1)}x in the conv layers\n`;
-  if (zf5) {
-    text += `\nZF-5 (random weights), ${zf5.images} scenes of 500x375, ${zf5.windows.toFixed(0)} windows per image, 224-px windows, scale 688, timing only:\n`;
-    text += mdTable(['mode', ...stages.map((s) => `${s} ms`)], zf5.rows.map((r) => [r.name, ...stages.map((s) => ms(r.mean[s]))]), 1);
-    text += `\nR-CNN / SPP-net: ${zf5.ratios.total.toFixed(1)}x overall, ${zf5.ratios.withoutProposals.toFixed(1)}x without proposals, ${zf5.ratios.conv.toFixed(1)}x in the conv layers\n`;
-    if (zf5.many) text += `With ${opt.zf5Windows} windows (one image): ${zf5.many.total.toFixed(1)}x overall, ${zf5.many.withoutProposals.toFixed(1)}x without proposals, ${zf5.many.conv.toFixed(1)}x in the conv layers\n`;
-    if (zf5.manyBf16) text += `With ${opt.zf5Windows} windows and BF16 fc products in both modes: ${zf5.manyBf16.total.toFixed(1)}x overall, ${zf5.manyBf16.withoutProposals.toFixed(1)}x without proposals, ${zf5.manyBf16.conv.toFixed(1)}x in the conv layers\n`;
-  }
+  if (zf5) text += zf5Text(zf5, opt);
   console.log(`\n${text}`);
   console.log(writeResults(opt.out, 'detect', { command: commandLine(__filename), machine: machineInfo(), build: buildInfo(), root, recipe: RECIPE, trainSeconds, classes, rows, ratios, zf5 }, text));
 }

@@ -18,7 +18,7 @@ const { builtinModules } = require('module');
 const root = path.resolve(__dirname, '..');
 // What a GPU run executes: the library, the tests and their helpers, the CLI, the GPU benchmarks
 // and the GPU scripts. Anything these reach is scanned too.
-const ENTRIES = ['dist', 'test', 'bin', 'bench/gpu_spp.js', 'bench/gpu_zf5.js', 'bench/zf5_layers.js', 'scripts/gpu-touch.js'];
+const ENTRIES = ['dist', 'test', 'bin', 'bench/gpu_spp.js', 'bench/gpu_zf5.js', 'bench/zf5_layers.js', 'bench/detect.js', 'scripts/gpu-touch.js'];
 // Where a bare 'name.js' literal is looked for.
 const SCRIPT_DIRS = ['bench', 'bin', 'test', 'scripts', 'examples'];
 

@@ -5,7 +5,7 @@
 //
 //   node scripts/gpu-judge.js STEP RC SECONDS LIMIT LOG [FILE [OUT_JSON]]
 //
-// STEP: spp_check | memcheck | racecheck | synccheck | mocha | torch | gpu_spp | gpu_zf5 | zf5_layers | sass.
+// STEP: spp_check | memcheck | racecheck | synccheck | mocha | torch | gpu_spp | gpu_zf5 | zf5_layers | detect | sass.
 // FILE: the JSON a benchmark wrote, or for sass the cuobjdump -sass text (OUT_JSON: where the
 // per-kernel counts go). SPPNET_GPU_NAME and SPPNET_GPU_CC (from the preflight) name the device.
 // A step passes only on positive evidence that CUDA ran (the device's name in spp_check's output,
@@ -131,6 +131,20 @@ function zf5Layers(log, file) {
   return { why, figures };
 }
 
+/** bench/detect.js --zf5-only on CUDA: SPP-net and the R-CNN baseline, time per image by stage. */
+function detect(log, file) {
+  const d = readJson(file);
+  if (!d) return { why: [`no ${path.basename(file || 'detect.json')} written`], figures: {} };
+  const why = [];
+  if (d.device !== 'cuda') why.push(`ran on ${d.device}, not cuda`);
+  const z = d.zf5;
+  if (!z || !Array.isArray(z.rows) || z.rows.length < 2 || !z.ratios) return { why: [...why, 'no SPP-net and R-CNN timings'], figures: {} };
+  const ms = (t) => Object.fromEntries(Object.entries(t).map(([k, v]) => [k, round(1000 * v)]));
+  const figures = { windows: round(z.windows), rows: z.rows.map((r) => ({ name: r.name, ms: ms(r.mean) })), ratios: z.ratios, many: z.many || null };
+  if (!(z.ratios.total > 0)) why.push('no time ratio');
+  return { why, figures };
+}
+
 function gpuZf5(log, file) {
   const d = readJson(file);
   if (!d) return { why: [`no ${path.basename(file || 'gpu_zf5.json')} written`], figures: {} };
@@ -210,7 +224,7 @@ function sass(log, file, outJson) {
   return { why, figures };
 }
 
-const JUDGES = { spp_check: sppCheck, memcheck: sanitizer('memcheck'), racecheck: sanitizer('racecheck'), synccheck: sanitizer('synccheck'), mocha, torch: torchAnchor, gpu_spp: gpuSpp, gpu_zf5: gpuZf5, zf5_layers: zf5Layers, sass };
+const JUDGES = { spp_check: sppCheck, memcheck: sanitizer('memcheck'), racecheck: sanitizer('racecheck'), synccheck: sanitizer('synccheck'), mocha, torch: torchAnchor, gpu_spp: gpuSpp, gpu_zf5: gpuZf5, zf5_layers: zf5Layers, detect, sass };
 
 function main() {
   const [step, rc, seconds, limit, logFile, file, outJson] = process.argv.slice(2);

@@ -13,10 +13,11 @@
 #    sppnet_mocha); PyTorch's anchor (torch_anchor.py) on the same GPU; bench/gpu_spp.js --quick
 #    and bench/gpu_zf5.js --quick against it (or, without PyTorch there, against the stored H100
 #    anchor); bench/zf5_layers.js (each ZF-5 layer at batch 1 and 32: wall time and time on the
-#    CUDA executor); HMMA and LDL/STL per kernel in the addon's SASS (cuobjdump).
+#    CUDA executor); bench/detect.js --zf5-only (SPP-net against R-CNN, time per image by
+#    stage); HMMA and LDL/STL per kernel in the addon's SASS (cuobjdump).
 # 3. $OUT/summary.json (per step: name, status, seconds, limit, figures, why it failed, log),
 #    $OUT/run.log (every step's output, in order), $OUT/gpu_spp.json, gpu_zf5.json,
-#    zf5_layers.json, sass.json, torch_anchor.json.
+#    zf5_layers.json, detect.json, sass.json, torch_anchor.json.
 #    What passes is decided by scripts/gpu-judge.js. Exit status 0 only when every step passed.
 set -uo pipefail # not -e: every step runs and reports, and the exit status sums them up
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ FAILED=()
 # Steps after the preflight and their caps (s), in order. A step gets its cap, or less where the
 # steps after it would otherwise get under RESERVE s each within BUDGET from the start.
 RESERVE=15
-CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 torch:120 gpu_spp:45 gpu_zf5:60 zf5_layers:45 sass:30)
+CAPS=(spp_check:30 memcheck:30 racecheck:45 synccheck:30 mocha:330 torch:120 gpu_spp:45 gpu_zf5:60 zf5_layers:45 detect:90 sass:30)
 
 json_str() {
   local s=${1//\\/\\\\}
@@ -203,8 +204,11 @@ else
 fi
 # Each ZF-5 layer through the public calls, at batch 1 and 32: wall time and time on the executor.
 step zf5_layers "$BENCH/zf5_layers.json" "" -- node bench/zf5_layers.js --device cuda --batch 1,32 --fc --reps 21 --json "$BENCH/zf5_layers.json"
+# Detection in the paper's regime (ZF-5, 500x375 scenes, ~2,000 windows): SPP-net against the
+# R-CNN baseline, time per image by stage (issue 15's CUDA figures).
+step detect "$BENCH/detect.json" "" -- node bench/detect.js --zf5-only --zf5-images 2 --out "$BENCH"
 step sass "$WORK/sass.txt" "$OUT/sass.json" -- bash -c "'$CUOBJDUMP' -sass build/Release/sppnet.node > '$WORK/sass.txt'"
-cp "$BENCH"/gpu_spp.json "$BENCH"/gpu_zf5.json "$BENCH"/zf5_layers.json "$OUT/" 2>/dev/null
+cp "$BENCH"/gpu_spp.json "$BENCH"/gpu_zf5.json "$BENCH"/zf5_layers.json "$BENCH"/detect.json "$OUT/" 2>/dev/null
 
 write_summary
 rm -rf "$WORK"

@@ -125,6 +125,18 @@ describe('GPU run scripts, without a GPU', function () {
       expect(judge('zf5_layers', '', { file: path.join(dir, 'none.json') }).why).to.match(/no none.json written/);
     });
 
+    it('detect passes only with SPP-net and R-CNN timings from cuda', function () {
+      const f = path.join(dir, 'det.json');
+      const t = (total) => ({ proposals: 0.2, conv: 0.01, total });
+      const zf5 = { windows: 1500, rows: [{ name: 'SPP-net, 1 scale', mean: t(0.25) }, { name: 'R-CNN baseline', mean: t(5) }], ratios: { total: 20, withoutProposals: 96, conv: 300 } };
+      fs.writeFileSync(f, JSON.stringify({ device: 'cuda', zf5 }));
+      const ok = judge('detect', '', { file: f });
+      expect(ok.status, ok.why).to.equal('pass');
+      expect(ok.figures.rows[1]).to.deep.equal({ name: 'R-CNN baseline', ms: { proposals: 200, conv: 10, total: 5000 } });
+      fs.writeFileSync(f, JSON.stringify({ device: 'cpu', zf5: { ...zf5, rows: zf5.rows.slice(0, 1) } }));
+      expect(judge('detect', '', { file: f }).why).to.match(/ran on cpu, not cuda; no SPP-net and R-CNN timings/);
+    });
+
     it('reads HMMA and LDL/STL per kernel from cuobjdump -sass, and fails tensor-core kernels without HMMA', function () {
       const fn = (name, ops) => `\t\tFunction : ${name}\n\t.headerflags\t@"EF_CUDA_SM90 EF_CUDA_VIRTUAL_SM(EF_CUDA_SM90)"\n` +
         ops.map((op, i) => `        /*${(16 * i).toString(16).padStart(4, '0')}*/                   ${op} ;      /* 0x00000a00ff017b82 */\n                                                               /* 0x000ff00000000800 */\n`).join('');
