@@ -136,11 +136,24 @@ async function main() {
     // The addon's time counter of the executor that ran the call, read around each timed call
     // (outside its span): what ran there (table upload, launch, the GPU's work, the stream sync)
     // against the wall time; the rest is JS, argument checks and the hand-over.
+    // With SPPNET_CUDA_KERNEL_TIMES=1, also the GPU time of the call's kernel (CUDA events).
     const busy = () => native.memoryStats()[device === 'cuda' ? 'cudaOpNs' : 'cpuOpNs'];
-    const inside = [];
-    let b0 = 0;
-    const st = (await timeRuns(() => sp.spp(input, opts), { warmup, reps, before: async () => { await flush(); b0 = busy(); }, after: () => inside.push((busy() - b0) / 1e6) })).stats;
+    const timing = device === 'cuda' && native.kernelTimes() !== null;
+    const gpu = () => Object.values(native.kernelTimes() ?? {}).reduce((s, [, ms]) => s + ms, 0);
+    const inside = [], kernels = [];
+    let b0 = 0, g0 = 0;
+    const before = async () => {
+      await flush();
+      b0 = busy();
+      if (timing) g0 = gpu();
+    };
+    const after = () => {
+      inside.push((busy() - b0) / 1e6);
+      if (timing) kernels.push(gpu() - g0);
+    };
+    const st = (await timeRuns(() => sp.spp(input, opts), { warmup, reps, before, after })).stats;
     const insideMs = percentile(inside, 0.5);
+    const kernelMs = timing ? percentile(kernels, 0.5) : null;
 
     // Check: the same call on sppnet's CPU path, on the same data.
     let check = null;
@@ -159,7 +172,7 @@ async function main() {
       desc: spec[name].desc,
       inputMB: h.inputBytes / 1e6,
       readMB: h.readBytes / 1e6,
-      sppnet: { ...st, medianUs: st.medianMs * 1e3, minUs: st.minMs * 1e3, executorMedianUs: insideMs * 1e3 },
+      sppnet: { ...st, medianUs: st.medianMs * 1e3, minUs: st.minMs * 1e3, executorMedianUs: insideMs * 1e3, kernelMedianUs: kernelMs === null ? null : kernelMs * 1e3 },
       torchUs: t ? t.us : null,
       ratioTorchOverOurs: t ? t.us / (st.medianMs * 1e3) : null,
       floorUs,
@@ -170,20 +183,22 @@ async function main() {
   }
   if (scratch) scratch.dispose();
 
-  const head = ['work', 'workload', 'sppnet median us', 'min us', 'on executor us', 'PyTorch us', 'PyTorch/sppnet', 'floor us', 'floor/sppnet'];
+  const withKernels = results.some((r) => r.sppnet.kernelMedianUs !== null);
+  const head = ['work', 'workload', 'sppnet median us', 'min us', 'on executor us', ...(withKernels ? ['kernel us'] : []), 'PyTorch us', 'PyTorch/sppnet', 'floor us', 'floor/sppnet'];
   const rows = results.map((r) => [
     r.name,
     r.desc,
     fmtUs(r.sppnet.medianUs),
     fmtUs(r.sppnet.minUs),
     fmtUs(r.sppnet.executorMedianUs),
+    ...(withKernels ? [fmtUs(r.sppnet.kernelMedianUs)] : []),
     fmtUs(r.torchUs),
     r.ratioTorchOverOurs != null ? `${r.ratioTorchOverOurs.toFixed(2)}x` : '-',
     fmtUs(r.floorUs),
     r.floorUs != null ? `${((100 * r.floorUs) / r.sppnet.medianUs).toFixed(0)}%` : '-',
   ]);
   console.log('\n' + textTable(head, rows));
-  console.log(`\n${reps} timed calls after ${warmup} warm-up calls${scratch ? ', L2 flushed before each' : ''}; sppnet: wall-clock per await sp.spp() (bins 'adaptive'), and of it the median time on the addon's ${device === 'cuda' ? 'CUDA' : 'CPU'} executor (for CUDA: table upload, launch, the GPU's work and the stream sync; the rest is JS, checks and the hand-over); PyTorch: do_bench CUDA-event median.`);
+  console.log(`\n${reps} timed calls after ${warmup} warm-up calls${scratch ? ', L2 flushed before each' : ''}; sppnet: wall-clock per await sp.spp() (bins 'adaptive'), and of it the median time on the addon's ${device === 'cuda' ? 'CUDA' : 'CPU'} executor (for CUDA: table upload, launch, the GPU's work and the stream sync; the rest is JS, checks and the hand-over)${withKernels ? ", and the kernel's GPU time (CUDA events, SPPNET_CUDA_KERNEL_TIMES=1)" : ''}; PyTorch: do_bench CUDA-event median.`);
   if (bw) console.log(`floor: bytes read (W1-W3: input; W4: every window's area once) / ${(bw / 1e12).toFixed(2)} TB/s, PyTorch's copy bandwidth on its machine.`);
 
   const outDir = process.env.OUT || path.join(__dirname, 'out');

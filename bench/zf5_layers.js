@@ -3,7 +3,9 @@
 // calls (sp.conv2d, sp.localResponseNorm, sp.maxPool2d, sp.spp, sp.linear) with preallocated
 // outputs, so each figure includes the call's JS and async overhead, as in Model.run. Also the
 // whole chain via Model.run (conv1-5 + SPP, and with --fc the whole network with fc6-8), and an
-// empty-ish call (ReLU over 16 floats) for the per-call overhead.
+// empty-ish call (ReLU over 16 floats) for the per-call overhead. With SPPNET_CUDA_KERNEL_TIMES=1
+// on CUDA, also the GPU time of the kernels each call launched (CUDA events around each launch,
+// which add a few microseconds a launch to the wall time).
 //
 //   node bench/zf5_layers.js [--batch N[,N...]] [--reps R] [--model-only] [--fc] [--device cpu|cuda] [--json FILE]
 //
@@ -40,12 +42,23 @@ function rand(n, seed) {
  */
 async function med(f, reps, device) {
   const busy = () => native.memoryStats()[device === 'cuda' ? 'cudaOpNs' : 'cpuOpNs'];
-  const inside = [];
-  let b0 = 0;
-  const r = await timeRuns(f, { reps, warmup: 3, dispose: false, before: () => { b0 = busy(); }, after: () => inside.push((busy() - b0) / 1e6) });
-  return { ms: percentile(r.samples, 0.5), exMs: percentile(inside, 0.5) };
+  const gpu = () => Object.values(native.kernelTimes() ?? {}).reduce((s, [, ms]) => s + ms, 0);
+  const timing = device === 'cuda' && native.kernelTimes() !== null;
+  const inside = [], kernels = [];
+  let b0 = 0, g0 = 0;
+  const before = () => {
+    b0 = busy();
+    if (timing) g0 = gpu();
+  };
+  const after = () => {
+    inside.push((busy() - b0) / 1e6);
+    if (timing) kernels.push(gpu() - g0);
+  };
+  const r = await timeRuns(f, { reps, warmup: 3, dispose: false, before, after });
+  return { ms: percentile(r.samples, 0.5), exMs: percentile(inside, 0.5), ...(timing ? { gpuMs: percentile(kernels, 0.5) } : {}) };
 }
-const row = (name, m, extra = '') => `  ${name.padEnd(15)} ${m.ms.toFixed(3).padStart(8)} ms ${m.exMs.toFixed(3).padStart(8)} ms${extra}`;
+const row = (name, m, extra = '') =>
+  `  ${name.padEnd(15)} ${m.ms.toFixed(3).padStart(8)} ms ${m.exMs.toFixed(3).padStart(8)} ms${m.gpuMs !== undefined ? ` ${m.gpuMs.toFixed(3).padStart(8)} ms` : ''}${extra}`;
 
 async function main() {
   const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 10) });
@@ -108,11 +121,15 @@ async function main() {
         : []),
       ['call (relu 16)', () => sp.relu(tiny, { out: tinyOut }), tinyOut],
     ];
-    const sum = { ms: 0, exMs: 0 };
-    console.log(`batch ${N}: median wall time, and of it on the ${device} executor`);
+    const sum = { ms: 0, exMs: 0, ...(device === 'cuda' && native.kernelTimes() !== null ? { gpuMs: 0 } : {}) };
+    console.log(`batch ${N}: median wall time, and of it on the ${device} executor${device === 'cuda' && native.kernelTimes() !== null ? ', and in kernels on the GPU' : ''}`);
     for (const [name, f, t] of opt.modelOnly ? [] : rows) {
       const m = await med(f, reps, device);
-      if (!name.startsWith('call')) (sum.ms += m.ms), (sum.exMs += m.exMs);
+      if (!name.startsWith('call')) {
+        sum.ms += m.ms;
+        sum.exMs += m.exMs;
+        if (sum.gpuMs !== undefined) sum.gpuMs += m.gpuMs;
+      }
       results.push({ batch: N, name, ...m });
       console.log(row(name, m, `   out [${t.shape.join(',')}]`));
     }

@@ -71,6 +71,23 @@ Napi::Value CancelQueued(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// kernelTimes(): { [kernel]: [launches, GPU ms] } summed since the load, or null unless
+// SPPNET_CUDA_KERNEL_TIMES=1 (for benchmarks: kernel time against the op's wall time).
+Napi::Value KernelTimesFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* data = env.GetInstanceData<AddonData>();
+  if (!data->kernel_times) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  std::lock_guard<std::mutex> lk(data->kernel_times->m);
+  for (const auto& [name, e] : data->kernel_times->totals) {
+    Napi::Array a = Napi::Array::New(env, 2);
+    a.Set(0u, Napi::Number::New(env, static_cast<double>(e.first)));
+    a.Set(1u, Napi::Number::New(env, e.second));
+    o.Set(name, a);
+  }
+  return o;
+}
+
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto* data = env.GetInstanceData<AddonData>();
@@ -203,6 +220,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   if (env_var(env, "SPPNET_CPU_EXECUTOR", &v)) data->use_executor = v != "0";
   if (env_var(env, "SPPNET_INLINE_WORK", &v)) data->inline_limit = std::max<int64_t>(0, std::atoll(v.c_str()));
   data->cpu = std::make_shared<Executor>(env_var(env, "SPPNET_CPU_NICE", &v) ? std::atoi(v.c_str()) : 10);
+  if (env_var(env, "SPPNET_CUDA_KERNEL_TIMES", &v) && v == "1") data->kernel_times = std::make_shared<cuda::KernelTimes>();
   Napi::Function ctor = DeviceBuffer::Define(env);
   data->device_buffer = Napi::Persistent(ctor);
   env.SetInstanceData<AddonData>(data);
@@ -218,7 +236,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       },
       new Executors(data->cpu, data->cuda));
   exports.Set("DeviceBuffer", ctor);
-  export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats},
+  export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats}, {"kernelTimes", KernelTimesFn},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
                                    {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
                                    {"cancelQueued", CancelQueued}});

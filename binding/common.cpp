@@ -405,9 +405,11 @@ TaskWorker::TaskWorker(Napi::Env env, std::function<Status()> task, const std::v
       // Nothing may settle, and no buffer it uses may be freed or reused (OnOK and OnError drop
       // the task's holds), before that work is done: the one place that guarantees it, on the
       // executor's thread, whose stream it is.
-      ticket_->f = [task = std::move(task_)]() {
+      ticket_->f = [task = std::move(task_), times = env.GetInstanceData<AddonData>()->kernel_times]() {
+        if (times) cuda::begin_kernel_timing(times.get());
         const Status s = guarded(task);
         const Status sync = cuda::synchronize();
+        if (times) cuda::end_kernel_timing();
         return s.ok() ? sync : s;
       };
     else

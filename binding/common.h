@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "sppnet/device.h"
 #include "sppnet/ops.h"
 #include "sppnet/status.h"
 #include "sppnet/tensor.h"
@@ -208,6 +209,9 @@ struct AddonData {
   // small takes a few microseconds.
   int64_t inline_limit = kInlineWork;
   static constexpr int64_t kInlineWork = 16384;
+  // SPPNET_CUDA_KERNEL_TIMES=1: the GPU time of each kernel this instance's CUDA tasks launch
+  // (cuda::KernelTimes, read by kernelTimes()); null otherwise.
+  std::shared_ptr<cuda::KernelTimes> kernel_times;
   bool pool_ready = false;   // cuda::keep_pool_memory() done (JS thread only, before the first DeviceBuffer)
   std::shared_ptr<HostCache> host;  // hostAlloc's blocks and its cache (host.cpp); made at init
 };

@@ -141,6 +141,33 @@ Status malloc_device(size_t bytes, void** ptr) {
 
 void free_device(void* ptr) { pool_free(ptr); }
 
+namespace {
+thread_local KernelTimes* t_kernel_timing = nullptr;  // this thread's, between begin and end
+}  // namespace
+
+KernelTimes* kernel_timing() { return t_kernel_timing; }
+void begin_kernel_timing(KernelTimes* t) { t_kernel_timing = t; }
+
+void end_kernel_timing() {
+  KernelTimes* t = t_kernel_timing;
+  t_kernel_timing = nullptr;
+  if (!t) return;
+  std::lock_guard<std::mutex> lk(t->m);
+  for (const KernelTimes::Launch& l : t->pending) {
+    const auto start = static_cast<cudaEvent_t>(l.start), stop = static_cast<cudaEvent_t>(l.stop);
+    float ms = 0.f;
+    if (cudaEventElapsedTime(&ms, start, stop) == cudaSuccess) {
+      auto& e = t->totals[l.kernel];
+      e.first += 1;
+      e.second += ms;
+    }
+    (void)cudaEventDestroy(start);
+    (void)cudaEventDestroy(stop);
+  }
+  (void)cudaGetLastError();
+  t->pending.clear();
+}
+
 Status synchronize() {
   SPP_CUDA_TRY(cudaStreamSynchronize(cudaStreamPerThread), "synchronising the stream");
   return Status::Ok();

@@ -16,21 +16,52 @@
 
 #include "check.h"
 #include "pool.h"
+#include "sppnet/device.h"
 
+// A launch is one expression statement: LaunchScope's temporary brackets it with the kernel-time
+// events when this thread is timing kernels (sppnet/device.h, KernelTimes), and is a null check
+// otherwise.
 #ifdef SPPNET_CUDA_EMULATE
-#define SPP_LAUNCH(grid, block, smem, ...) ::emu::launch<__VA_ARGS__>((grid), (block), (smem))
+#define SPP_LAUNCH(grid, block, smem, ...) \
+  ::sppnet::cuda::LaunchScope(#__VA_ARGS__), ::emu::launch<__VA_ARGS__>((grid), (block), (smem))
 #define SPP_SHARED(T, name, n) \
   static char name##_site_;    \
   T* const name = ::emu::shared_array<T>(&name##_site_, (n))
 #define SPP_DYNAMIC_SHARED(T, name) T* const name = ::emu::dynamic_shared<T>()
 #else
-#define SPP_LAUNCH(grid, block, smem, ...) __VA_ARGS__<<<(grid), (block), (smem), cudaStreamPerThread>>>
+#define SPP_LAUNCH(grid, block, smem, ...) \
+  ::sppnet::cuda::LaunchScope(#__VA_ARGS__), __VA_ARGS__<<<(grid), (block), (smem), cudaStreamPerThread>>>
 #define SPP_SHARED(T, name, n) __shared__ __align__(16) T name[n]
 #define SPP_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
 #endif
 
 namespace sppnet {
 namespace cuda {
+
+// This thread's KernelTimes while it is timing kernels, else null (cuda/device.cu).
+KernelTimes* kernel_timing();
+
+struct LaunchScope {
+  KernelTimes* t;
+  const char* kernel;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  explicit LaunchScope(const char* k) : t(kernel_timing()), kernel(k) {
+    if (!t) return;
+    if (cudaEventCreate(&start) != cudaSuccess || cudaEventCreate(&stop) != cudaSuccess || cudaEventRecord(start, cudaStreamPerThread) != cudaSuccess) {
+      if (start) cudaEventDestroy(start);
+      if (stop) cudaEventDestroy(stop);
+      (void)cudaGetLastError();  // timing is best effort: the launch's own error must not be hidden by ours
+      t = nullptr;
+    }
+  }
+  ~LaunchScope() {
+    if (!t) return;
+    (void)cudaEventRecord(stop, cudaStreamPerThread);
+    t->pending.push_back({kernel, start, stop});
+  }
+  LaunchScope(const LaunchScope&) = delete;
+  LaunchScope& operator=(const LaunchScope&) = delete;
+};
 
 // Blocks of `threads` for n items, `per_thread` items each, at least 1 and at most 65535 * 16
 // (grid-stride loops cover the rest).

@@ -126,7 +126,8 @@ function zf5Layers(log, file) {
     const rs = rows.filter((r) => r.batch === b);
     if (!rs.some((r) => r.name.startsWith('Model.run'))) why.push(`batch ${b}: no Model.run row`);
     if (rs.some((r) => !(r.ms > 0) || !(r.exMs >= 0))) why.push(`batch ${b}: a row without times`);
-    figures[`batch ${b}`] = Object.fromEntries(rs.map((r) => [r.name, [round(r.ms), round(r.exMs)]]));
+    // [wall ms, on the executor ms, and with SPPNET_CUDA_KERNEL_TIMES=1 the kernels' GPU ms]
+    figures[`batch ${b}`] = Object.fromEntries(rs.map((r) => [r.name, [round(r.ms), round(r.exMs), ...(r.gpuMs !== undefined ? [round(r.gpuMs)] : [])]]));
   }
   return { why, figures };
 }

@@ -196,14 +196,15 @@ if [ "${SPPNET_GPU_TORCH:-1}" != 0 ]; then
 fi
 if [ -s "$BENCH/torch_anchor.json" ]; then
   cp "$BENCH/torch_anchor.json" "$OUT/"
-  step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" node bench/gpu_spp.js --quick --anchor "$BENCH/torch_anchor.json" --anchor-same-run
+  step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" SPPNET_CUDA_KERNEL_TIMES=1 node bench/gpu_spp.js --quick --anchor "$BENCH/torch_anchor.json" --anchor-same-run
   step gpu_zf5 "$BENCH/gpu_zf5.json" "" -- env OUT="$BENCH" node bench/gpu_zf5.js --quick --torch "$BENCH/torch_anchor.json"
 else
-  step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" node bench/gpu_spp.js --quick --anchor "$ANCHOR"
+  step gpu_spp "$BENCH/gpu_spp.json" "" -- env OUT="$BENCH" SPPNET_CUDA_KERNEL_TIMES=1 node bench/gpu_spp.js --quick --anchor "$ANCHOR"
   step gpu_zf5 "$BENCH/gpu_zf5.json" "" -- env OUT="$BENCH" node bench/gpu_zf5.js --quick --anchor "$ANCHOR"
 fi
-# Each ZF-5 layer through the public calls, at batch 1 and 32: wall time and time on the executor.
-step zf5_layers "$BENCH/zf5_layers.json" "" -- node bench/zf5_layers.js --device cuda --batch 1,32 --fc --reps 21 --json "$BENCH/zf5_layers.json"
+# Each ZF-5 layer through the public calls, at batch 1 and 32: wall time, time on the executor and
+# the GPU time of its kernels (CUDA events: SPPNET_CUDA_KERNEL_TIMES=1, here and for gpu_spp).
+step zf5_layers "$BENCH/zf5_layers.json" "" -- env SPPNET_CUDA_KERNEL_TIMES=1 node bench/zf5_layers.js --device cuda --batch 1,32 --fc --reps 21 --json "$BENCH/zf5_layers.json"
 # Detection in the paper's regime (ZF-5, 500x375 scenes, ~2,000 windows): SPP-net against the
 # R-CNN baseline, time per image by stage (issue 15's CUDA figures).
 step detect "$BENCH/detect.json" "" -- node bench/detect.js --zf5-only --zf5-images 2 --out "$BENCH"

@@ -3,7 +3,7 @@
 // what V8 is told. Skipped, with the reason printed, when no CUDA device answers. Every tensor
 // names its device: the default device is CUDA here, so a CPU tensor must say so.
 const { expect } = require('chai');
-const { sp, cudaStatus, expectClose, expectReject } = require('./support/helpers');
+const { sp, cudaStatus, expectClose, expectReject, inChildWith } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
 // Internals, to allocate device memory without a host array to upload (sp.zeros makes one).
 const { allocate } = require('../dist/core/tensor');
@@ -201,6 +201,24 @@ describe('CUDA path', function () {
       obs.disconnect();
     }
     expect(full.length, '12 allocations of 96 MiB: full GCs meanwhile').to.be.at.most(2);
+  });
+
+  it('SPPNET_CUDA_KERNEL_TIMES=1: launches and GPU time per kernel; without it, none', async function () {
+    this.timeout(120000);
+    if (process.env.SPPNET_CUDA_KERNEL_TIMES !== '1') expect(native.kernelTimes()).to.equal(null);
+    if (inChildWith(this, __filename, { SPPNET_CUDA_KERNEL_TIMES: '1' })) return;
+    const x = sp.tensor(Float32Array.from({ length: 2 * 8 * 13 * 13 }, (_, i) => Math.sin(i)), [2, 8, 13, 13], { device: 'cuda' });
+    const w = sp.tensor(Float32Array.from({ length: 5 * 8 * 9 }, (_, i) => Math.cos(i)), [5, 8, 3, 3], { device: 'cuda' });
+    const before = native.kernelTimes();
+    expect(before).to.be.an('object');
+    const n = (t, k) => (t[k] ? t[k][0] : 0);
+    for (let i = 0; i < 3; i++) (await sp.spp(x)).dispose();
+    (await sp.conv2d(x, w, null, { padding: 1, math: 'direct' })).dispose();
+    const after = native.kernelTimes();
+    expect(n(after, 'spp_forward_kernel<MODE>') - n(before, 'spp_forward_kernel<MODE>')).to.equal(3);
+    expect(n(after, 'conv2d_kernel') - n(before, 'conv2d_kernel')).to.equal(1);
+    expect(after['spp_forward_kernel<MODE>'][1]).to.be.above(0);
+    [x, w].forEach((t) => t.dispose());
   });
 
   it('disposing a tensor an op is using is safe: the op finishes, then the memory is freed', async function () {

@@ -2,7 +2,11 @@
 // too and report that CUDA was not built (cuda/unavailable.cpp).
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "status.h"
 
@@ -46,6 +50,24 @@ Status copy_h2d(void* dst, const void* src, size_t bytes);
 Status copy_d2h(void* dst, const void* src, size_t bytes);
 Status copy_d2d(void* dst, const void* src, size_t bytes);
 Status memory_info(size_t* free_bytes, size_t* total_bytes);
+
+// GPU time per kernel, for benchmarks (SPPNET_CUDA_KERNEL_TIMES=1: one per addon instance, filled
+// by its CUDA executor thread). Between begin_kernel_timing(t) and end_kernel_timing() on a
+// thread, every kernel that thread launches (SPP_LAUNCH) is bracketed by two CUDA events on its
+// stream; end_kernel_timing(), called after that stream's synchronisation, reads them into
+// t->totals. Each launch adds two event records (a few microseconds of host time).
+struct KernelTimes {
+  struct Launch {
+    const char* kernel;  // SPP_LAUNCH's text, e.g. "linear_gemv_kernel<1>"
+    void* start;         // cudaEvent_t
+    void* stop;
+  };
+  std::vector<Launch> pending;  // the executor's thread only
+  std::mutex m;                 // guards totals (read on the JS thread)
+  std::map<std::string, std::pair<int64_t, double>> totals;  // kernel -> (launches, GPU ms)
+};
+void begin_kernel_timing(KernelTimes* t);
+void end_kernel_timing();
 
 }  // namespace cuda
 }  // namespace sppnet

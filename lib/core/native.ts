@@ -135,6 +135,8 @@ export interface Native {
   DeviceBuffer: new (length: number) => NativeDeviceBuffer;
   info(): NativeInfo;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
+  /** SPPNET_CUDA_KERNEL_TIMES=1: GPU time per kernel since the load, { [kernel]: [launches, ms] }; else null */
+  kernelTimes(): Record<string, [number, number]> | null;
   memoryStats(): { deviceBuffers: number; deviceBytes: number; /** ops run inline on the JS thread / queued (binding/common.h, InlineState) */ opsInline: number; opsQueued: number; /** ns spent inside CPU ops (on the executor, and inline) */ cpuOpNs: number; /** ns spent on the CUDA executor (launches, the GPU's work, each task's stream sync) */ cudaOpNs: number; /** host memory kept for reuse (hostRecycle), and the allocations it served */ hostCacheBytes: number; hostCacheReused: number; deviceFree?: number; deviceTotal?: number; devicePoolReserved?: number; devicePoolUsed?: number };
   trimDeviceMemory(): void;
   cudaUpload(dst: NativeDeviceBuffer, dstOffset: number, src: Float32Array): void;

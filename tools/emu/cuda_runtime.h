@@ -79,6 +79,8 @@ struct CUstream_st;
 using cudaStream_t = CUstream_st*;
 struct CUmemPoolHandle_st;
 using cudaMemPool_t = CUmemPoolHandle_st*;
+struct CUevent_st;
+using cudaEvent_t = CUevent_st*;
 #define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
 #define cudaStreamLegacy (reinterpret_cast<cudaStream_t>(0x1))
 
@@ -114,6 +116,11 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int d);
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr a, void* v);
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr a, void* v);
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t keep);
+// Events: the host's clock when recorded (emulated work is done when its call returns).
+cudaError_t cudaEventCreate(cudaEvent_t* e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
 // ---- device functions ----
 using std::max;
