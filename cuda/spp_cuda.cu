@@ -339,6 +339,7 @@ class Launch {
  public:
   Status prepare(const SppProblem& sp, bool backward) {
     const int N = sp.input.count, R = sp.num_regions;
+    if (sp.input.channels < 1) return Status::Error(Code::kInvalidArgument, "spp: the maps have no channels");  // (lib/ checks; a division below)
     std::vector<int64_t> elem_start;
     std::vector<int32_t> region_start, regions_by_map, block_start(static_cast<size_t>(R) + 1, 0);
     // Each region's channel groups, and the planes' largest footprint (the shared memory asked for).

@@ -29,25 +29,34 @@ async function probeTensorCores(): Promise<TensorCoreCheck> {
     };
   }
   const worst = { tf32: 0, bf16: 0, fp32: 0 };
-  try {
-    // conv: a ragged batch whose tiles span maps (1x1 included), groups 2, 20 out channels.
-    const sizes: Array<[number, number]> = [[11, 13], [1, 1], [6, 4], [17, 9]];
-    const C = 6, O = 20, opts: Conv2dOptions = { padding: 1, groups: 2 };
+  // Each case against the direct FP32 kernels (and their run on |inputs| for the error's scale).
+  const convCase = async (sizes: Array<[number, number]>, C: number, O: number, opts: Conv2dOptions) => {
+    const g = opts.groups ?? 1;
     const xs = sizes.map(([h, w]) => rand(C * h * w));
-    const wv = rand(O * 3 * 3 * 3), bv = rand(O);
+    const wv = rand(O * (C / g) * 9), bv = rand(O);
     const batch = (arrs: Float32Array[]) => keep(ragged(arrs.map((a, i) => cuda(a, [C, sizes[i][0], sizes[i][1]]))));
     const x = batch(xs), xa = batch(xs.map(abs));
-    const w = cuda(wv, [O, 3, 3, 3]), wa = cuda(abs(wv), [O, 3, 3, 3]);
+    const w = cuda(wv, [O, C / g, 3, 3]), wa = cuda(abs(wv), [O, C / g, 3, 3]);
     const b = cuda(bv, [O]), ba = cuda(abs(bv), [O]);
     const want = await keep(await conv2dAs(x, w, b, opts, MATH_CODE.direct)).data();
     const mag = await keep(await conv2dAs(xa, wa, ba, opts, MATH_CODE.direct)).data();
-    for (const m of modes) worst[m] = worstError(await keep(await conv2dAs(x, w, b, opts, MATH_CODE[m])).data(), want, mag);
-    // linear: rows and features off the tile sizes.
-    const lx = rand(37 * 70), lw = rand(33 * 70), lb = rand(33);
-    const X = cuda(lx, [37, 70]), W = cuda(lw, [33, 70]), B = cuda(lb, [33]);
+    for (const m of modes) worst[m] = Math.max(worst[m], worstError(await keep(await conv2dAs(x, w, b, opts, MATH_CODE[m])).data(), want, mag));
+  };
+  const linearCase = async (rows: number, K: number, N: number) => {
+    const lx = rand(rows * K), lw = rand(N * K), lb = rand(N);
+    const X = cuda(lx, [rows, K]), W = cuda(lw, [N, K]), B = cuda(lb, [N]);
     const lwant = await keep(await linearAs(X, W, B, {}, MATH_CODE.direct)).data();
-    const lmag = await keep(await linearAs(cuda(abs(lx), [37, 70]), cuda(abs(lw), [33, 70]), cuda(abs(lb), [33]), {}, MATH_CODE.direct)).data();
+    const lmag = await keep(await linearAs(cuda(abs(lx), [rows, K]), cuda(abs(lw), [N, K]), cuda(abs(lb), [N]), {}, MATH_CODE.direct)).data();
     for (const m of modes) worst[m] = Math.max(worst[m], worstError(await keep(await linearAs(X, W, B, {}, MATH_CODE[m])).data(), lwant, lmag));
+  };
+  try {
+    // conv: a ragged batch whose tiles span maps (1x1 included), groups 2, 20 out channels; and
+    // few tiles over a long K (64 x 3 x 3), which splits K (a second kernel adds the parts).
+    await convCase([[11, 13], [1, 1], [6, 4], [17, 9]], 6, 20, { padding: 1, groups: 2 });
+    await convCase([[7, 5], [3, 3]], 64, 24, { padding: 1 });
+    // linear: rows and features off the tile sizes; and 12 rows over K = 1024 (split-K).
+    await linearCase(37, 70, 33);
+    await linearCase(12, 1024, 24);
   } finally {
     for (const t of owned.reverse()) t.dispose();
   }
@@ -55,7 +64,7 @@ async function probeTensorCores(): Promise<TensorCoreCheck> {
   // The direct kernels are FP32 themselves: allow their error on top of each mode's.
   for (const m of modes) res[m] = { ok: worst[m] <= MATH_TOLERANCE[m] + MATH_TOLERANCE.direct, worst: worst[m], tolerance: MATH_TOLERANCE[m] };
   const ok = modes.every((m) => res[m].ok);
-  const detail = `conv2d on 4 ragged maps (1x1 to 17x9, 6 -> 20 channels, 3x3, groups 2) and linear 37x70 -> 33 against the direct FP32 kernels; ` +
+  const detail = `conv2d on 4 ragged maps (1x1 to 17x9, 6 -> 20 channels, 3x3, groups 2) and on 2 maps with split-K (64 -> 24 channels), linear 37x70 -> 33 and 12x1024 -> 24 (split-K) against the direct FP32 kernels; ` +
     modes.map((m) => `${m} worst ${res[m].worst.toExponential(2)} (tolerance ${res[m].tolerance})`).join(', ');
   return { ok, ran: true, modes: res, detail };
 }
