@@ -58,6 +58,9 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
   if (!data->pool_ready) {
     throw_if(env, cuda::keep_pool_memory());
     data->pool_ready = true;
+    size_t free_b = 0, total_b = 0;
+    if (cuda::memory_info(&free_b, &total_b).ok() && total_b > 0)
+      data->external->kSlack = std::min<int64_t>(data->external->kSlack, static_cast<int64_t>(total_b / 32));
   }
   auto mem = std::make_shared<DeviceMem>();
   mem->bytes = length_ * sizeof(float);
