@@ -127,14 +127,7 @@ static_assert(sizeof(ConvArgs) == 12 * 8 + 8 + 12 * 4, "ConvArgs has padding");
 
 // The map that output pixel gm (numbered across all maps) belongs to: the last i with
 // pix_off[i] <= gm.
-__device__ __forceinline__ int map_of_pixel(const ConvArgs& a, int64_t gm) {
-  int lo = 0, hi = a.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (a.pix_off[mid] <= gm) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
+__device__ __forceinline__ int map_of_pixel(const ConvArgs& a, int64_t gm) { return last_at_most(a.pix_off, a.count, gm); }
 
 // A[pixel][k] of the convolution: this thread's pixel is fixed (row ml of the tile); it loads
 // k rows kr, kr + kStep, ... of each BK step.
@@ -321,6 +314,21 @@ __device__ __forceinline__ void mma_step(const float* As, const float* Bs, float
 #endif
 }
 
+// Visits this thread's accumulators after the K loop: f(row in the tile, column in the tile, value),
+// the C fragment layout of mma_step's warps (2 along M x 4 along N).
+template <int BM, class F>
+__device__ __forceinline__ void for_each_acc(const float (&acc)[BM / 32][4][4], F f) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mi = 0; mi < BM / 32; ++mi)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) f(wm * (BM / 2) + mi * 16 + g + 8 * hh, wn * 32 + ni * 8 + 2 * t + c, acc[mi][ni][2 * hh + c]);
+}
+
 // The K loop: registers prefetch step kt + 1 while the tensor cores run step kt.
 // LA: the A loader (load, and store into As[k][m]); LB: RowsK<BN> for B.
 template <int BM, int MODE, class LA, class StoreA>
@@ -384,46 +392,24 @@ __global__ void __launch_bounds__(kThreads, 1) conv_tc_kernel(ConvArgs a) {
                       acc);
   __syncthreads();  // s_out / s_howo visible even when the loop ran no step
 
-  const int lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
   if (a.partial) {  // split-K: this chunk's sums, [split][pixel][group * cout_g + n]
     const int64_t ctot = int64_t{groups} * a.cout_g;
     float* dst = a.partial + int64_t{split} * a.M * ctot + int64_t{group} * a.cout_g;
-#pragma unroll
-    for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int64_t m = m0 + wm * (BM / 2) + mi * 16 + g + 8 * hh;
-        if (m >= a.M) continue;
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const int n = n0 + wn * 32 + ni * 8 + 2 * t + c;
-            if (n < a.cout_g) dst[m * ctot + n] = acc[mi][ni][2 * hh + c];
-          }
-      }
+    for_each_acc<BM>(acc, [&](int ml, int nl, float v) {
+      const int64_t m = m0 + ml;
+      const int n = n0 + nl;
+      if (m < a.M && n < a.cout_g) dst[m * ctot + n] = v;
+    });
     return;
   }
   const float* bias = a.bias ? a.bias + int64_t{group} * a.cout_g : nullptr;
-#pragma unroll
-  for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int ml = wm * (BM / 2) + mi * 16 + g + 8 * hh;
-      const int64_t base = s_out[ml];
-      if (base < 0) continue;
-      const int64_t howo = s_howo[ml];
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int n = n0 + wn * 32 + ni * 8 + 2 * t + c;
-          if (n >= a.cout_g) continue;
-          float v = acc[mi][ni][2 * hh + c];
-          if (bias) v += __ldg(bias + n);
-          a.y[base + n * howo] = a.relu ? relu1(v) : v;
-        }
-    }
+  for_each_acc<BM>(acc, [&](int ml, int nl, float v) {
+    const int64_t base = s_out[ml];
+    const int n = n0 + nl;
+    if (base < 0 || n >= a.cout_g) return;
+    if (bias) v += __ldg(bias + n);
+    a.y[base + n * int64_t{s_howo[ml]}] = a.relu ? relu1(v) : v;
+  });
 #endif
 }
 
@@ -462,28 +448,17 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_tc_kernel(GemmArgs a) {
   main_loop<BM, MODE>(la, [&la](float* s, const float (&r)[RowsK<BM>::kPer]) { la.store_km(s, r); }, lb, k_begin, k_end, As, Bs,
                       acc);
 
-  const int lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1, g = lane >> 2, t = lane & 3;
   float* dst = a.partial ? a.partial + int64_t{split} * a.M * a.N : a.C;
-#pragma unroll
-  for (int mi = 0; mi < BM / 32; ++mi)
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int64_t m = m0 + wm * (BM / 2) + mi * 16 + g + 8 * hh;
-      if (m >= a.M) continue;
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const int n = n0 + wn * 32 + ni * 8 + 2 * t + c;
-          if (n >= a.N) continue;
-          float v = acc[mi][ni][2 * hh + c];
-          if (!a.partial) {
-            if (a.bias) v += __ldg(a.bias + n);
-            if (a.relu) v = relu1(v);
-          }
-          dst[m * a.N + n] = v;
-        }
+  for_each_acc<BM>(acc, [&](int ml, int nl, float v) {
+    const int64_t m = m0 + ml;
+    const int n = n0 + nl;
+    if (m >= a.M || n >= a.N) return;
+    if (!a.partial) {
+      if (a.bias) v += __ldg(a.bias + n);
+      if (a.relu) v = relu1(v);
     }
+    dst[m * a.N + n] = v;
+  });
 #endif
 }
 

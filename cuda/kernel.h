@@ -38,6 +38,18 @@
 namespace sppnet {
 namespace cuda {
 
+// The last i in [0, n) with table[i] <= v, for an ascending table whose table[0] <= v (0 if n <= 1):
+// which map (or region) of a ragged batch an index numbered across all of them falls in.
+template <typename T, typename V>
+__host__ __device__ __forceinline__ int last_at_most(const T* table, int n, V v) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (table[mid] <= v) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
 // This thread's KernelTimes while it is timing kernels, else null (cuda/device.cu).
 KernelTimes* kernel_timing();
 

@@ -15,16 +15,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// The map whose [start[i], start[i+1]) holds idx.
-__device__ __forceinline__ int find_map(const int64_t* start, int count, int64_t idx) {
-  int lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (start[mid] <= idx) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
-
 // Sum over a block (blockDim.x == kThreads) in a fixed order; the result in thread 0.
 template <typename T>
 __device__ __forceinline__ T block_sum(T v, T* red) {
@@ -45,7 +35,7 @@ __global__ void conv2d_dx_kernel(Maps m, const float* __restrict__ w, const floa
                                  float* __restrict__ dx, int64_t total) {
   const int cin_g = p.in_channels / p.groups, cout_g = p.out_channels / p.groups;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int i = find_map(m.in_start, m.count, idx);
+    const int i = last_at_most(m.in_start, m.count, idx);
     const int H = m.in_h[i], W = m.in_w[i], Ho = m.out_h[i], Wo = m.out_w[i];
     const int64_t rem = idx - m.in_start[i];
     const int c = static_cast<int>(rem / (int64_t{H} * W));
@@ -138,7 +128,7 @@ __device__ __forceinline__ int64_t pool_argmax(const float* xc, int H, int W, co
 __global__ void max_pool2d_backward_kernel(Maps m, const float* __restrict__ x, const float* __restrict__ dy, Pool2dParams p,
                                            float* __restrict__ dx, int64_t total) {
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int i = find_map(m.in_start, m.count, idx);
+    const int i = last_at_most(m.in_start, m.count, idx);
     const int H = m.in_h[i], W = m.in_w[i], Ho = m.out_h[i], Wo = m.out_w[i];
     const int64_t rem = idx - m.in_start[i];
     const int c = static_cast<int>(rem / (int64_t{H} * W));
@@ -163,7 +153,7 @@ __global__ void lrn_backward_kernel(Maps m, const float* __restrict__ x, const f
   const int before = p.size / 2, after = (p.size - 1) / 2;
   const float scale = p.alpha / static_cast<float>(p.size), coef = 2.f * p.alpha * p.beta / static_cast<float>(p.size);
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < total; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int i = find_map(m.in_start, m.count, idx);
+    const int i = last_at_most(m.in_start, m.count, idx);
     const int64_t HW = int64_t{m.in_h[i]} * m.in_w[i];
     const int64_t rem = idx - m.in_start[i];
     const int j = static_cast<int>(rem / HW);

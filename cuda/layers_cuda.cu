@@ -20,14 +20,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ int find_map(const Maps& m, int64_t idx) {
-  int lo = 0, hi = m.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (m.out_off[mid] <= idx) lo = mid; else hi = mid - 1;
-  }
-  return lo;
-}
+__device__ __forceinline__ int find_map(const Maps& m, int64_t idx) { return last_at_most(m.out_off, m.count, idx); }
 
 __device__ __forceinline__ float relu1(float v) { return v > 0.f ? v : (v != v ? v : 0.f); }
 

@@ -135,13 +135,7 @@ __host__ __device__ inline int32_t group_channels(int64_t area, int32_t C) {
 // region has as many blocks, as whole maps of one size or all of at least kTargetFloats have).
 __device__ inline int block_region(const Params& p) {
   if (p.same_groups) return static_cast<int>(blockIdx.x) / p.same_groups;
-  int lo = 0, hi = p.num_regions - 1;
-  const int b = blockIdx.x;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) >> 1;
-    if (p.block_start[mid] <= b) lo = mid; else hi = mid - 1;
-  }
-  return lo;
+  return last_at_most(p.block_start, p.num_regions, static_cast<int>(blockIdx.x));
 }
 
 struct Block {
@@ -292,11 +286,7 @@ __global__ void __launch_bounds__(kThreads, SPP_FORWARD_MIN_BLOCKS) spp_forward_
 template <int POOL>
 __global__ void __launch_bounds__(kThreads) spp_backward_kernel(Params p) {
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < p.elems; e += int64_t{gridDim.x} * blockDim.x) {
-    int m = 0, hi = p.count - 1;
-    while (m < hi) {
-      const int mid = (m + hi + 1) >> 1;
-      if (p.elem_start[mid] <= e) m = mid; else hi = mid - 1;
-    }
+    const int m = last_at_most(p.elem_start, p.count, e);
     const int W = p.map_w[m];
     const int64_t rem = e - p.elem_start[m], HW = static_cast<int64_t>(p.map_h[m]) * W;
     const int c = static_cast<int>(rem / HW);
