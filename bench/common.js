@@ -251,6 +251,34 @@ function percentile(xs, p) {
   return s[Math.min(s.length - 1, Math.floor(p * s.length))];
 }
 
+/**
+ * Where an op's time went, per timed call: the addon's time on the executor of `device` (the CPU
+ * kernels; on CUDA the launches, the GPU's work and the stream syncs) and, with
+ * SPPNET_CUDA_KERNEL_TIMES=1 on CUDA (`kernels`), the GPU time of the kernels it launched (CUDA
+ * events). before()/after() go to timeRuns' hooks (outside the timed span); medians() gives
+ * { exMs, gpuMs? } of the calls seen.
+ */
+function opProbe(device) {
+  const { native } = require('../dist/core/native');
+  const busy = () => native.memoryStats()[device === 'cuda' ? 'cudaOpNs' : 'cpuOpNs'] / 1e6;
+  const kernels = device === 'cuda' && native.kernelTimes() !== null;
+  const gpu = () => Object.values(native.kernelTimes()).reduce((s, [, ms]) => s + ms, 0);
+  const ex = [], gp = [];
+  let b0 = 0, g0 = 0;
+  return {
+    kernels,
+    before() {
+      b0 = busy();
+      if (kernels) g0 = gpu();
+    },
+    after() {
+      ex.push(busy() - b0);
+      if (kernels) gp.push(gpu() - g0);
+    },
+    medians: () => ({ exMs: percentile(ex, 0.5), ...(kernels ? { gpuMs: percentile(gp, 0.5) } : {}) }),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tables and result files
 
@@ -379,7 +407,7 @@ function benchStart(file, from, to, options, reps) {
 
 module.exports = {
   parseArgs, headerText, benchStart, failed, commandLine,
-  timeRuns, fairRounds, stats, percentile, nowMs,
+  timeRuns, fairRounds, stats, percentile, nowMs, opProbe,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
   machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

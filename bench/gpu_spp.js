@@ -26,8 +26,7 @@
 const fs = require('fs');
 const path = require('path');
 const sp = require('../dist');
-const { native } = require('../dist/core/native');
-const { parseArgs, headerText, failed, timeRuns, percentile, writeResults, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable } = require('./common');
+const { parseArgs, headerText, failed, timeRuns, opProbe, writeResults, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable } = require('./common');
 
 const OPTIONS = [
   { name: 'anchor', type: 'string', default: null, arg: 'ANCHOR_JSON', help: "a stored torch_anchor.py result: PyTorch's side where TORCH_JSON is not given or missing" },
@@ -133,27 +132,15 @@ async function main() {
     const opts = { levels: spec.levels, bins: 'adaptive' };
     if (h.windows) opts.windows = h.windows; // a plain array, validated by sp.spp on every call
 
-    // The addon's time counter of the executor that ran the call, read around each timed call
-    // (outside its span): what ran there (table upload, launch, the GPU's work, the stream sync)
-    // against the wall time; the rest is JS, argument checks and the hand-over.
-    // With SPPNET_CUDA_KERNEL_TIMES=1, also the GPU time of the call's kernel (CUDA events).
-    const busy = () => native.memoryStats()[device === 'cuda' ? 'cudaOpNs' : 'cpuOpNs'];
-    const timing = device === 'cuda' && native.kernelTimes() !== null;
-    const gpu = () => Object.values(native.kernelTimes() ?? {}).reduce((s, [, ms]) => s + ms, 0);
-    const inside = [], kernels = [];
-    let b0 = 0, g0 = 0;
+    // What ran on the executor (table upload, launch, the GPU's work, the stream sync) against the
+    // wall time, the rest being JS, argument checks and the hand-over; and the kernel's GPU time.
+    const probe = opProbe(device);
     const before = async () => {
       await flush();
-      b0 = busy();
-      if (timing) g0 = gpu();
+      probe.before();
     };
-    const after = () => {
-      inside.push((busy() - b0) / 1e6);
-      if (timing) kernels.push(gpu() - g0);
-    };
-    const st = (await timeRuns(() => sp.spp(input, opts), { warmup, reps, before, after })).stats;
-    const insideMs = percentile(inside, 0.5);
-    const kernelMs = timing ? percentile(kernels, 0.5) : null;
+    const st = (await timeRuns(() => sp.spp(input, opts), { warmup, reps, before, after: probe.after })).stats;
+    const { exMs, gpuMs } = probe.medians();
 
     // Check: the same call on sppnet's CPU path, on the same data.
     let check = null;
@@ -172,7 +159,7 @@ async function main() {
       desc: spec[name].desc,
       inputMB: h.inputBytes / 1e6,
       readMB: h.readBytes / 1e6,
-      sppnet: { ...st, medianUs: st.medianMs * 1e3, minUs: st.minMs * 1e3, executorMedianUs: insideMs * 1e3, kernelMedianUs: kernelMs === null ? null : kernelMs * 1e3 },
+      sppnet: { ...st, medianUs: st.medianMs * 1e3, minUs: st.minMs * 1e3, executorMedianUs: exMs * 1e3, kernelMedianUs: gpuMs === undefined ? null : gpuMs * 1e3 },
       torchUs: t ? t.us : null,
       ratioTorchOverOurs: t ? t.us / (st.medianMs * 1e3) : null,
       floorUs,

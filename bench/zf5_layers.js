@@ -12,8 +12,7 @@
 // Medians of R timed calls (default 21) after 3 warm-ups, layer by layer (each layer's calls
 // back to back, so its helper threads are warm, as in a network run).
 const sp = require('../dist');
-const { native } = require('../dist/core/native');
-const { parseArgs, headerText, failed, timeRuns, percentile } = require('./common');
+const { parseArgs, headerText, failed, timeRuns, percentile, opProbe } = require('./common');
 
 const OPTIONS = [
   { name: 'batch', type: 'ints', default: [1, 4], arg: 'N[,N...]', help: 'the batch sizes' },
@@ -41,21 +40,9 @@ function rand(n, seed) {
  * checks and hand-over.
  */
 async function med(f, reps, device) {
-  const busy = () => native.memoryStats()[device === 'cuda' ? 'cudaOpNs' : 'cpuOpNs'];
-  const gpu = () => Object.values(native.kernelTimes() ?? {}).reduce((s, [, ms]) => s + ms, 0);
-  const timing = device === 'cuda' && native.kernelTimes() !== null;
-  const inside = [], kernels = [];
-  let b0 = 0, g0 = 0;
-  const before = () => {
-    b0 = busy();
-    if (timing) g0 = gpu();
-  };
-  const after = () => {
-    inside.push((busy() - b0) / 1e6);
-    if (timing) kernels.push(gpu() - g0);
-  };
-  const r = await timeRuns(f, { reps, warmup: 3, dispose: false, before, after });
-  return { ms: percentile(r.samples, 0.5), exMs: percentile(inside, 0.5), ...(timing ? { gpuMs: percentile(kernels, 0.5) } : {}) };
+  const probe = opProbe(device);
+  const r = await timeRuns(f, { reps, warmup: 3, dispose: false, before: probe.before, after: probe.after });
+  return { ms: percentile(r.samples, 0.5), ...probe.medians() };
 }
 const row = (name, m, extra = '') =>
   `  ${name.padEnd(15)} ${m.ms.toFixed(3).padStart(8)} ms ${m.exMs.toFixed(3).padStart(8)} ms${m.gpuMs !== undefined ? ` ${m.gpuMs.toFixed(3).padStart(8)} ms` : ''}${extra}`;
@@ -66,6 +53,7 @@ async function main() {
   const reps = opt.reps;
   const device = opt.device || sp.backend().device;
   const T = (data, shape) => sp.tensor(data, shape, { device });
+  const kernels = opProbe(device).kernels; // SPPNET_CUDA_KERNEL_TIMES=1 on CUDA
   const convs = { conv1: [96, 3, 7], conv2: [256, 96, 5], conv3: [384, 256, 3], conv4: [384, 384, 3], conv5: [256, 384, 3] };
   const W = {};
   let seed = 1;
@@ -121,8 +109,8 @@ async function main() {
         : []),
       ['call (relu 16)', () => sp.relu(tiny, { out: tinyOut }), tinyOut],
     ];
-    const sum = { ms: 0, exMs: 0, ...(device === 'cuda' && native.kernelTimes() !== null ? { gpuMs: 0 } : {}) };
-    console.log(`batch ${N}: median wall time, and of it on the ${device} executor${device === 'cuda' && native.kernelTimes() !== null ? ', and in kernels on the GPU' : ''}`);
+    const sum = { ms: 0, exMs: 0, ...(kernels ? { gpuMs: 0 } : {}) };
+    console.log(`batch ${N}: median wall time, and of it on the ${device} executor${kernels ? ', and in kernels on the GPU' : ''}`);
     for (const [name, f, t] of opt.modelOnly ? [] : rows) {
       const m = await med(f, reps, device);
       if (!name.startsWith('call')) {

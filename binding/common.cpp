@@ -60,7 +60,7 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
     data->pool_ready = true;
     size_t free_b = 0, total_b = 0;
     if (cuda::memory_info(&free_b, &total_b).ok() && total_b > 0)
-      data->external->kSlack = std::min<int64_t>(data->external->kSlack, static_cast<int64_t>(total_b / 32));
+      data->external->slack = std::min<int64_t>(data->external->slack, static_cast<int64_t>(total_b / 32));
   }
   auto mem = std::make_shared<DeviceMem>();
   mem->bytes = length_ * sizeof(float);
@@ -80,8 +80,8 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
 void ExternalReport::add(Napi::BasicEnv env, int64_t bytes) {
   held += bytes;
   int64_t target = reported;
-  if (held > reported + kSlack) target = held;
-  else if (held + 2 * kSlack < reported) target = held + kSlack;
+  if (held > reported + slack) target = held;
+  else if (held + 2 * slack < reported) target = held + slack;
   int64_t total = 0;
   if (target != reported && napi_adjust_external_memory(env, target - reported, &total) == napi_ok) reported = target;
 }

@@ -89,16 +89,16 @@ struct Counters {
 // device use makes the GC collect dropped tensors. Not each buffer's bytes as it comes and goes:
 // V8 starts a full mark-compact whenever the count grows past its limit (64 MiB), so a 100 MB
 // result allocated and disposed over and over cost a full GC per call (3-6 ms on an H100's host,
-// 2026-11-27). The count follows the bytes the handles hold in steps of kSlack: raised to them
-// once they exceed it by kSlack (a GC then collects what was dropped), lowered to them + kSlack
-// once they are 2 kSlack below it. A program that disposes sees no GC from it; one that drops
-// tensors gets a GC about every kSlack of them. kSlack is 128 MiB, or 1/32 of the device's memory
+// 2026-11-27). The count follows the bytes the handles hold in steps of slack: raised to them
+// once they exceed it by slack (a GC then collects what was dropped), lowered to them + slack
+// once they are 2 slack below it. A program that disposes sees no GC from it; one that drops
+// tensors gets a GC about every slack of them. slack is 128 MiB, or 1/32 of the device's memory
 // when that is less (set at the first device allocation), so a small GPU does not fill with
 // dropped tensors between two GCs.
 struct ExternalReport {
   int64_t held = 0;      // bytes the live DeviceBuffer handles hold
   int64_t reported = 0;  // bytes V8 counts
-  int64_t kSlack = int64_t{128} << 20;
+  int64_t slack = int64_t{128} << 20;
   void add(Napi::BasicEnv env, int64_t bytes);
 };
 
