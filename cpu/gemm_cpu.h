@@ -32,9 +32,9 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 
 
 // C = A . B (+ bias[m]) (then ReLU) with B row-major [K][N] (rows ldb apart) read in place, not
-// packed: a 1x1 convolution's input planes are its B. The AVX2 kernels only, where it was measured
-// (bench/RESULTS.md, "1x1 convolutions without the copy"); false, with nothing done, elsewhere
-// (the caller packs instead). The sums as gemm_packed's, in the same order.
+// packed: a 1x1 convolution's input planes are its B. The AVX2 and AVX-512 kernels, where it was
+// measured (bench/RESULTS.md, "1x1 convolutions without the copy"); false, with nothing done,
+// elsewhere (the caller packs instead). The sums as gemm_packed's, in the same order.
 bool gemm_unpacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                    const float* bias, bool relu, bool parallel);
 
