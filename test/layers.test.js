@@ -122,7 +122,7 @@ for (const device of devices) {
     it('maxPool2d: kernel, stride, padding and ceil mode per map, NaN propagates; output-sized stride-1 pools on planes with and without NaN', async function () {
       const seed = freshSeed();
       const r = rng(seed);
-      // the last four keep the map's size (stride 1, padding (k - 1) / 2): on AVX2 the planes
+      // the last four keep the map's size (stride 1, padding (k - 1) / 2): on AVX2 and AVX-512 the planes
       // without NaN take flat passes over the whole plane (maps down to 1x1, 1xN, Nx1; a size
       // again after another: one mask table per size)
       for (const o of [{ kernel: [3, 3], stride: [2, 2] }, { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }, { kernel: [2, 3], stride: [2, 1], ceilMode: true }, { kernel: [3, 3], stride: [3, 3], padding: [1, 1], ceilMode: true },
@@ -300,22 +300,24 @@ describe('conv2d: the CPU Winograd path in chunks of tiles', function () {
   });
 });
 
-describe('conv2d: the CPU direct path (AVX2)', function () {
+describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
   // On AVX2, a conv with >= 64 products a sum on small maps (<= 1024 output pixels each) or with a
   // stride above 1 runs without im2col: tiles of 6 pixels x 16 filters, filters packed once (the
   // model's filter cache), padding from zero-bordered copies (cpu/direct_conv_cpu.cpp); a 1x1 conv
-  // of one map of 128-1024 pixels multiplies its input planes in place (gemm_unpacked). The children
-  // run with SPPNET_CPU_ISA=avx2, so an AVX-512 machine checks it too.
+  // of one map of 128-1024 pixels multiplies its input planes in place (gemm_unpacked). On AVX-512
+  // the same at stride 1: tiles of 12 pixels x 32 filters over the input copied into blocks of 16
+  // channels (the last block narrower), sums stored by gathers. The children run with
+  // SPPNET_CPU_ISA set, so an AVX-512 machine checks both (an AVX2 one skips the AVX-512 run).
   // SPPNET_DEVICE=cpu: the child's tensors must be on the CPU, also where a GPU is the default.
   const { runNode } = require('./support/child');
   const path = require('path');
-  const child = (seed, threads) => `
+  const child = (seed, threads, isa) => `
     const sp = require('./dist');
     const crypto = require('crypto');
     const { rng, randomMap, refSpp } = require('./test/support/reference');
     const { refConv2d, refLinear } = require('./test/support/layers-reference');
     (async () => {
-      if (sp.backend().cpu.isa === 'portable') return console.log('no avx2');
+      if (sp.backend().cpu.isa !== '${isa}') return console.log('no ${isa}');
       const r = rng(${seed});
       let bad = 0, first = '';
       const hash = crypto.createHash('sha256');
@@ -328,6 +330,10 @@ describe('conv2d: the CPU direct path (AVX2)', function () {
         [{ cin: 12, cout: 16, kh: 3, kw: 3, stride: [1, 3], padding: [0, 2], dilation: [2, 1] }, [[11, 14], [5, 3], [30, 31]]],
         [{ cin: 5, cout: 7, kh: 3, kw: 5, padding: [1, 2] }, [[4, 4], [19, 23], [1, 2]]],
         [{ cin: 64, cout: 48, kh: 3, kw: 3, padding: [1, 1] }, [[14, 14], [7, 7], [3, 5]]],
+        // AVX-512: blocks of 16 channels and a narrower last one (24 = 16 + 8, 40 = 16 + 16 + 8),
+        // panels of 32 filters and a last one of 1 (33) or of at most 16 (16), tiles off 12
+        [{ cin: 24, cout: 33, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[13, 13], [7, 7], [1, 1], [12, 12], [5, 29]]],
+        [{ cin: 40, cout: 16, kh: 3, kw: 3, padding: [2, 2], dilation: [2, 2] }, [[9, 10], [17, 5]]],
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
@@ -384,18 +390,20 @@ describe('conv2d: the CPU direct path (AVX2)', function () {
       }
       console.log('bad ' + bad + ' ' + hash.digest('hex').slice(0, 16));
     })();`;
-  it('gives the reference on ragged batches (filters off 16, tile edges, strides, dilation, NaN/Inf, poisoned out), 1x1 convs read in place, and a model\'s cached filters; 1 and 2 threads bit for bit', function () {
-    this.timeout(120000); // two child processes
-    const seed = freshSeed();
-    const results = ['1', '2'].map((threads) => {
-      const res = runNode(['-e', child(seed, threads)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: 'avx2', SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' } });
-      expect(res.stderr).to.equal('');
-      return res.stdout.trim();
+  for (const isa of ['avx2', 'avx512']) {
+    it(`${isa}: gives the reference on ragged batches (filters off the panel, tile edges, strides, dilation, NaN/Inf, poisoned out), 1x1 convs read in place, and a model's cached filters; 1 and 2 threads bit for bit`, function () {
+      this.timeout(120000); // two child processes
+      const seed = freshSeed();
+      const results = ['1', '2'].map((threads) => {
+        const res = runNode(['-e', child(seed, threads, isa)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_CPU_ISA: isa, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' } });
+        expect(res.stderr).to.equal('');
+        return res.stdout.trim();
+      });
+      if (results[0] === `no ${isa}`) this.skip();
+      expect(results[0], `seed ${seed}`).to.match(/^bad 0 [0-9a-f]{16}$/);
+      expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
     });
-    if (results[0] === 'no avx2') this.skip();
-    expect(results[0], `seed ${seed}`).to.match(/^bad 0 [0-9a-f]{16}$/);
-    expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
-  });
+  }
 });
 
 describe('conv2d on every CPU instruction set', function () {
