@@ -140,10 +140,15 @@ void tile(int64_t K, const float* const* px, const int32_t* off, const float* wp
 #pragma GCC pop_options
 
 // AVX-512: R pixels (<= 12) x 16 NV channels, weights wp [K][32] (a panel of 32; NV = 1 reads
-// its first 16: a last panel of at most 16 channels). As the AVX2 tile otherwise.
+// its first 16: a last panel of at most 16 channels). As the AVX2 tile otherwise. J > 0: the
+// pixels are consecutive ones of at most two rows of input blocks of 16 channels (stride 1), the
+// first J on px[0]'s row, the rest at the start of the next: two base registers with constant
+// displacements (pixel r at 16 r floats from its base) instead of R pointers, which do not fit
+// the 16 general registers with the loop's own (spilled to vector registers and moved back at
+// every product: 7-10% of the tile's speed).
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
-template <int R, int NV>
+template <int R, int NV, int J>
 void tile512(int64_t K, const float* const* px, const int32_t* off, const float* wp, const float* bias32, float* y0, int64_t plane,
              int mvalid, bool relu) {
   constexpr int kCh = 32;
@@ -153,22 +158,28 @@ void tile512(int64_t K, const float* const* px, const int32_t* off, const float*
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) c[r][v] = _mm512_loadu_ps(bias32 + 16 * v);
   const float* p[kMaxPix];
+  const float* qa = px[0];
+  const float* qb = J > 0 && J < R ? px[J] - 16 * J : px[0];
+  if constexpr (J == 0) {
 #pragma GCC unroll 12
-  for (int r = 0; r < kMaxPix; ++r) p[r] = px[r < R ? r : 0];
+    for (int r = 0; r < kMaxPix; ++r) p[r] = px[r < R ? r : 0];
+  }
+  // Pixel r's input at product offset o.
+  auto at = [&](int r, int64_t o) __attribute__((always_inline)) { return J == 0 ? p[r] + o : (r < J ? qa : qb) + o + 16 * r; };
   for (int64_t k = 0; k < K; ++k) {
     const int64_t o = off[k];
     // 8 products ahead: the filters, and the first and last pixel's input (the offset table has 8
     // entries past its end for these).
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(wp + (k + 8) * kCh + 16 * v), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(p[0] + off[k + 8]), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(p[R - 1] + off[k + 8]), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(at(0, off[k + 8])), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(at(R - 1, off[k + 8])), _MM_HINT_T0);
     __m512 w[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_ps(wp + k * kCh + 16 * v);
 #pragma GCC unroll 12
     for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(p[r][o]);
+      const __m512 a = _mm512_set1_ps(*at(r, o));
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(a, w[v], c[r][v]);
     }
@@ -189,13 +200,22 @@ void tile512(int64_t K, const float* const* px, const int32_t* off, const float*
   }
 }
 
-template <int R>
+template <int R, int J = 0>
 void tile512_of(int64_t K, const float* const* px, const int32_t* off, const float* wp, const float* bias32, float* y0, int64_t plane,
                 int mvalid, bool relu) {
   if (mvalid > 16)
-    tile512<R, 2>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
+    tile512<R, 2, J>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
   else
-    tile512<R, 1>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
+    tile512<R, 1, J>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
+}
+
+// The two-base tile of R pixels split after j (1 to R) as a template argument.
+template <int R, int J = R>
+void tile512_split(int j, int64_t K, const float* const* px, const int32_t* off, const float* wp, const float* bias32, float* y0,
+                   int64_t plane, int mvalid, bool relu) {
+  if constexpr (J > 1)
+    if (j < J) return tile512_split<R, J - 1>(j, K, px, off, wp, bias32, y0, plane, mvalid, relu);
+  tile512_of<R, J>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
 }
 
 void interleave_row16(const float* src, int64_t HW, int cw, int Wd, float* dst) {
@@ -208,8 +228,10 @@ void interleave_row16(const float* src, int64_t HW, int cw, int Wd, float* dst) 
 
 // The tile for R (1 to pix()) pixels.
 void run_tile(int R, int64_t K, const float* const* px, const int32_t* off, const float* wp, const float* bias, float* y0, int64_t plane,
-              int mvalid, bool relu) {
+              int mvalid, bool relu, int split) {
   if (wide()) {
+    if (split > 0 && R == 12) return tile512_split<12>(split, K, px, off, wp, bias, y0, plane, mvalid, relu);
+    if (split > 0 && R == 11) return tile512_split<11>(split, K, px, off, wp, bias, y0, plane, mvalid, relu);
     switch (R) {
       case 12: return tile512_of<12>(K, px, off, wp, bias, y0, plane, mvalid, relu);
       case 11: return tile512_of<11>(K, px, off, wp, bias, y0, plane, mvalid, relu);
@@ -395,6 +417,7 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
     const int Wo = out.width[tk.map];
     const int64_t P = int64_t{out.height[tk.map]} * Wo;
     float* ymap = y + out.offset[tk.map];
+    const bool two_rows = wide() && m.pixel == 16 && p.stride_w == 1;
     auto one = [&](int64_t q, int64_t t) {
       const int mvalid = static_cast<int>(std::min<int64_t>(kCh, cout - q * kCh));
       // The map's P pixels in `tiles` tiles of as even a size as can be (169 = 14 x 12 + 1 would
@@ -406,7 +429,11 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
         const int64_t n = n0 + r, oy = n / Wo, ox = n % Wo;
         px[r] = m.base + oy * p.stride_h * m.row + ox * p.stride_w * m.pixel;
       }
-      run_tile(R, K, px, off, W + q * K * kCh, B + q * kCh, ymap + q * kCh * P + n0, P, mvalid, relu);
+      // AVX-512 over blocks of 16 channels at stride 1: the pixels on the first row (split), the
+      // rest on the next (tile512's J), when they span at most two rows.
+      const int64_t first = Wo - n0 % Wo;
+      const int split = two_rows && R - std::min<int64_t>(R, first) <= Wo ? static_cast<int>(std::min<int64_t>(R, first)) : 0;
+      run_tile(R, K, px, off, W + q * K * kCh, B + q * kCh, ymap + q * kCh * P + n0, P, mvalid, relu, split);
     };
     // AVX-512: a tile across the panels, its input rows (blocks of 16 channels) kept in L1 while the
     // panels' filters come from L2 (googlenet's 28 x 28 3x3 convs 5-10% faster than panel by
