@@ -585,14 +585,22 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   run_gemm(kernel(), M, N, K, K, A, lda, Bp, C, ldc, bias, relu, parallel);
 }
 
+bool gemm_unpacked_available() {
+#ifdef SPP_X86
+  static const Isa isa = detect_isa();
+  return isa == Isa::kAvx2 || isa == Isa::kAvx512;
+#else
+  return false;
+#endif
+}
+
 bool gemm_unpacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                    const float* bias, bool relu, bool parallel) {
 #ifdef SPP_X86
-  static const Isa isa = detect_isa();
-  if ((isa != Isa::kAvx2 && isa != Isa::kAvx512) || K <= 0) return false;
+  if (!gemm_unpacked_available() || K <= 0) return false;
   if (M <= 0 || N <= 0) return true;
   // Columns a tile: 16 (AVX2: two ymm), 32 (AVX-512: two zmm); rows a tile: the kernel's MR.
-  const bool wide = isa == Isa::kAvx512;
+  static const bool wide = detect_isa() == Isa::kAvx512;
   const int64_t W = wide ? NR : 16, MR = wide ? avx512::MR : avx2::MR;
   const int64_t full = N / W, tiles = (N + W - 1) / W;
   // The last columns (N off W) packed with zeros after them: tiles read W floats a row, and

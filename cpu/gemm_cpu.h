@@ -37,6 +37,8 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 // elsewhere (the caller packs instead). The sums as gemm_packed's, in the same order.
 bool gemm_unpacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                    const float* bias, bool relu, bool parallel);
+// Whether gemm_unpacked has kernels for this CPU (and SPPNET_CPU_ISA): AVX2 or AVX-512.
+bool gemm_unpacked_available();
 
 // ---- bfloat16 products (AVX-512 BF16: vdpbf16ps), FP32 sums ----
 // Whether this CPU (and SPPNET_CPU_ISA) allows them; the functions below are for when it does.

@@ -352,7 +352,7 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
       }
       // 1x1 convs of one map of 128-1024 pixels read the input planes in place (gemm_unpacked):
       // columns off 16, rows off 6, K in two blocks (> 640), NaN, poisoned out
-      for (const [cin, cout, H, W] of [[16, 13, 14, 14], [700, 40, 13, 11], [24, 7, 28, 28], [9, 64, 20, 50], [33, 6, 8, 16]]) {
+      for (const [cin, cout, H, W] of [[16, 13, 14, 14], [700, 40, 13, 11], [24, 7, 28, 28], [9, 64, 20, 50], [33, 6, 8, 16], [21, 14, 10, 15]]) {
         const c = { cin, cout, kh: 1, kw: 1, relu: cout % 2 === 1 };
         const m1 = randomMap(r, cin, H, W);
         m1.data[r.int(0, m1.data.length - 1)] = NaN;
@@ -363,6 +363,24 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
         const g = await (await sp.conv2d(sp.tensor(m1.data, [cin, H, W]), sp.tensor(w, [cout, cin, 1, 1]), sp.tensor(b, [cout]), { ...c, out })).data();
         e.data.forEach((v, j) => { if (Number.isNaN(v) ? !Number.isNaN(g[j]) : !(g[j] === v || Math.abs(g[j] - v) <= 2e-4 * (1 + Math.abs(v)))) bad++; });
         hash.update(Buffer.from(g.buffer, g.byteOffset, g.byteLength));
+      }
+      // a ragged batch of 1x1 maps: those of 128-1024 pixels each a run of its own, read in place;
+      // the 7x7 one packed (poisoned out)
+      {
+        const c = { cin: 19, cout: 37, kh: 1, kw: 1, relu: true };
+        const maps = [[12, 12], [7, 7], [10, 15], [20, 20]].map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[2].data[r.int(0, maps[2].data.length - 1)] = NaN;
+        const w = Float32Array.from({ length: c.cout * c.cin }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: c.cout }, () => r.normal());
+        const refs = maps.map((m) => refConv2d(m, w, b, c));
+        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
+        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, 1, 1]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
+        refs.forEach((e, i) => e.data.forEach((v, j) => {
+          const g = got[i][j];
+          if (Number.isNaN(v) ? !Number.isNaN(g) : !(g === v || Math.abs(g - v) <= 2e-4 * (1 + Math.abs(v)))) bad++;
+        }));
+        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
       }
       // A model's conv on this path keeps its packed filters: the second run reads them (spoiling
       // them changes the logits), and gives the first run's logits
