@@ -476,12 +476,7 @@ Kernel<float> kernel() {
   return {portable::block, portable::MR};
 }
 
-// The K block: all of K up to 5/4 of SPPNET_GEMM_KC (default 512; a short last block is not
-// worth a pass over C), else that.
-int64_t k_block(int64_t K) {
-  const int64_t kKc = settings().gemm_kc;
-  return K <= kKc * 5 / 4 ? K : kKc;
-}
+int64_t k_block(int64_t K) { return gemm_k_block(K); }
 
 // One thread's block of C: rows [m0, m1), panels [p0, p1). K in blocks of kc; panels in groups
 // whose kc x group slice of B is about L2-sized, each group swept by every row block. Kfull: the
@@ -555,6 +550,11 @@ void run_gemm(const Kernel<T>& kr, int64_t M, int64_t N, int64_t K, int64_t Kful
 }
 
 }  // namespace
+
+int64_t gemm_k_block(int64_t K) {
+  const int64_t kKc = settings().gemm_kc;
+  return K <= kKc * 5 / 4 ? K : kKc;
+}
 
 void gemm_pack_b(int64_t N, int64_t K, const float* B, int64_t ldb, float* Bp, bool parallel) {
   const int64_t panels = gemm_panels(N);

@@ -19,6 +19,10 @@ namespace cpu {
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
              const float* bias, bool relu, bool parallel);
 
+// The K block of the GEMMs: all of K up to 5/4 of SPPNET_GEMM_KC (default 512; a short last block
+// is not worth a pass over C), else that; each block after the first reads and writes C again.
+int64_t gemm_k_block(int64_t K);
+
 // ---- the packed-B interface (im2col writes the panels directly) ----
 constexpr int kGemmNR = 32;
 inline int64_t gemm_panels(int64_t N) { return (N + kGemmNR - 1) / kGemmNR; }

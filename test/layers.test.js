@@ -334,6 +334,8 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
         // panels of 32 filters and a last one of 1 (33) or of at most 16 (16), tiles off 12
         [{ cin: 24, cout: 33, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[13, 13], [7, 7], [1, 1], [12, 12], [5, 29]]],
         [{ cin: 40, cout: 16, kh: 3, kw: 3, padding: [2, 2], dilation: [2, 2] }, [[9, 10], [17, 5]]],
+        // AVX-512: maps over 1024 pixels with at most 64 filters (K 72, one of 1440 pixels)
+        [{ cin: 8, cout: 40, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[36, 40], [5, 5]]],
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
