@@ -233,35 +233,17 @@ void run_tile(int R, int64_t K, const float* const* px, const int32_t* off, cons
   if (wide()) {
     if (split > 0 && R == 12) return tile512_split<12>(split, K, px, off, wp, bias, y0, plane, mvalid, relu);
     if (split > 0 && R == 11) return tile512_split<11>(split, K, px, off, wp, bias, y0, plane, mvalid, relu);
-    switch (R) {
-      case 12: return tile512_of<12>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 11: return tile512_of<11>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 10: return tile512_of<10>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 9: return tile512_of<9>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 8: return tile512_of<8>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 7: return tile512_of<7>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 6: return tile512_of<6>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 5: return tile512_of<5>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 4: return tile512_of<4>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 3: return tile512_of<3>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      case 2: return tile512_of<2>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-      default: return tile512_of<1>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-    }
+    return with_rows<kMaxPix>(R, [&](auto r) { tile512_of<decltype(r)::value>(K, px, off, wp, bias, y0, plane, mvalid, relu); });
   }
-  switch (R) {
-    case 6: return tile<6>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-    case 5: return tile<5>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-    case 4: return tile<4>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-    case 3: return tile<3>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-    case 2: return tile<2>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-    default: return tile<1>(K, px, off, wp, bias, y0, plane, mvalid, relu);
-  }
+  with_rows<6>(R, [&](auto r) { tile<decltype(r)::value>(K, px, off, wp, bias, y0, plane, mvalid, relu); });
 }
 #endif
 
 // One row of Wd pixels of cw planes (HW floats apart) into pixels of bw floats (channels
-// innermost, zeros past cw). AVX-512 (bw = 16): a pixel's channels are one gather.
+// innermost, zeros past cw). AVX2 (bw = 1): a copy of the row; AVX-512 (bw = 16): a pixel's
+// channels are one gather.
 void interleave_row(const float* src, int64_t HW, int cw, int bw, int Wd, float* dst) {
+  if (bw == 1) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * Wd));
 #ifdef SPP_X86
   if (bw == 16 && HW * 15 < (int64_t{1} << 31)) return interleave_row16(src, HW, cw, Wd, dst);
 #endif
@@ -368,11 +350,7 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
         for (int yy = 0; yy < H; ++yy) {
           float* r = d + (yy + p.pad_h) * m.row;
           std::fill(r, r + p.pad_w * bw, 0.f);
-          if (bw == 1) {
-            std::memcpy(r + p.pad_w, s + int64_t{yy} * Wd, sizeof(float) * Wd);
-          } else {
-            interleave_row(s + int64_t{yy} * Wd, HW, cw, bw, Wd, r + p.pad_w * bw);
-          }
+          interleave_row(s + int64_t{yy} * Wd, HW, cw, bw, Wd, r + p.pad_w * bw);
           std::fill(r + (p.pad_w + Wd) * bw, r + m.row, 0.f);
         }
         std::fill(d + (H + p.pad_h) * m.row, d + m.plane, 0.f);

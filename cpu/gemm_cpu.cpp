@@ -24,13 +24,6 @@ struct Epi {
   bool first, relu;
 };
 
-// f(std::integral_constant<int, r>) for a run-time r in [1, R]: a tile's row count as a template argument.
-template <int R, typename F>
-__attribute__((always_inline)) inline void with_rows(int r, F&& f) {
-  if constexpr (R > 1)
-    if (r < R) return with_rows<R - 1>(r, f);
-  f(std::integral_constant<int, R>{});
-}
 
 // ---------------------------------------------------------------- portable: 4 x 32, vector extension
 namespace portable {
@@ -244,21 +237,6 @@ void row_unpacked(int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, co
       tile8<R>(K, A, lda, tail, NR, C + t * NR, ldc, nv, e);
   }
 }
-
-// K in blocks of kc (compute()'s: the same sums in the same order).
-void block_unpacked(int64_t m0, int64_t m1, int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, int64_t kc, const float* A,
-                    int64_t lda, const float* B, int64_t ldb, const float* tail, float* C, int64_t ldc, const float* bias, bool relu) {
-  for (int64_t k0 = 0; k0 < K; k0 += kc) {
-    const int64_t kb = std::min(kc, K - k0);
-    for (int64_t m = m0; m < m1; m += MR) {
-      const int R = static_cast<int>(std::min<int64_t>(MR, m1 - m));
-      const Epi e{bias && k0 == 0 ? bias + m : nullptr, k0 == 0, relu && k0 + kb == K};
-      with_rows<MR>(R, [&](auto r) { row_unpacked<decltype(r)::value>(t0, t1, full, N, kb, A + m * lda + k0, lda, B + k0 * ldb, ldb,
-                                                                       tail ? tail + k0 * NR : nullptr, C + m * ldc, ldc, e);
-      });
-    }
-  }
-}
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -441,21 +419,6 @@ void row_unpacked(int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, co
       tile<R, 1>(K, A, lda, tail, 16, C + t * 16, ldc, nv, e);
   }
 }
-
-// K in blocks of kc (compute()'s: the same sums in the same order).
-void block_unpacked(int64_t m0, int64_t m1, int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, int64_t kc, const float* A,
-                    int64_t lda, const float* B, int64_t ldb, const float* tail, float* C, int64_t ldc, const float* bias, bool relu) {
-  for (int64_t k0 = 0; k0 < K; k0 += kc) {
-    const int64_t kb = std::min(kc, K - k0);
-    for (int64_t m = m0; m < m1; m += MR) {
-      const int R = static_cast<int>(std::min<int64_t>(MR, m1 - m));
-      const Epi e{bias && k0 == 0 ? bias + m : nullptr, k0 == 0, relu && k0 + kb == K};
-      with_rows<MR>(R, [&](auto r) { row_unpacked<decltype(r)::value>(t0, t1, full, N, kb, A + m * lda + k0, lda, B + k0 * ldb, ldb,
-                                                                       tail ? tail + k0 * 16 : nullptr, C + m * ldc, ldc, e);
-      });
-    }
-  }
-}
 }  // namespace avx2
 #pragma GCC pop_options
 #endif  // SPP_X86
@@ -476,7 +439,6 @@ Kernel<float> kernel() {
   return {portable::block, portable::MR};
 }
 
-int64_t k_block(int64_t K) { return gemm_k_block(K); }
 
 // One thread's block of C: rows [m0, m1), panels [p0, p1). K in blocks of kc; panels in groups
 // whose kc x group slice of B is about L2-sized, each group swept by every row block. Kfull: the
@@ -485,7 +447,7 @@ template <typename T>
 void compute(const Kernel<T>& kr, int64_t m0, int64_t m1, int64_t p0, int64_t p1, int64_t N, int64_t K, int64_t Kfull, const T* A,
              int64_t lda, const T* Bp, float* C, int64_t ldc, const float* bias, bool relu) {
   const int64_t kL2 = settings().gemm_l2;
-  int64_t kc = k_block(K);
+  int64_t kc = gemm_k_block(K);
   if (sizeof(T) == 2 && kc < K) kc += kc & 1;  // bfloat16: blocks start on a pair
   for (int64_t k0 = 0; k0 < K; k0 += kc) {
     const int64_t kb = std::min(kc, K - k0);
@@ -585,6 +547,27 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   run_gemm(kernel(), M, N, K, K, A, lda, Bp, C, ldc, bias, relu, parallel);
 }
 
+#ifdef SPP_X86
+// Rows [m0, m1) of C across column tiles [t0, t1) of W (gemm_unpacked's), K in the GEMMs' blocks
+// (compute()'s: the same sums in the same order); rows(r, ...) is the kernel family's
+// row_unpacked<r> for a tile of r <= MR rows.
+template <int MR, int W, typename Rows>
+void block_unpacked(int64_t m0, int64_t m1, int64_t t0, int64_t t1, int64_t full, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* B, int64_t ldb, const float* tail, float* C, int64_t ldc, const float* bias, bool relu, Rows rows) {
+  const int64_t kc = gemm_k_block(K);
+  for (int64_t k0 = 0; k0 < K; k0 += kc) {
+    const int64_t kb = std::min(kc, K - k0);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int R = static_cast<int>(std::min<int64_t>(MR, m1 - m));
+      const Epi e{bias && k0 == 0 ? bias + m : nullptr, k0 == 0, relu && k0 + kb == K};
+      with_rows<MR>(R, [&](auto r) {
+        rows(r, t0, t1, full, N, kb, A + m * lda + k0, lda, B + k0 * ldb, ldb, tail ? tail + k0 * W : nullptr, C + m * ldc, ldc, e);
+      });
+    }
+  }
+}
+#endif
+
 bool gemm_unpacked_available() {
 #ifdef SPP_X86
   static const Isa isa = detect_isa();
@@ -624,9 +607,11 @@ bool gemm_unpacked(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
       const int64_t c0 = tiles * j / tn, c1 = tiles * (j + 1) / tn;
       if (m0 >= m1 || c0 >= c1) continue;
       if (wide)
-        avx512::block_unpacked(m0, m1, c0, c1, full, N, K, k_block(K), A, lda, B, ldb, tail, C, ldc, bias, relu);
+        block_unpacked<avx512::MR, NR>(m0, m1, c0, c1, full, N, K, A, lda, B, ldb, tail, C, ldc, bias, relu,
+                                       [](auto r, auto&&... a) { avx512::row_unpacked<decltype(r)::value>(a...); });
       else
-        avx2::block_unpacked(m0, m1, c0, c1, full, N, K, k_block(K), A, lda, B, ldb, tail, C, ldc, bias, relu);
+        block_unpacked<avx2::MR, 16>(m0, m1, c0, c1, full, N, K, A, lda, B, ldb, tail, C, ldc, bias, relu,
+                                     [](auto r, auto&&... a) { avx2::row_unpacked<decltype(r)::value>(a...); });
     }
   });
   return true;

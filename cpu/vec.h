@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 namespace sppnet {
@@ -34,6 +35,14 @@ static inline float v16_sum(v16 v) {
   float s = 0.f;
   for (int i = 0; i < 16; ++i) s += v[i];
   return s;
+}
+
+// f(std::integral_constant<int, r>) for a run-time r in [1, R]: a tile's row or pixel count as a template argument.
+template <int R, typename F>
+__attribute__((always_inline)) inline void with_rows(int r, F&& f) {
+  if constexpr (R > 1)
+    if (r < R) return with_rows<R - 1>(r, f);
+  f(std::integral_constant<int, R>{});
 }
 
 // Per-map tables shared by the maps of one key (a ragged batch of many maps of few sizes keeps
