@@ -378,6 +378,23 @@ bool unpacked_fits(const Conv2dParams& p, int64_t pixels) {
          pixels <= 1024;
 }
 
+// A batch of 1x1 convs that gemm_unpacked takes map by map (unpacked_fits), shared among the
+// threads a map each instead of splitting each map's small product in two: googlenet's 1x1s at
+// batch 4 scale 1.55x from one thread to two split (M of 16-384 filters, N of 196-784 pixels;
+// `build-tools/conv_check googlenet 7 4`). Where the maps divide evenly enough: the threads'
+// share of the maps (claimed in order, whole maps) at most 1.2x an even share of the pixels.
+bool maps_shared_fits(const Conv2dParams& p, const RaggedView& out) {
+  const int64_t T = num_threads();
+  if (out.count < 2 || T < 2 || !gemm_unpacked_available()) return false;
+  int64_t total = 0, largest = 0;
+  for (int i = 0; i < out.count; ++i) {
+    const int64_t P = int64_t{out.height[i]} * out.width[i];
+    if (!unpacked_fits(p, P)) return false;
+    total += P, largest = std::max(largest, P);
+  }
+  return 10 * ((out.count + T - 1) / T) * largest * T <= 12 * total;
+}
+
 void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t M, int64_t K, int64_t cols, int64_t panels,
                 const float* w, const float* bias, float* C) {
   // Panels per group: ~160 KiB of packed B.
@@ -409,6 +426,15 @@ Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& 
   if (direct_applies(p, out) && direct_fits(p, in)) return conv2d_direct(in, x, p, weight, bias, out, y);
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;
+  if (G == 1 && maps_shared_fits(p, out)) {
+    // Each map's product on one thread, the maps shared among the threads (nested, gemm_unpacked
+    // runs serially); the same sums as below.
+    parallel_tasks(out.count, [&](int64_t i) {
+      const int64_t P = int64_t{out.height[i]} * out.width[i];
+      gemm_unpacked(cout_g, P, K, weight, K, x + in.offset[i], P, y + out.offset[i], P, bias, p.relu, true);
+    });
+    return Status::Ok();
+  }
   // Small maps are taken in runs whose columns sit side by side in one packed B (enough columns
   // to share among cores, one thread start); a run ends once it has kRunColumns columns or would
   // pass kColFloats, and its result is scattered to each map's [cout, Ho, Wo]. A large map is a

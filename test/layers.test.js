@@ -62,7 +62,7 @@ for (const device of devices) {
         // smallest maps with a 1x1 output, odd and even sides, one large enough for >= 48 tiles
         const sizes = [[3 - 2 * ph > 0 ? 3 - 2 * ph : 1, 3 - 2 * pw > 0 ? 3 - 2 * pw : 1], [r.int(3, 6), r.int(3, 7)], [r.int(8, 15), r.int(9, 16)], [30, 31], [r.int(3, 20), 3]];
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
-        maps[2].data[r.int(0, maps[2].data.length - 1)] = NaN;
+        maps[1].data[r.int(0, maps[1].data.length - 1)] = NaN;
         maps[3].data[r.int(0, maps[3].data.length - 1)] = Infinity;
         const w = rand(r, c.cout * c.cin * 9, 0.2), b = rand(r, c.cout);
         const outSizes = sizes.map(([H, W]) => [H + 2 * ph - 2, W + 2 * pw - 2]);
@@ -168,7 +168,7 @@ for (const device of devices) {
         // odd sizes from the smallest the pool takes up to a map whose rows span several tasks
         const maps = [[3, 3], [1 + 2 * r.int(1, 4), r.int(3, 9)], [r.int(3, 30), r.int(3, 40)], [r.int(20, 45), r.int(15, 37)], [4, 3]].map(([H, W]) => randomMap(r, c.C, H, W));
         maps.forEach((m) => m.data.forEach((v, i) => (m.data[i] = v * 3)));
-        maps[2].data[r.int(0, maps[2].data.length - 1)] = NaN;
+        maps[1].data[r.int(0, maps[1].data.length - 1)] = NaN;
         maps[3].data[r.int(0, maps[3].data.length - 1)] = Infinity;
         maps[3].data[r.int(0, maps[3].data.length - 1)] = -Infinity;
         const x = batchOf(maps);
@@ -367,11 +367,12 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
         hash.update(Buffer.from(g.buffer, g.byteOffset, g.byteLength));
       }
       // a ragged batch of 1x1 maps: those of 128-1024 pixels each a run of its own, read in place;
-      // the 7x7 one packed (poisoned out)
-      {
+      // the 7x7 one packed (poisoned out). Then batches whose maps all are read in place and
+      // divide evenly enough among the threads: a map to a thread (cpu/conv_cpu.cpp, maps_shared_fits)
+      for (const sizes of [[[12, 12], [7, 7], [10, 15], [20, 20]], [[16, 16], [16, 12], [12, 16], [16, 16]], [[14, 14], [14, 14], [14, 14]], [[28, 28], [28, 28]]]) {
         const c = { cin: 19, cout: 37, kh: 1, kw: 1, relu: true };
-        const maps = [[12, 12], [7, 7], [10, 15], [20, 20]].map(([H, W]) => randomMap(r, c.cin, H, W));
-        maps[2].data[r.int(0, maps[2].data.length - 1)] = NaN;
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[1].data[r.int(0, maps[1].data.length - 1)] = NaN;
         const w = Float32Array.from({ length: c.cout * c.cin }, () => r.normal() * 0.3);
         const b = Float32Array.from({ length: c.cout }, () => r.normal());
         const refs = maps.map((m) => refConv2d(m, w, b, c));
