@@ -81,6 +81,63 @@ describe('models', function () {
     m.dispose();
   });
 
+  it("a concat's branches: those ending in a conv (batch norm folded too) write their channels in place, the others are copied; the plain reference's logits", async function () {
+    // Model.run on the CPU gives each branch that ends in a conv its channels of the concat's
+    // output to write (lib/core/spatial.ts, ChannelSlice); a branch ending in LRN, a max pool or a
+    // ReLU is copied in after. Every mix, first run and compiled replays, against float64 references.
+    const seed = freshSeed();
+    const r = rng(seed);
+    const spec = {
+      name: 'branches', inChannels: 3,
+      layers: [
+        { type: 'conv', name: 'c1', out: 7, kernel: 3, padding: 1 },
+        { type: 'concat', branches: [
+          [{ type: 'conv', name: 'a', out: 5, kernel: 1 }],
+          [{ type: 'maxpool', kernel: 3, stride: 1, padding: 1 }],
+          [{ type: 'conv', name: 'b', out: 4, kernel: 1, relu: false }, { type: 'batchnorm', name: 'bb', relu: true }],
+          [{ type: 'conv', name: 'c', out: 3, kernel: 3, padding: 1 }, { type: 'lrn', size: 3 }],
+          [{ type: 'conv', name: 'd', out: 2, kernel: 1, relu: false }, { type: 'relu' }],
+          [{ type: 'conv', name: 'e', out: 6, kernel: 3, padding: 1, relu: false }],
+        ] },
+        { type: 'spp', levels: [2, 1] },
+        { type: 'fc', name: 'fc', out: 3 },
+      ],
+    };
+    const m = await sp.buildModel({ spec, seed: seed % 1000, device: 'cpu' });
+    const sd = await m.stateDict();
+    // batch-norm statistics and affine that are not the identity
+    const bn = { 'bb.weight': [0.5, 2], 'bb.bias': [-1, 1], 'bb.running_mean': [-0.5, 0.5], 'bb.running_var': [0.2, 3] };
+    for (const [n, [lo, hi]] of Object.entries(bn)) sd.get(n).data.forEach((_, i, a) => { a[i] = lo + (hi - lo) * r.next(); });
+    await m.loadStateDict(sd);
+    const W = (n) => sd.get(n).data;
+    const sizes = [[9, 13], [16, 11], [6, 6]];
+    const imgs = sizes.map(([h, w]) => ({ data: Float32Array.from({ length: 3 * h * w }, () => r.normal()), C: 3, H: h, W: w }));
+    const want = imgs.map((img) => {
+      const x = refConv2d(img, W('c1.weight'), W('c1.bias'), { cout: 7, kh: 3, kw: 3, padding: [1, 1], relu: true });
+      const conv = (name, cout, k, relu) => refConv2d(x, W(`${name}.weight`), W(`${name}.bias`), { cout, kh: k, kw: k, padding: [k >> 1, k >> 1], relu });
+      const b = conv('b', 4, 1, false);
+      const hw = b.H * b.W;
+      b.data = b.data.map((v, i) => {
+        const ch = Math.floor(i / hw);
+        return Math.max(0, (v - W('bb.running_mean')[ch]) / Math.sqrt(W('bb.running_var')[ch] + 1e-5) * W('bb.weight')[ch] + W('bb.bias')[ch]);
+      });
+      const d = conv('d', 2, 1, false);
+      d.data = d.data.map((v) => Math.max(0, v));
+      const parts = [conv('a', 5, 1, true), refMaxPool2d(x, { kernel: [3, 3], stride: [1, 1], padding: [1, 1] }), b,
+        refLrn(conv('c', 3, 3, true), { size: 3 }), d, conv('e', 6, 3, false)];
+      const cat = { C: 27, H: x.H, W: x.W, data: Float64Array.from(parts.flatMap((p) => Array.from(p.data))) };
+      const f = refSpp([cat], { levels: [2, 1] });
+      return refLinear(f, 1, f.length, W('fc.weight'), 3, W('fc.bias'));
+    });
+    for (let k = 0; k < 3; k++) { // the layers, then the recorded and compiled run, then a replay
+      const y = await m.run(imgs.map((i) => sp.tensor(i.data, [3, i.H, i.W], { device: 'cpu' })));
+      const got = await y.data();
+      y.dispose();
+      want.forEach((logits, i) => expectClose(got.subarray(i * 3, i * 3 + 3), logits, { rtol: 1e-4, atol: 1e-4, label: `seed ${seed} run ${k} image ${i}` }));
+    }
+    m.dispose();
+  });
+
   it('keeps Winograd filter transforms between runs, and drops them when trainStep or loadStateDict change the weights', async function () {
     // 3x3 stride-1 convs with >= 160 channels (32 here, in a child: inChildWith) and a map of >= 48 2x2 tiles
     // take the CPU's Winograd path, whose transformed filters a Model keeps per layer (the weights

@@ -4,7 +4,7 @@
 import { Device } from './backend';
 import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from './errors';
 import { RaggedBatch } from './ragged';
-import { allocateLike, Spatial, spatialLayout, SpatialLayout } from './spatial';
+import { allocateLike, ChannelSlice, Spatial, spatialLayout, SpatialLayout } from './spatial';
 import { allocate, Storage, Tensor } from './tensor';
 
 export const MAX_INT32 = 2 ** 31 - 1;
@@ -176,7 +176,18 @@ export function tensorOut(fn: string, given: unknown, shape: readonly number[], 
  * op will write, or a new one of the input's kind.
  */
 export function outputFor(fn: string, given: unknown, kind: SpatialLayout['kind'], device: Device, channels: number,
-                          sizes: Array<readonly [number, number]>): Output<Spatial> {
+                          sizes: Array<readonly [number, number]>): Output<Spatial>;
+/** The same, where the op also writes into a ChannelSlice (Model.run's in-place concat; internal). */
+export function outputFor(fn: string, given: unknown, kind: SpatialLayout['kind'], device: Device, channels: number,
+                          sizes: Array<readonly [number, number]>, slices: true): Output<Spatial | ChannelSlice>;
+export function outputFor(fn: string, given: unknown, kind: SpatialLayout['kind'], device: Device, channels: number,
+                          sizes: Array<readonly [number, number]>, slices?: true): Output<Spatial | ChannelSlice> {
+  if (slices && given instanceof ChannelSlice) {
+    if (given.kind !== kind || given.device !== device || given.channels !== channels || given.sizes.length !== sizes.length ||
+        given.sizes.some((s, i) => s[0] !== sizes[i][0] || s[1] !== sizes[i][1]))
+      fail(`internal: ${fn} into a channel slice of another layout`);
+    return { out: given, owned: false };
+  }
   if (kind !== 'ragged') return tensorOut(fn, given, kind === 'dense' ? [sizes.length, channels, ...(sizes[0] ?? [0, 0])] : [channels, ...sizes[0]], device);
   if (given === undefined) return { out: allocateLike(kind, device, channels, sizes, fn), owned: true };
   if (!(given instanceof RaggedBatch && given.channels === channels && given.count === sizes.length &&

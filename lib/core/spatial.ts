@@ -44,6 +44,40 @@ export function spatialLayout(fn: string, input: unknown, name = 'input'): Spati
   };
 }
 
+/**
+ * @internal Channels [first, first + channels) of every map of `whole` (a RaggedBatch or a map
+ * tensor), as the output of an op that writes each map at its own offset: a map's channels are
+ * contiguous, so the part of map i starts at its offset + first x H x W. Model.run gives one to
+ * each branch of a concat that ends in a conv, which writes its channels of the concat's output
+ * in place (no copy after). Only ops whose out option says so take one (conv2d on the CPU).
+ */
+export class ChannelSlice {
+  readonly kind: SpatialLayout['kind'];
+  readonly device: Device;
+  readonly sizes: Array<readonly [number, number]>;
+  readonly offsets: number[];
+  private readonly whole: Spatial;
+
+  constructor(whole: Spatial, first: number, readonly channels: number) {
+    const L = spatialLayout('Model.run', whole, 'a concat output');
+    if (!Number.isInteger(first) || !Number.isInteger(channels) || first < 0 || channels < 1 || first + channels > L.channels)
+      fail(`internal: channels [${first}, ${first + channels}) of ${L.channels}`);
+    // The CPU's conv kernels place every map by its offset; CUDA's direct conv kernel indexes its
+    // output as maps back to back.
+    if (L.device !== 'cpu') fail('internal: a channel slice of a CUDA tensor');
+    this.whole = whole;
+    this.kind = L.kind;
+    this.device = L.device;
+    this.sizes = L.sizes;
+    this.offsets = L.offsets.map((o, i) => o + first * L.sizes[i][0] * L.sizes[i][1]);
+  }
+
+  /** The whole output's storage (the offsets are within it). */
+  storage(fn: string, what: string): Storage {
+    return this.whole.storage(fn, what);
+  }
+}
+
 /** The element count of maps of `channels` x h x w, one per size. */
 export function mapElements(channels: number, sizes: ReadonlyArray<readonly [number, number]>): number {
   let n = 0;

@@ -2,7 +2,7 @@
 // what its forward and backward get and give, and the entry itself.
 import { Pair } from '../core/checks';
 import { RaggedBatch } from '../core/ragged';
-import { Spatial } from '../core/spatial';
+import { ChannelSlice, Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
 import { OpSequence } from '../core/sequence';
 import { BF16Matrix } from '../ops/bf16';
@@ -70,14 +70,19 @@ export interface LayerContext {
   matrix?(name: string): Tensor | BF16Matrix;
   /** Inference: the buffer to write the output into (a view of a pooled buffer), if any. */
   out?: Spatial;
+  /** Inference, for a kind that `writesSlices`: its channels of a concat's output to write into instead (CPU). */
+  slice?: ChannelSlice;
   /** Inference: the conv layers' cached Winograd filter transforms (see conv2dCached). */
   cache?(layer: string, floats: number): Float32Array;
   /** Training: the layer's dropout seed. */
   seed?: number;
   /** Inference: tensors derived from the weights (folded batch norms), made once per key and kept until the weights change. */
   derived?(key: string, make: () => Promise<Tensor[]>): Promise<Tensor[]>;
-  /** Inference: runs a branch (a sequence of map layers) on x; done() gives its output's memory back. */
-  branch?(layers: LayerSpec[], x: Spatial): Promise<{ out: Spatial; done(): void }>;
+  /**
+   * Inference: runs a branch (a sequence of map layers) on x; done() gives its output's memory
+   * back. With `into`, a branch whose last op writes slices writes its output there (inPlace).
+   */
+  branch?(layers: LayerSpec[], x: Spatial, into?: ChannelSlice): Promise<{ out: Spatial; done(): void; inPlace: boolean }>;
   /** Training: runs branch k in training mode on x, keeping a tape for backwardBranch. */
   trainBranch?(layers: LayerSpec[], x: Spatial, k: number): Promise<{ out: Spatial; tape: unknown }>;
   /** Training: a branch's backward from the gradient of its output; the gradient of its input when needInputGrad. */
@@ -113,6 +118,12 @@ export interface LayerKind<L> {
   params?: true;
   /** Inference; absent: the identity (the layer is skipped). */
   infer?(l: L, x: Spatial, c: LayerContext): Promise<Spatial>;
+  /**
+   * Its inference op (and its fused pair's, when it leads one) writes into c.slice, a channel
+   * slice of a larger output, where one is given: a concat's branch that ends in it writes its
+   * channels of the concat's output in place, with no copy after (Model.run, CPU).
+   */
+  writesSlices?: true;
   /** Inference of this layer and the next one, of kind `next`, in one op where `when` allows (SPPNET_FUSE=0 turns it off). */
   fuse?: { next: LayerType; when?(l: L, next: LayerSpec): boolean; infer(l: L, next: LayerSpec, x: Spatial, c: LayerContext): Promise<Spatial> };
   /** Training forward (default: infer without an out buffer). */

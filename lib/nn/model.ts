@@ -6,9 +6,9 @@ import { Device } from '../core/backend';
 import { checkLabels } from '../core/checks';
 import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
-import { mapElements, Spatial } from '../core/spatial';
+import { ChannelSlice, mapElements, Spatial } from '../core/spatial';
 import { Tensor } from '../core/tensor';
-import { topK } from '../core/topk';
+import { TopEntry, topK } from '../core/topk';
 import { checkStateDict, writeSafetensors } from '../io/safetensors';
 import { softmax } from '../ops/elementwise';
 import { lossAndGradients } from './backprop';
@@ -20,11 +20,8 @@ import { checkRows, headEnd, modelInput } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
 import { LinearWeights, WeightSet } from './weights';
 
-export interface Prediction {
-  index: number;
-  label?: string;
-  score: number;
-}
+/** One of predict()'s top classes: index, score, and label where the model has labels. */
+export type Prediction = TopEntry;
 
 export class Model {
   readonly spec: ModelSpec;
@@ -176,10 +173,11 @@ export class Model {
   /**
    * Runs a list of layers (the spec's, or a branch's) at inference. Each layer writes into a pooled
    * buffer (a view of it); the previous layer's buffer goes back to the pool once the next layer
-   * has run. The last layer's output is the caller's (`last`: a new tensor) or, for a branch, a
-   * pooled buffer given back by done(). Layers with no inference (dropout) are the identity.
+   * has run. The last layer's output is the caller's (`last`: a new tensor), or a branch's: `into`
+   * where its kind writesSlices (inPlace), else a pooled buffer given back by done(). Layers with
+   * no inference (dropout) are the identity.
    */
-  private async runLayers(fn: string, all: LayerSpec[], x: Spatial, layout: Layout, last: boolean, run: RunBuffers): Promise<{ out: Spatial; done(): void }> {
+  private async runLayers(fn: string, all: LayerSpec[], x: Spatial, layout: Layout, last: boolean, run: RunBuffers, into?: ChannelSlice): Promise<{ out: Spatial; done(): void; inPlace: boolean }> {
     const layers = all.filter((l) => kindOf(l).infer);
     const fuse = process.env.SPPNET_FUSE !== '0'; // SPPNET_FUSE=0: fused pairs run as two layers, for comparisons
     const rows = layout.sizes.length;
@@ -212,9 +210,10 @@ export class Model {
           const name = 'name' in l ? l.name : l.type, i = this.spec.layers.indexOf(l);
           fail(`${fn}: ${i >= 0 ? `spec.layers[${i}] (${name})` : `the ${name} layer of a branch`} would output ${n} elements for these images, more than the 2^31-1 a tensor may hold (run fewer or smaller images at once)`);
         }
-        const buf = (taken = li === layers.length - 1 && last ? undefined : run.take(n, fn));
+        const slice = li === layers.length - 1 && into && kindOf(pair ?? l).writesSlices ? into : undefined;
+        const buf = (taken = (li === layers.length - 1 && last) || slice ? undefined : run.take(n, fn));
         const out = buf ? ActivationPool.view(buf, layout.kind, layout.channels, layout.sizes, rows) : undefined;
-        const c: LayerContext = { ...ctx, out, branch: (b, bx) => this.runLayers(fn, b, bx, before, false, run) };
+        const c: LayerContext = { ...ctx, out, slice, branch: (b, bx, bi) => this.runLayers(fn, b, bx, before, false, run, bi) };
         const y: Spatial = pair ? await f!.infer(pair, l, cur, c) : await kindOf(l).infer!(l, cur, c);
         if (held) run.give(held);
         (held = buf), (taken = undefined), (cur = y);
@@ -224,7 +223,7 @@ export class Model {
       throw e;
     }
     const keep = held;
-    return { out: cur, done: () => keep && run.give(keep) };
+    return { out: cur, done: () => keep && run.give(keep), inPlace: (cur as unknown) === into }; // conv2d returns the slice it wrote
   }
 
   /**

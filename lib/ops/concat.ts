@@ -31,14 +31,18 @@ function partLayouts(fn: string, parts: unknown): SpatialLayout[] {
   return Ls;
 }
 
-/** One native copy per part between the parts and the whole (toWhole: concat; else split). */
-async function copyAll(fn: string, site: CallSite, Ls: SpatialLayout[], W: SpatialLayout, toWhole: boolean, owned: Spatial[], seq?: OpSequence): Promise<void> {
+/**
+ * One native copy per part between the parts and the whole (toWhole: concat; else split); a null
+ * part (concatInto) is not copied, its channels (`widths`) skipped.
+ */
+async function copyAll(fn: string, site: CallSite, Ls: Array<SpatialLayout | null>, W: SpatialLayout, toWhole: boolean, owned: Spatial[], seq?: OpSequence,
+  widths?: number[]): Promise<void> {
   let at = 0;
   const calls: Array<Promise<void>> = [];
-  for (const L of Ls) {
-    calls.push(callOp(seq, 'copyChannels', copyArgs(L.store, W.store, L.channels, L.sizes, L.offsets, W.channels, W.offsets, at, toWhole)));
-    at += L.channels;
-  }
+  Ls.forEach((L, k) => {
+    if (L) calls.push(callOp(seq, 'copyChannels', copyArgs(L.store, W.store, L.channels, L.sizes, L.offsets, W.channels, W.offsets, at, toWhole)));
+    at += L ? L.channels : widths![k];
+  });
   await settle(site, fn, owned, async () => void (await Promise.all(calls)));
 }
 
@@ -60,6 +64,29 @@ export async function concat<T extends Spatial>(parts: T[], opts: ConcatOptions 
   }
   await copyAll(fn, site, Ls, W, true, r.owned ? [r.out] : [], sequenceOf(o));
   return r.out as T;
+}
+
+/**
+ * @internal concat into `out` where some parts are there already (null: part k's `widths[k]`
+ * channels were written in place, Model.run's branches that end in a conv): the others copied to
+ * their channels.
+ */
+export async function concatInto(parts: Array<Spatial | null>, widths: number[], out: Spatial, opts: { sequence?: OpSequence }): Promise<void> {
+  const fn = 'sp.concat';
+  const site = new CallSite();
+  const given = parts.filter((p): p is Spatial => p !== null);
+  const Ls = given.length > 0 ? partLayouts(fn, given) : [];
+  const W = spatialLayout(fn, out, 'options.out');
+  if (widths.length !== parts.length || widths.reduce((a, b) => a + b, 0) !== W.channels) fail(`internal: ${fn} of ${widths.join(' + ')} channels into ${W.channels}`);
+  let k = 0;
+  const all = parts.map((p, i) => {
+    if (p === null) return null;
+    const L = Ls[k++];
+    if (L.channels !== widths[i] || L.kind !== W.kind || L.sizes.some(([h, w], m) => h !== W.sizes[m][0] || w !== W.sizes[m][1]))
+      fail(`internal: ${fn}: part ${i} does not fit its channels of the output`);
+    return L;
+  });
+  await copyAll(fn, site, all, W, true, [], opts.sequence, widths);
 }
 
 /** The gradient of concat: gradOutput (concat's layout) split back into parts of `channels` each. */

@@ -6,7 +6,7 @@ import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
 import { argsOf, native, NativeConvParams, NativeConvShape } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
-import { nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
+import { ChannelSlice, nativeLayout, Spatial, spatialLayout, SpatialLayout } from '../core/spatial';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 
 /** Output side of a convolution along one axis (PyTorch's formula). */
@@ -66,19 +66,22 @@ export async function conv2d<T extends Spatial>(input: T, weight: Tensor, bias?:
   return conv2dAs(input, weight, bias, opts, null);
 }
 
+/** @internal conv2d's options, where `out` may also be a channel slice of a larger output (Model.run's in-place concat, CPU). */
+export type InternalConv2dOptions = Omit<Conv2dOptions, 'out'> & { out?: Spatial | ChannelSlice };
+
 /**
  * @internal conv2d where the CPU's Winograd or direct path, when it takes the call, keeps the layer's
  * transformed or packed filters between calls in a buffer of `floats` floats that `cache(floats)` returns
  * (the same one for the same size; a zeroed new one whenever the weights may have changed). Only
  * for weights that nothing changes behind the caller's back (a Model's).
  */
-export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions,
+export async function conv2dCached<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: InternalConv2dOptions,
   cache: (floats: number) => Float32Array): Promise<T> {
   return conv2dAs(input, weight, bias, opts, null, cache);
 }
 
 /** @internal conv2d with the ConvMath code `forced` instead of the mode's (the tensor-core check). */
-export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: Conv2dOptions | undefined, forced: number | null,
+export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias: Tensor | null | undefined, opts: InternalConv2dOptions | undefined, forced: number | null,
   cache?: (floats: number) => Float32Array): Promise<T> {
   const fn = 'sp.conv2d';
   const site = new CallSite(opts);
@@ -87,12 +90,13 @@ export async function conv2dAs<T extends Spatial>(input: T, weight: Tensor, bias
   const L = spatialLayout(fn, input);
   const { ws, cout, outSizes, conv } = convGeometry(fn, L, weight, o);
   const bs = checkBias(fn, bias, cout, 'the input', L.device);
-  const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes);
+  const o2 = outputFor(fn, o.out, L.kind, L.device, cout, outSizes, true);
   const code = forced ?? (await kernelMath(L.device, mode));
-  const shape: NativeConvShape = argsOf(nativeLayout('out', cout, outSizes), { conv: { ...conv, math: code }, relu: o.relu === true });
+  const outOffsets = o2.out instanceof ChannelSlice ? o2.out.offsets : undefined;
+  const shape: NativeConvShape = argsOf(nativeLayout('out', cout, outSizes, outOffsets), { conv: { ...conv, math: code }, relu: o.relu === true });
   // The native side says whether its Winograd or direct path takes this call (and the cache's size).
   const floats = cache && L.device === 'cpu' ? native.convCacheFloats(shape) : 0;
-  await settle(site, fn, [o2], () =>
+  await settle(site, fn, o2.owned ? [o2.out as Spatial] : [], () =>
     callOp(sequenceOf(o), 'conv2d', argsOf(
       nativeBuf('input', L.store), nativeBuf('output', o2.out.storage(fn, 'the output')), nativeBuf('weight', ws),
       bs ? nativeBuf('bias', bs) : {},
