@@ -353,7 +353,7 @@ void Executor::loop() {
     lk.unlock();
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      it->status = it->f();
+      it->status = cpu::run_hot(it->f);
     } catch (...) {
       it->error = std::current_exception();
     }

@@ -103,6 +103,16 @@ Status run_serially(const std::function<Status()>& f) {
   return f();
 }
 
+Status run_hot(const std::function<Status()>& f) {
+  struct Cool {
+    ~Cool() {
+      if (--detail::hot_depth == 0 && detail::local_pool()) detail::local_pool()->cool();
+    }
+  } cool;
+  ++detail::hot_depth;
+  return f();
+}
+
 PeakProbe fma_peak(int nthreads, double seconds) {
   PeakProbe r;
   const Isa i = detect_isa();

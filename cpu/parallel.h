@@ -43,10 +43,15 @@ namespace detail {
 // chunk runs serially.
 inline thread_local bool in_parallel = false;
 
+// Above 0 while the calling thread runs a task under run_hot (cpu_info.h): its pool's helpers,
+// once woken, spin between its parallel calls instead of sleeping after each.
+inline thread_local int hot_depth = 0;
+
 class Pool {
  public:
   explicit Pool(int helpers) {
     spin_ = settings().pool_spin;
+    hot_spin_ = static_cast<int>(std::min<int64_t>(int64_t{spin_} * kHotSpins, INT32_MAX));
     // A helper the system will not start (a limit on threads or memory): the pool goes on with
     // those it has (parts are claimed, so the caller does what no helper takes), and says so, so
     // that pool_for does not try again at every call. (Unwinding a half-built pool instead would
@@ -71,6 +76,8 @@ class Pool {
     for (auto& t : threads_) t.join();
   }
   int helpers() const { return static_cast<int>(threads_.size()); }
+  // The caller's hot task ended: helpers spinning past spin_ go to sleep.
+  void cool() { hot_.store(false, std::memory_order_relaxed); }
   // Whether it has fewer helpers than it was asked for (the system refused some).
   bool short_of_helpers() const { return short_; }
 
@@ -82,6 +89,7 @@ class Pool {
     job_ = &job;
     err_ = nullptr;
     done_.store(0, std::memory_order_relaxed);
+    hot_.store(hot_depth > 0, std::memory_order_relaxed);  // published with the claim below
     const uint64_t gen = (claim_.load(std::memory_order_relaxed) >> 32) + 1;
     // The claim word: generation (32 bits) | parts (16) | next part (16).
     claim_.store((gen << 32) | (uint64_t(parts) << 16), std::memory_order_seq_cst);
@@ -127,9 +135,11 @@ class Pool {
     for (;;) {
       // Spin a little for the next call (the next parallel step of the same layer comes within
       // microseconds), then sleep: a helper spinning between layers only takes a core from the
-      // next layer's threads, which on a busy or 2-core machine are often another pool's.
+      // next layer's threads, which on a busy or 2-core machine are often another pool's. In a
+      // hot task (run_hot: a network run on the executor, whose next parallel step comes from the
+      // same caller after a serial gap) up to kHotSpins times as long, until the task ends.
       uint64_t g = claim_.load(std::memory_order_acquire) >> 32;
-      for (int spins = 0; g == seen && spins < spin_; ++spins) {
+      for (int spins = 0; g == seen && (spins < spin_ || (spins < hot_spin_ && hot_.load(std::memory_order_relaxed))); ++spins) {
         SPP_PAUSE();
         g = claim_.load(std::memory_order_acquire) >> 32;
       }
@@ -151,16 +161,25 @@ class Pool {
   std::condition_variable cv_;
   std::atomic<uint64_t> claim_{0};
   std::atomic<int> done_{0}, sleepers_{0};
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, hot_{false};
   const std::function<void(int)>* job_ = nullptr;
   std::exception_ptr err_;
   int spin_ = 2000;  // ~50 us of PAUSE on Zen 4 (25 ns each); SPPNET_POOL_SPIN overrides (settings.h)
+  // In a hot task: 1000 x spin_ (~20 ms of PAUSE on the Xeon of 2026-11-28, ~50 ms on Zen 4).
+  static constexpr int64_t kHotSpins = 1000;
+  int hot_spin_ = 0;
   bool short_ = false;
 };
 
+// The calling thread's pool, if it started one.
+inline std::unique_ptr<Pool>& local_pool() {
+  thread_local std::unique_ptr<Pool> pool;
+  return pool;
+}
+
 // The calling thread's pool with at least `helpers` helper threads (grown on demand).
 inline Pool& pool_for(int helpers) {
-  thread_local std::unique_ptr<Pool> pool;
+  std::unique_ptr<Pool>& pool = local_pool();
   if (!pool || (pool->helpers() < helpers && !pool->short_of_helpers())) {
     pool.reset();
     pool.reset(new Pool(helpers));

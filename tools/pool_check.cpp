@@ -3,6 +3,7 @@
 // destroyed while its helper threads may not have started running yet; and pools that grow
 // (a wider call replaces the pool). Each round runs on a fresh thread and must end within a time
 // limit; a helper that misses the pool's stop would leave the exiting thread joining it forever.
+// Every other round runs hot (cpu_info.h's run_hot: helpers spin between calls instead of sleeping).
 //
 //   build/tools/pool_check [ROUNDS=2000] [THREADS=16]
 //   build/tools/pool_check limited
@@ -95,6 +96,9 @@ int main(int argc, char** argv) {
         ~Notify() { p->set_value(v); }
       };
       thread_local Notify n{&done};
+      // Every other round hot (as under run_hot): the helpers spin between the calls, and the
+      // thread exits with them spinning, which the pool's stop must still end.
+      if (r % 2 == 1) ++detail::hot_depth;
       long sum = 0;
       const int calls = r % 3;  // 0: a pool made and destroyed by one call; 1, 2: more calls
       for (int c = 0; c <= calls; ++c) {

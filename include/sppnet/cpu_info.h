@@ -33,5 +33,12 @@ PeakProbe fma_peak(int threads, double seconds);
 // Runs f on the calling thread with every parallel_for inside it serial (no helper threads are
 // started or woken): for ops so small that handing them to other threads costs more than they do.
 Status run_serially(const std::function<Status()>& f);
+
+// Runs f on the calling thread with its pool's helper threads, once f wakes them, spinning
+// between f's parallel steps (up to 1000 x SPPNET_POOL_SPIN) instead of sleeping after each, until
+// f returns: for a task of many layers (a network run on the executor), whose serial gaps between
+// parallel steps last tens of microseconds. A helper that sleeps in one wakes late, and on a VM
+// its core wakes slow (bench/RESULTS.md, 2026-11-28).
+Status run_hot(const std::function<Status()>& f);
 }  // namespace cpu
 }  // namespace sppnet
