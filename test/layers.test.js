@@ -352,9 +352,10 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
         }));
         got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
       }
-      // 1x1 convs of one map of 128-1024 pixels read the input planes in place (gemm_unpacked):
-      // columns off 16, rows off 6, K in two blocks (> 640), NaN, poisoned out
-      for (const [cin, cout, H, W] of [[16, 13, 14, 14], [700, 40, 13, 11], [24, 7, 28, 28], [9, 64, 20, 50], [33, 6, 8, 16], [21, 14, 10, 15]]) {
+      // 1x1 convs of one map of 128-1024 pixels (AVX-512: more, where the planes fit L2) read the
+      // input planes in place (gemm_unpacked): columns off 16, rows off 6, K in two blocks (> 640),
+      // NaN, poisoned out
+      for (const [cin, cout, H, W] of [[16, 13, 14, 14], [700, 40, 13, 11], [24, 7, 28, 28], [9, 64, 20, 50], [33, 6, 8, 16], [21, 14, 10, 15], [16, 24, 40, 41]]) {
         const c = { cin, cout, kh: 1, kw: 1, relu: cout % 2 === 1 };
         const m1 = randomMap(r, cin, H, W);
         m1.data[r.int(0, m1.data.length - 1)] = NaN;
@@ -369,7 +370,7 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
       // a ragged batch of 1x1 maps: those of 128-1024 pixels each a run of its own, read in place;
       // the 7x7 one packed (poisoned out). Then batches whose maps all are read in place and
       // divide evenly enough among the threads: a map to a thread (cpu/conv_cpu.cpp, maps_shared_fits)
-      for (const sizes of [[[12, 12], [7, 7], [10, 15], [20, 20]], [[16, 16], [16, 12], [12, 16], [16, 16]], [[14, 14], [14, 14], [14, 14]], [[28, 28], [28, 28]]]) {
+      for (const sizes of [[[12, 12], [7, 7], [10, 15], [20, 20]], [[16, 16], [16, 12], [12, 16], [16, 16]], [[14, 14], [14, 14], [14, 14]], [[28, 28], [28, 28]], [[40, 36], [36, 40]]]) {
         const c = { cin: 19, cout: 37, kh: 1, kw: 1, relu: true };
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[1].data[r.int(0, maps[1].data.length - 1)] = NaN;
