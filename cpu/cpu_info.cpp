@@ -109,7 +109,7 @@ Status run_hot(const std::function<Status()>& f) {
       if (--detail::hot_depth == 0 && detail::local_pool()) detail::local_pool()->cool();
     }
   } cool;
-  if (++detail::hot_depth == 1 && detail::local_pool()) detail::local_pool()->prewake();
+  ++detail::hot_depth;
   return f();
 }
 

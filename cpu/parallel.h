@@ -78,16 +78,6 @@ class Pool {
   int helpers() const { return static_cast<int>(threads_.size()); }
   // The caller's hot task ended: helpers spinning past spin_ go to sleep.
   void cool() { hot_.store(false, std::memory_order_relaxed); }
-  // The caller's hot task starts: sleeping helpers wake now (a call of no parts) and spin, so that
-  // the task's first parallel step, after its serial start, finds them awake.
-  void prewake() {
-    hot_.store(true, std::memory_order_relaxed);
-    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
-    const uint64_t gen = (claim_.load(std::memory_order_relaxed) >> 32) + 1;
-    claim_.store(gen << 32, std::memory_order_seq_cst);
-    { std::lock_guard<std::mutex> lk(m_); }
-    cv_.notify_all();
-  }
   // Whether it has fewer helpers than it was asked for (the system refused some).
   bool short_of_helpers() const { return short_; }
 

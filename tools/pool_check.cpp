@@ -3,8 +3,7 @@
 // destroyed while its helper threads may not have started running yet; and pools that grow
 // (a wider call replaces the pool). Each round runs on a fresh thread and must end within a time
 // limit; a helper that misses the pool's stop would leave the exiting thread joining it forever.
-// Every other round runs hot (cpu_info.h's run_hot: helpers spin between calls instead of sleeping,
-// woken before each call by a call of no parts).
+// Every other round runs hot (cpu_info.h's run_hot: helpers spin between calls instead of sleeping).
 //
 //   build/tools/pool_check [ROUNDS=2000] [THREADS=16]
 //   build/tools/pool_check limited
@@ -103,8 +102,6 @@ int main(int argc, char** argv) {
       long sum = 0;
       const int calls = r % 3;  // 0: a pool made and destroyed by one call; 1, 2: more calls
       for (int c = 0; c <= calls; ++c) {
-        // Hot rounds: a call of no parts first (run_hot's prewake), racing the real one.
-        if (r % 2 == 1 && detail::local_pool()) detail::local_pool()->prewake();
         // Widths that grow within a round make the pool be replaced (pool_for grows it).
         const int64_t width = std::min<int64_t>(threads, 2 + (c + r) % threads);
         std::atomic<long> s{0};
