@@ -37,8 +37,8 @@ Status run_serially(const std::function<Status()>& f);
 // Runs f on the calling thread with its pool's helper threads, once f wakes them, spinning
 // between f's parallel steps (up to 1000 x SPPNET_POOL_SPIN) instead of sleeping after each, until
 // f returns: for a task of many layers (a network run on the executor), whose serial gaps between
-// parallel steps last tens of microseconds. A helper that sleeps in one wakes late, and on a VM
-// its core wakes slow (bench/RESULTS.md, 2026-11-28).
+// parallel steps last tens of microseconds. With helpers that slept in them, ZF-5 at batch 1 right
+// after a pause ran on about one core's worth of CPU time (bench/RESULTS.md, 2026-11-28).
 Status run_hot(const std::function<Status()>& f);
 }  // namespace cpu
 }  // namespace sppnet
