@@ -210,15 +210,6 @@ void tile512_of(int64_t K, const float* const* px, const int32_t* off, const flo
     tile512<R, 1, J>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
 }
 
-// The two-base tile of R pixels split after j (1 to R) as a template argument.
-template <int R, int J = R>
-void tile512_split(int j, int64_t K, const float* const* px, const int32_t* off, const float* wp, const float* bias32, float* y0,
-                   int64_t plane, int mvalid, bool relu) {
-  if constexpr (J > 1)
-    if (j < J) return tile512_split<R, J - 1>(j, K, px, off, wp, bias32, y0, plane, mvalid, relu);
-  tile512_of<R, J>(K, px, off, wp, bias32, y0, plane, mvalid, relu);
-}
-
 void interleave_row16(const float* src, int64_t HW, int cw, int Wd, float* dst) {
   const __mmask16 mk = static_cast<__mmask16>((1u << cw) - 1);
   const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -231,8 +222,9 @@ void interleave_row16(const float* src, int64_t HW, int cw, int Wd, float* dst) 
 void run_tile(int R, int64_t K, const float* const* px, const int32_t* off, const float* wp, const float* bias, float* y0, int64_t plane,
               int mvalid, bool relu, int split) {
   if (wide()) {
-    if (split > 0 && R == 12) return tile512_split<12>(split, K, px, off, wp, bias, y0, plane, mvalid, relu);
-    if (split > 0 && R == 11) return tile512_split<11>(split, K, px, off, wp, bias, y0, plane, mvalid, relu);
+    // The two-base tile of R pixels split after `split` (1 to R), as a template argument.
+    if (split > 0 && R == 12) return with_rows<12>(split, [&](auto j) { tile512_of<12, decltype(j)::value>(K, px, off, wp, bias, y0, plane, mvalid, relu); });
+    if (split > 0 && R == 11) return with_rows<11>(split, [&](auto j) { tile512_of<11, decltype(j)::value>(K, px, off, wp, bias, y0, plane, mvalid, relu); });
     return with_rows<kMaxPix>(R, [&](auto r) { tile512_of<decltype(r)::value>(K, px, off, wp, bias, y0, plane, mvalid, relu); });
   }
   with_rows<6>(R, [&](auto r) { tile<decltype(r)::value>(K, px, off, wp, bias, y0, plane, mvalid, relu); });

@@ -178,7 +178,7 @@ export const LAYERS: Table = {
       c.width = widths.reduce((s2, w) => s2 + w, 0);
     },
     side: (l, a, axis) => sideThrough(l.branches[0], a, axis),
-    width: (l, width) => l.branches.reduce((s2, b) => s2 + b.reduce((w, layer) => widthAfter(layer, w), width), 0),
+    width: (l, width) => l.branches.reduce((s2, b) => s2 + branchWidth(b, width), 0),
     // On the CPU, a branch that ends in a kind that writesSlices (a conv, or a conv with its batch
     // norm folded: every branch of an Inception block) writes its channels of the output in place;
     // the others' outputs are copied in after (googlenet 4x224: ~20 MB of copies a run saved).
@@ -190,12 +190,12 @@ export const LAYERS: Table = {
         const whole = c.out && x.device === 'cpu' ? c.out : undefined;
         let at = 0;
         for (const b of l.branches) {
-          const w = b.reduce((wd, layer) => widthAfter(layer, wd), inC);
+          const w = branchWidth(b, inC);
           parts.push(await c.branch!(b, x, whole ? new ChannelSlice(whole, at, w) : undefined));
           widths.push(w);
           at += w;
         }
-        if (!parts.some((p) => p.inPlace)) return await concat(parts.map((p) => p.out), { out: c.out, sequence: c.sequence });
+        if (!whole) return await concat(parts.map((p) => p.out), { out: c.out, sequence: c.sequence });
         await concatInto(parts.map((p) => (p.inPlace ? null : p.out)), widths, whole!, { sequence: c.sequence });
         return whole!;
       } finally {
@@ -326,6 +326,11 @@ export function layoutAfter(l: LayerSpec, x: Layout): Layout {
   if (x.kind === 'matrix' || k.stage === 'pyramid') return { kind: 'matrix', channels, sizes: x.sizes };
   const side = k.side;
   return { kind: x.kind, channels, sizes: side ? x.sizes.map(([h, w]) => [side(l, h, 0), side(l, w, 1)] as const) : x.sizes };
+}
+
+/** The width out of a branch (a list of layers) for `width` in. */
+function branchWidth(b: LayerSpec[], width: number): number {
+  return b.reduce((w, layer) => widthAfter(layer, w), width);
 }
 
 /** The width (channels, or features after the spp layer) after layer l for `width` in. */
