@@ -11,6 +11,7 @@
 #include "sppnet/ops.h"
 #include "vec.h"
 #include "direct_conv_cpu.h"
+#include "lanes_conv_cpu.h"
 #include "winograd_cpu.h"
 
 namespace sppnet {
@@ -422,12 +423,14 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
 
 int64_t conv_cache_floats(const Conv2dParams& p, const RaggedView& out) {
   if (winograd_applies(p, out)) return winograd_cache_floats(p);
+  if (lanes_applies(p, out)) return lanes_cache_floats(p);
   return direct_applies(p, out) ? direct_cache_floats(p) : 0;
 }
 
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                       const RaggedView& out, float* y) {
   if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
+  if (lanes_applies(p, out) && lanes_fits(p, in)) return conv2d_lanes(in, x, p, weight, bias, out, y);
   if (direct_applies(p, out) && direct_fits(p, in)) return conv2d_direct(in, x, p, weight, bias, out, y);
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;

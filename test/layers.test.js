@@ -428,6 +428,87 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
   }
 });
 
+describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', function () {
+  // A conv whose stride along rows is 2-8 and whose output rows fill at least 90% of 16-pixel
+  // segments runs with output pixels in the vector lanes: the input split by column phase into
+  // zero-padded planes, tiles of 3 segments x 8 filters, masked stores at row ends
+  // (cpu/lanes_conv_cpu.cpp). Checked against the reference on maps sized so the batch takes it
+  // (segments that end rows early, tiles across rows, filters off the panel of 8), NaN/Inf,
+  // poisoned outputs; 1 and 2 threads bit for bit; a model's filter cache of this path's size.
+  const { runNode } = require('./support/child');
+  const path = require('path');
+  const child = (seed) => `
+    const sp = require('./dist');
+    const crypto = require('crypto');
+    const { rng, randomMap, refSpp } = require('./test/support/reference');
+    const { refConv2d, refLinear } = require('./test/support/layers-reference');
+    (async () => {
+      if (sp.backend().cpu.isa !== 'avx512') return console.log('no avx512');
+      const r = rng(${seed});
+      let bad = 0;
+      const hash = crypto.createHash('sha256');
+      const W16 = (kw, s, d, p, segs, less) => (segs * 16 - less - 1) * s + d * (kw - 1) + 1 - 2 * p;  // input width for segs x 16 - less outputs
+      for (const [c, sizes] of [
+        [{ cin: 3, cout: 20, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true }, [[37, W16(7, 2, 1, 3, 3, 0)], [6, W16(7, 2, 1, 3, 2, 1)], [1, W16(7, 2, 1, 3, 4, 0)]]],
+        [{ cin: 5, cout: 8, kh: 11, kw: 11, stride: [4, 4], padding: [0, 0] }, [[43, W16(11, 4, 1, 0, 2, 0)], [12, W16(11, 4, 1, 0, 5, 1)]]],
+        [{ cin: 9, cout: 13, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], dilation: [2, 2], relu: true }, [[9, W16(5, 2, 2, 2, 1, 0)], [4, W16(5, 2, 2, 2, 3, 0)]]],
+        [{ cin: 16, cout: 33, kh: 5, kw: 5, stride: [3, 3], padding: [1, 1] }, [[20, W16(5, 3, 1, 1, 2, 0)]]],
+      ]) {
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
+        maps[maps.length - 1].data[r.int(0, maps[maps.length - 1].data.length - 1)] = Infinity;
+        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: c.cout }, () => r.normal());
+        const refs = maps.map((m) => refConv2d(m, w, b, c));
+        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
+        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
+        refs.forEach((e, i) => e.data.forEach((v, j) => {
+          const g = got[i][j];
+          if (Number.isNaN(v) ? !Number.isNaN(g) : !(g === v || Math.abs(g - v) <= 2e-4 * (1 + Math.abs(v)))) bad++;
+        }));
+        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
+      }
+      // A model's strided conv keeps its packed filters in a cache of this path's size (16 +
+      // 512 n + 128 floats): spoiling them changes the logits; restored, the first run's logits
+      const spec = { name: 'lanes', inChannels: 3, layers: [
+        { type: 'conv', name: 'conv1', out: 12, kernel: 7, stride: 2, padding: 3, relu: true },
+        { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
+      const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
+      const img = { data: Float32Array.from({ length: 3 * 9 * 63 }, () => r.normal()), C: 3, H: 9, W: 63 };
+      const sd = await m.stateDict();
+      const Wt = (n) => sd.get(n).data;
+      const f = refSpp([refConv2d(img, Wt('conv1.weight'), Wt('conv1.bias'), { cout: 12, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true })], { levels: [2, 1] });
+      const ref = refLinear(f, 1, f.length, Wt('fc.weight'), 3, Wt('fc.bias'));
+      const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 9, 63])])).data());
+      const one = await run(), two = await run();
+      [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
+      const cache = m.filterCaches.get('conv1');
+      if (!cache || (cache.length - 16) % 512 !== 128) bad += 1000;
+      else {
+        const good = Float32Array.from(cache);
+        cache.fill(0, 16);
+        const spoiled = await run();
+        if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
+        cache.set(good);
+        if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
+      }
+      console.log('bad ' + bad + ' ' + hash.digest('hex').slice(0, 16));
+    })();`;
+  it('gives the reference on ragged batches (row ends, tiles across rows, strides 2-4, dilation, filters off the panel, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit', function () {
+    this.timeout(120000); // two child processes
+    const seed = freshSeed();
+    const results = ['1', '2'].map((threads) => {
+      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' } });
+      expect(res.stderr).to.equal('');
+      return res.stdout.trim();
+    });
+    if (results[0] === 'no avx512') this.skip();
+    expect(results[0], `seed ${seed}`).to.match(/^bad 0 [0-9a-f]{16}$/);
+    expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
+  });
+});
+
 describe('conv2d on every CPU instruction set', function () {
   // The GEMM and im2col have AVX-512, AVX2 and portable paths; SPPNET_CPU_ISA picks a narrower
   // one than the CPU has, so each is checked here (the native one by the tests above).

@@ -39,13 +39,15 @@ export interface BackendInfo {
 
 /**
  * The CPU kernels' tuning in effect, fixed when the addon loaded (from SPPNET_WINOGRAD,
- * SPPNET_WINOGRAD_MIN_CHANNELS, SPPNET_WINOGRAD_CHUNK, SPPNET_GEMM_KC, SPPNET_GEMM_L2,
+ * SPPNET_LANES, SPPNET_WINOGRAD_MIN_CHANNELS, SPPNET_WINOGRAD_CHUNK, SPPNET_GEMM_KC, SPPNET_GEMM_L2,
  * SPPNET_POOL_SPIN, else the defaults): changing those variables afterwards does nothing.
  */
 export interface CpuSettings {
   /** 3x3 stride-1 convs may take the Winograd path. */
   winograd: boolean;
-  /** ... from this many input and output channels. */
+  /** Strided convs may take the AVX-512 lanes path (output pixels in the vector lanes, no im2col). */
+  lanes: boolean;
+  /** ... from this many input and output channels (Winograd). */
   winogradMinChannels: number;
   /** Tiles per chunk of the Winograd path (0: sized by memory). */
   winogradChunk: number;
@@ -141,6 +143,7 @@ export function backend(): BackendInfo {
   const s = info.cpu.settings;
   const settings: CpuSettings = {
     winograd: s.winograd === 1,
+    lanes: s.lanes === 1,
     winogradMinChannels: s.winogradMinChannels,
     winogradChunk: s.winogradChunk,
     gemmKc: s.gemmKc,
