@@ -380,7 +380,13 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
   for (int i = 0; i < in.count; ++i) {
     const int64_t tiles = (int64_t{out.height[i]} * out.width[i] + kPix - 1) / kPix;
     const int64_t group = kGroupPixels / kPix;
-    const int64_t g = std::min(tiles, ((tiles + group - 1) / group + T - 1) / T * T);
+    // AVX-512: a map of at most 32 tiles (googlenet's 14 x 14 and 7 x 7 maps) has its panels
+    // split among the threads instead, each taking all the tiles: no thread waits on the odd tile
+    // (7 x 7 is 5 tiles), and each reads only its share of the filters (`/tmp` bench of
+    // conv2d_forward, input and filters out of L2, medians: 192 -> 384 and 160 -> 320 at 7 x 7
+    // 0.34-0.39 -> 0.33 ms and 0.27-0.29 -> 0.25; 144 -> 288, 128 -> 256, 96 -> 208 at 14 x 14
+    // 3-10% faster). AVX2 unmeasured, unchanged.
+    const int64_t g = wide() && tiles <= 32 && panels >= T ? 1 : std::min(tiles, ((tiles + group - 1) / group + T - 1) / T * T);
     const int64_t pc = g < T ? std::min(panels, T) : 1;
     for (int64_t j = 0; j < g; ++j)
       for (int64_t c = 0; c < pc; ++c) tasks.push_back({i, tiles * j / g, tiles * (j + 1) / g, panels * c / pc, panels * (c + 1) / pc});
