@@ -59,9 +59,59 @@ inline __m512 nanmax16(__m512 a, __m512 b) {
 // any window overhang read), then per output column the max over kernel_w entries of acc:
 // consecutive entries (stride 1) or every other one, as the even lanes of two loads (stride 2).
 // Output rows [oy0, oy1); xc points at input row y_base (rows before it are not read).
+// Stride 2 along rows, windows of KW <= 4 columns, output rows of at most 16 (maps up to ~32
+// wide: googlenet's 28 x 28 and 14 x 14 pools; wider rows keep the path below, whose one column
+// pass a row reads each input once, where this reads a block's 48 columns for each block): each
+// output row from registers.
+// The column maxima of the 48 input columns a block's windows may touch (2 ox - pad_w on) are
+// three vectors (masked loads, -inf outside the map), and window column j of the 16 outputs is the
+// even lanes of those shifted by j (valignd, then one permute), with no trip through `acc` (whose
+// masked store and overlapping reloads stalled store forwarding: googlenet's 832 x 14 x 14, 2 x 2 / 2
+// pools, ~75% of their time there). The same maxima in the same order as the path below.
+template <int KW>
+void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* yc, int oy0, int oy1, int y_base) {
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  // Lanes l of the 16 columns from c on that lie in [0, W).
+  auto inside = [W](int64_t c) {
+    const int64_t lo = std::max<int64_t>(0, -c), hi = std::min<int64_t>(16, W - c);
+    return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
+  };
+  for (int oy = oy0; oy < oy1; ++oy) {
+    const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
+    float* yr = yc + int64_t{oy} * Wo;
+    for (int ox = 0; ox < Wo; ox += 16) {
+      const int64_t c0 = int64_t{2} * ox - p.pad_w;
+      __m512 v[3] = {ninf, ninf, ninf};
+      for (int q = 0; q < (KW > 2 ? 3 : 2); ++q) {
+        const __mmask16 m = inside(c0 + 16 * q);
+        if (!m) continue;
+        for (int y = ys; y < ye; ++y) v[q] = nanmax16(_mm512_mask_loadu_ps(ninf, m, xc + int64_t{y - y_base} * W + c0 + 16 * q), v[q]);
+      }
+      __m512 r = ninf;
+      auto column = [&](auto j) __attribute__((always_inline)) {
+        constexpr int J = decltype(j)::value;
+        const __m512 a = J == 0 ? v[0] : _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(v[1]), _mm512_castps_si512(v[0]), J));
+        const __m512 b = J == 0 ? v[1] : _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(v[2]), _mm512_castps_si512(v[1]), J));
+        r = nanmax16(_mm512_permutex2var_ps(a, evens, b), r);
+      };
+      column(std::integral_constant<int, 0>{});
+      if constexpr (KW > 1) column(std::integral_constant<int, 1>{});
+      if constexpr (KW > 2) column(std::integral_constant<int, 2>{});
+      if constexpr (KW > 3) column(std::integral_constant<int, 3>{});
+      const __mmask16 mo = Wo - ox >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wo - ox)) - 1);
+      _mm512_mask_storeu_ps(yr + ox, mo, r);
+    }
+  }
+}
+
 void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
                        int y_base) {
   const int sw = p.stride_w, kw = p.kernel_w;
+  if (sw == 2 && kw >= 1 && kw <= 4 && Wo <= 16) {
+    with_rows<4>(kw, [&](auto k) { pool_rows_s2<decltype(k)::value>(xc, H, W, Wo, p, yc, oy0, oy1, y_base); });
+    return;
+  }
   const int64_t span = int64_t{(Wo + 15) / 16 * 16} * sw + kw + 32;  // entries the last block may read
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);

@@ -125,10 +125,13 @@ for (const device of devices) {
       // the last four keep the map's size (stride 1, padding (k - 1) / 2): on AVX2 and AVX-512 the planes
       // without NaN take flat passes over the whole plane (maps down to 1x1, 1xN, Nx1; a size
       // again after another: one mask table per size)
+      // (stride 2 along rows with windows of 1-4 columns: on AVX-512 rows of up to 16 outputs from
+      // registers, wider ones through a row of column maxima; maps of both kinds below)
       for (const o of [{ kernel: [3, 3], stride: [2, 2] }, { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }, { kernel: [2, 3], stride: [2, 1], ceilMode: true }, { kernel: [3, 3], stride: [3, 3], padding: [1, 1], ceilMode: true },
+        { kernel: [2, 2], stride: [2, 2], ceilMode: true }, { kernel: [3, 4], stride: [1, 2], padding: [1, 2], ceilMode: true }, { kernel: [2, 1], stride: [3, 2] },
         { kernel: [3, 3], stride: [1, 1], padding: [1, 1] }, { kernel: [5, 3], stride: [1, 1], padding: [2, 1], ceilMode: true }, { kernel: [1, 5], stride: [1, 1], padding: [0, 2] }, { kernel: [7, 7], stride: [1, 1], padding: [3, 3] }]) {
         const sameSize = o.stride[0] === 1 && o.stride[1] === 1;
-        const sizes = [[r.int(3, 30), r.int(3, 30)], [r.int(3, 30), r.int(3, 30)], ...(sameSize ? [[1, 1], [1, r.int(2, 20)], [r.int(2, 20), 1], [14, 14], [7, 7], [14, 14]] : [[r.int(3, 30), r.int(3, 30)], [r.int(3, 30), r.int(3, 30)], [r.int(3, 30), r.int(3, 30)], [14, 14]])];
+        const sizes = [[r.int(3, 30), r.int(3, 30)], [r.int(3, 30), r.int(3, 30)], ...(sameSize ? [[1, 1], [1, r.int(2, 20)], [r.int(2, 20), 1], [14, 14], [7, 7], [14, 14]] : [[r.int(3, 30), r.int(3, 30)], [r.int(3, 30), r.int(33, 70)], [r.int(3, 30), r.int(3, 30)], [14, 14], [28, 28]])];
         const maps = sizes.map(([H, W]) => randomMap(r, 3, H, W));
         maps[0].data[5] = NaN;
         maps[1].data[r.int(0, maps[1].data.length - 1)] = Infinity;
