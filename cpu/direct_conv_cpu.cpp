@@ -169,12 +169,11 @@ void tile512(int64_t K, const float* const* px, const int32_t* off, const float*
   auto at = [&](int r, int64_t o) __attribute__((always_inline)) { return J == 0 ? p[r] + o : (r < J ? qa : qb) + o + 16 * r; };
   for (int64_t k = 0; k < K; ++k) {
     const int64_t o = off[k];
-    // 8 products ahead: the filters, and the first and last pixel's input (the offset table has 8
-    // entries past its end for these).
+    // The filters 8 products ahead (prefetching the first and last pixels' inputs too, as until
+    // 2026-11-28, cost 1-2%: googlenet's `Model.run` 12.8 -> 12.7 ms at 1x224, 45.6 -> 44.7 at
+    // 4x224, four alternating pairs; they are in L1 or L2, written by the blocked copy just before).
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) _mm_prefetch(reinterpret_cast<const char*>(wp + (k + 8) * kCh + 16 * v), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(at(0, off[k + 8])), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(at(R - 1, off[k + 8])), _MM_HINT_T0);
     __m512 w[NV];
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_ps(wp + k * kCh + 16 * v);
@@ -354,8 +353,7 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
   }
 
   // k's offset within a window of a map's input, in product_order: one table per distinct plane
-  // shape (a ragged batch of many maps of few sizes keeps few), table[i] the one of map i; 8
-  // entries past the end, for the tiles' prefetches.
+  // shape (a ragged batch of many maps of few sizes keeps few), table[i] the one of map i.
   std::vector<int32_t> offs;
   const std::vector<size_t> table = tables_by_key(
       in.count, offs, [&](int i) { return std::make_pair(maps[static_cast<size_t>(i)].plane, maps[static_cast<size_t>(i)].row); },
@@ -366,7 +364,6 @@ Status conv2d_direct(const RaggedView& in, const float* x, const Conv2dParams& p
             for (int kj = 0; kj < p.kernel_w; ++kj)
               for (int c = 0; c < std::min(bw, cin - blk * bw); ++c)
                 o.push_back(static_cast<int32_t>(blk * m.plane + int64_t{ki} * p.dilation_h * m.row + int64_t{kj} * p.dilation_w * m.pixel + c));
-        for (int e = 0; e < 8; ++e) o.push_back(0);
       });
   // Tasks: (map, run of tiles, run of panels). A map's tiles in groups of about kGroupPixels, their
   // count a multiple of the threads (equal shares of one map); a map of fewer tiles than threads
