@@ -106,10 +106,35 @@ async function sppnetLayers(ops, N, reps) {
       f = () => sp.linear(x, wt, b, { relu: o.fc.relu, out });
       keep = [x, wt, b, out];
     }
-    rows.push({ ...o, ms: await med(f, reps) });
+    rows.push({ ...o, src: o, ms: await med(f, reps) });
     keep.forEach((t) => t.dispose());
   }
   return rows;
+}
+
+/**
+ * Each layer's time inside a whole Model.run: a model whose compiled plan times its steps
+ * (SPPNET_PLAN_TIMES=1, lib/nn/plans.ts), reps + 3 runs, the plan's mean per step. The steps are
+ * the ops of `ops` but the concats (written in place on the CPU); undefined if they do not line up.
+ */
+async function inRunLayers(spec, ops, N, reps) {
+  const was = process.env.SPPNET_PLAN_TIMES;
+  process.env.SPPNET_PLAN_TIMES = '1';
+  const model = await sp.buildModel({ spec, seed: 1, device: 'cpu' });
+  const x = sp.tensor(randomArray(N * 3 * 224 * 224, rng(5)), [N, 3, 224, 224]);
+  let t;
+  try {
+    for (let i = 0; i < reps + 3; i++) (await model.run(x)).dispose();
+    t = model.planTimes()[0];
+  } finally {
+    if (was === undefined) delete process.env.SPPNET_PLAN_TIMES;
+    else process.env.SPPNET_PLAN_TIMES = was;
+    model.dispose();
+    x.dispose();
+  }
+  const stepped = ops.filter((o) => !o.concat);
+  if (!t || t.stepMs.length !== stepped.length) return undefined;
+  return new Map(stepped.map((o, i) => [o, t.stepMs[i]]));
 }
 
 /** ORT's per-node kernel time (ms per run, averaged over `reps` profiled runs), with each node's op type and conv kernel. */
@@ -173,6 +198,7 @@ async function main() {
   const whole = await med(async () => (await model.run(x)).dispose(), reps);
   model.dispose();
   x.dispose();
+  const inRun = await inRunLayers(spec, ops, N, reps);
 
   let ort = null;
   const onnx = path.join(opt.dir, `${opt.arch}.onnx`);
@@ -188,14 +214,16 @@ async function main() {
   const rows = kinds.map((k) => {
     const o = ours.filter((r) => r.kind === k), p = peer ? peer.nodes.filter((n) => n.kind === k) : [];
     const msO = sum(o.map((r) => r.ms)), msP = peer ? sum(p.map((n) => n.ms)) : null, fl = sum(o.map((r) => r.flops)) * N;
-    return [k, String(o.length), fmt(msO), fl ? fmt(fl / msO / 1e6) : '', peer ? String(p.length) : '-', fmt(msP), fl && peer && msP ? fmt(fl / msP / 1e6) : '', peer && msO ? `${(msP / msO).toFixed(2)}x` : '-'];
+    const msR = inRun ? sum(o.map((r) => inRun.get(r.src) ?? 0)) : null;
+    return [k, String(o.length), fmt(msO), fl ? fmt(fl / msO / 1e6) : '', fmt(msR), fl && msR ? fmt(fl / msR / 1e6) : '', peer ? String(p.length) : '-', fmt(msP), fl && peer && msP ? fmt(fl / msP / 1e6) : '', peer && msO ? `${(msP / msO).toFixed(2)}x` : '-', peer && msR ? `${(msP / msR).toFixed(2)}x` : '-'];
   });
-  const totO = sum(ours.map((r) => r.ms)), totP = peer ? sum(peer.nodes.map((n) => n.ms)) : null;
-  rows.push(['sum of layers', String(ours.length), fmt(totO), '', peer ? String(peer.nodes.length) : '-', fmt(totP), '', peer ? `${(totP / totO).toFixed(2)}x` : '-']);
-  rows.push([`of which calls`, String(ours.length), fmt(callMs * ours.length), '', '', '', '', '']);
-  rows.push(['whole run', '', fmt(whole), fmt((sum(ours.map((r) => r.flops)) * N) / whole / 1e6), '', fmt(peer?.wallMs), peer ? fmt((sum(ours.map((r) => r.flops)) * N) / peer.wallMs / 1e6) : '', peer ? `${(peer.wallMs / whole).toFixed(2)}x` : '-']);
-  console.log('\n' + textTable(['kind', 'sppnet layers', 'sppnet ms', 'GFLOP/s', 'ORT nodes', 'ORT ms', 'GFLOP/s', 'ort/sppnet'], rows, 1));
+  const totO = sum(ours.map((r) => r.ms)), totP = peer ? sum(peer.nodes.map((n) => n.ms)) : null, totR = inRun ? sum([...inRun.values()]) : null;
+  rows.push(['sum of layers', String(ours.length), fmt(totO), '', fmt(totR), '', peer ? String(peer.nodes.length) : '-', fmt(totP), '', peer ? `${(totP / totO).toFixed(2)}x` : '-', peer && totR ? `${(totP / totR).toFixed(2)}x` : '-']);
+  rows.push([`of which calls`, String(ours.length), fmt(callMs * ours.length), '', '', '', '', '', '', '', '']);
+  rows.push(['whole run', '', fmt(whole), fmt((sum(ours.map((r) => r.flops)) * N) / whole / 1e6), '', '', '', fmt(peer?.wallMs), peer ? fmt((sum(ours.map((r) => r.flops)) * N) / peer.wallMs / 1e6) : '', peer ? `${(peer.wallMs / whole).toFixed(2)}x` : '-', '']);
+  console.log('\n' + textTable(['kind', 'sppnet layers', 'sppnet ms', 'GFLOP/s', 'in a run ms', 'GFLOP/s', 'ORT nodes', 'ORT ms', 'GFLOP/s', 'ort/sppnet', 'ort/in a run'], rows, 1));
   console.log(`"of which calls": ${ours.length} x the median of an almost empty call (sp.relu of 16 floats), ${callMs.toFixed(3)} ms. ORT's "whole run" is with its profiler on.`);
+  console.log(inRun ? `"in a run": each layer's time inside a whole compiled Model.run (SPPNET_PLAN_TIMES=1: the plan times its steps), the mean of ${reps + 1} runs; the layer calls above each pay a hand-over and start cold.` : '"in a run": n/a (the timed plan\'s steps did not line up with the layers)');
   console.log('\nsppnet layers, slowest first (ms, GFLOP/s):');
   for (const r of [...ours].sort((a, b) => b.ms - a.ms).slice(0, 15)) {
     const c = r.conv;

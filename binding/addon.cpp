@@ -238,7 +238,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("DeviceBuffer", ctor);
   export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats}, {"kernelTimes", KernelTimesFn},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
-                                   {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"releasePlan", ReleasePlan},
+                                   {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"planTimes", PlanTimes}, {"releasePlan", ReleasePlan},
                                    {"cancelQueued", CancelQueued}});
   exports.Set("enums", Enums(env));
   init_spp(env, exports);

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #ifdef __linux__
@@ -536,9 +537,19 @@ Napi::Value queue(Napi::Env env, std::function<Status()> task, const std::vector
 // was queued before releasePlan reads or writes is collected, or goes to the cache
 // (Tensor.dispose()), before that run is over. Holders let go on the JS thread (a run's task is
 // dropped in OnOK / OnError or with its worker).
+// A timed plan's clock (compileSequence(steps, true)): the nanoseconds each step took, summed
+// over the plan's runs, and the runs counted; written by the thread that runs the plan, read by
+// planTimes on the JS thread (relaxed atomics: a read during a run may see part of it).
+struct StepTimes {
+  explicit StepTimes(size_t n) : ns(n) {}
+  std::vector<std::atomic<int64_t>> ns;
+  std::atomic<int64_t> runs{0};
+};
+
 struct SequencePlan {
   std::shared_ptr<std::vector<std::function<Status()>>> tasks = std::make_shared<std::vector<std::function<Status()>>>();
   std::shared_ptr<Holds> holds = std::make_shared<Holds>();
+  std::shared_ptr<StepTimes> times;  // null unless timed
   int runs = 0;
   int64_t work = 0;
   void release() {
@@ -577,11 +588,23 @@ std::vector<CapturedTask> capture_steps(Napi::Env env, AddonData* d, const Napi:
       auto tasks = plan->tasks;
       // `held`: what the plan's tasks use stays alive (and its host blocks counted) while this
       // run, or a plan compiled with this step, lives.
-      CapturedTask c{[tasks, held = plan->holds]() {
-                       for (const auto& t : *tasks) {
-                         const Status s = t();
+      CapturedTask c{[tasks, held = plan->holds, times = plan->times]() {
+                       if (!times) {
+                         for (const auto& t : *tasks) {
+                           const Status s = t();
+                           if (!s.ok()) return s;
+                         }
+                         return Status::Ok();
+                       }
+                       auto t0 = std::chrono::steady_clock::now();
+                       for (size_t i = 0; i < tasks->size(); ++i) {
+                         const Status s = (*tasks)[i]();
+                         const auto t1 = std::chrono::steady_clock::now();
+                         times->ns[i].fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), std::memory_order_relaxed);
+                         t0 = t1;
                          if (!s.ok()) return s;
                        }
+                       times->runs.fetch_add(1, std::memory_order_relaxed);
                        return Status::Ok();
                      },
                      {}, plan->runs, plan->work};
@@ -654,6 +677,7 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
   auto* plan = new SequencePlan();
   plan->runs = captured.front().runs;
   plan->work = total_work(captured);
+  if (info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value()) plan->times = std::make_shared<StepTimes>(captured.size());
   for (CapturedTask& c : captured) {
     for (auto& r : c.keep) plan->holds->add(env, std::move(r));
     plan->tasks->push_back(std::move(c.task));
@@ -664,6 +688,19 @@ Napi::Value CompileSequence(const Napi::CallbackInfo& info) {
   });
   external.TypeTag(&kPlanTag);
   return external;
+}
+
+// planTimes(plan): a timed plan's clock as a Float64Array [runs, ms of step 0, ms of step 1, ...]
+// (each step's total over the runs), or undefined for a plan compiled without one.
+Napi::Value PlanTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const SequencePlan* plan = plan_of(env, info[0], "planTimes");
+  if (!plan->times) return env.Undefined();
+  const StepTimes& t = *plan->times;
+  Napi::Float64Array out = Napi::Float64Array::New(env, t.ns.size() + 1);
+  out[0] = static_cast<double>(t.runs.load(std::memory_order_relaxed));
+  for (size_t i = 0; i < t.ns.size(); ++i) out[i + 1] = static_cast<double>(t.ns[i].load(std::memory_order_relaxed)) / 1e6;
+  return out;
 }
 
 // releasePlan(plan): drops its tasks and what they hold (device memory, the JS values) now, not

@@ -378,10 +378,12 @@ struct LayerJob {
   FloatArg x, y, w, b, dy, dx, dw, db;
 };
 
-// runSequence(steps): the op entry points' tasks run as one; compileSequence(steps): kept as a
-// plan that runSequence runs as one of its steps; releasePlan(plan): its tasks dropped (common.cpp).
+// runSequence(steps): the op entry points' tasks run as one; compileSequence(steps, timed): kept as a
+// plan that runSequence runs as one of its steps (timed: each step's time summed, for planTimes);
+// releasePlan(plan): its tasks dropped (common.cpp).
 Napi::Value RunSequence(const Napi::CallbackInfo& info);
 Napi::Value CompileSequence(const Napi::CallbackInfo& info);
+Napi::Value PlanTimes(const Napi::CallbackInfo& info);
 Napi::Value ReleasePlan(const Napi::CallbackInfo& info);
 
 // Sets exports[name] = a JS function calling fn, for each (name, fn).

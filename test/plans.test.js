@@ -33,9 +33,10 @@ async function counting(f) {
     seen.steps.push(steps.length / 2);
     return run.call(native, steps);
   };
-  native.compileSequence = (steps) => {
+  native.compileSequence = (steps, timed) => {
     seen.compiled += 1;
-    return compile.call(native, steps);
+    seen.timed = timed;
+    return compile.call(native, steps, timed);
   };
   try {
     await f();
@@ -75,6 +76,36 @@ for (const device of devices) {
       expect(runs.slice(1), 'steps of the compiled runs').to.deep.equal([3, 3, 3, 3]);
       expect(seen.calls).to.equal(10);
       model.dispose();
+    });
+
+    it('time their steps under SPPNET_PLAN_TIMES=1 (Model.planTimes: one entry a plan, a mean per recorded op), and not otherwise', async function () {
+      const seed = freshSeed();
+      const r = rng(seed);
+      const x = [img(r, [3, 19, 23]), img(r, [3, 30, 17])];
+      const plain = await sp.loadModel({ spec, seed: 3, device });
+      for (let k = 0; k < 3; k++) (await plain.run(x)).dispose();
+      expect(plain.planTimes(), 'a plan compiled without the variable').to.deep.equal([]);
+      plain.dispose();
+      process.env.SPPNET_PLAN_TIMES = '1';
+      let timed, seen;
+      try {
+        timed = await sp.loadModel({ spec, seed: 3, device });
+        seen = await counting(async () => {
+          for (let k = 0; k < 6; k++) (await timed.run(x)).dispose();
+        });
+      } finally {
+        delete process.env.SPPNET_PLAN_TIMES;
+      }
+      // Run 1 through the layers (one native call a step), run 2 records and compiles: the plan's
+      // own steps are run 1's but its copies in and out; runs 2-6 run the plan.
+      expect(seen.timed, 'compiled timed').to.equal(true);
+      const t = timed.planTimes();
+      expect(t.length, `seed ${seed}`).to.equal(1);
+      expect(t[0].runs, 'runs of the plan').to.equal(5);
+      expect(t[0].stepMs.length, 'a time per recorded op').to.equal(seen.steps[0] - 2);
+      expect(t[0].stepMs.every((ms) => Number.isFinite(ms) && ms >= 0), 'finite, non-negative').to.equal(true);
+      expect(t[0].stepMs.some((ms) => ms > 0), 'some time measured').to.equal(true);
+      timed.dispose();
     });
 
     it('keep signatures apart (sizes, kind, features vs run) and each result its own tensor', async function () {

@@ -199,8 +199,13 @@ export interface Native {
    * undefined) runs its steps there.
    */
   runSequence(steps: unknown[]): Promise<void>;
-  /** The steps as runSequence takes them, made into tasks once and kept (nothing runs): a plan for runSequence. */
-  compileSequence(steps: unknown[]): NativePlan;
+  /**
+   * The steps as runSequence takes them, made into tasks once and kept (nothing runs): a plan for
+   * runSequence. `timed`: each run of it times each step (planTimes reads the sums).
+   */
+  compileSequence(steps: unknown[], timed?: boolean): NativePlan;
+  /** A timed plan's [runs, ms of step 0, ms of step 1, ...] (totals over its runs); undefined if not timed. */
+  planTimes(plan: NativePlan): Float64Array | undefined;
   /** Drops a plan's tasks and what they hold (device memory included) now; it must not run again. */
   releasePlan(plan: NativePlan): void;
   /** CPU and CUDA ops queued and not started are not run: their promises reject (SPPNET_UNAVAILABLE). At exit. */

@@ -31,10 +31,11 @@ export class OpSequence {
   /**
    * The calls recorded from call `from` on, taken out of the sequence and compiled into a plan
    * (native.compileSequence): the same ops on the same buffers, runnable again without recording.
+   * `timed`: each run of the plan times each step (native.planTimes).
    */
-  compileFrom(from: number): NativePlan {
+  compileFrom(from: number, timed = false): NativePlan {
     const steps = this.steps.splice(2 * from);
-    return native.compileSequence(steps);
+    return native.compileSequence(steps, timed);
   }
 
   /**

@@ -64,6 +64,7 @@ export class Model {
   /** The parameters as host arrays keyed by state_dict name (a copy). */
   stateDict(): Promise<Map<string, { shape: number[]; data: Float32Array }>> { return this.call('Model.stateDict', () => this.weights.stateDict(this.params)); } // prettier-ignore
 
+  /** @internal Each timed plan's step times (SPPNET_PLAN_TIMES=1; plans.ts). */ planTimes(): ReturnType<PlanCache['times']> { return this.plans.times(); } // prettier-ignore
   /** Bytes of activation buffers the model holds now (in use by runs in flight, and kept for the next). */
   get activationBytes(): number { return this.pool.bytes; } // prettier-ignore
 

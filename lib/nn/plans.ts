@@ -6,6 +6,8 @@
 // tasks made once) and keeps the plan with every activation buffer the run used. A later run of
 // that signature records three steps (copy the input in, the plan, copy the output out into a
 // new tensor) and runs them as one native call. Measured: bench/RESULTS.md, "Compiled runs".
+// SPPNET_PLAN_TIMES=1: plans recorded then time each of their steps on every run (Model.planTimes,
+// for bench/torchvision_layers.js: each layer's time inside a whole run).
 //
 // The run of the first sighting goes the same way (input copied in, output copied out) without
 // compiling, and its use of activation buffers (each take and give, in order) is traced; the
@@ -152,7 +154,7 @@ export class PlanCache {
     try {
       const shape = outShape(fn, r.out);
       // Layers that record no op (dropout alone): nothing to compile; the copy in is the result.
-      const plan = compile !== undefined && seq.length > from ? new Plan(seq.compileFrom(from), input, r.out, shape) : undefined;
+      const plan = compile !== undefined && seq.length > from ? new Plan(seq.compileFrom(from, process.env.SPPNET_PLAN_TIMES === '1'), input, r.out, shape) : undefined;
       if (plan) {
         seq.addPlan(plan.native);
         // Every buffer this run took is back in its free list at release(): the plan keeps them
@@ -209,6 +211,22 @@ export class PlanCache {
   /** Plans kept now. */
   get size(): number {
     return this.plans.size;
+  }
+
+  /**
+   * For each plan kept (least recently used first) that was compiled timed (SPPNET_PLAN_TIMES=1 when
+   * it was recorded): its signature, its runs, and each step's mean ms a run, in the order the layers
+   * recorded their ops (one op a layer, or a fused pair; none for an in-place concat).
+   */
+  times(): Array<{ signature: string; runs: number; stepMs: number[] }> {
+    const out: Array<{ signature: string; runs: number; stepMs: number[] }> = [];
+    for (const [signature, p] of this.plans) {
+      const t = native.planTimes(p.native);
+      if (!t) continue;
+      const runs = t[0];
+      out.push({ signature, runs, stepMs: Array.from(t.subarray(1), (ms) => (runs > 0 ? ms / runs : 0)) });
+    }
+    return out;
   }
 
   /** Drops every plan (their buffers go back to the pool, those in use when their run ends), and any plan being recorded. */
