@@ -34,7 +34,7 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
 }
 
 // convCacheFloats({ params, relu, out layout }): the filter cache a CPU conv2d of this shape
-// takes, or 0 (neither Winograd nor the direct path for it).
+// takes, or 0 (none of the Winograd, direct and lanes paths for it).
 Napi::Value ConvCacheFloats(const Napi::CallbackInfo& info) {
   const Napi::Object a = info[0].As<Napi::Object>();
   const RaggedLayout out = ragged_layout(a, "out");

@@ -158,6 +158,14 @@ bool lanes_applies(const Conv2dParams& p, const RaggedView& out) {
 #ifdef SPP_X86
   if (!settings().lanes || detect_isa() != Isa::kAvx512) return false;
   if (p.groups != 1 || p.stride_w < 2 || p.stride_w > 8) return false;
+  // Where im2col + GEMM loses: few input channels (the GEMM's K is tiny), or a kernel of at least 4x
+  // the stride's area (im2col writes each input ~kh kw / (sh sw) times); at most 1024 products a
+  // sum. `/tmp` bench of conv2d_forward, 2 threads, lanes / im2col: 3 -> 64 at 224, 7x7/2 0.76-0.83
+  // / 0.89-0.95 ms, 3x3/2 0.28-0.29 / 0.35-0.44; 8 -> 64 and 16 -> 64, 7x7/2, 1.9-2.0 / 2.2 and 3.8 /
+  // 4.5; but 3x3/2 at 16 -> 32, 32 -> 64 (224) and 256 -> 256 (64) 0.72-1.0 / 0.60, 2.4 / 1.8 and
+  // 5.3-5.4 / 3.8-3.9.
+  const int64_t taps = int64_t{p.in_channels} * p.kernel_h * p.kernel_w;
+  if (!(p.in_channels <= 4 || p.kernel_h * p.kernel_w >= 4 * p.stride_h * p.stride_w) || taps > 1024) return false;
   // Lanes in use: a row of Wo pixels takes ceil(Wo / 16) segments; at least 90% of the lanes
   // (ZF-5's conv2, 27 wide, 84%: 10% slower than im2col + GEMM; AlexNet's conv1, 55 wide, 86%: 8%).
   int64_t used = 0, lanes = 0;

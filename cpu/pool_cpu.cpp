@@ -2,6 +2,7 @@
 // LRN + max pooling (lrn_cpu.cpp).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "isa.h"
@@ -86,7 +87,13 @@ void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, 
       for (int q = 0; q < (KW > 2 ? 3 : 2); ++q) {
         const __mmask16 m = inside(c0 + 16 * q);
         if (!m) continue;
-        for (int y = ys; y < ye; ++y) v[q] = nanmax16(_mm512_mask_loadu_ps(ninf, m, xc + int64_t{y - y_base} * W + c0 + 16 * q), v[q]);
+        // The block may start left of the row (c0 < 0, masked off): its address as an integer,
+        // not a pointer before the plane.
+        const intptr_t col = static_cast<intptr_t>(c0 + 16 * q) * static_cast<intptr_t>(sizeof(float));
+        for (int y = ys; y < ye; ++y) {
+          const float* row = xc + int64_t{y - y_base} * W;
+          v[q] = nanmax16(_mm512_mask_loadu_ps(ninf, m, reinterpret_cast<const float*>(reinterpret_cast<intptr_t>(row) + col)), v[q]);
+        }
       }
       __m512 r = ninf;
       auto column = [&](auto j) __attribute__((always_inline)) {

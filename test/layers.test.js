@@ -432,12 +432,15 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
 });
 
 describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', function () {
-  // A conv whose stride along rows is 2-8 and whose output rows fill at least 90% of 16-pixel
-  // segments runs with output pixels in the vector lanes: the input split by column phase into
-  // zero-padded planes, tiles of 3 segments x 8 filters, masked stores at row ends
+  // A conv whose stride along rows is 2-8, with at most 4 input channels or a kernel of at least 4x
+  // the stride's area, at most 1024 products a sum, and output rows that fill at least 90% of
+  // 16-pixel segments runs with output pixels in the vector lanes: the input split by column phase
+  // into zero-padded planes, tiles of 3 segments x 8 filters, masked stores at row ends
   // (cpu/lanes_conv_cpu.cpp). Checked against the reference on maps sized so the batch takes it
-  // (segments that end rows early, tiles across rows, filters off the panel of 8), NaN/Inf,
-  // poisoned outputs; 1 and 2 threads bit for bit; a model's filter cache of this path's size.
+  // (segments that end rows early, tiles across rows, filters off the panel of 8, strides up to 8,
+  // phases no window reads), NaN/Inf, poisoned outputs; 1 and 2 threads bit for bit; with
+  // SPPNET_LANES=0 each case gives other bits (another order of the sums: so the path was taken);
+  // a model's filter cache of this path's size.
   const { runNode } = require('./support/child');
   const path = require('path');
   const child = (seed) => `
@@ -449,13 +452,15 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
       if (sp.backend().cpu.isa !== 'avx512') return console.log('no avx512');
       const r = rng(${seed});
       let bad = 0;
-      const hash = crypto.createHash('sha256');
+      const hashes = [];
       const W16 = (kw, s, d, p, segs, less) => (segs * 16 - less - 1) * s + d * (kw - 1) + 1 - 2 * p;  // input width for segs x 16 - less outputs
       for (const [c, sizes] of [
         [{ cin: 3, cout: 20, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true }, [[37, W16(7, 2, 1, 3, 3, 0)], [6, W16(7, 2, 1, 3, 2, 1)], [1, W16(7, 2, 1, 3, 4, 0)]]],
         [{ cin: 5, cout: 8, kh: 11, kw: 11, stride: [4, 4], padding: [0, 0] }, [[43, W16(11, 4, 1, 0, 2, 0)], [12, W16(11, 4, 1, 0, 5, 1)]]],
         [{ cin: 9, cout: 13, kh: 3, kw: 5, stride: [1, 2], padding: [1, 2], dilation: [2, 2], relu: true }, [[9, W16(5, 2, 2, 2, 1, 0)], [4, W16(5, 2, 2, 2, 3, 0)]]],
-        [{ cin: 16, cout: 33, kh: 5, kw: 5, stride: [3, 3], padding: [1, 1] }, [[20, W16(5, 3, 1, 1, 2, 0)]]],
+        [{ cin: 16, cout: 33, kh: 7, kw: 7, stride: [3, 3], padding: [1, 1] }, [[20, W16(7, 3, 1, 1, 2, 0)]]],
+        [{ cin: 2, cout: 9, kh: 2, kw: 3, stride: [2, 5], padding: [0, 1], relu: true }, [[11, W16(3, 5, 1, 1, 2, 0)], [3, W16(3, 5, 1, 1, 1, 1)]]],
+        [{ cin: 3, cout: 8, kh: 1, kw: 1, stride: [1, 8] }, [[5, W16(1, 8, 1, 0, 3, 0)]]],
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
@@ -470,45 +475,52 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
           const g = got[i][j];
           if (Number.isNaN(v) ? !Number.isNaN(g) : !(g === v || Math.abs(g - v) <= 2e-4 * (1 + Math.abs(v)))) bad++;
         }));
+        const hash = crypto.createHash('sha256');
         got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
+        hashes.push(hash.digest('hex').slice(0, 12));
       }
       // A model's strided conv keeps its packed filters in a cache of this path's size (16 +
       // 512 n + 128 floats): spoiling them changes the logits; restored, the first run's logits
-      const spec = { name: 'lanes', inChannels: 3, layers: [
-        { type: 'conv', name: 'conv1', out: 12, kernel: 7, stride: 2, padding: 3, relu: true },
-        { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
-      const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
-      const img = { data: Float32Array.from({ length: 3 * 9 * 63 }, () => r.normal()), C: 3, H: 9, W: 63 };
-      const sd = await m.stateDict();
-      const Wt = (n) => sd.get(n).data;
-      const f = refSpp([refConv2d(img, Wt('conv1.weight'), Wt('conv1.bias'), { cout: 12, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true })], { levels: [2, 1] });
-      const ref = refLinear(f, 1, f.length, Wt('fc.weight'), 3, Wt('fc.bias'));
-      const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 9, 63])])).data());
-      const one = await run(), two = await run();
-      [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
-      const cache = m.filterCaches.get('conv1');
-      if (!cache || (cache.length - 16) % 512 !== 128) bad += 1000;
-      else {
-        const good = Float32Array.from(cache);
-        cache.fill(0, 16);
-        const spoiled = await run();
-        if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
-        cache.set(good);
-        if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
+      if (process.env.SPPNET_LANES !== '0') {
+        const spec = { name: 'lanes', inChannels: 3, layers: [
+          { type: 'conv', name: 'conv1', out: 12, kernel: 7, stride: 2, padding: 3, relu: true },
+          { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
+        const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
+        const img = { data: Float32Array.from({ length: 3 * 9 * 63 }, () => r.normal()), C: 3, H: 9, W: 63 };
+        const sd = await m.stateDict();
+        const Wt = (n) => sd.get(n).data;
+        const f = refSpp([refConv2d(img, Wt('conv1.weight'), Wt('conv1.bias'), { cout: 12, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true })], { levels: [2, 1] });
+        const ref = refLinear(f, 1, f.length, Wt('fc.weight'), 3, Wt('fc.bias'));
+        const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 9, 63])])).data());
+        const one = await run(), two = await run();
+        [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
+        const cache = m.filterCaches.get('conv1');
+        if (!cache || (cache.length - 16) % 512 !== 128) bad += 1000;
+        else {
+          const good = Float32Array.from(cache);
+          cache.fill(0, 16);
+          const spoiled = await run();
+          if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
+          cache.set(good);
+          if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
+        }
       }
-      console.log('bad ' + bad + ' ' + hash.digest('hex').slice(0, 16));
+      console.log('bad ' + bad + ' ' + hashes.join(','));
     })();`;
-  it('gives the reference on ragged batches (row ends, tiles across rows, strides 2-4, dilation, filters off the panel, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit', function () {
-    this.timeout(120000); // two child processes
+  it('gives the reference on ragged batches (row ends, tiles across rows, strides 2-8, dilation, unread phases, filters off the panel, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_LANES=0 another order', function () {
+    this.timeout(120000); // three child processes
     const seed = freshSeed();
-    const results = ['1', '2'].map((threads) => {
-      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' } });
+    const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, lanes]) => {
+      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_LANES: lanes, SPPNET_DEVICE: 'cpu' } });
       expect(res.stderr).to.equal('');
       return res.stdout.trim();
     });
     if (results[0] === 'no avx512') this.skip();
-    expect(results[0], `seed ${seed}`).to.match(/^bad 0 [0-9a-f]{16}$/);
+    expect(results[0], `seed ${seed}`).to.match(/^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12}$/);
     expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
+    expect(results[2], `seed ${seed}: SPPNET_LANES=0`).to.match(/^bad 0 /);
+    const on = results[0].split(' ')[2].split(','), off = results[2].split(' ')[2].split(',');
+    on.forEach((h, i) => expect(h, `seed ${seed} case ${i}: the lanes path ran (SPPNET_LANES=0 sums in another order)`).to.not.equal(off[i]));
   });
 });
 

@@ -32,7 +32,7 @@ struct Conv2dParams {
   int32_t relu = 0;  // fused ReLU after the bias
   int32_t math = kMathTf32;  // ConvMath (CUDA only)
   int32_t unused = 0;        // fills what would be padding before the pointer
-  // CPU only, optional: where the Winograd or direct path keeps its transformed or packed filters between calls (the
+  // CPU only, optional: where the Winograd, direct or lanes path keeps its transformed or packed filters between calls (the
   // caller's memory, e.g. a Model's, whose weights do not change between its runs): a header the
   // kernel marks valid once the transform is written, then the transform. Whenever the weights
   // change the caller must stop passing the buffer (take a fresh, zeroed one): clearing the header
@@ -93,8 +93,8 @@ struct DropoutParams {
 
 namespace cpu {
 // Floats a Conv2dParams::filter_cache takes for this layer and output layout: the Winograd path's
-// transformed filters (cpu/winograd_cpu.cpp) or the direct path's packed ones
-// (cpu/direct_conv_cpu.cpp); 0 where neither runs, so no cache is worth keeping.
+// transformed filters (cpu/winograd_cpu.cpp), or the direct or lanes path's packed ones
+// (cpu/direct_conv_cpu.cpp, cpu/lanes_conv_cpu.cpp); 0 where none runs, so no cache is worth keeping.
 int64_t conv_cache_floats(const Conv2dParams& p, const RaggedView& out);
 }  // namespace cpu
 
