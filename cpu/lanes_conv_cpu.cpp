@@ -24,6 +24,7 @@
 #include <cstring>
 #include <vector>
 
+#include "filter_cache.h"
 #include "isa.h"
 #include "parallel.h"
 #include "vec.h"
@@ -193,20 +194,9 @@ Status conv2d_lanes(const RaggedView& in, const float* x, const Conv2dParams& p,
 #ifdef SPP_X86
   const int cin = p.in_channels, cout = p.out_channels, s = p.stride_w;
   const int64_t K = taps(p), panels = panels_of(p);
-  // The packed filters: from the caller's cache when it holds them (see direct_conv_cpu.cpp).
+  // The packed filters: from the caller's cache when it holds them, else packed here.
   static thread_local FloatBuffer wbuf, xbuf, bbuf;
-  const bool cached = p.filter_cache && p.filter_cache_len == lanes_cache_floats(p);
-  int32_t* header = cached ? reinterpret_cast<int32_t*>(p.filter_cache) : nullptr;
-  const bool hit = cached && __atomic_load_n(header, __ATOMIC_ACQUIRE) == kCacheValid && header[1] == cin && header[2] == cout &&
-                   header[3] == p.kernel_h && header[4] == p.kernel_w;
-  float* W = cached ? p.filter_cache + kCacheHeader : wbuf.get(static_cast<size_t>(packed_floats(p)));
-  if (!hit) {
-    pack_filters(p, weight, W);
-    if (cached) {
-      header[1] = cin, header[2] = cout, header[3] = p.kernel_h, header[4] = p.kernel_w;
-      __atomic_store_n(header, kCacheValid, __ATOMIC_RELEASE);
-    }
-  }
+  float* W = cached_filters(p, lanes_cache_floats(p), kCacheValid, kCacheHeader, packed_floats(p), wbuf, [&](float* d) { pack_filters(p, weight, d); });
   float* B = bbuf.get(static_cast<size_t>(panels * kCh));
   for (int64_t m = 0; m < panels * kCh; ++m) B[m] = bias && m < cout ? bias[m] : 0.f;
 

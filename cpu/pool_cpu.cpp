@@ -55,11 +55,6 @@ inline __m512 nanmax16(__m512 a, __m512 b) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_max_ps(a, b), a);
 }
 
-// One plane, stride_w 1 or 2, 16 output columns at a time. Per output row: the max over the
-// window's rows into acc (acc[pad_w + x] = column x, -inf on both sides, where the padding and
-// any window overhang read), then per output column the max over kernel_w entries of acc:
-// consecutive entries (stride 1) or every other one, as the even lanes of two loads (stride 2).
-// Output rows [oy0, oy1); xc points at input row y_base (rows before it are not read).
 // Stride 2 along rows, windows of KW <= 4 columns, output rows of at most 16 (maps up to ~32
 // wide: googlenet's 28 x 28 and 14 x 14 pools; wider rows keep the path below, whose one column
 // pass a row reads each input once, where this reads a block's 48 columns for each block): each
@@ -112,6 +107,11 @@ void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, 
   }
 }
 
+// One plane, stride_w 1 or 2, 16 output columns at a time. Per output row: the max over the
+// window's rows into acc (acc[pad_w + x] = column x, -inf on both sides, where the padding and
+// any window overhang read), then per output column the max over kernel_w entries of acc:
+// consecutive entries (stride 1) or every other one, as the even lanes of two loads (stride 2).
+// Output rows [oy0, oy1); xc points at input row y_base (rows before it are not read).
 void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
                        int y_base) {
   const int sw = p.stride_w, kw = p.kernel_w;
