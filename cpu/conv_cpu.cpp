@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "amx_cpu.h"
+#include "filter_cache.h"
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -419,18 +421,78 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
   });
 }
 
+// ---- SPPNET_AMX=1: bf16x3 products on AMX tiles (amx_cpu.h) ----
+//
+// Every map's columns in chunks of B of ~384 KiB packed (im2col's panels converted, or a 1x1
+// conv's planes read in place), each chunk a task that packs its B and multiplies all the
+// filters (packed once, kept in the caller's filter cache) by it; where there are fewer than two
+// chunks a thread (small maps, few images) the filters are split too, in blocks of 32 rows.
+constexpr int32_t kAmxCacheValid = 0x31584d41;  // "AMX1"
+constexpr int64_t kAmxCacheHeader = 16;          // floats: [valid, cin, cout, kh, kw, unused...]
+
+// Where it measured faster (bench/RESULTS.md, "AMX"): one group and at least 64 filters (fewer
+// leave most of a 32-row block empty, and the packing of B weighs more against the products),
+// and a 1x1 conv only from 128 input channels (below, the FP32 kernels read its planes in place
+// while this path packs them: googlenet's 64 -> 64 at 56 x 56, batch 4, 0.49 -> 0.68 ms).
+bool amx_applies(const Conv2dParams& p) {
+  return p.groups == 1 && p.out_channels >= 64 && (p.kernel_h * p.kernel_w > 1 || p.in_channels >= 128) && amx_enabled();
+}
+
+int64_t amx_cache_floats(const Conv2dParams& p) {
+  return kAmxCacheHeader + amx_a_floats(p.out_channels, int64_t{p.in_channels} * p.kernel_h * p.kernel_w);
+}
+
+Status conv2d_amx(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
+                  const RaggedView& out, float* y) {
+  const int64_t M = p.out_channels, K = int64_t{p.in_channels} * p.kernel_h * p.kernel_w;
+  static thread_local FloatBuffer wbuf;
+  const float* A = cached_filters(p, amx_cache_floats(p), kAmxCacheValid, kAmxCacheHeader, amx_a_floats(M, K), wbuf,
+                                  [&](float* d) { amx_pack_a(M, K, weight, K, d); });
+  const int64_t chunk = std::max<int64_t>(NR, std::min<int64_t>(256, (96 << 10) / amx_round(K) / NR * NR));
+  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+  std::vector<RunCols> cols(pointwise ? 0 : static_cast<size_t>(in.count));
+  std::vector<int64_t> first(static_cast<size_t>(in.count) + 1, 0);  // the first chunk of each map
+  for (int i = 0; i < in.count; ++i) {
+    const int64_t P = int64_t{out.height[i]} * out.width[i];
+    first[i + 1] = first[i] + (P + chunk - 1) / chunk;
+    if (!pointwise && P > 0) cols[i] = run_cols(in, out, i, i + 1, 0, p.in_channels, p, gemm_panels(P) * NR);
+  }
+  const int64_t chunks = first[in.count], mblocks = amx_round(M) / 32;
+  const int64_t parts = std::min(mblocks, std::max<int64_t>(1, (2 * num_threads() + chunks - 1) / std::max<int64_t>(chunks, 1)));
+  parallel_tasks(chunks * parts, [&](int64_t task) {
+    static thread_local FloatBuffer fbuf, bbuf;
+    const int64_t c = task / parts, part = task % parts;
+    const int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), c) - first.begin()) - 1;
+    const int64_t P = int64_t{out.height[i]} * out.width[i], n0 = (c - first[i]) * chunk, nc = std::min(chunk, P - n0);
+    float* Bb = bbuf.get(static_cast<size_t>(amx_b_floats(nc, K)));
+    if (pointwise) {
+      amx_pack_rows(K, nc, x + in.offset[i] + n0, P, Bb);
+    } else {
+      const int64_t q0 = n0 / NR, q1 = (n0 + nc + NR - 1) / NR;
+      float* F = fbuf.get(static_cast<size_t>((q1 - q0) * K * NR));
+      im2col_panels(im2col_for(cols[i]), x, cols[i], p, K, q0, q1, 0, K, F, q0);
+      amx_pack_panels(K, q1 - q0, F, Bb);
+    }
+    amx_gemm(mblocks * part / parts * 32, std::min(M, mblocks * (part + 1) / parts * 32), nc, K, A, Bb, y + out.offset[i] + n0, P,
+             bias, p.relu);
+  });
+  return Status::Ok();
+}
+
 }  // namespace
 
 int64_t conv_cache_floats(const Conv2dParams& p, const RaggedView& out) {
-  if (winograd_applies(p, out)) return winograd_cache_floats(p);
   if (lanes_applies(p, out)) return lanes_cache_floats(p);
+  if (amx_applies(p)) return amx_cache_floats(p);
+  if (winograd_applies(p, out)) return winograd_cache_floats(p);
   return direct_applies(p, out) ? direct_cache_floats(p) : 0;
 }
 
 Status conv2d_forward(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                       const RaggedView& out, float* y) {
-  if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
   if (lanes_applies(p, out) && lanes_fits(p, in)) return conv2d_lanes(in, x, p, weight, bias, out, y);
+  if (amx_applies(p)) return conv2d_amx(in, x, p, weight, bias, out, y);
+  if (winograd_applies(p, out)) return conv2d_winograd(in, x, p, weight, bias, out, y);
   if (direct_applies(p, out) && direct_fits(p, in)) return conv2d_direct(in, x, p, weight, bias, out, y);
   const int G = p.groups, cin_g = p.in_channels / G, cout_g = p.out_channels / G;
   const int64_t K = int64_t{cin_g} * p.kernel_h * p.kernel_w;

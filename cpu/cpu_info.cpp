@@ -19,6 +19,7 @@ std::vector<std::pair<std::string, double>> settings_list() {
   const Settings& s = settings();
   return {{"winograd", s.winograd ? 1 : 0},
           {"lanes", s.lanes ? 1 : 0},
+          {"amx", s.amx ? 1 : 0},
           {"winogradMinChannels", s.winograd_min_channels},
           {"winogradChunk", static_cast<double>(s.winograd_chunk)},
           {"gemmKc", static_cast<double>(s.gemm_kc)},

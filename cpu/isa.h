@@ -10,7 +10,11 @@
 // decides it; every cpu/ file tests SPP_X86.
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SPP_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
 #endif
 
 // Function multiversioning for loops the compiler vectorises: one clone per ISA, picked at load time.
@@ -46,6 +50,21 @@ inline int64_t l2_cache_bytes() {
   if (v >= (64 << 10) && v <= (64 << 20)) return v;
 #endif
   return int64_t{1} << 20;
+}
+
+// Whether the CPU has AMX tiles with BF16 products (and AVX-512 BF16 for the packing), and Linux
+// grants this process the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA: once asked,
+// for every thread until the process ends; a tile instruction without it is SIGILL).
+inline bool amx_bf16_usable() {
+#if defined(SPP_X86) && defined(__linux__) && defined(SYS_arch_prctl)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return false;
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512dq")) return false;
+  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+  return false;
+#endif
 }
 
 inline const char* isa_name(Isa i) { return i == Isa::kAvx512 ? "avx512" : i == Isa::kAvx2 ? "avx2" : "portable"; }

@@ -28,6 +28,7 @@ struct Settings {
   int64_t gemm_l2 = 0;         // SPPNET_GEMM_L2: bytes of a panel group, else half the core's L2
   bool winograd = true;        // SPPNET_WINOGRAD=0: the 3x3 Winograd path off
   bool lanes = true;           // SPPNET_LANES=0: the AVX-512 strided lanes path off (lanes_conv_cpu.cpp)
+  bool amx = false;            // SPPNET_AMX=1: convs as bf16x3 products on AMX tiles, where usable (amx_cpu.h)
   int winograd_min_channels = 160;  // SPPNET_WINOGRAD_MIN_CHANNELS: fewer input or output channels stay on im2col
   int64_t winograd_chunk = 0;  // SPPNET_WINOGRAD_CHUNK: tiles per chunk (rounded up to panels), else sized by memory
 };
@@ -71,6 +72,7 @@ inline Settings read_settings(const EnvReader& read) {
   r.gemm_l2 = positive(read, "SPPNET_GEMM_L2", l2_cache_bytes() / 2, int64_t{1} << 34);
   if (read("SPPNET_WINOGRAD", &s)) r.winograd = s != "0";
   if (read("SPPNET_LANES", &s)) r.lanes = s != "0";
+  if (read("SPPNET_AMX", &s) && s == "1") r.amx = r.isa == Isa::kAvx512 && amx_bf16_usable();
   r.winograd_min_channels = static_cast<int>(positive(read, "SPPNET_WINOGRAD_MIN_CHANNELS", r.winograd_min_channels, 1 << 30));
   r.winograd_chunk = positive(read, "SPPNET_WINOGRAD_CHUNK", 0, int64_t{1} << 40);
   return r;

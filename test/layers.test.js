@@ -524,6 +524,101 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
   });
 });
 
+describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', function () {
+  // With SPPNET_AMX=1 on a CPU with AMX-BF16, convs of one group with at least 64 filters (1x1s
+  // from 128 input channels; not those the lanes path takes) multiply as three bfloat16 products
+  // on AMX tiles (cpu/amx_cpu.h): within 1e-5 of sum |w x| + |b| of the float64 reference, and
+  // infinite inputs give FP32's infinities (or NaN). Checked on ragged batches: filters and K off
+  // the 32-blocks, maps of several column chunks, a lone small map (filters split among the
+  // threads), 1x1 in place and strided, stride 2, dilation, NaN/Inf, poisoned outputs; 1 and 2
+  // threads bit for bit; SPPNET_AMX=0 gives other bits (so each case took the path); a model's
+  // filter cache of this path's size (16 + the packed filters).
+  const { runNode } = require('./support/child');
+  const path = require('path');
+  const child = (seed) => `
+    const sp = require('./dist');
+    const crypto = require('crypto');
+    const { rng, randomMap, refSpp } = require('./test/support/reference');
+    const { refConv2d, refLinear } = require('./test/support/layers-reference');
+    (async () => {
+      if (process.env.SPPNET_AMX === '1' && !sp.backend().cpu.settings.amx) return console.log('no amx');
+      const r = rng(${seed});
+      let bad = 0, worst = 0;
+      const hashes = [];
+      for (const [c, sizes] of [
+        [{ cin: 13, cout: 70, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[20, 30], [5, 3], [1, 1]]],
+        [{ cin: 130, cout: 100, kh: 1, kw: 1 }, [[9, 11], [17, 40], [1, 2]]],
+        [{ cin: 64, cout: 64, kh: 3, kw: 3, stride: [2, 2], padding: [1, 1] }, [[15, 22], [7, 9]]],
+        [{ cin: 20, cout: 96, kh: 3, kw: 5, padding: [2, 2], dilation: [2, 1], relu: true }, [[12, 33]]],
+        [{ cin: 150, cout: 65, kh: 1, kw: 1, stride: [2, 2] }, [[11, 13], [4, 4]]],
+        [{ cin: 200, cout: 64, kh: 3, kw: 3, padding: [1, 1] }, [[6, 7]]],
+      ]) {
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
+        maps[maps.length - 1].data[r.int(0, maps[maps.length - 1].data.length - 1)] = r.int(0, 1) ? Infinity : -Infinity;
+        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: c.cout }, () => r.normal());
+        const refs = maps.map((m) => refConv2d(m, w, b, c));
+        const mags = maps.map((m) => refConv2d({ ...m, data: m.data.map(Math.abs) }, w.map(Math.abs), b.map(Math.abs), { ...c, relu: false }));
+        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
+        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
+        refs.forEach((e, i) => e.data.forEach((v, j) => {
+          const g = got[i][j];
+          if (!Number.isFinite(v)) { if (!Object.is(g, v) && !(Number.isNaN(v) && Number.isNaN(g))) bad++; return; }
+          const err = Math.abs(g - v) / (mags[i].data[j] + 1e-30);
+          worst = Math.max(worst, err);
+          if (!(err <= 1e-5)) bad++;
+        }));
+        const hash = crypto.createHash('sha256');
+        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
+        hashes.push(hash.digest('hex').slice(0, 12));
+      }
+      // A model's conv keeps its packed filters in a cache of this path's size (16 + 64 x 32
+      // floats for 64 filters of 3 x 3 x 3): spoiling them changes the logits; restored, the same.
+      if (process.env.SPPNET_AMX === '1') {
+        const spec = { name: 'amx', inChannels: 3, layers: [
+          { type: 'conv', name: 'conv1', out: 64, kernel: 3, padding: 1, relu: true },
+          { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
+        const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
+        const img = { data: Float32Array.from({ length: 3 * 9 * 13 }, () => r.normal()), C: 3, H: 9, W: 13 };
+        const sd = await m.stateDict();
+        const Wt = (n) => sd.get(n).data;
+        const f = refSpp([refConv2d(img, Wt('conv1.weight'), Wt('conv1.bias'), { cout: 64, kh: 3, kw: 3, padding: [1, 1], relu: true })], { levels: [2, 1] });
+        const ref = refLinear(f, 1, f.length, Wt('fc.weight'), 3, Wt('fc.bias'));
+        const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 9, 13])])).data());
+        const one = await run(), two = await run();
+        [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
+        const cache = m.filterCaches.get('conv1');
+        if (!cache || cache.length !== 16 + 64 * 32) bad += 1000;
+        else {
+          const good = Float32Array.from(cache);
+          cache.fill(0, 16);
+          const spoiled = await run();
+          if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
+          cache.set(good);
+          if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
+        }
+      }
+      console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
+    })();`;
+  it('gives the reference within 1e-5 of sum |w x| on ragged batches (K and filters off the blocks, chunks, a lone small map, 1x1 in place and strided, stride 2, dilation, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
+    this.timeout(120000); // three child processes
+    const seed = freshSeed();
+    const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, amx]) => {
+      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_AMX: amx, SPPNET_DEVICE: 'cpu' } });
+      expect(res.stderr).to.equal('');
+      return res.stdout.trim();
+    });
+    if (results[0] === 'no amx') this.skip();
+    expect(results[0], `seed ${seed}`).to.match(/^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12} worst /);
+    expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
+    expect(results[2], `seed ${seed}: SPPNET_AMX=0`).to.match(/^bad 0 /);
+    const on = results[0].split(' ')[2].split(','), off = results[2].split(' ')[2].split(',');
+    on.forEach((h, i) => expect(h, `seed ${seed} case ${i}: the AMX path ran (SPPNET_AMX=0 sums otherwise)`).to.not.equal(off[i]));
+  });
+});
+
 describe('conv2d on every CPU instruction set', function () {
   // The GEMM and im2col have AVX-512, AVX2 and portable paths; SPPNET_CPU_ISA picks a narrower
   // one than the CPU has, so each is checked here (the native one by the tests above).

@@ -1,0 +1,45 @@
+// bf16x3 products on Intel AMX tiles, for the conv path that SPPNET_AMX=1 turns on (conv_cpu.cpp).
+//
+// Each FP32 input x is split into a bfloat16 high part h = bf16(x) and a low part l = bf16(x - h)
+// (l = 0 where h is infinite), and a . b is summed in FP32 as ah bh + ah bl + al bh': the tile
+// unit (TDPBF16PS) takes 16 x 32 by 32 x 16 bfloat16 products a time at 16x the FP32 FMA rate of
+// AVX-512, so three of them still beat one FP32 FMA by far. The part dropped (al bl, and the
+// rounding of x - h) is below 2^-16 of |a b|: each output within ~1e-5 of sum |a b| (measured
+// 1-5e-6 on random data), as the CUDA path's 'fp32' mode (three TF32 products), not bit-equal to
+// the FP32 kernels. bh' is bh with infinities as zeros, so that an infinite input gives the
+// infinity (or NaN) of FP32, not al x inf of the other sign; an infinite *weight* gives NaN where
+// the input is exact in bfloat16 (ah x bl = inf x 0). Bfloat16 has FP32's exponent range; a low
+// part below 2^-126 is flushed.
+//
+// Layouts (bfloat16 pairs, kept in float buffers): A (the filters, M x K) as tiles of 16 rows x
+// 32 k, [M / 16][K / 32][h, l][16][32]; B (K x N, im2col's) as tiles of 16 pairs of k x 16
+// columns, each row the 16 columns' (k, k + 1) pairs, [N / 16][K / 32][h, l, h'][16][16][2]. M,
+// N and K padded with zeros to 32.
+#pragma once
+#include <cstdint>
+
+namespace sppnet {
+namespace cpu {
+
+// Whether the kernels may run: SPPNET_AMX=1 on a CPU with AMX-BF16 and AVX-512 BF16, whose OS
+// granted this process the tile state (settings.h asks for it once, as the settings are read).
+bool amx_enabled();
+
+inline int64_t amx_round(int64_t n) { return (n + 31) / 32 * 32; }
+// Floats a packed A of M x K takes; a packed B of N columns and K rows.
+inline int64_t amx_a_floats(int64_t M, int64_t K) { return amx_round(M) * amx_round(K); }
+inline int64_t amx_b_floats(int64_t N, int64_t K) { return amx_round(N) * amx_round(K) * 3 / 2; }
+
+// Packs A (rows lda apart).
+void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap);
+// Packs `panels` panels of im2col's layout (gemm_cpu.h: [K][32] each, one after another).
+void amx_pack_panels(int64_t K, int64_t panels, const float* panels_f32, float* Bp);
+// Packs N columns of a row-major B read in place (B[k][n] at B[k * ldb + n]), zeros past N.
+void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp);
+// C rows [m0, m1) (m0 a multiple of 32), columns [0, N) = A . B (+ bias[m]) (then ReLU), C's rows
+// ldc apart, on the calling thread (it loads its tile configuration and releases it after).
+void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
+              bool relu);
+
+}  // namespace cpu
+}  // namespace sppnet
