@@ -530,7 +530,8 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   // on AMX tiles (cpu/amx_cpu.h): within 1e-5 of sum |w x| + |b| of the float64 reference, and
   // infinite inputs give FP32's infinities (or NaN). Checked on ragged batches: filters and K off
   // the 32-blocks, maps of several column chunks, a lone small map (filters split among the
-  // threads), 1x1 in place and strided, stride 2, dilation, NaN/Inf, poisoned outputs; 1 and 2
+  // threads), an odd number of 32-filter blocks (260), 1x1 in place and strided, stride 2,
+  // dilation, NaN/Inf, poisoned outputs; 1 and 2
   // threads bit for bit; SPPNET_AMX=0 gives other bits (so each case took the path); a model's
   // filter cache of this path's size (16 + the packed filters).
   const { runNode } = require('./support/child');
@@ -552,6 +553,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
         [{ cin: 20, cout: 96, kh: 3, kw: 5, padding: [2, 2], dilation: [2, 1], relu: true }, [[12, 33]]],
         [{ cin: 150, cout: 65, kh: 1, kw: 1, stride: [2, 2] }, [[11, 13], [4, 4]]],
         [{ cin: 200, cout: 64, kh: 3, kw: 3, padding: [1, 1] }, [[6, 7]]],
+        [{ cin: 72, cout: 260, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[20, 30], [3, 5]]],
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
@@ -602,7 +604,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
       }
       console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
     })();`;
-  it('gives the reference within 1e-5 of sum |w x| on ragged batches (K and filters off the blocks, chunks, a lone small map, 1x1 in place and strided, stride 2, dilation, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
+  it('gives the reference within 1e-5 of sum |w x| on ragged batches (K and filters off the blocks, chunks, a lone small map, 260 filters, 1x1 in place and strided, stride 2, dilation, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
     const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, amx]) => {
@@ -611,7 +613,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
       return res.stdout.trim();
     });
     if (results[0] === 'no amx') this.skip();
-    expect(results[0], `seed ${seed}`).to.match(/^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12} worst /);
+    expect(results[0], `seed ${seed}`).to.match(/^bad 0 ([0-9a-f]{12},){6}[0-9a-f]{12} worst /);
     expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
     expect(results[2], `seed ${seed}: SPPNET_AMX=0`).to.match(/^bad 0 /);
     const on = results[0].split(' ')[2].split(','), off = results[2].split(' ')[2].split(',');
