@@ -2,7 +2,7 @@
 // torchvision's vgg16 and googlenet on the CPU: sppnet against onnxruntime-node on the same
 // weights (issue 14). 1000 classes, 224x224 images, batch 1 and 4 (a dense [N,3,224,224] tensor).
 //
-//   node bench/torchvision.js [--quick] [--rounds N] [--archs vgg16,googlenet] [--batches 1,4]
+//   [SPPNET_AMX=1] node bench/torchvision.js [--quick] [--rounds N] [--archs vgg16,googlenet] [--batches 1,4]
 //                             [--dir DIR] [--ort-threads N] [--no-ort] [--seed S] [--out DIR]
 //
 // The weights: DIR/<arch>.pth and DIR/<arch>.onnx from
@@ -148,6 +148,8 @@ const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'img/s', 
 
 async function main() {
   const { opt, be, cores, oursThreads, tStart } = benchStart(__filename, 1, 31, OPTIONS, { full: null, quick: null });
+  // SPPNET_AMX=1 (convs as bf16x3 on AMX tiles, not FP32): said wherever the CPU is named.
+  const amxNote = be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : '';
   const rounds = opt.rounds ?? (opt.quick ? ROUNDS.quick : ROUNDS.full);
   let ort = null, ortVersion = null, ortMissing = opt.ort ? null : 'off (--no-ort)';
   if (opt.ort) {
@@ -161,7 +163,7 @@ async function main() {
   }
   const machine = {
     ...machineInfo(),
-    sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads, nice: CPU_NICE },
+    sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads, nice: CPU_NICE, amx: be.cpu.settings.amx },
     ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, interOpThreads: 1, spinning: opt.ortSpin } : { off: ortMissing },
     mode: opt.quick ? 'quick' : 'full',
     rounds,
@@ -170,7 +172,7 @@ async function main() {
   };
   console.log(`torchvision vgg16 / googlenet CPU bench, ${machine.date}`);
   console.log(`machine: ${machine.cpu}, ${cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
-  console.log(`sppnet: cpu, ${be.cpu.isa}, ${oursThreads} threads at nice ${CPU_NICE}${process.env.SPPNET_CPU_NICE === undefined ? ' (default; SPPNET_CPU_NICE)' : ' (SPPNET_CPU_NICE)'}; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
+  console.log(`sppnet: cpu, ${be.cpu.isa}${amxNote}, ${oursThreads} threads at nice ${CPU_NICE}${process.env.SPPNET_CPU_NICE === undefined ? ' (default; SPPNET_CPU_NICE)' : ' (SPPNET_CPU_NICE)'}; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
   console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}` : ortMissing}`);
 
   process.stdout.write(`measuring the FP32 peak (FMA chains, ${be.cpu.isa}, ${oursThreads} threads at once, best of 3) ... `);
@@ -335,7 +337,7 @@ async function main() {
     '# vgg16 and googlenet on the CPU: sppnet vs onnxruntime-node',
     '',
     `${machine.date} — ${machine.cpu}, ${cores} cores, node ${machine.node}; mode ${machine.mode}, ${rounds} interleaved rounds; ${machine.seconds.toFixed(0)} s.`,
-    `sppnet: ${be.cpu.isa}, ${oursThreads} threads at nice ${CPU_NICE}, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
+    `sppnet: ${be.cpu.isa}${amxNote}, ${oursThreads} threads at nice ${CPU_NICE}, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
       `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin})` : ortMissing}. Weights: ${opt.dir}/<arch>.{pth,onnx} (tools/export_torchvision_onnx.py).`,
     `Peak ${peakGflops.toFixed(0)} GFLOP/s, copy bandwidth ${(bw / 1e9).toFixed(1)} GB/s. Load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
     '',
