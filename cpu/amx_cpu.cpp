@@ -2,8 +2,8 @@
 //
 // The block of C a kernel call keeps in tiles is 32 x 32: four FP32 accumulator tiles (tmm0-3)
 // and four operand tiles (tmm4-5 for A's two row tiles, tmm6-7 for B's two column tiles). For
-// each 32 of k it loads A high, B high (4 tiles: the 4 products ah bh), B low (2: ah bl), A low
-// and B's finite high (4: al bh'): 10 tile loads for 12 products. On this VM's Xeon a tile load takes
+// each 32 of k it loads A low and B high (4 tiles: the 4 products al bh), A high (2: ah bh), then
+// B low (2: ah bl): 8 tile loads for 12 products. On this VM's Xeon a tile load takes
 // ~13 ns from L1 or L2 and a product ~4.4 ns, so the loads set the pace: one core, with B packed
 // in the call, 260-330 GFLOP/s of FP32-equivalent work on googlenet's shapes against 120-170 for
 // the AVX-512 FP32 kernels (bench/RESULTS.md, "AMX").
@@ -24,28 +24,29 @@ bool amx_enabled() { return settings().amx; }
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
 namespace {
 
-// 16 floats split into bfloat16 high and low parts, each zero-extended into 32-bit lanes; `finite`
-// (where asked): the high part with infinities as zeros.
-inline void split(__m512 v, __m512i* hi, __m512i* lo, __m512i* finite = nullptr) {
-  *hi = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
-  const __m512 h = _mm512_castsi512_ps(_mm512_slli_epi32(*hi, 16));
-  const __mmask16 inf = _mm512_fpclass_ps_mask(h, 0x18);  // +Inf, -Inf: no low part (Inf - Inf would be NaN)
-  *lo = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_sub_ps(static_cast<__mmask16>(~inf), v, h))));
-  if (finite) *finite = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~inf), *hi);
+// 16 floats split into bfloat16 parts, each zero-extended into 32-bit lanes: the high part with
+// infinities as zeros (`hi`), and the low part (`lo`), which is the infinity where x is one (so
+// an infinity meets the other operand's high part in one product, amx_cpu.h).
+inline void split(__m512 v, __m512i* hi, __m512i* lo) {
+  const __m512i h = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+  const __mmask16 inf = _mm512_fpclass_ps_mask(hf, 0x18);  // +Inf, -Inf
+  const __m512i l = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_sub_ps(static_cast<__mmask16>(~inf), v, hf))));
+  *hi = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~inf), h);
+  *lo = _mm512_mask_mov_epi32(l, inf, h);
 }
 
-// One row of each of B's three tiles (high, low, finite high) from rows k and k + 1 of 16
-// columns; the tiles 512 bfloat16s apart.
+// One row of each of B's two tiles (high, low) from rows k and k + 1 of 16 columns; the tiles
+// 512 bfloat16s apart.
 inline void pair_row(__m512 v0, __m512 v1, uint16_t* row) {
-  __m512i h0, l0, f0, h1, l1, f1;
-  split(v0, &h0, &l0, &f0);
-  split(v1, &h1, &l1, &f1);
+  __m512i h0, l0, h1, l1;
+  split(v0, &h0, &l0);
+  split(v1, &h1, &l1);
   _mm512_storeu_si512(row, _mm512_or_si512(h0, _mm512_slli_epi32(h1, 16)));
   _mm512_storeu_si512(row + 512, _mm512_or_si512(l0, _mm512_slli_epi32(l1, 16)));
-  _mm512_storeu_si512(row + 1024, _mm512_or_si512(f0, _mm512_slli_epi32(f1, 16)));
 }
 
-constexpr int64_t kBTiles = 3 * 512;  // bfloat16s of B's three tiles for 32 k and 16 columns
+constexpr int64_t kBTiles = 2 * 512;  // bfloat16s of B's two tiles for 32 k and 16 columns
 
 struct TileConfig {
   uint8_t palette, start_row, reserved[14];
@@ -118,7 +119,7 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
   cfg.palette = 1;
   for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
   _tile_loadconfig(&cfg);
-  const int64_t KS = amx_round(K) / 32, TA = KS * 1024, TB = KS * kBTiles;  // bfloat16s of a row (A), column (B) block
+  const int64_t KS = amx_round(K) / 32, TA = KS * 1024, TB = KS * kBTiles;  // bfloat16s of a row (A), column (B) block (equal)
   const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);
   const uint16_t* B = reinterpret_cast<const uint16_t*>(Bp);
   alignas(64) float acc[4][16][16];
@@ -133,28 +134,26 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int64_t oa = 0, ob = 0; oa < TA; oa += 1024, ob += kBTiles) {
-        _tile_loadd(4, a0 + oa, 64);  // A high x B high
-        _tile_loadd(6, b0 + ob, 64);
+      for (int64_t o = 0; o < TA; o += 1024) {
+        _tile_loadd(4, a0 + o + 512, 64);  // A low x B high
+        _tile_loadd(6, b0 + o, 64);
         _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b1 + ob, 64);
+        _tile_loadd(7, b1 + o, 64);
         _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + oa, 64);
+        _tile_loadd(5, a1 + o + 512, 64);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(6, b0 + ob + 512, 64);  // A high x B low
+        _tile_loadd(4, a0 + o, 64);  // A high x B high
         _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_loadd(7, b1 + ob + 512, 64);
         _tile_dpbf16ps(1, 4, 7);
+        _tile_loadd(5, a1 + o, 64);
+        _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, a0 + oa + 512, 64);  // A low x B's finite high
-        _tile_loadd(6, b0 + ob + 1024, 64);
+        _tile_loadd(6, b0 + o + 512, 64);  // A high x B low
         _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b1 + ob + 1024, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + oa + 512, 64);
         _tile_dpbf16ps(2, 5, 6);
+        _tile_loadd(7, b1 + o + 512, 64);
+        _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(3, 5, 7);
       }
       _tile_stored(0, acc[0], 64);

@@ -1,20 +1,19 @@
 // bf16x3 products on Intel AMX tiles, for the conv path that SPPNET_AMX=1 turns on (conv_cpu.cpp).
 //
-// Each FP32 input x is split into a bfloat16 high part h = bf16(x) and a low part l = bf16(x - h)
-// (l = 0 where h is infinite), and a . b is summed in FP32 as ah bh + ah bl + al bh': the tile
-// unit (TDPBF16PS) takes 16 x 32 by 32 x 16 bfloat16 products a time at 16x the FP32 FMA rate of
-// AVX-512, so three of them still beat one FP32 FMA by far. The part dropped (al bl, and the
-// rounding of x - h) is below 2^-16 of |a b|: each output within ~1e-5 of sum |a b| (measured
-// 1-5e-6 on random data), as the CUDA path's 'fp32' mode (three TF32 products), not bit-equal to
-// the FP32 kernels. bh' is bh with infinities as zeros, so that an infinite input gives the
-// infinity (or NaN) of FP32, not al x inf of the other sign; an infinite *weight* gives NaN where
-// the input is exact in bfloat16 (ah x bl = inf x 0). Bfloat16 has FP32's exponent range; a low
-// part below 2^-126 is flushed.
+// Each FP32 input x is split into a bfloat16 high part h = bf16(x) and a low part l = bf16(x - h),
+// and a . b is summed in FP32 as al bh + ah bh + ah bl: the tile unit (TDPBF16PS) takes 16 x 32
+// by 32 x 16 bfloat16 products a time at 16x the FP32 FMA rate of AVX-512, so three of them still
+// beat one FP32 FMA by far. The part dropped (al bl, and the rounding of x - h) is below 2^-16 of
+// |a b|: each output within ~1e-5 of sum |a b| (measured 3-4e-6 on random data), as the CUDA
+// path's 'fp32' mode (three TF32 products), not bit-equal to the FP32 kernels. An infinity goes
+// into the low part (h = 0): a x inf is ah x inf (b's in bl), inf x b is inf x bh, so infinite
+// inputs and weights give FP32's infinities and NaNs, but inf x inf gives NaN (0 x inf in al bh).
+// Bfloat16 has FP32's exponent range; a low part below 2^-126 is flushed.
 //
 // Layouts (bfloat16 pairs, kept in float buffers): A (the filters, M x K) as tiles of 16 rows x
 // 32 k, [M / 16][K / 32][h, l][16][32]; B (K x N, im2col's) as tiles of 16 pairs of k x 16
-// columns, each row the 16 columns' (k, k + 1) pairs, [N / 16][K / 32][h, l, h'][16][16][2]. M,
-// N and K padded with zeros to 32.
+// columns, each row the 16 columns' (k, k + 1) pairs, [N / 16][K / 32][h, l][16][16][2]. M, N and
+// K padded with zeros to 32.
 #pragma once
 #include <cstdint>
 
@@ -28,7 +27,7 @@ bool amx_enabled();
 inline int64_t amx_round(int64_t n) { return (n + 31) / 32 * 32; }
 // Floats a packed A of M x K takes; a packed B of N columns and K rows.
 inline int64_t amx_a_floats(int64_t M, int64_t K) { return amx_round(M) * amx_round(K); }
-inline int64_t amx_b_floats(int64_t N, int64_t K) { return amx_round(N) * amx_round(K) * 3 / 2; }
+inline int64_t amx_b_floats(int64_t N, int64_t K) { return amx_round(N) * amx_round(K); }
 
 // Packs A (rows lda apart).
 void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap);

@@ -528,7 +528,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   // With SPPNET_AMX=1 on a CPU with AMX-BF16, convs of one group with at least 64 filters (1x1s
   // from 128 input channels; not those the lanes path takes) multiply as three bfloat16 products
   // on AMX tiles (cpu/amx_cpu.h): within 1e-5 of sum |w x| + |b| of the float64 reference, and
-  // infinite inputs give FP32's infinities (or NaN). Checked on ragged batches: filters and K off
+  // infinite inputs and weights give FP32's infinities (or NaN). Checked on ragged batches: filters and K off
   // the 32-blocks, maps of several column chunks, a lone small map (filters split among the
   // threads), an odd number of 32-filter blocks (260), 1x1 in place and strided, stride 2,
   // dilation, NaN/Inf, poisoned outputs; 1 and 2
@@ -557,8 +557,12 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
-        maps[maps.length - 1].data[r.int(0, maps[maps.length - 1].data.length - 1)] = r.int(0, 1) ? Infinity : -Infinity;
+        const last = maps[maps.length - 1];
+        last.data[r.int(0, last.H * last.W - 1)] = r.int(0, 1) ? Infinity : -Infinity;  // in channel 0
         const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
+        // An infinite weight (input channel 1: never times the infinite input) where there is no
+        // padding (the reference skips padded taps; PyTorch, and this path, multiply zeros: NaN).
+        if (!c.padding) w[(r.int(0, c.cout - 1) * c.cin + 1) * c.kh * c.kw] = -Infinity;
         const b = Float32Array.from({ length: c.cout }, () => r.normal());
         const refs = maps.map((m) => refConv2d(m, w, b, c));
         const mags = maps.map((m) => refConv2d({ ...m, data: m.data.map(Math.abs) }, w.map(Math.abs), b.map(Math.abs), { ...c, relu: false }));
@@ -604,7 +608,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
       }
       console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
     })();`;
-  it('gives the reference within 1e-5 of sum |w x| on ragged batches (K and filters off the blocks, chunks, a lone small map, 260 filters, 1x1 in place and strided, stride 2, dilation, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
+  it('gives the reference within 1e-5 of sum |w x| on ragged batches (K and filters off the blocks, chunks, a lone small map, 260 filters, 1x1 in place and strided, stride 2, dilation, NaN/Inf inputs and weights, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
     const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, amx]) => {
