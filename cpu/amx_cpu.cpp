@@ -98,18 +98,20 @@ void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp)
   const int64_t KS = amx_round(K) / 32, NB = amx_round(N) / 16;
   uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
   const __m512 zero = _mm512_setzero_ps();
-  for (int64_t nb = 0; nb < NB; ++nb) {
-    const int64_t c0 = nb * 16, n = std::max<int64_t>(0, std::min<int64_t>(16, N - c0));
-    const __mmask16 cm = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
-    uint16_t* b = d + nb * KS * kBTiles;
-    for (int64_t ks = 0; ks < KS; ++ks)
-      for (int r = 0; r < 16; ++r) {
-        const int64_t k = ks * 32 + 2 * r;
-        const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(cm, B + k * ldb + c0) : zero;
-        const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(cm, B + (k + 1) * ldb + c0) : zero;
-        pair_row(v0, v1, b + ks * kBTiles + r * 32);
+  // Along B's rows (a pair at a time, every column block): each row read as it lies, not a
+  // cache line of each of K rows per column block (192 x 3136 from L3: 0.89 -> 0.69 ms).
+  for (int64_t ks = 0; ks < KS; ++ks)
+    for (int r = 0; r < 16; ++r) {
+      const int64_t k = ks * 32 + 2 * r;
+      const float* row0 = B + k * ldb;
+      for (int64_t nb = 0; nb < NB; ++nb) {
+        const int64_t c0 = nb * 16, n = std::max<int64_t>(0, std::min<int64_t>(16, N - c0));
+        const __mmask16 cm = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+        const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(cm, row0 + c0) : zero;
+        const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(cm, row0 + ldb + c0) : zero;
+        pair_row(v0, v1, d + (nb * KS + ks) * kBTiles + r * 32);
       }
-  }
+    }
 }
 
 void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
