@@ -19,18 +19,22 @@ namespace cpu {
 
 bool amx_enabled() { return settings().amx; }
 
-#ifdef SPP_X86
+#ifdef SPP_AMX
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
 namespace {
 
 // 16 floats split into bfloat16 parts, each zero-extended into 32-bit lanes: the high part with
 // infinities as zeros (`hi`), and the low part (`lo`), which is the infinity where x is one (so
-// an infinity meets the other operand's high part in one product, amx_cpu.h).
+// an infinity meets the other operand's high part in one product, amx_cpu.h). A finite x that
+// bf16 rounding would carry past the largest bfloat16 (|x| >= ~3.3961e38) has its high part
+// truncated instead, so it stays finite.
 inline void split(__m512 v, __m512i* hi, __m512i* lo) {
-  const __m512i h = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  const __mmask16 inf = _mm512_fpclass_ps_mask(v, 0x18);  // +Inf, -Inf
+  __m512i h = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+  const __mmask16 over = static_cast<__mmask16>(_mm512_fpclass_ps_mask(_mm512_castsi512_ps(_mm512_slli_epi32(h, 16)), 0x18) & ~inf);
+  h = _mm512_mask_mov_epi32(h, over, _mm512_srli_epi32(_mm512_castps_si512(v), 16));
   const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
-  const __mmask16 inf = _mm512_fpclass_ps_mask(hf, 0x18);  // +Inf, -Inf
   const __m512i l = _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_maskz_sub_ps(static_cast<__mmask16>(~inf), v, hf))));
   *hi = _mm512_maskz_mov_epi32(static_cast<__mmask16>(~inf), h);
   *lo = _mm512_mask_mov_epi32(l, inf, h);
@@ -180,7 +184,7 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
 }
 #pragma GCC pop_options
 
-#else  // no x86: never called (amx_enabled() is false)
+#else  // no AMX in this build (not x86, or a compiler without it): never called (amx_enabled() is false)
 void amx_pack_a(int64_t, int64_t, const float*, int64_t, float*) {}
 void amx_pack_panels(int64_t, int64_t, const float*, float*) {}
 void amx_pack_rows(int64_t, int64_t, const float*, int64_t, float*) {}

@@ -3,12 +3,17 @@
 // Each FP32 input x is split into a bfloat16 high part h = bf16(x) and a low part l = bf16(x - h),
 // and a . b is summed in FP32 as al bh + ah bh + ah bl: the tile unit (TDPBF16PS) takes 16 x 32
 // by 32 x 16 bfloat16 products a time at 16x the FP32 FMA rate of AVX-512, so three of them still
-// beat one FP32 FMA by far. The part dropped (al bl, and the rounding of x - h) is below 2^-16 of
-// |a b|: each output within ~1e-5 of sum |a b| (measured 3-4e-6 on random data), as the CUDA
-// path's 'fp32' mode (three TF32 products), not bit-equal to the FP32 kernels. An infinity goes
-// into the low part (h = 0): a x inf is ah x inf (b's in bl), inf x b is inf x bh, so infinite
-// inputs and weights give FP32's infinities and NaNs, but inf x inf gives NaN (0 x inf in al bh).
-// Bfloat16 has FP32's exponent range; a low part below 2^-126 is flushed.
+// beat one FP32 FMA by far. Each of the parts dropped (al bl, and the roundings of x - h in a and
+// in b) is below 2^-16 of |a b|, so a product is within 3 x 2^-16 (4.6e-5) of its own size, the
+// sums in FP32 on top: each output within 5e-5 of sum |a b| (+ |bias|). That worst case needs
+// every error in one direction (every input and weight at the same place between two bfloat16s);
+// random data gives 1-4e-6 (the FP32 kernels ~1e-7; the CUDA 'fp32' mode's three TF32 products
+// ~64x tighter). Not bit-equal to the FP32 kernels. An infinity goes into the low part (h = 0): a
+// x inf is ah x inf, inf x b is inf x bh, so infinities give FP32's infinities and NaNs, except
+// inf x inf (NaN: 0 x inf in al bh). A finite x that would round past the largest bfloat16 has its
+// high part truncated instead. Values, low parts and products below 2^-126 (FP32's denormals) are
+// flushed to zero by the conversions and the tile unit: below ~3e-36 a value keeps only its high
+// part (error up to 2^-8 of its products), and an infinity times a denormal gives NaN.
 //
 // Layouts (bfloat16 pairs, kept in float buffers): A (the filters, M x K) as tiles of 16 rows x
 // 32 k, [M / 16][K / 32][h, l][16][32]; B (K x N, im2col's) as tiles of 16 pairs of k x 16

@@ -12,6 +12,10 @@
 #define SPP_X86 1
 #include <cpuid.h>
 #include <immintrin.h>
+// AMX intrinsics (amx_cpu.cpp): GCC 11 and Clang 12 on.
+#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11)
+#define SPP_AMX 1
+#endif
 #endif
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -52,11 +56,11 @@ inline int64_t l2_cache_bytes() {
   return int64_t{1} << 20;
 }
 
-// Whether the CPU has AMX tiles with BF16 products (and AVX-512 BF16 for the packing), and Linux
-// grants this process the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA: once asked,
+// Whether this build has the AMX kernels (SPP_AMX), the CPU AMX tiles with BF16 products (and
+// AVX-512 BF16 for the packing), and Linux grants this process the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA: once asked,
 // for every thread until the process ends; a tile instruction without it is SIGILL).
 inline bool amx_bf16_usable() {
-#if defined(SPP_X86) && defined(__linux__) && defined(SYS_arch_prctl)
+#if defined(SPP_AMX) && defined(__linux__) && defined(SYS_arch_prctl)
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return false;
   __builtin_cpu_init();
