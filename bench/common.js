@@ -394,6 +394,9 @@ function specFlops(spec, H, W, defaultLevels = require('../dist').DEFAULT_LEVELS
 const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
+/** ' + AMX bf16x3 convs (SPPNET_AMX=1)' when sppnet's CPU convs are not FP32 (said wherever a benchmark names the CPU), else ''. */
+const amxNote = (be) => (be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : '');
+
 /**
  * The start of a CPU benchmark's main(): its options (usage from lines from..to of `file`'s
  * header), its repetitions (reps.quick or reps.full), sppnet's backend, the cores, sppnet's
@@ -409,5 +412,5 @@ module.exports = {
   parseArgs, headerText, benchStart, failed, commandLine,
   timeRuns, fairRounds, stats, percentile, nowMs, opProbe,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
-  machineInfo, buildInfo, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
+  machineInfo, buildInfo, amxNote, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

@@ -24,7 +24,7 @@ const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { startTfjs } = require('./tfjs_wasm');
 const { copyBandwidth } = require('./membw');
-const { parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
+const { amxNote, parseArgs, headerText, failed, commandLine, machineInfo, timeRuns, writeResults, buildInfo, loadWorkloads, rng, randomArray, windowBytes, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 // ---------------------------------------------------------------------------------------------
@@ -215,8 +215,7 @@ async function main() {
   };
   console.log(`sppnet SPP CPU bench, ${machine.date}`);
   console.log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
-  const amxNote = be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : ''; // not FP32: said wherever the CPU is named
-  console.log(`sppnet: cpu, ${be.cpu.isa}${amxNote}, ${oursThreads} threads (${be.reason})`);
+  console.log(`sppnet: cpu, ${be.cpu.isa}${amxNote(be)}, ${oursThreads} threads (${be.reason})`);
   console.log(`sppnet build: ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
   console.log(`tfjs ${machine.tfjs.version}: wasm ${wasmInfo.build}, ${wasmInfo.threads} thread(s); cpu backend plain JS, 1 thread; prod mode`);
 
@@ -315,7 +314,7 @@ async function main() {
     `# SPP on the CPU: sppnet vs TensorFlow.js`,
     '',
     `${machine.date} — ${machine.cpu}, ${machine.cores} cores, node ${machine.node}; mode ${machine.mode}.`,
-    `sppnet: ${be.cpu.isa}${be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : ''}, ${oursThreads} threads. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
+    `sppnet: ${be.cpu.isa}${amxNote(be)}, ${oursThreads} threads. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
     `sppnet build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}; load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
     `Copy bandwidth (read+write): 1 thread ${(bw1.bestBytesPerS / 1e9).toFixed(1)} GB/s, ${machine.cores} threads ${(bwN.bestBytesPerS / 1e9).toFixed(1)} GB/s; floor uses ${(bw / 1e9).toFixed(1)} GB/s.`,
     '',

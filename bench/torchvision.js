@@ -36,7 +36,7 @@ const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const { copyBandwidth } = require('./membw');
-const { benchStart, fairRounds, failed, commandLine, machineInfo, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, writeResults, fmtMs, fmtX, pair } = require('./common');
+const { amxNote, benchStart, fairRounds, failed, commandLine, machineInfo, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, writeResults, fmtMs, fmtX, pair } = require('./common');
 
 const DIR = process.env.SPPNET_TV_DIR || '/tmp/tvbench';
 const ARCHS = ['vgg16', 'googlenet'];
@@ -148,8 +148,7 @@ const HEAD = ['work', 'implementation', 'reps', 'median ms', 'min ms', 'img/s', 
 
 async function main() {
   const { opt, be, cores, oursThreads, tStart } = benchStart(__filename, 1, 31, OPTIONS, { full: null, quick: null });
-  // SPPNET_AMX=1 (convs as bf16x3 on AMX tiles, not FP32): said wherever the CPU is named.
-  const amxNote = be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : '';
+  const amx = amxNote(be);
   const rounds = opt.rounds ?? (opt.quick ? ROUNDS.quick : ROUNDS.full);
   let ort = null, ortVersion = null, ortMissing = opt.ort ? null : 'off (--no-ort)';
   if (opt.ort) {
@@ -172,7 +171,7 @@ async function main() {
   };
   console.log(`torchvision vgg16 / googlenet CPU bench, ${machine.date}`);
   console.log(`machine: ${machine.cpu}, ${cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
-  console.log(`sppnet: cpu, ${be.cpu.isa}${amxNote}, ${oursThreads} threads at nice ${CPU_NICE}${process.env.SPPNET_CPU_NICE === undefined ? ' (default; SPPNET_CPU_NICE)' : ' (SPPNET_CPU_NICE)'}; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
+  console.log(`sppnet: cpu, ${be.cpu.isa}${amx}, ${oursThreads} threads at nice ${CPU_NICE}${process.env.SPPNET_CPU_NICE === undefined ? ' (default; SPPNET_CPU_NICE)' : ' (SPPNET_CPU_NICE)'}; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
   console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}` : ortMissing}`);
 
   process.stdout.write(`measuring the FP32 peak (FMA chains, ${be.cpu.isa}, ${oursThreads} threads at once, best of 3) ... `);
@@ -337,7 +336,7 @@ async function main() {
     '# vgg16 and googlenet on the CPU: sppnet vs onnxruntime-node',
     '',
     `${machine.date} — ${machine.cpu}, ${cores} cores, node ${machine.node}; mode ${machine.mode}, ${rounds} interleaved rounds; ${machine.seconds.toFixed(0)} s.`,
-    `sppnet: ${be.cpu.isa}${amxNote}, ${oursThreads} threads at nice ${CPU_NICE}, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
+    `sppnet: ${be.cpu.isa}${amx}, ${oursThreads} threads at nice ${CPU_NICE}, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
       `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin})` : ortMissing}. Weights: ${opt.dir}/<arch>.{pth,onnx} (tools/export_torchvision_onnx.py).`,
     `Peak ${peakGflops.toFixed(0)} GFLOP/s, copy bandwidth ${(bw / 1e9).toFixed(1)} GB/s. Load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
     '',

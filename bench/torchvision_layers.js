@@ -18,7 +18,7 @@ const os = require('os');
 const path = require('path');
 const sp = require('../dist');
 const { conv2dCached } = require('../dist/ops/conv2d');
-const { parseArgs, headerText, failed, timeRuns, percentile, textTable, rng, randomArray, pair } = require('./common');
+const { amxNote, parseArgs, headerText, failed, timeRuns, percentile, textTable, rng, randomArray, pair } = require('./common');
 
 const OPTIONS = [
   { name: 'arch', type: 'choice', choices: ['googlenet', 'vgg16'], default: 'googlenet', help: 'the network' },
@@ -184,7 +184,7 @@ async function main() {
   const opt = parseArgs(process.argv.slice(2), OPTIONS, { usage: headerText(__filename, 1, 15) });
   const N = opt.batch, reps = opt.reps;
   const spec = sp.torchvisionSpec(opt.arch, { classes: 1000 });
-  console.log(`${opt.arch} ${N}x224 per layer kind, sppnet (${sp.backend().cpu.isa}, ${sp.backend().cpu.threads} thread${sp.backend().cpu.threads > 1 ? 's' : ''}, onnxruntime-node as many) vs onnxruntime-node; medians of ${reps}; load ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+  console.log(`${opt.arch} ${N}x224 per layer kind, sppnet (${sp.backend().cpu.isa}${amxNote(sp.backend())}, ${sp.backend().cpu.threads} thread${sp.backend().cpu.threads > 1 ? 's' : ''}, onnxruntime-node as many) vs onnxruntime-node; medians of ${reps}; load ${os.loadavg().map((v) => v.toFixed(2)).join(' ')}`);
   const ops = plan(spec);
   const ours = await sppnetLayers(ops, N, reps);
   // The cost of a call that does next to nothing (ReLU of 16 floats): the dispatch to the

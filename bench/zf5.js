@@ -53,7 +53,7 @@ const { Worker } = require('worker_threads');
 const sp = require('../dist');
 const tf = require('@tensorflow/tfjs');
 const { startTfjs } = require('./tfjs_wasm');
-const { benchStart, fairRounds, failed, commandLine, machineInfo, timeRuns, stats, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
+const { amxNote, benchStart, fairRounds, failed, commandLine, machineInfo, timeRuns, stats, writeResults, buildInfo, rng, randomArray, nowMs, textTable, mdTable, implRows, toNHWC, tfRowsToSppnet, specFlops, fmtMs, fmtX } = require('./common');
 const tfLevel = (x, n) => require('./common').tfLevel(tf, x, n);
 
 const ONNX_MODEL = process.env.SPPNET_ZF5_ONNX || '/work/shared/anchors/zf5_spp_224.onnx';
@@ -250,7 +250,7 @@ async function main() {
 
   const machine = {
     ...machineInfo(),
-    sppnet: { device: 'cpu', isa: be.cpu.isa, threads: oursThreads },
+    sppnet: { device: 'cpu', isa: be.cpu.isa, amx: be.cpu.settings.amx, threads: oursThreads },
     ort: ort ? { version: ortVersion, intraOpThreads: opt.ortThreads, spinning: opt.ortSpin, model: opt.onnx } : { off: ortMissing },
     tfjs: { version: tf.version.tfjs, wasm: wasmInfo },
     mode: opt.quick ? 'quick' : 'full',
@@ -259,7 +259,7 @@ async function main() {
   };
   console.log(`sppnet ZF-5 forward CPU bench, ${machine.date}`);
   console.log(`machine: ${machine.cpu}, ${cores} cores, ${machine.memGiB} GiB; node ${machine.node}`);
-  console.log(`sppnet: cpu, ${be.cpu.isa}, ${oursThreads} threads; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
+  console.log(`sppnet: cpu, ${be.cpu.isa}${amxNote(be)}, ${oursThreads} threads; build ${machine.build.addonMtime} (addon mtime), commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}`);
   console.log(`onnxruntime-node ${ort ? `${ortVersion}, cpu provider, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}, ${opt.onnx}` : ortMissing}`);
   console.log(`tfjs ${machine.tfjs.version}: wasm ${wasmInfo.build}, ${wasmInfo.threads} thread(s); cpu backend plain JS, 1 thread; prod mode`);
 
@@ -453,7 +453,7 @@ async function main() {
     '# ZF-5 forward on the CPU: sppnet vs onnxruntime-node and TensorFlow.js',
     '',
     `${machine.date} — ${machine.cpu}, ${cores} cores, node ${machine.node}; mode ${machine.mode}; ${machine.seconds.toFixed(0)} s.`,
-    `sppnet: ${be.cpu.isa}, ${oursThreads} threads, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
+    `sppnet: ${be.cpu.isa}${amxNote(be)}, ${oursThreads} threads, build ${machine.build.addonMtime}, commit ${machine.build.commit}${machine.build.dirty ? ' + local changes' : ''}. ` +
       `onnxruntime-node ${ort ? `${ortVersion} (cpu, ${opt.ortThreads} intra-op threads, spinning ${opt.ortSpin}; interleaved with sppnet on the 224 workloads)` : ortMissing}. tfjs ${machine.tfjs.version}: wasm (${wasmInfo.build}, ${wasmInfo.threads} threads), cpu (plain JS).`,
     `Clock: 1 thread ${clock.oneThreadGHz.toFixed(2)} GHz, ${cores} at once ${clock.allThreadsGHz.map((g) => g.toFixed(2)).join(' + ')} GHz; peak ${peakGflops.toFixed(0)} GFLOP/s (${peakHow}). Load average ${machine.loadavgStart[0].toFixed(2)} before, ${machine.loadavgEnd[0].toFixed(2)} after.`,
     `Ragged batch: ${rag.sizes.map(([h, w]) => `${h}x${w}`).join(', ')}.`,
