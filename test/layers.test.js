@@ -317,8 +317,9 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
   const child = (seed, threads, isa) => `
     const sp = require('./dist');
     const crypto = require('crypto');
-    const { rng, randomMap, refSpp } = require('./test/support/reference');
-    const { refConv2d, refLinear } = require('./test/support/layers-reference');
+    const { rng, randomMap } = require('./test/support/reference');
+    const { refConv2d } = require('./test/support/layers-reference');
+    const { raggedCase, filterCacheCheck } = require('./test/support/conv-paths');
     (async () => {
       if (sp.backend().cpu.isa !== '${isa}') return console.log('no ${isa}');
       const r = rng(${seed});
@@ -340,20 +341,9 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
         // AVX-512: maps over 1024 pixels with at most 64 filters (K 72, one of 1440 pixels)
         [{ cin: 8, cout: 40, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[36, 40], [5, 5]]],
       ]) {
-        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
-        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
-        maps[maps.length - 1].data[r.int(0, maps[maps.length - 1].data.length - 1)] = -Infinity;
-        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
-        const b = Float32Array.from({ length: c.cout }, () => r.normal());
-        const refs = maps.map((m) => refConv2d(m, w, b, c));
-        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
-        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
-        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
-        refs.forEach((e, i) => e.data.forEach((v, j) => {
-          const g = got[i][j];
-          if (Number.isNaN(v) ? !Number.isNaN(g) : !(g === v || Math.abs(g - v) <= 2e-4 * (1 + Math.abs(v)))) bad++;
-        }));
-        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
+        const { bad: b, outputs } = await raggedCase(sp, r, c, sizes);
+        bad += b;
+        outputs.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
       }
       // 1x1 convs of one map of 128-1024 pixels (AVX-512: more, where the planes fit L2) read the
       // input planes in place (gemm_unpacked): columns off 16, rows off 6, K in two blocks (> 640),
@@ -391,28 +381,7 @@ describe('conv2d: the CPU direct path (AVX2, AVX-512)', function () {
       }
       // A model's conv on this path keeps its packed filters: the second run reads them (spoiling
       // them changes the logits), and gives the first run's logits
-      const spec = { name: 'direct', inChannels: 3, layers: [
-        { type: 'conv', name: 'conv1', out: 18, kernel: 5, padding: 2, relu: true },
-        { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
-      const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
-      const img = { data: Float32Array.from({ length: 3 * 19 * 21 }, () => r.normal()), C: 3, H: 19, W: 21 };
-      const sd = await m.stateDict();
-      const W = (n) => sd.get(n).data;
-      const f = refSpp([refConv2d(img, W('conv1.weight'), W('conv1.bias'), { cout: 18, kh: 5, kw: 5, padding: [2, 2], relu: true })], { levels: [2, 1] });
-      const ref = refLinear(f, 1, f.length, W('fc.weight'), 3, W('fc.bias'));
-      const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 19, 21])])).data());
-      const one = await run(), two = await run();
-      [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
-      const cache = m.filterCaches.get('conv1');
-      if (!cache) bad += 1000;
-      else {
-        const good = Float32Array.from(cache);
-        cache.fill(0, 16);
-        const spoiled = await run();
-        if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
-        cache.set(good);
-        if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
-      }
+      bad += await filterCacheCheck(sp, r, { out: 18, kernel: 5, padding: 2 }, 19, 21);
       console.log('bad ' + bad + ' ' + hash.digest('hex').slice(0, 16));
     })();`;
   for (const isa of ['avx2', 'avx512']) {
@@ -445,9 +414,8 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
   const path = require('path');
   const child = (seed) => `
     const sp = require('./dist');
-    const crypto = require('crypto');
-    const { rng, randomMap, refSpp } = require('./test/support/reference');
-    const { refConv2d, refLinear } = require('./test/support/layers-reference');
+    const { rng } = require('./test/support/reference');
+    const { raggedCase, filterCacheCheck } = require('./test/support/conv-paths');
     (async () => {
       if (sp.backend().cpu.isa !== 'avx512') return console.log('no avx512');
       const r = rng(${seed});
@@ -462,49 +430,13 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
         [{ cin: 2, cout: 9, kh: 2, kw: 3, stride: [2, 5], padding: [0, 1], relu: true }, [[11, W16(3, 5, 1, 1, 2, 0)], [3, W16(3, 5, 1, 1, 1, 1)]]],
         [{ cin: 3, cout: 8, kh: 1, kw: 1, stride: [1, 8] }, [[5, W16(1, 8, 1, 0, 3, 0)]]],
       ]) {
-        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
-        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
-        maps[maps.length - 1].data[r.int(0, maps[maps.length - 1].data.length - 1)] = Infinity;
-        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
-        const b = Float32Array.from({ length: c.cout }, () => r.normal());
-        const refs = maps.map((m) => refConv2d(m, w, b, c));
-        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
-        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
-        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
-        refs.forEach((e, i) => e.data.forEach((v, j) => {
-          const g = got[i][j];
-          if (Number.isNaN(v) ? !Number.isNaN(g) : !(g === v || Math.abs(g - v) <= 2e-4 * (1 + Math.abs(v)))) bad++;
-        }));
-        const hash = crypto.createHash('sha256');
-        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
-        hashes.push(hash.digest('hex').slice(0, 12));
+        const res = await raggedCase(sp, r, c, sizes, { inf: Infinity });
+        bad += res.bad;
+        hashes.push(res.hash);
       }
       // A model's strided conv keeps its packed filters in a cache of this path's size (16 +
       // 512 n + 128 floats): spoiling them changes the logits; restored, the first run's logits
-      if (process.env.SPPNET_LANES !== '0') {
-        const spec = { name: 'lanes', inChannels: 3, layers: [
-          { type: 'conv', name: 'conv1', out: 12, kernel: 7, stride: 2, padding: 3, relu: true },
-          { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
-        const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
-        const img = { data: Float32Array.from({ length: 3 * 9 * 63 }, () => r.normal()), C: 3, H: 9, W: 63 };
-        const sd = await m.stateDict();
-        const Wt = (n) => sd.get(n).data;
-        const f = refSpp([refConv2d(img, Wt('conv1.weight'), Wt('conv1.bias'), { cout: 12, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3], relu: true })], { levels: [2, 1] });
-        const ref = refLinear(f, 1, f.length, Wt('fc.weight'), 3, Wt('fc.bias'));
-        const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 9, 63])])).data());
-        const one = await run(), two = await run();
-        [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
-        const cache = m.filterCaches.get('conv1');
-        if (!cache || (cache.length - 16) % 512 !== 128) bad += 1000;
-        else {
-          const good = Float32Array.from(cache);
-          cache.fill(0, 16);
-          const spoiled = await run();
-          if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
-          cache.set(good);
-          if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
-        }
-      }
+      if (process.env.SPPNET_LANES !== '0') bad += await filterCacheCheck(sp, r, { out: 12, kernel: 7, stride: 2, padding: 3 }, 9, 63, (n) => (n - 16) % 512 === 128);
       console.log('bad ' + bad + ' ' + hashes.join(','));
     })();`;
   it('gives the reference on ragged batches (row ends, tiles across rows, strides 2-8, dilation, unread phases, filters off the panel, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_LANES=0 another order', function () {
@@ -539,9 +471,9 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   const path = require('path');
   const child = (seed) => `
     const sp = require('./dist');
-    const crypto = require('crypto');
-    const { rng, randomMap, refSpp } = require('./test/support/reference');
-    const { refConv2d, refLinear } = require('./test/support/layers-reference');
+    const { rng } = require('./test/support/reference');
+    const { refConv2d } = require('./test/support/layers-reference');
+    const { raggedCase, filterCacheCheck } = require('./test/support/conv-paths');
     (async () => {
       if (process.env.SPPNET_AMX === '1' && !sp.backend().cpu.settings.amx) return console.log('no amx');
       const r = rng(${seed});
@@ -556,30 +488,10 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
         [{ cin: 200, cout: 64, kh: 3, kw: 3, padding: [1, 1] }, [[6, 7]]],
         [{ cin: 72, cout: 260, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[20, 30], [3, 5]]],
       ]) {
-        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
-        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
-        const last = maps[maps.length - 1];
-        last.data[r.int(0, last.H * last.W - 1)] = r.int(0, 1) ? Infinity : -Infinity;  // in channel 0
-        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
-        // An infinite weight (input channel 1: never times the infinite input) where there is no
-        // padding (the reference skips padded taps; PyTorch, and this path, multiply zeros: NaN).
-        if (!c.padding) w[(r.int(0, c.cout - 1) * c.cin + 1) * c.kh * c.kw] = -Infinity;
-        const b = Float32Array.from({ length: c.cout }, () => r.normal());
-        const refs = maps.map((m) => refConv2d(m, w, b, c));
-        const mags = maps.map((m) => refConv2d({ ...m, data: m.data.map(Math.abs) }, w.map(Math.abs), b.map(Math.abs), { ...c, relu: false }));
-        const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
-        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
-        const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out })).arrays();
-        refs.forEach((e, i) => e.data.forEach((v, j) => {
-          const g = got[i][j];
-          if (!Number.isFinite(v)) { if (!Object.is(g, v) && !(Number.isNaN(v) && Number.isNaN(g))) bad++; return; }
-          const err = Math.abs(g - v) / (mags[i].data[j] + 1e-30);
-          worst = Math.max(worst, err);
-          if (!(err <= 5e-5)) bad++;
-        }));
-        const hash = crypto.createHash('sha256');
-        got.forEach((a) => hash.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
-        hashes.push(hash.digest('hex').slice(0, 12));
+        const res = await raggedCase(sp, r, c, sizes, { inf: 'random', infPlane0: true, infWeight: true, bound: 5e-5 });
+        bad += res.bad;
+        worst = Math.max(worst, res.worst);
+        hashes.push(res.hash);
       }
       // The bound's worst case (every input and weight at the same place between two bfloat16s:
       // every error one way, 2.9e-5 here), and a finite weight that bfloat16 rounding would make
@@ -599,30 +511,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
       }
       // A model's conv keeps its packed filters in a cache of this path's size (16 + 64 x 32
       // floats for 64 filters of 3 x 3 x 3): spoiling them changes the logits; restored, the same.
-      if (process.env.SPPNET_AMX === '1') {
-        const spec = { name: 'amx', inChannels: 3, layers: [
-          { type: 'conv', name: 'conv1', out: 64, kernel: 3, padding: 1, relu: true },
-          { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
-        const m = await sp.buildModel({ spec, seed: 7, device: 'cpu' });
-        const img = { data: Float32Array.from({ length: 3 * 9 * 13 }, () => r.normal()), C: 3, H: 9, W: 13 };
-        const sd = await m.stateDict();
-        const Wt = (n) => sd.get(n).data;
-        const f = refSpp([refConv2d(img, Wt('conv1.weight'), Wt('conv1.bias'), { cout: 64, kh: 3, kw: 3, padding: [1, 1], relu: true })], { levels: [2, 1] });
-        const ref = refLinear(f, 1, f.length, Wt('fc.weight'), 3, Wt('fc.bias'));
-        const run = async () => Array.from(await (await m.run([sp.tensor(img.data, [3, 9, 13])])).data());
-        const one = await run(), two = await run();
-        [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
-        const cache = m.filterCaches.get('conv1');
-        if (!cache || cache.length !== 16 + 64 * 32) bad += 1000;
-        else {
-          const good = Float32Array.from(cache);
-          cache.fill(0, 16);
-          const spoiled = await run();
-          if (!spoiled.some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
-          cache.set(good);
-          if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
-        }
-      }
+      if (process.env.SPPNET_AMX === '1') bad += await filterCacheCheck(sp, r, { out: 64, kernel: 3, padding: 1 }, 9, 13, (n) => n === 16 + 64 * 32);
       console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
     })();`;
   it('gives the reference within 5e-5 of sum |w x| on ragged batches and in the worst case (K and filters off the blocks, chunks, a lone small map, 260 filters, 1x1 in place and strided, stride 2, dilation, NaN/Inf inputs and weights, 3.4e38, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
