@@ -2,7 +2,7 @@
 // Where the time goes in torchvision's vgg16 / googlenet on the CPU, sppnet against
 // onnxruntime-node (bench/torchvision.js gives the whole-network figures).
 //
-//   node bench/torchvision_layers.js [--arch googlenet|vgg16] [--batch N] [--reps R] [--dir DIR] [--no-ort]
+//   node bench/torchvision_layers.js [--arch googlenet|vgg16] [--batch N] [--reps R] [--dir DIR] [--no-ort] [--json FILE]
 //
 // sppnet: each layer of the spec as Model.run runs it (a conv with its batch norm folded in and
 // the ReLU fused, with a filter cache as the model keeps one; max pools; the concat copy; the
@@ -13,6 +13,8 @@
 // events), the median over the runs. Both are grouped by kind of layer (conv by kernel size,
 // pool, concat, fc), with the conv FLOPs of each group and its GFLOP/s. "whole run": medians of
 // Model.run and of session.run. On a busy machine run with SPPNET_CPU_NICE=0 (see torchvision.js).
+// --json FILE: every layer's figures (name, kind, conv geometry, map size, ms of the layer call and
+// in a run), to compare two builds or settings layer by layer.
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -26,6 +28,7 @@ const OPTIONS = [
   { name: 'reps', type: 'int', default: 11, arg: 'R', help: 'timed calls per layer, and ORT runs' },
   { name: 'dir', type: 'path', default: process.env.SPPNET_TV_DIR || '/tmp/tvbench', help: 'where <arch>.onnx is' },
   { name: 'no-ort', type: 'flag', help: 'sppnet only' },
+  { name: 'json', type: 'path', default: null, arg: 'FILE', help: 'write every layer\'s figures there' },
 ];
 
 const med = async (f, reps) => percentile((await timeRuns(f, { reps, warmup: 3, dispose: false })).samples, 0.5);
@@ -199,6 +202,10 @@ async function main() {
   model.dispose();
   x.dispose();
   const inRun = await inRunLayers(spec, ops, N, reps);
+  if (opt.json) {
+    const layers = ours.map((r) => ({ name: r.name, kind: r.kind, conv: r.conv ?? null, h: r.h, w: r.w, ms: r.ms, inRunMs: inRun ? inRun.get(r.src) ?? null : null }));
+    fs.writeFileSync(opt.json, JSON.stringify({ arch: opt.arch, batch: N, backend: sp.backend().cpu, layers }, null, 1));
+  }
 
   let ort = null;
   const onnx = path.join(opt.dir, `${opt.arch}.onnx`);
