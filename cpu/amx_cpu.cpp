@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "isa.h"
+#include "vec.h"
 
 namespace sppnet {
 namespace cpu {
@@ -50,7 +51,9 @@ inline void pair_row(__m512 v0, __m512 v1, uint16_t* row) {
   _mm512_storeu_si512(row + 512, _mm512_or_si512(l0, _mm512_slli_epi32(l1, 16)));
 }
 
-constexpr int64_t kBTiles = 2 * 512;  // bfloat16s of B's two tiles for 32 k and 16 columns
+// bfloat16s of a high and a low tile (16 rows of A or 16 columns of B, 32 k): one k step of a
+// row block of A or a column block of B, which both layouts store one after another.
+constexpr int64_t kStep = 1024;
 
 struct TileConfig {
   uint8_t palette, start_row, reserved[14];
@@ -65,11 +68,10 @@ void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap) {
   uint16_t* d = reinterpret_cast<uint16_t*>(Ap);
   for (int64_t m = 0; m < Mp; ++m)
     for (int64_t ks = 0; ks < KS; ++ks) {
-      uint16_t* t = d + ((m / 16) * KS + ks) * 1024 + (m % 16) * 32;
+      uint16_t* t = d + ((m / 16) * KS + ks) * kStep + (m % 16) * 32;
       for (int half = 0; half < 2; ++half) {
         const int64_t k0 = ks * 32 + half * 16;
-        const int64_t n = m < M ? std::max<int64_t>(0, std::min<int64_t>(16, K - k0)) : 0;
-        const __m512 v = _mm512_maskz_loadu_ps(n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1), A + m * lda + k0);
+        const __m512 v = _mm512_maskz_loadu_ps(m < M ? first_lanes16(K - k0) : 0, A + m * lda + k0);
         __m512i h, l;
         split(v, &h, &l);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(t + half * 16), _mm512_cvtepi32_epi16(h));
@@ -84,14 +86,14 @@ void amx_pack_panels(int64_t K, int64_t panels, const float* P, float* Bp) {
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t q = 0; q < panels; ++q) {
     const float* src = P + q * K * 32;
-    uint16_t* b0 = d + (2 * q) * KS * kBTiles;  // columns 0-15 of the panel
-    uint16_t* b1 = b0 + KS * kBTiles;           // 16-31
+    uint16_t* b0 = d + (2 * q) * KS * kStep;  // columns 0-15 of the panel
+    uint16_t* b1 = b0 + KS * kStep;           // 16-31
     for (int64_t ks = 0; ks < KS; ++ks)
       for (int r = 0; r < 16; ++r) {
         const int64_t k = ks * 32 + 2 * r;
         const float* r0 = src + k * 32;
         const bool has0 = k < K, has1 = k + 1 < K;
-        const int64_t o = ks * kBTiles + r * 32;
+        const int64_t o = ks * kStep + r * 32;
         pair_row(has0 ? _mm512_loadu_ps(r0) : zero, has1 ? _mm512_loadu_ps(r0 + 32) : zero, b0 + o);
         pair_row(has0 ? _mm512_loadu_ps(r0 + 16) : zero, has1 ? _mm512_loadu_ps(r0 + 48) : zero, b1 + o);
       }
@@ -109,11 +111,11 @@ void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp)
       const int64_t k = ks * 32 + 2 * r;
       const float* row0 = B + k * ldb;
       for (int64_t nb = 0; nb < NB; ++nb) {
-        const int64_t c0 = nb * 16, n = std::max<int64_t>(0, std::min<int64_t>(16, N - c0));
-        const __mmask16 cm = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+        const int64_t c0 = nb * 16;
+        const __mmask16 cm = first_lanes16(N - c0);
         const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(cm, row0 + c0) : zero;
         const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(cm, row0 + ldb + c0) : zero;
-        pair_row(v0, v1, d + (nb * KS + ks) * kBTiles + r * 32);
+        pair_row(v0, v1, d + (nb * KS + ks) * kStep + r * 32);
       }
     }
 }
@@ -125,22 +127,22 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
   cfg.palette = 1;
   for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
   _tile_loadconfig(&cfg);
-  const int64_t KS = amx_round(K) / 32, TA = KS * 1024, TB = KS * kBTiles;  // bfloat16s of a row (A), column (B) block (equal)
+  const int64_t KS = amx_round(K) / 32, T = KS * kStep;  // bfloat16s of a row block of A, a column block of B
   const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);
   const uint16_t* B = reinterpret_cast<const uint16_t*>(Bp);
   alignas(64) float acc[4][16][16];
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t n0 = 0; n0 < N; n0 += 32) {
-    const uint16_t* b0 = B + (n0 / 16) * TB;
-    const uint16_t* b1 = b0 + TB;
+    const uint16_t* b0 = B + (n0 / 16) * T;
+    const uint16_t* b1 = b0 + T;
     for (int64_t mb = m0; mb < m1; mb += 32) {
-      const uint16_t* a0 = A + (mb / 16) * TA;
-      const uint16_t* a1 = a0 + TA;
+      const uint16_t* a0 = A + (mb / 16) * T;
+      const uint16_t* a1 = a0 + T;
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int64_t o = 0; o < TA; o += 1024) {
+      for (int64_t o = 0; o < T; o += kStep) {
         _tile_loadd(4, a0 + o + 512, 64);  // A low x B high
         _tile_loadd(6, b0 + o, 64);
         _tile_dpbf16ps(0, 4, 6);
@@ -167,9 +169,9 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
       _tile_stored(2, acc[2], 64);
       _tile_stored(3, acc[3], 64);
       for (int t = 0; t < 4; ++t) {
-        const int64_t c = n0 + (t % 2) * 16, n = std::min<int64_t>(16, N - c);
-        if (n <= 0) continue;
-        const __mmask16 cm = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+        const int64_t c = n0 + (t % 2) * 16;
+        if (c >= N) continue;
+        const __mmask16 cm = first_lanes16(N - c);
         const int64_t r0 = mb + (t / 2) * 16, rows = std::min<int64_t>(16, m1 - r0);
         for (int64_t r = 0; r < rows; ++r) {
           __m512 v = _mm512_load_ps(acc[t][r]);

@@ -373,6 +373,11 @@ bool fused_fits(int64_t M, int64_t K, int64_t panels) {
   return K <= 1152 && M * K * 4 <= (1 << 20) && panels >= 16;
 }
 
+// A 1x1 conv, stride 1, no padding: its input planes are its B (K x pixels) as they lie.
+bool pointwise(const Conv2dParams& p) {
+  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
+}
+
 // A 1x1 conv of one map, stride 1, no padding: the input planes are B as they are. On maps of
 // 128-1024 pixels that skips the copy into panels and its pass (googlenet's 14x14 and 28x28 1x1
 // convs); on AVX-512, larger maps too where the planes fit one core's L2 (a Xeon's 2 MiB: googlenet's
@@ -382,7 +387,7 @@ bool fused_fits(int64_t M, int64_t K, int64_t panels) {
 // dispatched to.
 bool unpacked_fits(const Conv2dParams& p, int64_t pixels) {
   static const int64_t big = detect_isa() == Isa::kAvx512 ? l2_cache_bytes() : 0;  // measured on AVX-512 only
-  return p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 && pixels >= 128 &&
+  return pointwise(p) && pixels >= 128 &&
          (pixels <= 1024 || int64_t{p.in_channels / p.groups} * pixels * 4 <= big);
 }
 
@@ -423,7 +428,7 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
 
 // ---- SPPNET_AMX=1: bf16x3 products on AMX tiles (amx_cpu.h) ----
 //
-// Every map's columns in chunks of B of ~384 KiB packed (im2col's panels converted, or a 1x1
+// Every map's columns in chunks of ~384 KiB of packed B (im2col's panels converted, or a 1x1
 // conv's planes read in place), each chunk a task that packs its B and multiplies all the
 // filters (packed once, kept in the caller's filter cache) by it; where there are fewer than two
 // chunks a thread (small maps, few images) the filters are split too, in blocks of 32 rows.
@@ -449,13 +454,13 @@ Status conv2d_amx(const RaggedView& in, const float* x, const Conv2dParams& p, c
   const float* A = cached_filters(p, amx_cache_floats(p), kAmxCacheValid, kAmxCacheHeader, amx_a_floats(M, K), wbuf,
                                   [&](float* d) { amx_pack_a(M, K, weight, K, d); });
   const int64_t chunk = std::max<int64_t>(NR, std::min<int64_t>(256, (96 << 10) / amx_round(K) / NR * NR));
-  const bool pointwise = p.kernel_h == 1 && p.kernel_w == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0;
-  std::vector<RunCols> cols(pointwise ? 0 : static_cast<size_t>(in.count));
+  const bool planes = pointwise(p);  // B read from the input planes, else from im2col's panels
+  std::vector<RunCols> cols(planes ? 0 : static_cast<size_t>(in.count));
   std::vector<int64_t> first(static_cast<size_t>(in.count) + 1, 0);  // the first chunk of each map
   for (int i = 0; i < in.count; ++i) {
     const int64_t P = int64_t{out.height[i]} * out.width[i];
     first[i + 1] = first[i] + (P + chunk - 1) / chunk;
-    if (!pointwise && P > 0) cols[i] = run_cols(in, out, i, i + 1, 0, p.in_channels, p, gemm_panels(P) * NR);
+    if (!planes && P > 0) cols[i] = run_cols(in, out, i, i + 1, 0, p.in_channels, p, gemm_panels(P) * NR);
   }
   const int64_t chunks = first[in.count], mblocks = amx_round(M) / 32;
   const int64_t parts = std::min(mblocks, std::max<int64_t>(1, (2 * num_threads() + chunks - 1) / std::max<int64_t>(chunks, 1)));
@@ -465,7 +470,7 @@ Status conv2d_amx(const RaggedView& in, const float* x, const Conv2dParams& p, c
     const int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), c) - first.begin()) - 1;
     const int64_t P = int64_t{out.height[i]} * out.width[i], n0 = (c - first[i]) * chunk, nc = std::min(chunk, P - n0);
     float* Bb = bbuf.get(static_cast<size_t>(amx_b_floats(nc, K)));
-    if (pointwise) {
+    if (planes) {
       amx_pack_rows(K, nc, x + in.offset[i] + n0, P, Bb);
     } else {
       const int64_t q0 = n0 / NR, q1 = (n0 + nc + NR - 1) / NR;

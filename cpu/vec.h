@@ -37,6 +37,10 @@ static inline float v16_sum(v16 v) {
   return s;
 }
 
+// The mask of the first n of 16 lanes (all for n >= 16, none for n <= 0): a masked load or store
+// of a row's last, partial vector.
+static inline unsigned short first_lanes16(int64_t n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : static_cast<unsigned short>((1u << n) - 1); }
+
 // f(std::integral_constant<int, r>) for a run-time r in [1, R]: a tile's row or pixel count as a template argument.
 template <int R, typename F>
 __attribute__((always_inline)) inline void with_rows(int r, F&& f) {

@@ -410,8 +410,7 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
   // phases no window reads), NaN/Inf, poisoned outputs; 1 and 2 threads bit for bit; with
   // SPPNET_LANES=0 each case gives other bits (another order of the sums: so the path was taken);
   // a model's filter cache of this path's size.
-  const { runNode } = require('./support/child');
-  const path = require('path');
+  const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
     const sp = require('./dist');
     const { rng } = require('./test/support/reference');
@@ -442,17 +441,7 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
   it('gives the reference on ragged batches (row ends, tiles across rows, strides 2-8, dilation, unread phases, filters off the panel, NaN/Inf, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_LANES=0 another order', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
-    const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, lanes]) => {
-      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_LANES: lanes, SPPNET_DEVICE: 'cpu' } });
-      expect(res.stderr).to.equal('');
-      return res.stdout.trim();
-    });
-    if (results[0] === 'no avx512') this.skip();
-    expect(results[0], `seed ${seed}`).to.match(/^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12}$/);
-    expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
-    expect(results[2], `seed ${seed}: SPPNET_LANES=0`).to.match(/^bad 0 /);
-    const on = results[0].split(' ')[2].split(','), off = results[2].split(' ')[2].split(',');
-    on.forEach((h, i) => expect(h, `seed ${seed} case ${i}: the lanes path ran (SPPNET_LANES=0 sums in another order)`).to.not.equal(off[i]));
+    onAndOff(this, child(seed), seed, { flag: 'SPPNET_LANES', skip: 'no avx512', pattern: /^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12}$/, label: 'the lanes path ran (SPPNET_LANES=0 sums in another order)' });
   });
 });
 
@@ -467,8 +456,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   // dilation, NaN/Inf, poisoned outputs; 1 and 2
   // threads bit for bit; SPPNET_AMX=0 gives other bits (so each case took the path); a model's
   // filter cache of this path's size (16 + the packed filters).
-  const { runNode } = require('./support/child');
-  const path = require('path');
+  const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
     const sp = require('./dist');
     const { rng } = require('./test/support/reference');
@@ -517,17 +505,7 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   it('gives the reference within 5e-5 of sum |w x| on ragged batches and in the worst case (K and filters off the blocks, chunks, a lone small map, 260 filters, 1x1 in place and strided, stride 2, dilation, NaN/Inf inputs and weights, 3.4e38, poisoned out) and keeps a model\'s packed filters; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
-    const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, amx]) => {
-      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_AMX: amx, SPPNET_DEVICE: 'cpu' } });
-      expect(res.stderr).to.equal('');
-      return res.stdout.trim();
-    });
-    if (results[0] === 'no amx') this.skip();
-    expect(results[0], `seed ${seed}`).to.match(/^bad 0 ([0-9a-f]{12},){6}[0-9a-f]{12} worst /);
-    expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
-    expect(results[2], `seed ${seed}: SPPNET_AMX=0`).to.match(/^bad 0 /);
-    const on = results[0].split(' ')[2].split(','), off = results[2].split(' ')[2].split(',');
-    on.forEach((h, i) => expect(h, `seed ${seed} case ${i}: the AMX path ran (SPPNET_AMX=0 sums otherwise)`).to.not.equal(off[i]));
+    onAndOff(this, child(seed), seed, { flag: 'SPPNET_AMX', skip: 'no amx', pattern: /^bad 0 ([0-9a-f]{12},){6}[0-9a-f]{12} worst /, label: 'the AMX path ran (SPPNET_AMX=0 sums otherwise)' });
   });
 });
 

@@ -1,8 +1,10 @@
 'use strict';
-// Child-side checks for the tests of one CPU conv path (test/layers.test.js runs them in child
-// processes whose environment picks the path: the direct, lanes and AMX paths): a ragged case
-// against the float64 reference, and a model's packed-filter cache.
+// Checks for the tests of one CPU conv path (test/layers.test.js runs them in child processes
+// whose environment picks the path: the direct, lanes and AMX paths): in the child, a ragged case
+// against the float64 reference and a model's packed-filter cache; in the parent, the child run
+// with the path on and off.
 const crypto = require('crypto');
+const path = require('path');
 const { randomMap, refSpp } = require('./reference');
 const { refConv2d, refLinear } = require('./layers-reference');
 
@@ -80,4 +82,27 @@ async function filterCacheCheck(sp, r, conv, H, W, cacheOk = () => true) {
   return bad;
 }
 
-module.exports = { raggedCase, filterCacheCheck };
+/**
+ * Parent side: the child script `code` run on the CPU with `flag` (the path's variable) '1' on 1
+ * and 2 threads, then '0' on 1 thread; its stdout lines, each child's stderr expected empty.
+ * Where the first line is `skip` (no such CPU) the test is skipped (`test`: mocha's this). Then
+ * expects `pattern` of the first line, the same line on 2 threads (the same sums), 'bad 0' with the
+ * path off, and each case's hash (the third word, comma-separated) other with it off: the path ran.
+ */
+function onAndOff(test, code, seed, { flag, skip, pattern, label }) {
+  const { expect } = require('chai');
+  const { runNode } = require('./child');
+  const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, on]) => {
+    const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..', '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, [flag]: on, SPPNET_DEVICE: 'cpu' } });
+    expect(res.stderr).to.equal('');
+    return res.stdout.trim();
+  });
+  if (results[0] === skip) test.skip();
+  expect(results[0], `seed ${seed}`).to.match(pattern);
+  expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
+  expect(results[2], `seed ${seed}: ${flag}=0`).to.match(/^bad 0 /);
+  const on = results[0].split(' ')[2].split(','), off = results[2].split(' ')[2].split(',');
+  on.forEach((h, i) => expect(h, `seed ${seed} case ${i}: ${label}`).to.not.equal(off[i]));
+}
+
+module.exports = { raggedCase, filterCacheCheck, onAndOff };
