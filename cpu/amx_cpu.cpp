@@ -61,22 +61,81 @@ struct TileConfig {
   uint8_t rows[16];
 };
 
-}  // namespace
+// The high part alone, rounded to the nearest bfloat16 (an infinity, NaN and overflow as
+// float_to_bf16's): BF16 products' operand (parts 1).
+inline __m512i high(__m512 v) { return _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v))); }
 
-void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap) {
-  const int64_t Mp = amx_round(M), KS = amx_round(K) / 32;
+// 16 of a row's 32 k of A's layout (t: the row in its first part) from 16 floats.
+inline void a_half(__m512 v, uint16_t* t, int parts) {
+  if (parts == 1) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(t), _mm512_cvtepi32_epi16(high(v)));
+    return;
+  }
+  __m512i h, l;
+  split(v, &h, &l);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(t), _mm512_cvtepi32_epi16(h));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(t + 512), _mm512_cvtepi32_epi16(l));
+}
+
+// Rows [m0, m1) of A's layout (rows from M on zero), each row's 16 floats at k0 from load(m, k0, mask).
+template <typename Load>
+void pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, float* Ap, int parts, Load&& load) {
+  const int64_t KS = amx_round(K) / 32, step = 512 * parts;
   uint16_t* d = reinterpret_cast<uint16_t*>(Ap);
-  for (int64_t m = 0; m < Mp; ++m)
+  for (int64_t m = m0; m < m1; ++m)
     for (int64_t ks = 0; ks < KS; ++ks) {
-      uint16_t* t = d + ((m / 16) * KS + ks) * kStep + (m % 16) * 32;
+      uint16_t* t = d + ((m / 16) * KS + ks) * step + (m % 16) * 32;
       for (int half = 0; half < 2; ++half) {
         const int64_t k0 = ks * 32 + half * 16;
-        const __m512 v = _mm512_maskz_loadu_ps(m < M ? first_lanes16(K - k0) : 0, A + m * lda + k0);
-        __m512i h, l;
-        split(v, &h, &l);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t + half * 16), _mm512_cvtepi32_epi16(h));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t + 512 + half * 16), _mm512_cvtepi32_epi16(l));
+        a_half(load(m, k0, m < M ? first_lanes16(K - k0) : 0), t + half * 16, parts);
       }
+    }
+}
+
+}  // namespace
+
+void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap) { amx_pack_a_rows(0, amx_round(M), M, K, A, lda, Ap, 2); }
+
+void amx_pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, const float* A, int64_t lda, float* Ap, int parts) {
+  pack_a_rows(m0, m1, M, K, Ap, parts, [&](int64_t m, int64_t k0, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, A + m * lda + k0); });
+}
+
+void amx_pack_a_bf16(int64_t m0, int64_t m1, int64_t M, int64_t K, const uint16_t* A, int64_t lda, float* Ap, int parts) {
+  // Widened to FP32 (exact) and split as FP32 rows are: the low part zero, an infinity in it.
+  pack_a_rows(m0, m1, M, K, Ap, parts, [&](int64_t m, int64_t k0, __mmask16 mask) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, A + m * lda + k0)), 16));
+  });
+}
+
+void amx_pack_bt(int64_t nb0, int64_t nb1, int64_t N, int64_t K, const float* X, int64_t ldx, float* Bp, int parts) {
+  const int64_t KS = amx_round(K) / 32, step = 512 * parts;
+  uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
+  // Each column's 32 k (one row of X) as 16 pairs, then the 16 columns' pairs transposed into
+  // the tile's 16 rows of 16 pairs.
+  alignas(64) uint32_t cols[2][16][16];
+  const __m512i across = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+  for (int64_t nb = nb0; nb < nb1; ++nb)
+    for (int64_t ks = 0; ks < KS; ++ks) {
+      const int64_t k0 = ks * 32;
+      for (int c = 0; c < 16; ++c) {
+        const int64_t n = nb * 16 + c;
+        const float* row = X + n * ldx + k0;
+        const __m512 v0 = _mm512_maskz_loadu_ps(n < N ? first_lanes16(K - k0) : 0, row);
+        const __m512 v1 = _mm512_maskz_loadu_ps(n < N ? first_lanes16(K - k0 - 16) : 0, row + 16);
+        __m512i h0, l0, h1, l1;
+        if (parts == 1) {
+          h0 = high(v0), h1 = high(v1);
+        } else {
+          split(v0, &h0, &l0);
+          split(v1, &h1, &l1);
+          _mm512_store_si512(cols[1][c], _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(l0)), _mm512_cvtepi32_epi16(l1), 1));
+        }
+        _mm512_store_si512(cols[0][c], _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi32_epi16(h0)), _mm512_cvtepi32_epi16(h1), 1));
+      }
+      uint16_t* t = d + (nb * KS + ks) * step;
+      for (int part = 0; part < parts; ++part)
+        for (int r = 0; r < 16; ++r)
+          _mm512_storeu_si512(t + part * 512 + r * 32, _mm512_i32gather_epi32(_mm512_add_epi32(across, _mm512_set1_epi32(r)), cols[part], 4));
     }
 }
 
@@ -120,18 +179,137 @@ void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp)
     }
 }
 
-void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
-              bool relu) {
+namespace {
+
+void load_tile_config() {
   alignas(64) TileConfig cfg;
   std::memset(&cfg, 0, sizeof cfg);
   cfg.palette = 1;
   for (int i = 0; i < 8; ++i) cfg.colsb[i] = 64, cfg.rows[i] = 16;
   _tile_loadconfig(&cfg);
+}
+
+// acc[t] (t = 2 x row half + column half: four 16 x 16 FP32 tiles) + bias, ReLU, into C's rows
+// [r0, r0 + 32) and columns [c0, c0 + 32), those under (m1, N).
+inline void store_block(const float (*acc)[16][16], int64_t r0, int64_t m1, int64_t c0, int64_t N, float* C, int64_t ldc, const float* bias,
+                        bool relu) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int t = 0; t < 4; ++t) {
+    const int64_t c = c0 + (t % 2) * 16;
+    if (c >= N) continue;
+    const __mmask16 cm = first_lanes16(N - c);
+    const int64_t rt = r0 + (t / 2) * 16, rows = std::min<int64_t>(16, m1 - rt);
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 v = _mm512_loadu_ps(acc[t][r]);
+      if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[rt + r]));
+      if (relu) v = _mm512_max_ps(zero, v);  // max(0, NaN) = NaN: the second operand wins
+      _mm512_mask_storeu_ps(C + rt * ldc + r * ldc + c, cm, v);
+    }
+  }
+}
+
+// The products of one k step of a 32 x 32 block (tiles 0-3 += a0/a1 rows x b0/b1 columns):
+// bf16x3 (the low parts 512 bfloat16s after the high ones) or, parts 1, the high parts alone.
+template <int Parts>
+inline void kstep(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, const uint16_t* b1) {
+  if constexpr (Parts == 2) {
+    _tile_loadd(4, a0 + 512, 64);  // A low x B high
+    _tile_loadd(6, b0, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, b1, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1 + 512, 64);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    _tile_loadd(4, a0, 64);  // A high x B high
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1, 64);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+    _tile_loadd(6, b0 + 512, 64);  // A high x B low
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_loadd(7, b1 + 512, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(3, 5, 7);
+  } else {
+    _tile_loadd(4, a0, 64);
+    _tile_loadd(6, b0, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, b1, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1, 64);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+}
+
+// k steps [ks0, ks1) of a 32 x 32 block whose row blocks of A start at a0 / a1 and column blocks
+// of B at b0 / b1; the accumulators from acc (zero where first) and back to it.
+template <int Parts>
+void kblock(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, const uint16_t* b1, int64_t ks0, int64_t ks1, float* acc,
+            bool first) {
+  constexpr int64_t step = 512 * Parts;
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, acc, 64);
+    _tile_loadd(1, acc + 256, 64);
+    _tile_loadd(2, acc + 512, 64);
+    _tile_loadd(3, acc + 768, 64);
+  }
+  for (int64_t o = ks0 * step; o < ks1 * step; o += step) kstep<Parts>(a0 + o, a1 + o, b0 + o, b1 + o);
+  _tile_stored(0, acc, 64);
+  _tile_stored(1, acc + 256, 64);
+  _tile_stored(2, acc + 512, 64);
+  _tile_stored(3, acc + 768, 64);
+}
+
+// K steps (of 32) per block of amx_gemm_kblocked: a 128 x 128 region's A and B blocks take 512
+// KiB each in bf16x3, its accumulators 64 KiB: within a core's 2 MiB L2 (fc6 on 2,000 rows, 2
+// threads: 304-312 ms against 316-330 with 256 x 256 regions and blocks of 16 steps).
+constexpr int64_t kKBlockSteps = 32;
+
+template <int Parts>
+void gemm_kblocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                   const float* bias, bool relu) {
+  constexpr int64_t step = 512 * Parts;
+  const int64_t KS = amx_round(K) / 32, T = KS * step;  // bfloat16s of a row block of A, a column block of B
+  const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);
+  const uint16_t* B = reinterpret_cast<const uint16_t*>(Bp);
+  const int64_t MB = (m1 - m0 + 31) / 32, NB = (n1 - n0 + 31) / 32;
+  static thread_local FloatBuffer accbuf;
+  float* acc = accbuf.get(static_cast<size_t>(MB * NB * 1024));
+  load_tile_config();
+  for (int64_t ks0 = 0; ks0 < KS; ks0 += kKBlockSteps) {
+    const int64_t ks1 = std::min(KS, ks0 + kKBlockSteps);
+    for (int64_t nb = 0; nb < NB; ++nb) {
+      const uint16_t* b0 = B + (n0 / 16 + 2 * nb) * T;
+      for (int64_t mb = 0; mb < MB; ++mb) {
+        const uint16_t* a0 = A + (m0 / 16 + 2 * mb) * T;
+        kblock<Parts>(a0, a0 + T, b0, b0 + T, ks0, ks1, acc + (nb * MB + mb) * 1024, ks0 == 0);
+      }
+    }
+  }
+  _tile_release();
+  for (int64_t nb = 0; nb < NB; ++nb)
+    for (int64_t mb = 0; mb < MB; ++mb)
+      store_block(reinterpret_cast<const float(*)[16][16]>(acc + (nb * MB + mb) * 1024), m0 + 32 * mb, m1, n0 + 32 * nb, n1, C, ldc, bias, relu);
+}
+
+}  // namespace
+
+void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
+              bool relu) {
+  load_tile_config();
   const int64_t KS = amx_round(K) / 32, T = KS * kStep;  // bfloat16s of a row block of A, a column block of B
   const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);
   const uint16_t* B = reinterpret_cast<const uint16_t*>(Bp);
   alignas(64) float acc[4][16][16];
-  const __m512 zero = _mm512_setzero_ps();
   for (int64_t n0 = 0; n0 < N; n0 += 32) {
     const uint16_t* b0 = B + (n0 / 16) * T;
     const uint16_t* b1 = b0 + T;
@@ -142,47 +320,23 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int64_t o = 0; o < T; o += kStep) {
-        _tile_loadd(4, a0 + o + 512, 64);  // A low x B high
-        _tile_loadd(6, b0 + o, 64);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_loadd(7, b1 + o, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + o + 512, 64);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(4, a0 + o, 64);  // A high x B high
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_loadd(5, a1 + o, 64);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-        _tile_loadd(6, b0 + o + 512, 64);  // A high x B low
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_loadd(7, b1 + o + 512, 64);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(3, 5, 7);
-      }
+      for (int64_t o = 0; o < T; o += kStep) kstep<2>(a0 + o, a1 + o, b0 + o, b1 + o);
       _tile_stored(0, acc[0], 64);
       _tile_stored(1, acc[1], 64);
       _tile_stored(2, acc[2], 64);
       _tile_stored(3, acc[3], 64);
-      for (int t = 0; t < 4; ++t) {
-        const int64_t c = n0 + (t % 2) * 16;
-        if (c >= N) continue;
-        const __mmask16 cm = first_lanes16(N - c);
-        const int64_t r0 = mb + (t / 2) * 16, rows = std::min<int64_t>(16, m1 - r0);
-        for (int64_t r = 0; r < rows; ++r) {
-          __m512 v = _mm512_load_ps(acc[t][r]);
-          if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[r0 + r]));
-          if (relu) v = _mm512_max_ps(zero, v);  // max(0, NaN) = NaN: the second operand wins
-          _mm512_mask_storeu_ps(C + (r0 + r) * ldc + c, cm, v);
-        }
-      }
+      store_block(acc, mb, m1, n0, N, C, ldc, bias, relu);
     }
   }
   _tile_release();
+}
+
+void amx_gemm_kblocked(int parts, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float* Ap, const float* Bp, float* C,
+                       int64_t ldc, const float* bias, bool relu) {
+  if (parts == 1)
+    gemm_kblocked<1>(m0, m1, n0, n1, K, Ap, Bp, C, ldc, bias, relu);
+  else
+    gemm_kblocked<2>(m0, m1, n0, n1, K, Ap, Bp, C, ldc, bias, relu);
 }
 #pragma GCC pop_options
 
@@ -191,6 +345,10 @@ void amx_pack_a(int64_t, int64_t, const float*, int64_t, float*) {}
 void amx_pack_panels(int64_t, int64_t, const float*, float*) {}
 void amx_pack_rows(int64_t, int64_t, const float*, int64_t, float*) {}
 void amx_gemm(int64_t, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, const float*, bool) {}
+void amx_pack_a_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, float*, int) {}
+void amx_pack_a_bf16(int64_t, int64_t, int64_t, int64_t, const uint16_t*, int64_t, float*, int) {}
+void amx_pack_bt(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, float*, int) {}
+void amx_gemm_kblocked(int, int64_t, int64_t, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, const float*, bool) {}
 #endif
 
 }  // namespace cpu

@@ -1,4 +1,5 @@
-// bf16x3 products on Intel AMX tiles, for the conv path that SPPNET_AMX=1 turns on (conv_cpu.cpp).
+// bf16x3 products on Intel AMX tiles, for the conv and linear paths that SPPNET_AMX=1 turns on
+// (conv_cpu.cpp, linear_cpu.cpp).
 //
 // Each FP32 input x is split into a bfloat16 high part h = bf16(x) and a low part l = bf16(x - h),
 // and a . b is summed in FP32 as al bh + ah bh + ah bl: the tile unit (TDPBF16PS) takes 16 x 32
@@ -44,6 +45,27 @@ void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp)
 // ldc apart, on the calling thread (it loads its tile configuration and releases it after).
 void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
               bool relu);
+
+// ---- Linear layers with many rows (linear_cpu.cpp): C[out][rows] = W . x^T ----
+//
+// `parts` 2 is bf16x3 as above; `parts` 1 is BF16 products (math 'bf16': each operand rounded
+// to its nearest bfloat16, one exact product each, FP32 sums, as gemm_bf16_packed's), whose
+// layouts keep the high parts only (half the bytes). A and B as above otherwise.
+inline int64_t amx_a_floats(int64_t M, int64_t K, int parts) { return amx_round(M) * amx_round(K) * parts / 2; }
+inline int64_t amx_b_floats(int64_t N, int64_t K, int parts) { return amx_round(N) * amx_round(K) * parts / 2; }
+// Packs rows [m0, m1) of A (m0 a multiple of 16) into A's layout at Ap (the whole matrix's
+// start), from FP32 rows or from bfloat16 ones (the high part exact, the low part zero).
+void amx_pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, const float* A, int64_t lda, float* Ap, int parts);
+void amx_pack_a_bf16(int64_t m0, int64_t m1, int64_t M, int64_t K, const uint16_t* A, int64_t lda, float* Ap, int parts);
+// Packs column blocks [nb0, nb1) (16 columns each) of B = X^T (B[k][n] = X[n][k]: a linear
+// layer's input rows, ldx apart) into B's layout at Bp; columns past N zero.
+void amx_pack_bt(int64_t nb0, int64_t nb1, int64_t N, int64_t K, const float* X, int64_t ldx, float* Bp, int parts);
+// C rows [m0, m1) x columns [n0, n1) (m0 and n0 multiples of 32) = A . B (+ bias[m]) (then ReLU),
+// on the calling thread: K in blocks (the block's A and B stay in L2 while the region's
+// accumulators go to a scratch between blocks), for a K too long to keep a row block of A and a
+// column block of B in L2 (fc6: 12,800).
+void amx_gemm_kblocked(int parts, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float* Ap, const float* Bp, float* C,
+                       int64_t ldc, const float* bias, bool relu);
 
 }  // namespace cpu
 }  // namespace sppnet

@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "amx_cpu.h"
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -255,6 +256,36 @@ void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Row
   });
 }
 
+// SPPNET_AMX=1, from kAmxLinearRows rows: C[out][rows] = W . x^T on AMX tiles (amx_cpu.h), bf16x3
+// products (parts 2) or, for math 'bf16', BF16 ones (parts 1). x^T is packed once; W a slab of
+// kAmxSlab rows at a time (`pack(o0, m, r0, r1, Ap)`: rows [r0, r1) of the slab's m from row o0,
+// on the threads), and each slab's product is shared out in regions of kAmxRegion x kAmxRegion.
+// From 128 rows: below, packing W at each call costs more than the tiles save (fc6, 2 threads,
+// bench/RESULTS.md "AMX for fc layers": 32 rows 16 ms FP32 against 29-30 with the tiles, 96 rows
+// 36 against 33-35, 128 rows 43-48 against 37; 2,000 rows 765-814 against 304-330).
+constexpr int64_t kAmxLinearRows = 128;
+constexpr int64_t kAmxSlab = 512, kAmxRegion = 128;
+
+template <typename Pack>
+void linear_amx(int parts, int64_t rows, int64_t in, int64_t out, const float* x, Pack&& pack, const float* b, bool relu, float* y) {
+  static thread_local FloatBuffer packed_x, packed_w;
+  float* Bp = packed_x.get(static_cast<size_t>(amx_b_floats(rows, in, parts)));
+  parallel_for(amx_round(rows) / 16, 1, [&](int64_t nb0, int64_t nb1) { amx_pack_bt(nb0, nb1, rows, in, x, in, Bp, parts); });
+  float* Ap = packed_w.get(static_cast<size_t>(amx_a_floats(std::min(kAmxSlab, out), in, parts)));
+  linear_via_gemm(rows, out, y, [&](float* C) {
+    for (int64_t o0 = 0; o0 < out; o0 += kAmxSlab) {
+      const int64_t m = std::min(kAmxSlab, out - o0);
+      parallel_for(amx_round(m) / 16, 1, [&](int64_t r0, int64_t r1) { pack(o0, m, r0 * 16, r1 * 16, Ap); });
+      const int64_t mr = (m + kAmxRegion - 1) / kAmxRegion, nr = (rows + kAmxRegion - 1) / kAmxRegion;
+      parallel_tasks(mr * nr, [&](int64_t t) {
+        const int64_t i = t % mr, j = t / mr;
+        amx_gemm_kblocked(parts, i * kAmxRegion, std::min(m, (i + 1) * kAmxRegion), j * kAmxRegion, std::min(rows, (j + 1) * kAmxRegion),
+                          in, Ap, Bp, C + o0 * rows, rows, b ? b + o0 : nullptr, relu);
+      });
+    }
+  });
+}
+
 // bfloat16 weight rows widened (or FP32 ones rounded, for BF16 products) a block at a time for the
 // GEMM: 256 rows (fc6's 12,800 inputs: 13 MB), small next to the GEMM's own work on them.
 constexpr int64_t kBf16Block = 256;
@@ -266,6 +297,14 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
                       bool relu, int32_t math, float* y) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
+  if (rows >= kAmxLinearRows && amx_enabled()) {
+    // BF16 products where they would be taken without the tiles (kBf16ProductRows), else bf16x3.
+    const int parts = math == kMathBf16 && rows >= kBf16ProductRows ? 1 : 2;
+    linear_amx(parts, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
+      amx_pack_a_rows(r0, r1, m, in, w + o0 * in, in, Ap, parts);
+    }, b, relu, y);
+    return Status::Ok();
+  }
   if (math == kMathBf16 && rows >= kBf16ProductRows && gemm_bf16_available()) {
     static thread_local FloatBuffer narrow;  // bfloat16, two to a float
     uint16_t* wb = reinterpret_cast<uint16_t*>(narrow.get(static_cast<size_t>((std::min(kBf16Block, out) * in + 1) / 2)));
@@ -293,6 +332,13 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
                            const float* b, bool relu, int32_t math, float* y) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
+  if (rows >= kAmxLinearRows && amx_enabled()) {
+    const int parts = math == kMathBf16 ? 1 : 2;
+    linear_amx(parts, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
+      amx_pack_a_bf16(r0, r1, m, in, w + o0 * in, in, Ap, parts);
+    }, b, relu, y);
+    return Status::Ok();
+  }
   if (math == kMathBf16 && rows >= kBf16ProductRowsPacked && gemm_bf16_available()) {
     linear_gemm_bf16(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
     return Status::Ok();

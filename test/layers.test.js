@@ -509,6 +509,72 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   });
 });
 
+describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows)', function () {
+  // With SPPNET_AMX=1 on a CPU with AMX-BF16, sp.linear on 128 rows or more multiplies on AMX
+  // tiles (cpu/amx_cpu.h): bf16x3 for FP32 products (within 5e-5 of sum |w x| + |b| of the float64
+  // reference), one BF16 product each where math 'bf16' takes BF16 products (FP32 weights from
+  // 256 rows, a BF16Matrix from 8): FP32-tight against the rounded operands. Checked with K and
+  // the outputs off the 32-blocks, K in two blocks (1,100), rows in several regions, weights in
+  // two slabs (530 outputs), FP32 and BF16Matrix weights, NaN and infinities in x and the weights,
+  // ReLU, poisoned outputs; 1 and 2 threads bit for bit; SPPNET_AMX=0 gives other bits.
+  const { onAndOff } = require('./support/conv-paths');
+  const child = (seed) => `
+    const crypto = require('crypto');
+    const sp = require('./dist');
+    const { rng } = require('./test/support/reference');
+    const { toBf16 } = require('./test/support/model-reference');
+    (async () => {
+      if (process.env.SPPNET_AMX === '1' && !sp.backend().cpu.settings.amx) return console.log('no amx');
+      const r = rng(${seed});
+      let bad = 0, worst = 0;
+      const hashes = [];
+      for (const [rows, inF, outF, bf16Weights, math, relu] of [
+        [300, 77, 45, false, 'fp32', true],
+        [130, 600, 530, false, 'fp32', false],
+        [257, 1100, 140, false, 'bf16', false],
+        [200, 45, 70, false, 'bf16', true],
+        [150, 1100, 40, true, 'fp32', false],
+        [140, 33, 100, true, 'bf16', false],
+      ]) {
+        const x = Float32Array.from({ length: rows * inF }, () => r.normal());
+        const w = Float32Array.from({ length: outF * inF }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: outF }, () => r.normal());
+        // NaN and infinities in x's column 0 and the weights' column 1 (never multiplied together:
+        // bf16x3 makes inf x inf a NaN, amx_cpu.h)
+        x[r.int(0, rows - 1) * inF] = NaN;
+        x[r.int(0, rows - 1) * inF] = r.int(0, 1) ? Infinity : -Infinity;
+        w[r.int(0, outF - 1) * inF + 1] = r.int(0, 1) ? Infinity : -Infinity;
+        const weight = bf16Weights ? await sp.toBF16(sp.tensor(w, [outF, inF])) : sp.tensor(w, [outF, inF]);
+        const wr = bf16Weights ? w.map(toBf16) : w;
+        const products = math === 'bf16' && rows >= (bf16Weights ? 8 : 256);  // BF16 ones
+        const xs = products ? x.map(toBf16) : x, ws = products ? wr.map(toBf16) : wr;
+        const out = sp.tensor(new Float32Array(rows * outF).fill(-6.5e31), [rows, outF]);
+        const got = await (await sp.linear(sp.tensor(x, [rows, inF]), weight, sp.tensor(b, [outF]), { relu, out, math })).data();
+        for (let i = 0; i < rows; i++)
+          for (let o = 0; o < outF; o++) {
+            let s = b[o], mag = Math.abs(b[o]);
+            for (let k = 0; k < inF; k++) s += xs[i * inF + k] * ws[o * inF + k], mag += Math.abs(xs[i * inF + k] * ws[o * inF + k]);
+            if (relu && s < 0) s = 0;
+            const g = got[i * outF + o];
+            if (!Number.isFinite(s)) {
+              if (!Object.is(g, s) && !(Number.isNaN(s) && Number.isNaN(g))) bad++;
+              continue;
+            }
+            const err = Math.abs(g - s) / (mag + 1e-30);
+            worst = Math.max(worst, err);
+            if (!(err <= (products ? 1e-5 : 5e-5))) bad++;
+          }
+        hashes.push(crypto.createHash('sha256').update(Buffer.from(got.buffer, got.byteOffset, got.byteLength)).digest('hex').slice(0, 12));
+      }
+      console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
+    })();`;
+  it('gives the reference (bf16x3 within 5e-5 of sum |w x|, BF16 products FP32-tight) on rows in several regions, K and outputs off the blocks, two K blocks, two weight slabs, FP32 and BF16Matrix weights, NaN/Inf, ReLU, poisoned out; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
+    this.timeout(120000); // three child processes
+    const seed = freshSeed();
+    onAndOff(this, child(seed), seed, { flag: 'SPPNET_AMX', skip: 'no amx', pattern: /^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12} worst /, label: 'the AMX path ran (SPPNET_AMX=0 sums otherwise)' });
+  });
+});
+
 describe('conv2d on every CPU instruction set', function () {
   // The GEMM and im2col have AVX-512, AVX2 and portable paths; SPPNET_CPU_ISA picks a narrower
   // one than the CPU has, so each is checked here (the native one by the tests above).
