@@ -97,12 +97,32 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   j->y = h.arg(a, "output", rows * out_f);
   j->w = h.arg(a, "weight", bf16 ? (weights + 1) / 2 : weights);
   j->b = h.optional(a, "bias", out_f);
+  // Optional: the caller's buffer for the CPU AMX path's packed weights.
+  float* cache = nullptr;
+  int64_t cache_len = 0;
+  const Napi::Value wc = a.Get("weightCache");
+  if (wc.IsTypedArray() && wc.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array) {
+    Napi::Float32Array f = wc.As<Napi::Float32Array>();
+    cache = f.Data();
+    cache_len = static_cast<int64_t>(f.ElementLength());
+    h.keep.push_back(wc);
+  }
   const bool dev = one_device(info.Env(), {&j->x, &j->y, &j->w, &j->b}, kLayerBuffers);
-  return queue_op(info.Env(), dev, h, [j, rows, in_f, out_f, relu, math, bf16](const OpTable& ops) {
+  return queue_op(info.Env(), dev, h, [j, rows, in_f, out_f, relu, math, bf16, cache, cache_len](const OpTable& ops) {
     if (bf16)
-      return ops.linear_bf16_forward(rows, in_f, out_f, j->x.ptr, reinterpret_cast<const uint16_t*>(j->w.ptr), j->b.ptr, relu, math, j->y.ptr);
-    return ops.linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->b.ptr, relu, math, j->y.ptr);
+      return ops.linear_bf16_forward(rows, in_f, out_f, j->x.ptr, reinterpret_cast<const uint16_t*>(j->w.ptr), j->b.ptr, relu, math, j->y.ptr,
+                                     cache, cache_len);
+    return ops.linear_forward(rows, in_f, out_f, j->x.ptr, j->w.ptr, j->b.ptr, relu, math, j->y.ptr, cache, cache_len);
   }, rows * weights + rows * out_f);
+}
+
+// linearCacheFloats({ rows, inFeatures, outFeatures, math, weightBf16 }): the weight cache a CPU
+// linear of this shape takes, or 0 (the AMX path does not run for it).
+Napi::Value LinearCacheFloats(const Napi::CallbackInfo& info) {
+  const Napi::Object a = info[0].As<Napi::Object>();
+  const int64_t rows = a.Get("rows").As<Napi::Number>().Int64Value();
+  return Napi::Number::New(info.Env(), static_cast<double>(cpu::linear_cache_floats(rows, int_field(a, "inFeatures"), int_field(a, "outFeatures"),
+                                                                                      int_field(a, "math"), a.Get("weightBf16").ToBoolean())));
 }
 
 // elementwise({ op: 'relu' | 'softmax', rows, cols, input, output })
@@ -235,7 +255,7 @@ Napi::Value CropResize(const Napi::CallbackInfo& info) {
 
 void init_layers(Napi::Env env, Napi::Object exports) {
   export_functions(env, exports, {{"conv2d", Conv2d}, {"convCacheFloats", ConvCacheFloats}, {"maxPool2d", MaxPool2d},
-                                   {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear},
+                                   {"lrn", Lrn}, {"lrnBackward", LrnBackward}, {"lrnMaxPool2d", LrnMaxPool2d}, {"linear", Linear}, {"linearCacheFloats", LinearCacheFloats},
                                    {"elementwise", Elementwise}, {"copyChannels", CopyChannels},
                                    {"channelSums", ChannelSums}, {"channelAffine", ChannelAffine}, {"nms", Nms}, {"cropResize", CropResize}});
 }

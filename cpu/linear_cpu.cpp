@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "amx_cpu.h"
+#include "filter_cache.h"
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -256,26 +257,43 @@ void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Row
   });
 }
 
-// SPPNET_AMX=1, from kAmxLinearRows rows: C[out][rows] = W . x^T on AMX tiles (amx_cpu.h), bf16x3
-// products (parts 2) or, for math 'bf16', BF16 ones (parts 1). x^T is packed once; W a slab of
-// kAmxSlab rows at a time (`pack(o0, m, r0, r1, Ap)`: rows [r0, r1) of the slab's m from row o0,
-// on the threads), and each slab's product is shared out in regions of kAmxRegion x kAmxRegion.
-// From 128 rows: below, packing W at each call costs more than the tiles save (fc6, 2 threads,
-// bench/RESULTS.md "AMX for fc layers": 32 rows 16 ms FP32 against 29-30 with the tiles, 96 rows
-// 36 against 33-35, 128 rows 43-48 against 37; 2,000 rows 765-814 against 304-330).
+// SPPNET_AMX=1, from kAmxLinearRows rows (kAmxLinearRowsCached with the caller's cache):
+// C[out][rows] = W . x^T on AMX tiles (amx_cpu.h), bf16x3 products (parts 2) or, where math 'bf16'
+// takes BF16 products, those (parts 1). x^T is packed at each call; W once into the caller's cache
+// (linear_cache_floats), or without one a slab of kAmxSlab rows at a time (`pack(o0, m, r0, r1,
+// Ap)`: rows [r0, r1) of the m from row o0, on the threads); each slab's product is shared out in
+// regions of kAmxRegion x kAmxRegion. Without a cache, from 128 rows: below, packing W at each call
+// costs more than the tiles save (fc6, 2 threads, bench/RESULTS.md "AMX for fc layers": 32 rows 16
+// ms FP32 against 29-30 with the tiles, 96 rows 36 against 33-35, 128 rows 43-48 against 37; 2,000
+// rows 765-814 against 304-330).
 constexpr int64_t kAmxLinearRows = 128;
+constexpr int64_t kAmxLinearRowsCached = 16;
 constexpr int64_t kAmxSlab = 512, kAmxRegion = 128;
+constexpr int32_t kAmxLinearCacheValid = 0x314c4d41;  // "AML1"
+constexpr int64_t kAmxLinearCacheHeader = 16;          // floats: [valid, in, out, parts, bf16 weights, unused...]
+
+// The AMX path's parts for this call, 0 where it does not run.
+int amx_linear_parts(int64_t rows, int32_t math, bool bf16_weights, bool cached) {
+  if (rows < (cached ? kAmxLinearRowsCached : kAmxLinearRows) || !amx_enabled()) return 0;
+  return math == kMathBf16 && rows >= (bf16_weights ? kBf16ProductRowsPacked : kBf16ProductRows) ? 1 : 2;
+}
 
 template <typename Pack>
-void linear_amx(int parts, int64_t rows, int64_t in, int64_t out, const float* x, Pack&& pack, const float* b, bool relu, float* y) {
+void linear_amx(int parts, bool bf16_weights, int64_t rows, int64_t in, int64_t out, const float* x, Pack&& pack, const float* b, bool relu,
+                float* y, float* cache, int64_t cache_len) {
   static thread_local FloatBuffer packed_x, packed_w;
   float* Bp = packed_x.get(static_cast<size_t>(amx_b_floats(rows, in, parts)));
   parallel_for(amx_round(rows) / 16, 1, [&](int64_t nb0, int64_t nb1) { amx_pack_bt(nb0, nb1, rows, in, x, in, Bp, parts); });
-  float* Ap = packed_w.get(static_cast<size_t>(amx_a_floats(std::min(kAmxSlab, out), in, parts)));
+  const int32_t key[4] = {static_cast<int32_t>(in), static_cast<int32_t>(out), parts, bf16_weights ? 1 : 0};
+  const float* whole = !cache ? nullptr : cached_packing(cache, cache_len, cache_len, kAmxLinearCacheValid, key, kAmxLinearCacheHeader, 0, packed_w, [&](float* d) {
+    parallel_for(amx_round(out) / 16, 1, [&](int64_t r0, int64_t r1) { pack(0, out, r0 * 16, r1 * 16, d); });
+  });
+  float* slab = whole ? nullptr : packed_w.get(static_cast<size_t>(amx_a_floats(std::min(kAmxSlab, out), in, parts)));
   linear_via_gemm(rows, out, y, [&](float* C) {
     for (int64_t o0 = 0; o0 < out; o0 += kAmxSlab) {
       const int64_t m = std::min(kAmxSlab, out - o0);
-      parallel_for(amx_round(m) / 16, 1, [&](int64_t r0, int64_t r1) { pack(o0, m, r0 * 16, r1 * 16, Ap); });
+      if (!whole) parallel_for(amx_round(m) / 16, 1, [&](int64_t r0, int64_t r1) { pack(o0, m, r0 * 16, r1 * 16, slab); });
+      const float* Ap = whole ? whole + o0 * amx_round(in) * parts / 2 : slab;
       const int64_t mr = (m + kAmxRegion - 1) / kAmxRegion, nr = (rows + kAmxRegion - 1) / kAmxRegion;
       parallel_tasks(mr * nr, [&](int64_t t) {
         const int64_t i = t % mr, j = t / mr;
@@ -293,16 +311,20 @@ constexpr int64_t kBf16Block = 256;
 
 }  // namespace
 
+int64_t linear_cache_floats(int64_t rows, int32_t in_features, int32_t out_features, int32_t math, bool bf16_weights) {
+  const int parts = amx_linear_parts(rows, math, bf16_weights, true);
+  return parts ? kAmxLinearCacheHeader + amx_a_floats(out_features, in_features, parts) : 0;
+}
+
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t math, float* y) {
+                      bool relu, int32_t math, float* y, float* cache, int64_t cache_len) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
-  if (rows >= kAmxLinearRows && amx_enabled()) {
-    // BF16 products where they would be taken without the tiles (kBf16ProductRows), else bf16x3.
-    const int parts = math == kMathBf16 && rows >= kBf16ProductRows ? 1 : 2;
-    linear_amx(parts, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
+  const bool cached = cache && cache_len > 0 && cache_len == linear_cache_floats(rows, in_features, out_features, math, false);
+  if (const int parts = amx_linear_parts(rows, math, false, cached)) {
+    linear_amx(parts, false, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
       amx_pack_a_rows(r0, r1, m, in, w + o0 * in, in, Ap, parts);
-    }, b, relu, y);
+    }, b, relu, y, cached ? cache : nullptr, cache_len);
     return Status::Ok();
   }
   if (math == kMathBf16 && rows >= kBf16ProductRows && gemm_bf16_available()) {
@@ -329,14 +351,14 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
 }
 
 Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
-                           const float* b, bool relu, int32_t math, float* y) {
+                           const float* b, bool relu, int32_t math, float* y, float* cache, int64_t cache_len) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
-  if (rows >= kAmxLinearRows && amx_enabled()) {
-    const int parts = math == kMathBf16 ? 1 : 2;
-    linear_amx(parts, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
+  const bool cached = cache && cache_len > 0 && cache_len == linear_cache_floats(rows, in_features, out_features, math, true);
+  if (const int parts = amx_linear_parts(rows, math, true, cached)) {
+    linear_amx(parts, true, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
       amx_pack_a_bf16(r0, r1, m, in, w + o0 * in, in, Ap, parts);
-    }, b, relu, y);
+    }, b, relu, y, cached ? cache : nullptr, cache_len);
     return Status::Ok();
   }
   if (math == kMathBf16 && rows >= kBf16ProductRowsPacked && gemm_bf16_available()) {

@@ -396,7 +396,7 @@ Status lrn_max_pool2d_forward(const RaggedView& in, const float* x, const LrnPar
 }
 
 Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b,
-                      bool relu, int32_t math, float* y) {
+                      bool relu, int32_t math, float* y, float* /*cache*/, int64_t /*cache_len*/) {
   const int64_t total = rows * out_features;
   if (total == 0) return Status::Ok();
   if (math != kMathDirect && rows <= kGemvRows) {
@@ -417,7 +417,7 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
 
 // FP32 products in every math mode (BF16 tensor cores for these weights: not written yet).
 Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w,
-                           const float* b, bool relu, int32_t /*math*/, float* y) {
+                           const float* b, bool relu, int32_t /*math*/, float* y, float* /*cache*/, int64_t /*cache_len*/) {
   const int64_t groups = (rows + kBf16Rows - 1) / kBf16Rows;
   if (groups * out_features == 0) return Status::Ok();
   SPP_LAUNCH(grid_for(groups * out_features * 32, kThreads), kThreads, 0, linear_bf16_kernel)(rows, in_features, out_features, x, w, b,

@@ -509,20 +509,23 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   });
 });
 
-describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows)', function () {
+describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache)', function () {
   // With SPPNET_AMX=1 on a CPU with AMX-BF16, sp.linear on 128 rows or more multiplies on AMX
   // tiles (cpu/amx_cpu.h): bf16x3 for FP32 products (within 5e-5 of sum |w x| + |b| of the float64
   // reference), one BF16 product each where math 'bf16' takes BF16 products (FP32 weights from
   // 256 rows, a BF16Matrix from 8): FP32-tight against the rounded operands. Checked with K and
   // the outputs off the 32-blocks, K in two blocks (1,100), rows in several regions, weights in
   // two slabs (530 outputs), FP32 and BF16Matrix weights, NaN and infinities in x and the weights,
-  // ReLU, poisoned outputs; 1 and 2 threads bit for bit; SPPNET_AMX=0 gives other bits.
+  // ReLU, poisoned outputs; 1 and 2 threads bit for bit; SPPNET_AMX=0 gives other bits; a model's
+  // weight cache (the packed weights kept between calls, which take the tiles from 16 rows).
   const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
     const crypto = require('crypto');
     const sp = require('./dist');
     const { rng } = require('./test/support/reference');
     const { toBf16 } = require('./test/support/model-reference');
+    const { refSpp } = require('./test/support/reference');
+    const { refConv2d, refLinear } = require('./test/support/layers-reference');
     (async () => {
       if (process.env.SPPNET_AMX === '1' && !sp.backend().cpu.settings.amx) return console.log('no amx');
       const r = rng(${seed});
@@ -566,9 +569,37 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows)', function () {
           }
         hashes.push(crypto.createHash('sha256').update(Buffer.from(got.buffer, got.byteOffset, got.byteLength)).digest('hex').slice(0, 12));
       }
+      // A model's fc layers keep their packed weights in a cache of this path's size (16 + 64 x 64
+      // floats for 40 -> 40; from 16 rows with one): the logits of 20 images against the reference;
+      // spoiling the cache changes them, restored they are the same.
+      if (process.env.SPPNET_AMX === '1') {
+        const spec = { name: 'fc-cache', inChannels: 3, layers: [{ type: 'conv', name: 'conv1', out: 10, kernel: 3, relu: true }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc1', out: 40, relu: true }, { type: 'fc', name: 'fc2', out: 3 }] };
+        const m = await sp.buildModel({ spec, seed: 3, device: 'cpu' });
+        const sd = await m.stateDict(), W = (n) => sd.get(n).data;
+        const imgs = Array.from({ length: 20 }, () => Float32Array.from({ length: 3 * 9 * 13 }, () => r.normal()));
+        const ref = [];
+        for (const data of imgs) {
+          const f = refSpp([refConv2d({ data, C: 3, H: 9, W: 13 }, W('conv1.weight'), W('conv1.bias'), { cout: 10, kh: 3, kw: 3, stride: [1, 1], padding: [0, 0], relu: true })], { levels: [2, 1] });
+          const h = refLinear(f, 1, 50, W('fc1.weight'), 40, W('fc1.bias'), true);
+          ref.push(...refLinear(h, 1, 40, W('fc2.weight'), 3, W('fc2.bias')));
+        }
+        const run = async () => Array.from(await (await m.run(imgs.map((d) => sp.tensor(d, [3, 9, 13])))).data());
+        const one = await run(), two = await run();
+        [one, two].forEach((y) => y.forEach((v, j) => { if (!(Math.abs(v - ref[j]) <= 1e-4 * (1 + Math.abs(ref[j])))) bad++; }));
+        const cache = m.filterCaches.get('fc1');
+        if (!cache || cache.length !== 16 + 64 * 64) bad += 1000;
+        else {
+          const good = Float32Array.from(cache);
+          cache.fill(0, 16);
+          if (!(await run()).some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
+          cache.set(good);
+          if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
+        }
+        m.dispose();
+      }
       console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
     })();`;
-  it('gives the reference (bf16x3 within 5e-5 of sum |w x|, BF16 products FP32-tight) on rows in several regions, K and outputs off the blocks, two K blocks, two weight slabs, FP32 and BF16Matrix weights, NaN/Inf, ReLU, poisoned out; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
+  it('gives the reference (bf16x3 within 5e-5 of sum |w x|, BF16 products FP32-tight) on rows in several regions, K and outputs off the blocks, two K blocks, two weight slabs, FP32 and BF16Matrix weights, NaN/Inf, ReLU, poisoned out, a model\'s weight cache; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
     onAndOff(this, child(seed), seed, { flag: 'SPPNET_AMX', skip: 'no amx', pattern: /^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12} worst /, label: 'the AMX path ran (SPPNET_AMX=0 sums otherwise)' });

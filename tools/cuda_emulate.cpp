@@ -371,11 +371,11 @@ void run_linear(int64_t M, int N, int K, bool relu, int math, int sms, bool same
       mag[m * N + n] = g;
     }
   Dev<float> dx(x, "linear x"), dw(w, "linear weight"), db(b, "linear bias"), dy(static_cast<size_t>(M * N), "linear y");
-  expect_ok(cuda::linear_forward(M, K, N, dx.p, dw.p, db.p, relu, math, dy.p), name);
+  expect_ok(cuda::linear_forward(M, K, N, dx.p, dw.p, db.p, relu, math, dy.p, nullptr, 0), name);
   std::string why;
   bool ok = against(dy.host(), ref, mag, math_tolerance(math), &why);
   std::vector<float> ycpu(static_cast<size_t>(M * N));
-  expect_ok(cpu::linear_forward(M, K, N, x.data(), w.data(), b.data(), relu, math, ycpu.data()), name);
+  expect_ok(cpu::linear_forward(M, K, N, x.data(), w.data(), b.data(), relu, math, ycpu.data(), nullptr, 0), name);
   std::string why_cpu;  // the CPU takes bf16 (BF16 products on AVX-512 BF16 from kBf16ProductRows) and computes FP32 otherwise
   ok = against(ycpu, ref, mag, math == kMathBf16 ? math_tolerance(math) : 1e-5, &why_cpu) && ok;
   report(name, ok, "cuda " + why + "; cpu " + why_cpu);
@@ -403,11 +403,11 @@ void run_linear_bf16(int64_t M, int N, int K, bool relu) {
     }
   Dev<float> dx(x, "linear x"), db(b, "linear bias"), dy(static_cast<size_t>(M * N), "linear y");
   Dev<uint16_t> dw(wh, "linear bf16 weight");
-  expect_ok(cuda::linear_bf16_forward(M, K, N, dx.p, dw.p, db.p, relu, kMathFp32, dy.p), name);
+  expect_ok(cuda::linear_bf16_forward(M, K, N, dx.p, dw.p, db.p, relu, kMathFp32, dy.p, nullptr, 0), name);
   std::string why;
   bool ok = against(dy.host(), ref, mag, 1e-5, &why);
   std::vector<float> ycpu(static_cast<size_t>(M * N));
-  expect_ok(cpu::linear_bf16_forward(M, K, N, x.data(), wh.data(), b.data(), relu, kMathFp32, ycpu.data()), name);
+  expect_ok(cpu::linear_bf16_forward(M, K, N, x.data(), wh.data(), b.data(), relu, kMathFp32, ycpu.data(), nullptr, 0), name);
   std::string why_cpu;
   ok = against(ycpu, ref, mag, 1e-5, &why_cpu) && ok;
   report(name, ok, "cuda " + why + "; cpu " + why_cpu);

@@ -96,6 +96,9 @@ namespace cpu {
 // transformed filters (cpu/winograd_cpu.cpp), or the direct or lanes path's packed ones
 // (cpu/direct_conv_cpu.cpp, cpu/lanes_conv_cpu.cpp); 0 where none runs, so no cache is worth keeping.
 int64_t conv_cache_floats(const Conv2dParams& p, const RaggedView& out);
+// Floats linear_forward's / linear_bf16_forward's cache takes for this call (bf16_weights: the
+// latter): the AMX path's packed weights (cpu/linear_cpu.cpp); 0 where it does not run.
+int64_t linear_cache_floats(int64_t rows, int32_t in_features, int32_t out_features, int32_t math, bool bf16_weights);
 }  // namespace cpu
 
 }  // namespace sppnet

@@ -9,7 +9,7 @@
 // over the whole batch; `in`/`out` are the forward's layouts, dx has the layout of x, dy the
 // layout `out`; dx and db may be null (not wanted).
 //
-// Not in the list: cpu::conv_cache_floats (layers.h: CPU only, not a Status op) and the device
+// Not in the list: cpu::conv_cache_floats and cpu::linear_cache_floats (layers.h: CPU only, not Status ops) and the device
 // memory and stream calls of device.h (CUDA only, each with its own return type and no CPU twin).
 #pragma once
 #include <cstdint>
@@ -40,15 +40,17 @@
     (const RaggedView& in, const float* x, const LrnParams& lp, const Pool2dParams& pp, const RaggedView& out, float* y))           \
   /* y[n, out] = x[n, in] . w[out, in]^T + b[out], optionally ReLU; math: ConvMath (CUDA: each mode; CPU: kMathBf16 gives    */ \
   /* BF16 products where gemm_bf16_available() and rows >= kBf16ProductRows, FP32 otherwise, as for every other mode).         */ \
+  /* CPU with SPPNET_AMX=1: AMX tiles from 128 rows, 16 with a cache (cpu/linear_cpu.cpp). cache: the caller's buffer of      */ \
+  /* cpu::linear_cache_floats floats for the weights as that path packs them, kept between calls (null: none; CUDA: unused).   */ \
   X(Status, linear_forward,                                                                                                         \
     (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const float* w, const float* b, bool relu,            \
-     int32_t math, float* y))                                                                                                       \
+     int32_t math, float* y, float* cache, int64_t cache_len))                                                                      \
   /* linear_forward with bfloat16 weights (bf16.h: w holds out * in of them, row-major), FP32 products and sums; the same rows, */ \
   /* bias and ReLU. The result equals linear_forward on the weights widened to float32, up to the order of the sums; with math */ \
   /* kMathBf16, x is rounded to bfloat16 too where the CPU has BF16 products (from kBf16ProductRowsPacked rows).            */ \
   X(Status, linear_bf16_forward,                                                                                                    \
     (int64_t rows, int32_t in_features, int32_t out_features, const float* x, const uint16_t* w, const float* b, bool relu,         \
-     int32_t math, float* y))                                                                                                       \
+     int32_t math, float* y, float* cache, int64_t cache_len))                                                                      \
   X(Status, relu_forward, (int64_t n, const float* x, float* y))                                                                    \
   X(Status, softmax_forward, (int64_t rows, int32_t cols, const float* x, float* y))                                                \
   X(Status, conv2d_backward,                                                                                                        \

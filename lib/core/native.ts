@@ -91,7 +91,8 @@ export type NativeConvArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBu
 export type NativePoolArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLayout<'out'> & { pool: NativePoolParams };
 export type NativeLrnArgs = NativeBuf<'input'> & NativeBuf<'output'> & In<'in'> & NativeLrnParams;
 export type NativeLinearArgs = NativeBuf<'input'> & NativeBuf<'output'> & NativeBuf<'weight'> & Partial<NativeBuf<'bias'>> &
-  { rows: number; inFeatures: number; outFeatures: number; relu: boolean; math: number; /** weight holds bfloat16 bits, two to a float */ weightBf16?: boolean };
+  NativeLinearShape & { relu: boolean; /** the CPU AMX path's packed weights, kept between calls (linearCacheFloats of them) */ weightCache?: Float32Array };
+export type NativeLinearShape = { rows: number; inFeatures: number; outFeatures: number; math: number; /** weight holds bfloat16 bits, two to a float */ weightBf16?: boolean };
 export type NativeCopyChannelsArgs = NativeBuf<'part'> & NativeBuf<'whole'> & In<'in'> & NativeLayout<'out'> & { channelOffset: number; toWhole: boolean };
 export type NativeChannelSumsArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & In<'in'> & { sums: Float64Array };
 export type NativeChannelAffineArgs = NativeBuf<'u'> & Partial<NativeBuf<'v'>> & NativeBuf<'output'> & In<'in'> & { a: Float32Array; b?: Float32Array; d: Float32Array; relu: boolean };
@@ -169,6 +170,8 @@ export interface Native {
   lrn(args: NativeLrnArgs): Promise<void>;
   lrnMaxPool2d(args: NativePoolArgs & NativeLrnParams): Promise<void>;
   linear(args: NativeLinearArgs): Promise<void>;
+  /** Floats of the CPU AMX path's weight cache for this linear call, or 0 when that path does not take it. */
+  linearCacheFloats(args: NativeLinearShape): number;
   elementwise(args: NativeElementwiseArgs): Promise<void>;
   /** Part's maps to or from channels [channelOffset, ...) of whole's (concat along channels, and its gradient). */
   copyChannels(args: NativeCopyChannelsArgs): Promise<void>;

@@ -11,7 +11,7 @@ import { addSpatial, affineChannels, batchNormBackward, BatchNormSaved, batchNor
 import { concat, concatBackward, concatInto } from '../ops/concat';
 import { conv2d, conv2dBackward, conv2dCached, convOutSide } from '../ops/conv2d';
 import { dropout, dropoutBackward, dropoutRate, relu, reluBackward } from '../ops/elementwise';
-import { linear, linearBackward } from '../ops/linear';
+import { linearBackward, linearCached } from '../ops/linear';
 import { localResponseNorm, localResponseNormBackward, lrnParams } from '../ops/lrn';
 import { lrnMaxPool2d, maxPool2d, maxPool2dBackward, poolOutSide, poolWindow } from '../ops/pool';
 import { bnAffine, depthwiseAffine, foldAffine } from './fold';
@@ -269,7 +269,8 @@ export const LAYERS: Table = {
       c.width = width;
     },
     width: (l) => l.out,
-    infer: (l, x, c) => linear(x as Tensor, c.matrix?.(`${l.name}.weight`) ?? c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`), { relu: l.relu === true, out: c.out as Tensor | undefined, sequence: c.sequence }),
+    infer: (l, x, c) => linearCached(x as Tensor, c.matrix?.(`${l.name}.weight`) ?? c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`),
+      { relu: l.relu === true, out: c.out as Tensor | undefined, sequence: c.sequence }, (n) => c.cache!(l.name, n)),
     backward: async (l, t, c) => {
       const g = l.relu === true ? await reluBackward(t.output as Tensor, t.grad as Tensor) : t.grad;
       const r = await using(g, t.grad, (gr) => linearBackward(t.input as Tensor, c.weight(`${l.name}.weight`), gr as Tensor, { needInputGrad: true }));

@@ -16,7 +16,8 @@ export interface LinearOptions {
    * How to multiply (default sp.getMath().linear, 'fp32'). CUDA: every mode. CPU: 'bf16' rounds x
    * and the weights to bfloat16 and sums their products in FP32 where the CPU has AVX-512 BF16
    * (sp.backend().cpu.bf16) and x has 256 rows or more (8 with a BF16Matrix weight); FP32 otherwise.
-   * A BF16Matrix weight takes FP32 products of its values in every other mode.
+   * A BF16Matrix weight takes FP32 products of its values in every other mode. With SPPNET_AMX=1
+   * (README, "AMX on the CPU") the CPU multiplies on AMX tiles from 128 rows.
    */
   math?: MathMode;
   /** @internal Record the native call into this sequence instead of making it (Model.run). */
@@ -42,8 +43,17 @@ export async function linear(x: Tensor, weight: Tensor | BF16Matrix, bias?: Tens
   return linearAs(x, weight, bias, opts, null);
 }
 
+/**
+ * @internal linear with `cache(floats)` giving a Float32Array of that length kept for this layer
+ * between calls (a model's), where the CPU's AMX path keeps the packed weights.
+ */
+export async function linearCached(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, cache: (floats: number) => Float32Array): Promise<Tensor> {
+  return linearAs(x, weight, bias, opts, null, cache);
+}
+
 /** @internal linear with the ConvMath code `forced` instead of the mode's (the tensor-core check). */
-export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null): Promise<Tensor> {
+export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, forced: number | null,
+  cache?: (floats: number) => Float32Array): Promise<Tensor> {
   const fn = 'sp.linear';
   const site = new CallSite(opts);
   const o = checkOpts(fn, opts);
@@ -53,10 +63,14 @@ export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Ten
   if (rows * outF > MAX_ELEMENTS) fail(`${fn}: the output [${rows}, ${outF}] would exceed 2^31-1 elements`);
   const o2 = tensorOut(fn, o.out, [rows, outF], device);
   const code = forced ?? (await kernelMath(device, mode));
+  const shape = { rows, inFeatures: inF, outFeatures: outF, math: code, weightBf16 };
+  // The native side says whether its AMX path takes this call (and the cache's size).
+  const floats = cache && device === 'cpu' ? native.linearCacheFloats(shape) : 0;
   await settle(site, fn, [o2], () =>
     callOp(sequenceOf(o), 'linear', argsOf(
       nativeBuf('input', X.s), nativeBuf('output', o2.out.storage(fn, 'the output')), nativeBuf('weight', Wt.s),
-      bs ? nativeBuf('bias', bs) : {}, { rows, inFeatures: inF, outFeatures: outF, relu: o.relu === true, math: code, weightBf16 },
+      bs ? nativeBuf('bias', bs) : {}, shape, { relu: o.relu === true },
+      floats > 0 ? { weightCache: cache!(floats) } : {},
     )),
   );
   return o2.out;
