@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "amx_cpu.h"
 #include "isa.h"
 #include "sppnet/bf16.h"
 #include "parallel.h"
@@ -674,9 +675,46 @@ void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_
     }
 }
 
+namespace {
+
+// SPPNET_AMX=1: gemm_nn as bf16x3 on AMX tiles (amx_cpu.h; the training's backward GEMMs), where
+// every side is at least 32 and K at least 64 (a k step is 32: K below that is mostly padding).
+// A and B packed (on the threads when `parallel`, B in 32-column blocks), then C in regions of
+// kRegion x kRegion with K in blocks (amx_gemm_kblocked). False where it does not take the call.
+bool gemm_nn_amx(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                 const float* bias, bool relu, bool parallel) {
+  if (M < 32 || N < 32 || K < 64 || !amx_enabled()) return false;
+  constexpr int64_t kRegion = 128;
+  FloatBuffer abuf, bbuf;
+  float* Ap = abuf.get(static_cast<size_t>(amx_a_floats(M, K, 2)));
+  float* Bp = bbuf.get(static_cast<size_t>(amx_b_floats(N, K, 2)));
+  const int64_t KR = amx_round(K);
+  auto each = [&](int64_t n, auto&& f) {
+    if (parallel)
+      parallel_for(n, 1, [&](int64_t i0, int64_t i1) { for (int64_t i = i0; i < i1; ++i) f(i); });
+    else
+      for (int64_t i = 0; i < n; ++i) f(i);
+  };
+  each(amx_round(M) / 32, [&](int64_t i) { amx_pack_a_rows(32 * i, 32 * i + 32, M, K, A, lda, Ap, 2); });
+  each(amx_round(N) / 32, [&](int64_t j) { amx_pack_rows(K, std::min<int64_t>(32, N - 32 * j), B + 32 * j, ldb, Bp + 32 * j * KR); });
+  const int64_t mr = (M + kRegion - 1) / kRegion, nr = (N + kRegion - 1) / kRegion;
+  auto region = [&](int64_t t) {
+    const int64_t i = t % mr, j = t / mr;
+    amx_gemm_kblocked(2, i * kRegion, std::min(M, (i + 1) * kRegion), j * kRegion, std::min(N, (j + 1) * kRegion), K, Ap, Bp, C, ldc, bias, relu);
+  };
+  if (parallel)
+    parallel_tasks(mr * nr, region);
+  else
+    for (int64_t t = 0; t < mr * nr; ++t) region(t);
+  return true;
+}
+
+}  // namespace
+
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
              const float* bias, bool relu, bool parallel) {
   if (M <= 0 || N <= 0) return;
+  if (gemm_nn_amx(M, N, K, A, lda, B, ldb, C, ldc, bias, relu, parallel)) return;
   FloatBuffer buf;
   float* Bp = buf.get(static_cast<size_t>(gemm_packed_size(N, K)));
   gemm_pack_b(N, K, B, ldb, Bp, parallel);

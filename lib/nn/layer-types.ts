@@ -72,7 +72,7 @@ export interface LayerContext {
   out?: Spatial;
   /** Inference, for a kind that `writesSlices`: its channels of a concat's output to write into instead (CPU). */
   slice?: ChannelSlice;
-  /** Inference: the conv layers' cached Winograd filter transforms (see conv2dCached). */
+  /** Inference: what the CPU kernels pack from the weights, kept between calls (the convs' filters, the fc layers' weights on AMX: conv2dCached, linearCached). */
   cache?(layer: string, floats: number): Float32Array;
   /** Training: the layer's dropout seed. */
   seed?: number;

@@ -270,7 +270,7 @@ export const LAYERS: Table = {
     },
     width: (l) => l.out,
     infer: (l, x, c) => linearCached(x as Tensor, c.matrix?.(`${l.name}.weight`) ?? c.weight(`${l.name}.weight`), c.weight(`${l.name}.bias`),
-      { relu: l.relu === true, out: c.out as Tensor | undefined, sequence: c.sequence }, (n) => c.cache!(l.name, n)),
+      { relu: l.relu === true, out: c.out as Tensor | undefined, sequence: c.sequence }, c.cache && ((n) => c.cache!(l.name, n))),
     backward: async (l, t, c) => {
       const g = l.relu === true ? await reluBackward(t.output as Tensor, t.grad as Tensor) : t.grad;
       const r = await using(g, t.grad, (gr) => linearBackward(t.input as Tensor, c.weight(`${l.name}.weight`), gr as Tensor, { needInputGrad: true }));

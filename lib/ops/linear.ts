@@ -45,9 +45,9 @@ export async function linear(x: Tensor, weight: Tensor | BF16Matrix, bias?: Tens
 
 /**
  * @internal linear with `cache(floats)` giving a Float32Array of that length kept for this layer
- * between calls (a model's), where the CPU's AMX path keeps the packed weights.
+ * between calls (a model's), where the CPU's AMX path keeps the packed weights (none: as linear).
  */
-export async function linearCached(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, cache: (floats: number) => Float32Array): Promise<Tensor> {
+export async function linearCached(x: Tensor, weight: Tensor | BF16Matrix, bias: Tensor | null | undefined, opts: LinearOptions | undefined, cache: ((floats: number) => Float32Array) | undefined): Promise<Tensor> {
   return linearAs(x, weight, bias, opts, null, cache);
 }
 
