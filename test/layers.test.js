@@ -595,11 +595,15 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
           cache.set(good);
           if ((await run()).some((v, j) => v !== one[j])) bad += 1000;
         }
+        // Training keeps no cache: its forward runs the fc layers as sp.linear does.
+        m.setOptimizer({ type: 'sgd', lr: 0.01 });
+        const { loss } = await m.trainStep(imgs.map((d) => sp.tensor(d, [3, 9, 13])), imgs.map((_, i) => i % 3));
+        if (!Number.isFinite(loss)) bad += 1000;
         m.dispose();
       }
       console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
     })();`;
-  it('gives the reference (bf16x3 within 5e-5 of sum |w x|, BF16 products FP32-tight) on rows in several regions, K and outputs off the blocks, two K blocks, two weight slabs, FP32 and BF16Matrix weights, NaN/Inf, ReLU, poisoned out, a model\'s weight cache; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
+  it('gives the reference (bf16x3 within 5e-5 of sum |w x|, BF16 products FP32-tight) on rows in several regions, K and outputs off the blocks, two K blocks, two weight slabs, FP32 and BF16Matrix weights, NaN/Inf, ReLU, poisoned out, a model\'s weight cache, a training step; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
     onAndOff(this, child(seed), seed, { flag: 'SPPNET_AMX', skip: 'no amx', pattern: /^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12} worst /, label: 'the AMX path ran (SPPNET_AMX=0 sums otherwise)' });
