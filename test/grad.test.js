@@ -226,6 +226,7 @@ for (const device of ['cpu', 'cuda']) {
           const seed = freshSeed();
           const r = rng(seed);
           const maps = Array.from({ length: 4 }, () => randomMap(r, 7, r.int(1, 9), r.int(1, 9)));
+          maps.push(randomMap(r, 7, 2, r.int(17, 47)), randomMap(r, 7, 1, 16)); // rows of a chunk of 16 pixels and a tail, and exactly one chunk
           maps.forEach((m) => m.data.forEach((v, i) => (m.data[i] = v * 2)));
           const gys = maps.map((m) => rand(r, m.data.length));
           const dx = await sp.localResponseNormBackward(batchOf(maps), raggedLike(maps, gys), o);
