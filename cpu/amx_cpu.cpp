@@ -284,6 +284,7 @@ void gemm_kblocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, co
   const int64_t MB = (m1 - m0 + 31) / 32, NB = (n1 - n0 + 31) / 32;
   static thread_local FloatBuffer accbuf;
   float* acc = accbuf.get(static_cast<size_t>(MB * NB * 1024));
+  if (KS == 0) std::fill(acc, acc + MB * NB * 1024, 0.f);  // no k: the sums are 0 (then the bias)
   load_tile_config();
   for (int64_t ks0 = 0; ks0 < KS; ks0 += kKBlockSteps) {
     const int64_t ks1 = std::min(KS, ks0 + kKBlockSteps);

@@ -23,6 +23,7 @@ float* cached_packing(float* cache, int64_t cache_len, int64_t len, int32_t magi
                    header[3] == key[2] && header[4] == key[3];
   float* w = cached ? cache + header_floats : scratch.get(static_cast<size_t>(packed));
   if (!hit) {
+    if (cached) __atomic_store_n(header, 0, __ATOMIC_RELEASE);  // not valid while it is rewritten
     pack(w);
     if (cached) {
       for (int i = 0; i < 4; ++i) header[1 + i] = key[i];

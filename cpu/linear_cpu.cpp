@@ -273,15 +273,25 @@ constexpr int32_t kAmxLinearCacheValid = 0x314c4d41;  // "AML1"
 constexpr int64_t kAmxLinearCacheHeader = 16;          // floats: [valid, in, out, parts, bf16 weights, unused...]
 
 // The AMX path's parts for this call, 0 where it does not run.
-int amx_linear_parts(int64_t rows, int32_t math, bool bf16_weights, bool cached) {
-  if (rows < (cached ? kAmxLinearRowsCached : kAmxLinearRows) || !amx_enabled()) return 0;
+int amx_linear_parts(int64_t rows, int32_t in_features, int32_t math, bool bf16_weights, bool cached) {
+  if (rows < (cached ? kAmxLinearRowsCached : kAmxLinearRows) || in_features <= 0 || !amx_enabled()) return 0;
   return math == kMathBf16 && rows >= (bf16_weights ? kBf16ProductRowsPacked : kBf16ProductRows) ? 1 : 2;
+}
+
+// linear_amx's buffers, one set per thread for every instantiation: x^T packed, a slab of W.
+struct AmxLinearScratch {
+  FloatBuffer x, w;
+};
+AmxLinearScratch& amx_linear_scratch() {
+  static thread_local AmxLinearScratch s;
+  return s;
 }
 
 template <typename Pack>
 void linear_amx(int parts, bool bf16_weights, int64_t rows, int64_t in, int64_t out, const float* x, Pack&& pack, const float* b, bool relu,
                 float* y, float* cache, int64_t cache_len) {
-  static thread_local FloatBuffer packed_x, packed_w;
+  FloatBuffer& packed_x = amx_linear_scratch().x;
+  FloatBuffer& packed_w = amx_linear_scratch().w;
   float* Bp = packed_x.get(static_cast<size_t>(amx_b_floats(rows, in, parts)));
   parallel_for(amx_round(rows) / 16, 1, [&](int64_t nb0, int64_t nb1) { amx_pack_bt(nb0, nb1, rows, in, x, in, Bp, parts); });
   const int32_t key[4] = {static_cast<int32_t>(in), static_cast<int32_t>(out), parts, bf16_weights ? 1 : 0};
@@ -312,7 +322,7 @@ constexpr int64_t kBf16Block = 256;
 }  // namespace
 
 int64_t linear_cache_floats(int64_t rows, int32_t in_features, int32_t out_features, int32_t math, bool bf16_weights) {
-  const int parts = amx_linear_parts(rows, math, bf16_weights, true);
+  const int parts = amx_linear_parts(rows, in_features, math, bf16_weights, true);
   return parts ? kAmxLinearCacheHeader + amx_a_floats(out_features, in_features, parts) : 0;
 }
 
@@ -321,7 +331,7 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
   const bool cached = cache && cache_len > 0 && cache_len == linear_cache_floats(rows, in_features, out_features, math, false);
-  if (const int parts = amx_linear_parts(rows, math, false, cached)) {
+  if (const int parts = amx_linear_parts(rows, in_features, math, false, cached)) {
     linear_amx(parts, false, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
       amx_pack_a_rows(r0, r1, m, in, w + o0 * in, in, Ap, parts);
     }, b, relu, y, cached ? cache : nullptr, cache_len);
@@ -355,7 +365,7 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
   const bool cached = cache && cache_len > 0 && cache_len == linear_cache_floats(rows, in_features, out_features, math, true);
-  if (const int parts = amx_linear_parts(rows, math, true, cached)) {
+  if (const int parts = amx_linear_parts(rows, in_features, math, true, cached)) {
     linear_amx(parts, true, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
       amx_pack_a_bf16(r0, r1, m, in, w + o0 * in, in, Ap, parts);
     }, b, relu, y, cached ? cache : nullptr, cache_len);

@@ -295,7 +295,7 @@ void lrn_backward_chunk(const float* xb, const float* gb, float* dxb, int64_t HW
       const float r = std::sqrt(D);
       const float q = b34 ? 1.f / (r * std::sqrt(r)) : std::pow(D, -beta);
       P[c * V + j] = q;
-      T[c * V + j] = G[c * V + j] * X[c * V + j] * q / D;
+      T[c * V + j] = G[c * V + j] * (X[c * V + j] * (q / D));  // q / D first: dy x alone may overflow
     }
   }
   for (int c = 0; c < C; ++c) {

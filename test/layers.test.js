@@ -569,6 +569,12 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
           }
         hashes.push(crypto.createHash('sha256').update(Buffer.from(got.buffer, got.byteOffset, got.byteLength)).digest('hex').slice(0, 12));
       }
+      // No input features: the bias alone (x [130, 0]; the tiles' sums had no k step to start from).
+      {
+        const b = Float32Array.from({ length: 40 }, (_, i) => i - 20);
+        const got = await (await sp.linear(sp.zeros([130, 0]), sp.zeros([40, 0]), sp.tensor(b, [40]))).data();
+        got.forEach((v, i) => { if (v !== b[i % 40]) bad++; });
+      }
       // A model's fc layers keep their packed weights in a cache of this path's size (16 + 64 x 64
       // floats for 40 -> 40; from 16 rows with one): the logits of 20 images against the reference;
       // spoiling the cache changes them, restored they are the same.
@@ -589,7 +595,7 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
         const cache = m.filterCaches.get('fc1');
         if (!cache || cache.length !== 16 + 64 * 64) bad += 1000;
         else {
-          const good = Float32Array.from(cache);
+          const good = cache.slice(); // bit for bit (packed bfloat16 pairs may hold NaN patterns)
           cache.fill(0, 16);
           if (!(await run()).some((v, j) => Math.abs(v - one[j]) > 1e-3)) bad += 1000;
           cache.set(good);

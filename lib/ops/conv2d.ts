@@ -23,7 +23,7 @@ export interface Conv2dOptions {
   relu?: boolean;
   /** Write here: the input's kind with the output's layout, on its device. */
   out?: Spatial;
-  /** CUDA only: how to multiply (default sp.getMath().conv, 'tf32'); the CPU computes in FP32. */
+  /** CUDA only: how to multiply (default sp.getMath().conv, 'tf32'); the CPU computes in FP32 (bf16x3 on AMX tiles under SPPNET_AMX=1: README). */
   math?: MathMode;
   /** @internal Record the native call into this sequence instead of making it (Model.run). */
   sequence?: OpSequence;
