@@ -116,6 +116,40 @@ describe('training', function () {
   });
 
   describe('Model.trainStep', function () {
+    it('keeps its gradient buffers between steps: three steps give the weights fresh buffers give, bit for bit; releaseBuffers frees them; overlapping steps take fresh ones', async function () {
+      // The convs' and fc layers' gradients are written into buffers the model keeps between
+      // steps (no zeroing: each backward writes every element). Against a twin model whose
+      // buffers are released after each step (so each step writes into fresh, zeroed memory).
+      const imgs = await randomImages(SEED + 5, 4, 9, 15);
+      const images = imgs.map((s) => sp.tensor(s.data, s.shape, { device: 'cpu' }));
+      const labels = imgs.map((s) => s.label);
+      const live = () => sp.memory().tensors.cpu;
+      const [a, b] = await Promise.all([0, 1].map(() => sp.buildModel({ spec: tinySpec(0), classes: 3, seed: 11, device: 'cpu' })));
+      for (const m of [a, b]) m.setOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9 });
+      const before = live();
+      for (let i = 0; i < 3; i++) {
+        await a.trainStep(images, labels);
+        await b.trainStep(images, labels);
+        b.releaseBuffers();
+      }
+      // Each model's momentum buffers (8 each), and a's 8 kept gradients (conv1, conv2, fc1, fc2: weight, bias).
+      expect(live() - before, 'a keeps conv1, conv2, fc1 and fc2 weight and bias gradients').to.equal(16 + 8);
+      const [sa, sb] = [await a.stateDict(), await b.stateDict()];
+      for (const [name, t] of sa) expect(Array.from(t.data), name).to.deep.equal(Array.from(sb.get(name).data));
+      // Two steps at once: both finish (one with the kept buffers, the other with fresh ones), and
+      // nothing the kept set holds is freed under the other.
+      const both = await Promise.all([a.trainStep(images, labels), a.trainStep(images, labels)]);
+      both.forEach((r) => expect(Number.isFinite(r.loss)).to.equal(true));
+      expect(live() - before).to.equal(16 + 8);
+      a.releaseBuffers();
+      expect(live() - before).to.equal(16);
+      await a.trainStep(images, labels);
+      a.dispose();
+      b.dispose();
+      images.forEach((t) => t.dispose());
+      expect(live() - before, 'everything freed: the kept gradients with the model (and its 8 weights, the twin\'s, the images, which were live before)').to.equal(-16 - images.length);
+    });
+
     it(`gives every weight the gradient of the loss (finite differences of a float64 reference network; seed ${SEED})`, async function () {
       // With SGD (no momentum, no decay) the update is -lr * gradient, so one step reveals the
       // gradient the backward pass computed. Compare every element with central differences of

@@ -33,6 +33,16 @@ interface Pass {
   sequence?: OpSequence;
   /** The public call, for errors of a recorded run. */
   fn: string;
+  /** Where parameters' gradients go (the caller's buffers, kept: never freed here), if given. */
+  kept?: KeptGrads;
+}
+
+/** @internal A model's gradient buffers, kept between training steps. */
+export interface KeptGrads {
+  /** The buffer for this parameter (made on first use). */
+  into(name: string, shape: readonly number[]): Tensor;
+  /** Whether t is one of them (not to be freed with a step's other tensors). */
+  owns(t: Tensor): boolean;
 }
 
 /** Runs what the pass's forward has recorded so far. */
@@ -81,7 +91,7 @@ async function backwardTape(pass: Pass, tape: TapeEntry[], g: Spatial, needInput
   const first = tape.findIndex((t) => hasParams(t.layer));
   const stop = needInputGrad ? 0 : first;
   let cur: Spatial | undefined = g;
-  const ctx: LayerContext = { weight: pass.weight, backwardBranch: (t, gb, need) => backwardTape(pass, t as TapeEntry[], gb, need) };
+  const ctx: LayerContext = { weight: pass.weight, gradInto: pass.kept && ((n, s) => pass.kept!.into(n, s)), backwardBranch: (t, gb, need) => backwardTape(pass, t as TapeEntry[], gb, need) };
   for (let ti = tape.length - 1; ti >= stop && ti >= 0 && cur; ti--) {
     const { layer: l, input, output, mask, saved } = tape[ti];
     const r = await kindOf(l).backward(l, { input, output, mask, saved, grad: cur, needInputGrad: needInputGrad || ti > first }, ctx);
@@ -103,6 +113,7 @@ async function backwardTape(pass: Pass, tape: TapeEntry[], g: Spatial, needInput
  * @internal One forward + backward pass: the loss, and the gradient of every parameter (summed
  * over the batch, of the mean loss). Layers run in training mode (dropout on, layer i seeded by
  * seed + i * 0x9e3779b1; batch norms use the batch's statistics and update their running ones).
+ * With `kept`, the convs' and fc layers' gradients are written into its buffers (the caller's).
  */
 export async function lossAndGradients(
   spec: ModelSpec,
@@ -111,8 +122,9 @@ export async function lossAndGradients(
   labels: Int32Array,
   seed: number,
   fn = 'Model.trainStep',
+  kept?: KeptGrads,
 ): Promise<{ loss: number; correct: number; grads: Map<string, Tensor> }> {
-  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence: newSequence(), fn };
+  const pass: Pass = { weight, grads: new Map(), owned: new Set(), sequence: newSequence(), fn, kept };
   try {
     const { out, tape } = await forwardTape(pass, spec.layers, x, seed);
     await flush(pass);
@@ -123,7 +135,7 @@ export async function lossAndGradients(
     gx?.dispose();
     return { loss: ce.loss, correct: ce.correct, grads: pass.grads };
   } catch (e) {
-    for (const t of pass.grads.values()) t.dispose();
+    for (const t of pass.grads.values()) if (!kept?.owns(t)) t.dispose();
     pass.grads.clear();
     throw e;
   } finally {

@@ -73,6 +73,8 @@ export interface LayerContext {
   /** Inference, for a kind that `writesSlices`: its channels of a concat's output to write into instead (CPU). */
   slice?: ChannelSlice;
   /** Inference: what the CPU kernels pack from the weights, kept between calls (the convs' filters, the fc layers' weights on AMX: conv2dCached, linearCached). */
+  /** Training: where a parameter's gradient goes (a model's buffer of that shape, kept between steps), if anywhere. */
+  gradInto?(name: string, shape: readonly number[]): Tensor | undefined;
   cache?(layer: string, floats: number): Float32Array;
   /** Training: the layer's dropout seed. */
   seed?: number;

@@ -9,7 +9,7 @@ import { ChannelSlice, Spatial, spatialLayout, SpatialLayout } from '../core/spa
 import { Tensor } from '../core/tensor';
 import { addSpatial, affineChannels, batchNormBackward, BatchNormSaved, batchNormTrain } from '../ops/batchnorm';
 import { concat, concatBackward, concatInto } from '../ops/concat';
-import { conv2d, conv2dBackward, conv2dCached, convOutSide } from '../ops/conv2d';
+import { conv2d, conv2dBackward, conv2dCached, convOutSide, GradInto } from '../ops/conv2d';
 import { dropout, dropoutBackward, dropoutRate, relu, reluBackward } from '../ops/elementwise';
 import { linearBackward, linearCached } from '../ops/linear';
 import { localResponseNorm, localResponseNormBackward, lrnParams } from '../ops/lrn';
@@ -78,7 +78,8 @@ export const LAYERS: Table = {
     recordsTraining: true,
     backward: async (l, t, c) => {
       const g = l.relu !== false ? await reluBackward(t.output, t.grad) : t.grad;
-      const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, c.weight(`${l.name}.weight`), gr, { ...convOpts(l), bias: l.bias !== false, needInputGrad: t.needInputGrad }));
+      const w = c.weight(`${l.name}.weight`), into = gradInto(c, l.name, w, l.bias !== false);
+      const r = await using(g, t.grad, (gr) => conv2dBackward(t.input, w, gr, { ...convOpts(l), bias: l.bias !== false, needInputGrad: t.needInputGrad, into }));
       return { grad: r.gradInput, params: paramList(l.name, r) };
     },
   },
@@ -273,7 +274,8 @@ export const LAYERS: Table = {
       { relu: l.relu === true, out: c.out as Tensor | undefined, sequence: c.sequence }, c.cache && ((n) => c.cache!(l.name, n))),
     backward: async (l, t, c) => {
       const g = l.relu === true ? await reluBackward(t.output as Tensor, t.grad as Tensor) : t.grad;
-      const r = await using(g, t.grad, (gr) => linearBackward(t.input as Tensor, c.weight(`${l.name}.weight`), gr as Tensor, { needInputGrad: true }));
+      const w = c.weight(`${l.name}.weight`), into = gradInto(c, l.name, w, true);
+      const r = await using(g, t.grad, (gr) => linearBackward(t.input as Tensor, w, gr as Tensor, { needInputGrad: true, into }));
       return { grad: r.gradInput, params: paramList(l.name, r) };
     },
   },
@@ -352,6 +354,12 @@ export function hasParams(l: LayerSpec): boolean {
 
 function pairOfChecked(c: SpecCheck, field: string, dflt: [number, number], min: number): [number, number] {
   return pair(c.fn, `${c.where}.${field}`, c.o[field], dflt, min, MAX_SPEC_SIDE);
+}
+
+/** The context's kept buffers for a layer's weight and bias gradients (none outside Model.trainStep). */
+function gradInto(c: LayerContext, name: string, w: Tensor, bias: boolean): GradInto | undefined {
+  if (!c.gradInto) return undefined;
+  return { weight: c.gradInto(`${name}.weight`, w.shape), bias: bias ? c.gradInto(`${name}.bias`, [w.shape[0]]) : undefined };
 }
 
 function paramList(name: string, r: { gradWeight: Tensor; gradBias?: Tensor }): Array<[string, Tensor]> {

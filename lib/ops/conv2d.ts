@@ -1,8 +1,8 @@
 // 2-D convolution on ragged batches and dense tensors, forward and backward: PyTorch's conv2d per
 // map (each map keeps its own output size), one native call for the whole batch.
-import { kernelMath } from '../core/backend';
+import { Device, kernelMath } from '../core/backend';
 import { allocateAs, booleanOption, checkBias, checkOpts, checkOutputSizes, checkSpatialLike, outputFor, Pair, pair, sameDevice, settle } from '../core/checks';
-import { CallSite, describe, fail, isPositiveInt } from '../core/errors';
+import { CallSite, describe, fail, isPositiveInt, SppnetError } from '../core/errors';
 import { callMath, MathMode } from '../core/math';
 import { argsOf, native, NativeConvParams, NativeConvShape } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
@@ -112,6 +112,22 @@ export interface Conv2dBackwardOptions extends Omit<Conv2dOptions, 'out'> {
   needInputGrad?: boolean;
   /** The layer has a bias: compute gradBias (default true). */
   bias?: boolean;
+  /** @internal Write gradWeight / gradBias into these (a model's, kept between steps; their shapes) instead of new tensors. */
+  into?: GradInto;
+}
+
+/** @internal Where a backward writes its parameters' gradients (Model.trainStep's kept buffers). */
+export interface GradInto {
+  weight?: Tensor;
+  bias?: Tensor;
+}
+
+/** @internal The gradient tensor of `shape`: `given` (checked) or a new one, and whether it is the caller's to free on failure. */
+export function gradTensor(fn: string, given: Tensor | undefined, shape: readonly number[], device: Device): { t: Tensor; owned: boolean } {
+  if (given === undefined) return { t: allocate(shape, device, fn), owned: true };
+  if (!(given instanceof Tensor) || given.device !== device || given.shape.length !== shape.length || given.shape.some((d, i) => d !== shape[i]))
+    throw new SppnetError(`${fn}: a kept gradient of shape [${given.shape}] on ${given.device} for [${shape}] on ${device}`, 'SPPNET_INTERNAL');
+  return { t: given, owned: false };
 }
 
 export interface ParamGrads<T> {
@@ -142,9 +158,11 @@ export async function conv2dBackward<T extends Spatial>(input: T, weight: Tensor
   const hasBias = booleanOption(fn, o, 'bias', true);
   const gs = checkSpatialLike(fn, 'gradOutput', L, gradOutput, cout, outSizes, 'the forward output');
   const gradInput = needInput ? allocateAs(input, fn) : undefined;
-  const gradWeight = allocate(weight.shape, L.device, fn);
-  const gradBias = hasBias ? allocate([cout], L.device, fn) : undefined;
-  const owned = [gradInput, gradWeight, gradBias].filter((t): t is NonNullable<typeof t> => t !== undefined);
+  const into = o.into as GradInto | undefined;
+  const gw = gradTensor(fn, into?.weight, weight.shape, L.device);
+  const gb = hasBias ? gradTensor(fn, into?.bias, [cout], L.device) : undefined;
+  const gradWeight = gw.t, gradBias = gb?.t;
+  const owned = [gradInput, gw.owned ? gradWeight : undefined, gb?.owned ? gradBias : undefined].filter((t): t is NonNullable<typeof t> => t !== undefined);
   await settle(site, fn, owned, () =>
     native.conv2dBackward({
       ...nativeBuf('input', L.store), ...nativeBuf('weight', ws), ...nativeBuf('gradOutput', gs),

@@ -7,7 +7,7 @@ import { argsOf, native } from '../core/native';
 import { callOp, OpSequence, sequenceOf } from '../core/sequence';
 import { allocate, nativeBuf, Tensor } from '../core/tensor';
 import { BF16Matrix } from './bf16';
-import { ParamGrads, paramGrads } from './conv2d';
+import { GradInto, gradTensor, ParamGrads, paramGrads } from './conv2d';
 
 export interface LinearOptions {
   relu?: boolean;
@@ -77,7 +77,7 @@ export async function linearAs(x: Tensor, weight: Tensor | BF16Matrix, bias: Ten
 }
 
 /** Gradients of linear (no fused ReLU): x [N, in], weight [out, in], gradOutput [N, out]. */
-export async function linearBackward(x: Tensor, weight: Tensor, gradOutput: Tensor, opts?: { needInputGrad?: boolean; bias?: boolean }): Promise<ParamGrads<Tensor>> {
+export async function linearBackward(x: Tensor, weight: Tensor, gradOutput: Tensor, opts?: { needInputGrad?: boolean; bias?: boolean; /** @internal */ into?: GradInto }): Promise<ParamGrads<Tensor>> {
   const fn = 'sp.linearBackward';
   const site = new CallSite();
   const o = checkOpts(fn, opts);
@@ -89,9 +89,11 @@ export async function linearBackward(x: Tensor, weight: Tensor, gradOutput: Tens
   const needInput = booleanOption(fn, o, 'needInputGrad', true);
   const hasBias = booleanOption(fn, o, 'bias', true);
   const gradInput = needInput ? allocate([rows, inF], device, fn) : undefined;
-  const gradWeight = allocate([outF, inF], device, fn);
-  const gradBias = hasBias ? allocate([outF], device, fn) : undefined;
-  const owned = [gradInput, gradWeight, gradBias].filter((t): t is Tensor => t !== undefined);
+  const into = o.into as GradInto | undefined;
+  const gw = gradTensor(fn, into?.weight, [outF, inF], device);
+  const gb = hasBias ? gradTensor(fn, into?.bias, [outF], device) : undefined;
+  const gradWeight = gw.t, gradBias = gb?.t;
+  const owned = [gradInput, gw.owned ? gradWeight : undefined, gb?.owned ? gradBias : undefined].filter((t): t is Tensor => t !== undefined);
   await settle(site, fn, owned, () =>
     native.linearBackward({
       ...nativeBuf('input', X.s), ...nativeBuf('weight', Wt.s), ...nativeBuf('gradOutput', G.s),
