@@ -71,6 +71,31 @@ for (const device of ['cpu', 'cuda']) {
         });
       }
 
+      it('writes every element of the parameter gradients (Model.trainStep reuses its buffers unzeroed): into poisoned buffers, the same as new ones (conv2d on a ragged batch and on no maps, linear on many, few and no rows)', async function () {
+        const seed = freshSeed();
+        const r = rng(seed);
+        const poisoned = (shape) => T(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(NaN), shape);
+        const same = async (label, run, wShape, bShape) => {
+          const fresh = await run(undefined);
+          const into = { weight: poisoned(wShape), bias: poisoned(bShape) };
+          const kept = await run(into);
+          expect(kept.gradWeight, label).to.equal(into.weight);
+          expect(kept.gradBias, label).to.equal(into.bias);
+          expect(Array.from(await kept.gradWeight.data()), `seed ${seed} ${label} gradWeight`).to.deep.equal(Array.from(await fresh.gradWeight.data()));
+          expect(Array.from(await kept.gradBias.data()), `seed ${seed} ${label} gradBias`).to.deep.equal(Array.from(await fresh.gradBias.data()));
+        };
+        const c = { cin: 4, cout: 6, kh: 3, kw: 3, padding: [1, 1] };
+        const maps = [randomMap(r, 4, 7, 9), randomMap(r, 4, 3, 5)];
+        const w = rand(r, 6 * 4 * 9, 0.3);
+        const gys = maps.map((m) => rand(r, 6 * m.H * m.W));
+        await same('conv2d', (into) => sp.conv2dBackward(batchOf(maps), T(w, [6, 4, 3, 3]), raggedLike(maps.map((m) => ({ ...m, C: 6 })), gys), { ...c, into }), [6, 4, 3, 3], [6]);
+        await same('conv2d, no maps', (into) => sp.conv2dBackward(T(new Float32Array(0), [0, 4, 5, 5]), T(w, [6, 4, 3, 3]), T(new Float32Array(0), [0, 6, 5, 5]), { padding: 1, into }), [6, 4, 3, 3], [6]);
+        for (const rows of [40, 3, 0]) {
+          const x = rand(r, rows * 20), wl = rand(r, 7 * 20), gy = rand(r, rows * 7);
+          await same(`linear, ${rows} rows`, (into) => sp.linearBackward(T(x, [rows, 20]), T(wl, [7, 20]), T(gy, [rows, 7]), { into }), [7, 20], [7]);
+        }
+      });
+
       it('dense input, needInputGrad false and bias false leave those gradients out', async function () {
         const seed = freshSeed();
         const r = rng(seed);
