@@ -72,3 +72,13 @@ export function headEnd(fn: string, spec: ModelSpec, sppIndex: number, opts: unk
   }
   return i + 1;
 }
+
+/** trainStep's and trainHeadStep's options: lr (default the optimizer's) and seed (default its step count). */
+export function stepOptions(fn: string, opts: { lr?: number; seed?: number }, opt: { options: { lr: number }; steps: number }): { lr: number; seed: number } {
+  if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
+  const lr = opts.lr ?? opt.options.lr;
+  if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) fail(`${fn}: options.lr must be a positive number, got ${describe(opts.lr)}`);
+  const seed = opts.seed ?? opt.steps;
+  if (!Number.isInteger(seed)) fail(`${fn}: options.seed must be an integer, got ${describe(opts.seed)}`);
+  return { lr, seed };
+}

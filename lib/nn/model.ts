@@ -7,16 +7,17 @@ import { checkLabels } from '../core/checks';
 import { CallSite, describe, fail, isPositiveInt, MAX_ELEMENTS, SppnetError } from '../core/errors';
 import { RaggedBatch } from '../core/ragged';
 import { ChannelSlice, mapElements, Spatial } from '../core/spatial';
-import { allocate, Tensor } from '../core/tensor';
+import { Tensor } from '../core/tensor';
 import { TopEntry, topK } from '../core/topk';
 import { checkStateDict, writeSafetensors } from '../io/safetensors';
 import { softmax } from '../ops/elementwise';
-import { KeptGrads, lossAndGradients } from './backprop';
+import { lossAndGradients } from './backprop';
+import { GradBuffers } from './grads';
 import { kindOf, Layout, layoutAfter, LayerContext, LayerSpec } from './layers';
 import { ActivationPool, RunBuffers } from './memory';
 import { PlanCache } from './plans';
 import { Optimizer, OptimizerOptions, StepResult } from './optim';
-import { checkRows, headEnd, modelInput } from './inputs';
+import { checkRows, headEnd, modelInput, stepOptions } from './inputs';
 import { CheckedSpec, ModelSpec, ParamInfo, usedWeights } from './spec';
 import { LinearWeights, WeightSet } from './weights';
 
@@ -41,11 +42,7 @@ export class Model {
   private inflight = 0;
   /** Per conv layer, the CPU Winograd path's transformed filters (conv2dCached), kept between runs until the weights change. */
   private filterCaches = new Map<string, Float32Array>();
-  /** trainStep's gradient buffers by parameter name (keptGrads), and the set of them. */
-  private gradBuffers = new Map<string, Tensor>();
-  private grads = new Set<Tensor>();
-  private gradsReleasePending = false;
-  private gradsBusy = false;
+  private grads: GradBuffers; // trainStep's gradient buffers, kept between steps (grads.ts)
   /** Tensors derived from the weights (folded batch norms), by key; see derivedWeights(). */
   private derived = new Map<string, Promise<Tensor[]>>();
   /** Derived tensors dropped while calls were in flight: freed when the last ends. */
@@ -58,6 +55,7 @@ export class Model {
     this.params = checked.params;
     this.classes = checked.classes;
     this.device = device;
+    this.grads = new GradBuffers(device);
     this.weights = weights;
     this.pool = new ActivationPool(device, activation.budget, activation.idleMs);
     this.plans = new PlanCache(this.pool);
@@ -76,14 +74,10 @@ export class Model {
   /** The activation budget in bytes and the idle time in ms this model was built with. */
   get activationBudget(): { bytes: number; idleMs: number } { return { bytes: this.pool.budget, idleMs: this.pool.idleMs }; } // prettier-ignore
 
-  /**
-   * Frees the activation buffers the model keeps now and trainStep's gradient buffers (those a call
-   * in flight uses, when it ends); later calls allocate afresh. Nothing happens on a disposed model.
-   */
+  /** Frees the activation buffers and trainStep's gradient buffers kept now (those a call in flight uses, when it ends); later calls allocate afresh. */
   releaseBuffers(): void {
     this.pool.release();
-    if (this.inflight === 0) this.releaseGrads();
-    else this.gradsReleasePending = true;
+    this.grads.release(this.inflight > 0);
   }
 
   private alive(fn: string) {
@@ -103,7 +97,7 @@ export class Model {
       this.inflight -= 1;
       if (this.inflight === 0) {
         this.freeRetired();
-        if (this.gradsReleasePending) this.releaseGrads();
+        this.grads.settle();
         if (this.disposed) this.free();
       }
     }
@@ -303,7 +297,7 @@ export class Model {
   }
 
   private async step(fn: string, images: RaggedBatch | Tensor | Tensor[], labels: ArrayLike<number>, opts: { lr?: number; seed?: number }): Promise<StepResult> {
-    const { lr, seed } = this.stepOptions(fn, opts);
+    const { lr, seed } = stepOptions(fn, opts, this.optimizer);
     const { x, owned, L } = await modelInput(fn, images, this);
     try {
       return await this.update(fn, this.spec, x, L.sizes.length, labels, lr, seed, 'images');
@@ -320,80 +314,37 @@ export class Model {
   trainHeadStep(rows: Tensor, labels: ArrayLike<number>, opts: { lr?: number; seed?: number } = {}): Promise<StepResult> {
     const fn = 'Model.trainHeadStep';
     return this.call(fn, async () => {
-      const { lr, seed } = this.stepOptions(fn, opts);
+      const { lr, seed } = stepOptions(fn, opts, this.optimizer);
       const n = checkRows(fn, rows, this);
       return this.update(fn, { ...this.spec, layers: this.spec.layers.slice(this.sppIndex + 1) }, rows, n, labels, lr, seed, 'rows');
     });
-  }
-
-  private stepOptions(fn: string, opts: { lr?: number; seed?: number }): { lr: number; seed: number } {
-    if (typeof opts !== 'object' || opts === null) fail(`${fn}: options must be an object, got ${describe(opts)}`);
-    const opt = this.optimizer;
-    const lr = opts.lr ?? opt.options.lr;
-    if (typeof lr !== 'number' || !(lr > 0) || !Number.isFinite(lr)) fail(`${fn}: options.lr must be a positive number, got ${describe(opts.lr)}`);
-    const seed = opts.seed ?? opt.steps;
-    if (!Number.isInteger(seed)) fail(`${fn}: options.seed must be an integer, got ${describe(opts.seed)}`);
-    return { lr, seed };
   }
 
   private async update(fn: string, spec: ModelSpec, x: Spatial, n: number, labels: ArrayLike<number>, lr: number, seed: number, what: 'images' | 'rows'): Promise<StepResult> {
     const params = this.weights.trainable(fn);
     const opt = this.optimizer;
     const y = checkLabels(fn, labels, n, this.classes, what);
-    // One step at a time writes into the kept buffers; a step that overlaps it takes fresh ones.
-    const kept = this.gradsBusy ? undefined : this.keptGrads();
-    this.gradsBusy ||= kept !== undefined;
-    let r: Awaited<ReturnType<typeof lossAndGradients>>;
+    const kept = this.grads.take(); // undefined while another step holds them: this one takes fresh tensors
     try {
-      r = await lossAndGradients(spec, (name) => this.weights.tensor(name), x, y, seed >>> 0, fn, kept);
-    } catch (e) {
-      if (kept) this.gradsBusy = false;
-      throw e;
-    }
-    try {
-      if (!Number.isFinite(r.loss))
-        throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
-      // Dropped before the update and again after it: a run that overlaps the update may have
-      // filled a fresh cache from weights half way through it.
-      this.weightsChanged();
+      const r = await lossAndGradients(spec, (name) => this.weights.tensor(name), x, y, seed >>> 0, fn, kept);
       try {
-        await opt.apply(params, r.grads, lr, fn);
-      } finally {
+        if (!Number.isFinite(r.loss))
+          throw new SppnetError(`${fn}: the loss is ${r.loss} at optimizer step ${opt.steps + 1}; the weights were left as they were (try a lower learning rate)`, 'SPPNET_NONFINITE');
+        // Dropped before the update and again after it: a run that overlaps the update may have
+        // filled a fresh cache from weights half way through it.
         this.weightsChanged();
-      }
-    } finally {
-      for (const g of r.grads.values()) if (!this.grads.has(g)) g.dispose();
-      if (kept) this.gradsBusy = false;
-    }
-    return { loss: r.loss, correct: r.correct, count: n };
-  }
-
-  /**
-   * The convs' and fc layers' gradient buffers, kept between training steps (as PyTorch's .grad):
-   * a fresh multi-megabyte tensor at every step costs its page faults and zeroing (ZF-5 at batch
-   * 4: 292 MB a step). Freed by releaseBuffers() and dispose().
-   */
-  private keptGrads(): KeptGrads {
-    return {
-      into: (name, shape) => {
-        let t = this.gradBuffers.get(name);
-        if (!t || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-          if (t) this.grads.delete(t), t.dispose();
-          t = allocate(shape, this.device, 'Model.trainStep', true);
-          this.gradBuffers.set(name, t);
-          this.grads.add(t);
+        try {
+          await opt.apply(params, r.grads, lr, fn);
+        } finally {
+          this.weightsChanged();
         }
-        return t;
-      },
-      owns: (t) => this.grads.has(t),
-    };
-  }
-
-  private releaseGrads(): void {
-    this.gradsReleasePending = false;
-    for (const t of this.gradBuffers.values()) t.dispose();
-    this.gradBuffers.clear();
-    this.grads.clear();
+      } finally {
+        for (const g of r.grads.values()) if (!this.grads.owns(g)) g.dispose();
+      }
+      return { loss: r.loss, correct: r.correct, count: n };
+    } finally {
+      if (kept) this.grads.give();
+    }
   }
 
   /** Top-k classes per image, with scores (softmax) and labels when given. */
@@ -442,6 +393,6 @@ export class Model {
     this.pool.dispose();
     this.opt?.dispose();
     this.opt = undefined;
-    this.releaseGrads();
+    this.grads.release();
   }
 }
