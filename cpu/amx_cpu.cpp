@@ -203,7 +203,7 @@ inline void store_block(const float (*acc)[16][16], int64_t r0, int64_t m1, int6
       __m512 v = _mm512_loadu_ps(acc[t][r]);
       if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[rt + r]));
       if (relu) v = _mm512_max_ps(zero, v);  // max(0, NaN) = NaN: the second operand wins
-      _mm512_mask_storeu_ps(C + rt * ldc + r * ldc + c, cm, v);
+      _mm512_mask_storeu_ps(C + (rt + r) * ldc + c, cm, v);
     }
   }
 }

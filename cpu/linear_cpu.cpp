@@ -260,9 +260,8 @@ void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Row
 // SPPNET_AMX=1, from kAmxLinearRows rows (kAmxLinearRowsCached with the caller's cache):
 // C[out][rows] = W . x^T on AMX tiles (amx_cpu.h), bf16x3 products (parts 2) or, where math 'bf16'
 // takes BF16 products, those (parts 1). x^T is packed at each call; W once into the caller's cache
-// (linear_cache_floats), or without one a slab of kAmxSlab rows at a time (`pack(o0, m, r0, r1,
-// Ap)`: rows [r0, r1) of the m from row o0, on the threads); each slab's product is shared out in
-// regions of kAmxRegion x kAmxRegion. Without a cache, from 128 rows: below, packing W at each call
+// (linear_cache_floats), or without one a slab of kAmxSlab rows at a time; each slab's product is
+// shared out in regions of kAmxRegion x kAmxRegion. Without a cache, from 128 rows: below, packing W at each call
 // costs more than the tiles save (fc6, 2 threads, bench/RESULTS.md "AMX for fc layers": 32 rows 16
 // ms FP32 against 29-30 with the tiles, 96 rows 36 against 33-35, 128 rows 43-48 against 37; 2,000
 // rows 765-814 against 304-330).
@@ -278,7 +277,7 @@ int amx_linear_parts(int64_t rows, int32_t in_features, int32_t math, bool bf16_
   return math == kMathBf16 && rows >= (bf16_weights ? kBf16ProductRowsPacked : kBf16ProductRows) ? 1 : 2;
 }
 
-// linear_amx's buffers, one set per thread for every instantiation: x^T packed, a slab of W.
+// linear_amx's buffers, one set per thread for both instantiations: x^T packed, a slab of W.
 struct AmxLinearScratch {
   FloatBuffer x, w;
 };
@@ -287,22 +286,40 @@ AmxLinearScratch& amx_linear_scratch() {
   return s;
 }
 
-template <typename Pack>
-void linear_amx(int parts, bool bf16_weights, int64_t rows, int64_t in, int64_t out, const float* x, Pack&& pack, const float* b, bool relu,
-                float* y, float* cache, int64_t cache_len) {
+// linear_forward / linear_bf16_forward (W: float or bfloat16 weights) on the tiles where
+// amx_linear_parts takes the call, with the caller's cache when it is this call's size; false
+// (nothing done) where it does not take it.
+template <typename W>
+bool linear_amx(int64_t rows, int32_t in_features, int32_t out_features, const float* x, const W* w, const float* b, bool relu,
+                int32_t math, float* y, float* cache, int64_t cache_len) {
+  constexpr bool bf16_weights = std::is_same_v<W, uint16_t>;
+  const int64_t in = in_features, out = out_features;
+  const int with_cache = amx_linear_parts(rows, in_features, math, bf16_weights, true);
+  const bool cached = cache && with_cache && cache_len == kAmxLinearCacheHeader + amx_a_floats(out, in, with_cache);
+  const int parts = cached ? with_cache : amx_linear_parts(rows, in_features, math, bf16_weights, false);
+  if (!parts) return false;
+  // The m rows of W from row o0 into A's layout at Ap, on the threads.
+  auto pack = [&](int64_t o0, int64_t m, float* Ap) {
+    parallel_for(amx_round(m) / 16, 1, [&](int64_t b0, int64_t b1) {
+      if constexpr (bf16_weights)
+        amx_pack_a_bf16(b0 * 16, b1 * 16, m, in, w + o0 * in, in, Ap, parts);
+      else
+        amx_pack_a_rows(b0 * 16, b1 * 16, m, in, w + o0 * in, in, Ap, parts);
+    });
+  };
   FloatBuffer& packed_x = amx_linear_scratch().x;
   FloatBuffer& packed_w = amx_linear_scratch().w;
   float* Bp = packed_x.get(static_cast<size_t>(amx_b_floats(rows, in, parts)));
   parallel_for(amx_round(rows) / 16, 1, [&](int64_t nb0, int64_t nb1) { amx_pack_bt(nb0, nb1, rows, in, x, in, Bp, parts); });
-  const int32_t key[4] = {static_cast<int32_t>(in), static_cast<int32_t>(out), parts, bf16_weights ? 1 : 0};
-  const float* whole = !cache ? nullptr : cached_packing(cache, cache_len, cache_len, kAmxLinearCacheValid, key, kAmxLinearCacheHeader, 0, packed_w, [&](float* d) {
-    parallel_for(amx_round(out) / 16, 1, [&](int64_t r0, int64_t r1) { pack(0, out, r0 * 16, r1 * 16, d); });
-  });
+  const int32_t key[4] = {in_features, out_features, parts, bf16_weights ? 1 : 0};
+  const float* whole = !cached ? nullptr
+                               : cached_packing(cache, cache_len, cache_len, kAmxLinearCacheValid, key, kAmxLinearCacheHeader, 0, packed_w,
+                                                [&](float* d) { pack(0, out, d); });
   float* slab = whole ? nullptr : packed_w.get(static_cast<size_t>(amx_a_floats(std::min(kAmxSlab, out), in, parts)));
   linear_via_gemm(rows, out, y, [&](float* C) {
     for (int64_t o0 = 0; o0 < out; o0 += kAmxSlab) {
       const int64_t m = std::min(kAmxSlab, out - o0);
-      if (!whole) parallel_for(amx_round(m) / 16, 1, [&](int64_t r0, int64_t r1) { pack(o0, m, r0 * 16, r1 * 16, slab); });
+      if (!whole) pack(o0, m, slab);
       const float* Ap = whole ? whole + o0 * amx_round(in) * parts / 2 : slab;
       const int64_t mr = (m + kAmxRegion - 1) / kAmxRegion, nr = (rows + kAmxRegion - 1) / kAmxRegion;
       parallel_tasks(mr * nr, [&](int64_t t) {
@@ -312,6 +329,7 @@ void linear_amx(int parts, bool bf16_weights, int64_t rows, int64_t in, int64_t 
       });
     }
   });
+  return true;
 }
 
 // bfloat16 weight rows widened (or FP32 ones rounded, for BF16 products) a block at a time for the
@@ -330,13 +348,7 @@ Status linear_forward(int64_t rows, int32_t in_features, int32_t out_features, c
                       bool relu, int32_t math, float* y, float* cache, int64_t cache_len) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
-  const bool cached = cache && cache_len > 0 && cache_len == linear_cache_floats(rows, in_features, out_features, math, false);
-  if (const int parts = amx_linear_parts(rows, in_features, math, false, cached)) {
-    linear_amx(parts, false, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
-      amx_pack_a_rows(r0, r1, m, in, w + o0 * in, in, Ap, parts);
-    }, b, relu, y, cached ? cache : nullptr, cache_len);
-    return Status::Ok();
-  }
+  if (linear_amx(rows, in_features, out_features, x, w, b, relu, math, y, cache, cache_len)) return Status::Ok();
   if (math == kMathBf16 && rows >= kBf16ProductRows && gemm_bf16_available()) {
     static thread_local FloatBuffer narrow;  // bfloat16, two to a float
     uint16_t* wb = reinterpret_cast<uint16_t*>(narrow.get(static_cast<size_t>((std::min(kBf16Block, out) * in + 1) / 2)));
@@ -364,13 +376,7 @@ Status linear_bf16_forward(int64_t rows, int32_t in_features, int32_t out_featur
                            const float* b, bool relu, int32_t math, float* y, float* cache, int64_t cache_len) {
   const int64_t in = in_features, out = out_features;
   if (rows <= 0 || out <= 0) return Status::Ok();
-  const bool cached = cache && cache_len > 0 && cache_len == linear_cache_floats(rows, in_features, out_features, math, true);
-  if (const int parts = amx_linear_parts(rows, in_features, math, true, cached)) {
-    linear_amx(parts, true, rows, in, out, x, [&](int64_t o0, int64_t m, int64_t r0, int64_t r1, float* Ap) {
-      amx_pack_a_bf16(r0, r1, m, in, w + o0 * in, in, Ap, parts);
-    }, b, relu, y, cached ? cache : nullptr, cache_len);
-    return Status::Ok();
-  }
+  if (linear_amx(rows, in_features, out_features, x, w, b, relu, math, y, cache, cache_len)) return Status::Ok();
   if (math == kMathBf16 && rows >= kBf16ProductRowsPacked && gemm_bf16_available()) {
     linear_gemm_bf16(rows, in, out, x, [&](int64_t o0, int64_t) { return w + o0 * in; }, out, b, relu, y);
     return Status::Ok();

@@ -6,6 +6,7 @@ const { expect } = require('chai');
 const { sp, cudaStatus, expectClose, expectReject, inChildWith, WINOGRAD_FROM_32 } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
 const { refConv2d, refMaxPool2d, refLrn, refLinear, refSoftmax } = require('./support/layers-reference');
+const { onAndOff } = require('./support/conv-paths');
 
 const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
 const rand = (r, n, scale = 1) => Float32Array.from({ length: n }, () => r.normal() * scale);
@@ -410,7 +411,6 @@ describe('conv2d: the CPU lanes path (AVX-512, strides along rows of 2 to 8)', f
   // phases no window reads), NaN/Inf, poisoned outputs; 1 and 2 threads bit for bit; with
   // SPPNET_LANES=0 each case gives other bits (another order of the sums: so the path was taken);
   // a model's filter cache of this path's size.
-  const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
     const sp = require('./dist');
     const { rng } = require('./test/support/reference');
@@ -456,7 +456,6 @@ describe('conv2d: the CPU AMX path (SPPNET_AMX=1, bf16x3 on AMX tiles)', functio
   // dilation, NaN/Inf, poisoned outputs; 1 and 2
   // threads bit for bit; SPPNET_AMX=0 gives other bits (so each case took the path); a model's
   // filter cache of this path's size (16 + the packed filters).
-  const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
     const sp = require('./dist');
     const { rng } = require('./test/support/reference');
@@ -518,19 +517,18 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
   // two slabs (530 outputs), FP32 and BF16Matrix weights, NaN and infinities in x and the weights,
   // ReLU, poisoned outputs; 1 and 2 threads bit for bit; SPPNET_AMX=0 gives other bits; a model's
   // weight cache (the packed weights kept between calls, which take the tiles from 16 rows).
-  const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
-    const crypto = require('crypto');
     const sp = require('./dist');
     const { rng } = require('./test/support/reference');
+    const { tally, hash12 } = require('./test/support/conv-paths');
     const { toBf16 } = require('./test/support/model-reference');
     const { refSpp } = require('./test/support/reference');
     const { refConv2d, refLinear } = require('./test/support/layers-reference');
     (async () => {
       if (process.env.SPPNET_AMX === '1' && !sp.backend().cpu.settings.amx) return console.log('no amx');
       const r = rng(${seed});
-      let bad = 0, worst = 0;
-      const hashes = [];
+      let bad = 0;
+      const t = tally(5e-5), hashes = [];
       for (const [rows, inF, outF, bf16Weights, math, relu] of [
         [300, 77, 45, false, 'fp32', true],
         [130, 600, 530, false, 'fp32', false],
@@ -553,21 +551,16 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
         const xs = products ? x.map(toBf16) : x, ws = products ? wr.map(toBf16) : wr;
         const out = sp.tensor(new Float32Array(rows * outF).fill(-6.5e31), [rows, outF]);
         const got = await (await sp.linear(sp.tensor(x, [rows, inF]), weight, sp.tensor(b, [outF]), { relu, out, math })).data();
+        const ref = new Float64Array(rows * outF), mag = new Float64Array(rows * outF);
         for (let i = 0; i < rows; i++)
           for (let o = 0; o < outF; o++) {
-            let s = b[o], mag = Math.abs(b[o]);
-            for (let k = 0; k < inF; k++) s += xs[i * inF + k] * ws[o * inF + k], mag += Math.abs(xs[i * inF + k] * ws[o * inF + k]);
-            if (relu && s < 0) s = 0;
-            const g = got[i * outF + o];
-            if (!Number.isFinite(s)) {
-              if (!Object.is(g, s) && !(Number.isNaN(s) && Number.isNaN(g))) bad++;
-              continue;
-            }
-            const err = Math.abs(g - s) / (mag + 1e-30);
-            worst = Math.max(worst, err);
-            if (!(err <= (products ? 1e-5 : 5e-5))) bad++;
+            let s = b[o], m = Math.abs(b[o]);
+            for (let k = 0; k < inF; k++) s += xs[i * inF + k] * ws[o * inF + k], m += Math.abs(xs[i * inF + k] * ws[o * inF + k]);
+            ref[i * outF + o] = relu && s < 0 ? 0 : s;
+            mag[i * outF + o] = m;
           }
-        hashes.push(crypto.createHash('sha256').update(Buffer.from(got.buffer, got.byteOffset, got.byteLength)).digest('hex').slice(0, 12));
+        t.check(got, ref, mag, products ? 1e-5 : 5e-5);
+        hashes.push(hash12([got]));
       }
       // No input features: the bias alone (x [130, 0]; the tiles' sums had no k step to start from).
       {
@@ -607,7 +600,7 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
         if (!Number.isFinite(loss)) bad += 1000;
         m.dispose();
       }
-      console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
+      console.log('bad ' + (bad + t.bad) + ' ' + hashes.join(',') + ' worst ' + t.worst.toExponential(2));
     })();`;
   it('gives the reference (bf16x3 within 5e-5 of sum |w x|, BF16 products FP32-tight) on rows in several regions, K and outputs off the blocks, two K blocks, two weight slabs, FP32 and BF16Matrix weights, NaN/Inf, ReLU, poisoned out, a model\'s weight cache, a training step; 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes
@@ -622,28 +615,17 @@ describe('conv2dBackward and linearBackward: the CPU AMX path (SPPNET_AMX=1)', f
   // of |terms| of each gradient element (float64 reference). Checked on ragged batches (runs of
   // several maps, groups, stride 2, K off the blocks) and linear with rows, inputs and outputs off
   // the blocks; 1 and 2 threads bit for bit; SPPNET_AMX=0 gives other bits.
-  const { onAndOff } = require('./support/conv-paths');
   const child = (seed) => `
-    const crypto = require('crypto');
     const sp = require('./dist');
     const { rng, randomMap } = require('./test/support/reference');
+    const { tally, hash12 } = require('./test/support/conv-paths');
     const { refConv2dBackward, refLinearBackward } = require('./test/support/grad-reference');
     (async () => {
       if (process.env.SPPNET_AMX === '1' && !sp.backend().cpu.settings.amx) return console.log('no amx');
       const r = rng(${seed});
-      let bad = 0, worst = 0;
-      const hashes = [];
+      let bad = 0;
+      const t = tally(5e-5), hashes = [];
       const normal = (n, s = 1) => Float32Array.from({ length: n }, () => r.normal() * s);
-      const check = (got, ref, mag) => got.forEach((g, i) => {
-        const err = Math.abs(g - ref[i]) / (mag[i] + 1e-30);
-        worst = Math.max(worst, err);
-        if (!(err <= 5e-5)) bad++;
-      });
-      const hash = (arrays) => {
-        const h = crypto.createHash('sha256');
-        arrays.forEach((a) => h.update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)));
-        hashes.push(h.digest('hex').slice(0, 12));
-      };
       for (const [c, sizes] of [
         [{ cin: 20, cout: 80, kh: 3, kw: 3, padding: [1, 1] }, [[12, 13], [9, 20], [5, 7]]],
         [{ cin: 40, cout: 96, kh: 3, kw: 3, padding: [1, 1], groups: 2 }, [[10, 11], [6, 9]]],
@@ -664,22 +646,22 @@ describe('conv2dBackward and linearBackward: the CPU AMX path (SPPNET_AMX=1)', f
         const dwRef = new Float64Array(wn), dwMag = new Float64Array(wn);
         maps.forEach((m, i) => {
           const ref = refConv2dBackward(m, w, refs[i].gy, c), mag = refConv2dBackward({ ...m, data: abs(m.data) }, abs(w), abs(refs[i].gy), c);
-          check(dxs[i], ref.dx, mag.dx);
+          t.check(dxs[i], ref.dx, mag.dx);
           ref.dw.forEach((v, k) => { dwRef[k] += v; dwMag[k] += mag.dw[k]; });
         });
-        check(dw, dwRef, dwMag);
-        hash([...dxs, dw]);
+        t.check(dw, dwRef, dwMag);
+        hashes.push(hash12([...dxs, dw]));
       }
       for (const [rows, inF, outF] of [[70, 100, 90], [300, 65, 33]]) {
         const x = normal(rows * inF), w = normal(outF * inF, 0.3), gy = normal(rows * outF);
         const res = await sp.linearBackward(sp.tensor(x, [rows, inF]), sp.tensor(w, [outF, inF]), sp.tensor(gy, [rows, outF]));
         const dx = await res.gradInput.data(), dw = await res.gradWeight.data();
         const ref = refLinearBackward(x, rows, inF, w, outF, gy), mag = refLinearBackward(x.map(Math.abs), rows, inF, w.map(Math.abs), outF, gy.map(Math.abs));
-        check(dx, ref.dx, mag.dx);
-        check(dw, ref.dw, mag.dw);
-        hash([dx, dw]);
+        t.check(dx, ref.dx, mag.dx);
+        t.check(dw, ref.dw, mag.dw);
+        hashes.push(hash12([dx, dw]));
       }
-      console.log('bad ' + bad + ' ' + hashes.join(',') + ' worst ' + worst.toExponential(2));
+      console.log('bad ' + (bad + t.bad) + ' ' + hashes.join(',') + ' worst ' + t.worst.toExponential(2));
     })();`;
   it('gives the reference within 5e-5 of sum |terms| (ragged runs, groups, stride 2, K off the blocks; linear off the blocks); 1 and 2 threads bit for bit; SPPNET_AMX=0 another order', function () {
     this.timeout(120000); // three child processes

@@ -91,7 +91,7 @@ async function backwardTape(pass: Pass, tape: TapeEntry[], g: Spatial, needInput
   const first = tape.findIndex((t) => hasParams(t.layer));
   const stop = needInputGrad ? 0 : first;
   let cur: Spatial | undefined = g;
-  const ctx: LayerContext = { weight: pass.weight, gradInto: pass.kept && ((n, s) => pass.kept!.into(n, s)), backwardBranch: (t, gb, need) => backwardTape(pass, t as TapeEntry[], gb, need) };
+  const ctx: LayerContext = { weight: pass.weight, gradInto: pass.kept?.into, backwardBranch: (t, gb, need) => backwardTape(pass, t as TapeEntry[], gb, need) };
   for (let ti = tape.length - 1; ti >= stop && ti >= 0 && cur; ti--) {
     const { layer: l, input, output, mask, saved } = tape[ti];
     const r = await kindOf(l).backward(l, { input, output, mask, saved, grad: cur, needInputGrad: needInputGrad || ti > first }, ctx);

@@ -28,7 +28,7 @@ export class GradBuffers {
         }
         return t;
       },
-      owns: (t) => this.all.has(t),
+      owns: (t) => this.owns(t),
     };
   }
 

@@ -73,9 +73,9 @@ export interface LayerContext {
   /** Inference, for a kind that `writesSlices`: its channels of a concat's output to write into instead (CPU). */
   slice?: ChannelSlice;
   /** Inference: what the CPU kernels pack from the weights, kept between calls (the convs' filters, the fc layers' weights on AMX: conv2dCached, linearCached). */
+  cache?(layer: string, floats: number): Float32Array;
   /** Training: where a parameter's gradient goes (a model's buffer of that shape, kept between steps), if anywhere. */
   gradInto?(name: string, shape: readonly number[]): Tensor | undefined;
-  cache?(layer: string, floats: number): Float32Array;
   /** Training: the layer's dropout seed. */
   seed?: number;
   /** Inference: tensors derived from the weights (folded batch norms), made once per key and kept until the weights change. */
