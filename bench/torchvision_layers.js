@@ -14,7 +14,7 @@
 // pool, concat, fc), with the conv FLOPs of each group and its GFLOP/s. "whole run": medians of
 // Model.run and of session.run. On a busy machine run with SPPNET_CPU_NICE=0 (see torchvision.js).
 // --json FILE: every layer's figures (name, kind, conv geometry, map size, ms of the layer call and
-// in a run), to compare two builds or settings layer by layer.
+// in a run; onnxruntime-node's nodes too), to compare two builds or settings layer by layer.
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -202,10 +202,6 @@ async function main() {
   model.dispose();
   x.dispose();
   const inRun = await inRunLayers(spec, ops, N, reps);
-  if (opt.json) {
-    const layers = ours.map((r) => ({ name: r.name, kind: r.kind, conv: r.conv ?? null, h: r.h, w: r.w, ms: r.ms, inRunMs: inRun ? inRun.get(r.src) ?? null : null }));
-    fs.writeFileSync(opt.json, JSON.stringify({ arch: opt.arch, batch: N, backend: sp.backend().cpu, layers }, null, 1));
-  }
 
   let ort = null;
   const onnx = path.join(opt.dir, `${opt.arch}.onnx`);
@@ -214,6 +210,11 @@ async function main() {
     if (ort && !fs.existsSync(onnx)) { console.log(`no ${onnx}: sppnet only`); ort = null; }
   }
   const peer = ort ? await ortLayers(ort, onnx, N, reps) : null;
+  if (opt.json) {
+    const layers = ours.map((r) => ({ name: r.name, kind: r.kind, conv: r.conv ?? null, h: r.h, w: r.w, ms: r.ms, inRunMs: inRun ? inRun.get(r.src) ?? null : null }));
+    const ortNodes = peer ? peer.nodes.map((n) => ({ name: n.name, op: n.op, kind: n.kind, ms: n.ms })) : null;
+    fs.writeFileSync(opt.json, JSON.stringify({ arch: opt.arch, batch: N, backend: sp.backend().cpu, layers, ort: ortNodes }, null, 1));
+  }
 
   const kinds = [...new Set([...ours.map((r) => r.kind), ...(peer ? peer.nodes.map((n) => n.kind) : [])])];
   const sum = (xs) => xs.reduce((a, b) => a + b, 0);

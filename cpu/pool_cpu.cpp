@@ -55,15 +55,15 @@ inline __m512 nanmax16(__m512 a, __m512 b) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_max_ps(a, b), a);
 }
 
-// Stride 2 along rows, windows of KW <= 4 columns, output rows of at most 16 (maps up to ~32
-// wide: googlenet's 28 x 28 and 14 x 14 pools; wider rows keep the path below, whose one column
-// pass a row reads each input once, where this reads a block's 48 columns for each block): each
-// output row from registers.
-// The column maxima of the 48 input columns a block's windows may touch (2 ox - pad_w on) are
+// Stride 2 along rows, windows of KW <= 4 columns: each output row from registers.
+// The column maxima of the 48 input columns a block of 16 outputs may touch (2 ox - pad_w on) are
 // three vectors (masked loads, -inf outside the map), and window column j of the 16 outputs is the
-// even lanes of those shifted by j (valignd, then one permute), with no trip through `acc` (whose
-// masked store and overlapping reloads stalled store forwarding: googlenet's 832 x 14 x 14, 2 x 2 / 2
-// pools, ~75% of their time there). The same maxima in the same order as the path below.
+// even lanes of those shifted by j (valignd, then one permute), with no trip through a row buffer
+// (whose masked store and overlapping reloads stalled store forwarding: googlenet's 832 x 14 x 14,
+// 2 x 2 / 2 pools, ~75% of their time there). The next block starts 32 columns on, so its first
+// vector is this block's third: each input column's maximum is taken once (wide rows read 48
+// columns a block without that, 20-25% slower than the row buffer on googlenet's 112 and 56 wide
+// maps). The same maxima in the same order as the other paths.
 template <int KW>
 void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* yc, int oy0, int oy1, int y_base) {
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
@@ -76,20 +76,27 @@ void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, 
   for (int oy = oy0; oy < oy1; ++oy) {
     const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
     float* yr = yc + int64_t{oy} * Wo;
+    __m512 v[3] = {ninf, ninf, ninf};
     for (int ox = 0; ox < Wo; ox += 16) {
       const int64_t c0 = int64_t{2} * ox - p.pad_w;
-      __m512 v[3] = {ninf, ninf, ninf};
-      for (int q = 0; q < (KW > 2 ? 3 : 2); ++q) {
-        const __mmask16 m = inside(c0 + 16 * q);
-        if (!m) continue;
-        // The block may start left of the row (c0 < 0, masked off): its address as an integer,
+      // The maximum over the window's rows of columns [c, c + 16) (masked loads, -inf outside).
+      auto columns = [&](int64_t c) __attribute__((always_inline)) {
+        __m512 m = ninf;
+        const __mmask16 in = inside(c);
+        if (!in) return m;
+        // The block may start left of the row (c < 0, masked off): its address as an integer,
         // not a pointer before the plane.
-        const intptr_t col = static_cast<intptr_t>(c0 + 16 * q) * static_cast<intptr_t>(sizeof(float));
+        const intptr_t col = static_cast<intptr_t>(c) * static_cast<intptr_t>(sizeof(float));
         for (int y = ys; y < ye; ++y) {
           const float* row = xc + int64_t{y - y_base} * W;
-          v[q] = nanmax16(_mm512_mask_loadu_ps(ninf, m, reinterpret_cast<const float*>(reinterpret_cast<intptr_t>(row) + col)), v[q]);
+          m = nanmax16(_mm512_mask_loadu_ps(ninf, in, reinterpret_cast<const float*>(reinterpret_cast<intptr_t>(row) + col)), m);
         }
-      }
+        return m;
+      };
+      // KW > 2: columns [c0, c0 + 16) are the last block's third vector
+      v[0] = KW > 2 && ox > 0 ? v[2] : columns(c0);
+      v[1] = columns(c0 + 16);
+      if constexpr (KW > 2) v[2] = columns(c0 + 32);
       __m512 r = ninf;
       auto column = [&](auto j) __attribute__((always_inline)) {
         constexpr int J = decltype(j)::value;
@@ -115,7 +122,7 @@ void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, 
 void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* acc, float* yc, int oy0, int oy1,
                        int y_base) {
   const int sw = p.stride_w, kw = p.kernel_w;
-  if (sw == 2 && kw >= 1 && kw <= 4 && Wo <= 16) {
+  if (sw == 2 && kw >= 1 && kw <= 4) {
     with_rows<4>(kw, [&](auto k) { pool_rows_s2<decltype(k)::value>(xc, H, W, Wo, p, yc, oy0, oy1, y_base); });
     return;
   }
@@ -145,6 +152,61 @@ void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams
       _mm512_mask_storeu_ps(yr + ox, m, v);
     }
   }
+}
+
+// Lanes [lo, hi) of 16 as a mask (lo, hi clamped to [0, 16]).
+inline __mmask16 lanes16(int64_t lo, int64_t hi) {
+  lo = std::max<int64_t>(0, lo), hi = std::min<int64_t>(16, hi);
+  return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+// pool_same_avx2's flat passes with 16 lanes and masks instead of guards and mask tables: the
+// column max v[f] = max of x[f + dy W] over the rows inside the map (a masked load per dy and side,
+// the lanes whose row exists), then y[f] = max of v[f + dx] over the columns inside (the lanes'
+// columns kept in a vector, (f + l) mod W, compared with dx and W - dx). NaN is looked for in the
+// same pass (every element is some lane's centre): a plane with NaN returns false having written
+// nothing to yc, and takes the row-by-row path, which propagates it. v: HW + 16 floats of scratch.
+// Googlenet's 3x3 / 1 / 1 pools: about a third of pool_same_avx2's instructions, one pass fewer.
+bool pool_same_avx512(const float* xc, int H, int W, int ph, int pw, float* v, float* yc) {
+  const int64_t HW = int64_t{H} * W;
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
+  __mmask16 nan = 0;
+  for (int64_t f = 0; f < HW; f += 16) {
+    const __mmask16 mt = lanes16(0, HW - f);
+    __m512 r = _mm512_mask_loadu_ps(ninf, mt, xc + f);
+    nan |= _mm512_mask_cmp_ps_mask(mt, r, r, _CMP_UNORD_Q);
+    for (int dy = 1; dy <= ph && dy < H; ++dy) {
+      const int64_t d = int64_t{dy} * W;
+      // above: lanes with f + l >= d; below: lanes with f + l + d < HW (addresses as integers:
+      // the masked-off lanes' may lie outside the plane)
+      const __mmask16 mu = lanes16(d - f, HW - f), md = lanes16(0, HW - d - f);
+      if (mu)
+        r = _mm512_max_ps(r, _mm512_mask_loadu_ps(ninf, mu, reinterpret_cast<const float*>(reinterpret_cast<intptr_t>(xc) + (f - d) * int64_t{sizeof(float)})));
+      if (md) r = _mm512_max_ps(r, _mm512_mask_loadu_ps(ninf, md, xc + f + d));
+    }
+    _mm512_storeu_ps(v + f, r);
+  }
+  if (nan) return false;
+  // lane l's column, l mod W, by subtraction (no division per plane: 7 x 7 planes have 49 outputs)
+  const __m512i wv = _mm512_set1_epi32(W);
+  __m512i col = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (__mmask16 over; (over = _mm512_cmpge_epi32_mask(col, wv)) != 0;) col = _mm512_mask_sub_epi32(col, over, col, wv);
+  const __m512i step = _mm512_set1_epi32(W > 16 ? 16 : 16 % W);
+  for (int64_t f = 0; f < HW; f += 16) {
+    const __mmask16 mt = lanes16(0, HW - f);
+    __m512 r = _mm512_loadu_ps(v + f);
+    for (int dx = 1; dx <= pw && dx < W; ++dx) {
+      const __mmask16 ml = _mm512_mask_cmpge_epi32_mask(mt, col, _mm512_set1_epi32(dx));
+      const __mmask16 mr = _mm512_mask_cmplt_epi32_mask(mt, col, _mm512_set1_epi32(W - dx));
+      r = _mm512_max_ps(r, _mm512_mask_loadu_ps(ninf, ml, reinterpret_cast<const float*>(reinterpret_cast<intptr_t>(v) + (f - dx) * int64_t{sizeof(float)})));
+      r = _mm512_max_ps(r, _mm512_mask_loadu_ps(ninf, mr, v + f + dx));
+    }
+    _mm512_mask_storeu_ps(yc + f, mt, r);
+    // (f + 16 + l) mod W from (f + l) mod W
+    col = _mm512_add_epi32(col, step);
+    col = _mm512_mask_sub_epi32(col, _mm512_cmpge_epi32_mask(col, wv), col, wv);
+  }
+  return true;
 }
 #pragma GCC pop_options
 
@@ -278,15 +340,16 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
   for (int i = 0; i < in.count; ++i)
     acc_len = std::max<int64_t>({acc_len, in.width[i], int64_t{(out.width[i] + 15) / 16 * 16} * p.stride_w + p.kernel_w + 32 + p.pad_w});
 #ifdef SPP_X86
-  // Output the input's size (stride 1, odd kernels, padding (k - 1) / 2), AVX2 or AVX-512 (whose
-  // CPUs run the AVX2 code; googlenet's nine such pools 0.55 -> 0.51 ms against pool_plane_avx512's rows):
-  // pool_same_avx2 for the planes without NaN (at most 8 columns of padding: v's guard).
+  // Output the input's size (stride 1, odd kernels, padding (k - 1) / 2): flat passes over each
+  // plane, pool_same_avx512 (a plane with NaN goes row by row), or on AVX2 pool_same_avx2 for the
+  // planes without NaN (at most 8 columns of padding: v's guard).
   static const Isa isa = detect_isa();
-  const bool same = (isa == Isa::kAvx2 || isa == Isa::kAvx512) && p.stride_h == 1 && p.stride_w == 1 && p.kernel_h % 2 == 1 &&
-                    p.kernel_w % 2 == 1 &&
-                    p.pad_h == p.kernel_h / 2 && p.pad_w == p.kernel_w / 2 && p.pad_w <= 8;
+  const bool same_size = p.stride_h == 1 && p.stride_w == 1 && p.kernel_h % 2 == 1 && p.kernel_w % 2 == 1 &&
+                         p.pad_h == p.kernel_h / 2 && p.pad_w == p.kernel_w / 2;
+  const bool same512 = isa == Isa::kAvx512 && same_size;
+  const bool same = isa == Isa::kAvx2 && same_size && p.pad_w <= 8;
 #else
-  const bool same = false;
+  const bool same512 = false, same = false;
 #endif
   // pool_same_avx2's column masks, one table per distinct map size (a ragged batch of many maps
   // of few sizes keeps few), made once before the threads start: mask_at[i] is map i's.
@@ -319,7 +382,10 @@ Status max_pool2d_forward(const RaggedView& in, const float* x, const Pool2dPara
       float* yc = y + out.offset[i] + int64_t{c} * Ho * Wo;
 #ifdef SPP_X86
       const int64_t HW = int64_t{H} * W;
-      if (same && !has_nan_avx2(xc, HW)) {
+      if (same512) {
+        if (vh != H || vw != W) v.resize(static_cast<size_t>(HW + 16)), vh = H, vw = W;
+        if (pool_same_avx512(xc, H, W, p.pad_h, p.pad_w, v.data(), yc)) continue;
+      } else if (same && !has_nan_avx2(xc, HW)) {
         if (vh != H || vw != W) {  // the guards after the plane must be -inf: reset for each size
           v.assign(static_cast<size_t>(HW + 16), -INFINITY);
           vh = H, vw = W;

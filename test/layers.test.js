@@ -125,9 +125,11 @@ for (const device of devices) {
       const r = rng(seed);
       // the last four keep the map's size (stride 1, padding (k - 1) / 2): on AVX2 and AVX-512 the planes
       // without NaN take flat passes over the whole plane (maps down to 1x1, 1xN, Nx1; a size
-      // again after another: one mask table per size)
-      // (stride 2 along rows with windows of 1-4 columns: on AVX-512 rows of up to 16 outputs from
-      // registers, wider ones through a row of column maxima; maps of both kinds below)
+      // again after another: on AVX2 one mask table per size; on AVX-512 a plane with NaN found
+      // in the pass goes row by row)
+      // (stride 2 along rows with windows of 1-4 columns: on AVX-512 from registers, the next block
+      // of 16 outputs taking the last one's third vector of column maxima: rows of one block and
+      // of several below)
       for (const o of [{ kernel: [3, 3], stride: [2, 2] }, { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }, { kernel: [2, 3], stride: [2, 1], ceilMode: true }, { kernel: [3, 3], stride: [3, 3], padding: [1, 1], ceilMode: true },
         { kernel: [2, 2], stride: [2, 2], ceilMode: true }, { kernel: [3, 4], stride: [1, 2], padding: [1, 2], ceilMode: true }, { kernel: [2, 1], stride: [3, 2] },
         { kernel: [3, 3], stride: [1, 1], padding: [1, 1] }, { kernel: [5, 3], stride: [1, 1], padding: [2, 1], ceilMode: true }, { kernel: [1, 5], stride: [1, 1], padding: [0, 2] }, { kernel: [7, 7], stride: [1, 1], padding: [3, 3] }]) {
