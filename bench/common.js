@@ -395,7 +395,7 @@ const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.to
 const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
 /** ' + AMX bf16x3 convs (SPPNET_AMX=1)' when sppnet's CPU convs are not FP32 (said wherever a benchmark names the CPU), else ''. */
-const amxNote = (be) => (be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : '');
+const amxNote = (be) => (be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : be.cpu.settings.amxProducts ? ' + BF16 products on AMX tiles' : '');
 
 /**
  * The start of a CPU benchmark's main(): its options (usage from lines from..to of `file`'s

@@ -20,6 +20,13 @@ namespace cpu {
 
 bool amx_enabled() { return settings().amx; }
 
+bool amx_products_enabled() {
+  if (settings().amx) return true;
+  if (!settings().amx_products) return false;
+  static const bool granted = amx_bf16_usable();  // asked once, by the first caller (a thread-safe static)
+  return granted;
+}
+
 #ifdef SPP_AMX
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")

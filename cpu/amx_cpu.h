@@ -26,9 +26,14 @@
 namespace sppnet {
 namespace cpu {
 
-// Whether the kernels may run: SPPNET_AMX=1 on a CPU with AMX-BF16 and AVX-512 BF16, whose OS
-// granted this process the tile state (settings.h asks for it once, as the settings are read).
+// Whether the kernels may run for FP32 work (bf16x3): SPPNET_AMX=1 on a CPU with AMX-BF16 and
+// AVX-512 BF16, whose OS granted this process the tile state (settings.h asks for it once, as the
+// settings are read).
 bool amx_enabled();
+// Whether they may run for BF16 products (linear's math 'bf16'): amx_enabled(), or, unless
+// SPPNET_AMX=0, such a CPU whose OS grants the tile state when this is first called with
+// settings().amx_products set (asked once; a process that never calls it is never asked).
+bool amx_products_enabled();
 
 inline int64_t amx_round(int64_t n) { return (n + 31) / 32 * 32; }
 // Floats a packed A of M x K takes; a packed B of N columns and K rows.

@@ -20,6 +20,7 @@ std::vector<std::pair<std::string, double>> settings_list() {
   return {{"winograd", s.winograd ? 1 : 0},
           {"lanes", s.lanes ? 1 : 0},
           {"amx", s.amx ? 1 : 0},
+          {"amxProducts", s.amx_products ? 1 : 0},
           {"winogradMinChannels", s.winograd_min_channels},
           {"winogradChunk", static_cast<double>(s.winograd_chunk)},
           {"gemmKc", static_cast<double>(s.gemm_kc)},

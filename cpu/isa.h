@@ -56,16 +56,23 @@ inline int64_t l2_cache_bytes() {
   return int64_t{1} << 20;
 }
 
-// Whether this build has the AMX kernels (SPP_AMX), the CPU AMX tiles with BF16 products (and
-// AVX-512 BF16 for the packing), and Linux grants this process the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA: once asked,
+// amx_bf16_cpu: whether this build has the AMX kernels (SPP_AMX) and the CPU AMX tiles with BF16
+// products (and AVX-512 BF16 for the packing). amx_bf16_usable: that, and Linux grants this process
+// the tile state (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA: asked by this call; once granted,
 // for every thread until the process ends; a tile instruction without it is SIGILL).
-inline bool amx_bf16_usable() {
+inline bool amx_bf16_cpu() {
 #if defined(SPP_AMX) && defined(__linux__) && defined(SYS_arch_prctl)
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24))) return false;
   __builtin_cpu_init();
-  if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512dq")) return false;
-  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+inline bool amx_bf16_usable() {
+#if defined(SPP_AMX) && defined(__linux__) && defined(SYS_arch_prctl)
+  return amx_bf16_cpu() && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 #else
   return false;
 #endif

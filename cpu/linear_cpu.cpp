@@ -271,10 +271,15 @@ constexpr int64_t kAmxSlab = 512, kAmxRegion = 128;
 constexpr int32_t kAmxLinearCacheValid = 0x314c4d41;  // "AML1"
 constexpr int64_t kAmxLinearCacheHeader = 16;          // floats: [valid, in, out, parts, bf16 weights, unused...]
 
-// The AMX path's parts for this call, 0 where it does not run.
+// The AMX path's parts for this call, 0 where it does not run: BF16 products (1) where math 'bf16'
+// takes them, on the tiles whenever amx_products_enabled() (no SPPNET_AMX=1 needed: the arithmetic
+// is the AVX-512 BF16 kernels', one rounding of each operand, FP32 sums); bf16x3 (2) for FP32
+// products under SPPNET_AMX=1 only.
 int amx_linear_parts(int64_t rows, int32_t in_features, int32_t math, bool bf16_weights, bool cached) {
-  if (rows < (cached ? kAmxLinearRowsCached : kAmxLinearRows) || in_features <= 0 || !amx_enabled()) return 0;
-  return math == kMathBf16 && rows >= (bf16_weights ? kBf16ProductRowsPacked : kBf16ProductRows) ? 1 : 2;
+  if (rows < (cached ? kAmxLinearRowsCached : kAmxLinearRows) || in_features <= 0) return 0;
+  const bool bf16_products = math == kMathBf16 && rows >= (bf16_weights ? kBf16ProductRowsPacked : kBf16ProductRows);
+  if (bf16_products) return amx_products_enabled() ? 1 : 0;
+  return amx_enabled() ? 2 : 0;
 }
 
 // linear_amx's buffers, one set per thread for both instantiations: x^T packed, a slab of W.

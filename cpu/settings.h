@@ -29,6 +29,8 @@ struct Settings {
   bool winograd = true;        // SPPNET_WINOGRAD=0: the 3x3 Winograd path off
   bool lanes = true;           // SPPNET_LANES=0: the AVX-512 strided lanes path off (lanes_conv_cpu.cpp)
   bool amx = false;            // SPPNET_AMX=1: convs as bf16x3 products on AMX tiles, where usable (amx_cpu.h)
+  bool amx_products = false;   // linear's BF16 products (math 'bf16') may take AMX tiles: the CPU has them, SPPNET_AMX is not 0
+                               // (the OS is asked for the tile state at the first such call: amx_products_enabled())
   int winograd_min_channels = 160;  // SPPNET_WINOGRAD_MIN_CHANNELS: fewer input or output channels stay on im2col
   int64_t winograd_chunk = 0;  // SPPNET_WINOGRAD_CHUNK: tiles per chunk (rounded up to panels), else sized by memory
 };
@@ -72,7 +74,9 @@ inline Settings read_settings(const EnvReader& read) {
   r.gemm_l2 = positive(read, "SPPNET_GEMM_L2", l2_cache_bytes() / 2, int64_t{1} << 34);
   if (read("SPPNET_WINOGRAD", &s)) r.winograd = s != "0";
   if (read("SPPNET_LANES", &s)) r.lanes = s != "0";
-  if (read("SPPNET_AMX", &s) && s == "1") r.amx = r.isa == Isa::kAvx512 && amx_bf16_usable();
+  const bool amx_set = read("SPPNET_AMX", &s);
+  if (amx_set && s == "1") r.amx = r.isa == Isa::kAvx512 && amx_bf16_usable();
+  r.amx_products = r.amx || (!(amx_set && s == "0") && r.isa == Isa::kAvx512 && amx_bf16_cpu());
   r.winograd_min_channels = static_cast<int>(positive(read, "SPPNET_WINOGRAD_MIN_CHANNELS", r.winograd_min_channels, 1 << 30));
   r.winograd_chunk = positive(read, "SPPNET_WINOGRAD_CHUNK", 0, int64_t{1} << 40);
   return r;

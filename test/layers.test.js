@@ -2,6 +2,7 @@
 // Layers against the plain references, on random ragged batches with fresh seeds, on every
 // device present; poisoned outputs are covered by comparing every element of fresh outputs
 // whose storage starts uninitialised on the device (and by the native check tool).
+const path = require('path');
 const { expect } = require('chai');
 const { sp, cudaStatus, expectClose, expectReject, inChildWith, WINOGRAD_FROM_32 } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
@@ -608,6 +609,86 @@ describe('linear: the CPU AMX path (SPPNET_AMX=1, from 128 rows, 16 with a cache
     this.timeout(120000); // three child processes
     const seed = freshSeed();
     onAndOff(this, child(seed), seed, { flag: 'SPPNET_AMX', skip: 'no amx', pattern: /^bad 0 ([0-9a-f]{12},){5}[0-9a-f]{12} worst /, label: 'the AMX path ran (SPPNET_AMX=0 sums otherwise)' });
+  });
+});
+
+describe('linear: BF16 products on AMX tiles by default (math \'bf16\')', function () {
+  // Without SPPNET_AMX, on a CPU with AMX-BF16, linear's BF16 products (math 'bf16': FP32 weights
+  // from 256 rows, a BF16Matrix from 8) take the tiles (from 128 rows, 16 in a model with its
+  // weight cache), the same arithmetic as the AVX-512 BF16 kernels: FP32-tight against the rounded
+  // operands; FP32 products stay on the FP32 kernels (bit-equal to SPPNET_AMX=0); SPPNET_AMX=0
+  // gives other bits for the BF16 ones (the AVX-512 BF16 kernels).
+  const child = (seed) => `
+    const sp = require('./dist');
+    const { rng } = require('./test/support/reference');
+    const { tally, hash12 } = require('./test/support/conv-paths');
+    const { toBf16 } = require('./test/support/model-reference');
+    (async () => {
+      const s = sp.backend().cpu.settings;
+      if (process.env.SPPNET_AMX === undefined && !s.amxProducts) return console.log('no amx');
+      if (process.env.SPPNET_AMX === '0' && s.amxProducts) return console.log('SPPNET_AMX=0 left amxProducts on');
+      if (s.amx) return console.log('bf16x3 on without SPPNET_AMX=1');
+      const r = rng(${seed});
+      const t = tally(1e-5), hashes = [], fp32 = [];
+      let bad = 0;
+      for (const [rows, inF, outF, bf16Weights] of [[257, 1100, 140, false], [140, 33, 100, true], [300, 70, 45, false]]) {
+        const x = Float32Array.from({ length: rows * inF }, () => r.normal());
+        const w = Float32Array.from({ length: outF * inF }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: outF }, () => r.normal());
+        const weight = bf16Weights ? await sp.toBF16(sp.tensor(w, [outF, inF])) : sp.tensor(w, [outF, inF]);
+        const xs = x.map(toBf16), ws = w.map(toBf16);
+        for (const math of ['bf16', 'fp32']) {
+          const out = sp.tensor(new Float32Array(rows * outF).fill(-6.5e31), [rows, outF]);
+          const got = await (await sp.linear(sp.tensor(x, [rows, inF]), weight, sp.tensor(b, [outF]), { relu: true, out, math })).data();
+          // BF16 products: both operands rounded; FP32 ones: the weights as stored
+          const xr = math === 'bf16' ? xs : x, wr = math === 'bf16' || bf16Weights ? ws : w;
+          const ref = new Float64Array(rows * outF), mag = new Float64Array(rows * outF);
+          for (let i = 0; i < rows; i++)
+            for (let o = 0; o < outF; o++) {
+              let v = b[o], m = Math.abs(b[o]);
+              for (let k = 0; k < inF; k++) v += xr[i * inF + k] * wr[o * inF + k], m += Math.abs(xr[i * inF + k] * wr[o * inF + k]);
+              ref[i * outF + o] = Math.max(0, v);
+              mag[i * outF + o] = m;
+            }
+          t.check(got, ref, mag, 1e-5);
+          (math === 'bf16' ? hashes : fp32).push(hash12([got]));
+        }
+      }
+      // A model with bfloat16 fc weights under math 'bf16' keeps a cache of BF16 parts (16 + 64 x 64 / 2 floats for 50 -> 40) from 16 rows.
+      sp.setMath({ linear: 'bf16' });
+      const spec = { name: 'fc-bf16', inChannels: 3, layers: [{ type: 'conv', name: 'conv1', out: 10, kernel: 3, relu: true }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc1', out: 40, relu: true }, { type: 'fc', name: 'fc2', out: 3 }] };
+      const m = await sp.buildModel({ spec, seed: 3, device: 'cpu', linearWeights: 'bf16' });
+      const imgs = Array.from({ length: 20 }, () => sp.tensor(Float32Array.from({ length: 3 * 9 * 13 }, () => r.normal()), [3, 9, 13]));
+      const y = await (await m.run(imgs)).data();
+      if (!y.every(Number.isFinite)) bad++;
+      const cache = m.filterCaches.get('fc1');
+      const size = cache ? cache.length : 0;
+      if (size !== (process.env.SPPNET_AMX === '0' ? 0 : 16 + 64 * 32)) bad += 1000;
+      hashes.push(hash12([y]));
+      m.dispose();
+      console.log('bad ' + (bad + t.bad) + ' ' + hashes.join(',') + ' fp32 ' + fp32.join(',') + ' worst ' + t.worst.toExponential(2) + ' cache ' + size);
+    })();`;
+  it('gives the reference (FP32-tight against the rounded operands) from FP32 and BF16Matrix weights, poisoned out, ReLU, and in a model with its weight cache; FP32 products untouched; 1 and 2 threads bit for bit; SPPNET_AMX=0 the AVX-512 BF16 kernels', function () {
+    this.timeout(120000); // three child processes
+    const seed = freshSeed();
+    const { runNode } = require('./support/child');
+    const [one, two, off] = [['1', null], ['2', null], ['1', '0']].map(([threads, amx]) => {
+      const env = { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' };
+      if (amx === null) delete env.SPPNET_AMX;
+      else env.SPPNET_AMX = amx;
+      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env });
+      expect(res.stderr).to.equal('');
+      return res.stdout.trim();
+    });
+    if (one === 'no amx') this.skip();
+    const form = /^bad 0 ((?:[0-9a-f]{12},){3}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){2}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    expect(one, `seed ${seed}`).to.match(form);
+    expect(two, `seed ${seed}: the same sums on 2 threads`).to.equal(one);
+    expect(off, `seed ${seed}: SPPNET_AMX=0`).to.match(form);
+    const [, on16, on32, onCache] = one.match(form), [, off16, off32, offCache] = off.match(form);
+    expect([onCache, offCache]).to.deep.equal([String(16 + 64 * 32), '0']);
+    expect(on32, `seed ${seed}: FP32 products stay on the FP32 kernels`).to.equal(off32);
+    on16.split(',').forEach((h, i) => expect(h, `seed ${seed} case ${i}: BF16 products on the tiles (the AVX-512 BF16 kernels with SPPNET_AMX=0)`).to.not.equal(off16.split(',')[i]));
   });
 });
 

@@ -2,9 +2,9 @@
 // TF32 for convolutions, FP32 for matrix products), and the one-time check that the tensor-core
 // kernels agree with the plain FP32 kernels on this GPU before any result of theirs is used.
 // The CPU computes in FP32 in every mode but one: 'bf16' in linear, on a CPU with AVX-512 BF16
-// (sp.backend().cpu.bf16), from 256 rows (8 with a BF16Matrix weight), takes BF16 products there too;
-// and SPPNET_AMX=1 (sp.backend().cpu.settings.amx), whatever the mode, makes most convs, and linear from 128 rows, bf16x3 on AMX tiles
-// (linear's 'bf16' BF16 products on them).
+// (sp.backend().cpu.bf16), from 256 rows (8 with a BF16Matrix weight), takes BF16 products there too,
+// on AMX tiles where the CPU has them (sp.backend().cpu.settings.amxProducts; SPPNET_AMX=0: not);
+// and SPPNET_AMX=1 (sp.backend().cpu.settings.amx), whatever the mode, makes most convs, and linear from 128 rows, bf16x3 on AMX tiles.
 import { SppnetError, fail } from './errors';
 import { native } from './native';
 
