@@ -395,7 +395,14 @@ const fmtMs = (v) => (v == null ? '-' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.to
 const fmtX = (v) => (v == null ? '-' : `${v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2)}x`);
 
 /** ' + AMX bf16x3 convs (SPPNET_AMX=1)' when sppnet's CPU convs are not FP32 (said wherever a benchmark names the CPU), else ''. */
-const amxNote = (be) => (be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : be.cpu.settings.amxProducts ? ' + BF16 products on AMX tiles' : '');
+// What the CPU's arithmetic is beyond the FP32 default, for a benchmark's header: bf16x3 on AMX
+// (SPPNET_AMX=1), math 'bf16' in force (SPPNET_MATH / sp.setMath) and where its products run.
+const amxNote = (be) => {
+  const m = require('../dist').getMath();
+  const bf16 = ['conv', 'linear'].filter((k) => m[k] === 'bf16');
+  return (be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : '') +
+    (bf16.length ? ` + math 'bf16' for ${bf16.join(' and ')}${be.cpu.settings.amxProducts ? ' (BF16 products on AMX tiles)' : ''}` : '');
+};
 
 /**
  * The start of a CPU benchmark's main(): its options (usage from lines from..to of `file`'s

@@ -48,9 +48,17 @@ inline void split(__m512 v, __m512i* hi, __m512i* lo) {
   *lo = _mm512_mask_mov_epi32(l, inf, h);
 }
 
-// One row of each of B's two tiles (high, low) from rows k and k + 1 of 16 columns; the tiles
-// 512 bfloat16s apart.
-inline void pair_row(__m512 v0, __m512 v1, uint16_t* row) {
+// The high part alone, rounded to the nearest bfloat16 (an infinity, NaN and overflow as
+// float_to_bf16's): BF16 products' operand (parts 1).
+inline __m512i high(__m512 v) { return _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v))); }
+
+// One row of each of B's tiles (high, low; parts 1: the high one) from rows k and k + 1 of 16
+// columns; the tiles 512 bfloat16s apart.
+inline void pair_row(__m512 v0, __m512 v1, uint16_t* row, int parts) {
+  if (parts == 1) {
+    _mm512_storeu_si512(row, _mm512_or_si512(high(v0), _mm512_slli_epi32(high(v1), 16)));
+    return;
+  }
   __m512i h0, l0, h1, l1;
   split(v0, &h0, &l0);
   split(v1, &h1, &l1);
@@ -58,19 +66,15 @@ inline void pair_row(__m512 v0, __m512 v1, uint16_t* row) {
   _mm512_storeu_si512(row + 512, _mm512_or_si512(l0, _mm512_slli_epi32(l1, 16)));
 }
 
-// bfloat16s of a high and a low tile (16 rows of A or 16 columns of B, 32 k): one k step of a
-// row block of A or a column block of B, which both layouts store one after another.
-constexpr int64_t kStep = 1024;
+// One k step of a row block of A or a column block of B (16 rows of A or 16 columns of B, 32 k),
+// which both layouts store one after another: 512 x parts bfloat16s (a high and a low tile, or the
+// high one alone).
 
 struct TileConfig {
   uint8_t palette, start_row, reserved[14];
   uint16_t colsb[16];
   uint8_t rows[16];
 };
-
-// The high part alone, rounded to the nearest bfloat16 (an infinity, NaN and overflow as
-// float_to_bf16's): BF16 products' operand (parts 1).
-inline __m512i high(__m512 v) { return _mm512_cvtepu16_epi32(reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v))); }
 
 // 16 of a row's 32 k of A's layout (t: the row in its first part) from 16 floats.
 inline void a_half(__m512 v, uint16_t* t, int parts) {
@@ -101,7 +105,9 @@ void pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, float* Ap, int pa
 
 }  // namespace
 
-void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap) { amx_pack_a_rows(0, amx_round(M), M, K, A, lda, Ap, 2); }
+void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap, int parts) {
+  amx_pack_a_rows(0, amx_round(M), M, K, A, lda, Ap, parts);
+}
 
 void amx_pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, const float* A, int64_t lda, float* Ap, int parts) {
   pack_a_rows(m0, m1, M, K, Ap, parts, [&](int64_t m, int64_t k0, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, A + m * lda + k0); });
@@ -146,28 +152,28 @@ void amx_pack_bt(int64_t nb0, int64_t nb1, int64_t N, int64_t K, const float* X,
     }
 }
 
-void amx_pack_panels(int64_t K, int64_t panels, const float* P, float* Bp) {
-  const int64_t KS = amx_round(K) / 32;
+void amx_pack_panels(int64_t K, int64_t panels, const float* P, float* Bp, int parts) {
+  const int64_t KS = amx_round(K) / 32, step = 512 * parts;
   uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t q = 0; q < panels; ++q) {
     const float* src = P + q * K * 32;
-    uint16_t* b0 = d + (2 * q) * KS * kStep;  // columns 0-15 of the panel
-    uint16_t* b1 = b0 + KS * kStep;           // 16-31
+    uint16_t* b0 = d + (2 * q) * KS * step;  // columns 0-15 of the panel
+    uint16_t* b1 = b0 + KS * step;           // 16-31
     for (int64_t ks = 0; ks < KS; ++ks)
       for (int r = 0; r < 16; ++r) {
         const int64_t k = ks * 32 + 2 * r;
         const float* r0 = src + k * 32;
         const bool has0 = k < K, has1 = k + 1 < K;
-        const int64_t o = ks * kStep + r * 32;
-        pair_row(has0 ? _mm512_loadu_ps(r0) : zero, has1 ? _mm512_loadu_ps(r0 + 32) : zero, b0 + o);
-        pair_row(has0 ? _mm512_loadu_ps(r0 + 16) : zero, has1 ? _mm512_loadu_ps(r0 + 48) : zero, b1 + o);
+        const int64_t o = ks * step + r * 32;
+        pair_row(has0 ? _mm512_loadu_ps(r0) : zero, has1 ? _mm512_loadu_ps(r0 + 32) : zero, b0 + o, parts);
+        pair_row(has0 ? _mm512_loadu_ps(r0 + 16) : zero, has1 ? _mm512_loadu_ps(r0 + 48) : zero, b1 + o, parts);
       }
   }
 }
 
-void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp) {
-  const int64_t KS = amx_round(K) / 32, NB = amx_round(N) / 16;
+void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp, int parts) {
+  const int64_t KS = amx_round(K) / 32, NB = amx_round(N) / 16, step = 512 * parts;
   uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
   const __m512 zero = _mm512_setzero_ps();
   // Along B's rows (a pair at a time, every column block): each row read as it lies, not a
@@ -181,7 +187,7 @@ void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp)
         const __mmask16 cm = first_lanes16(N - c0);
         const __m512 v0 = k < K ? _mm512_maskz_loadu_ps(cm, row0 + c0) : zero;
         const __m512 v1 = k + 1 < K ? _mm512_maskz_loadu_ps(cm, row0 + ldb + c0) : zero;
-        pair_row(v0, v1, d + (nb * KS + ks) * kStep + r * 32);
+        pair_row(v0, v1, d + (nb * KS + ks) * step + r * 32, parts);
       }
     }
 }
@@ -311,10 +317,12 @@ void gemm_kblocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, co
 
 }  // namespace
 
-void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
-              bool relu) {
+template <int Parts>
+void gemm_whole(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
+                bool relu) {
+  constexpr int64_t step = 512 * Parts;
   load_tile_config();
-  const int64_t KS = amx_round(K) / 32, T = KS * kStep;  // bfloat16s of a row block of A, a column block of B
+  const int64_t KS = amx_round(K) / 32, T = KS * step;  // bfloat16s of a row block of A, a column block of B
   const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);
   const uint16_t* B = reinterpret_cast<const uint16_t*>(Bp);
   alignas(64) float acc[4][16][16];
@@ -328,7 +336,7 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int64_t o = 0; o < T; o += kStep) kstep<2>(a0 + o, a1 + o, b0 + o, b1 + o);
+      for (int64_t o = 0; o < T; o += step) kstep<Parts>(a0 + o, a1 + o, b0 + o, b1 + o);
       _tile_stored(0, acc[0], 64);
       _tile_stored(1, acc[1], 64);
       _tile_stored(2, acc[2], 64);
@@ -337,6 +345,14 @@ void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, con
     }
   }
   _tile_release();
+}
+
+void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
+              bool relu, int parts) {
+  if (parts == 1)
+    gemm_whole<1>(m0, m1, N, K, Ap, Bp, C, ldc, bias, relu);
+  else
+    gemm_whole<2>(m0, m1, N, K, Ap, Bp, C, ldc, bias, relu);
 }
 
 void amx_gemm_kblocked(int parts, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float* Ap, const float* Bp, float* C,
@@ -349,10 +365,10 @@ void amx_gemm_kblocked(int parts, int64_t m0, int64_t m1, int64_t n0, int64_t n1
 #pragma GCC pop_options
 
 #else  // no AMX in this build (not x86, or a compiler without it): never called (amx_enabled() is false)
-void amx_pack_a(int64_t, int64_t, const float*, int64_t, float*) {}
-void amx_pack_panels(int64_t, int64_t, const float*, float*) {}
-void amx_pack_rows(int64_t, int64_t, const float*, int64_t, float*) {}
-void amx_gemm(int64_t, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, const float*, bool) {}
+void amx_pack_a(int64_t, int64_t, const float*, int64_t, float*, int) {}
+void amx_pack_panels(int64_t, int64_t, const float*, float*, int) {}
+void amx_pack_rows(int64_t, int64_t, const float*, int64_t, float*, int) {}
+void amx_gemm(int64_t, int64_t, int64_t, int64_t, const float*, const float*, float*, int64_t, const float*, bool, int) {}
 void amx_pack_a_rows(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, float*, int) {}
 void amx_pack_a_bf16(int64_t, int64_t, int64_t, int64_t, const uint16_t*, int64_t, float*, int) {}
 void amx_pack_bt(int64_t, int64_t, int64_t, int64_t, const float*, int64_t, float*, int) {}

@@ -36,28 +36,29 @@ bool amx_enabled();
 bool amx_products_enabled();
 
 inline int64_t amx_round(int64_t n) { return (n + 31) / 32 * 32; }
-// Floats a packed A of M x K takes; a packed B of N columns and K rows.
-inline int64_t amx_a_floats(int64_t M, int64_t K) { return amx_round(M) * amx_round(K); }
-inline int64_t amx_b_floats(int64_t N, int64_t K) { return amx_round(N) * amx_round(K); }
+// Floats a packed A of M x K takes; a packed B of N columns and K rows (parts: below).
+inline int64_t amx_a_floats(int64_t M, int64_t K, int parts) { return amx_round(M) * amx_round(K) * parts / 2; }
+inline int64_t amx_b_floats(int64_t N, int64_t K, int parts) { return amx_round(N) * amx_round(K) * parts / 2; }
 
+// Each with `parts` 2 (bf16x3, the layouts above) or 1 (BF16 products: the high parts alone,
+// each operand rounded to its nearest bfloat16; half the bytes, a third of the products; conv2d's
+// math 'bf16'). The floats these take: amx_a_floats / amx_b_floats with parts, below.
 // Packs A (rows lda apart).
-void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap);
+void amx_pack_a(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap, int parts);
 // Packs `panels` panels of im2col's layout (gemm_cpu.h: [K][32] each, one after another).
-void amx_pack_panels(int64_t K, int64_t panels, const float* panels_f32, float* Bp);
+void amx_pack_panels(int64_t K, int64_t panels, const float* panels_f32, float* Bp, int parts);
 // Packs N columns of a row-major B read in place (B[k][n] at B[k * ldb + n]), zeros past N.
-void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp);
+void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp, int parts);
 // C rows [m0, m1) (m0 a multiple of 32), columns [0, N) = A . B (+ bias[m]) (then ReLU), C's rows
 // ldc apart, on the calling thread (it loads its tile configuration and releases it after).
 void amx_gemm(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
-              bool relu);
+              bool relu, int parts);
 
 // ---- Linear layers with many rows (linear_cpu.cpp): C[out][rows] = W . x^T ----
 //
 // `parts` 2 is bf16x3 as above; `parts` 1 is BF16 products (math 'bf16': each operand rounded
 // to its nearest bfloat16, one exact product each, FP32 sums, as gemm_bf16_packed's), whose
 // layouts keep the high parts only (half the bytes). A and B as above otherwise.
-inline int64_t amx_a_floats(int64_t M, int64_t K, int parts) { return amx_round(M) * amx_round(K) * parts / 2; }
-inline int64_t amx_b_floats(int64_t N, int64_t K, int parts) { return amx_round(N) * amx_round(K) * parts / 2; }
 // Packs rows [m0, m1) of A (m0 a multiple of 16) into A's layout at Ap (the whole matrix's
 // start), from FP32 rows or from bfloat16 ones (the high part exact, the low part zero).
 void amx_pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, const float* A, int64_t lda, float* Ap, int parts);

@@ -426,33 +426,40 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
   });
 }
 
-// ---- SPPNET_AMX=1: bf16x3 products on AMX tiles (amx_cpu.h) ----
+// ---- AMX tiles (amx_cpu.h): bf16x3 products under SPPNET_AMX=1, BF16 products for math 'bf16' ----
 //
 // Every map's columns in chunks of ~384 KiB of packed B (im2col's panels converted, or a 1x1
 // conv's planes read in place), each chunk a task that packs its B and multiplies all the
 // filters (packed once, kept in the caller's filter cache) by it; where there are fewer than two
 // chunks a thread (small maps, few images) the filters are split too, in blocks of 32 rows.
-constexpr int32_t kAmxCacheValid = 0x31584d41;  // "AMX1"
-constexpr int64_t kAmxCacheHeader = 16;          // floats: [valid, cin, cout, kh, kw, unused...]
+constexpr int32_t kAmxCacheValid[2] = {0x42584d41, 0x31584d41};  // "AMXB" (BF16 parts), "AMX1" (bf16x3)
+constexpr int64_t kAmxCacheHeader = 16;                            // floats: [valid, cin, cout, kh, kw, unused...]
 
 // Where it measured faster (bench/RESULTS.md, "AMX"): one group and at least 64 filters (fewer
 // leave most of a 32-row block empty, and the packing of B weighs more against the products),
 // and a 1x1 conv only from 128 input channels (below, the FP32 kernels read its planes in place
 // while this path packs them: googlenet's 64 -> 64 at 56 x 56, batch 4, 0.49 -> 0.68 ms).
-bool amx_applies(const Conv2dParams& p) {
-  return p.groups == 1 && p.out_channels >= 64 && (p.kernel_h * p.kernel_w > 1 || p.in_channels >= 128) && amx_enabled();
+// The parts of its products (amx_cpu.h): 1 where math 'bf16' asks for BF16 products and the tiles
+// take them (amx_products_enabled: by default on a CPU with AMX), 2 (bf16x3) under SPPNET_AMX=1,
+// 0 where the path does not run (the FP32 kernels: math 'bf16' without AMX, as every mode).
+int amx_parts(const Conv2dParams& p) {
+  if (p.groups != 1 || p.out_channels < 64 || (p.kernel_h * p.kernel_w == 1 && p.in_channels < 128)) return 0;
+  if (p.math == kMathBf16 && amx_products_enabled()) return 1;
+  return amx_enabled() ? 2 : 0;
 }
+bool amx_applies(const Conv2dParams& p) { return amx_parts(p) > 0; }
 
 int64_t amx_cache_floats(const Conv2dParams& p) {
-  return kAmxCacheHeader + amx_a_floats(p.out_channels, int64_t{p.in_channels} * p.kernel_h * p.kernel_w);
+  return kAmxCacheHeader + amx_a_floats(p.out_channels, int64_t{p.in_channels} * p.kernel_h * p.kernel_w, amx_parts(p));
 }
 
 Status conv2d_amx(const RaggedView& in, const float* x, const Conv2dParams& p, const float* weight, const float* bias,
                   const RaggedView& out, float* y) {
   const int64_t M = p.out_channels, K = int64_t{p.in_channels} * p.kernel_h * p.kernel_w;
+  const int pp = amx_parts(p);
   static thread_local FloatBuffer wbuf;
-  const float* A = cached_filters(p, amx_cache_floats(p), kAmxCacheValid, kAmxCacheHeader, amx_a_floats(M, K), wbuf,
-                                  [&](float* d) { amx_pack_a(M, K, weight, K, d); });
+  const float* A = cached_filters(p, amx_cache_floats(p), kAmxCacheValid[pp - 1], kAmxCacheHeader, amx_a_floats(M, K, pp), wbuf,
+                                  [&](float* d) { amx_pack_a(M, K, weight, K, d, pp); });
   const int64_t chunk = std::max<int64_t>(NR, std::min<int64_t>(256, (96 << 10) / amx_round(K) / NR * NR));
   const bool planes = pointwise(p);  // B read from the input planes, else from im2col's panels
   std::vector<RunCols> cols(planes ? 0 : static_cast<size_t>(in.count));
@@ -463,23 +470,23 @@ Status conv2d_amx(const RaggedView& in, const float* x, const Conv2dParams& p, c
     if (!planes && P > 0) cols[i] = run_cols(in, out, i, i + 1, 0, p.in_channels, p, gemm_panels(P) * NR);
   }
   const int64_t chunks = first[in.count], mblocks = amx_round(M) / 32;
-  const int64_t parts = std::min(mblocks, std::max<int64_t>(1, (2 * num_threads() + chunks - 1) / std::max<int64_t>(chunks, 1)));
-  parallel_tasks(chunks * parts, [&](int64_t task) {
+  const int64_t splits = std::min(mblocks, std::max<int64_t>(1, (2 * num_threads() + chunks - 1) / std::max<int64_t>(chunks, 1)));
+  parallel_tasks(chunks * splits, [&](int64_t task) {
     static thread_local FloatBuffer fbuf, bbuf;
-    const int64_t c = task / parts, part = task % parts;
+    const int64_t c = task / splits, part = task % splits;
     const int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), c) - first.begin()) - 1;
     const int64_t P = int64_t{out.height[i]} * out.width[i], n0 = (c - first[i]) * chunk, nc = std::min(chunk, P - n0);
-    float* Bb = bbuf.get(static_cast<size_t>(amx_b_floats(nc, K)));
+    float* Bb = bbuf.get(static_cast<size_t>(amx_b_floats(nc, K, pp)));
     if (planes) {
-      amx_pack_rows(K, nc, x + in.offset[i] + n0, P, Bb);
+      amx_pack_rows(K, nc, x + in.offset[i] + n0, P, Bb, pp);
     } else {
       const int64_t q0 = n0 / NR, q1 = (n0 + nc + NR - 1) / NR;
       float* F = fbuf.get(static_cast<size_t>((q1 - q0) * K * NR));
       im2col_panels(im2col_for(cols[i]), x, cols[i], p, K, q0, q1, 0, K, F, q0);
-      amx_pack_panels(K, q1 - q0, F, Bb);
+      amx_pack_panels(K, q1 - q0, F, Bb, pp);
     }
-    amx_gemm(mblocks * part / parts * 32, std::min(M, mblocks * (part + 1) / parts * 32), nc, K, A, Bb, y + out.offset[i] + n0, P,
-             bias, p.relu);
+    amx_gemm(mblocks * part / splits * 32, std::min(M, mblocks * (part + 1) / splits * 32), nc, K, A, Bb, y + out.offset[i] + n0, P,
+             bias, p.relu, pp);
   });
   return Status::Ok();
 }

@@ -696,7 +696,7 @@ bool gemm_nn_amx(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
       for (int64_t i = 0; i < n; ++i) f(i);
   };
   each(amx_round(M) / 32, [&](int64_t i) { amx_pack_a_rows(32 * i, 32 * i + 32, M, K, A, lda, Ap, 2); });
-  each(amx_round(N) / 32, [&](int64_t j) { amx_pack_rows(K, std::min<int64_t>(32, N - 32 * j), B + 32 * j, ldb, Bp + 32 * j * KR); });
+  each(amx_round(N) / 32, [&](int64_t j) { amx_pack_rows(K, std::min<int64_t>(32, N - 32 * j), B + 32 * j, ldb, Bp + 32 * j * KR, 2); });
   const int64_t mr = (M + kRegion - 1) / kRegion, nr = (N + kRegion - 1) / kRegion;
   auto region = [&](int64_t t) {
     const int64_t i = t % mr, j = t / mr;

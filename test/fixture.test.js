@@ -77,7 +77,7 @@ describe('whole-model fixture: the references of the math modes (every machine)'
 const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
 for (const device of devices) {
   describe(`whole-model fixture on ${device}`, function () {
-    // The CPU has one math (FP32, whatever the modes say). On CUDA: the defaults in force (TF32
+    // The CPU runs the default modes in FP32 ('bf16' takes BF16 products on some CPUs: layers.test.js). On CUDA: the defaults in force (TF32
     // convolutions unless SPPNET_MATH says otherwise), then FP32 and TF32 explicitly.
     const runs = device === 'cpu'
       ? [{ label: 'FP32', math: null }]

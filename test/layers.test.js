@@ -692,6 +692,81 @@ describe('linear: BF16 products on AMX tiles by default (math \'bf16\')', functi
   });
 });
 
+describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
+  // On a CPU with AMX-BF16 (and without SPPNET_AMX), conv2d with math 'bf16' multiplies on the
+  // tiles with one BF16 product per term (each operand rounded to bfloat16, FP32 sums) where the
+  // AMX path takes the conv (one group, >= 64 filters, a 1x1 from 128 inputs, not the lanes
+  // path's strided convs): FP32-tight against the rounded operands. The other modes stay on the
+  // FP32 kernels (bit-equal to SPPNET_AMX=0); with SPPNET_AMX=0 'bf16' is FP32 too (other bits).
+  const child = (seed) => `
+    const sp = require('./dist');
+    const { rng, randomMap } = require('./test/support/reference');
+    const { tally, hash12 } = require('./test/support/conv-paths');
+    const { toBf16 } = require('./test/support/model-reference');
+    const { refConv2d } = require('./test/support/layers-reference');
+    (async () => {
+      if (process.env.SPPNET_AMX === undefined && !sp.backend().cpu.settings.amxProducts) return console.log('no amx');
+      const r = rng(${seed});
+      const t = tally(1e-5), hashes = [], fp32 = [];
+      for (const [c, sizes] of [
+        [{ cin: 7, cout: 70, kh: 3, kw: 3, padding: [1, 1], relu: true }, [[9, 11], [20, 17], [1, 1]]],
+        [{ cin: 130, cout: 64, kh: 1, kw: 1 }, [[5, 6], [12, 13]]],
+        [{ cin: 40, cout: 96, kh: 3, kw: 3, stride: [2, 2] }, [[21, 19]]],
+        [{ cin: 33, cout: 100, kh: 5, kw: 3, padding: [2, 0], dilation: [1, 2] }, [[8, 30], [16, 9]]],
+      ]) {
+        const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
+        maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
+        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
+        const b = Float32Array.from({ length: c.cout }, () => r.normal());
+        const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
+        for (const math of ['bf16', 'tf32']) {
+          const round = (a) => (math === 'bf16' ? a.map(toBf16) : a);
+          const refs = maps.map((m) => refConv2d({ ...m, data: round(m.data) }, round(w), b, c));
+          const mags = maps.map((m) => refConv2d({ ...m, data: round(m.data).map(Math.abs) }, round(w).map(Math.abs), b.map(Math.abs), { ...c, relu: false }));
+          const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
+          const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out, math })).arrays();
+          refs.forEach((e, i) => t.check(got[i], e.data, mags[i].data, math === 'bf16' ? 1e-5 : 2e-6));
+          (math === 'bf16' ? hashes : fp32).push(hash12(got));
+        }
+      }
+      // A model under setMath({ conv: 'bf16' }) keeps its filters packed as BF16 parts: 16 + 64 x 32 / 2 floats for 3 -> 64, 3 x 3.
+      sp.setMath({ conv: 'bf16' });
+      const spec = { name: 'conv-bf16', inChannels: 3, layers: [{ type: 'conv', name: 'conv1', out: 64, kernel: 3, relu: true }, { type: 'spp', levels: [2, 1] }, { type: 'fc', name: 'fc', out: 3 }] };
+      const m = await sp.buildModel({ spec, seed: 3, device: 'cpu' });
+      const y = await (await m.run([sp.tensor(Float32Array.from({ length: 3 * 12 * 10 }, () => r.normal()), [3, 12, 10])])).data();
+      const cache = m.filterCaches.get('conv1');
+      hashes.push(hash12([y]));
+      m.dispose();
+      console.log('bad ' + t.bad + ' ' + hashes.join(',') + ' fp32 ' + fp32.join(',') + ' worst ' + t.worst.toExponential(2) + ' cache ' + (cache ? cache.length : 0));
+    })();`;
+  it('gives the reference (FP32-tight against the rounded operands): 3x3 with padding, 1x1 from its planes, stride 2, dilation, ragged maps, NaN, poisoned out, a model\'s filter cache; other modes untouched; 1 and 2 threads bit for bit; SPPNET_AMX=0 FP32', function () {
+    this.timeout(120000); // three child processes
+    const seed = freshSeed();
+    const { runNode } = require('./support/child');
+    const [one, two, off] = [['1', null], ['2', null], ['1', '0']].map(([threads, amx]) => {
+      const env = { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' };
+      if (amx === null) delete env.SPPNET_AMX;
+      else env.SPPNET_AMX = amx;
+      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env });
+      expect(res.stderr).to.equal('');
+      return res.stdout.trim();
+    });
+    if (one === 'no amx') this.skip();
+    const form = /^bad 0 ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){3}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    expect(one, `seed ${seed}`).to.match(form);
+    expect(two, `seed ${seed}: the same sums on 2 threads`).to.equal(one);
+    const [, on16, on32, onCache] = one.match(form);
+    // SPPNET_AMX=0: 'bf16' is FP32 (further from the rounded operands' reference: not checked there)
+    const offForm = /^bad \d+ ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){3}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    expect(off, `seed ${seed}: SPPNET_AMX=0`).to.match(offForm);
+    const [, off16, off32, offCache] = off.match(offForm);
+    expect(onCache, 'the BF16 parts cache').to.equal(String(16 + 64 * 32 / 2));
+    expect(offCache, 'no AMX cache with SPPNET_AMX=0').to.not.equal(onCache);
+    expect(on32, `seed ${seed}: FP32 modes stay on the FP32 kernels`).to.equal(off32);
+    on16.split(',').forEach((h, i) => expect(h, `seed ${seed} case ${i}: BF16 products on the tiles (FP32 with SPPNET_AMX=0)`).to.not.equal(off16.split(',')[i]));
+  });
+});
+
 describe('conv2dBackward and linearBackward: the CPU AMX path (SPPNET_AMX=1)', function () {
   // With SPPNET_AMX=1 the backward's GEMMs (gemm_nn: conv2d's dW and dX, linear's dx and dW) take
   // bf16x3 on AMX tiles where every side is at least 32 and K at least 64: within 5e-5 of the sum

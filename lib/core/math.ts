@@ -3,8 +3,9 @@
 // kernels agree with the plain FP32 kernels on this GPU before any result of theirs is used.
 // The CPU computes in FP32 in every mode but one: 'bf16' in linear, on a CPU with AVX-512 BF16
 // (sp.backend().cpu.bf16), from 256 rows (8 with a BF16Matrix weight), takes BF16 products there too,
-// on AMX tiles where the CPU has them (sp.backend().cpu.settings.amxProducts; SPPNET_AMX=0: not);
-// and SPPNET_AMX=1 (sp.backend().cpu.settings.amx), whatever the mode, makes most convs, and linear from 128 rows, bf16x3 on AMX tiles.
+// on AMX tiles where the CPU has them (sp.backend().cpu.settings.amxProducts; SPPNET_AMX=0: not), and
+// 'bf16' in conv2d takes them on those tiles (the convs the AMX path takes; the rest stay FP32);
+// and SPPNET_AMX=1 (sp.backend().cpu.settings.amx), in the other modes, makes most convs, and linear from 128 rows, bf16x3 on AMX tiles.
 import { SppnetError, fail } from './errors';
 import { native } from './native';
 
@@ -12,7 +13,8 @@ import { native } from './native';
  * - `'tf32'`: tensor cores, inputs rounded to TF32 (10-bit mantissa), FP32 accumulation.
  *   Error within about 1e-3 of sum |w x| (the default for conv2d, as PyTorch's cuDNN).
  * - `'bf16'`: tensor cores, inputs rounded to BF16 (7-bit mantissa): about 1e-2 of sum |w x|.
- *   The CPU's linear too, where it has AVX-512 BF16: twice the FP32 products per instruction.
+ *   The CPU's linear too, where it has AVX-512 BF16: twice the FP32 products per instruction; and
+ *   its conv2d and linear on AMX tiles, where it has AMX-BF16.
  * - `'fp32'`: tensor cores, each input split into two TF32 parts and three products summed:
  *   about FP32 accuracy, 1e-5 of sum |w x| (the default for linear, as PyTorch's matmul).
  * - `'direct'`: the plain FP32 kernels, one thread per output, no tensor cores (slow; the
