@@ -435,16 +435,21 @@ void conv_fused(const float* x, const RunCols& t, const Conv2dParams& p, int64_t
 constexpr int32_t kAmxCacheValid[2] = {0x42584d41, 0x31584d41};  // "AMXB" (BF16 parts), "AMX1" (bf16x3)
 constexpr int64_t kAmxCacheHeader = 16;                            // floats: [valid, cin, cout, kh, kw, unused...]
 
-// Where it measured faster (bench/RESULTS.md, "AMX"): one group and at least 64 filters (fewer
-// leave most of a 32-row block empty, and the packing of B weighs more against the products),
-// and a 1x1 conv only from 128 input channels (below, the FP32 kernels read its planes in place
-// while this path packs them: googlenet's 64 -> 64 at 56 x 56, batch 4, 0.49 -> 0.68 ms).
-// The parts of its products (amx_cpu.h): 1 where math 'bf16' asks for BF16 products and the tiles
-// take them (amx_products_enabled: by default on a CPU with AMX), 2 (bf16x3) under SPPNET_AMX=1,
-// 0 where the path does not run (the FP32 kernels: math 'bf16' without AMX, as every mode).
+// The parts of its products (amx_cpu.h), where it measured faster than the FP32 kernels; 0 where
+// the path does not run (the FP32 kernels: also math 'bf16' without AMX, as every mode):
+// - 1 where math 'bf16' asks for BF16 products and the tiles take them (amx_products_enabled: by
+//   default on a CPU with AMX): one group, at least 16 filters, a 1x1 conv from 64 input channels
+//   (googlenet in a run, its 1x1s of fewer filters or inputs: 0.65 ms FP32 -> 0.43 from 32
+//   filters and 64 inputs -> 0.35 from 16 filters at batch 1, 2.15 -> 1.40 ms at batch 4);
+// - 2 (bf16x3) under SPPNET_AMX=1 (bench/RESULTS.md, "AMX"): one group and at least 64 filters
+//   (fewer leave most of a 32-row block empty, and the packing of B weighs more against three
+//   products), and a 1x1 conv only from 128 input channels (below, the FP32 kernels read its
+//   planes in place while this path packs them: googlenet's 64 -> 64 at 56 x 56, batch 4, 0.49 ->
+//   0.68 ms).
 int amx_parts(const Conv2dParams& p) {
-  if (p.groups != 1 || p.out_channels < 64 || (p.kernel_h * p.kernel_w == 1 && p.in_channels < 128)) return 0;
-  if (p.math == kMathBf16 && amx_products_enabled()) return 1;
+  if (p.groups != 1) return 0;
+  if (p.math == kMathBf16 && p.out_channels >= 16 && (p.kernel_h * p.kernel_w > 1 || p.in_channels >= 64) && amx_products_enabled()) return 1;
+  if (p.out_channels < 64 || (p.kernel_h * p.kernel_w == 1 && p.in_channels < 128)) return 0;
   return amx_enabled() ? 2 : 0;
 }
 bool amx_applies(const Conv2dParams& p) { return amx_parts(p) > 0; }

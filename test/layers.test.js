@@ -695,7 +695,7 @@ describe('linear: BF16 products on AMX tiles by default (math \'bf16\')', functi
 describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
   // On a CPU with AMX-BF16 (and without SPPNET_AMX), conv2d with math 'bf16' multiplies on the
   // tiles with one BF16 product per term (each operand rounded to bfloat16, FP32 sums) where the
-  // AMX path takes the conv (one group, >= 64 filters, a 1x1 from 128 inputs, not the lanes
+  // AMX path takes the conv (one group, >= 16 filters, a 1x1 from 64 inputs, not the lanes
   // path's strided convs): FP32-tight against the rounded operands. The other modes stay on the
   // FP32 kernels (bit-equal to SPPNET_AMX=0); with SPPNET_AMX=0 'bf16' is FP32 too (other bits).
   const child = (seed) => `
@@ -713,6 +713,7 @@ describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
         [{ cin: 130, cout: 64, kh: 1, kw: 1 }, [[5, 6], [12, 13]]],
         [{ cin: 40, cout: 96, kh: 3, kw: 3, stride: [2, 2] }, [[21, 19]]],
         [{ cin: 33, cout: 100, kh: 5, kw: 3, padding: [2, 0], dilation: [1, 2] }, [[8, 30], [16, 9]]],
+        [{ cin: 64, cout: 16, kh: 1, kw: 1, relu: true }, [[7, 7], [14, 14]]],
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
@@ -752,12 +753,12 @@ describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
       return res.stdout.trim();
     });
     if (one === 'no amx') this.skip();
-    const form = /^bad 0 ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){3}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    const form = /^bad 0 ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
     expect(one, `seed ${seed}`).to.match(form);
     expect(two, `seed ${seed}: the same sums on 2 threads`).to.equal(one);
     const [, on16, on32, onCache] = one.match(form);
     // SPPNET_AMX=0: 'bf16' is FP32 (further from the rounded operands' reference: not checked there)
-    const offForm = /^bad \d+ ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){3}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    const offForm = /^bad \d+ ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
     expect(off, `seed ${seed}: SPPNET_AMX=0`).to.match(offForm);
     const [, off16, off32, offCache] = off.match(offForm);
     expect(onCache, 'the BF16 parts cache').to.equal(String(16 + 64 * 32 / 2));
