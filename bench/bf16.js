@@ -16,7 +16,7 @@
 const path = require('path');
 const sp = require('../dist');
 const { copyBandwidth } = require('./membw');
-const { amxNote, failed, parseArgs, headerText, machineInfo, buildInfo, nowMs, percentile, textTable, mdTable, writeResults, commandLine, fmtMs, fmtX, rng, randomArray } = require('./common');
+const { amxProductsGranted, failed, parseArgs, headerText, machineInfo, buildInfo, nowMs, percentile, textTable, mdTable, writeResults, commandLine, fmtMs, fmtX, rng, randomArray } = require('./common');
 
 const OPTIONS = [
   { name: 'quick', type: 'flag', help: '5 rounds; fc6 on 256 rows only' },
@@ -92,8 +92,8 @@ async function main() {
 
   const HEAD = ['work', 'arm', 'runs', 'median ms', 'min ms', 'weights / work', 'floor ms', '% floor', 'fp32 / arm'];
   const legend = [
-    `floor = the weights' bytes / ${bw ? `${(bw.bestBytesPerS / 1e9).toFixed(1)} GB/s (copy bandwidth, 2 threads, best of 7)` : '(no bandwidth measured on this device)'}; for the whole network, the fc layers' weights only (the convs' 15 MiB are FP32 in both${device === 'cpu' && amxNote(sp.backend()) ? `; the convs of both arms multiply as${amxNote(sp.backend())}` : ''}).`,
-    `fc6 on many rows: floor = FLOPs / ${peak ? `${peak.gflops.toFixed(0)} GFLOP/s (sp.measureCpuPeak: ${peak.isa} FMAs, ${peak.threads} threads)` : '(no peak measured on this device)'}, twice that for BF16 products (vdpbf16ps: 32 products a zmm instruction against 16 FMAs)${device === 'cpu' ? `; this CPU ${sp.backend().cpu.bf16 ? 'has' : 'has no'} BF16 products${sp.backend().cpu.settings.amxProducts ? ', and takes them on AMX tiles (16 x 16 x 32 products an instruction: the floor is not theirs)' : ''}` : ''}. 'bf16 w': a BF16Matrix weight.`,
+    `floor = the weights' bytes / ${bw ? `${(bw.bestBytesPerS / 1e9).toFixed(1)} GB/s (copy bandwidth, 2 threads, best of 7)` : '(no bandwidth measured on this device)'}; for the whole network, the fc layers' weights only (the convs' 15 MiB are FP32 in both${device === 'cpu' && sp.backend().cpu.settings.amx ? '; the convs of both arms multiply as bf16x3 on AMX tiles (SPPNET_AMX=1)' : ''}${device === 'cpu' && sp.getMath().conv === 'bf16' ? "; the convs of both arms in math 'bf16' (SPPNET_MATH)" : ''}).`,
+    `fc6 on many rows: floor = FLOPs / ${peak ? `${peak.gflops.toFixed(0)} GFLOP/s (sp.measureCpuPeak: ${peak.isa} FMAs, ${peak.threads} threads)` : '(no peak measured on this device)'}, twice that for BF16 products (vdpbf16ps: 32 products a zmm instruction against 16 FMAs)${device === 'cpu' ? `; this CPU ${sp.backend().cpu.bf16 ? 'has' : 'has no'} BF16 products${amxProductsGranted(sp.backend()) ? ', and takes them on AMX tiles (16 x 16 x 32 products an instruction: the floor is not theirs)' : ''}` : ''}. 'bf16 w': a BF16Matrix weight.`,
     `fp32 / arm: the FP32 arm's median over this arm's (> 1: faster), same run, interleaved.`,
     `logits, 4 images: max |fp32 - bf16| ${d.toExponential(2)} of max |logit| ${m.toExponential(2)} (${(100 * accuracy.relative).toFixed(2)}%); top-1 agrees on ${accuracy.top1Agree} (random weights: the logits are close together).`,
   ];

@@ -401,8 +401,10 @@ const amxNote = (be) => {
   const m = require('../dist').getMath();
   const bf16 = ['conv', 'linear'].filter((k) => m[k] === 'bf16');
   return (be.cpu.settings.amx ? ' + AMX bf16x3 convs (SPPNET_AMX=1)' : '') +
-    (bf16.length ? ` + math 'bf16' for ${bf16.join(' and ')}${be.cpu.settings.amxProducts ? ' (BF16 products on AMX tiles)' : ''}` : '');
+    (bf16.length ? ` + math 'bf16' for ${bf16.join(' and ')}${amxProductsGranted(be) ? ' (BF16 products on AMX tiles)' : ''}` : '');
 };
+// Whether BF16 products take AMX tiles (asks Linux for the tile state: for runs about to use them).
+const amxProductsGranted = (be) => be.cpu.settings.amxProducts && require('../dist/core/native').native.amxProductsGranted();
 
 /**
  * The start of a CPU benchmark's main(): its options (usage from lines from..to of `file`'s
@@ -419,5 +421,5 @@ module.exports = {
   parseArgs, headerText, benchStart, failed, commandLine,
   timeRuns, fairRounds, stats, percentile, nowMs, opProbe,
   textTable, mdTable, implRows, writeResults, fmtMs, fmtX,
-  machineInfo, buildInfo, amxNote, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
+  machineInfo, buildInfo, amxNote, amxProductsGranted, loadWorkloads, rng, randomArray, windowBytes, toNHWC, tfLevel, tfRowsToSppnet, specFlops, pair,
 };

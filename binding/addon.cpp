@@ -64,6 +64,9 @@ Napi::Value CpuPeak(const Napi::CallbackInfo& info) {
   return queue(info.Env(), task, {out}, Runs::kHost);
 }
 
+// amxProductsGranted(): cpu::amx_products_granted (asks Linux for the tile state if not yet asked).
+Napi::Value AmxProductsGranted(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), cpu::amx_products_granted()); }
+
 // cancelQueued(): see Executor::cancel_queued (lib/core/native.ts calls it at process exit).
 Napi::Value CancelQueued(const Napi::CallbackInfo& info) {
   info.Env().GetInstanceData<AddonData>()->cpu->cancel_queued();
@@ -236,7 +239,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       },
       new Executors(data->cpu, data->cuda));
   exports.Set("DeviceBuffer", ctor);
-  export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"memoryStats", MemoryStats}, {"kernelTimes", KernelTimesFn},
+  export_functions(env, exports, {{"info", Info}, {"cpuPeak", CpuPeak}, {"amxProductsGranted", AmxProductsGranted}, {"memoryStats", MemoryStats}, {"kernelTimes", KernelTimesFn},
                                    {"trimDeviceMemory", TrimDeviceMemory}, {"cudaUpload", CudaUpload},
                                    {"cudaCopy", CudaCopy}, {"copy", Copy}, {"runSequence", RunSequence}, {"compileSequence", CompileSequence}, {"planTimes", PlanTimes}, {"releasePlan", ReleasePlan},
                                    {"cancelQueued", CancelQueued}});

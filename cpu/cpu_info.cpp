@@ -5,6 +5,7 @@
 #include <thread>
 #include <vector>
 
+#include "amx_cpu.h"
 #include "gemm_cpu.h"
 #include "isa.h"
 #include "parallel.h"
@@ -32,6 +33,7 @@ std::string isa() { return isa_name(detect_isa()); }
 
 int threads() { return num_threads(); }
 bool bf16_products() { return gemm_bf16_available(); }
+bool amx_products_granted() { return amx_products_enabled(); }
 
 namespace {
 

@@ -19,6 +19,10 @@ std::string isa();
 int threads();
 // Whether linear's math kBf16 gets BF16 products here (AVX-512 BF16, within SPPNET_CPU_ISA).
 bool bf16_products();
+// Whether linear's and conv2d's BF16 products (math 'bf16') take AMX tiles in this process: the
+// settings allow it (amxProducts) and Linux granted the tile state, which this asks for if no
+// such call has yet (for benchmarks and tests about to use them; sp.backend() does not ask).
+bool amx_products_granted();
 
 // Measured FP32 peak: `threads` threads (started together) each run independent FMA chains of the
 // ISA the kernels use (zmm / ymm FMAs; the portable build's 16-lane multiply + add) for about

@@ -135,6 +135,8 @@ export interface Native {
   enums: NativeEnums;
   DeviceBuffer: new (length: number) => NativeDeviceBuffer;
   info(): NativeInfo;
+  /** Whether math 'bf16' takes AMX tiles in this process (asks Linux for the tile state if not yet asked; cpu_info.h). */
+  amxProductsGranted(): boolean;
   cpuPeak(threads: number, seconds: number, out: Float64Array): Promise<void>;
   /** SPPNET_CUDA_KERNEL_TIMES=1: GPU time per kernel since the load, { [kernel]: [launches, ms] }; else null */
   kernelTimes(): Record<string, [number, number]> | null;
