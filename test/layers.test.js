@@ -725,20 +725,26 @@ describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
         [{ cin: 40, cout: 96, kh: 3, kw: 3, stride: [2, 2] }, [[21, 19]]],
         [{ cin: 33, cout: 100, kh: 5, kw: 3, padding: [2, 0], dilation: [1, 2] }, [[8, 30], [16, 9]]],
         [{ cin: 64, cout: 16, kh: 1, kw: 1, relu: true }, [[7, 7], [14, 14]]],
+        // below the path's bounds (15 filters; a 1x1 of 63 inputs; two groups): FP32 in every mode
+        [{ cin: 8, cout: 15, kh: 3, kw: 3, padding: [1, 1], fp32: true }, [[10, 9]]],
+        [{ cin: 63, cout: 40, kh: 1, kw: 1, fp32: true }, [[6, 11]]],
+        [{ cin: 32, cout: 64, kh: 3, kw: 3, groups: 2, fp32: true }, [[9, 8]]],
       ]) {
         const maps = sizes.map(([H, W]) => randomMap(r, c.cin, H, W));
         maps[0].data[r.int(0, maps[0].data.length - 1)] = NaN;
-        const w = Float32Array.from({ length: c.cout * c.cin * c.kh * c.kw }, () => r.normal() * 0.3);
+        const w = Float32Array.from({ length: c.cout * (c.cin / (c.groups || 1)) * c.kh * c.kw }, () => r.normal() * 0.3);
         const b = Float32Array.from({ length: c.cout }, () => r.normal());
         const rb = sp.ragged(maps.map((m) => sp.tensor(m.data, [m.C, m.H, m.W])));
         for (const math of ['bf16', 'tf32']) {
-          const round = (a) => (math === 'bf16' ? a.map(toBf16) : a);
+          if (c.fp32 && math === 'tf32') continue;
+          const products = math === 'bf16' && !c.fp32;  // BF16 ones
+          const round = (a) => (products ? a.map(toBf16) : a);
           const refs = maps.map((m) => refConv2d({ ...m, data: round(m.data) }, round(w), b, c));
           const mags = maps.map((m) => refConv2d({ ...m, data: round(m.data).map(Math.abs) }, round(w).map(Math.abs), b.map(Math.abs), { ...c, relu: false }));
           const out = sp.ragged(refs.map((e) => sp.tensor(new Float32Array(c.cout * e.H * e.W).fill(-6.5e31), [c.cout, e.H, e.W])));
-          const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin, c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out, math })).arrays();
-          refs.forEach((e, i) => t.check(got[i], e.data, mags[i].data, math === 'bf16' ? 1e-5 : 2e-6));
-          (math === 'bf16' ? hashes : fp32).push(hash12(got));
+          const got = await (await sp.conv2d(rb, sp.tensor(w, [c.cout, c.cin / (c.groups || 1), c.kh, c.kw]), sp.tensor(b, [c.cout]), { ...c, out, math })).arrays();
+          refs.forEach((e, i) => t.check(got[i], e.data, mags[i].data, products ? 1e-5 : 2e-6));
+          (products ? hashes : fp32).push(hash12(got));
         }
       }
       // A model under setMath({ conv: 'bf16' }) keeps its filters packed as BF16 parts: 16 + 64 x 32 / 2 floats for 3 -> 64, 3 x 3.
@@ -764,17 +770,17 @@ describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
       return res.stdout.trim();
     });
     if (one === 'no amx') this.skip();
-    const form = /^bad 0 ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    const form = /^bad 0 ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){7}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
     expect(one, `seed ${seed}`).to.match(form);
     expect(two, `seed ${seed}: the same sums on 2 threads`).to.equal(one);
     const [, on16, on32, onCache] = one.match(form);
     // SPPNET_AMX=0: 'bf16' is FP32 (further from the rounded operands' reference: not checked there)
-    const offForm = /^bad \d+ ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){4}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
+    const offForm = /^bad \d+ ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){7}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
     expect(off, `seed ${seed}: SPPNET_AMX=0`).to.match(offForm);
     const [, off16, off32, offCache] = off.match(offForm);
     expect(onCache, 'the BF16 parts cache').to.equal(String(16 + 64 * 32 / 2));
     expect(offCache, 'no AMX cache with SPPNET_AMX=0').to.not.equal(onCache);
-    expect(on32, `seed ${seed}: FP32 modes stay on the FP32 kernels`).to.equal(off32);
+    expect(on32, `seed ${seed}: FP32 modes, and 'bf16' below the path's bounds, stay on the FP32 kernels`).to.equal(off32);
     on16.split(',').forEach((h, i) => expect(h, `seed ${seed} case ${i}: BF16 products on the tiles (FP32 with SPPNET_AMX=0)`).to.not.equal(off16.split(',')[i]));
   });
 });
