@@ -267,6 +267,10 @@ void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Row
 // rows 765-814 against 304-330).
 constexpr int64_t kAmxLinearRows = 128;
 constexpr int64_t kAmxLinearRowsCached = 16;
+// A BF16Matrix's BF16 products from 32 rows without a cache: its packing is a copy of bfloat16s,
+// not a split of FP32s (fc6, 2 threads: 32 rows 21-22 ms with vdpbf16ps against 13.4-13.7 on the
+// tiles, 64 rows 40-42 against 15, 96 rows 55-57 against 16-17; 16 rows 12.5-12.8 against 13.6).
+constexpr int64_t kAmxLinearRowsBf16 = 32;
 constexpr int64_t kAmxSlab = 512, kAmxRegion = 128;
 constexpr int32_t kAmxLinearCacheValid = 0x314c4d41;  // "AML1"
 constexpr int64_t kAmxLinearCacheHeader = 16;          // floats: [valid, in, out, parts, bf16 weights, unused...]
@@ -276,8 +280,9 @@ constexpr int64_t kAmxLinearCacheHeader = 16;          // floats: [valid, in, ou
 // is the AVX-512 BF16 kernels', one rounding of each operand, FP32 sums); bf16x3 (2) for FP32
 // products under SPPNET_AMX=1 only.
 int amx_linear_parts(int64_t rows, int32_t in_features, int32_t math, bool bf16_weights, bool cached) {
-  if (rows < (cached ? kAmxLinearRowsCached : kAmxLinearRows) || in_features <= 0) return 0;
+  if (in_features <= 0) return 0;
   const bool bf16_products = math == kMathBf16 && rows >= (bf16_weights ? kBf16ProductRowsPacked : kBf16ProductRows);
+  if (rows < (cached ? kAmxLinearRowsCached : bf16_products && bf16_weights ? kAmxLinearRowsBf16 : kAmxLinearRows)) return 0;
   if (bf16_products) return amx_products_enabled() ? 1 : 0;
   return amx_enabled() ? 2 : 0;
 }

@@ -54,7 +54,8 @@ export interface CpuSettings {
    */
   amx: boolean;
   /**
-   * linear's BF16 products (math 'bf16', from 256 rows, 8 with a BF16Matrix) take AMX tiles: the
+   * linear's BF16 products (math 'bf16', from 256 rows, 8 with a BF16Matrix) take AMX tiles (from 128
+   * rows, 32 with a BF16Matrix, 16 in a model): the
    * CPU has AMX-BF16 and SPPNET_AMX is not 0 (no SPPNET_AMX=1 needed: the same arithmetic as the
    * AVX-512 BF16 kernels, 7-8x faster on fc6 at 2,000 rows). Linux is asked for the tile state at
    * the first such call (not by this report, so it says what the CPU and SPPNET_AMX allow); where
