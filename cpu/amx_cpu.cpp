@@ -66,9 +66,10 @@ inline void pair_row(__m512 v0, __m512 v1, uint16_t* row, int parts) {
   _mm512_storeu_si512(row + 512, _mm512_or_si512(l0, _mm512_slli_epi32(l1, 16)));
 }
 
-// One k step of a row block of A or a column block of B (16 rows of A or 16 columns of B, 32 k),
-// which both layouts store one after another: 512 x parts bfloat16s (a high and a low tile, or the
-// high one alone).
+// The bfloat16s of one k step of a row block of A or a column block of B (16 rows of A or 16
+// columns of B, 32 k), which both layouts store one after another: a high and a low tile, or with
+// parts 1 the high one alone.
+constexpr int64_t step_of(int parts) { return 512 * int64_t{parts}; }
 
 struct TileConfig {
   uint8_t palette, start_row, reserved[14];
@@ -91,7 +92,7 @@ inline void a_half(__m512 v, uint16_t* t, int parts) {
 // Rows [m0, m1) of A's layout (rows from M on zero), each row's 16 floats at k0 from load(m, k0, mask).
 template <typename Load>
 void pack_a_rows(int64_t m0, int64_t m1, int64_t M, int64_t K, float* Ap, int parts, Load&& load) {
-  const int64_t KS = amx_round(K) / 32, step = 512 * parts;
+  const int64_t KS = amx_round(K) / 32, step = step_of(parts);
   uint16_t* d = reinterpret_cast<uint16_t*>(Ap);
   for (int64_t m = m0; m < m1; ++m)
     for (int64_t ks = 0; ks < KS; ++ks) {
@@ -121,7 +122,7 @@ void amx_pack_a_bf16(int64_t m0, int64_t m1, int64_t M, int64_t K, const uint16_
 }
 
 void amx_pack_bt(int64_t nb0, int64_t nb1, int64_t N, int64_t K, const float* X, int64_t ldx, float* Bp, int parts) {
-  const int64_t KS = amx_round(K) / 32, step = 512 * parts;
+  const int64_t KS = amx_round(K) / 32, step = step_of(parts);
   uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
   // Each column's 32 k (one row of X) as 16 pairs, then the 16 columns' pairs transposed into
   // the tile's 16 rows of 16 pairs.
@@ -153,7 +154,7 @@ void amx_pack_bt(int64_t nb0, int64_t nb1, int64_t N, int64_t K, const float* X,
 }
 
 void amx_pack_panels(int64_t K, int64_t panels, const float* P, float* Bp, int parts) {
-  const int64_t KS = amx_round(K) / 32, step = 512 * parts;
+  const int64_t KS = amx_round(K) / 32, step = step_of(parts);
   uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t q = 0; q < panels; ++q) {
@@ -173,7 +174,7 @@ void amx_pack_panels(int64_t K, int64_t panels, const float* P, float* Bp, int p
 }
 
 void amx_pack_rows(int64_t K, int64_t N, const float* B, int64_t ldb, float* Bp, int parts) {
-  const int64_t KS = amx_round(K) / 32, NB = amx_round(N) / 16, step = 512 * parts;
+  const int64_t KS = amx_round(K) / 32, NB = amx_round(N) / 16, step = step_of(parts);
   uint16_t* d = reinterpret_cast<uint16_t*>(Bp);
   const __m512 zero = _mm512_setzero_ps();
   // Along B's rows (a pair at a time, every column block): each row read as it lies, not a
@@ -263,7 +264,7 @@ inline void kstep(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, co
 template <int Parts>
 void kblock(const uint16_t* a0, const uint16_t* a1, const uint16_t* b0, const uint16_t* b1, int64_t ks0, int64_t ks1, float* acc,
             bool first) {
-  constexpr int64_t step = 512 * Parts;
+  constexpr int64_t step = step_of(Parts);
   if (first) {
     _tile_zero(0);
     _tile_zero(1);
@@ -290,7 +291,7 @@ constexpr int64_t kKBlockSteps = 32;
 template <int Parts>
 void gemm_kblocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc,
                    const float* bias, bool relu) {
-  constexpr int64_t step = 512 * Parts;
+  constexpr int64_t step = step_of(Parts);
   const int64_t KS = amx_round(K) / 32, T = KS * step;  // bfloat16s of a row block of A, a column block of B
   const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);
   const uint16_t* B = reinterpret_cast<const uint16_t*>(Bp);
@@ -320,7 +321,7 @@ void gemm_kblocked(int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K, co
 template <int Parts>
 void gemm_whole(int64_t m0, int64_t m1, int64_t N, int64_t K, const float* Ap, const float* Bp, float* C, int64_t ldc, const float* bias,
                 bool relu) {
-  constexpr int64_t step = 512 * Parts;
+  constexpr int64_t step = step_of(Parts);
   load_tile_config();
   const int64_t KS = amx_round(K) / 32, T = KS * step;  // bfloat16s of a row block of A, a column block of B
   const uint16_t* A = reinterpret_cast<const uint16_t*>(Ap);

@@ -257,8 +257,8 @@ void linear_gemm_bf16(int64_t rows, int64_t in, int64_t out, const float* x, Row
   });
 }
 
-// SPPNET_AMX=1, from kAmxLinearRows rows (kAmxLinearRowsCached with the caller's cache):
-// C[out][rows] = W . x^T on AMX tiles (amx_cpu.h), bf16x3 products (parts 2) or, where math 'bf16'
+// AMX tiles (amx_linear_parts says when), from kAmxLinearRows rows (kAmxLinearRowsCached with the
+// caller's cache, kAmxLinearRowsBf16 for a BF16Matrix's BF16 products): C[out][rows] = W . x^T on AMX tiles (amx_cpu.h), bf16x3 products (parts 2) or, where math 'bf16'
 // takes BF16 products, those (parts 1). x^T is packed at each call; W once into the caller's cache
 // (linear_cache_floats), or without one a slab of kAmxSlab rows at a time; each slab's product is
 // shared out in regions of kAmxRegion x kAmxRegion. Without a cache, from 128 rows: below, packing W at each call
@@ -330,7 +330,7 @@ bool linear_amx(int64_t rows, int32_t in_features, int32_t out_features, const f
     for (int64_t o0 = 0; o0 < out; o0 += kAmxSlab) {
       const int64_t m = std::min(kAmxSlab, out - o0);
       if (!whole) pack(o0, m, slab);
-      const float* Ap = whole ? whole + o0 * amx_round(in) * parts / 2 : slab;
+      const float* Ap = whole ? whole + amx_a_floats(o0, in, parts) : slab;  // o0: a multiple of the slab's rows
       const int64_t mr = (m + kAmxRegion - 1) / kAmxRegion, nr = (rows + kAmxRegion - 1) / kAmxRegion;
       parallel_tasks(mr * nr, [&](int64_t t) {
         const int64_t i = t % mr, j = t / mr;

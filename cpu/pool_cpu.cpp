@@ -68,11 +68,6 @@ template <int KW>
 void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, float* yc, int oy0, int oy1, int y_base) {
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  // Lanes l of the 16 columns from c on that lie in [0, W).
-  auto inside = [W](int64_t c) {
-    const int64_t lo = std::max<int64_t>(0, -c), hi = std::min<int64_t>(16, W - c);
-    return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
-  };
   for (int oy = oy0; oy < oy1; ++oy) {
     const int ys = std::max(0, oy * p.stride_h - p.pad_h), ye = std::min(H, oy * p.stride_h - p.pad_h + p.kernel_h);
     float* yr = yc + int64_t{oy} * Wo;
@@ -82,7 +77,7 @@ void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, 
       // The maximum over the window's rows of columns [c, c + 16) (masked loads, -inf outside).
       auto columns = [&](int64_t c) __attribute__((always_inline)) {
         __m512 m = ninf;
-        const __mmask16 in = inside(c);
+        const __mmask16 in = lanes16(-c, W - c);  // the columns from c on that lie in [0, W)
         if (!in) return m;
         // The block may start left of the row (c < 0, masked off): its address as an integer,
         // not a pointer before the plane.
@@ -108,8 +103,7 @@ void pool_rows_s2(const float* xc, int H, int W, int Wo, const Pool2dParams& p, 
       if constexpr (KW > 1) column(std::integral_constant<int, 1>{});
       if constexpr (KW > 2) column(std::integral_constant<int, 2>{});
       if constexpr (KW > 3) column(std::integral_constant<int, 3>{});
-      const __mmask16 mo = Wo - ox >= 16 ? __mmask16(0xffff) : __mmask16((1u << (Wo - ox)) - 1);
-      _mm512_mask_storeu_ps(yr + ox, mo, r);
+      _mm512_mask_storeu_ps(yr + ox, first_lanes16(Wo - ox), r);
     }
   }
 }
@@ -152,12 +146,6 @@ void pool_plane_avx512(const float* xc, int H, int W, int Wo, const Pool2dParams
       _mm512_mask_storeu_ps(yr + ox, m, v);
     }
   }
-}
-
-// Lanes [lo, hi) of 16 as a mask (lo, hi clamped to [0, 16]).
-inline __mmask16 lanes16(int64_t lo, int64_t hi) {
-  lo = std::max<int64_t>(0, lo), hi = std::min<int64_t>(16, hi);
-  return hi <= lo ? __mmask16(0) : __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
 }
 
 // pool_same_avx2's flat passes with 16 lanes and masks instead of guards and mask tables: the

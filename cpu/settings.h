@@ -29,7 +29,7 @@ struct Settings {
   bool winograd = true;        // SPPNET_WINOGRAD=0: the 3x3 Winograd path off
   bool lanes = true;           // SPPNET_LANES=0: the AVX-512 strided lanes path off (lanes_conv_cpu.cpp)
   bool amx = false;            // SPPNET_AMX=1: convs as bf16x3 products on AMX tiles, where usable (amx_cpu.h)
-  bool amx_products = false;   // linear's BF16 products (math 'bf16') may take AMX tiles: the CPU has them, SPPNET_AMX is not 0
+  bool amx_products = false;   // linear's and conv2d's BF16 products (math 'bf16') may take AMX tiles: the CPU has them, SPPNET_AMX is not 0
                                // (the OS is asked for the tile state at the first such call: amx_products_enabled())
   int winograd_min_channels = 160;  // SPPNET_WINOGRAD_MIN_CHANNELS: fewer input or output channels stay on im2col
   int64_t winograd_chunk = 0;  // SPPNET_WINOGRAD_CHUNK: tiles per chunk (rounded up to panels), else sized by memory

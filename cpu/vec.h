@@ -40,6 +40,8 @@ static inline float v16_sum(v16 v) {
 // The mask of the first n of 16 lanes (all for n >= 16, none for n <= 0): a masked load or store
 // of a row's last, partial vector.
 static inline unsigned short first_lanes16(int64_t n) { return n >= 16 ? 0xffff : n <= 0 ? 0 : static_cast<unsigned short>((1u << n) - 1); }
+// The mask of lanes [lo, hi) of 16 (lo, hi clamped to [0, 16]).
+static inline unsigned short lanes16(int64_t lo, int64_t hi) { return static_cast<unsigned short>(first_lanes16(hi) & ~first_lanes16(lo)); }
 
 // f(std::integral_constant<int, r>) for a run-time r in [1, R]: a tile's row or pixel count as a template argument.
 template <int R, typename F>

@@ -2,12 +2,11 @@
 // Layers against the plain references, on random ragged batches with fresh seeds, on every
 // device present; poisoned outputs are covered by comparing every element of fresh outputs
 // whose storage starts uninitialised on the device (and by the native check tool).
-const path = require('path');
 const { expect } = require('chai');
 const { sp, cudaStatus, expectClose, expectReject, inChildWith, WINOGRAD_FROM_32 } = require('./support/helpers');
 const { rng, freshSeed, randomMap } = require('./support/reference');
 const { refConv2d, refMaxPool2d, refLrn, refLinear, refSoftmax } = require('./support/layers-reference');
-const { onAndOff } = require('./support/conv-paths');
+const { onAndOff, onAndOffRuns } = require('./support/conv-paths');
 
 const devices = ['cpu', ...(cudaStatus().ok ? ['cuda'] : [])];
 const rand = (r, n, scale = 1) => Float32Array.from({ length: n }, () => r.normal() * scale);
@@ -683,15 +682,7 @@ describe('linear: BF16 products on AMX tiles by default (math \'bf16\')', functi
   it('gives the reference (FP32-tight against the rounded operands) from FP32 and BF16Matrix weights, poisoned out, ReLU, and in a model with its weight cache; FP32 products untouched; 1 and 2 threads bit for bit; SPPNET_AMX=0 the AVX-512 BF16 kernels', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
-    const { runNode } = require('./support/child');
-    const [one, two, off] = [['1', null], ['2', null], ['1', '0']].map(([threads, amx]) => {
-      const env = { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' };
-      if (amx === null) delete env.SPPNET_AMX;
-      else env.SPPNET_AMX = amx;
-      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env });
-      expect(res.stderr).to.equal('');
-      return res.stdout.trim();
-    });
+    const [one, two, off] = onAndOffRuns(child(seed), 'SPPNET_AMX', null);
     if (one === 'no amx') this.skip();
     const form = /^bad 0 ((?:[0-9a-f]{12},){3}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
     expect(one, `seed ${seed}`).to.match(form);
@@ -761,15 +752,7 @@ describe('conv2d: BF16 products on AMX tiles for math \'bf16\'', function () {
   it('gives the reference (FP32-tight against the rounded operands): 3x3 with padding, 1x1 from its planes, stride 2, dilation, ragged maps, NaN, poisoned out, a model\'s filter cache; other modes untouched; 1 and 2 threads bit for bit; SPPNET_AMX=0 FP32', function () {
     this.timeout(120000); // three child processes
     const seed = freshSeed();
-    const { runNode } = require('./support/child');
-    const [one, two, off] = [['1', null], ['2', null], ['1', '0']].map(([threads, amx]) => {
-      const env = { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' };
-      if (amx === null) delete env.SPPNET_AMX;
-      else env.SPPNET_AMX = amx;
-      const res = runNode(['-e', child(seed)], { cwd: path.resolve(__dirname, '..'), env });
-      expect(res.stderr).to.equal('');
-      return res.stdout.trim();
-    });
+    const [one, two, off] = onAndOffRuns(child(seed), 'SPPNET_AMX', null);
     if (one === 'no amx') this.skip();
     const form = /^bad 0 ((?:[0-9a-f]{12},){5}[0-9a-f]{12}) fp32 ((?:[0-9a-f]{12},){7}[0-9a-f]{12}) worst \S+ cache (\d+)$/;
     expect(one, `seed ${seed}`).to.match(form);

@@ -114,14 +114,26 @@ async function filterCacheCheck(sp, r, conv, H, W, cacheOk = () => true) {
  * expects `pattern` of the first line, the same line on 2 threads (the same sums), 'bad 0' with the
  * path off, and each case's hash (the third word, comma-separated) other with it off: the path ran.
  */
-function onAndOff(test, code, seed, { flag, skip, pattern, label }) {
+/**
+ * The child script `code` run on the CPU with `flag` set to `on` (null: unset, the default) on 1
+ * and 2 threads, then '0' on 1 thread: their stdout, each child's stderr expected empty.
+ */
+function onAndOffRuns(code, flag, on) {
   const { expect } = require('chai');
   const { runNode } = require('./child');
-  const results = [['1', '1'], ['2', '1'], ['1', '0']].map(([threads, on]) => {
-    const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..', '..'), env: { ...process.env, SPPNET_NUM_THREADS: threads, [flag]: on, SPPNET_DEVICE: 'cpu' } });
+  return [['1', on], ['2', on], ['1', '0']].map(([threads, value]) => {
+    const env = { ...process.env, SPPNET_NUM_THREADS: threads, SPPNET_DEVICE: 'cpu' };
+    if (value === null) delete env[flag];
+    else env[flag] = value;
+    const res = runNode(['-e', code], { cwd: path.resolve(__dirname, '..', '..'), env });
     expect(res.stderr).to.equal('');
     return res.stdout.trim();
   });
+}
+
+function onAndOff(test, code, seed, { flag, skip, pattern, label }) {
+  const { expect } = require('chai');
+  const results = onAndOffRuns(code, flag, '1');
   if (results[0] === skip) test.skip();
   expect(results[0], `seed ${seed}`).to.match(pattern);
   expect(results[1], `seed ${seed}: the same sums on 2 threads`).to.equal(results[0]);
@@ -130,4 +142,4 @@ function onAndOff(test, code, seed, { flag, skip, pattern, label }) {
   on.forEach((h, i) => expect(h, `seed ${seed} case ${i}: ${label}`).to.not.equal(off[i]));
 }
 
-module.exports = { raggedCase, filterCacheCheck, onAndOff, tally, hash12 };
+module.exports = { raggedCase, filterCacheCheck, onAndOff, onAndOffRuns, tally, hash12 };
